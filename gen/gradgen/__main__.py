@@ -1,0 +1,3 @@
+from gradgen.cli import main_entry
+
+main_entry()

@@ -1,0 +1,209 @@
+"""The ``gradgen`` command: forward files in, backward files out; never runs the input.
+
+Exit codes follow black's: 0 done (or nothing to change), 1 ``--check`` found files that
+would change, 2 usage error, 123 an input was refused or an output could not be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradgen import __version__
+from gradgen.api import generate
+from gradgen.errors import GradgenError
+from gradgen.files import display_path, find_project_root, read_source, write_atomic
+
+EXIT_OK = 0
+EXIT_WOULD_CHANGE = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 123
+
+
+class _UsageError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Job:
+    """One forward file and where its backward goes (None: standard output)."""
+
+    source: Path
+    output: Path | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradgen",
+        description="Generate readable backward (gradient) code from staged forward Python. "
+        "The input is parsed, never run.",
+        epilog="Exit status: 0 done, 1 --check found stale output, 2 usage error, "
+        "123 input refused or output not written.",
+    )
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="forward Python files, or directories searched for *.py files",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (one input file) or directory (several inputs or a directory); "
+        "standard output when omitted",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and show a diff if any output is not what gradgen "
+        "would write now",
+    )
+    parser.add_argument(
+        "--diff", action="store_true", help="write nothing; show what would change as a diff"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="report errors only")
+    parser.add_argument("--version", action="version", version=f"gradgen {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # -h, --version and usage errors
+        return int(exit_.code or 0)
+    try:
+        jobs = plan_jobs([Path(s) for s in args.sources], args.output)
+        if (args.check or args.diff) and any(job.output is None for job in jobs):
+            raise _UsageError("--check and --diff compare with existing files: give -o")
+    except _UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"gradgen: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not jobs:
+        if not args.quiet:
+            print("gradgen: no Python files found; nothing to do", file=sys.stderr)
+        return EXIT_OK
+    root = find_project_root([job.source for job in jobs])
+    status = EXIT_OK
+    for job in jobs:
+        status = max(status, _run(job, args, root), key=_severity)
+    return status
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())
+
+
+def _severity(status: int) -> int:
+    return {EXIT_OK: 0, EXIT_WOULD_CHANGE: 1, EXIT_REFUSED: 2}.get(status, 3)
+
+
+def plan_jobs(sources: list[Path], output: str | None) -> list[Job]:
+    """Which file goes where; raises ``_UsageError`` for impossible requests."""
+    for source in sources:
+        if not source.exists():
+            raise _UsageError(f"{source}: no such file or directory")
+    out = Path(output) if output is not None else None
+    single_file = len(sources) == 1 and sources[0].is_file()
+    if out is None:
+        if not single_file:
+            raise _UsageError("several inputs or a directory need -o DIR")
+        return [Job(sources[0], None)]
+    if single_file and not out.is_dir() and not output.endswith(("/", os.sep)):  # type: ignore[union-attr]
+        jobs = [Job(sources[0], out)]
+    else:
+        jobs = []
+        for source in sources:
+            if source.is_dir():
+                jobs += [
+                    Job(file, out / file.relative_to(source))
+                    for file in _python_files(source, exclude=out)
+                ]
+            else:
+                jobs.append(Job(source, out / source.name))
+    _check_outputs(jobs)
+    return jobs
+
+
+def _python_files(directory: Path, exclude: Path) -> list[Path]:
+    excluded = exclude.resolve()
+    found = []
+    for path in sorted(directory.rglob("*.py")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
+            continue
+        if path.resolve().is_relative_to(excluded):
+            continue  # never read our own output as input
+        found.append(path)
+    return found
+
+
+def _check_outputs(jobs: list[Job]) -> None:
+    targets: dict[Path, Path] = {}
+    for job in jobs:
+        assert job.output is not None
+        target = job.output.resolve()
+        if target == job.source.resolve():
+            raise _UsageError(f"{job.source}: the output would overwrite the input")
+        if target in targets:
+            raise _UsageError(
+                f"{targets[target]} and {job.source} would both be written to {job.output}"
+            )
+        targets[target] = job.source
+
+
+def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
+    source_name = display_path(job.source, root)
+    command = f"gradgen {source_name}"
+    if job.output is not None:
+        command += f" -o {display_path(job.output, root)}"
+    try:
+        text = read_source(job.source)
+        result = generate(text, source_name, command=command)
+    except GradgenError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as error:
+        print(f"{source_name}: error: cannot read: {error.strerror or error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if job.output is None:
+        sys.stdout.write(result)
+        return EXIT_OK
+    return _deliver(result, job.output, display_path(job.output, root), args)
+
+
+def _deliver(result: str, output: Path, shown: str, args: argparse.Namespace) -> int:
+    try:
+        current = output.read_text(encoding="utf-8") if output.exists() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current == result:
+        return EXIT_OK
+    if args.check or args.diff:
+        diff = difflib.unified_diff(
+            (current or "").splitlines(keepends=True),
+            result.splitlines(keepends=True),
+            fromfile=f"{shown} (current)",
+            tofile=f"{shown} (gradgen)",
+        )
+        sys.stdout.writelines(diff)
+        if not args.quiet:
+            print(f"would regenerate {shown}", file=sys.stderr)
+        return EXIT_WOULD_CHANGE if args.check else EXIT_OK
+    try:
+        write_atomic(output, result)
+    except OSError as error:
+        print(f"{shown}: error: cannot write: {error.strerror or error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.quiet:
+        print(f"wrote {shown}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,181 @@
+"""Backward functions to the lines of the generated module.
+
+The output is a list of lines per part (header, imports and constants, each function), in
+the spacing black writes; ``format.py`` puts them together. Each group of adjoint statements
+is introduced by the forward statement it differentiates, quoted (``# backprop f = num *
+invden``), as in the CS231n notes: a quote, unlike a line number, does not change when an
+unrelated line is inserted above it, so reviews see small diffs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gradgen.expr import BinOp, Const, Expr, Func, Name, UnaryOp, map_funcs, render, walk
+from gradgen.naming import backward_function_name
+from gradgen.parse import ModuleContext
+from gradgen.reverse import AdjointStatement, BackwardFunction
+
+COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
+
+
+@dataclass
+class FunctionText:
+    signature: str  # "def f_backward(x, y, df=1.0):"
+    docstring: str  # one line, without the quotes
+    body: list[str]  # unindented; "" is a blank line
+
+
+@dataclass
+class ModuleText:
+    header: list[str]
+    preamble: list[str]  # imports, then module constants
+    functions: list[FunctionText] = field(default_factory=list)
+
+
+class _Helpers:
+    """Spells template helpers (``log`` -> ``np.log``) with the module's own imports."""
+
+    def __init__(self, context: ModuleContext) -> None:
+        self.context = context
+        self.added: set[str] = set()  # libraries the module must import for us
+        self.used: set[str] = set()  # module names the helpers are spelled with
+
+    def resolve(self, expr: Expr) -> Expr:
+        return map_funcs(expr, self._spell)
+
+    def _spell(self, func: Func) -> Func:
+        if func.spelling is not None or func.lib is None:
+            return func
+        alias = self.context.module_alias(func.lib)
+        if alias is None:
+            alias = func.lib
+            self.added.add(func.lib)
+        self.used.add(alias)
+        return Func(func.lib, func.name, f"{alias}.{func.name}")
+
+
+def emit_module(
+    backwards: Iterable[BackwardFunction], context: ModuleContext, header: list[str]
+) -> ModuleText:
+    """The whole generated module: header, the imports and constants used, the functions."""
+    backwards = list(backwards)
+    helpers = _Helpers(context)
+    functions = [emit_function(b, helpers) for b in backwards]
+    used: set[str] = set()
+    for backward in backwards:
+        used |= backward.staged.used_globals
+    used |= helpers.used
+    used |= _constants_needed(used, context)
+    preamble = _imports(used, context, helpers.added)
+    constants = [
+        f"{name} = {render(value)}" for name, value in context.constants.items() if name in used
+    ]
+    if constants:
+        preamble += ["", *constants]
+    return ModuleText(header, preamble, functions)
+
+
+def emit_functions_only(
+    backwards: Iterable[BackwardFunction], context: ModuleContext
+) -> ModuleText:
+    """Just the functions, to run inside the forward's own module (the decorator).
+
+    The module already imports what the forward uses; a library only the backward needs is
+    imported inside the function, so the module's namespace is left alone.
+    """
+    functions = []
+    for backward in backwards:
+        helpers = _Helpers(context)
+        function = emit_function(backward, helpers)
+        function.body[:0] = [f"import {library}" for library in sorted(helpers.added)]
+        functions.append(function)
+    return ModuleText([], [], functions)
+
+
+def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+    """One backward function: recomputed forward values, adjoints in reverse, the return."""
+    staged = backward.staged
+    params = [
+        p.name if p.default is None else f"{p.name}={render(p.default)}"
+        for p in staged.parameters
+    ]
+    params.append(f"{backward.upstream}=1.0")
+    signature = f"def {backward_function_name(staged.name)}({', '.join(params)}):"
+    body = [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in backward.forward]
+    if body and backward.adjoints:
+        body.append("")
+    current = None
+    for adjoint in backward.adjoints:
+        if adjoint.statement != current:
+            current = adjoint.statement
+            body.append(f"# backprop {_shorten(staged.statements[current])}")
+        body.append(_adjoint_line(adjoint, helpers))
+    body.append(_return_line(backward.gradients))
+    return FunctionText(signature, _docstring(backward), body)
+
+
+def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
+    expr = helpers.resolve(adjoint.expr)
+    if adjoint.op == "= +":
+        if isinstance(expr, UnaryOp) and expr.op == "-":
+            total = BinOp("-", Name(adjoint.target), expr.operand)
+        else:
+            total = BinOp("+", Name(adjoint.target), expr)
+        return f"{adjoint.target} = {render(total)}"
+    return f"{adjoint.target} {adjoint.op} {render(expr)}"
+
+
+def _return_line(gradients: tuple[str, ...]) -> str:
+    if len(gradients) == 1:
+        return f"return {gradients[0]}"
+    if not gradients:
+        return "return ()"
+    return f"return {', '.join(gradients)}"
+
+
+def _docstring(backward: BackwardFunction) -> str:
+    staged = backward.staged
+    names = [p.name for p in staged.parameters]
+    if len(names) == 1:
+        return f"Gradient of {staged.name} with respect to {names[0]}."
+    if not names:
+        return f"Gradients of {staged.name}: it has no parameters, so an empty tuple."
+    return f"Gradients of {staged.name} with respect to ({', '.join(names)})."
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= COMMENT_WIDTH:
+        return text
+    return text[: COMMENT_WIDTH - 4].rstrip() + " ..."
+
+
+def _constants_needed(used: set[str], context: ModuleContext) -> set[str]:
+    """Module constants that the used constants are defined from, transitively."""
+    needed: set[str] = set()
+    pending = [n for n in used if n in context.constants]
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        for node in walk(context.constants[name]):
+            if not isinstance(node, Const):
+                continue
+            head = node.text.split(".")[0]
+            if head in context.constants:
+                pending.append(head)
+            elif head in context.imports:
+                needed.add(head)
+    return needed
+
+
+def _imports(used: set[str], context: ModuleContext, added: set[str]) -> list[str]:
+    """The user's imports that the output uses, in the user's order, then any we need."""
+    lines: list[str] = []
+    for name, binding in context.imports.items():
+        if name in used and binding.statement() not in lines:
+            lines.append(binding.statement())
+    lines += [f"import {library}" for library in sorted(added)]
+    return lines

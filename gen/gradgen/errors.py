@@ -1,0 +1,69 @@
+"""Refusals: what went wrong, where, and how it is shown to the user.
+
+Every refusal carries a file, a line and a column, and renders as compilers do::
+
+    forward.py:3:5: error: loops are not supported ...
+        for i in range(3):
+        ^
+
+``GradgenError`` subclasses ``SyntaxError`` so that a refusal raised at import time by the
+decorator is shown by Python itself with the user's file, line and caret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One refused construct. ``line`` and ``column`` are 1-based."""
+
+    filename: str
+    line: int
+    column: int
+    message: str
+    source_line: str = ""
+
+    def render(self) -> str:
+        """``FILE:LINE:COL: error: MESSAGE``, then the source line and a caret."""
+        head = f"{self.filename}:{self.line}:{self.column}: error: {self.message}"
+        if not self.source_line.strip():
+            return head
+        text = self.source_line.rstrip("\r\n")
+        # Copy tabs from the line itself so the caret lines up however tabs are shown.
+        lead = "".join(ch if ch == "\t" else " " for ch in text[: self.column - 1])
+        return f"{head}\n    {text}\n    {lead}^"
+
+
+class GradgenError(SyntaxError):
+    """Raised when gradgen refuses its input; holds every problem found in one run."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        if not diagnostics:
+            raise ValueError("GradgenError needs at least one diagnostic")
+        first = diagnostics[0]
+        message = first.message
+        if len(diagnostics) > 1:
+            rest = "\n".join(d.render() for d in diagnostics[1:])
+            message = f"{message}\n(and {len(diagnostics) - 1} more)\n{rest}"
+        super().__init__(
+            message, (first.filename, first.line, first.column, first.source_line or None)
+        )
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+
+    def render(self) -> str:
+        """All diagnostics, one block each, as the CLI prints them."""
+        return "\n".join(d.render() for d in self.diagnostics)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def source_line(text: str, line: int) -> str:
+    """Line ``line`` (1-based) of ``text``, or "" when there is no such line."""
+    lines = text.splitlines()
+    if 1 <= line <= len(lines):
+        return lines[line - 1]
+    return ""

@@ -1,0 +1,337 @@
+"""The expression language shared by forward code, rule forms and adjoint templates.
+
+Forward expressions are converted from libcst into these small immutable nodes once, so that
+pattern matching, substitution, simplification and rendering never touch libcst again. The
+renderer writes the spacing and parentheses black would write, so that short generated lines
+need no trip through black (see ``format.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Union
+
+import libcst as cst
+
+
+@dataclass(frozen=True)
+class Func:
+    """A function a call refers to: ``lib`` is "math", "numpy", "builtins", or None for a
+    template helper (``log`` in a template means the log of the stage's own library)."""
+
+    lib: str | None
+    name: str
+    spelling: str | None  # how the code names it ("np.exp", "exp"); None: not chosen yet
+
+
+@dataclass(frozen=True)
+class Name:
+    """A variable (forward value or gradient)."""
+
+    id: str
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Const:
+    """A value with no derivative: a numeric literal, a module constant, ``math.pi``.
+
+    ``value`` is set for numeric literals only, so rules can match ``1`` and fold ``2 - 1``.
+    """
+
+    text: str
+    value: int | float | None = None
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Call:
+    func: Func
+    args: tuple[Expr, ...]
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / ** @
+    left: Expr
+    right: Expr
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class UnaryOp:
+    op: str  # "-" or "+"
+    operand: Expr
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # one of < <= > >= == !=
+    left: Expr
+    right: Expr
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Parentheses the author wrote on purpose; kept so output reads like the input."""
+
+    inner: Expr
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+Expr = Union[Name, Const, Call, BinOp, UnaryOp, Compare, Group]
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The direct subexpressions of ``expr``."""
+    if isinstance(expr, Call):
+        return expr.args
+    if isinstance(expr, (BinOp, Compare)):
+        return (expr.left, expr.right)
+    if isinstance(expr, UnaryOp):
+        return (expr.operand,)
+    if isinstance(expr, Group):
+        return (expr.inner,)
+    return ()
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of ``expr``, parents before children."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+def names_in(expr: Expr) -> list[str]:
+    """The variable names ``expr`` reads, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for node in walk(expr):
+        if isinstance(node, Name):
+            seen.setdefault(node.id)
+    return list(seen)
+
+
+def is_constant(expr: Expr) -> bool:
+    """True when ``expr`` reads no variable, so it has no derivative."""
+    return not any(isinstance(node, Name) for node in walk(expr))
+
+
+def unwrap(expr: Expr) -> Expr:
+    """``expr`` without the parentheses around it."""
+    while isinstance(expr, Group):
+        expr = expr.inner
+    return expr
+
+
+def map_children(expr: Expr, fn: Callable[[Expr], Expr]) -> Expr:
+    """A copy of ``expr`` whose direct children are replaced by ``fn(child)``."""
+    if isinstance(expr, Call):
+        return dataclasses.replace(expr, args=tuple(fn(a) for a in expr.args))
+    if isinstance(expr, (BinOp, Compare)):
+        return dataclasses.replace(expr, left=fn(expr.left), right=fn(expr.right))
+    if isinstance(expr, UnaryOp):
+        return dataclasses.replace(expr, operand=fn(expr.operand))
+    if isinstance(expr, Group):
+        return dataclasses.replace(expr, inner=fn(expr.inner))
+    return expr
+
+
+def substitute(expr: Expr, names: Mapping[str, Expr]) -> Expr:
+    """Replace variables by expressions (template instantiation)."""
+    if isinstance(expr, Name) and expr.id in names:
+        return names[expr.id]
+    return map_children(expr, lambda child: substitute(child, names))
+
+
+def replace_nodes(expr: Expr, by_identity: Mapping[int, Expr]) -> Expr:
+    """Replace the very nodes (by ``id``) listed in ``by_identity``."""
+    if id(expr) in by_identity:
+        return by_identity[id(expr)]
+    return map_children(expr, lambda child: replace_nodes(child, by_identity))
+
+
+def map_funcs(expr: Expr, fn: Callable[[Func], Func]) -> Expr:
+    """Replace every called function by ``fn(func)`` (helper resolution)."""
+    expr = map_children(expr, lambda child: map_funcs(child, fn))
+    if isinstance(expr, Call):
+        return dataclasses.replace(expr, func=fn(expr.func))
+    return expr
+
+
+# --- simplification -------------------------------------------------------------------------
+# Only exact identities, so the result is bit-for-bit the value the template describes:
+# generated code must not carry `1.0 *`, `* 1`, `+ 0` or `x ** 1` noise.
+
+
+def number(value: int | float) -> Const:
+    """A numeric literal for a value computed at generation time."""
+    text = repr(value)
+    return Const(text, value)
+
+
+def _num(expr: Expr) -> int | float | None:
+    expr = unwrap(expr)
+    if isinstance(expr, Const):
+        return expr.value
+    return None
+
+
+def simplify(expr: Expr) -> Expr:
+    """Fold literal arithmetic and drop identity operations."""
+    expr = map_children(expr, simplify)
+    if isinstance(expr, Group):
+        inner = expr.inner
+        if isinstance(inner, (Name, Const, Call, Group)):
+            return inner
+        return expr
+    if isinstance(expr, UnaryOp):
+        operand = unwrap(expr.operand)
+        value = _num(operand)
+        if expr.op == "+":
+            return expr.operand
+        if value is not None:
+            return number(-value)
+        if isinstance(operand, UnaryOp) and operand.op == "-":
+            return operand.operand
+        return expr
+    if isinstance(expr, BinOp):
+        return _simplify_binop(expr)
+    return expr
+
+
+def _simplify_binop(expr: BinOp) -> Expr:
+    op, left, right = expr.op, expr.left, expr.right
+    a, b = _num(left), _num(right)
+    if a is not None and b is not None and op in "+-*":
+        return number(a + b if op == "+" else a - b if op == "-" else a * b)
+    if op == "*":
+        if a == 1:
+            return right
+        if b == 1:
+            return left
+        if a == -1:
+            return simplify(UnaryOp("-", right))
+        if b == -1:
+            return simplify(UnaryOp("-", left))
+    if op == "+":
+        if a == 0:
+            return right
+        if b == 0:
+            return left
+    if op == "-" and b == 0:
+        return left
+    if op == "/" and b == 1:
+        return left
+    if op == "**" and b == 1:
+        return left
+    return expr
+
+
+# --- rendering --------------------------------------------------------------------------------
+# Python's binding strengths, weakest first; see the language reference's precedence table.
+_COMPARE = 3
+_ADD = 5
+_MUL = 6
+_UNARY = 7
+_POW = 8
+_ATOM = 10
+_BINARY_PRECEDENCE = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "@": _MUL, "**": _POW}
+
+
+def precedence(expr: Expr) -> int:
+    if isinstance(expr, BinOp):
+        return _BINARY_PRECEDENCE[expr.op]
+    if isinstance(expr, UnaryOp):
+        return _UNARY
+    if isinstance(expr, Compare):
+        return _COMPARE
+    if isinstance(expr, Const) and expr.text.startswith("-"):
+        return _UNARY
+    return _ATOM
+
+
+def _is_simple_power_operand(expr: Expr) -> bool:
+    # black hugs `**` when both operands are names, numbers or attribute chains, with or
+    # without a unary minus.
+    if isinstance(expr, Name):
+        return True
+    if isinstance(expr, Const):
+        text = expr.text.lstrip("-")
+        return text.replace(".", "").replace("_", "").isidentifier() or expr.value is not None
+    if isinstance(expr, UnaryOp) and expr.op == "-":
+        return _is_simple_power_operand(expr.operand)
+    return False
+
+
+def render(expr: Expr) -> str:
+    """Source text of ``expr`` with minimal parentheses, spaced as black spaces it."""
+    if isinstance(expr, Name):
+        return expr.id
+    if isinstance(expr, Const):
+        return expr.text
+    if isinstance(expr, Group):
+        return f"({render(expr.inner)})"
+    if isinstance(expr, Call):
+        spelling = expr.func.spelling or f"{expr.func.lib}.{expr.func.name}"
+        return f"{spelling}({', '.join(render(a) for a in expr.args)})"
+    if isinstance(expr, UnaryOp):
+        operand = expr.operand
+        text = render(operand)
+        # `-x**2` means `-(x**2)`; black spells it with the parentheses, and so do we.
+        if precedence(operand) < _UNARY or (
+            isinstance(operand, BinOp) and operand.op == "**"
+        ):
+            text = f"({text})"
+        return f"{expr.op}{text}"
+    if isinstance(expr, Compare):
+        # Comparisons chain (`a < b < c`), so an operand that is itself a comparison needs
+        # parentheses on either side.
+        left = _operand(expr.left, _COMPARE, True)
+        return f"{left} {expr.op} {_operand(expr.right, _COMPARE, True)}"
+    return _render_binop(expr)
+
+
+def _operand(expr: Expr, parent: int, is_right: bool) -> str:
+    text = render(expr)
+    mine = precedence(expr)
+    if mine < parent or (mine == parent and is_right):
+        return f"({text})"
+    return text
+
+
+def _render_binop(expr: BinOp) -> str:
+    if expr.op == "**":
+        left = render(expr.left)
+        if precedence(expr.left) <= _POW:
+            left = f"({left})"
+        right = render(expr.right)
+        right_is_unary = isinstance(expr.right, UnaryOp) or (
+            isinstance(expr.right, Const) and expr.right.text.startswith("-")
+        )
+        if precedence(expr.right) < _POW and not right_is_unary:
+            right = f"({right})"
+        elif right_is_unary and precedence(unwrap_unary(expr.right)) < _POW:
+            right = f"({right})"
+        simple = (
+            precedence(expr.left) > _POW
+            and _is_simple_power_operand(expr.left)
+            and _is_simple_power_operand(expr.right)
+            and not right.startswith("(")
+        )
+        return f"{left}**{right}" if simple else f"{left} ** {right}"
+    prec = _BINARY_PRECEDENCE[expr.op]
+    return f"{_operand(expr.left, prec, False)} {expr.op} {_operand(expr.right, prec, True)}"
+
+
+def unwrap_unary(expr: Expr) -> Expr:
+    """The operand under any unary signs (used to decide parentheses after ``**``)."""
+    while isinstance(expr, UnaryOp):
+        expr = expr.operand
+    return expr

@@ -1,0 +1,73 @@
+"""Reading sources and writing outputs: UTF-8 in, atomic replacement out, stable paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from gradgen.parse import decode
+
+_ROOT_MARKERS = (".git", ".hg", "pyproject.toml")
+
+
+def read_source(path: Path) -> str:
+    """The text of a forward file; ``GradgenError`` if it is not UTF-8."""
+    return decode(path.read_bytes(), str(path))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once: readers see the old file or the new, never half.
+
+    The text goes to a temporary file in the same folder, which then replaces the target;
+    on any failure the target is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def find_project_root(paths: Sequence[Path]) -> Path:
+    """The nearest folder above all ``paths`` holding .git, .hg or pyproject.toml (as black
+    finds it); the current folder when there is none. Paths in generated headers are written
+    relative to it, so they do not depend on where gradgen was run from."""
+    resolved = [p.resolve() for p in paths] or [Path.cwd()]
+    common = Path(os.path.commonpath([str(p) for p in resolved]))
+    if common.is_file() or not common.exists():
+        common = common.parent
+    for folder in (common, *common.parents):
+        if any((folder / marker).exists() for marker in _ROOT_MARKERS):
+            return folder
+    return Path.cwd().resolve()
+
+
+def display_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` with forward slashes, as it appears in headers."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(resolved, root)).as_posix()

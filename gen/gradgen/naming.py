@@ -1,0 +1,58 @@
+"""All name-making in one place.
+
+Generated names derive from the user's names, never from a global counter: a later
+binding of ``h`` is ``h_2``, a temporary inside ``a = ...`` is ``a_tanh``, the gradient of
+``x`` is ``dx``. So editing one line does not rename anything elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class Namer:
+    """Hands out names that collide with nothing taken before."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self._taken: set[str] = set(taken)
+
+    def take(self, name: str) -> None:
+        """Mark ``name`` as used (a parameter, a module name, a user variable)."""
+        self._taken.add(name)
+
+    def is_taken(self, name: str) -> bool:
+        return name in self._taken
+
+    def fresh(self, *candidates: str) -> str:
+        """The first free candidate; else the last candidate with ``_2``, ``_3``, ..."""
+        for candidate in candidates:
+            if candidate not in self._taken:
+                self._taken.add(candidate)
+                return candidate
+        base = candidates[-1]
+        suffix = 2
+        while f"{base}_{suffix}" in self._taken:
+            suffix += 1
+        name = f"{base}_{suffix}"
+        self._taken.add(name)
+        return name
+
+
+def rebinding_name(namer: Namer, user_name: str) -> str:
+    """Name of a later binding of ``user_name``: ``h_2``, ``h_3``, ... (the first binding
+    keeps the user's name)."""
+    return namer.fresh(user_name)
+
+
+def temporary_name(namer: Namer, target: str, operation: str) -> str:
+    """Name of a subexpression of ``target = ...`` split off as its own stage."""
+    return namer.fresh(f"{target}_{operation}")
+
+
+def gradient_name(namer: Namer, variable: str) -> str:
+    """``dx`` for ``x``; ``d_x`` if the forward code already uses ``dx``."""
+    return namer.fresh(f"d{variable}", f"d_{variable}")
+
+
+def backward_function_name(function: str) -> str:
+    return f"{function}_backward"

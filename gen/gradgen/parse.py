@@ -1,0 +1,611 @@
+"""Source text to validated forward functions, or a refusal naming every problem.
+
+This is gradgen's fence: what passes is straight-line code that the rules table can
+differentiate; everything else is reported with its file, line and column. Nothing here
+runs the user's code: the text is parsed by libcst and read as data.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from gradgen.convert import Resolver, convert, dotted_name
+from gradgen.errors import Diagnostic, GradgenError, source_line
+from gradgen.expr import Const, Expr, Func, Name, is_constant, render
+from gradgen.rules import BUILTINS, CONSTANTS, known_functions
+
+_LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
+_KNOWN_FUNCTIONS = known_functions()
+_DECORATOR = "differentiable"
+
+
+@dataclass(frozen=True)
+class Import:
+    """One name an import binds: ``np`` -> numpy, ``exp`` -> math.exp."""
+
+    name: str
+    module: str
+    attr: str | None = None  # set for ``from module import attr``
+
+    def statement(self) -> str:
+        if self.attr is None:
+            if self.name == self.module:
+                return f"import {self.module}"
+            return f"import {self.module} as {self.name}"
+        if self.name == self.attr:
+            return f"from {self.module} import {self.attr}"
+        return f"from {self.module} import {self.attr} as {self.name}"
+
+
+@dataclass
+class ModuleContext:
+    """What the module's top level binds, read without running it."""
+
+    imports: dict[str, Import] = field(default_factory=dict)
+    constants: dict[str, Expr] = field(default_factory=dict)  # in definition order
+    other_names: set[str] = field(default_factory=set)  # functions, classes, computed values
+    star_imports: list[str] = field(default_factory=list)
+
+    def module_alias(self, library: str) -> str | None:
+        """The name the module binds to ``library`` (``np`` for numpy), if any."""
+        for binding in self.imports.values():
+            if binding.module == library and binding.attr is None:
+                return binding.name
+        return None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: Expr | None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``target = value`` in the forward function, as the user wrote it."""
+
+    target: str
+    value: Expr
+    text: str  # the statement, rendered on one line, for comments in the output
+
+
+@dataclass(frozen=True)
+class ForwardFunction:
+    """A forward function that passed the fence."""
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    body: tuple[Assignment, ...]
+    result: Expr
+    result_name: str | None  # the returned variable, when ``return`` names one
+    result_text: str
+    used_globals: frozenset[str]  # module-level names the function reads
+    node: cst.FunctionDef = field(compare=False, repr=False)
+
+
+@dataclass
+class ParsedModule:
+    filename: str
+    text: str
+    module: cst.Module
+    context: ModuleContext
+    functions: list[cst.FunctionDef]
+    problems: list[tuple[cst.CSTNode, str]] = field(default_factory=list)
+    # Where ``module`` starts in ``text`` when it was parsed from a piece of the file (the
+    # decorator reads one function): added to positions in messages.
+    line_offset: int = 0
+    column_offset: int = 0
+
+    def refuse(self, node: cst.CSTNode, message: str) -> None:
+        self.problems.append((node, message))
+
+    def raise_problems(self) -> None:
+        """Raise one ``GradgenError`` holding every problem found, in source order."""
+        if not self.problems:
+            return
+        # Positions cost a full pass over the tree, so they are computed only on refusal.
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        positions = wrapper.resolve(PositionProvider)
+        found = []
+        for node, message in self.problems:
+            start = positions[node].start
+            line = start.line + self.line_offset
+            column = start.column + 1 + self.column_offset
+            found.append(
+                Diagnostic(self.filename, line, column, message, source_line(self.text, line))
+            )
+        found.sort(key=lambda d: (d.line, d.column))
+        raise GradgenError(found)
+
+
+# --- reading the text -----------------------------------------------------------------------
+
+
+def decode(data: bytes, filename: str) -> str:
+    """Source bytes to text: UTF-8, with or without a byte-order mark."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        message = f"not valid UTF-8 (byte 0x{data[error.start]:02x}): gradgen reads UTF-8 source"
+        raise GradgenError([Diagnostic(filename, line, column, message)]) from None
+
+
+def parse_module(text: str, filename: str) -> ParsedModule:
+    """Parse ``text`` and read its top level; raises ``GradgenError`` on a syntax error."""
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError:
+        raise _syntax_error(text, filename) from None
+    parsed = ParsedModule(filename, text, module, ModuleContext(), [])
+    _read_top_level(parsed)
+    return parsed
+
+
+def _syntax_error(text: str, filename: str) -> GradgenError:
+    # CPython's own parser words syntax errors best and places them precisely; compiling to
+    # an AST runs nothing.
+    try:
+        ast.parse(text, filename=filename)
+    except SyntaxError as error:
+        line = error.lineno or 1
+        column = error.offset or 1
+        message = f"invalid syntax: {error.msg}"
+        return GradgenError(
+            [Diagnostic(filename, line, column, message, source_line(text, line))]
+        )
+    return GradgenError(
+        [Diagnostic(filename, 1, 1, "invalid syntax: this file is not Python that gradgen reads")]
+    )
+
+
+def _read_top_level(parsed: ParsedModule) -> None:
+    context = parsed.context
+    for statement in parsed.module.body:
+        if isinstance(statement, cst.FunctionDef):
+            parsed.functions.append(statement)
+            context.other_names.add(statement.name.value)
+            context.constants.pop(statement.name.value, None)
+        elif isinstance(statement, cst.ClassDef):
+            context.other_names.add(statement.name.value)
+        elif isinstance(statement, cst.SimpleStatementLine):
+            for small in statement.body:
+                _read_top_level_statement(small, context)
+
+
+def _read_top_level_statement(small: cst.BaseSmallStatement, context: ModuleContext) -> None:
+    if isinstance(small, cst.Import):
+        for alias in small.names:
+            dotted = dotted_name(alias.name) or ""
+            if alias.asname is not None:
+                name = _alias_name(alias)
+                context.imports[name] = Import(name, dotted)
+            else:
+                head = dotted.split(".")[0]
+                context.imports[head] = Import(head, head)
+    elif isinstance(small, cst.ImportFrom):
+        module = dotted_name(small.module) if small.module is not None else None
+        if small.relative or module is None:
+            names = [] if isinstance(small.names, cst.ImportStar) else small.names
+            context.other_names.update(_alias_name(a) for a in names)
+        elif isinstance(small.names, cst.ImportStar):
+            context.star_imports.append(module)
+        else:
+            for alias in small.names:
+                attr = dotted_name(alias.name) or ""
+                name = _alias_name(alias)
+                context.imports[name] = Import(name, module, attr)
+    elif isinstance(small, (cst.Assign, cst.AnnAssign)):
+        targets = (
+            [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+        )
+        for target in targets:
+            if not isinstance(target, cst.Name):
+                continue
+            name = target.value
+            value = _module_constant(small.value, context) if small.value is not None else None
+            context.constants.pop(name, None)
+            if value is None:
+                context.other_names.add(name)
+            else:
+                context.other_names.discard(name)
+                context.constants[name] = value
+
+
+def _alias_name(alias: cst.ImportAlias) -> str:
+    if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+        return alias.asname.name.value
+    return (dotted_name(alias.name) or "").split(".")[0]
+
+
+class _ConstantResolver:
+    """Reads a module-level right-hand side; succeeds only for constant arithmetic."""
+
+    def __init__(self, context: ModuleContext) -> None:
+        self.context = context
+        self.ok = True
+
+    def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr | None:
+        constant = _library_constant(dotted, self.context)
+        if constant is not None or dotted in self.context.constants:
+            return Const(dotted)
+        self.ok = False
+        return None
+
+    def function(self, node: cst.BaseExpression, dotted: str | None) -> Func | None:
+        self.ok = False
+        return None
+
+    def refuse(self, node: cst.CSTNode, message: str) -> None:
+        self.ok = False
+
+
+def _module_constant(node: cst.BaseExpression, context: ModuleContext) -> Expr | None:
+    resolver = _ConstantResolver(context)
+    value = convert(node, resolver)
+    return value if resolver.ok and is_constant(value) else None
+
+
+def _library_constant(dotted: str, context: ModuleContext) -> str | None:
+    """``"math"`` for ``math.pi`` / ``np.pi`` / ``pi`` imported from math; else None."""
+    head, _, attr = dotted.partition(".")
+    binding = context.imports.get(head)
+    if binding is None:
+        return None
+    if binding.attr is None and attr and "." not in attr:
+        library = _LIBRARY_MODULES.get(binding.module)
+        if library and attr in CONSTANTS[library]:
+            return library
+    if binding.attr is not None and not attr:
+        library = _LIBRARY_MODULES.get(binding.module)
+        if library and binding.attr in CONSTANTS[library]:
+            return library
+    return None
+
+
+# --- the fence: one function ------------------------------------------------------------------
+
+_REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
+    cst.For: "loops are not supported: gradgen differentiates straight-line code "
+    "(unroll the loop, or vectorize it)",
+    cst.While: "loops are not supported: gradgen differentiates straight-line code",
+    cst.If: "'if' statements are not supported: the gradient would depend on the branch "
+    "taken; max(), min() and abs() express the common cases",
+    cst.Try: "'try' is not supported: gradgen differentiates straight-line code",
+    cst.TryStar: "'try' is not supported: gradgen differentiates straight-line code",
+    cst.With: "'with' is not supported: gradgen differentiates straight-line code",
+    cst.FunctionDef: "nested functions are not supported: define helpers at module level "
+    "and inline them",
+    cst.ClassDef: "classes inside functions are not supported",
+    cst.Match: "'match' is not supported: gradgen differentiates straight-line code",
+    cst.Global: "'global' is not supported: the backward must not depend on module state",
+    cst.Nonlocal: "'nonlocal' is not supported",
+    cst.Del: "'del' is not supported",
+    cst.Import: "imports inside functions are not supported: import at module level",
+    cst.ImportFrom: "imports inside functions are not supported: import at module level",
+    cst.Raise: "'raise' is not supported: gradgen differentiates straight-line code",
+    cst.Assert: "'assert' is not supported: the backward would silently skip the check",
+    cst.Break: "'break' is not supported",
+    cst.Continue: "'continue' is not supported",
+    cst.AugAssign: "augmented assignment is not supported: on an array it changes the "
+    "value in place; write it out (h = h + 1)",
+}
+
+
+class _FunctionResolver:
+    """What names mean inside one forward function, statement by statement."""
+
+    def __init__(self, parsed: ParsedModule, assigned_later: set[str]) -> None:
+        self.parsed = parsed
+        self.context = parsed.context
+        self.local: set[str] = set()
+        self.assigned_later = assigned_later
+        self.used_globals: set[str] = set()
+
+    def refuse(self, node: cst.CSTNode, message: str) -> None:
+        self.parsed.refuse(node, message)
+
+    def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr | None:
+        head, _, rest = dotted.partition(".")
+        if head in self.local:
+            if rest:
+                self.refuse(node, f"attribute access on a value ('{dotted}') is not supported yet")
+                return None
+            return Name(head, origin=node)
+        if head in self.assigned_later:
+            self.refuse(node, f"'{head}' is used before it is assigned")
+            return None
+        if _library_constant(dotted, self.context) is not None:
+            self.used_globals.add(head)
+            return Const(dotted, origin=node)
+        if not rest and head in self.context.constants:
+            self.used_globals.add(head)
+            return Const(dotted, origin=node)
+        self.refuse(node, self._unknown_value(head, dotted))
+        return None
+
+    def _unknown_value(self, head: str, dotted: str) -> str:
+        binding = self.context.imports.get(head)
+        if binding is not None:
+            if binding.attr is None and not dotted.count("."):
+                return f"the module '{head}' is not a value"
+            return f"'{dotted}' is not a constant gradgen knows"
+        if head in ("True", "False", "None"):
+            return f"'{head}' has no gradient and is not supported here"
+        if head in self.context.other_names:
+            return (
+                f"'{head}' is defined at module level by code gradgen does not run; "
+                "only constants (NAME = number or arithmetic on numbers) can be used"
+            )
+        hint = (
+            f" (star imports from {', '.join(self.context.star_imports)} are not read)"
+            if self.context.star_imports
+            else ""
+        )
+        return f"undefined name '{head}'{hint}"
+
+    def function(self, node: cst.BaseExpression, dotted: str | None) -> Func | None:
+        if dotted is None:
+            self.refuse(node, "only named functions can be called")
+            return None
+        head, _, attr = dotted.partition(".")
+        if head in self.local:
+            self.refuse(node, f"'{head}' is a value here, not a function gradgen knows")
+            return None
+        binding = self.context.imports.get(head)
+        if binding is not None:
+            return self._imported_function(node, dotted, binding, attr)
+        if not attr and head in BUILTINS and head not in self.context.other_names:
+            return Func("builtins", head, head)
+        if head in self.context.other_names:
+            self.refuse(
+                node,
+                f"calls to user functions ('{head}') are not supported: gradgen cannot see "
+                "inside them; write the computation out in this function",
+            )
+        elif hasattr(builtins, head):
+            self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
+        else:
+            self.refuse(node, f"undefined name '{head}'")
+        return None
+
+    def _imported_function(
+        self, node: cst.BaseExpression, dotted: str, binding: Import, attr: str
+    ) -> Func | None:
+        if binding.attr is None:
+            module, name = binding.module, attr
+            if "." in attr:
+                module, _, name = f"{binding.module}.{attr}".rpartition(".")
+        else:
+            module, name = binding.module, binding.attr
+            if attr:
+                self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
+                return None
+        if module.startswith("numpy.random") or module == "random":
+            self.refuse(
+                node,
+                "random numbers are not supported: the backward recomputes the forward and "
+                "would draw different ones; pass the random values in as a parameter",
+            )
+            return None
+        library = _LIBRARY_MODULES.get(module)
+        if library is None or (library, name) not in _KNOWN_FUNCTIONS:
+            self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
+            return None
+        self.used_globals.add(binding.name)
+        return Func(library, name, dotted)
+
+
+def read_functions(parsed: ParsedModule, only: str | None = None) -> list[ForwardFunction]:
+    """Validate the module's top-level functions (or just ``only``); refuse with every problem."""
+    functions = [f for f in parsed.functions if only is None or f.name.value == only]
+    if not functions:
+        if only is None:
+            node = parsed.module
+            parsed.refuse(node, "no function to differentiate: define one with 'def' at top level")
+        parsed.raise_problems()
+        return []
+    seen: set[str] = set()
+    result = []
+    for function in functions:
+        if function.name.value in seen:
+            parsed.refuse(function.name, f"function '{function.name.value}' is defined twice")
+        seen.add(function.name.value)
+        forward = _read_function(parsed, function)
+        if forward is not None:
+            result.append(forward)
+    parsed.raise_problems()
+    return result
+
+
+def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFunction | None:
+    errors_before = len(parsed.problems)
+    if function.asynchronous is not None:
+        parsed.refuse(function, "async functions are not supported")
+    for decorator in function.decorators:
+        _check_decorator(parsed, decorator)
+    statements = list(_body_statements(parsed, function))
+    assigned = {
+        t.value
+        for s in statements
+        if isinstance(s, (cst.Assign, cst.AnnAssign))
+        for t in _targets(s)
+        if isinstance(t, cst.Name)
+    }
+    resolver = _FunctionResolver(parsed, assigned)
+    parameters = _read_parameters(parsed, function.params, resolver)
+    resolver.local.update(p.name for p in parameters)
+    body: list[Assignment] = []
+    result: tuple[Expr, str | None, str] | None = None
+    for index, statement in enumerate(statements):
+        if result is not None:
+            parsed.refuse(statement, "code after 'return' never runs")
+            break
+        if isinstance(statement, cst.Return):
+            result = _read_return(parsed, statement, resolver)
+        else:
+            assignment = _read_assignment(parsed, statement, resolver, index)
+            if assignment is not None:
+                body.append(assignment)
+    if result is None and len(parsed.problems) == errors_before:
+        parsed.refuse(
+            function.name,
+            f"function '{function.name.value}' has no return statement: gradgen "
+            "differentiates the value a function returns",
+        )
+    if len(parsed.problems) != errors_before or result is None:
+        return None
+    value, name, text = result
+    return ForwardFunction(
+        name=function.name.value,
+        parameters=tuple(parameters),
+        body=tuple(body),
+        result=value,
+        result_name=name,
+        result_text=text,
+        used_globals=frozenset(resolver.used_globals),
+        node=function,
+    )
+
+
+def _check_decorator(parsed: ParsedModule, decorator: cst.Decorator) -> None:
+    target = decorator.decorator
+    if isinstance(target, cst.Call):
+        target = target.func
+    dotted = dotted_name(target) or ""
+    head, _, attr = dotted.partition(".")
+    binding = parsed.context.imports.get(head)
+    is_gradgen = (
+        binding is not None
+        and binding.module.split(".")[0] == "gradgen"
+        and _DECORATOR in (binding.attr, attr)
+    )
+    if not is_gradgen:
+        parsed.refuse(
+            decorator,
+            f"decorator '@{dotted or '...'}' is not supported: gradgen cannot see what it "
+            "does to the function",
+        )
+
+
+def _body_statements(
+    parsed: ParsedModule, function: cst.FunctionDef
+) -> Iterator[cst.BaseSmallStatement]:
+    """The function's simple statements in order; compound statements are refused."""
+    body = function.body
+    lines: Sequence[cst.BaseStatement | cst.SimpleStatementSuite] = (
+        [body] if isinstance(body, cst.SimpleStatementSuite) else body.body
+    )
+    for position, line in enumerate(lines):
+        if not isinstance(line, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            message = _REFUSED_STATEMENTS.get(type(line), f"{type(line).__name__} is not supported")
+            if isinstance(line, (cst.For, cst.With)) and line.asynchronous is not None:
+                message = "'async' statements are not supported"
+            parsed.refuse(line, message)
+            continue
+        for small in line.body:
+            if isinstance(small, cst.Pass):
+                continue
+            if isinstance(small, cst.Expr):
+                is_docstring = position == 0 and isinstance(
+                    small.value, (cst.SimpleString, cst.ConcatenatedString)
+                )
+                if not is_docstring:
+                    parsed.refuse(
+                        small,
+                        "expression statements are not supported: the value is discarded, "
+                        "and a call could have side effects the backward would not repeat",
+                    )
+                continue
+            yield small
+
+
+def _targets(statement: cst.Assign | cst.AnnAssign) -> list[cst.BaseAssignTargetExpression]:
+    if isinstance(statement, cst.Assign):
+        return [t.target for t in statement.targets]
+    return [statement.target]
+
+
+def _read_parameters(
+    parsed: ParsedModule, params: cst.Parameters, resolver: _FunctionResolver
+) -> list[Parameter]:
+    for param in (*params.posonly_params, *params.kwonly_params):
+        parsed.refuse(param, "positional-only and keyword-only parameters are not supported")
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            parsed.refuse(star, "*args and **kwargs are not supported: name each parameter")
+    result = []
+    for param in params.params:
+        default = None
+        if param.default is not None:
+            default = convert(param.default, resolver)
+            if not is_constant(default):
+                parsed.refuse(param.default, "a parameter's default must be a constant")
+        result.append(Parameter(param.name.value, default))
+    return result
+
+
+def _read_assignment(
+    parsed: ParsedModule,
+    statement: cst.BaseSmallStatement,
+    resolver: _FunctionResolver,
+    index: int,
+) -> Assignment | None:
+    if not isinstance(statement, (cst.Assign, cst.AnnAssign)):
+        message = _REFUSED_STATEMENTS.get(
+            type(statement), f"{type(statement).__name__} is not supported"
+        )
+        parsed.refuse(statement, message)
+        return None
+    targets = _targets(statement)
+    if len(targets) != 1:
+        parsed.refuse(statement, "chained assignment is not supported: one name per statement")
+        return None
+    target = targets[0]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        parsed.refuse(target, "tuple unpacking is not supported: assign each value to its own name")
+        return None
+    if isinstance(target, cst.Attribute):
+        parsed.refuse(target, "assignment to an attribute is not supported: it changes an object")
+        return None
+    if isinstance(target, cst.Subscript):
+        parsed.refuse(
+            target, "assignment to an element is not supported: it changes an array in place"
+        )
+        return None
+    if not isinstance(target, cst.Name):
+        parsed.refuse(target, "only assignment to a plain name is supported")
+        return None
+    if statement.value is None:
+        parsed.refuse(statement, "an annotation without a value assigns nothing")
+        return None
+    value = convert(statement.value, resolver)
+    resolver.local.add(target.value)
+    resolver.assigned_later.discard(target.value)
+    return Assignment(target.value, value, f"{target.value} = {render(value)}")
+
+
+def _read_return(
+    parsed: ParsedModule, statement: cst.Return, resolver: _FunctionResolver
+) -> tuple[Expr, str | None, str] | None:
+    if statement.value is None:
+        parsed.refuse(statement, "'return' needs a value: gradgen differentiates that value")
+        return None
+    if isinstance(statement.value, cst.Tuple):
+        parsed.refuse(
+            statement.value,
+            "returning several values is not supported: return the one value to differentiate",
+        )
+        return None
+    value = convert(statement.value, resolver)
+    name = statement.value.value if isinstance(statement.value, cst.Name) else None
+    if name is not None and not isinstance(value, Name):
+        name = None  # a module constant: the result is constant
+    return value, name, f"return {render(value)}"

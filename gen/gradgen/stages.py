@@ -1,0 +1,213 @@
+"""Forward functions to stages: one operation of the rules table per stage, single assignment.
+
+Each statement becomes one stage when it is a single operation (``num = x + sigy``) and
+several when it is compound (``a = math.tanh(x * y + 1.0) / (1.0 + z**2)`` gets temporaries
+``a_mul``, ``a_add``, ...). Fused gates such as the sigmoid written out stay one stage.
+A rebound name gets a new name per binding (``h``, ``h_2``), so every stage's value stays
+available to the backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gradgen.expr import (
+    BinOp,
+    Call,
+    Compare,
+    Const,
+    Expr,
+    Name,
+    UnaryOp,
+    is_constant,
+    map_children,
+    replace_nodes,
+    substitute,
+    unwrap,
+)
+from gradgen.naming import Namer, rebinding_name, temporary_name
+from gradgen.parse import ForwardFunction, Parameter
+from gradgen.rules import Rule, form_library, rules_by_priority
+
+_PRIORITY = rules_by_priority()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """``target = expr``: one operation, its inputs (``operands``) and where it came from."""
+
+    target: str
+    rule: Rule | None  # None: a constant, nothing to differentiate
+    operands: tuple[Expr, ...]  # aligned with ``rule.inputs``: a Name or a constant
+    expr: Expr  # the forward computation, as the user spelled it, over the operands
+    library: str  # where template helpers (log, cos) come from: "math" or "numpy"
+    statement: int  # index into ``StagedFunction.statements``
+    temporary: bool  # a subexpression split off by gradgen, not a user variable
+
+
+@dataclass(frozen=True)
+class StagedFunction:
+    name: str
+    parameters: tuple[Parameter, ...]
+    stages: tuple[Stage, ...]
+    statements: tuple[str, ...]  # the user's statements, rendered, for comments
+    result: Expr  # a Name (single-assignment) or a constant
+    result_base: str  # the user's name for the result, or "out"
+    used_globals: frozenset[str]
+    namer: Namer
+
+
+Refuse = Callable[[object, str], None]
+
+
+def stage_function(
+    function: ForwardFunction, reserved: set[str], default_library: str, refuse: Refuse
+) -> StagedFunction:
+    """Split ``function`` into stages; problems go to ``refuse(origin_node, message)``.
+
+    ``default_library`` serves the helpers of operator rules (``log`` for ``x ** y``).
+    """
+    namer = Namer(reserved)
+    for parameter in function.parameters:
+        namer.take(parameter.name)
+    for assignment in function.body:
+        namer.take(assignment.target)
+    builder = _Builder(namer, default_library, refuse)
+    current: dict[str, Expr] = {p.name: Name(p.name) for p in function.parameters}
+    bound: set[str] = set(current)
+    statements: list[str] = []
+    for assignment in function.body:
+        index = len(statements)
+        statements.append(assignment.text)
+        value = substitute(assignment.value, current)
+        if assignment.target in bound:
+            target = rebinding_name(namer, assignment.target)
+        else:
+            target = assignment.target
+            bound.add(target)
+        plain = unwrap(value)
+        if isinstance(plain, Name):
+            # `h = x` only names a value again; the gradient flows to x unchanged.
+            current[assignment.target] = plain
+            continue
+        current[assignment.target] = Name(target)
+        if is_constant(value):
+            builder.stages.append(
+                Stage(target, None, (), plain, default_library, index, False)
+            )
+            continue
+        builder.lower(value, target, assignment.target, index, top=True)
+    result = substitute(function.result, current)
+    result_base = function.result_name or "out"
+    plain_result = unwrap(result)
+    if not isinstance(plain_result, Name) and not is_constant(result):
+        index = len(statements)
+        statements.append(function.result_text)
+        target = namer.fresh("out")
+        builder.lower(result, target, "out", index, top=True)
+        plain_result = Name(target)
+    return StagedFunction(
+        name=function.name,
+        parameters=function.parameters,
+        stages=tuple(builder.stages),
+        statements=tuple(statements),
+        result=plain_result,
+        result_base=result_base,
+        used_globals=function.used_globals,
+        namer=namer,
+    )
+
+
+class _Builder:
+    def __init__(self, namer: Namer, default_library: str, refuse: Refuse) -> None:
+        self.namer = namer
+        self.default_library = default_library
+        self.refuse = refuse
+        self.stages: list[Stage] = []
+
+    def lower(self, expr: Expr, target: str, user_target: str, statement: int, top: bool) -> Expr:
+        """Stages computing ``expr``; returns the operand that holds its value."""
+        plain = unwrap(expr)
+        if isinstance(plain, Name) or is_constant(plain):
+            return expr
+        for rule, form in _PRIORITY:
+            bindings: dict[str, Expr] = {}
+            if not _match(form, plain, bindings):
+                continue
+            name = target if top else temporary_name(self.namer, user_target, rule.name)
+            operands = tuple(
+                self.lower(bindings[i], name, user_target, statement, top=False)
+                for i in rule.inputs
+            )
+            computed = replace_nodes(
+                plain, {id(bindings[i]): op for i, op in zip(rule.inputs, operands)}
+            )
+            library = form_library(form) or self.default_library
+            self.stages.append(
+                Stage(name, rule, operands, computed, library, statement, not top)
+            )
+            return Name(name)
+        self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
+        return Const("0", 0)
+
+
+def _no_rule_message(expr: Expr) -> str:
+    if isinstance(expr, Call):
+        count = len(expr.args)
+        plural = "argument" if count == 1 else "arguments"
+        return f"'{expr.func.spelling}' with {count} {plural} is not supported"
+    return "gradgen has no rule for this expression"
+
+
+def _match(pattern: Expr, expr: Expr, bindings: dict[str, Expr]) -> bool:
+    """Does ``expr`` have the shape of ``pattern``? Pattern variables bind subexpressions."""
+    pattern = unwrap(pattern)
+    plain = unwrap(expr)
+    if isinstance(pattern, Name):
+        bound = bindings.get(pattern.id)
+        if bound is None:
+            bindings[pattern.id] = expr
+            return True
+        return _same(bound, expr)
+    if isinstance(pattern, Const):
+        return isinstance(plain, Const) and plain.value is not None and plain.value == pattern.value
+    if type(pattern) is not type(plain):
+        return False
+    if isinstance(pattern, Call):
+        assert isinstance(plain, Call)
+        same_function = (pattern.func.lib, pattern.func.name) == (plain.func.lib, plain.func.name)
+        if not same_function or len(pattern.args) != len(plain.args):
+            return False
+        return all(_match(p, e, bindings) for p, e in zip(pattern.args, plain.args))
+    children_p = _operands(pattern)
+    children_e = _operands(plain)
+    if children_p is None or children_e is None or children_p[0] != children_e[0]:
+        return False
+    trial = dict(bindings)
+    if all(_match(p, e, trial) for p, e in zip(children_p[1], children_e[1])):
+        bindings.update(trial)
+        return True
+    if children_p[0] in ("+", "*") and len(children_e[1]) == 2:
+        # Addition and multiplication commute: `exp(-x) + 1` is the sigmoid's `1 + exp(-x)`.
+        trial = dict(bindings)
+        swapped = (children_e[1][1], children_e[1][0])
+        if all(_match(p, e, trial) for p, e in zip(children_p[1], swapped)):
+            bindings.update(trial)
+            return True
+    return False
+
+
+def _operands(expr: Expr) -> tuple[str, tuple[Expr, ...]] | None:
+    if isinstance(expr, (BinOp, Compare)):
+        return expr.op, (expr.left, expr.right)
+    if isinstance(expr, UnaryOp):
+        return "unary" + expr.op, (expr.operand,)
+    return None
+
+
+def _same(a: Expr, b: Expr) -> bool:
+    def strip(expr: Expr) -> Expr:
+        return map_children(unwrap(expr), strip)
+
+    return strip(a) == strip(b)
