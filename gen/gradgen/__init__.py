@@ -1,7 +1,7 @@
 """gradgen: readable backward code, generated from staged forward code.
 
-    >>> import gradgen
-    >>> print(gradgen.generate("def f(x, y):\n    return x * y\n"))  # doctest: +SKIP
+>>> import gradgen
+>>> print(gradgen.generate("def f(x, y):\n    return x * y\n"))  # doctest: +SKIP
 """
 
 from gradgen.api import generate

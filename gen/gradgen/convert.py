@@ -131,7 +131,7 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     if isinstance(node, cst.BinaryOperation):
         op = _BINARY.get(type(node.operator))
         if op is None:
-            symbol = node.operator._get_token()  # noqa: SLF001 - the operator's own spelling
+            symbol = _operator_symbol(node)
             resolver.refuse(node.operator, f"the operator '{symbol}' is not supported")
             return PLACEHOLDER
         left = convert(node.left, resolver)
@@ -160,8 +160,17 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     return PLACEHOLDER
 
 
+def _operator_symbol(node: cst.BinaryOperation) -> str:
+    # The operator's own spelling, taken from the source text of the operation.
+    return cst.Module([]).code_for_node(node.operator).strip()
+
+
 def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
-    func = resolver.function(node.func, dotted_name(node.func))
+    dotted = dotted_name(node.func)
+    if dotted is None:
+        convert(node.func, resolver)  # refuses the callee with its own reason (a lambda, ...)
+        return PLACEHOLDER
+    func = resolver.function(node.func, dotted)
     args: list[Expr] = []
     for arg in node.args:
         if arg.keyword is not None:

@@ -49,7 +49,7 @@ def differentiable(func: F | None = None, /) -> F | Callable[[F], F]:
     # mtime None keeps linecache.checkcache from dropping an entry with no file behind it.
     linecache.cache[filename] = (len(source), None, lines, filename)
     namespace: dict[str, Any] = {}
-    exec(compile(source, filename, "exec"), func.__globals__, namespace)  # noqa: S102
+    exec(compile(source, filename, "exec"), func.__globals__, namespace)
     backward = namespace[backward_name]
     backward.__qualname__ = f"{func.__qualname__}.backward"
     func.backward = backward  # type: ignore[attr-defined]

@@ -98,8 +98,7 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     """One backward function: recomputed forward values, adjoints in reverse, the return."""
     staged = backward.staged
     params = [
-        p.name if p.default is None else f"{p.name}={render(p.default)}"
-        for p in staged.parameters
+        p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.parameters
     ]
     params.append(f"{backward.upstream}=1.0")
     signature = f"def {backward_function_name(staged.name)}({', '.join(params)}):"
@@ -142,7 +141,10 @@ def _docstring(backward: BackwardFunction) -> str:
         return f"Gradient of {staged.name} with respect to {names[0]}."
     if not names:
         return f"Gradients of {staged.name}: it has no parameters, so an empty tuple."
-    return f"Gradients of {staged.name} with respect to ({', '.join(names)})."
+    listed = f"Gradients of {staged.name} with respect to ({', '.join(names)})."
+    if len(listed) > 80:
+        return f"Gradients of {staged.name} with respect to its parameters, in order."
+    return listed
 
 
 def _shorten(text: str) -> str:
@@ -172,10 +174,26 @@ def _constants_needed(used: set[str], context: ModuleContext) -> set[str]:
 
 
 def _imports(used: set[str], context: ModuleContext, added: set[str]) -> list[str]:
-    """The user's imports that the output uses, in the user's order, then any we need."""
-    lines: list[str] = []
+    """The user's imports that the output uses, in the user's order (names imported from one
+    module on one line), then the libraries only the backward needs."""
+    modules: list[str] = []
+    from_imports: dict[str, list[str]] = {}
     for name, binding in context.imports.items():
-        if name in used and binding.statement() not in lines:
-            lines.append(binding.statement())
-    lines += [f"import {library}" for library in sorted(added)]
+        if name not in used:
+            continue
+        if binding.attr is None:
+            line = binding.statement()
+            if line not in modules:
+                modules.append(line)
+            key = line
+        else:
+            key = f"from {binding.module} import"
+            spelled = binding.attr if name == binding.attr else f"{binding.attr} as {name}"
+            from_imports.setdefault(key, []).append(spelled)
+            if key not in modules:
+                modules.append(key)
+    lines = [
+        f"{key} {', '.join(from_imports[key])}" if key in from_imports else key for key in modules
+    ]
+    lines += [f"import {library}" for library in sorted(added) if f"import {library}" not in lines]
     return lines

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 import libcst as cst
 
@@ -84,7 +83,7 @@ class Group:
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
-Expr = Union[Name, Const, Call, BinOp, UnaryOp, Compare, Group]
+Expr = Name | Const | Call | BinOp | UnaryOp | Compare | Group
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
@@ -285,9 +284,7 @@ def render(expr: Expr) -> str:
         operand = expr.operand
         text = render(operand)
         # `-x**2` means `-(x**2)`; black spells it with the parentheses, and so do we.
-        if precedence(operand) < _UNARY or (
-            isinstance(operand, BinOp) and operand.op == "**"
-        ):
+        if precedence(operand) < _UNARY or (isinstance(operand, BinOp) and operand.op == "**"):
             text = f"({text})"
         return f"{expr.op}{text}"
     if isinstance(expr, Compare):
@@ -312,12 +309,8 @@ def _render_binop(expr: BinOp) -> str:
         if precedence(expr.left) <= _POW:
             left = f"({left})"
         right = render(expr.right)
-        right_is_unary = isinstance(expr.right, UnaryOp) or (
-            isinstance(expr.right, Const) and expr.right.text.startswith("-")
-        )
-        if precedence(expr.right) < _POW and not right_is_unary:
-            right = f"({right})"
-        elif right_is_unary and precedence(unwrap_unary(expr.right)) < _POW:
+        inner = unwrap_unary(expr.right) if isinstance(expr.right, UnaryOp) else expr.right
+        if precedence(inner) < _POW and not isinstance(inner, Const):
             right = f"({right})"
         simple = (
             precedence(expr.left) > _POW

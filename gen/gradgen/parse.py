@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from gradgen.convert import Resolver, convert, dotted_name
+from gradgen.convert import convert, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
 from gradgen.expr import Const, Expr, Func, Name, is_constant, render
 from gradgen.rules import BUILTINS, CONSTANTS, known_functions
@@ -158,9 +158,7 @@ def _syntax_error(text: str, filename: str) -> GradgenError:
         line = error.lineno or 1
         column = error.offset or 1
         message = f"invalid syntax: {error.msg}"
-        return GradgenError(
-            [Diagnostic(filename, line, column, message, source_line(text, line))]
-        )
+        return GradgenError([Diagnostic(filename, line, column, message, source_line(text, line))])
     return GradgenError(
         [Diagnostic(filename, 1, 1, "invalid syntax: this file is not Python that gradgen reads")]
     )
@@ -500,8 +498,10 @@ def _body_statements(
 ) -> Iterator[cst.BaseSmallStatement]:
     """The function's simple statements in order; compound statements are refused."""
     body = function.body
-    lines: Sequence[cst.BaseStatement | cst.SimpleStatementSuite] = (
-        [body] if isinstance(body, cst.SimpleStatementSuite) else body.body
+    lines: Sequence[cst.CSTNode] = (
+        [body]
+        if isinstance(body, cst.SimpleStatementSuite)
+        else [line for line in body.body if isinstance(line, cst.CSTNode)]
     )
     for position, line in enumerate(lines):
         if not isinstance(line, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from gradgen.expr import Expr, Func, Name, UnaryOp, map_funcs, names_in, simplify, substitute
-from gradgen.naming import Namer, gradient_name
+from gradgen.naming import gradient_name
 from gradgen.stages import Stage, StagedFunction
 
 
@@ -64,10 +64,10 @@ def reverse(function: StagedFunction) -> BackwardFunction:
         if stage.rule is None or stage.target not in relevant:
             continue
         upstream_of_stage = Name(gradient[stage.target])
-        values: dict[str, Expr] = dict(zip(stage.rule.inputs, stage.operands))
+        values: dict[str, Expr] = dict(zip(stage.rule.inputs, stage.operands, strict=True))
         values["out"] = Name(stage.target)
         values["g"] = upstream_of_stage
-        for operand, template in zip(stage.operands, stage.rule.adjoints):
+        for operand, template in zip(stage.operands, stage.rule.adjoints, strict=True):
             if not (isinstance(operand, Name) and operand.id in relevant):
                 continue
             adjoint = _with_library(simplify(substitute(template, values)), stage.library)
@@ -139,17 +139,17 @@ def _protect_shared(
     for index, statement in enumerate(statements):
         op, expr = statement.op, statement.expr
         if op == "=":
-            if isinstance(expr, Name):
-                obj = holder.get(expr.id, caller_owned)
-            else:
-                obj = next(fresh)
+            # A bare name passes an existing object on; anything computed is a new one.
+            obj = holder.get(expr.id, caller_owned) if isinstance(expr, Name) else next(fresh)
         else:
             obj = holder[statement.target]
             others = sharing.get(obj, set()) - {statement.target}
             in_place = obj != caller_owned and all(last_read.get(n, -1) <= index for n in others)
             if in_place:
-                negated = isinstance(expr, UnaryOp) and expr.op == "-"
-                op, expr = ("-=", expr.operand) if negated else ("+=", expr)
+                if isinstance(expr, UnaryOp) and expr.op == "-":
+                    op, expr = "-=", expr.operand
+                else:
+                    op = "+="
             else:
                 op = "= +"
                 obj = next(fresh)
@@ -207,5 +207,3 @@ def _forward_lines(
 
 def _inlined_operands(stage: Stage, inline: set[str]) -> list[str]:
     return [o.id for o in stage.operands if isinstance(o, Name) and o.id in inline]
-
-

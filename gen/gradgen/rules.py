@@ -72,7 +72,7 @@ def rule(name: str, *forms: str, **adjoints: str) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
     inputs = tuple(adjoints)
-    for form, text in zip(parsed_forms, forms):
+    for form, text in zip(parsed_forms, forms, strict=True):
         if sorted(names_in(form)) != sorted(inputs):
             raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs}")
     return Rule(
@@ -173,7 +173,7 @@ def operations_table() -> str:
     for r in RULES:
         spellings = ", ".join(f"`{t}`" for t in r.form_texts)
         adjoints = ", ".join(
-            f"`d{i} += {t}`" for i, t in zip(r.inputs, r.adjoint_texts)
+            f"`d{i} += {t}`" for i, t in zip(r.inputs, r.adjoint_texts, strict=True)
         )
         lines.append(f"| {r.name} | {spellings} | {adjoints} |")
     return "\n".join(lines)

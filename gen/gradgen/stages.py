@@ -93,9 +93,7 @@ def stage_function(
             continue
         current[assignment.target] = Name(target)
         if is_constant(value):
-            builder.stages.append(
-                Stage(target, None, (), plain, default_library, index, False)
-            )
+            builder.stages.append(Stage(target, None, (), plain, default_library, index, False))
             continue
         builder.lower(value, target, assignment.target, index, top=True)
     result = substitute(function.result, current)
@@ -141,12 +139,10 @@ class _Builder:
                 for i in rule.inputs
             )
             computed = replace_nodes(
-                plain, {id(bindings[i]): op for i, op in zip(rule.inputs, operands)}
+                plain, {id(bindings[i]): op for i, op in zip(rule.inputs, operands, strict=True)}
             )
             library = form_library(form) or self.default_library
-            self.stages.append(
-                Stage(name, rule, operands, computed, library, statement, not top)
-            )
+            self.stages.append(Stage(name, rule, operands, computed, library, statement, not top))
             return Name(name)
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
@@ -179,20 +175,21 @@ def _match(pattern: Expr, expr: Expr, bindings: dict[str, Expr]) -> bool:
         same_function = (pattern.func.lib, pattern.func.name) == (plain.func.lib, plain.func.name)
         if not same_function or len(pattern.args) != len(plain.args):
             return False
-        return all(_match(p, e, bindings) for p, e in zip(pattern.args, plain.args))
+        pairs = zip(pattern.args, plain.args, strict=True)
+        return all(_match(p, e, bindings) for p, e in pairs)
     children_p = _operands(pattern)
     children_e = _operands(plain)
     if children_p is None or children_e is None or children_p[0] != children_e[0]:
         return False
     trial = dict(bindings)
-    if all(_match(p, e, trial) for p, e in zip(children_p[1], children_e[1])):
+    if all(_match(p, e, trial) for p, e in zip(children_p[1], children_e[1], strict=True)):
         bindings.update(trial)
         return True
     if children_p[0] in ("+", "*") and len(children_e[1]) == 2:
         # Addition and multiplication commute: `exp(-x) + 1` is the sigmoid's `1 + exp(-x)`.
         trial = dict(bindings)
         swapped = (children_e[1][1], children_e[1][0])
-        if all(_match(p, e, trial) for p, e in zip(children_p[1], swapped)):
+        if all(_match(p, e, trial) for p, e in zip(children_p[1], swapped, strict=True)):
             bindings.update(trial)
             return True
     return False

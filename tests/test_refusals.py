@@ -1,0 +1,149 @@
+"""What gradgen refuses, where, and why: each construct at its own line and column."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+import gradgen
+from gradgen.errors import GradgenError
+
+
+def refusal(source: str) -> GradgenError:
+    with pytest.raises(GradgenError) as caught:
+        gradgen.generate(textwrap.dedent(source), "bad.py")
+    return caught.value
+
+
+# (id, function body line, column of the caret in that line, words the message must contain)
+BODY_REFUSALS = [
+    ("for-loop", "for i in range(3):\n        x = x * 2", 5, "loops are not supported"),
+    ("while-loop", "while x < 3:\n        x = x * 2", 5, "loops are not supported"),
+    ("if", "if x > 0:\n        x = -x", 5, "'if' statements are not supported"),
+    ("try", "try:\n        x = x\n    except Exception:\n        pass", 5, "'try'"),
+    ("with", "with open('f') as h:\n        pass", 5, "'with'"),
+    ("nested-def", "def g(y):\n        return y", 5, "nested functions"),
+    ("class", "class C:\n        pass", 5, "classes inside functions"),
+    ("global", "global G", 5, "'global'"),
+    ("nonlocal-del", "del x", 5, "'del'"),
+    ("import", "import math", 5, "imports inside functions"),
+    ("raise", "raise ValueError()", 5, "'raise'"),
+    ("assert", "assert x > 0", 5, "'assert'"),
+    ("augmented", "x += 1", 5, "augmented assignment"),
+    ("tuple-target", "a, b = x, x", 5, "tuple unpacking"),
+    ("chained", "a = b = x", 5, "chained assignment"),
+    ("attribute-target", "x.y = 1", 5, "assignment to an attribute"),
+    ("subscript-target", "x[0] = 1", 5, "assignment to an element"),
+    ("expression-statement", "print(x)", 5, "expression statements"),
+    ("unknown-call", "y = foo(x)", 9, "undefined name 'foo'"),
+    ("builtin-call", "y = len(x)", 9, "'len' is not an operation"),
+    ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
+    ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
+    ("conditional-expression", "y = x if x > 0 else -x", 9, "conditional expressions"),
+    ("comparison", "y = x > 0", 9, "comparisons"),
+    ("boolean-operator", "y = x and x", 9, "'and'/'or'"),
+    ("floor-division", "y = x // 2", 11, "'//'"),
+    ("modulo", "y = x % 2", 11, "'%'"),
+    ("matrix-product", "y = x @ x", 11, "'@'"),
+    ("bit-not", "y = ~x", 9, "unary operator"),
+    ("string", "y = 'x'", 9, "strings"),
+    ("complex", "y = x * 1j", 13, "complex numbers"),
+    ("subscript", "y = x[0]", 9, "indexing"),
+    ("attribute-on-value", "y = x.real", 9, "attribute access on a value"),
+    ("keyword-argument", "y = max(x, x, key=abs)", 19, "keyword arguments"),
+    ("three-argument-max", "y = max(x, x, x)", 9, "'max' with 3 arguments"),
+    ("unknown-math-function", "y = math.erf(x)", 9, "'math.erf' is not an operation"),
+    ("random", "y = np.random.randn(3)", 9, "random numbers"),
+    ("walrus", "y = (z := x)", 10, "assignment expressions"),
+    ("undefined-name", "y = x * q", 13, "undefined name 'q'"),
+    ("used-before-assignment", "y = z * x\n    z = x", 9, "'z' is used before it is assigned"),
+    ("true", "y = x * True", 13, "'True'"),
+    ("module-as-value", "y = x * math", 13, "module 'math' is not a value"),
+    ("computed-global", "y = x * TABLE", 13, "defined at module level by code gradgen"),
+    ("user-function", "y = helper(x)", 9, "calls to user functions"),
+    ("yield", "y = yield x", 9, "'yield'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "column", "words"),
+    [pytest.param(b, c, w, id=i) for i, b, c, w in BODY_REFUSALS],
+)
+def test_refused_in_a_function_body(body: str, column: int, words: str) -> None:
+    source = (
+        "import math\nimport numpy as np\n\nTABLE = np.ones(3)\n\n\n"
+        "def helper(t):\n    return t\n\n\n"
+        f"def f(x):\n    {body}\n    return x\n"
+    )
+    with pytest.raises(GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert words in diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (12, column)
+    assert diagnostic.source_line.strip() == body.splitlines()[0].strip()
+    rendered = caught.value.render()
+    assert rendered.startswith(f"bad.py:12:{column}: error: ")
+    assert rendered.splitlines()[2].index("^") == 4 + column - 1
+
+
+FUNCTION_REFUSALS = [
+    ("no-return", "def f(x):\n    y = x\n", 1, 5, "has no return statement"),
+    ("bare-return", "def f(x):\n    return\n", 2, 5, "'return' needs a value"),
+    ("tuple-return", "def f(x):\n    return x, x\n", 2, 12, "several values"),
+    ("code-after-return", "def f(x):\n    return x\n    y = x\n", 3, 5, "after 'return'"),
+    ("star-args", "def f(*xs):\n    return 1.0\n", 1, 7, "*args"),
+    ("keyword-only", "def f(x, *, y):\n    return x\n", 1, 13, "keyword-only"),
+    ("async", "async def f(x):\n    return x\n", 1, 1, "async functions"),
+    ("other-decorator", "@staticmethod\ndef f(x):\n    return x\n", 1, 1, "decorator"),
+    ("defined-twice", "def f(x):\n    return x\n\n\ndef f(x):\n    return x\n", 5, 5, "twice"),
+    ("non-constant-default", "def f(x, y=[]):\n    return x\n", 1, 12, "lists"),
+    ("no-function", "X = 1\n", 1, 1, "no function to differentiate"),
+    ("empty-file", "", 1, 1, "no function to differentiate"),
+    ("syntax-error", "def f(x):\n    return (x\n", 2, 12, "invalid syntax"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column", "words"),
+    [pytest.param(s, ln, c, w, id=i) for i, s, ln, c, w in FUNCTION_REFUSALS],
+)
+def test_refused_function_or_file(source: str, line: int, column: int, words: str) -> None:
+    error = refusal(source)
+    diagnostic = error.diagnostics[0]
+    assert words in diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (line, column)
+
+
+def test_every_problem_in_the_file_is_reported_in_one_run() -> None:
+    error = refusal(
+        """\
+        def f(x):
+            for i in range(3):
+                x = x * 2
+            y = foo(x)
+            return y // 2
+
+
+        def g(x):
+            return x % 2
+        """
+    )
+    assert [(d.line, d.column) for d in error.diagnostics] == [(2, 5), (4, 9), (5, 14), (9, 14)]
+    assert len(error.render().splitlines()) == 3 * 4
+
+
+def test_non_utf8_bytes_are_refused_with_their_position() -> None:
+    from gradgen.parse import decode
+
+    with pytest.raises(GradgenError) as caught:
+        decode(b"def f(x):\n    return x  # caf\xe9\n", "latin.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert (diagnostic.line, diagnostic.column) == (2, 20)
+    assert "UTF-8" in diagnostic.message
+
+
+def test_refusal_is_a_syntax_error_with_location() -> None:
+    error = refusal("def f(x):\n    y = x // 2\n    return y\n")
+    assert isinstance(error, SyntaxError)
+    assert (error.filename, error.lineno, error.offset) == ("bad.py", 2, 11)
