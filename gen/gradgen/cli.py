@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,14 +136,19 @@ def plan_jobs(sources: list[Path], output: str | None) -> list[Job]:
 
 
 def _python_files(directory: Path, exclude: Path) -> list[Path]:
-    excluded = exclude.resolve()
+    # An output folder inside the input folder holds our own output: never read it as input.
+    # (When the output folder is the input folder itself, every job would overwrite its
+    # input, which _check_outputs refuses.)
+    excluded: Path | None = exclude.resolve()
+    if excluded == directory.resolve() or not excluded.is_relative_to(directory.resolve()):
+        excluded = None
     found = []
     for path in sorted(directory.rglob("*.py")):
         relative = path.relative_to(directory)
         if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
             continue
-        if path.resolve().is_relative_to(excluded):
-            continue  # never read our own output as input
+        if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
         found.append(path)
     return found
 
@@ -163,9 +169,9 @@ def _check_outputs(jobs: list[Job]) -> None:
 
 def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
     source_name = display_path(job.source, root)
-    command = f"gradgen {source_name}"
+    command = f"gradgen {shlex.quote(source_name)}"
     if job.output is not None:
-        command += f" -o {display_path(job.output, root)}"
+        command += f" -o {shlex.quote(display_path(job.output, root))}"
     try:
         text = read_source(job.source)
         result = generate(text, source_name, command=command)

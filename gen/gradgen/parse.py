@@ -406,10 +406,11 @@ def read_functions(parsed: ParsedModule, only: str | None = None) -> list[Forwar
     functions = [f for f in parsed.functions if only is None or f.name.value == only]
     if not functions:
         if only is None:
-            node = parsed.module
-            parsed.refuse(node, "no function to differentiate: define one with 'def' at top level")
+            message = "no function to differentiate: define one with 'def' at top level"
+        else:
+            message = f"no function '{only}' defined with 'def' in this source"
+        parsed.refuse(parsed.module, message)
         parsed.raise_problems()
-        return []
     seen: set[str] = set()
     result = []
     for function in functions:
