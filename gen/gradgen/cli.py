@@ -139,9 +139,9 @@ def _python_files(directory: Path, exclude: Path) -> list[Path]:
     # An output folder inside the input folder holds our own output: never read it as input.
     # (When the output folder is the input folder itself, every job would overwrite its
     # input, which _check_outputs refuses.)
-    excluded: Path | None = exclude.resolve()
-    if excluded == directory.resolve() or not excluded.is_relative_to(directory.resolve()):
-        excluded = None
+    output = exclude.resolve()
+    inside = output != directory.resolve() and output.is_relative_to(directory.resolve())
+    excluded = output if inside else None
     found = []
     for path in sorted(directory.rglob("*.py")):
         relative = path.relative_to(directory)
