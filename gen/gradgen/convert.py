@@ -10,7 +10,7 @@ from typing import Protocol
 
 import libcst as cst
 
-from gradgen.expr import BinOp, Call, Compare, Const, Expr, Func, Group, UnaryOp
+from gradgen.expr import BinOp, Call, Compare, Const, Expr, Func, Group, UnaryOp, normalize_number
 
 _BINARY = {
     cst.Add: "+",
@@ -80,31 +80,6 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
         head = dotted_name(node.value)
         return None if head is None else f"{head}.{node.attr.value}"
     return None
-
-
-def normalize_number(text: str) -> str:
-    """A numeric literal spelled as black spells it (``1E5`` -> ``1e5``, ``.5`` -> ``0.5``)."""
-    text = text.lower()
-    if text.startswith(("0b", "0o")):
-        return text
-    if text.startswith("0x"):
-        return "0x" + text[2:].upper()
-    if "e" in text:
-        before, after = text.split("e")
-        sign = ""
-        if after.startswith("-"):
-            after, sign = after[1:], "-"
-        elif after.startswith("+"):
-            after = after[1:]
-        return f"{_point(before)}e{sign}{after}"
-    return _point(text)
-
-
-def _point(text: str) -> str:
-    if "." not in text:
-        return text
-    before, after = text.split(".")
-    return f"{before or 0}.{after or 0}"
 
 
 def convert(node: cst.BaseExpression, resolver: Resolver) -> Expr:

@@ -171,8 +171,32 @@ def map_funcs(expr: Expr, fn: Callable[[Func], Func]) -> Expr:
 
 def number(value: int | float) -> Const:
     """A numeric literal for a value computed at generation time."""
-    text = repr(value)
-    return Const(text, value)
+    return Const(normalize_number(repr(value)), value)
+
+
+def normalize_number(text: str) -> str:
+    """A numeric literal spelled as black spells it (``1E5`` -> ``1e5``, ``.5`` -> ``0.5``)."""
+    text = text.lower()
+    if text.startswith(("0b", "0o")):
+        return text
+    if text.startswith("0x"):
+        return "0x" + text[2:].upper()
+    if "e" in text:
+        before, after = text.split("e")
+        sign = ""
+        if after.startswith("-"):
+            after, sign = after[1:], "-"
+        elif after.startswith("+"):
+            after = after[1:]
+        return f"{_point(before)}e{sign}{after}"
+    return _point(text)
+
+
+def _point(text: str) -> str:
+    if "." not in text:
+        return text
+    before, after = text.split(".")
+    return f"{before or 0}.{after or 0}"
 
 
 def _num(expr: Expr) -> int | float | None:
@@ -257,16 +281,24 @@ def precedence(expr: Expr) -> int:
 
 
 def _is_simple_power_operand(expr: Expr) -> bool:
-    # black hugs `**` when both operands are names, numbers or attribute chains, with or
-    # without a unary minus.
+    # black hugs `**` when the operands next to it are names, numbers or attribute chains,
+    # with at most one unary sign in front.
+    if isinstance(expr, UnaryOp):
+        return _is_simple_atom(expr.operand) and not _is_negative_constant(expr.operand)
+    return _is_simple_atom(expr)
+
+
+def _is_simple_atom(expr: Expr) -> bool:
     if isinstance(expr, Name):
         return True
     if isinstance(expr, Const):
         text = expr.text.lstrip("-")
-        return text.replace(".", "").replace("_", "").isidentifier() or expr.value is not None
-    if isinstance(expr, UnaryOp) and expr.op == "-":
-        return _is_simple_power_operand(expr.operand)
+        return expr.value is not None or text.replace(".", "").replace("_", "").isidentifier()
     return False
+
+
+def _is_negative_constant(expr: Expr) -> bool:
+    return isinstance(expr, Const) and expr.text.startswith("-")
 
 
 def render(expr: Expr) -> str:
@@ -305,22 +337,33 @@ def _operand(expr: Expr, parent: int, is_right: bool) -> str:
 
 def _render_binop(expr: BinOp) -> str:
     if expr.op == "**":
-        left = render(expr.left)
-        if precedence(expr.left) <= _POW:
-            left = f"({left})"
-        right = render(expr.right)
-        inner = unwrap_unary(expr.right) if isinstance(expr.right, UnaryOp) else expr.right
-        if precedence(inner) < _POW and not isinstance(inner, Const):
-            right = f"({right})"
-        simple = (
-            precedence(expr.left) > _POW
-            and _is_simple_power_operand(expr.left)
-            and _is_simple_power_operand(expr.right)
-            and not right.startswith("(")
-        )
-        return f"{left}**{right}" if simple else f"{left} ** {right}"
+        return _render_power(expr)
     prec = _BINARY_PRECEDENCE[expr.op]
     return f"{_operand(expr.left, prec, False)} {expr.op} {_operand(expr.right, prec, True)}"
+
+
+def _render_power(expr: BinOp) -> str:
+    left = render(expr.left)
+    left_bare = precedence(expr.left) > _POW
+    if not left_bare:
+        left = f"({left})"
+    right = render(expr.right)
+    inner = unwrap_unary(expr.right) if isinstance(expr.right, UnaryOp) else expr.right
+    right_bare = precedence(inner) >= _POW or isinstance(inner, Const)
+    if not right_bare:
+        right = f"({right})"
+    # black spaces each `**` by the operands right next to it: in `x ** y ** z` those of the
+    # first are x and y.
+    neighbour = expr.right
+    while isinstance(neighbour, BinOp) and neighbour.op == "**" and right_bare:
+        neighbour = neighbour.left
+    simple = (
+        left_bare
+        and right_bare
+        and _is_simple_power_operand(expr.left)
+        and _is_simple_power_operand(neighbour)
+    )
+    return f"{left}**{right}" if simple else f"{left} ** {right}"
 
 
 def unwrap_unary(expr: Expr) -> Expr:
