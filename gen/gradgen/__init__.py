@@ -5,8 +5,14 @@
 """
 
 from gradgen.api import generate
-from gradgen.decorator import differentiable
+from gradgen.decorator import StaleBackwardError, StaleBackwardWarning, differentiable
 from gradgen.errors import GradgenError
 
-__all__ = ["GradgenError", "differentiable", "generate"]
+__all__ = [
+    "GradgenError",
+    "StaleBackwardError",
+    "StaleBackwardWarning",
+    "differentiable",
+    "generate",
+]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gradgen import __version__
 from gradgen.api import generate
+from gradgen.config import ConfigError, find_config
 from gradgen.errors import GradgenError
 from gradgen.files import display_path, find_project_root, read_source, write_atomic
 
@@ -48,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SRC",
-        help="forward Python files, or directories searched for *.py files",
+        help="forward Python files, or directories searched for *.py files; without any, "
+        "every mapping of [tool.gradgen] in the project's pyproject.toml",
     )
     parser.add_argument(
         "-o",
@@ -81,10 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # -h, --version and usage errors
         return int(exit_.code or 0)
     try:
-        jobs = plan_jobs([Path(s) for s in args.sources], args.output)
+        if args.sources:
+            jobs = plan_jobs([Path(s) for s in args.sources], args.output)
+            root = find_project_root([job.source for job in jobs])
+        else:
+            jobs, root = _configured_jobs(args.output)
         if (args.check or args.diff) and any(job.output is None for job in jobs):
             raise _UsageError("--check and --diff compare with existing files: give -o")
-    except _UsageError as error:
+    except (_UsageError, ConfigError) as error:
         parser.print_usage(sys.stderr)
         print(f"gradgen: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -92,7 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print("gradgen: no Python files found; nothing to do", file=sys.stderr)
         return EXIT_OK
-    root = find_project_root([job.source for job in jobs])
     status = EXIT_OK
     for job in jobs:
         status = max(status, _run(job, args, root), key=_severity)
@@ -133,6 +138,23 @@ def plan_jobs(sources: list[Path], output: str | None) -> list[Job]:
                 jobs.append(Job(source, out / source.name))
     _check_outputs(jobs)
     return jobs
+
+
+def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
+    """The jobs ``[tool.gradgen]`` describes, found from the current folder upwards."""
+    if output is not None:
+        raise _UsageError("-o needs SRC: without SRC, outputs come from [tool.gradgen]")
+    config = find_config(Path.cwd())
+    if config is None:
+        raise _UsageError("no SRC given, and no pyproject.toml with [tool.gradgen] here or above")
+    jobs: list[Job] = []
+    for mapping in config.mappings:
+        if not mapping.forward.exists():
+            raise _UsageError(f"{config.path}: forward path {mapping.forward} does not exist")
+        backward = str(mapping.backward) + (os.sep if mapping.forward.is_dir() else "")
+        jobs += plan_jobs([mapping.forward], backward)
+    _check_outputs(jobs)
+    return jobs, config.root
 
 
 def _python_files(directory: Path, exclude: Path) -> list[Path]:

@@ -1,60 +1,206 @@
-"""``@gradgen.differentiable``: generate the backward when the forward is defined.
+"""``@gradgen.differentiable``: attach the backward of a forward function at import.
 
-The decorator reads the function's source (it never needs to run it), generates the backward
-in memory, compiles it under a filename registered with ``linecache`` so tracebacks, pdb and
-``inspect.getsource`` show the generated code, runs it in the forward's module globals, and
-attaches it as ``f.backward`` (and its text as ``f.backward_source``). The forward function is
-returned unchanged.
+When the project maps the function's file to a committed backward file (``[tool.gradgen]``
+in pyproject.toml, or ``generated=``) and that file's recorded digest matches the function's
+current source, the committed code is what runs: the code that was reviewed, imported like
+any module, with no parsing or formatting at import. Otherwise the backward is generated in
+memory from the function's source (read with ``inspect``, never run), compiled under a
+filename registered with ``linecache`` so tracebacks, pdb and ``inspect.getsource`` show it,
+and run in the function's module globals. A stale committed file warns once, naming the
+command that regenerates it; ``strict=True`` or ``GRADGEN_STRICT=1`` make that an error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import inspect
 import linecache
+import os
+import sys
 import textwrap
+import warnings
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar, overload
 
 import libcst as cst
 
+from gradgen import provenance
 from gradgen.api import generate_function
+from gradgen.config import Config, find_config
 from gradgen.errors import Diagnostic, GradgenError
+from gradgen.naming import backward_function_name
 from gradgen.parse import ModuleContext, ParsedModule, parse_module
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+STRICT_ENVIRONMENT_VARIABLE = "GRADGEN_STRICT"
+
+
+class StaleBackwardError(Exception):
+    """A committed backward file does not match its forward source (strict mode)."""
+
+
+class StaleBackwardWarning(UserWarning):
+    """A committed backward file does not match its forward source; generated in memory."""
+
+
 # Module contexts (imports, constants) by file, so decorating many functions of one module
-# parses it once.
+# parses it once; configurations by folder; committed modules by path.
 _CONTEXTS: dict[tuple[str, int], ModuleContext] = {}
+_CONFIGS: dict[Path, Config | None] = {}
+_COMMITTED: dict[Path, ModuleType] = {}
+_WARNED: set[Path] = set()
 
 
 @overload
-def differentiable(func: F, /) -> F: ...
+def differentiable(
+    func: F, /, *, generated: str | os.PathLike[str] | None = None, strict: bool | None = None
+) -> F: ...
 @overload
-def differentiable(func: None = None, /) -> Callable[[F], F]: ...
+def differentiable(
+    func: None = None,
+    /,
+    *,
+    generated: str | os.PathLike[str] | None = None,
+    strict: bool | None = None,
+) -> Callable[[F], F]: ...
 
 
-def differentiable(func: F | None = None, /) -> F | Callable[[F], F]:
-    """Attach ``func.backward`` (same parameters plus the upstream gradient, returns the
-    gradients) and ``func.backward_source``; raise ``GradgenError`` if gradgen refuses it.
+def differentiable(
+    func: F | None = None,
+    /,
+    *,
+    generated: str | os.PathLike[str] | None = None,
+    strict: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Attach ``func.backward`` and ``func.backward_source``; return ``func`` unchanged.
 
-    Usable as ``@differentiable`` and ``@differentiable()``.
+    ``func.backward`` takes ``func``'s parameters plus the upstream gradient and returns the
+    gradients, like ``F_backward`` in a generated file. ``generated`` names the committed
+    backward file (relative to the function's file); by default ``[tool.gradgen]`` says.
+    ``strict`` (default: the ``GRADGEN_STRICT`` environment variable) makes a stale committed
+    file an error instead of a warning. Raises ``GradgenError`` if gradgen refuses ``func``.
     """
     if func is None:
-        return differentiable
+
+        def decorate(function: F) -> F:
+            return differentiable(function, generated=generated, strict=strict)
+
+        return decorate
+    committed = _committed_backward(func, generated, strict)
+    if committed is not None:
+        backward, source = committed
+    else:
+        backward, source = _generated_backward(func)
+    func.backward = backward  # type: ignore[attr-defined]
+    func.backward_source = source  # type: ignore[attr-defined]
+    return func
+
+
+# --- the reviewed file ----------------------------------------------------------------------
+
+
+def _committed_backward(
+    func: Callable[..., Any], generated: str | os.PathLike[str] | None, strict: bool | None
+) -> tuple[Callable[..., Any], str] | None:
+    """The committed backward when it is current; None when there is none or it is stale."""
+    forward_file = _forward_file(func)
+    if forward_file is None:
+        return None
+    path, root = _committed_path(forward_file, generated)
+    if path is None:
+        return None
+    name = backward_function_name(func.__name__)
+    recorded = provenance.read_header_digests(path).get(func.__name__)
+    if recorded is not None and recorded == provenance.object_digest(func):
+        backward = getattr(_load(path), name, None)
+        if callable(backward):
+            return backward, inspect.getsource(backward)
+    _report_stale(func, path, root, forward_file, strict)
+    return None
+
+
+def _forward_file(func: Callable[..., Any]) -> Path | None:
+    filename = getattr(getattr(func, "__code__", None), "co_filename", "")
+    path = Path(filename)
+    return path.resolve() if filename and path.is_file() else None
+
+
+def _committed_path(
+    forward_file: Path, generated: str | os.PathLike[str] | None
+) -> tuple[Path | None, Path]:
+    if generated is not None:
+        path = Path(generated)
+        path = path if path.is_absolute() else forward_file.parent / path
+        return path.resolve(), forward_file.parent
+    folder = forward_file.parent
+    if folder not in _CONFIGS:
+        _CONFIGS[folder] = find_config(folder)
+    config = _CONFIGS[folder]
+    if config is None:
+        return None, folder
+    return config.backward_for(forward_file), config.root
+
+
+def _load(path: Path) -> ModuleType:
+    if path not in _COMMITTED:
+        tag = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+        name = f"_gradgen_reviewed_{tag}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # so inspect and pickle find it like any module
+        spec.loader.exec_module(module)
+        _COMMITTED[path] = module
+    return _COMMITTED[path]
+
+
+def _report_stale(
+    func: Callable[..., Any], path: Path, root: Path, forward_file: Path, strict: bool | None
+) -> None:
+    command = provenance.read_header_command(path) if path.exists() else None
+    if command is None:
+        command = f"gradgen {_relative(forward_file, root)} -o {_relative(path, root)}"
+    state = "is stale for" if path.exists() else "does not exist yet for"
+    message = (
+        f"{_relative(path, root)} {state} {func.__qualname__} (its forward source changed "
+        f"since the file was generated); regenerate it from {root}: {command}"
+    )
+    if strict is None:
+        strict = os.environ.get(STRICT_ENVIRONMENT_VARIABLE, "") not in ("", "0", "false", "no")
+    if strict:
+        raise StaleBackwardError(message)
+    if path not in _WARNED:
+        _WARNED.add(path)
+        warnings.warn(message, StaleBackwardWarning, stacklevel=4)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# --- generating in memory -----------------------------------------------------------------------
+
+
+def _generated_backward(func: Callable[..., Any]) -> tuple[Callable[..., Any], str]:
     source = backward_source(func)
-    backward_name = f"{func.__name__}_backward"
-    filename = f"<gradgen: {backward_name} of {func.__module__}.{func.__qualname__}>"
+    name = backward_function_name(func.__name__)
+    filename = f"<gradgen: {name} of {func.__module__}.{func.__qualname__}>"
     lines = source.splitlines(keepends=True)
     # mtime None keeps linecache.checkcache from dropping an entry with no file behind it.
     linecache.cache[filename] = (len(source), None, lines, filename)
     namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), func.__globals__, namespace)
-    backward = namespace[backward_name]
+    backward = namespace[name]
     backward.__qualname__ = f"{func.__qualname__}.backward"
-    func.backward = backward  # type: ignore[attr-defined]
-    func.backward_source = source  # type: ignore[attr-defined]
-    return func
+    return backward, source
 
 
 def backward_source(func: Callable[..., Any]) -> str:
@@ -77,14 +223,12 @@ def backward_source(func: Callable[..., Any]) -> str:
     module_text = "".join(module_lines)
     context = _module_context(filename, module_text)
     snippet = "".join(lines)
-    dedented = textwrap.dedent(snippet)
     indent = len(lines[0]) - len(lines[0].lstrip())
     try:
-        module = cst.parse_module(dedented)
+        module = cst.parse_module(textwrap.dedent(snippet))
     except cst.ParserSyntaxError:
-        raise GradgenError(
-            [Diagnostic(filename, first_line, 1, "gradgen could not read this function's source")]
-        ) from None
+        message = "gradgen could not read this function's source"
+        raise GradgenError([Diagnostic(filename, first_line, 1, message)]) from None
     parsed = ParsedModule(filename, module_text, module, context, [])
     parsed.functions = [s for s in module.body if isinstance(s, cst.FunctionDef)]
     parsed.line_offset = first_line - 1

@@ -18,6 +18,7 @@ from gradgen.parse import ModuleContext
 from gradgen.reverse import AdjointStatement, BackwardFunction
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
+MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
 
 
 @dataclass
@@ -102,7 +103,8 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     ]
     params.append(f"{backward.upstream}=1.0")
     signature = f"def {backward_function_name(staged.name)}({', '.join(params)}):"
-    body = [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in backward.forward]
+    body = _recomputed_comment([line.target for line in backward.forward])
+    body += [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in backward.forward]
     if body and backward.adjoints:
         body.append("")
     current = None
@@ -113,6 +115,22 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
         body.append(_adjoint_line(adjoint, helpers))
     body.append(_return_line(backward.gradients))
     return FunctionText(signature, _docstring(backward), body)
+
+
+def _recomputed_comment(names: list[str]) -> list[str]:
+    """A comment naming the forward values the function recomputes (at most a few lines)."""
+    if not names:
+        return []
+    shown = names if len(names) <= MAX_LISTED else [*names[:MAX_LISTED], "..."]
+    words = [f"{n}," for n in shown[:-1]] + [f"{shown[-1]}."]
+    total = "" if len(names) <= MAX_LISTED else f" ({len(names)} values)"
+    lines, current = [], f"# Recomputes{total}:"
+    for word in words:
+        if len(current) + 1 + len(word) > COMMENT_WIDTH:
+            lines.append(current)
+            current = "#"
+        current += f" {word}"
+    return [*lines, current]
 
 
 def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:

@@ -1,0 +1,112 @@
+"""Project configuration: ``[tool.gradgen]`` in ``pyproject.toml``.
+
+::
+
+    [[tool.gradgen.files]]
+    forward = "examples"      # a forward file or folder, relative to pyproject.toml
+    backward = "generated"    # the backward file or folder it generates
+
+With this, a bare ``gradgen`` anywhere in the project regenerates every mapping and
+``gradgen --check`` verifies them all, as ``black .`` does; paths on the command line
+override it. The decorator uses the same mapping to find a function's committed backward.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILE = "pyproject.toml"
+
+
+class ConfigError(Exception):
+    """The configuration is present but unusable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One ``[[tool.gradgen.files]]`` entry, with absolute paths."""
+
+    forward: Path
+    backward: Path
+
+    def backward_for(self, forward_file: Path) -> Path | None:
+        """Where this mapping puts the backward of ``forward_file``; None if not covered."""
+        forward_file = forward_file.resolve()
+        if forward_file == self.forward:
+            return self.backward
+        if forward_file.is_relative_to(self.forward) and self.forward.is_dir():
+            return self.backward / forward_file.relative_to(self.forward)
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path  # the pyproject.toml it came from
+    mappings: tuple[Mapping, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def backward_for(self, forward_file: Path) -> Path | None:
+        for mapping in self.mappings:
+            found = mapping.backward_for(forward_file)
+            if found is not None:
+                return found
+        return None
+
+
+def find_config(start: Path) -> Config | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` that has ``[tool.gradgen]``."""
+    start = start.resolve()
+    folder = start if start.is_dir() else start.parent
+    for candidate in (folder, *folder.parents):
+        path = candidate / CONFIG_FILE
+        if path.is_file():
+            config = load_config(path)
+            if config is not None:
+                return config
+    return None
+
+
+def load_config(path: Path) -> Config | None:
+    """The gradgen configuration in ``path``; None when it has no ``[tool.gradgen]``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    section = data.get("tool", {}).get("gradgen")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [tool.gradgen] must be a table")
+    unknown = set(section) - {"files"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [tool.gradgen]: {', '.join(sorted(unknown))}")
+    entries = section.get("files", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: [tool.gradgen] files must be an array of tables")
+    mappings = tuple(_mapping(path, entry, index) for index, entry in enumerate(entries))
+    return Config(path.resolve(), mappings)
+
+
+def _mapping(path: Path, entry: Any, index: int) -> Mapping:
+    where = f"{path}: [[tool.gradgen.files]] entry {index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(entry) - {"forward", "backward"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+    for key in ("forward", "backward"):
+        if not isinstance(entry.get(key), str):
+            raise ConfigError(f"{where}: '{key}' must be a path string")
+    root = path.resolve().parent
+    return Mapping((root / entry["forward"]).resolve(), (root / entry["backward"]).resolve())

@@ -1,0 +1,87 @@
+"""Digests tying a generated backward to the exact forward source it came from.
+
+A forward function's digest is the SHA-256 of its source text as ``inspect.getsource``
+returns it (decorators included, line endings normalised, dedented). The command line and
+the decorator compute it the same way from the same text, so the decorator can tell, without
+parsing anything, whether the committed backward file was generated from the function it
+decorates. Each function has its own digest: editing one function marks only its backward
+stale.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import re
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+
+DIGEST_LENGTH = 16  # hex digits: enough to notice drift; this is not a security check
+DIGESTS_TITLE = "# Forward source digests (a mismatch means this file is stale):"
+_DIGEST_LINE = re.compile(rf"^#   ([A-Za-z_][A-Za-z0-9_]*): ([0-9a-f]{{{DIGEST_LENGTH}}})$")
+
+
+def digest(function_source: str) -> str:
+    """The digest of one function's source text."""
+    text = textwrap.dedent(function_source.replace("\r\n", "\n").replace("\r", "\n"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+
+
+def function_digests(source: str) -> dict[str, str]:
+    """Digest of each top-level function of ``source``, by name (the text is only parsed)."""
+    lines = source.splitlines(keepends=True)
+    digests: dict[str, str] = {}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return digests
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            block = inspect.getblock(lines[first - 1 :])
+            digests[node.name] = digest("".join(block))
+    return digests
+
+
+def object_digest(func: object) -> str:
+    """The digest of a live function, from ``inspect.getsource`` (no parsing)."""
+    return digest(inspect.getsource(func))  # type: ignore[arg-type]
+
+
+def header_lines(digests: dict[str, str], names: Iterable[str]) -> list[str]:
+    """The header block listing the digest of each differentiated function."""
+    lines = [DIGESTS_TITLE]
+    lines += [f"#   {name}: {digests[name]}" for name in names if name in digests]
+    return lines if len(lines) > 1 else []
+
+
+def read_header_digests(path: Path) -> dict[str, str]:
+    """The digests a generated file records in its header (empty if none or unreadable)."""
+    found: dict[str, str] = {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                match = _DIGEST_LINE.match(line.rstrip("\n"))
+                if match:
+                    found[match.group(1)] = match.group(2)
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return found
+
+
+def read_header_command(path: Path) -> str | None:
+    """The regenerate command a generated file's header names."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                if line.startswith("# Command: "):
+                    return line[len("# Command: ") :].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
