@@ -51,7 +51,7 @@ class StaleBackwardWarning(UserWarning):
 # parses it once; configurations by folder; committed modules by path.
 _CONTEXTS: dict[tuple[str, int], ModuleContext] = {}
 _CONFIGS: dict[Path, Config | None] = {}
-_COMMITTED: dict[Path, ModuleType] = {}
+_COMMITTED: dict[tuple[Path, int, int], ModuleType] = {}
 _WARNED: set[Path] = set()
 
 
@@ -146,7 +146,10 @@ def _committed_path(
 
 
 def _load(path: Path) -> ModuleType:
-    if path not in _COMMITTED:
+    # Keyed on the file's size and modification time: a regenerated file is loaded anew.
+    status = path.stat()
+    key = (path, status.st_mtime_ns, status.st_size)
+    if key not in _COMMITTED:
         tag = hashlib.sha256(str(path).encode()).hexdigest()[:10]
         name = f"_gradgen_reviewed_{tag}_{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
@@ -155,8 +158,8 @@ def _load(path: Path) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # so inspect and pickle find it like any module
         spec.loader.exec_module(module)
-        _COMMITTED[path] = module
-    return _COMMITTED[path]
+        _COMMITTED[key] = module
+    return _COMMITTED[key]
 
 
 def _report_stale(
@@ -176,7 +179,19 @@ def _report_stale(
         raise StaleBackwardError(message)
     if path not in _WARNED:
         _WARNED.add(path)
-        warnings.warn(message, StaleBackwardWarning, stacklevel=4)
+        warnings.warn(message, StaleBackwardWarning, stacklevel=_caller_stack_level())
+
+
+def _caller_stack_level() -> int:
+    """The ``stacklevel`` that points a warning at the user's line that applied the decorator,
+    however many of this module's frames (``@differentiable`` or ``@differentiable()``)
+    lie between."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -121,9 +121,12 @@ def _recomputed_comment(names: list[str]) -> list[str]:
     """A comment naming the forward values the function recomputes (at most a few lines)."""
     if not names:
         return []
-    shown = names if len(names) <= MAX_LISTED else [*names[:MAX_LISTED], "..."]
-    words = [f"{n}," for n in shown[:-1]] + [f"{shown[-1]}."]
-    total = "" if len(names) <= MAX_LISTED else f" ({len(names)} values)"
+    if len(names) <= MAX_LISTED:
+        words = [f"{n}," for n in names[:-1]] + [f"{names[-1]}."]
+        total = ""
+    else:
+        words = [f"{n}," for n in names[:MAX_LISTED]] + ["..."]
+        total = f" ({len(names)} values)"
     lines, current = [], f"# Recomputes{total}:"
     for word in words:
         if len(current) + 1 + len(word) > COMMENT_WIDTH:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import io
 import re
 import textwrap
 from collections.abc import Iterable
@@ -31,7 +32,9 @@ def digest(function_source: str) -> str:
 
 def function_digests(source: str) -> dict[str, str]:
     """Digest of each top-level function of ``source``, by name (the text is only parsed)."""
-    lines = source.splitlines(keepends=True)
+    # Split as linecache and inspect do (at newlines only, never at form feeds or U+2028),
+    # so the lines numbered by ast are the lines inspect.getsource returns.
+    lines = io.StringIO(source, newline=None).readlines()
     digests: dict[str, str] = {}
     try:
         tree = ast.parse(source)
