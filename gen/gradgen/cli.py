@@ -37,6 +37,7 @@ class Job:
 
     source: Path
     output: Path | None
+    wrt: dict[str, list[str]] | None = None  # function (or "*") -> parameters
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--diff", action="store_true", help="write nothing; show what would change as a diff"
     )
+    parser.add_argument(
+        "--wrt",
+        action="append",
+        metavar="[FUNCTION=]NAMES",
+        help="differentiate only with respect to these comma-separated parameters, for "
+        "FUNCTION or for every function; repeatable (e.g. --wrt loss=W1,b1)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="report errors only")
     parser.add_argument("--version", action="version", version=f"gradgen {__version__}")
     return parser
@@ -88,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = find_project_root([job.source for job in jobs])
         else:
             jobs, root = _configured_jobs(args.output)
+        if args.wrt:
+            wrt = parse_wrt(args.wrt)
+            jobs = [Job(job.source, job.output, wrt) for job in jobs]
         if (args.check or args.diff) and any(job.output is None for job in jobs):
             raise _UsageError("--check and --diff compare with existing files: give -o")
     except (_UsageError, ConfigError) as error:
@@ -140,6 +151,18 @@ def plan_jobs(sources: list[Path], output: str | None) -> list[Job]:
     return jobs
 
 
+def parse_wrt(specs: list[str]) -> dict[str, list[str]]:
+    """``["loss=W1,b1", "x"]`` -> ``{"loss": ["W1", "b1"], "*": ["x"]}``."""
+    wrt: dict[str, list[str]] = {}
+    for spec in specs:
+        function, _, names = spec.rpartition("=")
+        parameters = [n.strip() for n in names.split(",") if n.strip()]
+        if not parameters or not all(p.isidentifier() for p in parameters):
+            raise _UsageError(f"--wrt {spec!r}: give [FUNCTION=]NAME[,NAME...]")
+        wrt.setdefault(function or "*", []).extend(parameters)
+    return wrt
+
+
 def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
     """The jobs ``[tool.gradgen]`` describes, found from the current folder upwards."""
     if output is not None:
@@ -152,7 +175,8 @@ def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
         if not mapping.forward.exists():
             raise _UsageError(f"{config.path}: forward path {mapping.forward} does not exist")
         backward = str(mapping.backward) + (os.sep if mapping.forward.is_dir() else "")
-        jobs += plan_jobs([mapping.forward], backward)
+        planned = plan_jobs([mapping.forward], backward)
+        jobs += [Job(job.source, job.output, mapping.wrt) for job in planned]
     _check_outputs(jobs)
     return jobs, config.root
 
@@ -194,9 +218,12 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
     command = f"gradgen {shlex.quote(source_name)}"
     if job.output is not None:
         command += f" -o {shlex.quote(display_path(job.output, root))}"
+    for function, names in sorted((job.wrt or {}).items()):
+        spec = ",".join(names) if function == "*" else f"{function}={','.join(names)}"
+        command += f" --wrt {shlex.quote(spec)}"
     try:
         text = read_source(job.source)
-        result = generate(text, source_name, command=command)
+        result = generate(text, source_name, command=command, wrt=job.wrt)
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED

@@ -5,6 +5,7 @@
     [[tool.gradgen.files]]
     forward = "examples"      # a forward file or folder, relative to pyproject.toml
     backward = "generated"    # the backward file or folder it generates
+    wrt = { loss = ["W1", "b1"] }  # optional: only these gradients of loss
 
 With this, a bare ``gradgen`` anywhere in the project regenerates every mapping and
 ``gradgen --check`` verifies them all, as ``black .`` does; paths on the command line
@@ -36,6 +37,7 @@ class Mapping:
 
     forward: Path
     backward: Path
+    wrt: dict[str, list[str]] | None = None  # function -> parameters (``wrt`` key)
 
     def backward_for(self, forward_file: Path) -> Path | None:
         """Where this mapping puts the backward of ``forward_file``; None if not covered."""
@@ -102,11 +104,21 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
     where = f"{path}: [[tool.gradgen.files]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(entry) - {"forward", "backward"}
+    unknown = set(entry) - {"forward", "backward", "wrt"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     for key in ("forward", "backward"):
         if not isinstance(entry.get(key), str):
             raise ConfigError(f"{where}: '{key}' must be a path string")
+    wrt = entry.get("wrt")
+    if wrt is not None and not (
+        isinstance(wrt, dict)
+        and all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in wrt.values()
+        )
+    ):
+        raise ConfigError(f"{where}: 'wrt' must map function names to lists of parameters")
     root = path.resolve().parent
-    return Mapping((root / entry["forward"]).resolve(), (root / entry["backward"]).resolve())
+    forward, backward = (root / entry["forward"]).resolve(), (root / entry["backward"]).resolve()
+    return Mapping(forward, backward, wrt)

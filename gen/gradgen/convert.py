@@ -10,7 +10,20 @@ from typing import Protocol
 
 import libcst as cst
 
-from gradgen.expr import BinOp, Call, Compare, Const, Expr, Func, Group, UnaryOp, normalize_number
+from gradgen.expr import (
+    BinOp,
+    Call,
+    Compare,
+    Const,
+    Expr,
+    Func,
+    Group,
+    Sequence_,
+    Slice,
+    Subscript,
+    UnaryOp,
+    normalize_number,
+)
 
 _BINARY = {
     cst.Add: "+",
@@ -18,6 +31,7 @@ _BINARY = {
     cst.Multiply: "*",
     cst.Divide: "/",
     cst.Power: "**",
+    cst.MatrixMultiply: "@",
 }
 _UNARY = {cst.Minus: "-", cst.Plus: "+"}
 _COMPARE = {
@@ -25,6 +39,8 @@ _COMPARE = {
     cst.LessThanEqual: "<=",
     cst.GreaterThan: ">",
     cst.GreaterThanEqual: ">=",
+    cst.Equal: "==",
+    cst.NotEqual: "!=",
 }
 
 # Why each kind of expression is refused, in the user's terms.
@@ -38,10 +54,6 @@ _REFUSED_EXPRESSIONS: dict[type[cst.CSTNode], str] = {
     cst.IfExp: "conditional expressions are not supported: the gradient would depend on "
     "the branch taken; use max()/min() or abs() where they express it",
     cst.BooleanOperation: "'and'/'or' are not supported: they choose a value by a condition",
-    cst.Comparison: "comparisons are not supported here: their result has no gradient",
-    cst.Subscript: "indexing is not supported yet",
-    cst.Tuple: "tuples are not supported: assign each value to its own name",
-    cst.List: "lists are not supported: assign each value to its own name",
     cst.Set: "sets are not supported",
     cst.Dict: "dicts are not supported",
     cst.SimpleString: "strings have no gradient",
@@ -58,6 +70,15 @@ _REFUSED_EXPRESSIONS: dict[type[cst.CSTNode], str] = {
 
 class Resolver(Protocol):
     """What names mean where an expression is read."""
+
+    def is_value_name(self, name: str) -> bool:
+        """Does ``name`` hold a value (so ``name.attr`` is an attribute of a value)?"""
+
+    def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr | None:
+        """``value.name`` on a value (``x.T``, ``x.shape``); None after refusing it."""
+
+    def method(self, node: cst.Attribute, name: str) -> Func | None:
+        """The function a method call ``value.name(...)`` stands for; None after refusing."""
 
     def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr | None:
         """A variable or constant for a name or dotted name; None after refusing it."""
@@ -85,7 +106,7 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
 def convert(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     """``node`` as an ``Expr``; refused parts are reported and replaced by a placeholder."""
     expr = _convert_bare(node, resolver)
-    if getattr(node, "lpar", None):
+    if getattr(node, "lpar", None) and not isinstance(node, cst.Tuple):  # a tuple's own parens
         expr = Group(expr, origin=node)
     return expr
 
@@ -93,13 +114,25 @@ def convert(node: cst.BaseExpression, resolver: Resolver) -> Expr:
 def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     if isinstance(node, (cst.Name, cst.Attribute)):
         dotted = dotted_name(node)
-        if dotted is None:
-            resolver.refuse(node, "attribute access is not supported here")
-            return PLACEHOLDER
+        if isinstance(node, cst.Attribute) and _on_value(node, dotted, resolver):
+            value = convert(node.value, resolver)
+            return resolver.attribute(node, value, node.attr.value) or PLACEHOLDER
+        assert dotted is not None
         return resolver.value(node, dotted) or PLACEHOLDER
+    if isinstance(node, cst.Subscript):
+        return _convert_subscript(node, resolver)
+    if isinstance(node, (cst.Tuple, cst.List)):
+        items = []
+        for element in node.elements:
+            if isinstance(element, cst.StarredElement):
+                resolver.refuse(element, "unpacking with * is not supported")
+                continue
+            items.append(convert(element.value, resolver))
+        brackets = "()" if isinstance(node, cst.Tuple) else "[]"
+        return Sequence_(tuple(items), brackets, origin=node)
     if isinstance(node, cst.Integer):
-        value = int(node.value.replace("_", ""), 0)
-        return Const(normalize_number(node.value), value, origin=node)
+        value_i = int(node.value.replace("_", ""), 0)
+        return Const(normalize_number(node.value), value_i, origin=node)
     if isinstance(node, cst.Float):
         value_f = float(node.value.replace("_", ""))
         return Const(normalize_number(node.value), value_f, origin=node)
@@ -120,16 +153,21 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
         return UnaryOp(op, convert(node.expression, resolver), origin=node)
     if isinstance(node, cst.Call):
         return _convert_call(node, resolver)
-    if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
+    if isinstance(node, cst.Comparison):
         target = node.comparisons[0]
         compare = _COMPARE.get(type(target.operator))
-        if compare is not None and isinstance(resolver, ComparisonsAllowed):
-            return Compare(
-                compare,
-                convert(node.left, resolver),
-                convert(target.comparator, resolver),
-                origin=node,
-            )
+        if len(node.comparisons) > 1:
+            resolver.refuse(node, "chained comparisons are not supported: compare once")
+            return PLACEHOLDER
+        if compare is None:
+            resolver.refuse(node, "only <, <=, >, >=, == and != comparisons are supported")
+            return PLACEHOLDER
+        return Compare(
+            compare,
+            convert(node.left, resolver),
+            convert(target.comparator, resolver),
+            origin=node,
+        )
     message = _REFUSED_EXPRESSIONS.get(type(node), f"{type(node).__name__} is not supported")
     resolver.refuse(node, message)
     return PLACEHOLDER
@@ -140,24 +178,50 @@ def _operator_symbol(node: cst.BinaryOperation) -> str:
     return cst.Module([]).code_for_node(node.operator).strip()
 
 
+def _on_value(node: cst.Attribute, dotted: str | None, resolver: Resolver) -> bool:
+    """Is ``node`` an attribute of a value (``x.T``) rather than of a module (``np.pi``)?"""
+    return dotted is None or resolver.is_value_name(dotted.split(".")[0])
+
+
 def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
     dotted = dotted_name(node.func)
-    if dotted is None:
+    args: list[Expr] = []
+    if isinstance(node.func, cst.Attribute) and _on_value(node.func, dotted, resolver):
+        args.append(convert(node.func.value, resolver))
+        func = resolver.method(node.func, node.func.attr.value)
+    elif dotted is None:
         convert(node.func, resolver)  # refuses the callee with its own reason (a lambda, ...)
         return PLACEHOLDER
-    func = resolver.function(node.func, dotted)
-    args: list[Expr] = []
+    else:
+        func = resolver.function(node.func, dotted)
+    kwargs: list[tuple[str, Expr]] = []
     for arg in node.args:
-        if arg.keyword is not None:
-            resolver.refuse(arg, "keyword arguments are not supported yet")
-        elif arg.star:
+        if arg.star:
             resolver.refuse(arg, "unpacking arguments with * or ** is not supported")
+        elif arg.keyword is not None:
+            kwargs.append((arg.keyword.value, convert(arg.value, resolver)))
+        elif kwargs:
+            resolver.refuse(arg, "a positional argument after a keyword argument")
         else:
             args.append(convert(arg.value, resolver))
     if func is None:
         return PLACEHOLDER
-    return Call(func, tuple(args), origin=node)
+    return Call(func, tuple(args), tuple(kwargs), origin=node)
 
 
-class ComparisonsAllowed:
-    """Marker base for resolvers that read comparisons (adjoint templates build masks)."""
+def _convert_subscript(node: cst.Subscript, resolver: Resolver) -> Expr:
+    value = convert(node.value, resolver)
+    index: list[Expr] = []
+    for element in node.slice:
+        part = element.slice
+        if isinstance(part, cst.Slice):
+            bounds = [
+                None if b is None else convert(b, resolver)
+                for b in (part.lower, part.upper, part.step)
+            ]
+            index.append(Slice(bounds[0], bounds[1], bounds[2], origin=part))
+        elif isinstance(part, cst.Index) and isinstance(part.value, cst.Ellipsis):
+            index.append(Const("...", origin=part.value))
+        elif isinstance(part, cst.Index):
+            index.append(convert(part.value, resolver))
+    return Subscript(value, tuple(index), origin=node)

@@ -20,7 +20,7 @@ import os
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar, overload
@@ -57,7 +57,12 @@ _WARNED: set[Path] = set()
 
 @overload
 def differentiable(
-    func: F, /, *, generated: str | os.PathLike[str] | None = None, strict: bool | None = None
+    func: F,
+    /,
+    *,
+    generated: str | os.PathLike[str] | None = None,
+    strict: bool | None = None,
+    wrt: Sequence[str] | None = None,
 ) -> F: ...
 @overload
 def differentiable(
@@ -66,6 +71,7 @@ def differentiable(
     *,
     generated: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
+    wrt: Sequence[str] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -75,6 +81,7 @@ def differentiable(
     *,
     generated: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
+    wrt: Sequence[str] | None = None,
 ) -> F | Callable[[F], F]:
     """Attach ``func.backward`` and ``func.backward_source``; return ``func`` unchanged.
 
@@ -82,19 +89,21 @@ def differentiable(
     gradients, like ``F_backward`` in a generated file. ``generated`` names the committed
     backward file (relative to the function's file); by default ``[tool.gradgen]`` says.
     ``strict`` (default: the ``GRADGEN_STRICT`` environment variable) makes a stale committed
-    file an error instead of a warning. Raises ``GradgenError`` if gradgen refuses ``func``.
+    file an error instead of a warning. ``wrt`` restricts the gradients to those parameters
+    (in that order); the backward is then generated in memory. Raises ``GradgenError`` if
+    gradgen refuses ``func``.
     """
     if func is None:
 
         def decorate(function: F) -> F:
-            return differentiable(function, generated=generated, strict=strict)
+            return differentiable(function, generated=generated, strict=strict, wrt=wrt)
 
         return decorate
-    committed = _committed_backward(func, generated, strict)
+    committed = _committed_backward(func, generated, strict) if wrt is None else None
     if committed is not None:
         backward, source = committed
     else:
-        backward, source = _generated_backward(func)
+        backward, source = _generated_backward(func, wrt)
     func.backward = backward  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
     return func
@@ -204,8 +213,10 @@ def _relative(path: Path, root: Path) -> str:
 # --- generating in memory -----------------------------------------------------------------------
 
 
-def _generated_backward(func: Callable[..., Any]) -> tuple[Callable[..., Any], str]:
-    source = backward_source(func)
+def _generated_backward(
+    func: Callable[..., Any], wrt: Sequence[str] | None = None
+) -> tuple[Callable[..., Any], str]:
+    source = backward_source(func, wrt)
     name = backward_function_name(func.__name__)
     filename = f"<gradgen: {name} of {func.__module__}.{func.__qualname__}>"
     lines = source.splitlines(keepends=True)
@@ -218,7 +229,7 @@ def _generated_backward(func: Callable[..., Any]) -> tuple[Callable[..., Any], s
     return backward, source
 
 
-def backward_source(func: Callable[..., Any]) -> str:
+def backward_source(func: Callable[..., Any], wrt: Sequence[str] | None = None) -> str:
     """The source of ``func``'s backward function, generated from ``func``'s source."""
     code = getattr(func, "__code__", None)
     if code is None:
@@ -248,7 +259,7 @@ def backward_source(func: Callable[..., Any]) -> str:
     parsed.functions = [s for s in module.body if isinstance(s, cst.FunctionDef)]
     parsed.line_offset = first_line - 1
     parsed.column_offset = indent
-    return generate_function(parsed, func.__name__)
+    return generate_function(parsed, func.__name__, wrt)
 
 
 def _module_context(filename: str, text: str) -> ModuleContext:

@@ -12,7 +12,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gradgen.expr import BinOp, Const, Expr, Func, Name, UnaryOp, map_funcs, render, walk
+from gradgen.expr import (
+    NOT_LITERAL,
+    BinOp,
+    Call,
+    Const,
+    Expr,
+    Func,
+    Name,
+    Sequence_,
+    Slice,
+    Subscript,
+    UnaryOp,
+    children,
+    literal_value,
+    map_funcs,
+    render,
+    walk,
+)
+from gradgen.helpers import helper_source
 from gradgen.naming import backward_function_name
 from gradgen.parse import ModuleContext
 from gradgen.reverse import AdjointStatement, BackwardFunction
@@ -42,11 +60,30 @@ class _Helpers:
         self.context = context
         self.added: set[str] = set()  # libraries the module must import for us
         self.used: set[str] = set()  # module names the helpers are spelled with
+        self.defined: set[str] = set()  # helper functions the module must define
+
+    def numpy_alias(self) -> str:
+        alias = self.context.module_alias("numpy")
+        if alias is None:
+            self.added.add("numpy")
+            alias = "numpy"
+        self.used.add(alias)
+        return alias
+
+    def definitions(self) -> list[str]:
+        """The source lines of the helper functions used, in a stable order."""
+        lines: list[str] = []
+        for name in sorted(self.defined):
+            lines += ["", "", *helper_source(name, self.numpy_alias())]
+        return lines
 
     def resolve(self, expr: Expr) -> Expr:
         return map_funcs(expr, self._spell)
 
     def _spell(self, func: Func) -> Func:
+        if func.lib == "helper":
+            self.defined.add(func.name)
+            return func
         if func.spelling is not None or func.lib is None:
             return func
         alias = self.context.module_alias(func.lib)
@@ -69,12 +106,15 @@ def emit_module(
         used |= backward.staged.used_globals
     used |= helpers.used
     used |= _constants_needed(used, context)
+    definitions = helpers.definitions()
+    used |= helpers.used
     preamble = _imports(used, context, helpers.added)
     constants = [
         f"{name} = {render(value)}" for name, value in context.constants.items() if name in used
     ]
     if constants:
         preamble += ["", *constants]
+    preamble += definitions
     return ModuleText(header, preamble, functions)
 
 
@@ -90,7 +130,9 @@ def emit_functions_only(
     for backward in backwards:
         helpers = _Helpers(context)
         function = emit_function(backward, helpers)
-        function.body[:0] = [f"import {library}" for library in sorted(helpers.added)]
+        local = [line for line in helpers.definitions() if line]
+        local = [f"import {library}" for library in sorted(helpers.added)] + local
+        function.body[:0] = local
         functions.append(function)
     return ModuleText([], [], functions)
 
@@ -101,7 +143,12 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     params = [
         p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.parameters
     ]
-    params.append(f"{backward.upstream}=1.0")
+    if backward.upstream_default is not None:
+        params.append(f"{backward.upstream}={backward.upstream_default}")
+    elif any(p.default is not None for p in staged.parameters):
+        params += ["*", backward.upstream]  # after parameters with defaults: keyword-only
+    else:
+        params.append(backward.upstream)
     signature = f"def {backward_function_name(staged.name)}({', '.join(params)}):"
     body = _recomputed_comment([line.target for line in backward.forward])
     body += [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in backward.forward]
@@ -138,6 +185,10 @@ def _recomputed_comment(names: list[str]) -> list[str]:
 
 def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
     expr = helpers.resolve(adjoint.expr)
+    if adjoint.op == "copy":
+        return f"{adjoint.target} = {adjoint.target}.copy()"
+    if adjoint.op == "scatter":
+        return _scatter_line(adjoint.target, adjoint.index, expr, helpers)
     if adjoint.op == "= +":
         if isinstance(expr, UnaryOp) and expr.op == "-":
             total = BinOp("-", Name(adjoint.target), expr.operand)
@@ -145,6 +196,36 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
             total = BinOp("+", Name(adjoint.target), expr)
         return f"{adjoint.target} = {render(total)}"
     return f"{adjoint.target} {adjoint.op} {render(expr)}"
+
+
+def _scatter_line(target: str, index: tuple[Expr, ...], value: Expr, helpers: _Helpers) -> str:
+    """Add ``value`` into ``target`` at ``index``: ``dx[:, :5] += g`` for slices and numbers;
+    ``np.add.at`` when the index holds arrays, so that repeated indices add up."""
+    index = tuple(helpers.resolve(part) for part in index)
+    if all(_is_basic_index(part) for part in index):
+        return f"{render(Subscript(Name(target), index))} += {render(value)}"
+    parts = tuple(_as_slice_call(part) for part in index)
+    where = parts[0] if len(parts) == 1 else Sequence_(parts)
+    alias = helpers.numpy_alias()
+    return f"{alias}.add.at({target}, {render(where)}, {render(value)})"
+
+
+def _is_basic_index(part: Expr) -> bool:
+    if isinstance(part, Slice):
+        return all(b is None or literal_value(b) is not NOT_LITERAL for b in children(part))
+    return literal_value(part) is not NOT_LITERAL or (
+        isinstance(part, Const)
+        and (part.text in ("...", "None") or part.text.endswith(".newaxis"))
+    )
+
+
+def _as_slice_call(part: Expr) -> Expr:
+    if not isinstance(part, Slice):
+        return part
+    bounds = tuple(Const("None") if b is None else b for b in (part.lower, part.upper, part.step))
+    while len(bounds) > 1 and bounds[-1] == Const("None"):
+        bounds = bounds[:-1]
+    return Call(Func("builtins", "slice", "slice"), bounds)
 
 
 def _return_line(gradients: tuple[str, ...]) -> str:
@@ -157,7 +238,7 @@ def _return_line(gradients: tuple[str, ...]) -> str:
 
 def _docstring(backward: BackwardFunction) -> str:
     staged = backward.staged
-    names = [p.name for p in staged.parameters]
+    names = [p.name for p in staged.parameters] if backward.wrt is None else list(backward.wrt)
     if len(names) == 1:
         return f"Gradient of {staged.name} with respect to {names[0]}."
     if not names:

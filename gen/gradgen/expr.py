@@ -47,8 +47,49 @@ class Const:
 
 @dataclass(frozen=True)
 class Call:
+    """A call. A method call ``x.sum(axis=0)`` is ``Call(Func("numpy", "sum", ".sum"), (x,),
+    (("axis", 0),))``: the spelling starting with a dot says how to write it back."""
+
     func: Func
     args: tuple[Expr, ...]
+    kwargs: tuple[tuple[str, Expr], ...] = ()
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """``value.name`` on a value: ``x.T``, ``x.shape``."""
+
+    value: Expr
+    name: str
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """``lower:upper:step`` inside a subscript; a missing part is None."""
+
+    lower: Expr | None
+    upper: Expr | None
+    step: Expr | None
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Subscript:
+    """``value[i, j]``: each index is an expression or a Slice."""
+
+    value: Expr
+    index: tuple[Expr, ...]
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Sequence_:
+    """A tuple or list display: ``(N, -1)``, ``[a, b]``."""
+
+    items: tuple[Expr, ...]
+    brackets: str = "()"
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
@@ -83,13 +124,33 @@ class Group:
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
-Expr = Name | Const | Call | BinOp | UnaryOp | Compare | Group
+Expr = (
+    Name
+    | Const
+    | Call
+    | BinOp
+    | UnaryOp
+    | Compare
+    | Group
+    | Attribute
+    | Slice
+    | Subscript
+    | Sequence_
+)
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
     """The direct subexpressions of ``expr``."""
     if isinstance(expr, Call):
-        return expr.args
+        return expr.args + tuple(value for _, value in expr.kwargs)
+    if isinstance(expr, Attribute):
+        return (expr.value,)
+    if isinstance(expr, Slice):
+        return tuple(part for part in (expr.lower, expr.upper, expr.step) if part is not None)
+    if isinstance(expr, Subscript):
+        return (expr.value, *expr.index)
+    if isinstance(expr, Sequence_):
+        return expr.items
     if isinstance(expr, (BinOp, Compare)):
         return (expr.left, expr.right)
     if isinstance(expr, UnaryOp):
@@ -132,7 +193,23 @@ def unwrap(expr: Expr) -> Expr:
 def map_children(expr: Expr, fn: Callable[[Expr], Expr]) -> Expr:
     """A copy of ``expr`` whose direct children are replaced by ``fn(child)``."""
     if isinstance(expr, Call):
-        return dataclasses.replace(expr, args=tuple(fn(a) for a in expr.args))
+        return dataclasses.replace(
+            expr,
+            args=tuple(fn(a) for a in expr.args),
+            kwargs=tuple((key, fn(value)) for key, value in expr.kwargs),
+        )
+    if isinstance(expr, Attribute):
+        return dataclasses.replace(expr, value=fn(expr.value))
+    if isinstance(expr, Slice):
+        parts = (expr.lower, expr.upper, expr.step)
+        lower, upper, step = (None if p is None else fn(p) for p in parts)
+        return dataclasses.replace(expr, lower=lower, upper=upper, step=step)
+    if isinstance(expr, Subscript):
+        return dataclasses.replace(
+            expr, value=fn(expr.value), index=tuple(fn(i) for i in expr.index)
+        )
+    if isinstance(expr, Sequence_):
+        return dataclasses.replace(expr, items=tuple(fn(i) for i in expr.items))
     if isinstance(expr, (BinOp, Compare)):
         return dataclasses.replace(expr, left=fn(expr.left), right=fn(expr.right))
     if isinstance(expr, UnaryOp):
@@ -162,6 +239,35 @@ def map_funcs(expr: Expr, fn: Callable[[Func], Func]) -> Expr:
     if isinstance(expr, Call):
         return dataclasses.replace(expr, func=fn(expr.func))
     return expr
+
+
+class _NotLiteral:
+    def __repr__(self) -> str:
+        return "NOT_LITERAL"
+
+
+NOT_LITERAL = _NotLiteral()  # what literal_value returns for an expression that is not one
+
+
+def literal_value(expr: Expr) -> object:
+    """The Python value of a literal (``0``, ``-1``, ``None``, ``True``, ``(0, 1)``), or
+    ``NOT_LITERAL``."""
+    expr = unwrap(expr)
+    if isinstance(expr, Const):
+        if expr.value is not None:
+            return expr.value
+        return {"None": None, "True": True, "False": False}.get(expr.text, NOT_LITERAL)
+    if isinstance(expr, UnaryOp) and expr.op == "-":
+        inner = literal_value(expr.operand)
+        return (
+            -inner
+            if isinstance(inner, (int, float)) and not isinstance(inner, bool)
+            else NOT_LITERAL
+        )
+    if isinstance(expr, Sequence_):
+        items = tuple(literal_value(i) for i in expr.items)
+        return NOT_LITERAL if any(i is NOT_LITERAL for i in items) else items
+    return NOT_LITERAL
 
 
 # --- simplification -------------------------------------------------------------------------
@@ -209,6 +315,9 @@ def _num(expr: Expr) -> int | float | None:
 def simplify(expr: Expr) -> Expr:
     """Fold literal arithmetic and drop identity operations."""
     expr = map_children(expr, simplify)
+    if isinstance(expr, (Call, Subscript, Sequence_)):
+        # An argument, index or item needs no parentheses of its own.
+        return map_children(expr, unwrap)
     if isinstance(expr, Group):
         inner = expr.inner
         if isinstance(inner, (Name, Const, Call, Group)):
@@ -291,6 +400,8 @@ def _is_simple_power_operand(expr: Expr) -> bool:
 def _is_simple_atom(expr: Expr) -> bool:
     if isinstance(expr, Name):
         return True
+    if isinstance(expr, Attribute):
+        return _is_simple_atom(expr.value) and not isinstance(expr.value, Const)
     if isinstance(expr, Const):
         text = expr.text.lstrip("-")
         return expr.value is not None or text.replace(".", "").replace("_", "").isidentifier()
@@ -310,8 +421,18 @@ def render(expr: Expr) -> str:
     if isinstance(expr, Group):
         return f"({render(expr.inner)})"
     if isinstance(expr, Call):
-        spelling = expr.func.spelling or f"{expr.func.lib}.{expr.func.name}"
-        return f"{spelling}({', '.join(render(a) for a in expr.args)})"
+        return _render_call(expr)
+    if isinstance(expr, Attribute):
+        return f"{_primary(expr.value)}.{expr.name}"
+    if isinstance(expr, Subscript):
+        return f"{_primary(expr.value)}[{', '.join(_render_index(i) for i in expr.index)}]"
+    if isinstance(expr, Slice):
+        return _render_index(expr)
+    if isinstance(expr, Sequence_):
+        inner = ", ".join(render(i) for i in expr.items)
+        if expr.brackets == "()" and len(expr.items) == 1:
+            inner += ","
+        return f"{expr.brackets[0]}{inner}{expr.brackets[1]}"
     if isinstance(expr, UnaryOp):
         operand = expr.operand
         text = render(operand)
@@ -325,6 +446,48 @@ def render(expr: Expr) -> str:
         left = _operand(expr.left, _COMPARE, True)
         return f"{left} {expr.op} {_operand(expr.right, _COMPARE, True)}"
     return _render_binop(expr)
+
+
+def _render_call(expr: Call) -> str:
+    spelling = expr.func.spelling or f"{expr.func.lib}.{expr.func.name}"
+    args = list(expr.args)
+    if spelling.startswith("."):
+        receiver = _primary(args.pop(0))
+        spelling = receiver + spelling
+    parts = [render(a) for a in args] + [f"{k}={render(v)}" for k, v in expr.kwargs]
+    return f"{spelling}({', '.join(parts)})"
+
+
+def _primary(expr: Expr) -> str:
+    """``expr`` where an attribute, call or subscript follows it (``(a + b).T``)."""
+    text = render(expr)
+    if precedence(expr) < _ATOM or (isinstance(expr, Const) and expr.value is not None):
+        return f"({text})"
+    return text
+
+
+def _render_index(part: Expr) -> str:
+    if not isinstance(part, Slice):
+        return render(part)
+    # black spaces the colons of a slice whose bounds are more than names and numbers.
+    bounds = [part.lower, part.upper] + ([part.step] if part.step is not None else [])
+    complex_ = any(b is not None and not _is_simple_slice_bound(b) for b in bounds)
+    texts = ["" if b is None else render(b) for b in bounds]
+    if not complex_:
+        return ":".join(texts)
+    joined = texts[0] + (" :" if texts[0] else ":")
+    for position, text in enumerate(texts[1:], start=1):
+        if text:
+            joined += f" {text}"
+        if position < len(texts) - 1:
+            joined += " :" if text else ":"
+    return joined
+
+
+def _is_simple_slice_bound(expr: Expr) -> bool:
+    if isinstance(expr, UnaryOp) and expr.op == "-":
+        expr = expr.operand
+    return isinstance(expr, Name) or (isinstance(expr, Const) and expr.value is not None)
 
 
 def _operand(expr: Expr, parent: int, is_right: bool) -> str:

@@ -51,6 +51,10 @@ def format_module(text: ModuleText) -> str:
 
 def _needs_black(line: str) -> bool:
     # black measures width in terminal cells; a non-ASCII line is left to black to measure.
+    # An indented line is part of a block (a helper defined in the body), written as black
+    # writes it already.
+    if line.startswith(" "):
+        return False
     return len(INDENT) + len(line) > LINE_LENGTH or not line.isascii()
 
 

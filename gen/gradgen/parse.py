@@ -17,12 +17,22 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradgen.convert import convert, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
-from gradgen.expr import Const, Expr, Func, Name, is_constant, render
-from gradgen.rules import BUILTINS, CONSTANTS, known_functions
+from gradgen.expr import Attribute, Const, Expr, Func, Name, is_constant, render
+from gradgen.rules import (
+    BUILTINS,
+    CONSTANTS,
+    METHODS,
+    NONDIFFERENTIABLE,
+    VALUE_ATTRIBUTES,
+    known_functions,
+)
+from gradgen.shapes import SCALAR, Shape, parse_annotation
 
 _LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
 _KNOWN_FUNCTIONS = known_functions()
 _DECORATOR = "differentiable"
+# Names that are values with no gradient: None for np.newaxis and clip bounds, the dtypes.
+_LITERAL_NAMES = ("None", "True", "False", "float", "int", "bool")
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class ModuleContext:
 class Parameter:
     name: str
     default: Expr | None
+    shape: Shape | None = None  # from an annotation: x: "N, D" or x: float
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,17 @@ class _ConstantResolver:
         self.context = context
         self.ok = True
 
+    def is_value_name(self, name: str) -> bool:
+        return name not in self.context.imports
+
+    def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr | None:
+        self.ok = False
+        return None
+
+    def method(self, node: cst.Attribute, name: str) -> Func | None:
+        self.ok = False
+        return None
+
     def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr | None:
         constant = _library_constant(dotted, self.context)
         if constant is not None or dotted in self.context.constants:
@@ -310,13 +332,31 @@ class _FunctionResolver:
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.parsed.refuse(node, message)
 
+    def is_value_name(self, name: str) -> bool:
+        return name in self.local or name in self.assigned_later
+
+    def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr | None:
+        if name not in VALUE_ATTRIBUTES:
+            self.refuse(
+                node.attr,
+                f"the attribute '.{name}' is not supported: gradgen knows "
+                + ", ".join(f".{a}" for a in VALUE_ATTRIBUTES),
+            )
+            return None
+        return Attribute(value, name, origin=node)
+
+    def method(self, node: cst.Attribute, name: str) -> Func | None:
+        if name not in METHODS:
+            self.refuse(node.attr, f"the method '.{name}()' is not an operation gradgen knows")
+            return None
+        return Func("numpy", METHODS[name], f".{name}")
+
     def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr | None:
         head, _, rest = dotted.partition(".")
         if head in self.local:
-            if rest:
-                self.refuse(node, f"attribute access on a value ('{dotted}') is not supported yet")
-                return None
             return Name(head, origin=node)
+        if dotted in _LITERAL_NAMES and dotted not in self.context.other_names:
+            return Const(dotted, origin=node)
         if head in self.assigned_later:
             self.refuse(node, f"'{head}' is used before it is assigned")
             return None
@@ -335,8 +375,6 @@ class _FunctionResolver:
             if binding.attr is None and not dotted.count("."):
                 return f"the module '{head}' is not a value"
             return f"'{dotted}' is not a constant gradgen knows"
-        if head in ("True", "False", "None"):
-            return f"'{head}' has no gradient and is not supported here"
         if head in self.context.other_names:
             return (
                 f"'{head}' is defined at module level by code gradgen does not run; "
@@ -360,7 +398,9 @@ class _FunctionResolver:
         binding = self.context.imports.get(head)
         if binding is not None:
             return self._imported_function(node, dotted, binding, attr)
-        if not attr and head in BUILTINS and head not in self.context.other_names:
+        builtin = ("builtins", head)
+        usable = head in BUILTINS or builtin in NONDIFFERENTIABLE
+        if not attr and usable and head not in self.context.other_names:
             return Func("builtins", head, head)
         if head in self.context.other_names:
             self.refuse(
@@ -549,8 +589,22 @@ def _read_parameters(
             default = convert(param.default, resolver)
             if not is_constant(default):
                 parsed.refuse(param.default, "a parameter's default must be a constant")
-        result.append(Parameter(param.name.value, default))
+        result.append(Parameter(param.name.value, default, _annotated_shape(param.annotation)))
     return result
+
+
+def _annotated_shape(annotation: cst.Annotation | None) -> Shape | None:
+    """``x: "N, D"`` -> ("N", "D"); ``x: float`` -> (); anything else: unknown."""
+    if annotation is None:
+        return None
+    node = annotation.annotation
+    if isinstance(node, cst.Name) and node.value in ("float", "int"):
+        return SCALAR
+    if isinstance(node, cst.SimpleString):
+        return parse_annotation(
+            node.evaluated_value if isinstance(node.evaluated_value, str) else ""
+        )
+    return None
 
 
 def _read_assignment(

@@ -16,19 +16,43 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
-from gradgen.expr import Expr, Func, Name, UnaryOp, map_funcs, names_in, simplify, substitute
+from gradgen import shapes
+from gradgen.expr import (
+    BinOp,
+    Call,
+    Compare,
+    Const,
+    Expr,
+    Func,
+    Name,
+    Sequence_,
+    UnaryOp,
+    is_constant,
+    literal_value,
+    map_funcs,
+    names_in,
+    number,
+    simplify,
+    substitute,
+    unwrap,
+)
 from gradgen.naming import gradient_name
+from gradgen.rules import SCATTER, AdjointContext
+from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
 
 
 @dataclass(frozen=True)
 class AdjointStatement:
-    """``target <op> expr`` where op is "=", "+=", "-=", or "= target +" (a fresh sum)."""
+    """One backward statement. ``op`` is "=", "+=", "-=", "= +" (``dx = dx + e``, a new
+    object), "copy" (``dx = dx.copy()``) or "scatter" (add ``expr`` into ``target`` at
+    ``index``)."""
 
     target: str
     op: str
     expr: Expr
     statement: int  # the user statement this differentiates
+    index: tuple[Expr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,68 +67,185 @@ class ForwardLine:
 class BackwardFunction:
     staged: StagedFunction
     upstream: str  # the upstream gradient parameter, e.g. "df"
+    upstream_default: str | None  # "1.0" when the result is a scalar, else required
     forward: tuple[ForwardLine, ...]
     adjoints: tuple[AdjointStatement, ...]
-    gradients: tuple[str, ...]  # per parameter: a gradient name, or "0.0"
+    gradients: tuple[str, ...]  # per parameter: a gradient name, "0.0" or "None"
+    wrt: tuple[str, ...] | None = None  # the parameters the gradients are for; None: all
 
 
-def reverse(function: StagedFunction) -> BackwardFunction:
-    """The backward pass of ``function``."""
+def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> BackwardFunction:
+    """The backward pass of ``function``: gradients with respect to every parameter, or to
+    the parameters ``wrt`` names (in that order), computing nothing only the others need."""
     namer = function.namer
     result = function.result
     upstream = gradient_name(namer, function.result_base)
-    relevant = _relevant(function)
+    relevant = _relevant(function, wrt)
+    known = infer_shapes(function)
     gradient: dict[str, str] = {}
     statements: list[AdjointStatement] = []
     if isinstance(result, Name) and result.id in relevant:
         gradient[result.id] = upstream
 
     temporaries = {s.target for s in function.stages if s.temporary}
+
+    def contribute(variable: str, adjoint: Expr, statement: int) -> None:
+        if isinstance(adjoint, Call) and adjoint.func.name == SCATTER:
+            _, index, value = adjoint.args
+            assert isinstance(index, Sequence_)
+            if variable not in gradient:
+                gradient[variable] = gradient_name(namer, variable)
+                zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
+                statements.append(AdjointStatement(gradient[variable], "=", zeros, statement))
+            statements.append(
+                AdjointStatement(gradient[variable], "scatter", value, statement, index.items)
+            )
+        elif variable not in gradient:
+            if variable in temporaries and isinstance(adjoint, Name):
+                # A temporary's gradient that is another gradient unchanged needs no copy
+                # statement: use that gradient's name.
+                gradient[variable] = adjoint.id
+                return
+            gradient[variable] = gradient_name(namer, variable)
+            statements.append(AdjointStatement(gradient[variable], "=", adjoint, statement))
+        else:
+            statements.append(AdjointStatement(gradient[variable], "+=", adjoint, statement))
+
     for stage in reversed(function.stages):
         if stage.rule is None or stage.target not in relevant:
             continue
-        upstream_of_stage = Name(gradient[stage.target])
-        values: dict[str, Expr] = dict(zip(stage.rule.inputs, stage.operands, strict=True))
-        values["out"] = Name(stage.target)
-        values["g"] = upstream_of_stage
-        for operand, template in zip(stage.operands, stage.rule.adjoints, strict=True):
+        context = _context(stage, known)
+        values = _template_values(stage)
+        values["g"] = Name(gradient[stage.target])
+        for position, operand in enumerate(stage.operands):
             if not (isinstance(operand, Name) and operand.id in relevant):
                 continue
-            adjoint = _with_library(simplify(substitute(template, values)), stage.library)
-            variable = operand.id
-            if variable not in gradient:
-                if variable in temporaries and isinstance(adjoint, Name):
-                    # A temporary's gradient that is another gradient unchanged needs no
-                    # copy statement: use that gradient's name.
-                    gradient[variable] = adjoint.id
-                    continue
-                gradient[variable] = gradient_name(namer, variable)
-                statements.append(
-                    AdjointStatement(gradient[variable], "=", adjoint, stage.statement)
-                )
+            if stage.rule.variadic:
+                values["x"] = operand
+                literals = {**context.literals, "position": position}
+                context = AdjointContext(literals, context.shapes)
+                template = stage.rule.adjoint(0, context)
             else:
-                statements.append(
-                    AdjointStatement(gradient[variable], "+=", adjoint, stage.statement)
-                )
+                template = stage.rule.adjoint(position, context)
+            adjoint = _with_library(simplify(substitute(template, values)), stage.library)
+            others = [o for o in stage.operands if o != operand]
+            # Against scalars only, numpy broadcasts nothing: the gradient has the shape.
+            if (
+                stage.rule.broadcasts
+                and function.array_mode
+                and not all(_expression_shape(o, known) == SCALAR for o in others)
+            ):
+                adjoint = _unbroadcast(adjoint, operand, known.get(operand.id), known[stage.target])
+            contribute(operand.id, adjoint, stage.statement)
 
-    gradients = tuple(gradient.get(p.name, "0.0") for p in function.parameters)
+    influences = _influences(function)
+    wanted = wrt if wrt is not None else tuple(p.name for p in function.parameters)
+    gradients = tuple(
+        gradient.get(name, "None" if name in influences else "0.0") for name in wanted
+    )
     adjoints = _protect_shared(statements, upstream, gradients)
     forward = _forward_lines(function, adjoints)
-    return BackwardFunction(function, upstream, forward, adjoints, gradients)
+    # The default upstream 1.0 suits a scalar result. A result known to be an array needs
+    # its upstream gradient (an array of its shape), so there is no default to forget.
+    array_result = isinstance(result, Name) and bool(known.get(result.id))
+    default = None if array_result else "1.0"
+    return BackwardFunction(function, upstream, default, forward, adjoints, gradients, wrt)
+
+
+def _template_values(stage: Stage) -> dict[str, Expr]:
+    """What the names of a rule's templates stand for at this stage."""
+    assert stage.rule is not None
+    values: dict[str, Expr] = {}
+    if stage.rule.variadic:
+        values.update({f"x{j}": operand for j, operand in enumerate(stage.operands)})
+    else:
+        values.update(zip(stage.rule.inputs, stage.operands, strict=True))
+    values.update(stage.nondiff)
+    values["out"] = Name(stage.target)
+    return values
+
+
+def infer_shapes(function: StagedFunction) -> dict[str, Shape | None]:
+    """The shape of every value where the code makes it evident; all scalars in a module
+    that does not use numpy."""
+    if not function.array_mode:
+        names = [p.name for p in function.parameters] + [s.target for s in function.stages]
+        return dict.fromkeys(names, SCALAR)
+    known: dict[str, Shape | None] = {p.name: p.shape for p in function.parameters}
+    for stage in function.stages:
+        if stage.rule is None:
+            known[stage.target] = _expression_shape(stage.expr, known)
+        elif stage.rule.shape is not None:
+            known[stage.target] = stage.rule.shape(_context(stage, known))
+        else:
+            known[stage.target] = None
+    return known
+
+
+def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | None:
+    expr = unwrap(expr)
+    if is_constant(expr):
+        return SCALAR
+    if isinstance(expr, Name):
+        return known.get(expr.id)
+    if isinstance(expr, (BinOp, Compare)):
+        return shapes.broadcast(
+            _expression_shape(expr.left, known), _expression_shape(expr.right, known)
+        )
+    if isinstance(expr, UnaryOp):
+        return _expression_shape(expr.operand, known)
+    return None
+
+
+def _context(stage: Stage, known: dict[str, Shape | None]) -> AdjointContext:
+    assert stage.rule is not None
+    names = (
+        [f"x{j}" for j in range(len(stage.operands))] if stage.rule.variadic else stage.rule.inputs
+    )
+    operand_shapes = {
+        name: _expression_shape(operand, known)
+        for name, operand in zip(names, stage.operands, strict=True)
+    }
+    operand_shapes["out"] = known.get(stage.target)
+    literals = {name: literal_value(value) for name, value in stage.nondiff}
+    return AdjointContext(literals, operand_shapes)
+
+
+def _unbroadcast(adjoint: Expr, operand: Name, shape: Shape | None, out: Shape | None) -> Expr:
+    """The adjoint summed back to the operand's shape, where numpy broadcast it."""
+    if shape is not None and shape == out:
+        return adjoint
+    if shape is None or out is None or len(shape) > len(out):
+        return Call(Func("helper", "_unbroadcast", "_unbroadcast"), (adjoint, operand))
+    if shape == SCALAR:
+        return Call(Func("numpy", "sum", None), (adjoint,))
+    leading, kept = shapes.unbroadcast_axes(shape, out)
+    for axes, keepdims in ((leading, False), (kept, True)):
+        if not axes:
+            continue
+        axis = number(axes[0]) if len(axes) == 1 else Sequence_(tuple(number(a) for a in axes))
+        kwargs: tuple[tuple[str, Expr], ...] = (("axis", axis),)
+        if keepdims:
+            kwargs += (("keepdims", Const("True")),)
+        adjoint = Call(Func("numpy", "sum", ".sum"), (adjoint,), kwargs)
+    return adjoint
 
 
 def _with_library(expr: Expr, library: str) -> Expr:
     """Point the template's helpers (``log``, ``cos``) at the stage's library."""
 
     def resolve(func: Func) -> Func:
-        return Func(library, func.name, None) if func.lib is None else func
+        if func.lib is None and func.name != SCATTER:
+            return Func(library, func.name, None)
+        return func
 
     return map_funcs(expr, resolve)
 
 
-def _relevant(function: StagedFunction) -> set[str]:
-    """Variables on a path from a parameter to the result: only these get gradients."""
-    active = {p.name for p in function.parameters}
+def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None) -> set[str]:
+    """Variables on a path from a parameter (of ``wrt``) to the result: only these get
+    gradients."""
+    active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
     for stage in function.stages:
         if stage.rule is not None and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
@@ -114,51 +255,87 @@ def _relevant(function: StagedFunction) -> set[str]:
     if isinstance(function.result, Name):
         needed.add(function.result.id)
     for stage in reversed(function.stages):
-        if stage.target in needed:
+        if stage.target in needed and stage.rule is not None:
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
     return active & needed
+
+
+def _influences(function: StagedFunction) -> set[str]:
+    """Variables the result depends on in any way, with or without a gradient."""
+    found = set(names_in(function.result))
+    for stage in reversed(function.stages):
+        if stage.target in found:
+            found.update(stage.reads)
+    return found
+
+
+# Functions and attributes whose result may share memory with their argument.
+_VIEWS = {"reshape", "transpose", "expand_dims", "squeeze", "broadcast_to", "_unbroadcast"}
+
+
+def _allocates(expr: Expr) -> bool:
+    """Does ``expr`` always make a new object (so writing into it harms nobody)?"""
+    if isinstance(expr, (BinOp, UnaryOp, Compare)):
+        return True
+    if isinstance(expr, Call):
+        return expr.func.name not in _VIEWS
+    return False
 
 
 def _protect_shared(
     statements: list[AdjointStatement], upstream: str, returned: tuple[str, ...]
 ) -> tuple[AdjointStatement, ...]:
-    """Turn ``+=`` into ``dx = dx + ...`` wherever writing in place would change an object
-    that is also the caller's upstream gradient or another gradient still to be read."""
+    """Make every in-place write safe: ``+=`` becomes ``dx = dx + ...`` and a scatter is
+    preceded by ``dx = dx.copy()`` wherever writing in place would change an object that is
+    also the caller's upstream gradient, a view of another gradient, or another gradient
+    still to be read."""
     last_read: dict[str, float] = {}
     for index, statement in enumerate(statements):
         for name in names_in(statement.expr):
             last_read[name] = index
+        for part in statement.index:
+            for name in names_in(part):
+                last_read[name] = index
     for name in returned:
         last_read[name] = float("inf")
 
-    caller_owned = -1
+    not_ours = -1  # the caller's objects, and views whose base we cannot track
     fresh = itertools.count()
-    holder: dict[str, int] = {upstream: caller_owned}  # gradient name -> object it holds
-    sharing: dict[int, set[str]] = {caller_owned: {upstream}}
-    result = []
+    holder: dict[str, int] = {upstream: not_ours}  # gradient name -> object it holds
+    sharing: dict[int, set[str]] = {not_ours: {upstream}}
+    result: list[AdjointStatement] = []
+
+    def hold(target: str, obj: int) -> None:
+        previous = holder.get(target)
+        if previous is not None:
+            sharing[previous].discard(target)
+        holder[target] = obj
+        sharing.setdefault(obj, set()).add(target)
+
+    def writable(target: str, index: int) -> bool:
+        obj = holder[target]
+        others = sharing.get(obj, set()) - {target}
+        return obj != not_ours and all(last_read.get(n, -1) <= index for n in others)
+
     for index, statement in enumerate(statements):
-        op, expr = statement.op, statement.expr
+        op, expr, target = statement.op, statement.expr, statement.target
         if op == "=":
-            # A bare name passes an existing object on; anything computed is a new one.
-            obj = holder.get(expr.id, caller_owned) if isinstance(expr, Name) else next(fresh)
-        else:
-            obj = holder[statement.target]
-            others = sharing.get(obj, set()) - {statement.target}
-            in_place = obj != caller_owned and all(last_read.get(n, -1) <= index for n in others)
-            if in_place:
+            if isinstance(expr, Name):
+                obj = holder.get(expr.id, not_ours)  # passes an existing object on
+            else:
+                obj = next(fresh) if _allocates(expr) else not_ours
+            hold(target, obj)
+        elif op == "+=":
+            if writable(target, index):
                 if isinstance(expr, UnaryOp) and expr.op == "-":
                     op, expr = "-=", expr.operand
-                else:
-                    op = "+="
             else:
                 op = "= +"
-                obj = next(fresh)
-        previous = holder.get(statement.target)
-        if previous is not None:
-            sharing[previous].discard(statement.target)
-        holder[statement.target] = obj
-        sharing.setdefault(obj, set()).add(statement.target)
-        result.append(AdjointStatement(statement.target, op, expr, statement.statement))
+                hold(target, next(fresh))
+        elif op == "scatter" and not writable(target, index):
+            result.append(AdjointStatement(target, "copy", Name(target), statement.statement))
+            hold(target, next(fresh))
+        result.append(AdjointStatement(target, op, expr, statement.statement, statement.index))
     return tuple(result)
 
 
@@ -171,7 +348,12 @@ def _forward_lines(
     recomputed forward reads like the user's own lines.
     """
     by_target = {s.target: s for s in function.stages}
-    read = {n for a in adjoints for n in names_in(a.expr) if n in by_target}
+    read = {
+        n
+        for a in adjoints
+        for n in [*names_in(a.expr), *(m for part in a.index for m in names_in(part))]
+        if n in by_target
+    }
     needed: set[str] = set()
     pending = sorted(read)
     while pending:
@@ -179,14 +361,11 @@ def _forward_lines(
         if name in needed:
             continue
         needed.add(name)
-        pending.extend(
-            o.id for o in by_target[name].operands if isinstance(o, Name) and o.id in by_target
-        )
+        pending.extend(n for n in by_target[name].reads if n in by_target)
     uses: Counter[str] = Counter()
     for name in needed:
-        for operand in by_target[name].operands:
-            if isinstance(operand, Name):
-                uses[operand.id] += 1
+        for read_name in by_target[name].reads:
+            uses[read_name] += 1
     inline = {
         name
         for name in needed
@@ -206,4 +385,4 @@ def _forward_lines(
 
 
 def _inlined_operands(stage: Stage, inline: set[str]) -> list[str]:
-    return [o.id for o in stage.operands if isinstance(o, Name) and o.id in inline]
+    return [name for name in stage.reads if name in inline]

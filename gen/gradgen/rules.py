@@ -19,15 +19,41 @@ table (``tests/rule_points.py``); a test fails if either is missing.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libcst as cst
 
-from gradgen.convert import ComparisonsAllowed, convert, dotted_name
-from gradgen.expr import Call, Const, Expr, Func, Name, names_in, walk
+from gradgen import shapes
+from gradgen.convert import convert
+from gradgen.expr import Attribute, Call, Const, Expr, Func, Name, names_in, walk
+from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy")
 BUILTINS = ("abs", "max", "min")
+HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
+SCATTER = "__scatter__"  # template marker: the adjoint adds g into x at an index
+
+
+@dataclass(frozen=True)
+class AdjointContext:
+    """What an adjoint that depends on more than its inputs may look at."""
+
+    literals: dict[str, object]  # literal values of the form's variables (NOT_LITERAL if not)
+    shapes: dict[str, Shape | None]  # shapes of the inputs and of "out", where known
+
+    def rank(self, name: str) -> int | None:
+        shape = self.shapes.get(name)
+        return None if shape is None else len(shape)
+
+
+@dataclass(frozen=True)
+class Depends:
+    """An adjoint template chosen by literal arguments or shapes (``axis``, ranks)."""
+
+    doc: str
+    choose: Callable[[AdjointContext], str]
 
 
 @dataclass(frozen=True)
@@ -37,13 +63,38 @@ class Rule:
     name: str
     forms: tuple[Expr, ...]
     form_texts: tuple[str, ...]
-    inputs: tuple[str, ...]
-    adjoints: tuple[Expr, ...]  # aligned with ``inputs``
-    adjoint_texts: tuple[str, ...]
+    inputs: tuple[str, ...]  # differentiable inputs, in the order their adjoints are written
+    adjoint_sources: tuple[str | Depends, ...]  # aligned with ``inputs``
+    nondiff: tuple[str, ...] = ()  # form variables with no gradient (axis, condition, index)
+    shape: Callable[[AdjointContext], Shape | None] | None = None
+    broadcasts: bool = False  # elementwise on several operands: gradients are unbroadcast
+    # The one input that is a list of operands (np.concatenate([a, b])); in its adjoint,
+    # ``x`` is the item, ``x0``, ``x1``, ... all items, and literals["position"] its index.
+    variadic: bool = False
+
+    @property
+    def adjoint_texts(self) -> tuple[str, ...]:
+        return tuple(a if isinstance(a, str) else a.doc for a in self.adjoint_sources)
+
+    def adjoint(self, index: int, context: AdjointContext) -> Expr:
+        """The template of input ``index``'s adjoint."""
+        source = self.adjoint_sources[index]
+        return _parse(source if isinstance(source, str) else source.choose(context))
 
 
-class _TemplateResolver(ComparisonsAllowed):
+class _TemplateResolver:
+    def is_value_name(self, name: str) -> bool:
+        return name not in LIBRARIES
+
+    def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr:
+        return Attribute(value, name)
+
+    def method(self, node: cst.Attribute, name: str) -> Func:
+        return Func("numpy", METHODS.get(name, name), f".{name}")
+
     def value(self, node: cst.Name | cst.Attribute, dotted: str) -> Expr:
+        if dotted in ("None", "True", "False"):
+            return Const(dotted)
         if "." in dotted:
             return Const(dotted)
         return Name(dotted)
@@ -55,85 +106,354 @@ class _TemplateResolver(ComparisonsAllowed):
         if lib:
             if lib not in LIBRARIES:
                 raise ValueError(f"unknown library {lib!r} in a rule")
-            return Func(lib, name, dotted)
+            return Func(lib, name, None)
         if name in BUILTINS:
             return Func("builtins", name, name)
-        return Func(None, name, name)  # a helper: resolved with the stage's library
+        if name.startswith(HELPER_PREFIX) and name != SCATTER:
+            return Func("helper", name, name)
+        return Func(None, name, None)  # resolved with the stage's library
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         raise ValueError(f"bad rule text: {message}")
 
 
+@functools.cache
 def _parse(text: str) -> Expr:
     return convert(cst.parse_expression(text), _TemplateResolver())
 
 
-def rule(name: str, *forms: str, **adjoints: str) -> Rule:
+def rule(
+    name: str,
+    *forms: str,
+    nondiff: tuple[str, ...] = (),
+    shape: Callable[[AdjointContext], Shape | None] | None = None,
+    broadcasts: bool = False,
+    variadic: bool = False,
+    **adjoints: str | Depends,
+) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
     inputs = tuple(adjoints)
     for form, text in zip(parsed_forms, forms, strict=True):
-        if sorted(names_in(form)) != sorted(inputs):
-            raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs}")
+        if sorted(names_in(form)) != sorted(inputs + nondiff):
+            raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs + nondiff}")
+    for source in adjoints.values():
+        if isinstance(source, str):
+            _parse(source)  # a typo in a template fails at import, not at use
     return Rule(
         name=name,
         forms=parsed_forms,
         form_texts=forms,
         inputs=inputs,
-        adjoints=tuple(_parse(t) for t in adjoints.values()),
-        adjoint_texts=tuple(adjoints.values()),
+        adjoint_sources=tuple(adjoints.values()),
+        nondiff=nondiff,
+        shape=shape,
+        broadcasts=broadcasts,
+        variadic=variadic,
     )
 
+
+# --- shapes of results ----------------------------------------------------------------------
+
+
+def _same(c: AdjointContext) -> Shape | None:
+    return c.shapes.get("x")
+
+
+def _broadcast(c: AdjointContext) -> Shape | None:
+    return shapes.broadcast(*(c.shapes.get(n) for n in ("x", "y") if n in c.shapes))
+
+
+def _reduced(c: AdjointContext) -> Shape | None:
+    return shapes.reduce(c.shapes.get("x"), c.literals.get("axis"), c.literals.get("keepdims"))
+
+
+# --- adjoints that depend on literal arguments or shapes ------------------------------------
+
+
+def _expanded(c: AdjointContext, value: str) -> str:
+    """``value`` (g or out of a reduction) with the reduced axes put back, to broadcast."""
+    if c.literals.get("keepdims") is True or c.literals.get("axis") is None:
+        return value
+    return f"numpy.expand_dims({value}, axis)"
+
+
+def _count(c: AdjointContext) -> str:
+    """How many entries a reduction combines, as an expression."""
+    axis = c.literals.get("axis")
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    count = "x.size" if axis is None else " * ".join(f"x.shape[{a}]" for a in axes)
+    ddof = c.literals.get("ddof", 0)
+    return f"({count} - {ddof})" if ddof else (f"({count})" if " " in count else count)
+
+
+def _sum_adjoint(c: AdjointContext) -> str:
+    return f"numpy.ones_like(x) * {_expanded(c, 'g')}"
+
+
+def _mean_adjoint(c: AdjointContext) -> str:
+    return f"numpy.ones_like(x) * {_expanded(c, 'g')} / {_count(c)}"
+
+
+def _extreme_adjoint(c: AdjointContext) -> str:
+    # Ties share the gradient equally: a valid sub-gradient that does not depend on order.
+    winners = f"(x == {_expanded(c, 'out')})"
+    return f"{winners} / numpy.sum({winners}, axis=axis, keepdims=True) * {_expanded(c, 'g')}"
+
+
+def _var_adjoint(c: AdjointContext) -> str:
+    centred = "(x - numpy.mean(x, axis=axis, keepdims=True))"
+    return f"(2 / {_count(c)}) * {centred} * {_expanded(c, 'g')}"
+
+
+def _std_adjoint(c: AdjointContext) -> str:
+    centred = "(x - numpy.mean(x, axis=axis, keepdims=True))"
+    return f"{centred} / ({_count(c)} * {_expanded(c, 'out')}) * {_expanded(c, 'g')}"
+
+
+def _matmul_left(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    return {
+        (2, 2): "g @ y.T",
+        (2, 1): "numpy.outer(g, y)",
+        (1, 2): "y @ g",
+        (1, 1): "g * y",
+    }.get(ranks, "_matmul_dx(g, x, y)")  # type: ignore[arg-type]
+
+
+def _matmul_right(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    return {
+        (2, 2): "x.T @ g",
+        (2, 1): "x.T @ g",
+        (1, 2): "numpy.outer(x, g)",
+        (1, 1): "g * x",
+    }.get(ranks, "_matmul_dy(g, x, y)")  # type: ignore[arg-type]
+
+
+def _transpose_adjoint(c: AdjointContext) -> str:
+    axes = c.literals.get("axes")
+    if isinstance(axes, tuple):
+        inverse = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
+        return f"numpy.transpose(g, {inverse})"
+    return "numpy.transpose(g)"
+
+
+def _clip_adjoint(c: AdjointContext) -> str:
+    low, high = c.literals.get("low"), c.literals.get("high")
+    if low is None and high is None:
+        return "g"
+    if low is None:
+        return "(x <= high) * g"
+    if high is None:
+        return "(x >= low) * g"
+    return "((x >= low) * (x <= high)) * g"
+
+
+def _along(c: AdjointContext, start: str, stop: str) -> str:
+    """``g`` sliced from ``start`` to ``stop`` along the literal axis."""
+    axis = c.literals.get("axis")
+    if isinstance(axis, int) and axis >= 0:
+        span = f":{stop}" if start == "0" else f"{start} : {stop}"
+        return "g[" + ":, " * axis + f"{span}]"
+    return f"numpy.take(g, numpy.arange({start}, {stop}), axis=axis)"
+
+
+def _concatenate_adjoint(c: AdjointContext) -> str:
+    position = c.literals["position"]
+    assert isinstance(position, int)
+    axis = c.literals.get("axis")
+    sizes = [f"x{j}.shape[{axis}]" for j in range(position)]
+    start = " + ".join(sizes) or "0"
+    stop = f"{start} + x.shape[{axis}]" if sizes else f"x.shape[{axis}]"
+    return _along(c, start, stop)
+
+
+def _stack_adjoint(c: AdjointContext) -> str:
+    axis = c.literals.get("axis")
+    position = c.literals["position"]
+    if isinstance(axis, int) and axis >= 0:
+        return "g[" + ":, " * axis + f"{position}]"
+    return f"numpy.take(g, {position}, axis=axis)"
+
+
+def _matmul_shape(c: AdjointContext) -> Shape | None:
+    return shapes.matmul(c.shapes.get("x"), c.shapes.get("y"))
+
+
+def _transpose_shape(c: AdjointContext) -> Shape | None:
+    return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
+
+
+_SUM = Depends("numpy.ones_like(x) * g, g expanded over axis", _sum_adjoint)
+_MEAN = Depends("numpy.ones_like(x) * g / count, g expanded over axis", _mean_adjoint)
+_EXTREME = Depends("(x == out) / count of ties * g, expanded over axis", _extreme_adjoint)
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
     # --- fused gates (tried first: their forms contain primitive forms) ----------------------
     rule("sigmoid", "1 / (1 + math.exp(-x))", "1 / (1 + numpy.exp(-x))",
-         x="((1 - out) * out) * g"),
+         shape=_same, x="((1 - out) * out) * g"),
 
     # --- arithmetic operators --------------------------------------------------------------
-    rule("add", "x + y", x="g", y="g"),
-    rule("sub", "x - y", x="g", y="-g"),
-    rule("mul", "x * y", x="y * g", y="x * g"),
-    rule("div", "x / y", x="g / y", y="(-x / y**2) * g"),
+    rule("add", "x + y", broadcasts=True, shape=_broadcast, x="g", y="g"),
+    rule("sub", "x - y", broadcasts=True, shape=_broadcast, x="g", y="-g"),
+    rule("mul", "x * y", broadcasts=True, shape=_broadcast, x="y * g", y="x * g"),
+    rule("div", "x / y", broadcasts=True, shape=_broadcast, x="g / y", y="(-x / y**2) * g"),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
+         broadcasts=True, shape=_broadcast,
          x="(y * x ** (y - 1)) * g", y="(out * log(x)) * g"),
-    rule("neg", "-x", x="-g"),
-    rule("pos", "+x", x="g"),
+    rule("neg", "-x", shape=_same, x="-g"),
+    rule("pos", "+x", shape=_same, x="g"),
 
     # --- exponentials and logarithms -------------------------------------------------------
-    rule("exp", "math.exp(x)", "numpy.exp(x)", x="out * g"),
-    rule("expm1", "math.expm1(x)", "numpy.expm1(x)", x="(out + 1) * g"),
-    rule("log", "math.log(x)", "numpy.log(x)", x="g / x"),
+    rule("exp", "math.exp(x)", "numpy.exp(x)", shape=_same, x="out * g"),
+    rule("expm1", "math.expm1(x)", "numpy.expm1(x)", shape=_same, x="(out + 1) * g"),
+    rule("log", "math.log(x)", "numpy.log(x)", shape=_same, x="g / x"),
     rule("log_base", "math.log(x, b)",
          x="g / (x * log(b))", b="(-out / (b * log(b))) * g"),
-    rule("log1p", "math.log1p(x)", "numpy.log1p(x)", x="g / (1 + x)"),
-    rule("log2", "math.log2(x)", "numpy.log2(x)", x="g / (x * log(2))"),
-    rule("log10", "math.log10(x)", "numpy.log10(x)", x="g / (x * log(10))"),
-    rule("sqrt", "math.sqrt(x)", "numpy.sqrt(x)", x="(0.5 / out) * g"),
-    rule("square", "numpy.square(x)", x="(2 * x) * g"),
+    rule("log1p", "math.log1p(x)", "numpy.log1p(x)", shape=_same, x="g / (1 + x)"),
+    rule("log2", "math.log2(x)", "numpy.log2(x)", shape=_same, x="g / (x * log(2))"),
+    rule("log10", "math.log10(x)", "numpy.log10(x)", shape=_same, x="g / (x * log(10))"),
+    rule("sqrt", "math.sqrt(x)", "numpy.sqrt(x)", shape=_same, x="(0.5 / out) * g"),
+    rule("square", "numpy.square(x)", shape=_same, x="(2 * x) * g"),
 
     # --- trigonometric and hyperbolic --------------------------------------------------------
-    rule("sin", "math.sin(x)", "numpy.sin(x)", x="cos(x) * g"),
-    rule("cos", "math.cos(x)", "numpy.cos(x)", x="-sin(x) * g"),
-    rule("tan", "math.tan(x)", "numpy.tan(x)", x="(1 + out**2) * g"),
-    rule("tanh", "math.tanh(x)", "numpy.tanh(x)", x="(1 - out**2) * g"),
+    rule("sin", "math.sin(x)", "numpy.sin(x)", shape=_same, x="cos(x) * g"),
+    rule("cos", "math.cos(x)", "numpy.cos(x)", shape=_same, x="-sin(x) * g"),
+    rule("tan", "math.tan(x)", "numpy.tan(x)", shape=_same, x="(1 + out**2) * g"),
+    rule("tanh", "math.tanh(x)", "numpy.tanh(x)", shape=_same, x="(1 - out**2) * g"),
 
     # --- piecewise: one documented sub-gradient at the kinks -------------------------------
     # abs: 0 at x == 0 (numpy's sign convention).
     rule("abs", "abs(x)", "math.fabs(x)", "numpy.abs(x)", "numpy.absolute(x)",
-         x="(x > 0) * g - (x < 0) * g"),
+         shape=_same, x="(x > 0) * g - (x < 0) * g"),
     # max/min: the gradient goes to the winner; a tie goes to the first argument, the one
     # Python's max() and min() return.
-    rule("max", "max(x, y)", "numpy.maximum(x, y)", x="(x >= y) * g", y="(x < y) * g"),
-    rule("min", "min(x, y)", "numpy.minimum(x, y)", x="(x <= y) * g", y="(x > y) * g"),
+    rule("max", "max(x, y)", "numpy.maximum(x, y)", broadcasts=True, shape=_broadcast,
+         x="(x >= y) * g", y="(x < y) * g"),
+    rule("min", "min(x, y)", "numpy.minimum(x, y)", broadcasts=True, shape=_broadcast,
+         x="(x <= y) * g", y="(x > y) * g"),
+    # where/clip: the gradient passes where the value passed; clip's bounds count as inside.
+    rule("where", "numpy.where(c, x, y)", nondiff=("c",), broadcasts=True, shape=_broadcast,
+         x="numpy.where(c, g, 0)", y="numpy.where(c, 0, g)"),
+    rule("clip", "numpy.clip(x, low, high)", nondiff=("low", "high"), shape=_same,
+         x=Depends("(x >= low) * (x <= high) * g", _clip_adjoint)),
+
+    # --- linear algebra ------------------------------------------------------------------
+    rule("matmul", "x @ y", "numpy.dot(x, y)", "numpy.matmul(x, y)", shape=_matmul_shape,
+         x=Depends("g @ y.T (by the ranks of x and y)", _matmul_left),
+         y=Depends("x.T @ g (by the ranks of x and y)", _matmul_right)),
+
+    # --- reductions: the gradient spreads back over the reduced axes ---------------------
+    rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         shape=_reduced, x=_SUM),
+    rule("mean", "numpy.mean(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         shape=_reduced, x=_MEAN),
+    # max/min over axes: ties share the gradient equally.
+    rule("amax", "numpy.max(x, axis, keepdims)", "numpy.amax(x, axis, keepdims)",
+         nondiff=("axis", "keepdims"), shape=_reduced, x=_EXTREME),
+    rule("amin", "numpy.min(x, axis, keepdims)", "numpy.amin(x, axis, keepdims)",
+         nondiff=("axis", "keepdims"), shape=_reduced, x=_EXTREME),
+    rule("var", "numpy.var(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
+         shape=_reduced, x=Depends("(2 / count) * (x - mean) * g", _var_adjoint)),
+    rule("std", "numpy.std(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
+         shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
+
+    # --- shapes: the gradient is reshaped or transposed back ------------------------------
+    rule("transpose_attribute", "x.T", shape=_transpose_shape,
+         x=Depends("numpy.transpose(g)", _transpose_adjoint)),
+    rule("transpose", "numpy.transpose(x, axes)", nondiff=("axes",),
+         shape=_transpose_shape, x=Depends("numpy.transpose(g, inverse of axes)",
+                                           _transpose_adjoint)),
+    rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
+         "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, x.shape)"),
+    rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), variadic=True,
+         x=Depends("the slice of g that was x", _concatenate_adjoint)),
+    rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), variadic=True,
+         x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
+    rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same, x="g"),
+    # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
+    # repeated indices add up).
+    rule("index", "x[i]", nondiff=("i",), x="__scatter__(x, i, g)"),
 )
 # fmt: on
+
+# How numpy functions take their arguments, to read ``np.sum(x, axis=0)``, ``x.sum(0)`` and
+# ``np.sum(x, 0, keepdims=False)`` as the same call. "name=default" marks an optional one.
+SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
+    **{
+        ("numpy", f): ("a", "axis=None", "keepdims=False")
+        for f in ("sum", "mean", "max", "min", "amax", "amin")
+    },
+    ("numpy", "var"): ("a", "axis=None", "ddof=0", "keepdims=False"),
+    ("numpy", "std"): ("a", "axis=None", "ddof=0", "keepdims=False"),
+    ("numpy", "transpose"): ("a", "axes=None"),
+    ("numpy", "reshape"): ("a", "shape"),
+    ("numpy", "expand_dims"): ("a", "axis"),
+    ("numpy", "squeeze"): ("a", "axis=None"),
+    ("numpy", "clip"): ("a", "a_min=None", "a_max=None"),
+    ("numpy", "astype"): ("a", "dtype"),
+    ("numpy", "where"): ("condition", "x", "y"),
+    ("numpy", "concatenate"): ("arrays", "axis=0"),
+    ("numpy", "stack"): ("arrays", "axis=0"),
+}
+# Methods of arrays and the numpy functions they stand for.
+METHODS: dict[str, str] = {
+    name: name
+    for name in (
+        "sum",
+        "mean",
+        "max",
+        "min",
+        "var",
+        "std",
+        "dot",
+        "reshape",
+        "transpose",
+        "clip",
+        "astype",
+    )
+}
+VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
+# Functions whose results have no gradient: their values flow, no adjoint is computed.
+NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
+    [
+        ("numpy", f)
+        for f in (
+            "arange",
+            "zeros",
+            "ones",
+            "zeros_like",
+            "ones_like",
+            "full",
+            "full_like",
+            "eye",
+            "shape",
+            "ndim",
+            "size",
+            "argmax",
+            "argmin",
+            "sign",
+            "floor",
+            "ceil",
+            "isfinite",
+            "isnan",
+            "logical_and",
+            "logical_or",
+            "logical_not",
+        )
+    ]
+    + [("builtins", "len"), ("builtins", "float"), ("builtins", "int")]
+)
+# Attributes of arrays: .T is differentiable (a rule above); these are not.
+VALUE_ATTRIBUTES = ("T", "shape", "ndim", "size", "dtype")
+NONDIFFERENTIABLE_ATTRIBUTES = ("shape", "ndim", "size", "dtype")
 
 # Module attributes that are constants: no derivative, copied as written.
 CONSTANTS: dict[str, tuple[str, ...]] = {
     "math": ("pi", "e", "tau", "inf"),
-    "numpy": ("pi", "e", "inf", "newaxis"),
+    "numpy": ("pi", "e", "inf", "newaxis", "float32", "float64", "int64", "int32"),
 }
 
 
@@ -156,7 +476,7 @@ def known_functions() -> frozenset[tuple[str, str]]:
             for node in walk(form):
                 if isinstance(node, Call) and node.func.lib is not None:
                     found.add((node.func.lib, node.func.name))
-    return frozenset(found)
+    return frozenset(found | NONDIFFERENTIABLE)
 
 
 def form_library(form: Expr) -> str | None:
@@ -177,16 +497,3 @@ def operations_table() -> str:
         )
         lines.append(f"| {r.name} | {spellings} | {adjoints} |")
     return "\n".join(lines)
-
-
-__all__ = [
-    "CONSTANTS",
-    "RULES",
-    "Rule",
-    "dotted_name",
-    "form_library",
-    "known_functions",
-    "operations_table",
-    "rule",
-    "rules_by_priority",
-]

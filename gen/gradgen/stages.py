@@ -13,22 +13,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gradgen.expr import (
+    NOT_LITERAL,
+    Attribute,
     BinOp,
     Call,
     Compare,
     Const,
     Expr,
     Name,
+    Sequence_,
+    Subscript,
     UnaryOp,
+    children,
     is_constant,
+    literal_value,
     map_children,
+    names_in,
     replace_nodes,
     substitute,
     unwrap,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
 from gradgen.parse import ForwardFunction, Parameter
-from gradgen.rules import Rule, form_library, rules_by_priority
+from gradgen.rules import (
+    NONDIFFERENTIABLE,
+    NONDIFFERENTIABLE_ATTRIBUTES,
+    SIGNATURES,
+    VARIADIC_METHODS,
+    Rule,
+    form_library,
+    rules_by_priority,
+)
 
 _PRIORITY = rules_by_priority()
 
@@ -38,12 +53,19 @@ class Stage:
     """``target = expr``: one operation, its inputs (``operands``) and where it came from."""
 
     target: str
-    rule: Rule | None  # None: a constant, nothing to differentiate
-    operands: tuple[Expr, ...]  # aligned with ``rule.inputs``: a Name or a constant
+    rule: Rule | None  # None: a value with no gradient (a constant, a shape, a mask)
+    operands: tuple[Expr, ...]  # aligned with ``rule.inputs``: a Name or a value with no gradient
     expr: Expr  # the forward computation, as the user spelled it, over the operands
     library: str  # where template helpers (log, cos) come from: "math" or "numpy"
     statement: int  # index into ``StagedFunction.statements``
     temporary: bool  # a subexpression split off by gradgen, not a user variable
+    # The rule's other form variables (axis, a condition, an index), as written.
+    nondiff: tuple[tuple[str, Expr], ...] = ()
+
+    @property
+    def reads(self) -> list[str]:
+        """Every variable the forward computation reads."""
+        return names_in(self.expr)
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class StagedFunction:
     result_base: str  # the user's name for the result, or "out"
     used_globals: frozenset[str]
     namer: Namer
+    array_mode: bool  # the module uses numpy: values may be arrays of any shape
 
 
 Refuse = Callable[[object, str], None]
@@ -92,14 +115,17 @@ def stage_function(
             current[assignment.target] = plain
             continue
         current[assignment.target] = Name(target)
-        if is_constant(value):
-            builder.stages.append(Stage(target, None, (), plain, default_library, index, False))
+        if is_inactive(plain):
+            operands = tuple(Name(n) for n in names_in(plain))
+            builder.stages.append(
+                Stage(target, None, operands, plain, default_library, index, False)
+            )
             continue
         builder.lower(value, target, assignment.target, index, top=True)
     result = substitute(function.result, current)
     result_base = function.result_name or "out"
     plain_result = unwrap(result)
-    if not isinstance(plain_result, Name) and not is_constant(result):
+    if not isinstance(plain_result, Name) and not is_inactive(plain_result):
         index = len(statements)
         statements.append(function.result_text)
         target = namer.fresh("out")
@@ -114,6 +140,7 @@ def stage_function(
         result_base=result_base,
         used_globals=function.used_globals,
         namer=namer,
+        array_mode=default_library == "numpy",
     )
 
 
@@ -127,25 +154,107 @@ class _Builder:
     def lower(self, expr: Expr, target: str, user_target: str, statement: int, top: bool) -> Expr:
         """Stages computing ``expr``; returns the operand that holds its value."""
         plain = unwrap(expr)
-        if isinstance(plain, Name) or is_constant(plain):
+        if isinstance(plain, Name) or is_inactive(plain):
             return expr
+        try:
+            canonical = canonical_call(plain) if isinstance(plain, Call) else plain
+        except ValueError as problem:
+            self.refuse(getattr(plain, "origin", None), str(problem))
+            return Const("0", 0)
         for rule, form in _PRIORITY:
             bindings: dict[str, Expr] = {}
-            if not _match(form, plain, bindings):
+            if not _match(form, canonical, bindings):
                 continue
+            nondiff = tuple((n, bindings[n]) for n in rule.nondiff)
+            for variable, value in nondiff:
+                if variable in _LITERAL_ONLY and literal_value(value) is NOT_LITERAL:
+                    self.refuse(
+                        getattr(value, "origin", None) or getattr(plain, "origin", None),
+                        f"'{variable}' must be a literal here (a number, a tuple of numbers, "
+                        "True, False or None): the backward is written for it",
+                    )
             name = target if top else temporary_name(self.namer, user_target, rule.name)
+            inputs = [bindings[i] for i in rule.inputs]
+            if rule.variadic:
+                items = unwrap(inputs[0])
+                if not isinstance(items, Sequence_):
+                    self.refuse(
+                        getattr(plain, "origin", None),
+                        f"'{rule.name}' needs a list or tuple written out: [a, b, ...]",
+                    )
+                    return Const("0", 0)
+                inputs = list(items.items)
             operands = tuple(
-                self.lower(bindings[i], name, user_target, statement, top=False)
-                for i in rule.inputs
+                self.lower(value, name, user_target, statement, top=False) for value in inputs
             )
             computed = replace_nodes(
-                plain, {id(bindings[i]): op for i, op in zip(rule.inputs, operands, strict=True)}
+                plain, {id(value): op for value, op in zip(inputs, operands, strict=True)}
             )
             library = form_library(form) or self.default_library
-            self.stages.append(Stage(name, rule, operands, computed, library, statement, not top))
+            self.stages.append(
+                Stage(name, rule, operands, computed, library, statement, not top, nondiff)
+            )
             return Name(name)
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
+
+
+# Arguments the backward is written for, so they must be known when it is generated.
+_LITERAL_ONLY = ("axis", "keepdims", "axes", "ddof")
+
+
+def is_inactive(expr: Expr) -> bool:
+    """True when no gradient can flow through ``expr`` whatever its variables hold: a
+    constant, a comparison (a mask), a shape, a call of a function with no gradient."""
+    expr = unwrap(expr)
+    if is_constant(expr) or isinstance(expr, Compare):
+        return True
+    if isinstance(expr, Call):
+        return (expr.func.lib, expr.func.name) in NONDIFFERENTIABLE
+    if isinstance(expr, Attribute):
+        return expr.name in NONDIFFERENTIABLE_ATTRIBUTES
+    if isinstance(expr, Subscript):
+        return is_inactive(expr.value)
+    if isinstance(expr, (BinOp, UnaryOp)):
+        return all(is_inactive(child) for child in children(expr))
+    return False
+
+
+def canonical_call(call: Call) -> Call:
+    """``call`` with every argument of its signature in place, keywords resolved, so that
+    ``x.sum(axis=1)`` and ``np.sum(x, 1)`` match the same rule."""
+    key = (call.func.lib or "", call.func.name)
+    args = list(call.args)
+    method = (call.func.spelling or "").startswith(".")
+    if method and call.func.name in VARIADIC_METHODS and len(args) > 2:
+        args = [args[0], Sequence_(tuple(args[1:]))]
+    signature = SIGNATURES.get(key)
+    if signature is None:
+        if call.kwargs:
+            raise ValueError(f"'{call.func.spelling}' takes no keyword arguments here")
+        return call
+    names = [p.split("=")[0] for p in signature]
+    if len(args) > len(names):
+        raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
+    filled: dict[str, Expr] = dict(zip(names, args, strict=False))
+    for key_name, value in call.kwargs:
+        if key_name not in names or key_name in filled:
+            raise ValueError(f"'{call.func.spelling}' has no argument '{key_name}' here")
+        filled[key_name] = value
+    for parameter in signature:
+        name, _, default = parameter.partition("=")
+        if name not in filled:
+            if not default:
+                raise ValueError(f"'{call.func.spelling}' needs its argument '{name}'")
+            filled[name] = Const(default, literal_number(default))
+    return Call(call.func, tuple(filled[n] for n in names), (), origin=call.origin)
+
+
+def literal_number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def _no_rule_message(expr: Expr) -> str:
@@ -170,6 +279,16 @@ def _match(pattern: Expr, expr: Expr, bindings: dict[str, Expr]) -> bool:
         return isinstance(plain, Const) and plain.value is not None and plain.value == pattern.value
     if type(pattern) is not type(plain):
         return False
+    if isinstance(pattern, Attribute):
+        assert isinstance(plain, Attribute)
+        return pattern.name == plain.name and _match(pattern.value, plain.value, bindings)
+    if isinstance(pattern, Subscript):
+        # `x[i]`: i stands for the whole index, whatever its parts.
+        assert isinstance(plain, Subscript)
+        index_variable = unwrap(pattern.index[0])
+        assert isinstance(index_variable, Name)
+        bindings[index_variable.id] = Sequence_(plain.index)
+        return _match(pattern.value, plain.value, bindings)
     if isinstance(pattern, Call):
         assert isinstance(plain, Call)
         same_function = (pattern.func.lib, pattern.func.name) == (plain.func.lib, plain.func.name)

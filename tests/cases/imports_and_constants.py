@@ -26,13 +26,33 @@ SCALE = 2 * pi
 HALF = SCALE / 2
 
 
+def _unbroadcast(grad, like):
+    """grad summed over the axes numpy broadcast like along."""
+    shape = np.shape(like)
+    if np.shape(grad) == shape:
+        return grad
+    extra = np.ndim(grad) - len(shape)
+    if extra > 0:
+        grad = np.sum(grad, axis=tuple(range(extra)))
+    kept = tuple(
+        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
+    )
+    if kept:
+        grad = np.sum(grad, axis=kept, keepdims=True)
+    return grad
+
+
 def f_backward(x, y=0.5, da=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: a_mul.
+    # Recomputes: a_mul, a_cos, a_max.
     a_mul = x * SCALE
+    a_cos = cos(a_mul)
+    a_max = np.maximum(y, HALF)
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    dy = (y >= HALF) * da
-    da_mul = -math.sin(a_mul) * da
+    da_cos = _unbroadcast(da, a_cos)
+    da_max = _unbroadcast(da, a_max)
+    dy = (y >= HALF) * da_max
+    da_mul = -math.sin(a_mul) * da_cos
     dx = SCALE * da_mul
     return dx, dy

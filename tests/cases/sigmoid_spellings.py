@@ -20,6 +20,22 @@ import math
 import numpy as np
 
 
+def _unbroadcast(grad, like):
+    """grad summed over the axes numpy broadcast like along."""
+    shape = np.shape(like)
+    if np.shape(grad) == shape:
+        return grad
+    extra = np.ndim(grad) - len(shape)
+    if extra > 0:
+        grad = np.sum(grad, axis=tuple(range(extra)))
+    kept = tuple(
+        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
+    )
+    if kept:
+        grad = np.sum(grad, axis=kept, keepdims=True)
+    return grad
+
+
 def f_backward(x, y, z, dc=1.0):
     """Gradients of f with respect to (x, y, z)."""
     # Recomputes: a, b.
@@ -27,12 +43,12 @@ def f_backward(x, y, z, dc=1.0):
     b = 1.0 / (np.exp(-(y * z)) + 1.0)
 
     # backprop c = a * b
-    da = b * dc
-    db = a * dc
+    da = _unbroadcast(b * dc, a)
+    db = _unbroadcast(a * dc, b)
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
     db_mul = ((1 - b) * b) * db
-    dy = z * db_mul
-    dz = y * db_mul
+    dy = _unbroadcast(z * db_mul, y)
+    dz = _unbroadcast(y * db_mul, z)
     # backprop a = 1 / (1 + math.exp(-x))
     dx = ((1 - a) * a) * da
     return dx, dy, dz

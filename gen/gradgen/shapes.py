@@ -1,0 +1,88 @@
+"""Symbolic array shapes, known where the forward code makes them evident.
+
+A shape is a tuple of dimensions, each a number or a name from an annotation (``"N, D"``);
+None means unknown. Shapes decide how a gradient is written: with known shapes
+``db = dout.sum(axis=0)``; with unknown ones a small helper sums the gradient back to the
+operand's shape at run time, which is always correct.
+"""
+
+from __future__ import annotations
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+SCALAR: Shape = ()
+
+
+def parse_annotation(text: str) -> Shape | None:
+    """``"N, D"``, ``"N D"``, ``"(N, D)"`` or ``"()"`` -> a shape; None if it is not one."""
+    text = text.strip().strip("()[]").replace(",", " ")
+    dims: list[Dim] = []
+    for word in text.split():
+        if word.isdigit():
+            dims.append(int(word))
+        elif word.isidentifier():
+            dims.append(word)
+        else:
+            return None
+    return tuple(dims)
+
+
+def broadcast(*shapes: Shape | None) -> Shape | None:
+    """numpy's broadcast of ``shapes``; None when unknown or not provably compatible."""
+    if any(s is None for s in shapes):
+        return None
+    known = [s for s in shapes if s is not None]
+    ndim = max((len(s) for s in known), default=0)
+    result: list[Dim] = []
+    for position in range(ndim):
+        dims = {s[len(s) - ndim + position] for s in known if len(s) - ndim + position >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            return None
+        result.append(dims.pop() if dims else 1)
+    return tuple(result)
+
+
+def reduce(shape: Shape | None, axis: object, keepdims: object) -> Shape | None:
+    """The shape of a reduction over ``axis`` (None: all axes)."""
+    if axis is None and keepdims is False:
+        return SCALAR
+    if shape is None or not isinstance(keepdims, bool):
+        return None
+    if axis is None:
+        return tuple(1 for _ in shape) if keepdims else SCALAR
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not all(isinstance(a, int) for a in axes):
+        return None
+    normal = {a % len(shape) if shape else a for a in axes}
+    if keepdims:
+        return tuple(1 if i in normal else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in normal)
+
+
+def matmul(left: Shape | None, right: Shape | None) -> Shape | None:
+    """The shape of ``left @ right`` for 1-D and 2-D operands."""
+    if left is None or right is None or not (1 <= len(left) <= 2 and 1 <= len(right) <= 2):
+        return None
+    rows = left[:-1]
+    columns = right[1:] if len(right) == 2 else ()
+    return (*rows, *columns)
+
+
+def transpose(shape: Shape | None, axes: object) -> Shape | None:
+    if shape is None:
+        return None
+    if axes is None:
+        return tuple(reversed(shape))
+    if isinstance(axes, tuple) and sorted(axes) == list(range(len(shape))):
+        return tuple(shape[a] for a in axes)
+    return None
+
+
+def unbroadcast_axes(operand: Shape, result: Shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Axes to sum a gradient of shape ``result`` over to get ``operand``'s shape: the leading
+    axes numpy added (summed away), then the axes where ``operand`` had size 1 (kept)."""
+    extra = len(result) - len(operand)
+    leading = tuple(range(extra))
+    kept = tuple(i for i, d in enumerate(operand) if d == 1 and result[extra + i] != 1)
+    return leading, kept
