@@ -23,16 +23,18 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar, overload
-
-import libcst as cst
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from gradgen import provenance
-from gradgen.api import generate_function
 from gradgen.config import Config, find_config
 from gradgen.errors import Diagnostic, GradgenError
 from gradgen.naming import backward_function_name
-from gradgen.parse import ModuleContext, ParsedModule, parse_module
+
+if TYPE_CHECKING:
+    from gradgen.parse import ModuleContext
+
+# The generator (libcst, black) is imported only when something must be generated, so a
+# module whose committed backward files are current imports none of it.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,7 +129,7 @@ def _committed_backward(
     if recorded is not None and recorded == provenance.object_digest(func):
         backward = getattr(_load(path), name, None)
         if callable(backward):
-            return backward, inspect.getsource(backward)
+            return backward, provenance.top_level_function_text(path, name)
     _report_stale(func, path, root, forward_file, strict)
     return None
 
@@ -246,6 +248,11 @@ def backward_source(func: Callable[..., Any], wrt: Sequence[str] | None = None) 
             "define it in a file (functions typed at an interactive prompt have none)"
         )
         raise GradgenError([Diagnostic(filename, code.co_firstlineno, 1, message)])
+    import libcst as cst
+
+    from gradgen.api import generate_function
+    from gradgen.parse import ParsedModule
+
     module_text = "".join(module_lines)
     context = _module_context(filename, module_text)
     snippet = "".join(lines)
@@ -263,6 +270,8 @@ def backward_source(func: Callable[..., Any], wrt: Sequence[str] | None = None) 
 
 
 def _module_context(filename: str, text: str) -> ModuleContext:
+    from gradgen.parse import parse_module
+
     key = (filename, hash(text))
     if key not in _CONTEXTS:
         _CONTEXTS[key] = parse_module(text, filename).context

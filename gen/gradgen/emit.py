@@ -214,8 +214,7 @@ def _is_basic_index(part: Expr) -> bool:
     if isinstance(part, Slice):
         return all(b is None or literal_value(b) is not NOT_LITERAL for b in children(part))
     return literal_value(part) is not NOT_LITERAL or (
-        isinstance(part, Const)
-        and (part.text in ("...", "None") or part.text.endswith(".newaxis"))
+        isinstance(part, Const) and (part.text in ("...", "None") or part.text.endswith(".newaxis"))
     )
 
 

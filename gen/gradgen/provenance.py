@@ -88,3 +88,18 @@ def read_header_command(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return None
+
+
+def top_level_function_text(path: Path, name: str) -> str:
+    """The text of ``def name`` in a generated file (black-formatted, so the function ends
+    where the next line starts at column 0); "" when there is none."""
+    lines: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if lines:
+                if line.strip() and not line[0].isspace():
+                    break
+                lines.append(line)
+            elif line.startswith(f"def {name}("):
+                lines.append(line)
+    return "".join(lines).rstrip("\n") + "\n" if lines else ""
