@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gradgen import shapes
 from gradgen.expr import (
+    Attribute,
     BinOp,
     Call,
     Compare,
@@ -26,6 +27,7 @@ from gradgen.expr import (
     Func,
     Name,
     Sequence_,
+    Subscript,
     UnaryOp,
     is_constant,
     literal_value,
@@ -194,6 +196,13 @@ def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | Non
         )
     if isinstance(expr, UnaryOp):
         return _expression_shape(expr.operand, known)
+    if isinstance(expr, Subscript) and isinstance(expr.value, Attribute):
+        if expr.value.name == "shape":
+            return SCALAR  # x.shape[0]: a number
+    if isinstance(expr, Attribute) and expr.name in ("size", "ndim"):
+        return SCALAR
+    if isinstance(expr, Call) and expr.func.name in ("len", "size", "ndim"):
+        return SCALAR
     return None
 
 
@@ -217,6 +226,9 @@ def _unbroadcast(adjoint: Expr, operand: Name, shape: Shape | None, out: Shape |
         return adjoint
     if shape is None or out is None or len(shape) > len(out):
         return Call(Func("helper", "_unbroadcast", "_unbroadcast"), (adjoint, operand))
+    if isinstance(adjoint, UnaryOp) and adjoint.op == "-":
+        # Sum, then negate the (smaller) sum.
+        return UnaryOp("-", _unbroadcast(adjoint.operand, operand, shape, out))
     if shape == SCALAR:
         return Call(Func("numpy", "sum", None), (adjoint,))
     leading, kept = shapes.unbroadcast_axes(shape, out)
@@ -299,8 +311,9 @@ def _protect_shared(
     for name in returned:
         last_read[name] = float("inf")
 
-    not_ours = -1  # the caller's objects, and views whose base we cannot track
+    not_ours = -1  # the caller's objects
     fresh = itertools.count()
+    views: set[int] = set()  # objects that are views (broadcast_to, reshape): never written
     holder: dict[str, int] = {upstream: not_ours}  # gradient name -> object it holds
     sharing: dict[int, set[str]] = {not_ours: {upstream}}
     result: list[AdjointStatement] = []
@@ -315,16 +328,24 @@ def _protect_shared(
     def writable(target: str, index: int) -> bool:
         obj = holder[target]
         others = sharing.get(obj, set()) - {target}
-        return obj != not_ours and all(last_read.get(n, -1) <= index for n in others)
+        free = obj != not_ours and obj not in views
+        return free and all(last_read.get(n, -1) <= index for n in others)
+
+    def object_of(expr: Expr) -> int:
+        if isinstance(expr, Name):
+            return holder.get(expr.id, not_ours)  # passes an existing object on
+        if isinstance(expr, Call) and expr.func.name == "_unbroadcast":
+            return object_of(expr.args[0])  # the gradient itself, or a new sum of it
+        if _allocates(expr):
+            return next(fresh)
+        view = next(fresh)
+        views.add(view)
+        return view
 
     for index, statement in enumerate(statements):
         op, expr, target = statement.op, statement.expr, statement.target
         if op == "=":
-            if isinstance(expr, Name):
-                obj = holder.get(expr.id, not_ours)  # passes an existing object on
-            else:
-                obj = next(fresh) if _allocates(expr) else not_ours
-            hold(target, obj)
+            hold(target, object_of(expr))
         elif op == "+=":
             if writable(target, index):
                 if isinstance(expr, UnaryOp) and expr.op == "-":
@@ -336,6 +357,12 @@ def _protect_shared(
             result.append(AdjointStatement(target, "copy", Name(target), statement.statement))
             hold(target, next(fresh))
         result.append(AdjointStatement(target, op, expr, statement.statement, statement.index))
+    # A returned gradient must be an array the caller owns and may write into.
+    last = statements[-1].statement if statements else 0
+    for name in dict.fromkeys(returned):
+        if holder.get(name) in views:
+            result.append(AdjointStatement(name, "copy", Name(name), last))
+            hold(name, next(fresh))
     return tuple(result)
 
 

@@ -182,17 +182,19 @@ def _count(c: AdjointContext) -> str:
     """How many entries a reduction combines, as an expression."""
     axis = c.literals.get("axis")
     axes = axis if isinstance(axis, tuple) else (axis,)
-    count = "x.size" if axis is None else " * ".join(f"x.shape[{a}]" for a in axes)
+    count = "numpy.size(x)" if axis is None else " * ".join(f"x.shape[{a}]" for a in axes)
     ddof = c.literals.get("ddof", 0)
     return f"({count} - {ddof})" if ddof else (f"({count})" if " " in count else count)
 
 
+# A sum's gradient is g spread over the reduced axes: a broadcast view, no copy. The reverse
+# pass knows it is a view: it never writes into it and copies it before returning it.
 def _sum_adjoint(c: AdjointContext) -> str:
-    return f"numpy.ones_like(x) * {_expanded(c, 'g')}"
+    return f"numpy.broadcast_to({_expanded(c, 'g')}, numpy.shape(x))"
 
 
 def _mean_adjoint(c: AdjointContext) -> str:
-    return f"numpy.ones_like(x) * {_expanded(c, 'g')} / {_count(c)}"
+    return f"numpy.broadcast_to({_expanded(c, 'g')} / {_count(c)}, numpy.shape(x))"
 
 
 def _extreme_adjoint(c: AdjointContext) -> str:
@@ -285,8 +287,8 @@ def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
 
 
-_SUM = Depends("numpy.ones_like(x) * g, g expanded over axis", _sum_adjoint)
-_MEAN = Depends("numpy.ones_like(x) * g / count, g expanded over axis", _mean_adjoint)
+_SUM = Depends("numpy.broadcast_to(g, x.shape), g expanded over axis", _sum_adjoint)
+_MEAN = Depends("numpy.broadcast_to(g / count, x.shape), g expanded over axis", _mean_adjoint)
 _EXTREME = Depends("(x == out) / count of ties * g, expanded over axis", _extreme_adjoint)
 
 # fmt: off
@@ -298,6 +300,7 @@ RULES: tuple[Rule, ...] = (
     # --- arithmetic operators --------------------------------------------------------------
     rule("add", "x + y", broadcasts=True, shape=_broadcast, x="g", y="g"),
     rule("sub", "x - y", broadcasts=True, shape=_broadcast, x="g", y="-g"),
+    rule("mul_self", "x * x", shape=_same, x="(2 * x) * g"),  # one pass, not two
     rule("mul", "x * y", broadcasts=True, shape=_broadcast, x="y * g", y="x * g"),
     rule("div", "x / y", broadcasts=True, shape=_broadcast, x="g / y", y="(-x / y**2) * g"),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
