@@ -1,15 +1,27 @@
 """THE tests' table: sample points for every rule of ``gradgen/rules.py``.
 
 Adding a rule to ``gen/gradgen/rules.py`` needs a row here too: ``test_rules.py`` fails while
-a rule has no sample points, and checks every spelling (form) of every rule against finite
-differences at each of its points.
+a rule is in neither table (or in both), and checks every rule against finite differences.
 
-A point gives one value per input, in ``rule.inputs`` order. Points lie inside the rule's
-domain and away from kinks and ties (the behaviour at a kink is tested separately, exactly),
-so that central finite differences are accurate there.
+Scalar rules are in ``RULE_POINTS``: a point gives one value per input, in ``rule.inputs``
+order, and every spelling (form) of the rule is checked at each point.
+
+Array rules (reductions, shapes, indexing, ...) take literal arguments that are not
+differentiated (axis, keepdims, ddof, shapes, conditions, indices), so a point is not enough:
+they are in ``ARRAY_CASES``, one forward expression per case over named array parameters
+with their shapes. The parameters' values are drawn at random (seeded by the expression);
+``labels`` are parameters with fixed values that get no gradient (integer indices, boolean
+masks).
+
+Points and values lie inside the rule's domain and away from kinks and ties (the behaviour at
+a kink is tested separately, exactly), so that central finite differences are accurate there:
+random values have magnitudes between 0.2 and 2 (away from the 0 of masks and ReLUs), and
+clip bounds are +-0.5 or +-0.7, reached by no value at random.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     # fused gates
@@ -17,6 +29,7 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     # arithmetic operators
     "add": [(1.5, -2.25), (-0.75, 3.0), (0.2, 0.7)],
     "sub": [(1.5, -2.25), (-0.75, 3.0), (0.2, 0.7)],
+    "mul_self": [(1.5,), (-0.75,), (0.0,), (3.2,)],
     "mul": [(1.5, -2.25), (-0.75, 3.0), (0.2, 0.7)],
     "div": [(1.5, -2.25), (-0.75, 3.0), (0.2, 0.7)],  # y != 0
     "pow": [(1.3, 2.0), (0.6, -1.5), (2.2, 0.5), (1.7, 3.3)],  # x > 0
@@ -41,4 +54,207 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "abs": [(1.5,), (-0.7,), (3.0,)],
     "max": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
     "min": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
+}
+
+
+@dataclass(frozen=True)
+class ArrayCase:
+    """``expr`` over the parameters ``shapes`` names (float64 arrays drawn at random) and
+    ``labels`` (fixed values, no gradient: integer indices, boolean masks)."""
+
+    expr: str
+    shapes: dict[str, tuple[int, ...]]
+    labels: dict[str, list] = field(default_factory=dict)
+    # With every parameter annotated, gradgen knows every shape and writes the unbroadcasting
+    # out (no ``_unbroadcast`` helper). False where it cannot: results of indexing, reshapes,
+    # concatenation are of unknown shape.
+    explicit: bool = True
+
+
+def case(expr: str, explicit: bool = True, labels: dict | None = None, **shapes) -> ArrayCase:
+    return ArrayCase(expr, shapes, labels or {}, explicit)
+
+
+M = (3, 4)  # a small matrix
+T = (2, 3, 4)  # a small 3-D array
+
+ARRAY_CASES: dict[str, list[ArrayCase]] = {
+    # --- elementwise on arrays, with masks ------------------------------------------------
+    "where": [
+        case("np.where(x > 0, x, y)", x=M, y=M),
+        case("np.where(m, x, y)", x=M, y=M, labels={"m": [True, False, False, True]}),
+        case("np.where(m, x, y)", x=(4,), y=M, labels={"m": [[True], [False], [True]]}),
+        # the condition broadcasts x and y
+        case(
+            "np.where(m, x, y)",
+            x=(4,),
+            y=(4,),
+            labels={"m": [[True, False] * 2, [False] * 4, [True] * 4]},
+        ),
+        case("np.where(x > y, x, y)", x=M, y=(4,)),
+        case("np.where(x > 0, x, 0.0)", x=M),
+        case("np.where(x < 0, 1.0, x * x)", x=M),
+    ],
+    "clip": [
+        case("np.clip(x, -0.5, 0.5)", x=M),
+        case("np.clip(x, -0.5, None)", x=M),
+        case("np.clip(x, None, 0.7)", x=M),
+        case("np.clip(x, a_min=-0.7, a_max=0.5)", x=M),
+        case("x.clip(-0.5, 0.7)", x=T),
+        case("x.clip(None, -0.5)", x=M),
+        # bounds that are values get gradients too, broadcast back to their shapes
+        case("np.clip(x, lo, hi)", x=M, lo=(4,), hi=()),
+        case("np.clip(x, lo, None)", x=(4,), lo=M),
+        case("np.clip(x, -0.5, hi)", x=M, hi=(3, 1)),
+    ],
+    # --- linear algebra -------------------------------------------------------------------
+    "matmul": [
+        case("x @ w", x=M, w=(4, 2)),  # 2-D @ 2-D
+        case("x @ v", x=M, v=(4,)),  # 2-D @ 1-D
+        case("u @ w", u=(4,), w=(4, 2)),  # 1-D @ 2-D
+        case("u @ v", u=(4,), v=(4,)),  # 1-D @ 1-D
+        case("np.dot(x, w)", x=M, w=(4, 2)),
+        case("np.dot(u, v)", u=(4,), v=(4,)),
+        case("np.matmul(x, w)", x=M, w=(4, 2)),
+        case("np.matmul(u, w)", u=(4,), w=(4, 2)),
+        case("x.dot(w)", x=M, w=(4, 2)),
+        case("x.dot(v)", x=M, v=(4,)),
+        case("x @ x.T", x=M),  # one operand, twice
+    ],
+    # --- reductions -------------------------------------------------------------------------
+    "sum": [
+        case("np.sum(x)", x=M),
+        case("np.sum(x, axis=0)", x=M),
+        case("np.sum(x, axis=1, keepdims=True)", x=M),
+        case("np.sum(x, axis=-1)", x=M),
+        case("np.sum(x, axis=(0, 2))", x=T),
+        case("np.sum(x, (0, 1), keepdims=True)", x=T),
+        case("np.sum(x, 0, keepdims=False)", x=M),
+        case("np.sum(x, keepdims=True)", x=M),
+        case("x.sum()", x=M),
+        case("x.sum(axis=0)", x=M),
+        case("x.sum(1)", x=T),
+        case("x.sum(axis=-2, keepdims=True)", x=T),
+    ],
+    "mean": [
+        case("np.mean(x)", x=M),
+        case("np.mean(x, axis=0)", x=M),
+        case("np.mean(x, axis=-1, keepdims=True)", x=M),
+        case("np.mean(x, axis=(0, 2))", x=T),
+        case("np.mean(x, keepdims=True)", x=T),
+        case("x.mean()", x=M),
+        case("x.mean(axis=1)", x=T),
+        case("x.mean(axis=(1, 2), keepdims=True)", x=T),
+    ],
+    "amax": [
+        case("np.max(x)", x=M),
+        case("np.max(x, axis=0)", x=M),
+        case("np.amax(x, axis=1)", x=M),
+        case("np.amax(x)", x=M),
+        case("np.max(x, axis=-1, keepdims=True)", x=M),
+        case("np.max(x, axis=(0, 2))", x=T),
+        case("x.max()", x=M),
+        case("x.max(axis=0, keepdims=True)", x=M),
+        case("x.max(1)", x=T),
+    ],
+    "amin": [
+        case("np.min(x)", x=M),
+        case("np.min(x, axis=1)", x=M),
+        case("np.amin(x, axis=0)", x=M),
+        case("np.amin(x)", x=M),
+        case("np.min(x, axis=(1, 2), keepdims=True)", x=T),
+        case("x.min()", x=M),
+        case("x.min(axis=-1)", x=T),
+        case("x.min(axis=1, keepdims=True)", x=M),
+    ],
+    "var": [
+        case("np.var(x)", x=M),
+        case("np.var(x, ddof=1)", x=M),
+        case("np.var(x, axis=0)", x=M),
+        case("np.var(x, axis=1, ddof=1)", x=M),
+        case("np.var(x, axis=-1, keepdims=True)", x=M),
+        case("np.var(x, axis=(0, 2), ddof=1)", x=T),
+        case("x.var()", x=M),
+        case("x.var(axis=0, ddof=1, keepdims=True)", x=M),
+    ],
+    "std": [
+        case("np.std(x)", x=M),
+        case("np.std(x, ddof=1)", x=M),
+        case("np.std(x, axis=0)", x=M),
+        case("np.std(x, axis=1, ddof=1)", x=M),
+        case("np.std(x, axis=-1, keepdims=True)", x=M),
+        case("np.std(x, axis=(0, 1), ddof=1)", x=T),
+        case("x.std()", x=M),
+        case("x.std(axis=0, ddof=1, keepdims=True)", x=M),
+    ],
+    # --- shapes ---------------------------------------------------------------------------
+    "transpose_attribute": [
+        case("x.T", x=M),
+        case("x.T", x=T),
+        case("v.T", v=(4,)),
+    ],
+    "transpose": [
+        case("np.transpose(x)", x=M),
+        case("np.transpose(x)", x=T),
+        case("np.transpose(x, (1, 2, 0))", x=T),
+        case("np.transpose(x, axes=(2, 0, 1))", x=T),
+        case("x.transpose()", x=M),
+        case("x.transpose(1, 0, 2)", x=T),
+        case("x.transpose((0, 2, 1))", x=T),
+    ],
+    "reshape": [
+        case("np.reshape(x, (4, 3))", x=M, explicit=False),
+        case("np.reshape(x, (-1,))", x=M, explicit=False),
+        case("np.reshape(x, (2, -1))", x=T, explicit=False),
+        case("x.reshape(2, -1)", x=T, explicit=False),  # (N, -1)
+        case("x.reshape(-1, 2)", x=M, explicit=False),
+        case("x.reshape((6, 2))", x=M, explicit=False),
+        case("np.expand_dims(x, 0)", x=M, explicit=False),
+        case("np.expand_dims(x, axis=-1)", x=M, explicit=False),
+        case("np.squeeze(x)", x=(3, 1, 4), explicit=False),
+        case("np.squeeze(x, axis=1)", x=(3, 1, 4), explicit=False),
+    ],
+    "concatenate": [
+        case("np.concatenate([x, y])", x=M, y=(2, 4), explicit=False),
+        case("np.concatenate([x, y], axis=1)", x=M, y=(3, 2), explicit=False),
+        case("np.concatenate((x, y, x), axis=-1)", x=M, y=(3, 2), explicit=False),
+        case("np.concatenate([x, y], axis=0)", x=(4,), y=(2,), explicit=False),
+    ],
+    "stack": [
+        case("np.stack([x, y])", x=M, y=M, explicit=False),
+        case("np.stack([x, y], axis=1)", x=M, y=M, explicit=False),
+        case("np.stack((x, y, x), axis=-1)", x=M, y=M, explicit=False),
+    ],
+    "astype": [
+        case("x.astype(float)", x=M),
+        case("x.astype(np.float64)", x=M),
+        case("np.astype(x, np.float64)", x=M),
+        # whole numbers are piecewise constant: no gradient flows through int or bool
+        case("x.astype(np.float64) + x.astype(int) * y", x=M, y=M),
+    ],
+    # --- indexing: the gradient is added back at the index --------------------------------
+    "index": [
+        case("x[:, :2]", x=M, explicit=False),
+        case("x[1:-1]", x=M, explicit=False),
+        case("x[::2, 1:3]", x=M, explicit=False),
+        case("x[0]", x=M, explicit=False),
+        case("x[-1, 2]", x=M, explicit=False),  # one entry: a scalar
+        case("x[:, None]", x=M, explicit=False),
+        case("x[..., 1]", x=T, explicit=False),
+        # integer arrays: repeated indices add up
+        case("x[np.arange(3), y]", x=M, labels={"y": [1, 1, 3]}, explicit=False),
+        case("x[y]", x=M, labels={"y": [0, 2, 0, 0]}, explicit=False),
+        case("x[:, y]", x=M, labels={"y": [3, 3, 1]}, explicit=False),
+        case("x[y, 1:]", x=M, labels={"y": [2, 2]}, explicit=False),
+        case("x[1:, y]", x=M, labels={"y": [0, 0]}, explicit=False),
+        case("x[y, ::2]", x=M, labels={"y": [1, 1, 0]}, explicit=False),
+        case("x[[0, 0, 2]]", x=M, explicit=False),  # a literal list: repeated indices too
+        case("x[:, [1, 3, 1]]", x=M, explicit=False),
+        # boolean masks
+        case("x[x > 0]", x=M, explicit=False),
+        case(
+            "x[m]", x=M, labels={"m": [[True] * 4, [False] * 4, [True, False] * 2]}, explicit=False
+        ),
+        case("x[:, m]", x=M, labels={"m": [True, False, True, True]}, explicit=False),
+    ],
 }

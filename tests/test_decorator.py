@@ -26,9 +26,7 @@ _counter = itertools.count()
 
 
 @pytest.fixture
-def load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., ModuleType]]:
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
     """``load(source) -> module``: write ``source`` to a fresh file and import it."""
     monkeypatch.syspath_prepend(str(tmp_path))
     names: list[str] = []
@@ -45,9 +43,7 @@ def load(
         sys.modules.pop(name, None)
 
 
-def central_differences(
-    f: Callable[..., float], args: tuple[float, ...], h: float = 1e-6
-):
+def central_differences(f: Callable[..., float], args: tuple[float, ...], h: float = 1e-6):
     grads = []
     for i in range(len(args)):
         up = list(args)
@@ -78,9 +74,7 @@ def f(x, y):
 """
 
 SPELLINGS = [
-    pytest.param(
-        "import gradgen\nimport math\n", "@gradgen.differentiable", id="attribute"
-    ),
+    pytest.param("import gradgen\nimport math\n", "@gradgen.differentiable", id="attribute"),
     pytest.param(
         "import gradgen\nimport math\n",
         "@gradgen.differentiable()",
@@ -96,9 +90,7 @@ SPELLINGS = [
         "@differentiable()",
         id="from-import-call",
     ),
-    pytest.param(
-        "import gradgen as gg\nimport math\n", "@gg.differentiable", id="import-as"
-    ),
+    pytest.param("import gradgen as gg\nimport math\n", "@gg.differentiable", id="import-as"),
 ]
 
 
@@ -182,9 +174,7 @@ def test_forward_value_unchanged(load) -> None:
             return a * a + y
         """
     plain = load(source.format(decorator=""))
-    decorated = load(
-        source.format(decorator="import gradgen\n\n        @gradgen.differentiable")
-    )
+    decorated = load(source.format(decorator="import gradgen\n\n        @gradgen.differentiable"))
     for args in [(0.1, 2.0), (-1.5, 0.3)]:
         assert decorated.f(*args) == plain.f(*args)
 
@@ -200,9 +190,7 @@ def test_getsource_of_backward(load) -> None:
             return math.exp(x) * x
         """)
     assert inspect.getsource(module.f.backward) == module.f.backward_source
-    assert inspect.getsource(module.f.backward).startswith(
-        "def f_backward(x, dout=1.0):"
-    )
+    assert inspect.getsource(module.f.backward).startswith("def f_backward(x, dout=1.0):")
 
 
 def test_traceback_shows_generated_source(load) -> None:

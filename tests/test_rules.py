@@ -1,6 +1,7 @@
 """Every spelling of every rule in ``gradgen.rules.RULES``, checked against finite differences.
 
-The sample points come from ``tests/rule_points.py``: a rule without points fails
+The sample points come from ``tests/rule_points.py``: scalar rules have points
+(``RULE_POINTS``), array rules have cases (``ARRAY_CASES``). A rule in neither table fails
 ``test_every_rule_has_sample_points``, so a new rule cannot go untested.
 """
 
@@ -10,6 +11,7 @@ import ast
 import inspect
 import math
 import textwrap
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +20,10 @@ import numpy
 import pytest
 
 import gradgen
-from gradgen.rules import RULES
-from rule_points import RULE_POINTS
+from gradgen.api import backward_functions
+from gradgen.parse import parse_module
+from gradgen.rules import METHODS, RULES
+from rule_points import ARRAY_CASES, RULE_POINTS, ArrayCase
 
 RTOL = 1e-6
 ATOL = 1e-8
@@ -96,11 +100,15 @@ def assert_gradients_match(source: str, point: tuple[float, ...], name: str = "f
 
 def test_every_rule_has_sample_points() -> None:
     rules = {r.name for r in RULES}
-    missing = sorted(rules - set(RULE_POINTS))
-    stale = sorted(set(RULE_POINTS) - rules)
-    assert set(RULE_POINTS) == rules, (
-        f"rules without sample points in tests/rule_points.py: {missing}; "
-        f"points for rules that no longer exist: {stale}"
+    scalar, array = set(RULE_POINTS), set(ARRAY_CASES)
+    missing = sorted(rules - scalar - array)
+    both = sorted(scalar & array)
+    stale = sorted((scalar | array) - rules)
+    empty = sorted(name for name, rows in [*RULE_POINTS.items(), *ARRAY_CASES.items()] if not rows)
+    assert not (missing or both or stale or empty), (
+        f"rules in neither RULE_POINTS nor ARRAY_CASES of tests/rule_points.py: {missing}; "
+        f"rules in both tables: {both}; rows for rules that no longer exist: {stale}; "
+        f"rows without any point or case: {empty}"
     )
 
 
@@ -126,16 +134,18 @@ def _variants_for(form: str) -> list[str]:
     return ["return", "assign"]
 
 
+SCALAR_RULES = [r for r in RULES if r.name in RULE_POINTS]
+
 FORM_CASES = [
     pytest.param(r, form, variant, id=f"{r.name}-{form}-{variant}")
-    for r in RULES
+    for r in SCALAR_RULES
     for form in r.form_texts
     for variant in _variants_for(form)
 ]
 
 POINT_CASES = [
     pytest.param(r, form, variant, point, id=f"{r.name}-{form}-p{i}-{variant}")
-    for r in RULES
+    for r in SCALAR_RULES
     for form in r.form_texts
     for i, point in enumerate(RULE_POINTS.get(r.name, []))
     for variant in _variants_for(form)
@@ -174,6 +184,216 @@ def test_upstream_gradient_scales_the_result() -> None:
     one = backward(0.5, 3.0)
     three = backward(0.5, 3.0, dout=3.0)
     numpy.testing.assert_allclose(three, [3 * g for g in one], rtol=1e-15)
+
+
+# --- array rules: every case of ARRAY_CASES against finite differences ----------------------
+#
+# Each case runs four ways: parameters unannotated (gradgen undoes broadcasting at run time
+# with its ``_unbroadcast`` helper) or annotated with their shapes (``x: "3, 4"``: written out),
+# and the output weighted by a fixed random array C inside the function
+# (``return np.sum((<expr>) * C)``, so the upstream gradient of <expr> is not all ones) or
+# returned as it is, with an explicit random upstream gradient passed to the backward.
+
+ARRAY_H = 1e-6
+
+
+def array_values(case: ArrayCase) -> dict[str, Any]:
+    """The case's arguments: random float64 arrays (seeded by the expression), magnitudes in
+    [0.2, 2] so that no value is near the 0 of a mask; then the labels, as given."""
+    rng = numpy.random.default_rng(zlib.crc32(case.expr.encode()))
+    values: dict[str, Any] = {}
+    for name, shape in case.shapes.items():
+        values[name] = rng.uniform(0.2, 2.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    for name, label in case.labels.items():
+        values[name] = numpy.array(label)
+    return values
+
+
+def random_like(shape: tuple[int, ...], seed: str) -> Any:
+    """A fixed random array of ``shape`` (a float for a scalar)."""
+    rng = numpy.random.default_rng(zlib.crc32(seed.encode()))
+    return float(rng.normal()) if shape == () else rng.normal(size=shape)
+
+
+def dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(d) for d in shape) if shape else "()"
+
+
+def array_module(
+    case: ArrayCase, shapes: dict[str, tuple[int, ...]], *, weighted: bool, annotated: bool
+) -> str:
+    """``def f(<parameters>)`` returning the case's expression, or ``np.sum((expr) * C)``."""
+    params = [f'{n}: "{dims(s)}"' if annotated else n for n, s in shapes.items()]
+    body = f"np.sum(({case.expr}) * C)" if weighted else case.expr
+    return f"import numpy as np\n\n\ndef f({', '.join(params)}):\n    return {body}\n"
+
+
+def numeric_gradient(loss: Callable[..., float], args: dict[str, Any], name: str) -> Any:
+    """Central differences of ``loss`` with respect to argument ``name``, entry by entry."""
+    base = numpy.asarray(args[name], dtype=numpy.float64)
+    grad = numpy.zeros(base.shape)
+    for index in numpy.ndindex(base.shape):
+        value = float(base[index])
+        h = ARRAY_H * max(1.0, abs(value))
+        up, down = base.copy(), base.copy()
+        up[index] = value + h
+        down[index] = value - h
+        high = loss(**{**args, name: up})
+        low = loss(**{**args, name: down})
+        grad[index] = (high - low) / ((value + h) - (value - h))
+    return grad
+
+
+def owned_arrays(gradients: dict[str, Any], others: dict[str, Any], generated: str) -> None:
+    """Each returned gradient is the caller's own: no memory shared with an argument, the
+    upstream gradient or another returned gradient, and writable."""
+    arrays = {n: g for n, g in gradients.items() if isinstance(g, numpy.ndarray)}
+    for name, grad in arrays.items():
+        assert grad.flags.writeable, f"d{name} is read-only\n{generated}"
+        for other, value in others.items():
+            if isinstance(value, numpy.ndarray):
+                assert not numpy.shares_memory(grad, value), (
+                    f"d{name} shares memory with {other}\n{generated}"
+                )
+        for other, value in arrays.items():
+            if other != name:
+                assert not numpy.shares_memory(grad, value), (
+                    f"d{name} shares memory with d{other}\n{generated}"
+                )
+
+
+def check_array_case(case: ArrayCase, *, weighted: bool, annotated: bool) -> None:
+    values = array_values(case)
+    expr_value = eval(case.expr, {"np": numpy}, dict(values))  # the expression's own value
+    out_shape = numpy.shape(expr_value)
+    shapes = {name: numpy.shape(value) for name, value in values.items()}
+    if weighted:
+        values["C"] = random_like(out_shape, "C " + case.expr)
+        shapes["C"] = out_shape
+    source = array_module(case, shapes, weighted=weighted, annotated=annotated)
+    forward, backward, generated = forward_and_backward(source)
+    context = f"\nforward:\n{source}\ngenerated:\n{generated}"
+    assert black.format_str(generated, mode=black.Mode()) == generated
+    assert "numpy." not in generated, f"the module spells numpy np{context}"
+
+    upstream = None if weighted else random_like(out_shape, "G " + case.expr)
+    if weighted:
+
+        def loss(**args: Any) -> float:
+            return float(forward(**args))
+
+    else:
+
+        def loss(**args: Any) -> float:
+            return float(numpy.sum(forward(**args) * upstream))
+
+    before = {name: numpy.copy(value) for name, value in values.items()}
+    upstream_before = numpy.copy(upstream)
+    signature = inspect.signature(backward)
+    upstream_param = list(signature.parameters.values())[-1]
+    if weighted:
+        assert upstream_param.default == 1.0, context  # the result is a scalar
+        result = backward(*values.values())
+    else:
+        if annotated and case.explicit and out_shape != ():
+            # A result known to be an array has no default upstream gradient to forget.
+            assert upstream_param.default is inspect.Parameter.empty, context
+        result = backward(*values.values(), upstream)
+    gradients = dict(zip(values, as_tuple(result, len(values)), strict=True))
+
+    for name, value in values.items():
+        numpy.testing.assert_array_equal(value, before[name], err_msg=f"{name} modified{context}")
+    if not weighted:
+        numpy.testing.assert_array_equal(
+            upstream, upstream_before, err_msg=f"upstream gradient modified{context}"
+        )
+    for name in case.labels:
+        assert gradients[name] is None, f"label {name}: {gradients[name]!r}{context}"
+    for name in values:
+        if name in case.labels:
+            continue
+        grad = gradients[name]
+        assert numpy.shape(grad) == shapes[name], (
+            f"d{name} has shape {numpy.shape(grad)}, {name} has {shapes[name]}{context}"
+        )
+        assert numpy.asarray(grad).dtype == numpy.float64, f"d{name}: {grad!r}{context}"
+        numpy.testing.assert_allclose(
+            grad,
+            numeric_gradient(loss, values, name),
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=f"d{name}{context}",
+        )
+    arguments = dict(values)
+    if upstream is not None:
+        arguments["the upstream gradient"] = upstream
+    owned_arrays(gradients, arguments, context)
+    if annotated and case.explicit:
+        assert "_unbroadcast" not in generated, f"shapes are all known{context}"
+        assert "\ndef _" not in generated, f"shapes are all known: no helper needed{context}"
+
+
+def _case_id(rule: str, case: ArrayCase) -> str:
+    """``sum-np.sum(x, axis=0)``; with the shapes when another case has the same expression."""
+    twins = [c for c in ARRAY_CASES[rule] if c.expr == case.expr]
+    if len(twins) == 1:
+        return f"{rule}-{case.expr}"
+    values = array_values(case)
+    shapes = ",".join(f"{n}{'x'.join(map(str, numpy.shape(v)))}" for n, v in values.items())
+    return f"{rule}-{case.expr}-{shapes}"
+
+
+ARRAY_CASE_PARAMS = [
+    pytest.param(case, id=_case_id(rule, case))
+    for rule, cases in ARRAY_CASES.items()
+    for case in cases
+]
+ARRAY_WAYS = [
+    pytest.param(weighted, annotated, id=f"{'C' if weighted else 'upstream'}-{a_id}")
+    for weighted in (True, False)
+    for annotated, a_id in ((False, "plain"), (True, "annotated"))
+]
+
+
+@pytest.mark.parametrize(("weighted", "annotated"), ARRAY_WAYS)
+@pytest.mark.parametrize("case", ARRAY_CASE_PARAMS)
+def test_array_rule_gradient_matches_finite_differences(case, weighted, annotated) -> None:
+    check_array_case(case, weighted=weighted, annotated=annotated)
+
+
+@pytest.mark.parametrize("rule_name", list(ARRAY_CASES))
+def test_array_cases_use_their_rule(rule_name: str) -> None:
+    """Every case of a rule is differentiated by that rule (not by another one)."""
+    for case in ARRAY_CASES[rule_name]:
+        params = ", ".join([*case.shapes, *case.labels])
+        source = f"import numpy as np\n\n\ndef f({params}):\n    return {case.expr}\n"
+        (backward,) = backward_functions(parse_module(source, "forward.py"))
+        used = {s.rule.name for s in backward.staged.stages if s.rule is not None}
+        assert rule_name in used, f"{case.expr}: staged with {sorted(used)}"
+
+
+def _spellings(form: str) -> list[str]:
+    """How a case spells a form: ``np.sum(`` and ``.sum(`` for ``numpy.sum(x, ...)``."""
+    if form.startswith("numpy."):
+        name = form[len("numpy.") : form.index("(")]
+        found = [f"np.{name}("]
+        methods = {function: method for method, function in METHODS.items()}
+        if name in methods:
+            found.append(f".{methods[name]}(")
+        return found
+    return {"x @ y": [" @ "], "x.T": [".T"], "x[i]": ["["]}[form]
+
+
+@pytest.mark.parametrize("rule_name", list(ARRAY_CASES))
+def test_array_cases_cover_every_spelling(rule_name: str) -> None:
+    """Each form of an array rule, and its method spelling, appears in some case."""
+    (rule,) = [r for r in RULES if r.name == rule_name]
+    exprs = [case.expr for case in ARRAY_CASES[rule_name]]
+    for form in rule.form_texts:
+        for spelling in _spellings(form):
+            assert any(spelling in e for e in exprs), f"{rule_name}: no case spells {spelling}"
+    for other in ("np.dot(", ".dot(", "np.matmul(") if rule_name == "matmul" else ():
+        assert any(other in e for e in exprs), f"matmul: no case spells {other}"
 
 
 # --- the shape of the result ----------------------------------------------------------------

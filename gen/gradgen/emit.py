@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gradgen.expr import (
-    NOT_LITERAL,
     BinOp,
     Call,
     Const,
@@ -24,7 +23,6 @@ from gradgen.expr import (
     Slice,
     Subscript,
     UnaryOp,
-    children,
     literal_value,
     map_funcs,
     render,
@@ -211,19 +209,32 @@ def _scatter_line(target: str, index: tuple[Expr, ...], value: Expr, helpers: _H
 
 
 def _is_basic_index(part: Expr) -> bool:
+    """Basic indexing (an int, a slice, None, ...) selects each entry at
+    most once, so ``+=`` adds correctly; anything else (lists, arrays, masks, names) may
+    repeat entries and needs ``np.add.at``."""
     if isinstance(part, Slice):
-        return all(b is None or literal_value(b) is not NOT_LITERAL for b in children(part))
-    return literal_value(part) is not NOT_LITERAL or (
-        isinstance(part, Const) and (part.text in ("...", "None") or part.text.endswith(".newaxis"))
+        return True  # whatever its bounds, a slice never selects an entry twice
+    value = literal_value(part)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(part, Const) and (
+        part.text in ("...", "None") or part.text.endswith(".newaxis")
     )
 
 
 def _as_slice_call(part: Expr) -> Expr:
+    """``1:`` as ``slice(1, None)``, ``:3`` as ``slice(3)``: the spelling ``np.add.at`` takes
+    inside an index tuple."""
     if not isinstance(part, Slice):
         return part
-    bounds = tuple(Const("None") if b is None else b for b in (part.lower, part.upper, part.step))
-    while len(bounds) > 1 and bounds[-1] == Const("None"):
-        bounds = bounds[:-1]
+    none = Const("None")
+    lower, upper, step = (none if b is None else b for b in (part.lower, part.upper, part.step))
+    if step != none:
+        bounds: tuple[Expr, ...] = (lower, upper, step)
+    elif lower != none:
+        bounds = (lower, upper)
+    else:
+        bounds = (upper,)
     return Call(Func("builtins", "slice", "slice"), bounds)
 
 

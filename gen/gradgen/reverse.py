@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gradgen import shapes
 from gradgen.expr import (
+    NOT_LITERAL,
     Attribute,
     BinOp,
     Call,
@@ -130,7 +131,9 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
             else:
                 template = stage.rule.adjoint(position, context)
             adjoint = _with_library(simplify(substitute(template, values)), stage.library)
+            # The other operands, and values such as np.where's condition: any can be wider.
             others = [o for o in stage.operands if o != operand]
+            others += [value for _, value in stage.nondiff]
             # Against scalars only, numpy broadcasts nothing: the gradient has the shape.
             if (
                 stage.rule.broadcasts
@@ -145,7 +148,12 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     gradients = tuple(
         gradient.get(name, "None" if name in influences else "0.0") for name in wanted
     )
-    adjoints = _protect_shared(statements, upstream, gradients)
+    returned = {
+        g: known.get(name)
+        for name, g in zip(wanted, gradients, strict=True)
+        if g in gradient.values()
+    }
+    adjoints = _protect_shared(statements, upstream, returned if function.array_mode else {})
     forward = _forward_lines(function, adjoints)
     # The default upstream 1.0 suits a scalar result. A result known to be an array needs
     # its upstream gradient (an array of its shape), so there is no default to forget.
@@ -184,6 +192,23 @@ def infer_shapes(function: StagedFunction) -> dict[str, Shape | None]:
     return known
 
 
+# Functions with no gradient whose result has the shape of their first argument.
+_SHAPE_OF_FIRST = frozenset(
+    {
+        "astype",
+        "zeros_like",
+        "ones_like",
+        "sign",
+        "floor",
+        "ceil",
+        "isfinite",
+        "isnan",
+        "logical_not",
+    }
+)
+_ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+
+
 def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | None:
     expr = unwrap(expr)
     if is_constant(expr):
@@ -196,13 +221,20 @@ def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | Non
         )
     if isinstance(expr, UnaryOp):
         return _expression_shape(expr.operand, known)
-    if isinstance(expr, Subscript) and isinstance(expr.value, Attribute):
-        if expr.value.name == "shape":
-            return SCALAR  # x.shape[0]: a number
+    if (
+        isinstance(expr, Subscript)
+        and isinstance(expr.value, Attribute)
+        and expr.value.name == "shape"
+    ):
+        return SCALAR  # x.shape[0]: a number
     if isinstance(expr, Attribute) and expr.name in ("size", "ndim"):
         return SCALAR
     if isinstance(expr, Call) and expr.func.name in ("len", "size", "ndim"):
         return SCALAR
+    if isinstance(expr, Call) and expr.func.name in _SHAPE_OF_FIRST and expr.args:
+        return _expression_shape(expr.args[0], known)
+    if isinstance(expr, Call) and expr.func.name in _ELEMENTWISE_MASKS:
+        return shapes.broadcast(*(_expression_shape(a, known) for a in expr.args))
     return None
 
 
@@ -215,8 +247,16 @@ def _context(stage: Stage, known: dict[str, Shape | None]) -> AdjointContext:
         name: _expression_shape(operand, known)
         for name, operand in zip(names, stage.operands, strict=True)
     }
+    for name, value in stage.nondiff:
+        operand_shapes.setdefault(name, _expression_shape(value, known))
     operand_shapes["out"] = known.get(stage.target)
     literals = {name: literal_value(value) for name, value in stage.nondiff}
+    # Literal operands too: np.clip(x, None, 1.0) has no lower bound.
+    literals.update(
+        (name, literal_value(operand))
+        for name, operand in zip(names, stage.operands, strict=True)
+        if literal_value(operand) is not NOT_LITERAL
+    )
     return AdjointContext(literals, operand_shapes)
 
 
@@ -295,12 +335,17 @@ def _allocates(expr: Expr) -> bool:
 
 
 def _protect_shared(
-    statements: list[AdjointStatement], upstream: str, returned: tuple[str, ...]
+    statements: list[AdjointStatement], upstream: str, returned: dict[str, Shape | None]
 ) -> tuple[AdjointStatement, ...]:
     """Make every in-place write safe: ``+=`` becomes ``dx = dx + ...`` and a scatter is
     preceded by ``dx = dx.copy()`` wherever writing in place would change an object that is
     also the caller's upstream gradient, a view of another gradient, or another gradient
-    still to be read."""
+    still to be read.
+
+    ``returned`` maps the returned gradients that may be arrays to their parameters' shapes
+    (empty where every value is a Python number): each must come back as an array of the
+    caller's own, not the upstream gradient, a view, or the object of another one.
+    """
     last_read: dict[str, float] = {}
     for index, statement in enumerate(statements):
         for name in names_in(statement.expr):
@@ -359,10 +404,20 @@ def _protect_shared(
         result.append(AdjointStatement(target, op, expr, statement.statement, statement.index))
     # A returned gradient must be an array the caller owns and may write into.
     last = statements[-1].statement if statements else 0
-    for name in dict.fromkeys(returned):
-        if holder.get(name) in views:
-            result.append(AdjointStatement(name, "copy", Name(name), last))
+    handed_back: set[int] = set()
+    for name, shape in returned.items():
+        obj = holder.get(name, not_ours)
+        if shape == SCALAR and obj not in views:
+            continue  # a number: immutable, nothing to protect
+        if obj in views or obj == not_ours or obj in handed_back:
+            if shape is None and obj not in views:
+                # Maybe a Python number (the default upstream 1.0): np.copy takes both.
+                copy = Call(Func("numpy", "copy", None), (Name(name),))
+                result.append(AdjointStatement(name, "=", copy, last))
+            else:
+                result.append(AdjointStatement(name, "copy", Name(name), last))
             hold(name, next(fresh))
+        handed_back.add(holder[name])
     return tuple(result)
 
 

@@ -27,7 +27,7 @@ import libcst as cst
 
 from gradgen import shapes
 from gradgen.convert import convert
-from gradgen.expr import Attribute, Call, Const, Expr, Func, Name, names_in, walk
+from gradgen.expr import NOT_LITERAL, Attribute, Call, Const, Expr, Func, Name, names_in, walk
 from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy")
@@ -153,6 +153,25 @@ def rule(
     )
 
 
+# Methods of arrays and the numpy functions they stand for.
+METHODS: dict[str, str] = {
+    name: name
+    for name in (
+        "sum",
+        "mean",
+        "max",
+        "min",
+        "var",
+        "std",
+        "dot",
+        "reshape",
+        "transpose",
+        "clip",
+        "astype",
+    )
+}
+
+
 # --- shapes of results ----------------------------------------------------------------------
 
 
@@ -161,7 +180,8 @@ def _same(c: AdjointContext) -> Shape | None:
 
 
 def _broadcast(c: AdjointContext) -> Shape | None:
-    return shapes.broadcast(*(c.shapes.get(n) for n in ("x", "y") if n in c.shapes))
+    # Every operand counts, the condition of np.where too: it can be the widest.
+    return shapes.broadcast(*(shape for name, shape in c.shapes.items() if name != "out"))
 
 
 def _reduced(c: AdjointContext) -> Shape | None:
@@ -187,20 +207,32 @@ def _count(c: AdjointContext) -> str:
     return f"({count} - {ddof})" if ddof else (f"({count})" if " " in count else count)
 
 
+def _full_reduction(c: AdjointContext) -> bool:
+    return c.literals.get("axis") is None and c.literals.get("keepdims") is not True
+
+
 # A sum's gradient is g spread over the reduced axes: a broadcast view, no copy. The reverse
-# pass knows it is a view: it never writes into it and copies it before returning it.
+# pass knows it is a view: it never writes into it and copies it before returning it. A sum
+# of everything has a number for g (the default upstream 1.0 is a Python float): full_like
+# gives it x's dtype, so float32 in stays float32 out.
 def _sum_adjoint(c: AdjointContext) -> str:
+    if _full_reduction(c):
+        return "numpy.full_like(x, g)"
     return f"numpy.broadcast_to({_expanded(c, 'g')}, numpy.shape(x))"
 
 
 def _mean_adjoint(c: AdjointContext) -> str:
+    if _full_reduction(c):
+        return f"numpy.full_like(x, g / {_count(c)})"
     return f"numpy.broadcast_to({_expanded(c, 'g')} / {_count(c)}, numpy.shape(x))"
 
 
 def _extreme_adjoint(c: AdjointContext) -> str:
     # Ties share the gradient equally: a valid sub-gradient that does not depend on order.
+    # The count of ties is taken in x's dtype, so the mask divided by it keeps that dtype.
     winners = f"(x == {_expanded(c, 'out')})"
-    return f"{winners} / numpy.sum({winners}, axis=axis, keepdims=True) * {_expanded(c, 'g')}"
+    count = f"numpy.sum({winners}, axis=axis, keepdims=True, dtype=x.dtype)"
+    return f"{winners} / {count} * {_expanded(c, 'g')}"
 
 
 def _var_adjoint(c: AdjointContext) -> str:
@@ -242,14 +274,31 @@ def _transpose_adjoint(c: AdjointContext) -> str:
 
 
 def _clip_adjoint(c: AdjointContext) -> str:
-    low, high = c.literals.get("low"), c.literals.get("high")
-    if low is None and high is None:
-        return "g"
-    if low is None:
-        return "(x <= high) * g"
-    if high is None:
+    # A bound written None is absent; any other bound (a number or a value) is compared with.
+    # At a bound exactly the gradient goes to x.
+    low = c.literals.get("low", NOT_LITERAL) is not None
+    high = c.literals.get("high", NOT_LITERAL) is not None
+    if low and high:
+        return "((x >= low) * (x <= high)) * g"
+    if low:
         return "(x >= low) * g"
-    return "((x >= low) * (x <= high)) * g"
+    if high:
+        return "(x <= high) * g"
+    return "g"
+
+
+def _clip_low_adjoint(c: AdjointContext) -> str:
+    # np.clip is minimum(maximum(x, low), high): a low bound above high has no effect.
+    if c.literals.get("high", NOT_LITERAL) is None:
+        return "(x < low) * g"
+    return "((x < low) * (low <= high)) * g"
+
+
+def _clip_high_adjoint(c: AdjointContext) -> str:
+    # Where low is above high, high is the result whatever x is.
+    if c.literals.get("low", NOT_LITERAL) is None:
+        return "(x > high) * g"
+    return "(numpy.maximum(x, low) > high) * g"
 
 
 def _along(c: AdjointContext, start: str, stop: str) -> str:
@@ -287,8 +336,12 @@ def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
 
 
-_SUM = Depends("numpy.broadcast_to(g, x.shape), g expanded over axis", _sum_adjoint)
-_MEAN = Depends("numpy.broadcast_to(g / count, x.shape), g expanded over axis", _mean_adjoint)
+_SUM = Depends(
+    "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
+)
+_MEAN = Depends(
+    "numpy.full_like(x, g / count) for a total; numpy.broadcast_to over axis", _mean_adjoint
+)
 _EXTREME = Depends("(x == out) / count of ties * g, expanded over axis", _extreme_adjoint)
 
 # fmt: off
@@ -340,8 +393,10 @@ RULES: tuple[Rule, ...] = (
     # where/clip: the gradient passes where the value passed; clip's bounds count as inside.
     rule("where", "numpy.where(c, x, y)", nondiff=("c",), broadcasts=True, shape=_broadcast,
          x="numpy.where(c, g, 0)", y="numpy.where(c, 0, g)"),
-    rule("clip", "numpy.clip(x, low, high)", nondiff=("low", "high"), shape=_same,
-         x=Depends("(x >= low) * (x <= high) * g", _clip_adjoint)),
+    rule("clip", "numpy.clip(x, low, high)", broadcasts=True, shape=_broadcast,
+         x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
+         low=Depends("((x < low) * (low <= high)) * g", _clip_low_adjoint),
+         high=Depends("(numpy.maximum(x, low) > high) * g", _clip_high_adjoint)),
 
     # --- linear algebra ------------------------------------------------------------------
     rule("matmul", "x @ y", "numpy.dot(x, y)", "numpy.matmul(x, y)", shape=_matmul_shape,
@@ -375,7 +430,9 @@ RULES: tuple[Rule, ...] = (
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), variadic=True,
          x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
-    rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same, x="g"),
+    # The gradient goes back in x's dtype, as a new array: never the upstream object itself.
+    rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
+         x="g.astype(x.dtype)"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
     rule("index", "x[i]", nondiff=("i",), x="__scatter__(x, i, g)"),
@@ -400,23 +457,6 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "where"): ("condition", "x", "y"),
     ("numpy", "concatenate"): ("arrays", "axis=0"),
     ("numpy", "stack"): ("arrays", "axis=0"),
-}
-# Methods of arrays and the numpy functions they stand for.
-METHODS: dict[str, str] = {
-    name: name
-    for name in (
-        "sum",
-        "mean",
-        "max",
-        "min",
-        "var",
-        "std",
-        "dot",
-        "reshape",
-        "transpose",
-        "clip",
-        "astype",
-    )
 }
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Functions whose results have no gradient: their values flow, no adjoint is computed.

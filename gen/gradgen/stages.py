@@ -210,6 +210,8 @@ def is_inactive(expr: Expr) -> bool:
     if is_constant(expr) or isinstance(expr, Compare):
         return True
     if isinstance(expr, Call):
+        if expr.func.name == "astype" and len(expr.args) == 2:
+            return _is_integer_dtype(expr.args[1])  # whole numbers: piecewise constant
         return (expr.func.lib, expr.func.name) in NONDIFFERENTIABLE
     if isinstance(expr, Attribute):
         return expr.name in NONDIFFERENTIABLE_ATTRIBUTES
@@ -217,6 +219,34 @@ def is_inactive(expr: Expr) -> bool:
         return is_inactive(expr.value)
     if isinstance(expr, (BinOp, UnaryOp)):
         return all(is_inactive(child) for child in children(expr))
+    return False
+
+
+_INTEGER_DTYPES = frozenset(
+    {
+        "int",
+        "bool",
+        "bool_",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "intp",
+    }
+)
+
+
+def _is_integer_dtype(dtype: Expr) -> bool:
+    """``int``, ``np.int64``, ``"int32"``, ``bool``: a dtype whose values have no gradient."""
+    dtype = unwrap(dtype)
+    if isinstance(dtype, Name):
+        return dtype.id in _INTEGER_DTYPES
+    if isinstance(dtype, Const):
+        return dtype.text.strip("'\"").rpartition(".")[2] in _INTEGER_DTYPES
     return False
 
 
