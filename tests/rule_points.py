@@ -113,13 +113,22 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x @ v", x=M, v=(4,)),  # 2-D @ 1-D
         case("u @ w", u=(4,), w=(4, 2)),  # 1-D @ 2-D
         case("u @ v", u=(4,), v=(4,)),  # 1-D @ 1-D
-        case("np.dot(x, w)", x=M, w=(4, 2)),
-        case("np.dot(u, v)", u=(4,), v=(4,)),
         case("np.matmul(x, w)", x=M, w=(4, 2)),
         case("np.matmul(u, w)", u=(4,), w=(4, 2)),
+        case("x @ x.T", x=M),  # one operand, twice
+        # stacks of matrices, broadcast against each other and against 1-D and 2-D
+        case("t @ w", t=T, w=(4, 2), explicit=False),
+        case("x.T @ t", x=M, t=T, explicit=False),
+        case("t @ s", t=T, s=(1, 4, 3), explicit=False),
+        case("t @ v", t=T, v=(4,), explicit=False),
+        case("v @ s", v=(3,), s=(2, 3, 4), explicit=False),
+    ],
+    "dot": [
+        case("np.dot(x, w)", x=M, w=(4, 2)),
+        case("np.dot(u, v)", u=(4,), v=(4,)),
         case("x.dot(w)", x=M, w=(4, 2)),
         case("x.dot(v)", x=M, v=(4,)),
-        case("x @ x.T", x=M),  # one operand, twice
+        case("u.dot(w)", u=(4,), w=(4, 2)),
     ],
     # --- reductions -------------------------------------------------------------------------
     "sum": [

@@ -485,3 +485,15 @@ def test_clip_bound_parameter_is_differentiated_or_refused() -> None:
     x = numpy.array([-1.0, -0.1, 0.3, 0.9])
     _, dlo = backward(x, -0.4)
     assert dlo is not None and float(dlo) == 1.0, f"dlo = {dlo!r}\n{generated}"
+
+
+# --- np.dot above 2-D is not matrix multiplication ---------------------------------------------
+
+
+def test_dot_of_stacked_arrays_is_refused_at_run_time_not_differentiated_wrongly() -> None:
+    """np.dot(a, b) with a 3-D operand sums over other axes than @ does: the generated
+    backward (ranks unknown) raises instead of returning the gradient of a matmul."""
+    backward = forward_and_backward(module("def f(t, w):\n    return np.dot(t, w)\n"))[1]
+    t, w = numpy.ones((2, 3, 4)), numpy.ones((4, 2))
+    with pytest.raises(ValueError, match=r"np\.dot is differentiated for 1-D and 2-D"):
+        backward(t, w, numpy.ones((2, 3, 2)))

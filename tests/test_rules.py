@@ -392,8 +392,9 @@ def test_array_cases_cover_every_spelling(rule_name: str) -> None:
     for form in rule.form_texts:
         for spelling in _spellings(form):
             assert any(spelling in e for e in exprs), f"{rule_name}: no case spells {spelling}"
-    for other in ("np.dot(", ".dot(", "np.matmul(") if rule_name == "matmul" else ():
-        assert any(other in e for e in exprs), f"matmul: no case spells {other}"
+    methods = {"matmul": ("np.matmul(",), "dot": ("np.dot(", ".dot(")}
+    for other in methods.get(rule_name, ()):
+        assert any(other in e for e in exprs), f"{rule_name}: no case spells {other}"
 
 
 # --- the shape of the result ----------------------------------------------------------------

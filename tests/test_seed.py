@@ -156,8 +156,15 @@ INTERMEDIATES = ["sigy", "num", "sigx", "xpy", "xpysqr", "den", "invden"]
 
 
 @pytest.fixture(scope="module")
-def staged_backward() -> str:
+def staged_module() -> str:
     return gradgen.generate(STAGED, "staged.py")
+
+
+@pytest.fixture(scope="module")
+def staged_backward(staged_module: str) -> str:
+    """The generated module up to the end of ``f_backward`` (``f_value_and_grad`` follows)."""
+    function = function_node(staged_module, "f_backward")
+    return "\n".join(staged_module.splitlines()[: function.end_lineno]) + "\n"
 
 
 def test_staged_example_matches_finite_differences(staged_backward: str) -> None:

@@ -25,6 +25,7 @@ def generate(
     *,
     command: str | None = None,
     wrt: Mapping[str, Sequence[str]] | None = None,
+    pairs: bool = False,
 ) -> str:
     """The backward module for every top-level function of ``source`` (see
     ``gradgen.api.generate``); raises ``GradgenError`` naming every problem."""
@@ -32,4 +33,4 @@ def generate(
     # backward files are current: the generator needs libcst and black.
     from gradgen.api import generate as generate_module
 
-    return generate_module(source, filename, command=command, wrt=wrt)
+    return generate_module(source, filename, command=command, wrt=wrt, pairs=pairs)

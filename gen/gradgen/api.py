@@ -22,12 +22,15 @@ def generate(
     *,
     command: str | None = None,
     wrt: Mapping[str, Sequence[str]] | None = None,
+    pairs: bool = False,
 ) -> str:
     """The backward module for every top-level function of ``source``.
 
     ``filename`` is used in error messages and in the generated header; ``command`` is the
     command line the header says regenerates the file. ``wrt`` maps a function name (or
-    ``"*"``, every function) to the parameters to differentiate with respect to. Raises
+    ``"*"``, every function) to the parameters to differentiate with respect to. ``pairs``
+    adds ``F_forward`` returning ``(value, cache)`` and makes ``F_backward`` take
+    ``(d<out>, cache)`` instead of recomputing the forward values. Raises
     ``GradgenError`` when the source cannot be differentiated, naming every problem.
     """
     parsed = parse_module(source, filename)
@@ -36,7 +39,7 @@ def generate(
     header.append(f"# Command: {command or f'gradgen {filename}'}")
     names = [b.staged.name for b in backwards]
     header += provenance.header_lines(provenance.function_digests(source), names)
-    return format_module(emit_module(backwards, parsed.context, header))
+    return format_module(emit_module(backwards, parsed.context, header, pairs))
 
 
 def backward_functions(
@@ -69,7 +72,9 @@ def backward_functions(
     return [reverse(s, chosen[s.name]) for s in staged]
 
 
-def generate_function(parsed: ParsedModule, name: str, wrt: Sequence[str] | None = None) -> str:
-    """The backward of one function of ``parsed``, alone, for the decorator to run."""
+def generate_function(
+    parsed: ParsedModule, name: str, wrt: Sequence[str] | None = None, pairs: bool = False
+) -> str:
+    """The backward functions of one function of ``parsed``, alone, for the decorator."""
     backwards = backward_functions(parsed, only=name, wrt=None if wrt is None else {name: wrt})
-    return format_module(emit_functions_only(backwards, parsed.context)).lstrip("\n")
+    return format_module(emit_functions_only(backwards, parsed.context, pairs)).lstrip("\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gradgen import __version__
 from gradgen.api import generate
-from gradgen.config import ConfigError, find_config
+from gradgen.config import ConfigError, find_config, is_skipped
 from gradgen.errors import GradgenError
 from gradgen.files import display_path, find_project_root, read_source, write_atomic
 
@@ -38,6 +38,7 @@ class Job:
     source: Path
     output: Path | None
     wrt: dict[str, list[str]] | None = None  # function (or "*") -> parameters
+    pairs: bool = False  # F_forward returning a cache, F_backward(d<out>, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="differentiate only with respect to these comma-separated parameters, for "
         "FUNCTION or for every function; repeatable (e.g. --wrt loss=W1,b1)",
     )
+    parser.add_argument(
+        "--pairs",
+        action="store_true",
+        help="also write F_forward(...) -> (value, cache), and make F_backward take "
+        "(d<out>, cache) instead of recomputing the forward values",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="report errors only")
     parser.add_argument("--version", action="version", version=f"gradgen {__version__}")
     return parser
@@ -98,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs, root = _configured_jobs(args.output)
         if args.wrt:
             wrt = parse_wrt(args.wrt)
-            jobs = [Job(job.source, job.output, wrt) for job in jobs]
+            jobs = [Job(job.source, job.output, wrt, job.pairs) for job in jobs]
+        if args.pairs:
+            jobs = [Job(job.source, job.output, job.wrt, True) for job in jobs]
         if (args.check or args.diff) and any(job.output is None for job in jobs):
             raise _UsageError("--check and --diff compare with existing files: give -o")
     except (_UsageError, ConfigError) as error:
@@ -176,7 +185,7 @@ def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
             raise _UsageError(f"{config.path}: forward path {mapping.forward} does not exist")
         backward = str(mapping.backward) + (os.sep if mapping.forward.is_dir() else "")
         planned = plan_jobs([mapping.forward], backward)
-        jobs += [Job(job.source, job.output, mapping.wrt) for job in planned]
+        jobs += [Job(job.source, job.output, mapping.wrt, mapping.pairs) for job in planned]
     _check_outputs(jobs)
     return jobs, config.root
 
@@ -194,6 +203,8 @@ def _python_files(directory: Path, exclude: Path) -> list[Path]:
         if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
             continue
         if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
+        if is_skipped(path):
             continue
         found.append(path)
     return found
@@ -221,9 +232,11 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
     for function, names in sorted((job.wrt or {}).items()):
         spec = ",".join(names) if function == "*" else f"{function}={','.join(names)}"
         command += f" --wrt {shlex.quote(spec)}"
+    if job.pairs:
+        command += " --pairs"
     try:
         text = read_source(job.source)
-        result = generate(text, source_name, command=command, wrt=job.wrt)
+        result = generate(text, source_name, command=command, wrt=job.wrt, pairs=job.pairs)
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED

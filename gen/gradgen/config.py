@@ -6,10 +6,14 @@
     forward = "examples"      # a forward file or folder, relative to pyproject.toml
     backward = "generated"    # the backward file or folder it generates
     wrt = { loss = ["W1", "b1"] }  # optional: only these gradients of loss
+    pairs = true              # optional: F_forward -> (value, cache), F_backward(dout, cache)
 
 With this, a bare ``gradgen`` anywhere in the project regenerates every mapping and
 ``gradgen --check`` verifies them all, as ``black .`` does; paths on the command line
 override it. The decorator uses the same mapping to find a function's committed backward.
+
+A file in a mapped folder that is not a forward file (a training script that uses the
+decorator) opts out with a line ``# gradgen: skip-file``, as ``# isort: skip_file`` does.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CONFIG_FILE = "pyproject.toml"
+SKIP_FILE_COMMENT = "# gradgen: skip-file"
+
+
+def is_skipped(path: Path) -> bool:
+    """Does ``path`` opt out of folder mappings with a ``# gradgen: skip-file`` line?"""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return False
+    return any(line.strip() == SKIP_FILE_COMMENT.encode() for line in lines)
 
 
 class ConfigError(Exception):
@@ -38,6 +52,7 @@ class Mapping:
     forward: Path
     backward: Path
     wrt: dict[str, list[str]] | None = None  # function -> parameters (``wrt`` key)
+    pairs: bool = False  # forward/backward pairs sharing a cache (``pairs`` key)
 
     def backward_for(self, forward_file: Path) -> Path | None:
         """Where this mapping puts the backward of ``forward_file``; None if not covered."""
@@ -104,7 +119,7 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
     where = f"{path}: [[tool.gradgen.files]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(entry) - {"forward", "backward", "wrt"}
+    unknown = set(entry) - {"forward", "backward", "wrt", "pairs"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     for key in ("forward", "backward"):
@@ -119,6 +134,9 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
         )
     ):
         raise ConfigError(f"{where}: 'wrt' must map function names to lists of parameters")
+    pairs = entry.get("pairs", False)
+    if not isinstance(pairs, bool):
+        raise ConfigError(f"{where}: 'pairs' must be true or false")
     root = path.resolve().parent
     forward, backward = (root / entry["forward"]).resolve(), (root / entry["backward"]).resolve()
-    return Mapping(forward, backward, wrt)
+    return Mapping(forward, backward, wrt, pairs)

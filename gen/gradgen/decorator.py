@@ -26,9 +26,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from gradgen import provenance
-from gradgen.config import Config, find_config
+from gradgen.config import Config, find_config, is_skipped
 from gradgen.errors import Diagnostic, GradgenError
-from gradgen.naming import backward_function_name
+from gradgen.naming import (
+    backward_function_name,
+    forward_function_name,
+    value_and_grad_function_name,
+)
 
 if TYPE_CHECKING:
     from gradgen.parse import ModuleContext
@@ -65,6 +69,7 @@ def differentiable(
     generated: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
     wrt: Sequence[str] | None = None,
+    pairs: bool = False,
 ) -> F: ...
 @overload
 def differentiable(
@@ -74,6 +79,7 @@ def differentiable(
     generated: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
     wrt: Sequence[str] | None = None,
+    pairs: bool = False,
 ) -> Callable[[F], F]: ...
 
 
@@ -84,11 +90,16 @@ def differentiable(
     generated: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
     wrt: Sequence[str] | None = None,
+    pairs: bool = False,
 ) -> F | Callable[[F], F]:
-    """Attach ``func.backward`` and ``func.backward_source``; return ``func`` unchanged.
+    """Attach ``func.backward``, ``func.value_and_grad`` and ``func.backward_source`` (the
+    source of the generated functions); return ``func`` unchanged.
 
     ``func.backward`` takes ``func``'s parameters plus the upstream gradient and returns the
-    gradients, like ``F_backward`` in a generated file. ``generated`` names the committed
+    gradients, like ``F_backward`` in a generated file; ``func.value_and_grad`` takes the
+    same and returns ``(value, gradients)``, computing the forward once. With ``pairs``,
+    ``func.forward`` returns ``(value, cache)`` and ``func.backward`` takes
+    ``(upstream, cache)`` instead. ``generated`` names the committed
     backward file (relative to the function's file); by default ``[tool.gradgen]`` says.
     ``strict`` (default: the ``GRADGEN_STRICT`` environment variable) makes a stale committed
     file an error instead of a warning. ``wrt`` restricts the gradients to those parameters
@@ -98,38 +109,61 @@ def differentiable(
     if func is None:
 
         def decorate(function: F) -> F:
-            return differentiable(function, generated=generated, strict=strict, wrt=wrt)
+            return differentiable(
+                function, generated=generated, strict=strict, wrt=wrt, pairs=pairs
+            )
 
         return decorate
-    committed = _committed_backward(func, generated, strict) if wrt is None else None
+    committed = _committed_backward(func, generated, strict, pairs) if wrt is None else None
     if committed is not None:
-        backward, source = committed
+        functions, source = committed
     else:
-        backward, source = _generated_backward(func, wrt)
-    func.backward = backward  # type: ignore[attr-defined]
+        functions, source = _generated_backward(func, wrt, pairs)
+    func.backward = functions[backward_function_name(func.__name__)]  # type: ignore[attr-defined]
+    func.value_and_grad = functions[value_and_grad_function_name(func.__name__)]  # type: ignore[attr-defined]
+    if pairs:
+        func.forward = functions[forward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
     return func
+
+
+def _generated_names(name: str, pairs: bool) -> list[str]:
+    """The functions generated for forward function ``name``, in the generated order."""
+    names = [backward_function_name(name), value_and_grad_function_name(name)]
+    return [forward_function_name(name), *names] if pairs else names
 
 
 # --- the reviewed file ----------------------------------------------------------------------
 
 
 def _committed_backward(
-    func: Callable[..., Any], generated: str | os.PathLike[str] | None, strict: bool | None
-) -> tuple[Callable[..., Any], str] | None:
-    """The committed backward when it is current; None when there is none or it is stale."""
+    func: Callable[..., Any],
+    generated: str | os.PathLike[str] | None,
+    strict: bool | None,
+    pairs: bool,
+) -> tuple[dict[str, Callable[..., Any]], str] | None:
+    """The committed functions (by name) and their source when the file is current and
+    generated the same way (``pairs``); None when there is none or it is stale."""
     forward_file = _forward_file(func)
     if forward_file is None:
         return None
     path, root = _committed_path(forward_file, generated)
     if path is None:
         return None
-    name = backward_function_name(func.__name__)
+    names = _generated_names(func.__name__, pairs)
     recorded = provenance.read_header_digests(path).get(func.__name__)
     if recorded is not None and recorded == provenance.object_digest(func):
-        backward = getattr(_load(path), name, None)
-        if callable(backward):
-            return backward, provenance.top_level_function_text(path, name)
+        module = _load(path)
+        functions = {name: getattr(module, name, None) for name in names}
+        # A file written with (or without) --pairs has (or lacks) F_forward, and its
+        # F_backward takes a cache (or the parameters): it must match what was asked.
+        other_kind = hasattr(module, forward_function_name(func.__name__)) != pairs
+        if all(callable(f) for f in functions.values()) and not other_kind:
+            source = "\n\n".join(provenance.top_level_function_text(path, n) for n in names)
+            return functions, source  # type: ignore[return-value]
+        if other_kind:
+            _report_stale(func, path, root, forward_file, strict, pairs)
+            return None
     _report_stale(func, path, root, forward_file, strict)
     return None
 
@@ -143,6 +177,8 @@ def _forward_file(func: Callable[..., Any]) -> Path | None:
 def _committed_path(
     forward_file: Path, generated: str | os.PathLike[str] | None
 ) -> tuple[Path | None, Path]:
+    if is_skipped(forward_file):
+        return None, forward_file.parent  # not a forward file: nothing committed for it
     if generated is not None:
         path = Path(generated)
         path = path if path.is_absolute() else forward_file.parent / path
@@ -174,15 +210,28 @@ def _load(path: Path) -> ModuleType:
 
 
 def _report_stale(
-    func: Callable[..., Any], path: Path, root: Path, forward_file: Path, strict: bool | None
+    func: Callable[..., Any],
+    path: Path,
+    root: Path,
+    forward_file: Path,
+    strict: bool | None,
+    pairs: bool | None = None,
 ) -> None:
+    """Warn (or raise, when strict) that the committed file cannot be used. ``pairs`` set:
+    the file is current but was generated without (False: with) what the decorator asks."""
     command = provenance.read_header_command(path) if path.exists() else None
     if command is None:
         command = f"gradgen {_relative(forward_file, root)} -o {_relative(path, root)}"
     state = "is stale for" if path.exists() else "does not exist yet for"
+    reason = "its forward source changed since the file was generated"
+    if pairs is not None:
+        state = "does not match"
+        made = "without" if pairs else "with"
+        reason = f"@differentiable(pairs={pairs}), the file was generated {made} --pairs"
+        command = command.replace(" --pairs", "") + (" --pairs" if pairs else "")
     message = (
-        f"{_relative(path, root)} {state} {func.__qualname__} (its forward source changed "
-        f"since the file was generated); regenerate it from {root}: {command}"
+        f"{_relative(path, root)} {state} {func.__qualname__} ({reason}); "
+        f"regenerate it from {root}: {command}"
     )
     if strict is None:
         strict = os.environ.get(STRICT_ENVIRONMENT_VARIABLE, "") not in ("", "0", "false", "no")
@@ -216,9 +265,9 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _generated_backward(
-    func: Callable[..., Any], wrt: Sequence[str] | None = None
-) -> tuple[Callable[..., Any], str]:
-    source = backward_source(func, wrt)
+    func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
+) -> tuple[dict[str, Callable[..., Any]], str]:
+    source = backward_source(func, wrt, pairs)
     name = backward_function_name(func.__name__)
     filename = f"<gradgen: {name} of {func.__module__}.{func.__qualname__}>"
     lines = source.splitlines(keepends=True)
@@ -226,13 +275,17 @@ def _generated_backward(
     linecache.cache[filename] = (len(source), None, lines, filename)
     namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), func.__globals__, namespace)
-    backward = namespace[name]
-    backward.__qualname__ = f"{func.__qualname__}.backward"
-    return backward, source
+    functions = {n: namespace[n] for n in _generated_names(func.__name__, pairs)}
+    for generated_name, function in functions.items():
+        attribute = generated_name.removeprefix(func.__name__ + "_")
+        function.__qualname__ = f"{func.__qualname__}.{attribute}"
+    return functions, source
 
 
-def backward_source(func: Callable[..., Any], wrt: Sequence[str] | None = None) -> str:
-    """The source of ``func``'s backward function, generated from ``func``'s source."""
+def backward_source(
+    func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
+) -> str:
+    """The source of ``func``'s backward functions, generated from ``func``'s source."""
     code = getattr(func, "__code__", None)
     if code is None:
         raise TypeError(f"{func!r} is not a Python function")
@@ -266,7 +319,7 @@ def backward_source(func: Callable[..., Any], wrt: Sequence[str] | None = None) 
     parsed.functions = [s for s in module.body if isinstance(s, cst.FunctionDef)]
     parsed.line_offset = first_line - 1
     parsed.column_offset = indent
-    return generate_function(parsed, func.__name__, wrt)
+    return generate_function(parsed, func.__name__, wrt, pairs)
 
 
 def _module_context(filename: str, text: str) -> ModuleContext:

@@ -9,7 +9,7 @@ unrelated line is inserted above it, so reviews see small diffs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gradgen.expr import (
@@ -28,10 +28,14 @@ from gradgen.expr import (
     render,
     walk,
 )
-from gradgen.helpers import helper_source
-from gradgen.naming import backward_function_name
+from gradgen.helpers import helper_source, with_needs
+from gradgen.naming import (
+    backward_function_name,
+    forward_function_name,
+    value_and_grad_function_name,
+)
 from gradgen.parse import ModuleContext
-from gradgen.reverse import AdjointStatement, BackwardFunction
+from gradgen.reverse import AdjointStatement, BackwardFunction, ForwardLine
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
@@ -71,7 +75,7 @@ class _Helpers:
     def definitions(self) -> list[str]:
         """The source lines of the helper functions used, in a stable order."""
         lines: list[str] = []
-        for name in sorted(self.defined):
+        for name in sorted(with_needs(self.defined)):
             lines += ["", "", *helper_source(name, self.numpy_alias())]
         return lines
 
@@ -93,12 +97,15 @@ class _Helpers:
 
 
 def emit_module(
-    backwards: Iterable[BackwardFunction], context: ModuleContext, header: list[str]
+    backwards: Iterable[BackwardFunction],
+    context: ModuleContext,
+    header: list[str],
+    pairs: bool = False,
 ) -> ModuleText:
     """The whole generated module: header, the imports and constants used, the functions."""
     backwards = list(backwards)
     helpers = _Helpers(context)
-    functions = [emit_function(b, helpers) for b in backwards]
+    functions = [make(b, helpers) for b in backwards for make in _makers(pairs)]
     used: set[str] = set()
     for backward in backwards:
         used |= backward.staged.used_globals
@@ -117,7 +124,7 @@ def emit_module(
 
 
 def emit_functions_only(
-    backwards: Iterable[BackwardFunction], context: ModuleContext
+    backwards: Iterable[BackwardFunction], context: ModuleContext, pairs: bool = False
 ) -> ModuleText:
     """Just the functions, to run inside the forward's own module (the decorator).
 
@@ -126,40 +133,144 @@ def emit_functions_only(
     """
     functions = []
     for backward in backwards:
-        helpers = _Helpers(context)
-        function = emit_function(backward, helpers)
-        local = [line for line in helpers.definitions() if line]
-        local = [f"import {library}" for library in sorted(helpers.added)] + local
-        function.body[:0] = local
-        functions.append(function)
+        for make in _makers(pairs):
+            helpers = _Helpers(context)
+            function = make(backward, helpers)
+            local = [line for line in helpers.definitions() if line]
+            local = [f"import {library}" for library in sorted(helpers.added)] + local
+            function.body[:0] = local
+            functions.append(function)
     return ModuleText([], [], functions)
+
+
+_Maker = Callable[[BackwardFunction, _Helpers], FunctionText]
+
+
+def _makers(pairs: bool) -> list[_Maker]:
+    """The functions generated for one forward function: ``F_backward`` (recomputing the
+    forward) and ``F_value_and_grad``; with ``pairs``, ``F_forward`` returning the value and
+    a cache, and ``F_backward(d<out>, cache)`` in place of the recomputing one."""
+    if pairs:
+        return [_forward_function, _cached_backward_function, _value_and_grad_from_pair]
+    return [emit_function, _value_and_grad_function]
 
 
 def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
     """One backward function: recomputed forward values, adjoints in reverse, the return."""
     staged = backward.staged
+    signature = f"def {backward_function_name(staged.name)}({_parameters(backward)}):"
+    body = _recomputed_comment([line.target for line in backward.forward])
+    body += _forward_body(backward.forward, helpers)
+    if body and backward.adjoints:
+        body.append("")
+    body += _adjoint_body(backward, helpers)
+    body.append(f"return {_gradients(backward.gradients)}")
+    return FunctionText(signature, _docstring(backward), body)
+
+
+def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+    """``F_value_and_grad``: the forward pass once, then the backward pass reading it."""
+    staged = backward.staged
+    name = value_and_grad_function_name(staged.name)
+    body = _forward_body(backward.full_forward, helpers)
+    if body and backward.adjoints:
+        body.append("")
+    body += _adjoint_body(backward, helpers)
+    gradients = _gradients(backward.gradients)
+    if len(backward.gradients) > 1:
+        gradients = f"({gradients})"
+    body.append(f"return {render(helpers.resolve(staged.result))}, {gradients}")
+    return FunctionText(f"def {name}({_parameters(backward)}):", _value_docstring(backward), body)
+
+
+def _value_docstring(backward: BackwardFunction) -> str:
+    """ "f and its gradients with respect to (x, y)." from the backward's docstring."""
+    name = backward.staged.name
+    docstring = _docstring(backward).replace("Gradient", f"{name} and its gradient", 1)
+    docstring = docstring.replace(f"gradient of {name} ", "gradient ", 1)
+    return docstring.replace(f"gradients of {name}", "gradients", 1)
+
+
+def _value_and_grad_from_pair(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+    """``F_value_and_grad`` as the forward/backward pair: no adjoint written twice."""
+    name = backward.staged.name
+    body = [
+        f"value, cache = {forward_function_name(name)}({_call_arguments(backward)})",
+        f"return value, {backward_function_name(name)}({backward.upstream}, cache)",
+    ]
+    signature = f"def {value_and_grad_function_name(name)}({_parameters(backward)}):"
+    return FunctionText(signature, _value_docstring(backward), body)
+
+
+def _call_arguments(backward: BackwardFunction) -> str:
+    """The forward's parameters passed on, in order."""
+    return ", ".join(p.name for p in backward.staged.parameters)
+
+
+def _forward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+    """``F_forward``: the value, and the cache of what ``F_backward`` reads."""
+    staged = backward.staged
     params = [
         p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.parameters
     ]
+    name = forward_function_name(staged.name)
+    body = _forward_body(backward.full_forward, helpers)
+    body.append(f"return {render(helpers.resolve(staged.result))}, {_tuple(backward.cache)}")
+    docstring = f"{staged.name} and the cache its backward reads: {_tuple(backward.cache)}."
+    if len(docstring) > 80:
+        docstring = f"{staged.name} and the cache of the values its backward reads."
+    return FunctionText(f"def {name}({', '.join(params)}):", docstring, body)
+
+
+def _cached_backward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+    """``F_backward(d<out>, cache)``: the backward pass reading the forward's cache."""
+    staged = backward.staged
+    name = backward_function_name(staged.name)
+    unpack = ", ".join(backward.cache) if len(backward.cache) > 1 else _tuple(backward.cache)
+    body = [f"{unpack} = cache"] if backward.cache else []
+    if body and backward.adjoints:
+        body.append("")
+    body += _adjoint_body(backward, helpers)
+    body.append(f"return {_gradients(backward.gradients)}")
+    signature = f"def {name}({backward.upstream}, cache):"
+    return FunctionText(signature, _docstring(backward), body)
+
+
+def _parameters(backward: BackwardFunction) -> str:
+    """The forward's parameters, then the upstream gradient (keyword-only after defaults)."""
+    params = [
+        p.name if p.default is None else f"{p.name}={render(p.default)}"
+        for p in backward.staged.parameters
+    ]
     if backward.upstream_default is not None:
         params.append(f"{backward.upstream}={backward.upstream_default}")
-    elif any(p.default is not None for p in staged.parameters):
+    elif any(p.default is not None for p in backward.staged.parameters):
         params += ["*", backward.upstream]  # after parameters with defaults: keyword-only
     else:
         params.append(backward.upstream)
-    signature = f"def {backward_function_name(staged.name)}({', '.join(params)}):"
-    body = _recomputed_comment([line.target for line in backward.forward])
-    body += [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in backward.forward]
-    if body and backward.adjoints:
-        body.append("")
+    return ", ".join(params)
+
+
+def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
+    return [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in lines]
+
+
+def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
+    """The adjoint statements, each group under the forward statement it differentiates."""
+    body: list[str] = []
     current = None
     for adjoint in backward.adjoints:
         if adjoint.statement != current:
             current = adjoint.statement
-            body.append(f"# backprop {_shorten(staged.statements[current])}")
+            body.append(f"# backprop {_shorten(backward.staged.statements[current])}")
         body.append(_adjoint_line(adjoint, helpers))
-    body.append(_return_line(backward.gradients))
-    return FunctionText(signature, _docstring(backward), body)
+    return body
+
+
+def _tuple(names: tuple[str, ...]) -> str:
+    if len(names) == 1:
+        return f"({names[0]},)"
+    return f"({', '.join(names)})"
 
 
 def _recomputed_comment(names: list[str]) -> list[str]:
@@ -238,12 +349,13 @@ def _as_slice_call(part: Expr) -> Expr:
     return Call(Func("builtins", "slice", "slice"), bounds)
 
 
-def _return_line(gradients: tuple[str, ...]) -> str:
+def _gradients(gradients: tuple[str, ...]) -> str:
+    """What the backward returns: a bare gradient, an empty tuple, or several."""
     if len(gradients) == 1:
-        return f"return {gradients[0]}"
+        return gradients[0]
     if not gradients:
-        return "return ()"
-    return f"return {', '.join(gradients)}"
+        return "()"
+    return ", ".join(gradients)
 
 
 def _docstring(backward: BackwardFunction) -> str:

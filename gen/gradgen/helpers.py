@@ -28,21 +28,64 @@ def _unbroadcast(grad, like):
 ''',
     "_matmul_dx": '''
 def _matmul_dx(grad, x, y):
-    """Gradient of x @ y with respect to x (1-D or 2-D)."""
-    x2 = numpy.atleast_2d(x)
-    y2 = numpy.reshape(y, (numpy.shape(y)[0], -1))
-    grad2 = numpy.reshape(grad, (x2.shape[0], y2.shape[1]))
-    return numpy.reshape(grad2 @ y2.T, numpy.shape(x))
+    """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    x2 = numpy.expand_dims(x, 0) if numpy.ndim(x) == 1 else x
+    y2 = numpy.expand_dims(y, -1) if numpy.ndim(y) == 1 else y
+    grad2 = numpy.expand_dims(grad, -1) if numpy.ndim(y) == 1 else grad
+    grad2 = numpy.expand_dims(grad2, -2) if numpy.ndim(x) == 1 else grad2
+    dx = _unbroadcast(grad2 @ numpy.swapaxes(y2, -1, -2), x2)
+    return numpy.reshape(dx, numpy.shape(x))
 ''',
     "_matmul_dy": '''
 def _matmul_dy(grad, x, y):
-    """Gradient of x @ y with respect to y (1-D or 2-D)."""
-    x2 = numpy.atleast_2d(x)
-    y2 = numpy.reshape(y, (numpy.shape(y)[0], -1))
-    grad2 = numpy.reshape(grad, (x2.shape[0], y2.shape[1]))
-    return numpy.reshape(x2.T @ grad2, numpy.shape(y))
+    """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    x2 = numpy.expand_dims(x, 0) if numpy.ndim(x) == 1 else x
+    y2 = numpy.expand_dims(y, -1) if numpy.ndim(y) == 1 else y
+    grad2 = numpy.expand_dims(grad, -1) if numpy.ndim(y) == 1 else grad
+    grad2 = numpy.expand_dims(grad2, -2) if numpy.ndim(x) == 1 else grad2
+    dy = _unbroadcast(numpy.swapaxes(x2, -1, -2) @ grad2, y2)
+    return numpy.reshape(dy, numpy.shape(y))
+''',
+    "_dot_dx": '''
+def _dot_dx(grad, x, y):
+    """Gradient of numpy.dot(x, y) with respect to x (1-D or 2-D)."""
+    _dot_ranks(x, y)
+    return _matmul_dx(grad, x, y)
+''',
+    "_dot_dy": '''
+def _dot_dy(grad, x, y):
+    """Gradient of numpy.dot(x, y) with respect to y (1-D or 2-D)."""
+    _dot_ranks(x, y)
+    return _matmul_dy(grad, x, y)
+''',
+    "_dot_ranks": '''
+def _dot_ranks(x, y):
+    """np.dot above 2-D is not @: refuse rather than return a wrong gradient."""
+    if not (1 <= numpy.ndim(x) <= 2 and 1 <= numpy.ndim(y) <= 2):
+        raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
 ''',
 }
+
+
+# Helpers that call other helpers: defining one defines these too.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "_matmul_dx": ("_unbroadcast",),
+    "_matmul_dy": ("_unbroadcast",),
+    "_dot_dx": ("_dot_ranks", "_matmul_dx"),
+    "_dot_dy": ("_dot_ranks", "_matmul_dy"),
+}
+
+
+def with_needs(names: set[str]) -> set[str]:
+    """``names`` and every helper they call, transitively."""
+    found = set(names)
+    pending = list(names)
+    while pending:
+        for needed in NEEDS.get(pending.pop(), ()):
+            if needed not in found:
+                found.add(needed)
+                pending.append(needed)
+    return found
 
 
 def helper_source(name: str, numpy_alias: str) -> list[str]:

@@ -56,3 +56,11 @@ def gradient_name(namer: Namer, variable: str) -> str:
 
 def backward_function_name(function: str) -> str:
     return f"{function}_backward"
+
+
+def value_and_grad_function_name(function: str) -> str:
+    return f"{function}_value_and_grad"
+
+
+def forward_function_name(function: str) -> str:
+    return f"{function}_forward"

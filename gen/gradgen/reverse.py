@@ -75,6 +75,11 @@ class BackwardFunction:
     adjoints: tuple[AdjointStatement, ...]
     gradients: tuple[str, ...]  # per parameter: a gradient name, "0.0" or "None"
     wrt: tuple[str, ...] | None = None  # the parameters the gradients are for; None: all
+    # The whole forward pass that computes the result and what the adjoints read (for
+    # F_value_and_grad and F_forward), and the names the adjoints read: the cache a
+    # forward/backward pair hands over, parameters first, then values in forward order.
+    full_forward: tuple[ForwardLine, ...] = ()
+    cache: tuple[str, ...] = ()
 
 
 def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> BackwardFunction:
@@ -154,12 +159,18 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         if g in gradient.values()
     }
     adjoints = _protect_shared(statements, upstream, returned if function.array_mode else {})
-    forward = _forward_lines(function, adjoints)
+    read = _names_read(adjoints)
+    forward = _forward_lines(function, read)
+    full_forward = _forward_lines(function, read | set(names_in(function.result)))
+    defined = [p.name for p in function.parameters] + [line.target for line in full_forward]
+    cache = tuple(name for name in defined if name in read)
     # The default upstream 1.0 suits a scalar result. A result known to be an array needs
     # its upstream gradient (an array of its shape), so there is no default to forget.
     array_result = isinstance(result, Name) and bool(known.get(result.id))
     default = None if array_result else "1.0"
-    return BackwardFunction(function, upstream, default, forward, adjoints, gradients, wrt)
+    return BackwardFunction(
+        function, upstream, default, forward, adjoints, gradients, wrt, full_forward, cache
+    )
 
 
 def _template_values(stage: Stage) -> dict[str, Expr]:
@@ -421,21 +432,23 @@ def _protect_shared(
     return tuple(result)
 
 
-def _forward_lines(
-    function: StagedFunction, adjoints: tuple[AdjointStatement, ...]
-) -> tuple[ForwardLine, ...]:
-    """The forward values the adjoints read, and what computing them needs.
+def _names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
+    """Every name the adjoint statements read (forward values, parameters, gradients)."""
+    return {
+        n
+        for a in adjoints
+        for n in [*names_in(a.expr), *(m for part in a.index for m in names_in(part))]
+    }
+
+
+def _forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLine, ...]:
+    """The lines computing the forward values named in ``wanted``, and what they need.
 
     A temporary read only by the one stage that consumes it is written inline there, so the
     recomputed forward reads like the user's own lines.
     """
     by_target = {s.target: s for s in function.stages}
-    read = {
-        n
-        for a in adjoints
-        for n in [*names_in(a.expr), *(m for part in a.index for m in names_in(part))]
-        if n in by_target
-    }
+    read = {n for n in wanted if n in by_target}
     needed: set[str] = set()
     pending = sorted(read)
     while pending:

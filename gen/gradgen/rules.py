@@ -245,24 +245,34 @@ def _std_adjoint(c: AdjointContext) -> str:
     return f"{centred} / ({_count(c)} * {_expanded(c, 'out')}) * {_expanded(c, 'g')}"
 
 
-def _matmul_left(c: AdjointContext) -> str:
+# With both ranks known and at most 2, the gradient is written out as the CS231n notes do;
+# otherwise (unknown ranks, stacks of matrices) a helper applies numpy's matmul rules. np.dot
+# differs from @ above 2 dimensions, so its helper refuses those at run time.
+def _matmul_left(c: AdjointContext, helper: str = "_matmul_dx") -> str:
     ranks = (c.rank("x"), c.rank("y"))
     return {
         (2, 2): "g @ y.T",
         (2, 1): "numpy.outer(g, y)",
         (1, 2): "y @ g",
         (1, 1): "g * y",
-    }.get(ranks, "_matmul_dx(g, x, y)")  # type: ignore[arg-type]
+    }.get(ranks, f"{helper}(g, x, y)")  # type: ignore[arg-type]
 
 
-def _matmul_right(c: AdjointContext) -> str:
+def _matmul_right(c: AdjointContext, helper: str = "_matmul_dy") -> str:
     ranks = (c.rank("x"), c.rank("y"))
     return {
         (2, 2): "x.T @ g",
         (2, 1): "x.T @ g",
         (1, 2): "numpy.outer(x, g)",
         (1, 1): "g * x",
-    }.get(ranks, "_matmul_dy(g, x, y)")  # type: ignore[arg-type]
+    }.get(ranks, f"{helper}(g, x, y)")  # type: ignore[arg-type]
+
+
+def _dot_shape(c: AdjointContext) -> Shape | None:
+    left, right = c.rank("x"), c.rank("y")
+    if left is None or right is None or max(left, right) > 2:
+        return None
+    return _matmul_shape(c)
 
 
 def _transpose_adjoint(c: AdjointContext) -> str:
@@ -399,9 +409,13 @@ RULES: tuple[Rule, ...] = (
          high=Depends("(numpy.maximum(x, low) > high) * g", _clip_high_adjoint)),
 
     # --- linear algebra ------------------------------------------------------------------
-    rule("matmul", "x @ y", "numpy.dot(x, y)", "numpy.matmul(x, y)", shape=_matmul_shape,
+    rule("matmul", "x @ y", "numpy.matmul(x, y)", shape=_matmul_shape,
          x=Depends("g @ y.T (by the ranks of x and y)", _matmul_left),
          y=Depends("x.T @ g (by the ranks of x and y)", _matmul_right)),
+    # np.dot is @ for 1-D and 2-D arrays, the only ranks it is differentiated for.
+    rule("dot", "numpy.dot(x, y)", shape=_dot_shape,
+         x=Depends("g @ y.T (1-D or 2-D)", functools.partial(_matmul_left, helper="_dot_dx")),
+         y=Depends("x.T @ g (1-D or 2-D)", functools.partial(_matmul_right, helper="_dot_dy"))),
 
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"),

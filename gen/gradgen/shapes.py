@@ -8,23 +8,41 @@ operand's shape at run time, which is always correct.
 
 from __future__ import annotations
 
+import re
+
 Dim = int | str
 Shape = tuple[Dim, ...]
 SCALAR: Shape = ()
 
 
+# A dimension is a number or a name, or an expression of them kept as an opaque name
+# ("4H", "4*H", "T+1"): two dimensions written the same are the same size.
+_DIMENSION = re.compile(r"^[A-Za-z0-9_*+\-]+$")
+
+
 def parse_annotation(text: str) -> Shape | None:
-    """``"N, D"``, ``"N D"``, ``"(N, D)"`` or ``"()"`` -> a shape; None if it is not one."""
-    text = text.strip().strip("()[]").replace(",", " ")
+    """``"N, D"``, ``"N D"``, ``"(N, D)"``, ``"N, 4H"`` or ``"()"`` -> a shape; None if it
+    is not one. A lone word that reads as a type (``"ndarray"``, ``"Tensor"``) is not a
+    shape: taking it for a 1-D one could make gradients of the wrong shape."""
+    words = text.strip().strip("()[]").replace(",", " ").split()
+    if len(words) == 1 and _looks_like_a_type(words[0]):
+        return None
     dims: list[Dim] = []
-    for word in text.split():
+    for word in words:
         if word.isdigit():
             dims.append(int(word))
-        elif word.isidentifier():
+        elif _DIMENSION.match(word):
             dims.append(word)
         else:
             return None
     return tuple(dims)
+
+
+def _looks_like_a_type(word: str) -> bool:
+    if word.lower() in ("ndarray", "array", "float", "int", "any", "object"):
+        return True
+    # CapWords (Array, NDArray, Tensor), not a dimension name (N, D, H, NC)
+    return word[0].isupper() and any(c.islower() for c in word)
 
 
 def broadcast(*shapes: Shape | None) -> Shape | None:
@@ -61,12 +79,14 @@ def reduce(shape: Shape | None, axis: object, keepdims: object) -> Shape | None:
 
 
 def matmul(left: Shape | None, right: Shape | None) -> Shape | None:
-    """The shape of ``left @ right`` for 1-D and 2-D operands."""
-    if left is None or right is None or not (1 <= len(left) <= 2 and 1 <= len(right) <= 2):
+    """The shape of ``left @ right``: a 1-D operand loses its dimension in the result, and
+    stacks of matrices broadcast their leading dimensions."""
+    if left is None or right is None or not left or not right:
         return None
-    rows = left[:-1]
-    columns = right[1:] if len(right) == 2 else ()
-    return (*rows, *columns)
+    rows = left[-2:-1]
+    columns = right[-1:] if len(right) >= 2 else ()
+    stack = broadcast(left[:-2], right[:-2])
+    return None if stack is None else (*stack, *rows, *columns)
 
 
 def transpose(shape: Shape | None, axes: object) -> Shape | None:

@@ -29,3 +29,21 @@ def f_backward(x, y, du=1.0):
     dx += ds
     dy = dy + ds
     return dx, dy
+
+
+def f_value_and_grad(x, y, du=1.0):
+    """f and its gradients with respect to (x, y)."""
+    s = x + y
+    t = s * x
+    u = t + y
+
+    # backprop u = t + y
+    dt = du
+    dy = du
+    # backprop t = s * x
+    ds = x * dt
+    dx = s * dt
+    # backprop s = x + y
+    dx += ds
+    dy = dy + ds
+    return u, (dx, dy)

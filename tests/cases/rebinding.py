@@ -35,3 +35,23 @@ def f_backward(x, h, dh=1.0):
     # backprop x = x + 1
     dx = dx_2
     return dx, d_h
+
+
+def f_value_and_grad(x, h, dh=1.0):
+    """f and its gradients with respect to (x, h)."""
+    x_2 = x + 1
+    h_2 = h * 2
+    h_3 = h_2 * h_2
+    h_exp = math.exp(h_3)
+    h_4 = h_exp + x_2
+
+    # backprop h = math.exp(h) + x
+    dx_2 = dh
+    dh_3 = h_exp * dh
+    # backprop h = h * h
+    dh_2 = (2 * h_2) * dh_3
+    # backprop h = h * 2
+    d_h = 2 * dh_2
+    # backprop x = x + 1
+    dx = dx_2
+    return h_4, (dx, d_h)
