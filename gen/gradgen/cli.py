@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate readable backward (gradient) code from staged forward Python. "
         "The input is parsed, never run.",
         epilog="Exit status: 0 done, 1 --check found stale output, 2 usage error, "
-        "123 input refused or output not written.",
+        "123 input refused or output not written. The numerical gradient check, which runs "
+        "the forward code: gradgen check FORWARD.py (see gradgen check -h).",
     )
     parser.add_argument(
         "sources",
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"] and not Path("check").exists():
+        # `gradgen check FORWARD.py`: the numerical gradient check (it runs the forward).
+        from gradgen.gradcheck import main as check_main
+
+        return check_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
