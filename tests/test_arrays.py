@@ -497,3 +497,40 @@ def test_dot_of_stacked_arrays_is_refused_at_run_time_not_differentiated_wrongly
     t, w = numpy.ones((2, 3, 4)), numpy.ones((4, 2))
     with pytest.raises(ValueError, match=r"np\.dot is differentiated for 1-D and 2-D"):
         backward(t, w, numpy.ones((2, 3, 2)))
+
+
+# --- np.where: the branch not taken must not turn a gradient into NaN -------------------------
+
+HAZARDS = [
+    pytest.param("np.where(x > 0, np.sqrt(x), 0.0) * y", id="sqrt-at-zero"),
+    pytest.param("np.where(x != 0, y / x, 1.0)", id="division-by-zero"),
+    pytest.param("np.where(x > 0, np.log(x) * y, 0.0)", id="log-times-y"),
+    pytest.param("np.where(x <= 0, 0.0, np.sqrt(x) ** 3 + y)", id="else-branch"),
+    pytest.param("np.where(x > 0, np.log(np.sqrt(x)), y)", id="chain-of-two"),
+]
+
+
+@pytest.mark.parametrize("annotated", [False, True], ids=["plain", "annotated"])
+@pytest.mark.parametrize("expr", HAZARDS)
+def test_where_branch_not_taken_gives_no_nan(expr: str, annotated: bool) -> None:
+    """At x <= 0 the taken branch is constant (or y): its gradient is finite, though the
+    other branch's derivative is infinite or NaN there."""
+    params = 'x: "5", y: "5"' if annotated else "x, y"
+    source = module(f"def f({params}):\n    return np.sum({expr})\n")
+    forward, backward, generated = forward_and_backward(source)
+    x = numpy.array([-1.0, 0.0, 0.0, 0.25, 4.0])
+    y = numpy.array([0.5, -2.0, 3.0, 1.5, -0.7])
+    with numpy.errstate(all="ignore"):  # the forward itself evaluates both branches
+        dx, dy = backward(x, y)
+    assert numpy.all(numpy.isfinite(dx)) and numpy.all(numpy.isfinite(dy)), generated
+    # away from x == 0 the gradients are the true ones
+    inside = [0, 3, 4]
+
+    def at(**values: Any) -> float:
+        with numpy.errstate(all="ignore"):
+            return float(forward(**values))
+
+    args = {"x": x, "y": y}
+    for name, grad in (("x", dx), ("y", dy)):
+        expected = numeric_gradient(at, args, name)
+        numpy.testing.assert_allclose(grad[inside], expected[inside], rtol=1e-6, err_msg=generated)

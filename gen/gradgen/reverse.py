@@ -4,6 +4,14 @@ The reverse pass is a short loop over the stages, last first: each stage that li
 from a parameter to the result hands every such input its adjoint from the rules table. The
 first contribution to a gradient is written with ``=``, later ones with ``+=``.
 
+Under ``np.where(c, a, b)`` the branch not taken may hold values where a derivative is
+infinite (``np.where(x > 0, np.sqrt(x), 0)`` at ``x == 0``): its gradient is 0 there, but
+0 * inf is NaN. So a gradient that is np.where's masked upstream, and only that, stays
+masked down the chain of elementwise stages that computed the branch: each adjoint reading
+a forward value is written ``np.where(c, adjoint, 0)`` (``np.where(g != 0, adjoint, 0)``
+where the shapes do not show that ``c`` lines up with it), and a finite true gradient never
+turns into NaN.
+
 ``+=`` writes into the object in place when the gradient is a numpy array. So when the object
 is shared, with the caller's upstream gradient or with another gradient still to be read
 (the add gate passes one object to both inputs), the accumulation is written
@@ -96,8 +104,12 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         gradient[result.id] = upstream
 
     temporaries = {s.target for s in function.stages if s.temporary}
+    # Gradients zero outside np.where's branch: variable -> (condition, branch, shape).
+    masks: dict[str, _Mask | None] = {}
 
-    def contribute(variable: str, adjoint: Expr, statement: int) -> None:
+    def contribute(variable: str, adjoint: Expr, statement: int, mask: _Mask | None = None) -> None:
+        # Only a gradient with exactly one contribution, a masked one, is masked.
+        masks[variable] = mask if variable not in gradient else None
         if isinstance(adjoint, Call) and adjoint.func.name == SCATTER:
             _, index, value = adjoint.args
             assert isinstance(index, Sequence_)
@@ -136,6 +148,9 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
             else:
                 template = stage.rule.adjoint(position, context)
             adjoint = _with_library(simplify(substitute(template, values)), stage.library)
+            mask = _operand_mask(stage, position, masks.get(stage.target), known)
+            if mask is not None and stage.rule.name != "where":  # where's adjoint is masked
+                adjoint = _masked(adjoint, mask, Name(gradient[stage.target]))
             # The other operands, and values such as np.where's condition: any can be wider.
             others = [o for o in stage.operands if o != operand]
             others += [value for _, value in stage.nondiff]
@@ -146,7 +161,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 and not all(_expression_shape(o, known) == SCALAR for o in others)
             ):
                 adjoint = _unbroadcast(adjoint, operand, known.get(operand.id), known[stage.target])
-            contribute(operand.id, adjoint, stage.statement)
+            contribute(operand.id, adjoint, stage.statement, mask)
 
     influences = _influences(function)
     wanted = wrt if wrt is not None else tuple(p.name for p in function.parameters)
@@ -171,6 +186,51 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     return BackwardFunction(
         function, upstream, default, forward, adjoints, gradients, wrt, full_forward, cache
     )
+
+
+@dataclass(frozen=True)
+class _Mask:
+    """A gradient that is zero where ``condition`` is not ``branch``; with no condition
+    (shapes unknown), zero wherever the gradient is."""
+
+    condition: Expr | None
+    branch: bool
+    shape: Shape | None
+
+
+def _operand_mask(
+    stage: Stage, position: int, target_mask: _Mask | None, known: dict[str, Shape | None]
+) -> _Mask | None:
+    """The mask of the adjoint ``stage`` gives its operand at ``position``: np.where's own,
+    or the target's passed down an elementwise stage between arrays of one known shape."""
+    assert stage.rule is not None
+    operand = stage.operands[position]
+    if not isinstance(operand, Name):
+        return None
+    shape = known.get(stage.target)
+    lined_up = bool(shape) and known.get(operand.id) == shape  # same known array shape
+    if stage.rule.name == "where":
+        condition = dict(stage.nondiff)["c"]
+        if lined_up and _expression_shape(condition, known) == shape:
+            return _Mask(condition, position == 0, shape)
+        return _Mask(None, True, None)
+    if target_mask is None or not stage.rule.elementwise:
+        return None
+    if target_mask.condition is not None and not (lined_up and target_mask.shape == shape):
+        return _Mask(None, True, None)  # the condition may not line up with this operand
+    return target_mask
+
+
+def _masked(adjoint: Expr, mask: _Mask, g: Name) -> Expr:
+    """``adjoint`` zeroed outside the mask, unless it reads no forward value (``g``,
+    ``-g``: zero stays zero)."""
+    if set(names_in(adjoint)) <= {g.id}:
+        return adjoint
+    if mask.condition is None:
+        nonzero = Compare("!=", g, number(0))
+        return Call(Func("numpy", "where", None), (nonzero, adjoint, number(0)))
+    branches = (adjoint, number(0)) if mask.branch else (number(0), adjoint)
+    return Call(Func("numpy", "where", None), (mask.condition, *branches))
 
 
 def _template_values(stage: Stage) -> dict[str, Expr]:

@@ -73,6 +73,11 @@ class Rule:
     variadic: bool = False
 
     @property
+    def elementwise(self) -> bool:
+        """Is each entry of the result computed from the same entry of each input?"""
+        return self.shape in (_same, _broadcast)
+
+    @property
     def adjoint_texts(self) -> tuple[str, ...]:
         return tuple(a if isinstance(a, str) else a.doc for a in self.adjoint_sources)
 
