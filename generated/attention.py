@@ -29,7 +29,7 @@ def attention_backward(q, k, v, dout):
     dexps = dweights / sums
     dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += np.broadcast_to(dsums, np.shape(exps))
+    dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
@@ -70,7 +70,7 @@ def attention_value_and_grad(q, k, v, dout):
     dexps = dweights / sums
     dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += np.broadcast_to(dsums, np.shape(exps))
+    dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
@@ -94,7 +94,7 @@ def attention_value_and_grad(q, k, v, dout):
 def attention_loss_backward(q, k, v, target, dloss=1.0):
     """Gradients of attention_loss with respect to (q, k, v, target)."""
     # Recomputes: D, scores_transpose_attribute, scores_sqrt, scores, shift,
-    # shifted, exps, sums, weights, out, diff, loss_mul_self.
+    # shifted, exps, sums, weights, out, diff.
     D = q.shape[1]
     scores_transpose_attribute = k.T
     scores_sqrt = math.sqrt(D)
@@ -106,12 +106,10 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     weights = exps / sums
     out = weights @ v
     diff = out - target
-    loss_mul_self = diff * diff
 
     # backprop loss = 0.5 * np.sum(diff * diff)
     dloss_sum = 0.5 * dloss
-    dloss_mul_self = np.full_like(loss_mul_self, dloss_sum)
-    ddiff = (2 * diff) * dloss_mul_self
+    ddiff = (2 * diff) * dloss_sum
     # backprop diff = out - target
     dout = ddiff
     dtarget = -ddiff
@@ -122,7 +120,7 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     dexps = dweights / sums
     dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += np.broadcast_to(dsums, np.shape(exps))
+    dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
@@ -156,13 +154,11 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     weights = exps / sums
     out = weights @ v
     diff = out - target
-    loss_mul_self = diff * diff
-    loss = 0.5 * np.sum(loss_mul_self)
+    loss = 0.5 * np.sum(diff * diff)
 
     # backprop loss = 0.5 * np.sum(diff * diff)
     dloss_sum = 0.5 * dloss
-    dloss_mul_self = np.full_like(loss_mul_self, dloss_sum)
-    ddiff = (2 * diff) * dloss_mul_self
+    ddiff = (2 * diff) * dloss_sum
     # backprop diff = out - target
     dout = ddiff
     dtarget = -ddiff
@@ -173,7 +169,7 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     dexps = dweights / sums
     dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += np.broadcast_to(dsums, np.shape(exps))
+    dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift

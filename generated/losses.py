@@ -160,8 +160,7 @@ def svm_loss_value_and_grad(x, y, dloss=1.0):
 def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     """Gradients of two_layer_net_loss with respect to (X, y, W1, b1, W2, b2, reg)."""
     # Recomputes: N, z1, h1, scores, shift, shifted, exps, sums, log_probs,
-    # data_loss_index, reg_loss_mul, reg_loss_mul_self, reg_loss_mul_self_2,
-    # reg_loss_add.
+    # data_loss_index, reg_loss_mul, reg_loss_add.
     N = X.shape[0]
     z1 = X @ W1 + b1
     h1 = np.maximum(0, z1)
@@ -173,9 +172,7 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     log_probs = shifted - np.log(sums)
     data_loss_index = log_probs[np.arange(N), y]
     reg_loss_mul = 0.5 * reg
-    reg_loss_mul_self = W1 * W1
-    reg_loss_mul_self_2 = W2 * W2
-    reg_loss_add = np.sum(reg_loss_mul_self) + np.sum(reg_loss_mul_self_2)
+    reg_loss_add = np.sum(W1 * W1) + np.sum(W2 * W2)
 
     # backprop loss = data_loss + reg_loss
     ddata_loss = dloss
@@ -183,10 +180,8 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop reg_loss = 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
     dreg_loss_mul = reg_loss_add * dreg_loss
     dreg_loss_add = reg_loss_mul * dreg_loss
-    dreg_loss_mul_self_2 = np.full_like(reg_loss_mul_self_2, dreg_loss_add)
-    dW2 = (2 * W2) * dreg_loss_mul_self_2
-    dreg_loss_mul_self = np.full_like(reg_loss_mul_self, dreg_loss_add)
-    dW1 = (2 * W1) * dreg_loss_mul_self
+    dW2 = (2 * W2) * dreg_loss_add
+    dW1 = (2 * W1) * dreg_loss_add
     dreg = 0.5 * dreg_loss_mul
     # backprop data_loss = -np.sum(log_probs[np.arange(N), y]) / N
     ddata_loss_neg = ddata_loss / N
@@ -238,9 +233,7 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     data_loss_index = log_probs[np.arange(N), y]
     data_loss = -np.sum(data_loss_index) / N
     reg_loss_mul = 0.5 * reg
-    reg_loss_mul_self = W1 * W1
-    reg_loss_mul_self_2 = W2 * W2
-    reg_loss_add = np.sum(reg_loss_mul_self) + np.sum(reg_loss_mul_self_2)
+    reg_loss_add = np.sum(W1 * W1) + np.sum(W2 * W2)
     reg_loss = reg_loss_mul * reg_loss_add
     loss = data_loss + reg_loss
 
@@ -250,10 +243,8 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop reg_loss = 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
     dreg_loss_mul = reg_loss_add * dreg_loss
     dreg_loss_add = reg_loss_mul * dreg_loss
-    dreg_loss_mul_self_2 = np.full_like(reg_loss_mul_self_2, dreg_loss_add)
-    dW2 = (2 * W2) * dreg_loss_mul_self_2
-    dreg_loss_mul_self = np.full_like(reg_loss_mul_self, dreg_loss_add)
-    dW1 = (2 * W1) * dreg_loss_mul_self
+    dW2 = (2 * W2) * dreg_loss_add
+    dW1 = (2 * W1) * dreg_loss_add
     dreg = 0.5 * dreg_loss_mul
     # backprop data_loss = -np.sum(log_probs[np.arange(N), y]) / N
     ddata_loss_neg = ddata_loss / N

@@ -46,7 +46,7 @@ def batchnorm_train_backward(x, gamma, beta, dout):
     dmu = -dxmu.sum(axis=0)
     # backprop mu = np.sum(x, axis=0) / N
     dmu_sum = dmu / N
-    dx += np.broadcast_to(np.expand_dims(dmu_sum, 0), np.shape(x))
+    dx += dmu_sum
     return dx, dgamma, dbeta
 
 
@@ -87,7 +87,7 @@ def batchnorm_train_value_and_grad(x, gamma, beta, dout):
     dmu = -dxmu.sum(axis=0)
     # backprop mu = np.sum(x, axis=0) / N
     dmu_sum = dmu / N
-    dx += np.broadcast_to(np.expand_dims(dmu_sum, 0), np.shape(x))
+    dx += dmu_sum
     return out, (dx, dgamma, dbeta)
 
 
@@ -119,7 +119,7 @@ def layernorm_backward(x, gamma, beta, dout):
     dx = dxmu
     dmu = -dxmu.sum(axis=1, keepdims=True)
     # backprop mu = np.mean(x, axis=1, keepdims=True)
-    dx += np.broadcast_to(dmu / x.shape[1], np.shape(x))
+    dx += dmu / x.shape[1]
     return dx, dgamma, dbeta
 
 
@@ -151,7 +151,7 @@ def layernorm_value_and_grad(x, gamma, beta, dout):
     dx = dxmu
     dmu = -dxmu.sum(axis=1, keepdims=True)
     # backprop mu = np.mean(x, axis=1, keepdims=True)
-    dx += np.broadcast_to(dmu / x.shape[1], np.shape(x))
+    dx += dmu / x.shape[1]
     return out, (dx, dgamma, dbeta)
 
 

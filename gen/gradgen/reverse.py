@@ -99,17 +99,21 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     relevant = _relevant(function, wrt)
     known = infer_shapes(function)
     gradient: dict[str, str] = {}
-    statements: list[AdjointStatement] = []
+    statements: list[AdjointStatement | None] = []  # None: a statement dropped later
     if isinstance(result, Name) and result.id in relevant:
         gradient[result.id] = upstream
 
     temporaries = {s.target for s in function.stages if s.temporary}
     # Gradients zero outside np.where's branch: variable -> (condition, branch, shape).
     masks: dict[str, _Mask | None] = {}
+    # Gradients that are one number spread over an array (a total's np.full_like), with the
+    # index of their statement: variable -> (index, number).
+    spreads: dict[str, tuple[int, Expr]] = {}
 
     def contribute(variable: str, adjoint: Expr, statement: int, mask: _Mask | None = None) -> None:
         # Only a gradient with exactly one contribution, a masked one, is masked.
         masks[variable] = mask if variable not in gradient else None
+        spreads.pop(variable, None)
         if isinstance(adjoint, Call) and adjoint.func.name == SCATTER:
             _, index, value = adjoint.args
             assert isinstance(index, Sequence_)
@@ -127,30 +131,36 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 gradient[variable] = adjoint.id
                 return
             gradient[variable] = gradient_name(namer, variable)
+            if isinstance(adjoint, Call) and adjoint.func.name == "full_like":
+                spreads[variable] = (len(statements), adjoint.args[1])
             statements.append(AdjointStatement(gradient[variable], "=", adjoint, statement))
         else:
+            # Added to a gradient that has the variable's whole shape, numpy broadcasts: a
+            # total's spread needs no array of its own (`dx += dsums`).
+            if isinstance(adjoint, Call) and adjoint.func.name in ("broadcast_to", "full_like"):
+                adjoint = adjoint.args[0 if adjoint.func.name == "broadcast_to" else 1]
+                if _is_leading_expand(adjoint):  # a new leading axis broadcasts by itself
+                    assert isinstance(adjoint, Call)
+                    adjoint = adjoint.args[0]
             statements.append(AdjointStatement(gradient[variable], "+=", adjoint, statement))
 
     for stage in reversed(function.stages):
         if stage.rule is None or stage.target not in relevant:
             continue
-        context = _context(stage, known)
-        values = _template_values(stage)
-        values["g"] = Name(gradient[stage.target])
+        g: Expr = Name(gradient[stage.target])
+        spread = spreads.get(stage.target)
+        if spread is not None and _spread_fits(stage, spread[1], relevant, known):
+            # The number itself times the local gradients already has the operand's shape:
+            # `(2 * W1) * dreg` rather than `(2 * W1) * np.full_like(W1 * W1, dreg)`.
+            statements[spread[0]] = None
+            g = spread[1]
         for position, operand in enumerate(stage.operands):
             if not (isinstance(operand, Name) and operand.id in relevant):
                 continue
-            if stage.rule.variadic:
-                values["x"] = operand
-                literals = {**context.literals, "position": position}
-                context = AdjointContext(literals, context.shapes)
-                template = stage.rule.adjoint(0, context)
-            else:
-                template = stage.rule.adjoint(position, context)
-            adjoint = _with_library(simplify(substitute(template, values)), stage.library)
+            adjoint = _adjoint(stage, position, g, known)
             mask = _operand_mask(stage, position, masks.get(stage.target), known)
             if mask is not None and stage.rule.name != "where":  # where's adjoint is masked
-                adjoint = _masked(adjoint, mask, Name(gradient[stage.target]))
+                adjoint = _masked(adjoint, mask, g)
             # The other operands, and values such as np.where's condition: any can be wider.
             others = [o for o in stage.operands if o != operand]
             others += [value for _, value in stage.nondiff]
@@ -173,7 +183,8 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         for name, g in zip(wanted, gradients, strict=True)
         if g in gradient.values()
     }
-    adjoints = _protect_shared(statements, upstream, returned if function.array_mode else {})
+    kept = [s for s in statements if s is not None]
+    adjoints = _protect_shared(kept, upstream, returned if function.array_mode else {})
     read = _names_read(adjoints)
     forward = _forward_lines(function, read)
     full_forward = _forward_lines(function, read | set(names_in(function.result)))
@@ -185,6 +196,45 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     default = None if array_result else "1.0"
     return BackwardFunction(
         function, upstream, default, forward, adjoints, gradients, wrt, full_forward, cache
+    )
+
+
+def _is_leading_expand(expr: Expr) -> bool:
+    """``np.expand_dims(e, 0)``: a leading axis, which numpy broadcasting adds anyway."""
+    if not (isinstance(expr, Call) and expr.func.name == "expand_dims"):
+        return False
+    axis = expr.args[1] if len(expr.args) > 1 else dict(expr.kwargs).get("axis")
+    return axis is not None and literal_value(axis) == 0
+
+
+def _adjoint(stage: Stage, position: int, g: Expr, known: dict[str, Shape | None]) -> Expr:
+    """The adjoint ``stage`` gives its operand at ``position`` when its gradient is ``g``."""
+    assert stage.rule is not None
+    context = _context(stage, known)
+    values = _template_values(stage)
+    values["g"] = g
+    if stage.rule.variadic:
+        values["x"] = stage.operands[position]
+        literals = {**context.literals, "position": position}
+        template = stage.rule.adjoint(0, AdjointContext(literals, context.shapes))
+    else:
+        template = stage.rule.adjoint(position, context)
+    return _with_library(simplify(substitute(template, values)), stage.library)
+
+
+def _spread_fits(
+    stage: Stage, number: Expr, relevant: set[str], known: dict[str, Shape | None]
+) -> bool:
+    """Can the number a gradient spreads stand for it in ``stage``'s adjoints? Yes when the
+    stage is elementwise and every adjoint, with g a number, has the stage's known shape."""
+    assert stage.rule is not None
+    shape = known.get(stage.target)
+    if not shape or not stage.rule.elementwise or stage.target in names_in(number):
+        return False
+    return all(
+        _expression_shape(_adjoint(stage, position, Const("1.0", 1.0), known), known) == shape
+        for position, operand in enumerate(stage.operands)
+        if isinstance(operand, Name) and operand.id in relevant
     )
 
 
@@ -221,10 +271,10 @@ def _operand_mask(
     return target_mask
 
 
-def _masked(adjoint: Expr, mask: _Mask, g: Name) -> Expr:
+def _masked(adjoint: Expr, mask: _Mask, g: Expr) -> Expr:
     """``adjoint`` zeroed outside the mask, unless it reads no forward value (``g``,
     ``-g``: zero stays zero)."""
-    if set(names_in(adjoint)) <= {g.id}:
+    if set(names_in(adjoint)) <= set(names_in(g)):
         return adjoint
     if mask.condition is None:
         nonzero = Compare("!=", g, number(0))
