@@ -42,7 +42,7 @@ def softmax_loss_backward(x, y, dloss=1.0):
     dcorrect = np.full_like(correct, dloss_sum)
     # backprop correct = log_probs[np.arange(N), y]
     dlog_probs = np.zeros_like(log_probs)
-    np.add.at(dlog_probs, (np.arange(N), y), dcorrect)
+    dlog_probs[np.arange(N), y] += dcorrect
     # backprop log_probs = shifted - log_sums
     dshifted = dlog_probs
     dlog_sums = -dlog_probs.sum(axis=1, keepdims=True)
@@ -80,7 +80,7 @@ def softmax_loss_value_and_grad(x, y, dloss=1.0):
     dcorrect = np.full_like(correct, dloss_sum)
     # backprop correct = log_probs[np.arange(N), y]
     dlog_probs = np.zeros_like(log_probs)
-    np.add.at(dlog_probs, (np.arange(N), y), dcorrect)
+    dlog_probs[np.arange(N), y] += dcorrect
     # backprop log_probs = shifted - log_sums
     dshifted = dlog_probs
     dlog_sums = -dlog_probs.sum(axis=1, keepdims=True)
@@ -125,7 +125,7 @@ def svm_loss_backward(x, y, dloss=1.0):
     dcorrect = np.zeros_like(correct)
     dcorrect[:, None] += dmargins_index
     # backprop correct = x[np.arange(N), y]
-    np.add.at(dx, (np.arange(N), y), dcorrect)
+    dx[np.arange(N), y] += dcorrect
     return dx, None
 
 
@@ -153,7 +153,7 @@ def svm_loss_value_and_grad(x, y, dloss=1.0):
     dcorrect = np.zeros_like(correct)
     dcorrect[:, None] += dmargins_index
     # backprop correct = x[np.arange(N), y]
-    np.add.at(dx, (np.arange(N), y), dcorrect)
+    dx[np.arange(N), y] += dcorrect
     return loss, (dx, None)
 
 
@@ -188,7 +188,7 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     ddata_loss_sum = -ddata_loss_neg
     ddata_loss_index = np.full_like(data_loss_index, ddata_loss_sum)
     dlog_probs = np.zeros_like(log_probs)
-    np.add.at(dlog_probs, (np.arange(N), y), ddata_loss_index)
+    dlog_probs[np.arange(N), y] += ddata_loss_index
     # backprop log_probs = shifted - np.log(sums)
     dshifted = dlog_probs
     dlog_probs_log = -dlog_probs.sum(axis=1, keepdims=True)
@@ -251,7 +251,7 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     ddata_loss_sum = -ddata_loss_neg
     ddata_loss_index = np.full_like(data_loss_index, ddata_loss_sum)
     dlog_probs = np.zeros_like(log_probs)
-    np.add.at(dlog_probs, (np.arange(N), y), ddata_loss_index)
+    dlog_probs[np.arange(N), y] += ddata_loss_index
     # backprop log_probs = shifted - np.log(sums)
     dshifted = dlog_probs
     dlog_probs_log = -dlog_probs.sum(axis=1, keepdims=True)

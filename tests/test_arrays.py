@@ -534,3 +534,33 @@ def test_where_branch_not_taken_gives_no_nan(expr: str, annotated: bool) -> None
     for name, grad in (("x", dx), ("y", dy)):
         expected = numeric_gradient(at, args, name)
         numpy.testing.assert_allclose(grad[inside], expected[inside], rtol=1e-6, err_msg=generated)
+
+
+# --- integer-array indexing: += where no entry can repeat, np.add.at otherwise --------------
+
+
+def test_arange_rows_with_one_label_each_scatter_with_plain_indexing() -> None:
+    source = module('def f(x: "3, 4", y: "3"):\n    return x[np.arange(3), y] * 2.0\n')
+    _, backward, generated = forward_and_backward(source)
+    assert "dx[np.arange(3), y] +=" in generated and "add.at" not in generated, generated
+    x, y = numpy.ones((3, 4)), numpy.array([1, 1, 3])
+    upstream = numpy.array([1.0, 2.0, 3.0])
+    dx, dy = backward(x, y, upstream)
+    expected = numpy.zeros((3, 4))
+    expected[[0, 1, 2], [1, 1, 3]] = [2.0, 4.0, 6.0]
+    numpy.testing.assert_array_equal(dx, expected)
+    assert dy is None
+
+
+def test_arange_broadcast_against_a_2d_index_repeats_entries() -> None:
+    """``x[np.arange(3), y]`` with ``y`` of shape (2, 3) picks row i twice: the gradient
+    must add both, which only np.add.at does."""
+    source = module('def f(x: "3, 4", y: "2, 3"):\n    return np.sum(x[np.arange(3), y])\n')
+    _, backward, generated = forward_and_backward(source)
+    assert "add.at" in generated, generated
+    y = numpy.array([[1, 1, 3], [1, 0, 3]])
+    dx, _ = backward(numpy.ones((3, 4)), y)
+    expected = numpy.zeros((3, 4))
+    numpy.add.at(expected, (numpy.arange(3), y), 1.0)
+    numpy.testing.assert_array_equal(dx, expected)
+    assert dx[0, 1] == 2.0 and dx[2, 3] == 2.0

@@ -297,7 +297,7 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
     if adjoint.op == "copy":
         return f"{adjoint.target} = {adjoint.target}.copy()"
     if adjoint.op == "scatter":
-        return _scatter_line(adjoint.target, adjoint.index, expr, helpers)
+        return _scatter_line(adjoint.target, adjoint.index, expr, helpers, adjoint.distinct)
     if adjoint.op == "= +":
         if isinstance(expr, UnaryOp) and expr.op == "-":
             total = BinOp("-", Name(adjoint.target), expr.operand)
@@ -307,11 +307,14 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
     return f"{adjoint.target} {adjoint.op} {render(expr)}"
 
 
-def _scatter_line(target: str, index: tuple[Expr, ...], value: Expr, helpers: _Helpers) -> str:
-    """Add ``value`` into ``target`` at ``index``: ``dx[:, :5] += g`` for slices and numbers;
-    ``np.add.at`` when the index holds arrays, so that repeated indices add up."""
+def _scatter_line(
+    target: str, index: tuple[Expr, ...], value: Expr, helpers: _Helpers, distinct: bool
+) -> str:
+    """Add ``value`` into ``target`` at ``index``: ``dx[:, :5] += g`` for slices and numbers,
+    and for arrays that provably select no entry twice; otherwise ``np.add.at``, so that
+    repeated indices add up."""
     index = tuple(helpers.resolve(part) for part in index)
-    if all(_is_basic_index(part) for part in index):
+    if distinct or all(_is_basic_index(part) for part in index):
         return f"{render(Subscript(Name(target), index))} += {render(value)}"
     parts = tuple(_as_slice_call(part) for part in index)
     where = parts[0] if len(parts) == 1 else Sequence_(parts)

@@ -314,7 +314,12 @@ def _num(expr: Expr) -> int | float | None:
 
 def simplify(expr: Expr) -> Expr:
     """Fold literal arithmetic and drop identity operations."""
-    expr = map_children(expr, simplify)
+    return _simplify_top(map_children(expr, simplify))
+
+
+def _simplify_top(expr: Expr) -> Expr:
+    # ``expr``'s children are simplified already: only the node itself is looked at, so a
+    # rewrite that builds a new node (`-1 * a` -> `-a`) costs nothing more for a large `a`.
     if isinstance(expr, (Call, Subscript, Sequence_)):
         # An argument, index or item needs no parentheses of its own.
         return map_children(expr, unwrap)
@@ -349,9 +354,9 @@ def _simplify_binop(expr: BinOp) -> Expr:
         if b == 1:
             return left
         if a == -1:
-            return simplify(UnaryOp("-", right))
+            return _simplify_top(UnaryOp("-", right))
         if b == -1:
-            return simplify(UnaryOp("-", left))
+            return _simplify_top(UnaryOp("-", left))
     if op == "+":
         if a == 0:
             return right

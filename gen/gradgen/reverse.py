@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gradgen import shapes
 from gradgen.expr import (
@@ -64,6 +64,7 @@ class AdjointStatement:
     expr: Expr
     statement: int  # the user statement this differentiates
     index: tuple[Expr, ...] = ()
+    distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,11 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 gradient[variable] = gradient_name(namer, variable)
                 zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
                 statements.append(AdjointStatement(gradient[variable], "=", zeros, statement))
+            distinct = _selects_distinct(index.items, known)
             statements.append(
-                AdjointStatement(gradient[variable], "scatter", value, statement, index.items)
+                AdjointStatement(
+                    gradient[variable], "scatter", value, statement, index.items, distinct
+                )
             )
         elif variable not in gradient:
             if variable in temporaries and isinstance(adjoint, Name):
@@ -197,6 +201,21 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     return BackwardFunction(
         function, upstream, default, forward, adjoints, gradients, wrt, full_forward, cache
     )
+
+
+def _selects_distinct(index: tuple[Expr, ...], known: dict[str, Shape | None]) -> bool:
+    """Does integer-array ``index`` select each entry at most once? Provably so when one of
+    its arrays is ``np.arange(...)`` and the others are numbers or 1-D arrays: the rows
+    differ (``probs[np.arange(N), y]``), so fancy ``+=`` needs no ``np.add.at``."""
+    has_arange = False
+    for part in index:
+        if isinstance(part, Call) and part.func.name == "arange":
+            has_arange = True
+        elif isinstance(literal_value(part), int):
+            continue
+        elif not (isinstance(part, Name) and len(known.get(part.id) or (0, 0)) <= 1):
+            return False
+    return has_arange
 
 
 def _is_leading_expand(expr: Expr) -> bool:
@@ -522,7 +541,7 @@ def _protect_shared(
         elif op == "scatter" and not writable(target, index):
             result.append(AdjointStatement(target, "copy", Name(target), statement.statement))
             hold(target, next(fresh))
-        result.append(AdjointStatement(target, op, expr, statement.statement, statement.index))
+        result.append(replace(statement, op=op, expr=expr))
     # A returned gradient must be an array the caller owns and may write into.
     last = statements[-1].statement if statements else 0
     handed_back: set[int] = set()

@@ -22,12 +22,12 @@ from gradgen.expr import (
     Expr,
     Name,
     Sequence_,
+    Slice,
     Subscript,
     UnaryOp,
     children,
     is_constant,
     literal_value,
-    map_children,
     names_in,
     replace_nodes,
     substitute,
@@ -206,8 +206,24 @@ _LITERAL_ONLY = ("axis", "keepdims", "axes", "ddof")
 def is_inactive(expr: Expr) -> bool:
     """True when no gradient can flow through ``expr`` whatever its variables hold: a
     constant, a comparison (a mask), a shape, a call of a function with no gradient."""
-    expr = unwrap(expr)
-    if is_constant(expr) or isinstance(expr, Compare):
+    # Operator chains are followed with a stack, not recursion, and each leaf is looked at
+    # once: `lower` asks this of every level of a deeply nested expression, which must not
+    # cost the depth squared (or cubed) nor the stack.
+    pending = [expr]
+    while pending:
+        node = unwrap(pending.pop())
+        if isinstance(node, (BinOp, UnaryOp)):
+            # Inactive when every operand is (a constant operation's operands are constant).
+            pending.extend(children(node))
+        elif isinstance(node, Subscript):
+            pending.append(node.value)  # indexing something with no gradient: none either
+        elif not isinstance(node, Compare) and not _inactive_leaf(node):
+            return False
+    return True
+
+
+def _inactive_leaf(expr: Expr) -> bool:
+    if is_constant(expr):
         return True
     if isinstance(expr, Call):
         if expr.func.name == "astype" and len(expr.args) == 2:
@@ -215,10 +231,6 @@ def is_inactive(expr: Expr) -> bool:
         return (expr.func.lib, expr.func.name) in NONDIFFERENTIABLE
     if isinstance(expr, Attribute):
         return expr.name in NONDIFFERENTIABLE_ATTRIBUTES
-    if isinstance(expr, Subscript):
-        return is_inactive(expr.value)
-    if isinstance(expr, (BinOp, UnaryOp)):
-        return all(is_inactive(child) for child in children(expr))
     return False
 
 
@@ -353,7 +365,36 @@ def _operands(expr: Expr) -> tuple[str, tuple[Expr, ...]] | None:
 
 
 def _same(a: Expr, b: Expr) -> bool:
-    def strip(expr: Expr) -> Expr:
-        return map_children(unwrap(expr), strip)
+    """Do ``a`` and ``b`` compute the same thing, parentheses aside?"""
+    # A pattern variable seen twice (`x * x`) is compared with what it bound: side by side
+    # with a stack, stopping at the first difference, so a deep operand costs no recursion
+    # and, compared with a small one, next to nothing.
+    pending = [(a, b)]
+    while pending:
+        left, right = pending.pop()
+        left, right = unwrap(left), unwrap(right)
+        if _shallow(left) != _shallow(right):
+            return False
+        pending.extend(zip(children(left), children(right), strict=True))
+    return True
 
-    return strip(a) == strip(b)
+
+def _shallow(expr: Expr) -> tuple[object, ...]:
+    """Everything ``expr`` holds except its subexpressions (and where it came from)."""
+    if isinstance(expr, Name):
+        return (Name, expr.id)
+    if isinstance(expr, Const):
+        return (Const, expr.text, expr.value)
+    if isinstance(expr, Call):
+        return (Call, expr.func, len(expr.args), tuple(key for key, _ in expr.kwargs))
+    if isinstance(expr, Attribute):
+        return (Attribute, expr.name)
+    if isinstance(expr, Slice):
+        return (Slice, expr.lower is None, expr.upper is None, expr.step is None)
+    if isinstance(expr, Subscript):
+        return (Subscript, len(expr.index))
+    if isinstance(expr, Sequence_):
+        return (Sequence_, expr.brackets, len(expr.items))
+    if isinstance(expr, (BinOp, UnaryOp, Compare)):
+        return (type(expr), expr.op)
+    return (type(expr),)
