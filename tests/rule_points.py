@@ -223,6 +223,16 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.squeeze(x)", x=(3, 1, 4), explicit=False),
         case("np.squeeze(x, axis=1)", x=(3, 1, 4), explicit=False),
     ],
+    "ravel": [
+        case("np.ravel(x)", x=M, explicit=False),
+        case("x.ravel()", x=T, explicit=False),
+        case("x.flatten()", x=M, explicit=False),
+    ],
+    "outer": [
+        case("np.outer(u, v)", u=(3,), v=(4,)),
+        case("np.outer(x, v)", x=(2, 2), v=(3,), explicit=False),
+        case("np.outer(u, x)", u=(2,), x=M, explicit=False),
+    ],
     "concatenate": [
         case("np.concatenate([x, y])", x=M, y=(2, 4), explicit=False),
         case("np.concatenate([x, y], axis=1)", x=M, y=(3, 2), explicit=False),

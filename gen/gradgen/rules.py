@@ -173,8 +173,10 @@ METHODS: dict[str, str] = {
         "transpose",
         "clip",
         "astype",
+        "ravel",
     )
 }
+METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gradient
 
 
 # --- shapes of results ----------------------------------------------------------------------
@@ -347,6 +349,31 @@ def _matmul_shape(c: AdjointContext) -> Shape | None:
     return shapes.matmul(c.shapes.get("x"), c.shapes.get("y"))
 
 
+def _ravel_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape if shape is not None and len(shape) == 1 else None
+
+
+def _outer_shape(c: AdjointContext) -> Shape | None:
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if x is None or y is None or len(x) != 1 or len(y) != 1:
+        return None
+    return (x[0], y[0])
+
+
+# np.outer flattens its inputs: the gradient is reshaped back unless both are known 1-D.
+def _outer_left(c: AdjointContext) -> str:
+    if c.rank("x") == 1 and c.rank("y") == 1:
+        return "g @ y"
+    return "numpy.reshape(g @ numpy.ravel(y), numpy.shape(x))"
+
+
+def _outer_right(c: AdjointContext) -> str:
+    if c.rank("x") == 1 and c.rank("y") == 1:
+        return "x @ g"
+    return "numpy.reshape(numpy.ravel(x) @ g, numpy.shape(y))"
+
+
 def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
 
@@ -445,6 +472,9 @@ RULES: tuple[Rule, ...] = (
                                            _transpose_adjoint)),
     rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
          "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, x.shape)"),
+    rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, x="numpy.reshape(g, x.shape)"),
+    rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
+         x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), variadic=True,
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), variadic=True,
