@@ -1,0 +1,541 @@
+"""The gradient check: ``gradgen check FORWARD.py`` (``gradgen.gradcheck.main``) and
+``gradgen.testing.assert_gradients_match``.
+
+Each command runs on copies in ``tmp_path``. A hand-broken backward is made the way a person
+would break it: generate the backward of a forward file, change one statement of
+``F_backward``, and check with ``--backward``; the check must fail and name the forward line
+whose backward the changed statement belongs to.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import gradgen
+from gradgen import gradcheck
+from gradgen.config import is_skipped
+from gradgen.testing import assert_gradients_match
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.py")) if not is_skipped(p)]
+ROW = re.compile(
+    r"^(?P<function>\w+) +(?P<parameter>\w+) +(?P<shape>.+?) +(?P<error>\S+) +"
+    r"(?P<result>pass|FAIL|skip \(None\))$",
+    re.MULTILINE,
+)
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """``run(*argv) -> (status, stdout, stderr)`` of ``gradgen check``; never a traceback."""
+
+    def run_(*argv: str | Path) -> tuple[int, str, str]:
+        status = gradcheck.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return status, out, err
+
+    return run_
+
+
+def copy_example(tmp_path: Path, stem: str) -> Path:
+    path = tmp_path / f"{stem}.py"
+    shutil.copy(ROOT / "examples" / f"{stem}.py", path)
+    return path
+
+
+def line_of(path: Path, statement: str) -> int:
+    """The first 1-based line of ``path`` whose text starts with ``statement``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = [n for n, line in enumerate(lines, 1) if line.strip().startswith(statement)]
+    assert found, statement
+    return found[0]
+
+
+def broken(forward: Path, function: str, old: str, new: str, *, comments: bool = True) -> Path:
+    """The backward gradgen writes for ``forward``, with the first line of
+    ``{function}_backward`` that starts with ``old`` replaced by ``new`` (and, unless
+    ``comments``, its ``# backprop`` comments removed): a hand-edited backward file."""
+    lines = gradgen.generate(forward.read_text(encoding="utf-8"), forward.name).splitlines()
+    start = lines.index(next(s for s in lines if s.startswith(f"def {function}_backward(")))
+    end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("def ")), None)
+    body = range(start, end or len(lines))
+    target = next(k for k in body if lines[k].strip().startswith(old))
+    indent = lines[target][: len(lines[target]) - len(lines[target].lstrip())]
+    lines[target] = indent + new
+    if not comments:
+        lines = [s for s in lines if not s.strip().startswith("# backprop")]
+    path = forward.with_name(f"{forward.stem}_backward_edited.py")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# --- the examples pass ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_passes(example: Path, tmp_path: Path, run: Run) -> None:
+    path = copy_example(tmp_path, example.stem)
+    status, out, err = run(path)
+    assert status == 0, out + err
+    rows = ROW.findall(out)
+    assert rows, out
+    assert all(row[4] in ("pass", "skip (None)") for row in rows), out
+    assert "gradients match central differences" in out
+
+
+def test_every_function_and_parameter_is_in_the_table(tmp_path: Path, run: Run) -> None:
+    path = copy_example(tmp_path, "losses")
+    status, out, _ = run(path)
+    assert status == 0
+    rows = {(m["function"], m["parameter"]): m for m in ROW.finditer(out)}
+    assert set(rows) >= {("softmax_loss", "x"), ("two_layer_net_loss", "reg")}
+    # Labels are used only as indices: integers in range, not differentiated.
+    label = rows["softmax_loss", "y"]
+    assert label["result"] == "skip (None)"
+    assert label["shape"].startswith("int (")
+    assert rows["two_layer_net_loss", "reg"]["shape"] == "scalar"
+    sizes = re.search(r"^softmax_loss: sizes N=(\d), C=(\d)$", out, re.MULTILINE)
+    assert sizes is not None, out
+    n, c = map(int, sizes.groups())
+    assert rows["softmax_loss", "x"]["shape"] == f"({n}, {c})"
+
+
+def test_lstm_gets_sizes_where_its_gates_fit(tmp_path: Path, run: Run) -> None:
+    # a[:, 3 * H :] and the products after it only fit when G == 4 * H.
+    status, out, _ = run(copy_example(tmp_path, "recurrent"), "--function", "lstm_step")
+    assert status == 0, out
+    sizes = dict(re.findall(r"(\w)=(\d+)", out.splitlines()[1]))
+    assert int(sizes["G"]) == 4 * int(sizes["H"]), out
+
+
+# --- a broken backward fails, at the right line --------------------------------------------------
+
+
+def test_broken_adjoint_names_the_line_that_reads_the_variable(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "staged")
+    edited = broken(forward, "f", "dden =", "dden = (-1.0 / den) * dinvden")
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    assert re.search(r"^f +x +scalar +\S+ +FAIL$", out, re.MULTILINE), out
+    line = line_of(forward, "invden = 1.0 / den")
+    assert f"{forward}:{line}: the adjoint of 'den' disagrees" in out
+    assert out.count(f"{forward}:") == 1, out  # one line named, no other suspects
+
+
+def test_forgotten_upstream_factor_is_caught(tmp_path: Path, run: Run) -> None:
+    # With the upstream gradient 1.0 this change would be invisible: the check draws one.
+    forward = copy_example(tmp_path, "staged")
+    edited = broken(forward, "f", "dinvden =", "dinvden = num")
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    line = line_of(forward, "f = num * invden")
+    assert f"{forward}:{line}: the adjoint of 'invden' disagrees" in out
+
+
+@pytest.mark.parametrize("comments", [True, False], ids=["comments", "no-comments"])
+def test_of_several_readers_the_wrong_one_is_named(
+    tmp_path: Path, run: Run, comments: bool
+) -> None:
+    # x is read by three statements; only the backward of `num = x + sigy` is changed.
+    forward = copy_example(tmp_path, "staged")
+    edited = broken(forward, "f", "dx += dnum", "dx += 2 * dnum", comments=comments)
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    assert re.search(r"^f +y +scalar +\S+ +pass$", out, re.MULTILINE), out
+    line = line_of(forward, "num = x + sigy")
+    assert f"{forward}:{line}: the adjoint of 'x' disagrees" in out
+    assert "also read here" not in out
+
+
+def test_broken_array_backward(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "normalization")
+    lines = gradgen.generate(forward.read_text(encoding="utf-8")).splitlines()
+    statement = next(s.strip() for s in lines if s.strip().startswith("divar = "))
+    edited = broken(forward, "batchnorm_train", "divar =", f"{statement} * 1.5")
+    status, out, _ = run(forward, "--backward", edited, "--function", "batchnorm_train")
+    assert status == 1
+    assert re.search(r"^batchnorm_train +x +\(\d, \d\) +\S+ +FAIL$", out, re.MULTILINE), out
+    assert re.search(r"dx: max abs\. error \S+, max rel\. error \S+ at index \(\d, \d\)", out)
+    line = line_of(forward, "xhat = xmu * ivar")
+    assert f"{forward}:{line}: the adjoint of 'ivar' disagrees" in out
+
+
+def test_rebound_name_is_shown_as_written(tmp_path: Path, run: Run) -> None:
+    # compound.py binds h twice; gradgen calls the second binding h_2.
+    forward = copy_example(tmp_path, "compound")
+    lines = gradgen.generate(forward.read_text(encoding="utf-8")).splitlines()
+    statement = next(s.strip() for s in lines if s.strip().startswith("dh_2 = "))
+    edited = broken(forward, "layer", "dh_2 =", f"{statement} * 3")
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    line = line_of(forward, "return np.sqrt(h + 1.0)")
+    second = line_of(forward, "h = h * h")
+    assert f"{forward}:{line}: the adjoint of 'h' (as bound at line {second}) disagrees" in out
+
+
+def test_wrong_return_is_named(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "staged")
+    edited = broken(forward, "f", "return dx, dy", "return dy, dx")
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    assert "the backward returns a wrong gradient for" in out
+    assert f"{forward}:{line_of(forward, 'def f(')}:" in out
+
+
+def test_backward_that_raises_is_named(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "staged")
+    edited = broken(forward, "f", "dden =", "dden = (-1.0 / den**2) * dinvden_typo")
+    status, out, _ = run(forward, "--backward", edited)
+    assert status == 1
+    assert "ERROR" in out
+    line = line_of(forward, "invden = 1.0 / den")
+    assert f"{forward}:{line}: the backward of this line raised NameError" in out
+
+
+def test_pairs_backward_is_checked_through_its_cache(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "layers_basic")
+    backward = tmp_path / "pairs.py"
+    backward.write_text(gradgen.generate(forward.read_text(encoding="utf-8"), pairs=True))
+    status, out, _ = run(forward, "--backward", backward)
+    assert status == 0, out
+
+
+def test_backward_without_the_function_fails(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "staged")
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    status, out, _ = run(forward, "--backward", empty)
+    assert status == 1
+    assert "defines no f_backward" in out
+
+
+# --- drawing arguments ---------------------------------------------------------------------------
+
+
+def test_shapes_parsing() -> None:
+    assert gradcheck.parse_shapes(["x=2,3", "N=4", "s=", "t=()", "u=N, 5"]) == {
+        "x": (2, 3),
+        "N": (4,),
+        "s": (),
+        "t": (),
+        "u": ("N", 5),
+    }
+    for bad in ["x", "x=0", "x=2,-3", "1x=2", "x=2.5"]:
+        with pytest.raises(gradcheck.UsageError):
+            gradcheck.parse_shapes([bad])
+    assert gradcheck.parse_ints(["y", "z=3", "k=C"]) == {"y": None, "z": 3, "k": "C"}
+    with pytest.raises(gradcheck.UsageError):
+        gradcheck.parse_ints(["y=0"])
+
+
+def test_shapes_set_dimension_sizes_and_parameter_shapes(tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "layers_basic")
+    status, out, _ = run(forward, "--function", "affine", "--shapes", "N=4", "D=3", "b=M")
+    assert status == 0, out
+    rows = {m["parameter"]: m["shape"] for m in ROW.finditer(out)}
+    assert rows["x"] == "(4, 3)"
+    assert rows["w"].startswith("(3, ")
+    assert re.search(r"^affine: sizes N=4, D=3, M=\d$", out, re.MULTILINE), out
+
+
+def test_shapes_override_annotations(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "f.py"
+    forward.write_text("import numpy as np\n\n\ndef f(x, s):\n    return np.sum(x * x) * s\n")
+    status, out, _ = run(forward, "--shapes", "x=2,5")
+    assert status == 0, out
+    rows = {m["parameter"]: m["shape"] for m in ROW.finditer(out)}
+    assert rows == {"x": "(2, 5)", "s": "scalar"}
+
+
+def test_ints_option(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "pick.py"
+    forward.write_text(
+        'import numpy as np\n\n\ndef pick(x: "N, C", k):\n    row = x[k]\n'
+        "    return np.sum(row * row)\n"
+    )
+    # k's gradient slot is None: an integer already; --ints bounds it.
+    status, out, _ = run(forward, "--ints", "k=N")
+    assert status == 0, out
+    rows = {m["parameter"]: m for m in ROW.finditer(out)}
+    assert rows["k"]["result"] == "skip (None)"
+    assert rows["k"]["shape"] == "int"
+
+
+def test_values_are_drawn_where_the_forward_is_defined(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "domain.py"
+    forward.write_text(
+        "import math\n\n\ndef f(x, y):\n    r = math.sqrt(x)\n    return math.log(y) * r\n"
+    )
+    status, out, _ = run(forward)
+    assert status == 0, out
+
+
+def test_forward_that_never_runs_is_an_error(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "mismatch.py"
+    forward.write_text(
+        'import numpy as np\n\n\ndef f(x: "N, 3", w: "4"):\n    return np.sum(x @ w)\n'
+    )
+    status, out, _ = run(forward)
+    assert status == 1
+    assert "does not run on random arguments" in out
+    assert "--shapes" in out
+
+
+def test_a_gradient_zero_everywhere_is_reported(tmp_path: Path, run: Run) -> None:
+    # Far past the kink of every ReLU, central differences are 0 whatever the backward says:
+    # the check must say that it proved little.
+    forward = tmp_path / "dead.py"
+    forward.write_text(
+        'import numpy as np\n\n\ndef f(x: "N"):\n    h = np.maximum(0, x - 50.0)\n'
+        "    return np.sum(h)\n"
+    )
+    status, out, _ = run(forward)
+    assert status == 0
+    assert "zero everywhere" in out
+
+
+# --- usage and refusals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--no-such-option"],
+        ["{dir}/missing.py"],
+        ["{forward}", "--function", "nope"],
+        ["{forward}", "--shapes", "x"],
+        ["{forward}", "--shapes", "Q=3"],
+        ["{forward}", "--ints", "nope"],
+        ["{forward}", "--rtol", "0"],
+        ["{forward}", "--backward", "{dir}/missing.py"],
+    ],
+    ids=[
+        "no-file",
+        "unknown-option",
+        "missing-file",
+        "unknown-function",
+        "bad-shapes",
+        "unknown-shape-name",
+        "unknown-ints-name",
+        "zero-rtol",
+        "missing-backward",
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], tmp_path: Path, run: Run) -> None:
+    forward = copy_example(tmp_path, "staged")
+    status, out, err = run(*[a.format(dir=tmp_path, forward=forward) for a in argv])
+    assert status == 2
+    assert "usage: gradgen check" in err
+    assert "gradient" not in out
+
+
+def test_refused_file_exits_123_with_diagnostics(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "bad.py"
+    forward.write_text(
+        "def f(x):\n    y = 0.0\n    for i in range(3):\n        y = y + x\n    return y\n"
+    )
+    status, out, err = run(forward)
+    assert status == 123
+    assert f"{forward}:3:5: error: loops are not supported" in err
+    assert "        for i in range(3):\n        ^" in err
+    assert out == ""
+
+
+def test_help_exits_0(run: Run) -> None:
+    status, out, _ = run("--help")
+    assert status == 0
+    assert "RUNS the forward code" in " ".join(out.split())
+
+
+def test_cli_dispatches_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradgen.cli import main
+
+    forward = copy_example(tmp_path, "add_mul")
+    assert main(["check", str(forward)]) == 0
+    assert "all 3 gradients match" in capsys.readouterr().out
+
+
+# --- assert_gradients_match ----------------------------------------------------------------------
+
+_modules = itertools.count()
+
+
+@pytest.fixture
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """``load(source) -> module``, from a file of its own (the decorator reads source)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load_(source: str) -> ModuleType:
+        name = f"gradcheck_module_{next(_modules)}"
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(source), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load_
+
+
+MODULE = """\
+import math
+
+import numpy as np
+
+import gradgen
+
+
+@gradgen.differentiable
+def f(x, y):
+    q = x + y
+    h = math.tanh(q)
+    return h * y
+
+
+@gradgen.differentiable
+def layer(x: "N, D", w: "D, M", b: "M"):
+    z = x @ w + b
+    a = np.tanh(z)
+    return a
+
+
+def plain(x: "N, C", y: "N"):
+    N = x.shape[0]
+    picked = x[np.arange(N), y]
+    return np.sum(picked * picked)
+
+
+@gradgen.differentiable(pairs=True)
+def paired(x: "N, D", w: "D"):
+    z = x @ w
+    return np.sum(z * z)
+
+
+def f_backward_wrong(x, y, dout=1.0):
+    q = x + y
+    h = math.tanh(q)
+    dh = y * dout
+    dy = h * dout
+    dq = (1 - h) * dh
+    dx = dq
+    dy += dq
+    return dx, dy
+
+
+def f_backward_without_upstream(x, y, dout=1.0):
+    q = x + y
+    h = math.tanh(q)
+    dq = (1 - h**2) * y
+    return dq, dq + h
+"""
+
+
+def test_assert_gradients_match_passes(load: Callable[[str], ModuleType]) -> None:
+    module = load(MODULE)
+    rng = np.random.default_rng(0)
+    assert_gradients_match(module.f, 0.3, -0.7)
+    x, w, b = rng.normal(size=(3, 2)), rng.normal(size=(2, 4)), rng.normal(size=4)
+    assert_gradients_match(module.layer, x, w, b)
+    assert_gradients_match(module.layer, x, w, b, upstream=rng.normal(size=(3, 4)))
+    assert_gradients_match(module.layer, x.astype(np.float32), w, b)  # compared in float64
+    # A plain function: its backward is generated now; labels get no gradient.
+    assert_gradients_match(module.plain, rng.normal(size=(3, 4)), np.array([0, 3, 3]))
+    assert_gradients_match(module.paired, x, rng.normal(size=2))
+
+
+def test_assert_gradients_match_names_what_is_wrong(load: Callable[[str], ModuleType]) -> None:
+    module = load(MODULE)
+    with pytest.raises(AssertionError) as info:
+        assert_gradients_match(module.f, 0.3, -0.7, backward=module.f_backward_wrong)
+    message = str(info.value)
+    assert "the gradients of f do not match central differences" in message
+    assert re.search(r"dx: max abs\. error \S+, max rel\. error \S+: the backward gives", message)
+    assert "central differences" in message
+    assert module.__file__ is not None
+    path = Path(module.__file__)
+    line = line_of(path, "h = math.tanh(q)")
+    assert f"{path}:{line}: the adjoint of 'q' disagrees" in message
+
+
+def test_assert_gradients_match_catches_a_missing_upstream(
+    load: Callable[[str], ModuleType],
+) -> None:
+    module = load(MODULE)
+    # Right at the upstream 1.0 only.
+    assert_gradients_match(
+        module.f, 0.3, -0.7, backward=module.f_backward_without_upstream, upstream=1.0
+    )
+    with pytest.raises(AssertionError):
+        assert_gradients_match(module.f, 0.3, -0.7, backward=module.f_backward_without_upstream)
+
+
+def test_assert_gradients_match_reports_the_worst_entry(load: Callable[[str], ModuleType]) -> None:
+    module = load(MODULE)
+
+    def wrong(x, w, b, dout):  # type: ignore[no-untyped-def]
+        dx, dw, db = module.layer.backward(x, w, b, dout)
+        dw = dw.copy()
+        dw[1, 2] += 0.5
+        return dx, dw, db
+
+    rng = np.random.default_rng(1)
+    args = rng.normal(size=(3, 2)), rng.normal(size=(2, 4)), rng.normal(size=4)
+    with pytest.raises(AssertionError) as info:
+        assert_gradients_match(module.layer, *args, backward=wrong)
+    message = str(info.value)
+    assert "dw: max abs. error 0.5" in message
+    assert "at index (1, 2)" in message
+    assert "dx:" not in message and "db:" not in message
+
+
+def test_assert_gradients_match_hides_its_frames() -> None:
+    assert "__tracebackhide__" in assert_gradients_match.__code__.co_varnames
+
+
+def test_testing_needs_no_generator_for_a_function_with_a_backward(tmp_path: Path) -> None:
+    """Checking a function that has its backward imports neither libcst nor black, and
+    works (without naming lines) where they cannot be imported."""
+    script = textwrap.dedent("""
+        import sys
+        from gradgen.testing import assert_gradients_match
+
+        def f(x, y):
+            return x * y * y
+
+        def backward(x, y, dout=1.0):
+            return y * y * dout, 2 * x * y * dout
+
+        f.backward = backward
+        assert_gradients_match(f, 0.5, -1.5)
+        print("light:", "libcst" not in sys.modules and "black" not in sys.modules)
+        sys.modules["libcst"] = None  # importing it now raises ImportError
+        sys.modules["black"] = None
+        f.backward = lambda x, y, dout=1.0: (y * dout, x * dout)
+        try:
+            assert_gradients_match(f, 0.5, -1.5)
+        except AssertionError as error:
+            print("caught:", str(error).splitlines()[0])
+        """)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "light: True" in completed.stdout
+    assert "caught: the gradients of f do not match" in completed.stdout
