@@ -188,7 +188,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         if g in gradient.values()
     }
     kept = [s for s in statements if s is not None]
-    adjoints = _protect_shared(kept, upstream, returned if function.array_mode else {})
+    adjoints = _protect_shared(kept, upstream, returned, numbers=not function.array_mode)
     read = _names_read(adjoints)
     forward = _forward_lines(function, read)
     full_forward = _forward_lines(function, read | set(names_in(function.result)))
@@ -475,7 +475,10 @@ def _allocates(expr: Expr) -> bool:
 
 
 def _protect_shared(
-    statements: list[AdjointStatement], upstream: str, returned: dict[str, Shape | None]
+    statements: list[AdjointStatement],
+    upstream: str,
+    returned: dict[str, Shape | None],
+    numbers: bool = False,
 ) -> tuple[AdjointStatement, ...]:
     """Make every in-place write safe: ``+=`` becomes ``dx = dx + ...`` and a scatter is
     preceded by ``dx = dx.copy()`` wherever writing in place would change an object that is
@@ -485,7 +488,11 @@ def _protect_shared(
     ``returned`` maps the returned gradients that may be arrays to their parameters' shapes
     (empty where every value is a Python number): each must come back as an array of the
     caller's own, not the upstream gradient, a view, or the object of another one.
+    With ``numbers`` (a module without numpy) every value is an immutable number: ``+=``
+    rebinds and harms nobody, as in the CS231n notes.
     """
+    if numbers:
+        returned = {}
     last_read: dict[str, float] = {}
     for index, statement in enumerate(statements):
         for name in names_in(statement.expr):
@@ -511,6 +518,8 @@ def _protect_shared(
         sharing.setdefault(obj, set()).add(target)
 
     def writable(target: str, index: int) -> bool:
+        if numbers:
+            return True
         obj = holder[target]
         others = sharing.get(obj, set()) - {target}
         free = obj != not_ours and obj not in views

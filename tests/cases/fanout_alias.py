@@ -27,7 +27,7 @@ def f_backward(x, y, du=1.0):
     dx = s * dt
     # backprop s = x + y
     dx += ds
-    dy = dy + ds
+    dy += ds
     return dx, dy
 
 
@@ -45,5 +45,5 @@ def f_value_and_grad(x, y, du=1.0):
     dx = s * dt
     # backprop s = x + y
     dx += ds
-    dy = dy + ds
+    dy += ds
     return u, (dx, dy)
