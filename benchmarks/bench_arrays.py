@@ -171,8 +171,9 @@ def strip_annotations(source: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def twolayer_hand(X, y, W1, b1, W2, b2, reg, dloss=1.0):
-    """The CS231n two-layer net's loss function (assignment style), gradients only."""
+def twolayer_hand(X, y, W1, b1, W2, b2, reg, dloss=1.0, *, value=False):
+    """The CS231n two-layer net's loss function (assignment style): the gradients, or with
+    ``value`` the loss and the gradients (a training step)."""
     N = X.shape[0]
     h1 = X @ W1 + b1
     a1 = np.maximum(0, h1)
@@ -180,6 +181,9 @@ def twolayer_hand(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     shifted = scores - np.max(scores, axis=1, keepdims=True)
     exps = np.exp(shifted)
     probs = exps / np.sum(exps, axis=1, keepdims=True)
+    if value:
+        loss = -np.sum(np.log(probs[np.arange(N), y])) / N
+        loss += 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
     # backward
     dscores = probs
     dscores[np.arange(N), y] -= 1
@@ -192,11 +196,12 @@ def twolayer_hand(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     dW1 = X.T @ dhidden
     dW1 += (reg * dloss) * W1
     db1 = dhidden.sum(axis=0)
-    return dW1, db1, dW2, db2
+    return (loss, (dW1, db1, dW2, db2)) if value else (dW1, db1, dW2, db2)
 
 
-def batchnorm_hand(x, gamma, beta, dout):
-    """The notes' staged batchnorm forward + backward (broadcast instead of np.ones)."""
+def batchnorm_hand(x, gamma, beta, dout, *, value=False):
+    """The notes' staged batchnorm forward + backward (broadcast instead of np.ones); with
+    ``value`` also the output."""
     N = x.shape[0]
     mu = np.mean(x, axis=0)
     xmu = x - mu
@@ -205,6 +210,7 @@ def batchnorm_hand(x, gamma, beta, dout):
     sqrtvar = np.sqrt(var + EPS)
     ivar = 1.0 / sqrtvar
     xhat = xmu * ivar
+    out = gamma * xhat + beta if value else None
     # backward
     dbeta = dout.sum(axis=0)
     dgammax = dout
@@ -219,7 +225,7 @@ def batchnorm_hand(x, gamma, beta, dout):
     dmu = -dxmu.sum(axis=0)
     dx = dxmu
     dx += dmu / N
-    return dx, dgamma, dbeta
+    return (out, (dx, dgamma, dbeta)) if value else (dx, dgamma, dbeta)
 
 
 def chain_hand(a, b, c, dout):

@@ -21,6 +21,7 @@ ratios against the hand-written step (target 1.05) and the peak memory of one ca
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from collections.abc import Callable
@@ -33,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_arrays import (
     BATCHNORM_SOURCE,
-    EPS,
     TARGET,
     TWOLAYER_SOURCE,
     batchnorm_args,
+    batchnorm_hand,
     calibrate,
     copies,
     fmt_bytes,
@@ -44,61 +45,13 @@ from bench_arrays import (
     peak_memory,
     time_interleaved,
     twolayer_args,
+    twolayer_hand,
 )
 
 import gradgen
 
-
-def twolayer_hand(X, y, W1, b1, W2, b2, reg, dloss=1.0):
-    """The CS231n two-layer net's loss function (assignment style): loss and gradients."""
-    N = X.shape[0]
-    h1 = X @ W1 + b1
-    a1 = np.maximum(0, h1)
-    scores = a1 @ W2 + b2
-    shifted = scores - np.max(scores, axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    probs = exps / np.sum(exps, axis=1, keepdims=True)
-    loss = -np.sum(np.log(probs[np.arange(N), y])) / N
-    loss += 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
-    # backward
-    dscores = probs
-    dscores[np.arange(N), y] -= 1
-    dscores *= dloss / N
-    dW2 = a1.T @ dscores
-    dW2 += (reg * dloss) * W2
-    db2 = dscores.sum(axis=0)
-    dhidden = dscores @ W2.T
-    dhidden *= h1 > 0
-    dW1 = X.T @ dhidden
-    dW1 += (reg * dloss) * W1
-    db1 = dhidden.sum(axis=0)
-    return loss, (dW1, db1, dW2, db2)
-
-
-def batchnorm_hand(x, gamma, beta, dout):
-    """The notes' staged batchnorm forward + backward: output and gradients."""
-    N = x.shape[0]
-    mu = np.mean(x, axis=0)
-    xmu = x - mu
-    sq = xmu**2
-    var = np.mean(sq, axis=0)
-    sqrtvar = np.sqrt(var + EPS)
-    ivar = 1.0 / sqrtvar
-    xhat = xmu * ivar
-    out = gamma * xhat + beta
-    # backward
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    dxhat = dout * gamma
-    divar = (dxhat * xmu).sum(axis=0)
-    dxmu = dxhat * ivar
-    dsqrtvar = -1.0 / sqrtvar**2 * divar
-    dvar = 0.5 / sqrtvar * dsqrtvar
-    dxmu += 2 * xmu * (dvar / N)
-    dmu = -dxmu.sum(axis=0)
-    dx = dxmu
-    dx += dmu / N
-    return out, (dx, dgamma, dbeta)
+twolayer_step = functools.partial(twolayer_hand, value=True)
+batchnorm_step = functools.partial(batchnorm_hand, value=True)
 
 
 CASES: list[tuple[str, str, str, Callable[..., Any], Any, list[tuple[int, ...]], Any]] = [
@@ -106,7 +59,7 @@ CASES: list[tuple[str, str, str, Callable[..., Any], Any, list[tuple[int, ...]],
         "twolayer",
         TWOLAYER_SOURCE,
         "loss",
-        twolayer_hand,
+        twolayer_step,
         twolayer_args,
         [(64, 100, 100, 10), (1024, 512, 512, 10)],
         {"loss": ["W1", "b1", "W2", "b2"]},
@@ -115,7 +68,7 @@ CASES: list[tuple[str, str, str, Callable[..., Any], Any, list[tuple[int, ...]],
         "batchnorm",
         BATCHNORM_SOURCE,
         "batchnorm",
-        batchnorm_hand,
+        batchnorm_step,
         batchnorm_args,
         [(256, 512)],
         None,
