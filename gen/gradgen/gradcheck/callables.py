@@ -1,0 +1,126 @@
+"""Checking a Python function at given arguments (``gradgen.testing``): its backward is
+given, its ``f.backward``, or generated from its source now."""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is a test and check dependency
+    np = None  # type: ignore[assignment]
+
+from gradgen.gradcheck.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from gradgen.gradcheck.forward import function_info
+from gradgen.gradcheck.instrument import Backward, backward_from_function
+from gradgen.gradcheck.results import FunctionReport
+from gradgen.gradcheck.run import Case, random_upstream, run_case
+
+
+def check_callable(
+    f: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    upstream: Any = None,
+    backward: Callable[..., Any] | None = None,
+) -> FunctionReport:
+    """Check ``f``'s backward at ``args`` against central differences of ``f``.
+
+    The backward is ``backward`` when given, else ``f.backward`` (``@gradgen.differentiable``;
+    with ``pairs=True``, ``f.forward`` makes the cache), else generated from ``f``'s source
+    now. ``upstream`` defaults to a random one of the result's shape. Arguments the backward
+    gives ``None`` for (labels) are not differentiated; float arrays are widened to float64
+    so that central differences are accurate. Needs libcst only to generate a backward or
+    to name the wrong line of a failing one.
+    """
+    if np is None:
+        raise ImportError("gradgen's gradient check needs numpy")
+    name = getattr(f, "__name__", repr(f))
+    report = FunctionReport(name)
+    try:
+        bound = inspect.signature(f).bind(*args)
+    except TypeError as error:
+        report.error = f"the arguments do not fit {name}: {error}"
+        return report
+    bound.apply_defaults()
+    parameters = tuple(bound.arguments)
+    values = [_widened(v) for v in bound.arguments.values()]
+    if not rtol > 0 or not atol >= 0:
+        raise ValueError(f"need rtol > 0 and atol >= 0, not rtol={rtol}, atol={atol}")
+    if backward is None:
+        backward = getattr(f, "backward", None)
+    if backward is None:
+        from gradgen.decorator import backward_source
+
+        backward = _exec_generated(f, backward_source(f))
+    wrapped = backward_from_function(backward)
+    pair_forward = getattr(f, "forward", None)
+    names = list(inspect.signature(backward).parameters)
+    if callable(pair_forward) and len(names) == 2 and names[1] == "cache":
+        wrapped.pair_forward = pair_forward
+    with np.errstate(all="ignore"):
+        value = f(*values)
+    if upstream is None:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        upstream = random_upstream(value, rng)
+    case = Case(name, f, parameters, values, upstream, wrapped)
+    case.wrt = _returned_parameters(wrapped, parameters)
+    with np.errstate(all="ignore"):
+        try:
+            raw = wrapped.call(values, upstream)
+        except Exception:
+            raw = None
+    wanted = case.wrt if case.wrt is not None else parameters
+    if isinstance(raw, tuple) and len(raw) == len(wanted):
+        case.index = frozenset(p for p, g in zip(wanted, raw, strict=True) if g is None)
+    elif len(wanted) == 1 and raw is None:
+        case.index = frozenset(wanted)
+    # A float argument is differentiated even when the backward gives it None: that fails.
+    case.index = frozenset(p for p in case.index if not _is_float(values[parameters.index(p)]))
+    case.info_factory = lambda: function_info(f)
+    return run_case(case, rtol, atol, report)
+
+
+def _widened(value: Any) -> Any:
+    """Float arrays as float64 (central differences in float32 are noise); the rest as is."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.dtype != np.float64:
+        return value.astype(np.float64)
+    return value
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, (float, np.floating)) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    )
+
+
+def _exec_generated(f: Callable[..., Any], source: str) -> Callable[..., Any]:
+    """The backward function of ``source`` (generated from ``f``), run in ``f``'s globals
+    under a filename linecache knows, so its source can be read back and instrumented."""
+    filename = f"<gradgen check: backward of {f.__module__}.{f.__qualname__}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), f.__globals__, namespace)
+    function: Callable[..., Any] = namespace[f"{f.__name__}_backward"]
+    return function
+
+
+def _returned_parameters(backward: Backward, parameters: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The parameters a backward with ``wrt`` returns gradients for, read from the names
+    it returns (``dW1, db1``); None when it returns one per parameter."""
+    names = backward.returned_names
+    if names is None or len(names) == len(parameters) or len(parameters) <= 1:
+        return None
+    mapped = []
+    for name in names:
+        match = [p for p in parameters if name in (f"d{p}", f"d_{p}")]
+        if len(match) != 1:
+            return None
+        mapped.append(match[0])
+    return tuple(mapped)

@@ -1,0 +1,239 @@
+"""The arguments of a check of a forward file: ``--shapes`` and ``--ints`` parsed, shapes
+read from the annotations, sizes for the dimension names and random values drawn until
+the forward runs on them and gives finite values."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is a test and check dependency
+    np = None  # type: ignore[assignment]
+
+from gradgen.gradcheck.results import UsageError
+from gradgen.shapes import parse_annotation
+
+if TYPE_CHECKING:
+    from gradgen.reverse import BackwardFunction
+
+
+_SIZES = (2, 3, 4, 5)  # sizes of named dimensions: small, and never 1 (1 broadcasts)
+_VALUE_ATTEMPTS = 8  # draws of values per set of sizes before trying other sizes
+_POSITIVE_AFTER = 4  # draws after which values are drawn positive (logs, square roots)
+_MULTIPLES = (1, 2, 3, 4)  # other sizes tried: one dimension k times another
+
+
+Dims = tuple[int | str, ...]
+
+
+def parse_shapes(specs: Sequence[str]) -> dict[str, Dims]:
+    """``["x=2,3", "N=4", "s="]`` -> ``{"x": (2, 3), "N": (4,), "s": ()}``; entries are
+    positive sizes or dimension names. Raises ``UsageError``."""
+    shapes: dict[str, Dims] = {}
+    for spec in specs:
+        name, equals, text = spec.partition("=")
+        name = name.strip()
+        if not equals or not name.isidentifier():
+            raise UsageError(f"--shapes {spec!r}: give NAME=DIMS, such as x=2,3 or N=4")
+        words = text.strip().strip("()").replace(",", " ").split()
+        dims: list[int | str] = []
+        for word in words:
+            if word.isdigit() and int(word) > 0:
+                dims.append(int(word))
+            elif word.isidentifier():
+                dims.append(word)
+            else:
+                raise UsageError(f"--shapes {spec!r}: {word!r} is not a positive size or a name")
+        shapes[name] = tuple(dims)
+    return shapes
+
+
+def parse_ints(specs: Sequence[str]) -> dict[str, int | str | None]:
+    """``["y", "z=3", "k=C"]`` -> ``{"y": None, "z": 3, "k": "C"}``. Raises ``UsageError``."""
+    ints: dict[str, int | str | None] = {}
+    for spec in specs:
+        name, equals, text = spec.partition("=")
+        name, text = name.strip(), text.strip()
+        if not name.isidentifier() or (equals and not text):
+            raise UsageError(f"--ints {spec!r}: give NAME or NAME=HIGH")
+        if not equals:
+            ints[name] = None
+        elif text.isdigit() and int(text) > 0:
+            ints[name] = int(text)
+        elif text.isidentifier():
+            ints[name] = text
+        else:
+            raise UsageError(f"--ints {spec!r}: HIGH must be a positive number or a dimension")
+    return ints
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to draw one parameter."""
+
+    name: str
+    dims: Dims | None  # None: a Python float
+    integer: bool = False
+    high: int | str | None = None  # integers: exclusive bound (None: the smallest size)
+    default: float | None = None  # a number default: used for a scalar parameter
+    note: str = ""
+
+
+def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None, str]]:
+    """Parameter -> (shape from its annotation, or None; a warning, or "")."""
+    found: dict[str, tuple[Dims | None, str]] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.FunctionDef) and node.name == function):
+            continue
+        for arg in node.args.args:
+            annotation = arg.annotation
+            dims: Dims | None = None
+            note = ""
+            if isinstance(annotation, ast.Name) and annotation.id in ("float", "int"):
+                dims = ()
+            elif isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+                dims = parse_annotation(annotation.value)
+                if dims is None:
+                    note = f"annotation {annotation.value!r} is not a shape: drawn as a float"
+            found[arg.arg] = (dims, note)
+    return found
+
+
+def parameter_specs(
+    backward: BackwardFunction,
+    source: str,
+    shapes: dict[str, Dims],
+    ints: dict[str, int | str | None],
+) -> list[_Spec]:
+    """How to draw each parameter of ``backward``'s forward function."""
+    from gradgen.expr import literal_value
+
+    annotated = shape_annotations(source, backward.staged.name)
+    specs = []
+    for parameter, gradient in zip(backward.staged.parameters, backward.gradients, strict=True):
+        dims, note = annotated.get(parameter.name, (None, ""))
+        if parameter.name in shapes:
+            dims, note = shapes[parameter.name], ""
+        integer = gradient == "None" or parameter.name in ints
+        default = literal_value(parameter.default) if parameter.default is not None else None
+        number = float(default) if isinstance(default, (int, float)) else None
+        specs.append(_Spec(parameter.name, dims, integer, ints.get(parameter.name), number, note))
+    return specs
+
+
+def dimension_names(specs: Sequence[_Spec]) -> list[str]:
+    names: list[str] = []
+    for spec in specs:
+        for dim in (*(spec.dims or ()), spec.high):
+            if isinstance(dim, str) and dim not in names:
+                names.append(dim)
+    return names
+
+
+def _size_candidates(
+    symbols: Sequence[str], fixed: dict[str, int], rng: Any
+) -> Iterator[dict[str, int]]:
+    """Sizes for the dimension names: distinct small ones first, then, for forwards that
+    need a relation between them (an LSTM's ``G == 4 * H``), one name k times another."""
+    free = [s for s in symbols if s not in fixed]
+    pool = list(_SIZES) + list(range(len(_SIZES) + 2, len(free) + 2))
+    drawn = [int(pool[i]) for i in rng.permutation(len(pool))[: len(free)]]
+    base = {**fixed, **dict(zip(free, drawn, strict=True))}
+    yield base
+    for multiple in _MULTIPLES:
+        for name in free:
+            for other in symbols:
+                if other != name:
+                    yield {**base, name: multiple * base[other]}
+
+
+def _draw(specs: Sequence[_Spec], sizes: dict[str, int], rng: Any, positive: bool) -> list[Any]:
+    """Random arguments: float64 arrays and Python floats, integers for indices."""
+
+    def size(dim: int | str) -> int:
+        return dim if isinstance(dim, int) else sizes[dim]
+
+    array_dims = [size(d) for s in specs if not s.integer for d in (s.dims or ())]
+    smallest = min(array_dims, default=min(sizes.values(), default=2))
+    values: list[Any] = []
+    for spec in specs:
+        shape = tuple(size(d) for d in spec.dims) if spec.dims else ()
+        if spec.integer:
+            high = size(spec.high) if spec.high is not None else max(smallest, 1)
+            drawn = rng.integers(0, high, size=shape)
+            values.append(int(drawn) if not shape else drawn)
+        elif not shape:
+            if spec.default is not None:
+                values.append(spec.default)
+            elif positive:
+                values.append(float(rng.uniform(0.5, 1.5)))
+            else:
+                values.append(float(rng.standard_normal()))
+        elif positive:
+            values.append(rng.uniform(0.5, 1.5, size=shape))
+        else:
+            values.append(rng.standard_normal(shape))
+    return values
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+    except (TypeError, ValueError):
+        return False
+
+
+def draw_arguments(
+    forward: Callable[..., Any],
+    specs: Sequence[_Spec],
+    fixed: dict[str, int],
+    rng: Any,
+) -> tuple[list[Any], dict[str, int]] | str:
+    """Arguments on which ``forward`` runs and gives finite values, and the sizes used; or
+    why none were found."""
+    first_problem = ""
+    symbols = dimension_names(specs)
+    for tried, sizes in enumerate(_size_candidates(symbols, fixed, rng)):
+        for attempt in range(_VALUE_ATTEMPTS if tried == 0 else 2):
+            # Positive values last: they keep logs and square roots defined.
+            positive = attempt >= _POSITIVE_AFTER if tried == 0 else attempt == 1
+            values = _draw(specs, sizes, rng, positive)
+            try:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    result = forward(*values)
+            except Exception as error:
+                first_problem = first_problem or f"{type(error).__name__}: {error}"
+                continue
+            if _finite(result):
+                return values, sizes
+            first_problem = first_problem or "the result is not finite (NaN or infinity)"
+    return first_problem
+
+
+def redrawn(
+    forward: Callable[..., Any], specs: Sequence[_Spec], sizes: dict[str, int], rng: Any
+) -> list[Any] | None:
+    """Other arguments of the same sizes on which ``forward`` gives finite values."""
+    for attempt in range(_VALUE_ATTEMPTS):
+        values = _draw(specs, sizes, rng, positive=attempt >= _POSITIVE_AFTER)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            try:
+                if _finite(forward(*values)):
+                    return values
+            except Exception:  # the user's forward, at values it may not take
+                continue
+    return None
+
+
+def shape_text(value: Any, integer: bool) -> str:
+    if np.ndim(value) == 0:
+        return "int" if integer else "scalar"
+    text = str(tuple(np.shape(value)))
+    return f"int {text}" if integer else text

@@ -1,0 +1,103 @@
+"""What a check reports: each gradient against central differences, the forward line named
+for a wrong one, the report of one function; and the usage error of the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is a test and check dependency
+    np = None  # type: ignore[assignment]
+
+from gradgen.gradcheck.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+
+class UsageError(Exception):
+    """A command line the check cannot run (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    """One parameter's gradient against central differences.
+
+    ``status`` is "pass", "FAIL" or "skip" (a parameter with no gradient, such as labels).
+    At ``worst_index`` the backward gave ``actual`` where central differences give
+    ``expected``.
+    """
+
+    parameter: str
+    status: str
+    max_rel_error: float = 0.0
+    max_abs_error: float = 0.0
+    worst_index: tuple[int, ...] = ()
+    expected: float = 0.0
+    actual: float = 0.0
+    note: str = ""
+    flat: bool = False  # central differences are zero everywhere: the check says little
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "FAIL"
+
+    def describe(self) -> str:
+        """One line on what went wrong, or why the parameter was skipped."""
+        if self.status == "skip":
+            return f"{self.parameter}: {self.note}"
+        if self.note and not np.isfinite(self.max_abs_error):
+            return f"d{self.parameter}: {self.note}"  # no numbers to compare: None, a shape
+        where = f" at index {self.worst_index}" if self.worst_index else ""
+        return (
+            f"d{self.parameter}: max abs. error {self.max_abs_error:.3g}, max rel. error "
+            f"{self.max_rel_error:.3g}{where}: the backward gives {self.actual:.6g}, central "
+            f"differences {self.expected:.6g}"
+        )
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """The forward line whose backward statements introduced the first wrong adjoint."""
+
+    filename: str
+    line: int
+    message: str  # "the adjoint of 'h' disagrees (max rel. error 0.3)"
+    source: str  # the forward statement at ``line``, on one line
+    variable: str = ""
+    notes: tuple[str, ...] = ()  # other lines that may be at fault, rendered
+
+    def render(self) -> str:
+        """``FILE:LINE: MESSAGE: SOURCE``, then a note per other suspect line."""
+        return "\n".join(
+            [f"{self.filename}:{self.line}: {self.message}: {self.source}", *self.notes]
+        )
+
+
+@dataclass
+class FunctionReport:
+    """The check of one forward function."""
+
+    function: str
+    gradients: list[GradientCheck] = field(default_factory=list)
+    culprit: Culprit | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, str] = field(default_factory=dict)  # parameter -> "(3, 2)", "scalar"
+    error: str | None = None  # the check could not run: why
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(g.passed for g in self.gradients)
+
+    def message(self, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> str:
+        """What failed, for an assertion message: every wrong gradient, then the line."""
+        if self.error is not None:
+            return f"cannot check the gradients of {self.function}: {self.error}"
+        lines = [
+            f"the gradients of {self.function} do not match central differences "
+            f"(rtol={rtol:g}, atol={atol:g}):"
+        ]
+        lines += [f"  {g.describe()}" for g in self.gradients if not g.passed]
+        if self.culprit is not None:
+            lines.append(f"first disagreeing forward line: {self.culprit.render()}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)

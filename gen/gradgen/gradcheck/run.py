@@ -1,0 +1,139 @@
+"""One check: a function, its arguments and its backward; every gradient compared with
+central differences and, when one is wrong, the forward line it comes from named."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is a test and check dependency
+    np = None  # type: ignore[assignment]
+
+from gradgen.gradcheck.compare import central_differences, compare, scalar_loss
+from gradgen.gradcheck.forward import ForwardInfo
+from gradgen.gradcheck.instrument import Backward
+from gradgen.gradcheck.locate import locate, raised_at
+from gradgen.gradcheck.results import FunctionReport, GradientCheck
+
+
+@dataclass
+class Case:
+    """A function, its arguments and its backward, ready to be checked."""
+
+    name: str
+    forward: Callable[..., Any]
+    parameters: tuple[str, ...]
+    args: list[Any]
+    upstream: Any
+    backward: Backward
+    index: frozenset[str] = frozenset()  # parameters with no gradient (integer labels)
+    wrt: tuple[str, ...] | None = None  # what the backward returns gradients for
+    info: ForwardInfo | None = None
+    # Reads the forward's staged form when a failure needs it: a passing check of a
+    # function with a backward imports no libcst.
+    info_factory: Callable[[], ForwardInfo | None] | None = None
+
+    def forward_info(self) -> ForwardInfo | None:
+        if self.info is None and self.info_factory is not None:
+            self.info, self.info_factory = self.info_factory(), None
+        return self.info
+
+
+def run_case(case: Case, rtol: float, atol: float, report: FunctionReport) -> FunctionReport:
+    """Compare every gradient of ``case`` with central differences; name the wrong line."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run_case_quietly(case, rtol, atol, report)
+
+
+def _run_case_quietly(
+    case: Case, rtol: float, atol: float, report: FunctionReport
+) -> FunctionReport:
+    try:
+        value = case.forward(*case.args)
+    except Exception as error:
+        report.error = f"{case.name} raised {type(error).__name__}: {error}"
+        return report
+    try:
+        raw = case.backward.call(case.args, case.upstream)
+    except Exception as error:
+        report.error = f"its backward raised {type(error).__name__}: {error}"
+        report.culprit = raised_at(error, case.backward, case.forward_info())
+        return report
+    wanted = case.wrt if case.wrt is not None else case.parameters
+    if len(wanted) == 1 and not isinstance(raw, tuple):
+        raw = (raw,)
+    if not isinstance(raw, tuple) or len(raw) != len(wanted):
+        count = len(raw) if isinstance(raw, tuple) else 1
+        report.error = (
+            f"its backward returns {count} gradient(s) for {len(wanted)} parameter(s) "
+            f"({', '.join(wanted)})"
+        )
+        return report
+    returned = dict(zip(wanted, raw, strict=True))
+    position = {name: k for k, name in enumerate(case.parameters)}
+    checks: dict[str, GradientCheck] = {}
+    for parameter in wanted:
+        gradient = returned[parameter]
+        if parameter in case.index:
+            skipped = "no gradient (the backward gives None: used only as an index or a shape)"
+            if gradient is not None:
+                skipped += f" (the backward gives {type(gradient).__name__})"
+            checks[parameter] = GradientCheck(parameter, "skip", note=skipped)
+            continue
+        k = position[parameter]
+
+        def loss(v: Any, k: int = k) -> float:
+            args = list(case.args)
+            args[k] = v
+            return scalar_loss(case.upstream, case.forward(*args))
+
+        try:
+            numeric = central_differences(loss, case.args[k])
+        except Exception as error:
+            report.error = f"central differences of {parameter} failed: {error!r}"
+            return report
+        comparison = compare(gradient, numeric, rtol, atol)
+        checks[parameter] = GradientCheck(
+            parameter,
+            "pass" if comparison.passed else "FAIL",
+            comparison.max_rel,
+            comparison.max_abs,
+            comparison.worst,
+            comparison.expected,
+            comparison.actual,
+            comparison.problem,
+            flat=bool(np.size(numeric)) and not np.any(numeric),
+        )
+    report.gradients = [checks[p] for p in wanted]
+    info = case.forward_info() if not report.passed else None
+    if info is not None:
+        try:
+            culprit, note = locate(
+                info,
+                case.parameters,
+                case.args,
+                case.upstream,
+                value,
+                checks,
+                case.backward,
+                rtol,
+                atol,
+            )
+        except Exception as error:  # naming the line is a help; never hide the failure
+            culprit, note = None, f"naming the wrong line failed: {error!r}"
+        report.culprit = culprit
+        if culprit is None and note:
+            report.notes.append(f"no line named: {note}")
+    return report
+
+
+def random_upstream(value: Any, rng: Any) -> Any:
+    """A random upstream gradient (never 1.0, so a forgotten ``* dout`` shows)."""
+    if np.ndim(value) == 0:
+        return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.5))
+    return rng.standard_normal(np.shape(value))
