@@ -27,7 +27,7 @@ def attention_backward(q, k, v, dout):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
@@ -38,7 +38,7 @@ def attention_backward(q, k, v, dout):
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = q @ k.T / math.sqrt(D)
@@ -68,7 +68,7 @@ def attention_value_and_grad(q, k, v, dout):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
@@ -79,7 +79,7 @@ def attention_value_and_grad(q, k, v, dout):
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = q @ k.T / math.sqrt(D)
@@ -118,7 +118,7 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
@@ -129,7 +129,7 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = q @ k.T / math.sqrt(D)
@@ -167,7 +167,7 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = ((-exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
@@ -178,7 +178,7 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = q @ k.T / math.sqrt(D)

@@ -57,7 +57,9 @@ def softmax_loss_backward(x, y, dloss=1.0):
     dshift = -dshifted.sum(axis=1, keepdims=True)
     # backprop shift = np.max(x, axis=1, keepdims=True)
     dx += (
-        (x == shift) / np.sum(x == shift, axis=1, keepdims=True, dtype=x.dtype) * dshift
+        (x == shift)
+        / np.sum(x == shift, axis=1, keepdims=True, dtype=np.result_type(x))
+        * dshift
     )
     return dx, None
 
@@ -95,7 +97,9 @@ def softmax_loss_value_and_grad(x, y, dloss=1.0):
     dshift = -dshifted.sum(axis=1, keepdims=True)
     # backprop shift = np.max(x, axis=1, keepdims=True)
     dx += (
-        (x == shift) / np.sum(x == shift, axis=1, keepdims=True, dtype=x.dtype) * dshift
+        (x == shift)
+        / np.sum(x == shift, axis=1, keepdims=True, dtype=np.result_type(x))
+        * dshift
     )
     return loss, (dx, None)
 
@@ -203,7 +207,7 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop shift = np.max(scores, axis=1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = h1 @ W2 + b2
@@ -266,7 +270,7 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop shift = np.max(scores, axis=1, keepdims=True)
     dscores += (
         (scores == shift)
-        / np.sum(scores == shift, axis=1, keepdims=True, dtype=scores.dtype)
+        / np.sum(scores == shift, axis=1, keepdims=True, dtype=np.result_type(scores))
         * dshift
     )
     # backprop scores = h1 @ W2 + b2

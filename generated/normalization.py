@@ -107,7 +107,7 @@ def layernorm_backward(x, gamma, beta, dout):
     dxhat = gamma * dout
     # backprop xhat = xmu / sqrtvar
     dxmu = dxhat / sqrtvar
-    dsqrtvar = ((-xmu / sqrtvar**2) * dxhat).sum(axis=1, keepdims=True)
+    dsqrtvar = (-(xmu / sqrtvar**2) * dxhat).sum(axis=1, keepdims=True)
     # backprop sqrtvar = np.sqrt(var + EPS)
     dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
     dvar = dsqrtvar_add
@@ -139,7 +139,7 @@ def layernorm_value_and_grad(x, gamma, beta, dout):
     dxhat = gamma * dout
     # backprop xhat = xmu / sqrtvar
     dxmu = dxhat / sqrtvar
-    dsqrtvar = ((-xmu / sqrtvar**2) * dxhat).sum(axis=1, keepdims=True)
+    dsqrtvar = (-(xmu / sqrtvar**2) * dxhat).sum(axis=1, keepdims=True)
     # backprop sqrtvar = np.sqrt(var + EPS)
     dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
     dvar = dsqrtvar_add
@@ -162,7 +162,7 @@ def dropout_backward(x, mask, p, dout):
 
     # backprop out = kept / p
     dkept = dout / p
-    dp = np.sum((-kept / p**2) * dout)
+    dp = np.sum(-(kept / p**2) * dout)
     # backprop kept = x * mask
     dx = mask * dkept
     dmask = x * dkept
@@ -176,7 +176,7 @@ def dropout_value_and_grad(x, mask, p, dout):
 
     # backprop out = kept / p
     dkept = dout / p
-    dp = np.sum((-kept / p**2) * dout)
+    dp = np.sum(-(kept / p**2) * dout)
     # backprop kept = x * mask
     dx = mask * dkept
     dmask = x * dkept

@@ -24,10 +24,18 @@ How an application of a form is built (``Builder.try_form``):
    least ``MARGIN`` away (abs at 0, max/min ties, clip bounds, np.max ties, masks), so central
    differences are accurate. An application that fails is drawn again.
 
-Operations the rules table does not list (comparisons, the flow of index-only labels) are
-drawn as masks and labels. Values are float64 arrays of shapes from ``ARRAY_SHAPES``
-(dimensions 3, 4, 2 and 1: broadcasting between (N, D), (D,), (N, 1), (1, D) and numbers) or
-Python floats in scalar mode, magnitudes in [0.2, 2].
+Values with no gradient come from the table too: the functions of ``NONDIFFERENTIABLE``
+(``np.sign(x)``, ``np.floor(x)``, ``len(x)``, ``int(x)``, kept away from their jumps by
+``FLOW_KINKS``), the attributes of ``NONDIFFERENTIABLE_ATTRIBUTES`` (``x.shape[0]``,
+``x.size``) and the library constants of ``CONSTANTS`` (``math.pi``); besides them,
+comparisons (masks) and integer labels used only as indices. Module constants (``EPS =
+1e-3``) are defined and read.
+
+A program has 1 to 4 parameters (float64 arrays of shapes from ``ARRAY_SHAPES``: dimensions
+3, 4, 2 and 1, so broadcasting between (N, D), (D,), (N, 1), (1, D) and numbers; Python floats
+in scalar mode; magnitudes in [0.2, 2]), up to 5 statements binding new names, rebinding
+names (``h = h * 2``, parameters too) or renaming (``h = x``), and a return; values no later
+statement reads are combined into the result.
 """
 
 from __future__ import annotations
@@ -40,13 +48,24 @@ import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
 from hypothesis import strategies as st
 
-from gradgen.rules import BUILTINS, LIBRARIES, METHODS, RULES, SIGNATURES, VARIADIC_METHODS, Rule
+from gradgen.rules import (
+    BUILTINS,
+    CONSTANTS,
+    LIBRARIES,
+    METHODS,
+    NONDIFFERENTIABLE,
+    NONDIFFERENTIABLE_ATTRIBUTES,
+    RULES,
+    SIGNATURES,
+    VARIADIC_METHODS,
+    Rule,
+)
 
 # Shapes of array parameters, the most common first (hypothesis shrinks towards the first).
 ARRAY_SHAPES: tuple[tuple[tuple[int, ...], int], ...] = (
@@ -60,10 +79,23 @@ ARRAY_SHAPES: tuple[tuple[tuple[int, ...], int], ...] = (
     ((2, 3, 4), 1),  # a stack of matrices
 )
 PARAMETER_NAMES = ("x", "y", "z", "w", "b", "v")
-# Local names, with some that clash with names gradgen makes (dx, h_2, dout, out).
-LOCAL_NAMES = (("h", 6), ("a", 4), ("s", 4), ("t", 3), ("out", 2), ("dx", 1), ("h_2", 1))
+# Local names, with some that clash with names gradgen makes: gradients (dx, dout), bindings
+# of a rebound name (h_2), stages of compound expressions (h_exp, out_sum).
+LOCAL_NAMES = (
+    ("h", 6),
+    ("a", 4),
+    ("s", 4),
+    ("t", 3),
+    ("out", 2),
+    ("dx", 1),
+    ("h_2", 1),
+    ("dout", 1),
+    ("h_exp", 1),
+    ("out_sum", 1),
+)
 LABEL_NAME = "k"
-CONSTANTS = (2.0, 0.5, 1.5, 3, 0.25, 2)
+NUMBERS = (2.0, 0.5, 1.5, 3, 0.25, 2)
+MODULE_CONSTANTS = (("EPS", "1e-3"), ("HALF", "0.5"), ("SCALE", "2 * HALF + 0.5"))
 
 BOUND = 100.0  # every value of the program stays within [-BOUND, BOUND]
 MARGIN = 0.05  # distance of every value from a kink or tie
@@ -194,7 +226,26 @@ def _weight(form: Form, mode: str) -> int:
     return 4
 
 
-METHOD_OF = {function: method for method, function in METHODS.items()}
+def _named_constants(library: str) -> tuple[str, ...]:
+    """The library's constants in the table that are moderate numbers (pi, e, tau)."""
+    module = math if library == "math" else numpy
+    found = []
+    for name in CONSTANTS.get(library, ()):
+        value = getattr(module, name, None)
+        if isinstance(value, float) and math.isfinite(value) and abs(value) <= 10:
+            found.append(name)
+    return tuple(found)
+
+
+# Functions and attributes whose values have no gradient (they flow through as constants):
+# from the table's NONDIFFERENTIABLE and NONDIFFERENTIABLE_ATTRIBUTES. Those that take one
+# value are drawn (np.sign(x), np.floor(x), x.shape[0], len(x)); the others fail to evaluate.
+FLOW_FUNCTIONS = tuple(sorted(NONDIFFERENTIABLE))
+FLOW_ATTRIBUTES = tuple(a for a in NONDIFFERENTIABLE_ATTRIBUTES if a != "dtype")
+
+METHODS_OF: dict[str, list[str]] = {}
+for _method, _function in METHODS.items():
+    METHODS_OF.setdefault(_function, []).append(_method)
 
 
 def _numpy_parameters(function: str) -> list[str]:
@@ -231,7 +282,11 @@ def well_conditioned(value: Any) -> bool:
     array = numpy.asarray(value)
     if array.dtype.kind not in "fbiu" or array.size == 0 or array.size > MAX_SIZE:
         return False
+    if array.dtype.kind in "iu" and array.dtype != numpy.int64:
+        return False  # np.square of a mask is int8, whose log numpy takes in float16
     if array.dtype.kind == "f":
+        if array.dtype != numpy.float64:
+            return False  # np.exp of a mask is float16: not the float64 the test checks in
         return bool(numpy.all(numpy.isfinite(array)) and numpy.max(numpy.abs(array)) <= BOUND)
     return True
 
@@ -306,8 +361,13 @@ class Program:
     upstream: Any  # None: the backward is called with its default
     out_shape: tuple[int, ...]
     rules: tuple[str, ...] = ()
+    constants: tuple[str, ...] = ()  # module-level lines: EPS = 1e-3
+    verbatim: str | None = None  # a forward source given as it is (a known bug's repro)
 
     def source(self, annotated: bool) -> str:
+        if self.verbatim is not None:
+            return self.verbatim
+
         def annotate(name: str, dims: tuple[int, ...]) -> str:
             if not annotated:
                 return name
@@ -320,7 +380,10 @@ class Program:
             imports += "import numpy\n" if self.alias == "numpy" else "import numpy as np\n"
         params = ", ".join(annotate(n, s) for n, s in self.params)
         lines = [f"    {line}" for line in [*self.body, f"return {self.result}"]]
-        return f"{imports}\n\ndef f({params}):\n" + "\n".join(lines) + "\n"
+        constants = "".join(f"{line}\n" for line in self.constants)
+        if constants:
+            constants = "\n" + constants
+        return f"{imports}{constants}\n\ndef f({params}):\n" + "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
         args = ", ".join(
@@ -351,6 +414,7 @@ class Builder:
         self.exclusions = exclusions
         self.excluded: list[str] = []  # texts of applications a known bug excludes
         self.forms = [(f, _weight(f, mode)) for f in forms_for(mode)]
+        self.module_constants: list[str] = []
 
     # --- evaluation ---------------------------------------------------------------------
 
@@ -366,6 +430,13 @@ class Builder:
                     return eval(compile(tree, "<generated>", "eval"), namespace)
         except Exception as error:
             raise Unfit(f"{ast.unparse(node)}: {error}") from error
+
+    def exclude(self, application: Application) -> None:
+        """Unfit if a known bug (or a documented limit) excludes ``application``."""
+        for excluded in self.exclusions:
+            if excluded(application):
+                self.excluded.append(application.text)
+                raise Unfit(f"{application.text}: excluded")
 
     # --- leaves -------------------------------------------------------------------------
 
@@ -387,8 +458,48 @@ class Builder:
         return Term(ast.Name(name, ast.Load()), self.env[name], frozenset([name]))
 
     def constant(self) -> Term:
-        value = self.choose.pick(CONSTANTS)
+        kind = self.choose.weighted([("number", 6), ("named", 1), ("module", 1)])
+        if kind == "named":
+            library = self.choose.pick(["math", "numpy"] if self.mode == "array" else ["math"])
+            name = self.choose.pick(_named_constants(library))
+            prefix = self.alias if library == "numpy" else library
+            node = _parse(f"{prefix}.{name}")
+            return Term(node, self.evaluate(node))
+        if kind == "module" and self.module_constants:
+            name = self.choose.pick(self.module_constants)
+            return Term(ast.Name(name, ast.Load()), self.env[name])
+        value = self.choose.pick(NUMBERS)
         return Term(ast.Constant(value), value)
+
+    def flowing(self) -> Term:
+        """A value with no gradient computed from a variable: np.sign(x), x.shape[0], ..."""
+        source = self.variable()
+        if self.choose.boolean():
+            lib, name = self.choose.pick(FLOW_FUNCTIONS)
+            if lib == "numpy" and self.mode != "array":
+                raise Unfit("no numpy in scalar code")
+            prefix = f"{self.alias}." if lib == "numpy" else ""
+            node = _parse(f"{prefix}{name}({source.text})")
+            check = FLOW_KINKS.get(name)
+            what = f"{lib}.{name}"
+        else:
+            attribute = self.choose.pick(FLOW_ATTRIBUTES)
+            what = f".{attribute}"
+            node = _parse(f"{source.text}.{attribute}")
+            if attribute == "shape":
+                dims = numpy.shape(source.value)
+                if not dims:
+                    raise Unfit("a number has no dimensions")
+                node = ast.Subscript(node, ast.Constant(self.choose.index(len(dims))), ast.Load())
+            check = None
+        value = self.evaluate(node)
+        kind = numpy.asarray(value).dtype.kind
+        if kind not in "fbiu" or not well_conditioned(value):
+            raise Unfit(f"{ast.unparse(node)} is not a value to compute with")
+        if check is not None and not check(numpy.asarray(source.value, dtype=float)):
+            raise Unfit(f"{ast.unparse(node)}: near a jump")
+        self.exclude(Application(what, {"x": source.value}, {}, value, ast.unparse(node)))
+        return Term(node, value, source.variables, (what,))
 
     def mask(self, like: Term | None = None) -> Term:
         """A comparison, at least MARGIN from a tie everywhere; ``like``: of that shape."""
@@ -413,7 +524,12 @@ class Builder:
     def operand(
         self, depth: int, fits: Callable[[Term], bool] | None = None, none_ok: bool = False
     ) -> Term:
-        kinds: list[tuple[str, int]] = [("variable", 10), ("constant", 2), ("mask", 1)]
+        kinds: list[tuple[str, int]] = [
+            ("variable", 10),
+            ("constant", 2),
+            ("mask", 1),
+            ("flowing", 1),
+        ]
         if depth > 0:
             kinds.insert(1, ("apply", 5))
         if none_ok:
@@ -427,6 +543,8 @@ class Builder:
                 term = Term(ast.Constant(None), None)
             elif kind == "mask":
                 term = self.mask()
+            elif kind == "flowing":
+                term = self.flowing()
             elif kind == "apply":
                 term = self.apply(depth - 1)
         except Unfit:
@@ -445,11 +563,13 @@ class Builder:
                 continue
         raise Unfit(f"no application of {form or 'any form'} could be built")
 
-    def try_form(self, form: Form, depth: int) -> Term:
+    def try_form(self, form: Form, depth: int, given: dict[str, Term] | None = None) -> Term:
+        """An application of ``form``, with the inputs ``given`` (the others drawn)."""
+        given = given or {}
         rule = form.rule
         inputs: dict[str, Term | list[Term]] = {}
         first_name = rule.inputs[0]
-        first = self.operand(depth)
+        first = given[first_name] if first_name in given else self.operand(depth)
         inputs[first_name] = [first] if rule.variadic else first
         context = Context(self, form, first)
         nondiff: dict[str, str] = {}
@@ -484,7 +604,12 @@ class Builder:
         signature = form.signature or ()
         for position, name in enumerate(rule.inputs[1:], start=1):
             none_ok = position < len(signature) and signature[position].endswith("=None")
-            inputs[name] = self.operand(depth, fits_as(name), none_ok=none_ok)
+            if name in given:
+                if not fits_as(name)(given[name]):
+                    raise Unfit(f"{given[name].text} does not fit {form.text}")
+                inputs[name] = given[name]
+            else:
+                inputs[name] = self.operand(depth, fits_as(name), none_ok=none_ok)
         if rule.variadic:
             for _ in range(self.choose.pick((1, 1, 2))):
                 inputs[first_name].append(self.operand(depth, fits_as(first_name)))  # type: ignore[union-attr]
@@ -492,7 +617,7 @@ class Builder:
         adapt = DOMAINS.get(rule.name)
         if adapt is not None:
             inputs = adapt(self, inputs)
-        node = self.render(form, inputs, nondiff, spelling=self.choose.index(4))
+        node = self.render(form, inputs, nondiff, spelling=self.choose.index(8))
         value = self.evaluate(node)
         if not well_conditioned(value):
             raise Unfit(f"{ast.unparse(node)}: ill-conditioned value")
@@ -500,15 +625,18 @@ class Builder:
         variables = frozenset().union(*(t.variables for t in terms))
         if not variables:
             raise Unfit("only constants")
-        application = Application(form, {n: _values(v) for n, v in inputs.items()}, nondiff, value)
+        application = Application(
+            rule.name,
+            {n: _values(v) for n, v in inputs.items()},
+            nondiff,
+            value,
+            ast.unparse(node),
+        )
         kink = KINKS.get(rule.name)
         if kink is not None and not kink(application):
             raise Unfit(f"{ast.unparse(node)}: near a kink or tie")
-        for excluded in self.exclusions:
-            if excluded(application):
-                self.excluded.append(ast.unparse(node))
-                raise Unfit(f"{ast.unparse(node)}: excluded as a known bug")
-        used = tuple(r for t in terms for r in t.rules) + (rule.name,)
+        self.exclude(application)
+        used = (*(r for t in terms for r in t.rules), rule.name)
         return Term(node, value, variables, used)
 
     def render(
@@ -525,7 +653,9 @@ class Builder:
             if isinstance(value, list):
                 elements = [copy.deepcopy(t.node) for t in value]
                 mapping[name] = (
-                    ast.Tuple(elements, ast.Load()) if spelling & 1 else ast.List(elements, ast.Load())
+                    ast.Tuple(elements, ast.Load())
+                    if spelling & 1
+                    else ast.List(elements, ast.Load())
                 )
             else:
                 mapping[name] = value.node
@@ -569,27 +699,26 @@ class Builder:
                 # Positional only where numpy takes the argument at that place (np.sum's
                 # third is dtype, not keepdims); the first always (np.where takes no keyword).
                 numpy_agrees = position < len(numpy_names) and numpy_names[position] == parameter
-                as_keyword = position > 0 and (
-                    not in_order or not numpy_agrees or not spelling & 2
-                )
+                as_keyword = position > 0 and (not in_order or not numpy_agrees or not spelling & 2)
             if as_keyword:
                 in_order = False
                 keywords.append(ast.keyword(parameter, node))
             else:
                 positional.append(node)
-        method = METHOD_OF.get(form.function)
+        methods = METHODS_OF.get(form.function)
         first = form.tree.args[0]
         if (
-            method is not None
+            methods
             and spelling & 1
             and isinstance(first, ast.Name)
             and not isinstance(inputs.get(first.id), list)
             and positional
         ):
             receiver, rest = positional[0], positional[1:]
-            if method in VARIADIC_METHODS and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
-                if not keywords and spelling & 2:
-                    rest = list(rest[0].elts)  # x.reshape(2, -1)
+            method = methods[spelling // 4 % len(methods)]
+            splat = method in VARIADIC_METHODS and not keywords and spelling & 2
+            if splat and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
+                rest = list(rest[0].elts)  # x.reshape(2, -1)
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
         func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
         return ast.Call(func, positional, keywords)
@@ -605,16 +734,15 @@ class Builder:
 
 @dataclass
 class Application:
-    """What a KINKS check or a known-bug exclusion looks at: one application of a form."""
+    """What a KINKS check or a known-bug exclusion looks at: one application of a form of a
+    rule, or of a function with no gradient (``rule`` is then ``"builtins.float"``,
+    ``"numpy.sign"``, ``".shape"``: how the table names it)."""
 
-    form: Form
+    rule: str
     inputs: dict[str, Any]  # values of the inputs (a list for a list input)
     nondiff: dict[str, str]  # texts of the nondiff arguments (OMIT when left out)
     value: Any
-
-    @property
-    def rule(self) -> str:
-        return self.form.rule.name
+    text: str  # the application as written in the program
 
 
 def _values(value: Term | list[Term]) -> Any:
@@ -672,7 +800,7 @@ def _shape(c: Context) -> str:
 
 
 def _dtype(c: Context) -> str:
-    return c.choose.pick(("float", "np.float64", "int"))
+    return c.choose.pick(("float", f"{c.builder.alias}.float64", "int"))
 
 
 def _condition(c: Context) -> str:
@@ -863,6 +991,26 @@ def _astype_apart(app: Application) -> bool:
     return bool(numpy.all(numpy.abs(x - numpy.round(x)) >= MARGIN))
 
 
+def _off_integers(x: Any) -> bool:
+    return bool(numpy.all(numpy.abs(x - numpy.round(x)) >= MARGIN))
+
+
+def _unique_top(x: Any, extreme: Callable[..., Any]) -> bool:
+    return bool(numpy.sum(numpy.abs(x - extreme(x)) < MARGIN) == 1)
+
+
+# Jumps of the functions with no gradient, by name: their values must not change within the
+# finite differences' steps.
+FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
+    "sign": lambda x: _apart(x, 0.0),
+    "logical_not": lambda x: _apart(x, 0.0),
+    "floor": _off_integers,
+    "ceil": _off_integers,
+    "int": _off_integers,
+    "argmax": lambda x: _unique_top(x, numpy.max),
+    "argmin": lambda x: _unique_top(x, numpy.min),
+}
+
 KINKS: dict[str, Callable[[Application], bool]] = {
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
@@ -890,6 +1038,11 @@ def build_program(
     if mode == "array":
         b.alias = choose.weighted([("np", 4), ("numpy", 1)])
     rng = numpy.random.default_rng(choose.index(2**32))
+    constants = []
+    for name, text in MODULE_CONSTANTS[: choose.weighted([(0, 3), (1, 1), (2, 1), (3, 1)])]:
+        constants.append(f"{name} = {text}")
+        b.env[name] = eval(text, {}, dict(b.env))
+        b.module_constants.append(name)
     params: list[tuple[str, tuple[int, ...]]] = []
     args: dict[str, Any] = {}
     for name in PARAMETER_NAMES[: 1 + choose.index(4)]:
@@ -919,8 +1072,12 @@ def build_program(
             b.bind(target, b.env[source.text])
             continue
         term = _focused(b, focus) if number == 0 else b.apply(choose.pick((1, 2, 0)))
-        if kind == "rebind" and locals_ + [n for n, _ in params if n not in b.labels]:
-            target = choose.pick([*reversed(locals_), *(n for n, _ in params if n not in b.labels)])
+        rebindable = [*reversed(locals_), *(n for n, _ in params if n not in b.labels)]
+        read = [n for n in rebindable if n in term.variables]
+        if kind == "rebind" and read and choose.boolean():
+            target = choose.pick(read)  # h = h * 2
+        elif kind == "rebind" and rebindable:
+            target = choose.pick(rebindable)
         else:
             target = choose.weighted(fresh) if fresh else f"t{number}"
         body.append(f"{target} = {term.text}")
@@ -933,7 +1090,18 @@ def build_program(
         result = b.variable()  # most often the value the last statement bound
     else:
         result = _focused(b, focus) if not body else b.apply(1)
-        rules += result.rules
+    # Values no later statement reads are combined into the result, so that few statements
+    # are dead (gradgen drops those, and they test nothing).
+    for name in _unread(body, result.text, [n for n in locals_ if n in b.env])[:2]:
+        combiners = [(f, 1) for f in forms_for(mode) if _combines(f)]
+        for _ in range(ATTEMPTS // 2):
+            form = choose.weighted(combiners)
+            try:
+                result = b.try_form(form, 0, {"x": result, "y": b.name_term(name)})
+                break
+            except Unfit:
+                continue
+    rules += result.rules
     if not is_float(result.value):
         raise Unfit("the result is not a float")
     out_shape = shape(result.value)
@@ -953,7 +1121,29 @@ def build_program(
         upstream=upstream,
         out_shape=out_shape,
         rules=tuple(dict.fromkeys(rules)),
+        constants=tuple(constants),
     )
+
+
+def _combines(form: Form) -> bool:
+    """An operator of two values that broadcast (x + y, x * y, ...): to combine results."""
+    rule = form.rule
+    return rule.broadcasts and form.library is None and rule.inputs == ("x", "y")
+
+
+def _unread(body: list[str], result: str, names: list[str]) -> list[str]:
+    """Of ``names`` (bound by ``body``), those whose last binding nothing later reads."""
+    reads: list[tuple[str, set[str]]] = []
+    for line in body:
+        target, _, value = line.partition(" = ")
+        reads.append((target, {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}))
+    read_by_result = {n.id for n in ast.walk(_parse(result)) if isinstance(n, ast.Name)}
+    unread = []
+    for name in names:
+        last = max(i for i, (target, _) in enumerate(reads) if target == name)
+        if name not in read_by_result and not any(name in used for _, used in reads[last + 1 :]):
+            unread.append(name)
+    return list(reversed(unread))
 
 
 def _focused(b: Builder, focus: Form | None) -> Term:
@@ -971,14 +1161,16 @@ def programs(
     draw: Callable[[Any], Any],
     mode: str,
     exclusions: Sequence[Callable[[Application], bool]] = (),
+    focus: Form | None = None,
 ) -> Program:
     """Random well-conditioned programs of ``mode`` ("scalar": ``import math``, floats;
-    "array": ``import numpy as np``, float64 arrays). The first statement applies a form
-    drawn uniformly from the table, so every form is reached often."""
+    "array": ``import numpy as np``, float64 arrays). The first statement applies ``focus``
+    (a form drawn from the table if None) where it can; the rest draw from the whole table."""
     from hypothesis import reject
 
     choose = HypothesisChooser(draw)
-    focus = choose.pick(forms_for(mode))
+    if focus is None:
+        focus = choose.pick(forms_for(mode))
     try:
         return build_program(choose, mode, exclusions, focus)
     except Unfit:

@@ -1,7 +1,8 @@
 """The ``gradgen`` command: forward files in, backward files out; never runs the input.
 
 Exit codes follow black's: 0 done (or nothing to change), 1 ``--check`` found files that
-would change, 2 usage error, 123 an input was refused or an output could not be written.
+would change, 2 usage error, 123 an input was refused, an output could not be written, or
+gradgen failed (an internal error: reported as one line, never a traceback, nothing written).
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradgen import __version__
-from gradgen.api import generate
+from gradgen.api import generate, with_headroom
 from gradgen.config import ConfigError, find_config, is_skipped
 from gradgen.errors import GradgenError
-from gradgen.files import display_path, find_project_root, read_source, write_atomic
+from gradgen.files import (
+    display_path,
+    find_project_root,
+    read_source,
+    resolved,
+    write_atomic,
+)
+from gradgen.format import check_module
 
 EXIT_OK = 0
 EXIT_WOULD_CHANGE = 1
@@ -99,6 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gradgen.gradcheck import main as check_main
 
         return check_main(argv[1:])
+    try:
+        return _generate_files(argv)
+    except Exception as error:  # a bug outside any one file (planning, the project root)
+        print(f"gradgen: internal error: {describe(error)}; please report", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def describe(error: BaseException) -> str:
+    """``ExceptionType: message`` on one line, for an internal error."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _generate_files(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -201,15 +223,15 @@ def _python_files(directory: Path, exclude: Path) -> list[Path]:
     # An output folder inside the input folder holds our own output: never read it as input.
     # (When the output folder is the input folder itself, every job would overwrite its
     # input, which _check_outputs refuses.)
-    output = exclude.resolve()
-    inside = output != directory.resolve() and output.is_relative_to(directory.resolve())
+    output, folder = resolved(exclude), resolved(directory)
+    inside = output != folder and output.is_relative_to(folder)
     excluded = output if inside else None
     found = []
     for path in sorted(directory.rglob("*.py")):
         relative = path.relative_to(directory)
         if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
             continue
-        if excluded is not None and path.resolve().is_relative_to(excluded):
+        if excluded is not None and resolved(path).is_relative_to(excluded):
             continue
         if is_skipped(path):
             continue
@@ -221,8 +243,8 @@ def _check_outputs(jobs: list[Job]) -> None:
     targets: dict[Path, Path] = {}
     for job in jobs:
         assert job.output is not None
-        target = job.output.resolve()
-        if target == job.source.resolve():
+        target = resolved(job.output)
+        if target == resolved(job.source):
             raise _UsageError(f"{job.source}: the output would overwrite the input")
         if target in targets:
             raise _UsageError(
@@ -243,24 +265,60 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         command += " --pairs"
     try:
         text = read_source(job.source)
-        result = generate(text, source_name, command=command, wrt=job.wrt, pairs=job.pairs)
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED
     except OSError as error:
         print(f"{source_name}: error: cannot read: {error.strerror or error}", file=sys.stderr)
         return EXIT_REFUSED
-    if job.output is None:
-        sys.stdout.write(result)
-        return EXIT_OK
-    return _deliver(result, job.output, display_path(job.output, root), args)
-
-
-def _deliver(result: str, output: Path, shown: str, args: argparse.Namespace) -> int:
+    except Exception as error:
+        return _internal_error(source_name, error)
+    shown = source_name if job.output is None else display_path(job.output, root)
     try:
-        current = output.read_text(encoding="utf-8") if output.exists() else None
+        result = generate(text, source_name, command=command, wrt=job.wrt, pairs=job.pairs)
+        current = _current_text(job.output)
+        if result != current:
+            # The last line of defence before anything is written, printed or shown as a
+            # diff: the text must compile and be black's own output. Black on a whole large
+            # module takes longer than generating it, so an output already on disk as it
+            # is (checked when it was written) is not checked again.
+            with_headroom(lambda: check_module(result, shown))
+    except GradgenError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_REFUSED
+    except Exception as error:  # a bug in gradgen: one line, and the next file goes on
+        return _internal_error(source_name, error)
+    if job.output is None:
+        try:
+            sys.stdout.write(result)
+        except OSError as error:
+            print(f"{source_name}: error: cannot write: {error.strerror or error}", file=sys.stderr)
+            return EXIT_REFUSED
+        return EXIT_OK
+    try:
+        return _deliver(result, current, job.output, shown, args)
+    except Exception as error:
+        return _internal_error(source_name, error)
+
+
+def _internal_error(source_name: str, error: Exception) -> int:
+    print(f"{source_name}: internal error: {describe(error)}; please report", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _current_text(output: Path | None) -> str | None:
+    """The output file's text now; None when there is none (or it cannot be read)."""
+    if output is None:
+        return None
+    try:
+        return output.read_text(encoding="utf-8") if output.exists() else None
     except (OSError, UnicodeDecodeError):
-        current = None
+        return None
+
+
+def _deliver(
+    result: str, current: str | None, output: Path, shown: str, args: argparse.Namespace
+) -> int:
     if current == result:
         return EXIT_OK
     if args.check or args.diff:

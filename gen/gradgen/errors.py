@@ -12,6 +12,8 @@ decorator is shown by Python itself with the user's file, line and caret.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,7 +65,23 @@ class GradgenError(SyntaxError):
 
 def source_line(text: str, line: int) -> str:
     """Line ``line`` (1-based) of ``text``, or "" when there is no such line."""
-    lines = text.splitlines()
+    lines = _lines(text)
     if 1 <= line <= len(lines):
         return lines[line - 1]
     return ""
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@functools.lru_cache(maxsize=4)
+def _lines(text: str) -> tuple[str, ...]:
+    # Python's line breaks only: str.splitlines also breaks at form feeds, U+2028 and other
+    # characters that Python (and libcst, which numbers the lines) reads as part of a line.
+    # Cached: a refusal of many problems asks for many lines of the same text.
+    return tuple(_LINE_BREAK.split(text))
+
+
+class GeneratedCodeError(Exception):
+    """The generated text failed its final check (it does not compile, or black would
+    change it): a bug in gradgen, never a problem with the input."""

@@ -49,12 +49,22 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def resolved(path: Path) -> Path:
+    """``path.resolve()``; its absolute form where a loop of symbolic links stops resolving
+    (which Python before 3.13 raises as RuntimeError): reading or writing it then fails
+    with its own error, for that file alone."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def find_project_root(paths: Sequence[Path]) -> Path:
     """The nearest folder above all ``paths`` holding .git, .hg or pyproject.toml (as black
     finds it); the current folder when there is none. Paths in generated headers are written
     relative to it, so they do not depend on where gradgen was run from."""
-    resolved = [p.resolve() for p in paths] or [Path.cwd()]
-    common = Path(os.path.commonpath([str(p) for p in resolved]))
+    absolute = [resolved(p) for p in paths] or [Path.cwd()]
+    common = Path(os.path.commonpath([str(p) for p in absolute]))
     if common.is_file() or not common.exists():
         common = common.parent
     for folder in (common, *common.parents):
@@ -65,8 +75,8 @@ def find_project_root(paths: Sequence[Path]) -> Path:
 
 def display_path(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` with forward slashes, as it appears in headers."""
-    resolved = path.resolve()
+    absolute = resolved(path)
     try:
-        return resolved.relative_to(root).as_posix()
+        return absolute.relative_to(root).as_posix()
     except ValueError:
-        return Path(os.path.relpath(resolved, root)).as_posix()
+        return Path(os.path.relpath(absolute, root)).as_posix()

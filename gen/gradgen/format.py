@@ -4,8 +4,8 @@ black costs about half a millisecond a line here, and a backward pass has two or
 per forward line, so formatting everything would make a 20,000-line input take minutes.
 The emitter already writes short lines as black would (``expr.render``); so black formats
 the module's skeleton (header, imports, constants, signatures, docstrings) and only the body
-lines that are too long to be left alone, all in one call. The test suite checks that black
-leaves every generated file unchanged.
+lines that are too long to be left alone, all in one call. ``check_module``, which the command
+line runs on everything before writing it, verifies that black leaves the result unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import re
 import black
 
 from gradgen.emit import ModuleText
+from gradgen.errors import GeneratedCodeError
 
 LINE_LENGTH = 88
 INDENT = "    "
@@ -99,3 +100,35 @@ def _format_statements(statements: list[str]) -> list[list[str]]:
         elif line and current >= 0:
             result[current].append(line)
     return result
+
+
+def check_module(text: str, filename: str) -> None:
+    """Raise ``GeneratedCodeError`` unless ``text`` compiles and black leaves it unchanged.
+
+    This runs black over the whole text, which ``format_module`` is built to avoid: for the
+    20,000-line function of ``benchmarks/bench_scale.py`` the check takes longer than
+    generating (and twice the memory), so it is the command line's, before it writes, and
+    not part of ``generate``.
+    """
+    try:
+        compile(text, filename, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        problem = f"{error.msg} (line {error.lineno})"
+        raise GeneratedCodeError(f"the generated code does not compile: {problem}") from None
+    except ValueError as error:  # NUL bytes (before Python 3.12)
+        raise GeneratedCodeError(f"the generated code does not compile: {error}") from None
+    try:
+        formatted = black.format_str(text, mode=_MODE)
+    except ValueError as error:  # black.InvalidInput
+        raise GeneratedCodeError(f"black cannot read the generated code: {error}") from None
+    if formatted != text:
+        line = _first_difference(text, formatted)
+        raise GeneratedCodeError(f"black would change the generated code, from line {line}")
+
+
+def _first_difference(text: str, other: str) -> int:
+    lines, others = text.splitlines(keepends=True), other.splitlines(keepends=True)
+    for number, (line, another) in enumerate(zip(lines, others, strict=False), start=1):
+        if line != another:
+            return number
+    return min(len(lines), len(others)) + 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
+import tokenize
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -141,16 +143,42 @@ class ParsedModule:
 def decode(data: bytes, filename: str) -> str:
     """Source bytes to text: UTF-8, with or without a byte-order mark."""
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        line, column = _byte_position(data, error.start)
         message = f"not valid UTF-8 (byte 0x{data[error.start]:02x}): gradgen reads UTF-8 source"
         raise GradgenError([Diagnostic(filename, line, column, message)]) from None
+    if "\0" in text:
+        # Valid UTF-8 can hold NUL bytes, which no Python source does: a binary file.
+        line, column = _byte_position(data, data.index(b"\0"))
+        message = "NUL byte in the file: this is not Python source (a binary file?)"
+        raise GradgenError([Diagnostic(filename, line, column, message)])
+    return text
+
+
+def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of byte ``offset``; the column counts bytes."""
+    line = data.count(b"\n", 0, offset) + 1
+    return line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+
+
+# The deepest expression gradgen reads, counting every subexpression on the way down
+# (`x + x + x` is 3 deep, `-(-x)` too). Parsing and generating are recursive, here and in
+# libcst and black: the limit bounds the stack they need (see ``api.with_headroom``) and
+# keeps the time reasonable (libcst's parser alone is quadratic in the depth). CPython 3.11,
+# at its default recursion limit, refuses to compile expressions two to three times deeper.
+MAX_NESTING = 1000
+TOO_DEEP = (
+    f"expression nested too deeply (more than {MAX_NESTING} levels): split it into several lines"
+)
 
 
 def parse_module(text: str, filename: str) -> ParsedModule:
     """Parse ``text`` and read its top level; raises ``GradgenError`` on a syntax error."""
+    # CPython's parser reads the text first: it refuses what Python cannot run (more than
+    # 200 nested parentheses, which libcst's parser accepts slowly or crashes on), words
+    # syntax errors best, and runs nothing. Then nesting is bounded before libcst sees it.
+    _check_nesting(_python_tree(text, filename), text, filename)
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError:
@@ -160,19 +188,99 @@ def parse_module(text: str, filename: str) -> ParsedModule:
     return parsed
 
 
+def _python_tree(text: str, filename: str) -> ast.Module:
+    try:
+        return ast.parse(text, filename=filename)
+    except SyntaxError as error:
+        raise GradgenError([_syntax_diagnostic(error, text, filename)]) from None
+    except (RecursionError, MemoryError):
+        # CPython's parser ran out of its own stack ("too complex"): an expression so deep
+        # that the line holding it has more tokens than MAX_NESTING. Without such a line,
+        # memory did run out.
+        (line, column), tokens = _longest_logical_line(text)
+        if tokens <= MAX_NESTING:
+            raise
+        diagnostic = Diagnostic(filename, line, column, TOO_DEEP, source_line(text, line))
+        raise GradgenError([diagnostic]) from None
+
+
+def _longest_logical_line(text: str) -> tuple[tuple[int, int], int]:
+    """Where the logical line with the most tokens starts (1-based line and column), and
+    how many tokens it has."""
+    best, best_count, start, count = (1, 1), 0, None, 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                if start is not None and count > best_count:
+                    best, best_count = start, count
+                start, count = None, 0
+            elif token.type not in _LAYOUT_TOKENS:
+                if start is None:
+                    start = (token.start[0], token.start[1] + 1)
+                count += 1
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return best, best_count
+
+
+_LAYOUT_TOKENS = frozenset(
+    {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
+)
+
+
+def _check_nesting(tree: ast.Module, text: str, filename: str) -> None:
+    """Refuse every outermost expression holding one more than ``MAX_NESTING`` deep."""
+    found: list[Diagnostic] = []
+    # (node, depth of expressions above it, the outermost of them); a stack, not recursion.
+    pending: list[tuple[ast.AST, int, ast.AST | None]] = [(tree, 0, None)]
+    refused: set[int] = set()
+    while pending:
+        node, depth, outermost = pending.pop()
+        if isinstance(node, ast.expr):
+            depth += 1
+            outermost = outermost or node
+            if depth > MAX_NESTING:
+                if id(outermost) not in refused:
+                    refused.add(id(outermost))
+                    found.append(_ast_diagnostic(outermost, text, filename, TOO_DEEP))
+                continue
+        for name in node._fields:
+            child = getattr(node, name, None)
+            if isinstance(child, ast.AST):
+                pending.append((child, depth, outermost))
+            elif isinstance(child, list):
+                pending.extend((c, depth, outermost) for c in child if isinstance(c, ast.AST))
+    if found:
+        found.sort(key=lambda d: (d.line, d.column))
+        raise GradgenError(found)
+
+
+def _ast_diagnostic(node: ast.AST, text: str, filename: str, message: str) -> Diagnostic:
+    line = getattr(node, "lineno", 1)
+    code = source_line(text, line)
+    # ast counts columns in UTF-8 bytes; messages count characters, as libcst does.
+    offset = getattr(node, "col_offset", 0)
+    column = len(code.encode("utf-8")[:offset].decode("utf-8", errors="ignore")) + 1
+    return Diagnostic(filename, line, column, message, code)
+
+
 def _syntax_error(text: str, filename: str) -> GradgenError:
     # CPython's own parser words syntax errors best and places them precisely; compiling to
     # an AST runs nothing.
     try:
         ast.parse(text, filename=filename)
     except SyntaxError as error:
-        line = error.lineno or 1
-        column = error.offset or 1
-        message = f"invalid syntax: {error.msg}"
-        return GradgenError([Diagnostic(filename, line, column, message, source_line(text, line))])
+        return GradgenError([_syntax_diagnostic(error, text, filename)])
     return GradgenError(
         [Diagnostic(filename, 1, 1, "invalid syntax: this file is not Python that gradgen reads")]
     )
+
+
+def _syntax_diagnostic(error: SyntaxError, text: str, filename: str) -> Diagnostic:
+    line = error.lineno or 1
+    column = error.offset or 1
+    message = f"invalid syntax: {error.msg}"
+    return Diagnostic(filename, line, column, message, source_line(text, line))
 
 
 def _read_top_level(parsed: ParsedModule) -> None:

@@ -31,7 +31,7 @@ from gradgen.expr import NOT_LITERAL, Attribute, Call, Const, Expr, Func, Name, 
 from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy")
-BUILTINS = ("abs", "max", "min")
+BUILTINS = ("abs", "max", "min", "float")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 SCATTER = "__scatter__"  # template marker: the adjoint adds g into x at an index
 
@@ -238,7 +238,7 @@ def _extreme_adjoint(c: AdjointContext) -> str:
     # Ties share the gradient equally: a valid sub-gradient that does not depend on order.
     # The count of ties is taken in x's dtype, so the mask divided by it keeps that dtype.
     winners = f"(x == {_expanded(c, 'out')})"
-    count = f"numpy.sum({winners}, axis=axis, keepdims=True, dtype=x.dtype)"
+    count = f"numpy.sum({winners}, axis=axis, keepdims=True, dtype=numpy.result_type(x))"
     return f"{winners} / {count} * {_expanded(c, 'g')}"
 
 
@@ -284,8 +284,10 @@ def _dot_shape(c: AdjointContext) -> Shape | None:
 
 def _transpose_adjoint(c: AdjointContext) -> str:
     axes = c.literals.get("axes")
-    if isinstance(axes, tuple):
-        inverse = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
+    if isinstance(axes, tuple) and all(isinstance(a, int) for a in axes):
+        # numpy counts a negative axis from the end: -1 is the last of len(axes)
+        order = [a % len(axes) for a in axes]
+        inverse = tuple(sorted(range(len(order)), key=lambda i: order[i]))
         return f"numpy.transpose(g, {inverse})"
     return "numpy.transpose(g)"
 
@@ -318,6 +320,13 @@ def _clip_high_adjoint(c: AdjointContext) -> str:
     return "(numpy.maximum(x, low) > high) * g"
 
 
+def _div_right(c: AdjointContext) -> str:
+    # -x of a mask (a boolean array) is an error in numpy; -(x / y**2) is not.
+    if isinstance(c.literals.get("x", NOT_LITERAL), (int, float)):
+        return "(-x / y**2) * g"
+    return "-(x / y**2) * g"
+
+
 def _along(c: AdjointContext, start: str, stop: str) -> str:
     """``g`` sliced from ``start`` to ``stop`` along the literal axis."""
     axis = c.literals.get("axis")
@@ -331,7 +340,14 @@ def _concatenate_adjoint(c: AdjointContext) -> str:
     position = c.literals["position"]
     assert isinstance(position, int)
     axis = c.literals.get("axis")
-    sizes = [f"x{j}.shape[{axis}]" for j in range(position)]
+    if axis is None:  # numpy flattens every item first
+        sizes = [f"numpy.size(x{j})" for j in range(position)]
+        start = " + ".join(sizes) or "0"
+        stop = f"{start} + numpy.size(x)" if sizes else "numpy.size(x)"
+        span = f":{stop}" if start == "0" else f"{start} : {stop}"
+        return f"numpy.reshape(g[{span}], numpy.shape(x))"
+    # numpy.shape, not .shape: an item may be a list written out
+    sizes = [f"numpy.shape(x{j})[{axis}]" for j in range(position)]
     start = " + ".join(sizes) or "0"
     stop = f"{start} + x.shape[{axis}]" if sizes else f"x.shape[{axis}]"
     return _along(c, start, stop)
@@ -397,7 +413,8 @@ RULES: tuple[Rule, ...] = (
     rule("sub", "x - y", broadcasts=True, shape=_broadcast, x="g", y="-g"),
     rule("mul_self", "x * x", shape=_same, x="(2 * x) * g"),  # one pass, not two
     rule("mul", "x * y", broadcasts=True, shape=_broadcast, x="y * g", y="x * g"),
-    rule("div", "x / y", broadcasts=True, shape=_broadcast, x="g / y", y="(-x / y**2) * g"),
+    rule("div", "x / y", broadcasts=True, shape=_broadcast, x="g / y",
+         y=Depends("(-x / y**2) * g", _div_right)),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
          broadcasts=True, shape=_broadcast,
          x="(y * x ** (y - 1)) * g", y="(out * log(x)) * g"),
@@ -471,8 +488,10 @@ RULES: tuple[Rule, ...] = (
          shape=_transpose_shape, x=Depends("numpy.transpose(g, inverse of axes)",
                                            _transpose_adjoint)),
     rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
-         "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, x.shape)"),
-    rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, x="numpy.reshape(g, x.shape)"),
+         "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, numpy.shape(x))"),
+    rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, x="numpy.reshape(g, numpy.shape(x))"),
+    # float(x) is x as a Python number: the gradient passes through (int(x) has none).
+    rule("float", "float(x)", shape=_same, x="g"),
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), variadic=True,
@@ -481,7 +500,7 @@ RULES: tuple[Rule, ...] = (
          x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
     # The gradient goes back in x's dtype, as a new array: never the upstream object itself.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
-         x="g.astype(x.dtype)"),
+         x="numpy.array(g, dtype=x.dtype)"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
     rule("index", "x[i]", nondiff=("i",), x="__scatter__(x, i, g)"),
@@ -536,7 +555,7 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
             "logical_not",
         )
     ]
-    + [("builtins", "len"), ("builtins", "float"), ("builtins", "int")]
+    + [("builtins", "len"), ("builtins", "int")]
 )
 # Attributes of arrays: .T is differentiable (a rule above); these are not.
 VALUE_ATTRIBUTES = ("T", "shape", "ndim", "size", "dtype")

@@ -94,8 +94,10 @@ def transpose(shape: Shape | None, axes: object) -> Shape | None:
         return None
     if axes is None:
         return tuple(reversed(shape))
-    if isinstance(axes, tuple) and sorted(axes) == list(range(len(shape))):
-        return tuple(shape[a] for a in axes)
+    if isinstance(axes, tuple) and all(isinstance(a, int) for a in axes):
+        order = [a % len(shape) if -len(shape) <= a < len(shape) else -1 for a in axes]
+        if sorted(order) == list(range(len(shape))):
+            return tuple(shape[a] for a in order)
     return None
 
 

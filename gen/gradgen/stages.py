@@ -226,8 +226,9 @@ def _inactive_leaf(expr: Expr) -> bool:
     if is_constant(expr):
         return True
     if isinstance(expr, Call):
-        if expr.func.name == "astype" and len(expr.args) == 2:
-            return _is_integer_dtype(expr.args[1])  # whole numbers: piecewise constant
+        if expr.func.name == "astype":
+            dtype = expr.args[1] if len(expr.args) > 1 else dict(expr.kwargs).get("dtype")
+            return dtype is not None and _is_integer_dtype(dtype)  # piecewise constant
         return (expr.func.lib, expr.func.name) in NONDIFFERENTIABLE
     if isinstance(expr, Attribute):
         return expr.name in NONDIFFERENTIABLE_ATTRIBUTES

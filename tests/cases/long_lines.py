@@ -34,9 +34,12 @@ def f_backward(
         dintermediate_value_with_a_long_name / intermediate_value_with_a_long_name_add
     )
     dintermediate_value_with_a_long_name_add = (
-        -intermediate_value_with_a_long_name_exp
-        / intermediate_value_with_a_long_name_add**2
-    ) * dintermediate_value_with_a_long_name
+        -(
+            intermediate_value_with_a_long_name_exp
+            / intermediate_value_with_a_long_name_add**2
+        )
+        * dintermediate_value_with_a_long_name
+    )
     dthird_one = (2 * third_one) * dintermediate_value_with_a_long_name_add
     dintermediate_value_with_a_long_name_mul = (
         intermediate_value_with_a_long_name_exp
@@ -76,9 +79,12 @@ def f_value_and_grad(
         dintermediate_value_with_a_long_name / intermediate_value_with_a_long_name_add
     )
     dintermediate_value_with_a_long_name_add = (
-        -intermediate_value_with_a_long_name_exp
-        / intermediate_value_with_a_long_name_add**2
-    ) * dintermediate_value_with_a_long_name
+        -(
+            intermediate_value_with_a_long_name_exp
+            / intermediate_value_with_a_long_name_add**2
+        )
+        * dintermediate_value_with_a_long_name
+    )
     dthird_one = (2 * third_one) * dintermediate_value_with_a_long_name_add
     dintermediate_value_with_a_long_name_mul = (
         intermediate_value_with_a_long_name_exp

@@ -19,7 +19,7 @@ def step_backward(x, x2, dx, dslope=1.0):
 
     # backprop slope = dx2 / dx
     ddx2 = dslope / dx
-    ddx = (-dx2 / dx**2) * dslope
+    ddx = -(dx2 / dx**2) * dslope
     # backprop dx2 = x2 - x
     d_x2 = ddx2
     d_x = -ddx2
@@ -33,7 +33,7 @@ def step_value_and_grad(x, x2, dx, dslope=1.0):
 
     # backprop slope = dx2 / dx
     ddx2 = dslope / dx
-    ddx = (-dx2 / dx**2) * dslope
+    ddx = -(dx2 / dx**2) * dslope
     # backprop dx2 = x2 - x
     d_x2 = ddx2
     d_x = -ddx2

@@ -32,7 +32,7 @@ def f_backward(x, y, dout=1.0):
 
     # backprop return math.sin(x) * y + x / y
     dx = dout / y
-    dy = (-x / y**2) * dout
+    dy = -(x / y**2) * dout
     dout_sin = y * dout
     dy += out_sin * dout
     dx += math.cos(x) * dout_sin
@@ -46,7 +46,7 @@ def f_value_and_grad(x, y, dout=1.0):
 
     # backprop return math.sin(x) * y + x / y
     dx = dout / y
-    dy = (-x / y**2) * dout
+    dy = -(x / y**2) * dout
     dout_sin = y * dout
     dy += out_sin * dout
     dx += math.cos(x) * dout_sin

@@ -1,0 +1,42 @@
+"""Hypothesis settings profiles, for the property tests (``tests/test_properties.py``).
+
+The property tests are parametrized by the forms of the rules table (about 90 tests, one per
+form and mode), so ``max_examples`` counts programs *per form*:
+
+- ``ci``, the default: 5 programs per form, a few hundred in all, derandomized (the same
+  programs on every run) and without the example database, so CI is deterministic; about
+  half a minute.
+- ``thorough``: 40 programs per form, thousands in all, new ones on every run:
+  ``pytest tests/test_properties.py --hypothesis-profile=thorough``
+  (or ``HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is in the "test" extra; without it the property tests skip
+    pass
+else:
+    # Building a program evaluates it, and checking it generates its backward twice: slow
+    # examples and filtered draws are expected.
+    _SUPPRESS = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+    settings.register_profile(
+        "ci",
+        max_examples=5,  # per form of the rules table and mode
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=_SUPPRESS,
+        print_blob=True,
+    )
+    settings.register_profile(
+        "thorough",
+        max_examples=40,  # per form of the rules table and mode
+        deadline=None,
+        suppress_health_check=_SUPPRESS,
+        print_blob=True,
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,475 @@
+"""Property-based tests: random staged programs, built from the rules table, differentiated.
+
+``tests/program_strategy.py`` builds random, well-conditioned forward functions from
+``gradgen.rules.RULES`` itself (every form of every rule, with generators for the literal
+arguments keyed by the rules' nondiff names): scalar code (``import math``, Python floats)
+and array code (``import numpy as np``, float64 arrays broadcasting between (N, D), (D,),
+(N, 1), (1, D) and numbers, reductions over axes, matrix products, masks and np.where,
+indexing, reshapes), with fan-out, rebinding (``h = h * 2``), aliases (``h = x``) and nested
+expressions, parameters annotated with their shapes or not.
+
+For each program:
+
+- ``gradgen.generate`` accepts it, and gives the same bytes when run again;
+- ``f_backward`` and ``f_value_and_grad`` give the gradients of central finite differences
+  (a five-point stencil in float64) of ``sum(f(...) * upstream)``, one per parameter, in
+  order, of the parameter's shape (``None`` or ``0.0`` only where the result does not move
+  with the parameter), and ``f_value_and_grad`` gives ``f``'s value and the same gradients;
+- neither writes into an argument or the upstream gradient, and (array code) no returned
+  gradient shares memory with an argument, the upstream gradient, the value or another
+  gradient.
+
+A failure prints the program (with its arguments). Where finite differences themselves are
+unreliable at a drawn point (two step sizes disagree), the example is discarded, not failed.
+
+How many programs: the hypothesis profiles in ``tests/conftest.py`` (``ci`` by default;
+``pytest tests/test_properties.py --hypothesis-profile=thorough`` for thousands).
+
+Gradgen bugs the programs found are in ``FIXED_BUGS`` (fixed; each reproduction is kept as a
+regression test) or, while open, in ``KNOWN_BUGS``: the strategy leaves out the programs each
+open one excludes, and ``test_known_bug_still_reproduces`` fails (strict xfail) once it is
+fixed, so that its entry moves to ``FIXED_BUGS``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+
+from hypothesis import event, given, reject  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import gradgen  # noqa: E402
+from gradgen.rules import RULES  # noqa: E402
+from program_strategy import (  # noqa: E402
+    FORMS,
+    NONDIFF_GENERATORS,
+    SCALAR_FORMS,
+    Application,
+    Form,
+    MissingGenerator,
+    Program,
+    RandomChooser,
+    Unfit,
+    build_program,
+    literal,
+    programs,
+)
+from test_rules import as_tuple, owned_arrays, run_module  # noqa: E402
+
+RTOL = 1e-6
+ATOL = 1e-6  # times the largest gradient entry (at least 1)
+STEP = 1e-4  # relative step of the finite differences
+
+
+# --- known gradgen bugs: programs the strategy leaves out until they are fixed -----------------
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A gradgen bug the property tests found.
+
+    ``forward`` and ``args`` reproduce it (``upstream``: the upstream gradient, or None for
+    the default); ``excludes`` says which applications of a form the strategy must not build
+    while it is open. Remove the entry once the bug is fixed: ``test_known_bug_still_reproduces``
+    fails then."""
+
+    name: str
+    symptom: str
+    forward: str
+    args: Callable[[], dict[str, Any]]
+    upstream: Callable[[], Any]
+    excludes: Callable[[Application], bool]
+    raises: type[Exception]  # what checking the reproduction raises while the bug is open
+
+
+def _negative_axes(app: Application) -> bool:
+    axes = literal(app.nondiff.get("axes"))
+    return app.rule == "transpose" and isinstance(axes, tuple) and any(a < 0 for a in axes)
+
+
+def _python_number(app: Application, rules: tuple[str, ...]) -> bool:
+    # numpy's own scalars (np.float64, from np.sum) have .shape and .dtype; a float does not
+    return app.rule in rules and type(app.inputs.get("x")) is float
+
+
+def _module(body: str, params: str = "x") -> str:
+    return f"import numpy as np\n\n\ndef f({params}):\n    return {body}\n"
+
+
+# Bugs the programs found, now fixed: each reproduction stays as a regression test, and the
+# strategy builds the programs they excluded again.
+FIXED_BUGS: list[KnownBug] = [
+    KnownBug(
+        name="transpose-negative-axes",
+        symptom="np.transpose(x, axes) with a negative axis: the gradient is transposed by the "
+        "wrong permutation (wrong values, or the wrong shape)",
+        forward=_module("np.transpose(x, (0, -1, 1))"),
+        args=lambda: {"x": numpy.arange(24.0).reshape(2, 3, 4)},
+        upstream=lambda: numpy.ones((2, 4, 3)),
+        excludes=_negative_axes,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="concatenate-axis-none",
+        symptom="np.concatenate(xs, axis=None) (numpy flattens): the backward raises TypeError "
+        "(x.shape[None])",
+        forward=_module("np.concatenate([x, x], axis=None)"),
+        args=lambda: {"x": numpy.ones((2, 3))},
+        upstream=lambda: numpy.ones(12),
+        excludes=lambda app: app.rule == "concatenate" and app.nondiff.get("axis") == "None",
+        raises=TypeError,
+    ),
+    KnownBug(
+        name="extreme-of-a-python-float",
+        symptom="np.max / np.min of a Python float (a float parameter, a math.* result): the "
+        "backward raises AttributeError ('float' object has no attribute 'dtype')",
+        forward=_module("np.max(a)", "a: float"),
+        args=lambda: {"a": 0.7},
+        upstream=lambda: None,
+        excludes=lambda app: _python_number(app, ("amax", "amin")),
+        raises=AttributeError,
+    ),
+    KnownBug(
+        name="reshape-of-a-python-float",
+        symptom="np.reshape / np.expand_dims / np.squeeze / np.ravel of a Python float: the "
+        "backward raises AttributeError ('float' object has no attribute 'shape')",
+        forward=_module("np.sum(np.expand_dims(a, 0))", "a: float"),
+        args=lambda: {"a": 0.7},
+        upstream=lambda: None,
+        excludes=lambda app: _python_number(app, ("reshape", "ravel")),
+        raises=AttributeError,
+    ),
+    KnownBug(
+        name="astype-with-a-number-upstream",
+        symptom="x.astype(...) whose result is a number (a loss) called with the default "
+        "upstream 1.0 (or any Python float): the backward raises AttributeError ('float' "
+        "object has no attribute 'astype'), from the adjoint g.astype(x.dtype)",
+        forward=_module("np.sum(x * x).astype(np.float64)"),
+        args=lambda: {"x": numpy.array([0.5, -1.5, 2.0])},
+        upstream=lambda: None,
+        excludes=lambda app: app.rule == "astype" and numpy.ndim(app.value) == 0,
+        raises=AttributeError,
+    ),
+    KnownBug(
+        name="astype-int-by-keyword",
+        symptom="x.astype(dtype=int) (dtype by keyword) is differentiated as if the cast kept "
+        "the values: the gradient flows through the cast to whole numbers (x.astype(int) "
+        "correctly gives none)",
+        forward=_module("np.sum(x.astype(dtype=int) * x)"),
+        args=lambda: {"x": numpy.array([0.5, 1.5, 2.5])},
+        upstream=lambda: None,
+        excludes=lambda app: app.rule == "astype" and "dtype=" in app.text,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="mask-over-array",
+        symptom="a mask divided by an array, (x > 0) / y: the backward raises TypeError (numpy "
+        "bool negative) from the adjoint (-x / y**2) * g of the divisor",
+        forward=_module("np.sum((x > 0) / y)", "x, y"),
+        args=lambda: {"x": numpy.array([1.0, -1.0]), "y": numpy.array([2.0, 4.0])},
+        upstream=lambda: None,
+        excludes=lambda app: app.rule == "div" and numpy.asarray(app.inputs["x"]).dtype == bool,
+        raises=TypeError,
+    ),
+    KnownBug(
+        name="float-call-drops-the-gradient",
+        symptom="float(x) is in the table's NONDIFFERENTIABLE functions (with int and len), "
+        "but it is the identity on a number: the gradient through it is silently dropped "
+        "(a parameter read only through float(x) gets None)",
+        forward="import math\n\n\ndef f(x):\n    return float(x) * x\n",
+        args=lambda: {"x": 1.5},
+        upstream=lambda: None,
+        excludes=lambda app: app.rule == "builtins.float",
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="concatenate-a-list-or-tuple",
+        symptom="np.concatenate with an item that is not an array (a literal list [0.0, 1.0], "
+        "a tuple np.shape(y)) before a differentiated item: the backward raises "
+        "AttributeError ('list' object has no attribute 'shape'), reading the item's .shape "
+        "to find where the next item starts",
+        forward=_module("np.sum(np.sin(np.concatenate([[0.0, 1.0], x])))"),
+        args=lambda: {"x": numpy.array([0.5, 1.5, 2.5])},
+        upstream=lambda: None,
+        excludes=lambda app: (
+            app.rule == "concatenate"
+            and any(not isinstance(v, numpy.ndarray) for v in app.inputs["x"])
+        ),
+        raises=AttributeError,
+    ),
+]
+
+# Not bugs: what the README says gradgen does not differentiate, left out of the programs.
+UNSUPPORTED: list[Callable[[Application], bool]] = [
+    # "np.dot is differentiated for 1-D and 2-D operands, where it is @; above that it is not
+    # matrix multiplication, and its generated backward raises": so does a number operand
+    # (np.dot(x, 2.0) is x * 2.0), with the same message.
+    lambda app: app.rule == "dot" and any(numpy.ndim(v) not in (1, 2) for v in app.inputs.values()),
+]
+
+# Open bugs: the strategy leaves out what each excludes until it is fixed (move it to
+# FIXED_BUGS then: its strict xfail below fails once the reproduction passes).
+KNOWN_BUGS: list[KnownBug] = []
+
+EXCLUSIONS = [*(bug.excludes for bug in KNOWN_BUGS), *UNSUPPORTED]
+
+
+# --- finite differences -------------------------------------------------------------------------
+
+
+def _moved(args: dict[str, Any], name: str, index: tuple[int, ...], value: float) -> Any:
+    """The arguments with entry ``index`` of ``name`` set to ``value``."""
+    moved = numpy.array(args[name], dtype=numpy.float64)
+    moved[index] = value
+    # a number stays a Python float, an array an array
+    return {**args, name: moved if isinstance(args[name], numpy.ndarray) else float(moved)}
+
+
+def numeric_gradients(
+    loss: Callable[..., float], args: dict[str, Any], names: list[str], step: float
+) -> dict[str, Any]:
+    """Five-point central differences of ``loss`` for each parameter in ``names``."""
+    result = {}
+    for name in names:
+        base = numpy.asarray(args[name], dtype=numpy.float64)
+        grad = numpy.zeros(base.shape)
+        for index in numpy.ndindex(base.shape):
+            value = float(base[index])
+            h = step * max(1.0, abs(value))
+            h = (value + h) - value  # a step the floats represent exactly
+            f = [loss(**_moved(args, name, index, value + k * h)) for k in (-2, -1, 1, 2)]
+            grad[index] = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
+        result[name] = grad
+    return result
+
+
+def _tolerance(expected: Any) -> float:
+    return ATOL * max(1.0, float(numpy.max(numpy.abs(expected), initial=0.0)))
+
+
+def _close(actual: Any, expected: Any) -> bool:
+    actual = numpy.asarray(actual, dtype=numpy.float64)
+    return bool(
+        numpy.all(numpy.abs(actual - expected) <= _tolerance(expected) + RTOL * numpy.abs(expected))
+    )
+
+
+# --- the check ----------------------------------------------------------------------------------
+
+
+def _copy(value: Any) -> Any:
+    return numpy.copy(value) if isinstance(value, numpy.ndarray) else copy.deepcopy(value)
+
+
+def _unchanged(before: Any, after: Any, what: str, context: str) -> None:
+    assert type(before) is type(after), f"{what} changed type{context}"
+    numpy.testing.assert_array_equal(after, before, err_msg=f"{what} was modified{context}")
+
+
+def check_program(program: Program, annotated: bool) -> None:
+    source = program.source(annotated)
+    context = f"\nforward:\n{source}\narguments: {program!r}"
+    generated = gradgen.generate(source, "forward.py")
+    context += f"\ngenerated:\n{generated}"
+    assert gradgen.generate(source, "forward.py") == generated, f"not byte-identical{context}"
+    forward = run_module(source, "forward.py")["f"]
+    module = run_module(generated, "generated.py")
+    backward, value_and_grad = module["f_backward"], module["f_value_and_grad"]
+
+    names = [n for n, _ in program.params]
+    parameters = list(inspect.signature(backward).parameters)
+    assert parameters[:-1] == names and parameters[-1].startswith("d"), context
+
+    args = {n: _copy(v) for n, v in program.args.items()}
+    upstream = _copy(program.upstream)
+    call = [*args.values()] if upstream is None else [*args.values(), upstream]
+
+    result = backward(*call)
+    value, result_2 = value_and_grad(*call)
+    for name in names:
+        _unchanged(program.args[name], args[name], f"argument {name}", context)
+    if upstream is not None:
+        _unchanged(program.upstream, upstream, "the upstream gradient", context)
+    gradients = dict(zip(names, as_tuple(result, len(names)), strict=True))
+    gradients_2 = dict(zip(names, as_tuple(result_2, len(names)), strict=True))
+
+    expected_value = forward(**{n: _copy(v) for n, v in program.args.items()})
+    numpy.testing.assert_allclose(
+        value, expected_value, rtol=1e-12, atol=1e-12, err_msg=f"f_value_and_grad's value{context}"
+    )
+    assert numpy.shape(value) == numpy.shape(expected_value), context
+
+    weights = 1.0 if upstream is None else program.upstream
+
+    def loss(**values: Any) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with numpy.errstate(all="raise"):
+                return float(numpy.sum(forward(**values) * weights))
+
+    differentiable = [n for n in names if n not in program.labels]
+    try:
+        expected = numeric_gradients(loss, program.args, differentiable, STEP)
+    except (ArithmeticError, ValueError, RuntimeWarning) as error:
+        event("discarded: finite differences leave the domain")
+        reject()
+        raise AssertionError from error  # unreachable: reject() raises
+
+    for name in names:
+        grad, grad_2 = gradients[name], gradients_2[name]
+        where = f"d{name}{context}"
+        if grad is None or grad_2 is None:
+            assert grad is None and grad_2 is None, f"None from one function only: {where}"
+        else:
+            numpy.testing.assert_array_equal(grad_2, grad, err_msg=f"two answers for {where}")
+        if name in program.labels:
+            assert grad is None or (isinstance(grad, float) and grad == 0.0), where
+            continue
+        shape = numpy.shape(program.args[name])
+        if grad is None or (isinstance(grad, float) and grad == 0.0 and shape != ()):
+            # "does not depend on it" (0.0) or "only without a gradient" (None): the result
+            # must not move with it
+            assert _close(0.0, expected[name]), f"{grad!r}, but it moves the result: {where}"
+            continue
+        assert numpy.shape(grad) == shape, f"shape {numpy.shape(grad)}, not {shape}: {where}"
+        assert numpy.asarray(grad).dtype == numpy.float64, f"dtype of {where}"
+        if not _close(grad, expected[name]):
+            # A second step size tells a wrong gradient from unreliable differences.
+            again = numeric_gradients(loss, program.args, [name], STEP / 4)[name]
+            if not _close(again, expected[name]):
+                event("discarded: finite differences disagree between step sizes")
+                reject()
+            numpy.testing.assert_allclose(
+                grad,
+                expected[name],
+                rtol=RTOL,
+                atol=_tolerance(expected[name]),
+                err_msg=f"gradient {where}",
+            )
+
+    if program.mode == "array":
+        others: dict[str, Any] = dict(args)
+        if upstream is not None:
+            others["the upstream gradient"] = upstream
+        owned_arrays(gradients, others, context)
+        owned_arrays(gradients_2, {**others, "the value": value}, context)
+
+
+# --- the properties ----------------------------------------------------------------------------
+
+
+def _events(program: Program, annotated: bool) -> None:
+    for rule in program.rules:
+        event(f"rule {rule}")
+    event("annotated" if annotated else "plain")
+
+
+def _form_id(form: Form) -> str:
+    return f"{form.rule.name}:{form.text}"
+
+
+# One property test per form of the table and mode: each form heads its programs (the first
+# statement applies it), the other statements draw from the whole table. A form that computes
+# on numbers is tested in scalar code and in array code; numpy forms in array code.
+
+
+@pytest.mark.parametrize("form", SCALAR_FORMS, ids=_form_id)
+@given(data=st.data())
+def test_scalar_programs(form: Form, data: st.DataObject) -> None:
+    program = data.draw(programs("scalar", EXCLUSIONS, focus=form), label="program")
+    annotated = data.draw(st.booleans(), label="annotated")
+    _events(program, annotated)
+    check_program(program, annotated)
+
+
+@pytest.mark.parametrize("form", FORMS, ids=_form_id)
+@given(data=st.data())
+def test_array_programs(form: Form, data: st.DataObject) -> None:
+    program = data.draw(programs("array", EXCLUSIONS, focus=form), label="program")
+    annotated = data.draw(st.booleans(), label="annotated")
+    _events(program, annotated)
+    check_program(program, annotated)
+
+
+# --- the strategy covers the table -------------------------------------------------------------
+
+
+def test_every_nondiff_name_has_a_generator() -> None:
+    """A rule's literal arguments (axis, keepdims, indices, ...) are drawn by generators keyed
+    by name: a new name needs a generator in ``NONDIFF_GENERATORS``, or the rule would not be
+    fuzzed."""
+    missing = sorted({(r.name, n) for r in RULES for n in r.nondiff if n not in NONDIFF_GENERATORS})
+    assert not missing, (
+        f"(rule, nondiff name) pairs without a generator in tests/program_strategy.py: {missing}"
+    )
+
+
+@pytest.mark.parametrize("form", FORMS, ids=_form_id)
+def test_every_form_is_generated(form: Form) -> None:
+    """Every spelling of every rule can be built into a program (in scalar code if it computes
+    on numbers, else in array code), known bugs left out: a rule the strategy cannot build (or
+    an exclusion that leaves none of its programs) fails here."""
+    mode = "scalar" if form in SCALAR_FORMS else "array"
+    for seed in range(300):
+        try:
+            program = build_program(RandomChooser(seed), mode, EXCLUSIONS, focus=form)
+        except MissingGenerator:
+            raise
+        except Unfit:
+            continue
+        if form.rule.name in program.rules:
+            return
+    pytest.fail(f"no {mode} program applies {form.text} (rule {form.rule.name})")
+
+
+# --- known bugs still reproduce -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        pytest.param(b, marks=pytest.mark.xfail(strict=True, raises=b.raises, reason=b.symptom))
+        for b in KNOWN_BUGS
+    ],
+    ids=lambda b: b.name,
+)
+def test_known_bug_still_reproduces(bug: KnownBug) -> None:
+    """Passes (so fails: strict xfail) once the bug is fixed: then move it to FIXED_BUGS."""
+    check_reproduction(bug)
+
+
+@pytest.mark.parametrize("bug", FIXED_BUGS, ids=lambda b: b.name)
+def test_fixed_bug_stays_fixed(bug: KnownBug) -> None:
+    check_reproduction(bug)
+
+
+def check_reproduction(bug: KnownBug) -> None:
+    """The backward of the bug's forward at its arguments: right, unmodifying, owned."""
+    args = bug.args()
+    upstream = bug.upstream()
+    names = list(args)
+    shapes = {n: tuple(numpy.shape(v)) for n, v in args.items()}
+    program = Program(
+        mode="array" if "numpy" in bug.forward else "scalar",
+        alias="np",
+        params=list(shapes.items()),
+        labels=(),
+        body=[],
+        result="",
+        args=args,
+        upstream=upstream,
+        out_shape=(),
+        verbatim=bug.forward,
+    )
+    assert names
+    check_program(program, annotated=False)
