@@ -60,23 +60,23 @@ def _needs_black(line: str) -> bool:
 
 
 def _format_bodies(bodies: list[list[str]]) -> list[list[str]]:
-    """Indented body lines; the long ones formatted by black in a single call."""
-    long_lines: list[str] = []
-    for body in bodies:
-        long_lines += [
-            line for line in body if line and not line.startswith("#") and _needs_black(line)
-        ]
-    formatted = _format_statements(long_lines)
+    """Indented body lines; the long ones formatted by black in a single call, each
+    different one once (F_value_and_grad repeats F_backward's statements)."""
+    long_lines = {
+        line: None
+        for body in bodies
+        for line in body
+        if line and not line.startswith("#") and _needs_black(line)
+    }
+    formatted = dict(zip(long_lines, _format_statements(list(long_lines)), strict=True))
     result = []
-    position = 0
     for body in bodies:
         lines: list[str] = []
         for line in body:
             if not line:
                 lines.append("")
-            elif not line.startswith("#") and _needs_black(line):
-                lines += formatted[position]
-                position += 1
+            elif line in formatted:
+                lines += formatted[line]
             else:
                 lines.append(INDENT + line)
         result.append(lines)
