@@ -1,4 +1,5 @@
-"""Hypothesis settings profiles, for the property tests (``tests/test_properties.py``).
+"""Shared fixtures: ``project`` and ``run`` for the command-line tests (``cli_project.py``),
+and the hypothesis settings profiles for the property tests (``tests/test_properties.py``).
 
 The property tests are parametrized by the forms of the rules table (about 90 tests, one per
 form and mode), so ``max_examples`` counts programs *per form*:
@@ -14,6 +15,22 @@ form and mode), so ``max_examples`` counts programs *per form*:
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
+
+from cli_project import Run, make_project, make_runner
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_project(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    return make_runner(capsys)
+
 
 try:
     from hypothesis import HealthCheck, settings

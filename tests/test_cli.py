@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import gradgen
-from gradgen.cli import main
+from cli_project import snapshot, write
 
 GOOD = """\
 import math
@@ -35,45 +35,6 @@ def g(x):
 
 DIAGNOSTIC = re.compile(r"^(?P<file>\S+):(?P<line>\d+):(?P<col>\d+): error: ", re.MULTILINE)
 CARET = re.compile(r"^ +\^$", re.MULTILINE)
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]):
-    """``run(*argv) -> (status, stdout, stderr)``; no run may ever print a traceback."""
-
-    def run_(*argv: str | Path) -> tuple[int, str, str]:
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        assert "Traceback" not in out
-        return status, out, err
-
-    return run_
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file below ``folder``: relative path -> (content, mtime_ns)."""
-    return {
-        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 # --- one file ---------------------------------------------------------------------------------

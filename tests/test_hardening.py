@@ -31,8 +31,8 @@ import pytest
 import gradgen
 import gradgen.api
 import gradgen.cli
+from cli_project import Run, snapshot, write
 from gradgen.api import with_headroom
-from gradgen.cli import main
 from gradgen.errors import GeneratedCodeError, GradgenError
 from gradgen.format import check_module
 from gradgen.parse import MAX_NESTING
@@ -53,46 +53,6 @@ def g(x):
 """
 
 INTERNAL = re.compile(r"^(\S+): internal error: (.+); please report$")
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """``run(*argv) -> (status, stdout, stderr)``; no run may ever print a traceback."""
-
-    def run_(*argv: str | Path) -> tuple[int, str, str]:
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err + out
-        return status, out, err
-
-    return run_
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file below ``folder``: relative path -> (content, mtime_ns)."""
-    return {
-        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def without_digests(text: str) -> str:

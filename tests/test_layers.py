@@ -25,11 +25,11 @@ import numpy
 import pytest
 
 import gradgen
+from test_rules import numeric_gradient
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("layers_basic", "losses", "normalization", "recurrent", "attention")
 
-H = 1e-6  # finite-difference step, relative to the entry's magnitude
 RTOL = 1e-5
 ATOL = 1e-8
 
@@ -239,24 +239,6 @@ def as_tuple(gradients: Any, count: int) -> tuple[Any, ...]:
         return (gradients,)
     assert isinstance(gradients, tuple) and len(gradients) == count, gradients
     return gradients
-
-
-def numeric_gradient(loss: Any, args: dict[str, Any], name: str) -> Any:
-    """Central differences of ``loss(**args)`` with respect to ``args[name]``, entry by entry."""
-    base = numpy.asarray(args[name], dtype=numpy.float64)
-    grad = numpy.zeros(base.shape)
-    for index in numpy.ndindex(base.shape):
-        value = float(base[index])
-        h = H * max(1.0, abs(value))
-        up, down = base.copy(), base.copy()
-        up[index] = value + h
-        down[index] = value - h
-        if base.ndim == 0:  # a Python float parameter stays a float
-            up, down = float(up), float(down)
-        grad[index] = (loss(**{**args, name: up}) - loss(**{**args, name: down})) / (
-            (value + h) - (value - h)
-        )
-    return grad
 
 
 # --- the tests -----------------------------------------------------------------------------------

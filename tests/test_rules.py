@@ -238,6 +238,8 @@ def numeric_gradient(loss: Callable[..., float], args: dict[str, Any], name: str
         up, down = base.copy(), base.copy()
         up[index] = value + h
         down[index] = value - h
+        if base.ndim == 0:  # a Python float parameter stays a float
+            up, down = float(up), float(down)
         high = loss(**{**args, name: up})
         low = loss(**{**args, name: down})
         grad[index] = (high - low) / ((value + h) - (value - h))
