@@ -31,6 +31,7 @@ import pytest
 import gradgen
 import gradgen.api
 import gradgen.cli
+import gradgen.format
 from cli_project import Run, snapshot, write
 from gradgen.api import with_headroom
 from gradgen.errors import GeneratedCodeError, GradgenError
@@ -274,6 +275,42 @@ def test_check_module_accepts_what_gradgen_writes() -> None:
     for source in (GOOD, GOOD_2, numpy_source):
         check_module(gradgen.generate(source, "f.py"), "out.py")
         check_module(gradgen.generate(source, "f.py", pairs=True), "out.py")
+
+
+CHUNKED = (
+    "import math\n\n\n"
+    "def f(x):\n    return math.exp(x)\n\n\n"
+    "def g(x):\n    return x * 2.0\n\n\n"
+    "def h(x):\n    y = x\n    return y\n"
+)
+
+
+@pytest.fixture
+def parallel_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check every text a top-level function per worker process, as for a long output."""
+    monkeypatch.setattr(gradgen.format, "PARALLEL_CHECK_LINES", 0)
+    monkeypatch.setattr(gradgen.format.os, "cpu_count", lambda: 2)
+
+
+@pytest.mark.usefixtures("parallel_check")
+def test_parallel_check_accepts_what_black_leaves_alone() -> None:
+    check_module(CHUNKED, "out.py")
+    check_module(gradgen.generate(GOOD, "f.py"), "out.py")
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        pytest.param(CHUNKED.replace("x * 2.0", "x*2.0"), 9, id="inside-a-function"),
+        pytest.param(CHUNKED.replace("return y\n", "return  y\n"), 14, id="last-function"),
+        pytest.param(CHUNKED.replace("\n\n\ndef g", "\n\n\n\ndef g"), 8, id="blank-lines"),
+        pytest.param(CHUNKED.replace("import math", "import  math"), 1, id="imports"),
+    ],
+)
+@pytest.mark.usefixtures("parallel_check")
+def test_parallel_check_names_the_first_line_black_changes(text: str, line: int) -> None:
+    with pytest.raises(GeneratedCodeError, match=rf"from line {line}$"):
+        check_module(text, "out.py")
 
 
 # --- 3. odd files -----------------------------------------------------------------------------

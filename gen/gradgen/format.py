@@ -10,7 +10,12 @@ line runs on everything before writing it, verifies that black leaves the result
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
+import multiprocessing
+import os
 import re
+import sys
 
 import black
 
@@ -106,9 +111,9 @@ def check_module(text: str, filename: str) -> None:
     """Raise ``GeneratedCodeError`` unless ``text`` compiles and black leaves it unchanged.
 
     This runs black over the whole text, which ``format_module`` is built to avoid: for the
-    20,000-line function of ``benchmarks/bench_scale.py`` the check takes longer than
-    generating (and twice the memory), so it is the command line's, before it writes, and
-    not part of ``generate``.
+    20,000-line function of ``benchmarks/bench_scale.py`` the check costs about what
+    generating does, even with a long text's functions checked in parallel processes, so
+    it is the command line's, before it writes, and not part of ``generate``.
     """
     try:
         compile(text, filename, "exec", dont_inherit=True)
@@ -117,13 +122,64 @@ def check_module(text: str, filename: str) -> None:
         raise GeneratedCodeError(f"the generated code does not compile: {problem}") from None
     except ValueError as error:  # NUL bytes (before Python 3.12)
         raise GeneratedCodeError(f"the generated code does not compile: {error}") from None
-    try:
-        formatted = black.format_str(text, mode=_MODE)
-    except ValueError as error:  # black.InvalidInput
-        raise GeneratedCodeError(f"black cannot read the generated code: {error}") from None
-    if formatted != text:
-        line = _first_difference(text, formatted)
+    chunks = _top_level_chunks(text)
+    if len(chunks) < 2 or text.count("\n") < PARALLEL_CHECK_LINES or (os.cpu_count() or 1) < 2:
+        chunks = [(1, text)]
+    changed = _changed_chunks(chunks)
+    if changed is not None:
+        start, chunk, formatted = changed
+        line = start - 1 + _first_difference(chunk, formatted)
         raise GeneratedCodeError(f"black would change the generated code, from line {line}")
+
+
+# A long output is checked in parallel, a top-level function per task: black formats each
+# top-level statement on its own, so the file is unchanged exactly when every chunk is and
+# the chunks are joined by two blank lines, as black separates functions.
+PARALLEL_CHECK_LINES = 20_000
+
+
+def _top_level_chunks(text: str) -> list[tuple[int, str]]:
+    """``text`` cut before each top-level ``def``: (first line number, chunk without its
+    trailing blank lines); [] when the text is not two blank lines between the chunks."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("def ")]
+    if not starts or starts[0] == 0:
+        return []
+    bounds = [0, *starts, len(lines)]
+    chunks = []
+    for begin, end in itertools.pairwise(bounds):
+        chunks.append((begin + 1, "".join(lines[begin:end]).rstrip("\n") + "\n"))
+    if "\n\n".join(chunk for _, chunk in chunks) != text:
+        return []
+    return chunks
+
+
+def _changed_chunks(chunks: list[tuple[int, str]]) -> tuple[int, str, str] | None:
+    """The first chunk black would change: (its first line, it, black's version)."""
+    texts = [chunk for _, chunk in chunks]
+    if len(texts) == 1:
+        results = [_black(texts[0])]
+    else:
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        workers = min(os.cpu_count() or 1, 8)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = list(pool.map(_black, texts, chunksize=max(1, len(texts) // workers)))
+    for (start, chunk), formatted in zip(chunks, results, strict=True):
+        if isinstance(formatted, Exception):
+            message = f"black cannot read the generated code: {formatted}"
+            raise GeneratedCodeError(message)
+        if formatted != chunk:
+            return start, chunk, formatted
+    return None
+
+
+def _black(text: str) -> str | Exception:
+    """black's version of ``text``, or why black cannot read it (returned, not raised, so
+    that it comes back from a worker process as it is)."""
+    try:
+        return black.format_str(text, mode=_MODE)
+    except ValueError as error:  # black.InvalidInput
+        return error
 
 
 def _first_difference(text: str, other: str) -> int:
