@@ -163,7 +163,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 continue
             adjoint = _adjoint(stage, position, g, known)
             mask = _operand_mask(stage, position, masks.get(stage.target), known)
-            if mask is not None and stage.rule.name != "where":  # where's adjoint is masked
+            if mask is not None and stage.rule.selects_by is None:  # a selection masks itself
                 adjoint = _masked(adjoint, mask, g)
             # The other operands, and values such as np.where's condition: any can be wider.
             others = [o for o in stage.operands if o != operand]
@@ -278,8 +278,8 @@ def _operand_mask(
         return None
     shape = known.get(stage.target)
     lined_up = bool(shape) and known.get(operand.id) == shape  # same known array shape
-    if stage.rule.name == "where":
-        condition = dict(stage.nondiff)["c"]
+    if stage.rule.selects_by is not None:
+        condition = dict(stage.nondiff)[stage.rule.selects_by]
         if lined_up and _expression_shape(condition, known) == shape:
             return _Mask(condition, position == 0, shape)
         return _Mask(None, True, None)

@@ -71,6 +71,10 @@ class Rule:
     # The one input that is a list of operands (np.concatenate([a, b])); in its adjoint,
     # ``x`` is the item, ``x0``, ``x1``, ... all items, and literals["position"] its index.
     variadic: bool = False
+    # A selection (np.where): the form variable holding the condition; the first input is
+    # taken where it holds, the second where it does not. Gradients flowing into the
+    # branches stay masked by it (see reverse.py).
+    selects_by: str | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -134,6 +138,7 @@ def rule(
     shape: Callable[[AdjointContext], Shape | None] | None = None,
     broadcasts: bool = False,
     variadic: bool = False,
+    selects_by: str | None = None,
     **adjoints: str | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -155,6 +160,7 @@ def rule(
         shape=shape,
         broadcasts=broadcasts,
         variadic=variadic,
+        selects_by=selects_by,
     )
 
 
@@ -451,6 +457,7 @@ RULES: tuple[Rule, ...] = (
          x="(x <= y) * g", y="(x > y) * g"),
     # where/clip: the gradient passes where the value passed; clip's bounds count as inside.
     rule("where", "numpy.where(c, x, y)", nondiff=("c",), broadcasts=True, shape=_broadcast,
+         selects_by="c",
          x="numpy.where(c, g, 0)", y="numpy.where(c, 0, g)"),
     rule("clip", "numpy.clip(x, low, high)", broadcasts=True, shape=_broadcast,
          x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
