@@ -26,7 +26,7 @@ def _unbroadcast(grad, like):
 
 def softmax_loss_backward(x, y, dloss=1.0):
     """Gradients of softmax_loss with respect to (x, y)."""
-    # Recomputes: N, shift, shifted, exps, sums, log_sums, log_probs, correct.
+    # Recomputes: N, shift, shifted, exps, sums, log_sums, log_probs.
     N = x.shape[0]
     shift = np.max(x, axis=1, keepdims=True)
     shifted = x - shift
@@ -34,24 +34,20 @@ def softmax_loss_backward(x, y, dloss=1.0):
     sums = np.sum(exps, axis=1, keepdims=True)
     log_sums = np.log(sums)
     log_probs = shifted - log_sums
-    correct = log_probs[np.arange(N), y]
 
     # backprop loss = -np.sum(correct) / N
     dloss_neg = dloss / N
     dloss_sum = -dloss_neg
-    dcorrect = np.full_like(correct, dloss_sum)
     # backprop correct = log_probs[np.arange(N), y]
     dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += dcorrect
+    dlog_probs[np.arange(N), y] += dloss_sum
     # backprop log_probs = shifted - log_sums
     dshifted = dlog_probs
     dlog_sums = -dlog_probs.sum(axis=1, keepdims=True)
     # backprop log_sums = np.log(sums)
     dsums = dlog_sums / sums
-    # backprop sums = np.sum(exps, axis=1, keepdims=True)
-    dexps = np.broadcast_to(dsums, np.shape(exps))
     # backprop exps = np.exp(shifted)
-    dshifted += exps * dexps
+    dshifted += exps * dsums
     # backprop shifted = x - shift
     dx = dshifted
     dshift = -dshifted.sum(axis=1, keepdims=True)
@@ -79,19 +75,16 @@ def softmax_loss_value_and_grad(x, y, dloss=1.0):
     # backprop loss = -np.sum(correct) / N
     dloss_neg = dloss / N
     dloss_sum = -dloss_neg
-    dcorrect = np.full_like(correct, dloss_sum)
     # backprop correct = log_probs[np.arange(N), y]
     dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += dcorrect
+    dlog_probs[np.arange(N), y] += dloss_sum
     # backprop log_probs = shifted - log_sums
     dshifted = dlog_probs
     dlog_sums = -dlog_probs.sum(axis=1, keepdims=True)
     # backprop log_sums = np.log(sums)
     dsums = dlog_sums / sums
-    # backprop sums = np.sum(exps, axis=1, keepdims=True)
-    dexps = np.broadcast_to(dsums, np.shape(exps))
     # backprop exps = np.exp(shifted)
-    dshifted += exps * dexps
+    dshifted += exps * dsums
     # backprop shifted = x - shift
     dx = dshifted
     dshift = -dshifted.sum(axis=1, keepdims=True)
@@ -164,7 +157,7 @@ def svm_loss_value_and_grad(x, y, dloss=1.0):
 def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     """Gradients of two_layer_net_loss with respect to (X, y, W1, b1, W2, b2, reg)."""
     # Recomputes: N, z1, h1, scores, shift, shifted, exps, sums, log_probs,
-    # data_loss_index, reg_loss_mul, reg_loss_add.
+    # reg_loss_mul, reg_loss_add.
     N = X.shape[0]
     z1 = X @ W1 + b1
     h1 = np.maximum(0, z1)
@@ -174,7 +167,6 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     exps = np.exp(shifted)
     sums = np.sum(exps, axis=1, keepdims=True)
     log_probs = shifted - np.log(sums)
-    data_loss_index = log_probs[np.arange(N), y]
     reg_loss_mul = 0.5 * reg
     reg_loss_add = np.sum(W1 * W1) + np.sum(W2 * W2)
 
@@ -190,17 +182,14 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop data_loss = -np.sum(log_probs[np.arange(N), y]) / N
     ddata_loss_neg = ddata_loss / N
     ddata_loss_sum = -ddata_loss_neg
-    ddata_loss_index = np.full_like(data_loss_index, ddata_loss_sum)
     dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += ddata_loss_index
+    dlog_probs[np.arange(N), y] += ddata_loss_sum
     # backprop log_probs = shifted - np.log(sums)
     dshifted = dlog_probs
     dlog_probs_log = -dlog_probs.sum(axis=1, keepdims=True)
     dsums = dlog_probs_log / sums
-    # backprop sums = np.sum(exps, axis=1, keepdims=True)
-    dexps = np.broadcast_to(dsums, np.shape(exps))
     # backprop exps = np.exp(shifted)
-    dshifted += exps * dexps
+    dshifted += exps * dsums
     # backprop shifted = scores - shift
     dscores = dshifted
     dshift = -dshifted.sum(axis=1, keepdims=True)
@@ -234,8 +223,7 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     exps = np.exp(shifted)
     sums = np.sum(exps, axis=1, keepdims=True)
     log_probs = shifted - np.log(sums)
-    data_loss_index = log_probs[np.arange(N), y]
-    data_loss = -np.sum(data_loss_index) / N
+    data_loss = -np.sum(log_probs[np.arange(N), y]) / N
     reg_loss_mul = 0.5 * reg
     reg_loss_add = np.sum(W1 * W1) + np.sum(W2 * W2)
     reg_loss = reg_loss_mul * reg_loss_add
@@ -253,17 +241,14 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     # backprop data_loss = -np.sum(log_probs[np.arange(N), y]) / N
     ddata_loss_neg = ddata_loss / N
     ddata_loss_sum = -ddata_loss_neg
-    ddata_loss_index = np.full_like(data_loss_index, ddata_loss_sum)
     dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += ddata_loss_index
+    dlog_probs[np.arange(N), y] += ddata_loss_sum
     # backprop log_probs = shifted - np.log(sums)
     dshifted = dlog_probs
     dlog_probs_log = -dlog_probs.sum(axis=1, keepdims=True)
     dsums = dlog_probs_log / sums
-    # backprop sums = np.sum(exps, axis=1, keepdims=True)
-    dexps = np.broadcast_to(dsums, np.shape(exps))
     # backprop exps = np.exp(shifted)
-    dshifted += exps * dexps
+    dshifted += exps * dsums
     # backprop shifted = scores - shift
     dscores = dshifted
     dshift = -dshifted.sum(axis=1, keepdims=True)

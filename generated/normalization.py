@@ -38,9 +38,8 @@ def batchnorm_train_backward(x, gamma, beta, dout):
     dvar = dsqrtvar_add
     # backprop var = np.sum(sq, axis=0) / N
     dvar_sum = dvar / N
-    dsq = np.broadcast_to(np.expand_dims(dvar_sum, 0), np.shape(sq))
     # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dsq
+    dxmu += (2 * xmu) * dvar_sum
     # backprop xmu = x - mu
     dx = dxmu
     dmu = -dxmu.sum(axis=0)
@@ -79,9 +78,8 @@ def batchnorm_train_value_and_grad(x, gamma, beta, dout):
     dvar = dsqrtvar_add
     # backprop var = np.sum(sq, axis=0) / N
     dvar_sum = dvar / N
-    dsq = np.broadcast_to(np.expand_dims(dvar_sum, 0), np.shape(sq))
     # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dsq
+    dxmu += (2 * xmu) * dvar_sum
     # backprop xmu = x - mu
     dx = dxmu
     dmu = -dxmu.sum(axis=0)

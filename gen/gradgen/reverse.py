@@ -107,8 +107,9 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     temporaries = {s.target for s in function.stages if s.temporary}
     # Gradients zero outside np.where's branch: variable -> (condition, branch, shape).
     masks: dict[str, _Mask | None] = {}
-    # Gradients that are one number spread over an array (a total's np.full_like), with the
-    # index of their statement: variable -> (index, number).
+    # Gradients that are a smaller value spread over an array (a total's np.full_like, a
+    # reduction's np.broadcast_to), with the index of their statement: variable -> (index,
+    # the value before spreading).
     spreads: dict[str, tuple[int, Expr]] = {}
 
     def contribute(variable: str, adjoint: Expr, statement: int, mask: _Mask | None = None) -> None:
@@ -135,8 +136,12 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 gradient[variable] = adjoint.id
                 return
             gradient[variable] = gradient_name(namer, variable)
-            if isinstance(adjoint, Call) and adjoint.func.name == "full_like":
-                spreads[variable] = (len(statements), adjoint.args[1])
+            if isinstance(adjoint, Call) and adjoint.func.name in ("full_like", "broadcast_to"):
+                spread = adjoint.args[1 if adjoint.func.name == "full_like" else 0]
+                if _is_leading_expand(spread):  # a new leading axis broadcasts by itself
+                    assert isinstance(spread, Call)
+                    spread = spread.args[0]
+                spreads[variable] = (len(statements), spread)
             statements.append(AdjointStatement(gradient[variable], "=", adjoint, statement))
         else:
             # Added to a gradient that has the variable's whole shape, numpy broadcasts: a
@@ -244,11 +249,17 @@ def _adjoint(stage: Stage, position: int, g: Expr, known: dict[str, Shape | None
 def _spread_fits(
     stage: Stage, number: Expr, relevant: set[str], known: dict[str, Shape | None]
 ) -> bool:
-    """Can the number a gradient spreads stand for it in ``stage``'s adjoints? Yes when the
-    stage is elementwise and every adjoint, with g a number, has the stage's known shape."""
+    """Can the value a gradient spreads stand for it in ``stage``'s adjoints? Yes when the
+    stage is elementwise and every adjoint, with g a number, has the stage's known shape
+    (numpy broadcasting then spreads it), or when the stage is an index (adding into the
+    indexed entries broadcasts too)."""
     assert stage.rule is not None
+    if stage.target in names_in(number):
+        return False
+    if any(isinstance(s, str) and SCATTER in s for s in stage.rule.adjoint_sources):
+        return True
     shape = known.get(stage.target)
-    if not shape or not stage.rule.elementwise or stage.target in names_in(number):
+    if not shape or not stage.rule.elementwise:
         return False
     return all(
         _expression_shape(_adjoint(stage, position, Const("1.0", 1.0), known), known) == shape
