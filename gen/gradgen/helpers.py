@@ -11,7 +11,9 @@ HELPERS: dict[str, str] = {
     "_unbroadcast": '''
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
-    shape = numpy.shape(like)
+    shape = like.shape if isinstance(like, numpy.ndarray) else numpy.shape(like)
+    if isinstance(grad, numpy.ndarray) and grad.shape == shape:
+        return grad  # the common case, without a numpy call
     if numpy.shape(grad) == shape:
         return grad
     extra = numpy.ndim(grad) - len(shape)

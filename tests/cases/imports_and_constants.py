@@ -28,7 +28,9 @@ HALF = SCALE / 2
 
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
-    shape = np.shape(like)
+    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
+    if isinstance(grad, np.ndarray) and grad.shape == shape:
+        return grad  # the common case, without a numpy call
     if np.shape(grad) == shape:
         return grad
     extra = np.ndim(grad) - len(shape)
