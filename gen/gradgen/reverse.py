@@ -38,6 +38,7 @@ from gradgen.expr import (
     Sequence_,
     Subscript,
     UnaryOp,
+    children,
     is_constant,
     literal_value,
     map_funcs,
@@ -223,6 +224,16 @@ def _selects_distinct(index: tuple[Expr, ...], known: dict[str, Shape | None]) -
     return has_arange
 
 
+def _reads_entries(expr: Expr, names: set[str]) -> bool:
+    """Does ``expr`` read one of ``names`` as an array, entry by entry (``x`` in ``g / x``,
+    ``cos(x)``), not only an attribute of it (``x.dtype``)?"""
+    if isinstance(expr, Name):
+        return expr.id in names
+    if isinstance(expr, Attribute):
+        return False
+    return any(_reads_entries(child, names) for child in children(expr))
+
+
 def _is_leading_expand(expr: Expr) -> bool:
     """``np.expand_dims(e, 0)``: a leading axis, which numpy broadcasting adds anyway."""
     if not (isinstance(expr, Call) and expr.func.name == "expand_dims"):
@@ -258,7 +269,20 @@ def _spread_fits(
         return False
     if any(isinstance(s, str) and SCATTER in s for s in stage.rule.adjoint_sources):
         return True
+    relevant_positions = [
+        position
+        for position, operand in enumerate(stage.operands)
+        if isinstance(operand, Name) and operand.id in relevant
+    ]
     shape = known.get(stage.target)
+    if not shape and stage.rule.keeps_shape:
+        # Shape unknown, but the same as the input's: an adjoint that reads the input or
+        # the result entry by entry has it too (``g / x``), one that does not is a number.
+        reads = {stage.target, *(o.id for o in stage.operands if isinstance(o, Name))}
+        return all(
+            _reads_entries(_adjoint(stage, position, Const("1.0", 1.0), known), reads)
+            for position in relevant_positions
+        )
     if not shape or not stage.rule.elementwise:
         return False
     return all(

@@ -82,6 +82,11 @@ class Rule:
         return self.shape in (_same, _broadcast)
 
     @property
+    def keeps_shape(self) -> bool:
+        """Has the result the shape of the (one) input, whatever it is?"""
+        return self.shape is _same
+
+    @property
     def adjoint_texts(self) -> tuple[str, ...]:
         return tuple(a if isinstance(a, str) else a.doc for a in self.adjoint_sources)
 
