@@ -114,7 +114,7 @@ def svm_loss_backward(x, y, dloss=1.0):
 
     # backprop loss = np.sum(kept) / N
     dloss_sum = dloss / N
-    dkept = np.full_like(kept, dloss_sum)
+    dkept = np.full_like(kept, dloss_sum, dtype=np.result_type(kept, dloss_sum))
     # backprop kept = margins * mask
     dmargins = _unbroadcast(mask * dkept, margins)
     # backprop margins = np.maximum(0, x - correct[:, None] + 1.0)
@@ -142,7 +142,7 @@ def svm_loss_value_and_grad(x, y, dloss=1.0):
 
     # backprop loss = np.sum(kept) / N
     dloss_sum = dloss / N
-    dkept = np.full_like(kept, dloss_sum)
+    dkept = np.full_like(kept, dloss_sum, dtype=np.result_type(kept, dloss_sum))
     # backprop kept = margins * mask
     dmargins = _unbroadcast(mask * dkept, margins)
     # backprop margins = np.maximum(0, x - correct[:, None] + 1.0)

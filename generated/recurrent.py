@@ -74,7 +74,7 @@ def rnn_step_value_and_grad(x, prev_h, Wx, Wh, b, dnext_h):
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
     # Recomputes: H, a, ai, af, ao, ag, i, f, o, g, next_c_mul, next_c_mul_2,
-    # next_c, next_h_tanh.
+    # next_c, next_h_tanh, next_h.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     ai = a[:, :H]
@@ -89,8 +89,10 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     next_c_mul_2 = i * g
     next_c = next_c_mul + next_c_mul_2
     next_h_tanh = np.tanh(next_c)
+    next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
+    dnext_h = dnext_h + np.zeros_like(next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
     dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh
@@ -146,6 +148,7 @@ def lstm_step_value_and_grad(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
+    dnext_h = dnext_h + np.zeros_like(next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
     dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh

@@ -564,3 +564,85 @@ def test_arange_broadcast_against_a_2d_index_repeats_entries() -> None:
     numpy.add.at(expected, (numpy.arange(3), y), 1.0)
     numpy.testing.assert_array_equal(dx, expected)
     assert dx[0, 1] == 2.0 and dx[2, 3] == 2.0
+
+
+# --- found trying gradgen as a new user -------------------------------------------------------
+
+
+def test_upstream_after_a_defaulted_parameter_is_keyword_only() -> None:
+    """Passed by position, the upstream gradient would silently become p."""
+    _, backward, generated = forward_and_backward(
+        module("def f(x, mask, p=0.5):\n    return x * mask / p\n")
+    )
+    assert "def f_backward(x, mask, p=0.5, *, dout=1.0):" in generated
+    x, mask = numpy.ones((2, 3)), numpy.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    upstream = numpy.full((2, 3), 3.0)
+    dx, dmask, dp = backward(x, mask, 0.25, dout=upstream)
+    numpy.testing.assert_array_equal(dx, mask * 3.0 / 0.25)
+    numpy.testing.assert_array_equal(dmask, x * 3.0 / 0.25)
+    assert dp == pytest.approx(-numpy.sum(x * mask * 3.0) / 0.25**2)
+    with pytest.raises(TypeError):
+        backward(x, mask, 0.25, upstream)
+
+
+@pytest.mark.parametrize(
+    ("text", "shapes"),
+    [
+        pytest.param(
+            "def f(x, gamma, beta):\n    return gamma * x + beta\n",
+            {"x": (4, 3), "gamma": (3,), "beta": (3,)},
+            id="scale-shift",
+        ),
+        pytest.param(
+            "def f(x, w, b):\n    return x @ w + b\n",
+            {"x": (4, 3), "w": (3, 2), "b": (2,)},
+            id="affine",
+        ),
+        pytest.param(
+            "def f(x, w, b):\n    h = np.tanh(x)\n    return h * w - b\n",
+            {"x": (4, 3), "w": (3,), "b": (4, 1)},
+            id="tanh",
+        ),
+    ],
+)
+def test_unknown_array_result_with_the_default_upstream_is_the_gradient_of_the_sum(
+    text: str, shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """Unannotated, the result may be an array: the default 1.0 means 1.0 for every entry."""
+    forward, backward, generated = forward_and_backward(module(text))
+    generator = rng(text)
+    args = {name: generator.normal(size=shape) for name, shape in shapes.items()}
+    gradients = as_tuple(backward(*args.values()), len(args))
+
+    def total(**values: Any) -> float:
+        return float(numpy.sum(forward(**values)))
+
+    for name, grad in zip(args, gradients, strict=True):
+        numpy.testing.assert_allclose(
+            grad, numeric_gradient(total, args, name), rtol=RTOL, atol=ATOL, err_msg=generated
+        )
+
+
+def test_integer_array_input_gets_a_float_gradient() -> None:
+    _, backward, generated = forward_and_backward(module("def f(x):\n    return np.mean(x)\n"))
+    numpy.testing.assert_array_equal(backward(numpy.arange(4)), [0.25] * 4, err_msg=generated)
+    _, backward, _ = forward_and_backward(module("def f(x):\n    return np.sum(x)\n"))
+    assert backward(numpy.arange(4), 0.5).dtype == numpy.float64
+
+
+def test_power_with_a_variable_exponent_at_zero() -> None:
+    """d(x**p)/dp = x**p log x tends to 0 at x == 0: no NaN, no math domain error."""
+    backward = forward_and_backward(module("def f(x, p):\n    return np.sum(np.abs(x) ** p)\n"))[1]
+    with numpy.errstate(all="raise"):
+        _, dp = backward(numpy.array([0.0, 1.0, 2.0]), 3.0)
+    assert dp == pytest.approx(8 * numpy.log(2.0))
+    scalar = forward_and_backward("def f(x, p):\n    return x ** p\n")[1]
+    assert scalar(0.0, 2.0) == (0.0, 0.0)
+
+
+def test_returning_a_parameter_itself() -> None:
+    backward = forward_and_backward(module("def f(x, y):\n    return y\n"))[1]
+    y, upstream = numpy.ones(3), numpy.full(3, 2.0)
+    dx, dy = backward(numpy.zeros(3), y, upstream)
+    assert dx == 0.0 and dy is not upstream
+    numpy.testing.assert_array_equal(dy, upstream)

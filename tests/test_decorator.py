@@ -446,3 +446,15 @@ def test_numpy_function(load) -> None:
     h = np.tanh(x * w)
     np.testing.assert_allclose(dx, h + x * (1 - h**2) * w)
     np.testing.assert_allclose(dw, x * (1 - h**2) * x)
+
+
+def test_wrt_given_as_one_string_is_one_name(load) -> None:
+    module = load("""
+        import gradgen
+
+
+        @gradgen.differentiable(wrt="xw")
+        def g(x, w, xw):
+            return x * w * xw
+        """)
+    assert module.g.backward(2.0, 3.0, 5.0) == pytest.approx(6.0)  # d/dxw only, bare

@@ -109,12 +109,13 @@ def test_same_text_twice_in_one_process(generated: str) -> None:
 
 def test_every_function_has_a_backward(generated: str) -> None:
     for name, params in [
-        ("layer", "x, w, b"),
-        ("softplus_loss", "x, y, z, alpha=0.5"),
-        ("scalar", "p, q, r, t"),
-        ("fan_out", "x"),
+        ("layer", "x, w, b, dout=1.0"),
+        # after a parameter with a default, the upstream gradient is keyword-only
+        ("softplus_loss", "x, y, z, alpha=0.5, *, dout=1.0"),
+        ("scalar", "p, q, r, t, dout=1.0"),
+        ("fan_out", "x, dout=1.0"),
     ]:
-        assert f"def {name}_backward({params}, dout=1.0):" in generated
+        assert f"def {name}_backward({params}):" in generated
 
 
 def test_output_compiles(generated: str) -> None:

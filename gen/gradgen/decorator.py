@@ -106,6 +106,8 @@ def differentiable(
     (in that order); the backward is then generated in memory. Raises ``GradgenError`` if
     gradgen refuses ``func``.
     """
+    if isinstance(wrt, str):
+        wrt = (wrt,)  # one name, not its letters
     if func is None:
 
         def decorate(function: F) -> F:

@@ -242,12 +242,14 @@ def _parameters(backward: BackwardFunction) -> str:
         p.name if p.default is None else f"{p.name}={render(p.default)}"
         for p in backward.staged.parameters
     ]
+    upstream = backward.upstream
     if backward.upstream_default is not None:
-        params.append(f"{backward.upstream}={backward.upstream_default}")
-    elif any(p.default is not None for p in backward.staged.parameters):
-        params += ["*", backward.upstream]  # after parameters with defaults: keyword-only
+        upstream += f"={backward.upstream_default}"
+    if any(p.default is not None for p in backward.staged.parameters):
+        # Keyword-only: passed by position it would take the place of a defaulted parameter.
+        params += ["*", upstream]
     else:
-        params.append(backward.upstream)
+        params.append(upstream)
     return ", ".join(params)
 
 
@@ -262,7 +264,10 @@ def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
     for adjoint in backward.adjoints:
         if adjoint.statement != current:
             current = adjoint.statement
-            body.append(f"# backprop {_shorten(backward.staged.statements[current])}")
+            statements = backward.staged.statements
+            # `return x` is no statement of its own: the copy of an upstream handed back
+            quoted = statements[current] if current < len(statements) else "return"
+            body.append(f"# backprop {_shorten(quoted)}")
         body.append(_adjoint_line(adjoint, helpers))
     return body
 

@@ -112,6 +112,25 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
     # reduction's np.broadcast_to), with the index of their statement: variable -> (index,
     # the value before spreading).
     spreads: dict[str, tuple[int, Expr]] = {}
+    if (
+        function.array_mode
+        and isinstance(result, Name)
+        and result.id in relevant
+        and known.get(result.id) is None
+    ):
+        # The result's shape is not evident, so it may be an array: a number upstream (the
+        # default 1.0) stands for that gradient in every entry, the gradient of the sum.
+        # Where the last stage broadcasts it anyway, the spread is dropped again below.
+        statement = next(
+            (s.statement for s in function.stages if s.target == result.id),
+            len(function.statements),
+        )
+        # `+ np.zeros_like(out)`, not np.broadcast_to: the sum takes out's float type, so
+        # float32 stays float32 with the Python float 1.0.
+        zeros = Call(Func("numpy", "zeros_like", None), (result,))
+        everywhere = BinOp("+", Name(upstream), zeros)
+        spreads[result.id] = (len(statements), Name(upstream))
+        statements.append(AdjointStatement(upstream, "=", everywhere, statement))
 
     def contribute(variable: str, adjoint: Expr, statement: int, mask: _Mask | None = None) -> None:
         # Only a gradient with exactly one contribution, a masked one, is masked.

@@ -232,16 +232,16 @@ def _full_reduction(c: AdjointContext) -> bool:
 # A sum's gradient is g spread over the reduced axes: a broadcast view, no copy. The reverse
 # pass knows it is a view: it never writes into it and copies it before returning it. A sum
 # of everything has a number for g (the default upstream 1.0 is a Python float): full_like
-# gives it x's dtype, so float32 in stays float32 out.
+# in x's floating type keeps float32 float32, and makes an integer x's gradient float.
 def _sum_adjoint(c: AdjointContext) -> str:
     if _full_reduction(c):
-        return "numpy.full_like(x, g)"
+        return "numpy.full_like(x, g, dtype=numpy.result_type(x, g))"
     return f"numpy.broadcast_to({_expanded(c, 'g')}, numpy.shape(x))"
 
 
 def _mean_adjoint(c: AdjointContext) -> str:
     if _full_reduction(c):
-        return f"numpy.full_like(x, g / {_count(c)})"
+        return f"numpy.full_like(x, g / {_count(c)}, dtype=numpy.result_type(x, g))"
     return f"numpy.broadcast_to({_expanded(c, 'g')} / {_count(c)}, numpy.shape(x))"
 
 
@@ -428,7 +428,8 @@ RULES: tuple[Rule, ...] = (
          y=Depends("(-x / y**2) * g", _div_right)),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
          broadcasts=True, shape=_broadcast,
-         x="(y * x ** (y - 1)) * g", y="(out * log(x)) * g"),
+         # d(x**y)/dy = x**y log x, whose limit at x == 0 is 0: log(1) there, no -inf.
+         x="(y * x ** (y - 1)) * g", y="(out * log(abs(x) + (x == 0))) * g"),
     rule("neg", "-x", shape=_same, x="-g"),
     rule("pos", "+x", shape=_same, x="g"),
 

@@ -44,14 +44,16 @@ def _unbroadcast(grad, like):
     return grad
 
 
-def f_backward(x, y=0.5, da=1.0):
+def f_backward(x, y=0.5, *, da=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: a_mul, a_cos, a_max.
+    # Recomputes: a_mul, a_cos, a_max, a.
     a_mul = x * SCALE
     a_cos = cos(a_mul)
     a_max = np.maximum(y, HALF)
+    a = a_cos + a_max
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
+    da = da + np.zeros_like(a)
     da_cos = _unbroadcast(da, a_cos)
     da_max = _unbroadcast(da, a_max)
     dy = (y >= HALF) * da_max
@@ -60,7 +62,7 @@ def f_backward(x, y=0.5, da=1.0):
     return dx, dy
 
 
-def f_value_and_grad(x, y=0.5, da=1.0):
+def f_value_and_grad(x, y=0.5, *, da=1.0):
     """f and its gradients with respect to (x, y)."""
     a_mul = x * SCALE
     a_cos = cos(a_mul)
@@ -68,6 +70,7 @@ def f_value_and_grad(x, y=0.5, da=1.0):
     a = a_cos + a_max
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
+    da = da + np.zeros_like(a)
     da_cos = _unbroadcast(da, a_cos)
     da_max = _unbroadcast(da, a_max)
     dy = (y >= HALF) * da_max

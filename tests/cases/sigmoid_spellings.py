@@ -40,11 +40,13 @@ def _unbroadcast(grad, like):
 
 def f_backward(x, y, z, dc=1.0):
     """Gradients of f with respect to (x, y, z)."""
-    # Recomputes: a, b.
+    # Recomputes: a, b, c.
     a = 1 / (1 + math.exp(-x))
     b = 1.0 / (np.exp(-(y * z)) + 1.0)
+    c = a * b
 
     # backprop c = a * b
+    dc = dc + np.zeros_like(c)
     da = _unbroadcast(b * dc, a)
     db = _unbroadcast(a * dc, b)
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
@@ -63,6 +65,7 @@ def f_value_and_grad(x, y, z, dc=1.0):
     c = a * b
 
     # backprop c = a * b
+    dc = dc + np.zeros_like(c)
     da = _unbroadcast(b * dc, a)
     db = _unbroadcast(a * dc, b)
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
