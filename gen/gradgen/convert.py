@@ -52,7 +52,7 @@ _REFUSED_EXPRESSIONS: dict[type[cst.CSTNode], str] = {
     cst.GeneratorExp: "generator expressions are not supported: gradgen differentiates "
     "straight-line code",
     cst.IfExp: "conditional expressions are not supported: the gradient would depend on "
-    "the branch taken; use max()/min() or abs() where they express it",
+    "the branch taken; use np.where(cond, a, b) for arrays, or max()/min()/abs()",
     cst.BooleanOperation: "'and'/'or' are not supported: they choose a value by a condition",
     cst.Set: "sets are not supported",
     cst.Dict: "dicts are not supported",

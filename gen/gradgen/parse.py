@@ -405,7 +405,7 @@ _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     "(unroll the loop, or vectorize it)",
     cst.While: "loops are not supported: gradgen differentiates straight-line code",
     cst.If: "'if' statements are not supported: the gradient would depend on the branch "
-    "taken; max(), min() and abs() express the common cases",
+    "taken; np.where(cond, a, b), max(), min() and abs() express the common cases",
     cst.Try: "'try' is not supported: gradgen differentiates straight-line code",
     cst.TryStar: "'try' is not supported: gradgen differentiates straight-line code",
     cst.With: "'with' is not supported: gradgen differentiates straight-line code",
