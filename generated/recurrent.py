@@ -8,6 +8,13 @@
 import numpy as np
 
 
+def _everywhere(grad, like):
+    """grad as an array of like's shape: a number stands for every entry."""
+    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
+        return grad
+    return grad + np.zeros_like(like)
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -92,7 +99,7 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
-    dnext_h = dnext_h + np.zeros_like(next_h)
+    dnext_h = _everywhere(dnext_h, next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
     dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh
@@ -148,7 +155,7 @@ def lstm_step_value_and_grad(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
-    dnext_h = dnext_h + np.zeros_like(next_h)
+    dnext_h = _everywhere(dnext_h, next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
     dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh

@@ -28,6 +28,13 @@ def _unbroadcast(grad, like):
         grad = numpy.sum(grad, axis=kept, keepdims=True)
     return grad
 ''',
+    "_everywhere": '''
+def _everywhere(grad, like):
+    """grad as an array of like's shape: a number stands for every entry."""
+    if isinstance(grad, numpy.ndarray) and grad.shape == numpy.shape(like):
+        return grad
+    return grad + numpy.zeros_like(like)
+''',
     "_matmul_dx": '''
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""

@@ -125,10 +125,10 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
             (s.statement for s in function.stages if s.target == result.id),
             len(function.statements),
         )
-        # `+ np.zeros_like(out)`, not np.broadcast_to: the sum takes out's float type, so
-        # float32 stays float32 with the Python float 1.0.
-        zeros = Call(Func("numpy", "zeros_like", None), (result,))
-        everywhere = BinOp("+", Name(upstream), zeros)
+        # The helper adds np.zeros_like(out) to a number (so float32 stays float32 with the
+        # Python float 1.0) and passes an array of out's shape through.
+        helper = Func("helper", "_everywhere", "_everywhere")
+        everywhere = Call(helper, (Name(upstream), result))
         spreads[result.id] = (len(statements), Name(upstream))
         statements.append(AdjointStatement(upstream, "=", everywhere, statement))
 
@@ -516,7 +516,15 @@ def _influences(function: StagedFunction) -> set[str]:
 
 
 # Functions and attributes whose result may share memory with their argument.
-_VIEWS = {"reshape", "transpose", "expand_dims", "squeeze", "broadcast_to", "_unbroadcast"}
+_VIEWS = {
+    "reshape",
+    "transpose",
+    "expand_dims",
+    "squeeze",
+    "broadcast_to",
+    "_unbroadcast",
+    "_everywhere",  # may hand back the caller's upstream itself
+}
 
 
 def _allocates(expr: Expr) -> bool:

@@ -26,6 +26,13 @@ SCALE = 2 * pi
 HALF = SCALE / 2
 
 
+def _everywhere(grad, like):
+    """grad as an array of like's shape: a number stands for every entry."""
+    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
+        return grad
+    return grad + np.zeros_like(like)
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -53,7 +60,7 @@ def f_backward(x, y=0.5, *, da=1.0):
     a = a_cos + a_max
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    da = da + np.zeros_like(a)
+    da = _everywhere(da, a)
     da_cos = _unbroadcast(da, a_cos)
     da_max = _unbroadcast(da, a_max)
     dy = (y >= HALF) * da_max
@@ -70,7 +77,7 @@ def f_value_and_grad(x, y=0.5, *, da=1.0):
     a = a_cos + a_max
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    da = da + np.zeros_like(a)
+    da = _everywhere(da, a)
     da_cos = _unbroadcast(da, a_cos)
     da_max = _unbroadcast(da, a_max)
     dy = (y >= HALF) * da_max

@@ -20,6 +20,13 @@ import math
 import numpy as np
 
 
+def _everywhere(grad, like):
+    """grad as an array of like's shape: a number stands for every entry."""
+    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
+        return grad
+    return grad + np.zeros_like(like)
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -46,7 +53,7 @@ def f_backward(x, y, z, dc=1.0):
     c = a * b
 
     # backprop c = a * b
-    dc = dc + np.zeros_like(c)
+    dc = _everywhere(dc, c)
     da = _unbroadcast(b * dc, a)
     db = _unbroadcast(a * dc, b)
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
@@ -65,7 +72,7 @@ def f_value_and_grad(x, y, z, dc=1.0):
     c = a * b
 
     # backprop c = a * b
-    dc = dc + np.zeros_like(c)
+    dc = _everywhere(dc, c)
     da = _unbroadcast(b * dc, a)
     db = _unbroadcast(a * dc, b)
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
