@@ -781,6 +781,11 @@ def _axes(c: Context) -> str:
     return c.choose.pick(choices)
 
 
+def _swapped_axis(c: Context) -> str:
+    rank = ndim(c.first.value)
+    return c.choose.pick([str(a) for a in range(-rank, rank)] or ["0"])
+
+
 def _shape(c: Context) -> str:
     """``shape`` is a shape for reshape and an axis for expand_dims and squeeze."""
     dims = shape(c.first.value)
@@ -871,6 +876,8 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "keepdims": _keepdims,
     "ddof": _ddof,
     "axes": _axes,
+    "axis1": _swapped_axis,
+    "axis2": _swapped_axis,
     "shape": _shape,
     "dtype": _dtype,
     "c": _condition,

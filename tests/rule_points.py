@@ -224,6 +224,11 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.squeeze(x)", x=(3, 1, 4), explicit=False),
         case("np.squeeze(x, axis=1)", x=(3, 1, 4), explicit=False),
     ],
+    "swapaxes": [
+        case("np.swapaxes(x, 0, 2)", x=T, explicit=False),
+        case("x.swapaxes(-1, 1)", x=T, explicit=False),
+        case("np.swapaxes(x, axis1=0, axis2=1) * y", x=M, y=(4, 3), explicit=False),
+    ],
     "ravel": [
         case("np.ravel(x)", x=M, explicit=False),
         case("x.ravel()", x=T, explicit=False),

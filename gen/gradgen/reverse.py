@@ -519,6 +519,7 @@ def _influences(function: StagedFunction) -> set[str]:
 _VIEWS = {
     "reshape",
     "transpose",
+    "swapaxes",
     "expand_dims",
     "squeeze",
     "broadcast_to",

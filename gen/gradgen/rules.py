@@ -185,6 +185,7 @@ METHODS: dict[str, str] = {
         "clip",
         "astype",
         "ravel",
+        "swapaxes",
     )
 }
 METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gradient
@@ -502,6 +503,8 @@ RULES: tuple[Rule, ...] = (
                                            _transpose_adjoint)),
     rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
          "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, numpy.shape(x))"),
+    rule("swapaxes", "numpy.swapaxes(x, axis1, axis2)", nondiff=("axis1", "axis2"),
+         x="numpy.swapaxes(g, axis1, axis2)"),
     rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, x="numpy.reshape(g, numpy.shape(x))"),
     # float(x) is x as a Python number: the gradient passes through (int(x) has none).
     rule("float", "float(x)", shape=_same, x="g"),
@@ -530,6 +533,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "var"): ("a", "axis=None", "ddof=0", "keepdims=False"),
     ("numpy", "std"): ("a", "axis=None", "ddof=0", "keepdims=False"),
     ("numpy", "transpose"): ("a", "axes=None"),
+    ("numpy", "swapaxes"): ("a", "axis1", "axis2"),
     ("numpy", "reshape"): ("a", "shape"),
     ("numpy", "expand_dims"): ("a", "axis"),
     ("numpy", "squeeze"): ("a", "axis=None"),
