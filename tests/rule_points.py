@@ -101,6 +101,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.clip(x, -0.5, None)", x=M),
         case("np.clip(x, None, 0.7)", x=M),
         case("np.clip(x, a_min=-0.7, a_max=0.5)", x=M),
+        case("np.clip(x, min=-0.7, max=0.5)", x=M),  # numpy >= 2.1 keywords
         case("x.clip(-0.5, 0.7)", x=T),
         case("x.clip(None, -0.5)", x=M),
         # bounds that are values get gradients too, broadcast back to their shapes

@@ -169,6 +169,11 @@ def rule(
     )
 
 
+# Other names numpy accepts for an argument: np.clip(x, min=0.0) since numpy 2.1.
+KEYWORD_ALIASES: dict[tuple[str, str], dict[str, str]] = {
+    ("numpy", "clip"): {"min": "a_min", "max": "a_max"},
+}
+
 # Methods of arrays and the numpy functions they stand for.
 METHODS: dict[str, str] = {
     name: name

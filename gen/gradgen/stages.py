@@ -36,6 +36,7 @@ from gradgen.expr import (
 from gradgen.naming import Namer, rebinding_name, temporary_name
 from gradgen.parse import ForwardFunction, Parameter
 from gradgen.rules import (
+    KEYWORD_ALIASES,
     NONDIFFERENTIABLE,
     NONDIFFERENTIABLE_ATTRIBUTES,
     SIGNATURES,
@@ -280,7 +281,9 @@ def canonical_call(call: Call) -> Call:
     if len(args) > len(names):
         raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
     filled: dict[str, Expr] = dict(zip(names, args, strict=False))
-    for key_name, value in call.kwargs:
+    aliases = KEYWORD_ALIASES.get(key, {})
+    for written, value in call.kwargs:
+        key_name = aliases.get(written, written)
         if key_name not in names or key_name in filled:
             raise ValueError(f"'{call.func.spelling}' has no argument '{key_name}' here")
         filled[key_name] = value
