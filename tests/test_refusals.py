@@ -147,3 +147,12 @@ def test_refusal_is_a_syntax_error_with_location() -> None:
     error = refusal("def f(x):\n    y = x // 2\n    return y\n")
     assert isinstance(error, SyntaxError)
     assert (error.filename, error.lineno, error.offset) == ("bad.py", 2, 11)
+
+
+def test_a_variable_named_like_a_generated_helper_is_refused() -> None:
+    """The backward defines _unbroadcast; a forward value of that name would hide it."""
+    source = (
+        "import numpy as np\n\n\ndef f(x):\n    _unbroadcast = x + 1\n    return _unbroadcast * x\n"
+    )
+    with pytest.raises(gradgen.GradgenError, match="'_unbroadcast' is the name of a helper"):
+        gradgen.generate(source, "f.py")

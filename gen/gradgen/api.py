@@ -20,6 +20,7 @@ from typing import TypeVar
 from gradgen import provenance
 from gradgen.emit import emit_functions_only, emit_module
 from gradgen.format import format_module
+from gradgen.helpers import HELPERS
 from gradgen.parse import ParsedModule, parse_module, read_functions
 from gradgen.reverse import BackwardFunction, reverse
 from gradgen.stages import stage_function
@@ -158,6 +159,12 @@ def backward_functions(
             parsed.refuse(node or fallback, message)  # type: ignore[arg-type]
 
         staged.append(stage_function(function, reserved, default_library, refuse))
+        defined = {p.name for p in staged[-1].parameters} | {s.target for s in staged[-1].stages}
+        for name in sorted(defined & set(HELPERS)):
+            message = (
+                f"'{name}' is the name of a helper the generated code defines: rename the variable"
+            )
+            parsed.refuse(function.node.name, message)
     parsed.raise_problems()
     return [reverse(s, chosen[s.name]) for s in staged]
 
