@@ -285,7 +285,9 @@ def _print_reports(reports: Sequence[FunctionReport]) -> None:
     errors = sum(r.error is not None for r in reports)
     print()
     if not failed and not errors:
-        print(f"all {len(checked)} gradients match central differences")
+        count = len(checked)
+        print(f"all {count} gradients match" if count != 1 else "the gradient matches", end="")
+        print(" central differences")
     else:
         parts = []
         if failed:
