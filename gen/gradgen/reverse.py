@@ -49,7 +49,7 @@ from gradgen.expr import (
     unwrap,
 )
 from gradgen.naming import gradient_name
-from gradgen.rules import SCATTER, AdjointContext
+from gradgen.rules import ELEMENTWISE_MASKS, SCATTER, SHAPE_OF_FIRST, AdjointContext
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
 
@@ -386,23 +386,6 @@ def infer_shapes(function: StagedFunction) -> dict[str, Shape | None]:
     return known
 
 
-# Functions with no gradient whose result has the shape of their first argument.
-_SHAPE_OF_FIRST = frozenset(
-    {
-        "astype",
-        "zeros_like",
-        "ones_like",
-        "sign",
-        "floor",
-        "ceil",
-        "isfinite",
-        "isnan",
-        "logical_not",
-    }
-)
-_ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
-
-
 def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | None:
     expr = unwrap(expr)
     if is_constant(expr):
@@ -425,9 +408,9 @@ def _expression_shape(expr: Expr, known: dict[str, Shape | None]) -> Shape | Non
         return SCALAR
     if isinstance(expr, Call) and expr.func.name in ("len", "size", "ndim"):
         return SCALAR
-    if isinstance(expr, Call) and expr.func.name in _SHAPE_OF_FIRST and expr.args:
+    if isinstance(expr, Call) and expr.func.name in SHAPE_OF_FIRST and expr.args:
         return _expression_shape(expr.args[0], known)
-    if isinstance(expr, Call) and expr.func.name in _ELEMENTWISE_MASKS:
+    if isinstance(expr, Call) and expr.func.name in ELEMENTWISE_MASKS:
         return shapes.broadcast(*(_expression_shape(a, known) for a in expr.args))
     return None
 

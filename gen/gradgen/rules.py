@@ -579,6 +579,23 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
     ]
     + [("builtins", "len"), ("builtins", "int")]
 )
+# The shapes of values with no gradient: of the first argument (astype is in the table, but
+# an integer astype has no gradient), or the arrays' broadcast.
+SHAPE_OF_FIRST = frozenset(
+    {
+        "astype",
+        "zeros_like",
+        "ones_like",
+        "sign",
+        "floor",
+        "ceil",
+        "isfinite",
+        "isnan",
+        "logical_not",
+    }
+)
+ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+
 # Attributes of arrays: .T is differentiable (a rule above); these are not.
 VALUE_ATTRIBUTES = ("T", "shape", "ndim", "size", "dtype")
 NONDIFFERENTIABLE_ATTRIBUTES = ("shape", "ndim", "size", "dtype")
