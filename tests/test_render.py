@@ -3,7 +3,9 @@
 gradgen does not run black on generated lines that are short enough (``format.py``), so for
 those lines the renderer alone must produce black's spacing and parentheses. Random
 expression trees (seeded, so every run checks the same trees) are rendered, given to black,
-and evaluated, both as the rendered text and directly from the tree.
+and evaluated, both as the rendered text and directly from the tree. Random subscripts,
+their slices bounded by names, constants, attributes, calls and operations, are given to
+black too.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import black
+import numpy
 import pytest
 
 import gradgen
 from gradgen.expr import (
+    Attribute,
     BinOp,
     Call,
     Compare,
@@ -28,12 +33,15 @@ from gradgen.expr import (
     Func,
     Group,
     Name,
+    Slice,
+    Subscript,
     UnaryOp,
     number,
     render,
     simplify,
     walk,
 )
+from test_rules import ATOL, RTOL, numeric_gradient, run_module
 
 MODE = black.Mode()
 SHORT = 80  # lines shorter than this are left to the renderer alone
@@ -289,7 +297,40 @@ RENDER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("expr", "expected"), RENDER_CASES)
+# Slices: black spaces a slice's colons like a binary operator when a bound is an operation,
+# an attribute, a call or a subscript, and writes them bare around names and numbers, with
+# or without a sign or parentheses. A module constant (``D``) is a name.
+D, N = Const("D"), Const("N")
+params = Name("params")
+
+
+def sliced(*index: Expr) -> Subscript:
+    return Subscript(params, index)
+
+
+SLICE_CASES = [
+    pytest.param(sliced(Slice(None, D, None)), "params[:D]", id="slice-to-module-constant"),
+    pytest.param(sliced(Slice(D, N, None)), "params[D:N]", id="slice-between-module-constants"),
+    pytest.param(
+        sliced(Slice(UnaryOp("-", D), None, None)), "params[-D:]", id="slice-minus-constant"
+    ),
+    pytest.param(sliced(Slice(None, None, D)), "params[::D]", id="slice-step-module-constant"),
+    pytest.param(sliced(Slice(Const("None"), D, None)), "params[None:D]", id="slice-from-none"),
+    pytest.param(
+        sliced(Slice(None, UnaryOp("+", x), None)), "params[:+x]", id="slice-to-plus-name"
+    ),
+    pytest.param(
+        sliced(Slice(Group(x), None, None)), "params[(x):]", id="slice-from-parenthesized"
+    ),
+    pytest.param(
+        sliced(Slice(None, None, None), Slice(D, None, None)),
+        "params[:, D:]",
+        id="slice-second-axis",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "expected"), RENDER_CASES + SLICE_CASES)
 def test_render_case(expr: Expr, expected: str) -> None:
     assert black_line(f"x = {expected}") == f"x = {expected}", "the table is not black's text"
     assert render(expr) == expected
@@ -313,6 +354,142 @@ def test_generated_power_line_is_black_stable(statement: str) -> None:
     source = f"import math\n\n\ndef f(y):\n    {statement}\n    return a\n"
     out = gradgen.generate(source)
     assert black.format_str(out, mode=MODE) == out
+
+
+# --- slices: random bounds --------------------------------------------------------------------
+# The trees above hold no subscripts; these put slices whose bounds are names, module
+# constants, numbers, attributes, calls, unary and binary operations and subscripts into
+# subscripts, on their own or as operands.
+
+SLICE_SEEDS = range(2000, 2400)
+BOUND_KINDS = ["name", "constant", "number", "dotted", "attribute"]  # also leaves
+BOUND_KINDS += ["shape", "call", "unary", "binary", "subscript", "group"]
+LEAF_KINDS = BOUND_KINDS[:5]
+
+
+def random_bound(rng: random.Random, depth: int) -> tuple[Expr, list[str]]:
+    """A slice bound and the kinds of bound it is built of."""
+    kind = rng.choice(BOUND_KINDS if depth > 0 else LEAF_KINDS)
+    inner: list[str] = []
+    bound: Expr
+    if kind == "name":
+        bound = Name(rng.choice(list(NAME_VALUES)))
+    elif kind == "constant":
+        bound = Const(rng.choice(["D", "N", "None"]))  # as parse.py reads a module constant
+    elif kind == "number":
+        bound = num(rng.choice(NUMBERS))
+    elif kind == "dotted":
+        bound = Const(rng.choice(list(DOTTED)))
+    elif kind == "attribute":
+        bound = Attribute(Name("x"), rng.choice(["size", "ndim"]))
+    elif kind == "shape":
+        bound = Subscript(Attribute(Name("x"), "shape"), (num(rng.choice([0, 1, -1])),))
+    elif kind == "call":
+        bound = Call(Func("builtins", "len", "len"), (Name(rng.choice(list(NAME_VALUES))),))
+    elif kind == "unary":
+        operand, inner = random_bound(rng, depth - 1)
+        bound = UnaryOp(rng.choice("-+"), operand)
+    elif kind == "binary":
+        left, inner = random_bound(rng, depth - 1)
+        right, more = random_bound(rng, depth - 1)
+        bound, inner = BinOp(rng.choice(BINARY_OPS), left, right), inner + more
+    elif kind == "subscript":
+        index, inner = random_index(rng, depth - 1)
+        bound = Subscript(Name("y"), (index,))
+    else:
+        operand, inner = random_bound(rng, depth - 1)
+        bound = Group(operand)
+    return bound, [kind, *inner]
+
+
+def random_index(rng: random.Random, depth: int) -> tuple[Expr, list[str]]:
+    """A slice (each bound present or not) or, now and then, a plain index; with the kinds
+    of the slice's bounds (a plain index counts none)."""
+    if rng.random() < 0.2:
+        return random_bound(rng, depth)[0], []
+    kinds: list[str] = []
+    parts: list[Expr | None] = []
+    for chance in (0.6, 0.6, 0.3):
+        if rng.random() < chance:
+            bound, inner = random_bound(rng, depth)
+            parts.append(bound)
+            kinds += inner
+        else:
+            parts.append(None)
+    return Slice(*parts), kinds
+
+
+def random_sliced_expression(seed: int) -> tuple[Expr, list[str]]:
+    """``params[...]`` with one to three indices, alone or as an operand."""
+    rng = random.Random(seed)
+    kinds: list[str] = []
+    index = []
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        part, inner = random_index(rng, depth=rng.choice([0, 1, 1, 2]))
+        index.append(part)
+        kinds += inner
+    expr: Expr = Subscript(params, tuple(index))
+    placement = rng.random()
+    if placement < 0.2:
+        expr = BinOp(rng.choice(BINARY_OPS), expr, random_tree(rng, 1))
+    elif placement < 0.35:
+        expr = BinOp(rng.choice(BINARY_OPS), random_tree(rng, 1), expr)
+    return expr, kinds
+
+
+def test_random_slices_render_as_black_writes_them() -> None:
+    """Every short line among the random sliced expressions is black's text; the seeds
+    cover every kind of bound, and slices black spaces as well as slices it does not."""
+    kinds: Counter[str] = Counter()
+    spaced = bare = 0
+    wrong = []
+    for seed in SLICE_SEEDS:
+        expr, used = random_sliced_expression(seed)
+        line = line_of(expr)
+        if len(line) >= SHORT:
+            continue  # format.py sends long lines through black
+        kinds.update(used)
+        spaced += " :" in line or ": " in line
+        bare += ":" in line.replace(" :", "").replace(": ", "")
+        expected = black_line(line)
+        if expected != line:
+            wrong.append(f"seed {seed}: rendered {line!r}, black writes {expected!r}")
+    assert all(kinds[k] >= 20 for k in BOUND_KINDS), kinds
+    assert spaced >= 50 and bare >= 50, (spaced, bare)
+    assert not wrong, f"{len(wrong)} lines black writes differently:\n" + "\n".join(wrong)
+
+
+UNPACK_PARAMS = """\
+import numpy as np
+
+D = 2
+
+
+def loss(params, x):
+    w = params[:D]
+    b = params[D]
+    pred = x @ w + b
+    return np.sum(pred**2)
+"""
+
+
+def test_unpack_params_with_module_constant_bound(project: Path, run) -> None:
+    """The ``unpack_params`` pattern: ``params[:D]`` with ``D`` a module constant. The
+    renderer wrote ``params[: D]``, black's check before writing refused it (an internal
+    error, exit 123, nothing written)."""
+    (project / "model.py").write_text(UNPACK_PARAMS)
+    status, _, err = run("model.py", "-o", "model_backward.py")
+    assert status == 0, err
+    generated = (project / "model_backward.py").read_text()
+    assert "w = params[:D]" in generated
+    forward = run_module(UNPACK_PARAMS)["loss"]
+    backward = run_module(generated)["loss_backward"]
+    generator = numpy.random.default_rng(7)
+    args = {"params": generator.normal(size=3), "x": generator.normal(size=(5, 2))}
+    gradients = backward(*args.values())
+    for name, gradient in zip(args, gradients, strict=True):
+        expected = numeric_gradient(lambda **v: float(forward(**v)), args, name)
+        numpy.testing.assert_allclose(gradient, expected, rtol=RTOL, atol=ATOL)
 
 
 # --- numbers computed at generation time ----------------------------------------------------------

@@ -149,7 +149,10 @@ def backward_functions(
             if name not in parameters:
                 message = f"wrt names '{name}', which is not a parameter of '{function.name}'"
                 parsed.refuse(function.node.name, message)
-    default_library = "numpy" if parsed.context.module_alias("numpy") else "math"
+    # Any form of numpy import makes the module array code: `from numpy import exp` binds no
+    # alias, yet its values are arrays, and scalar code neither undoes broadcasting nor keeps
+    # `+=` out of arrays it does not own.
+    default_library = "numpy" if parsed.context.imports_library("numpy") else "math"
     reserved = set(parsed.context.imports) | set(parsed.context.constants)
     reserved |= {"math", "numpy"}
     staged = []

@@ -474,7 +474,9 @@ def _primary(expr: Expr) -> str:
 def _render_index(part: Expr) -> str:
     if not isinstance(part, Slice):
         return render(part)
-    # black spaces the colons of a slice whose bounds are more than names and numbers.
+    # black spaces the colons of a slice like a binary operator as soon as one bound is more
+    # than a name or a number (see ``_is_simple_slice_bound``); each index of a subscript
+    # is judged on its own.
     bounds = [part.lower, part.upper] + ([part.step] if part.step is not None else [])
     complex_ = any(b is not None and not _is_simple_slice_bound(b) for b in bounds)
     texts = ["" if b is None else render(b) for b in bounds]
@@ -490,9 +492,25 @@ def _render_index(part: Expr) -> str:
 
 
 def _is_simple_slice_bound(expr: Expr) -> bool:
-    if isinstance(expr, UnaryOp) and expr.op == "-":
-        expr = expr.operand
-    return isinstance(expr, Name) or (isinstance(expr, Const) and expr.value is not None)
+    """Would black keep the colons next to this bound unspaced?
+
+    black (``Line.is_complex_subscript``) spaces them when the slice holds any operation,
+    attribute access, call or subscript (a node in its ``TEST_DESCENDANTS``); a single
+    token (a name, a module constant ``D``, a number, ``None``), unary signs and
+    parentheses around such a token, and tuples of them are not operations to it.
+    """
+    if isinstance(expr, Name):
+        return True
+    if isinstance(expr, Const):
+        # "D", "None", "1e-05", "-1"; not a dotted constant such as "math.pi"
+        return expr.value is not None or "." not in expr.text
+    if isinstance(expr, UnaryOp):
+        return _is_simple_slice_bound(expr.operand)
+    if isinstance(expr, Group):
+        return _is_simple_slice_bound(expr.inner)
+    if isinstance(expr, Sequence_):
+        return all(_is_simple_slice_bound(item) for item in expr.items)
+    return False
 
 
 def _operand(expr: Expr, parent: int, is_right: bool) -> str:

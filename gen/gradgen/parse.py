@@ -71,6 +71,17 @@ class ModuleContext:
                 return binding.name
         return None
 
+    def imports_library(self, library: str) -> bool:
+        """Does the module import ``library`` or one of its submodules, in any form?
+
+        ``import numpy``, ``import numpy as np``, ``import numpy.linalg [as la]``, ``from
+        numpy import exp [as e]``, ``from numpy.linalg import norm``, ``from numpy import *``
+        all say the module works with numpy values; ``module_alias`` finds only the first
+        two, which is how the module is spelled, not whether it uses the library.
+        """
+        modules = [binding.module for binding in self.imports.values()] + self.star_imports
+        return any(module.partition(".")[0] == library for module in modules)
+
 
 @dataclass(frozen=True)
 class Parameter:
