@@ -78,6 +78,9 @@ def case(expr: str, explicit: bool = True, labels: dict | None = None, **shapes)
 
 M = (3, 4)  # a small matrix
 T = (2, 3, 4)  # a small 3-D array
+# A 0-d array: numpy lets sum, max and min (not mean, var or std) reduce it over axis 0 or -1,
+# which leaves it as it is; its gradient must be 0-d too.
+ZERO_D = ()
 
 ARRAY_CASES: dict[str, list[ArrayCase]] = {
     # --- elementwise on arrays, with masks ------------------------------------------------
@@ -146,6 +149,9 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.sum(axis=0)", x=M),
         case("x.sum(1)", x=T),
         case("x.sum(axis=-2, keepdims=True)", x=T),
+        case("np.sum(x, axis=-1)", x=ZERO_D),
+        case("np.sum(x, 0)", x=ZERO_D),
+        case("np.sum(x, axis=-1, keepdims=True)", x=ZERO_D),
     ],
     "mean": [
         case("np.mean(x)", x=M),
@@ -167,6 +173,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.max()", x=M),
         case("x.max(axis=0, keepdims=True)", x=M),
         case("x.max(1)", x=T),
+        case("np.max(x, axis=-1)", x=ZERO_D),
+        case("np.max(x, axis=0, keepdims=True)", x=ZERO_D),
     ],
     "amin": [
         case("np.min(x)", x=M),
@@ -177,6 +185,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.min()", x=M),
         case("x.min(axis=-1)", x=T),
         case("x.min(axis=1, keepdims=True)", x=M),
+        case("np.amin(x, axis=0)", x=ZERO_D),
     ],
     "var": [
         case("np.var(x)", x=M),

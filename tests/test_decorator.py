@@ -349,6 +349,26 @@ def test_module_constant(load) -> None:
     assert_gradients(module.f, (1.5, -0.5))
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(
+            f"C = {' + '.join(['1.0'] * 600)}\n\n\n@gradgen.differentiable\ndef f(x):\n"
+            "    return x * C\n",
+            id="module-constant-of-600-terms",
+        ),
+        pytest.param(
+            f"@gradgen.differentiable\ndef f(x):\n    return {' + '.join(['x'] * 600)}\n",
+            id="return-of-600-terms",
+        ),
+    ],
+)
+def test_deep_expressions(load, source: str) -> None:
+    # Generated under the guard `gradgen` runs in (a large stack), module constants too.
+    module = load("import gradgen\n\n" + source)
+    assert module.f.backward(1.0) == 600.0
+
+
 def test_from_import_without_module_import(load) -> None:
     # The backward of sin needs cos, which the module never imported.
     module = load("""

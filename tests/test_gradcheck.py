@@ -25,7 +25,9 @@ import pytest
 
 import gradgen
 from gradgen import gradcheck
+from gradgen.cli import main as gradgen_main
 from gradgen.config import is_skipped
+from gradgen.parse import MAX_NESTING
 from gradgen.testing import assert_gradients_match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +261,8 @@ def test_shapes_override_annotations(tmp_path: Path, run: Run) -> None:
     status, out, _ = run(forward, "--shapes", "x=2,5")
     assert status == 0, out
     rows = {m["parameter"]: m["shape"] for m in ROW.finditer(out)}
-    assert rows == {"x": "(2, 5)", "s": "scalar"}
+    # x as given; s, unannotated in array code, as a number and as arrays too.
+    assert rows == {"x": "(2, 5)", "s": "scalar, (3,), (2, 3)"}
 
 
 def test_ints_option(tmp_path: Path, run: Run) -> None:
@@ -307,6 +310,177 @@ def test_a_gradient_zero_everywhere_is_reported(tmp_path: Path, run: Run) -> Non
     status, out, _ = run(forward)
     assert status == 0
     assert "zero everywhere" in out
+
+
+# --- unannotated parameters of array code: numbers and small arrays ----------------------------
+
+NUMPY = "import numpy as np\n\n\n"
+ONLY_NUMBERS = "only numbers were tried for"
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "shapes", "note"),
+    [
+        pytest.param(
+            NUMPY + "def f(a, b):\n    return np.sum(a * np.exp(b))\n",
+            [],
+            {"a": "scalar, (3,), (2, 3)", "b": "scalar, (3,), (2, 3)"},
+            "",
+            id="array-code-numbers-and-arrays",
+        ),
+        pytest.param(
+            NUMPY + "def f(x):\n    return np.sum(np.tanh(x), axis=-1)\n",
+            [],
+            {"x": "scalar, (3,), (2, 3)"},
+            "",
+            id="a-reduction-over-an-axis-of-a-number",
+        ),
+        pytest.param(
+            NUMPY + "def f(a):\n    return np.sum(a[0] * a)\n",
+            [],
+            {"a": "(3,), (2, 3)"},
+            "",
+            id="forward-of-arrays-only",
+        ),
+        pytest.param(
+            "import math\n\n\ndef f(a, b):\n    return a * math.exp(b)\n",
+            [],
+            {"a": "scalar", "b": "scalar"},
+            f"f: note: {ONLY_NUMBERS} a, b (the module does not import numpy)",
+            id="math-module",
+        ),
+        pytest.param(
+            "import math\n\nimport numpy as np\n\n\ndef f(a, b):\n"
+            "    return math.exp(a) * math.exp(b)\n",
+            [],
+            {"a": "scalar", "b": "scalar"},
+            f"f: note: {ONLY_NUMBERS} a, b (f raises on arrays: TypeError: ",
+            id="forward-of-numbers-only",
+        ),
+        pytest.param(
+            NUMPY + 'def f(a: "3", b):\n    return np.sum(a * b)\n',
+            [],
+            {"a": "(3,)", "b": "scalar, (3,), (2, 3)"},
+            "",
+            id="annotation-used-as-given",
+        ),
+        pytest.param(
+            NUMPY + "def f(a, b):\n    return np.sum(a * b)\n",
+            ["--shapes", "a=2,3", "b="],
+            {"a": "(2, 3)", "b": "scalar"},
+            "",
+            id="shapes-option-used-as-given",
+        ),
+    ],
+)
+def test_shapes_tried_for_unannotated_parameters(
+    source: str, options: list[str], shapes: dict[str, str], note: str, tmp_path: Path, run: Run
+) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(source)
+    status, out, _ = run(forward, *options)
+    assert status == 0, out
+    assert {m["parameter"]: m["shape"] for m in ROW.finditer(out)} == shapes, out
+    if note:
+        assert note in out, out
+        assert 'annotations such as x: "N, D", or --shapes x=2,3' in out, out
+    else:
+        assert ONLY_NUMBERS not in out, out
+
+
+SCALAR_MINDED_FORWARD = """\
+from numpy import exp, mean
+
+
+def f(a, b):
+    c = a * exp(b)
+    return mean(c)
+"""
+
+# The backward of f as if a and b were numbers: right for numbers, and for arrays of one
+# shape, but da and db are not summed back where a number was broadcast against an array.
+SCALAR_MINDED_BACKWARD = """\
+import numpy
+from numpy import exp
+
+
+def f_backward(a, b, dout=1.0):
+    c_exp = exp(b)
+    c = a * c_exp
+    dc = numpy.full_like(c, dout / numpy.size(c))
+    da = c_exp * dc
+    dc_exp = a * dc
+    db = c_exp * dc_exp
+    return da, db
+"""
+
+
+def test_a_broadcasting_bug_is_caught(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(SCALAR_MINDED_FORWARD)
+    backward = tmp_path / "backward.py"
+    backward.write_text(SCALAR_MINDED_BACKWARD)
+    status, out, _ = run(forward, "--backward", backward)
+    assert status == 1, out
+    assert re.search(r"^f +a +scalar, \(3,\), \(2, 3\) +inf +FAIL$", out, re.MULTILINE), out
+    assert "f: with a: scalar, b: (3,)\n" in out
+    assert "f: da: shape (3,), but the parameter has shape ()" in out
+
+
+def test_shapes_tried_are_the_same_for_a_seed(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(NUMPY + "def f(a, b, c):\n    return np.sum(a * np.tanh(b) - c)\n")
+    first = run(forward, "--seed", "7")
+    assert first[0] == 0, first[1]
+    assert run(forward, "--seed", "7") == first
+
+
+# --- deep expressions: the check takes what gradgen takes ----------------------------------------
+
+DEEP_TERMS = 600
+
+
+@pytest.mark.parametrize(
+    ("expression", "status"),
+    [
+        pytest.param(" + ".join(["x"] * DEEP_TERMS), 0, id="sum-of-600-terms"),
+        pytest.param(
+            " + ".join(f"x * {k}.0" for k in range(1, DEEP_TERMS + 1)), 0, id="weighted-600-terms"
+        ),
+        pytest.param(" + ".join(["x"] * (MAX_NESTING + 1)), 123, id="too-deep-refused"),
+    ],
+)
+def test_check_takes_a_deep_expression_as_gradgen_does(
+    expression: str,
+    status: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deep.py").write_text(f"def f(x):\n    return {expression}\n")
+    assert gradgen_main(["deep.py"]) == status
+    generated = capsys.readouterr()
+    assert gradgen_main(["check", "deep.py"]) == status
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if status == 0:
+        assert "the gradient matches central differences" in out, out + err
+    else:
+        assert err.startswith("deep.py:2:12: error: expression nested too deeply"), err
+        assert err == generated.err  # refused as gradgen refuses it
+
+
+def test_wrong_backward_of_a_deep_expression_is_named(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "deep.py"
+    forward.write_text(f"def f(x):\n    return {' + '.join(['x'] * DEEP_TERMS)}\n")
+    backward = tmp_path / "wrong.py"
+    backward.write_text(
+        f"def f_backward(x, dout=1.0):\n    dx = {DEEP_TERMS - 1}.0 * dout\n    return dx\n"
+    )
+    status, out, _ = run(forward, "--backward", backward)
+    assert status == 1, out
+    assert f"{forward}:2: the adjoint of 'x' disagrees" in out, out
 
 
 # --- usage and refusals --------------------------------------------------------------------------
@@ -364,11 +538,35 @@ def test_help_exits_0(run: Run) -> None:
 
 
 def test_cli_dispatches_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gradgen.cli import main
-
     forward = copy_example(tmp_path, "add_mul")
-    assert main(["check", str(forward)]) == 0
+    assert gradgen_main(["check", str(forward)]) == 0
     assert "all 3 gradients match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_check_subcommand_wins_over_a_path_named_check(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    forward = copy_example(tmp_path, "add_mul")
+    if kind == "folder":
+        (tmp_path / "check").mkdir()
+        shutil.copy(forward, tmp_path / "check" / "add_mul.py")
+    else:
+        shutil.copy(forward, tmp_path / "check")
+
+    assert gradgen_main(["check", "add_mul.py"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("gradgen check add_mul.py (seed 0"), out + err
+    assert "all 3 gradients match" in out
+
+    # The path is spelled as a path.
+    if kind == "folder":
+        assert gradgen_main(["./check", "-o", "out", "-q"]) == 0
+        assert "def f_backward(" in (tmp_path / "out" / "add_mul.py").read_text()
+    else:
+        assert gradgen_main(["./check"]) == 0
+        assert "def f_backward(" in capsys.readouterr().out
 
 
 # --- assert_gradients_match ----------------------------------------------------------------------
@@ -503,6 +701,19 @@ def test_assert_gradients_match_reports_the_worst_entry(load: Callable[[str], Mo
     assert "dw: max abs. error 0.5" in message
     assert "at index (1, 2)" in message
     assert "dx:" not in message and "db:" not in message
+
+
+def test_assert_gradients_match_takes_a_deep_expression(
+    load: Callable[[str], ModuleType],
+) -> None:
+    module = load(
+        f"def f(x):\n    return {' + '.join(['x'] * DEEP_TERMS)}\n\n\n"
+        f"def wrong(x, dout=1.0):\n    dx = {DEEP_TERMS - 1}.0 * dout\n    return dx\n"
+    )
+    assert_gradients_match(module.f, 0.5)  # its backward generated now
+    with pytest.raises(AssertionError) as info:
+        assert_gradients_match(module.f, 0.5, backward=module.wrong)
+    assert f"{module.__file__}:2: the adjoint of 'x' disagrees" in str(info.value)
 
 
 def test_assert_gradients_match_hides_its_frames() -> None:

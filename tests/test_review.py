@@ -941,6 +941,57 @@ def test_missing_committed_file_is_stale(tmp_path: Path, monkeypatch: pytest.Mon
         import_file(tmp_path / "models" / "net.py")
 
 
+def _nothing_generated(root: Path, run) -> None:
+    make_project(root)
+
+
+def _forward_edited(root: Path, run) -> None:
+    generated_and_edited_project(root, run)
+
+
+def _function_added(root: Path, run) -> None:
+    make_project(root)
+    assert run()[0] == 0
+    added = NET.replace("@gradgen.differentiable\ndef f", "@gradgen.differentiable\ndef f0")
+    write(root / "models" / "net.py", NET + "\n\n" + added.split("import gradgen\n")[1])
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(
+            _nothing_generated,
+            "generated/net.py does not exist yet for f (the file has not been generated); "
+            "generate it from ",
+            id="missing-file",
+        ),
+        pytest.param(
+            _forward_edited,
+            "generated/net.py is stale for f (its forward source changed since the file was "
+            "generated); regenerate it from ",
+            id="stale-file",
+        ),
+        pytest.param(
+            _function_added,
+            "generated/net.py has no backward for f0 (the function is newer than the file); "
+            "regenerate it from ",
+            id="function-newer-than-the-file",
+        ),
+    ],
+)
+def test_why_the_committed_file_cannot_be_used(
+    make: Callable[..., None], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path, run)
+
+    _, caught = import_recording_warnings(tmp_path / "models" / "net.py")
+
+    (message,) = stale_warnings(caught)
+    assert message.startswith(expected), message
+    assert message.endswith(": gradgen models/net.py -o generated/net.py"), message
+
+
 def test_regenerated_file_is_used_after_reimport(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
 ) -> None:

@@ -341,7 +341,9 @@ def _case_id(rule: str, case: ArrayCase) -> str:
     if len(twins) == 1:
         return f"{rule}-{case.expr}"
     values = array_values(case)
-    shapes = ",".join(f"{n}{'x'.join(map(str, numpy.shape(v)))}" for n, v in values.items())
+    shapes = ",".join(
+        f"{n}{'x'.join(map(str, numpy.shape(v))) or '-0d'}" for n, v in values.items()
+    )
     return f"{rule}-{case.expr}-{shapes}"
 
 

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SRC",
         help="forward Python files, or directories searched for *.py files; without any, "
-        "every mapping of [tool.gradgen] in the project's pyproject.toml",
+        "every mapping of [tool.gradgen] in the project's pyproject.toml (a first SRC named "
+        "check is the gradient check: write a path named check as ./check)",
     )
     parser.add_argument(
         "-o",
@@ -102,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["check"] and not Path("check").exists():
+    if argv[:1] == ["check"]:
         # `gradgen check FORWARD.py`: the numerical gradient check (it runs the forward).
+        # The subcommand wins over a file or folder named check, which is spelled as a
+        # path (`gradgen ./check`): what the command does never depends on the folder.
         from gradgen.gradcheck import main as check_main
 
         return check_main(argv[1:])

@@ -224,16 +224,16 @@ def _report_stale(
     command = provenance.read_header_command(path) if path.exists() else None
     if command is None:
         command = f"gradgen {_relative(forward_file, root)} -o {_relative(path, root)}"
-    state = "is stale for" if path.exists() else "does not exist yet for"
-    reason = "its forward source changed since the file was generated"
+    state, reason = _why_unusable(func, path)
     if pairs is not None:
         state = "does not match"
         made = "without" if pairs else "with"
         reason = f"@differentiable(pairs={pairs}), the file was generated {made} --pairs"
         command = command.replace(" --pairs", "") + (" --pairs" if pairs else "")
+    verb = "regenerate" if path.exists() else "generate"
     message = (
         f"{_relative(path, root)} {state} {func.__qualname__} ({reason}); "
-        f"regenerate it from {root}: {command}"
+        f"{verb} it from {root}: {command}"
     )
     if strict is None:
         strict = os.environ.get(STRICT_ENVIRONMENT_VARIABLE, "") not in ("", "0", "false", "no")
@@ -242,6 +242,20 @@ def _report_stale(
     if path not in _WARNED:
         _WARNED.add(path)
         warnings.warn(message, StaleBackwardWarning, stacklevel=_caller_stack_level())
+
+
+def _why_unusable(func: Callable[..., Any], path: Path) -> tuple[str, str]:
+    """How the committed file stands to ``func`` and why, for the warning: each case says
+    what to do about it, so a missing file is not called stale, nor a new function edited."""
+    if not path.exists():
+        return "does not exist yet for", "the file has not been generated"
+    recorded = provenance.read_header_digests(path).get(func.__name__)
+    if recorded is None:
+        return "has no backward for", "the function is newer than the file"
+    if recorded == provenance.object_digest(func):
+        # Generated from this very source, yet without the functions: edited since.
+        return "is incomplete for", "it lacks functions gradgen writes for it"
+    return "is stale for", "its forward source changed since the file was generated"
 
 
 def _caller_stack_level() -> int:
@@ -325,9 +339,11 @@ def backward_source(
 
 
 def _module_context(filename: str, text: str) -> ModuleContext:
+    from gradgen.api import with_headroom
     from gradgen.parse import parse_module
 
     key = (filename, hash(text))
     if key not in _CONTEXTS:
-        _CONTEXTS[key] = parse_module(text, filename).context
+        # Under the guard generating runs in: a module constant may be a deep expression.
+        _CONTEXTS[key] = with_headroom(lambda: parse_module(text, filename).context)
     return _CONTEXTS[key]

@@ -28,6 +28,13 @@ def _unbroadcast(grad, like):
         grad = numpy.sum(grad, axis=kept, keepdims=True)
     return grad
 ''',
+    "_keepdims": '''
+def _keepdims(value, like, axis):
+    """value, like reduced over axis, shaped as keepdims=True gives it."""
+    if numpy.ndim(like) == 0:
+        return value  # numpy reduces a number over axis 0 or -1 to itself
+    return numpy.expand_dims(value, axis)
+''',
     "_everywhere": '''
 def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""

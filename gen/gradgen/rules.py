@@ -216,9 +216,18 @@ def _reduced(c: AdjointContext) -> Shape | None:
 
 
 def _expanded(c: AdjointContext, value: str) -> str:
-    """``value`` (g or out of a reduction) with the reduced axes put back, to broadcast."""
+    """``value`` (g or out of a reduction) with the reduced axes put back, to broadcast.
+
+    numpy reduces a 0-d array (a number) over axis 0 or -1 too (sum, max, min), to itself:
+    it has no axis to put back. Where x's rank is not known, it may be 0: a helper looks.
+    """
     if c.literals.get("keepdims") is True or c.literals.get("axis") is None:
         return value
+    rank = c.rank("x")
+    if rank == 0:
+        return value
+    if rank is None:
+        return f"_keepdims({value}, x, axis)"
     return f"numpy.expand_dims({value}, axis)"
 
 

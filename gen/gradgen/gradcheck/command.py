@@ -121,14 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"gradgen check: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:  # a bug in gradgen (the user's code is run under guards)
+        from gradgen.cli import describe
+
+        print(f"{args.forward}: internal error: {describe(error)}; please report", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def _check_file(args: argparse.Namespace) -> int:
-    from gradgen.api import backward_functions, generate
-    from gradgen.emit import emit_module
+    from gradgen.api import with_headroom
     from gradgen.files import read_source
-    from gradgen.format import format_module
-    from gradgen.parse import parse_module
 
     path = Path(args.forward)
     shown = args.forward
@@ -141,24 +143,11 @@ def _check_file(args: argparse.Namespace) -> int:
         raise UsageError(f"--backward {args.backward}: no such file")
     try:
         source = read_source(path)
-        parsed = parse_module(source, shown)
-        defined = [f.name.value for f in parsed.functions]
-        for name in args.function or ():
-            if name not in defined:
-                known = ", ".join(defined) or "none"
-                raise UsageError(f"{shown} defines no function '{name}' (it defines: {known})")
-        if args.function:
-            backwards = [
-                b for n in dict.fromkeys(args.function) for b in backward_functions(parsed, only=n)
-            ]
-        else:
-            backwards = backward_functions(parsed)
-        if args.function:
-            # Only these functions: another one of the file may be refused.
-            header = [f"# gradgen check: from {shown}"]
-            generated = format_module(emit_module(backwards, parsed.context, header))
-        else:
-            generated = generate(source, shown)  # what `gradgen FORWARD.py` writes
+        # Generated under the guard `gradgen FORWARD.py` runs in: an expression as deep as
+        # gradgen takes needs more stack than Python's default.
+        backwards, generated, array_code = with_headroom(
+            lambda: _generated(source, shown, args.function)
+        )
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED
@@ -201,11 +190,40 @@ def _check_file(args: argparse.Namespace) -> int:
             shapes,
             ints,
             args,
+            array_code,
         )
         for b in backwards
     ]
     _print_reports(reports)
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED
+
+
+def _generated(
+    source: str, shown: str, functions: Sequence[str] | None
+) -> tuple[list[BackwardFunction], str, bool]:
+    """The backward of each function checked (``functions``, or every one), the module
+    text gradgen writes for them, and whether the module is array code (imports numpy)."""
+    from gradgen.api import backward_functions, generate
+    from gradgen.emit import emit_module
+    from gradgen.format import format_module
+    from gradgen.parse import parse_module
+
+    parsed = parse_module(source, shown)
+    defined = [f.name.value for f in parsed.functions]
+    for name in functions or ():
+        if name not in defined:
+            known = ", ".join(defined) or "none"
+            raise UsageError(f"{shown} defines no function '{name}' (it defines: {known})")
+    array_code = any(
+        binding.module.split(".")[0] == "numpy" for binding in parsed.context.imports.values()
+    ) or any(module.split(".")[0] == "numpy" for module in parsed.context.star_imports)
+    if not functions:
+        backwards = backward_functions(parsed)
+        return backwards, generate(source, shown), array_code  # what `gradgen FORWARD.py` writes
+    backwards = [b for n in dict.fromkeys(functions) for b in backward_functions(parsed, only=n)]
+    # Only these functions: another one of the file may be refused.
+    header = [f"# gradgen check: from {shown}"]
+    return backwards, format_module(emit_module(backwards, parsed.context, header)), array_code
 
 
 def _check_names(
@@ -273,6 +291,8 @@ def _print_reports(reports: Sequence[FunctionReport]) -> None:
                 print(f"{report.function}: note: {note}")
             continue
         print()
+        if report.failed_at:
+            print(f"{report.function}: with {report.failed_at}")
         if report.error is not None:
             print(f"{report.function}: error: {report.error}")
         for check in report.gradients:

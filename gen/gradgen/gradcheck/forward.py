@@ -93,8 +93,7 @@ def function_info(f: Callable[..., Any]) -> ForwardInfo | None:
     try:
         import libcst as cst
 
-        from gradgen.api import backward_functions
-        from gradgen.parse import ParsedModule, parse_module
+        from gradgen.api import with_headroom
     except ImportError:
         return None
     code = getattr(f, "__code__", None)
@@ -104,11 +103,28 @@ def function_info(f: Callable[..., Any]) -> ForwardInfo | None:
         lines, first = inspect.getsourcelines(f)
         module_text = "".join(linecache.getlines(code.co_filename, f.__globals__))
         snippet = textwrap.dedent("".join(lines))
-        context = parse_module(module_text, code.co_filename).context
-        parsed = ParsedModule(code.co_filename, module_text, cst.parse_module(snippet), context, [])
-        parsed.functions = [s for s in parsed.module.body if isinstance(s, cst.FunctionDef)]
-        parsed.line_offset = first - 1
-        found = backward_functions(parsed, only=f.__name__)
+        # Read as `gradgen` reads it, under the same guard: deep expressions recurse deep.
+        found = with_headroom(
+            lambda: _staged(f.__name__, code.co_filename, module_text, snippet, first - 1)
+        )
     except (OSError, TypeError, GradgenError, cst.ParserSyntaxError):
         return None
-    return forward_info(found[0], snippet, code.co_filename, f.__globals__, first - 1)
+    return forward_info(found, snippet, code.co_filename, f.__globals__, first - 1)
+
+
+def _staged(
+    name: str, filename: str, module_text: str, snippet: str, line_offset: int
+) -> BackwardFunction:
+    """The backward (and staged form) of function ``name``, whose source is ``snippet`` (at
+    line ``line_offset + 1`` of the module ``module_text``, which gives imports and
+    constants)."""
+    import libcst as cst
+
+    from gradgen.api import backward_functions
+    from gradgen.parse import ParsedModule, parse_module
+
+    context = parse_module(module_text, filename).context
+    parsed = ParsedModule(filename, module_text, cst.parse_module(snippet), context, [])
+    parsed.functions = [s for s in parsed.module.body if isinstance(s, cst.FunctionDef)]
+    parsed.line_offset = line_offset
+    return backward_functions(parsed, only=name)[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -26,6 +26,10 @@ _SIZES = (2, 3, 4, 5)  # sizes of named dimensions: small, and never 1 (1 broadc
 _VALUE_ATTEMPTS = 8  # draws of values per set of sizes before trying other sizes
 _POSITIVE_AFTER = 4  # draws after which values are drawn positive (logs, square roots)
 _MULTIPLES = (1, 2, 3, 4)  # other sizes tried: one dimension k times another
+# Shapes tried for a parameter of array code with none given: a vector, then a matrix whose
+# last dimension is the vector's, so that the two broadcast against each other.
+_VECTOR: tuple[int, ...] = (3,)
+_MATRIX: tuple[int, ...] = (2, 3)
 
 
 Dims = tuple[int | str, ...]
@@ -73,7 +77,7 @@ def parse_ints(specs: Sequence[str]) -> dict[str, int | str | None]:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class ParameterSpec:
     """How to draw one parameter."""
 
     name: str
@@ -99,7 +103,10 @@ def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None
             elif isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
                 dims = parse_annotation(annotation.value)
                 if dims is None:
-                    note = f"annotation {annotation.value!r} is not a shape: drawn as a float"
+                    note = (
+                        f"annotation {annotation.value!r} is not a shape: drawn as for no "
+                        "annotation"
+                    )
             found[arg.arg] = (dims, note)
     return found
 
@@ -109,7 +116,7 @@ def parameter_specs(
     source: str,
     shapes: dict[str, Dims],
     ints: dict[str, int | str | None],
-) -> list[_Spec]:
+) -> list[ParameterSpec]:
     """How to draw each parameter of ``backward``'s forward function."""
     from gradgen.expr import literal_value
 
@@ -122,11 +129,43 @@ def parameter_specs(
         integer = gradient == "None" or parameter.name in ints
         default = literal_value(parameter.default) if parameter.default is not None else None
         number = float(default) if isinstance(default, (int, float)) else None
-        specs.append(_Spec(parameter.name, dims, integer, ints.get(parameter.name), number, note))
+        specs.append(
+            ParameterSpec(parameter.name, dims, integer, ints.get(parameter.name), number, note)
+        )
     return specs
 
 
-def dimension_names(specs: Sequence[_Spec]) -> list[str]:
+def unshaped(specs: Sequence[ParameterSpec]) -> list[str]:
+    """The parameters no shape is given for: no shape annotation, no ``--shapes``, no number
+    default, not integers. Drawn as numbers, and in array code as arrays too."""
+    return [s.name for s in specs if s.dims is None and not s.integer and s.default is None]
+
+
+def shape_variants(specs: Sequence[ParameterSpec], array_code: bool) -> list[dict[str, Dims]]:
+    """The shapes to try for the parameters with none given (``unshaped``), as overrides of
+    ``specs``: numbers first (``{}``: as they are drawn); in array code then every one a
+    vector, every one a matrix, and, with two or more, each one in turn a number among
+    vectors and a vector among matrices: broadcasting bugs show only where shapes differ."""
+    free = unshaped(specs)
+    if not array_code or not free:
+        return [{}]
+    variants: list[dict[str, Dims]] = [
+        {},
+        dict.fromkeys(free, _VECTOR),
+        dict.fromkeys(free, _MATRIX),
+    ]
+    if len(free) > 1:
+        variants += [{**dict.fromkeys(free, _VECTOR), name: ()} for name in free]
+        variants += [{**dict.fromkeys(free, _MATRIX), name: _VECTOR} for name in free]
+    return variants
+
+
+def with_shapes(specs: Sequence[ParameterSpec], overrides: dict[str, Dims]) -> list[ParameterSpec]:
+    """``specs`` with the shapes of ``overrides`` (``()``: a number)."""
+    return [replace(s, dims=overrides[s.name]) if s.name in overrides else s for s in specs]
+
+
+def dimension_names(specs: Sequence[ParameterSpec]) -> list[str]:
     names: list[str] = []
     for spec in specs:
         for dim in (*(spec.dims or ()), spec.high):
@@ -152,7 +191,9 @@ def _size_candidates(
                     yield {**base, name: multiple * base[other]}
 
 
-def _draw(specs: Sequence[_Spec], sizes: dict[str, int], rng: Any, positive: bool) -> list[Any]:
+def _draw(
+    specs: Sequence[ParameterSpec], sizes: dict[str, int], rng: Any, positive: bool
+) -> list[Any]:
     """Random arguments: float64 arrays and Python floats, integers for indices."""
 
     def size(dim: int | str) -> int:
@@ -190,7 +231,7 @@ def _finite(value: Any) -> bool:
 
 def draw_arguments(
     forward: Callable[..., Any],
-    specs: Sequence[_Spec],
+    specs: Sequence[ParameterSpec],
     fixed: dict[str, int],
     rng: Any,
 ) -> tuple[list[Any], dict[str, int]] | str:
@@ -217,7 +258,7 @@ def draw_arguments(
 
 
 def redrawn(
-    forward: Callable[..., Any], specs: Sequence[_Spec], sizes: dict[str, int], rng: Any
+    forward: Callable[..., Any], specs: Sequence[ParameterSpec], sizes: dict[str, int], rng: Any
 ) -> list[Any] | None:
     """Other arguments of the same sizes on which ``forward`` gives finite values."""
     for attempt in range(_VALUE_ATTEMPTS):

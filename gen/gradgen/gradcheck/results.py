@@ -80,9 +80,12 @@ class FunctionReport:
     gradients: list[GradientCheck] = field(default_factory=list)
     culprit: Culprit | None = None
     sizes: dict[str, int] = field(default_factory=dict)
-    shapes: dict[str, str] = field(default_factory=dict)  # parameter -> "(3, 2)", "scalar"
+    # parameter -> the shapes tried, in order: "(3, 2)", "scalar", "scalar, (3,), (2, 3)"
+    shapes: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # the check could not run: why
     notes: list[str] = field(default_factory=list)
+    # Where several shapes were tried: those of the failing check ("a: scalar, b: (3,)").
+    failed_at: str = ""
 
     @property
     def passed(self) -> bool:
@@ -92,8 +95,9 @@ class FunctionReport:
         """What failed, for an assertion message: every wrong gradient, then the line."""
         if self.error is not None:
             return f"cannot check the gradients of {self.function}: {self.error}"
+        at = f" with {self.failed_at}" if self.failed_at else ""
         lines = [
-            f"the gradients of {self.function} do not match central differences "
+            f"the gradients of {self.function} do not match central differences{at} "
             f"(rtol={rtol:g}, atol={atol:g}):"
         ]
         lines += [f"  {g.describe()}" for g in self.gradients if not g.passed]

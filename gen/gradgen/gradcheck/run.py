@@ -112,17 +112,23 @@ def _run_case_quietly(
     report.gradients = [checks[p] for p in wanted]
     info = case.forward_info() if not report.passed else None
     if info is not None:
+        # The forward's staged form is there, so is gradgen's generator (and libcst): its
+        # guard (a large stack) lets the stages of a deep expression be rendered and re-run.
+        from gradgen.api import with_headroom
+
         try:
-            culprit, note = locate(
-                info,
-                case.parameters,
-                case.args,
-                case.upstream,
-                value,
-                checks,
-                case.backward,
-                rtol,
-                atol,
+            culprit, note = with_headroom(
+                lambda: locate(
+                    info,
+                    case.parameters,
+                    case.args,
+                    case.upstream,
+                    value,
+                    checks,
+                    case.backward,
+                    rtol,
+                    atol,
+                )
             )
         except Exception as error:  # naming the line is a help; never hide the failure
             culprit, note = None, f"naming the wrong line failed: {error!r}"
