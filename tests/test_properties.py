@@ -209,6 +209,74 @@ FIXED_BUGS: list[KnownBug] = [
     ),
 ]
 
+# Found by comparing gradgen with another AD system on random programs: accumulating in
+# place into a gradient that a view of another gradient still shared.
+_SHARED_BY_A_VIEW = """import numpy as np
+
+
+def f(v, u, w):
+    lin = w.reshape(-1, 5)
+    q = u.T
+    z2 = v.reshape(-1, 3)
+    acc3 = v.reshape(15, -1)
+    var5 = v + q.reshape(3, 5)
+    n = np.sum(lin, axis=1, keepdims=True)
+    res = np.sum(n) + 0.1 * np.mean(lin) + np.mean(z2) + np.sum(acc3) - 3 * np.sum(var5)
+    return res
+"""
+_SHARED_BY_A_BROADCAST = """import numpy as np
+
+
+def f(z, s, beta):
+    lin = z ** -1.5
+    u0 = s + np.maximum(0.75, s)
+    z1 = np.abs(lin * beta)
+    u0 = u0 - 2.5
+    acc = np.log(z1)
+    e = np.max(acc)
+    sq = u0 @ np.transpose(acc)
+    acc4 = sq.reshape(1, -1)
+    mid = acc4 - acc4
+    var5 = np.sqrt(1.0 + np.exp(mid))
+    pre = var5 / (3.0 + e ** 2)
+    mid8 = np.sum(pre, axis=0, keepdims=True) - np.abs(e)
+    g9 = var5 + mid8
+    out = np.sum(g9)
+    return out
+"""
+FIXED_BUGS += [
+    KnownBug(
+        name="accumulate-into-a-gradient-a-reshape-shares",
+        symptom="dv = _unbroadcast(dvar5, v) and dq, a reshape of the same object, then dv += "
+        "...: du (the transpose of dq) changed with it (-1.9333 where -3 is right)",
+        forward=_SHARED_BY_A_VIEW,
+        args=lambda: {
+            "v": numpy.linspace(-1.0, 1.0, 15).reshape(3, 5),
+            "u": numpy.linspace(0.5, 2.0, 15).reshape(3, 5),
+            "w": numpy.linspace(-2.0, 2.0, 5),
+        },
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="accumulate-into-a-gradient-a-broadcast-shares",
+        symptom="dvar5 and dmid8 both dg9, dpre a broadcast view of it, then dvar5 += ... "
+        "changed dpre before it was read (dz 11.5123 where 11.1374 is right)",
+        forward=_SHARED_BY_A_BROADCAST,
+        args=lambda: {
+            "z": numpy.array([[0.785], [0.632]]),
+            "s": numpy.array(
+                [[0.68, 1.233, 1.094, 0.698, 1.656], [1.864, 0.972, 1.651, 1.554, 1.647]]
+            ),
+            "beta": numpy.array([[0.877, 1.144, 1.154, 1.629, 0.56]]),
+        },
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+]
+
 # Not bugs: what the README says gradgen does not differentiate, left out of the programs.
 UNSUPPORTED: list[Callable[[Application], bool]] = [
     # "np.dot is differentiated for 1-D and 2-D operands, where it is @; above that it is not

@@ -21,8 +21,9 @@ from gradgen import provenance
 from gradgen.emit import emit_functions_only, emit_module
 from gradgen.format import format_module
 from gradgen.helpers import HELPERS
+from gradgen.ir import BackwardFunction
 from gradgen.parse import ParsedModule, parse_module, read_functions
-from gradgen.reverse import BackwardFunction, reverse
+from gradgen.reverse import reverse
 from gradgen.stages import stage_function
 
 _T = TypeVar("_T")

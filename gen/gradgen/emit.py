@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from gradgen.expr import (
     BinOp,
@@ -29,13 +30,13 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.helpers import helper_source, with_needs
+from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, Kind
 from gradgen.naming import (
     backward_function_name,
     forward_function_name,
     value_and_grad_function_name,
 )
 from gradgen.parse import ModuleContext
-from gradgen.reverse import AdjointStatement, BackwardFunction, ForwardLine
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
@@ -299,17 +300,27 @@ def _recomputed_comment(names: list[str]) -> list[str]:
 
 def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
     expr = helpers.resolve(adjoint.expr)
-    if adjoint.op == "copy":
-        return f"{adjoint.target} = {adjoint.target}.copy()"
-    if adjoint.op == "scatter":
-        return _scatter_line(adjoint.target, adjoint.index, expr, helpers, adjoint.distinct)
-    if adjoint.op == "= +":
-        if isinstance(expr, UnaryOp) and expr.op == "-":
-            total = BinOp("-", Name(adjoint.target), expr.operand)
-        else:
-            total = BinOp("+", Name(adjoint.target), expr)
-        return f"{adjoint.target} = {render(total)}"
-    return f"{adjoint.target} {adjoint.op} {render(expr)}"
+    target = adjoint.target
+    match adjoint.kind:
+        case Kind.ASSIGN | Kind.ADD | Kind.SUBTRACT:
+            return f"{target} {adjoint.kind.value} {render(expr)}"
+        case Kind.ADD_NEW:
+            if isinstance(expr, UnaryOp) and expr.op == "-":
+                total = BinOp("-", Name(target), expr.operand)
+            else:
+                total = BinOp("+", Name(target), expr)
+            return f"{target} = {render(total)}"
+        case Kind.COPY:
+            return f"{target} = {target}.copy()"
+        case Kind.SCATTER:
+            return _scatter_line(target, adjoint.index, expr, helpers, adjoint.distinct)
+        case _:
+            _unhandled(adjoint.kind)
+
+
+def _unhandled(kind: NoReturn) -> NoReturn:
+    """mypy checks that no statement kind reaches here (``typing.assert_never``, 3.11+)."""
+    raise AssertionError(f"the emitter does not handle {kind}")
 
 
 def _scatter_line(

@@ -7,6 +7,8 @@ decorator can also define them inside a backward function, indented, as they are
 
 from __future__ import annotations
 
+from gradgen.rules import Aliasing
+
 HELPERS: dict[str, str] = {
     "_unbroadcast": '''
 def _unbroadcast(grad, like):
@@ -82,6 +84,19 @@ def _dot_ranks(x, y):
 ''',
 }
 
+
+# What each helper's result may share memory with (ownership.py): _unbroadcast and
+# _everywhere hand back their first argument itself when its shape is already right;
+# _everywhere's first argument is the caller's upstream, so its result is never written into.
+HELPER_ALIASING: dict[str, Aliasing] = {
+    "_unbroadcast": Aliasing.FIRST_OR_NEW,
+    "_everywhere": Aliasing.VIEW_OF_FIRST,
+    "_keepdims": Aliasing.VIEW_OF_FIRST,
+    "_matmul_dx": Aliasing.NEW,
+    "_matmul_dy": Aliasing.NEW,
+    "_dot_dx": Aliasing.NEW,
+    "_dot_dy": Aliasing.NEW,
+}
 
 # Helpers that call other helpers: defining one defines these too.
 NEEDS: dict[str, tuple[str, ...]] = {

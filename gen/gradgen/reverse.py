@@ -12,17 +12,14 @@ a forward value is written ``np.where(c, adjoint, 0)`` (``np.where(g != 0, adjoi
 where the shapes do not show that ``c`` lines up with it), and a finite true gradient never
 turns into NaN.
 
-``+=`` writes into the object in place when the gradient is a numpy array. So when the object
-is shared, with the caller's upstream gradient or with another gradient still to be read
-(the add gate passes one object to both inputs), the accumulation is written
-``dx = dx + ...`` instead, which makes a new object. Nothing the caller passed in is modified.
+Every later contribution is written ``+=`` here; ``ownership.py`` then decides where writing
+in place is safe and spells the others ``dx = dx + ...``.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from gradgen import shapes
 from gradgen.expr import (
@@ -48,48 +45,12 @@ from gradgen.expr import (
     substitute,
     unwrap,
 )
+from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, Kind
 from gradgen.naming import gradient_name
+from gradgen.ownership import protect_shared
 from gradgen.rules import ELEMENTWISE_MASKS, SCATTER, SHAPE_OF_FIRST, AdjointContext
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
-
-
-@dataclass(frozen=True)
-class AdjointStatement:
-    """One backward statement. ``op`` is "=", "+=", "-=", "= +" (``dx = dx + e``, a new
-    object), "copy" (``dx = dx.copy()``) or "scatter" (add ``expr`` into ``target`` at
-    ``index``)."""
-
-    target: str
-    op: str
-    expr: Expr
-    statement: int  # the user statement this differentiates
-    index: tuple[Expr, ...] = ()
-    distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
-
-
-@dataclass(frozen=True)
-class ForwardLine:
-    """A forward value the backward pass reads, recomputed as ``target = expr``."""
-
-    target: str
-    expr: Expr
-
-
-@dataclass(frozen=True)
-class BackwardFunction:
-    staged: StagedFunction
-    upstream: str  # the upstream gradient parameter, e.g. "df"
-    upstream_default: str | None  # "1.0" when the result is a scalar, else required
-    forward: tuple[ForwardLine, ...]
-    adjoints: tuple[AdjointStatement, ...]
-    gradients: tuple[str, ...]  # per parameter: a gradient name, "0.0" or "None"
-    wrt: tuple[str, ...] | None = None  # the parameters the gradients are for; None: all
-    # The whole forward pass that computes the result and what the adjoints read (for
-    # F_value_and_grad and F_forward), and the names the adjoints read: the cache a
-    # forward/backward pair hands over, parameters first, then values in forward order.
-    full_forward: tuple[ForwardLine, ...] = ()
-    cache: tuple[str, ...] = ()
 
 
 def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> BackwardFunction:
@@ -130,7 +91,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         helper = Func("helper", "_everywhere", "_everywhere")
         everywhere = Call(helper, (Name(upstream), result))
         spreads[result.id] = (len(statements), Name(upstream))
-        statements.append(AdjointStatement(upstream, "=", everywhere, statement))
+        statements.append(AdjointStatement(upstream, Kind.ASSIGN, everywhere, statement))
 
     def contribute(variable: str, adjoint: Expr, statement: int, mask: _Mask | None = None) -> None:
         # Only a gradient with exactly one contribution, a masked one, is masked.
@@ -142,11 +103,12 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
             if variable not in gradient:
                 gradient[variable] = gradient_name(namer, variable)
                 zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
-                statements.append(AdjointStatement(gradient[variable], "=", zeros, statement))
+                first = AdjointStatement(gradient[variable], Kind.ASSIGN, zeros, statement)
+                statements.append(first)
             distinct = _selects_distinct(index.items, known)
             statements.append(
                 AdjointStatement(
-                    gradient[variable], "scatter", value, statement, index.items, distinct
+                    gradient[variable], Kind.SCATTER, value, statement, index.items, distinct
                 )
             )
         elif variable not in gradient:
@@ -162,7 +124,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                     assert isinstance(spread, Call)
                     spread = spread.args[0]
                 spreads[variable] = (len(statements), spread)
-            statements.append(AdjointStatement(gradient[variable], "=", adjoint, statement))
+            statements.append(AdjointStatement(gradient[variable], Kind.ASSIGN, adjoint, statement))
         else:
             # Added to a gradient that has the variable's whole shape, numpy broadcasts: a
             # total's spread needs no array of its own (`dx += dsums`).
@@ -171,7 +133,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
                 if _is_leading_expand(adjoint):  # a new leading axis broadcasts by itself
                     assert isinstance(adjoint, Call)
                     adjoint = adjoint.args[0]
-            statements.append(AdjointStatement(gradient[variable], "+=", adjoint, statement))
+            statements.append(AdjointStatement(gradient[variable], Kind.ADD, adjoint, statement))
 
     for stage in reversed(function.stages):
         if stage.rule is None or stage.target not in relevant:
@@ -213,7 +175,7 @@ def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> Bac
         if g in gradient.values()
     }
     kept = [s for s in statements if s is not None]
-    adjoints = _protect_shared(kept, upstream, returned, numbers=not function.array_mode)
+    adjoints = protect_shared(kept, upstream, returned, numbers=not function.array_mode)
     read = _names_read(adjoints)
     forward = _forward_lines(function, read)
     full_forward = _forward_lines(function, read | set(names_in(function.result)))
@@ -496,124 +458,6 @@ def _influences(function: StagedFunction) -> set[str]:
         if stage.target in found:
             found.update(stage.reads)
     return found
-
-
-# Functions and attributes whose result may share memory with their argument.
-_VIEWS = {
-    "reshape",
-    "transpose",
-    "swapaxes",
-    "expand_dims",
-    "squeeze",
-    "broadcast_to",
-    "_unbroadcast",
-    "_everywhere",  # may hand back the caller's upstream itself
-}
-
-
-def _allocates(expr: Expr) -> bool:
-    """Does ``expr`` always make a new object (so writing into it harms nobody)?"""
-    if isinstance(expr, (BinOp, UnaryOp, Compare)):
-        return True
-    if isinstance(expr, Call):
-        return expr.func.name not in _VIEWS
-    return False
-
-
-def _protect_shared(
-    statements: list[AdjointStatement],
-    upstream: str,
-    returned: dict[str, Shape | None],
-    numbers: bool = False,
-) -> tuple[AdjointStatement, ...]:
-    """Make every in-place write safe: ``+=`` becomes ``dx = dx + ...`` and a scatter is
-    preceded by ``dx = dx.copy()`` wherever writing in place would change an object that is
-    also the caller's upstream gradient, a view of another gradient, or another gradient
-    still to be read.
-
-    ``returned`` maps the returned gradients that may be arrays to their parameters' shapes
-    (empty where every value is a Python number): each must come back as an array of the
-    caller's own, not the upstream gradient, a view, or the object of another one.
-    With ``numbers`` (a module without numpy) every value is an immutable number: ``+=``
-    rebinds and harms nobody, as in the CS231n notes.
-    """
-    if numbers:
-        returned = {}
-    last_read: dict[str, float] = {}
-    for index, statement in enumerate(statements):
-        for name in names_in(statement.expr):
-            last_read[name] = index
-        for part in statement.index:
-            for name in names_in(part):
-                last_read[name] = index
-    for name in returned:
-        last_read[name] = float("inf")
-
-    not_ours = -1  # the caller's objects
-    fresh = itertools.count()
-    views: set[int] = set()  # objects that are views (broadcast_to, reshape): never written
-    holder: dict[str, int] = {upstream: not_ours}  # gradient name -> object it holds
-    sharing: dict[int, set[str]] = {not_ours: {upstream}}
-    result: list[AdjointStatement] = []
-
-    def hold(target: str, obj: int) -> None:
-        previous = holder.get(target)
-        if previous is not None:
-            sharing[previous].discard(target)
-        holder[target] = obj
-        sharing.setdefault(obj, set()).add(target)
-
-    def writable(target: str, index: int) -> bool:
-        if numbers:
-            return True
-        obj = holder[target]
-        others = sharing.get(obj, set()) - {target}
-        free = obj != not_ours and obj not in views
-        return free and all(last_read.get(n, -1) <= index for n in others)
-
-    def object_of(expr: Expr) -> int:
-        if isinstance(expr, Name):
-            return holder.get(expr.id, not_ours)  # passes an existing object on
-        if isinstance(expr, Call) and expr.func.name == "_unbroadcast":
-            return object_of(expr.args[0])  # the gradient itself, or a new sum of it
-        if _allocates(expr):
-            return next(fresh)
-        view = next(fresh)
-        views.add(view)
-        return view
-
-    for index, statement in enumerate(statements):
-        op, expr, target = statement.op, statement.expr, statement.target
-        if op == "=":
-            hold(target, object_of(expr))
-        elif op == "+=":
-            if writable(target, index):
-                if isinstance(expr, UnaryOp) and expr.op == "-":
-                    op, expr = "-=", expr.operand
-            else:
-                op = "= +"
-                hold(target, next(fresh))
-        elif op == "scatter" and not writable(target, index):
-            result.append(AdjointStatement(target, "copy", Name(target), statement.statement))
-            hold(target, next(fresh))
-        result.append(replace(statement, op=op, expr=expr))
-    # A returned gradient must be an array the caller owns and may write into.
-    last = statements[-1].statement if statements else 0
-    handed_back: set[int] = set()
-    for name, shape in returned.items():
-        obj = holder.get(name, not_ours)
-        if shape == SCALAR and obj not in views:
-            continue  # a number: immutable, nothing to protect
-        if obj in views or obj == not_ours or obj in handed_back:
-            if shape is None and obj not in views:
-                # Maybe a Python number (the default upstream 1.0): np.copy takes both.
-                copy = Call(Func("numpy", "copy", None), (Name(name),))
-                result.append(AdjointStatement(name, "=", copy, last))
-            else:
-                result.append(AdjointStatement(name, "copy", Name(name), last))
-            hold(name, next(fresh))
-        handed_back.add(holder[name])
-    return tuple(result)
 
 
 def _names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:

@@ -19,6 +19,7 @@ table (``tests/rule_points.py``); a test fails if either is missing.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class Rule:
     # taken where it holds, the second where it does not. Gradients flowing into the
     # branches stay masked by it (see reverse.py).
     selects_by: str | None = None
+    # Its result may share memory with its first input (numpy returns a view: a reshape, a
+    # transpose, basic indexing): what the program generator of the tests fans out through.
+    view: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -144,6 +148,7 @@ def rule(
     broadcasts: bool = False,
     variadic: bool = False,
     selects_by: str | None = None,
+    view: bool = False,
     **adjoints: str | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -166,6 +171,7 @@ def rule(
         broadcasts=broadcasts,
         variadic=variadic,
         selects_by=selects_by,
+        view=view,
     )
 
 
@@ -510,16 +516,18 @@ RULES: tuple[Rule, ...] = (
          shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
 
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
-    rule("transpose_attribute", "x.T", shape=_transpose_shape,
+    rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
          x=Depends("numpy.transpose(g)", _transpose_adjoint)),
-    rule("transpose", "numpy.transpose(x, axes)", nondiff=("axes",),
+    rule("transpose", "numpy.transpose(x, axes)", nondiff=("axes",), view=True,
          shape=_transpose_shape, x=Depends("numpy.transpose(g, inverse of axes)",
                                            _transpose_adjoint)),
     rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
-         "numpy.squeeze(x, shape)", nondiff=("shape",), x="numpy.reshape(g, numpy.shape(x))"),
-    rule("swapaxes", "numpy.swapaxes(x, axis1, axis2)", nondiff=("axis1", "axis2"),
+         "numpy.squeeze(x, shape)", nondiff=("shape",), view=True,
+         x="numpy.reshape(g, numpy.shape(x))"),
+    rule("swapaxes", "numpy.swapaxes(x, axis1, axis2)", nondiff=("axis1", "axis2"), view=True,
          x="numpy.swapaxes(g, axis1, axis2)"),
-    rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, x="numpy.reshape(g, numpy.shape(x))"),
+    rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, view=True,
+         x="numpy.reshape(g, numpy.shape(x))"),
     # float(x) is x as a Python number: the gradient passes through (int(x) has none).
     rule("float", "float(x)", shape=_same, x="g"),
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
@@ -533,7 +541,7 @@ RULES: tuple[Rule, ...] = (
          x="numpy.array(g, dtype=x.dtype)"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
-    rule("index", "x[i]", nondiff=("i",), x="__scatter__(x, i, g)"),
+    rule("index", "x[i]", nondiff=("i",), view=True, x="__scatter__(x, i, g)"),
 )
 # fmt: on
 
@@ -604,6 +612,45 @@ SHAPE_OF_FIRST = frozenset(
     }
 )
 ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+
+
+class Aliasing(enum.Enum):
+    """What the result of a function called by adjoint code may share memory with."""
+
+    NEW = "a new array"
+    FIRST_OR_NEW = "its first argument itself, or a new array"
+    VIEW_OF_FIRST = "a view of its first argument (or the argument itself)"
+
+
+# The functions adjoint templates call, by what their results may share with their inputs:
+# the ownership pass (ownership.py) writes in place only into arrays that share nothing.
+# A function missing here is assumed to share memory with every array it is given.
+TEMPLATE_ALIASING: dict[str, Aliasing] = {
+    **dict.fromkeys(
+        ("reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "ravel"),
+        Aliasing.VIEW_OF_FIRST,
+    ),
+    **dict.fromkeys(
+        (
+            "full_like",
+            "zeros_like",
+            "sum",
+            "mean",
+            "where",
+            "take",
+            "array",
+            "copy",
+            "outer",
+            "maximum",
+            "log",
+            "exp",
+            "cos",
+            "sin",
+            "abs",
+        ),
+        Aliasing.NEW,
+    ),
+}
 
 # Attributes of arrays: .T is differentiable (a rule above); these are not.
 VALUE_ATTRIBUTES = ("T", "shape", "ndim", "size", "dtype")

@@ -22,7 +22,7 @@ from gradgen.gradcheck.inputs import Dims, parse_ints, parse_shapes, shape_annot
 from gradgen.gradcheck.results import FunctionReport, UsageError
 
 if TYPE_CHECKING:
-    from gradgen.reverse import BackwardFunction
+    from gradgen.ir import BackwardFunction
 
 
 EXIT_OK = 0

@@ -37,7 +37,7 @@ from gradgen.gradcheck.results import FunctionReport, GradientCheck
 from gradgen.gradcheck.run import Case, random_upstream, run_case
 
 if TYPE_CHECKING:
-    from gradgen.reverse import BackwardFunction
+    from gradgen.ir import BackwardFunction
 
 
 _FLAT_ATTEMPTS = 5  # draws of values while some gradient is zero everywhere

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gradgen.errors import GradgenError
 
 if TYPE_CHECKING:
-    from gradgen.reverse import BackwardFunction
+    from gradgen.ir import BackwardFunction
     from gradgen.stages import StagedFunction
 
 

@@ -19,7 +19,7 @@ from gradgen.gradcheck.results import UsageError
 from gradgen.shapes import parse_annotation
 
 if TYPE_CHECKING:
-    from gradgen.reverse import BackwardFunction
+    from gradgen.ir import BackwardFunction
 
 
 _SIZES = (2, 3, 4, 5)  # sizes of named dimensions: small, and never 1 (1 broadcasts)

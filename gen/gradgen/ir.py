@@ -1,0 +1,67 @@
+"""The backward function as data: what the reverse pass builds and the emitter writes out.
+
+A backward function is the forward values it reads (``ForwardLine``, recomputed or taken
+from a cache) followed by adjoint statements (``AdjointStatement``) in reverse order of the
+forward statements they differentiate. Every statement names the forward statement it came
+from, so the emitter can quote it and the gradient check can name the line that disagrees.
+
+The statement kinds are an Enum: the emitter handles each one, and mypy checks that it
+handles all of them (``assert_never``), so a new kind cannot be forgotten there.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gradgen.expr import Expr
+from gradgen.stages import StagedFunction
+
+
+class Kind(enum.Enum):
+    """What an adjoint statement does to its target."""
+
+    ASSIGN = "="  # target = expr: binds a value (maybe shared: see ownership.py)
+    ADD = "+="  # target += expr: writes into target's array (only one the backward owns)
+    SUBTRACT = "-="  # target -= expr: likewise
+    ADD_NEW = "= +"  # target = target + expr: a new object; the old one is left alone
+    COPY = "copy"  # target = target.copy(): from here on target is an array of its own
+    SCATTER = "scatter"  # add expr into target at index (``dx[i] += g`` or ``np.add.at``)
+
+
+@dataclass(frozen=True)
+class AdjointStatement:
+    """One backward statement of kind ``kind``; ``index`` is where a scatter adds."""
+
+    target: str
+    kind: Kind
+    expr: Expr
+    statement: int  # the user statement this differentiates
+    index: tuple[Expr, ...] = ()
+    distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
+
+
+@dataclass(frozen=True)
+class ForwardLine:
+    """A forward value the backward pass reads, recomputed as ``target = expr``."""
+
+    target: str
+    expr: Expr
+
+
+@dataclass(frozen=True)
+class BackwardFunction:
+    """The backward of one staged function, ready to be written out."""
+
+    staged: StagedFunction
+    upstream: str  # the upstream gradient parameter, e.g. "df"
+    upstream_default: str | None  # "1.0" when the result is a scalar, else required
+    forward: tuple[ForwardLine, ...]
+    adjoints: tuple[AdjointStatement, ...]
+    gradients: tuple[str, ...]  # per parameter: a gradient name, "0.0" or "None"
+    wrt: tuple[str, ...] | None = None  # the parameters the gradients are for; None: all
+    # The whole forward pass that computes the result and what the adjoints read (for
+    # F_value_and_grad and F_forward), and the names the adjoints read: the cache a
+    # forward/backward pair hands over, parameters first, then values in forward order.
+    full_forward: tuple[ForwardLine, ...] = ()
+    cache: tuple[str, ...] = ()

@@ -1,0 +1,217 @@
+"""In-place safety: where the backward may write into a gradient, and where it must not.
+
+``dx += e`` and ``dx[i] += e`` write into the array ``dx`` holds. That is right only when no
+other live value shares that memory: the add gate hands one object to both inputs, a
+reshape or transpose of a gradient is a view of it, ``_unbroadcast(g, x)`` is ``g`` itself
+when the shapes agree, and the upstream gradient is the caller's. Writing into any of those
+would silently change another gradient, or the caller's array.
+
+The invariant this pass keeps, for every statement of the backward in order:
+
+- every gradient value is described by the *storages* (allocations) it may share memory
+  with, and whether it is *whole*: exactly one storage, all of it, not a view;
+- a storage is either the caller's (the upstream gradient, the arguments, forward values)
+  or a fresh array some statement of this backward allocated;
+- a write (``+=``, ``-=``, a scatter) goes only into a whole value of a fresh storage that
+  no other name still to be read (or returned) may share. Otherwise ``dx += e`` becomes
+  ``dx = dx + e`` and a scatter is preceded by ``dx = dx.copy()``: a new storage, whole;
+- every returned gradient is whole, of a storage of its own: not the caller's, and shared
+  with no other returned gradient (a copy is made where it might be).
+
+What an expression's value may share is read from the functions it calls: a view
+(``np.reshape``, ``.T``, an index) shares its base's storages; ``_unbroadcast`` is its first
+argument or a new sum; arithmetic makes a new array; a function this pass knows nothing
+about is assumed to share with every array it is given, so the safe spelling is the default.
+A gradient is "still read" when its name is read by a later statement: a name rebound since
+counts too, which may cost a copy but never a wrong value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from gradgen.expr import (
+    Attribute,
+    BinOp,
+    Call,
+    Compare,
+    Const,
+    Expr,
+    Func,
+    Group,
+    Name,
+    Sequence_,
+    Subscript,
+    UnaryOp,
+    names_in,
+)
+from gradgen.helpers import HELPER_ALIASING
+from gradgen.ir import AdjointStatement, Kind
+from gradgen.rules import TEMPLATE_ALIASING, Aliasing
+from gradgen.shapes import SCALAR, Shape
+
+CALLER = 0  # the storage of everything the backward did not allocate itself
+
+
+@dataclass(frozen=True)
+class Value:
+    """What a gradient name holds, as far as memory goes."""
+
+    storages: frozenset[int]
+    whole: bool  # all of one storage, not a view into it
+
+    def shares(self, other: Value) -> bool:
+        return bool(self.storages & other.storages)
+
+
+_CALLERS = Value(frozenset({CALLER}), whole=True)
+
+
+def protect_shared(
+    statements: Iterable[AdjointStatement],
+    upstream: str,
+    returned: dict[str, Shape | None],
+    numbers: bool = False,
+) -> tuple[AdjointStatement, ...]:
+    """``statements`` with every write made safe, and the returned gradients the caller's own.
+
+    ``returned`` maps the returned gradients that may be arrays to their parameters' shapes.
+    With ``numbers`` (a module without numpy) every value is an immutable Python number:
+    ``+=`` rebinds and harms nobody, as in the CS231n notes, and nothing is copied.
+    """
+    statements = list(statements)
+    if numbers:
+        return tuple(_subtract_where_negated(s) for s in statements)
+    return _Ownership(statements, upstream, returned).run()
+
+
+def _subtract_where_negated(statement: AdjointStatement) -> AdjointStatement:
+    """``dx += -e`` written ``dx -= e``."""
+    expr = statement.expr
+    if statement.kind is Kind.ADD and isinstance(expr, UnaryOp) and expr.op == "-":
+        return replace(statement, kind=Kind.SUBTRACT, expr=expr.operand)
+    return statement
+
+
+class _Ownership:
+    """One pass over the statements, tracking what each gradient name holds."""
+
+    def __init__(
+        self, statements: list[AdjointStatement], upstream: str, returned: dict[str, Shape | None]
+    ) -> None:
+        self.statements = statements
+        self.returned = returned
+        self.fresh = itertools.count(CALLER + 1)
+        self.held: dict[str, Value] = {upstream: _CALLERS}
+        self.last_read = _last_reads(statements, returned)
+
+    def run(self) -> tuple[AdjointStatement, ...]:
+        result: list[AdjointStatement] = []
+        for index, statement in enumerate(self.statements):
+            kind, target = statement.kind, statement.target
+            if kind is Kind.ASSIGN:
+                self.held[target] = self.value_of(statement.expr)
+            elif kind is Kind.ADD:
+                if self.writable(target, index):
+                    statement = _subtract_where_negated(statement)
+                else:
+                    statement = replace(statement, kind=Kind.ADD_NEW)
+                    self.held[target] = self.new()
+            elif kind is Kind.SCATTER and not self.writable(target, index):
+                copy = AdjointStatement(target, Kind.COPY, Name(target), statement.statement)
+                result.append(copy)
+                self.held[target] = self.new()
+            result.append(statement)
+        result += self.handed_back()
+        return tuple(result)
+
+    def new(self) -> Value:
+        """A storage just allocated, held whole."""
+        return Value(frozenset({next(self.fresh)}), whole=True)
+
+    def writable(self, target: str, index: int) -> bool:
+        """May statement ``index`` write into what ``target`` holds?"""
+        value = self.held.get(target, _CALLERS)
+        if not value.whole or CALLER in value.storages:
+            return False
+        return not any(
+            value.shares(other) and self.last_read.get(name, -1) > index
+            for name, other in self.held.items()
+            if name != target
+        )
+
+    def value_of(self, expr: Expr) -> Value:
+        """What memory the value of ``expr`` may share."""
+        if isinstance(expr, Name):
+            return self.held.get(expr.id, _CALLERS)  # an existing object, passed on
+        if isinstance(expr, Group):
+            return self.value_of(expr.inner)
+        if isinstance(expr, (BinOp, UnaryOp, Compare, Const, Sequence_)):
+            return self.new()  # arithmetic and displays make new objects
+        if isinstance(expr, (Subscript, Attribute)):
+            return self.view_of(expr.value)  # x[i], x.T: views (a copy for fancy indices)
+        if isinstance(expr, Call):
+            aliasing = _aliasing(expr.func)
+            if aliasing is Aliasing.NEW:
+                return self.new()
+            if aliasing is Aliasing.FIRST_OR_NEW and expr.args:
+                return self.value_of(expr.args[0])
+            if aliasing is Aliasing.VIEW_OF_FIRST and expr.args:
+                return self.view_of(expr.args[0])
+        # Unknown: it may be, or view, any array it is given.
+        shared = [self.value_of(part).storages for part in _array_parts(expr)]
+        return Value(frozenset().union(*shared) or frozenset({CALLER}), whole=False)
+
+    def view_of(self, expr: Expr) -> Value:
+        """A view into the value of ``expr``: the same storages, never whole."""
+        return Value(self.value_of(expr).storages, whole=False)
+
+    def handed_back(self) -> list[AdjointStatement]:
+        """Copies that make each returned gradient an array the caller owns alone."""
+        last = self.statements[-1].statement if self.statements else 0
+        copies: list[AdjointStatement] = []
+        given: set[int] = set()
+        for name, shape in self.returned.items():
+            value = self.held.get(name, _CALLERS)
+            if shape == SCALAR and value.whole:
+                continue  # a number: immutable, nothing to protect
+            if not value.whole or CALLER in value.storages or value.storages & given:
+                if shape is None and value.whole:
+                    # Maybe a Python number (the default upstream 1.0): np.copy takes both.
+                    copy = Call(Func("numpy", "copy", None), (Name(name),))
+                    copies.append(AdjointStatement(name, Kind.ASSIGN, copy, last))
+                else:
+                    copies.append(AdjointStatement(name, Kind.COPY, Name(name), last))
+                value = self.new()
+                self.held[name] = value
+            given |= value.storages
+        return copies
+
+
+def _aliasing(func: Func) -> Aliasing | None:
+    if func.lib == "helper":
+        return HELPER_ALIASING.get(func.name)
+    return TEMPLATE_ALIASING.get(func.name)
+
+
+def _array_parts(expr: Expr) -> list[Expr]:
+    """The arguments of a call that may be arrays (all of them: positional and keyword)."""
+    if isinstance(expr, Call):
+        return [*expr.args, *(value for _, value in expr.kwargs)]
+    return []
+
+
+def _last_reads(
+    statements: list[AdjointStatement], returned: dict[str, Shape | None]
+) -> dict[str, float]:
+    """The index of the last statement reading each name; returned names are read last."""
+    last: dict[str, float] = {}
+    for index, statement in enumerate(statements):
+        for part in (statement.expr, *statement.index):
+            for name in names_in(part):
+                last[name] = index
+    for name in returned:
+        last[name] = float("inf")
+    return last
