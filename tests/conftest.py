@@ -7,7 +7,7 @@ form and mode), so ``max_examples`` counts programs *per form*:
 - ``ci``, the default: 5 programs per form, a few hundred in all, derandomized (the same
   programs on every run) and without the example database, so CI is deterministic; about
   half a minute.
-- ``thorough``: 40 programs per form, thousands in all, new ones on every run:
+- ``thorough``: 110 programs per form, over 10,000 in all, new ones on every run:
   ``pytest tests/test_properties.py --hypothesis-profile=thorough``
   (or ``HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py``).
 """
@@ -51,7 +51,7 @@ else:
     )
     settings.register_profile(
         "thorough",
-        max_examples=40,  # per form of the rules table and mode
+        max_examples=110,  # per form of the rules table and mode: 97 forms, 10,670 programs
         deadline=None,
         suppress_health_check=_SUPPRESS,
         print_blob=True,

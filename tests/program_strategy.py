@@ -31,6 +31,10 @@ Values with no gradient come from the table too: the functions of ``NONDIFFERENT
 comparisons (masks) and integer labels used only as indices. Module constants (``EPS =
 1e-3``) are defined and read.
 
+In array code, two kinds of statement make gradients that share memory on purpose (see
+``VIEW_FORMS``): a view of a value combined with another of its shape (``v + u.T``), and a
+value fanned out into several broadcasting operations.
+
 A program has 1 to 4 parameters (float64 arrays of shapes from ``ARRAY_SHAPES``: dimensions
 3, 4, 2 and 1, so broadcasting between (N, D), (D,), (N, 1), (1, D) and numbers; Python floats
 in scalar mode; magnitudes in [0.2, 2]), up to 5 statements binding new names, rebinding
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import inspect
 import itertools
 import math
@@ -415,6 +420,7 @@ class Builder:
         self.excluded: list[str] = []  # texts of applications a known bug excludes
         self.forms = [(f, _weight(f, mode)) for f in forms_for(mode)]
         self.module_constants: list[str] = []
+        self.read: set[str] = set()  # names the statements so far read
 
     # --- evaluation ---------------------------------------------------------------------
 
@@ -795,6 +801,9 @@ def _shape(c: Context) -> str:
         choices = ["(-1,)", f"({size},)", str(tuple(reversed(dims))), str((*dims, 1))]
         choices += [f"({d}, -1)" for d in range(1, size + 1) if size % d == 0 and d > 1]
         choices += ["-1"]
+        # the shape of another value of the same size: the view can be combined with it
+        others = {shape(v) for v in c.builder.env.values() if numpy.size(v) == size}
+        choices += [str(dims) for dims in sorted(others) if len(dims) >= 1]
         return c.choose.pick(choices)
     if c.function == "expand_dims":
         return c.choose.pick([str(a) for a in range(-rank - 1, rank + 1)])
@@ -1069,8 +1078,11 @@ def build_program(
     rules: list[str] = []
     locals_: list[str] = []
     statements = choose.index(6)
+    kinds = [("new", 5), ("rebind", 3), ("alias", 1)]
+    if mode == "array":
+        kinds += [("view", 3), ("fan-out", 2)]
     for number in range(statements):
-        kind = choose.weighted([("new", 5), ("rebind", 3), ("alias", 1)])
+        kind = choose.weighted(kinds)
         fresh = [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
         if kind == "alias" and fresh:
             source = b.variable()
@@ -1078,20 +1090,30 @@ def build_program(
             body.append(f"{target} = {source.text}")  # h = x: a new name, the same value
             b.bind(target, b.env[source.text])
             continue
-        term = _focused(b, focus) if number == 0 else b.apply(choose.pick((1, 2, 0)))
-        rebindable = [*reversed(locals_), *(n for n, _ in params if n not in b.labels)]
-        read = [n for n in rebindable if n in term.variables]
-        if kind == "rebind" and read and choose.boolean():
-            target = choose.pick(read)  # h = h * 2
-        elif kind == "rebind" and rebindable:
-            target = choose.pick(rebindable)
+        if number == 0:
+            terms = [_focused(b, focus)]
+        elif kind == "view":
+            terms = _read_then_viewed(b)
+        elif kind == "fan-out":
+            terms = [_fanned_out(b)]
         else:
-            target = choose.weighted(fresh) if fresh else f"t{number}"
-        body.append(f"{target} = {term.text}")
-        rules += term.rules
-        b.bind(target, term.value)
-        if target not in locals_ and target not in args:
-            locals_.append(target)
+            terms = [b.apply(choose.pick((1, 2, 0)))]
+        for term in terms:
+            rebindable = [*reversed(locals_), *(n for n, _ in params if n not in b.labels)]
+            read = [n for n in rebindable if n in term.variables]
+            fresh = [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
+            if kind == "rebind" and read and choose.boolean():
+                target = choose.pick(read)  # h = h * 2
+            elif kind == "rebind" and rebindable:
+                target = choose.pick(rebindable)
+            else:
+                target = choose.weighted(fresh) if fresh else f"t{len(body)}"
+            body.append(f"{target} = {term.text}")
+            b.read |= term.variables
+            rules += term.rules
+            b.bind(target, term.value)
+            if target not in locals_ and target not in args:
+                locals_.append(target)
 
     if body and choose.index(3) != 0:
         result = b.variable()  # most often the value the last statement bound
@@ -1099,7 +1121,7 @@ def build_program(
         result = _focused(b, focus) if not body else b.apply(1)
     # Values no later statement reads are combined into the result, so that few statements
     # are dead (gradgen drops those, and they test nothing).
-    for name in _unread(body, result.text, [n for n in locals_ if n in b.env])[:2]:
+    for name in _unread(body, result.text, [n for n in locals_ if n in b.env])[:3]:
         combiners = [(f, 1) for f in forms_for(mode) if _combines(f)]
         for _ in range(ATTEMPTS // 2):
             form = choose.weighted(combiners)
@@ -1151,6 +1173,70 @@ def _unread(body: list[str], result: str, names: list[str]) -> list[str]:
         if name not in read_by_result and not any(name in used for _, used in reads[last + 1 :]):
             unread.append(name)
     return list(reversed(unread))
+
+
+# Gradients that share memory: the add gate hands one gradient object to both inputs,
+# ``_unbroadcast`` returns its argument, and the gradient of a view (a reshape, a transpose, an
+# index) is a view of the gradient of its result. A backward that then accumulates in place
+# into one of them silently changes the others. These statement kinds make such programs on
+# purpose: views of values combined with other values of the same shape, and one value fanned
+# out into several broadcasting operations.
+VIEW_FORMS = tuple(f for f in ARRAY_FORMS if f.rule.view)
+# Operators that pass the gradient on unchanged (``x + y``: both inputs get ``g`` itself) share
+# one gradient object between their inputs: drawn more often.
+COMBINING_FORMS = tuple(
+    (f, 3 if "g" in f.rule.adjoint_texts else 1) for f in ARRAY_FORMS if _combines(f)
+)
+
+
+def _read_then_viewed(b: Builder) -> list[Term]:
+    """Two statements: one reading a value (``a = v * 2``), then a view of another value
+    combined with it (``t = v + q.reshape(3, 5)``): in the backward, ``dv`` and the gradient
+    of the view share one object, and ``dv`` is added to after the view's gradient is made."""
+    partner = b.variable(lambda t: ndim(t.value) >= 1)
+    first = _fanned_out(b, partner)
+    return [first, _viewed(b, partner)]
+
+
+def _viewed(b: Builder, partner: Term) -> Term:
+    """A view of a value (``u.T``, ``q.reshape(3, 5)``) combined by a broadcasting operator
+    with ``partner``, a value of its shape (``v + q.reshape(3, 5)``), or alone."""
+    for _ in range(ATTEMPTS):
+        try:
+            source = b.variable(
+                lambda t: (
+                    t.variables != partner.variables
+                    and numpy.size(t.value) == numpy.size(partner.value)
+                )
+            )
+            view = b.try_form(b.choose.pick(VIEW_FORMS), 0, {"x": source})
+            if b.choose.index(4) == 0:
+                return view
+            if shape(view.value) != shape(partner.value):
+                continue
+            pair = {"x": view, "y": partner} if b.choose.boolean() else {"x": partner, "y": view}
+            return b.try_form(b.choose.weighted(COMBINING_FORMS), 0, pair)
+        except Unfit:
+            continue
+    return b.apply(1)
+
+
+def _shaped_like(like: Term, term: Term) -> bool:
+    return shape(term.value) == shape(like.value)
+
+
+def _fanned_out(b: Builder, source: Term | None = None) -> Term:
+    """A value read again by a broadcasting operator (``s = h + y`` after ``t = h * 2``),
+    with a value of the same shape where there is one."""
+    for _ in range(ATTEMPTS):
+        try:
+            read = source or b.variable()
+            partner = b.operand(1, functools.partial(_shaped_like, read))
+            pair = {"x": read, "y": partner} if b.choose.boolean() else {"x": partner, "y": read}
+            return b.try_form(b.choose.weighted(COMBINING_FORMS), 0, pair)
+        except Unfit:
+            continue
+    return b.apply(1)
 
 
 def _focused(b: Builder, focus: Form | None) -> Term:
