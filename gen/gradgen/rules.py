@@ -28,13 +28,24 @@ import libcst as cst
 
 from gradgen import shapes
 from gradgen.convert import convert
-from gradgen.expr import NOT_LITERAL, Attribute, Call, Const, Expr, Func, Name, names_in, walk
+from gradgen.expr import (
+    NOT_LITERAL,
+    Attribute,
+    Call,
+    Const,
+    Expr,
+    Func,
+    Name,
+    Sequence_,
+    names_in,
+    unwrap,
+    walk,
+)
 from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy")
 BUILTINS = ("abs", "max", "min", "float")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
-SCATTER = "__scatter__"  # template marker: the adjoint adds g into x at an index
 
 
 @dataclass(frozen=True)
@@ -50,11 +61,57 @@ class AdjointContext:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """An adjoint that is a smaller value spread over the input's shape: a total's number
+    (``numpy.full_like(x, g)``), a reduction's gradient broadcast back over the reduced axes.
+
+    ``full`` is the adjoint as an array of the input's shape; ``value`` is what it spreads,
+    which numpy broadcasting spreads by itself where it is added to an array of that shape
+    or multiplied into an elementwise adjoint: the reverse pass then uses ``value`` alone.
+    """
+
+    full: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """An adjoint that adds ``value`` into a gradient of the input's shape at ``index``
+    (indexing: ``dx[i] += g``, or ``np.add.at`` where entries may repeat)."""
+
+    index: str
+    value: str
+
+
+Template = str | Spread | Scatter
+
+
+@dataclass(frozen=True)
 class Depends:
     """An adjoint template chosen by literal arguments or shapes (``axis``, ranks)."""
 
     doc: str
-    choose: Callable[[AdjointContext], str]
+    choose: Callable[[AdjointContext], Template]
+
+
+@dataclass(frozen=True)
+class SpreadAdjoint:
+    """A ``Spread`` with its names filled in: ``full`` and ``value`` are expressions."""
+
+    full: Expr
+    value: Expr
+
+
+@dataclass(frozen=True)
+class ScatterAdjoint:
+    """A ``Scatter`` with its names filled in: add ``value`` at ``index`` (a tuple of the
+    index's parts, as the user wrote them, once filled in)."""
+
+    index: Expr
+    value: Expr
+
+
+Adjoint = Expr | SpreadAdjoint | ScatterAdjoint
 
 
 @dataclass(frozen=True)
@@ -65,7 +122,7 @@ class Rule:
     forms: tuple[Expr, ...]
     form_texts: tuple[str, ...]
     inputs: tuple[str, ...]  # differentiable inputs, in the order their adjoints are written
-    adjoint_sources: tuple[str | Depends, ...]  # aligned with ``inputs``
+    adjoint_sources: tuple[Template | Depends, ...]  # aligned with ``inputs``
     nondiff: tuple[str, ...] = ()  # form variables with no gradient (axis, condition, index)
     shape: Callable[[AdjointContext], Shape | None] | None = None
     broadcasts: bool = False  # elementwise on several operands: gradients are unbroadcast
@@ -79,6 +136,12 @@ class Rule:
     # Its result may share memory with its first input (numpy returns a view: a reshape, a
     # transpose, basic indexing): what the program generator of the tests fans out through.
     view: bool = False
+    # Nondiff arguments the backward is written for (an axis, keepdims): they must be
+    # literals, known when the backward is generated.
+    literal: tuple[str, ...] = ()
+    # The arguments with which the operation has no gradient at all (an astype to whole
+    # numbers): a predicate on the values bound to the form's variables.
+    no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -92,12 +155,34 @@ class Rule:
 
     @property
     def adjoint_texts(self) -> tuple[str, ...]:
-        return tuple(a if isinstance(a, str) else a.doc for a in self.adjoint_sources)
+        return tuple(_template_text(a) for a in self.adjoint_sources)
 
-    def adjoint(self, index: int, context: AdjointContext) -> Expr:
-        """The template of input ``index``'s adjoint."""
+    @property
+    def scatters(self) -> bool:
+        """Does an adjoint add into the input at an index (so a number ``g`` broadcasts)?"""
+        return any(isinstance(a, Scatter) for a in self.adjoint_sources)
+
+    def adjoint(self, index: int, context: AdjointContext) -> Adjoint:
+        """The template of input ``index``'s adjoint, parsed: an expression over the form's
+        variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter)."""
         source = self.adjoint_sources[index]
-        return _parse(source if isinstance(source, str) else source.choose(context))
+        template = source.choose(context) if isinstance(source, Depends) else source
+        if isinstance(template, Spread):
+            return SpreadAdjoint(_parse(template.full), _parse(template.value))
+        if isinstance(template, Scatter):
+            return ScatterAdjoint(_parse(template.index), _parse(template.value))
+        return _parse(template)
+
+
+def _template_text(source: Template | Depends) -> str:
+    """How the README's table writes an adjoint."""
+    if isinstance(source, Depends):
+        return source.doc
+    if isinstance(source, Spread):
+        return source.full
+    if isinstance(source, Scatter):
+        return f"{source.value} added at [{source.index}]"
+    return source
 
 
 class _TemplateResolver:
@@ -127,7 +212,7 @@ class _TemplateResolver:
             return Func(lib, name, None)
         if name in BUILTINS:
             return Func("builtins", name, name)
-        if name.startswith(HELPER_PREFIX) and name != SCATTER:
+        if name.startswith(HELPER_PREFIX):
             return Func("helper", name, name)
         return Func(None, name, None)  # resolved with the stage's library
 
@@ -149,7 +234,9 @@ def rule(
     variadic: bool = False,
     selects_by: str | None = None,
     view: bool = False,
-    **adjoints: str | Depends,
+    literal: tuple[str, ...] = (),
+    no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
+    **adjoints: Template | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
@@ -157,9 +244,16 @@ def rule(
     for form, text in zip(parsed_forms, forms, strict=True):
         if sorted(names_in(form)) != sorted(inputs + nondiff):
             raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs + nondiff}")
+    if not set(literal) <= set(nondiff):
+        raise ValueError(f"rule {name}: literal arguments must be nondiff ones")
     for source in adjoints.values():
+        # a typo in a template fails at import, not at use
         if isinstance(source, str):
-            _parse(source)  # a typo in a template fails at import, not at use
+            _parse(source)
+        elif isinstance(source, Spread):
+            _parse(source.full), _parse(source.value)
+        elif isinstance(source, Scatter):
+            _parse(source.index), _parse(source.value)
     return Rule(
         name=name,
         forms=parsed_forms,
@@ -172,6 +266,8 @@ def rule(
         variadic=variadic,
         selects_by=selects_by,
         view=view,
+        literal=literal,
+        no_gradient_when=no_gradient_when,
     )
 
 
@@ -254,16 +350,27 @@ def _full_reduction(c: AdjointContext) -> bool:
 # pass knows it is a view: it never writes into it and copies it before returning it. A sum
 # of everything has a number for g (the default upstream 1.0 is a Python float): full_like
 # in x's floating type keeps float32 float32, and makes an integer x's gradient float.
-def _sum_adjoint(c: AdjointContext) -> str:
+def _sum_adjoint(c: AdjointContext) -> Spread:
     if _full_reduction(c):
-        return "numpy.full_like(x, g, dtype=numpy.result_type(x, g))"
-    return f"numpy.broadcast_to({_expanded(c, 'g')}, numpy.shape(x))"
+        return Spread("numpy.full_like(x, g, dtype=numpy.result_type(x, g))", "g")
+    expanded = _expanded(c, "g")
+    return Spread(f"numpy.broadcast_to({expanded}, numpy.shape(x))", _broadcastable(c, expanded))
 
 
-def _mean_adjoint(c: AdjointContext) -> str:
+def _mean_adjoint(c: AdjointContext) -> Spread:
     if _full_reduction(c):
-        return f"numpy.full_like(x, g / {_count(c)}, dtype=numpy.result_type(x, g))"
-    return f"numpy.broadcast_to({_expanded(c, 'g')} / {_count(c)}, numpy.shape(x))"
+        spread = f"g / {_count(c)}"
+        return Spread(f"numpy.full_like(x, {spread}, dtype=numpy.result_type(x, g))", spread)
+    spread = f"{_expanded(c, 'g')} / {_count(c)}"
+    return Spread(f"numpy.broadcast_to({spread}, numpy.shape(x))", spread)
+
+
+def _broadcastable(c: AdjointContext, expanded: str) -> str:
+    """``expanded`` where numpy broadcasting needs the reduced axis back; ``g`` itself where
+    it is a new leading axis (axis 0), which broadcasting adds anyway."""
+    if expanded.startswith("numpy.expand_dims(") and c.literals.get("axis") == 0:
+        return "g"
+    return expanded
 
 
 def _extreme_adjoint(c: AdjointContext) -> str:
@@ -426,6 +533,37 @@ def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
 
 
+_AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
+
+# dtypes whose values are whole numbers: an astype to one is piecewise constant.
+_WHOLE_NUMBER_DTYPES = frozenset(
+    {
+        "int",
+        "bool",
+        "bool_",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "intp",
+    }
+)
+
+
+def _to_whole_numbers(bound: dict[str, Expr]) -> bool:
+    """``int``, ``np.int64``, ``"int32"``, ``bool``: a dtype whose values have no gradient."""
+    dtype = unwrap(bound["dtype"])
+    if isinstance(dtype, Name):
+        return dtype.id in _WHOLE_NUMBER_DTYPES
+    if isinstance(dtype, Const):
+        return dtype.text.strip("'\"").rpartition(".")[2] in _WHOLE_NUMBER_DTYPES
+    return False
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -501,24 +639,26 @@ RULES: tuple[Rule, ...] = (
          y=Depends("x.T @ g (1-D or 2-D)", functools.partial(_matmul_right, helper="_dot_dy"))),
 
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
-    rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+    rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
          shape=_reduced, x=_SUM),
-    rule("mean", "numpy.mean(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+    rule("mean", "numpy.mean(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
          shape=_reduced, x=_MEAN),
     # max/min over axes: ties share the gradient equally.
     rule("amax", "numpy.max(x, axis, keepdims)", "numpy.amax(x, axis, keepdims)",
-         nondiff=("axis", "keepdims"), shape=_reduced, x=_EXTREME),
+         nondiff=("axis", "keepdims"), literal=_AXES, shape=_reduced, x=_EXTREME),
     rule("amin", "numpy.min(x, axis, keepdims)", "numpy.amin(x, axis, keepdims)",
-         nondiff=("axis", "keepdims"), shape=_reduced, x=_EXTREME),
+         nondiff=("axis", "keepdims"), literal=_AXES, shape=_reduced, x=_EXTREME),
     rule("var", "numpy.var(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
+         literal=("axis", "ddof", "keepdims"),
          shape=_reduced, x=Depends("(2 / count) * (x - mean) * g", _var_adjoint)),
     rule("std", "numpy.std(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
+         literal=("axis", "ddof", "keepdims"),
          shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
 
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
          x=Depends("numpy.transpose(g)", _transpose_adjoint)),
-    rule("transpose", "numpy.transpose(x, axes)", nondiff=("axes",), view=True,
+    rule("transpose", "numpy.transpose(x, axes)", nondiff=("axes",), literal=("axes",), view=True,
          shape=_transpose_shape, x=Depends("numpy.transpose(g, inverse of axes)",
                                            _transpose_adjoint)),
     rule("reshape", "numpy.reshape(x, shape)", "numpy.expand_dims(x, shape)",
@@ -532,16 +672,18 @@ RULES: tuple[Rule, ...] = (
     rule("float", "float(x)", shape=_same, x="g"),
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
-    rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), variadic=True,
+    rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), literal=("axis",),
+         variadic=True,
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
-    rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), variadic=True,
+    rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
          x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
     # The gradient goes back in x's dtype, as a new array: never the upstream object itself.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
+         no_gradient_when=_to_whole_numbers,
          x="numpy.array(g, dtype=x.dtype)"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
-    rule("index", "x[i]", nondiff=("i",), view=True, x="__scatter__(x, i, g)"),
+    rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
 )
 # fmt: on
 
@@ -612,6 +754,14 @@ SHAPE_OF_FIRST = frozenset(
     }
 )
 ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+# Values that are numbers whatever their argument's shape: len(x), np.size(x), x.size,
+# x.shape[0].
+NUMBER_VALUED = frozenset({("builtins", "len"), ("numpy", "size"), ("numpy", "ndim")})
+NUMBER_ATTRIBUTES = ("size", "ndim")
+SHAPE_ATTRIBUTE = "shape"
+# Functions whose results never hold one entry twice (np.arange): an index built from one
+# selects distinct rows, so the gradient is scattered with plain ``+=``, not np.add.at.
+DISTINCT_ENTRIES = frozenset({("numpy", "arange")})
 
 
 class Aliasing(enum.Enum):
@@ -663,6 +813,79 @@ CONSTANTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# --- reading calls -------------------------------------------------------------------------
+
+
+def canonical_call(call: Call) -> Call:
+    """``call`` with every argument of its signature in place, keywords resolved, so that
+    ``x.sum(axis=1)`` and ``np.sum(x, 1)`` match the same rule. ValueError: not a call this
+    table reads (an unknown keyword, a missing argument)."""
+    key = (call.func.lib or "", call.func.name)
+    args = list(call.args)
+    method = (call.func.spelling or "").startswith(".")
+    if method and call.func.name in VARIADIC_METHODS and len(args) > 2:
+        args = [args[0], Sequence_(tuple(args[1:]))]
+    signature = SIGNATURES.get(key)
+    if signature is None:
+        if call.kwargs:
+            raise ValueError(f"'{call.func.spelling}' takes no keyword arguments here")
+        return call
+    names = [p.split("=")[0] for p in signature]
+    if len(args) > len(names):
+        raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
+    filled: dict[str, Expr] = dict(zip(names, args, strict=False))
+    aliases = KEYWORD_ALIASES.get(key, {})
+    for written, value in call.kwargs:
+        key_name = aliases.get(written, written)
+        if key_name not in names or key_name in filled:
+            raise ValueError(f"'{call.func.spelling}' has no argument '{key_name}' here")
+        filled[key_name] = value
+    for parameter in signature:
+        name, _, default = parameter.partition("=")
+        if name not in filled:
+            if not default:
+                raise ValueError(f"'{call.func.spelling}' needs its argument '{name}'")
+            filled[name] = Const(default, literal_number(default))
+    return Call(call.func, tuple(filled[n] for n in names), (), origin=call.origin)
+
+
+def literal_number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def without_gradient(call: Call) -> bool:
+    """Has the value of ``call`` no gradient, whatever its arguments hold? A function of
+    ``NONDIFFERENTIABLE``, or an operation whose row says so for these arguments (an
+    ``astype`` to whole numbers)."""
+    if (call.func.lib, call.func.name) in NONDIFFERENTIABLE:
+        return True
+    for rule_, form in _CONDITIONAL:
+        assert isinstance(form, Call)
+        if (form.func.lib, form.func.name) != (call.func.lib, call.func.name):
+            continue
+        try:
+            canonical = canonical_call(call)
+        except ValueError:
+            return False  # refused where the call is lowered, with this message
+        if len(canonical.args) != len(form.args):
+            continue
+        bound = {
+            unwrap(variable).id: value  # type: ignore[union-attr]
+            for variable, value in zip(form.args, canonical.args, strict=True)
+        }
+        assert rule_.no_gradient_when is not None
+        if rule_.no_gradient_when(bound):
+            return True
+    return False
+
+
+# Forms of rows with a no_gradient_when predicate: calls of these may have no gradient.
+_CONDITIONAL = tuple((r, form) for r in RULES if r.no_gradient_when is not None for form in r.forms)
+
+
 def _form_size(form: Expr) -> int:
     return sum(1 for _ in walk(form))
 
@@ -699,7 +922,8 @@ def operations_table() -> str:
     for r in RULES:
         spellings = ", ".join(f"`{t}`" for t in r.form_texts)
         adjoints = ", ".join(
-            f"`d{i} += {t}`" for i, t in zip(r.inputs, r.adjoint_texts, strict=True)
+            f"`d{i}[{a.index}] += {a.value}`" if isinstance(a, Scatter) else f"`d{i} += {t}`"
+            for i, a, t in zip(r.inputs, r.adjoint_sources, r.adjoint_texts, strict=True)
         )
         lines.append(f"| {r.name} | {spellings} | {adjoints} |")
     return "\n".join(lines)

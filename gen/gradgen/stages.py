@@ -36,14 +36,12 @@ from gradgen.expr import (
 from gradgen.naming import Namer, rebinding_name, temporary_name
 from gradgen.parse import ForwardFunction, Parameter
 from gradgen.rules import (
-    KEYWORD_ALIASES,
-    NONDIFFERENTIABLE,
     NONDIFFERENTIABLE_ATTRIBUTES,
-    SIGNATURES,
-    VARIADIC_METHODS,
     Rule,
+    canonical_call,
     form_library,
     rules_by_priority,
+    without_gradient,
 )
 
 _PRIORITY = rules_by_priority()
@@ -168,7 +166,7 @@ class _Builder:
                 continue
             nondiff = tuple((n, bindings[n]) for n in rule.nondiff)
             for variable, value in nondiff:
-                if variable in _LITERAL_ONLY and literal_value(value) is NOT_LITERAL:
+                if variable in rule.literal and literal_value(value) is NOT_LITERAL:
                     self.refuse(
                         getattr(value, "origin", None) or getattr(plain, "origin", None),
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
@@ -200,10 +198,6 @@ class _Builder:
         return Const("0", 0)
 
 
-# Arguments the backward is written for, so they must be known when it is generated.
-_LITERAL_ONLY = ("axis", "keepdims", "axes", "ddof")
-
-
 def is_inactive(expr: Expr) -> bool:
     """True when no gradient can flow through ``expr`` whatever its variables hold: a
     constant, a comparison (a mask), a shape, a call of a function with no gradient."""
@@ -227,80 +221,10 @@ def _inactive_leaf(expr: Expr) -> bool:
     if is_constant(expr):
         return True
     if isinstance(expr, Call):
-        if expr.func.name == "astype":
-            dtype = expr.args[1] if len(expr.args) > 1 else dict(expr.kwargs).get("dtype")
-            return dtype is not None and _is_integer_dtype(dtype)  # piecewise constant
-        return (expr.func.lib, expr.func.name) in NONDIFFERENTIABLE
+        return without_gradient(expr)
     if isinstance(expr, Attribute):
         return expr.name in NONDIFFERENTIABLE_ATTRIBUTES
     return False
-
-
-_INTEGER_DTYPES = frozenset(
-    {
-        "int",
-        "bool",
-        "bool_",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "intp",
-    }
-)
-
-
-def _is_integer_dtype(dtype: Expr) -> bool:
-    """``int``, ``np.int64``, ``"int32"``, ``bool``: a dtype whose values have no gradient."""
-    dtype = unwrap(dtype)
-    if isinstance(dtype, Name):
-        return dtype.id in _INTEGER_DTYPES
-    if isinstance(dtype, Const):
-        return dtype.text.strip("'\"").rpartition(".")[2] in _INTEGER_DTYPES
-    return False
-
-
-def canonical_call(call: Call) -> Call:
-    """``call`` with every argument of its signature in place, keywords resolved, so that
-    ``x.sum(axis=1)`` and ``np.sum(x, 1)`` match the same rule."""
-    key = (call.func.lib or "", call.func.name)
-    args = list(call.args)
-    method = (call.func.spelling or "").startswith(".")
-    if method and call.func.name in VARIADIC_METHODS and len(args) > 2:
-        args = [args[0], Sequence_(tuple(args[1:]))]
-    signature = SIGNATURES.get(key)
-    if signature is None:
-        if call.kwargs:
-            raise ValueError(f"'{call.func.spelling}' takes no keyword arguments here")
-        return call
-    names = [p.split("=")[0] for p in signature]
-    if len(args) > len(names):
-        raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
-    filled: dict[str, Expr] = dict(zip(names, args, strict=False))
-    aliases = KEYWORD_ALIASES.get(key, {})
-    for written, value in call.kwargs:
-        key_name = aliases.get(written, written)
-        if key_name not in names or key_name in filled:
-            raise ValueError(f"'{call.func.spelling}' has no argument '{key_name}' here")
-        filled[key_name] = value
-    for parameter in signature:
-        name, _, default = parameter.partition("=")
-        if name not in filled:
-            if not default:
-                raise ValueError(f"'{call.func.spelling}' needs its argument '{name}'")
-            filled[name] = Const(default, literal_number(default))
-    return Call(call.func, tuple(filled[n] for n in names), (), origin=call.origin)
-
-
-def literal_number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
 
 
 def _no_rule_message(expr: Expr) -> str:

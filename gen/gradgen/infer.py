@@ -1,0 +1,112 @@
+"""Shapes of the forward values, where the code makes them evident.
+
+A shape is a tuple of dimensions (names or numbers, from annotations such as ``x: "N, D"``),
+``()`` for a number, or None where it is not evident. Each rule says the shape of its result
+(``Rule.shape``); values with no gradient get theirs from the rules module's tables
+(``len(x)`` is a number, ``np.zeros_like(x)`` has x's shape). The reverse pass reads shapes to
+write the backward as by hand: ``dx = dh @ w.T`` where the ranks are known, ``_unbroadcast``
+where a broadcast cannot be ruled out.
+"""
+
+from __future__ import annotations
+
+from gradgen import shapes
+from gradgen.expr import (
+    NOT_LITERAL,
+    Attribute,
+    BinOp,
+    Call,
+    Compare,
+    Expr,
+    Name,
+    Subscript,
+    UnaryOp,
+    is_constant,
+    literal_value,
+    unwrap,
+)
+from gradgen.rules import (
+    ELEMENTWISE_MASKS,
+    NUMBER_ATTRIBUTES,
+    NUMBER_VALUED,
+    SHAPE_ATTRIBUTE,
+    SHAPE_OF_FIRST,
+    AdjointContext,
+)
+from gradgen.shapes import SCALAR, Shape
+from gradgen.stages import Stage, StagedFunction
+
+Shapes = dict[str, Shape | None]
+
+
+def infer_shapes(function: StagedFunction) -> Shapes:
+    """The shape of every value where the code makes it evident; all scalars in a module
+    that does not use numpy."""
+    if not function.array_mode:
+        names = [p.name for p in function.parameters] + [s.target for s in function.stages]
+        return dict.fromkeys(names, SCALAR)
+    known: Shapes = {p.name: p.shape for p in function.parameters}
+    for stage in function.stages:
+        if stage.rule is None:
+            known[stage.target] = expression_shape(stage.expr, known)
+        elif stage.rule.shape is not None:
+            known[stage.target] = stage.rule.shape(stage_context(stage, known))
+        else:
+            known[stage.target] = None
+    return known
+
+
+def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
+    """The shape of ``expr``, a value with no gradient or an adjoint, where evident."""
+    expr = unwrap(expr)
+    if is_constant(expr):
+        return SCALAR
+    if isinstance(expr, Name):
+        return known.get(expr.id)
+    if isinstance(expr, (BinOp, Compare)):
+        return shapes.broadcast(
+            expression_shape(expr.left, known), expression_shape(expr.right, known)
+        )
+    if isinstance(expr, UnaryOp):
+        return expression_shape(expr.operand, known)
+    if (
+        isinstance(expr, Subscript)
+        and isinstance(expr.value, Attribute)
+        and expr.value.name == SHAPE_ATTRIBUTE
+    ):
+        return SCALAR  # x.shape[0]: a number
+    if isinstance(expr, Attribute) and expr.name in NUMBER_ATTRIBUTES:
+        return SCALAR
+    if isinstance(expr, Call):
+        function = (expr.func.lib, expr.func.name)
+        if function in NUMBER_VALUED:
+            return SCALAR
+        if expr.func.name in SHAPE_OF_FIRST and expr.args:
+            return expression_shape(expr.args[0], known)
+        if expr.func.name in ELEMENTWISE_MASKS:
+            return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
+    return None
+
+
+def stage_context(stage: Stage, known: Shapes) -> AdjointContext:
+    """What the stage's rule may look at to choose a template or a shape: the literal
+    values of its arguments and the shapes of its inputs and result."""
+    assert stage.rule is not None
+    names = (
+        [f"x{j}" for j in range(len(stage.operands))] if stage.rule.variadic else stage.rule.inputs
+    )
+    operand_shapes = {
+        name: expression_shape(operand, known)
+        for name, operand in zip(names, stage.operands, strict=True)
+    }
+    for name, value in stage.nondiff:
+        operand_shapes.setdefault(name, expression_shape(value, known))
+    operand_shapes["out"] = known.get(stage.target)
+    literals = {name: literal_value(value) for name, value in stage.nondiff}
+    # Literal operands too: np.clip(x, None, 1.0) has no lower bound.
+    literals.update(
+        (name, literal_value(operand))
+        for name, operand in zip(names, stage.operands, strict=True)
+        if literal_value(operand) is not NOT_LITERAL
+    )
+    return AdjointContext(literals, operand_shapes)
