@@ -12,6 +12,22 @@ from gradgen.cli import main
 
 Run = Callable[..., tuple[int, str, str]]
 
+# Two small forward files every command-line test can use.
+GOOD = """\
+import math
+
+
+def f(x, y):
+    a = x * y
+    b = math.sin(a)
+    return a + b
+"""
+
+GOOD_2 = """\
+def g(x):
+    return x * x * 3.0
+"""
+
 
 def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder holding a ``pyproject.toml`` (the project root), made the current folder."""

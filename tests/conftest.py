@@ -1,4 +1,5 @@
 """Shared fixtures: ``project`` and ``run`` for the command-line tests (``cli_project.py``),
+``fresh_gradgen_state`` for the tests of committed backward files,
 and the hypothesis settings profiles for the property tests (``tests/test_properties.py``).
 
 The property tests are parametrized by the forms of the rules table (about 90 tests, one per
@@ -15,11 +16,14 @@ form and mode), so ``max_examples`` counts programs *per form*:
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli_project import Run, make_project, make_runner
+from gradgen import decorator
 
 
 @pytest.fixture
@@ -30,6 +34,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     return make_runner(capsys)
+
+
+@pytest.fixture
+def fresh_gradgen_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Empty decorator caches, no GRADGEN_STRICT, no .pyc files that could go stale: for the
+    tests of committed backward files (``review_project.py``), which use it module-wide."""
+    monkeypatch.setattr(decorator, "_CONFIGS", {})
+    monkeypatch.setattr(decorator, "_COMMITTED", {})
+    monkeypatch.setattr(decorator, "_WARNED", set())
+    monkeypatch.delenv(decorator.STRICT_ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith(("_gradgen_reviewed_", "gradgen_review_")):
+            del sys.modules[name]
 
 
 try:

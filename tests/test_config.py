@@ -1,0 +1,223 @@
+"""``[tool.gradgen]`` in ``pyproject.toml``: a project maps forward files to committed
+backward files. A bare ``gradgen`` regenerates every mapping and ``gradgen --check`` verifies
+them, from any folder of the project; sources on the command line override the config, and
+a bad config is a usage error.
+
+Every test builds its own project in ``tmp_path``; gradgen's per-process caches of configs,
+committed modules and warned files are replaced by empty ones for each test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gradgen.config import find_config
+from review_project import (
+    EDIT_F,
+    OTHER,
+    edit,
+    expected_output,
+    make_project,
+    snapshot,
+    write,
+)
+
+pytestmark = pytest.mark.usefixtures("fresh_gradgen_state")
+
+
+# --- configuration discovery ---------------------------------------------------------------
+
+
+def test_bare_gradgen_from_a_subfolder_regenerates_every_mapped_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path / "models" / "sub")
+
+    status, out, err = run()
+
+    assert status == 0, err
+    assert out == ""
+    files = snapshot(tmp_path)
+    assert sorted(files) == [
+        "generated/net.py",
+        "generated/sub/layer.py",
+        "models/net.py",
+        "models/sub/layer.py",
+        "pyproject.toml",
+    ]
+    # Paths in the output are relative to pyproject.toml, not to the current folder.
+    assert files["generated/net.py"].decode() == expected_output(
+        tmp_path, "models/net.py", "generated/net.py"
+    )
+    assert files["generated/sub/layer.py"].decode() == expected_output(
+        tmp_path, "models/sub/layer.py", "generated/sub/layer.py"
+    )
+
+
+def test_check_from_a_subfolder_passes_then_fails_with_a_diff_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path / "models" / "sub")
+    assert run()[0] == 0
+
+    assert run("--check") == (0, "", "")
+
+    edit(tmp_path / "models" / "net.py", *EDIT_F)
+    before = snapshot(tmp_path)
+    status, out, err = run("--check")
+
+    assert status == 1
+    assert "--- generated/net.py (current)" in out
+    assert "+++ generated/net.py (gradgen)" in out
+    assert re.search(r"^-#   f: [0-9a-f]{16}$", out, re.MULTILINE)
+    assert re.search(r"^\+#   f: [0-9a-f]{16}$", out, re.MULTILINE)
+    assert "layer.py" not in out  # the current file is not reported
+    assert "generated/net.py" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_file_to_file_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run) -> None:
+    write(
+        tmp_path / "pyproject.toml",
+        '[[tool.gradgen.files]]\nforward = "a.py"\nbackward = "gen/a_backward.py"\n',
+    )
+    write(tmp_path / "a.py", OTHER)
+    write(tmp_path / "docs" / "README.txt", "not a project folder\n")
+    monkeypatch.chdir(tmp_path / "docs")
+
+    assert run()[0] == 0
+
+    target = tmp_path / "gen" / "a_backward.py"
+    assert target.read_text() == expected_output(tmp_path, "a.py", "gen/a_backward.py")
+    assert sorted(snapshot(tmp_path)) == [
+        "a.py",
+        "docs/README.txt",
+        "gen/a_backward.py",
+        "pyproject.toml",
+    ]
+    assert run("--check") == (0, "", "")
+    edit(tmp_path / "a.py", "x * y + y", "x * y + x")
+    status, out, _ = run("--check")
+    assert status == 1
+    assert "--- gen/a_backward.py (current)" in out
+
+
+def test_every_entry_of_the_config_is_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    with (tmp_path / "pyproject.toml").open("a") as config:
+        config.write('\n[[tool.gradgen.files]]\nforward = "other.py"\nbackward = "other_bw.py"\n')
+    write(tmp_path / "other.py", OTHER)
+    monkeypatch.chdir(tmp_path)
+
+    assert run()[0] == 0
+
+    assert (tmp_path / "generated" / "net.py").is_file()
+    assert (tmp_path / "generated" / "sub" / "layer.py").is_file()
+    assert (tmp_path / "other_bw.py").read_text() == expected_output(
+        tmp_path, "other.py", "other_bw.py"
+    )
+
+
+# --- the command line overrides the config -------------------------------------------------
+
+
+def test_sources_on_the_command_line_override_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    write(tmp_path / "other.py", OTHER)
+    monkeypatch.chdir(tmp_path)
+
+    status, _, err = run("other.py", "-o", "x.py")
+
+    assert status == 0, err
+    assert not (tmp_path / "generated").exists()
+    assert sorted(snapshot(tmp_path)) == [
+        "models/net.py",
+        "models/sub/layer.py",
+        "other.py",
+        "pyproject.toml",
+        "x.py",
+    ]
+    assert (tmp_path / "x.py").read_text() == expected_output(tmp_path, "other.py", "x.py")
+    # --check with SRC checks only that output, not the configured (missing) ones.
+    assert run("--check", "other.py", "-o", "x.py") == (0, "", "")
+
+
+# --- usage errors --------------------------------------------------------------------------
+
+
+def test_no_config_and_no_sources_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    write(tmp_path / "pyproject.toml", '[project]\nname = "demo"\n')
+    write(tmp_path / "a.py", OTHER)
+    monkeypatch.chdir(tmp_path)
+    assert find_config(tmp_path) is None
+
+    status, out, err = run()
+
+    assert status == 2
+    assert out == ""
+    assert "[tool.gradgen]" in err
+    assert sorted(snapshot(tmp_path)) == ["a.py", "pyproject.toml"]
+    assert run("--check")[0] == 2
+
+
+def test_output_without_sources_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    status, _, err = run("-o", "out")
+
+    assert status == 2
+    assert "-o" in err
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "generated").exists()
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        pytest.param(
+            '[tool.gradgen]\nbogus = 1\n\n[[tool.gradgen.files]]\nforward = "models"\n'
+            'backward = "generated"\n',
+            "bogus",
+            id="unknown-key",
+        ),
+        pytest.param(
+            '[[tool.gradgen.files]]\nforward = "models"\nbackward = "generated"\nbackwards = "x"\n',
+            "backwards",
+            id="unknown-entry-key",
+        ),
+        pytest.param(
+            '[[tool.gradgen.files]]\nforward = "modles"\nbackward = "generated"\n',
+            "modles",
+            id="missing-forward",
+        ),
+        pytest.param('[[tool.gradgen.files]]\nforward = "models"\n', "backward", id="no-backward"),
+    ],
+)
+def test_bad_config_is_a_usage_error_naming_pyproject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run, config: str, named: str
+) -> None:
+    make_project(tmp_path)
+    write(tmp_path / "pyproject.toml", config)
+    monkeypatch.chdir(tmp_path / "models")
+
+    for argv in ([], ["--check"]):
+        status, out, err = run(*argv)
+        assert status == 2
+        assert out == ""
+        assert "pyproject.toml" in err
+        assert named in err
+    assert not (tmp_path / "generated").exists()
