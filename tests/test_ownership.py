@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradgen.expr import BinOp, Call, Expr, Func, Name, Subscript, number
+from gradgen.expr import BinOp, Call, Expr, Func, Name, Subscript, UnaryOp, number
 from gradgen.helpers import HELPER_ALIASING, HELPERS
 from gradgen.ir import AdjointStatement, Kind
 from gradgen.ownership import protect_shared
@@ -200,3 +200,13 @@ def test_every_helper_says_what_its_result_shares() -> None:
     (safe, but slower code): every helper that returns an array is classified."""
     returning_nothing = {"_dot_ranks"}
     assert set(HELPER_ALIASING) == set(HELPERS) - returning_nothing
+
+
+def test_a_subtraction_into_a_shared_array_keeps_its_sign() -> None:
+    statements = [
+        s("dx", Kind.ASSIGN, Name("dout")),
+        s("dx", Kind.SUBTRACT, _fresh("b")),
+    ]
+    protected = protect_shared(statements, "dout", {})
+    assert protected[-1].kind is Kind.ADD_NEW
+    assert protected[-1].expr == UnaryOp("-", _fresh("b"))

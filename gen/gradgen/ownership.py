@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from gradgen.expr import (
     Attribute,
@@ -110,19 +111,27 @@ class _Ownership:
     def run(self) -> tuple[AdjointStatement, ...]:
         result: list[AdjointStatement] = []
         for index, statement in enumerate(self.statements):
-            kind, target = statement.kind, statement.target
-            if kind is Kind.ASSIGN:
-                self.held[target] = self.value_of(statement.expr)
-            elif kind is Kind.ADD:
-                if self.writable(target, index):
-                    statement = _subtract_where_negated(statement)
-                else:
-                    statement = replace(statement, kind=Kind.ADD_NEW)
+            target = statement.target
+            match statement.kind:
+                case Kind.ASSIGN:
+                    self.held[target] = self.value_of(statement.expr)
+                case Kind.ADD | Kind.SUBTRACT:  # writes into target's array
+                    if self.writable(target, index):
+                        statement = _subtract_where_negated(statement)
+                    else:
+                        statement = _into_new_object(statement)
+                        self.held[target] = self.new()
+                case Kind.SCATTER:  # writes into target's array at an index
+                    if not self.writable(target, index):
+                        copy = AdjointStatement(
+                            target, Kind.COPY, Name(target), statement.statement
+                        )
+                        result.append(copy)
+                        self.held[target] = self.new()
+                case Kind.ADD_NEW | Kind.COPY:  # bind a new array, all of it
                     self.held[target] = self.new()
-            elif kind is Kind.SCATTER and not self.writable(target, index):
-                copy = AdjointStatement(target, Kind.COPY, Name(target), statement.statement)
-                result.append(copy)
-                self.held[target] = self.new()
+                case _:
+                    _unhandled(statement.kind)
             result.append(statement)
         result += self.handed_back()
         return tuple(result)
@@ -188,6 +197,19 @@ class _Ownership:
                 self.held[name] = value
             given |= value.storages
         return copies
+
+
+def _into_new_object(statement: AdjointStatement) -> AdjointStatement:
+    """``dx += e`` as ``dx = dx + e``, ``dx -= e`` as ``dx = dx - e``: a new array."""
+    expr = statement.expr
+    if statement.kind is Kind.SUBTRACT:
+        expr = UnaryOp("-", expr)
+    return replace(statement, kind=Kind.ADD_NEW, expr=expr)
+
+
+def _unhandled(kind: NoReturn) -> NoReturn:
+    """mypy checks that every statement kind is handled above (``typing.assert_never``)."""
+    raise AssertionError(f"the ownership pass does not handle {kind}")
 
 
 def _aliasing(func: Func) -> Aliasing | None:
