@@ -1,30 +1,42 @@
-"""``generate``: forward source text in, backward module text out; the pipeline in one place.
+"""The compile path: forward source in, a typed result out (``compile_source``); the
+pipeline in one place.
 
 text -> validated forward functions (parse) -> stages -> adjoints (reverse) -> lines (emit)
--> black (format). Each step reads only what the one before produced.
+-> black (format). Each step reads only what the one before produced. Every entry point
+(the command line, the decorator, ``gradgen check``, ``gradgen.testing``) calls
+``compile_source`` once and reads what it needs from the ``Compiled`` result: the text, the
+staged forms, the backward functions, and what each statement of the text writes
+(``Compiled.ties``), so no tool parses gradgen's own output to learn what gradgen knew.
 
-The steps walk expressions recursively (as do libcst and black), so an expression nested a
-few hundred levels deep needs more stack than Python's defaults allow: every entry point runs
-the pipeline on a thread of its own with a large stack and a raised recursion limit (see
-``with_headroom``). How deep an expression may be is bounded when it is read
-(``parse.MAX_NESTING``), which is what makes the headroom enough.
+``compile_source`` runs under one guard. The steps walk expressions recursively (as do libcst
+and black), so an expression nested a few hundred levels deep needs more stack than Python's
+defaults allow: the pipeline runs on a thread of its own with a large stack and a raised
+recursion limit (see ``with_headroom``). How deep an expression may be is bounded when it is
+read (``parse.MAX_NESTING``), which is what makes the headroom enough. A refusal raises
+``GradgenError``; anything else raised inside is a bug in gradgen, raised as
+``InternalError``, which every entry point reports the same way.
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+import libcst as cst
 
 from gradgen import provenance
-from gradgen.emit import emit_functions_only, emit_module
+from gradgen.emit import ModuleText, Tie, emit_functions_only, emit_module
+from gradgen.errors import Diagnostic, GradgenError, InternalError, UnknownFunctionError
 from gradgen.format import format_module
 from gradgen.helpers import HELPERS
 from gradgen.ir import BackwardFunction
-from gradgen.parse import ParsedModule, parse_module, read_functions
+from gradgen.parse import ModuleContext, ParsedModule, parse_module, read_functions
 from gradgen.reverse import reverse
-from gradgen.stages import stage_function
+from gradgen.stages import StagedFunction, stage_function
 
 _T = TypeVar("_T")
 
@@ -86,6 +98,169 @@ def _start_with_large_stack(target: Callable[[], None]) -> threading.Thread:
     return worker
 
 
+@dataclass(frozen=True)
+class FunctionSource:
+    """One function's own lines in its module: what the decorator (and ``gradgen.testing``)
+    read from a live function. Only the function is read; the module gives the imports and
+    constants its code may use."""
+
+    module: str  # the whole module's text
+    name: str  # the function
+    lines: str  # its lines as in the file (indented when it is nested)
+    first_line: int  # the line of the file where ``lines`` start (1-based)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to generate, and what text to make of it."""
+
+    # Function (or "*", every function) -> the parameters to differentiate with respect to.
+    wrt: Mapping[str, Sequence[str]] | None = None
+    # F_forward returning (value, cache), and F_backward(d<out>, cache).
+    pairs: bool = False
+    # These functions only, in this order (each read on its own, so another function of the
+    # source may be refused); None: every top-level function. A FunctionSource: its own.
+    only: Sequence[str] | None = None
+    # The command the module's header says regenerates it (default: gradgen FILE).
+    command: str | None = None
+    # "module": the file ``gradgen`` writes (header, imports, helpers, functions);
+    # "functions": the functions alone, to run in the forward's module (the decorator);
+    # "none": no text (the gradient check naming lines of a backward it was given).
+    text: Literal["module", "functions", "none"] = "module"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What one compile produced. A refusal is not a result: it raises ``GradgenError``,
+    whose ``diagnostics`` name every problem."""
+
+    parsed: ParsedModule
+    backwards: tuple[BackwardFunction, ...]  # one per forward function, in order
+    text: str
+    # Generated function name (``f_backward``) -> per statement of its body, in order, what
+    # the statement writes (``Tie``), None for the statements that write no gradient; empty
+    # when no text was made.
+    ties: Mapping[str, tuple[Tie | None, ...]] = field(default_factory=dict)
+
+    @property
+    def staged(self) -> tuple[StagedFunction, ...]:
+        """The staged form of each forward function."""
+        return tuple(b.staged for b in self.backwards)
+
+    @property
+    def array_code(self) -> bool:
+        """Does the module import numpy (in any form), so that its values may be arrays?"""
+        return self.parsed.context.imports_library("numpy")
+
+    def backward(self, name: str) -> BackwardFunction | None:
+        """The backward of forward function ``name``, if it was compiled."""
+        return next((b for b in self.backwards if b.staged.name == name), None)
+
+
+_DEFAULT = Options()
+
+
+def compile_source(
+    source: str | FunctionSource, filename: str = "<string>", options: Options = _DEFAULT
+) -> Compiled:
+    """Compile ``source`` (a module's text, or one function of it) as ``options`` say.
+
+    ``filename`` is used in diagnostics and in the generated header. Runs under the guard
+    every entry point shares: on a thread with room for deep expressions; a refusal raises
+    ``GradgenError`` (``UnknownFunctionError`` when ``options.only`` names a function the
+    source does not define), any other exception is a bug and raises ``InternalError``.
+    """
+    return with_headroom(lambda: _guarded(source, filename, options))
+
+
+def _guarded(source: str | FunctionSource, filename: str, options: Options) -> Compiled:
+    try:
+        return _compile(source, filename, options)
+    except GradgenError:
+        raise
+    except Exception as error:  # a bug in gradgen, whatever the input
+        raise InternalError(error) from error
+
+
+def _compile(source: str | FunctionSource, filename: str, options: Options) -> Compiled:
+    if isinstance(source, FunctionSource):
+        parsed = _parse_function(source, filename)
+        only: Sequence[str] | None = (source.name,)
+        text = source.module
+    else:
+        parsed = parse_module(source, filename)
+        only = options.only
+        text = source
+    if only is None:
+        backwards = backward_functions(parsed, wrt=options.wrt)
+    else:
+        _require_defined(parsed, only)
+        backwards = [
+            b for name in dict.fromkeys(only) for b in backward_functions(parsed, name, options.wrt)
+        ]
+    if options.text == "none":
+        return Compiled(parsed, tuple(backwards), "")
+    if options.text == "functions":
+        module = emit_functions_only(backwards, parsed.context, options.pairs)
+        formatted = format_module(module).lstrip("\n")
+    else:
+        header = _header(text, filename, options.command, backwards)
+        module = emit_module(backwards, parsed.context, header, options.pairs)
+        formatted = format_module(module)
+    return Compiled(parsed, tuple(backwards), formatted, _ties(module))
+
+
+def _header(
+    source: str, filename: str, command: str | None, backwards: Sequence[BackwardFunction]
+) -> list[str]:
+    shown = comment_text(filename)
+    header = [f"# Generated by gradgen from {shown}. Do not edit: regenerate."]
+    header.append(f"# Command: {comment_text(command) if command else f'gradgen {shown}'}")
+    names = [b.staged.name for b in backwards]
+    return header + provenance.header_lines(provenance.function_digests(source), names)
+
+
+def _ties(module: ModuleText) -> dict[str, tuple[Tie | None, ...]]:
+    return {function.name: tuple(function.ties) for function in module.functions}
+
+
+def _require_defined(parsed: ParsedModule, names: Sequence[str]) -> None:
+    """Refuse the first of ``names`` the source does not define, as ``read_functions`` does,
+    saying which functions it does define."""
+    defined = [f.name.value for f in parsed.functions]
+    for name in names:
+        if name not in defined:
+            parsed.refuse(parsed.module, f"no function '{name}' defined with 'def' in this source")
+            try:
+                parsed.raise_problems()
+            except GradgenError as error:
+                raise UnknownFunctionError(error.diagnostics, name, defined) from None
+
+
+# Module contexts (imports, constants) by file, so that compiling many functions of one
+# module (the decorator) reads the module once.
+_CONTEXTS: dict[tuple[str, int], ModuleContext] = {}
+
+
+def _parse_function(source: FunctionSource, filename: str) -> ParsedModule:
+    """The function's own lines, parsed, with the module's imports and constants."""
+    key = (filename, hash(source.module))
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = parse_module(source.module, filename).context
+    lines = source.lines.splitlines(keepends=True)
+    indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
+    try:
+        module = cst.parse_module(textwrap.dedent(source.lines))
+    except cst.ParserSyntaxError:
+        message = "gradgen could not read this function's source"
+        raise GradgenError([Diagnostic(filename, source.first_line, 1, message)]) from None
+    parsed = ParsedModule(filename, source.module, module, _CONTEXTS[key], [])
+    parsed.functions = [s for s in module.body if isinstance(s, cst.FunctionDef)]
+    parsed.line_offset = source.first_line - 1
+    parsed.column_offset = indent
+    return parsed
+
+
 def generate(
     source: str,
     filename: str = "<string>",
@@ -103,25 +278,8 @@ def generate(
     ``(d<out>, cache)`` instead of recomputing the forward values. Raises
     ``GradgenError`` when the source cannot be differentiated, naming every problem.
     """
-    return with_headroom(lambda: _generate(source, filename, command=command, wrt=wrt, pairs=pairs))
-
-
-def _generate(
-    source: str,
-    filename: str,
-    *,
-    command: str | None,
-    wrt: Mapping[str, Sequence[str]] | None,
-    pairs: bool,
-) -> str:
-    parsed = parse_module(source, filename)
-    backwards = backward_functions(parsed, wrt=wrt)
-    shown = comment_text(filename)
-    header = [f"# Generated by gradgen from {shown}. Do not edit: regenerate."]
-    header.append(f"# Command: {comment_text(command) if command else f'gradgen {shown}'}")
-    names = [b.staged.name for b in backwards]
-    header += provenance.header_lines(provenance.function_digests(source), names)
-    return format_module(emit_module(backwards, parsed.context, header, pairs))
+    options = Options(wrt=wrt, pairs=pairs, command=command)
+    return compile_source(source, filename, options).text
 
 
 def comment_text(text: str) -> str:
@@ -171,16 +329,3 @@ def backward_functions(
             parsed.refuse(function.node.name, message)
     parsed.raise_problems()
     return [reverse(s, chosen[s.name]) for s in staged]
-
-
-def generate_function(
-    parsed: ParsedModule, name: str, wrt: Sequence[str] | None = None, pairs: bool = False
-) -> str:
-    """The backward functions of one function of ``parsed``, alone, for the decorator."""
-
-    def run() -> str:
-        only = None if wrt is None else {name: wrt}
-        backwards = backward_functions(parsed, only=name, wrt=only)
-        return format_module(emit_functions_only(backwards, parsed.context, pairs)).lstrip("\n")
-
-    return with_headroom(run)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradgen import __version__
-from gradgen.api import generate, with_headroom
+from gradgen.api import Options, compile_source, with_headroom
 from gradgen.config import ConfigError, find_config, is_skipped
-from gradgen.errors import GradgenError
+from gradgen.errors import GradgenError, describe
 from gradgen.files import (
     display_path,
     find_project_root,
@@ -115,12 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug outside any one file (planning, the project root)
         print(f"gradgen: internal error: {describe(error)}; please report", file=sys.stderr)
         return EXIT_REFUSED
-
-
-def describe(error: BaseException) -> str:
-    """``ExceptionType: message`` on one line, for an internal error."""
-    message = " ".join(str(error).split())
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _generate_files(argv: list[str]) -> int:
@@ -278,7 +272,8 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         return _internal_error(source_name, error)
     shown = source_name if job.output is None else display_path(job.output, root)
     try:
-        result = generate(text, source_name, command=command, wrt=job.wrt, pairs=job.pairs)
+        options = Options(wrt=job.wrt, pairs=job.pairs, command=command)
+        result = compile_source(text, source_name, options).text
         current = _current_text(job.output)
         if result != current:
             # The last line of defence before anything is written, printed or shown as a
@@ -289,7 +284,7 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED
-    except Exception as error:  # a bug in gradgen: one line, and the next file goes on
+    except Exception as error:  # a bug in gradgen (InternalError): one line, the next file goes on
         return _internal_error(source_name, error)
     if job.output is None:
         try:

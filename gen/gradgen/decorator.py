@@ -18,12 +18,12 @@ import inspect
 import linecache
 import os
 import sys
-import textwrap
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from gradgen import provenance
 from gradgen.config import Config, find_config, is_skipped
@@ -35,7 +35,7 @@ from gradgen.naming import (
 )
 
 if TYPE_CHECKING:
-    from gradgen.parse import ModuleContext
+    from gradgen.api import Compiled, FunctionSource
 
 # The generator (libcst, black) is imported only when something must be generated, so a
 # module whose committed backward files are current imports none of it.
@@ -53,12 +53,12 @@ class StaleBackwardWarning(UserWarning):
     """A committed backward file does not match its forward source; generated in memory."""
 
 
-# Module contexts (imports, constants) by file, so decorating many functions of one module
-# parses it once; configurations by folder; committed modules by path.
-_CONTEXTS: dict[tuple[str, int], ModuleContext] = {}
+# Configurations by folder; committed modules by path; the compile behind each backward
+# generated in memory (for the gradient check), as long as that function lives.
 _CONFIGS: dict[Path, Config | None] = {}
 _COMMITTED: dict[tuple[Path, int, int], ModuleType] = {}
 _WARNED: set[Path] = set()
+_COMPILED: weakref.WeakKeyDictionary[Callable[..., Any], Compiled] = weakref.WeakKeyDictionary()
 
 
 @overload
@@ -283,7 +283,8 @@ def _relative(path: Path, root: Path) -> str:
 def _generated_backward(
     func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
 ) -> tuple[dict[str, Callable[..., Any]], str]:
-    source = backward_source(func, wrt, pairs)
+    compiled = compile_function(func, wrt, pairs)
+    source = compiled.text
     name = backward_function_name(func.__name__)
     filename = f"<gradgen: {name} of {func.__module__}.{func.__qualname__}>"
     lines = source.splitlines(keepends=True)
@@ -295,13 +296,41 @@ def _generated_backward(
     for generated_name, function in functions.items():
         attribute = generated_name.removeprefix(func.__name__ + "_")
         function.__qualname__ = f"{func.__qualname__}.{attribute}"
+    _COMPILED[functions[name]] = compiled
     return functions, source
 
 
-def backward_source(
-    func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
-) -> str:
-    """The source of ``func``'s backward functions, generated from ``func``'s source."""
+def compiled_for(backward: Callable[..., Any]) -> Compiled | None:
+    """The compile that made ``backward`` when the decorator generated it in memory (so the
+    gradient check reads its gradient names and statements from there); None for any other
+    function, such as one of a committed file."""
+    try:
+        return _COMPILED.get(backward)
+    except TypeError:  # not weakly referenceable: not one of ours
+        return None
+
+
+def compile_function(
+    func: Callable[..., Any],
+    wrt: Sequence[str] | None = None,
+    pairs: bool = False,
+    text: Literal["functions", "none"] = "functions",
+) -> Compiled:
+    """``func``'s source, compiled (``gradgen.api.compile_source``): its backward functions,
+    and their text, to run in ``func``'s module. Raises ``GradgenError`` when gradgen refuses
+    it, or when there is no source to read."""
+    from gradgen.api import Options, compile_source
+
+    source, filename = function_source(func)
+    only = None if wrt is None else {func.__name__: tuple(wrt)}
+    return compile_source(source, filename, Options(wrt=only, pairs=pairs, text=text))
+
+
+def function_source(func: Callable[..., Any]) -> tuple[FunctionSource, str]:
+    """``func``'s own lines and its module's text, read as ``inspect`` reads them, and the
+    file they are from."""
+    from gradgen.api import FunctionSource
+
     code = getattr(func, "__code__", None)
     if code is None:
         raise TypeError(f"{func!r} is not a Python function")
@@ -317,33 +346,5 @@ def backward_source(
             "define it in a file (functions typed at an interactive prompt have none)"
         )
         raise GradgenError([Diagnostic(filename, code.co_firstlineno, 1, message)])
-    import libcst as cst
-
-    from gradgen.api import generate_function
-    from gradgen.parse import ParsedModule
-
-    module_text = "".join(module_lines)
-    context = _module_context(filename, module_text)
-    snippet = "".join(lines)
-    indent = len(lines[0]) - len(lines[0].lstrip())
-    try:
-        module = cst.parse_module(textwrap.dedent(snippet))
-    except cst.ParserSyntaxError:
-        message = "gradgen could not read this function's source"
-        raise GradgenError([Diagnostic(filename, first_line, 1, message)]) from None
-    parsed = ParsedModule(filename, module_text, module, context, [])
-    parsed.functions = [s for s in module.body if isinstance(s, cst.FunctionDef)]
-    parsed.line_offset = first_line - 1
-    parsed.column_offset = indent
-    return generate_function(parsed, func.__name__, wrt, pairs)
-
-
-def _module_context(filename: str, text: str) -> ModuleContext:
-    from gradgen.api import with_headroom
-    from gradgen.parse import parse_module
-
-    key = (filename, hash(text))
-    if key not in _CONTEXTS:
-        # Under the guard generating runs in: a module constant may be a deep expression.
-        _CONTEXTS[key] = with_headroom(lambda: parse_module(text, filename).context)
-    return _CONTEXTS[key]
+    module = "".join(module_lines)
+    return FunctionSource(module, func.__name__, "".join(lines), first_line), filename

@@ -4,7 +4,8 @@ The output is a list of lines per part (header, imports and constants, each func
 the spacing black writes; ``format.py`` puts them together. Each group of adjoint statements
 is introduced by the forward statement it differentiates, quoted (``# backprop f = num *
 invden``), as in the CS231n notes: a quote, unlike a line number, does not change when an
-unrelated line is inserted above it, so reviews see small diffs.
+unrelated line is inserted above it, so reviews see small diffs. The comments are for
+readers; tools read the same fact from ``FunctionText.ties`` (``Compiled.ties``).
 """
 
 from __future__ import annotations
@@ -42,11 +43,26 @@ COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its co
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
 
 
+@dataclass(frozen=True)
+class Tie:
+    """A statement of a generated function that writes gradient ``gradient``, from the
+    backward of forward statement ``statement`` (an index into ``StagedFunction.statements``):
+    what the gradient check reads to name a wrong line, instead of the ``# backprop``
+    comments."""
+
+    gradient: str
+    statement: int
+
+
 @dataclass
 class FunctionText:
+    name: str  # "f_backward"
     signature: str  # "def f_backward(x, y, df=1.0):"
     docstring: str  # one line, without the quotes
     body: list[str]  # unindented; "" is a blank line
+    # Per statement of the body, in order (comments and blank lines are none): what it
+    # writes, when it is an adjoint statement; None for the others.
+    ties: list[Tie | None] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +156,8 @@ def emit_functions_only(
             local = [line for line in helpers.definitions() if line]
             local = [f"import {library}" for library in sorted(helpers.added)] + local
             function.body[:0] = local
+            # An import is a statement, a helper's def line starts one; its body is indented.
+            function.ties[:0] = [None for line in local if not line.startswith(" ")]
             functions.append(function)
     return ModuleText([], [], functions)
 
@@ -159,14 +177,16 @@ def _makers(pairs: bool) -> list[_Maker]:
 def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
     """One backward function: recomputed forward values, adjoints in reverse, the return."""
     staged = backward.staged
-    signature = f"def {backward_function_name(staged.name)}({_parameters(backward)}):"
+    name = backward_function_name(staged.name)
+    signature = f"def {name}({_parameters(backward)}):"
     body = _recomputed_comment([line.target for line in backward.forward])
     body += _forward_body(backward.forward, helpers)
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
     body.append(f"return {_gradients(backward.gradients)}")
-    return FunctionText(signature, _docstring(backward), body)
+    ties = [*_untied(backward.forward), *_adjoint_ties(backward), None]
+    return FunctionText(name, signature, _docstring(backward), body, ties)
 
 
 def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
@@ -181,7 +201,9 @@ def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> F
     if len(backward.gradients) > 1:
         gradients = f"({gradients})"
     body.append(f"return {render(helpers.resolve(staged.result))}, {gradients}")
-    return FunctionText(f"def {name}({_parameters(backward)}):", _value_docstring(backward), body)
+    signature = f"def {name}({_parameters(backward)}):"
+    ties = [*_untied(backward.full_forward), *_adjoint_ties(backward), None]
+    return FunctionText(name, signature, _value_docstring(backward), body, ties)
 
 
 def _value_docstring(backward: BackwardFunction) -> str:
@@ -199,8 +221,9 @@ def _value_and_grad_from_pair(backward: BackwardFunction, helpers: _Helpers) -> 
         f"value, cache = {forward_function_name(name)}({_call_arguments(backward)})",
         f"return value, {backward_function_name(name)}({backward.upstream}, cache)",
     ]
-    signature = f"def {value_and_grad_function_name(name)}({_parameters(backward)}):"
-    return FunctionText(signature, _value_docstring(backward), body)
+    function = value_and_grad_function_name(name)
+    signature = f"def {function}({_parameters(backward)}):"
+    return FunctionText(function, signature, _value_docstring(backward), body, [None, None])
 
 
 def _call_arguments(backward: BackwardFunction) -> str:
@@ -220,7 +243,8 @@ def _forward_function(backward: BackwardFunction, helpers: _Helpers) -> Function
     docstring = f"{staged.name} and the cache its backward reads: {_tuple(backward.cache)}."
     if len(docstring) > 80:
         docstring = f"{staged.name} and the cache of the values its backward reads."
-    return FunctionText(f"def {name}({', '.join(params)}):", docstring, body)
+    ties = [*_untied(backward.full_forward), None]
+    return FunctionText(name, f"def {name}({', '.join(params)}):", docstring, body, ties)
 
 
 def _cached_backward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
@@ -234,7 +258,9 @@ def _cached_backward_function(backward: BackwardFunction, helpers: _Helpers) -> 
     body += _adjoint_body(backward, helpers)
     body.append(f"return {_gradients(backward.gradients)}")
     signature = f"def {name}({backward.upstream}, cache):"
-    return FunctionText(signature, _docstring(backward), body)
+    unpacking: list[Tie | None] = [None] if backward.cache else []
+    ties = [*unpacking, *_adjoint_ties(backward), None]
+    return FunctionText(name, signature, _docstring(backward), body, ties)
 
 
 def _parameters(backward: BackwardFunction) -> str:
@@ -271,6 +297,16 @@ def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
             body.append(f"# backprop {_shorten(quoted)}")
         body.append(_adjoint_line(adjoint, helpers))
     return body
+
+
+def _adjoint_ties(backward: BackwardFunction) -> list[Tie | None]:
+    """The ties of the adjoint statements, one line each, as ``_adjoint_body`` writes them."""
+    return [Tie(adjoint.target, adjoint.statement) for adjoint in backward.adjoints]
+
+
+def _untied(statements: Iterable[object]) -> list[Tie | None]:
+    """None for each of ``statements`` (forward values, the unpacking of a cache)."""
+    return [None for _ in statements]
 
 
 def _tuple(names: tuple[str, ...]) -> str:

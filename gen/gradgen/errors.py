@@ -82,6 +82,37 @@ def _lines(text: str) -> tuple[str, ...]:
     return tuple(_LINE_BREAK.split(text))
 
 
+class UnknownFunctionError(GradgenError):
+    """A function asked for by name (``gradgen check --function``, the decorator's function)
+    that the source does not define with ``def``; ``defined`` names those it does."""
+
+    def __init__(
+        self, diagnostics: Sequence[Diagnostic], name: str, defined: Sequence[str]
+    ) -> None:
+        super().__init__(diagnostics)
+        self.name = name
+        self.defined: tuple[str, ...] = tuple(defined)
+
+
+class InternalError(Exception):
+    """A bug in gradgen, not a problem with the input: ``error`` is what was raised inside
+    the compile path, which every entry point reports the same way (one line, "please
+    report"); it is also the ``__cause__``, so a traceback shows where it happened."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"internal error: {describe(error)}; please report")
+        self.error = error
+
+
+def describe(error: BaseException) -> str:
+    """``ExceptionType: message`` on one line, for an internal error (of the error inside,
+    for an ``InternalError``)."""
+    if isinstance(error, InternalError):
+        error = error.error
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 class GeneratedCodeError(Exception):
     """The generated text failed its final check (it does not compile, or black would
     change it): a bug in gradgen, never a problem with the input."""

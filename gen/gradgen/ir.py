@@ -65,3 +65,6 @@ class BackwardFunction:
     # forward/backward pair hands over, parameters first, then values in forward order.
     full_forward: tuple[ForwardLine, ...] = ()
     cache: tuple[str, ...] = ()
+    # Variable (parameter, stage target, the result) -> the name of its gradient in the
+    # backward, for the gradient check to read rather than guess.
+    gradient_of: tuple[tuple[str, str], ...] = ()

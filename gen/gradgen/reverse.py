@@ -237,6 +237,7 @@ class _ReversePass:
             self.wrt,
             full_forward,
             cache,
+            tuple(gradient.items()),
         )
 
 

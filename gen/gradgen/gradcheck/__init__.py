@@ -22,20 +22,24 @@ drawn, and the report says so if that persists.
 
 Which line is wrong. A wrong gradient of a parameter is reported with the forward line
 whose backward statements introduced the error. The backward is run instrumented: every
-gradient it writes (``d<var>``) is copied after each statement. Then, walking from the result
-back (last forward statement first), the adjoint of each user-named variable ``v`` is
-compared with central differences of the result with respect to ``v`` (the forward
-statements after ``v`` re-run from gradgen's staged form with ``v`` perturbed). The first
-variable whose adjoint disagrees, while the adjoints of everything computed from it agree,
-got its error from the backward of a statement that *reads* it: that statement's adjoint
-rule produced the wrong value, so that is the line reported::
+gradient it writes is copied after each statement. For gradgen's own backward, the name of
+each variable's gradient and what each statement writes, from which forward statement, are
+read from the compile (``gradgen.api.Compiled``), never from the generated text; a backward
+given with ``--backward`` (or to ``gradgen.testing``) is read as written: gradients named as
+gradgen names them or ``d<var>``, statements grouped by their ``# backprop`` comments.
+Then, walking from the result back (last forward statement first), the adjoint of each
+user-named variable ``v`` is compared with central differences of the result with respect
+to ``v`` (the forward statements after ``v`` re-run from gradgen's staged form with ``v``
+perturbed). The first variable whose adjoint disagrees, while the adjoints of everything
+computed from it agree, got its error from the backward of a statement that *reads* it:
+that statement's adjoint rule produced the wrong value, so that is the line reported::
 
     forward.py:9: the adjoint of 'h' disagrees (max rel. error 0.3): out = h * w
 
 When several statements read ``v``, each one's share of ``dv`` (central differences of that
 statement alone, weighted by the adjoint of what it computes) is compared with what its
-backward added to ``dv``: the writes under its ``# backprop`` comment, or, in a backward
-without those comments, any single write. The last statement whose share is not what the
+backward added to ``dv``: the writes that come from it, or, in a backward given without
+``# backprop`` comments, any single write. The last statement whose share is not what the
 backward added is reported; when that cannot be told, every reading line is listed.
 
 Tolerances. An entry passes when ``|backward - numeric| <= max(rtol * max(|backward|,

@@ -7,7 +7,7 @@ import inspect
 import linecache
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import numpy as np
@@ -19,6 +19,10 @@ from gradgen.gradcheck.forward import function_info
 from gradgen.gradcheck.instrument import Backward, backward_from_function
 from gradgen.gradcheck.results import FunctionReport
 from gradgen.gradcheck.run import Case, random_upstream, run_case
+from gradgen.naming import backward_function_name
+
+if TYPE_CHECKING:
+    from gradgen.api import Compiled
 
 
 def check_callable(
@@ -55,11 +59,23 @@ def check_callable(
         raise ValueError(f"need rtol > 0 and atol >= 0, not rtol={rtol}, atol={atol}")
     if backward is None:
         backward = getattr(f, "backward", None)
+    compiled: Compiled | None
     if backward is None:
-        from gradgen.decorator import backward_source
+        from gradgen.decorator import compile_function
 
-        backward = _exec_generated(f, backward_source(f))
-    wrapped = backward_from_function(backward)
+        compiled = compile_function(f)
+        backward = _exec_generated(f, compiled.text)
+    else:
+        # One the decorator generated in memory: its compile is at hand. Any other (a
+        # committed file, a hand-written one) is read as it is.
+        from gradgen.decorator import compiled_for
+
+        compiled = compiled_for(backward)
+    # What gradgen knows of the backward checked, when it wrote it: its gradient names,
+    # what each statement writes, the parameters it returns gradients for.
+    generated = compiled.backward(name) if compiled is not None else None
+    ties = compiled.ties.get(backward_function_name(name)) if compiled is not None else None
+    wrapped = backward_from_function(backward, ties)
     pair_forward = getattr(f, "forward", None)
     names = list(inspect.signature(backward).parameters)
     if callable(pair_forward) and len(names) == 2 and names[1] == "cache":
@@ -70,7 +86,10 @@ def check_callable(
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         upstream = random_upstream(value, rng)
     case = Case(name, f, parameters, values, upstream, wrapped)
-    case.wrt = _returned_parameters(wrapped, parameters)
+    if generated is not None:
+        case.wrt = generated.wrt
+    else:
+        case.wrt = _returned_parameters(wrapped, parameters)
     with np.errstate(all="ignore"):
         try:
             raw = wrapped.call(values, upstream)
@@ -83,7 +102,7 @@ def check_callable(
         case.index = frozenset(wanted)
     # A float argument is differentiated even when the backward gives it None: that fails.
     case.index = frozenset(p for p in case.index if not _is_float(values[parameters.index(p)]))
-    case.info_factory = lambda: function_info(f)
+    case.info_factory = lambda: function_info(f, generated)
     return run_case(case, rtol, atol, report)
 
 
@@ -112,8 +131,9 @@ def _exec_generated(f: Callable[..., Any], source: str) -> Callable[..., Any]:
 
 
 def _returned_parameters(backward: Backward, parameters: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The parameters a backward with ``wrt`` returns gradients for, read from the names
-    it returns (``dW1, db1``); None when it returns one per parameter."""
+    """The parameters a backward gradgen did not write (for this check) returns gradients
+    for, read from the names it returns (``dW1, db1``); None when it returns one per
+    parameter."""
     names = backward.returned_names
     if names is None or len(names) == len(parameters) or len(parameters) <= 1:
         return None

@@ -15,11 +15,12 @@ try:
 except ImportError:  # pragma: no cover - numpy is a test and check dependency
     np = None  # type: ignore[assignment]
 
-from gradgen.errors import GradgenError
+from gradgen.errors import GradgenError, UnknownFunctionError, describe
 from gradgen.gradcheck.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from gradgen.gradcheck.filecheck import check_function, last_line, load_forward, run_module
 from gradgen.gradcheck.inputs import Dims, parse_ints, parse_shapes, shape_annotations
 from gradgen.gradcheck.results import FunctionReport, UsageError
+from gradgen.naming import backward_function_name
 
 if TYPE_CHECKING:
     from gradgen.ir import BackwardFunction
@@ -122,14 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradgen check: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # a bug in gradgen (the user's code is run under guards)
-        from gradgen.cli import describe
-
         print(f"{args.forward}: internal error: {describe(error)}; please report", file=sys.stderr)
         return EXIT_REFUSED
 
 
 def _check_file(args: argparse.Namespace) -> int:
-    from gradgen.api import with_headroom
+    from gradgen.api import Options, compile_source
     from gradgen.files import read_source
 
     path = Path(args.forward)
@@ -143,17 +142,23 @@ def _check_file(args: argparse.Namespace) -> int:
         raise UsageError(f"--backward {args.backward}: no such file")
     try:
         source = read_source(path)
-        # Generated under the guard `gradgen FORWARD.py` runs in: an expression as deep as
-        # gradgen takes needs more stack than Python's default.
-        backwards, generated, array_code = with_headroom(
-            lambda: _generated(source, shown, args.function)
-        )
+        # What `gradgen FORWARD.py` writes (for --function, those functions alone: another
+        # one may be refused), compiled as gradgen compiles it, under the same guard.
+        only = tuple(args.function) if args.function else None
+        # A backward given with --backward is checked instead: no text is made.
+        options = Options(only=only, text="none" if foreign is not None else "module")
+        compiled = compile_source(source, shown, options)
+    except UnknownFunctionError as error:
+        known = ", ".join(error.defined) or "none"
+        message = f"{shown} defines no function '{error.name}' (it defines: {known})"
+        raise UsageError(message) from None
     except GradgenError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_REFUSED
     except OSError as error:
         print(f"{shown}: error: cannot read: {error.strerror or error}", file=sys.stderr)
         return EXIT_REFUSED
+    backwards, generated = compiled.backwards, compiled.text
     _check_names(backwards, source, shapes, ints)
 
     if foreign is not None:
@@ -190,40 +195,15 @@ def _check_file(args: argparse.Namespace) -> int:
             shapes,
             ints,
             args,
-            array_code,
+            compiled.array_code,
+            # What each statement of gradgen's own backward writes; a backward given with
+            # --backward is read as it is.
+            compiled.ties.get(backward_function_name(b.staged.name)) if foreign is None else None,
         )
         for b in backwards
     ]
     _print_reports(reports)
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED
-
-
-def _generated(
-    source: str, shown: str, functions: Sequence[str] | None
-) -> tuple[list[BackwardFunction], str, bool]:
-    """The backward of each function checked (``functions``, or every one), the module
-    text gradgen writes for them, and whether the module is array code (imports numpy)."""
-    from gradgen.api import backward_functions, generate
-    from gradgen.emit import emit_module
-    from gradgen.format import format_module
-    from gradgen.parse import parse_module
-
-    parsed = parse_module(source, shown)
-    defined = [f.name.value for f in parsed.functions]
-    for name in functions or ():
-        if name not in defined:
-            known = ", ".join(defined) or "none"
-            raise UsageError(f"{shown} defines no function '{name}' (it defines: {known})")
-    array_code = any(
-        binding.module.split(".")[0] == "numpy" for binding in parsed.context.imports.values()
-    ) or any(module.split(".")[0] == "numpy" for module in parsed.context.star_imports)
-    if not functions:
-        backwards = backward_functions(parsed)
-        return backwards, generate(source, shown), array_code  # what `gradgen FORWARD.py` writes
-    backwards = [b for n in dict.fromkeys(functions) for b in backward_functions(parsed, only=n)]
-    # Only these functions: another one of the file may be refused.
-    header = [f"# gradgen check: from {shown}"]
-    return backwards, format_module(emit_module(backwards, parsed.context, header)), array_code
 
 
 def _check_names(

@@ -9,7 +9,7 @@ import sys
 import traceback
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from gradgen.gradcheck.results import FunctionReport, GradientCheck
 from gradgen.gradcheck.run import Case, random_upstream, run_case
 
 if TYPE_CHECKING:
+    from gradgen.emit import Tie
     from gradgen.ir import BackwardFunction
 
 
@@ -93,10 +94,12 @@ def check_function(
     ints: dict[str, int | str | None],
     args: argparse.Namespace,
     array_code: bool = False,
+    ties: Sequence[Tie | None] | None = None,
 ) -> FunctionReport:
     """Check one function at arguments drawn for it: for its parameters with no shape given
     in ``array_code`` (a module that imports numpy), at numbers and at small arrays of a
-    few shapes (``shape_variants``), stopping at the first that fails."""
+    few shapes (``shape_variants``), stopping at the first that fails. ``ties``: what each
+    statement of ``F_backward`` writes, when it is gradgen's own (``Compiled.ties``)."""
     name = backward.staged.name
     report = FunctionReport(name)
     forward = forward_namespace.get(name)
@@ -104,7 +107,7 @@ def check_function(
         report.error = f"the module defines no function '{name}' when run"
         return report
     wrapped = backward_from_module(
-        backward_text, backward_name, backward_namespace, f"{name}_backward"
+        backward_text, backward_name, backward_namespace, f"{name}_backward", ties
     )
     if wrapped is None:
         report.error = f"{backward_name} defines no {name}_backward"

@@ -1,11 +1,11 @@
-"""The forward function as naming a wrong line needs it: gradgen's staged form, where each
-of its statements is in the file, and the namespace its expressions run in."""
+"""The forward function as naming a wrong line needs it: gradgen's staged form and the names
+of its gradients (from the compile), where each of its statements is in the file, and the
+namespace its expressions run in."""
 
 from __future__ import annotations
 
 import ast
 import inspect
-import linecache
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class ForwardInfo:
-    """What naming a wrong line needs: gradgen's staged form of the forward function, where
-    each of its statements is in the file, and the namespace its expressions run in."""
+    """What naming a wrong line needs: gradgen's staged form of the forward function and the
+    name of each variable's gradient in gradgen's backward, where each of its statements is
+    in the file, and the namespace its expressions run in."""
 
     staged: StagedFunction
+    gradients: dict[str, str]  # variable -> its gradient's name (``dx``, ``d_x``, ...)
     filename: str
     def_line: int
     def_text: str
@@ -77,6 +79,7 @@ def forward_info(
     def_segment = source.splitlines()[function.lineno - 1].strip()
     return ForwardInfo(
         staged,
+        dict(backward.gradient_of),
         filename,
         function.lineno + line_offset,
         def_segment,
@@ -87,44 +90,28 @@ def forward_info(
     )
 
 
-def function_info(f: Callable[..., Any]) -> ForwardInfo | None:
+def function_info(
+    f: Callable[..., Any], backward: BackwardFunction | None = None
+) -> ForwardInfo | None:
     """``f``'s staged form and statement lines, read from its source as the decorator does
-    (a function nested in another reads its own lines); None when that is not possible."""
-    try:
-        import libcst as cst
-
-        from gradgen.api import with_headroom
-    except ImportError:
-        return None
+    (a function nested in another reads its own lines): from ``backward`` when the compile
+    that made it is at hand, else compiled now; None when that is not possible."""
     code = getattr(f, "__code__", None)
     if code is None:
         return None
     try:
         lines, first = inspect.getsourcelines(f)
-        module_text = "".join(linecache.getlines(code.co_filename, f.__globals__))
-        snippet = textwrap.dedent("".join(lines))
-        # Read as `gradgen` reads it, under the same guard: deep expressions recurse deep.
-        found = with_headroom(
-            lambda: _staged(f.__name__, code.co_filename, module_text, snippet, first - 1)
-        )
-    except (OSError, TypeError, GradgenError, cst.ParserSyntaxError):
+    except (OSError, TypeError):
         return None
-    return forward_info(found, snippet, code.co_filename, f.__globals__, first - 1)
+    if backward is None:
+        try:
+            from gradgen.decorator import compile_function
 
-
-def _staged(
-    name: str, filename: str, module_text: str, snippet: str, line_offset: int
-) -> BackwardFunction:
-    """The backward (and staged form) of function ``name``, whose source is ``snippet`` (at
-    line ``line_offset + 1`` of the module ``module_text``, which gives imports and
-    constants)."""
-    import libcst as cst
-
-    from gradgen.api import backward_functions
-    from gradgen.parse import ParsedModule, parse_module
-
-    context = parse_module(module_text, filename).context
-    parsed = ParsedModule(filename, module_text, cst.parse_module(snippet), context, [])
-    parsed.functions = [s for s in parsed.module.body if isinstance(s, cst.FunctionDef)]
-    parsed.line_offset = line_offset
-    return backward_functions(parsed, only=name)[0]
+            # Compiled as `gradgen` compiles it, under the same guard; no text is made.
+            backward = compile_function(f, text="none").backward(f.__name__)
+        except (ImportError, OSError, TypeError, GradgenError):
+            return None  # no generator here (libcst), no source, or gradgen refuses f
+    if backward is None:
+        return None
+    snippet = textwrap.dedent("".join(lines))
+    return forward_info(backward, snippet, code.co_filename, f.__globals__, first - 1)

@@ -1,6 +1,13 @@
-"""The backward, instrumented: a copy of a backward function that records every gradient
-(``d<var>``) it writes, after each statement, and the ``# backprop`` comment each statement
-is under. What naming the wrong forward line reads."""
+"""The backward, instrumented: a copy of a backward function that records every gradient it
+writes, after each statement, and the forward statement each statement comes from. What
+naming the wrong forward line reads.
+
+For gradgen's own backward, what each statement writes and where it comes from are the
+compile's (``Compiled.ties``, one per statement of the function body, in order). A
+backward given to the check (hand-written or hand-edited) is read as it is: the names it
+writes that look like gradients (``d...``), and the ``# backprop`` comment each statement is
+under.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,15 @@ import linecache
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import numpy as np
 except ImportError:  # pragma: no cover - numpy is a test and check dependency
     np = None  # type: ignore[assignment]
 
+if TYPE_CHECKING:
+    from gradgen.emit import Tie
 
 _RECORD = "__gradcheck_record__"
 _FACTORY = "__gradcheck_factory__"
@@ -33,16 +42,20 @@ def _snapshot(value: Any) -> Any:
 class Backward:
     """A backward function, and what its instrumented copy recorded on its last call.
 
-    ``records`` holds ``(line, name, value)`` for each gradient-like name (``d...``) written
-    by a statement of the function body, copied right after that statement; ``groups`` maps
-    a line of the body to the ``# backprop ...`` comment above it, as ``(comment line,
-    text)``.
+    ``records`` holds ``(line, name, value)`` for each gradient written by a statement of
+    the function body (the compile's names, or for a backward gradgen did not write, the
+    names that look like gradients: ``d...``), copied right after that statement. ``tied``
+    maps each line of a statement of gradgen's own backward to the forward statement it
+    comes from (an index into ``StagedFunction.statements``); for another backward
+    ``groups`` maps a line of the body to the ``# backprop ...`` comment above it, as
+    ``(comment line, text)``.
     """
 
     function: Callable[..., Any]
     filename: str = ""
     records: list[tuple[int, str, Any]] = field(default_factory=list)
     groups: dict[int, tuple[int, str]] = field(default_factory=dict)
+    tied: dict[int, int] | None = None  # gradgen's own backward: line -> forward statement
     instrumented: bool = False
     pair_forward: Callable[..., Any] | None = None  # F_forward -> (value, cache): pairs
     returned_names: tuple[str, ...] | None = None  # names in its return statement
@@ -87,22 +100,61 @@ def _written_names(statement: ast.stmt) -> set[str]:
     return names
 
 
+def _statement_ties(
+    node: ast.FunctionDef, ties: Sequence[Tie | None] | None
+) -> dict[int, Tie | None] | None:
+    """Each statement of ``node``'s body (by position) -> its tie, when ``ties`` are the
+    compile's ties of this very function (one per statement after the docstring)."""
+    if ties is None:
+        return None
+    statements = node.body
+    if statements and _is_docstring(statements[0]):
+        statements = statements[1:]
+    if len(statements) != len(ties):
+        return None  # not the function these ties describe: read as any backward
+    first = len(node.body) - len(statements)
+    return {first + k: tie for k, tie in enumerate(ties)}
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
 def _instrumented(
-    node: ast.FunctionDef, filename: str, globals_: dict[str, Any], source_lines: Sequence[str]
+    node: ast.FunctionDef,
+    filename: str,
+    globals_: dict[str, Any],
+    source_lines: Sequence[str],
+    ties: Sequence[Tie | None] | None = None,
 ) -> Backward | None:
     """A copy of the function ``node`` that records its gradients after each statement.
 
     The copy is built inside a factory function whose parameter is the recorder, so that
     nothing is added to the namespace it runs in (which may be the user's own module).
-    ``node``'s line numbers are those of ``source_lines`` (1-based), and stay so.
+    ``node``'s line numbers are those of ``source_lines`` (1-based), and stay so. ``ties``:
+    what each statement of the body writes, when ``node`` is gradgen's own backward.
     """
     backward = Backward(function=lambda *a: None, filename=filename)
+    tie_of = _statement_ties(node, ties)
+    tied: dict[int, int] = {}
     body: list[ast.stmt] = []
-    for statement in node.body:
+    for position, statement in enumerate(node.body):
         body.append(statement)
         if isinstance(statement, ast.Return):
             continue
-        names = sorted(n for n in _written_names(statement) if n.startswith("d"))
+        if tie_of is not None:
+            tie = tie_of.get(position)
+            if tie is None:
+                continue
+            last = statement.end_lineno or statement.lineno
+            tied.update(dict.fromkeys(range(statement.lineno, last + 1), tie.statement))
+            names = [tie.gradient]
+        else:
+            names = sorted(n for n in _written_names(statement) if n.startswith("d"))
         if not names:
             continue
         call = ast.Call(
@@ -143,7 +195,11 @@ def _instrumented(
 
     backward.function = namespace[_FACTORY](record)
     backward.instrumented = True
-    backward.groups = _comment_groups(source_lines, node.lineno, node.end_lineno or node.lineno)
+    if tie_of is not None:
+        backward.tied = tied
+    else:
+        last = node.end_lineno or node.lineno
+        backward.groups = _comment_groups(source_lines, node.lineno, last)
     return backward
 
 
@@ -161,10 +217,15 @@ def _comment_groups(lines: Sequence[str], first: int, last: int) -> dict[int, tu
 
 
 def backward_from_module(
-    text: str, filename: str, namespace: dict[str, Any], name: str
+    text: str,
+    filename: str,
+    namespace: dict[str, Any],
+    name: str,
+    ties: Sequence[Tie | None] | None = None,
 ) -> Backward | None:
     """``name`` from a module already run into ``namespace``: instrumented when its source
-    can be read, else as it is; None when the module does not define it."""
+    can be read, else as it is; None when the module does not define it. ``ties``: what
+    each statement of ``name`` writes, when the module is gradgen's own."""
     function = namespace.get(name)
     if not callable(function):
         return None
@@ -174,15 +235,18 @@ def backward_from_module(
         tree = ast.Module(body=[], type_ignores=[])
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
-            found = _instrumented(node, filename, namespace, text.splitlines())
+            found = _instrumented(node, filename, namespace, text.splitlines(), ties)
             if found is not None:
                 return found
     return Backward(function=function, filename=filename)
 
 
-def backward_from_function(function: Callable[..., Any]) -> Backward:
+def backward_from_function(
+    function: Callable[..., Any], ties: Sequence[Tie | None] | None = None
+) -> Backward:
     """``function`` instrumented from its source (a generated backward registered with
-    linecache, or a committed file), run in its own globals; as it is when that fails."""
+    linecache, or a committed file), run in its own globals; as it is when that fails.
+    ``ties``: what each of its statements writes, when it is gradgen's own backward."""
     plain = Backward(function=function)
     code = getattr(function, "__code__", None)
     if code is None or code.co_freevars:
@@ -197,5 +261,5 @@ def backward_from_function(function: Callable[..., Any]) -> Backward:
     node = tree.body[0]
     ast.increment_lineno(node, first - 1)
     file_lines = linecache.getlines(code.co_filename, function.__globals__)
-    instrumented = _instrumented(node, code.co_filename, function.__globals__, file_lines)
+    instrumented = _instrumented(node, code.co_filename, function.__globals__, file_lines, ties)
     return instrumented if instrumented is not None else plain

@@ -52,16 +52,16 @@ class _Replay:
         return env[result]
 
 
-def _gradient_name(variable: str, taken: set[str], written: dict[str, Any]) -> str | None:
-    """The name of ``variable``'s gradient in the backward: ``d<var>``, or the name gradgen
-    gives when the forward already uses that one (``d_<var>``, ...)."""
-    candidates = [f"d{variable}", f"d_{variable}"]
-    candidates += [f"d_{variable}_{n}" for n in range(2, 10)]
-    generated = next((c for c in candidates if c not in taken), None)
-    for name in (generated, f"d{variable}"):
-        if name is not None and name in written:
-            return name
-    return None
+def _gradient_name(
+    info: ForwardInfo, backward: Backward, variable: str, written: dict[str, Any]
+) -> str | None:
+    """The name of ``variable``'s gradient in the backward, when the backward writes it:
+    the name gradgen gave it (the compile's); in a backward gradgen did not write, the name
+    a hand-written one uses when it is not that one (``d<var>``)."""
+    names = [info.gradients.get(variable)]
+    if backward.tied is None:
+        names.append(f"d{variable}")
+    return next((name for name in names if name is not None and name in written), None)
 
 
 def locate(
@@ -91,8 +91,6 @@ def locate(
         return None, "re-running the forward stage by stage does not give its value"
 
     written = backward.final_values()
-    taken = set(parameters) | {s.target for s in staged.stages} | set(staged.used_globals)
-    taken |= {t for t in info.targets if t is not None}
 
     def loss_after(position: int, variable: str) -> Callable[[Any], float]:
         # position -1 (a parameter): every stage is re-run.
@@ -110,7 +108,7 @@ def locate(
     names: dict[str, str] = {}
     wrong: tuple[str, int, Comparison] | None = None
     for variable, position in reversed(order):
-        name = _gradient_name(variable, taken, written)
+        name = _gradient_name(info, backward, variable, written)
         if name is None:
             continue
         if position < 0 and (variable not in gradients or gradients[variable].status == "skip"):
@@ -196,10 +194,11 @@ def _narrow(
 
     A statement's share is central differences of that statement alone, weighted by the
     (right) adjoint of what it computes. What the backward put in is read from the values
-    recorded after each write to ``name``: grouped by the ``# backprop`` comment above each
-    write when there are such comments (the last statement whose share disagrees is the
-    one); otherwise, a statement whose share some single write added is accounted for, and
-    when exactly one is not, it is the one.
+    recorded after each write to ``name``: grouped by the forward statement each write comes
+    from, as the compile says for gradgen's own backward or the ``# backprop`` comment above
+    it says in another (the last statement whose share disagrees is the one); otherwise, a
+    statement whose share some single write added is accounted for, and when exactly one is
+    not, it is the one.
     """
     if len(readers) == 1:
         return readers[0]
@@ -233,7 +232,7 @@ def _narrow(
 
         shares[statement] = central_differences(alone, replay.env[variable])
     statement_of = _statement_of_lines(info, backward)
-    if statement_of:
+    if statement_of or backward.tied is not None:
         grouped: dict[int, Any] = {}
         for line, delta in added:
             if line in statement_of:
@@ -253,11 +252,15 @@ def _narrow(
 
 
 def _statement_of_lines(info: ForwardInfo, backward: Backward) -> dict[int, int]:
-    """Backward line -> index of the forward statement its ``# backprop`` comment quotes.
+    """Backward line -> index of the forward statement it comes from: in gradgen's own
+    backward, as the compile tied it; in another, the statement its ``# backprop`` comment
+    quotes.
 
     gradgen writes the groups last statement first; where two statements read alike
     (``h = h * h`` twice), the comment is taken for the latest one not yet passed.
     """
+    if backward.tied is not None:
+        return backward.tied
     rendered = [_shorten(text) for text in info.staged.statements]
     by_comment: dict[int, int] = {}
     below = len(rendered)
@@ -284,17 +287,15 @@ def _shorten(text: str) -> str:
 
 def raised_at(error: BaseException, backward: Backward, info: ForwardInfo | None) -> Culprit | None:
     """The forward line whose backward statements raised ``error``, when that is known."""
-    if info is None or not backward.groups:
+    if info is None:
         return None
+    statement_of = _statement_of_lines(info, backward)
     tb: TracebackType | None = error.__traceback__
-    line = None
+    statement = None
     while tb is not None:  # the innermost frame in the backward function's own lines
-        if tb.tb_frame.f_code.co_filename == backward.filename and tb.tb_lineno in backward.groups:
-            line = tb.tb_lineno
+        if tb.tb_frame.f_code.co_filename == backward.filename and tb.tb_lineno in statement_of:
+            statement = statement_of[tb.tb_lineno]
         tb = tb.tb_next
-    if line is None or line not in backward.groups:
-        return None
-    statement = _statement_of_lines(info, backward).get(line)
     if statement is None:
         return None
     message = f"the backward of this line raised {type(error).__name__}: {error}"
