@@ -121,7 +121,7 @@ def svm_loss_backward(x, y, dloss=1.0):
     dmargins_add = (0 < margins_add) * dmargins
     dx = _unbroadcast(dmargins_add, x)
     dmargins_index = _unbroadcast(-dmargins_add, margins_index)
-    dcorrect = np.zeros_like(correct)
+    dcorrect = np.zeros_like(correct, dtype=np.result_type(correct, 1.0))
     dcorrect[:, None] += dmargins_index
     # backprop correct = x[np.arange(N), y]
     dx[np.arange(N), y] += dcorrect
@@ -149,7 +149,7 @@ def svm_loss_value_and_grad(x, y, dloss=1.0):
     dmargins_add = (0 < margins_add) * dmargins
     dx = _unbroadcast(dmargins_add, x)
     dmargins_index = _unbroadcast(-dmargins_add, margins_index)
-    dcorrect = np.zeros_like(correct)
+    dcorrect = np.zeros_like(correct, dtype=np.result_type(correct, 1.0))
     dcorrect[:, None] += dmargins_index
     # backprop correct = x[np.arange(N), y]
     dx[np.arange(N), y] += dcorrect

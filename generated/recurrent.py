@@ -119,7 +119,7 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     # backprop i = 1 / (1 + np.exp(-ai))
     dai = ((1 - i) * i) * di
     # backprop ag = a[:, 3 * H :]
-    da = np.zeros_like(a)
+    da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
     da[:, 3 * H :] += dag
     # backprop ao = a[:, 2 * H : 3 * H]
     da[:, 2 * H : 3 * H] += dao
@@ -175,7 +175,7 @@ def lstm_step_value_and_grad(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     # backprop i = 1 / (1 + np.exp(-ai))
     dai = ((1 - i) * i) * di
     # backprop ag = a[:, 3 * H :]
-    da = np.zeros_like(a)
+    da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
     da[:, 3 * H :] += dag
     # backprop ao = a[:, 2 * H : 3 * H]
     da[:, 2 * H : 3 * H] += dao

@@ -626,6 +626,28 @@ def test_integer_array_input_gets_a_float_gradient() -> None:
     assert backward(numpy.arange(4), 0.5).dtype == numpy.float64
 
 
+INTEGER_SCATTERS = [
+    pytest.param("np.sum(x[idx] * 0.5)", [0.5, 0, 0.5], id="integer-index"),
+    pytest.param("np.sum(x[:2] * 0.5)", [0.5, 0.5, 0], id="slice"),
+    pytest.param("np.sum(x[x > 1] * 0.5)", [0, 0.5, 0.5], id="mask"),
+    pytest.param("np.sum((2 * x)[idx] * 0.5)", [1, 0, 1], id="index-of-an-integer-intermediate"),
+]
+
+
+@pytest.mark.parametrize(("expr", "expected"), INTEGER_SCATTERS)
+def test_integer_array_indexed_gets_a_float_gradient(expr: str, expected: list[float]) -> None:
+    """The gradient of an index starts as zeros like the indexed value: of an integer array,
+    integer zeros truncated what was added (np.add.at) or raised (+=)."""
+    source = module(f"def f(x, idx):\n    return {expr}\n")
+    _, backward, generated = forward_and_backward(source)
+    x, idx = numpy.array([1, 2, 3]), numpy.array([0, 2])
+    dx, _ = backward(x, idx)
+    assert dx.dtype == numpy.float64, generated
+    numpy.testing.assert_array_equal(dx, expected, err_msg=generated)
+    dx32, _ = backward(x.astype(numpy.float32), idx)
+    assert dx32.dtype == numpy.float32, generated
+
+
 def test_power_with_a_variable_exponent_at_zero() -> None:
     """d(x**p)/dp = x**p log x tends to 0 at x == 0: no NaN, no math domain error."""
     backward = forward_and_backward(module("def f(x, p):\n    return np.sum(np.abs(x) ** p)\n"))[1]
@@ -642,3 +664,12 @@ def test_returning_a_parameter_itself() -> None:
     dx, dy = backward(numpy.zeros(3), y, upstream)
     assert dx == 0.0 and dy is not upstream
     numpy.testing.assert_array_equal(dy, upstream)
+
+
+def test_a_rebound_parameter_returned_leaves_its_name_to_its_gradient() -> None:
+    """``x = x @ W + b; return x``: the upstream is ``dout`` and the parameter's gradient is
+    ``dx``, not an upstream ``dx`` beside a gradient ``d_x``."""
+    source = module("def layer(x, W, b):\n    x = x @ W + b\n    return x\n")
+    generated = forward_and_backward(source, "layer")[2]
+    assert "def layer_backward(x, W, b, dout=1.0):" in generated
+    assert "return dx, dW, db" in generated

@@ -182,3 +182,46 @@ def test_decorated_function_in_module_with_from_imports(
         numpy.testing.assert_allclose(
             gradient, numeric_gradient(loss, args, name), rtol=1e-6, atol=1e-8
         )
+
+
+# --- array syntax without a numpy import ----------------------------------------------------
+
+# Values written with syntax only arrays have are arrays, whatever the module imports: scalar
+# code gave both inputs of the add gate one object and added into it (db came back [[5, -1]]
+# for [3, 0]), and never summed b's gradient back to b's shape.
+ARRAY_SYNTAX = [
+    pytest.param(
+        "def f(x, W, b):\n    h = x @ W\n    a = h * b\n    s = h + b\n    return (s * a).sum()\n",
+        {"x": (1, 2), "W": (2, 2), "b": (2,)},
+        id="matmul-and-a-method",
+    ),
+    pytest.param(
+        "def f(x, y):\n    s = x + y\n    return (s * x.T).mean()\n",
+        {"x": (3, 3), "y": (3,)},
+        id="transpose-attribute",
+    ),
+    pytest.param(
+        "def f(x, y):\n    s = x + y\n    return s[0] * s[1]\n",
+        {"x": (2, 3), "y": (3,)},
+        id="indexing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "shapes"), ARRAY_SYNTAX)
+def test_array_syntax_makes_array_code_without_a_numpy_import(
+    source: str, shapes: dict[str, tuple[int, ...]]
+) -> None:
+    values = {name: value(shape, f"syntax {name} {source}") for name, shape in shapes.items()}
+    check(source, values)
+    assert "_unbroadcast" in gradgen.generate(source) or all(
+        shape == shapes["x"] for shape in shapes.values()
+    )
+
+
+def test_a_module_of_numbers_stays_scalar_code() -> None:
+    """The notes' staged code, no import and no array syntax, keeps its ``+=`` on numbers."""
+    source = "def f(x, y):\n    s = x + y\n    p = x * y\n    return s * p\n"
+    generated = gradgen.generate(source)
+    assert "_unbroadcast" not in generated and "numpy" not in generated
+    assert "dx += " in generated

@@ -34,7 +34,13 @@ from gradgen.errors import Diagnostic, GradgenError, InternalError, UnknownFunct
 from gradgen.format import format_module
 from gradgen.helpers import HELPERS
 from gradgen.ir import BackwardFunction
-from gradgen.parse import ModuleContext, ParsedModule, parse_module, read_functions
+from gradgen.parse import (
+    ModuleContext,
+    ParsedModule,
+    is_array_code,
+    parse_module,
+    read_functions,
+)
 from gradgen.reverse import reverse
 from gradgen.stages import StagedFunction, stage_function
 
@@ -149,7 +155,10 @@ class Compiled:
 
     @property
     def array_code(self) -> bool:
-        """Does the module import numpy (in any form), so that its values may be arrays?"""
+        """Are the module's values arrays (it imports numpy in any form, or its code uses
+        array syntax)? Every staged function of a module shares the answer."""
+        if self.backwards:
+            return self.backwards[0].staged.array_mode
         return self.parsed.context.imports_library("numpy")
 
     def backward(self, name: str) -> BackwardFunction | None:
@@ -308,10 +317,9 @@ def backward_functions(
             if name not in parameters:
                 message = f"wrt names '{name}', which is not a parameter of '{function.name}'"
                 parsed.refuse(function.node.name, message)
-    # Any form of numpy import makes the module array code: `from numpy import exp` binds no
-    # alias, yet its values are arrays, and scalar code neither undoes broadcasting nor keeps
-    # `+=` out of arrays it does not own.
-    default_library = "numpy" if parsed.context.imports_library("numpy") else "math"
+    # Any form of numpy import makes the module array code (`from numpy import exp` binds no
+    # alias, yet its values are arrays), and so does array syntax (`x @ w`, `x.sum()`).
+    default_library = "numpy" if is_array_code(parsed.context, functions) else "math"
     reserved = set(parsed.context.imports) | set(parsed.context.constants)
     reserved |= {"math", "numpy"}
     staged = []

@@ -17,6 +17,7 @@ from gradgen.expr import (
     BinOp,
     Call,
     Compare,
+    Const,
     Expr,
     Name,
     Subscript,
@@ -54,6 +55,26 @@ def infer_shapes(function: StagedFunction) -> Shapes:
         else:
             known[stage.target] = None
     return known
+
+
+def floating_values(function: StagedFunction) -> set[str]:
+    """The values known to be floating point: results of operations that always give floats
+    (``np.exp``, ``/``, ``np.mean``: ``Rule.floating``), of operations with a float input
+    (numpy promotes), and floats written out. A parameter may be an integer array."""
+    floating: set[str] = set()
+    for stage in function.stages:
+        if stage.rule is not None and (
+            stage.rule.floating or any(_is_float(o, floating) for o in stage.operands)
+        ):
+            floating.add(stage.target)
+    return floating
+
+
+def _is_float(expr: Expr, floating: set[str]) -> bool:
+    expr = unwrap(expr)
+    if isinstance(expr, Name):
+        return expr.id in floating
+    return isinstance(expr, Const) and isinstance(expr.value, float)
 
 
 def expression_shape(expr: Expr, known: Shapes) -> Shape | None:

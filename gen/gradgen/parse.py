@@ -19,7 +19,19 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradgen.convert import convert, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
-from gradgen.expr import Attribute, Const, Expr, Func, Name, is_constant, render
+from gradgen.expr import (
+    Attribute,
+    BinOp,
+    Call,
+    Const,
+    Expr,
+    Func,
+    Name,
+    Subscript,
+    is_constant,
+    render,
+    walk,
+)
 from gradgen.rules import (
     BUILTINS,
     CONSTANTS,
@@ -146,6 +158,31 @@ class ParsedModule:
             )
         found.sort(key=lambda d: (d.line, d.column))
         raise GradgenError(found)
+
+
+def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) -> bool:
+    """Are the module's values numpy arrays? When it imports numpy in any form, or when its
+    functions use syntax that only arrays support (``x @ w``, ``x.T``, ``x.sum()``,
+    ``x[i]``): such values are not Python numbers, and scalar code would neither undo
+    broadcasting nor keep ``+=`` out of arrays it does not own."""
+    if context.imports_library("numpy"):
+        return True
+    return any(
+        _array_syntax(expr)
+        for function in functions
+        for expr in [*(a.value for a in function.body), function.result]
+    )
+
+
+def _array_syntax(expr: Expr) -> bool:
+    for node in walk(expr):
+        if isinstance(node, BinOp) and node.op == "@":
+            return True
+        if isinstance(node, (Attribute, Subscript)):
+            return True  # value attributes (x.T, x.shape) and indexing; math.pi is a Const
+        if isinstance(node, Call) and (node.func.spelling or "").startswith("."):
+            return True  # a method: x.sum(axis=0)
+    return False
 
 
 # --- reading the text -----------------------------------------------------------------------

@@ -44,7 +44,13 @@ from gradgen.expr import (
     substitute,
 )
 from gradgen.forward_lines import forward_lines, names_read
-from gradgen.infer import Shapes, expression_shape, infer_shapes, stage_context
+from gradgen.infer import (
+    Shapes,
+    expression_shape,
+    floating_values,
+    infer_shapes,
+    stage_context,
+)
 from gradgen.ir import AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
@@ -89,6 +95,7 @@ class _ReversePass:
         self.upstream = gradient_name(function.namer, function.result_base)
         self.relevant = _relevant(function, wrt)
         self.known = infer_shapes(function)
+        self.floating = floating_values(function)
         self.temporaries = {s.target for s in function.stages if s.temporary}
         self.gradient: dict[str, str] = {}
         self.statements: list[AdjointStatement | None] = []
@@ -191,6 +198,12 @@ class _ReversePass:
         if variable not in self.gradient:
             self.gradient[variable] = gradient_name(self.function.namer, variable)
             zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
+            if variable not in self.floating:
+                # An integer array would truncate what is added into it: zeros in the
+                # floating type numpy gives it (float64 for integers, float32 stays).
+                one = Const("1.0", 1.0)
+                dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
+                zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
             target = self.gradient[variable]
             self.statements.append(AdjointStatement(target, Kind.ASSIGN, zeros, statement))
         index = adjoint.index

@@ -142,6 +142,9 @@ class Rule:
     # The arguments with which the operation has no gradient at all (an astype to whole
     # numbers): a predicate on the values bound to the form's variables.
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None
+    # Its result is floating point whatever its inputs' dtypes (exp, division, mean); the
+    # other operations give floats when one of their inputs is (infer.floating_values).
+    floating: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -236,6 +239,7 @@ def rule(
     view: bool = False,
     literal: tuple[str, ...] = (),
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
+    floating: bool = False,
     **adjoints: Template | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -268,6 +272,7 @@ def rule(
         view=view,
         literal=literal,
         no_gradient_when=no_gradient_when,
+        floating=floating,
     )
 
 
@@ -576,14 +581,14 @@ _EXTREME = Depends("(x == out) / count of ties * g, expanded over axis", _extrem
 RULES: tuple[Rule, ...] = (
     # --- fused gates (tried first: their forms contain primitive forms) ----------------------
     rule("sigmoid", "1 / (1 + math.exp(-x))", "1 / (1 + numpy.exp(-x))",
-         shape=_same, x="((1 - out) * out) * g"),
+         floating=True, shape=_same, x="((1 - out) * out) * g"),
 
     # --- arithmetic operators --------------------------------------------------------------
     rule("add", "x + y", broadcasts=True, shape=_broadcast, x="g", y="g"),
     rule("sub", "x - y", broadcasts=True, shape=_broadcast, x="g", y="-g"),
     rule("mul_self", "x * x", shape=_same, x="(2 * x) * g"),  # one pass, not two
     rule("mul", "x * y", broadcasts=True, shape=_broadcast, x="y * g", y="x * g"),
-    rule("div", "x / y", broadcasts=True, shape=_broadcast, x="g / y",
+    rule("div", "x / y", broadcasts=True, floating=True, shape=_broadcast, x="g / y",
          y=Depends("(-x / y**2) * g", _div_right)),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
          broadcasts=True, shape=_broadcast,
@@ -593,22 +598,23 @@ RULES: tuple[Rule, ...] = (
     rule("pos", "+x", shape=_same, x="g"),
 
     # --- exponentials and logarithms -------------------------------------------------------
-    rule("exp", "math.exp(x)", "numpy.exp(x)", shape=_same, x="out * g"),
-    rule("expm1", "math.expm1(x)", "numpy.expm1(x)", shape=_same, x="(out + 1) * g"),
-    rule("log", "math.log(x)", "numpy.log(x)", shape=_same, x="g / x"),
+    rule("exp", "math.exp(x)", "numpy.exp(x)", floating=True, shape=_same, x="out * g"),
+    rule("expm1", "math.expm1(x)", "numpy.expm1(x)", floating=True, shape=_same, x="(out + 1) * g"),
+    rule("log", "math.log(x)", "numpy.log(x)", floating=True, shape=_same, x="g / x"),
     rule("log_base", "math.log(x, b)",
-         x="g / (x * log(b))", b="(-out / (b * log(b))) * g"),
-    rule("log1p", "math.log1p(x)", "numpy.log1p(x)", shape=_same, x="g / (1 + x)"),
-    rule("log2", "math.log2(x)", "numpy.log2(x)", shape=_same, x="g / (x * log(2))"),
-    rule("log10", "math.log10(x)", "numpy.log10(x)", shape=_same, x="g / (x * log(10))"),
-    rule("sqrt", "math.sqrt(x)", "numpy.sqrt(x)", shape=_same, x="(0.5 / out) * g"),
+         floating=True, x="g / (x * log(b))", b="(-out / (b * log(b))) * g"),
+    rule("log1p", "math.log1p(x)", "numpy.log1p(x)", floating=True, shape=_same, x="g / (1 + x)"),
+    rule("log2", "math.log2(x)", "numpy.log2(x)", floating=True, shape=_same, x="g / (x * log(2))"),
+    rule("log10", "math.log10(x)", "numpy.log10(x)", floating=True, shape=_same,
+         x="g / (x * log(10))"),
+    rule("sqrt", "math.sqrt(x)", "numpy.sqrt(x)", floating=True, shape=_same, x="(0.5 / out) * g"),
     rule("square", "numpy.square(x)", shape=_same, x="(2 * x) * g"),
 
     # --- trigonometric and hyperbolic --------------------------------------------------------
-    rule("sin", "math.sin(x)", "numpy.sin(x)", shape=_same, x="cos(x) * g"),
-    rule("cos", "math.cos(x)", "numpy.cos(x)", shape=_same, x="-sin(x) * g"),
-    rule("tan", "math.tan(x)", "numpy.tan(x)", shape=_same, x="(1 + out**2) * g"),
-    rule("tanh", "math.tanh(x)", "numpy.tanh(x)", shape=_same, x="(1 - out**2) * g"),
+    rule("sin", "math.sin(x)", "numpy.sin(x)", floating=True, shape=_same, x="cos(x) * g"),
+    rule("cos", "math.cos(x)", "numpy.cos(x)", floating=True, shape=_same, x="-sin(x) * g"),
+    rule("tan", "math.tan(x)", "numpy.tan(x)", floating=True, shape=_same, x="(1 + out**2) * g"),
+    rule("tanh", "math.tanh(x)", "numpy.tanh(x)", floating=True, shape=_same, x="(1 - out**2) * g"),
 
     # --- piecewise: one documented sub-gradient at the kinks -------------------------------
     # abs: 0 at x == 0 (numpy's sign convention).
@@ -642,7 +648,7 @@ RULES: tuple[Rule, ...] = (
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
          shape=_reduced, x=_SUM),
     rule("mean", "numpy.mean(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
-         shape=_reduced, x=_MEAN),
+         floating=True, shape=_reduced, x=_MEAN),
     # max/min over axes: ties share the gradient equally.
     rule("amax", "numpy.max(x, axis, keepdims)", "numpy.amax(x, axis, keepdims)",
          nondiff=("axis", "keepdims"), literal=_AXES, shape=_reduced, x=_EXTREME),
@@ -650,10 +656,10 @@ RULES: tuple[Rule, ...] = (
          nondiff=("axis", "keepdims"), literal=_AXES, shape=_reduced, x=_EXTREME),
     rule("var", "numpy.var(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
          literal=("axis", "ddof", "keepdims"),
-         shape=_reduced, x=Depends("(2 / count) * (x - mean) * g", _var_adjoint)),
+         floating=True, shape=_reduced, x=Depends("(2 / count) * (x - mean) * g", _var_adjoint)),
     rule("std", "numpy.std(x, axis, ddof, keepdims)", nondiff=("axis", "ddof", "keepdims"),
          literal=("axis", "ddof", "keepdims"),
-         shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
+         floating=True, shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
 
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,

@@ -122,8 +122,13 @@ def stage_function(
             continue
         builder.lower(value, target, assignment.target, index, top=True)
     result = substitute(function.result, current)
-    result_base = function.result_name or "out"
     plain_result = unwrap(result)
+    # The upstream gradient is named after the result (``dloss``), unless the result is a
+    # parameter rebound (``x = x @ w; return x``), whose gradient ``dx`` names already.
+    parameters = {p.name for p in function.parameters}
+    result_base = function.result_name or "out"
+    if result_base in parameters and plain_result != Name(result_base):
+        result_base = "out"
     if not isinstance(plain_result, Name) and not is_inactive(plain_result):
         index = len(statements)
         statements.append(function.result_text)
