@@ -615,6 +615,8 @@ RULES: tuple[Rule, ...] = (
     rule("cos", "math.cos(x)", "numpy.cos(x)", floating=True, shape=_same, x="-sin(x) * g"),
     rule("tan", "math.tan(x)", "numpy.tan(x)", floating=True, shape=_same, x="(1 + out**2) * g"),
     rule("tanh", "math.tanh(x)", "numpy.tanh(x)", floating=True, shape=_same, x="(1 - out**2) * g"),
+    rule("arctan", "math.atan(x)", "numpy.arctan(x)", floating=True, shape=_same,
+         x="g / (1 + x**2)"),
 
     # --- piecewise: one documented sub-gradient at the kinks -------------------------------
     # abs: 0 at x == 0 (numpy's sign convention).
