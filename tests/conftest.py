@@ -1,5 +1,6 @@
 """Shared fixtures: ``project`` and ``run`` for the command-line tests (``cli_project.py``),
-``fresh_gradgen_state`` for the tests of committed backward files,
+``fresh_gradgen_state`` for the tests of committed backward files, ``load`` for the
+decorator's (a module written to a file and imported),
 and the hypothesis settings profiles for the property tests (``tests/test_properties.py``).
 
 The property tests are parametrized by the forms of the rules table (about 90 tests, one per
@@ -15,10 +16,14 @@ form and mode), so ``max_examples`` counts programs *per form*:
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import os
 import sys
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -34,6 +39,28 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     return make_runner(capsys)
+
+
+_loaded = itertools.count()
+
+
+@pytest.fixture
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """``load(source) -> module``: write ``source`` to a fresh file and import it (so that
+    the decorator reads a real file), forgetting the module afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names: list[str] = []
+
+    def load_(source: str) -> ModuleType:
+        name = f"gradgen_loaded_{next(_loaded)}"
+        names.append(name)
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        importlib.invalidate_caches()
+        return importlib.import_module(name)
+
+    yield load_
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture

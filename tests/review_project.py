@@ -141,6 +141,7 @@ def assert_gradients(f: Callable[..., float], args: tuple[float, ...]) -> None:
     expected = central_differences(f, args)
     actual = f.backward(*args)  # type: ignore[attr-defined]
     if len(args) == 1:
+        assert not isinstance(actual, tuple), "one parameter: a bare gradient"
         actual = (actual,)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected, strict=True):

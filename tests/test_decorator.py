@@ -6,64 +6,17 @@ uses, so nothing is shared through ``sys.modules`` or gradgen's per-file caches.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import itertools
 import math
 import subprocess
 import sys
-import textwrap
 import traceback
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import gradgen
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
-    """``load(source) -> module``: write ``source`` to a fresh file and import it."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    names: list[str] = []
-
-    def load_(source: str) -> ModuleType:
-        name = f"gradgen_decorated_{next(_counter)}"
-        names.append(name)
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        importlib.invalidate_caches()
-        return importlib.import_module(name)
-
-    yield load_
-    for name in names:
-        sys.modules.pop(name, None)
-
-
-def central_differences(f: Callable[..., float], args: tuple[float, ...], h: float = 1e-6):
-    grads = []
-    for i in range(len(args)):
-        up = list(args)
-        down = list(args)
-        up[i] += h
-        down[i] -= h
-        grads.append((f(*up) - f(*down)) / (2 * h))
-    return tuple(grads)
-
-
-def assert_gradients(f: Callable[..., float], args: tuple[float, ...]) -> None:
-    expected = central_differences(f, args)
-    actual = f.backward(*args)  # type: ignore[attr-defined]
-    if len(args) == 1:
-        assert not isinstance(actual, tuple), "one parameter: a bare gradient"
-        actual = (actual,)
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected, strict=True):
-        assert math.isclose(a, e, rel_tol=1e-6, abs_tol=1e-8), (actual, expected)
-
+from review_project import assert_gradients
 
 TWO_PARAMS = """
 def f(x, y):
@@ -243,7 +196,7 @@ def test_refused_function_raises_at_import(load, tmp_path: Path) -> None:
         load(source)
     error = info.value
     assert isinstance(error, SyntaxError)
-    module_file = next(tmp_path.glob("gradgen_decorated_*.py"))
+    module_file = next(tmp_path.glob("gradgen_loaded_*.py"))
     assert Path(error.filename) == module_file
     assert error.lineno == 7
     assert error.offset == 11

@@ -12,12 +12,7 @@ and through ``@gradgen.differentiable``.
 from __future__ import annotations
 
 import ast
-import importlib
-import itertools
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -132,26 +127,6 @@ def test_vae_kl_term_with_from_imports() -> None:
 
 
 # --- the decorator reads the same module context -------------------------------------------
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
-    """``load(source) -> module``: write ``source`` to a fresh file and import it."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    names: list[str] = []
-
-    def load_(source: str) -> ModuleType:
-        name = f"gradgen_numpy_imports_{next(_counter)}"
-        names.append(name)
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        importlib.invalidate_caches()
-        return importlib.import_module(name)
-
-    yield load_
-    for name in names:
-        sys.modules.pop(name, None)
 
 
 DECORATED = """\
