@@ -316,6 +316,7 @@ def test_a_gradient_zero_everywhere_is_reported(tmp_path: Path, run: Run) -> Non
 
 NUMPY = "import numpy as np\n\n\n"
 ONLY_NUMBERS = "only numbers were tried for"
+NUMBERS_ONLY = "only: "  # "a was checked as a number only: ...", "... as numbers only: ..."
 
 
 @pytest.mark.parametrize(
@@ -354,7 +355,8 @@ ONLY_NUMBERS = "only numbers were tried for"
             "    return math.exp(a) * math.exp(b)\n",
             [],
             {"a": "scalar", "b": "scalar"},
-            f"f: note: {ONLY_NUMBERS} a, b (f raises on arrays: TypeError: ",
+            "f: note: a, b were checked as numbers only: with one of them an array, f does not "
+            "run (TypeError: ",
             id="forward-of-numbers-only",
         ),
         pytest.param(
@@ -385,6 +387,8 @@ def test_shapes_tried_for_unannotated_parameters(
         assert note in out, out
         assert 'annotations such as x: "N, D", or --shapes x=2,3' in out, out
     else:
+        assert ONLY_NUMBERS not in out and NUMBERS_ONLY not in out, out
+    if "numpy" in source:  # arrays were tried: never "only numbers were tried"
         assert ONLY_NUMBERS not in out, out
 
 
@@ -433,6 +437,216 @@ def test_shapes_tried_are_the_same_for_a_seed(tmp_path: Path, run: Run) -> None:
     first = run(forward, "--seed", "7")
     assert first[0] == 0, first[1]
     assert run(forward, "--seed", "7") == first
+
+
+# --- shapes that do not fit: skipped, and said so plainly ----------------------------------------
+
+# A user's softmax: of a number it is the constant 1, so the gradient is zero at the numbers
+# tried; at the arrays tried it is not.
+SOFTMAX = (
+    NUMPY
+    + """\
+def softmax(x):
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+"""
+)
+
+# A user's 2-D affine layer: no shapes the check guesses fit it (x.shape of a number, dot
+# products that do not align), and at x: (3,), w: scalar, b: (3,) the forward runs, but
+# np.dot of a number is not differentiated: its backward refuses.
+AFFINE = (
+    NUMPY
+    + """\
+def affine_forward(x, w, b):
+    N = x.shape[0]
+    out = x.reshape(N, -1).dot(w) + b
+    return out
+"""
+)
+
+ZERO_EVERYWHERE = "zero everywhere"
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "2"])
+def test_a_gradient_zero_at_some_shapes_only_is_not_zero_everywhere(
+    seed: str, tmp_path: Path, run: Run
+) -> None:
+    forward = tmp_path / "softmax.py"
+    forward.write_text(SOFTMAX)
+    status, out, _ = run(forward, "--seed", seed)
+    assert status == 0, out
+    assert {m["parameter"]: m["shape"] for m in ROW.finditer(out)} == {
+        "x": "scalar, (3,), (2, 3)"
+    }, out
+    assert ZERO_EVERYWHERE not in out and "--seed" not in out, out
+
+
+def test_a_gradient_zero_at_every_shape_tried_is_reported(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "dead.py"
+    forward.write_text(NUMPY + "def f(x):\n    return np.sum(np.maximum(0, x - 50.0))\n")
+    status, out, _ = run(forward)
+    assert status == 0, out
+    assert (
+        "f: note: central differences of x are zero everywhere at the drawn arguments at every "
+        "shape tried, so that check says little; try another --seed"
+    ) in out, out
+
+
+def test_no_shapes_tried_fit_is_said_plainly(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "affine.py"
+    forward.write_text(AFFINE)
+    status, out, _ = run(forward)
+    assert status == 1, out
+    assert re.search(r"^affine_forward +- +- +- +ERROR$", out, re.MULTILINE), out
+    error = next(s for s in out.splitlines() if s.startswith("affine_forward: error: "))
+    assert error.startswith(
+        "affine_forward: error: none of the 9 sets of shapes tried for x, w, b (numbers, (3,) "
+        "and (2, 3) arrays, and mixes of them) fits affine_forward, so nothing was checked: "
+        "at 8 sets affine_forward does not run (AttributeError: 'float' object has no "
+        "attribute 'shape'; "
+    ), out
+    assert (
+        "and at 1 set (x: (3,), w: scalar, b: (3,)) it runs, but its backward refuses "
+        "(ValueError: gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @); give "
+        'shapes: annotations such as x: "N, D", or --shapes x=2,3'
+    ) in error, out
+    # Nothing contradicts it: no failure at some shapes, no "only numbers" note.
+    assert "with x:" not in out and "note:" not in out, out
+    # Given, the shapes fit.
+    status, out, _ = run(forward, "--shapes", "x=4,3", "w=3,2", "b=2")
+    assert status == 0, out
+
+
+def test_a_backward_refusal_at_shapes_guessed_is_skipped(tmp_path: Path, run: Run) -> None:
+    # np.dot of a number (the numbers tried, and a number among vectors) is refused; the
+    # shapes where both are arrays are checked.
+    forward = tmp_path / "dot.py"
+    forward.write_text(NUMPY + "def f(a, b):\n    return np.sum(np.dot(a, b))\n")
+    status, out, _ = run(forward)
+    assert status == 0, out
+    assert {m["parameter"]: m["shape"] for m in ROW.finditer(out)} == {
+        "a": "(3,), (2, 3)",
+        "b": "(3,)",
+    }, out
+    assert "note:" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("signature", "options"),
+    [
+        pytest.param('def f(a: "3", b: float):', [], id="annotations"),
+        pytest.param("def f(a, b):", ["--shapes", "a=3", "b="], id="shapes-option"),
+    ],
+)
+def test_a_backward_refusal_at_shapes_given_is_an_error(
+    signature: str, options: list[str], tmp_path: Path, run: Run
+) -> None:
+    forward = tmp_path / "dot.py"
+    forward.write_text(NUMPY + f"{signature}\n    return np.sum(np.dot(a, b))\n")
+    status, out, _ = run(forward, *options)
+    assert status == 1, out
+    assert "f: error: its backward raised ValueError: gradgen: np.dot is differentiated" in out
+    assert f"{forward}:5: the backward of this line raised ValueError" in out, out
+
+
+IMPOSTOR_BACKWARD = """\
+import numpy as np
+
+
+def f_backward(a, b, dout=1.0):
+    if np.ndim(b) == 0:
+        raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
+    return dout * b, dout * a
+"""
+
+REFUSING_BACKWARD = """\
+import numpy as np
+
+
+def _dot_ranks(x, y):
+    if not (1 <= np.ndim(x) <= 2 and 1 <= np.ndim(y) <= 2):
+        raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
+
+
+def _sum_to(grad, like):
+    return np.sum(grad, axis=tuple(range(np.ndim(grad) - np.ndim(like))))
+
+
+def f_backward(a, b, dout=1.0):
+    _dot_ranks(a, b)
+    return _sum_to(dout * b, a), _sum_to(dout * a, b)
+"""
+
+
+@pytest.mark.parametrize(
+    ("backward", "status"),
+    [
+        pytest.param(IMPOSTOR_BACKWARD, 1, id="same-words-raised-elsewhere-is-an-error"),
+        pytest.param(REFUSING_BACKWARD, 0, id="the-helper-refusing-is-skipped"),
+    ],
+)
+def test_only_gradgens_refusal_is_skipped(
+    backward: str, status: int, tmp_path: Path, run: Run
+) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(NUMPY + "def f(a, b):\n    return a * b\n")
+    path = tmp_path / "backward.py"
+    path.write_text(backward)
+    found, out, _ = run(forward, "--backward", path)
+    assert found == status, out
+    if status:
+        assert "f: error: its backward raised ValueError: gradgen: np.dot" in out, out
+        assert "f: with a: scalar, b: scalar" in out, out
+    else:
+        assert {m["parameter"]: m["shape"] for m in ROW.finditer(out)} == {
+            "a": "(3,), (2, 3)",
+            "b": "(3,), (2, 3)",
+        }, out
+
+
+def test_refusal_is_the_helpers_raise_only() -> None:
+    from gradgen.gradcheck.instrument import Backward
+    from gradgen.gradcheck.run import refusal
+
+    namespace: dict[str, object] = {}
+    exec(compile(gradgen.generate(AFFINE), "<affine backward>", "exec"), namespace)
+    backward = namespace["affine_forward_backward"]
+    assert callable(backward)
+    x, b = np.ones(3), np.ones(3)
+    with pytest.raises(ValueError, match=r"gradgen: np\.dot") as raised:
+        backward(x, 2.0, b, np.ones((3, 3)))
+    message = "ValueError: gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @"
+    assert refusal(raised.value, Backward(backward, "<affine backward>")) == message
+    # From another module, or another function, it is no refusal.
+    assert refusal(raised.value, Backward(backward, "<another module>")) is None
+    try:
+        raise ValueError(str(raised.value))
+    except ValueError as elsewhere:
+        assert refusal(elsewhere, Backward(backward, __file__)) is None
+
+
+def test_a_check_that_stops_early_says_why_only_numbers_were_checked(
+    tmp_path: Path, run: Run
+) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(NUMPY + "def f(a):\n    return np.sum(a * a)\n")
+    backward = tmp_path / "backward.py"
+    backward.write_text("def f_backward(a, dout=1.0):\n    return 2.5 * a * dout\n")
+    status, out, _ = run(forward, "--backward", backward)
+    assert status == 1, out
+    assert (
+        "f: note: a was checked as a number only: the check stops at the first shapes that "
+        "fail, before it was tried as an array"
+    ) in out, out
+
+
+@pytest.mark.parametrize("source", [SOFTMAX, AFFINE], ids=["softmax", "affine"])
+def test_skipped_shapes_are_the_same_for_a_seed(source: str, tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "forward.py"
+    forward.write_text(source)
+    first = run(forward, "--seed", "3")
+    assert run(forward, "--seed", "3") == first
 
 
 # --- deep expressions: the check takes what gradgen takes ----------------------------------------

@@ -11,14 +11,28 @@ forward file as a module (its top level runs, as on import) and calls the functi
 Arguments. A parameter annotated with a shape (``x: "N, D"``) gets an array of that shape;
 each dimension name gets a small size (2 to 5, distinct, the same for every parameter of
 the function), so that a transposed or mis-broadcast gradient cannot fit by accident.
-``float`` or no annotation means a Python float. A parameter the backward gives ``None``
-(used only as an index, like labels ``y``) gets random integers in ``0 .. smallest size -
-1``. ``--shapes x=2,3`` or ``--shapes N=4`` and ``--ints y=3`` override all of this. When
-the forward raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where
-one dimension is 1 to 4 times another are tried too; when it gives NaN or infinity (a log of
-a negative number), other values are drawn, positive ones last. When some gradient is zero
+``float`` means a Python float. A parameter the backward gives ``None`` (used only as an
+index, like labels ``y``) gets random integers in ``0 .. smallest size - 1``. ``--shapes
+x=2,3`` or ``--shapes N=4`` and ``--ints y=3`` override all of this. When the forward
+raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where one
+dimension is 1 to 4 times another are tried too; when it gives NaN or infinity (a log of a
+negative number), other values are drawn, positive ones last. When some gradient is zero
 everywhere at the drawn values (every ReLU inactive), which checks nothing, other values are
-drawn, and the report says so if that persists.
+drawn; the report says so if that persists at every set of shapes tried (the softmax of a
+number is the constant 1: a gradient zero there only is no sign of badly drawn values).
+
+Shapes guessed. A parameter with no shape given (no annotation, no ``--shapes``, no number
+default, not an integer) is tried as a number, and in a module that imports numpy also as
+arrays: all such parameters ``(3,)``, all ``(2, 3)``, and mixed. These are guesses, so a set
+of them is skipped, not failed, when the forward raises on it (or never gives finite
+values), or when the forward runs but the backward raises one of gradgen's documented
+refusals at run time: the ``ValueError("gradgen: ...")`` of a helper the generated module
+defines (``_dot_ranks``: ``np.dot`` of a number, or above 2-D), raised by that helper of the
+backward's own module. Anything else the backward raises is an error of the backward,
+whatever the shapes. When no set of shapes can be checked, the function is an error that
+says so, why, and how to give shapes. Shapes given (annotations, ``--shapes``) are used
+exactly as given, and nothing is skipped: a refusal there, or a forward that never runs,
+is an error.
 
 Which line is wrong. A wrong gradient of a parameter is reported with the forward line
 whose backward statements introduced the error. The backward is run instrumented: every

@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - numpy is a test and check dependency
 
 from gradgen.gradcheck.forward import ForwardInfo, forward_info
 from gradgen.gradcheck.inputs import (
+    MATRIX,
+    VECTOR,
     Dims,
     ParameterSpec,
     dimension_names,
@@ -99,7 +101,15 @@ def check_function(
     """Check one function at arguments drawn for it: for its parameters with no shape given
     in ``array_code`` (a module that imports numpy), at numbers and at small arrays of a
     few shapes (``shape_variants``), stopping at the first that fails. ``ties``: what each
-    statement of ``F_backward`` writes, when it is gradgen's own (``Compiled.ties``)."""
+    statement of ``F_backward`` writes, when it is gradgen's own (``Compiled.ties``).
+
+    Shapes the check guesses (for parameters with no shape given) may not fit the function:
+    such a set of shapes is skipped, not failed, when the forward raises on it (or never
+    gives finite values), or when the forward runs but the backward raises one of gradgen's
+    documented refusals (``run.refusal``: ``np.dot`` of a number, or above 2-D). Anything
+    else the backward raises is an error of the backward, whatever the shapes. Where every
+    shape is given (annotations, ``--shapes``, number defaults) nothing is skipped: a
+    refusal there is an error, as is a forward that never runs."""
     name = backward.staged.name
     report = FunctionReport(name)
     forward = forward_namespace.get(name)
@@ -123,32 +133,105 @@ def check_function(
     info = forward_info(backward, source, shown, forward.__globals__)
     check = _Check(name, forward, wrapped, info, rng, args.rtol, args.atol)
     variants = shape_variants(specs, array_code)
-    runs: list[FunctionReport] = []
-    problems: list[str] = []  # why the forward did not run, per variant skipped
+    guessed = array_code and bool(unshaped(specs))  # shapes (numbers too) are guessed
+    trials: list[_Trial] = []
+    sized = False
     for overrides in variants:
         variant = with_shapes(specs, overrides)
+        trial = _Trial(overrides)
+        trials.append(trial)
         found = draw_arguments(forward, variant, fixed, rng)
         if isinstance(found, str):  # the forward does not take these shapes: not a failure
-            problems.append(found)
+            trial.problem = found
             continue
         values, sizes = found
-        if not runs:
+        if not sized:
+            fixed, sized = {**fixed, **sizes}, True  # the other shapes: at the same sizes
+        run, flat = check.run(variant, values, sizes, backward.gradients)
+        if guessed and run.refusal is not None:
+            trial.refusal = run.refusal
+            continue
+        trial.report, trial.flat = run, flat
+        if not report.sizes:
             report.sizes = {k: v for k, v in sizes.items() if k in dimension_names(specs)}
-            fixed = {**fixed, **sizes}  # the other shapes are tried at the same sizes
-        runs.append(check.run(variant, values, sizes, backward.gradients))
-        if not runs[-1].passed:
+        if not run.passed:
             break
     report.notes += [f"{s.name}: {s.note}" for s in specs if s.note]
+    runs = [t.report for t in trials if t.report is not None]
     if not runs:
+        report.error = _nothing_ran(name, specs, trials, guessed)
+        return report
+    _merge(report, trials, several=len(variants) > 1)
+    report.notes += _numbers_only_note(name, specs, trials, array_code, len(variants))
+    return report
+
+
+@dataclass
+class _Trial:
+    """One set of shapes tried: the shapes guessed (``shape_variants``), and the check at
+    them, or why they were skipped."""
+
+    overrides: dict[str, Dims]
+    report: FunctionReport | None = None
+    problem: str = ""  # skipped: the forward raises ("TypeError: ..."), or is not finite
+    refusal: str = ""  # skipped: the backward refuses ("ValueError: gradgen: ...")
+    flat: tuple[str, ...] = ()  # parameters whose check matched but says little (_Check.run)
+
+    def why_skipped(self, name: str) -> str:
+        if self.refusal:
+            return f"{name} runs, but its backward refuses ({self.refusal})"
+        return f"{name} does not run ({self.problem})"
+
+
+_SHAPES_ADVICE = 'give shapes: annotations such as x: "N, D", or --shapes x=2,3'
+
+
+def _nothing_ran(
+    name: str, specs: Sequence[ParameterSpec], trials: Sequence[_Trial], guessed: bool
+) -> str:
+    """Why ``name`` could not be checked at all: every set of shapes was skipped."""
+    if not guessed:
         shape_list = ", ".join(f"{s.name}: {s.dims}" for s in specs if s.dims)
-        report.error = (
-            f"{name} does not run on random arguments ({problems[0]}); give shapes with "
+        return (
+            f"{name} does not run on random arguments ({trials[0].problem}); give shapes with "
             "--shapes (x=2,3 or N=4)" + (f" [annotations: {shape_list}]" if shape_list else "")
         )
-        return report
-    _merge(report, runs, several=len(variants) > 1)
-    report.notes += _numbers_only_note(name, specs, runs, array_code, problems)
-    return report
+    free = unshaped(specs)
+    given = [s.name for s in specs if s.dims is not None and s.name not in free]
+    raised = [t for t in trials if not t.refusal]
+    refused = [t for t in trials if t.refusal]
+    why = []
+    if raised:
+        problems = list(dict.fromkeys(t.problem for t in raised))
+        shown = "; ".join(problems[:_REASONS_SHOWN])
+        if len(problems) > _REASONS_SHOWN:
+            shown += "; ..."
+        why.append(f"at {_count(len(raised))} {name} does not run ({shown})")
+    if refused:
+        first = refused[0]
+        at = ", ".join(f"{p}: {_dims_text(first.overrides.get(p, ()))}" for p in free)
+        at = at if len(refused) == 1 else f"first {at}"
+        why.append(
+            f"at {_count(len(refused))} ({at}) it runs, but its backward refuses ({first.refusal})"
+        )
+    kinds = f"numbers, {VECTOR} and {MATRIX} arrays"
+    kinds += ", and mixes of them" if len(free) > 1 else ""
+    kinds += f", with the shapes given for {', '.join(given)}" if given else ""
+    return (
+        f"none of the {len(trials)} sets of shapes tried for {', '.join(free)} ({kinds}) fits "
+        f"{name}, so nothing was checked: {', and '.join(why)}; {_SHAPES_ADVICE}"
+    )
+
+
+def _count(sets: int) -> str:
+    return "1 set" if sets == 1 else f"{sets} sets"
+
+
+def _dims_text(dims: Dims) -> str:
+    return str(dims) if dims else "scalar"
+
+
+_REASONS_SHOWN = 3  # distinct errors of the forward shown, when nothing could be checked
 
 
 @dataclass
@@ -169,14 +252,18 @@ class _Check:
         values: list[Any],
         sizes: dict[str, int],
         slots: tuple[str, ...],
-    ) -> FunctionReport:
+    ) -> tuple[FunctionReport, tuple[str, ...]]:
         """The check at ``values`` (drawn for ``specs``); while some gradient is zero
         everywhere there (every ReLU or margin inactive), which checks nothing, other values
-        are drawn, on the same sizes."""
+        are drawn, on the same sizes. Also the parameters whose gradient matched but whose
+        central differences are zero everywhere at the last values drawn (not those the
+        result does not depend on, whose gradient is 0.0): ``_merge`` notes them if they
+        were so at every set of shapes tried."""
         report = FunctionReport(self.name)
         gradient_of = dict(zip((s.name for s in specs), slots, strict=True))
         index = frozenset(s.name for s in specs if s.integer)
         parameters = tuple(s.name for s in specs)
+        flat: list[str] = []
         for attempt in range(_FLAT_ATTEMPTS):
             with np.errstate(all="ignore"):
                 value = self.forward(*values)
@@ -184,30 +271,30 @@ class _Check:
             case = Case(self.name, self.forward, parameters, values, upstream, self.backward, index)
             case.info = self.info
             report.gradients, report.culprit, report.error = [], None, None
+            report.refusal = None
             run_case(case, self.rtol, self.atol, report)
             flat = [
                 g.parameter
                 for g in report.gradients
-                if g.flat and gradient_of[g.parameter] != "0.0"
+                if g.flat and g.passed and gradient_of[g.parameter] != "0.0"
             ]
-            if not report.passed or not flat:
-                break
-            if attempt + 1 == _FLAT_ATTEMPTS:
-                report.notes.append(
-                    f"central differences of {', '.join(flat)} are zero everywhere at the "
-                    "drawn arguments, so that check says little; try another --seed"
-                )
+            if not report.passed or not flat or attempt + 1 == _FLAT_ATTEMPTS:
                 break
             values = redrawn(self.forward, specs, sizes, self.rng) or values
         report.shapes = {
             s.name: shape_text(v, s.integer) for s, v in zip(specs, values, strict=True)
         }
-        return report
+        return report, tuple(flat)
 
 
-def _merge(report: FunctionReport, runs: list[FunctionReport], several: bool) -> None:
+def _merge(report: FunctionReport, trials: list[_Trial], several: bool) -> None:
     """The checks at each set of shapes tried, as one report: per parameter the shapes
-    tried, the failing check if any (else the worst); the failure, where it happened."""
+    tried, the failing check if any (else the worst); the failure, where it happened; the
+    notes of each, and a note on the parameters whose central differences were zero
+    everywhere at every set of shapes where they were checked. A gradient zero at one set
+    of shapes only (the softmax of a number is 1) is no sign of arguments badly drawn."""
+    ran = [t for t in trials if t.report is not None]
+    runs = [t.report for t in ran if t.report is not None]
     last = runs[-1]
     checks: dict[str, list[GradientCheck]] = {}
     for run in runs:
@@ -223,6 +310,22 @@ def _merge(report: FunctionReport, runs: list[FunctionReport], several: bool) ->
         report.shapes[parameter] = ", ".join(tried)
     for run in runs:
         report.notes += [n for n in run.notes if n not in report.notes]
+    flat = []
+    for parameter in checks:
+        checked = [
+            t
+            for t in ran
+            if t.report is not None
+            and any(c.parameter == parameter and c.status != "skip" for c in t.report.gradients)
+        ]
+        if checked and all(parameter in t.flat for t in checked):
+            flat.append(parameter)
+    if flat:
+        where = " at every shape tried" if len(runs) > 1 else ""
+        report.notes.append(
+            f"central differences of {', '.join(flat)} are zero everywhere at the drawn "
+            f"arguments{where}, so that check says little; try another --seed"
+        )
     if several and not last.passed:
         report.failed_at = ", ".join(f"{k}: {v}" for k, v in last.shapes.items())
 
@@ -230,20 +333,35 @@ def _merge(report: FunctionReport, runs: list[FunctionReport], several: bool) ->
 def _numbers_only_note(
     name: str,
     specs: list[ParameterSpec],
-    runs: list[FunctionReport],
+    trials: list[_Trial],
     array_code: bool,
-    problems: list[str],
+    planned: int,
 ) -> list[str]:
-    """Where parameters with no shape given were tried as numbers only: that, why, and how
-    to give them shapes."""
+    """Where parameters with no shape given were checked as numbers only: that, why, and
+    how to give them shapes. ``planned``: how many sets of shapes there were to try (the
+    check stops at the first that fails)."""
+    runs = [t.report for t in trials if t.report is not None]
     numbers = [p for p in unshaped(specs) if all(run.shapes[p] == "scalar" for run in runs)]
     if not numbers:
         return []
+    them = ", ".join(numbers)
     if not array_code:
-        why = "the module does not import numpy"
-    else:  # every set of shapes with one of them an array was skipped
-        why = f"{name} raises on arrays: {problems[-1]}" if problems else "arrays were not tried"
-    return [
-        f"only numbers were tried for {', '.join(numbers)} ({why}); to check arrays, give "
-        'shapes: annotations such as x: "N, D", or --shapes x=2,3'
+        return [
+            f"only numbers were tried for {them} (the module does not import numpy); to check "
+            f"arrays, {_SHAPES_ADVICE}"
+        ]
+    # Arrays were to be tried for each of them: skipped, or not reached.
+    skipped = [
+        t for t in trials if t.report is None and any(t.overrides.get(p, ()) for p in numbers)
     ]
+    one = "it" if len(numbers) == 1 else "one of them"
+    checked = f"{them} were checked as numbers only"
+    if len(numbers) == 1:
+        checked = f"{them} was checked as a number only"
+    stopped = "the check stops at the first shapes that fail"
+    if not skipped:
+        return [f"{checked}: {stopped}, before {one} was tried as an array"]
+    why = f"with {one} an array, {skipped[0].why_skipped(name)}"
+    if len(trials) < planned:
+        why += f", and {stopped}"
+    return [f"{checked}: {why}; to check arrays, {_SHAPES_ADVICE}"]

@@ -28,8 +28,8 @@ _POSITIVE_AFTER = 4  # draws after which values are drawn positive (logs, square
 _MULTIPLES = (1, 2, 3, 4)  # other sizes tried: one dimension k times another
 # Shapes tried for a parameter of array code with none given: a vector, then a matrix whose
 # last dimension is the vector's, so that the two broadcast against each other.
-_VECTOR: tuple[int, ...] = (3,)
-_MATRIX: tuple[int, ...] = (2, 3)
+VECTOR: tuple[int, ...] = (3,)
+MATRIX: tuple[int, ...] = (2, 3)
 
 
 Dims = tuple[int | str, ...]
@@ -151,12 +151,12 @@ def shape_variants(specs: Sequence[ParameterSpec], array_code: bool) -> list[dic
         return [{}]
     variants: list[dict[str, Dims]] = [
         {},
-        dict.fromkeys(free, _VECTOR),
-        dict.fromkeys(free, _MATRIX),
+        dict.fromkeys(free, VECTOR),
+        dict.fromkeys(free, MATRIX),
     ]
     if len(free) > 1:
-        variants += [{**dict.fromkeys(free, _VECTOR), name: ()} for name in free]
-        variants += [{**dict.fromkeys(free, _MATRIX), name: _VECTOR} for name in free]
+        variants += [{**dict.fromkeys(free, VECTOR), name: ()} for name in free]
+        variants += [{**dict.fromkeys(free, MATRIX), name: VECTOR} for name in free]
     return variants
 
 

@@ -86,6 +86,9 @@ class FunctionReport:
     notes: list[str] = field(default_factory=list)
     # Where several shapes were tried: those of the failing check ("a: scalar, b: (3,)").
     failed_at: str = ""
+    # The backward raised one of gradgen's documented refusals (np.dot of a number):
+    # "ValueError: gradgen: ...". Set with ``error``.
+    refusal: str | None = None
 
     @property
     def passed(self) -> bool:

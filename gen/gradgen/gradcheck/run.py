@@ -3,6 +3,8 @@ central differences and, when one is wrong, the forward line it comes from named
 
 from __future__ import annotations
 
+import ast
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ def _run_case_quietly(
     except Exception as error:
         report.error = f"its backward raised {type(error).__name__}: {error}"
         report.culprit = raised_at(error, case.backward, case.forward_info())
+        report.refusal = refusal(error, case.backward)
         return report
     wanted = case.wrt if case.wrt is not None else case.parameters
     if len(wanted) == 1 and not isinstance(raw, tuple):
@@ -136,6 +139,50 @@ def _run_case_quietly(
         if culprit is None and note:
             report.notes.append(f"no line named: {note}")
     return report
+
+
+@functools.cache
+def _refusals() -> frozenset[tuple[str, str]]:
+    """gradgen's documented refusals at run time, as ``(helper, message)``: every
+    ``raise ValueError("gradgen: ...")`` of a helper a generated module defines for itself
+    (``gradgen.helpers``), such as ``_dot_ranks``'s for ``np.dot`` of a number or of arrays
+    above 2-D. They are read from the helpers' source, so that a new one counts, and a
+    changed message is not missed."""
+    from gradgen.helpers import HELPERS
+
+    found: set[tuple[str, str]] = set()
+    for name, source in HELPERS.items():
+        for node in ast.walk(ast.parse(source)):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            call = node.exc
+            if not (isinstance(call.func, ast.Name) and call.func.id == "ValueError"):
+                continue
+            if call.args and isinstance(call.args[0], ast.Constant):
+                message = call.args[0].value
+                if isinstance(message, str) and message.startswith("gradgen: "):
+                    found.add((name, message))
+    return frozenset(found)
+
+
+def refusal(error: BaseException, backward: Backward) -> str | None:
+    """``error`` as ``"ValueError: gradgen: ..."`` when it is one of gradgen's documented
+    refusals (``_refusals``) raised by the helper of the backward's own module that defines
+    it; else None. Anything else a backward raises, including a ValueError with the same
+    words raised from elsewhere, is not a refusal."""
+    if type(error) is not ValueError or len(error.args) != 1:
+        return None
+    traceback = error.__traceback__
+    if traceback is None:
+        return None
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    code = traceback.tb_frame.f_code
+    if (code.co_name, error.args[0]) not in _refusals():
+        return None
+    if backward.filename and code.co_filename != backward.filename:
+        return None
+    return f"ValueError: {error.args[0]}"
 
 
 def random_upstream(value: Any, rng: Any) -> Any:
