@@ -471,6 +471,15 @@ def _div_right(c: AdjointContext) -> str:
     return "-(x / y**2) * g"
 
 
+def _pow_base(c: AdjointContext) -> str:
+    # An exponent written out folds (x ** 2 gives 2 * x). Any other may be whole numbers (a
+    # mask, a count) over a base of whole numbers (max(3, x) is the int 3), and numpy
+    # refuses integers to the power -1: a float exponent makes the power a float.
+    if isinstance(c.literals.get("y", NOT_LITERAL), (int, float)):
+        return "(y * x ** (y - 1)) * g"
+    return "(y * x ** (y - 1.0)) * g"
+
+
 def _along(c: AdjointContext, start: str, stop: str) -> str:
     """``g`` sliced from ``start`` to ``stop`` along the literal axis."""
     axis = c.literals.get("axis")
@@ -593,7 +602,8 @@ RULES: tuple[Rule, ...] = (
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
          broadcasts=True, shape=_broadcast,
          # d(x**y)/dy = x**y log x, whose limit at x == 0 is 0: log(1) there, no -inf.
-         x="(y * x ** (y - 1)) * g", y="(out * log(abs(x) + (x == 0))) * g"),
+         x=Depends("(y * x ** (y - 1)) * g", _pow_base),
+         y="(out * log(abs(x) + (x == 0))) * g"),
     rule("neg", "-x", shape=_same, x="-g"),
     rule("pos", "+x", shape=_same, x="g"),
 
