@@ -35,6 +35,10 @@ In array code, two kinds of statement make gradients that share memory on purpos
 ``VIEW_FORMS``): a view of a value combined with another of its shape (``v + u.T``), and a
 value fanned out into several broadcasting operations.
 
+Some array parameters are integer arrays (their gradients must still be float arrays), and
+a program that reads numpy only through array syntax (``x @ w``, ``x.T``, ``x[i]``) sometimes
+leaves ``import numpy`` out (``Program.numpy_import``).
+
 A program has 1 to 4 parameters (float64 arrays of shapes from ``ARRAY_SHAPES``: dimensions
 3, 4, 2 and 1, so broadcasting between (N, D), (D,), (N, 1), (1, D) and numbers; Python floats
 in scalar mode; magnitudes in [0.2, 2]), up to 5 statements binding new names, rebinding
@@ -368,6 +372,9 @@ class Program:
     rules: tuple[str, ...] = ()
     constants: tuple[str, ...] = ()  # module-level lines: EPS = 1e-3
     verbatim: str | None = None  # a forward source given as it is (a known bug's repro)
+    # Array code may leave numpy unimported where it uses only array syntax (x @ w, x.T,
+    # x[i], x.sum()): gradgen must still take its values for arrays.
+    numpy_import: bool = True
 
     def source(self, annotated: bool) -> str:
         if self.verbatim is not None:
@@ -381,7 +388,7 @@ class Program:
             return f'{name}: "{", ".join(map(str, dims))}"'
 
         imports = "import math\n"
-        if self.mode == "array":
+        if self.mode == "array" and self.numpy_import:
             imports += "import numpy\n" if self.alias == "numpy" else "import numpy as np\n"
         params = ", ".join(annotate(n, s) for n, s in self.params)
         lines = [f"    {line}" for line in [*self.body, f"return {self.result}"]]
@@ -997,7 +1004,8 @@ def _unique_extreme(app: Application) -> bool:
 
 def _clip_apart(app: Application) -> bool:
     x, low, high = app.inputs["x"], app.inputs["low"], app.inputs["high"]
-    return (low is None or _apart(x, low)) and (high is None or _apart(x, high))
+    bounds_apart = low is None or high is None or _apart(low, high)  # whole numbers can tie
+    return bounds_apart and (low is None or _apart(x, low)) and (high is None or _apart(x, high))
 
 
 def _astype_apart(app: Application) -> bool:
@@ -1064,6 +1072,9 @@ def build_program(
     for name in PARAMETER_NAMES[: 1 + choose.index(4)]:
         dims = choose.weighted(ARRAY_SHAPES) if mode == "array" else ()
         value = rng.uniform(0.2, 2.0, size=dims) * rng.choice([-1.0, 1.0], size=dims)
+        if dims and choose.index(8) == 0:
+            # An integer array: its gradient must still be a float array of its shape.
+            value = rng.choice([-2, -1, 1, 2], size=dims)
         args[name] = float(value) if dims == () else value
         params.append((name, dims))
         b.bind(name, args[name])
@@ -1139,7 +1150,11 @@ def build_program(
         upstream = None if choose.boolean() else float(rng.normal())
     else:
         upstream = rng.normal(size=out_shape)
+    drop_import = mode == "array" and choose.index(4) == 0
     return Program(
+        numpy_import=not (
+            drop_import and _array_syntax_only([*constants, *body], result.text, b.alias)
+        ),
         mode=mode,
         alias=b.alias,
         params=params,
@@ -1151,6 +1166,24 @@ def build_program(
         out_shape=out_shape,
         rules=tuple(dict.fromkeys(rules)),
         constants=tuple(constants),
+    )
+
+
+def _array_syntax_only(lines: list[str], result: str, alias: str) -> bool:
+    """Do ``lines`` and ``result`` use array syntax (``@``, an index, an attribute or method
+    of a value) and never name numpy itself (so the import can be left out)?"""
+    trees = [_parse(line.partition(" = ")[2]) for line in lines] + [_parse(result)]
+    nodes = [node for tree in trees for node in ast.walk(tree)]
+    if any(isinstance(n, ast.Name) and n.id == alias for n in nodes):
+        return False
+    return any(
+        isinstance(n, ast.Subscript)
+        or (isinstance(n, ast.BinOp) and isinstance(n.op, ast.MatMult))
+        or (
+            isinstance(n, ast.Attribute)
+            and not (isinstance(n.value, ast.Name) and n.value.id == "math")
+        )
+        for n in nodes
     )
 
 

@@ -291,6 +291,19 @@ FIXED_BUGS.append(
     )
 )
 
+FIXED_BUGS.append(
+    KnownBug(
+        name="astype-of-an-integer-array",
+        symptom="x.astype(float) of an integer array: the adjoint numpy.array(g, dtype=x.dtype) "
+        "cast the gradient to integers (0.5 became 0)",
+        forward=_module("np.sum(x.astype(float) * 0.5)"),
+        args=lambda: {"x": numpy.array([1, 2, 2])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    )
+)
+
 # Not bugs: what the README says gradgen does not differentiate, left out of the programs.
 UNSUPPORTED: list[Callable[[Application], bool]] = [
     # "np.dot is differentiated for 1-D and 2-D operands, where it is @; above that it is not

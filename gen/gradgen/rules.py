@@ -695,10 +695,11 @@ RULES: tuple[Rule, ...] = (
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
          x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
-    # The gradient goes back in x's dtype, as a new array: never the upstream object itself.
+    # The gradient goes back as a new array (never the upstream object itself) in x's
+    # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
          no_gradient_when=_to_whole_numbers,
-         x="numpy.array(g, dtype=x.dtype)"),
+         x="numpy.array(g, dtype=numpy.result_type(x, 1.0))"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
     rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
