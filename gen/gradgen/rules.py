@@ -699,7 +699,7 @@ RULES: tuple[Rule, ...] = (
     # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
          no_gradient_when=_to_whole_numbers,
-         x="numpy.array(g, dtype=numpy.result_type(x, 1.0))"),
+         x="numpy.array(g, dtype=numpy.result_type(x.dtype, 1.0))"),
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
     rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
