@@ -20,6 +20,7 @@ import pytest
 
 import gradgen
 import gradgen.api
+import gradgen.program
 import gradgen.emit
 from cli_project import GOOD, Run, write
 from gradgen.api import Compiled, FunctionSource, Options, compile_source
@@ -159,7 +160,7 @@ def test_an_internal_error_is_reported_alike_by_every_entry_point(
 ) -> None:
     write(project / "f.py", GOOD)
     plain = load(PLAIN)
-    monkeypatch.setattr(gradgen.api, "stage_function", _boom)
+    monkeypatch.setattr(gradgen.program, "stage_function", _boom)
     assert run("f.py") == (123, "", f"f.py: {BOOM}\n")
     assert run("check", "f.py") == (123, "", f"f.py: {BOOM}\n")
     for call in (

@@ -20,6 +20,7 @@ import pytest
 
 import gradgen
 import gradgen.api
+import gradgen.program
 import gradgen.cli
 import gradgen.format
 from cli_project import GOOD, GOOD_2, Run, snapshot, write
@@ -52,7 +53,7 @@ def test_internal_error_is_one_line_exit_123_nothing_written(
     project: Path, run: Run, monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
     write(project / "f.py", GOOD)
-    monkeypatch.setattr(gradgen.api, "stage_function", _raise(ValueError("boom")))
+    monkeypatch.setattr(gradgen.program, "stage_function", _raise(ValueError("boom")))
     status, out, err = run(*argv)
     assert status == 123
     assert out == ""
@@ -78,14 +79,14 @@ def test_other_files_of_the_run_go_on(
     write(project / "src/a.py", GOOD)
     write(project / "src/b.py", GOOD_2)
     write(project / "src/c.py", GOOD.replace("math.sin", "math.cos"))
-    real = gradgen.api.stage_function
+    real = gradgen.program.stage_function
 
     def fails_on_g(function: object, *args: object, **kwargs: object) -> object:
         if getattr(function, "name", None) == "g":
             raise KeyError("g")
         return real(function, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(gradgen.api, "stage_function", fails_on_g)
+    monkeypatch.setattr(gradgen.program, "stage_function", fails_on_g)
     status, _, err = run("src", "-o", "out")
     assert status == 123
     assert "src/b.py: internal error: KeyError: 'g'; please report" in err.splitlines()

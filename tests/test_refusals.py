@@ -31,7 +31,8 @@ BODY_REFUSALS = [
     ("raise", "raise ValueError()", 5, "'raise'"),
     ("assert", "assert x > 0", 5, "'assert'"),
     ("augmented", "x += 1", 5, "augmented assignment"),
-    ("tuple-target", "a, b = x, x", 5, "tuple unpacking"),
+    ("starred-target", "a, *b = x, x", 8, "starred unpacking"),
+    ("unpacking-count", "a, b = x, x, x", 5, "2 names but 3 values"),
     ("chained", "a = b = x", 5, "chained assignment"),
     ("attribute-target", "x.y = 1", 5, "assignment to an attribute"),
     ("subscript-target", "x[0] = 1", 5, "assignment to an element"),
@@ -61,7 +62,9 @@ BODY_REFUSALS = [
     ("used-before-assignment", "y = z * x\n    z = x", 9, "'z' is used before it is assigned"),
     ("module-as-value", "y = x * math", 13, "module 'math' is not a value"),
     ("computed-global", "y = x * TABLE", 13, "defined at module level by code gradgen"),
-    ("user-function", "y = helper(x)", 9, "calls to user functions"),
+    ("computed-function", "y = TABLE(x)", 9, "not a function defined with 'def'"),
+    ("unpacking-one-result", "a, b = helper(x)", 5, "2 names, but 'helper' returns one value"),
+    ("unknown-keyword-of-user-function", "y = helper(x, s=1)", 9, "no parameter 's'"),
     ("yield", "y = yield x", 9, "'yield'"),
 ]
 
@@ -90,7 +93,7 @@ def test_refused_in_a_function_body(body: str, column: int, words: str) -> None:
 FUNCTION_REFUSALS = [
     ("no-return", "def f(x):\n    y = x\n", 1, 5, "has no return statement"),
     ("bare-return", "def f(x):\n    return\n", 2, 5, "'return' needs a value"),
-    ("tuple-return", "def f(x):\n    return x, x\n", 2, 12, "several values"),
+    ("one-tuple-return", "def f(x):\n    return x,\n", 2, 12, "one-element tuple"),
     ("code-after-return", "def f(x):\n    return x\n    y = x\n", 3, 5, "after 'return'"),
     ("star-args", "def f(*xs):\n    return 1.0\n", 1, 7, "*args"),
     ("keyword-only", "def f(x, *, y):\n    return x\n", 1, 13, "keyword-only"),

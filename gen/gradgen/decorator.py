@@ -153,13 +153,18 @@ def _committed_backward(
     if path is None:
         return None
     names = _generated_names(func.__name__, pairs)
-    recorded = provenance.read_header_digests(path).get(func.__name__)
-    if recorded is not None and recorded == provenance.object_digest(func):
+    header = provenance.read_header(path)
+    recorded, callees = header.get(func.__name__, (None, ()))
+    if (
+        recorded is not None
+        and recorded == provenance.object_digest(func)
+        and _callees_current(func, callees, header)
+    ):
         module = _load(path)
         functions = {name: getattr(module, name, None) for name in names}
-        # A file written with (or without) --pairs has (or lacks) F_forward, and its
-        # F_backward takes a cache (or the parameters): it must match what was asked.
-        other_kind = hasattr(module, forward_function_name(func.__name__)) != pairs
+        # A file written with (or without) --pairs has F_backward(d<out>, cache) (or taking
+        # the parameters): it must match what was asked.
+        other_kind = _takes_cache(functions[backward_function_name(func.__name__)]) != pairs
         if all(callable(f) for f in functions.values()) and not other_kind:
             source = "\n\n".join(provenance.top_level_function_text(path, n) for n in names)
             return functions, source  # type: ignore[return-value]
@@ -168,6 +173,30 @@ def _committed_backward(
             return None
     _report_stale(func, path, root, forward_file, strict)
     return None
+
+
+def _callees_current(
+    func: Callable[..., Any],
+    callees: tuple[str, ...],
+    header: dict[str, tuple[str, tuple[str, ...]]],
+) -> bool:
+    """Are the functions ``func`` calls as they were when the file was generated? Their
+    backwards are part of ``func``'s. Read from the module's text as it is now: a callee
+    defined further down is not bound yet while the decorator runs."""
+    if not callees:
+        return True
+    module_text = "".join(linecache.getlines(func.__code__.co_filename, func.__globals__))
+    digests = provenance.function_digests(module_text)
+    return all(digests.get(name) == header.get(name, ("", ()))[0] for name in callees)
+
+
+def _takes_cache(backward: object) -> bool:
+    """Is ``backward`` a pair's ``F_backward(d<out>, cache)``?"""
+    try:
+        parameters = list(inspect.signature(backward).parameters)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return bool(parameters) and parameters[-1] == "cache"
 
 
 def _forward_file(func: Callable[..., Any]) -> Path | None:
@@ -253,6 +282,10 @@ def _why_unusable(func: Callable[..., Any], path: Path) -> tuple[str, str]:
     if recorded is None:
         return "has no backward for", "the function is newer than the file"
     if recorded == provenance.object_digest(func):
+        header = provenance.read_header(path)
+        callees = header.get(func.__name__, ("", ()))[1]
+        if not _callees_current(func, callees, header):
+            return "is stale for", "a function it calls changed since the file was generated"
         # Generated from this very source, yet without the functions: edited since.
         return "is incomplete for", "it lacks functions gradgen writes for it"
     return "is stale for", "its forward source changed since the file was generated"
@@ -280,6 +313,17 @@ def _relative(path: Path, root: Path) -> str:
 # --- generating in memory -----------------------------------------------------------------------
 
 
+class _ModuleNamespace(dict[str, Any]):
+    """The generated functions' globals: their own names, then the forward module's."""
+
+    def __init__(self, module_globals: dict[str, Any]) -> None:
+        super().__init__()
+        self.module_globals = module_globals
+
+    def __missing__(self, name: str) -> Any:
+        return self.module_globals[name]
+
+
 def _generated_backward(
     func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
 ) -> tuple[dict[str, Callable[..., Any]], str]:
@@ -290,8 +334,11 @@ def _generated_backward(
     lines = source.splitlines(keepends=True)
     # mtime None keeps linecache.checkcache from dropping an entry with no file behind it.
     linecache.cache[filename] = (len(source), None, lines, filename)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, filename, "exec"), func.__globals__, namespace)
+    # The generated functions call one another (a caller's backward calls its callees'), and
+    # read the module's imports and constants: names not defined here are the module's, read
+    # when the function runs, as a function defined in the module would read them.
+    namespace = _ModuleNamespace(func.__globals__)
+    exec(compile(source, filename, "exec"), namespace)
     functions = {n: namespace[n] for n in _generated_names(func.__name__, pairs)}
     for generated_name, function in functions.items():
         attribute = generated_name.removeprefix(func.__name__ + "_")

@@ -30,7 +30,7 @@ from gradgen.expr import (
     render,
     walk,
 )
-from gradgen.helpers import helper_source, with_needs
+from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
 from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, Kind
 from gradgen.naming import (
     backward_function_name,
@@ -38,6 +38,8 @@ from gradgen.naming import (
     value_and_grad_function_name,
 )
 from gradgen.parse import ModuleContext
+from gradgen.program import FunctionBackwards
+from gradgen.stages import StagedFunction
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
@@ -93,7 +95,9 @@ class _Helpers:
         """The source lines of the helper functions used, in a stable order."""
         lines: list[str] = []
         for name in sorted(with_needs(self.defined)):
-            lines += ["", "", *helper_source(name, self.numpy_alias())]
+            # A helper that needs no numpy (``_or_zero``) imports none into scalar code.
+            alias = self.numpy_alias() if helper_uses_numpy(name) else "numpy"
+            lines += ["", "", *helper_source(name, alias)]
         return lines
 
     def resolve(self, expr: Expr) -> Expr:
@@ -114,18 +118,18 @@ class _Helpers:
 
 
 def emit_module(
-    backwards: Iterable[BackwardFunction],
+    functions: Iterable[FunctionBackwards],
     context: ModuleContext,
     header: list[str],
     pairs: bool = False,
 ) -> ModuleText:
     """The whole generated module: header, the imports and constants used, the functions."""
-    backwards = list(backwards)
+    functions = list(functions)
     helpers = _Helpers(context)
-    functions = [make(b, helpers) for b in backwards for make in _makers(pairs)]
+    texts = [text for function in functions for text in _function_texts(function, helpers, pairs)]
     used: set[str] = set()
-    for backward in backwards:
-        used |= backward.staged.used_globals
+    for function in functions:
+        used |= function.staged.used_globals
     used |= helpers.used
     used |= _constants_needed(used, context)
     definitions = helpers.definitions()
@@ -137,29 +141,65 @@ def emit_module(
     if constants:
         preamble += ["", *constants]
     preamble += definitions
-    return ModuleText(header, preamble, functions)
+    return ModuleText(header, preamble, texts)
 
 
 def emit_functions_only(
-    backwards: Iterable[BackwardFunction], context: ModuleContext, pairs: bool = False
+    functions: Iterable[FunctionBackwards], context: ModuleContext, pairs: bool = False
 ) -> ModuleText:
     """Just the functions, to run inside the forward's own module (the decorator).
 
     The module already imports what the forward uses; a library only the backward needs is
     imported inside the function, so the module's namespace is left alone.
     """
-    functions = []
-    for backward in backwards:
-        for make in _makers(pairs):
+    texts = []
+    for function in functions:
+        for make in _function_makers(function, pairs):
             helpers = _Helpers(context)
-            function = make(backward, helpers)
+            text = make(helpers)
             local = [line for line in helpers.definitions() if line]
             local = [f"import {library}" for library in sorted(helpers.added)] + local
-            function.body[:0] = local
+            text.body[:0] = local
             # An import is a statement, a helper's def line starts one; its body is indented.
-            function.ties[:0] = [None for line in local if not line.startswith(" ")]
-            functions.append(function)
-    return ModuleText([], [], functions)
+            text.ties[:0] = [None for line in local if not line.startswith(" ")]
+            texts.append(text)
+    return ModuleText([], [], texts)
+
+
+def _function_texts(
+    function: FunctionBackwards, helpers: _Helpers, pairs: bool
+) -> list[FunctionText]:
+    return [make(helpers) for make in _function_makers(function, pairs)]
+
+
+def _function_makers(
+    function: FunctionBackwards, pairs: bool
+) -> list[Callable[[_Helpers], FunctionText]]:
+    """What the module defines for one forward function: its public backward functions
+    (``F_backward``, ``F_value_and_grad``; with ``pairs``, ``F_forward`` and
+    ``F_backward(d<out>, cache)``), then, for a function others call, ``F_forward`` and the
+    backwards its callers call, reading F_forward's cache."""
+    makers: list[Callable[[_Helpers], FunctionText]] = []
+    public = function.public
+    if public is not None:
+        makers += [_bound_maker(make, public) for make in _makers(pairs)]
+    if function.cached:
+        if not (pairs and public is not None):
+            staged, lines, cache = function.staged, function.forward, function.cache
+            makers.append(lambda helpers: _forward_text(staged, lines, cache, helpers))
+        for name, backward in function.cached:
+            makers.append(_named_cached_maker(backward, name))
+    return makers
+
+
+def _bound_maker(make: _Maker, backward: BackwardFunction) -> Callable[[_Helpers], FunctionText]:
+    return lambda helpers: make(backward, helpers)
+
+
+def _named_cached_maker(
+    backward: BackwardFunction, name: str
+) -> Callable[[_Helpers], FunctionText]:
+    return lambda helpers: _cached_backward_function(backward, helpers, name)
 
 
 _Maker = Callable[[BackwardFunction, _Helpers], FunctionText]
@@ -217,9 +257,12 @@ def _value_docstring(backward: BackwardFunction) -> str:
 def _value_and_grad_from_pair(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
     """``F_value_and_grad`` as the forward/backward pair: no adjoint written twice."""
     name = backward.staged.name
+    upstreams = ", ".join(backward.upstreams)
+    values = "value" if len(backward.upstreams) == 1 else _values(backward.staged)
+    returned = "value" if len(backward.upstreams) == 1 else f"({values})"
     body = [
-        f"value, cache = {forward_function_name(name)}({_call_arguments(backward)})",
-        f"return value, {backward_function_name(name)}({backward.upstream}, cache)",
+        f"{values}, cache = {forward_function_name(name)}({_call_arguments(backward)})",
+        f"return {returned}, {backward_function_name(name)}({upstreams}, cache)",
     ]
     function = value_and_grad_function_name(name)
     signature = f"def {function}({_parameters(backward)}):"
@@ -233,31 +276,53 @@ def _call_arguments(backward: BackwardFunction) -> str:
 
 def _forward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
     """``F_forward``: the value, and the cache of what ``F_backward`` reads."""
-    staged = backward.staged
+    return _forward_text(backward.staged, backward.full_forward, backward.cache, helpers)
+
+
+def _forward_text(
+    staged: StagedFunction,
+    lines: tuple[ForwardLine, ...],
+    cache: tuple[str, ...],
+    helpers: _Helpers,
+) -> FunctionText:
+    """``F_forward``: the value (several: each), then the cache its backwards read."""
     params = [
         p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.parameters
     ]
     name = forward_function_name(staged.name)
-    body = _forward_body(backward.full_forward, helpers)
-    body.append(f"return {render(helpers.resolve(staged.result))}, {_tuple(backward.cache)}")
-    docstring = f"{staged.name} and the cache its backward reads: {_tuple(backward.cache)}."
+    body = _forward_body(lines, helpers)
+    values = ", ".join(render(helpers.resolve(result)) for result in staged.results)
+    body.append(f"return {values}, {_tuple(cache)}")
+    docstring = f"{staged.name} and the cache its backward reads: {_tuple(cache)}."
     if len(docstring) > 80:
         docstring = f"{staged.name} and the cache of the values its backward reads."
-    ties = [*_untied(backward.full_forward), None]
+    ties = [*_untied(lines), None]
     return FunctionText(name, f"def {name}({', '.join(params)}):", docstring, body, ties)
 
 
-def _cached_backward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
+def _values(staged: StagedFunction) -> str:
+    """Names for the values a function returns: its own names where it has them."""
+    names = []
+    for position, result in enumerate(staged.results):
+        names.append(result.id if isinstance(result, Name) else f"value_{position + 1}")
+    if len(set(names)) != len(names):
+        names = [f"value_{position + 1}" for position in range(len(names))]
+    return ", ".join(names)
+
+
+def _cached_backward_function(
+    backward: BackwardFunction, helpers: _Helpers, name: str | None = None
+) -> FunctionText:
     """``F_backward(d<out>, cache)``: the backward pass reading the forward's cache."""
     staged = backward.staged
-    name = backward_function_name(staged.name)
+    name = name or backward_function_name(staged.name)
     unpack = ", ".join(backward.cache) if len(backward.cache) > 1 else _tuple(backward.cache)
     body = [f"{unpack} = cache"] if backward.cache else []
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
     body.append(f"return {_gradients(backward.gradients)}")
-    signature = f"def {name}({backward.upstream}, cache):"
+    signature = f"def {name}({', '.join(backward.upstreams)}, cache):"
     unpacking: list[Tie | None] = [None] if backward.cache else []
     ties = [*unpacking, *_adjoint_ties(backward), None]
     return FunctionText(name, signature, _docstring(backward), body, ties)
@@ -269,19 +334,20 @@ def _parameters(backward: BackwardFunction) -> str:
         p.name if p.default is None else f"{p.name}={render(p.default)}"
         for p in backward.staged.parameters
     ]
-    upstream = backward.upstream
+    upstreams = list(backward.upstreams)
     if backward.upstream_default is not None:
-        upstream += f"={backward.upstream_default}"
-    if any(p.default is not None for p in backward.staged.parameters):
-        # Keyword-only: passed by position it would take the place of a defaulted parameter.
-        params += ["*", upstream]
+        upstreams = [f"{u}={backward.upstream_default}" for u in upstreams]
+    if len(upstreams) > 1 or any(p.default is not None for p in backward.staged.parameters):
+        # Keyword-only: passed by position one would take the place of a defaulted parameter,
+        # and several upstreams are told apart by name.
+        params += ["*", *upstreams]
     else:
-        params.append(upstream)
+        params += upstreams
     return ", ".join(params)
 
 
 def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
-    return [f"{line.target} = {render(helpers.resolve(line.expr))}" for line in lines]
+    return [f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}" for line in lines]
 
 
 def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
@@ -348,6 +414,8 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
             return f"{target} = {render(total)}"
         case Kind.COPY:
             return f"{target} = {target}.copy()"
+        case Kind.CALL:
+            return f"{', '.join(adjoint.bound)} = {render(expr)}"
         case Kind.SCATTER:
             return _scatter_line(target, adjoint.index, expr, helpers, adjoint.distinct)
         case _:

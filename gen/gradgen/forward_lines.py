@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gradgen.expr import Expr, names_in, substitute
+from gradgen.expr import Call, Expr, Func, names_in, substitute
 from gradgen.ir import AdjointStatement, ForwardLine
+from gradgen.naming import forward_function_name
+from gradgen.parse import USER
 from gradgen.stages import Stage, StagedFunction
 
 
@@ -30,7 +32,7 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
     A temporary read only by the one stage that consumes it is written inline there, so the
     recomputed forward reads like the user's own lines.
     """
-    by_target = {s.target: s for s in function.stages}
+    by_target = {t: s for s in function.stages for t in _bound(s)}
     read = {n for n in wanted if n in by_target}
     needed: set[str] = set()
     pending = sorted(read)
@@ -40,26 +42,42 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
             continue
         needed.add(name)
         pending.extend(n for n in by_target[name].reads if n in by_target)
+        needed.update(_bound(by_target[name]))
     uses: Counter[str] = Counter()
-    for name in needed:
-        for read_name in by_target[name].reads:
+    stages = [s for s in function.stages if any(t in needed for t in _bound(s))]
+    for stage in stages:
+        for read_name in stage.reads:
             uses[read_name] += 1
     inline = {
-        name
-        for name in needed
-        if by_target[name].temporary and name not in read and uses[name] == 1
+        stage.target
+        for stage in stages
+        if stage.temporary
+        and stage.call is None
+        and stage.target not in read
+        and uses[stage.target] == 1
     }
     expanded: dict[str, Expr] = {}
     lines = []
-    for stage in function.stages:
-        if stage.target not in needed:
-            continue
+    for stage in stages:
         expr = substitute(stage.expr, {n: expanded[n] for n in _inlined_operands(stage, inline)})
         if stage.target in inline:
             expanded[stage.target] = expr
+        elif stage.call is not None:
+            # h, h_cache = affine_forward(x, w, b): the value, and what its backward reads
+            assert isinstance(expr, Call)
+            name = forward_function_name(stage.call.function)
+            forward = Call(Func(USER, name, name), expr.args)
+            lines.append(ForwardLine(stage.target, forward, _bound(stage)))
         else:
             lines.append(ForwardLine(stage.target, expr))
     return tuple(lines)
+
+
+def _bound(stage: Stage) -> tuple[str, ...]:
+    """What the forward line of ``stage`` binds: a call's values and its cache too."""
+    if stage.call is not None:
+        return (*stage.call.results, stage.call.cache)
+    return (stage.target,)
 
 
 def _inlined_operands(stage: Stage, inline: set[str]) -> list[str]:

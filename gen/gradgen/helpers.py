@@ -44,6 +44,20 @@ def _everywhere(grad, like):
         return grad
     return grad + numpy.zeros_like(like)
 ''',
+    "_upstream": '''
+def _upstream(grad, like):
+    """The upstream gradient of like: zeros when None (like does not reach the loss)."""
+    if grad is None:
+        return numpy.zeros(numpy.shape(like))
+    if isinstance(grad, numpy.ndarray) and grad.shape == numpy.shape(like):
+        return grad
+    return grad + numpy.zeros_like(like)
+''',
+    "_or_zero": '''
+def _or_zero(grad):
+    """The upstream gradient of a number: 0.0 when None (it does not reach the loss)."""
+    return 0.0 if grad is None else grad
+''',
     "_matmul_dx": '''
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
@@ -91,6 +105,8 @@ def _dot_ranks(x, y):
 HELPER_ALIASING: dict[str, Aliasing] = {
     "_unbroadcast": Aliasing.FIRST_OR_NEW,
     "_everywhere": Aliasing.VIEW_OF_FIRST,
+    "_upstream": Aliasing.VIEW_OF_FIRST,
+    "_or_zero": Aliasing.VIEW_OF_FIRST,
     "_keepdims": Aliasing.VIEW_OF_FIRST,
     "_matmul_dx": Aliasing.NEW,
     "_matmul_dy": Aliasing.NEW,
@@ -123,3 +139,8 @@ def helper_source(name: str, numpy_alias: str) -> list[str]:
     """The lines defining helper ``name``, with numpy spelled ``numpy_alias``."""
     text = HELPERS[name].strip("\n").replace("numpy.", f"{numpy_alias}.")
     return text.splitlines()
+
+
+def helper_uses_numpy(name: str) -> bool:
+    """Does helper ``name`` (or one it calls) spell a numpy function?"""
+    return any("numpy." in HELPERS[needed] for needed in with_needs({name}))

@@ -27,6 +27,9 @@ class Kind(enum.Enum):
     ADD_NEW = "= +"  # target = target + expr: a new object; the old one is left alone
     COPY = "copy"  # target = target.copy(): from here on target is an array of its own
     SCATTER = "scatter"  # add expr into target at index (``dx[i] += g`` or ``np.add.at``)
+    # targets = expr: a callee's backward binds several new gradients, each an array of
+    # its own (a backward hands back gradients its caller owns)
+    CALL = "call"
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,27 @@ class AdjointStatement:
     statement: int  # the user statement this differentiates
     index: tuple[Expr, ...] = ()
     distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
+    targets: tuple[str, ...] = ()  # CALL: every name bound, ``target`` first
+
+    @property
+    def bound(self) -> tuple[str, ...]:
+        """Every name the statement binds or writes."""
+        return self.targets or (self.target,)
 
 
 @dataclass(frozen=True)
 class ForwardLine:
-    """A forward value the backward pass reads, recomputed as ``target = expr``."""
+    """A forward value the backward pass reads, recomputed as ``target = expr`` (or
+    ``h, c, h_cache = f_forward(...)``: ``targets`` names each value a call binds)."""
 
     target: str
     expr: Expr
+    names: tuple[str, ...] = ()  # a call's values and its cache, ``target`` first
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every name the line binds."""
+        return self.names or (self.target,)
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,8 @@ class BackwardFunction:
     """The backward of one staged function, ready to be written out."""
 
     staged: StagedFunction
-    upstream: str  # the upstream gradient parameter, e.g. "df"
-    upstream_default: str | None  # "1.0" when the result is a scalar, else required
+    upstreams: tuple[str, ...]  # the upstream gradient parameters, one per result ("df")
+    upstream_default: str | None  # "1.0" for a scalar result, "None" for several, or required
     forward: tuple[ForwardLine, ...]
     adjoints: tuple[AdjointStatement, ...]
     gradients: tuple[str, ...]  # per parameter: a gradient name, "0.0" or "None"
@@ -68,3 +84,10 @@ class BackwardFunction:
     # Variable (parameter, stage target, the result) -> the name of its gradient in the
     # backward, for the gradient check to read rather than guess.
     gradient_of: tuple[tuple[str, str], ...] = ()
+    # The backwards of the module's functions this one calls: (function, with respect to).
+    calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def upstream(self) -> str:
+        """The upstream gradient parameter of a function with one result."""
+        return self.upstreams[0]

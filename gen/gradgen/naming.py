@@ -20,6 +20,10 @@ class Namer:
         """Mark ``name`` as used (a parameter, a module name, a user variable)."""
         self._taken.add(name)
 
+    def copy(self) -> Namer:
+        """A namer that starts with the names taken so far, and goes on independently."""
+        return Namer(self._taken)
+
     def is_taken(self, name: str) -> bool:
         return name in self._taken
 
@@ -64,3 +68,15 @@ def value_and_grad_function_name(function: str) -> str:
 
 def forward_function_name(function: str) -> str:
     return f"{function}_forward"
+
+
+def cached_backward_name(
+    function: str, wrt: tuple[str, ...], parameters: tuple[str, ...], pairs: bool
+) -> str:
+    """The backward of ``function`` that reads its forward's cache, for the gradients
+    ``wrt`` (``affine_cached_backward``; ``affine_backward`` when the module is made of
+    forward/backward pairs; ``affine_cached_backward_wrt_w_b`` for some parameters only)."""
+    name = backward_function_name(function) if pairs else f"{function}_cached_backward"
+    if wrt and wrt != parameters:
+        name += "_wrt_" + "_".join(wrt)
+    return name

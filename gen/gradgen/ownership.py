@@ -72,7 +72,7 @@ _CALLERS = Value(frozenset({CALLER}), whole=True)
 
 def protect_shared(
     statements: Iterable[AdjointStatement],
-    upstream: str,
+    upstreams: tuple[str, ...],
     returned: dict[str, Shape | None],
     numbers: bool = False,
 ) -> tuple[AdjointStatement, ...]:
@@ -85,7 +85,7 @@ def protect_shared(
     statements = list(statements)
     if numbers:
         return tuple(_subtract_where_negated(s) for s in statements)
-    return _Ownership(statements, upstream, returned).run()
+    return _Ownership(statements, upstreams, returned).run()
 
 
 def _subtract_where_negated(statement: AdjointStatement) -> AdjointStatement:
@@ -100,12 +100,15 @@ class _Ownership:
     """One pass over the statements, tracking what each gradient name holds."""
 
     def __init__(
-        self, statements: list[AdjointStatement], upstream: str, returned: dict[str, Shape | None]
+        self,
+        statements: list[AdjointStatement],
+        upstreams: tuple[str, ...],
+        returned: dict[str, Shape | None],
     ) -> None:
         self.statements = statements
         self.returned = returned
         self.fresh = itertools.count(CALLER + 1)
-        self.held: dict[str, Value] = {upstream: _CALLERS}
+        self.held: dict[str, Value] = dict.fromkeys(upstreams, _CALLERS)
         self.last_read = _last_reads(statements, returned)
 
     def run(self) -> tuple[AdjointStatement, ...]:
@@ -130,6 +133,9 @@ class _Ownership:
                         self.held[target] = self.new()
                 case Kind.ADD_NEW | Kind.COPY:  # bind a new array, all of it
                     self.held[target] = self.new()
+                case Kind.CALL:  # a backward's gradients: each the caller's own, whole
+                    for bound in statement.bound:
+                        self.held[bound] = self.new()
                 case _:
                     _unhandled(statement.kind)
             result.append(statement)

@@ -43,6 +43,7 @@ from gradgen.rules import (
 from gradgen.shapes import SCALAR, Shape, parse_annotation
 
 _LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
+USER = "user"  # ``Func.lib`` of a call to a function defined in the module being read
 _KNOWN_FUNCTIONS = known_functions()
 _DECORATOR = "differentiable"
 # Names that are values with no gradient: None for np.newaxis and clip bounds, the dtypes.
@@ -104,11 +105,19 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Assignment:
-    """``target = value`` in the forward function, as the user wrote it."""
+    """``target = value`` (or ``a, b = value``: ``targets`` holds each name) in the forward
+    function, as the user wrote it."""
 
-    target: str
+    target: str  # the first (or only) name assigned
     value: Expr
     text: str  # the statement, rendered on one line, for comments in the output
+    targets: tuple[str, ...] = ()  # ``a, b = ...``: every name, in order; () for one name
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the statement binds, in order."""
+        return self.targets or (self.target,)
 
 
 @dataclass(frozen=True)
@@ -118,11 +127,13 @@ class ForwardFunction:
     name: str
     parameters: tuple[Parameter, ...]
     body: tuple[Assignment, ...]
-    result: Expr
-    result_name: str | None  # the returned variable, when ``return`` names one
+    results: tuple[Expr, ...]  # one per value returned (``return h, c``: two)
+    result_names: tuple[str | None, ...]  # the returned variables, where ``return`` names them
     result_text: str
     used_globals: frozenset[str]  # module-level names the function reads
     node: cst.FunctionDef = field(compare=False, repr=False)
+    # The functions of the module it calls, in order of first call.
+    calls: tuple[str, ...] = ()
 
 
 @dataclass
@@ -137,6 +148,11 @@ class ParsedModule:
     # decorator reads one function): added to positions in messages.
     line_offset: int = 0
     column_offset: int = 0
+
+    @property
+    def function_names(self) -> set[str]:
+        """The functions defined at the top level (``def``)."""
+        return {function.name.value for function in self.functions}
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.problems.append((node, message))
@@ -170,7 +186,7 @@ def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) 
     return any(
         _array_syntax(expr)
         for function in functions
-        for expr in [*(a.value for a in function.body), function.result]
+        for expr in [*(a.value for a in function.body), *function.results]
     )
 
 
@@ -484,6 +500,7 @@ class _FunctionResolver:
         self.local: set[str] = set()
         self.assigned_later = assigned_later
         self.used_globals: set[str] = set()
+        self.calls: dict[str, None] = {}  # functions of the module called, in order
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.parsed.refuse(node, message)
@@ -558,11 +575,16 @@ class _FunctionResolver:
         usable = head in BUILTINS or builtin in NONDIFFERENTIABLE
         if not attr and usable and head not in self.context.other_names:
             return Func("builtins", head, head)
+        if not attr and head in self.parsed.function_names:
+            # A function of this module: differentiated too, its backward called by ours.
+            self.calls.setdefault(head)
+            return Func(USER, head, head)
         if head in self.context.other_names:
             self.refuse(
                 node,
-                f"calls to user functions ('{head}') are not supported: gradgen cannot see "
-                "inside them; write the computation out in this function",
+                f"'{head}' is not a function defined with 'def' in this module, so gradgen "
+                "cannot see inside it; define it with 'def' at top level, or write the "
+                "computation out in this function",
             )
         elif hasattr(builtins, head):
             self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
@@ -628,17 +650,17 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         _check_decorator(parsed, decorator)
     statements = list(_body_statements(parsed, function))
     assigned = {
-        t.value
+        name
         for s in statements
         if isinstance(s, (cst.Assign, cst.AnnAssign))
         for t in _targets(s)
-        if isinstance(t, cst.Name)
+        for name in _bound_names(t)
     }
     resolver = _FunctionResolver(parsed, assigned)
     parameters = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in parameters)
     body: list[Assignment] = []
-    result: tuple[Expr, str | None, str] | None = None
+    result: tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None = None
     for index, statement in enumerate(statements):
         if result is not None:
             parsed.refuse(statement, "code after 'return' never runs")
@@ -657,16 +679,17 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         )
     if len(parsed.problems) != errors_before or result is None:
         return None
-    value, name, text = result
+    values, names, text = result
     return ForwardFunction(
         name=function.name.value,
         parameters=tuple(parameters),
         body=tuple(body),
-        result=value,
-        result_name=name,
+        results=values,
+        result_names=names,
         result_text=text,
         used_globals=frozenset(resolver.used_globals),
         node=function,
+        calls=tuple(resolver.calls),
     )
 
 
@@ -730,6 +753,34 @@ def _targets(statement: cst.Assign | cst.AnnAssign) -> list[cst.BaseAssignTarget
     return [statement.target]
 
 
+def _bound_names(target: cst.BaseExpression) -> list[str]:
+    """The plain names an assignment target binds (``h``; ``h, c``; ``(a, [b, c])``)."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _bound_names(element.value)]
+    if isinstance(target, cst.StarredElement):
+        return _bound_names(target.value)
+    return []
+
+
+def _unpacked_names(parsed: ParsedModule, target: cst.Tuple | cst.List) -> list[str] | None:
+    """``a, b`` as ["a", "b"]; refuses starred, nested and non-name targets."""
+    names = []
+    for element in target.elements:
+        if isinstance(element, cst.StarredElement):
+            parsed.refuse(element, "starred unpacking (*rest) is not supported: name each value")
+            return None
+        if not isinstance(element.value, cst.Name):
+            parsed.refuse(element.value, "unpacking supports plain names only: a, b = ...")
+            return None
+        names.append(element.value.value)
+    if len(set(names)) != len(names):
+        parsed.refuse(target, "a name is assigned twice in one unpacking")
+        return None
+    return names
+
+
 def _read_parameters(
     parsed: ParsedModule, params: cst.Parameters, resolver: _FunctionResolver
 ) -> list[Parameter]:
@@ -776,47 +827,73 @@ def _read_assignment(
         parsed.refuse(statement, message)
         return None
     targets = _targets(statement)
+    bound = [name for target in targets for name in _bound_names(target)]
+    value = None
+    if statement.value is not None:
+        # Read before the statement binds anything: ``a, b = b, a`` swaps.
+        value = convert(statement.value, resolver)
+    # Whatever becomes of the statement, its names are defined from here on: a refused line
+    # is reported once, not again as "undefined name" wherever its names are read.
+    resolver.local.update(bound)
+    resolver.assigned_later.difference_update(bound)
     if len(targets) != 1:
         parsed.refuse(statement, "chained assignment is not supported: one name per statement")
         return None
     target = targets[0]
+    names: list[str] | None = None
     if isinstance(target, (cst.Tuple, cst.List)):
-        parsed.refuse(target, "tuple unpacking is not supported: assign each value to its own name")
-        return None
-    if isinstance(target, cst.Attribute):
+        names = _unpacked_names(parsed, target)
+        if names is None:
+            return None
+    elif isinstance(target, cst.Attribute):
         parsed.refuse(target, "assignment to an attribute is not supported: it changes an object")
         return None
-    if isinstance(target, cst.Subscript):
+    elif isinstance(target, cst.Subscript):
         parsed.refuse(
             target, "assignment to an element is not supported: it changes an array in place"
         )
         return None
-    if not isinstance(target, cst.Name):
+    elif not isinstance(target, cst.Name):
         parsed.refuse(target, "only assignment to a plain name is supported")
         return None
-    if statement.value is None:
+    if value is None:
         parsed.refuse(statement, "an annotation without a value assigns nothing")
         return None
-    value = convert(statement.value, resolver)
-    resolver.local.add(target.value)
-    resolver.assigned_later.discard(target.value)
-    return Assignment(target.value, value, f"{target.value} = {render(value)}")
+    if names is None:
+        assert isinstance(target, cst.Name)
+        return Assignment(target.value, value, f"{target.value} = {render(value)}")
+    text = f"{', '.join(names)} = {render(value)}"
+    return Assignment(names[0], value, text, tuple(names), origin=statement)
 
 
 def _read_return(
     parsed: ParsedModule, statement: cst.Return, resolver: _FunctionResolver
-) -> tuple[Expr, str | None, str] | None:
+) -> tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None:
     if statement.value is None:
         parsed.refuse(statement, "'return' needs a value: gradgen differentiates that value")
         return None
+    nodes: list[cst.BaseExpression] = [statement.value]
     if isinstance(statement.value, cst.Tuple):
-        parsed.refuse(
-            statement.value,
-            "returning several values is not supported: return the one value to differentiate",
-        )
-        return None
-    value = convert(statement.value, resolver)
-    name = statement.value.value if isinstance(statement.value, cst.Name) else None
-    if name is not None and not isinstance(value, Name):
-        name = None  # a module constant: the result is constant
-    return value, name, f"return {render(value)}"
+        nodes = []
+        for element in statement.value.elements:
+            if isinstance(element, cst.StarredElement):
+                parsed.refuse(element, "a starred value in 'return' is not supported")
+                return None
+            nodes.append(element.value)
+        if len(nodes) < 2:
+            parsed.refuse(
+                statement.value,
+                "return the value itself, or several: a one-element tuple is not supported",
+            )
+            return None
+    values = []
+    names: list[str | None] = []
+    for node in nodes:
+        value = convert(node, resolver)
+        name = node.value if isinstance(node, cst.Name) else None
+        if name is not None and not isinstance(value, Name):
+            name = None  # a module constant: the result is constant
+        values.append(value)
+        names.append(name)
+    text = ", ".join(render(v) for v in values)
+    return tuple(values), tuple(names), f"return {text}"

@@ -16,12 +16,15 @@ import inspect
 import io
 import re
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 DIGEST_LENGTH = 16  # hex digits: enough to notice drift; this is not a security check
 DIGESTS_TITLE = "# Forward source digests (a mismatch means this file is stale):"
-_DIGEST_LINE = re.compile(rf"^#   ([A-Za-z_][A-Za-z0-9_]*): ([0-9a-f]{{{DIGEST_LENGTH}}})$")
+_DIGEST_LINE = re.compile(
+    rf"^#   ([A-Za-z_][A-Za-z0-9_]*): ([0-9a-f]{{{DIGEST_LENGTH}}})"
+    r"(?: \(calls ([A-Za-z0-9_, ]+)\))?$"
+)
 
 
 def digest(function_source: str) -> str:
@@ -53,16 +56,33 @@ def object_digest(func: object) -> str:
     return digest(inspect.getsource(func))  # type: ignore[arg-type]
 
 
-def header_lines(digests: dict[str, str], names: Iterable[str]) -> list[str]:
-    """The header block listing the digest of each differentiated function."""
+def header_lines(
+    digests: dict[str, str],
+    names: Iterable[str],
+    calls: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
+    """The header block listing the digest of each differentiated function, and the
+    functions each calls (whose backwards its backward calls: a change to one of them
+    makes its backward stale too)."""
     lines = [DIGESTS_TITLE]
-    lines += [f"#   {name}: {digests[name]}" for name in names if name in digests]
+    for name in names:
+        if name not in digests:
+            continue
+        callees = (calls or {}).get(name, ())
+        called = f" (calls {', '.join(callees)})" if callees else ""
+        lines.append(f"#   {name}: {digests[name]}{called}")
     return lines if len(lines) > 1 else []
 
 
 def read_header_digests(path: Path) -> dict[str, str]:
     """The digests a generated file records in its header (empty if none or unreadable)."""
-    found: dict[str, str] = {}
+    return {name: recorded for name, (recorded, _) in read_header(path).items()}
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Per function recorded in a generated file's header: its digest, and the functions
+    it calls (empty if none or unreadable)."""
+    found: dict[str, tuple[str, tuple[str, ...]]] = {}
     try:
         with path.open(encoding="utf-8") as handle:
             for line in handle:
@@ -70,7 +90,8 @@ def read_header_digests(path: Path) -> dict[str, str]:
                     break
                 match = _DIGEST_LINE.match(line.rstrip("\n"))
                 if match:
-                    found[match.group(1)] = match.group(2)
+                    callees = tuple(n.strip() for n in (match.group(3) or "").split(",") if n)
+                    found[match.group(1)] = (match.group(2), callees)
     except (OSError, UnicodeDecodeError):
         return {}
     return found

@@ -22,7 +22,9 @@ turns into NaN.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gradgen import shapes
 from gradgen.expr import (
@@ -62,13 +64,37 @@ from gradgen.rules import (
     SpreadAdjoint,
 )
 from gradgen.shapes import SCALAR, Shape
+from gradgen.parse import USER
 from gradgen.stages import Stage, StagedFunction
 
 
-def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> BackwardFunction:
+class Callees(Protocol):
+    """What the reverse pass of a caller needs to know of the functions it calls."""
+
+    def differentiable(self, function: str) -> frozenset[str]:
+        """The parameters of ``function`` its result has a gradient with respect to."""
+
+    def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
+        """The name of ``function``'s backward, from its cache, with respect to ``wrt``."""
+
+
+class _NoCallees:
+    def differentiable(self, function: str) -> frozenset[str]:
+        raise AssertionError(f"a call of '{function}' with no callees given")
+
+    def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
+        raise AssertionError(f"a call of '{function}' with no callees given")
+
+
+def reverse(
+    function: StagedFunction,
+    wrt: tuple[str, ...] | None = None,
+    callees: Callees | None = None,
+) -> BackwardFunction:
     """The backward pass of ``function``: gradients with respect to every parameter, or to
-    the parameters ``wrt`` names (in that order), computing nothing only the others need."""
-    return _ReversePass(function, wrt).run()
+    the parameters ``wrt`` names (in that order), computing nothing only the others need.
+    ``callees`` knows the functions of the module that ``function`` calls."""
+    return _ReversePass(function, wrt, callees or _NoCallees()).run()
 
 
 @dataclass
@@ -89,11 +115,19 @@ class _ReversePass:
     - ``spreads``: gradients that are a smaller value spread over an array.
     """
 
-    def __init__(self, function: StagedFunction, wrt: tuple[str, ...] | None) -> None:
+    def __init__(
+        self, function: StagedFunction, wrt: tuple[str, ...] | None, callees: Callees
+    ) -> None:
         self.function = function
         self.wrt = wrt
-        self.upstream = gradient_name(function.namer, function.result_base)
-        self.relevant = _relevant(function, wrt)
+        self.callees = callees
+        # A pass names its gradients afresh: one function may be reversed several times
+        # (with respect to different parameters), each backward named like the others.
+        self.namer = function.namer.copy()
+        self.upstreams = tuple(gradient_name(self.namer, base) for base in function.result_bases)
+        self.relevant = _relevant(function, wrt, callees)
+        # The backwards of callees this one calls: (function, gradients with respect to).
+        self.calls: dict[tuple[str, tuple[str, ...]], None] = {}
         self.known = infer_shapes(function)
         self.floating = floating_values(function)
         self.temporaries = {s.target for s in function.stages if s.temporary}
@@ -104,17 +138,93 @@ class _ReversePass:
 
     def run(self) -> BackwardFunction:
         function, known = self.function, self.known
-        result = function.result
-        if isinstance(result, Name) and result.id in self.relevant:
-            self.gradient[result.id] = self.upstream
-            if function.array_mode and known.get(result.id) is None:
-                self.spread_upstream(result)
+        if len(function.results) == 1:
+            result = function.results[0]
+            if isinstance(result, Name) and result.id in self.relevant:
+                self.gradient[result.id] = self.upstreams[0]
+                if function.array_mode and known.get(result.id) is None:
+                    self.spread_upstream(result, self.upstreams[0])
+        else:
+            self.several_upstreams()
         for stage in reversed(function.stages):
-            if stage.rule is not None and stage.target in self.relevant:
+            if stage.call is not None and any(t in self.relevant for t in stage.targets):
+                self.differentiate_call(stage)
+            elif stage.rule is not None and stage.target in self.relevant:
                 self.differentiate(stage)
         return self.backward_function()
 
-    def spread_upstream(self, result: Name) -> None:
+    def several_upstreams(self) -> None:
+        """One upstream gradient per result, each None where that result does not reach
+        the loss: zeros then (an array of the result's shape, or 0.0 for a number)."""
+        function = self.function
+        for result, upstream in zip(function.results, self.upstreams, strict=True):
+            if not (isinstance(result, Name) and result.id in self.relevant):
+                continue
+            stage = function.stage_of(result.id)
+            statement = stage.statement if stage is not None else len(function.statements)
+            if function.array_mode:
+                given = Call(Func("helper", "_upstream", "_upstream"), (Name(upstream), result))
+            else:
+                given = Call(Func("helper", "_or_zero", "_or_zero"), (Name(upstream),))
+            self.statements.append(AdjointStatement(upstream, Kind.ASSIGN, given, statement))
+            if result.id in self.gradient:
+                # The same value returned twice: both upstreams add up.
+                self.contribute(result.id, Name(upstream), statement, None)
+            else:
+                self.gradient[result.id] = upstream
+
+    def differentiate_call(self, stage: Stage) -> None:
+        """``dx, dw = f_backward(dh, h_cache)``: the callee's backward, from its cache, for
+        the arguments that need a gradient; a second contribution is added after."""
+        site = stage.call
+        assert site is not None
+        differentiable = self.callees.differentiable(site.function)
+        positions = [
+            position
+            for position, (parameter, operand) in enumerate(
+                zip(site.parameters, stage.operands, strict=True)
+            )
+            if parameter in differentiable
+            and isinstance(operand, Name)
+            and operand.id in self.relevant
+        ]
+        if not positions:
+            return
+        upstreams: list[Expr] = []
+        for result in site.results:
+            if result in self.gradient:
+                upstreams.append(Name(self.gradient[result]))
+            elif self.function.array_mode:
+                upstreams.append(Call(Func("numpy", "zeros_like", None), (Name(result),)))
+            else:
+                upstreams.append(Const("0.0", 0.0))
+        wrt = tuple(site.parameters[p] for p in positions)
+        self.calls[(site.function, wrt)] = None
+        name = self.callees.backward_name(site.function, wrt)
+        call = Call(Func(USER, name, name), (*upstreams, Name(site.cache)))
+        targets: list[str] = []
+        later: list[tuple[str, str]] = []
+        for position in positions:
+            operand = stage.operands[position]
+            assert isinstance(operand, Name)
+            variable = operand.id
+            if variable in self.gradient:
+                # Its contribution is bound to a name of its own, then added.
+                temporary = self.namer.fresh(f"d{variable}_{site.function}")
+                targets.append(temporary)
+                later.append((variable, temporary))
+            else:
+                self.gradient[variable] = gradient_name(self.namer, variable)
+                self.masks[variable] = None
+                self.spreads.pop(variable, None)
+                targets.append(self.gradient[variable])
+        self.statements.append(
+            AdjointStatement(targets[0], Kind.CALL, call, stage.statement, targets=tuple(targets))
+        )
+        for variable, temporary in later:
+            self.contribute(variable, Name(temporary), stage.statement, None)
+
+    def spread_upstream(self, result: Name, upstream: str) -> None:
         """The result's shape is not evident, so it may be an array: a number upstream (the
         default 1.0) stands for that gradient in every entry, the gradient of the sum. Where
         the last stage broadcasts it anyway, the spread is dropped again."""
@@ -126,9 +236,9 @@ class _ReversePass:
         # The helper adds np.zeros_like(out) to a number (so float32 stays float32 with the
         # Python float 1.0) and passes an array of out's shape through.
         helper = Func("helper", "_everywhere", "_everywhere")
-        everywhere = Call(helper, (Name(self.upstream), result))
-        self.spreads[result.id] = _Spread(len(self.statements), Name(self.upstream))
-        self.statements.append(AdjointStatement(self.upstream, Kind.ASSIGN, everywhere, statement))
+        everywhere = Call(helper, (Name(upstream), result))
+        self.spreads[result.id] = _Spread(len(self.statements), Name(upstream))
+        self.statements.append(AdjointStatement(upstream, Kind.ASSIGN, everywhere, statement))
 
     def differentiate(self, stage: Stage) -> None:
         """The adjoints of ``stage`` for each of its operands that needs a gradient."""
@@ -180,7 +290,7 @@ class _ReversePass:
             self.gradient[variable] = adjoint.id
             return
         if first:
-            self.gradient[variable] = gradient_name(self.function.namer, variable)
+            self.gradient[variable] = gradient_name(self.namer, variable)
         target = self.gradient[variable]
         if isinstance(adjoint, SpreadAdjoint):
             if first:
@@ -196,7 +306,7 @@ class _ReversePass:
     def scatter(self, variable: str, adjoint: ScatterAdjoint, statement: int) -> None:
         """Add into ``variable``'s gradient at the adjoint's index (zeros first)."""
         if variable not in self.gradient:
-            self.gradient[variable] = gradient_name(self.function.namer, variable)
+            self.gradient[variable] = gradient_name(self.namer, variable)
             zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
             if variable not in self.floating:
                 # An integer array would truncate what is added into it: zeros in the
@@ -229,20 +339,24 @@ class _ReversePass:
             if g in gradient.values()
         }
         kept = [s for s in self.statements if s is not None]
-        adjoints = protect_shared(kept, self.upstream, returned, numbers=not function.array_mode)
+        adjoints = protect_shared(kept, self.upstreams, returned, numbers=not function.array_mode)
         read = names_read(adjoints)
         forward = forward_lines(function, read)
         full_forward = forward_lines(function, read | set(names_in(function.result)))
-        defined = [p.name for p in function.parameters] + [line.target for line in full_forward]
+        defined = [p.name for p in function.parameters]
+        defined += [target for line in full_forward for target in line.targets]
         cache = tuple(name for name in defined if name in read)
         # The default upstream 1.0 suits a scalar result. A result known to be an array needs
         # its upstream gradient (an array of its shape), so there is no default to forget.
-        result = function.result
+        # Several results: None, that result does not reach the loss.
+        result = function.results[0]
         array_result = isinstance(result, Name) and bool(known.get(result.id))
         default = None if array_result else "1.0"
+        if len(function.results) > 1:
+            default = "None"
         return BackwardFunction(
             function,
-            self.upstream,
+            self.upstreams,
             default,
             forward,
             adjoints,
@@ -251,6 +365,7 @@ class _ReversePass:
             full_forward,
             cache,
             tuple(gradient.items()),
+            tuple(self.calls),
         )
 
 
@@ -434,20 +549,25 @@ def _with_library(expr: Expr, library: str) -> Expr:
     return map_funcs(expr, resolve)
 
 
-def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None) -> set[str]:
+def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None, callees: Callees) -> set[str]:
     """Variables on a path from a parameter (of ``wrt``) to the result: only these get
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
     for stage in function.stages:
-        if stage.rule is not None and any(
+        if (stage.rule is not None or stage.call is not None) and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
-            active.add(stage.target)
-    needed: set[str] = set()
-    if isinstance(function.result, Name):
-        needed.add(function.result.id)
+            active.update(stage.targets)
+    needed: set[str] = {result.id for result in function.results if isinstance(result, Name)}
     for stage in reversed(function.stages):
-        if stage.target in needed and stage.rule is not None:
+        if stage.call is not None and any(t in needed for t in stage.targets):
+            differentiable = callees.differentiable(stage.call.function)
+            needed.update(
+                o.id
+                for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
+                if isinstance(o, Name) and parameter in differentiable
+            )
+        elif stage.target in needed and stage.rule is not None:
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
     return active & needed
 
@@ -456,6 +576,6 @@ def _influences(function: StagedFunction) -> set[str]:
     """Variables the result depends on in any way, with or without a gradient."""
     found = set(names_in(function.result))
     for stage in reversed(function.stages):
-        if stage.target in found:
+        if any(target in found for target in stage.targets):
             found.update(stage.reads)
     return found

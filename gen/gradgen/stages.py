@@ -9,7 +9,7 @@ available to the backward pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gradgen.expr import (
@@ -34,7 +34,7 @@ from gradgen.expr import (
     unwrap,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
-from gradgen.parse import ForwardFunction, Parameter
+from gradgen.parse import USER, Assignment, ForwardFunction, Parameter
 from gradgen.rules import (
     NONDIFFERENTIABLE_ATTRIBUTES,
     Rule,
@@ -45,6 +45,24 @@ from gradgen.rules import (
 )
 
 _PRIORITY = rules_by_priority()
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a caller needs to know of a function of the module it calls."""
+
+    parameters: tuple[Parameter, ...]
+    results: int  # how many values it returns
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """A stage that calls a function of the module: its backward is the callee's backward."""
+
+    function: str  # the callee
+    parameters: tuple[str, ...]  # the callee's parameters, aligned with the stage's operands
+    results: tuple[str, ...]  # the names the callee's results are bound to (target first)
+    cache: str  # the name of what the callee's forward hands its backward
 
 
 @dataclass(frozen=True)
@@ -60,11 +78,17 @@ class Stage:
     temporary: bool  # a subexpression split off by gradgen, not a user variable
     # The rule's other form variables (axis, a condition, an index), as written.
     nondiff: tuple[tuple[str, Expr], ...] = ()
+    call: CallSite | None = None  # a call of a function of the module (``rule`` is None)
 
     @property
     def reads(self) -> list[str]:
         """Every variable the forward computation reads."""
         return names_in(self.expr)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every name the stage binds (a call's several results)."""
+        return self.call.results if self.call is not None else (self.target,)
 
 
 @dataclass(frozen=True)
@@ -73,93 +97,275 @@ class StagedFunction:
     parameters: tuple[Parameter, ...]
     stages: tuple[Stage, ...]
     statements: tuple[str, ...]  # the user's statements, rendered, for comments
-    result: Expr  # a Name (single-assignment) or a constant
-    result_base: str  # the user's name for the result, or "out"
+    results: tuple[Expr, ...]  # each a Name (single-assignment) or a constant
+    result_bases: tuple[str, ...]  # the user's name for each result, or "out"
     used_globals: frozenset[str]
     namer: Namer
     array_mode: bool  # the module uses numpy: values may be arrays of any shape
+
+    @property
+    def result(self) -> Expr:
+        """What the function returns: its one result, or the tuple of several."""
+        if len(self.results) == 1:
+            return self.results[0]
+        return Sequence_(self.results, "()")
+
+    def stage_of(self, name: str) -> Stage | None:
+        """The stage that binds ``name``, if any."""
+        return next((s for s in self.stages if name in s.targets), None)
 
 
 Refuse = Callable[[object, str], None]
 
 
 def stage_function(
-    function: ForwardFunction, reserved: set[str], default_library: str, refuse: Refuse
+    function: ForwardFunction,
+    reserved: set[str],
+    default_library: str,
+    refuse: Refuse,
+    signatures: Mapping[str, Signature] | None = None,
 ) -> StagedFunction:
     """Split ``function`` into stages; problems go to ``refuse(origin_node, message)``.
 
-    ``default_library`` serves the helpers of operator rules (``log`` for ``x ** y``).
+    ``default_library`` serves the helpers of operator rules (``log`` for ``x ** y``);
+    ``signatures`` are those of the module's functions it calls.
     """
     namer = Namer(reserved)
     for parameter in function.parameters:
         namer.take(parameter.name)
     for assignment in function.body:
-        namer.take(assignment.target)
-    builder = _Builder(namer, default_library, refuse)
+        for name in assignment.names:
+            namer.take(name)
+    builder = _Builder(namer, default_library, refuse, signatures or {})
     current: dict[str, Expr] = {p.name: Name(p.name) for p in function.parameters}
     bound: set[str] = set(current)
+
+    def bind(user_name: str) -> str:
+        """The stage name of a new binding of ``user_name``."""
+        if user_name in bound:
+            return rebinding_name(namer, user_name)
+        bound.add(user_name)
+        return user_name
+
     statements: list[str] = []
     for assignment in function.body:
         index = len(statements)
         statements.append(assignment.text)
+        if assignment.targets:
+            _unpack(assignment, index, current, bind, builder)
+            continue
         value = substitute(assignment.value, current)
-        if assignment.target in bound:
-            target = rebinding_name(namer, assignment.target)
-        else:
-            target = assignment.target
-            bound.add(target)
-        plain = unwrap(value)
-        if isinstance(plain, Name):
-            # `h = x` only names a value again; the gradient flows to x unchanged.
-            current[assignment.target] = plain
-            continue
-        current[assignment.target] = Name(target)
-        if is_inactive(plain):
-            operands = tuple(Name(n) for n in names_in(plain))
-            builder.stages.append(
-                Stage(target, None, operands, plain, default_library, index, False)
-            )
-            continue
-        builder.lower(value, target, assignment.target, index, top=True)
-    result = substitute(function.result, current)
-    plain_result = unwrap(result)
-    # The upstream gradient is named after the result (``dloss``), unless the result is a
-    # parameter rebound (``x = x @ w; return x``), whose gradient ``dx`` names already.
+        target = bind(assignment.target)
+        _assign(value, assignment.target, target, index, current, builder)
+    results = []
+    bases = []
     parameters = {p.name for p in function.parameters}
-    result_base = function.result_name or "out"
-    if result_base in parameters and plain_result != Name(result_base):
-        result_base = "out"
-    if not isinstance(plain_result, Name) and not is_inactive(plain_result):
-        index = len(statements)
-        statements.append(function.result_text)
-        target = namer.fresh("out")
-        builder.lower(result, target, "out", index, top=True)
-        plain_result = Name(target)
+    for position, result in enumerate(function.results):
+        result = substitute(result, current)
+        plain_result = unwrap(result)
+        if isinstance(plain_result, Call) and plain_result.func.lib == USER:
+            # A call returning several values returns them as they are (``return f(x)``).
+            builder.check_result_count(plain_result, 1)
+        # The upstream gradient is named after the result (``dloss``), unless the result is
+        # a parameter rebound (``x = x @ w; return x``), whose gradient ``dx`` names already.
+        result_base = function.result_names[position] or "out"
+        if result_base in parameters and plain_result != Name(result_base):
+            result_base = "out"
+        if not isinstance(plain_result, Name) and not is_inactive(plain_result):
+            if position == 0:
+                statements.append(function.result_text)
+            target = namer.fresh("out")
+            builder.lower(result, target, "out", len(statements) - 1, top=True)
+            plain_result = Name(target)
+        results.append(plain_result)
+        bases.append(result_base)
     return StagedFunction(
         name=function.name,
         parameters=function.parameters,
         stages=tuple(builder.stages),
         statements=tuple(statements),
-        result=plain_result,
-        result_base=result_base,
+        results=tuple(results),
+        result_bases=tuple(bases),
         used_globals=function.used_globals,
         namer=namer,
         array_mode=default_library == "numpy",
     )
 
 
+def _assign(
+    value: Expr,
+    user_name: str,
+    target: str,
+    index: int,
+    current: dict[str, Expr],
+    builder: _Builder,
+) -> None:
+    """The stages of ``user_name = value`` (``value`` over stage names), bound to ``target``."""
+    plain = unwrap(value)
+    if isinstance(plain, Name):
+        # `h = x` only names a value again; the gradient flows to x unchanged.
+        current[user_name] = plain
+        return
+    current[user_name] = Name(target)
+    if is_inactive(plain):
+        operands = tuple(Name(n) for n in names_in(plain))
+        builder.stages.append(
+            Stage(target, None, operands, plain, builder.default_library, index, False)
+        )
+        return
+    builder.lower(value, target, user_name, index, top=True)
+
+
+_UNPACKABLE = (
+    "unpacking works on a call of a function of this module (h, c = step(x)), a tuple "
+    "written out (a, b = x, y) and values with no gradient (N, D = x.shape)"
+)
+
+
+def _unpack(
+    assignment: Assignment,
+    index: int,
+    current: dict[str, Expr],
+    bind: Callable[[str], str],
+    builder: _Builder,
+) -> None:
+    """The stages of ``a, b = value``."""
+    names = assignment.names
+    value = substitute(assignment.value, current)
+    plain = unwrap(value)
+    if isinstance(plain, Sequence_):
+        if len(plain.items) != len(names):
+            builder.refuse(
+                assignment.origin,
+                f"{len(names)} names but {len(plain.items)} values: the counts must match",
+            )
+            return
+        # Every value is read before any name is bound: ``a, b = b, a`` swaps.
+        for name, item in zip(names, plain.items, strict=True):
+            _assign(item, name, bind(name), index, current, builder)
+        return
+    if isinstance(plain, Call) and plain.func.lib == USER:
+        if not builder.check_result_count(plain, len(names), assignment.origin):
+            return
+        targets = tuple(bind(name) for name in names)
+        for name, target in zip(names, targets, strict=True):
+            current[name] = Name(target)
+        builder.lower_call(plain, targets, names[0], index, top=True)
+        return
+    if is_inactive(plain):
+        # N, D = x.shape: each name is an entry of a value with no gradient.
+        for position, name in enumerate(names):
+            entry = Subscript(plain, (Const(str(position), position),))
+            _assign(entry, name, bind(name), index, current, builder)
+        return
+    builder.refuse(getattr(plain, "origin", None) or assignment.origin, _UNPACKABLE)
+    for name in names:
+        current[name] = Const("0", 0)
+
+
 class _Builder:
-    def __init__(self, namer: Namer, default_library: str, refuse: Refuse) -> None:
+    def __init__(
+        self,
+        namer: Namer,
+        default_library: str,
+        refuse: Refuse,
+        signatures: Mapping[str, Signature],
+    ) -> None:
         self.namer = namer
         self.default_library = default_library
         self.refuse = refuse
+        self.signatures = signatures
         self.stages: list[Stage] = []
+
+    def check_result_count(self, call: Call, count: int, origin: object = None) -> bool:
+        """Does the function ``call`` calls return ``count`` values? Refuses if not."""
+        signature = self.signatures.get(call.func.name)
+        if signature is None or signature.results == count:
+            return True
+        returned = f"returns {signature.results} values"
+        if signature.results == 1:
+            returned = "returns one value"
+        if count == 1:
+            message = (
+                f"'{call.func.name}' {returned}: unpack them into names "
+                f"({', '.join(f'r{i + 1}' for i in range(signature.results))} = "
+                f"{call.func.name}(...))"
+            )
+        else:
+            message = f"{count} names, but '{call.func.name}' {returned}"
+        self.refuse(origin or call.origin, message)
+        return False
+
+    def lower_call(
+        self, call: Call, targets: tuple[str, ...], user_target: str, statement: int, top: bool
+    ) -> Expr:
+        """The stage of a call of a function of the module, bound to ``targets``."""
+        signature = self.signatures.get(call.func.name)
+        if signature is None:  # refused where the callee was read
+            return Const("0", 0)
+        arguments = self.bind_arguments(call, signature)
+        if arguments is None:
+            return Const("0", 0)
+        operands = tuple(
+            self.lower(value, targets[0], user_target, statement, top=False) for value in arguments
+        )
+        cache = self.namer.fresh(f"{targets[0]}_cache")
+        site = CallSite(call.func.name, tuple(p.name for p in signature.parameters), targets, cache)
+        expr = Call(call.func, operands, origin=call.origin)
+        self.stages.append(
+            Stage(
+                targets[0],
+                None,
+                operands,
+                expr,
+                self.default_library,
+                statement,
+                not top,
+                call=site,
+            )
+        )
+        return Name(targets[0])
+
+    def bind_arguments(self, call: Call, signature: Signature) -> list[Expr] | None:
+        """The call's arguments in the order of the callee's parameters (defaults filled)."""
+        parameters = signature.parameters
+        name = call.func.name
+        if len(call.args) > len(parameters):
+            self.refuse(
+                call.origin,
+                f"'{name}' takes {len(parameters)} arguments but {len(call.args)} are given",
+            )
+            return None
+        given: dict[str, Expr] = {p.name: a for p, a in zip(parameters, call.args, strict=False)}
+        for keyword, value in call.kwargs:
+            if keyword not in {p.name for p in parameters}:
+                self.refuse(call.origin, f"'{name}' has no parameter '{keyword}'")
+                return None
+            if keyword in given:
+                self.refuse(call.origin, f"'{name}' is given '{keyword}' twice")
+                return None
+            given[keyword] = value
+        arguments = []
+        for parameter in parameters:
+            if parameter.name in given:
+                arguments.append(given[parameter.name])
+            elif parameter.default is not None:
+                arguments.append(parameter.default)
+            else:
+                self.refuse(call.origin, f"'{name}' is missing its argument '{parameter.name}'")
+                return None
+        return arguments
 
     def lower(self, expr: Expr, target: str, user_target: str, statement: int, top: bool) -> Expr:
         """Stages computing ``expr``; returns the operand that holds its value."""
         plain = unwrap(expr)
         if isinstance(plain, Name) or is_inactive(plain):
             return expr
+        if isinstance(plain, Call) and plain.func.lib == USER:
+            if not self.check_result_count(plain, 1):
+                return Const("0", 0)
+            name = target if top else temporary_name(self.namer, user_target, plain.func.name)
+            return self.lower_call(plain, (name,), user_target, statement, top)
         try:
             canonical = canonical_call(plain) if isinstance(plain, Call) else plain
         except ValueError as problem:

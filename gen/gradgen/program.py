@@ -1,0 +1,249 @@
+"""A module's functions as one program: who calls whom, and which backwards each call needs.
+
+A forward function may call other functions of its module (``h = relu(affine(x, w, b))``).
+Each callee is differentiated once, on its own, and its caller's backward calls the callee's
+backward, as the CS231n layers do (``affine_relu_backward`` calling ``affine_backward`` with
+the caches): the caller's forward pass runs ``affine_forward``, which returns the value and
+the cache of what the backward reads, and its reverse pass hands that cache to
+``affine_cached_backward``. No forward value is computed twice.
+
+A call needs only the gradients of the arguments that carry one: ``affine(X, W1, b1)`` with
+data ``X`` calls a backward with respect to ``(w, b)`` alone, so the composed program does
+the work the same code written flat would do, no more. Each (callee, gradients) pair is one
+generated function; all of a callee's backwards read one cache, made by one ``F_forward``.
+
+Recursion (a function calling itself, directly or not) is refused: the backward of a call
+is generated from the callee's text, which must be differentiated first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from gradgen.expr import names_in
+from gradgen.forward_lines import forward_lines
+from gradgen.helpers import HELPERS
+from gradgen.ir import BackwardFunction, ForwardLine
+from gradgen.naming import cached_backward_name, forward_function_name
+from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
+from gradgen.reverse import reverse
+from gradgen.stages import Signature, StagedFunction, stage_function
+
+
+@dataclass(frozen=True)
+class FunctionBackwards:
+    """Everything the generated module holds for one forward function."""
+
+    staged: StagedFunction
+    public: BackwardFunction | None  # F_backward as asked for; None: only called by others
+    # The backwards its callers call, each reading the cache ``F_forward`` makes: (name,
+    # backward), one per set of gradients a call needs.
+    cached: tuple[tuple[str, BackwardFunction], ...] = ()
+    forward: tuple[ForwardLine, ...] = ()  # F_forward's lines, when ``cached`` is not empty
+    cache: tuple[str, ...] = ()  # what F_forward hands to every cached backward
+
+
+def compile_program(
+    parsed: ParsedModule,
+    only: Sequence[str] | None,
+    wrt: Mapping[str, Sequence[str]] | None,
+    pairs: bool,
+) -> list[FunctionBackwards]:
+    """The backwards of the module's functions (or of ``only``, and what they call)."""
+    requested = _read(parsed, only)
+    functions = _with_callees(parsed, requested)
+    order = _callees_first(parsed, functions)
+    chosen = _chosen_wrt(parsed, requested, wrt)
+    staged = _stage(parsed, functions, order)
+    program = _Program(staged, chosen, pairs)
+    return program.build([f.name for f in requested])
+
+
+def _read(parsed: ParsedModule, only: Sequence[str] | None) -> list[ForwardFunction]:
+    if only is None:
+        return read_functions(parsed)
+    return [f for name in dict.fromkeys(only) for f in read_functions(parsed, name)]
+
+
+def _with_callees(
+    parsed: ParsedModule, requested: list[ForwardFunction]
+) -> dict[str, ForwardFunction]:
+    """``requested`` and every function they call, at any depth."""
+    functions = {f.name: f for f in requested}
+    pending = [name for f in requested for name in f.calls]
+    while pending:
+        name = pending.pop()
+        if name in functions:
+            continue
+        (callee,) = read_functions(parsed, name)
+        functions[name] = callee
+        pending.extend(callee.calls)
+    return functions
+
+
+def _callees_first(parsed: ParsedModule, functions: dict[str, ForwardFunction]) -> list[str]:
+    """The functions in an order where each comes after the functions it calls; refuses
+    recursion, naming the cycle."""
+    order: list[str] = []
+    state: dict[str, str] = {}  # "open" while its callees are visited, then "done"
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "open":
+            cycle = path[path.index(name) :] + [name]
+            message = "recursion is not supported: " + " calls ".join(f"'{n}'" for n in cycle)
+            parsed.refuse(functions[name].node.name, message)
+            return
+        state[name] = "open"
+        for callee in functions[name].calls:
+            visit(callee, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in functions:
+        visit(name, [])
+    parsed.raise_problems()
+    return order
+
+
+def _chosen_wrt(
+    parsed: ParsedModule,
+    requested: list[ForwardFunction],
+    wrt: Mapping[str, Sequence[str]] | None,
+) -> dict[str, tuple[str, ...] | None]:
+    chosen: dict[str, tuple[str, ...] | None] = {}
+    for function in requested:
+        names = None if wrt is None else wrt.get(function.name, wrt.get("*"))
+        chosen[function.name] = None if names is None else tuple(names)
+        parameters = [p.name for p in function.parameters]
+        for name in chosen[function.name] or ():
+            if name not in parameters:
+                message = f"wrt names '{name}', which is not a parameter of '{function.name}'"
+                parsed.refuse(function.node.name, message)
+    return chosen
+
+
+def _stage(
+    parsed: ParsedModule, functions: dict[str, ForwardFunction], order: list[str]
+) -> dict[str, StagedFunction]:
+    # Any form of numpy import makes the module array code (`from numpy import exp` binds no
+    # alias, yet its values are arrays), and so does array syntax (`x @ w`, `x.sum()`).
+    listed = list(functions.values())
+    default_library = "numpy" if is_array_code(parsed.context, listed) else "math"
+    reserved = set(parsed.context.imports) | set(parsed.context.constants)
+    reserved |= {"math", "numpy"}
+    # The generated functions a caller calls are module names too.
+    for name in functions:
+        reserved |= {forward_function_name(name), cached_backward_name(name, (), (), True)}
+        reserved.add(cached_backward_name(name, (), (), False))
+    signatures = {name: Signature(f.parameters, len(f.results)) for name, f in functions.items()}
+    staged: dict[str, StagedFunction] = {}
+    for name in order:
+        function = functions[name]
+
+        def refuse(node: object, message: str, fallback: object = function.node) -> None:
+            parsed.refuse(node or fallback, message)  # type: ignore[arg-type]
+
+        staged[name] = stage_function(function, reserved, default_library, refuse, signatures)
+        result = staged[name]
+        defined = {p.name for p in result.parameters} | {
+            t for s in result.stages for t in s.targets
+        }
+        for clash in sorted(defined & set(HELPERS)):
+            message = (
+                f"'{clash}' is the name of a helper the generated code defines: rename the variable"
+            )
+            parsed.refuse(function.node.name, message)
+    parsed.raise_problems()
+    return staged
+
+
+class _Program:
+    """The reverse passes of the program, callees before callers (``Callees`` for each)."""
+
+    def __init__(
+        self,
+        staged: dict[str, StagedFunction],
+        chosen: dict[str, tuple[str, ...] | None],
+        pairs: bool,
+    ) -> None:
+        self.staged = staged
+        self.chosen = chosen
+        self.pairs = pairs
+        self._differentiable: dict[str, frozenset[str]] = {}
+        for name, function in staged.items():  # callees first: staged is in that order
+            full = reverse(function, None, self)
+            self._differentiable[name] = frozenset(
+                p.name
+                for p, gradient in zip(function.parameters, full.gradients, strict=True)
+                if gradient not in ("0.0", "None")
+            )
+        self.variants: dict[tuple[str, tuple[str, ...]], BackwardFunction] = {}
+
+    def differentiable(self, function: str) -> frozenset[str]:
+        return self._differentiable[function]
+
+    def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
+        parameters = tuple(p.name for p in self.staged[function].parameters)
+        # In pairs mode the public F_backward(dout, cache) serves calls for all parameters,
+        # unless it was asked for fewer.
+        public_all = self.chosen.get(function) in (None, parameters)
+        return cached_backward_name(function, wrt, parameters, self.pairs and public_all)
+
+    def build(self, requested: list[str]) -> list[FunctionBackwards]:
+        public = {name: reverse(self.staged[name], self.chosen[name], self) for name in requested}
+        pending = [call for backward in public.values() for call in backward.calls]
+        while pending:
+            key = pending.pop()
+            if key in self.variants:
+                continue
+            name, wrt = key
+            self.variants[key] = reverse(self.staged[name], wrt, self)
+            pending.extend(self.variants[key].calls)
+        order = list(requested) + [n for n in self.staged if n not in public]
+        return [
+            self._function(name, public.get(name))
+            for name in order
+            if name in public or any(key[0] == name for key in self.variants)
+        ]
+
+    def _function(self, name: str, public: BackwardFunction | None) -> FunctionBackwards:
+        staged = self.staged[name]
+        position = {p.name: i for i, p in enumerate(staged.parameters)}
+        variants = sorted(
+            (
+                (wrt, backward)
+                for (callee, wrt), backward in self.variants.items()
+                if callee == name
+            ),
+            key=lambda item: (-len(item[0]), [position[p] for p in item[0]]),
+        )
+        if not variants:
+            return FunctionBackwards(staged, public)
+        sharing = [backward for _, backward in variants]
+        if public is not None and self.pairs:
+            sharing.append(public)
+        read = {name for backward in sharing for name in backward.cache}
+        lines = forward_lines(staged, read | set(names_in(staged.result)))
+        defined = [p.name for p in staged.parameters]
+        defined += [target for line in lines for target in line.targets]
+        cache = tuple(n for n in defined if n in read)
+
+        def sharing_cache(backward: BackwardFunction) -> BackwardFunction:
+            return replace(backward, cache=cache, full_forward=lines)
+
+        if public is not None and self.pairs:
+            public = sharing_cache(public)
+        cached = []
+        for wrt, backward in variants:
+            name_of = self.backward_name(name, wrt)
+            if (
+                public is not None
+                and self.pairs
+                and name_of == cached_backward_name(name, (), (), True)
+            ):
+                continue  # the public F_backward(dout, cache) is this very function
+            cached.append((name_of, sharing_cache(backward)))
+        return FunctionBackwards(staged, public, tuple(cached), lines, cache)
