@@ -20,8 +20,8 @@ import pytest
 
 import gradgen
 import gradgen.api
-import gradgen.program
 import gradgen.emit
+import gradgen.program
 from cli_project import GOOD, Run, write
 from gradgen.api import Compiled, FunctionSource, Options, compile_source
 from gradgen.config import is_skipped

@@ -20,9 +20,9 @@ import pytest
 
 import gradgen
 import gradgen.api
-import gradgen.program
 import gradgen.cli
 import gradgen.format
+import gradgen.program
 from cli_project import GOOD, GOOD_2, Run, snapshot, write
 from gradgen.errors import GeneratedCodeError
 from gradgen.format import check_module

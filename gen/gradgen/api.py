@@ -33,7 +33,7 @@ from gradgen.emit import ModuleText, Tie, emit_functions_only, emit_module
 from gradgen.errors import Diagnostic, GradgenError, InternalError, UnknownFunctionError
 from gradgen.format import format_module
 from gradgen.ir import BackwardFunction
-from gradgen.parse import ModuleContext, ParsedModule, parse_module
+from gradgen.parse import ParsedModule, parse_module
 from gradgen.program import FunctionBackwards, compile_program
 from gradgen.stages import StagedFunction
 

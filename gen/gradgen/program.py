@@ -92,7 +92,7 @@ def _callees_first(parsed: ParsedModule, functions: dict[str, ForwardFunction]) 
         if state.get(name) == "done":
             return
         if state.get(name) == "open":
-            cycle = path[path.index(name) :] + [name]
+            cycle = [*path[path.index(name) :], name]
             message = "recursion is not supported: " + " calls ".join(f"'{n}'" for n in cycle)
             parsed.refuse(functions[name].node.name, message)
             return

@@ -22,7 +22,6 @@ turns into NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +55,7 @@ from gradgen.infer import (
 from gradgen.ir import AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
+from gradgen.parse import USER
 from gradgen.rules import (
     DISTINCT_ENTRIES,
     Adjoint,
@@ -64,7 +64,6 @@ from gradgen.rules import (
     SpreadAdjoint,
 )
 from gradgen.shapes import SCALAR, Shape
-from gradgen.parse import USER
 from gradgen.stages import Stage, StagedFunction
 
 
