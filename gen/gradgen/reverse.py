@@ -159,8 +159,7 @@ class _ReversePass:
         for result, upstream in zip(function.results, self.upstreams, strict=True):
             if not (isinstance(result, Name) and result.id in self.relevant):
                 continue
-            stage = function.stage_of(result.id)
-            statement = stage.statement if stage is not None else len(function.statements)
+            statement = len(function.statements) - 1  # `return h, c`
             if function.array_mode:
                 given = Call(Func("helper", "_upstream", "_upstream"), (Name(upstream), result))
             else:

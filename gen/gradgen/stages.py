@@ -160,6 +160,9 @@ def stage_function(
     results = []
     bases = []
     parameters = {p.name for p in function.parameters}
+    if len(function.results) > 1:
+        # `return h, c` is a statement of its own: the upstreams are taken in under it.
+        statements.append(function.result_text)
     for position, result in enumerate(function.results):
         result = substitute(result, current)
         plain_result = unwrap(result)
@@ -172,7 +175,7 @@ def stage_function(
         if result_base in parameters and plain_result != Name(result_base):
             result_base = "out"
         if not isinstance(plain_result, Name) and not is_inactive(plain_result):
-            if position == 0:
+            if len(function.results) == 1:
                 statements.append(function.result_text)
             target = namer.fresh("out")
             builder.lower(result, target, "out", len(statements) - 1, top=True)

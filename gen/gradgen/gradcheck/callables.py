@@ -78,7 +78,7 @@ def check_callable(
     wrapped = backward_from_function(backward, ties)
     pair_forward = getattr(f, "forward", None)
     names = list(inspect.signature(backward).parameters)
-    if callable(pair_forward) and len(names) == 2 and names[1] == "cache":
+    if callable(pair_forward) and len(names) >= 2 and names[-1] == "cache":
         wrapped.pair_forward = pair_forward
     with np.errstate(all="ignore"):
         value = f(*values)

@@ -73,7 +73,10 @@ def compare(actual: Any, expected: Any, rtol: float, atol: float) -> Comparison:
 
 
 def scalar_loss(upstream: Any, value: Any) -> float:
-    """``sum(upstream * value)``: the scalar whose gradient a backward returns."""
+    """``sum(upstream * value)``: the scalar whose gradient a backward returns (for several
+    values, with one upstream each: the sum of those sums)."""
+    if isinstance(value, tuple) and isinstance(upstream, tuple):
+        return sum(scalar_loss(u, v) for u, v in zip(upstream, value, strict=True))
     return float(np.sum(np.asarray(upstream, dtype=np.float64) * np.asarray(value)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import sys
 import traceback
 import warnings
@@ -44,6 +45,14 @@ if TYPE_CHECKING:
 
 
 _FLAT_ATTEMPTS = 5  # draws of values while some gradient is zero everywhere
+
+
+def _takes_cache(function: Any) -> bool:
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(names) and names[-1] == "cache"
 
 
 def load_forward(path: Path) -> dict[str, Any]:
@@ -123,7 +132,9 @@ def check_function(
         report.error = f"{backward_name} defines no {name}_backward"
         return report
     pair_forward = backward_namespace.get(f"{name}_forward")
-    if callable(pair_forward):
+    if callable(pair_forward) and _takes_cache(wrapped.function):
+        # A pair (``--pairs``): F_backward(d<out>, cache). A module without pairs has
+        # F_forward too when other functions call F, but its F_backward recomputes.
         wrapped.pair_forward = pair_forward
     specs = parameter_specs(backward, source, shapes, ints)
     fixed = {

@@ -61,12 +61,19 @@ class Backward:
     returned_names: tuple[str, ...] | None = None  # names in its return statement
 
     def call(self, args: Sequence[Any], upstream: Any) -> Any:
-        """The gradients at ``args`` for the upstream gradient ``upstream``."""
+        """The gradients at ``args`` for the upstream gradient ``upstream`` (a tuple of
+        them, ``run.Upstreams``, for a function returning several values)."""
         self.records.clear()
+        several = isinstance(upstream, tuple)
+        upstreams = tuple(upstream) if several else (upstream,)
         if self.pair_forward is not None:
-            _, cache = self.pair_forward(*args)
-            return self.function(upstream, cache)
+            *_, cache = self.pair_forward(*args)
+            return self.function(*upstreams, cache)
         parameters = list(inspect.signature(self.function).parameters.values())
+        if several:
+            # Several upstreams: the last parameters, keyword-only, by name.
+            names = [p.name for p in parameters[-len(upstreams) :]]
+            return self.function(*args, **dict(zip(names, upstreams, strict=True)))
         last = parameters[-1] if parameters else None
         if last is not None and last.kind in (last.POSITIONAL_OR_KEYWORD, last.KEYWORD_ONLY):
             # By name: after parameters with defaults the upstream gradient is keyword-only.

@@ -39,9 +39,12 @@ class _Replay:
     def run(self, env: dict[str, Any], start: int, stop: int) -> None:
         with np.errstate(all="ignore"):
             for position in range(start, stop):
-                env[self.stages[position].target] = eval(
-                    self.codes[position], self.info.globals, env
-                )
+                stage = self.stages[position]
+                value = eval(self.codes[position], self.info.globals, env)
+                if len(stage.targets) > 1:  # a call of a function returning several values
+                    env.update(zip(stage.targets, value, strict=True))
+                else:
+                    env[stage.target] = value
 
     def result_after(self, position: int, value: Any, result: str, variable: str) -> Any:
         """The result with ``variable`` (stage ``position``'s target, or a parameter at
@@ -84,6 +87,8 @@ def locate(
         replay = _Replay(info, parameters, args)
     except Exception as error:  # the staged form runs the user's expressions
         return None, f"re-running the forward stage by stage failed: {error!r}"
+    if len(staged.results) > 1:
+        return None, "the function returns several values: no single line is named"
     result = getattr(staged.result, "id", None)
     if result is None or result not in replay.env:
         return None, "the function returns a constant"
@@ -130,7 +135,7 @@ def locate(
         {
             stage.statement
             for stage in staged.stages[position + 1 :]
-            if stage.rule is not None and variable in stage.reads
+            if (stage.rule is not None or stage.call is not None) and variable in stage.reads
         },
         reverse=True,
     )

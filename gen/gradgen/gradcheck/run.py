@@ -185,8 +185,15 @@ def refusal(error: BaseException, backward: Backward) -> str | None:
     return f"ValueError: {error.args[0]}"
 
 
+class Upstreams(tuple[Any, ...]):
+    """The upstream gradients of a function returning several values, one per value."""
+
+
 def random_upstream(value: Any, rng: Any) -> Any:
-    """A random upstream gradient (never 1.0, so a forgotten ``* dout`` shows)."""
+    """A random upstream gradient (never 1.0, so a forgotten ``* dout`` shows); for a
+    function returning several values, one each (``Upstreams``)."""
+    if isinstance(value, tuple):
+        return Upstreams(random_upstream(part, rng) for part in value)
     if np.ndim(value) == 0:
         return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.5))
     return rng.standard_normal(np.shape(value))
