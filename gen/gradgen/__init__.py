@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 
 from gradgen.decorator import StaleBackwardError, StaleBackwardWarning, differentiable
 from gradgen.errors import GradgenError
+from gradgen.user_rules import backward_of
 
 __all__ = [
     "GradgenError",
     "StaleBackwardError",
     "StaleBackwardWarning",
+    "backward_of",
     "differentiable",
     "generate",
 ]

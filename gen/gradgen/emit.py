@@ -37,8 +37,8 @@ from gradgen.naming import (
     forward_function_name,
     value_and_grad_function_name,
 )
-from gradgen.parse import ModuleContext
-from gradgen.program import FunctionBackwards
+from gradgen.parse import ModuleContext, ParsedModule
+from gradgen.program import FunctionBackwards, Program
 from gradgen.stages import StagedFunction
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
@@ -118,18 +118,22 @@ class _Helpers:
 
 
 def emit_module(
-    functions: Iterable[FunctionBackwards],
-    context: ModuleContext,
+    program: Program,
+    parsed: ParsedModule,
     header: list[str],
     pairs: bool = False,
 ) -> ModuleText:
-    """The whole generated module: header, the imports and constants used, the functions."""
-    functions = list(functions)
+    """The whole generated module: header, the imports and constants used, the helpers,
+    the user rules' functions (copied), the functions."""
+    context = parsed.context
+    functions = list(program.functions)
     helpers = _Helpers(context)
     texts = [text for function in functions for text in _function_texts(function, helpers, pairs)]
     used: set[str] = set()
     for function in functions:
         used |= function.staged.used_globals
+    for rule in program.rules:
+        used |= rule.used_globals
     used |= helpers.used
     used |= _constants_needed(used, context)
     definitions = helpers.definitions()
@@ -141,6 +145,8 @@ def emit_module(
     if constants:
         preamble += ["", *constants]
     preamble += definitions
+    for rule in program.rules:
+        preamble += rule.source(parsed.module)
     return ModuleText(header, preamble, texts)
 
 

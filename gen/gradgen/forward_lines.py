@@ -13,7 +13,7 @@ from collections import Counter
 from gradgen.expr import Call, Expr, Func, names_in, substitute
 from gradgen.ir import AdjointStatement, ForwardLine
 from gradgen.naming import forward_function_name
-from gradgen.parse import USER
+from gradgen.parse import RULE, USER
 from gradgen.stages import Stage, StagedFunction
 
 
@@ -62,6 +62,11 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
         expr = substitute(stage.expr, {n: expanded[n] for n in _inlined_operands(stage, inline)})
         if stage.target in inline:
             expanded[stage.target] = expr
+        elif stage.call is not None and stage.call.rule:
+            # p = norm_cdf(d1): a user rule's function, as the user wrote it
+            assert isinstance(expr, Call)
+            forward = Call(Func(RULE, stage.call.function, stage.call.function), expr.args)
+            lines.append(ForwardLine(stage.target, forward, _bound(stage)))
         elif stage.call is not None:
             # h, h_cache = affine_forward(x, w, b): the value, and what its backward reads
             assert isinstance(expr, Call)
@@ -76,7 +81,8 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
 def _bound(stage: Stage) -> tuple[str, ...]:
     """What the forward line of ``stage`` binds: a call's values and its cache too."""
     if stage.call is not None:
-        return (*stage.call.results, stage.call.cache)
+        cache = (stage.call.cache,) if stage.call.cache else ()
+        return (*stage.call.results, *cache)
     return (stage.target,)
 
 

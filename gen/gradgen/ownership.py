@@ -50,6 +50,7 @@ from gradgen.expr import (
 )
 from gradgen.helpers import HELPER_ALIASING
 from gradgen.ir import AdjointStatement, Kind
+from gradgen.parse import RULE
 from gradgen.rules import TEMPLATE_ALIASING, Aliasing
 from gradgen.shapes import SCALAR, Shape
 
@@ -133,14 +134,22 @@ class _Ownership:
                         self.held[target] = self.new()
                 case Kind.ADD_NEW | Kind.COPY:  # bind a new array, all of it
                     self.held[target] = self.new()
-                case Kind.CALL:  # a backward's gradients: each the caller's own, whole
+                case Kind.CALL:
                     for bound in statement.bound:
-                        self.held[bound] = self.new()
+                        self.held[bound] = self.value_of_call(statement.expr)
                 case _:
                     _unhandled(statement.kind)
             result.append(statement)
         result += self.handed_back()
         return tuple(result)
+
+    def value_of_call(self, expr: Expr) -> Value:
+        """One of the gradients a backward function hands back: gradgen's own backwards
+        hand back arrays of the caller's own, each whole; a user rule's backward
+        (``gradgen.backward_of``) may hand back its upstream, or a view of any argument."""
+        if isinstance(expr, Call) and expr.func.lib == RULE:
+            return self.value_of(expr)  # a function this pass does not know
+        return self.new()
 
     def new(self) -> Value:
         """A storage just allocated, held whole."""

@@ -11,7 +11,7 @@ import ast
 import builtins
 import io
 import tokenize
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -44,6 +44,7 @@ from gradgen.shapes import SCALAR, Shape, parse_annotation
 
 _LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
 USER = "user"  # ``Func.lib`` of a call to a function defined in the module being read
+RULE = "rule"  # ``Func.lib`` of a call to a user rule's functions (``gradgen.backward_of``)
 _KNOWN_FUNCTIONS = known_functions()
 _DECORATOR = "differentiable"
 # Names that are values with no gradient: None for np.newaxis and clip bounds, the dtypes.
@@ -619,9 +620,17 @@ class _FunctionResolver:
         return Func(library, name, dotted)
 
 
-def read_functions(parsed: ParsedModule, only: str | None = None) -> list[ForwardFunction]:
-    """Validate the module's top-level functions (or just ``only``); refuse with every problem."""
-    functions = [f for f in parsed.functions if only is None or f.name.value == only]
+def read_functions(
+    parsed: ParsedModule, only: str | None = None, skip: Collection[str] = ()
+) -> list[ForwardFunction]:
+    """Validate the module's top-level functions (or just ``only``), except those ``skip``
+    names (the functions of user rules, which are not differentiated); refuse with every
+    problem."""
+    functions = [
+        f
+        for f in parsed.functions
+        if (only is None and f.name.value not in skip) or f.name.value == only
+    ]
     if not functions:
         if only is None:
             message = "no function to differentiate: define one with 'def' at top level"
@@ -798,6 +807,11 @@ def _read_parameters(
                 parsed.refuse(param.default, "a parameter's default must be a constant")
         result.append(Parameter(param.name.value, default, _annotated_shape(param.annotation)))
     return result
+
+
+def read_parameters(parsed: ParsedModule, function: cst.FunctionDef) -> list[Parameter]:
+    """The parameters of ``function`` (defaults read as constants), problems refused."""
+    return _read_parameters(parsed, function.params, _FunctionResolver(parsed, set()))
 
 
 def _annotated_shape(annotation: cst.Annotation | None) -> Shape | None:

@@ -27,6 +27,7 @@ from gradgen.helpers import HELPERS
 from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import cached_backward_name, forward_function_name
 from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
+from gradgen.parse_rules import UserRule, read_rules
 from gradgen.reverse import reverse
 from gradgen.stages import Signature, StagedFunction, stage_function
 
@@ -44,37 +45,54 @@ class FunctionBackwards:
     cache: tuple[str, ...] = ()  # what F_forward hands to every cached backward
 
 
+@dataclass(frozen=True)
+class Program:
+    """The functions of a module to generate, callees included, and the user rules they
+    call (copied into the generated module)."""
+
+    functions: tuple[FunctionBackwards, ...]
+    rules: tuple[UserRule, ...] = ()
+
+
 def compile_program(
     parsed: ParsedModule,
     only: Sequence[str] | None,
     wrt: Mapping[str, Sequence[str]] | None,
     pairs: bool,
-) -> list[FunctionBackwards]:
+) -> Program:
     """The backwards of the module's functions (or of ``only``, and what they call)."""
-    requested = _read(parsed, only)
-    functions = _with_callees(parsed, requested)
+    rules = read_rules(parsed)
+    parsed.raise_problems()
+    requested = _read(parsed, only, rules)
+    functions = _with_callees(parsed, requested, rules)
     order = _callees_first(parsed, functions)
     chosen = _chosen_wrt(parsed, requested, wrt)
-    staged = _stage(parsed, functions, order)
-    program = _Program(staged, chosen, pairs)
-    return program.build([f.name for f in requested])
+    staged = _stage(parsed, functions, order, rules)
+    program = _Program(staged, chosen, pairs, rules)
+    built = program.build([f.name for f in requested])
+    called = {s.call.function for f in built for s in f.staged.stages if s.call is not None}
+    return Program(tuple(built), tuple(r for name, r in rules.items() if name in called))
 
 
-def _read(parsed: ParsedModule, only: Sequence[str] | None) -> list[ForwardFunction]:
+def _read(
+    parsed: ParsedModule, only: Sequence[str] | None, rules: Mapping[str, UserRule]
+) -> list[ForwardFunction]:
     if only is None:
-        return read_functions(parsed)
+        # A rule's functions are not differentiated: its backward is the user's.
+        skip = set(rules) | {rule.backward for rule in rules.values()}
+        return read_functions(parsed, skip=skip)
     return [f for name in dict.fromkeys(only) for f in read_functions(parsed, name)]
 
 
 def _with_callees(
-    parsed: ParsedModule, requested: list[ForwardFunction]
+    parsed: ParsedModule, requested: list[ForwardFunction], rules: Mapping[str, UserRule]
 ) -> dict[str, ForwardFunction]:
-    """``requested`` and every function they call, at any depth."""
+    """``requested`` and every function they call, at any depth (user rules aside)."""
     functions = {f.name: f for f in requested}
     pending = [name for f in requested for name in f.calls]
     while pending:
         name = pending.pop()
-        if name in functions:
+        if name in functions or name in rules:
             continue
         (callee,) = read_functions(parsed, name)
         functions[name] = callee
@@ -98,7 +116,8 @@ def _callees_first(parsed: ParsedModule, functions: dict[str, ForwardFunction]) 
             return
         state[name] = "open"
         for callee in functions[name].calls:
-            visit(callee, [*path, name])
+            if callee in functions:  # a user rule's function is not read: no recursion
+                visit(callee, [*path, name])
         state[name] = "done"
         order.append(name)
 
@@ -126,7 +145,10 @@ def _chosen_wrt(
 
 
 def _stage(
-    parsed: ParsedModule, functions: dict[str, ForwardFunction], order: list[str]
+    parsed: ParsedModule,
+    functions: dict[str, ForwardFunction],
+    order: list[str],
+    rules: Mapping[str, UserRule],
 ) -> dict[str, StagedFunction]:
     # Any form of numpy import makes the module array code (`from numpy import exp` binds no
     # alias, yet its values are arrays), and so does array syntax (`x @ w`, `x.sum()`).
@@ -139,6 +161,9 @@ def _stage(
         reserved |= {forward_function_name(name), cached_backward_name(name, (), (), True)}
         reserved.add(cached_backward_name(name, (), (), False))
     signatures = {name: Signature(f.parameters, len(f.results)) for name, f in functions.items()}
+    for name, rule in rules.items():
+        signatures[name] = Signature(rule.parameters, rule.results, rule=True)
+        reserved |= {name, rule.backward}
     staged: dict[str, StagedFunction] = {}
     for name in order:
         function = functions[name]
@@ -168,11 +193,16 @@ class _Program:
         staged: dict[str, StagedFunction],
         chosen: dict[str, tuple[str, ...] | None],
         pairs: bool,
+        rules: Mapping[str, UserRule],
     ) -> None:
         self.staged = staged
         self.chosen = chosen
         self.pairs = pairs
-        self._differentiable: dict[str, frozenset[str]] = {}
+        self.rules = rules
+        self._differentiable: dict[str, frozenset[str]] = {
+            name: frozenset(p.name for p in rule.parameters) - rule.no_gradient
+            for name, rule in rules.items()
+        }
         for name, function in staged.items():  # callees first: staged is in that order
             full = reverse(function, None, self)
             self._differentiable[name] = frozenset(
@@ -186,6 +216,8 @@ class _Program:
         return self._differentiable[function]
 
     def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
+        if function in self.rules:
+            return self.rules[function].backward
         parameters = tuple(p.name for p in self.staged[function].parameters)
         # In pairs mode the public F_backward(dout, cache) serves calls for all parameters,
         # unless it was asked for fewer.

@@ -55,7 +55,7 @@ from gradgen.infer import (
 from gradgen.ir import AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
-from gradgen.parse import USER
+from gradgen.parse import RULE, USER
 from gradgen.rules import (
     DISTINCT_ENTRIES,
     Adjoint,
@@ -197,12 +197,22 @@ class _ReversePass:
             else:
                 upstreams.append(Const("0.0", 0.0))
         wrt = tuple(site.parameters[p] for p in positions)
-        self.calls[(site.function, wrt)] = None
         name = self.callees.backward_name(site.function, wrt)
-        call = Call(Func(USER, name, name), (*upstreams, Name(site.cache)))
+        if site.rule:
+            # The user's backward takes the arguments, then the upstreams, and returns a
+            # gradient for every parameter: those not needed here are bound to `_`.
+            call = Call(Func(RULE, name, name), (*stage.operands, *upstreams))
+            returned = list(range(len(site.parameters)))
+        else:
+            self.calls[(site.function, wrt)] = None
+            call = Call(Func(USER, name, name), (*upstreams, Name(site.cache)))
+            returned = positions
         targets: list[str] = []
         later: list[tuple[str, str]] = []
-        for position in positions:
+        for position in returned:
+            if position not in positions:
+                targets.append("_")
+                continue
             operand = stage.operands[position]
             assert isinstance(operand, Name)
             variable = operand.id
@@ -217,7 +227,13 @@ class _ReversePass:
                 self.spreads.pop(variable, None)
                 targets.append(self.gradient[variable])
         self.statements.append(
-            AdjointStatement(targets[0], Kind.CALL, call, stage.statement, targets=tuple(targets))
+            AdjointStatement(
+                next(t for t in targets if t != "_"),
+                Kind.CALL,
+                call,
+                stage.statement,
+                targets=tuple(targets),
+            )
         )
         for variable, temporary in later:
             self.contribute(variable, Name(temporary), stage.statement, None)

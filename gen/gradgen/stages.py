@@ -53,6 +53,7 @@ class Signature:
 
     parameters: tuple[Parameter, ...]
     results: int  # how many values it returns
+    rule: bool = False  # a user rule: its backward is the user's, called with its arguments
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class CallSite:
     function: str  # the callee
     parameters: tuple[str, ...]  # the callee's parameters, aligned with the stage's operands
     results: tuple[str, ...]  # the names the callee's results are bound to (target first)
-    cache: str  # the name of what the callee's forward hands its backward
+    cache: str  # the name of what the callee's forward hands its backward ("": a user rule)
+    rule: bool = False  # a user rule (``gradgen.backward_of``): no cache, the user's backward
 
 
 @dataclass(frozen=True)
@@ -303,17 +305,17 @@ class _Builder:
         self, call: Call, targets: tuple[str, ...], user_target: str, statement: int, top: bool
     ) -> Expr:
         """The stage of a call of a function of the module, bound to ``targets``."""
-        signature = self.signatures.get(call.func.name)
-        if signature is None:  # refused where the callee was read
-            return Const("0", 0)
+        # Every function a call names was read (or is a user rule): never a silent zero.
+        signature = self.signatures[call.func.name]
         arguments = self.bind_arguments(call, signature)
         if arguments is None:
             return Const("0", 0)
         operands = tuple(
             self.lower(value, targets[0], user_target, statement, top=False) for value in arguments
         )
-        cache = self.namer.fresh(f"{targets[0]}_cache")
-        site = CallSite(call.func.name, tuple(p.name for p in signature.parameters), targets, cache)
+        cache = "" if signature.rule else self.namer.fresh(f"{targets[0]}_cache")
+        parameters = tuple(p.name for p in signature.parameters)
+        site = CallSite(call.func.name, parameters, targets, cache, signature.rule)
         expr = Call(call.func, operands, origin=call.origin)
         self.stages.append(
             Stage(
