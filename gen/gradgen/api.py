@@ -141,7 +141,7 @@ class Compiled:
     # when no text was made.
     ties: Mapping[str, tuple[Tie | None, ...]] = field(default_factory=dict)
     # Everything generated per forward function, the functions called by others included.
-    program: Program = Program(())
+    program: Program = field(default_factory=lambda: Program(()))
 
     @property
     def staged(self) -> tuple[StagedFunction, ...]:

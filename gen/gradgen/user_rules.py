@@ -18,6 +18,7 @@ parameter with no gradient). In plain Python the decorator only records the pair
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,10 +34,9 @@ def backward_of(forward: Callable[..., Any]) -> Callable[[B], B]:
 
     def declare(backward: B) -> B:
         _check_parameters(forward, backward)
-        try:
+        # A builtin takes no attributes: the pair is still recorded where gradgen reads it.
+        with contextlib.suppress(AttributeError):
             forward.backward = backward  # type: ignore[attr-defined]
-        except AttributeError:  # a builtin: the pair is recorded where gradgen reads it
-            pass
         return backward
 
     return declare
