@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from gradgen.expr import names_in
+from gradgen.expr import Name, names_in
 from gradgen.forward_lines import forward_lines
 from gradgen.helpers import HELPERS
 from gradgen.ir import BackwardFunction, ForwardLine
-from gradgen.naming import cached_backward_name, forward_function_name
+from gradgen.naming import Namer, cached_backward_name, forward_function_name
 from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
 from gradgen.parse_rules import UserRule, read_rules
 from gradgen.reverse import reverse
@@ -279,3 +279,24 @@ class _Program:
                 continue  # the public F_backward(dout, cache) is this very function
             cached.append((name_of, sharing_cache(backward)))
         return FunctionBackwards(staged, public, tuple(cached), lines, cache)
+
+
+def rule_backward(rule: UserRule, array_mode: bool) -> BackwardFunction:
+    """A user rule's backward as the gradient check reads one: its forward's parameters,
+    the gradients it returns (``None`` where it says so), its upstream parameters."""
+    parameters = tuple(p.name for p in rule.parameters)
+    upstreams = tuple(p.name.value for p in rule.backward_node.params.params)[len(parameters) :]
+    staged = StagedFunction(
+        name=rule.forward,
+        parameters=rule.parameters,
+        stages=(),
+        statements=(),
+        results=tuple(Name(u) for u in upstreams),
+        result_bases=upstreams,
+        used_globals=rule.used_globals,
+        namer=Namer(),
+        array_mode=array_mode,
+    )
+    gradients = tuple("None" if p in rule.no_gradient else f"d{p}" for p in parameters)
+    default = None if rule.results == 1 else "None"
+    return BackwardFunction(staged, upstreams, default, (), (), gradients)

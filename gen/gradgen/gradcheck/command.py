@@ -202,6 +202,26 @@ def _check_file(args: argparse.Namespace) -> int:
         )
         for b in backwards
     ]
+    # A user rule's backward is checked like any other, against its forward function.
+    from gradgen.program import rule_backward  # the generator: here only, as compile_source
+
+    reports += [
+        check_function(
+            rule_backward(rule, compiled.array_code),
+            source,
+            shown,
+            forward_namespace,
+            backward_namespace,
+            backward_text,
+            backward_name,
+            shapes,
+            ints,
+            args,
+            compiled.array_code,
+            backward_function=rule.backward,
+        )
+        for rule in compiled.program.rules
+    ]
     _print_reports(reports)
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED
 

@@ -106,6 +106,7 @@ def check_function(
     args: argparse.Namespace,
     array_code: bool = False,
     ties: Sequence[Tie | None] | None = None,
+    backward_function: str | None = None,
 ) -> FunctionReport:
     """Check one function at arguments drawn for it: for its parameters with no shape given
     in ``array_code`` (a module that imports numpy), at numbers and at small arrays of a
@@ -125,11 +126,13 @@ def check_function(
     if not callable(forward):
         report.error = f"the module defines no function '{name}' when run"
         return report
+    # F_backward, or the backward a user rule names (``gradgen.backward_of``)
+    backward_function = backward_function or f"{name}_backward"
     wrapped = backward_from_module(
-        backward_text, backward_name, backward_namespace, f"{name}_backward", ties
+        backward_text, backward_name, backward_namespace, backward_function, ties
     )
     if wrapped is None:
-        report.error = f"{backward_name} defines no {name}_backward"
+        report.error = f"{backward_name} defines no {backward_function}"
         return report
     pair_forward = backward_namespace.get(f"{name}_forward")
     if callable(pair_forward) and _takes_cache(wrapped.function):
