@@ -612,11 +612,6 @@ DATA_CALLEES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call whose callee has no gradient to give (its arguments are data, or its "
-    "result is) runs <callee>_forward, which is not generated: NameError",
-)
 @pytest.mark.parametrize(("source", "wrt", "shapes"), DATA_CALLEES)
 def test_a_callee_with_no_gradient_to_give(
     source: str, wrt: dict[str, list[str]] | None, shapes: dict[str, Any]
@@ -633,11 +628,6 @@ def test_a_callee_with_no_gradient_to_give(
     assert_close(gradients, expected_gradients(forward_ns["f"], args, list(gradients)), text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the caller computes the gradient of a callee's result that reaches no parameter "
-    "(dt = ... for t = onehot(y, 3)), which the same code written flat does not",
-)
 def test_no_gradient_for_a_callees_result_that_reaches_no_parameter() -> None:
     flat = module("def f(x, y):\n    t = np.eye(3)[y]\n    return np.sum(x * t)\n")
     assert "dt = " not in gradgen.generate(flat, "flat.py")
@@ -667,11 +657,6 @@ def test_a_callee_called_only_with_constants_decorated(load) -> None:
     assert (value, dx) == (f(x), f.backward(x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="c(2.0), which needs no gradient, is written as a call of the forward function c, "
-    "which the generated module does not define: NameError",
-)
 def test_a_callee_called_only_with_constants_from_the_command_line(project: Path, run: Run) -> None:
     write(project / "c.py", CONSTANT_CALLEE.replace("@gradgen.differentiable\n", ""))
     assert run("c.py", "-o", "c_backward.py")[0] == 0
@@ -679,11 +664,6 @@ def test_a_callee_called_only_with_constants_from_the_command_line(project: Path
     numpy.testing.assert_allclose(generated["f_backward"](0.7), 4.0 + 1.4, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a caller's variable or parameter named like a generated function (relu_forward, "
-    "relu_cached_backward) hides it: UnboundLocalError / 'ndarray' is not callable",
-)
 @pytest.mark.parametrize(
     "caller",
     [
@@ -817,11 +797,6 @@ def test_lstm_step_gradients_for_each_upstream(lstm, which: str) -> None:
         numpy.testing.assert_allclose(a, d, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_upstream(None, like) makes float64 zeros: float32 in, float64 out for the "
-    "gradients an omitted upstream reaches",
-)
 def test_lstm_step_float32_with_an_omitted_upstream(lstm) -> None:
     _, generated, _, _ = lstm
     args = lstm_arguments("float32", numpy.float32)

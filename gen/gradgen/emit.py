@@ -189,7 +189,7 @@ def _function_makers(
     public = function.public
     if public is not None:
         makers += [_bound_maker(make, public) for make in _makers(pairs)]
-    if function.cached:
+    if function.called:
         if not (pairs and public is not None):
             staged, lines, cache = function.staged, function.forward, function.cache
             makers.append(lambda helpers: _forward_text(staged, lines, cache, helpers))

@@ -48,7 +48,7 @@ def _everywhere(grad, like):
 def _upstream(grad, like):
     """The upstream gradient of like: zeros when None (like does not reach the loss)."""
     if grad is None:
-        return numpy.zeros(numpy.shape(like))
+        return numpy.zeros_like(like, dtype=numpy.result_type(like, 1.0))
     if isinstance(grad, numpy.ndarray) and grad.shape == numpy.shape(like):
         return grad
     return grad + numpy.zeros_like(like)

@@ -41,8 +41,9 @@ class FunctionBackwards:
     # The backwards its callers call, each reading the cache ``F_forward`` makes: (name,
     # backward), one per set of gradients a call needs.
     cached: tuple[tuple[str, BackwardFunction], ...] = ()
-    forward: tuple[ForwardLine, ...] = ()  # F_forward's lines, when ``cached`` is not empty
+    forward: tuple[ForwardLine, ...] = ()  # F_forward's lines, when ``called``
     cache: tuple[str, ...] = ()  # what F_forward hands to every cached backward
+    called: bool = False  # called by another function: the module defines F_forward
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def compile_program(
     staged = _stage(parsed, functions, order, rules)
     program = _Program(staged, chosen, pairs, rules)
     built = program.build([f.name for f in requested])
+    _refuse_hidden_functions(parsed, built, functions, program)
     called = {s.call.function for f in built for s in f.staged.stages if s.call is not None}
     return Program(tuple(built), tuple(r for name, r in rules.items() if name in called))
 
@@ -235,13 +237,23 @@ class _Program:
             self.variants[key] = reverse(self.staged[name], wrt, self)
             pending.extend(self.variants[key].calls)
         order = list(requested) + [n for n in self.staged if n not in public]
+        # Every function called runs through its F_forward (its value, and a cache even if
+        # no call needs its backward).
+        called = {
+            s.call.function
+            for f in self.staged.values()
+            for s in f.stages
+            if s.call is not None and not s.call.rule
+        }
         return [
-            self._function(name, public.get(name))
+            self._function(name, public.get(name), name in called)
             for name in order
-            if name in public or any(key[0] == name for key in self.variants)
+            if name in public or name in called
         ]
 
-    def _function(self, name: str, public: BackwardFunction | None) -> FunctionBackwards:
+    def _function(
+        self, name: str, public: BackwardFunction | None, called: bool
+    ) -> FunctionBackwards:
         staged = self.staged[name]
         position = {p.name: i for i, p in enumerate(staged.parameters)}
         variants = sorted(
@@ -252,7 +264,7 @@ class _Program:
             ),
             key=lambda item: (-len(item[0]), [position[p] for p in item[0]]),
         )
-        if not variants:
+        if not variants and not called:
             return FunctionBackwards(staged, public)
         sharing = [backward for _, backward in variants]
         if public is not None and self.pairs:
@@ -278,7 +290,7 @@ class _Program:
             ):
                 continue  # the public F_backward(dout, cache) is this very function
             cached.append((name_of, sharing_cache(backward)))
-        return FunctionBackwards(staged, public, tuple(cached), lines, cache)
+        return FunctionBackwards(staged, public, tuple(cached), lines, cache, called)
 
 
 def rule_backward(rule: UserRule, array_mode: bool) -> BackwardFunction:
@@ -300,3 +312,36 @@ def rule_backward(rule: UserRule, array_mode: bool) -> BackwardFunction:
     gradients = tuple("None" if p in rule.no_gradient else f"d{p}" for p in parameters)
     default = None if rule.results == 1 else "None"
     return BackwardFunction(staged, upstreams, default, (), (), gradients)
+
+
+def _refuse_hidden_functions(
+    parsed: ParsedModule,
+    built: list[FunctionBackwards],
+    functions: dict[str, ForwardFunction],
+    program: _Program,
+) -> None:
+    """A variable named like a generated function that its backward calls would hide it
+    (``relu_forward = relu(x)``): refused, as a variable named like a helper is."""
+    for function in built:
+        staged = function.staged
+        called: set[str] = set()
+        for stage in staged.stages:
+            if stage.call is None:
+                continue
+            if stage.call.rule:
+                called |= {stage.call.function, program.rules[stage.call.function].backward}
+            else:
+                called.add(forward_function_name(stage.call.function))
+        backwards = [function.public, *(b for _, b in function.cached)]
+        for backward in backwards:
+            if backward is not None:
+                called |= {program.backward_name(f, wrt) for f, wrt in backward.calls}
+        variables = {p.name for p in staged.parameters}
+        variables |= {t for s in staged.stages for t in s.targets}
+        for clash in sorted(called & variables):
+            parsed.refuse(
+                functions[staged.name].node.name,
+                f"'{clash}' is the name of a function the generated code defines and calls "
+                "here: rename the variable",
+            )
+    parsed.raise_problems()

@@ -568,10 +568,18 @@ def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None, callees: Ca
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
     for stage in function.stages:
-        if (stage.rule is not None or stage.call is not None) and any(
+        if stage.call is not None:
+            # Through the parameters the callee's result has a gradient with respect to.
+            differentiable = callees.differentiable(stage.call.function)
+            if any(
+                isinstance(o, Name) and o.id in active and parameter in differentiable
+                for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
+            ):
+                active.update(stage.targets)
+        elif stage.rule is not None and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
-            active.update(stage.targets)
+            active.add(stage.target)
     needed: set[str] = {result.id for result in function.results if isinstance(result, Name)}
     for stage in reversed(function.stages):
         if stage.call is not None and any(t in needed for t in stage.targets):

@@ -34,7 +34,7 @@ from gradgen.expr import (
     unwrap,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
-from gradgen.parse import USER, Assignment, ForwardFunction, Parameter
+from gradgen.parse import RULE, USER, Assignment, ForwardFunction, Parameter
 from gradgen.rules import (
     NONDIFFERENTIABLE_ATTRIBUTES,
     Rule,
@@ -434,6 +434,10 @@ def is_inactive(expr: Expr) -> bool:
 
 
 def _inactive_leaf(expr: Expr) -> bool:
+    if isinstance(expr, Call) and expr.func.lib in (USER, RULE):
+        # A call of the module's functions is a stage of its own even with constant
+        # arguments: the generated module runs it through the callee's F_forward.
+        return False
     if is_constant(expr):
         return True
     if isinstance(expr, Call):
