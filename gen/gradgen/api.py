@@ -41,7 +41,7 @@ from gradgen.parse import (
     parse_module,
     read_functions,
 )
-from gradgen.reverse import reverse
+from gradgen.reverse import opaque_refusals, reverse
 from gradgen.stages import StagedFunction, stage_function
 
 _T = TypeVar("_T")
@@ -329,6 +329,8 @@ def backward_functions(
             parsed.refuse(node or fallback, message)  # type: ignore[arg-type]
 
         staged.append(stage_function(function, reserved, default_library, refuse))
+        for node, message in opaque_refusals(staged[-1], chosen[function.name]):
+            refuse(node, message)
         defined = {p.name for p in staged[-1].parameters} | {s.target for s in staged[-1].stages}
         for name in sorted(defined & set(HELPERS)):
             message = (

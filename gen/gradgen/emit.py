@@ -103,7 +103,10 @@ class _Helpers:
         if func.lib == "helper":
             self.defined.add(func.name)
             return func
-        if func.spelling is not None or func.lib is None:
+        if func.spelling is not None:
+            self._import_submodule(func)
+            return func
+        if func.lib is None:
             return func
         alias = self.context.module_alias(func.lib)
         if alias is None:
@@ -111,6 +114,21 @@ class _Helpers:
             self.added.add(func.lib)
         self.used.add(alias)
         return Func(func.lib, func.name, f"{alias}.{func.name}")
+
+    def _import_submodule(self, func: Func) -> None:
+        """``scipy.special.gammaln`` under ``import scipy.special``, which the module's imports
+        record as ``import scipy``: the generated module imports ``scipy.special`` itself."""
+        head = (func.spelling or "").partition(".")[0]
+        binding = self.context.imports.get(head)
+        if (
+            func.lib is not None
+            and "." in func.lib
+            and func.spelling == f"{func.lib}.{func.name}"
+            and binding is not None
+            and binding.attr is None
+            and binding.name == binding.module
+        ):
+            self.added.add(func.lib)
 
 
 def emit_module(
@@ -474,5 +492,13 @@ def _imports(used: set[str], context: ModuleContext, added: set[str]) -> list[st
     lines = [
         f"{key} {', '.join(from_imports[key])}" if key in from_imports else key for key in modules
     ]
-    lines += [f"import {library}" for library in sorted(added) if f"import {library}" not in lines]
+    for library in sorted(added):
+        line = f"import {library}"
+        root = f"import {library.partition('.')[0]}"
+        if line in lines:
+            continue
+        if root in lines:  # `import scipy.special` binds scipy too
+            lines[lines.index(root)] = line
+        else:
+            lines.append(line)
     return lines

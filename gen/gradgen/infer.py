@@ -34,6 +34,7 @@ from gradgen.rules import (
     SHAPE_ATTRIBUTE,
     SHAPE_OF_FIRST,
     AdjointContext,
+    is_opaque,
 )
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
@@ -99,7 +100,7 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         return SCALAR  # x.shape[0]: a number
     if isinstance(expr, Attribute) and expr.name in NUMBER_ATTRIBUTES:
         return SCALAR
-    if isinstance(expr, Call):
+    if isinstance(expr, Call) and not is_opaque(expr.func):  # a function of the table
         function = (expr.func.lib, expr.func.name)
         if function in NUMBER_VALUED:
             return SCALAR

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import libcst as cst
+
 from gradgen import shapes
 from gradgen.expr import (
     Attribute,
@@ -40,6 +42,7 @@ from gradgen.expr import (
     map_funcs,
     names_in,
     number,
+    render,
     simplify,
     substitute,
 )
@@ -62,7 +65,7 @@ from gradgen.rules import (
     SpreadAdjoint,
 )
 from gradgen.shapes import SCALAR, Shape
-from gradgen.stages import Stage, StagedFunction
+from gradgen.stages import Stage, StagedFunction, gradient_names
 
 
 def reverse(function: StagedFunction, wrt: tuple[str, ...] | None = None) -> BackwardFunction:
@@ -110,6 +113,8 @@ class _ReversePass:
             if function.array_mode and known.get(result.id) is None:
                 self.spread_upstream(result)
         for stage in reversed(function.stages):
+            if stage.opaque and stage.target in self.relevant:
+                raise AssertionError(f"'{stage.target}' needs a gradient: refuse it before")
             if stage.rule is not None and stage.target in self.relevant:
                 self.differentiate(stage)
         return self.backward_function()
@@ -439,7 +444,8 @@ def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None) -> set[str]
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
     for stage in function.stages:
-        if stage.rule is not None and any(
+        # An opaque call is active too: where it is also needed, it is refused.
+        if (stage.rule is not None or stage.opaque) and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
             active.add(stage.target)
@@ -450,6 +456,63 @@ def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None) -> set[str]
         if stage.target in needed and stage.rule is not None:
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
     return active & needed
+
+
+def opaque_refusals(
+    function: StagedFunction, wrt: tuple[str, ...] | None = None
+) -> list[tuple[object, str]]:
+    """Where a gradient would have to flow through a call of a function gradgen has no rule
+    for: the call's node (its ``origin``) and why, for each such call. Elsewhere such a call
+    is a constant for gradients, computed as written."""
+    relevant = _relevant(function, wrt)
+    differentiated = wrt if wrt is not None else tuple(p.name for p in function.parameters)
+    # The differentiated parameters each active value's gradient would flow to.
+    sources: dict[str, set[str]] = {name: {name} for name in differentiated}
+    refusals: list[tuple[object, str]] = []
+    for stage in function.stages:
+        if stage.rule is None and not stage.opaque:
+            continue
+        reached = [sources.get(o.id, set()) for o in stage.operands if isinstance(o, Name)]
+        sources[stage.target] = set().union(*reached)
+        if stage.opaque and stage.target in relevant:
+            assert isinstance(stage.expr, Call)
+            refusals.append((stage.expr.origin, _opaque_message(stage.expr, sources)))
+    return refusals
+
+
+def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
+    """``'gammaln' is not an operation ...; its argument 'y + 1' needs a gradient here, from
+    'y' (...)``: the first argument a gradient would flow through, as the user wrote it."""
+    arguments = [*call.args, *(value for _, value in call.kwargs)]
+    position, parameters = next(
+        (position, found)
+        for position, value in enumerate(arguments)
+        if (found := sorted(set().union(*(sources.get(n, ()) for n in gradient_names(value)))))
+    )
+    written = _written_argument(call, position)
+    origin = ""
+    if parameters != [written]:
+        quoted = [f"'{p}'" for p in parameters]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+        origin = f", from {listed}"
+    return (
+        f"'{call.func.spelling}' is not an operation gradgen can differentiate; its argument "
+        f"'{written}' needs a gradient here{origin} (leave a parameter that is data out of wrt)"
+    )
+
+
+def _written_argument(call: Call, position: int) -> str:
+    """The argument at ``position`` (positional ones, then keywords) as the user wrote it,
+    on one line."""
+    node = call.origin
+    if isinstance(node, cst.Call) and position < len(node.args):
+        argument = node.args[position]
+        text = cst.Module([]).code_for_node(argument.value)
+        if argument.keyword is not None:
+            text = f"{argument.keyword.value}={text}"
+        return " ".join(text.split())
+    arguments = [*call.args, *(value for _, value in call.kwargs)]
+    return render(arguments[position])
 
 
 def _influences(function: StagedFunction) -> set[str]:

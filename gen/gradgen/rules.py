@@ -927,6 +927,18 @@ def known_functions() -> frozenset[tuple[str, str]]:
     return frozenset(found | NONDIFFERENTIABLE)
 
 
+_KNOWN = known_functions()
+
+
+def is_opaque(func: Func) -> bool:
+    """Is ``func`` a library function the table knows nothing of (``scipy.special.gammaln``,
+    ``np.linalg.slogdet``)? Its value is computed as written, and no gradient flows through
+    it: gradgen refuses it only where one would have to (``reverse.opaque_refusals``)."""
+    if func.lib is None or func.lib in ("builtins", "helper"):
+        return False
+    return (func.lib, func.name) not in _KNOWN
+
+
 def form_library(form: Expr) -> str | None:
     """The library a form belongs to (``"math"`` for ``math.exp(x)``), None for operators."""
     for node in walk(form):
