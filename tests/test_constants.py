@@ -1,16 +1,19 @@
 """Constants for gradients: a call gradgen has no rule for is computed as written and refused
-only where a gradient would have to flow through it."""
+only where a gradient would have to flow through it; ``gradgen.stop_gradient`` marks a value
+as constant, and the generated code computes it without the mark."""
 
 from __future__ import annotations
 
 import textwrap
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy
 import pytest
 
+import gradgen
 from gradgen.api import Options, compile_source
 from gradgen.errors import GradgenError
 from test_rules import ATOL, RTOL, numeric_gradient, run_module
@@ -25,6 +28,25 @@ def poisson_nll(X, y, beta):
     return np.sum(np.exp(eta) - y * eta + gammaln(y + 1))
 """
 
+SOFTMAX = """\
+import numpy as np
+{imports}
+
+
+def softmax(x):
+    m = {stop}(np.max(x, axis=1, keepdims=True))
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=1, keepdims=True)
+"""
+
+# Every common way to import gradgen's mark, and how the forward then spells it.
+STOP_GRADIENT_SPELLINGS = [
+    pytest.param("import gradgen", "gradgen.stop_gradient", id="import-gradgen"),
+    pytest.param("import gradgen as gg", "gg.stop_gradient", id="import-gradgen-as"),
+    pytest.param("from gradgen import stop_gradient", "stop_gradient", id="from-gradgen"),
+    pytest.param("from gradgen import stop_gradient as sg", "sg", id="from-gradgen-as"),
+]
+
 
 def rng(seed: str) -> numpy.random.Generator:
     return numpy.random.default_rng(zlib.crc32(seed.encode()))
@@ -32,6 +54,15 @@ def rng(seed: str) -> numpy.random.Generator:
 
 def generated(source: str, wrt: dict[str, list[str]] | None = None) -> str:
     return compile_source(source, "forward.py", Options(wrt=wrt)).text
+
+
+def code_lines(text: str) -> list[str]:
+    """The lines of generated ``text`` that run: no comments, no docstrings."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", '"""'))
+    ]
 
 
 def assert_matches_central_differences(
@@ -153,3 +184,65 @@ def test_random_draws_are_still_refused() -> None:
     source = "import numpy as np\n\n\ndef f(x):\n    return x * np.random.randn(3)\n"
     with pytest.raises(GradgenError, match="random numbers are not supported"):
         generated(source)
+
+
+# --- stop_gradient ----------------------------------------------------------------------------
+
+
+def test_stop_gradient_is_the_identity_when_it_runs() -> None:
+    value = numpy.arange(3.0)
+    assert gradgen.stop_gradient(value) is value
+    assert gradgen.stop_gradient(2.5) == 2.5
+
+
+@pytest.mark.parametrize(("imports", "stop"), STOP_GRADIENT_SPELLINGS)
+def test_softmax_with_a_stopped_max_shift_matches_central_differences(
+    imports: str, stop: str
+) -> None:
+    source = SOFTMAX.format(imports=imports, stop=stop)
+    text = generated(source)
+    code = code_lines(text)
+    assert "m = np.max(x, axis=1, keepdims=True)" in [line.strip() for line in code]
+    assert not [line for line in code if "gradgen" in line or "stop_gradient" in line]
+    assert not [line for line in code if "dm" in line.split()]  # m gets no adjoint
+    forward = run_module(source, "forward.py")["softmax"]
+    backward = run_module(text, "generated.py")["softmax_backward"]
+    generator = rng("softmax")
+    x = generator.normal(size=(3, 4)) * 3.0
+    upstream = generator.normal(size=(3, 4))
+    assert_matches_central_differences(forward, {"x": backward(x, upstream)}, {"x": x}, upstream)
+
+
+def test_stop_gradient_of_a_parameter_keeps_its_gradient_out(
+    load: Callable[[str], ModuleType],
+) -> None:
+    # d/dx of x * stop_gradient(x) is the stopped value alone: x, not 2x.
+    module = load(
+        """\
+        import gradgen
+
+
+        @gradgen.differentiable
+        def f(x):
+            return x * gradgen.stop_gradient(x)
+        """
+    )
+    assert module.f(3.0) == 9.0
+    assert module.f.backward(3.0) == 3.0
+    assert "gradgen" not in "\n".join(code_lines(module.f.backward_source))
+
+
+def test_the_decorator_differentiates_a_softmax_with_a_stopped_max_shift(
+    load: Callable[[str], ModuleType],
+) -> None:
+    module = load(
+        "import gradgen\n"
+        + SOFTMAX.format(imports="", stop="gradgen.stop_gradient").replace(
+            "def softmax", "@gradgen.differentiable\ndef softmax"
+        )
+    )
+    generator = rng("decorated softmax")
+    x = generator.normal(size=(2, 5)) * 3.0
+    upstream = generator.normal(size=(2, 5))
+    dx = module.softmax.backward(x, upstream)
+    assert_matches_central_differences(module.softmax, {"x": dx}, {"x": x}, upstream)

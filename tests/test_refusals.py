@@ -136,6 +136,13 @@ FUNCTION_REFUSALS = [
         "a gradient here, from 'y' (leave a parameter that is data out of wrt)",
     ),
     (
+        "stop-gradient-of-two-values",
+        "import gradgen\n\n\ndef f(x):\n    return x * gradgen.stop_gradient(x, 1)\n",
+        5,
+        16,
+        "'gradgen.stop_gradient' with 2 arguments is not supported",
+    ),
+    (
         "other-gradgen-function",
         "import gradgen\n\n\ndef f(x):\n    return x * gradgen.generate(x)\n",
         5,

@@ -26,6 +26,7 @@ from gradgen.expr import (
     Subscript,
     UnaryOp,
     literal_value,
+    map_children,
     map_funcs,
     render,
     walk,
@@ -38,6 +39,7 @@ from gradgen.naming import (
     value_and_grad_function_name,
 )
 from gradgen.parse import ModuleContext
+from gradgen.rules import STOP_GRADIENT
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
@@ -97,7 +99,7 @@ class _Helpers:
         return lines
 
     def resolve(self, expr: Expr) -> Expr:
-        return map_funcs(expr, self._spell)
+        return map_funcs(_without_stop_gradient(expr), self._spell)
 
     def _spell(self, func: Func) -> Func:
         if func.lib == "helper":
@@ -129,6 +131,20 @@ class _Helpers:
             and binding.name == binding.module
         ):
             self.added.add(func.lib)
+
+
+def _without_stop_gradient(expr: Expr) -> Expr:
+    """``expr`` with ``gradgen.stop_gradient(v)`` written ``v``: the identity when it runs,
+    and the generated code stands alone, without gradgen."""
+    expr = map_children(expr, _without_stop_gradient)
+    if (
+        isinstance(expr, Call)
+        and (expr.func.lib, expr.func.name) == STOP_GRADIENT
+        and len(expr.args) == 1
+        and not expr.kwargs
+    ):
+        return expr.args[0]
+    return expr
 
 
 def emit_module(

@@ -37,6 +37,7 @@ from gradgen.rules import (
     CONSTANTS,
     METHODS,
     NONDIFFERENTIABLE,
+    STOP_GRADIENT,
     VALUE_ATTRIBUTES,
 )
 from gradgen.shapes import SCALAR, Shape, parse_annotation
@@ -584,6 +585,8 @@ class _FunctionResolver:
                 "would draw different ones; pass the random values in as a parameter",
             )
             return None
+        if (module, name) == STOP_GRADIENT:
+            return Func(module, name, dotted)  # written as its argument: gradgen not imported
         if module.partition(".")[0] == "gradgen":
             self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
             return None

@@ -757,11 +757,16 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
     ]
     + [("builtins", "len"), ("builtins", "int")]
 )
+# The user's mark on a value that is constant for gradients (the max-shift of a softmax):
+# ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
+# the generated code, which does not import gradgen, writes its argument alone.
+STOP_GRADIENT = ("gradgen", "stop_gradient")
 # The shapes of values with no gradient: of the first argument (astype is in the table, but
 # an integer astype has no gradient), or the arrays' broadcast.
 SHAPE_OF_FIRST = frozenset(
     {
         "astype",
+        "stop_gradient",
         "zeros_like",
         "ones_like",
         "sign",
@@ -881,6 +886,8 @@ def without_gradient(call: Call) -> bool:
     ``astype`` to whole numbers)."""
     if (call.func.lib, call.func.name) in NONDIFFERENTIABLE:
         return True
+    if (call.func.lib, call.func.name) == STOP_GRADIENT:
+        return len(call.args) == 1 and not call.kwargs  # else refused where it is lowered
     for rule_, form in _CONDITIONAL:
         assert isinstance(form, Call)
         if (form.func.lib, form.func.name) != (call.func.lib, call.func.name):
@@ -924,7 +931,7 @@ def known_functions() -> frozenset[tuple[str, str]]:
             for node in walk(form):
                 if isinstance(node, Call) and node.func.lib is not None:
                     found.add((node.func.lib, node.func.name))
-    return frozenset(found | NONDIFFERENTIABLE)
+    return frozenset(found | NONDIFFERENTIABLE | {STOP_GRADIENT})
 
 
 _KNOWN = known_functions()
