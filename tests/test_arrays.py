@@ -287,6 +287,17 @@ BROADCASTS = [
 ]
 
 
+@pytest.mark.parametrize(
+    "constants", ["np.zeros(3) + 1.0", "np.arange(1.0, 4.0)", "np.ones((2, 3)) * 2.0"]
+)
+def test_an_array_of_constants_times_a_number_gives_a_number(constants: str) -> None:
+    # An array made of constants is no number: the gradient of `a` in `w * a` is summed.
+    source = module(f"def f(a):\n    w = {constants}\n    return w * a\n")
+    shape = numpy.shape(eval(constants, {"np": numpy}))
+    (da,) = check(source, {"a": 1.5}, rng(constants).normal(size=shape), owned=False)
+    assert numpy.ndim(da) == 0
+
+
 @pytest.mark.parametrize("annotated", [False, True], ids=["plain", "annotated"])
 @pytest.mark.parametrize(("expr", "shapes"), BROADCASTS)
 def test_broadcast_gradients_have_the_operand_shape(expr, shapes, annotated) -> None:

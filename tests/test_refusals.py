@@ -55,7 +55,33 @@ BODY_REFUSALS = [
     ("string", "y = 'x'", 9, "strings"),
     ("complex", "y = x * 1j", 13, "complex numbers"),
     ("three-argument-max", "y = max(x, x, x)", 9, "'max' with 3 arguments"),
-    ("unknown-math-function", "y = math.erf(x)", 9, "'math.erf' is not an operation"),
+    (
+        "unknown-function-of-a-parameter",
+        "x = math.erf(x)",
+        9,
+        "'math.erf' is not an operation gradgen can differentiate; its argument 'x' needs a "
+        "gradient here (leave a parameter that is data out of wrt)",
+    ),
+    (
+        "unknown-function-of-a-value",
+        "x = np.linalg.slogdet(x * 2)",
+        9,
+        "'np.linalg.slogdet' is not an operation gradgen can differentiate; its argument "
+        "'x * 2' needs a gradient here, from 'x'",
+    ),
+    (
+        "unknown-function-inside",
+        "x = x + math.erf(np.sum(x, axis=0))",
+        13,
+        "'math.erf' is not an operation gradgen can differentiate; its argument "
+        "'np.sum(x, axis=0)' needs a gradient here, from 'x'",
+    ),
+    (
+        "unknown-function-keyword",
+        "x = np.asarray(1.0, dtype=x) * x",
+        9,
+        "its argument 'dtype=x' needs a gradient here, from 'x'",
+    ),
     ("random", "y = np.random.randn(3)", 9, "random numbers"),
     ("walrus", "y = (z := x)", 10, "assignment expressions"),
     ("undefined-name", "y = x * q", 13, "undefined name 'q'"),
@@ -104,6 +130,28 @@ FUNCTION_REFUSALS = [
     ("no-function", "X = 1\n", 1, 1, "no function to differentiate"),
     ("empty-file", "", 1, 1, "no function to differentiate"),
     ("syntax-error", "def f(x):\n    return (x\n", 2, 12, "invalid syntax"),
+    (
+        "gradient-through-a-library-function",
+        "from scipy.special import gammaln\n\n\ndef f(y):\n    return 2.0 * gammaln(y + 1)\n",
+        5,
+        18,
+        "'gammaln' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
+        "a gradient here, from 'y' (leave a parameter that is data out of wrt)",
+    ),
+    (
+        "stop-gradient-of-two-values",
+        "import gradgen\n\n\ndef f(x):\n    return x * gradgen.stop_gradient(x, 1)\n",
+        5,
+        16,
+        "'gradgen.stop_gradient' with 2 arguments is not supported",
+    ),
+    (
+        "other-gradgen-function",
+        "import gradgen\n\n\ndef f(x):\n    return x * gradgen.generate(x)\n",
+        5,
+        16,
+        "'gradgen.generate' is not an operation gradgen can differentiate",
+    ),
 ]
 
 

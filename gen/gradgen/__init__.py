@@ -5,6 +5,7 @@
 """
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from gradgen.decorator import StaleBackwardError, StaleBackwardWarning, differentiable
 from gradgen.errors import GradgenError
@@ -17,8 +18,24 @@ __all__ = [
     "backward_of",
     "differentiable",
     "generate",
+    "stop_gradient",
 ]
 __version__ = "0.1.0"
+
+_Value = TypeVar("_Value")
+
+
+def stop_gradient(value: _Value) -> _Value:
+    """``value`` itself, marked as a constant for gradients: no gradient flows through it.
+
+    When it runs it is the identity. gradgen reads the mark: the value gets no adjoint, and
+    the generated code, which does not import gradgen, computes the value without the call.
+    Use it where a value is mathematically gradient-free, such as the max-shift of a softmax
+    (``m = gradgen.stop_gradient(np.max(x, axis=1, keepdims=True))``), or to treat a value
+    as data. Central differences of the forward see through it: where the value does
+    change the result, the gradient check disagrees with the backward, as it should.
+    """
+    return value
 
 
 def generate(

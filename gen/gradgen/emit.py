@@ -26,6 +26,7 @@ from gradgen.expr import (
     Subscript,
     UnaryOp,
     literal_value,
+    map_children,
     map_funcs,
     render,
     walk,
@@ -39,6 +40,7 @@ from gradgen.naming import (
 )
 from gradgen.parse import ModuleContext, ParsedModule
 from gradgen.program import FunctionBackwards, Program
+from gradgen.rules import STOP_GRADIENT
 from gradgen.stages import StagedFunction
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
@@ -101,13 +103,16 @@ class _Helpers:
         return lines
 
     def resolve(self, expr: Expr) -> Expr:
-        return map_funcs(expr, self._spell)
+        return map_funcs(_without_stop_gradient(expr), self._spell)
 
     def _spell(self, func: Func) -> Func:
         if func.lib == "helper":
             self.defined.add(func.name)
             return func
-        if func.spelling is not None or func.lib is None:
+        if func.spelling is not None:
+            self._import_submodule(func)
+            return func
+        if func.lib is None:
             return func
         alias = self.context.module_alias(func.lib)
         if alias is None:
@@ -115,6 +120,35 @@ class _Helpers:
             self.added.add(func.lib)
         self.used.add(alias)
         return Func(func.lib, func.name, f"{alias}.{func.name}")
+
+    def _import_submodule(self, func: Func) -> None:
+        """``scipy.special.gammaln`` under ``import scipy.special``, which the module's imports
+        record as ``import scipy``: the generated module imports ``scipy.special`` itself."""
+        head = (func.spelling or "").partition(".")[0]
+        binding = self.context.imports.get(head)
+        if (
+            func.lib is not None
+            and "." in func.lib
+            and func.spelling == f"{func.lib}.{func.name}"
+            and binding is not None
+            and binding.attr is None
+            and binding.name == binding.module
+        ):
+            self.added.add(func.lib)
+
+
+def _without_stop_gradient(expr: Expr) -> Expr:
+    """``expr`` with ``gradgen.stop_gradient(v)`` written ``v``: the identity when it runs,
+    and the generated code stands alone, without gradgen."""
+    expr = map_children(expr, _without_stop_gradient)
+    if (
+        isinstance(expr, Call)
+        and (expr.func.lib, expr.func.name) == STOP_GRADIENT
+        and len(expr.args) == 1
+        and not expr.kwargs
+    ):
+        return expr.args[0]
+    return expr
 
 
 def emit_module(
@@ -548,5 +582,13 @@ def _imports(used: set[str], context: ModuleContext, added: set[str]) -> list[st
     lines = [
         f"{key} {', '.join(from_imports[key])}" if key in from_imports else key for key in modules
     ]
-    lines += [f"import {library}" for library in sorted(added) if f"import {library}" not in lines]
+    for library in sorted(added):
+        line = f"import {library}"
+        root = f"import {library.partition('.')[0]}"
+        if line in lines:
+            continue
+        if root in lines:  # `import scipy.special` binds scipy too
+            lines[lines.index(root)] = line
+        else:
+            lines.append(line)
     return lines

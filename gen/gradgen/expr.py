@@ -25,6 +25,12 @@ class Func:
     spelling: str | None  # how the code names it ("np.exp", "exp"); None: not chosen yet
 
 
+# ``Func.lib`` of a call to a function of the module being read (differentiated too), and
+# of a call to a user rule's functions (``gradgen.backward_of``: the user's backward).
+USER = "user"
+RULE = "rule"
+
+
 @dataclass(frozen=True)
 class Name:
     """A variable (forward value or gradient)."""

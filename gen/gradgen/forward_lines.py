@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gradgen.expr import Call, Expr, Func, names_in, substitute
+from gradgen.expr import RULE, USER, Call, Expr, Func, names_in, substitute
 from gradgen.ir import AdjointStatement, ForwardLine
 from gradgen.naming import forward_function_name
-from gradgen.parse import RULE, USER
 from gradgen.stages import Stage, StagedFunction
 
 

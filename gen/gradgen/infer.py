@@ -25,6 +25,7 @@ from gradgen.expr import (
     is_constant,
     literal_value,
     unwrap,
+    walk,
 )
 from gradgen.rules import (
     ELEMENTWISE_MASKS,
@@ -33,6 +34,7 @@ from gradgen.rules import (
     SHAPE_ATTRIBUTE,
     SHAPE_OF_FIRST,
     AdjointContext,
+    is_opaque,
 )
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
@@ -80,8 +82,8 @@ def _is_float(expr: Expr, floating: set[str]) -> bool:
 def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
     """The shape of ``expr``, a value with no gradient or an adjoint, where evident."""
     expr = unwrap(expr)
-    if is_constant(expr):
-        return SCALAR
+    if is_constant(expr) and not any(_may_make_an_array(node) for node in walk(expr)):
+        return SCALAR  # a number, a module constant
     if isinstance(expr, Name):
         return known.get(expr.id)
     if isinstance(expr, (BinOp, Compare)):
@@ -98,7 +100,7 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         return SCALAR  # x.shape[0]: a number
     if isinstance(expr, Attribute) and expr.name in NUMBER_ATTRIBUTES:
         return SCALAR
-    if isinstance(expr, Call):
+    if isinstance(expr, Call) and not is_opaque(expr.func):  # a function of the table
         function = (expr.func.lib, expr.func.name)
         if function in NUMBER_VALUED:
             return SCALAR
@@ -107,6 +109,12 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         if expr.func.name in ELEMENTWISE_MASKS:
             return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
     return None
+
+
+def _may_make_an_array(expr: Expr) -> bool:
+    """Is ``expr`` a call that may give an array of constants (``np.zeros(3)``,
+    ``np.array([0, 1])``), unlike ``math.sqrt(2)`` or ``len``?"""
+    return isinstance(expr, Call) and expr.func.lib not in ("math", "builtins")
 
 
 def stage_context(stage: Stage, known: Shapes) -> AdjointContext:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from gradgen.expr import (
+    RULE,
     Attribute,
     BinOp,
     Call,
@@ -50,7 +51,6 @@ from gradgen.expr import (
 )
 from gradgen.helpers import HELPER_ALIASING
 from gradgen.ir import AdjointStatement, Kind
-from gradgen.parse import RULE
 from gradgen.rules import TEMPLATE_ALIASING, Aliasing
 from gradgen.shapes import SCALAR, Shape
 

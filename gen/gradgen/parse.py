@@ -20,6 +20,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from gradgen.convert import convert, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
 from gradgen.expr import (
+    USER,
     Attribute,
     BinOp,
     Call,
@@ -37,15 +38,12 @@ from gradgen.rules import (
     CONSTANTS,
     METHODS,
     NONDIFFERENTIABLE,
+    STOP_GRADIENT,
     VALUE_ATTRIBUTES,
-    known_functions,
 )
 from gradgen.shapes import SCALAR, Shape, parse_annotation
 
 _LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
-USER = "user"  # ``Func.lib`` of a call to a function defined in the module being read
-RULE = "rule"  # ``Func.lib`` of a call to a user rule's functions (``gradgen.backward_of``)
-_KNOWN_FUNCTIONS = known_functions()
 _DECORATOR = "differentiable"
 # Names that are values with no gradient: None for np.newaxis and clip bounds, the dtypes.
 _LITERAL_NAMES = ("None", "True", "False", "float", "int", "bool")
@@ -596,15 +594,12 @@ class _FunctionResolver:
     def _imported_function(
         self, node: cst.BaseExpression, dotted: str, binding: Import, attr: str
     ) -> Func | None:
-        if binding.attr is None:
-            module, name = binding.module, attr
-            if "." in attr:
-                module, _, name = f"{binding.module}.{attr}".rpartition(".")
-        else:
-            module, name = binding.module, binding.attr
-            if attr:
-                self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
-                return None
+        if binding.attr is None and not attr:
+            self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
+            return None
+        # The function's full name: np.linalg.slogdet -> numpy.linalg, slogdet.
+        parts = (binding.module, binding.attr, attr)
+        module, _, name = ".".join(p for p in parts if p).rpartition(".")
         if module.startswith("numpy.random") or module == "random":
             self.refuse(
                 node,
@@ -612,12 +607,15 @@ class _FunctionResolver:
                 "would draw different ones; pass the random values in as a parameter",
             )
             return None
-        library = _LIBRARY_MODULES.get(module)
-        if library is None or (library, name) not in _KNOWN_FUNCTIONS:
+        if (module, name) == STOP_GRADIENT:
+            return Func(module, name, dotted)  # written as its argument: gradgen not imported
+        if module.partition(".")[0] == "gradgen":
             self.refuse(node, f"'{dotted}' is not an operation gradgen can differentiate")
             return None
+        # A function the rules table does not know is opaque (rules.is_opaque): computed as
+        # written, refused only where a gradient would have to flow through it.
         self.used_globals.add(binding.name)
-        return Func(library, name, dotted)
+        return Func(module, name, dotted)
 
 
 def read_functions(

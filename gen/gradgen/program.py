@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import libcst as cst
+
 from gradgen.expr import Name, names_in
 from gradgen.forward_lines import forward_lines
 from gradgen.helpers import HELPERS
@@ -28,7 +30,7 @@ from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import Namer, cached_backward_name, forward_function_name
 from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
 from gradgen.parse_rules import UserRule, read_rules
-from gradgen.reverse import reverse
+from gradgen.reverse import opaque_refusals, relevant_values, reverse
 from gradgen.stages import Signature, StagedFunction, stage_function
 
 
@@ -69,7 +71,8 @@ def compile_program(
     order = _callees_first(parsed, functions)
     chosen = _chosen_wrt(parsed, requested, wrt)
     staged = _stage(parsed, functions, order, rules)
-    program = _Program(staged, chosen, pairs, rules)
+    nodes = {name: f.node.name for name, f in functions.items()}
+    program = _Program(staged, chosen, pairs, rules, parsed, nodes)
     built = program.build([f.name for f in requested])
     _refuse_hidden_functions(parsed, built, functions, program)
     called = {s.call.function for f in built for s in f.staged.stages if s.call is not None}
@@ -196,7 +199,11 @@ class _Program:
         chosen: dict[str, tuple[str, ...] | None],
         pairs: bool,
         rules: Mapping[str, UserRule],
+        parsed: ParsedModule,
+        nodes: Mapping[str, cst.CSTNode],
     ) -> None:
+        self.parsed = parsed
+        self.nodes = nodes  # where a refusal with no place of its own points: the def
         self.staged = staged
         self.chosen = chosen
         self.pairs = pairs
@@ -206,11 +213,11 @@ class _Program:
             for name, rule in rules.items()
         }
         for name, function in staged.items():  # callees first: staged is in that order
-            full = reverse(function, None, self)
+            # The parameters a gradient reaches the result from (through a call of a
+            # function with no rule too: such a backward is refused where it is needed).
+            relevant = relevant_values(function, None, self)
             self._differentiable[name] = frozenset(
-                p.name
-                for p, gradient in zip(function.parameters, full.gradients, strict=True)
-                if gradient not in ("0.0", "None")
+                p.name for p in function.parameters if p.name in relevant
             )
         self.variants: dict[tuple[str, tuple[str, ...]], BackwardFunction] = {}
 
@@ -226,7 +233,20 @@ class _Program:
         public_all = self.chosen.get(function) in (None, parameters)
         return cached_backward_name(function, wrt, parameters, self.pairs and public_all)
 
+    def reverse(self, name: str, wrt: tuple[str, ...] | None) -> BackwardFunction:
+        """The backward of ``name`` with respect to ``wrt``; refused (raising) where a
+        gradient would have to flow through a call of a function with no rule."""
+        function = self.staged[name]
+        for node, message in opaque_refusals(function, wrt, self):
+            self.parsed.refuse(node or self.nodes[name], message)  # type: ignore[arg-type]
+        self.parsed.raise_problems()
+        return reverse(function, wrt, self)
+
     def build(self, requested: list[str]) -> list[FunctionBackwards]:
+        for name in requested:  # every refusal of the functions asked for, at once
+            for node, message in opaque_refusals(self.staged[name], self.chosen[name], self):
+                self.parsed.refuse(node or self.nodes[name], message)  # type: ignore[arg-type]
+        self.parsed.raise_problems()
         public = {name: reverse(self.staged[name], self.chosen[name], self) for name in requested}
         pending = [call for backward in public.values() for call in backward.calls]
         while pending:
@@ -234,7 +254,7 @@ class _Program:
             if key in self.variants:
                 continue
             name, wrt = key
-            self.variants[key] = reverse(self.staged[name], wrt, self)
+            self.variants[key] = self.reverse(name, wrt)
             pending.extend(self.variants[key].calls)
         order = list(requested) + [n for n in self.staged if n not in public]
         # Every function called runs through its F_forward (its value, and a cache even if

@@ -25,8 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import libcst as cst
+
 from gradgen import shapes
 from gradgen.expr import (
+    RULE,
+    USER,
     Attribute,
     Call,
     Compare,
@@ -41,6 +45,7 @@ from gradgen.expr import (
     map_funcs,
     names_in,
     number,
+    render,
     simplify,
     substitute,
 )
@@ -55,7 +60,6 @@ from gradgen.infer import (
 from gradgen.ir import AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
-from gradgen.parse import RULE, USER
 from gradgen.rules import (
     DISTINCT_ENTRIES,
     Adjoint,
@@ -64,7 +68,7 @@ from gradgen.rules import (
     SpreadAdjoint,
 )
 from gradgen.shapes import SCALAR, Shape
-from gradgen.stages import Stage, StagedFunction
+from gradgen.stages import Stage, StagedFunction, gradient_names
 
 
 class Callees(Protocol):
@@ -124,7 +128,7 @@ class _ReversePass:
         # (with respect to different parameters), each backward named like the others.
         self.namer = function.namer.copy()
         self.upstreams = tuple(gradient_name(self.namer, base) for base in function.result_bases)
-        self.relevant = _relevant(function, wrt, callees)
+        self.relevant = relevant_values(function, wrt, callees)
         # The backwards of callees this one calls: (function, gradients with respect to).
         self.calls: dict[tuple[str, tuple[str, ...]], None] = {}
         self.known = infer_shapes(function)
@@ -146,6 +150,8 @@ class _ReversePass:
         else:
             self.several_upstreams()
         for stage in reversed(function.stages):
+            if stage.opaque and stage.target in self.relevant:
+                raise AssertionError(f"'{stage.target}' needs a gradient: refuse it before")
             if stage.call is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate_call(stage)
             elif stage.rule is not None and stage.target in self.relevant:
@@ -563,7 +569,9 @@ def _with_library(expr: Expr, library: str) -> Expr:
     return map_funcs(expr, resolve)
 
 
-def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None, callees: Callees) -> set[str]:
+def relevant_values(
+    function: StagedFunction, wrt: tuple[str, ...] | None, callees: Callees
+) -> set[str]:
     """Variables on a path from a parameter (of ``wrt``) to the result: only these get
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
@@ -576,7 +584,8 @@ def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None, callees: Ca
                 for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
             ):
                 active.update(stage.targets)
-        elif stage.rule is not None and any(
+        # An opaque call is active too: where it is also needed, it is refused.
+        elif (stage.rule is not None or stage.opaque) and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
             active.add(stage.target)
@@ -589,9 +598,69 @@ def _relevant(function: StagedFunction, wrt: tuple[str, ...] | None, callees: Ca
                 for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
                 if isinstance(o, Name) and parameter in differentiable
             )
-        elif stage.target in needed and stage.rule is not None:
+        elif stage.target in needed and (stage.rule is not None or stage.opaque):
+            # Through an opaque call too: a value reaching the result only through one
+            # needs a gradient all the same, which ``opaque_refusals`` refuses.
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
     return active & needed
+
+
+def opaque_refusals(
+    function: StagedFunction, wrt: tuple[str, ...] | None, callees: Callees
+) -> list[tuple[object, str]]:
+    """Where a gradient would have to flow through a call of a function gradgen has no rule
+    for: the call's node (its ``origin``) and why, for each such call. Elsewhere such a call
+    is a constant for gradients, computed as written."""
+    relevant = relevant_values(function, wrt, callees)
+    differentiated = wrt if wrt is not None else tuple(p.name for p in function.parameters)
+    # The differentiated parameters each active value's gradient would flow to.
+    sources: dict[str, set[str]] = {name: {name} for name in differentiated}
+    refusals: list[tuple[object, str]] = []
+    for stage in function.stages:
+        if stage.rule is None and not stage.opaque and stage.call is None:
+            continue
+        reached = [sources.get(o.id, set()) for o in stage.operands if isinstance(o, Name)]
+        for target in stage.targets:
+            sources[target] = set().union(*reached)
+        if stage.opaque and stage.target in relevant:
+            assert isinstance(stage.expr, Call)
+            refusals.append((stage.expr.origin, _opaque_message(stage.expr, sources)))
+    return refusals
+
+
+def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
+    """``'gammaln' is not an operation ...; its argument 'y + 1' needs a gradient here, from
+    'y' (...)``: the first argument a gradient would flow through, as the user wrote it."""
+    arguments = [*call.args, *(value for _, value in call.kwargs)]
+    position, parameters = next(
+        (position, found)
+        for position, value in enumerate(arguments)
+        if (found := sorted(set().union(*(sources.get(n, ()) for n in gradient_names(value)))))
+    )
+    written = _written_argument(call, position)
+    origin = ""
+    if parameters != [written]:
+        quoted = [f"'{p}'" for p in parameters]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+        origin = f", from {listed}"
+    return (
+        f"'{call.func.spelling}' is not an operation gradgen can differentiate; its argument "
+        f"'{written}' needs a gradient here{origin} (leave a parameter that is data out of wrt)"
+    )
+
+
+def _written_argument(call: Call, position: int) -> str:
+    """The argument at ``position`` (positional ones, then keywords) as the user wrote it,
+    on one line."""
+    node = call.origin
+    if isinstance(node, cst.Call) and position < len(node.args):
+        argument = node.args[position]
+        text = cst.Module([]).code_for_node(argument.value)
+        if argument.keyword is not None:
+            text = f"{argument.keyword.value}={text}"
+        return " ".join(text.split())
+    arguments = [*call.args, *(value for _, value in call.kwargs)]
+    return render(arguments[position])
 
 
 def _influences(function: StagedFunction) -> set[str]:

@@ -30,6 +30,8 @@ from gradgen import shapes
 from gradgen.convert import convert
 from gradgen.expr import (
     NOT_LITERAL,
+    RULE,
+    USER,
     Attribute,
     Call,
     Const,
@@ -757,11 +759,16 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
     ]
     + [("builtins", "len"), ("builtins", "int")]
 )
+# The user's mark on a value that is constant for gradients (the max-shift of a softmax):
+# ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
+# the generated code, which does not import gradgen, writes its argument alone.
+STOP_GRADIENT = ("gradgen", "stop_gradient")
 # The shapes of values with no gradient: of the first argument (astype is in the table, but
 # an integer astype has no gradient), or the arrays' broadcast.
 SHAPE_OF_FIRST = frozenset(
     {
         "astype",
+        "stop_gradient",
         "zeros_like",
         "ones_like",
         "sign",
@@ -881,6 +888,8 @@ def without_gradient(call: Call) -> bool:
     ``astype`` to whole numbers)."""
     if (call.func.lib, call.func.name) in NONDIFFERENTIABLE:
         return True
+    if (call.func.lib, call.func.name) == STOP_GRADIENT:
+        return len(call.args) == 1 and not call.kwargs  # else refused where it is lowered
     for rule_, form in _CONDITIONAL:
         assert isinstance(form, Call)
         if (form.func.lib, form.func.name) != (call.func.lib, call.func.name):
@@ -924,7 +933,19 @@ def known_functions() -> frozenset[tuple[str, str]]:
             for node in walk(form):
                 if isinstance(node, Call) and node.func.lib is not None:
                     found.add((node.func.lib, node.func.name))
-    return frozenset(found | NONDIFFERENTIABLE)
+    return frozenset(found | NONDIFFERENTIABLE | {STOP_GRADIENT})
+
+
+_KNOWN = known_functions()
+
+
+def is_opaque(func: Func) -> bool:
+    """Is ``func`` a library function the table knows nothing of (``scipy.special.gammaln``,
+    ``np.linalg.slogdet``)? Its value is computed as written, and no gradient flows through
+    it: gradgen refuses it only where one would have to (``reverse.opaque_refusals``)."""
+    if func.lib is None or func.lib in ("builtins", "helper", USER, RULE):
+        return False
+    return (func.lib, func.name) not in _KNOWN
 
 
 def form_library(form: Expr) -> str | None:

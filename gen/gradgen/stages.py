@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from gradgen.expr import (
     NOT_LITERAL,
+    RULE,
+    USER,
     Attribute,
     BinOp,
     Call,
@@ -34,12 +36,13 @@ from gradgen.expr import (
     unwrap,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
-from gradgen.parse import RULE, USER, Assignment, ForwardFunction, Parameter
+from gradgen.parse import Assignment, ForwardFunction, Parameter
 from gradgen.rules import (
     NONDIFFERENTIABLE_ATTRIBUTES,
     Rule,
     canonical_call,
     form_library,
+    is_opaque,
     rules_by_priority,
     without_gradient,
 )
@@ -81,6 +84,10 @@ class Stage:
     # The rule's other form variables (axis, a condition, an index), as written.
     nondiff: tuple[tuple[str, Expr], ...] = ()
     call: CallSite | None = None  # a call of a function of the module (``rule`` is None)
+    # A call of a function the table knows nothing of (rules.is_opaque), with rule None: its
+    # operands are the variables a gradient could flow in from (``gradient_names``); none
+    # can flow through it (reverse.opaque_refusals refuses it where one would have to).
+    opaque: bool = False
 
     @property
     def reads(self) -> list[str]:
@@ -371,6 +378,8 @@ class _Builder:
                 return Const("0", 0)
             name = target if top else temporary_name(self.namer, user_target, plain.func.name)
             return self.lower_call(plain, (name,), user_target, statement, top)
+        if isinstance(plain, Call) and is_opaque(plain.func):
+            return self.opaque(plain, target, user_target, statement, top)
         try:
             canonical = canonical_call(plain) if isinstance(plain, Call) else plain
         except ValueError as problem:
@@ -413,6 +422,16 @@ class _Builder:
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
 
+    def opaque(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Expr:
+        """A stage computing ``call``, a function with no rule, as written."""
+        name = target if top else temporary_name(self.namer, user_target, call.func.name)
+        operands = tuple(Name(n) for n in gradient_names(call))
+        library = self.default_library
+        self.stages.append(
+            Stage(name, None, operands, call, library, statement, not top, opaque=True)
+        )
+        return Name(name)
+
 
 def is_inactive(expr: Expr) -> bool:
     """True when no gradient can flow through ``expr`` whatever its variables hold: a
@@ -428,9 +447,27 @@ def is_inactive(expr: Expr) -> bool:
             pending.extend(children(node))
         elif isinstance(node, Subscript):
             pending.append(node.value)  # indexing something with no gradient: none either
+        elif isinstance(node, Call) and is_opaque(node.func):
+            pending.extend(children(node))  # a function with no rule, of such values: none
         elif not isinstance(node, Compare) and not _inactive_leaf(node):
             return False
     return True
+
+
+def gradient_names(expr: Expr) -> list[str]:
+    """The variables a gradient could flow into ``expr`` from: those it reads outside its
+    parts with no gradient (not x in ``x.shape[0]``, nor an index)."""
+    found: dict[str, None] = {}
+    pending = [expr]
+    while pending:
+        node = unwrap(pending.pop())
+        if isinstance(node, Name):
+            found.setdefault(node.id)
+        elif isinstance(node, Subscript):
+            pending.append(node.value)
+        elif not is_inactive(node):
+            pending.extend(reversed(children(node)))
+    return list(found)
 
 
 def _inactive_leaf(expr: Expr) -> bool:
