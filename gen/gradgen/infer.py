@@ -10,6 +10,9 @@ where a broadcast cannot be ruled out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
 from gradgen import shapes
 from gradgen.expr import (
     NOT_LITERAL,
@@ -42,15 +45,38 @@ from gradgen.stages import Stage, StagedFunction
 Shapes = dict[str, Shape | None]
 
 
-def infer_shapes(function: StagedFunction) -> Shapes:
+class ResultShapes(Protocol):
+    """The shapes of what a function of the module returns, given its arguments' shapes."""
+
+    def result_shapes(
+        self, function: str, arguments: tuple[Shape | None, ...]
+    ) -> tuple[Shape | None, ...]: ...
+
+
+def infer_shapes(
+    function: StagedFunction,
+    callees: ResultShapes | None = None,
+    parameters: Mapping[str, Shape | None] | None = None,
+) -> Shapes:
     """The shape of every value where the code makes it evident; all scalars in a module
-    that does not use numpy."""
+    that does not use numpy. A call's results have the shapes ``callees`` infer from its
+    arguments' (unknown without them); ``parameters`` replaces the parameters' own
+    (annotated) shapes: the arguments' of a call being looked into."""
     if not function.array_mode:
-        names = [p.name for p in function.parameters] + [s.target for s in function.stages]
+        names = [p.name for p in function.parameters]
+        names += [t for s in function.stages for t in s.targets]
         return dict.fromkeys(names, SCALAR)
-    known: Shapes = {p.name: p.shape for p in function.parameters}
+    if parameters is None:
+        parameters = {p.name: p.shape for p in function.parameters}
+    known: Shapes = dict(parameters)
     for stage in function.stages:
-        if stage.rule is None:
+        if stage.call is not None:
+            arguments = tuple(expression_shape(o, known) for o in stage.operands)
+            results: tuple[Shape | None, ...] = (None,) * len(stage.targets)
+            if callees is not None:
+                results = callees.result_shapes(stage.call.function, arguments)
+            known.update(zip(stage.targets, results, strict=True))
+        elif stage.rule is None:
             known[stage.target] = expression_shape(stage.expr, known)
         elif stage.rule.shape is not None:
             known[stage.target] = stage.rule.shape(stage_context(stage, known))

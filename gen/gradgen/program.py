@@ -26,11 +26,13 @@ import libcst as cst
 from gradgen.expr import Name, names_in
 from gradgen.forward_lines import forward_lines
 from gradgen.helpers import HELPERS
+from gradgen.infer import infer_shapes
 from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import Namer, cached_backward_name, forward_function_name
 from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
 from gradgen.parse_rules import UserRule, read_rules
 from gradgen.reverse import opaque_refusals, relevant_values, reverse
+from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Signature, StagedFunction, stage_function
 
 
@@ -220,9 +222,29 @@ class _Program:
                 p.name for p in function.parameters if p.name in relevant
             )
         self.variants: dict[tuple[str, tuple[str, ...]], BackwardFunction] = {}
+        self._result_shapes: dict[
+            tuple[str, tuple[Shape | None, ...]], tuple[Shape | None, ...]
+        ] = {}
 
     def differentiable(self, function: str) -> frozenset[str]:
         return self._differentiable[function]
+
+    def result_shapes(
+        self, function: str, arguments: tuple[Shape | None, ...]
+    ) -> tuple[Shape | None, ...]:
+        """What ``function`` returns has the shapes its code gives it for arguments of
+        these shapes (only the caller's facts: a callee's annotations are its own names)."""
+        if function in self.rules:
+            return (None,) * self.rules[function].results
+        key = (function, arguments)
+        if key not in self._result_shapes:
+            staged = self.staged[function]
+            parameters = dict(zip((p.name for p in staged.parameters), arguments, strict=True))
+            known = infer_shapes(staged, self, parameters)
+            self._result_shapes[key] = tuple(
+                known.get(r.id) if isinstance(r, Name) else SCALAR for r in staged.results
+            )
+        return self._result_shapes[key]
 
     def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
         if function in self.rules:

@@ -80,9 +80,19 @@ class Callees(Protocol):
     def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
         """The name of ``function``'s backward, from its cache, with respect to ``wrt``."""
 
+    def result_shapes(
+        self, function: str, arguments: tuple[Shape | None, ...]
+    ) -> tuple[Shape | None, ...]:
+        """The shapes of ``function``'s results, given its arguments' shapes."""
+
 
 class _NoCallees:
     def differentiable(self, function: str) -> frozenset[str]:
+        raise AssertionError(f"a call of '{function}' with no callees given")
+
+    def result_shapes(
+        self, function: str, arguments: tuple[Shape | None, ...]
+    ) -> tuple[Shape | None, ...]:
         raise AssertionError(f"a call of '{function}' with no callees given")
 
     def backward_name(self, function: str, wrt: tuple[str, ...]) -> str:
@@ -131,7 +141,7 @@ class _ReversePass:
         self.relevant = relevant_values(function, wrt, callees)
         # The backwards of callees this one calls: (function, gradients with respect to).
         self.calls: dict[tuple[str, tuple[str, ...]], None] = {}
-        self.known = infer_shapes(function)
+        self.known = infer_shapes(function, callees)
         self.floating = floating_values(function)
         self.temporaries = {s.target for s in function.stages if s.temporary}
         self.gradient: dict[str, str] = {}
