@@ -87,7 +87,7 @@ BODY_REFUSALS = [
     ("undefined-name", "y = x * q", 13, "undefined name 'q'"),
     ("used-before-assignment", "y = z * x\n    z = x", 9, "'z' is used before it is assigned"),
     ("module-as-value", "y = x * math", 13, "module 'math' is not a value"),
-    ("computed-global", "y = x * TABLE", 13, "defined at module level by code gradgen"),
+    ("computed-global", "y = x * TABLE", 13, "is module data (computed when the module runs)"),
     ("computed-function", "y = TABLE(x)", 9, "not a function defined with 'def'"),
     ("unpacking-one-result", "a, b = helper(x)", 5, "2 names, but 'helper' returns one value"),
     ("unknown-keyword-of-user-function", "y = helper(x, s=1)", 9, "no parameter 's'"),

@@ -19,6 +19,7 @@ read (``parse.MAX_NESTING``), which is what makes the headroom enough. A refusal
 
 from __future__ import annotations
 
+import keyword
 import sys
 import textwrap
 import threading
@@ -122,6 +123,9 @@ class Options:
     only: Sequence[str] | None = None
     # The command the module's header says regenerates it (default: gradgen FILE).
     command: str | None = None
+    # The forward module's import name (``examples.fit`` for examples/fit.py): the generated
+    # module imports the module data the functions read (``inputs = load()``) from it.
+    forward_module: str | None = None
     # "module": the file ``gradgen`` writes (header, imports, helpers, functions);
     # "functions": the functions alone, to run in the forward's module (the decorator);
     # "none": no text (the gradient check naming lines of a backward it was given).
@@ -206,10 +210,45 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         module = emit_functions_only(program.functions, parsed.context, options.pairs)
         formatted = format_module(module).lstrip("\n")
     else:
+        _require_module_name(parsed, program, options.forward_module, filename)
         header = _header(text, filename, options.command, program)
-        module = emit_module(program, parsed, header, options.pairs)
+        module = emit_module(program, parsed, header, options.pairs, options.forward_module)
         formatted = format_module(module)
     return Compiled(parsed, backwards, formatted, _ties(module), program)
+
+
+def _require_module_name(
+    parsed: ParsedModule, program: Program, module: str | None, filename: str
+) -> None:
+    """Module data needs an import of the forward module in the generated one: refuse it
+    where the forward module has no import name (a file outside the project, a string)."""
+    if module is not None:
+        return
+    for function in program.functions:
+        for name, node in function.staged.data:
+            assert isinstance(node, cst.CSTNode)
+            parsed.refuse(
+                node,
+                f"'{name}' is module data (computed when the module runs): the generated "
+                f"module imports it from the forward module, and {filename} has no module "
+                "name to import (run gradgen on a file of the project, by a relative path "
+                "such as examples/fit.py; or pass the value in as a parameter)",
+            )
+    parsed.raise_problems()
+
+
+def module_name(path: str) -> str | None:
+    """``examples.fit`` for the relative path ``examples/fit.py``; None where the path is
+    not a module's (absolute, ``..``, not identifiers)."""
+    parts = path.replace("\\", "/").split("/")
+    if not parts[-1].endswith(".py") or path.startswith("/"):
+        return None
+    parts[-1] = parts[-1].removesuffix(".py")
+    if parts[-1] == "__init__":
+        parts.pop()
+    if not parts or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        return None
+    return ".".join(parts)
 
 
 def _header(source: str, filename: str, command: str | None, program: Program) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradgen import __version__
-from gradgen.api import Options, compile_source, with_headroom
+from gradgen.api import Options, compile_source, module_name, with_headroom
 from gradgen.config import ConfigError, find_config, is_skipped
 from gradgen.errors import GradgenError, describe
 from gradgen.files import (
@@ -272,7 +272,9 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         return _internal_error(source_name, error)
     shown = source_name if job.output is None else display_path(job.output, root)
     try:
-        options = Options(wrt=job.wrt, pairs=job.pairs, command=command)
+        options = Options(
+            wrt=job.wrt, pairs=job.pairs, command=command, forward_module=module_name(source_name)
+        )
         result = compile_source(text, source_name, options).text
         current = _current_text(job.output)
         if result != current:

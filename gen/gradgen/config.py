@@ -14,6 +14,12 @@ override it. The decorator uses the same mapping to find a function's committed 
 
 A file in a mapped folder that is not a forward file (a training script that uses the
 decorator) opts out with a line ``# gradgen: skip-file``, as ``# isort: skip_file`` does.
+
+Mappings may overlap: a file of a mapped folder mapped on its own (to give it a ``wrt`` or
+``pairs`` of its own), or a subfolder mapped apart from its parent. The most specific mapping
+of a file wins: a file mapping over the folder holding it, a folder over the folders above
+it. The others leave that file alone: a folder holding a more specific mapping's path is
+read as one mapping per forward file of its own (``Config.mappings``).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ class Mapping:
 @dataclass(frozen=True)
 class Config:
     path: Path  # the pyproject.toml it came from
-    mappings: tuple[Mapping, ...]
+    mappings: tuple[Mapping, ...]  # what gradgen generates: no two cover one file
 
     @property
     def root(self) -> Path:
@@ -112,7 +118,7 @@ def load_config(path: Path) -> Config | None:
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: [tool.gradgen] files must be an array of tables")
     mappings = tuple(_mapping(path, entry, index) for index, entry in enumerate(entries))
-    return Config(path.resolve(), mappings)
+    return Config(path.resolve(), _most_specific(mappings))
 
 
 def _mapping(path: Path, entry: Any, index: int) -> Mapping:
@@ -140,3 +146,41 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
     root = path.resolve().parent
     forward, backward = (root / entry["forward"]).resolve(), (root / entry["backward"]).resolve()
     return Mapping(forward, backward, wrt, pairs)
+
+
+def _most_specific(mappings: tuple[Mapping, ...]) -> tuple[Mapping, ...]:
+    """``mappings`` with each file left to the most specific mapping that covers it: a folder
+    that holds another mapping's forward path gives way to it, read as one mapping per forward
+    file of its own (those a run over the folder generates), in the folder's place."""
+    kept: list[Mapping] = []
+    for mapping in mappings:
+        inner = [
+            other.forward
+            for other in mappings
+            if other.forward != mapping.forward and other.forward.is_relative_to(mapping.forward)
+        ]
+        if not inner or not mapping.forward.is_dir():
+            kept.append(mapping)
+            continue
+        for file in _forward_files(mapping.forward, mapping.backward):
+            if not any(file.is_relative_to(forward) for forward in inner):
+                backward = mapping.backward / file.relative_to(mapping.forward)
+                kept.append(Mapping(file, backward, mapping.wrt, mapping.pairs))
+    return tuple(kept)
+
+
+def _forward_files(folder: Path, backward: Path) -> list[Path]:
+    """The files a run over ``folder`` (output ``backward``) generates, as the command line
+    finds them: ``*.py`` below it, outside hidden folders and ``__pycache__``, outside the
+    output folder, without a skip-file line."""
+    inside = backward != folder and backward.is_relative_to(folder)
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
+            continue
+        if inside and path.resolve().is_relative_to(backward):
+            continue
+        if not is_skipped(path):
+            found.append(path)
+    return found

@@ -156,6 +156,7 @@ def emit_module(
     parsed: ParsedModule,
     header: list[str],
     pairs: bool = False,
+    forward_module: str | None = None,
 ) -> ModuleText:
     """The whole generated module: header, the imports and constants used, the helpers,
     the user rules' functions (copied), the functions."""
@@ -173,6 +174,10 @@ def emit_module(
     definitions = helpers.definitions()
     used |= helpers.used
     preamble = _imports(used, context, helpers.added)
+    data = [name for name in sorted(context.data) if name in used]
+    if data and forward_module is not None:
+        # Computed when the forward module runs: read from it (gradgen never runs it).
+        preamble.append(f"from {forward_module} import {', '.join(data)}")
     constants = [
         f"{name} = {render(value)}" for name, value in context.constants.items() if name in used
     ]

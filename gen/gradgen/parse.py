@@ -74,6 +74,9 @@ class ModuleContext:
     imports: dict[str, Import] = field(default_factory=dict)
     constants: dict[str, Expr] = field(default_factory=dict)  # in definition order
     other_names: set[str] = field(default_factory=set)  # functions, classes, computed values
+    # Values the module computes by running code (``inputs, targets = load()``): data,
+    # constant for gradients, read from the forward module where the backward runs.
+    data: set[str] = field(default_factory=set)
     star_imports: list[str] = field(default_factory=list)
 
     def module_alias(self, library: str) -> str | None:
@@ -133,6 +136,8 @@ class ForwardFunction:
     node: cst.FunctionDef = field(compare=False, repr=False)
     # The functions of the module it calls, in order of first call.
     calls: tuple[str, ...] = ()
+    # Module data it reads (computed at import: ``inputs = load()``), and where first.
+    data: tuple[tuple[str, cst.CSTNode], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass
@@ -388,14 +393,20 @@ def _read_top_level_statement(small: cst.BaseSmallStatement, context: ModuleCont
         )
         for target in targets:
             if not isinstance(target, cst.Name):
+                for name in _bound_names(target):  # inputs, targets = load()
+                    context.constants.pop(name, None)
+                    context.other_names.add(name)
+                    context.data.add(name)
                 continue
             name = target.value
             value = _module_constant(small.value, context) if small.value is not None else None
             context.constants.pop(name, None)
             if value is None:
                 context.other_names.add(name)
+                context.data.add(name)
             else:
                 context.other_names.discard(name)
+                context.data.discard(name)
                 context.constants[name] = value
 
 
@@ -500,6 +511,7 @@ class _FunctionResolver:
         self.assigned_later = assigned_later
         self.used_globals: set[str] = set()
         self.calls: dict[str, None] = {}  # functions of the module called, in order
+        self.data: dict[str, cst.CSTNode] = {}  # module data read, and where first
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.parsed.refuse(node, message)
@@ -538,6 +550,12 @@ class _FunctionResolver:
         if not rest and head in self.context.constants:
             self.used_globals.add(head)
             return Const(dotted, origin=node)
+        if not rest and head in self.context.data and head not in self.parsed.function_names:
+            # Module data: a value of unknown shape with no gradient (no parameter reaches
+            # it), read where the backward runs.
+            self.used_globals.add(head)
+            self.data.setdefault(head, node)
+            return Name(head, origin=node)
         self.refuse(node, self._unknown_value(head, dotted))
         return None
 
@@ -697,6 +715,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         used_globals=frozenset(resolver.used_globals),
         node=function,
         calls=tuple(resolver.calls),
+        data=tuple(resolver.data.items()),
     )
 
 

@@ -162,7 +162,7 @@ def _stage(
     listed = list(functions.values())
     default_library = "numpy" if is_array_code(parsed.context, listed) else "math"
     reserved = set(parsed.context.imports) | set(parsed.context.constants)
-    reserved |= {"math", "numpy"}
+    reserved |= {"math", "numpy"} | parsed.context.data
     # The generated functions a caller calls are module names too.
     for name in functions:
         reserved |= {forward_function_name(name), cached_backward_name(name, (), (), True)}

@@ -111,6 +111,8 @@ class StagedFunction:
     used_globals: frozenset[str]
     namer: Namer
     array_mode: bool  # the module uses numpy: values may be arrays of any shape
+    # Module data it reads (``inputs = load()`` at module level), and where first.
+    data: tuple[tuple[str, object], ...] = ()
 
     @property
     def result(self) -> Expr:
@@ -201,6 +203,7 @@ def stage_function(
         used_globals=function.used_globals,
         namer=namer,
         array_mode=default_library == "numpy",
+        data=function.data,
     )
 
 
