@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import libcst as cst
 
-from gradgen.expr import Name, names_in
+from gradgen.expr import RULE, USER, Call, Name, names_in, unwrap
 from gradgen.forward_lines import forward_lines
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
@@ -167,10 +167,23 @@ def _stage(
     for name in functions:
         reserved |= {forward_function_name(name), cached_backward_name(name, (), (), True)}
         reserved.add(cached_backward_name(name, (), (), False))
-    signatures = {name: Signature(f.parameters, len(f.results)) for name, f in functions.items()}
+    signatures: dict[str, Signature] = {}
     for name, rule in rules.items():
         signatures[name] = Signature(rule.parameters, rule.results, rule=True)
         reserved |= {name, rule.backward}
+    for name in order:  # callees first: `return f(x)` returns as many values as f
+        function = functions[name]
+        count, names = len(function.results), function.result_names
+        returned = unwrap(function.results[0])
+        if (
+            count == 1
+            and isinstance(returned, Call)
+            and returned.func.lib in (USER, RULE)
+            and returned.func.name in signatures
+        ):
+            count = signatures[returned.func.name].results
+            names = signatures[returned.func.name].names
+        signatures[name] = Signature(function.parameters, count, names=names)
     staged: dict[str, StagedFunction] = {}
     for name in order:
         function = functions[name]

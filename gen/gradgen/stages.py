@@ -57,6 +57,7 @@ class Signature:
     parameters: tuple[Parameter, ...]
     results: int  # how many values it returns
     rule: bool = False  # a user rule: its backward is the user's, called with its arguments
+    names: tuple[str | None, ...] = ()  # the names it returns, where ``return`` names them
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,26 @@ def stage_function(
         value = substitute(assignment.value, current)
         target = bind(assignment.target)
         _assign(value, assignment.target, target, index, current, builder)
-    results = []
-    bases = []
+    results: list[Expr] = []
+    bases: list[str] = []
     parameters = {p.name for p in function.parameters}
-    if len(function.results) > 1:
+    passed_on = _several_returned(function, current, builder)
+    if len(function.results) > 1 or passed_on:
         # `return h, c` is a statement of its own: the upstreams are taken in under it.
         statements.append(function.result_text)
-    for position, result in enumerate(function.results):
+    if passed_on:
+        # `return f(x)` of a function returning several values returns them all.
+        call, count = passed_on
+        # Named as the callee names them (``return mu, logvar``), where free.
+        names = builder.signatures[call.func.name].names
+        bases = [(names[k] if k < len(names) else None) or "out" for k in range(count)]
+        targets = tuple(namer.fresh(base) for base in bases)
+        builder.lower_call(call, targets, bases[0], len(statements) - 1, top=True)
+        results = [Name(t) for t in targets]
+        bases = list(targets)
+    for position, result in enumerate(() if passed_on else function.results):
         result = substitute(result, current)
         plain_result = unwrap(result)
-        if isinstance(plain_result, Call) and plain_result.func.lib == USER:
-            # A call returning several values returns them as they are (``return f(x)``).
-            builder.check_result_count(plain_result, 1)
         # The upstream gradient is named after the result (``dloss``), unless the result is
         # a parameter rebound (``x = x @ w; return x``), whose gradient ``dx`` names already.
         result_base = function.result_names[position] or "out"
@@ -205,6 +214,19 @@ def stage_function(
         array_mode=default_library == "numpy",
         data=function.data,
     )
+
+
+def _several_returned(
+    function: ForwardFunction, current: dict[str, Expr], builder: _Builder
+) -> tuple[Call, int] | None:
+    """``return f(x)`` where ``f`` returns several values: the call and how many."""
+    if len(function.results) != 1:
+        return None
+    plain = unwrap(substitute(function.results[0], current))
+    if not (isinstance(plain, Call) and plain.func.lib in (USER, RULE)):
+        return None
+    count = builder.signatures[plain.func.name].results
+    return (plain, count) if count > 1 else None
 
 
 def _assign(
