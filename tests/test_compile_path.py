@@ -24,16 +24,17 @@ import gradgen.emit
 import gradgen.program
 from cli_project import GOOD, Run, write
 from gradgen.api import Compiled, FunctionSource, Options, compile_source
-from gradgen.config import is_skipped
+from gradgen.config import find_config, is_skipped
 from gradgen.emit import Tie
 from gradgen.errors import GradgenError, InternalError
-from gradgen.ir import BackwardFunction
+from gradgen.ir import BackwardFunction, Kind
 from gradgen.naming import (
     backward_function_name,
     forward_function_name,
     value_and_grad_function_name,
 )
 from gradgen.parse import MAX_NESTING
+from gradgen.program import FunctionBackwards
 from gradgen.testing import assert_gradients_match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,6 +321,10 @@ def _written(statement: ast.stmt) -> str | None:
     """The gradient an adjoint statement writes, as gradgen spells the statement kinds."""
     if isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Name):
         return statement.targets[0].id
+    if isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Tuple):
+        # dx, dw = f_cached_backward(dh, cache): tied to the first gradient it binds
+        names = [e.id for e in statement.targets[0].elts if isinstance(e, ast.Name)]
+        return next((n for n in names if n != "_"), None)
     if isinstance(statement, ast.AugAssign):
         target = statement.target
         while isinstance(target, ast.Subscript):
@@ -346,22 +351,40 @@ def test_ties_are_one_per_statement_and_name_what_it_writes(example: Path, pairs
     # The check trusts them for gradgen's own backward (a count that does not match makes it
     # read the backward as any other): they must describe the text exactly.
     source = example.read_text(encoding="utf-8")
-    compiled = compile_source(source, example.name, Options(pairs=pairs))
+    wrt = _configured_wrt(example)  # as the project generates it (poisson_regression: beta)
+    compiled = compile_source(source, example.name, Options(pairs=pairs, wrt=wrt))
     # The decorator's text: each function alone, the imports and helpers it needs inside.
     alone = [
         compile_source(
             FunctionSource(source, name, _function_lines(source, name), _first_line(source, name)),
             example.name,
-            Options(pairs=pairs, text="functions"),
+            Options(pairs=pairs, text="functions", wrt=wrt),
         )
         for name in (b.staged.name for b in compiled.backwards)
     ]
     if "\ndef _" in compiled.text:  # helpers: each function alone defines them inside
         assert any("\n    def _" in result.text for result in alone)
     for result in (compiled, *alone):
-        bodies = dict(_bodies(result.text))
+        # A user rule's functions are copied as the user wrote them: no ties.
+        copied = {n for rule in result.program.rules for n in (rule.forward, rule.backward)}
+        bodies = {n: b for n, b in _bodies(result.text) if n not in copied}
         assert set(result.ties) == set(bodies)
-        assert len(bodies) == len(result.backwards) * (3 if pairs else 2)
+        # Per function: its public functions, and for a function others call its F_forward
+        # (the pair's own with --pairs) and the backwards from its cache that callers call.
+        expected = 0
+        for function in result.program.functions:
+            if function.public is not None:
+                expected += 3 if pairs else 2
+            if function.called and not (pairs and function.public is not None):
+                expected += 1
+            expected += len(function.cached)
+        assert len(bodies) == expected
+        of_name = {
+            generated: backward
+            for function in result.program.functions
+            for backward, names in _generated(function)
+            for generated in names
+        }
         for name, body in bodies.items():
             ties = result.ties[name]
             assert len(ties) == len(body), name
@@ -370,8 +393,31 @@ def test_ties_are_one_per_statement_and_name_what_it_writes(example: Path, pairs
                     assert isinstance(tie, Tie)
                     assert _written(statement) == tie.gradient, ast.unparse(statement)
             gradients = {t.gradient for t in ties if t is not None}
-            backward = next(b for b in result.backwards if name in _generated_names(b))
-            assert gradients <= {g for _, g in backward.gradient_of}, name
+            backward = of_name.get(name)
+            if backward is None:  # a callee's F_forward: no gradient written
+                assert not gradients, name
+                continue
+            assert gradients <= {g for _, g in backward.gradient_of} | _call_targets(backward), name
+
+
+def _configured_wrt(example: Path) -> dict[str, list[str]] | None:
+    """The ``wrt`` of the project's mapping that generates ``example``."""
+    config = find_config(ROOT)
+    assert config is not None
+    return next((m.wrt for m in config.mappings if m.backward_for(example) is not None), None)
+
+
+def _call_targets(backward: BackwardFunction) -> set[str]:
+    """The names a call of a callee's backward binds (a contribution added afterwards)."""
+    return {t for a in backward.adjoints for t in a.bound if a.kind is Kind.CALL}
+
+
+def _generated(function: FunctionBackwards) -> list[tuple[BackwardFunction, set[str]]]:
+    found = []
+    if function.public is not None:
+        found.append((function.public, _generated_names(function.public)))
+    found += [(backward, {name}) for name, backward in function.cached]
+    return found
 
 
 def _generated_names(backward: BackwardFunction) -> set[str]:
