@@ -17,12 +17,19 @@ except ImportError:  # pragma: no cover - numpy is a test and check dependency
 
 from gradgen.errors import GradgenError, UnknownFunctionError, describe
 from gradgen.gradcheck.compare import DEFAULT_ATOL, DEFAULT_RTOL
-from gradgen.gradcheck.filecheck import check_function, last_line, load_forward, run_module
+from gradgen.gradcheck.filecheck import (
+    check_function,
+    forward_module_name,
+    last_line,
+    load_forward,
+    run_module,
+)
 from gradgen.gradcheck.inputs import Dims, parse_ints, parse_shapes, shape_annotations
 from gradgen.gradcheck.results import FunctionReport, UsageError
 from gradgen.naming import backward_function_name
 
 if TYPE_CHECKING:
+    from gradgen.emit import Tie
     from gradgen.ir import BackwardFunction
 
 
@@ -127,6 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
 
 
+def _configured_wrt(path: Path) -> dict[str, list[str]] | None:
+    """The ``wrt`` of the ``[tool.gradgen]`` mapping that generates ``path``, if any."""
+    from gradgen.config import ConfigError, find_config
+
+    try:
+        config = find_config(path)
+    except ConfigError:
+        return None  # a bad configuration is the generating command's to report
+    if config is None:
+        return None
+    return next((m.wrt for m in config.mappings if m.backward_for(path) is not None), None)
+
+
 def _check_file(args: argparse.Namespace) -> int:
     from gradgen.api import Options, compile_source
     from gradgen.files import read_source
@@ -145,8 +165,14 @@ def _check_file(args: argparse.Namespace) -> int:
         # What `gradgen FORWARD.py` writes (for --function, those functions alone: another
         # one may be refused), compiled as gradgen compiles it, under the same guard.
         only = tuple(args.function) if args.function else None
-        # A backward given with --backward is checked instead: no text is made.
-        options = Options(only=only, text="none" if foreign is not None else "module")
+        # A backward given with --backward is checked instead: no text is made. With respect
+        # to what the project's mapping of the file says (`wrt`), as `gradgen` generates it.
+        options = Options(
+            only=only,
+            text="none" if foreign is not None else "module",
+            wrt=_configured_wrt(path),
+            forward_module=forward_module_name(path),
+        )
         compiled = compile_source(source, shown, options)
     except UnknownFunctionError as error:
         known = ", ".join(error.defined) or "none"
@@ -179,35 +205,29 @@ def _check_file(args: argparse.Namespace) -> int:
         print(f"{shown}: error: loading it raised {last_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        backward_namespace = run_module(backward_text, backward_name, foreign)
+        forward = (forward_module_name(path), forward_namespace)
+        backward_namespace = run_module(backward_text, backward_name, foreign, forward)
     except Exception as error:
         print(f"{backward_name}: error: running it raised {last_line(error)}", file=sys.stderr)
         return EXIT_FAILED
-    reports = [
-        check_function(
-            b,
-            source,
-            shown,
-            forward_namespace,
-            backward_namespace,
-            backward_text,
-            backward_name,
-            shapes,
-            ints,
-            args,
-            compiled.array_code,
-            # What each statement of gradgen's own backward writes; a backward given with
-            # --backward is read as it is.
-            compiled.ties.get(backward_function_name(b.staged.name)) if foreign is None else None,
-        )
-        for b in backwards
-    ]
     # A user rule's backward is checked like any other, against its forward function.
     from gradgen.program import rule_backward  # the generator: here only, as compile_source
 
-    reports += [
+    checked: list[tuple[BackwardFunction, Sequence[Tie | None] | None, str | None]] = [
+        # What each statement of gradgen's own backward writes; a backward given with
+        # --backward is read as it is.
+        (b, compiled.ties.get(backward_function_name(b.staged.name)), None)
+        if foreign is None
+        else (b, None, None)
+        for b in backwards
+    ]
+    checked += [
+        (rule_backward(rule, compiled.array_code), None, rule.backward)
+        for rule in compiled.program.rules
+    ]
+    reports = [
         check_function(
-            rule_backward(rule, compiled.array_code),
+            backward,
             source,
             shown,
             forward_namespace,
@@ -218,9 +238,10 @@ def _check_file(args: argparse.Namespace) -> int:
             ints,
             args,
             compiled.array_code,
-            backward_function=rule.backward,
+            ties,
+            backward_function=named,
         )
-        for rule in compiled.program.rules
+        for backward, ties, named in checked
     ]
     _print_reports(reports)
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED

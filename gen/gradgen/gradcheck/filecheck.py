@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
+import types
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -55,12 +56,18 @@ def _takes_cache(function: Any) -> bool:
     return bool(names) and names[-1] == "cache"
 
 
+def forward_module_name(path: Path) -> str:
+    """The name the check runs the forward file under (the generated text imports the
+    module's data from it)."""
+    tag = zlib.crc32(str(path.resolve()).encode())
+    return f"_gradgen_check_{tag:08x}_{path.stem}"
+
+
 def load_forward(path: Path) -> dict[str, Any]:
     """Run the forward file as a module (its folder first on ``sys.path``, as for a
     script) and return its namespace. gradgen's own staleness warnings are not the
     check's business and are silenced."""
-    tag = zlib.crc32(str(path.resolve()).encode())
-    name = f"_gradgen_check_{tag:08x}_{path.stem}"
+    name = forward_module_name(path)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
@@ -81,11 +88,28 @@ def load_forward(path: Path) -> dict[str, Any]:
     return vars(module)
 
 
-def run_module(text: str, filename: str, path: Path | None) -> dict[str, Any]:
+def run_module(
+    text: str,
+    filename: str,
+    path: Path | None,
+    forward: tuple[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the backward module's text; ``forward`` (its name and namespace) is importable
+    meanwhile, for the module data the text imports from it."""
     namespace: dict[str, Any] = {"__name__": "_gradgen_check_backward"}
     if path is not None:
         namespace["__file__"] = str(path)
-    exec(compile(text, filename, "exec"), namespace)
+    if forward is None:
+        exec(compile(text, filename, "exec"), namespace)
+        return namespace
+    name, values = forward
+    module = types.ModuleType(name)
+    module.__dict__.update(values)
+    sys.modules[name] = module
+    try:
+        exec(compile(text, filename, "exec"), namespace)
+    finally:
+        sys.modules.pop(name, None)
     return namespace
 
 
@@ -145,7 +169,7 @@ def check_function(
     }
     rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
     info = forward_info(backward, source, shown, forward.__globals__)
-    check = _Check(name, forward, wrapped, info, rng, args.rtol, args.atol)
+    check = _Check(name, forward, wrapped, info, rng, args.rtol, args.atol, backward.wrt)
     variants = shape_variants(specs, array_code)
     guessed = array_code and bool(unshaped(specs))  # shapes (numbers too) are guessed
     trials: list[_Trial] = []
@@ -161,7 +185,7 @@ def check_function(
         values, sizes = found
         if not sized:
             fixed, sized = {**fixed, **sizes}, True  # the other shapes: at the same sizes
-        run, flat = check.run(variant, values, sizes, backward.gradients)
+        run, flat = check.run(variant, values, sizes, _slots(backward))
         if guessed and run.refusal is not None:
             trial.refusal = run.refusal
             continue
@@ -178,6 +202,14 @@ def check_function(
     _merge(report, trials, several=len(variants) > 1)
     report.notes += _numbers_only_note(name, specs, trials, array_code, len(variants))
     return report
+
+
+def _slots(backward: BackwardFunction) -> tuple[str, ...]:
+    """Per parameter, the gradient the backward gives it ("" for one outside ``wrt``)."""
+    if backward.wrt is None:
+        return backward.gradients
+    given = dict(zip(backward.wrt, backward.gradients, strict=True))
+    return tuple(given.get(p.name, "") for p in backward.staged.parameters)
 
 
 @dataclass
@@ -259,6 +291,7 @@ class _Check:
     rng: Any
     rtol: float
     atol: float
+    wrt: tuple[str, ...] | None = None  # the parameters the backward gives gradients for
 
     def run(
         self,
@@ -283,6 +316,7 @@ class _Check:
                 value = self.forward(*values)
             upstream = random_upstream(value, self.rng)
             case = Case(self.name, self.forward, parameters, values, upstream, self.backward, index)
+            case.wrt = self.wrt
             case.info = self.info
             report.gradients, report.culprit, report.error = [], None, None
             report.refusal = None

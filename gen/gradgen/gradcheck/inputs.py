@@ -122,7 +122,13 @@ def parameter_specs(
 
     annotated = shape_annotations(source, backward.staged.name)
     specs = []
-    for parameter, gradient in zip(backward.staged.parameters, backward.gradients, strict=True):
+    # With ``wrt``, a gradient per parameter named there; the others have none to check.
+    names = (
+        backward.wrt if backward.wrt is not None else [p.name for p in backward.staged.parameters]
+    )
+    gradient_of = dict(zip(names, backward.gradients, strict=True))
+    for parameter in backward.staged.parameters:
+        gradient = gradient_of.get(parameter.name, "")
         dims, note = annotated.get(parameter.name, (None, ""))
         if parameter.name in shapes:
             dims, note = shapes[parameter.name], ""
