@@ -1262,3 +1262,40 @@ def test_editing_one_callee_changes_only_its_functions(pairs: bool) -> None:
     assert changed and all(name.startswith("affine_") for name in changed), changed
     head = [line for line in changed_lines(old, new) if line[1:].startswith("#")]
     assert [line[:12] for line in head] == ["-#   affine:", "+#   affine:"], head
+
+
+def test_a_function_of_another_module_is_refused_naming_the_module() -> None:
+    source = textwrap.dedent(
+        """\
+        import numpy as np
+        from layers import affine
+
+
+        def loss(x, w, b):
+            h = affine(x, w, b)
+            return np.sum(h * h)
+        """
+    )
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "net.py")
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.column) == (6, 9)
+    assert "'affine' is a function of the module 'layers', which gradgen does not read" in (
+        diagnostic.message
+    )
+
+
+def test_a_function_of_another_module_computes_a_constant_where_no_gradient_flows() -> None:
+    source = textwrap.dedent(
+        """\
+        import numpy as np
+        from layers import scale_of
+
+
+        def loss(x, n):
+            s = scale_of(n)
+            return np.sum(x * s)
+        """
+    )
+    text = gradgen.generate(source, "net.py", wrt={"loss": ["x"]})
+    assert "from layers import scale_of" in text

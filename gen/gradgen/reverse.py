@@ -653,10 +653,23 @@ def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
         quoted = [f"'{p}'" for p in parameters]
         listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
         origin = f", from {listed}"
+    library = (call.func.lib or "").partition(".")[0]
+    if library in _KNOWN_LIBRARIES:
+        what = f"'{call.func.spelling}' is not an operation gradgen can differentiate"
+    else:
+        # `from layers import affine`: a module gradgen does not read, naming it.
+        what = (
+            f"'{call.func.spelling}' is a function of the module '{call.func.lib}', which "
+            "gradgen does not read (it differentiates the functions of the file it is given)"
+        )
     return (
-        f"'{call.func.spelling}' is not an operation gradgen can differentiate; its argument "
-        f"'{written}' needs a gradient here{origin} (leave a parameter that is data out of wrt)"
+        f"{what}; its argument '{written}' needs a gradient here{origin} (leave a parameter "
+        "that is data out of wrt, or give the function a rule with @gradgen.backward_of)"
     )
+
+
+# Libraries whose functions are operations, known to the rules table or not.
+_KNOWN_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"})
 
 
 def _written_argument(call: Call, position: int) -> str:
