@@ -18,8 +18,10 @@ from gradgen.config import find_config
 from review_project import (
     EDIT_F,
     OTHER,
+    PYPROJECT,
     edit,
     expected_output,
+    functions,
     make_project,
     snapshot,
     write,
@@ -123,6 +125,91 @@ def test_every_entry_of_the_config_is_run(
     assert (tmp_path / "other_bw.py").read_text() == expected_output(
         tmp_path, "other.py", "other_bw.py"
     )
+
+
+# --- overlapping mappings: the most specific wins -------------------------------------------
+
+
+def append_mapping(root: Path, entry: str) -> None:
+    with (root / "pyproject.toml").open("a") as config:
+        config.write("\n[[tool.gradgen.files]]\n" + entry)
+
+
+def test_a_file_mapping_inside_a_mapped_folder_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    """A file of a mapped folder mapped on its own, to the same place, with a wrt of its own:
+    generated once, as its own mapping says (it was two jobs writing one file: a usage
+    error), and the folder's other files as the folder's mapping says."""
+    make_project(tmp_path)
+    append_mapping(
+        tmp_path, 'forward = "models/net.py"\nbackward = "generated/net.py"\nwrt = { f = ["x"] }\n'
+    )
+    monkeypatch.chdir(tmp_path)
+
+    status, _, err = run()
+
+    assert status == 0, err
+    net = (tmp_path / "generated" / "net.py").read_text()
+    assert "# Command: gradgen models/net.py -o generated/net.py --wrt f=x\n" in net
+    assert functions(net)["f_backward"].endswith("    return dx")  # x's gradient alone
+    assert (tmp_path / "generated" / "sub" / "layer.py").read_text() == expected_output(
+        tmp_path, "models/sub/layer.py", "generated/sub/layer.py"
+    )
+    assert run("--check") == (0, "", "")
+    config = find_config(tmp_path)
+    assert config is not None
+    # The decorator finds the committed file through the same mappings.
+    assert config.backward_for(tmp_path / "models" / "net.py") == tmp_path / "generated" / "net.py"
+
+
+def test_the_folder_mapping_leaves_a_file_mapped_elsewhere_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    append_mapping(tmp_path, 'forward = "models/net.py"\nbackward = "net_backward.py"\n')
+    monkeypatch.chdir(tmp_path)
+
+    assert run()[0] == 0
+
+    assert sorted(snapshot(tmp_path)) == [
+        "generated/sub/layer.py",
+        "models/net.py",
+        "models/sub/layer.py",
+        "net_backward.py",
+        "pyproject.toml",
+    ]
+    assert (tmp_path / "net_backward.py").read_text() == expected_output(
+        tmp_path, "models/net.py", "net_backward.py"
+    )
+    config = find_config(tmp_path)
+    assert config is not None
+    assert config.backward_for(tmp_path / "models" / "net.py") == tmp_path / "net_backward.py"
+
+
+def test_a_subfolder_mapped_apart_from_its_parent_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    # Listed before the folder holding it: the order of the entries does not matter.
+    write(
+        tmp_path / "pyproject.toml",
+        '[[tool.gradgen.files]]\nforward = "models/sub"\nbackward = "paired"\npairs = true\n\n'
+        + PYPROJECT.split("\n\n", 1)[1],
+    )
+    monkeypatch.chdir(tmp_path)
+
+    assert run()[0] == 0
+
+    assert sorted(p for p in snapshot(tmp_path) if not p.startswith("models/")) == [
+        "generated/net.py",
+        "paired/layer.py",
+        "pyproject.toml",
+    ]
+    paired = (tmp_path / "paired" / "layer.py").read_text()
+    assert "# Command: gradgen models/sub/layer.py -o paired/layer.py --pairs\n" in paired
+    assert "def h_forward(x):" in paired
+    assert run("--check") == (0, "", "")
 
 
 # --- the command line overrides the config -------------------------------------------------
