@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gradgen import __version__
 from gradgen.api import Options, compile_source, module_name, with_headroom
-from gradgen.config import ConfigError, find_config, is_skipped
+from gradgen.config import Config, ConfigError, find_config, is_skipped
 from gradgen.errors import GradgenError, describe
 from gradgen.files import (
     display_path,
@@ -125,7 +125,7 @@ def _generate_files(argv: list[str]) -> int:
         return int(exit_.code or 0)
     try:
         if args.sources:
-            jobs = plan_jobs([Path(s) for s in args.sources], args.output)
+            jobs = _as_configured(plan_jobs([Path(s) for s in args.sources], args.output))
             root = find_project_root([job.source for job in jobs])
         else:
             jobs, root = _configured_jobs(args.output)
@@ -196,6 +196,33 @@ def parse_wrt(specs: list[str]) -> dict[str, list[str]]:
             raise _UsageError(f"--wrt {spec!r}: give [FUNCTION=]NAME[,NAME...]")
         wrt.setdefault(function or "*", []).extend(parameters)
     return wrt
+
+
+def _as_configured(jobs: list[Job]) -> list[Job]:
+    """A file written where its ``[tool.gradgen]`` mapping puts it is generated as the
+    mapping says (its ``wrt`` and ``pairs``), as a bare ``gradgen`` would: the same file
+    whichever way it is asked for. ``--wrt`` and ``--pairs`` still override."""
+    configs: dict[Path, Config | None] = {}
+    result = []
+    for job in jobs:
+        if job.output is None:
+            result.append(job)
+            continue
+        folder = job.source.resolve().parent
+        if folder not in configs:
+            configs[folder] = find_config(folder)
+        config = configs[folder]
+        mapping = None
+        if config is not None:
+            output = job.output.resolve()
+            mapping = next(
+                (m for m in config.mappings if m.backward_for(job.source) == output), None
+            )
+        if mapping is None:
+            result.append(job)
+        else:
+            result.append(Job(job.source, job.output, mapping.wrt, mapping.pairs))
+    return result
 
 
 def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
