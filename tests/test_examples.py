@@ -364,18 +364,13 @@ def test_committed_backward_matches_central_differences(stem: str, name: str, se
 
 # --- programs: @gradgen.differentiable and gradgen.testing ------------------------------------
 
-NAME_ERROR = (
-    "gradgen.testing.assert_gradients_match on a plain function that calls another function "
-    "of its module: the backward generated now raises NameError for the callee's F_forward "
-    "(gradcheck/callables.py execs it with the function's globals and a separate locals dict)"
-)
 
 
 def routes() -> list[Any]:
     """(module, function, route) for each way a user checks a function."""
     cases = []
     for stem, name in FUNCTIONS:
-        _, rules, callers = MODULES[stem]
+        _, rules, _callers = MODULES[stem]
         ident = f"{stem}.{name}"
         if name in rules:  # the backward the user wrote, against its forward
             cases.append(pytest.param(stem, name, "rule", id=f"{ident}-rule"))
@@ -384,8 +379,7 @@ def routes() -> list[Any]:
         cases.append(pytest.param(stem, name, "in memory", id=f"{ident}-in-memory"))
         if mapped_wrt(stem, name) is not None:
             continue  # assert_gradients_match takes no wrt: the plain function is refused
-        marks = [pytest.mark.xfail(strict=True, reason=NAME_ERROR)] if name in callers else []
-        cases.append(pytest.param(stem, name, "plain", id=f"{ident}-plain", marks=marks))
+        cases.append(pytest.param(stem, name, "plain", id=f"{ident}-plain"))
     return cases
 
 

@@ -313,8 +313,9 @@ def _relative(path: Path, root: Path) -> str:
 # --- generating in memory -----------------------------------------------------------------------
 
 
-class _ModuleNamespace(dict[str, Any]):
-    """The generated functions' globals: their own names, then the forward module's."""
+class ModuleNamespace(dict[str, Any]):
+    """The generated functions' globals: their own names, then the forward module's (read
+    when a function runs, as a function defined in the module reads them)."""
 
     def __init__(self, module_globals: dict[str, Any]) -> None:
         super().__init__()
@@ -337,7 +338,7 @@ def _generated_backward(
     # The generated functions call one another (a caller's backward calls its callees'), and
     # read the module's imports and constants: names not defined here are the module's, read
     # when the function runs, as a function defined in the module would read them.
-    namespace = _ModuleNamespace(func.__globals__)
+    namespace = ModuleNamespace(func.__globals__)
     exec(compile(source, filename, "exec"), namespace)
     functions = {n: namespace[n] for n in _generated_names(func.__name__, pairs)}
     for generated_name, function in functions.items():

@@ -124,8 +124,11 @@ def _exec_generated(f: Callable[..., Any], source: str) -> Callable[..., Any]:
     under a filename linecache knows, so its source can be read back and instrumented."""
     filename = f"<gradgen check: backward of {f.__module__}.{f.__qualname__}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, filename, "exec"), f.__globals__, namespace)
+    from gradgen.decorator import ModuleNamespace
+
+    # The generated functions call one another (a callee's F_forward): one namespace.
+    namespace = ModuleNamespace(f.__globals__)
+    exec(compile(source, filename, "exec"), namespace)
     function: Callable[..., Any] = namespace[f"{f.__name__}_backward"]
     return function
 
