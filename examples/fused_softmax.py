@@ -15,7 +15,7 @@ import numpy as np
 import gradgen
 
 
-def softmax_cross_entropy(scores: "N, C", y: "N"):
+def softmax_cross_entropy(scores: "N, C", y: "N") -> float:
     N = scores.shape[0]
     shifted = scores - np.max(scores, axis=1, keepdims=True)
     log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))

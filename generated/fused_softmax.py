@@ -2,38 +2,13 @@
 # Command: gradgen examples/fused_softmax.py -o generated/fused_softmax.py
 # Forward source digests (a mismatch means this file is stale):
 #   linear_classifier_loss: c088f30655c62cf6 (calls softmax_cross_entropy, softmax_cross_entropy_backward)
-#   softmax_cross_entropy: 2534c3d16bdc24d7
+#   softmax_cross_entropy: 4b58da58d355bbd3
 #   softmax_cross_entropy_backward: fdf8792612a55db8
 
 import numpy as np
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
-
-
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
-def softmax_cross_entropy(scores: "N, C", y: "N"):
+def softmax_cross_entropy(scores: "N, C", y: "N") -> float:
     N = scores.shape[0]
     shifted = scores - np.max(scores, axis=1, keepdims=True)
     log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
@@ -52,17 +27,13 @@ def softmax_cross_entropy_backward(scores, y, dloss):
 
 def linear_classifier_loss_backward(W, X, y, reg, dloss=1.0):
     """Gradients of linear_classifier_loss with respect to (W, X, y, reg)."""
-    # Recomputes: scores, data_loss, reg_loss_sum, reg_loss, loss.
+    # Recomputes: scores, reg_loss_sum.
     scores = X @ W
-    data_loss = softmax_cross_entropy(scores, y)
     reg_loss_sum = np.sum(W * W)
-    reg_loss = reg * reg_loss_sum
-    loss = data_loss + reg_loss
 
     # backprop loss = data_loss + reg_loss
-    dloss = _everywhere(dloss, loss)
     ddata_loss = dloss
-    dreg_loss = _unbroadcast(dloss, reg_loss)
+    dreg_loss = dloss
     # backprop reg_loss = reg * np.sum(W * W)
     dreg = reg_loss_sum * dreg_loss
     dreg_loss_sum = reg * dreg_loss
@@ -84,9 +55,8 @@ def linear_classifier_loss_value_and_grad(W, X, y, reg, dloss=1.0):
     loss = data_loss + reg_loss
 
     # backprop loss = data_loss + reg_loss
-    dloss = _everywhere(dloss, loss)
     ddata_loss = dloss
-    dreg_loss = _unbroadcast(dloss, reg_loss)
+    dreg_loss = dloss
     # backprop reg_loss = reg * np.sum(W * W)
     dreg = reg_loss_sum * dreg_loss
     dreg_loss_sum = reg * dreg_loss

@@ -287,9 +287,7 @@ def lstm_two_steps_backward(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     dh2 = _unbroadcast(ddiff, h2)
     dtarget = _unbroadcast(-ddiff, target)
     # backprop h2, c2 = lstm_step(x2, h1, c1, Wx, Wh, b)
-    dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(
-        dh2, np.zeros_like(c2), h2_cache
-    )
+    dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(dh2, None, h2_cache)
     # backprop h1, c1 = lstm_step(x1, h0, c0, Wx, Wh, b)
     dx1, dh0, dc0, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
         lstm_step_cached_backward(dh1, dc1, h1_cache)
@@ -314,9 +312,7 @@ def lstm_two_steps_value_and_grad(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     dh2 = _unbroadcast(ddiff, h2)
     dtarget = _unbroadcast(-ddiff, target)
     # backprop h2, c2 = lstm_step(x2, h1, c1, Wx, Wh, b)
-    dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(
-        dh2, np.zeros_like(c2), h2_cache
-    )
+    dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(dh2, None, h2_cache)
     # backprop h1, c1 = lstm_step(x1, h0, c0, Wx, Wh, b)
     dx1, dh0, dc0, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
         lstm_step_cached_backward(dh1, dc1, h1_cache)

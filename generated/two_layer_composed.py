@@ -9,24 +9,6 @@
 import numpy as np
 
 
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def affine_backward(x, w, b, dout):
     """Gradients of affine with respect to (x, w, b)."""
     # backprop out = x @ w + b
@@ -118,12 +100,12 @@ def softmax_loss_backward(scores, y, dloss=1.0):
     dprobs = np.zeros_like(probs)
     dprobs[np.arange(N), y] += dcorrect_logprobs_index
     # backprop probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-    dexp_scores = _unbroadcast(dprobs / probs_sum, exp_scores)
-    dprobs_sum = _unbroadcast(-(exp_scores / probs_sum**2) * dprobs, probs_sum)
+    dexp_scores = dprobs / probs_sum
+    dprobs_sum = (-(exp_scores / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dexp_scores += dprobs_sum
     # backprop exp_scores = np.exp(scores - shift)
     dexp_scores_sub = exp_scores * dexp_scores
-    dscores = _unbroadcast(dexp_scores_sub, scores)
+    dscores = dexp_scores_sub
     return dscores, None
 
 
@@ -149,12 +131,12 @@ def softmax_loss_value_and_grad(scores, y, dloss=1.0):
     dprobs = np.zeros_like(probs)
     dprobs[np.arange(N), y] += dcorrect_logprobs_index
     # backprop probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-    dexp_scores = _unbroadcast(dprobs / probs_sum, exp_scores)
-    dprobs_sum = _unbroadcast(-(exp_scores / probs_sum**2) * dprobs, probs_sum)
+    dexp_scores = dprobs / probs_sum
+    dprobs_sum = (-(exp_scores / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dexp_scores += dprobs_sum
     # backprop exp_scores = np.exp(scores - shift)
     dexp_scores_sub = exp_scores * dexp_scores
-    dscores = _unbroadcast(dexp_scores_sub, scores)
+    dscores = dexp_scores_sub
     return loss, (dscores, None)
 
 
@@ -169,7 +151,6 @@ def softmax_loss_forward(scores, y):
     correct_logprobs = -np.log(correct_logprobs_index)
     loss = np.sum(correct_logprobs) / N
     return loss, (
-        scores,
         y,
         N,
         exp_scores,
@@ -182,16 +163,7 @@ def softmax_loss_forward(scores, y):
 
 def softmax_loss_cached_backward_wrt_scores(dloss, cache):
     """Gradient of softmax_loss with respect to scores."""
-    (
-        scores,
-        y,
-        N,
-        exp_scores,
-        probs_sum,
-        probs,
-        correct_logprobs_index,
-        correct_logprobs,
-    ) = cache
+    y, N, exp_scores, probs_sum, probs, correct_logprobs_index, correct_logprobs = cache
 
     # backprop loss = np.sum(correct_logprobs) / N
     dloss_sum = dloss / N
@@ -204,12 +176,12 @@ def softmax_loss_cached_backward_wrt_scores(dloss, cache):
     dprobs = np.zeros_like(probs)
     dprobs[np.arange(N), y] += dcorrect_logprobs_index
     # backprop probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-    dexp_scores = _unbroadcast(dprobs / probs_sum, exp_scores)
-    dprobs_sum = _unbroadcast(-(exp_scores / probs_sum**2) * dprobs, probs_sum)
+    dexp_scores = dprobs / probs_sum
+    dprobs_sum = (-(exp_scores / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dexp_scores += dprobs_sum
     # backprop exp_scores = np.exp(scores - shift)
     dexp_scores_sub = exp_scores * dexp_scores
-    dscores = _unbroadcast(dexp_scores_sub, scores)
+    dscores = dexp_scores_sub
     return dscores
 
 

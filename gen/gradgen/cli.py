@@ -208,16 +208,19 @@ def _as_configured(jobs: list[Job]) -> list[Job]:
         if job.output is None:
             result.append(job)
             continue
-        folder = job.source.resolve().parent
-        if folder not in configs:
-            configs[folder] = find_config(folder)
-        config = configs[folder]
-        mapping = None
-        if config is not None:
-            output = job.output.resolve()
-            mapping = next(
-                (m for m in config.mappings if m.backward_for(job.source) == output), None
-            )
+        try:
+            folder = job.source.resolve().parent
+            if folder not in configs:
+                configs[folder] = find_config(folder)
+            config = configs[folder]
+            mapping = None
+            if config is not None:
+                output = job.output.resolve()
+                mapping = next(
+                    (m for m in config.mappings if m.backward_for(job.source) == output), None
+                )
+        except (OSError, RuntimeError):  # a path that cannot be resolved: reading it says why
+            mapping = None
         if mapping is None:
             result.append(job)
         else:

@@ -822,7 +822,7 @@ def _read_parameters(
             default = convert(param.default, resolver)
             if not is_constant(default):
                 parsed.refuse(param.default, "a parameter's default must be a constant")
-        result.append(Parameter(param.name.value, default, _annotated_shape(param.annotation)))
+        result.append(Parameter(param.name.value, default, annotated_shape(param.annotation)))
     return result
 
 
@@ -831,7 +831,7 @@ def read_parameters(parsed: ParsedModule, function: cst.FunctionDef) -> list[Par
     return _read_parameters(parsed, function.params, _FunctionResolver(parsed, set()))
 
 
-def _annotated_shape(annotation: cst.Annotation | None) -> Shape | None:
+def annotated_shape(annotation: cst.Annotation | None) -> Shape | None:
     """``x: "N, D"`` -> ("N", "D"); ``x: float`` -> (); anything else: unknown."""
     if annotation is None:
         return None

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from gradgen.convert import dotted_name
-from gradgen.parse import ModuleContext, Parameter, ParsedModule, read_parameters
+from gradgen.parse import ModuleContext, Parameter, ParsedModule, annotated_shape, read_parameters
+from gradgen.shapes import Shape
 
 _DECORATOR = "backward_of"
 
@@ -28,6 +29,7 @@ class UserRule:
     backward: str
     parameters: tuple[Parameter, ...]
     results: int  # how many values the forward returns
+    shape: Shape | None  # the shape its ``-> float`` or ``-> "N, D"`` annotation gives
     no_gradient: frozenset[str]  # parameters the backward returns None for
     forward_node: cst.FunctionDef = field(repr=False, compare=False)
     backward_node: cst.FunctionDef = field(repr=False, compare=False)
@@ -143,11 +145,17 @@ def _read_rule(
         backward=backward.name.value,
         parameters=tuple(parameters),
         results=results,
+        shape=_returned_shape(forward) if results == 1 else None,
         no_gradient=frozenset(_returned_none(backward, wanted)),
         forward_node=forward,
         backward_node=backward,
         used_globals=frozenset(_used_globals(parsed.context, forward, backward)),
     )
+
+
+def _returned_shape(function: cst.FunctionDef) -> Shape | None:
+    """``-> float`` (a number) or ``-> "N, C"``: what the forward says it returns."""
+    return annotated_shape(function.returns)
 
 
 def _upstream_names(name: str, results: int) -> list[str]:

@@ -247,8 +247,9 @@ class _Program:
     ) -> tuple[Shape | None, ...]:
         """What ``function`` returns has the shapes its code gives it for arguments of
         these shapes (only the caller's facts: a callee's annotations are its own names)."""
-        if function in self.rules:
-            return (None,) * self.rules[function].results
+        if function in self.rules:  # what the forward's annotation says (-> float)
+            rule = self.rules[function]
+            return (rule.shape,) if rule.results == 1 else (None,) * rule.results
         key = (function, arguments)
         if key not in self._result_shapes:
             staged = self.staged[function]

@@ -208,6 +208,9 @@ class _ReversePass:
         for result in site.results:
             if result in self.gradient:
                 upstreams.append(Name(self.gradient[result]))
+            elif not site.rule:
+                # A value that does not reach the loss: gradgen's backward takes None.
+                upstreams.append(Const("None"))
             elif self.function.array_mode:
                 upstreams.append(Call(Func("numpy", "zeros_like", None), (Name(result),)))
             else:

@@ -39,6 +39,7 @@ from gradgen.naming import Namer, rebinding_name, temporary_name
 from gradgen.parse import Assignment, ForwardFunction, Parameter
 from gradgen.rules import (
     NONDIFFERENTIABLE_ATTRIBUTES,
+    STOP_GRADIENT,
     Rule,
     canonical_call,
     form_library,
@@ -216,6 +217,15 @@ def stage_function(
     )
 
 
+def _is_stop_gradient(expr: Expr) -> bool:
+    return (
+        isinstance(expr, Call)
+        and (expr.func.lib, expr.func.name) == STOP_GRADIENT
+        and len(expr.args) == 1
+        and not expr.kwargs
+    )
+
+
 def _several_returned(
     function: ForwardFunction, current: dict[str, Expr], builder: _Builder
 ) -> tuple[Call, int] | None:
@@ -244,7 +254,7 @@ def _assign(
         current[user_name] = plain
         return
     current[user_name] = Name(target)
-    if is_inactive(plain):
+    if is_inactive(plain) and not _is_stop_gradient(plain):
         operands = tuple(Name(n) for n in names_in(plain))
         builder.stages.append(
             Stage(target, None, operands, plain, builder.default_library, index, False)
@@ -333,6 +343,16 @@ class _Builder:
         self.refuse(origin or call.origin, message)
         return False
 
+    def stopped(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Expr:
+        """``gradgen.stop_gradient(v)``: ``v`` computed in stages of its own (so its shape
+        is known, as any value's), then a stage with no gradient passing it on."""
+        (argument,) = call.args
+        name = target if top else temporary_name(self.namer, user_target, "stopped")
+        operand = self.lower(argument, name, user_target, statement, top=False)
+        expr = Call(call.func, (operand,), origin=call.origin)
+        self.stages.append(Stage(name, None, (), expr, self.default_library, statement, not top))
+        return Name(name)
+
     def lower_call(
         self, call: Call, targets: tuple[str, ...], user_target: str, statement: int, top: bool
     ) -> Expr:
@@ -396,6 +416,8 @@ class _Builder:
     def lower(self, expr: Expr, target: str, user_target: str, statement: int, top: bool) -> Expr:
         """Stages computing ``expr``; returns the operand that holds its value."""
         plain = unwrap(expr)
+        if isinstance(plain, Call) and _is_stop_gradient(plain):
+            return self.stopped(plain, target, user_target, statement, top)
         if isinstance(plain, Name) or is_inactive(plain):
             return expr
         if isinstance(plain, Call) and plain.func.lib == USER:
