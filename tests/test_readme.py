@@ -147,3 +147,16 @@ def test_test_command_installs_what_the_tests_need() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     ci_runs = [shlex.split(line) for line in ci.splitlines() if "/bin/pytest" in line]
     assert [run[1:] for run in ci_runs] == [argv], "CI does not run the README's test command"
+
+
+def test_programs_section_shows_the_committed_composed_backward() -> None:
+    """The "Programs" section quotes the composed net's backward as gradgen writes it."""
+    text = section("Programs: calls, several results, your own rules, constants")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    quoted = next(b for b in blocks if b.startswith("def two_layer_loss_backward"))
+    generated = (ROOT / "generated" / "two_layer_composed.py").read_text(encoding="utf-8")
+    assert quoted in generated
+    forward = (ROOT / "examples" / "two_layer_composed.py").read_text(encoding="utf-8")
+    shown = next(b for b in blocks if b.startswith("def affine"))
+    for function in shown.split("\n\n\n"):
+        assert function.strip() in forward

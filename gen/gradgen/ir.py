@@ -86,6 +86,9 @@ class BackwardFunction:
     gradient_of: tuple[tuple[str, str], ...] = ()
     # The backwards of the module's functions this one calls: (function, with respect to).
     calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The parameters the result has a gradient with respect to, whatever ``wrt`` asks for
+    # (None: not worked out): the others are data (labels, indices), for the gradient check.
+    differentiable: frozenset[str] | None = None
 
     @property
     def upstream(self) -> str:

@@ -283,7 +283,13 @@ class _Program:
             for node, message in opaque_refusals(self.staged[name], self.chosen[name], self):
                 self.parsed.refuse(node or self.nodes[name], message)  # type: ignore[arg-type]
         self.parsed.raise_problems()
-        public = {name: reverse(self.staged[name], self.chosen[name], self) for name in requested}
+        public = {
+            name: replace(
+                reverse(self.staged[name], self.chosen[name], self),
+                differentiable=self._differentiable[name],
+            )
+            for name in requested
+        }
         pending = [call for backward in public.values() for call in backward.calls]
         while pending:
             key = pending.pop()

@@ -132,7 +132,11 @@ def parameter_specs(
         dims, note = annotated.get(parameter.name, (None, ""))
         if parameter.name in shapes:
             dims, note = shapes[parameter.name], ""
-        integer = gradient == "None" or parameter.name in ints
+        # Data: a parameter with no gradient to give (None), or, outside wrt, one the
+        # result has no gradient with respect to (labels).
+        outside = gradient == "" and backward.differentiable is not None
+        no_gradient = outside and parameter.name not in (backward.differentiable or ())
+        integer = gradient == "None" or no_gradient or parameter.name in ints
         default = literal_value(parameter.default) if parameter.default is not None else None
         number = float(default) if isinstance(default, (int, float)) else None
         specs.append(
