@@ -238,6 +238,30 @@ def test_sources_on_the_command_line_override_the_config(
     assert run("--check", "other.py", "-o", "x.py") == (0, "", "")
 
 
+def test_a_file_on_the_command_line_written_where_its_mapping_puts_it_is_generated_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    """`gradgen models -o generated` writes what a bare `gradgen` writes: the mapping's
+    wrt for the files it maps; elsewhere, or with --wrt, the command line says."""
+    make_project(tmp_path)
+    append_mapping(
+        tmp_path, 'forward = "models/net.py"\nbackward = "generated/net.py"\nwrt = { f = ["x"] }\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert run()[0] == 0
+    configured = (tmp_path / "generated" / "net.py").read_text()
+
+    assert run("--check", "models", "-o", "generated") == (0, "", "")
+    assert run("models/net.py", "-o", "generated/net.py")[0] == 0
+    assert (tmp_path / "generated" / "net.py").read_text() == configured
+    # Written elsewhere: no mapping says how.
+    assert run("models/net.py", "-o", "elsewhere.py")[0] == 0
+    assert "--wrt" not in (tmp_path / "elsewhere.py").read_text()
+    # --wrt on the command line still wins.
+    assert run("models/net.py", "-o", "generated/net.py", "--wrt", "f=y")[0] == 0
+    assert "--wrt f=y" in (tmp_path / "generated" / "net.py").read_text()
+
+
 # --- usage errors --------------------------------------------------------------------------
 
 
