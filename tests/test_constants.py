@@ -116,7 +116,8 @@ def test_poisson_regression_without_wrt_is_refused_at_the_call() -> None:
     assert (diagnostic.line, diagnostic.column) == (7, 43)
     assert diagnostic.message == (
         "'gammaln' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
-        "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the function a rule with @gradgen.backward_of)"
+        "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the "
+        "function a rule with @gradgen.backward_of)"
     )
     assert caught.value.render().startswith("forward.py:7:43: error: 'gammaln' is not")
 

@@ -60,7 +60,8 @@ BODY_REFUSALS = [
         "x = math.erf(x)",
         9,
         "'math.erf' is not an operation gradgen can differentiate; its argument 'x' needs a "
-        "gradient here (leave a parameter that is data out of wrt, or give the function a rule with @gradgen.backward_of)",
+        "gradient here (leave a parameter that is data out of wrt, or give the function a rule "
+        "with @gradgen.backward_of)",
     ),
     (
         "unknown-function-of-a-value",
@@ -136,7 +137,8 @@ FUNCTION_REFUSALS = [
         5,
         18,
         "'gammaln' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
-        "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the function a rule with @gradgen.backward_of)",
+        "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the "
+        "function a rule with @gradgen.backward_of)",
     ),
     (
         "stop-gradient-of-two-values",
