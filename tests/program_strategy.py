@@ -42,8 +42,26 @@ leaves ``import numpy`` out (``Program.numpy_import``).
 A program has 1 to 4 parameters (float64 arrays of shapes from ``ARRAY_SHAPES``: dimensions
 3, 4, 2 and 1, so broadcasting between (N, D), (D,), (N, 1), (1, D) and numbers; Python floats
 in scalar mode; magnitudes in [0.2, 2]), up to 5 statements binding new names, rebinding
-names (``h = h * 2``, parameters too) or renaming (``h = x``), and a return; values no later
-statement reads are combined into the result.
+names (``h = h * 2``, parameters too), renaming (``h = x``) or unpacking a tuple (``a, b = b,
+a``, ``a, b = h * 2, x``), and a return of one value or several (``return h, c``); values no
+later statement reads are returned or combined into the (first) result.
+
+Programs of several functions (``build_program(..., modules=n)``: one program in n) are modules
+where ``f`` calls 1 to 3 other functions, its *helpers* (``Helper``), each built the way ``f``
+is (over the whole table, 1 to 3 parameters, the last ones numbers with a default sometimes),
+each able to call the helpers built before it (so calls nest 2 and 3 deep, and never recurse),
+written before or after their callers. A call (``Builder.call``) is a statement of its own
+(``h = g(x, w)``; ``u, v = g(...)`` for a helper returning several, sometimes with only some of
+them read again) or nested in an expression (``np.sin(g(x)) * 2``), its arguments drawn like
+operands: the same value twice (``g(x, x)``), a value an earlier call read (a weight used by two
+calls, whose gradients add), constants, by keyword, or left to their defaults.
+
+A helper is built at random arguments of its own; a call gives it others. Every value it
+computes keeps the checks that made it well-conditioned where it was built (``Term.checks``:
+domains, bounds, kinks and ties, the jumps of values with no gradient, known bugs'
+exclusions), and calling it (which evaluating its caller does) runs its statements at the
+call's arguments after those checks: a call where one fails is drawn again. A parameter is
+annotated with its shape only where every call gives it that shape.
 """
 
 from __future__ import annotations
@@ -55,9 +73,10 @@ import inspect
 import itertools
 import math
 import random
+import types
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
@@ -267,12 +286,19 @@ def _numpy_parameters(function: str) -> list[str]:
 # --- values ----------------------------------------------------------------------------------
 
 
+# The value of an expression, where it is well-conditioned (Unfit where it is not).
+Check = Callable[["Builder"], Any]
+
+
 @dataclass
 class Term:
     node: ast.expr
     value: Any
     variables: frozenset[str] = frozenset()
     rules: tuple[str, ...] = ()
+    # What makes it well-conditioned (its kinks, ties, domains, bounds), checked again where
+    # it is computed from other values: a helper function's body at each call's arguments.
+    checks: tuple[Check, ...] = ()
 
     @property
     def text(self) -> str:
@@ -345,6 +371,7 @@ class Context:
     builder: Builder
     form: Form
     first: Term  # the first differentiable input (the first item of a list of them)
+    checks: list[Check] = field(default_factory=list)  # of the values a generator drew
 
     @property
     def choose(self) -> Chooser:
@@ -358,6 +385,36 @@ class Context:
 # --- one program -------------------------------------------------------------------------------
 
 
+def _annotation(name: str, dims: tuple[int, ...] | None, annotated: bool) -> str:
+    if not annotated or dims is None:
+        return name
+    if dims == ():
+        return f"{name}: float"
+    return f'{name}: "{", ".join(map(str, dims))}"'
+
+
+@dataclass
+class Function:
+    """``def name(params): body; return results``: a helper of the module (``f`` is the
+    program's own)."""
+
+    name: str
+    # (name, shape for an annotation (None: never annotated), default text or None)
+    params: list[tuple[str, tuple[int, ...] | None, str | None]]
+    body: list[str]
+    results: list[str]
+
+    def source(self, annotated: bool) -> str:
+        params = []
+        for name, dims, default in self.params:
+            text = _annotation(name, dims, annotated)
+            if default is not None:
+                text += f" = {default}" if text != name else f"={default}"
+            params.append(text)
+        lines = [f"    {line}" for line in [*self.body, f"return {', '.join(self.results)}"]]
+        return f"def {self.name}({', '.join(params)}):\n" + "\n".join(lines) + "\n"
+
+
 @dataclass
 class Program:
     mode: str
@@ -365,7 +422,7 @@ class Program:
     params: list[tuple[str, tuple[int, ...]]]
     labels: tuple[str, ...]  # integer parameters used only as indices: gradient None
     body: list[str]
-    result: str  # the return expression
+    result: str  # the return expression (the first, when ``f`` returns several)
     args: dict[str, Any]
     upstream: Any  # None: the backward is called with its default
     out_shape: tuple[int, ...]
@@ -375,42 +432,75 @@ class Program:
     # Array code may leave numpy unimported where it uses only array syntax (x @ w, x.T,
     # x[i], x.sum()): gradgen must still take its values for arrays.
     numpy_import: bool = True
+    # ``f`` returning several values (``return h, c``): each one, its shape, and its upstream
+    # (None: zero, passed as None or, where ``omitted``, left out); empty for one value.
+    results: tuple[str, ...] = ()
+    out_shapes: tuple[tuple[int, ...], ...] = ()
+    upstreams: tuple[Any, ...] = ()
+    omitted: tuple[bool, ...] = ()
+    helpers: tuple[Function, ...] = ()  # the functions ``f`` calls (at any depth)
+    main_at: int = 0  # the place of ``f`` among the module's functions
+
+    @property
+    def several(self) -> bool:
+        return len(self.results) > 1
 
     def source(self, annotated: bool) -> str:
         if self.verbatim is not None:
             return self.verbatim
-
-        def annotate(name: str, dims: tuple[int, ...]) -> str:
-            if not annotated:
-                return name
-            if dims == ():
-                return f"{name}: float"
-            return f'{name}: "{", ".join(map(str, dims))}"'
-
         imports = "import math\n"
         if self.mode == "array" and self.numpy_import:
             imports += "import numpy\n" if self.alias == "numpy" else "import numpy as np\n"
-        params = ", ".join(annotate(n, s) for n, s in self.params)
-        lines = [f"    {line}" for line in [*self.body, f"return {self.result}"]]
+        main = Function(
+            "f",
+            [(n, s, None) for n, s in self.params],
+            self.body,
+            list(self.results or (self.result,)),
+        )
+        functions = list(self.helpers)
+        functions.insert(self.main_at, main)
         constants = "".join(f"{line}\n" for line in self.constants)
         if constants:
             constants = "\n" + constants
-        return f"{imports}{constants}\n\ndef f({params}):\n" + "\n".join(lines) + "\n"
+        return f"{imports}{constants}\n\n" + "\n\n".join(f.source(annotated) for f in functions)
 
     def __repr__(self) -> str:
-        args = ", ".join(
-            f"{n}={numpy.array2string(numpy.asarray(v), precision=17, separator=', ')}"
-            for n, v in self.args.items()
-        )
-        upstream = (
-            "default"
-            if self.upstream is None
-            else numpy.array2string(numpy.asarray(self.upstream), precision=17, separator=", ")
-        )
+        def text(value: Any) -> str:
+            return numpy.array2string(numpy.asarray(value), precision=17, separator=", ")
+
+        args = ", ".join(f"{n}={text(v)}" for n, v in self.args.items())
+        if self.several:
+            upstream = ", ".join(
+                ("left out" if omitted else "None") if u is None else text(u)
+                for u, omitted in zip(self.upstreams, self.omitted, strict=True)
+            )
+        else:
+            upstream = "default" if self.upstream is None else text(self.upstream)
         return (
             f"\n{self.source(annotated=True)}\n# arguments: {args}\n# upstream: {upstream}\n"
             f"# rules: {', '.join(self.rules)}\n"
         )
+
+
+# Compiled expressions, by node: a helper's statements are evaluated again at each call.
+_COMPILED: dict[int, tuple[ast.expr, types.CodeType]] = {}
+
+
+def _compiled(node: ast.expr) -> types.CodeType:
+    known = _COMPILED.get(id(node))
+    if known is not None and known[0] is node:
+        return known[1]
+    # Every node at line 1, column 0 (nodes are shared between expressions, never changed
+    # otherwise): cheaper than a copy to locate.
+    for part in ast.walk(node):
+        if "lineno" in part._attributes and not hasattr(part, "lineno"):
+            part.lineno = part.end_lineno = 1
+            part.col_offset = part.end_col_offset = 0
+    code = compile(ast.Expression(node), "<generated>", "eval")
+    if len(_COMPILED) > 20000:
+        _COMPILED.clear()
+    _COMPILED[id(node)] = (node, code)  # the node kept alive: its id is not reused
+    return code
 
 
 class Builder:
@@ -428,19 +518,23 @@ class Builder:
         self.forms = [(f, _weight(f, mode)) for f in forms_for(mode)]
         self.module_constants: list[str] = []
         self.read: set[str] = set()  # names the statements so far read
+        self.callees: list[Helper] = []  # the functions of the module this one may call
+        self.called: list[str] = []  # names read as arguments of the calls so far
+        self.unused: set[str] = set()  # names a call binds that may stay unread
 
     # --- evaluation ---------------------------------------------------------------------
 
     def evaluate(self, node: ast.expr, strict: bool = True) -> Any:
         """The value of ``node`` at the program's arguments; Unfit if it fails (or, when
         ``strict``, warns or leaves its domain)."""
-        tree = ast.fix_missing_locations(ast.Expression(copy.deepcopy(node)))
         namespace = {"np": numpy, "numpy": numpy, "math": math, **self.env}
+        namespace.update((h.function.name, h) for h in self.callees)
         try:
+            code = _compiled(node)
             with warnings.catch_warnings():
                 warnings.simplefilter("error" if strict else "ignore")
                 with numpy.errstate(all="raise" if strict else "ignore"):
-                    return eval(compile(tree, "<generated>", "eval"), namespace)
+                    return eval(code, namespace)
         except Exception as error:
             raise Unfit(f"{ast.unparse(node)}: {error}") from error
 
@@ -505,14 +599,8 @@ class Builder:
                     raise Unfit("a number has no dimensions")
                 node = ast.Subscript(node, ast.Constant(self.choose.index(len(dims))), ast.Load())
             check = None
-        value = self.evaluate(node)
-        kind = numpy.asarray(value).dtype.kind
-        if kind not in "fbiu" or not well_conditioned(value):
-            raise Unfit(f"{ast.unparse(node)} is not a value to compute with")
-        if check is not None and not check(numpy.asarray(source.value, dtype=float)):
-            raise Unfit(f"{ast.unparse(node)}: near a jump")
-        self.exclude(Application(what, {"x": source.value}, {}, value, ast.unparse(node)))
-        return Term(node, value, source.variables, (what,))
+        flow = _flow_check(node, source.node, what, check)
+        return Term(node, flow(self), source.variables, (what,), (flow,))
 
     def mask(self, like: Term | None = None) -> Term:
         """A comparison, at least MARGIN from a tie everywhere; ``like``: of that shape."""
@@ -526,11 +614,8 @@ class Builder:
             right = Term(_parse(str(number)), number)
         op = self.choose.pick((ast.Gt(), ast.Lt(), ast.GtE(), ast.LtE()))
         node = ast.Compare(left.node, [op], [right.node])
-        gap = self.evaluate(ast.BinOp(left.node, ast.Sub(), right.node), strict=False)
-        if not numpy.all(numpy.abs(gap) >= MARGIN):
-            raise Unfit("a comparison near a tie")
-        value = self.evaluate(node)
-        return Term(node, value, left.variables | right.variables)
+        check = _mask_check(node, left.node, right.node)
+        return Term(node, check(self), left.variables | right.variables, (), (check,))
 
     # --- operands and applications ------------------------------------------------------
 
@@ -545,6 +630,8 @@ class Builder:
         ]
         if depth > 0:
             kinds.insert(1, ("apply", 5))
+            if any(h.results == 1 for h in self.callees):
+                kinds.append(("call", 4))
         if none_ok:
             kinds.append(("none", 1))
         kind = self.choose.weighted(kinds)
@@ -560,6 +647,9 @@ class Builder:
                 term = self.flowing()
             elif kind == "apply":
                 term = self.apply(depth - 1)
+            elif kind == "call":
+                single = [h for h in self.callees if h.results == 1]
+                term = self.call(self.callee(single), depth - 1)
         except Unfit:
             term = None
         if term is not None and (fits is None or fits(term)):
@@ -650,7 +740,12 @@ class Builder:
             raise Unfit(f"{ast.unparse(node)}: near a kink or tie")
         self.exclude(application)
         used = (*(r for t in terms for r in t.rules), rule.name)
-        return Term(node, value, variables, used)
+        checks = (
+            *(c for t in terms for c in t.checks),
+            *context.checks,
+            _application_check(rule.name, inputs, nondiff, node),
+        )
+        return Term(node, value, variables, used, checks)
 
     def render(
         self,
@@ -735,6 +830,64 @@ class Builder:
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
         func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
         return ast.Call(func, positional, keywords)
+
+    # --- calls of the module's other functions --------------------------------------------
+
+    def callee(self, helpers: Sequence[Helper]) -> Helper:
+        """One of ``helpers``, the last built most often: it may call the others (depth)."""
+        return self.choose.weighted([(h, 1 + 2 * i) for i, h in enumerate(helpers)])
+
+    def call(self, helper: Helper, depth: int) -> Term:
+        """A call of ``helper`` (``g(x, h * 2, s=0.5)``): its arguments drawn like operands
+        (nested calls too), sometimes the same one twice or one an earlier call read (a
+        weight used by two calls), by keyword or left to their defaults; the value of a
+        helper returning several is their tuple."""
+        for _ in range(ATTEMPTS):
+            try:
+                return self._try_call(helper, depth)
+            except Unfit:
+                continue
+        raise Unfit(f"no call of {helper.function.name} could be built")
+
+    def _try_call(self, helper: Helper, depth: int) -> Term:
+        choose = self.choose
+        given: list[tuple[str, Term]] = []
+        for name, _, default in helper.function.params:
+            if default is not None and choose.boolean():
+                continue  # left to its default
+            kind = choose.weighted([("operand", 6), ("again", 1), ("earlier", 1)])
+            earlier = [n for n in self.called if n in self.env and n not in self.labels]
+            if kind == "again" and given:
+                term = choose.pick(given)[1]  # g(x, x)
+            elif kind == "earlier" and earlier:
+                term = self.name_term(choose.pick(earlier))  # g(x, w) + g(h, w)
+            else:
+                like = helper.shapes[name][0]
+                fits = None if choose.index(4) == 0 else (lambda t, s=like: shape(t.value) == s)
+                term = self.operand(depth, fits)
+            given.append((name, term))
+        # Positional up to the first argument left out (or sooner), keywords after, in any order.
+        names = [n for n, _, _ in helper.function.params]
+        prefix = 0
+        while prefix < len(given) and given[prefix][0] == names[prefix]:
+            prefix += 1
+        if choose.index(3) == 0:
+            prefix = choose.index(prefix + 1)
+        rest = list(given[prefix:])
+        keywords = []
+        while rest:
+            name, term = rest.pop(choose.index(len(rest)))
+            keywords.append(ast.keyword(name, copy.deepcopy(term.node)))
+        positional = [copy.deepcopy(t.node) for _, t in given[:prefix]]
+        node = ast.Call(ast.Name(helper.function.name, ast.Load()), positional, keywords)
+        check = _call_check(node, helper.results)
+        value = check(self)
+        # Where no argument reads a variable (g(2.0), g()), the call is a constant.
+        variables = frozenset().union(*(t.variables for _, t in given))
+        self.called.extend(variables)
+        rules = (*(r for _, t in given for r in t.rules), *helper.rules)
+        checks = (*(c for _, t in given for c in t.checks), check)
+        return Term(node, value, variables, rules, checks)
 
     # --- statements ---------------------------------------------------------------------
 
@@ -827,7 +980,9 @@ def _dtype(c: Context) -> str:
 def _condition(c: Context) -> str:
     """A mask (np.where's condition): a comparison of values, away from ties."""
     like = c.first if c.choose.boolean() and c.first.variables else None
-    return c.builder.mask(like).text
+    mask = c.builder.mask(like)
+    c.checks.extend(mask.checks)
+    return mask.text
 
 
 def _index(c: Context) -> str:
@@ -881,7 +1036,9 @@ def _index(c: Context) -> str:
             return label
         raise Unfit("labels out of range")
     if kind == "mask" and c.first.variables:
-        return b.mask(c.first).text
+        mask = b.mask(c.first)
+        c.checks.extend(mask.checks)
+        return mask.text
     if kind == "ellipsis" and len(dims) >= 2:
         return f"..., {number(dims[-1])}"
     return ":"
@@ -907,7 +1064,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
 def _wrap(b: Builder, term: Term, template: str) -> Term:
     """``term`` put into ``template`` (``1 + v * v``) and evaluated."""
     node = _Substitute({"v": term.node}, b.alias).visit(_parse(template))
-    return Term(node, b.evaluate(node), term.variables, term.rules)
+    return Term(node, b.evaluate(node), term.variables, term.rules, term.checks)
 
 
 def _minimum(term: Term) -> float:
@@ -1047,7 +1204,453 @@ KINKS: dict[str, Callable[[Application], bool]] = {
 }
 
 
+# --- checks: what made a value well-conditioned, run again at other arguments ----------------
+
+
+def _texts(value: Term | list[Term]) -> list[str]:
+    return [t.text for t in value] if isinstance(value, list) else [value.text]
+
+
+def _application_check(
+    rule: str, inputs: dict[str, Term | list[Term]], nondiff: dict[str, str], node: ast.expr
+) -> Check:
+    """An application of a form of ``rule`` (the checks of ``Builder.try_form``): its inputs
+    in their domains as they are (``DOMAINS`` would wrap none), its value bounded, its
+    kinks and ties away (``KINKS``), no known bug's."""
+    nodes = {n: [t.node for t in v] if isinstance(v, list) else v.node for n, v in inputs.items()}
+    text = ast.unparse(node)
+
+    def check(b: Builder) -> Any:
+        terms: dict[str, Any] = {
+            n: [Term(x, b.evaluate(x, strict=False)) for x in v]
+            if isinstance(v, list)
+            else Term(v, b.evaluate(v, strict=False))
+            for n, v in nodes.items()
+        }
+        adapt = DOMAINS.get(rule)
+        if adapt is not None:
+            adapted = adapt(b, terms)
+            if any(_texts(adapted[n]) != _texts(terms[n]) for n in terms):
+                raise Unfit(f"{text}: out of its domain")
+        value = b.evaluate(node)
+        if not well_conditioned(value):
+            raise Unfit(f"{text}: ill-conditioned value")
+        application = Application(
+            rule, {n: _values(v) for n, v in terms.items()}, nondiff, value, text
+        )
+        kink = KINKS.get(rule)
+        if kink is not None and not kink(application):
+            raise Unfit(f"{text}: near a kink or tie")
+        b.exclude(application)
+        return value
+
+    return check
+
+
+def _flow_check(
+    node: ast.expr, source: ast.expr, what: str, jump: Callable[[Any], bool] | None
+) -> Check:
+    """A value with no gradient (``np.floor(x)``): one to compute with, away from its
+    jumps (``FLOW_KINKS``)."""
+    text = ast.unparse(node)
+
+    def check(b: Builder) -> Any:
+        value = b.evaluate(node)
+        kind = numpy.asarray(value).dtype.kind
+        if kind not in "fbiu" or not well_conditioned(value):
+            raise Unfit(f"{text} is not a value to compute with")
+        source_value = b.evaluate(source, strict=False)
+        if jump is not None and not jump(numpy.asarray(source_value, dtype=float)):
+            raise Unfit(f"{text}: near a jump")
+        b.exclude(Application(what, {"x": source_value}, {}, value, text))
+        return value
+
+    return check
+
+
+def _mask_check(node: ast.expr, left: ast.expr, right: ast.expr) -> Check:
+    """A comparison, at least MARGIN from a tie everywhere."""
+
+    def check(b: Builder) -> Any:
+        gap = b.evaluate(ast.BinOp(left, ast.Sub(), right), strict=False)
+        if not numpy.all(numpy.abs(gap) >= MARGIN):
+            raise Unfit("a comparison near a tie")
+        return b.evaluate(node)
+
+    return check
+
+
+def _call_check(node: ast.expr, results: int) -> Check:
+    """A call of a helper (which checks its own statements): finite, bounded floats."""
+
+    def check(b: Builder) -> Any:
+        value = b.evaluate(node)
+        values = value if results > 1 else (value,)
+        if not all(well_conditioned(v) and is_float(v) for v in values):
+            raise Unfit(f"{ast.unparse(node)}: ill-conditioned value")
+        return value
+
+    return check
+
+
 # --- programs --------------------------------------------------------------------------------
+
+
+# Names of the module's other functions (never a parameter's or a local's name).
+HELPER_NAMES = ("g", "layer", "cell", "unit")
+
+
+@dataclass
+class Setting:
+    """What the functions of one module share: the mode, how numpy is spelled, the module
+    constants, the applications left out (known bugs)."""
+
+    mode: str
+    alias: str
+    exclusions: Sequence[Callable[[Application], bool]]
+    constants: dict[str, Any]
+
+    def builder(self, choose: Chooser, callees: Sequence[Helper]) -> Builder:
+        b = Builder(choose, self.mode, self.exclusions)
+        b.alias = self.alias
+        b.env.update(self.constants)
+        b.module_constants = list(self.constants)
+        b.callees = list(callees)
+        return b
+
+
+def _key(value: Any) -> tuple[Any, ...]:
+    array = numpy.asarray(value)
+    return (type(value).__name__, array.dtype.str, array.shape, array.tobytes())
+
+
+class Helper:
+    """A function of the module that others call (``def g(x, s=0.5): ...``), built at random
+    arguments (its prototype). Calling it (as the evaluation of its callers does) runs its
+    statements at the call's arguments, each after the checks that made it well-conditioned
+    where it was built (kinks, ties, domains, bounds): Unfit where one fails."""
+
+    def __init__(
+        self, function: Function, body: Body, setting: Setting, callees: Sequence[Helper]
+    ) -> None:
+        self.function = function
+        self.body = body
+        self.setting = setting
+        self.callees = tuple(callees)
+        self.results = len(body.results)  # how many values it returns
+        self.rules = tuple(dict.fromkeys(body.rules))
+        # The shapes of each parameter's arguments, the prototype's first: a parameter is
+        # annotated only where every call gives it the same shape.
+        self.shapes: dict[str, list[tuple[int, ...]]] = {
+            name: [dims if dims is not None else ()] for name, dims, _ in function.params
+        }
+        self.memo: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        params = self.function.params
+        bound = dict(zip((n for n, _, _ in params[: len(args)]), args, strict=True))
+        bound.update(kwargs)
+        for name, _, default in params:
+            if name not in bound:
+                bound[name] = literal(default)
+        key = tuple(_key(bound[n]) for n, _, _ in params)
+        if key not in self.memo:
+            try:
+                self.memo[key] = self._run(bound)
+            except Unfit as error:
+                self.memo[key] = error
+        outcome = self.memo[key]
+        if isinstance(outcome, Unfit):
+            raise outcome
+        for name, value in bound.items():
+            if shape(value) not in self.shapes[name]:
+                self.shapes[name].append(shape(value))
+        return outcome
+
+    def _run(self, bound: dict[str, Any]) -> Any:
+        b = self.setting.builder(Chooser(), self.callees)  # the checks choose nothing
+        for name, value in bound.items():
+            b.bind(name, value)
+        for line, checks in zip(self.body.lines, self.body.line_checks, strict=True):
+            for check in checks:
+                check(b)
+            targets, _, text = line.partition(" = ")
+            names = targets.split(", ")
+            value = b.evaluate(_parse(text))
+            for name, item in zip(names, value if len(names) > 1 else [value], strict=True):
+                b.bind(name, item)
+        values = []
+        for term, checks in zip(self.body.results, self.body.result_checks, strict=True):
+            for check in checks:
+                check(b)
+            value = b.evaluate(term.node)
+            if not (is_float(value) and well_conditioned(value)):
+                raise Unfit(f"{self.function.name} returns an ill-conditioned value here")
+            values.append(value)
+        return tuple(values) if len(values) > 1 else values[0]
+
+    def final(self) -> Function:
+        """The function as written in the module: parameters annotated with their shape
+        only where every call gives them that shape."""
+        params = [
+            (name, dims if len(self.shapes[name]) == 1 else None, default)
+            for name, dims, default in self.function.params
+        ]
+        return Function(self.function.name, params, self.function.body, self.function.results)
+
+
+def _build_helper(
+    choose: Chooser,
+    setting: Setting,
+    name: str,
+    callees: Sequence[Helper],
+    rng: numpy.random.Generator,
+    like: Sequence[tuple[int, ...]],
+) -> Helper | None:
+    """A helper function of 1 to 3 parameters (the last ones numbers with a default
+    sometimes, the others most often of a shape in ``like``) that may call ``callees``,
+    built at random arguments; None if none fits."""
+    count = choose.weighted([(1, 3), (2, 3), (3, 2)])
+    defaults = min(count - 1, choose.weighted([(0, 3), (1, 2), (2, 1)]))
+    params: list[tuple[str, tuple[int, ...] | None, str | None]] = []
+    prototype: dict[str, Any] = {}
+    for position, param in enumerate(PARAMETER_NAMES[:count]):
+        if position >= count - defaults:
+            default = choose.pick(NUMBERS)
+            params.append((param, (), repr(default)))
+            prototype[param] = default
+            continue
+        dims: tuple[int, ...] = ()
+        if setting.mode == "array":
+            dims = choose.pick(like) if like and choose.index(4) else choose.weighted(ARRAY_SHAPES)
+        value = rng.uniform(0.2, 2.0, size=dims) * rng.choice([-1.0, 1.0], size=dims)
+        prototype[param] = float(value) if dims == () else value
+        params.append((param, dims, None))
+    for _ in range(3):
+        b = setting.builder(choose, callees)
+        for param, value in prototype.items():
+            b.bind(param, value)
+        statements = choose.weighted([(0, 2), (1, 3), (2, 3), (3, 2)])
+        results = choose.weighted([(1, 5), (2, 3), (3, 1)])
+        calls = bool(callees) and choose.boolean()  # a helper calling another: depth 2, 3
+        try:
+            body = _function_body(b, list(prototype), None, statements, results, calls, True)
+        except Unfit:
+            continue
+        function = Function(name, params, body.lines, [t.text for t in body.results])
+        helper = Helper(function, body, setting, callees)
+        values = tuple(t.value for t in body.results)
+        key = tuple(_key(prototype[n]) for n, _, _ in params)
+        helper.memo[key] = values if len(values) > 1 else values[0]
+        return helper
+    return None
+
+
+@dataclass
+class Body:
+    lines: list[str]
+    results: list[Term]  # one per value returned
+    rules: list[str]
+    line_checks: list[tuple[Check, ...]]  # one per line: of the values it binds
+    result_checks: list[tuple[Check, ...]]
+
+
+def _function_body(
+    b: Builder,
+    params: list[str],
+    focus: Form | None,
+    statements: int,
+    results: int,
+    must_call: bool = False,
+    bare_ok: bool = False,
+) -> Body:
+    """Statements applying forms of the table (fan-out, rebinding, aliases, views, nested
+    expressions, tuple unpacking, calls of ``b.callees``), then ``results`` values returned.
+    The first statement applies ``focus`` (if given) where it can; ``must_call``: at least
+    one call; ``bare_ok``: the function may return a parameter as it is."""
+    choose = b.choose
+    body: list[str] = []
+    rules: list[str] = []
+    line_checks: list[tuple[Check, ...]] = []
+    locals_: list[str] = []
+    kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1)]
+    if b.mode == "array":
+        kinds += [("view", 3), ("fan-out", 2)]
+    if b.callees:
+        kinds += [("call", 6)]
+
+    def rebindable() -> list[str]:
+        return [*reversed(locals_), *(n for n in params if n not in b.labels)]
+
+    def fresh() -> list[tuple[str, int]]:
+        return [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
+
+    def targets(count: int, read: frozenset[str]) -> list[str]:
+        """``count`` distinct names to bind: new ones, or names bound already (often one
+        the value reads: ``h, c = g(h)``)."""
+        chosen: list[str] = []
+        for position in range(count):
+            old = [n for n in rebindable() if n not in chosen]
+            new = [(n, w) for n, w in fresh() if n not in chosen]
+            kind = choose.weighted([("new", 3), ("read", 1), ("old", 1)])
+            if kind == "read" and [n for n in old if n in read]:
+                chosen.append(choose.pick([n for n in old if n in read]))
+            elif kind == "old" and old:
+                chosen.append(choose.pick(old))
+            elif new:
+                chosen.append(choose.weighted(new))
+            else:
+                chosen.append(f"t{len(body)}_{position}")
+        return chosen
+
+    def bind(names: list[str], term: Term, values: Sequence[Any]) -> None:
+        body.append(f"{', '.join(names)} = {term.text}")
+        line_checks.append(term.checks)
+        b.read |= term.variables
+        rules.extend(term.rules)
+        for name, value in zip(names, values, strict=True):
+            b.unused.discard(name)
+            b.bind(name, value)
+            if name not in locals_ and name not in params:
+                locals_.append(name)
+
+    def statement(number: int, kind: str) -> bool:
+        """One statement of ``kind``; whether it calls a function of the module."""
+        if kind == "alias" and fresh():
+            source = b.variable()
+            target = choose.weighted(fresh())
+            body.append(f"{target} = {source.text}")  # h = x: a new name, the same value
+            line_checks.append(())
+            b.bind(target, b.env[source.text])
+            return False
+        if number == 0 and focus is not None:
+            terms = [_focused(b, focus)]
+        elif kind == "unpack":
+            names, values = _unpacked(b, rebindable(), targets)
+            line = f"{', '.join(names)} = {', '.join(t.text for t in values)}"
+            body.append(line)
+            line_checks.append(tuple(c for t in values for c in t.checks))
+            for name, term in zip(names, values, strict=True):
+                rules.extend(term.rules)
+                b.read |= term.variables
+                b.unused.discard(name)
+                b.bind(name, term.value)
+                if name not in locals_ and name not in params:
+                    locals_.append(name)
+            return False
+        elif kind == "call":
+            helper = b.callee(b.callees)
+            try:
+                term = b.call(helper, choose.pick((1, 0, 2)))
+            except Unfit:
+                terms = [b.apply(1)]
+            else:
+                if helper.results > 1:  # u, v = g(x): sometimes only some are read
+                    names = targets(helper.results, term.variables)
+                    bind(names, term, term.value)
+                    if choose.boolean():
+                        kept = choose.pick(names)
+                        b.unused.update(n for n in names if n != kept)
+                    return True
+                terms = [term]
+                kind = choose.pick(("new", "rebind"))
+        elif kind == "view":
+            terms = _read_then_viewed(b)
+        elif kind == "fan-out":
+            terms = [_fanned_out(b)]
+        else:
+            terms = [b.apply(choose.pick((1, 2, 0)))]
+        called = False
+        for term in terms:
+            read = [n for n in rebindable() if n in term.variables]
+            if kind == "rebind" and read and choose.boolean():
+                target = choose.pick(read)  # h = h * 2
+            elif kind == "rebind" and rebindable():
+                target = choose.pick(rebindable())
+            else:
+                target = choose.weighted(fresh()) if fresh() else f"t{len(body)}"
+            called |= _calls(term.node, b.callees)
+            bind([target], term, [term.value])
+        return called
+
+    called = False
+    for number in range(statements):
+        kind = choose.weighted(kinds)
+        try:
+            called |= statement(number, kind)
+        except Unfit:
+            if kind != "unpack":
+                raise
+            called |= statement(number, "new")
+    if must_call and not called:
+        called = statement(max(statements, 1), "call")  # (not the first: focus's)
+
+    if body and choose.index(3) != 0:
+        first = b.variable(lambda t: is_float(t.value))  # most often the last statement's
+    elif bare_ok and choose.index(4) == 0:
+        first = b.variable(lambda t: is_float(t.value))  # def g(x): return x
+    else:
+        first = _focused(b, focus) if not body else b.apply(1)
+    outs = [first]
+    bound = {n for line in body for n in line.partition(" = ")[0].split(", ")}
+    names = [*(n for n in locals_ if n in b.env), *(n for n in params if n in bound)]
+    for _ in range(results - 1):
+        unread = [
+            n for n in _unread(body, ", ".join(t.text for t in outs), names) if n not in b.unused
+        ]
+        kind = choose.weighted([("unread", 3), ("variable", 2), ("apply", 2), ("again", 1)])
+        if kind == "unread" and unread:
+            outs.append(b.name_term(choose.pick(unread)))
+        elif kind == "again":
+            outs.append(choose.pick(outs))  # return h, h
+        elif kind == "apply":
+            outs.append(b.apply(1))
+        else:
+            outs.append(b.variable(lambda t: is_float(t.value)))
+    # Values no later statement reads are combined into the (first) result, so that few
+    # statements are dead (gradgen drops those, and they test nothing); where their shapes
+    # do not broadcast, their total is.
+    unread = _unread(body, ", ".join(t.text for t in outs), names)
+    combiners = [(f, 1) for f in forms_for(b.mode) if _combines(f)]
+    for name in [n for n in unread if n not in b.unused][:3]:
+        read = b.name_term(name)
+        for attempt in range(ATTEMPTS // 2):
+            form = choose.weighted(combiners)
+            try:
+                if attempt == ATTEMPTS // 4 and b.mode == "array" and ndim(read.value):
+                    read = _wrap(b, read, "numpy.sum(v)")
+                outs[0] = b.try_form(form, 0, {"x": outs[0], "y": read})
+                break
+            except Unfit:
+                continue
+    for term in outs:
+        rules.extend(term.rules)
+        if not is_float(term.value):
+            raise Unfit("a result is not a float")
+    return Body(body, outs, rules, line_checks, [t.checks for t in outs])
+
+
+def _calls(node: ast.AST, callees: Sequence[Helper]) -> bool:
+    """Does ``node`` call one of ``callees``?"""
+    names = {h.function.name for h in callees}
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names
+        for n in ast.walk(node)
+    )
+
+
+def _unpacked(
+    b: Builder, rebindable: list[str], targets: Callable[[int, frozenset[str]], list[str]]
+) -> tuple[list[str], list[Term]]:
+    """``a, b = b, a`` (a swap) or ``a, b = h * 2, x``: the names and the values."""
+    floats = [n for n in rebindable if is_float(b.env[n])]
+    if len(floats) >= 2 and b.choose.boolean():
+        first = floats.pop(b.choose.index(len(floats)))
+        second = b.choose.pick(floats)
+        return [first, second], [b.name_term(second), b.name_term(first)]
+    values = [b.operand(1) for _ in range(b.choose.pick((2, 2, 3)))]
+    read = frozenset().union(*(t.variables for t in values))
+    return targets(len(values), read), values
 
 
 def build_program(
@@ -1055,9 +1658,14 @@ def build_program(
     mode: str,
     exclusions: Sequence[Callable[[Application], bool]] = (),
     focus: Form | None = None,
+    modules: int = 0,
+    several: int = 0,
 ) -> Program:
     """A random program: parameters, statements applying forms of the table (fan-out,
-    rebinding, aliases, nested expressions), a return. Unfit if it cannot be built."""
+    rebinding, aliases, nested expressions, tuple unpacking), a return. One in ``modules``
+    programs (none if 0) is a module: ``f`` calls 1 to 3 other functions of it, which may
+    call each other; one in ``several`` (none if 0) returns 2 or 3 values. Unfit if it cannot
+    be built."""
     b = Builder(choose, mode, exclusions)
     if mode == "array":
         b.alias = choose.weighted([("np", 4), ("numpy", 1)])
@@ -1067,6 +1675,8 @@ def build_program(
         constants.append(f"{name} = {text}")
         b.env[name] = eval(text, {}, dict(b.env))
         b.module_constants.append(name)
+    setting = Setting(mode, b.alias, exclusions, dict(b.env))
+
     params: list[tuple[str, tuple[int, ...]]] = []
     args: dict[str, Any] = {}
     for name in PARAMETER_NAMES[: 1 + choose.index(4)]:
@@ -1085,94 +1695,94 @@ def build_program(
         b.labels.append(LABEL_NAME)
         b.bind(LABEL_NAME, args[LABEL_NAME])
 
-    body: list[str] = []
-    rules: list[str] = []
-    locals_: list[str] = []
-    statements = choose.index(6)
-    kinds = [("new", 5), ("rebind", 3), ("alias", 1)]
-    if mode == "array":
-        kinds += [("view", 3), ("fan-out", 2)]
-    for number in range(statements):
-        kind = choose.weighted(kinds)
-        fresh = [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
-        if kind == "alias" and fresh:
-            source = b.variable()
-            target = choose.weighted(fresh)
-            body.append(f"{target} = {source.text}")  # h = x: a new name, the same value
-            b.bind(target, b.env[source.text])
-            continue
-        if number == 0:
-            terms = [_focused(b, focus)]
-        elif kind == "view":
-            terms = _read_then_viewed(b)
-        elif kind == "fan-out":
-            terms = [_fanned_out(b)]
-        else:
-            terms = [b.apply(choose.pick((1, 2, 0)))]
-        for term in terms:
-            rebindable = [*reversed(locals_), *(n for n, _ in params if n not in b.labels)]
-            read = [n for n in rebindable if n in term.variables]
-            fresh = [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
-            if kind == "rebind" and read and choose.boolean():
-                target = choose.pick(read)  # h = h * 2
-            elif kind == "rebind" and rebindable:
-                target = choose.pick(rebindable)
-            else:
-                target = choose.weighted(fresh) if fresh else f"t{len(body)}"
-            body.append(f"{target} = {term.text}")
-            b.read |= term.variables
-            rules += term.rules
-            b.bind(target, term.value)
-            if target not in locals_ and target not in args:
-                locals_.append(target)
+    # The helpers, each able to call those built before it (so no recursion), their
+    # parameters most often of the shapes of f's.
+    shapes = [dims for name, dims in params if name not in b.labels]
+    helpers: list[Helper] = []
+    if modules and choose.index(modules) == modules - 1:  # one function is the simplest
+        names = list(HELPER_NAMES)
+        for _ in range(1 + choose.index(3)):
+            name = names.pop(choose.index(len(names)))
+            helper = _build_helper(choose, setting, name, helpers, rng, shapes)
+            if helper is not None:
+                helpers.append(helper)
+        if not helpers:
+            raise Unfit("no helper could be built")
+        b.callees = list(helpers)
 
-    if body and choose.index(3) != 0:
-        result = b.variable()  # most often the value the last statement bound
+    statements = choose.index(6)
+    results = 1
+    if several and choose.index(several) == several - 1:  # one value is the simplest
+        results = choose.pick((2, 2, 3))
+    names = [n for n, _ in params]
+    body = _function_body(b, names, focus, statements, results, must_call=bool(helpers))
+    returned = [t.text for t in body.results]
+
+    # The helpers f calls, at any depth, in the module in any order (before or after f).
+    reached: list[Helper] = []
+    pending = [body.lines, returned]
+    while pending:
+        texts = pending.pop()
+        for helper in helpers:
+            if helper not in reached and any(
+                _calls(_parse(t.partition(" = ")[2] or t), [helper]) for t in texts
+            ):
+                reached.append(helper)
+                pending.append([*helper.function.body, *helper.function.results])
+    if helpers and not reached:
+        raise Unfit("f calls no helper")
+    functions = [h.final() for h in helpers if h in reached]
+    ordered = [functions.pop(choose.index(len(functions))) for _ in range(len(functions))]
+    main_at = choose.index(len(ordered) + 1)
+
+    out_shapes = tuple(shape(t.value) for t in body.results)
+    upstream: Any = None
+    upstreams: list[Any] = []
+    omitted: list[bool] = []
+    if results == 1:
+        if out_shapes[0] == ():
+            upstream = None if choose.boolean() else float(rng.normal())
+        else:
+            upstream = rng.normal(size=out_shapes[0])
     else:
-        result = _focused(b, focus) if not body else b.apply(1)
-    # Values no later statement reads are combined into the result, so that few statements
-    # are dead (gradgen drops those, and they test nothing).
-    for name in _unread(body, result.text, [n for n in locals_ if n in b.env])[:3]:
-        combiners = [(f, 1) for f in forms_for(mode) if _combines(f)]
-        for _ in range(ATTEMPTS // 2):
-            form = choose.weighted(combiners)
-            try:
-                result = b.try_form(form, 0, {"x": result, "y": b.name_term(name)})
-                break
-            except Unfit:
-                continue
-    rules += result.rules
-    if not is_float(result.value):
-        raise Unfit("the result is not a float")
-    out_shape = shape(result.value)
-    upstream: Any
-    if out_shape == ():
-        upstream = None if choose.boolean() else float(rng.normal())
-    else:
-        upstream = rng.normal(size=out_shape)
+        for dims in out_shapes:
+            if choose.index(4) == 0:  # this result does not reach the loss
+                upstreams.append(None)
+                omitted.append(choose.boolean())
+            else:
+                upstreams.append(float(rng.normal()) if dims == () else rng.normal(size=dims))
+                omitted.append(False)
+    texts = [*constants, *body.lines, *returned]
+    for function in ordered:
+        texts += [*function.body, *function.results]
     drop_import = mode == "array" and choose.index(4) == 0
     return Program(
-        numpy_import=not (
-            drop_import and _array_syntax_only([*constants, *body], result.text, b.alias)
-        ),
+        numpy_import=not (drop_import and _array_syntax_only(texts, b.alias)),
         mode=mode,
         alias=b.alias,
         params=params,
         labels=tuple(b.labels),
-        body=body,
-        result=result.text,
+        body=body.lines,
+        result=returned[0],
         args=args,
         upstream=upstream,
-        out_shape=out_shape,
-        rules=tuple(dict.fromkeys(rules)),
+        out_shape=out_shapes[0],
+        rules=tuple(dict.fromkeys(body.rules)),
         constants=tuple(constants),
+        results=tuple(returned) if results > 1 else (),
+        out_shapes=out_shapes if results > 1 else (),
+        upstreams=tuple(upstreams),
+        omitted=tuple(omitted),
+        helpers=tuple(ordered),
+        main_at=main_at,
     )
 
 
-def _array_syntax_only(lines: list[str], result: str, alias: str) -> bool:
-    """Do ``lines`` and ``result`` use array syntax (``@``, an index, an attribute or method
-    of a value) and never name numpy itself (so the import can be left out)?"""
-    trees = [_parse(line.partition(" = ")[2]) for line in lines] + [_parse(result)]
+def _array_syntax_only(texts: list[str], alias: str) -> bool:
+    """Do ``texts`` (statements and expressions) use array syntax (``@``, an index, an
+    attribute or method of a value) and never name numpy itself (so the import can be left
+    out)?"""
+    trees = [_parse(text.partition(" = ")[2] or text) for text in texts]
     nodes = [node for tree in trees for node in ast.walk(tree)]
     if any(isinstance(n, ast.Name) and n.id == alias for n in nodes):
         return False
@@ -1195,14 +1805,15 @@ def _combines(form: Form) -> bool:
 
 def _unread(body: list[str], result: str, names: list[str]) -> list[str]:
     """Of ``names`` (bound by ``body``), those whose last binding nothing later reads."""
-    reads: list[tuple[str, set[str]]] = []
+    reads: list[tuple[list[str], set[str]]] = []
     for line in body:
-        target, _, value = line.partition(" = ")
-        reads.append((target, {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}))
+        targets, _, value = line.partition(" = ")
+        read = {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}
+        reads.append((targets.split(", "), read))
     read_by_result = {n.id for n in ast.walk(_parse(result)) if isinstance(n, ast.Name)}
     unread = []
     for name in names:
-        last = max(i for i, (target, _) in enumerate(reads) if target == name)
+        last = max(i for i, (targets, _) in enumerate(reads) if name in targets)
         if name not in read_by_result and not any(name in used for _, used in reads[last + 1 :]):
             unread.append(name)
     return list(reversed(unread))
@@ -1288,16 +1899,108 @@ def programs(
     mode: str,
     exclusions: Sequence[Callable[[Application], bool]] = (),
     focus: Form | None = None,
+    modules: int = 0,
+    several: int = 0,
 ) -> Program:
     """Random well-conditioned programs of ``mode`` ("scalar": ``import math``, floats;
     "array": ``import numpy as np``, float64 arrays). The first statement applies ``focus``
-    (a form drawn from the table if None) where it can; the rest draw from the whole table."""
+    (a form drawn from the table if None) where it can; the rest draw from the whole table.
+    One in ``modules`` (none if 0) is a module of several functions, one in ``several``
+    (none if 0) returns several values."""
     from hypothesis import reject
 
     choose = HypothesisChooser(draw)
     if focus is None:
         focus = choose.pick(forms_for(mode))
     try:
-        return build_program(choose, mode, exclusions, focus)
+        return build_program(choose, mode, exclusions, focus, modules, several)
     except Unfit:
         reject()
+
+
+# --- what a program exercises ------------------------------------------------------------------
+
+
+def features(program: Program) -> list[str]:
+    """The constructs of modules (calls, unpacking, several results) a program exercises,
+    read from its text: for the statistics of the property tests."""
+    if program.verbatim is not None:
+        return []
+    tree = ast.parse(program.source(annotated=False))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    helpers = set(functions) - {"f"}
+    place = {name: i for i, name in enumerate(functions)}
+    found = {f"{len(helpers)} helpers"} if helpers else set()
+    calls: dict[str, set[str]] = {}
+    for name, function in functions.items():
+        calls[name] = set()
+        *statements, last = function.body
+        assert isinstance(last, ast.Return)
+        if isinstance(last.value, ast.Tuple):
+            found.add("f returns several" if name == "f" else "a helper returns several")
+        whole = {id(s.value) for s in statements if isinstance(s, ast.Assign)}
+        for index, statement in enumerate(statements):
+            assert isinstance(statement, ast.Assign)
+            target, value = statement.targets[0], statement.value
+            if not isinstance(target, ast.Tuple):
+                continue
+            bound = [t.id for t in target.elts if isinstance(t, ast.Name)]
+            if isinstance(value, ast.Call):
+                found.add("several results unpacked (u, v = g(...))")
+                later = {
+                    n.id
+                    for s in [*statements[index + 1 :], last]
+                    for n in ast.walk(s.value if s.value is not None else s)
+                    if isinstance(n, ast.Name)
+                }
+                if any(n not in later for n in bound):
+                    found.add("a result of a call left unread")
+            elif isinstance(value, ast.Tuple):
+                read = [v.id if isinstance(v, ast.Name) else None for v in value.elts]
+                swap = len(bound) == 2 and read == bound[::-1]
+                found.add("swap (a, b = b, a)" if swap else "tuple unpacking (a, b = x, y)")
+        reads: list[set[str]] = []
+        for node in ast.walk(function):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in helpers
+            ):
+                continue
+            callee = functions[node.func.id]
+            calls[name].add(callee.name)
+            found.add("call as a statement" if id(node) in whole else "call in an expression")
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if node.keywords:
+                found.add("keyword argument")
+            defaulted = [a.arg for a in callee.args.args[-len(callee.args.defaults) :]]
+            if callee.args.defaults:
+                given = {a.arg for a in callee.args.args[: len(node.args)]}
+                given |= {k.arg for k in node.keywords if k.arg is not None}
+                if any(d not in given for d in defaulted):
+                    found.add("default left to itself")
+                if any(d in given for d in defaulted):
+                    found.add("default given")
+            texts = [ast.unparse(a) for a in arguments]
+            if len(set(texts)) < len(texts):
+                found.add("the same argument twice")
+            reads.append({n.id for a in arguments for n in ast.walk(a) if isinstance(n, ast.Name)})
+            if place[callee.name] < place[name]:
+                found.add("callee defined before its caller")
+            else:
+                found.add("callee defined after its caller")
+        if any(reads[i] & reads[j] for i in range(len(reads)) for j in range(i)):
+            found.add("a value read by two calls")
+
+    def depth(name: str) -> int:
+        return 1 + max(map(depth, calls[name])) if calls[name] else 0
+
+    if helpers:
+        found.add(f"call depth {depth('f')}")
+    if program.several:
+        found.add(f"f returns {len(program.results)}")
+        if any(u is None for u in program.upstreams):
+            found.add("an upstream None (zero)")
+        if any(program.omitted):
+            found.add("an upstream left out")
+    return sorted(found)
