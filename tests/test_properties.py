@@ -398,12 +398,13 @@ def _undefined(names: str) -> Callable[[str], bool]:
     return lambda failure: expression.search(failure.partition("\n")[0]) is not None
 
 
-KNOWN_BUGS.append(
+FIXED_BUGS.append(
     KnownBug(
         name="a-call-times-itself",
-        symptom="g(x) * g(x) (the square of a call, spelled as a product): the backward "
-        "computes g(x) once with g_forward, and f_value_and_grad multiplies it by g(x), a "
-        "call of the forward function, which the generated module does not define (NameError)",
+        symptom="g(x) * g(x) (the square of a call, spelled as a product): matched as x * x, "
+        "the backward computed g(x) once with g_forward, and f_value_and_grad multiplied it by "
+        "g(x), a call of the forward function, which the generated module does not define "
+        "(NameError); each call is now a stage of its own",
         forward=(
             "import numpy as np\n\n\ndef g(x):\n    return np.sin(x)\n\n\n"
             "def f(x):\n    return g(x) * g(x)\n"
