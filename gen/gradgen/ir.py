@@ -90,6 +90,31 @@ class BackwardFunction:
     # (None: not worked out): the others are data (labels, indices), for the gradient check.
     differentiable: frozenset[str] | None = None
 
+    def parameter_gradients(self) -> tuple[str, ...]:
+        """Per parameter of the forward, in order, what this backward returns for it: a
+        gradient's name, "0.0", "None", or "" for a parameter outside ``wrt``."""
+        if self.wrt is None:
+            return self.gradients
+        given = dict(zip(self.wrt, self.gradients, strict=True))
+        return tuple(given.get(p.name, "") for p in self.staged.parameters)
+
+    def data_parameters(self) -> frozenset[str]:
+        """The parameters the result has no gradient with respect to, though it reads them
+        (labels, indices): "None" among the gradients, or, outside ``wrt``, not among the
+        ``differentiable`` ones."""
+        differentiable = self.differentiable
+        pairs = zip(self.staged.parameters, self.parameter_gradients(), strict=True)
+        return frozenset(
+            parameter.name
+            for parameter, gradient in pairs
+            if gradient == "None"
+            or (
+                gradient == ""
+                and differentiable is not None
+                and parameter.name not in differentiable
+            )
+        )
+
     @property
     def upstream(self) -> str:
         """The upstream gradient parameter of a function with one result."""

@@ -62,6 +62,7 @@ from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
 from gradgen.rules import (
     DISTINCT_ENTRIES,
+    OPERATION_LIBRARIES,
     Adjoint,
     AdjointContext,
     ScatterAdjoint,
@@ -657,7 +658,7 @@ def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
         listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
         origin = f", from {listed}"
     library = (call.func.lib or "").partition(".")[0]
-    if library in _KNOWN_LIBRARIES:
+    if library in OPERATION_LIBRARIES:
         what = f"'{call.func.spelling}' is not an operation gradgen can differentiate"
     else:
         # `from layers import affine`: a module gradgen does not read, naming it.
@@ -669,10 +670,6 @@ def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
         f"{what}; its argument '{written}' needs a gradient here{origin} (leave a parameter "
         "that is data out of wrt, or give the function a rule with @gradgen.backward_of)"
     )
-
-
-# Libraries whose functions are operations, known to the rules table or not.
-_KNOWN_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"})
 
 
 def _written_argument(call: Call, position: int) -> str:

@@ -763,6 +763,9 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
 STOP_GRADIENT = ("gradgen", "stop_gradient")
+# Libraries whose functions are operations, whether the table knows them or not: a function
+# of any other module is the user's (``from layers import affine``), and refused as such.
+OPERATION_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"})
 # The shapes of values with no gradient: of the first argument (astype is in the table, but
 # an integer astype has no gradient), or the arrays' broadcast.
 SHAPE_OF_FIRST = frozenset(

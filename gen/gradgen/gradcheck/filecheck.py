@@ -185,7 +185,7 @@ def check_function(
         values, sizes = found
         if not sized:
             fixed, sized = {**fixed, **sizes}, True  # the other shapes: at the same sizes
-        run, flat = check.run(variant, values, sizes, _slots(backward))
+        run, flat = check.run(variant, values, sizes, backward.parameter_gradients())
         if guessed and run.refusal is not None:
             trial.refusal = run.refusal
             continue
@@ -202,14 +202,6 @@ def check_function(
     _merge(report, trials, several=len(variants) > 1)
     report.notes += _numbers_only_note(name, specs, trials, array_code, len(variants))
     return report
-
-
-def _slots(backward: BackwardFunction) -> tuple[str, ...]:
-    """Per parameter, the gradient the backward gives it ("" for one outside ``wrt``)."""
-    if backward.wrt is None:
-        return backward.gradients
-    given = dict(zip(backward.wrt, backward.gradients, strict=True))
-    return tuple(given.get(p.name, "") for p in backward.staged.parameters)
 
 
 @dataclass

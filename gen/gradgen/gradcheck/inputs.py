@@ -122,21 +122,12 @@ def parameter_specs(
 
     annotated = shape_annotations(source, backward.staged.name)
     specs = []
-    # With ``wrt``, a gradient per parameter named there; the others have none to check.
-    names = (
-        backward.wrt if backward.wrt is not None else [p.name for p in backward.staged.parameters]
-    )
-    gradient_of = dict(zip(names, backward.gradients, strict=True))
+    data = backward.data_parameters()  # labels and indices: drawn as integers
     for parameter in backward.staged.parameters:
-        gradient = gradient_of.get(parameter.name, "")
         dims, note = annotated.get(parameter.name, (None, ""))
         if parameter.name in shapes:
             dims, note = shapes[parameter.name], ""
-        # Data: a parameter with no gradient to give (None), or, outside wrt, one the
-        # result has no gradient with respect to (labels).
-        outside = gradient == "" and backward.differentiable is not None
-        no_gradient = outside and parameter.name not in (backward.differentiable or ())
-        integer = gradient == "None" or no_gradient or parameter.name in ints
+        integer = parameter.name in data or parameter.name in ints
         default = literal_value(parameter.default) if parameter.default is not None else None
         number = float(default) if isinstance(default, (int, float)) else None
         specs.append(
