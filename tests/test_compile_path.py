@@ -352,12 +352,13 @@ def test_ties_are_one_per_statement_and_name_what_it_writes(example: Path, pairs
     # read the backward as any other): they must describe the text exactly.
     source = example.read_text(encoding="utf-8")
     wrt = _configured_wrt(example)  # as the project generates it (poisson_regression: beta)
-    compiled = compile_source(source, example.name, Options(pairs=pairs, wrt=wrt))
+    # By its path: an example may import functions from another beside it.
+    compiled = compile_source(source, str(example), Options(pairs=pairs, wrt=wrt))
     # The decorator's text: each function alone, the imports and helpers it needs inside.
     alone = [
         compile_source(
             FunctionSource(source, name, _function_lines(source, name), _first_line(source, name)),
-            example.name,
+            str(example),
             Options(pairs=pairs, text="functions", wrt=wrt),
         )
         for name in (b.staged.name for b in compiled.backwards)

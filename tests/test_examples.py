@@ -18,6 +18,7 @@ import math
 import random
 import re
 import shutil
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,18 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
             "sigma": Scalar(0.1, 0.5),
         },
     },
+    "three_layer_net": {
+        "three_layer_loss": {
+            "X": Array(("N", "D")),
+            "y": Labels("N", "C"),
+            "W1": Array(("D", "H")),
+            "b1": Array(("H",)),
+            "W2": Array(("H", "M")),
+            "b2": Array(("M",)),
+            "W3": Array(("M", "C")),
+            "b3": Array(("C",)),
+        },
+    },
     "poisson_regression": {
         "poisson_nll": {"beta": Array(("D",)), "X": Array(("N", "D")), "y": Counts("N")},
     },
@@ -137,10 +150,16 @@ CONFIG = load_config(ROOT / "pyproject.toml")
 
 
 def load(path: Path) -> ModuleType:
+    """Run ``path`` as a module, its folder first on ``sys.path`` as for a script (an
+    example may import another: ``from layer_utils import affine``)."""
     spec = importlib.util.spec_from_file_location(f"_gradgen_{path.parent.name}_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
@@ -394,7 +413,9 @@ def test_gradients_match_through_the_decorator_and_testing(
     it for the undecorated function. ``rule``: the backward the user wrote."""
     path = ROOT / "examples" / f"{stem}.py"
     if route == "in memory":
-        path = Path(shutil.copy(path, tmp_path / path.name))
+        for example in EXAMPLES:  # with the forward modules it imports functions from
+            shutil.copy(example, tmp_path / example.name)
+        path = tmp_path / path.name
     module = load(path)
     f = getattr(module, name)
     args = draw(stem, name, route)

@@ -1280,7 +1280,7 @@ def test_a_function_of_another_module_is_refused_naming_the_module() -> None:
         gradgen.generate(source, "net.py")
     (diagnostic,) = caught.value.diagnostics
     assert (diagnostic.line, diagnostic.column) == (6, 9)
-    assert "'affine' is a function of the module 'layers', which gradgen does not read" in (
+    assert "'affine' is a function of the module 'layers', which gradgen cannot see" in (
         diagnostic.message
     )
 

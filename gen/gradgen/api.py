@@ -25,6 +25,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import libcst as cst
@@ -34,6 +35,7 @@ from gradgen.emit import ModuleText, Tie, emit_functions_only, emit_module
 from gradgen.errors import Diagnostic, GradgenError, InternalError, UnknownFunctionError
 from gradgen.format import format_module
 from gradgen.ir import BackwardFunction
+from gradgen.linking import link_imports
 from gradgen.parse import ParsedModule, parse_module
 from gradgen.program import Program, compile_program
 from gradgen.stages import StagedFunction
@@ -201,13 +203,14 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         text = source
     if only is not None:
         _require_defined(parsed, only)
+    link_imports(parsed, _file_of(filename))
     program = compile_program(parsed, only, options.wrt, options.pairs)
     backwards = tuple(f.public for f in program.functions if f.public is not None)
     if options.text == "none":
         return Compiled(parsed, backwards, "", program=program)
     if options.text == "functions":
         # The module the functions run in defines the user rules' functions already.
-        module = emit_functions_only(program.functions, parsed.context, options.pairs)
+        module = emit_functions_only(program, parsed.context, options.pairs)
         formatted = format_module(module).lstrip("\n")
     else:
         _require_module_name(parsed, program, options.forward_module, filename)
@@ -215,6 +218,12 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         module = emit_module(program, parsed, header, options.pairs, options.forward_module)
         formatted = format_module(module)
     return Compiled(parsed, backwards, formatted, _ties(module), program)
+
+
+def _file_of(filename: str) -> Path | None:
+    """The file a source was read from, where ``filename`` names one (not ``<string>``)."""
+    path = Path(filename)
+    return path if not filename.startswith("<") and path.is_file() else None
 
 
 def _require_module_name(
@@ -258,7 +267,15 @@ def _header(source: str, filename: str, command: str | None, program: Program) -
     names = [f.staged.name for f in program.functions]
     names += [name for rule in program.rules for name in (rule.forward, rule.backward)]
     digests = provenance.function_digests(source)
-    return header + provenance.header_lines(digests, names, calls_of(program))
+    origins = {name: origin for name, (_, origin) in program.origins.items()}
+    for name, (module, _) in program.origins.items():
+        digests[name] = provenance.function_digests(module.text)[name]
+    for rule in program.rules:
+        if rule.forward in program.origins:
+            module, origin = program.origins[rule.forward]
+            digests[rule.backward] = provenance.function_digests(module.text)[rule.backward]
+            origins[rule.backward] = origin
+    return header + provenance.header_lines(digests, names, calls_of(program), origins)
 
 
 def calls_of(program: Program) -> dict[str, tuple[str, ...]]:
@@ -321,7 +338,7 @@ def _parse_function(source: FunctionSource, filename: str) -> ParsedModule:
     indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
     defined = [f for f in whole.functions if f.name.value == source.name]
     if indent == 0 and len(defined) == 1:
-        return replace(whole, problems=[])
+        return replace(whole, problems=[], linked={})
     try:
         module = cst.parse_module(textwrap.dedent(source.lines))
     except cst.ParserSyntaxError:

@@ -158,7 +158,7 @@ def _committed_backward(
     if (
         recorded is not None
         and recorded == provenance.object_digest(func)
-        and _callees_current(func, callees, header)
+        and _callees_current(func, callees, header, provenance.read_header_origins(path))
     ):
         module = _load(path)
         functions = {name: getattr(module, name, None) for name in names}
@@ -179,15 +179,28 @@ def _callees_current(
     func: Callable[..., Any],
     callees: tuple[str, ...],
     header: dict[str, tuple[str, tuple[str, ...]]],
+    origins: dict[str, str],
 ) -> bool:
     """Are the functions ``func`` calls as they were when the file was generated? Their
-    backwards are part of ``func``'s. Read from the module's text as it is now: a callee
-    defined further down is not bound yet while the decorator runs."""
+    backwards are part of ``func``'s. Read from the module's text as it is now (a callee
+    defined further down is not bound yet while the decorator runs), or from the file of
+    the forward module it was imported from (``origins``, relative to this one's folder)."""
     if not callees:
         return True
-    module_text = "".join(linecache.getlines(func.__code__.co_filename, func.__globals__))
-    digests = provenance.function_digests(module_text)
-    return all(digests.get(name) == header.get(name, ("", ()))[0] for name in callees)
+    filename = func.__code__.co_filename
+    module_text = "".join(linecache.getlines(filename, func.__globals__))
+    texts: dict[str | None, str] = {None: module_text}
+    for name in callees:
+        origin = origins.get(name)
+        if origin is not None and origin not in texts:
+            try:  # the file as it is now (linecache may hold an older text)
+                texts[origin] = (Path(filename).parent / origin).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return False
+    digests = {origin: provenance.function_digests(text) for origin, text in texts.items()}
+    return all(
+        digests[origins.get(name)].get(name) == header.get(name, ("", ()))[0] for name in callees
+    )
 
 
 def _takes_cache(backward: object) -> bool:
@@ -284,7 +297,7 @@ def _why_unusable(func: Callable[..., Any], path: Path) -> tuple[str, str]:
     if recorded == provenance.object_digest(func):
         header = provenance.read_header(path)
         callees = header.get(func.__name__, ("", ()))[1]
-        if not _callees_current(func, callees, header):
+        if not _callees_current(func, callees, header, provenance.read_header_origins(path)):
             return "is stale for", "a function it calls changed since the file was generated"
         # Generated from this very source, yet without the functions: edited since.
         return "is incomplete for", "it lacks functions gradgen writes for it"

@@ -160,17 +160,11 @@ def emit_module(
 ) -> ModuleText:
     """The whole generated module: header, the imports and constants used, the helpers,
     the user rules' functions (copied), the functions."""
-    context = parsed.context
+    context = program.context
     functions = list(program.functions)
     helpers = _Helpers(context)
     texts = [text for function in functions for text in _function_texts(function, helpers, pairs)]
-    used: set[str] = set()
-    for function in functions:
-        used |= function.staged.used_globals
-    for rule in program.rules:
-        used |= rule.used_globals
-    used |= helpers.used
-    used |= _constants_needed(used, context)
+    used = _globals_used(program, helpers)
     definitions = helpers.definitions()
     used |= helpers.used
     preamble = _imports(used, context, helpers.added)
@@ -189,16 +183,38 @@ def emit_module(
     return ModuleText(header, preamble, texts)
 
 
-def emit_functions_only(
-    functions: Iterable[FunctionBackwards], context: ModuleContext, pairs: bool = False
-) -> ModuleText:
+def _globals_used(program: Program, helpers: _Helpers) -> set[str]:
+    """The module-level names (imports, constants) the generated functions read."""
+    used: set[str] = set()
+    for function in program.functions:
+        used |= function.staged.used_globals
+    for rule in program.rules:
+        used |= rule.used_globals
+    used |= helpers.used
+    return used | _constants_needed(used, program.context)
+
+
+def emit_functions_only(program: Program, own: ModuleContext, pairs: bool = False) -> ModuleText:
     """Just the functions, to run inside the forward's own module (the decorator).
 
     The module already imports what the forward uses; a library only the backward needs is
-    imported inside the function, so the module's namespace is left alone.
+    imported inside the function, so the module's namespace is left alone. Functions of
+    other forward modules (``from layers import affine``) may read names the module
+    (whose imports and constants are ``own``) does not bind: those imports and constants
+    come first.
     """
+    context = program.context
     texts = []
-    for function in functions:
+    used = _globals_used(program, _Helpers(context))
+    preamble = _imports(
+        {n for n in used if context.imports.get(n) != own.imports.get(n)}, context, set()
+    )
+    preamble += [
+        f"{name} = {render(value)}"
+        for name, value in context.constants.items()
+        if name in used and own.constants.get(name) != value
+    ]
+    for function in program.functions:
         for make in _function_makers(function, pairs):
             helpers = _Helpers(context)
             text = make(helpers)
@@ -208,7 +224,7 @@ def emit_functions_only(
             # An import is a statement, a helper's def line starts one; its body is indented.
             text.ties[:0] = [None for line in local if not line.startswith(" ")]
             texts.append(text)
-    return ModuleText([], [], texts)
+    return ModuleText([], preamble, texts)
 
 
 def _function_texts(

@@ -11,11 +11,11 @@ import ast
 import builtins
 import io
 import tokenize
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradgen.convert import convert, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
@@ -78,6 +78,9 @@ class ModuleContext:
     # constant for gradients, read from the forward module where the backward runs.
     data: set[str] = field(default_factory=set)
     star_imports: list[str] = field(default_factory=list)
+    # ``from .layers import affine`` (module ".layers"), ``from . import layers`` (module
+    # ".", attr "layers"): found next to the file when it is a forward module (linking.py).
+    relative_imports: dict[str, Import] = field(default_factory=dict)
 
     def module_alias(self, library: str) -> str | None:
         """The name the module binds to ``library`` (``np`` for numpy), if any."""
@@ -140,6 +143,19 @@ class ForwardFunction:
     data: tuple[tuple[str, cst.CSTNode], ...] = field(default=(), compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class Linked:
+    """A function of another forward module that this one imports (``from layers import
+    affine``, ``from .layers import affine as aff``, ``import layers`` then
+    ``layers.affine``): differentiated from that module's text, and its backward generated
+    into this module's output."""
+
+    module: ParsedModule  # the module that defines it
+    name: str  # its name there (the generated functions are named after it)
+    origin: str  # that module's file, relative to the importing file's folder
+    node: cst.CSTNode = field(compare=False, repr=False)  # the import, in this module
+
+
 @dataclass
 class ParsedModule:
     filename: str
@@ -152,6 +168,9 @@ class ParsedModule:
     # decorator reads one function): added to positions in messages.
     line_offset: int = 0
     column_offset: int = 0
+    # Functions of other forward modules this one imports, by the name that calls them
+    # here (``aff``, ``layers.affine``); filled by linking.py before functions are read.
+    linked: dict[str, Linked] = field(default_factory=dict)
 
     @property
     def function_names(self) -> set[str]:
@@ -162,22 +181,53 @@ class ParsedModule:
         self.problems.append((node, message))
 
     def raise_problems(self) -> None:
-        """Raise one ``GradgenError`` holding every problem found, in source order."""
+        """Raise one ``GradgenError`` holding every problem found, in source order. A
+        problem may lie in a module this one imports functions from: it is reported in
+        that module's file."""
         if not self.problems:
             return
         # Positions cost a full pass over the tree, so they are computed only on refusal.
-        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-        positions = wrapper.resolve(PositionProvider)
+        modules = self.imported_modules()
+        positions: dict[int, Mapping[cst.CSTNode, CodeRange]] = {}
         found = []
         for node, message in self.problems:
-            start = positions[node].start
-            line = start.line + self.line_offset
-            column = start.column + 1 + self.column_offset
-            found.append(
-                Diagnostic(self.filename, line, column, message, source_line(self.text, line))
-            )
-        found.sort(key=lambda d: (d.line, d.column))
+            for module in modules:
+                if id(module) not in positions:
+                    wrapper = MetadataWrapper(module.module, unsafe_skip_copy=True)
+                    positions[id(module)] = wrapper.resolve(PositionProvider)
+                if node in positions[id(module)]:
+                    found.append(module._diagnostic(positions[id(module)][node], message))
+                    break
+            else:  # not a node of any module read: a bug, reported at the top of the file
+                found.append(Diagnostic(self.filename, 1, 1, message))
+        found.sort(key=lambda d: (d.filename != self.filename, d.filename, d.line, d.column))
         raise GradgenError(found)
+
+    def _diagnostic(self, where: CodeRange, message: str) -> Diagnostic:
+        line = where.start.line + self.line_offset
+        column = where.start.column + 1 + self.column_offset
+        return Diagnostic(self.filename, line, column, message, source_line(self.text, line))
+
+    def imported_modules(self) -> list[ParsedModule]:
+        """This module, then every forward module it imports functions from, at any depth."""
+        found: dict[int, ParsedModule] = {id(self): self}
+        pending = [self]
+        while pending:
+            for linked in pending.pop().linked.values():
+                if id(linked.module) not in found:
+                    found[id(linked.module)] = linked.module
+                    pending.append(linked.module)
+        return list(found.values())
+
+    def defining_module(self, function: str) -> ParsedModule | None:
+        """The module whose ``def`` a call of ``function`` (a name in the program: its
+        own name in its module) here reaches: this one, or one it imports it from."""
+        if function in self.function_names:
+            return self
+        for linked in self.linked.values():
+            if linked.name == function:
+                return linked.module
+        return None
 
 
 def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) -> bool:
@@ -380,6 +430,11 @@ def _read_top_level_statement(small: cst.BaseSmallStatement, context: ModuleCont
         if small.relative or module is None:
             names = [] if isinstance(small.names, cst.ImportStar) else small.names
             context.other_names.update(_alias_name(a) for a in names)
+            dots = "." * len(small.relative)
+            for alias in names:
+                attr = dotted_name(alias.name) or ""
+                name = _alias_name(alias)
+                context.relative_imports[name] = Import(name, dots + (module or ""), attr)
         elif isinstance(small.names, cst.ImportStar):
             context.star_imports.append(module)
         else:
@@ -585,6 +640,23 @@ class _FunctionResolver:
         if head in self.local:
             self.refuse(node, f"'{head}' is a value here, not a function gradgen knows")
             return None
+        linked = self.parsed.linked.get(dotted)
+        if linked is not None:
+            # A function of another forward module: differentiated like one of this module,
+            # and the generated functions are named after it, so its name must be its own.
+            if linked.name in self.parsed.function_names or any(
+                other.name == linked.name and other.module is not linked.module
+                for other in self.parsed.linked.values()
+            ):
+                self.refuse(
+                    node,
+                    f"'{dotted}' is '{linked.name}' of {linked.module.filename}, and another "
+                    f"function called here is named '{linked.name}' too: the generated "
+                    "module names its functions after them; rename one",
+                )
+                return None
+            self.calls.setdefault(linked.name)
+            return Func(USER, linked.name, dotted)
         binding = self.context.imports.get(head)
         if binding is not None:
             return self._imported_function(node, dotted, binding, attr)
@@ -596,7 +668,14 @@ class _FunctionResolver:
             # A function of this module: differentiated too, its backward called by ours.
             self.calls.setdefault(head)
             return Func(USER, head, head)
-        if head in self.context.other_names:
+        relative = self.context.relative_imports.get(head)
+        if relative is not None:
+            self.refuse(
+                node,
+                f"'{dotted}' is imported from '{relative.module}', which gradgen found no "
+                "forward module for next to this file, so it cannot see inside it",
+            )
+        elif head in self.context.other_names:
             self.refuse(
                 node,
                 f"'{head}' is not a function defined with 'def' in this module, so gradgen "

@@ -19,7 +19,7 @@ is generated from the callee's text, which must be differentiated first.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
@@ -29,7 +29,13 @@ from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
 from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import Namer, cached_backward_name, forward_function_name
-from gradgen.parse import ForwardFunction, ParsedModule, is_array_code, read_functions
+from gradgen.parse import (
+    ForwardFunction,
+    ModuleContext,
+    ParsedModule,
+    is_array_code,
+    read_functions,
+)
 from gradgen.parse_rules import UserRule, read_rules
 from gradgen.reverse import opaque_refusals, relevant_values, reverse
 from gradgen.shapes import SCALAR, Shape
@@ -57,6 +63,12 @@ class Program:
 
     functions: tuple[FunctionBackwards, ...]
     rules: tuple[UserRule, ...] = ()
+    # The imports and constants of every module the functions come from (the module's
+    # own, and those of the forward modules it imports functions from).
+    context: ModuleContext = field(default_factory=ModuleContext)
+    # The functions from other forward modules: name -> (that module, its file relative to
+    # the importing file's folder), for the header's digests.
+    origins: Mapping[str, tuple[ParsedModule, str]] = field(default_factory=dict)
 
 
 def compile_program(
@@ -65,20 +77,49 @@ def compile_program(
     wrt: Mapping[str, Sequence[str]] | None,
     pairs: bool,
 ) -> Program:
-    """The backwards of the module's functions (or of ``only``, and what they call)."""
-    rules = read_rules(parsed)
-    parsed.raise_problems()
+    """The backwards of the module's functions (or of ``only``, and what they call, in
+    this module or in the forward modules it imports functions from)."""
+    rules = _all_rules(parsed)
     requested = _read(parsed, only, rules)
-    functions = _with_callees(parsed, requested, rules)
+    functions, modules = _with_callees(parsed, requested, rules)
     order = _callees_first(parsed, functions)
     chosen = _chosen_wrt(parsed, requested, wrt)
-    staged = _stage(parsed, functions, order, rules)
+    context = _program_context(parsed, functions, modules)
+    staged = _stage(parsed, context, functions, order, rules)
     nodes = {name: f.node.name for name, f in functions.items()}
     program = _Program(staged, chosen, pairs, rules, parsed, nodes)
     built = program.build([f.name for f in requested])
     _refuse_hidden_functions(parsed, built, functions, program)
     called = {s.call.function for f in built for s in f.staged.stages if s.call is not None}
-    return Program(tuple(built), tuple(r for name, r in rules.items() if name in called))
+    origins = {
+        name: (module, _origin(parsed, module))
+        for name, module in modules.items()
+        if module is not parsed and name in staged
+    }
+    used_rules = tuple(r for name, r in rules.items() if name in called)
+    for rule in used_rules:
+        if rule.forward in modules and modules[rule.forward] is not parsed:
+            origins[rule.forward] = (modules[rule.forward], _origin(parsed, modules[rule.forward]))
+    return Program(tuple(built), used_rules, context, origins)
+
+
+def _all_rules(parsed: ParsedModule) -> dict[str, UserRule]:
+    """The user rules of the module and of the forward modules it imports from."""
+    rules: dict[str, UserRule] = {}
+    for module in parsed.imported_modules():
+        for name, rule in read_rules(module).items():
+            rules.setdefault(name, rule)
+        module.raise_problems()
+    return rules
+
+
+def _origin(parsed: ParsedModule, module: ParsedModule) -> str:
+    return next(
+        linked.origin
+        for importer in parsed.imported_modules()
+        for linked in importer.linked.values()
+        if linked.module is module
+    )
 
 
 def _read(
@@ -93,18 +134,98 @@ def _read(
 
 def _with_callees(
     parsed: ParsedModule, requested: list[ForwardFunction], rules: Mapping[str, UserRule]
-) -> dict[str, ForwardFunction]:
-    """``requested`` and every function they call, at any depth (user rules aside)."""
+) -> tuple[dict[str, ForwardFunction], dict[str, ParsedModule]]:
+    """``requested`` and every function they call, at any depth (user rules aside), and
+    the module that defines each (this one, or one it imports functions from)."""
     functions = {f.name: f for f in requested}
-    pending = [name for f in requested for name in f.calls]
+    modules = {f.name: parsed for f in requested}
+    pending = [(name, parsed) for f in requested for name in f.calls]
     while pending:
-        name = pending.pop()
+        name, caller = pending.pop()
+        module = caller.defining_module(name)
+        assert module is not None, name  # the parser made it a call only if it is defined
+        if name in modules and modules[name] is not module:
+            parsed.refuse(
+                _import_of(caller, name),
+                f"two functions named '{name}' are called ({modules[name].filename} and "
+                f"{module.filename}): the generated module names its functions after "
+                "them; rename one",
+            )
+            continue
         if name in functions or name in rules:
             continue
-        (callee,) = read_functions(parsed, name)
+        (callee,) = read_functions(module, name)
+        if module is not parsed:
+            for data, node in callee.data:
+                module.refuse(
+                    node,
+                    f"'{data}' is module data of {module.filename}, read by '{name}', which "
+                    f"{parsed.filename} calls: gradgen imports module data only from the "
+                    "module it generates from; pass the value in as a parameter",
+                )
+            module.raise_problems()
         functions[name] = callee
-        pending.extend(callee.calls)
-    return functions
+        modules[name] = module
+        pending.extend((called, module) for called in callee.calls)
+    parsed.raise_problems()
+    for name, rule in rules.items():
+        modules.setdefault(name, _module_of_rule(parsed, rule))
+    return functions, modules
+
+
+def _module_of_rule(parsed: ParsedModule, rule: UserRule) -> ParsedModule:
+    for module in parsed.imported_modules():
+        if any(f is rule.forward_node for f in module.functions):
+            return module
+    return parsed
+
+
+def _import_of(module: ParsedModule, name: str) -> cst.CSTNode:
+    """Where ``module`` binds the function ``name`` it calls: its import, or its def."""
+    for linked in module.linked.values():
+        if linked.name == name:
+            return linked.node
+    return next((f.name for f in module.functions if f.name.value == name), module.module)
+
+
+def _program_context(
+    parsed: ParsedModule,
+    functions: Mapping[str, ForwardFunction],
+    modules: Mapping[str, ParsedModule],
+) -> ModuleContext:
+    """The imports and constants the generated module may need: the module's own, then
+    those of each other module a function comes from. One name bound to two different
+    things is refused: the generated module has one namespace."""
+    context = parsed.context
+    others = list({id(m): m for m in modules.values() if m is not parsed}.values())
+    if not others:
+        return context
+    merged = replace(
+        context,
+        imports=dict(context.imports),
+        constants=dict(context.constants),
+        other_names=set(context.other_names),
+    )
+    for module in others:
+        where = _import_of(parsed, next(n for n, m in modules.items() if m is module))
+        for name, binding in module.context.imports.items():
+            if merged.imports.setdefault(name, binding) != binding:
+                parsed.refuse(
+                    where,
+                    f"'{name}' is '{binding.statement()}' in {module.filename} and "
+                    f"'{merged.imports[name].statement()}' here: the generated module holds "
+                    "both modules' functions, so a name must mean one thing",
+                )
+        for name, value in module.context.constants.items():
+            if merged.constants.setdefault(name, value) != value:
+                parsed.refuse(
+                    where,
+                    f"the constant '{name}' has one value in {module.filename} and another "
+                    "here: the generated module holds both modules' functions, so a name "
+                    "must mean one thing",
+                )
+    parsed.raise_problems()
+    return merged
 
 
 def _callees_first(parsed: ParsedModule, functions: dict[str, ForwardFunction]) -> list[str]:
@@ -153,6 +274,7 @@ def _chosen_wrt(
 
 def _stage(
     parsed: ParsedModule,
+    context: ModuleContext,
     functions: dict[str, ForwardFunction],
     order: list[str],
     rules: Mapping[str, UserRule],
@@ -160,9 +282,9 @@ def _stage(
     # Any form of numpy import makes the module array code (`from numpy import exp` binds no
     # alias, yet its values are arrays), and so does array syntax (`x @ w`, `x.sum()`).
     listed = list(functions.values())
-    default_library = "numpy" if is_array_code(parsed.context, listed) else "math"
-    reserved = set(parsed.context.imports) | set(parsed.context.constants)
-    reserved |= {"math", "numpy"} | parsed.context.data
+    default_library = "numpy" if is_array_code(context, listed) else "math"
+    reserved = set(context.imports) | set(context.constants)
+    reserved |= {"math", "numpy"} | context.data
     # The generated functions a caller calls are module names too.
     for name in functions:
         reserved |= {forward_function_name(name), cached_backward_name(name, (), (), True)}

@@ -23,7 +23,7 @@ DIGEST_LENGTH = 16  # hex digits: enough to notice drift; this is not a security
 DIGESTS_TITLE = "# Forward source digests (a mismatch means this file is stale):"
 _DIGEST_LINE = re.compile(
     rf"^#   ([A-Za-z_][A-Za-z0-9_]*): ([0-9a-f]{{{DIGEST_LENGTH}}})"
-    r"(?: \(calls ([A-Za-z0-9_, ]+)\))?$"
+    r"(?: from (.+?))?(?: \(calls ([A-Za-z0-9_, ]+)\))?$"
 )
 
 
@@ -60,17 +60,21 @@ def header_lines(
     digests: dict[str, str],
     names: Iterable[str],
     calls: Mapping[str, Sequence[str]] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The header block listing the digest of each differentiated function, and the
-    functions each calls (whose backwards its backward calls: a change to one of them
-    makes its backward stale too)."""
+    """The header block listing the digest of each differentiated function, the file it
+    comes from when that is another forward module (relative to the forward file's folder),
+    and the functions each calls (whose backwards its backward calls: a change to one of
+    them makes its backward stale too)."""
     lines = [DIGESTS_TITLE]
     for name in names:
         if name not in digests:
             continue
+        origin = (origins or {}).get(name)
+        source = f" from {origin}" if origin else ""
         callees = (calls or {}).get(name, ())
         called = f" (calls {', '.join(callees)})" if callees else ""
-        lines.append(f"#   {name}: {digests[name]}{called}")
+        lines.append(f"#   {name}: {digests[name]}{source}{called}")
     return lines if len(lines) > 1 else []
 
 
@@ -79,10 +83,23 @@ def read_header_digests(path: Path) -> dict[str, str]:
     return {name: recorded for name, (recorded, _) in read_header(path).items()}
 
 
+def read_header_origins(path: Path) -> dict[str, str]:
+    """The functions a generated file's header says come from another forward module, and
+    that module's file, relative to the forward file's folder."""
+    return {name: origin for name, (origin, _) in _header_matches(path).items() if origin}
+
+
 def read_header(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Per function recorded in a generated file's header: its digest, and the functions
     it calls (empty if none or unreadable)."""
-    found: dict[str, tuple[str, tuple[str, ...]]] = {}
+    return {
+        name: (recorded, callees)
+        for name, (_, (recorded, callees)) in _header_matches(path).items()
+    }
+
+
+def _header_matches(path: Path) -> dict[str, tuple[str | None, tuple[str, tuple[str, ...]]]]:
+    found: dict[str, tuple[str | None, tuple[str, tuple[str, ...]]]] = {}
     try:
         with path.open(encoding="utf-8") as handle:
             for line in handle:
@@ -90,8 +107,8 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
                     break
                 match = _DIGEST_LINE.match(line.rstrip("\n"))
                 if match:
-                    callees = tuple(n.strip() for n in (match.group(3) or "").split(",") if n)
-                    found[match.group(1)] = (match.group(2), callees)
+                    callees = tuple(n.strip() for n in (match.group(4) or "").split(",") if n)
+                    found[match.group(1)] = (match.group(3), (match.group(2), callees))
     except (OSError, UnicodeDecodeError):
         return {}
     return found

@@ -661,10 +661,11 @@ def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
     if library in OPERATION_LIBRARIES:
         what = f"'{call.func.spelling}' is not an operation gradgen can differentiate"
     else:
-        # `from layers import affine`: a module gradgen does not read, naming it.
+        # `from layers import affine` where no layers.py was found: naming the module.
         what = (
             f"'{call.func.spelling}' is a function of the module '{call.func.lib}', which "
-            "gradgen does not read (it differentiates the functions of the file it is given)"
+            "gradgen cannot see into: it reads the forward modules it finds as files beside "
+            "the file it is given (or under the current folder), and found none for it"
         )
     return (
         f"{what}; its argument '{written}' needs a gradient here{origin} (leave a parameter "

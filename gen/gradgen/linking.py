@@ -1,0 +1,137 @@
+"""The other forward modules a module imports functions from, found and parsed.
+
+``from layers import affine`` in ``model.py`` makes ``affine`` a function gradgen can see
+into when ``layers.py`` is a file beside ``model.py`` (or, for a dotted name, under the
+folder ``gradgen`` runs in): its text is parsed, never run, and ``affine`` is differentiated
+like a function of ``model.py``; its backward is generated into ``model.py``'s output, so
+the generated module stands alone. Relative imports (``from .layers import affine``,
+``from . import layers``) are found from the importing file's folder. An import whose
+module is not such a file (numpy, scipy, a package installed elsewhere) is left alone: its
+functions are operations of the rules table or opaque.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import libcst as cst
+
+from gradgen.errors import Diagnostic, GradgenError
+from gradgen.parse import Import, Linked, ParsedModule, decode, parse_module
+
+# Modules that are never forward modules, whatever files lie around (a `math.py` beside the
+# forward file would shadow the standard library when Python runs it, but gradgen's rules
+# for `math` and `numpy` are about the real ones).
+_LIBRARIES = frozenset({"math", "numpy", "scipy", "gradgen", "random", "builtins"})
+
+
+def link_imports(parsed: ParsedModule, path: Path | None) -> None:
+    """Fill ``parsed.linked`` (and that of every module found, at any depth) with the
+    functions ``parsed`` imports from other forward modules. ``path`` is the file
+    ``parsed`` was read from (None: a string, which imports nothing gradgen can find)."""
+    if path is None or not path.is_file():
+        return
+    _Linker(Path.cwd()).link(parsed, path)
+
+
+class _Linker:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.modules: dict[Path, ParsedModule] = {}
+
+    def link(self, parsed: ParsedModule, path: Path) -> None:
+        self.modules[path.resolve()] = parsed
+        folder = path.parent
+        for name, binding, relative in _bindings(parsed):
+            found = self._find(binding, folder, relative)
+            if found is None:
+                continue
+            file, whole_module = found
+            module = self._parsed(file, parsed.filename)
+            origin = Path(os.path.relpath(file, folder.resolve())).as_posix()
+            node = _import_node(parsed.module, name)
+            if not whole_module:
+                if binding.attr is not None and binding.attr in module.function_names:
+                    parsed.linked[name] = Linked(module, binding.attr, origin, node)
+                continue
+            for function in module.functions:  # ``import layers``: ``layers.affine(...)``
+                called = function.name.value
+                parsed.linked[f"{name}.{called}"] = Linked(module, called, origin, node)
+
+    def _parsed(self, file: Path, importer: str) -> ParsedModule:
+        if file not in self.modules:
+            # Shown as the importing file is: absolute, or relative to the working folder.
+            shown = str(file) if Path(importer).is_absolute() else _relative(file, self.root)
+            try:
+                data = file.read_bytes()
+            except OSError as error:
+                message = f"cannot read {shown}: {error.strerror}"
+                raise GradgenError([Diagnostic(shown, 1, 1, message)]) from None
+            module = parse_module(decode(data, shown), shown)
+            self.modules[file] = module
+            self.link(module, file)
+        return self.modules[file]
+
+    def _find(self, binding: Import, folder: Path, relative: bool) -> tuple[Path, bool] | None:
+        """The file of the module ``binding`` imports from, and whether the binding is
+        the module itself (``import layers``, ``from . import layers``)."""
+        module = binding.module
+        whole_module = binding.attr is None
+        if relative:
+            dots = len(module) - len(module.lstrip("."))
+            base = folder
+            for _ in range(dots - 1):
+                base = base.parent
+            parts = [p for p in module[dots:].split(".") if p]
+            if not parts and binding.attr is not None:  # from . import layers
+                parts, whole_module = [binding.attr], True
+            roots = [base]
+        else:
+            if module.partition(".")[0] in _LIBRARIES:
+                return None
+            parts = module.split(".")
+            roots = [folder, self.root]
+        for root in roots:
+            for file in (
+                root.joinpath(*parts).with_suffix(".py"),
+                root.joinpath(*parts, "__init__.py"),
+            ):
+                if file.is_file():
+                    return file.resolve(), whole_module
+        return None
+
+
+def _relative(file: Path, root: Path) -> str:
+    return os.path.normpath(os.path.relpath(file, root)).replace(os.sep, "/")
+
+
+def _bindings(parsed: ParsedModule) -> Iterator[tuple[str, Import, bool]]:
+    context = parsed.context
+    for name, binding in context.imports.items():
+        yield name, binding, False
+    for name, binding in context.relative_imports.items():
+        yield name, binding, True
+
+
+def _is_function(module: ParsedModule, name: str) -> bool:
+    return name in module.function_names
+
+
+def _import_node(module: cst.Module, name: str) -> cst.CSTNode:
+    """The alias of the import that binds ``name`` (where a refusal about it points)."""
+    found: cst.CSTNode = module
+    for statement in module.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(
+                small.names, cst.ImportStar
+            ):
+                for alias in small.names:
+                    bound = alias.asname.name if alias.asname is not None else alias.name
+                    text = cst.Module([]).code_for_node(bound)
+                    if text == name or text.split(".")[0] == name:
+                        found = alias
+    return found
