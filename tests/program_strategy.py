@@ -464,6 +464,24 @@ class Program:
             constants = "\n" + constants
         return f"{imports}{constants}\n\n" + "\n\n".join(f.source(annotated) for f in functions)
 
+    def split_sources(self, annotated: bool) -> tuple[str, str]:
+        """The module as two forward modules: ``helpers.py`` holding the functions ``f``
+        calls, and ``forward.py`` holding ``f``, importing them (``from helpers import
+        ...``); each with the imports and constants."""
+        assert self.helpers and self.verbatim is None
+        whole = self.source(annotated)
+        preamble = whole[: whole.index("\ndef ")].rstrip("\n")
+        names = ", ".join(sorted(h.name for h in self.helpers))
+        helpers = preamble + "\n\n\n" + "\n\n".join(h.source(annotated) for h in self.helpers)
+        main = Function(
+            "f",
+            [(n, s, None) for n, s in self.params],
+            self.body,
+            list(self.results or (self.result,)),
+        )
+        forward = f"{preamble}\nfrom helpers import {names}\n\n\n{main.source(annotated)}"
+        return helpers, forward
+
     def __repr__(self) -> str:
         def text(value: Any) -> str:
             return numpy.array2string(numpy.asarray(value), precision=17, separator=", ")

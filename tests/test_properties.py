@@ -51,9 +51,12 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -65,6 +68,7 @@ from hypothesis import event, given, reject, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import gradgen  # noqa: E402
+import gradgen.api  # noqa: E402
 from gradgen.rules import RULES  # noqa: E402
 from program_strategy import (  # noqa: E402
     FORMS,
@@ -660,6 +664,35 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
         owned_arrays(gradients_2, {**others, **_arrays(list(values), "the value")}, context)
     if pairs:
         check_pairs(program, source, context, gradients, expected_values)
+    if program.helpers and zlib.crc32(source.encode()) % 2:
+        check_split(program, annotated, generated, context)
+
+
+def check_split(program: Program, annotated: bool, generated: str, context: str) -> None:
+    """The helpers moved to a module of their own (``from helpers import ...``): every
+    function generated for ``f`` and what it calls is the one the single module gave,
+    byte for byte (a linked function is differentiated as one of the module's own)."""
+    helpers, forward = program.split_sources(annotated)
+    with tempfile.TemporaryDirectory(prefix="gradgen-split-") as folder:
+        (Path(folder) / "helpers.py").write_text(helpers, encoding="utf-8")
+        path = Path(folder) / "forward.py"
+        path.write_text(forward, encoding="utf-8")
+        split = gradgen.api.compile_source(forward, str(path)).text
+    where = f"{context}\nsplit into helpers.py:\n{helpers}\nforward.py:\n{forward}\n{split}"
+    whole = _function_texts(generated)
+    parts = _function_texts(split)
+    assert "f_backward" in parts, where
+    for name, text in parts.items():
+        assert whole.get(name) == text, f"{name} differs{where}"
+
+
+def _function_texts(text: str) -> dict[str, str]:
+    """Each top-level ``def`` of a generated module, by name."""
+    found: dict[str, str] = {}
+    for chunk in re.split(r"\n(?=def )", text):
+        if chunk.startswith("def "):
+            found[chunk[4 : chunk.index("(")]] = chunk.rstrip("\n")
+    return found
 
 
 def check_pairs(
