@@ -402,3 +402,17 @@ def _functions(text: str) -> dict[str, str]:
     from review_project import functions
 
     return functions(text)
+
+
+def test_an_imported_module_whose_functions_are_not_called_is_not_read(
+    project: Path, run: Run
+) -> None:
+    """``from data import load`` next to a loss that never calls ``load``: ``data.py`` may be
+    anything (here, not even Python)."""
+    write(project / "data.py", "def load(:\n")
+    write(
+        project / "model.py",
+        "import numpy as np\nfrom data import load\n\n\ndef f(x):\n    return np.sum(x * x)\n",
+    )
+    status, _, err = run("model.py", "-o", "model_backward.py")
+    assert status == 0, err

@@ -13,7 +13,6 @@ functions are operations of the rules table or opaque.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import libcst as cst
@@ -28,12 +27,14 @@ _LIBRARIES = frozenset({"math", "numpy", "scipy", "gradgen", "random", "builtins
 
 
 def link_imports(parsed: ParsedModule, path: Path | None) -> None:
-    """Fill ``parsed.linked`` (and that of every module found, at any depth) with the
-    functions ``parsed`` imports from other forward modules. ``path`` is the file
-    ``parsed`` was read from (None: a string, which imports nothing gradgen can find)."""
+    """Let ``parsed`` (read from the file ``path``; None: a string, which imports nothing
+    gradgen can find) find the functions it imports from other forward modules: each module
+    is found and parsed when the parser first meets a call of one of its functions, so an
+    imported module whose functions are never called (``from data import load``) is not
+    read at all."""
     if path is None or not path.is_file():
         return
-    _Linker(Path.cwd()).link(parsed, path)
+    _Linker(Path.cwd()).attach(parsed, path)
 
 
 class _Linker:
@@ -41,24 +42,34 @@ class _Linker:
         self.root = root
         self.modules: dict[Path, ParsedModule] = {}
 
-    def link(self, parsed: ParsedModule, path: Path) -> None:
+    def attach(self, parsed: ParsedModule, path: Path) -> None:
         self.modules[path.resolve()] = parsed
-        folder = path.parent
-        for name, binding, relative in _bindings(parsed):
+        parsed.find_linked = lambda called: self._linked(parsed, path.parent, called)
+
+    def _linked(self, parsed: ParsedModule, folder: Path, called: str) -> Linked | None:
+        """The function a call spelled ``called`` (``affine``, ``layers.affine``) reaches in
+        another forward module, if any."""
+        head, _, attr = called.partition(".")
+        for relative, bindings in (
+            (False, parsed.context.imports),
+            (True, parsed.context.relative_imports),
+        ):
+            binding = bindings.get(head)
+            if binding is None:
+                continue
             found = self._find(binding, folder, relative)
             if found is None:
-                continue
+                return None
             file, whole_module = found
+            name = attr if whole_module else binding.attr
+            if (whole_module and (not attr or "." in attr)) or (not whole_module and attr):
+                return None
             module = self._parsed(file, parsed.filename)
+            if name not in module.function_names:
+                return None
             origin = Path(os.path.relpath(file, folder.resolve())).as_posix()
-            node = _import_node(parsed.module, name)
-            if not whole_module:
-                if binding.attr is not None and binding.attr in module.function_names:
-                    parsed.linked[name] = Linked(module, binding.attr, origin, node)
-                continue
-            for function in module.functions:  # ``import layers``: ``layers.affine(...)``
-                called = function.name.value
-                parsed.linked[f"{name}.{called}"] = Linked(module, called, origin, node)
+            return Linked(module, name, origin, _import_node(parsed.module, head))
+        return None
 
     def _parsed(self, file: Path, importer: str) -> ParsedModule:
         if file not in self.modules:
@@ -70,8 +81,7 @@ class _Linker:
                 message = f"cannot read {shown}: {error.strerror}"
                 raise GradgenError([Diagnostic(shown, 1, 1, message)]) from None
             module = parse_module(decode(data, shown), shown)
-            self.modules[file] = module
-            self.link(module, file)
+            self.attach(module, file)
         return self.modules[file]
 
     def _find(self, binding: Import, folder: Path, relative: bool) -> tuple[Path, bool] | None:
@@ -105,18 +115,6 @@ class _Linker:
 
 def _relative(file: Path, root: Path) -> str:
     return os.path.normpath(os.path.relpath(file, root)).replace(os.sep, "/")
-
-
-def _bindings(parsed: ParsedModule) -> Iterator[tuple[str, Import, bool]]:
-    context = parsed.context
-    for name, binding in context.imports.items():
-        yield name, binding, False
-    for name, binding in context.relative_imports.items():
-        yield name, binding, True
-
-
-def _is_function(module: ParsedModule, name: str) -> bool:
-    return name in module.function_names
 
 
 def _import_node(module: cst.Module, name: str) -> cst.CSTNode:

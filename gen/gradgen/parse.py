@@ -11,7 +11,7 @@ import ast
 import builtins
 import io
 import tokenize
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -168,9 +168,19 @@ class ParsedModule:
     # decorator reads one function): added to positions in messages.
     line_offset: int = 0
     column_offset: int = 0
-    # Functions of other forward modules this one imports, by the name that calls them
-    # here (``aff``, ``layers.affine``); filled by linking.py before functions are read.
+    # Functions of other forward modules this one calls, by the name that calls them here
+    # (``aff``, ``layers.affine``), as ``find_linked`` (set by linking.py) found them.
     linked: dict[str, Linked] = field(default_factory=dict)
+    find_linked: Callable[[str], Linked | None] | None = field(default=None, repr=False)
+
+    def linked_function(self, called: str) -> Linked | None:
+        """The function of another forward module a call spelled ``called`` reaches."""
+        if called not in self.linked and self.find_linked is not None:
+            found = self.find_linked(called)
+            if found is None:
+                return None
+            self.linked[called] = found
+        return self.linked.get(called)
 
     @property
     def function_names(self) -> set[str]:
@@ -640,7 +650,7 @@ class _FunctionResolver:
         if head in self.local:
             self.refuse(node, f"'{head}' is a value here, not a function gradgen knows")
             return None
-        linked = self.parsed.linked.get(dotted)
+        linked = self.parsed.linked_function(dotted)
         if linked is not None:
             # A function of another forward module: differentiated like one of this module,
             # and the generated functions are named after it, so its name must be its own.
