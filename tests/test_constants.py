@@ -247,3 +247,14 @@ def test_the_decorator_differentiates_a_softmax_with_a_stopped_max_shift(
     upstream = generator.normal(size=(2, 5))
     dx = module.softmax.backward(x, upstream)
     assert_matches_central_differences(module.softmax, {"x": dx}, {"x": x}, upstream)
+
+
+def test_a_parenthesized_variable_keeps_its_gradient() -> None:
+    """``return (h) * C``: the parentheses around a variable operand once hid it from the
+    reverse pass, and dx came back None (found by the property programs that draw)."""
+    source = "import numpy as np\n\nC = 2.0\n\n\ndef f(x):\n    h = np.exp(x)\n    return (h) * C\n"
+    namespace: dict[str, object] = {}
+    exec(generated(source), namespace)
+    x = numpy.array([0.1, -0.3])
+    gradient = namespace["f_backward"](x, numpy.ones(2))  # type: ignore[operator]
+    numpy.testing.assert_allclose(gradient, 2.0 * numpy.exp(x))

@@ -418,7 +418,11 @@ class _Builder:
         plain = unwrap(expr)
         if isinstance(plain, Call) and _is_stop_gradient(plain):
             return self.stopped(plain, target, user_target, statement, top)
-        if isinstance(plain, Name) or is_inactive(plain):
+        if isinstance(plain, Name):
+            # `(h) * c`: the operand is the variable itself, parentheses aside; a Group
+            # around it would not be taken for a variable, and its gradient lost.
+            return plain
+        if is_inactive(plain):
             return expr
         if isinstance(plain, Call) and plain.func.lib == USER:
             if not self.check_result_count(plain, 1):
