@@ -181,9 +181,14 @@ def test_a_submodule_imported_whole_is_imported_by_the_generated_module() -> Non
     assert "import scipy" not in text.splitlines()  # `import scipy.special` binds it
 
 
-def test_random_draws_are_still_refused() -> None:
+def test_a_draw_is_a_value_with_no_gradient_and_one_of_a_parameter_is_refused() -> None:
+    """Unlike a library function with no rule, a draw is never written inline: a function
+    that draws has F_value_and_grad and no recomputing F_backward (tests/test_random_draws.py)."""
     source = "import numpy as np\n\n\ndef f(x):\n    return x * np.random.randn(3)\n"
-    with pytest.raises(GradgenError, match="random numbers are not supported"):
+    text = generated(source)
+    assert "def f_value_and_grad(" in text and "def f_backward(" not in text
+    source = "import numpy as np\n\n\ndef f(x):\n    return np.random.normal(x)\n"
+    with pytest.raises(GradgenError, match="draws random numbers, and no gradient flows"):
         generated(source)
 
 
