@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -2022,3 +2023,46 @@ def features(program: Program) -> list[str]:
         if any(program.omitted):
             found.add("an upstream left out")
     return sorted(found)
+
+
+# --- programs that draw random numbers ---------------------------------------------------------
+
+# How a program draws: (mode, the module-level line making a generator or None, the draw with
+# {np} for the module's numpy alias and {size} for the result's shape). The draw is a factor
+# in [0.5, 1.5] of the result, data with no gradient: the forward's values (and their
+# distance from kinks) are unchanged, and a backward that drew again would be wrong.
+DRAW_SPELLINGS: dict[str, tuple[str, str | None, str]] = {
+    "np.random.uniform": ("array", None, "{np}.random.uniform(0.5, 1.5, size={size})"),
+    "RandomState.uniform": (
+        "array",
+        "RS = {np}.random.RandomState(3)",
+        "RS.uniform(0.5, 1.5, size={size})",
+    ),
+    "default_rng.random": ("array", "RS = {np}.random.default_rng(3)", "0.5 + RS.random({size})"),
+    "random.uniform": ("scalar", None, "random.uniform(0.5, 1.5)"),
+    "random.Random.uniform": ("scalar", "RS = random.Random(3)", "RS.uniform(0.5, 1.5)"),
+}
+DRAWN = "drawn_factor"  # no program names a value so
+
+
+def drawing_source(program: Program, annotated: bool, spelling: str) -> str:
+    """``program``'s source with its result multiplied by a draw (``DRAW_SPELLINGS``)."""
+    mode, generator, draw_text = DRAW_SPELLINGS[spelling]
+    assert mode == program.mode and not program.several
+    size = repr(tuple(program.out_shape)) if program.out_shape else "None"
+    draw_text = draw_text.format(np=program.alias, size=size)
+    if program.mode == "scalar" or not program.out_shape:
+        draw_text = draw_text.replace(", size=None", "").replace("(None)", "()")
+    drawing = dataclasses.replace(
+        program,
+        body=[*program.body, f"{DRAWN} = {draw_text}"],
+        result=f"({program.result}) * {DRAWN}",
+        constants=(
+            *program.constants,
+            *([generator.format(np=program.alias)] if generator else []),
+        ),
+    )
+    source = drawing.source(annotated)
+    if program.mode == "scalar":
+        source = "import random\n" + source
+    return source

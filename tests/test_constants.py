@@ -181,9 +181,14 @@ def test_a_submodule_imported_whole_is_imported_by_the_generated_module() -> Non
     assert "import scipy" not in text.splitlines()  # `import scipy.special` binds it
 
 
-def test_random_draws_are_still_refused() -> None:
+def test_a_draw_is_a_value_with_no_gradient_and_one_of_a_parameter_is_refused() -> None:
+    """Unlike a library function with no rule, a draw is never written inline: a function
+    that draws has F_value_and_grad and no recomputing F_backward (tests/test_random_draws.py)."""
     source = "import numpy as np\n\n\ndef f(x):\n    return x * np.random.randn(3)\n"
-    with pytest.raises(GradgenError, match="random numbers are not supported"):
+    text = generated(source)
+    assert "def f_value_and_grad(" in text and "def f_backward(" not in text
+    source = "import numpy as np\n\n\ndef f(x):\n    return np.random.normal(x)\n"
+    with pytest.raises(GradgenError, match="draws random numbers, and no gradient flows"):
         generated(source)
 
 
@@ -247,3 +252,14 @@ def test_the_decorator_differentiates_a_softmax_with_a_stopped_max_shift(
     upstream = generator.normal(size=(2, 5))
     dx = module.softmax.backward(x, upstream)
     assert_matches_central_differences(module.softmax, {"x": dx}, {"x": x}, upstream)
+
+
+def test_a_parenthesized_variable_keeps_its_gradient() -> None:
+    """``return (h) * C``: the parentheses around a variable operand once hid it from the
+    reverse pass, and dx came back None (found by the property programs that draw)."""
+    source = "import numpy as np\n\nC = 2.0\n\n\ndef f(x):\n    h = np.exp(x)\n    return (h) * C\n"
+    namespace: dict[str, object] = {}
+    exec(generated(source), namespace)
+    x = numpy.array([0.1, -0.3])
+    gradient = namespace["f_backward"](x, numpy.ones(2))  # type: ignore[operator]
+    numpy.testing.assert_allclose(gradient, 2.0 * numpy.exp(x))

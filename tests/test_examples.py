@@ -12,6 +12,7 @@ the plain function, and ``gradgen check``.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import inspect
 import math
@@ -20,6 +21,7 @@ import re
 import shutil
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -143,8 +145,12 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
     },
 }
 
+# Examples that draw random numbers: checked with the draws fixed (below).
+DRAWING = {"vae_elbo"}
 # The rest are scalar: every parameter a number, the forward defined on [-1.5, 1.5].
-SCALAR_EXAMPLES = [p for p in EXAMPLES if p.stem not in ZOO and p.stem not in PROGRAMS]
+SCALAR_EXAMPLES = [
+    p for p in EXAMPLES if p.stem not in ZOO and p.stem not in PROGRAMS and p.stem not in DRAWING
+]
 
 CONFIG = load_config(ROOT / "pyproject.toml")
 
@@ -476,3 +482,83 @@ def test_linear_classifier_backward_does_not_rerun_the_fused_loss() -> None:
     code = [line for line in backward.splitlines() if not line.strip().startswith("#")]
     assert not any("softmax_cross_entropy(" in line for line in code), backward
     assert "_everywhere" not in backward
+
+
+# --- the example that draws: value_and_grad with the draws fixed --------------------------------
+
+
+@pytest.fixture
+def vae_elbo(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``examples.vae_elbo`` imported by its module name, as its generated module imports
+    its generator ``rs`` from it: one generator for both, reseeded before each forward."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    yield importlib.import_module("examples.vae_elbo")
+    for name in ("examples.vae_elbo", "examples"):
+        sys.modules.pop(name, None)
+
+
+def elbo_arguments(seed: int) -> dict[str, Any]:
+    generator = numpy.random.default_rng(seed)
+    return {
+        "mu": generator.normal(size=3),
+        "log_sigma": generator.normal(scale=0.3, size=3),
+        "X": generator.normal(size=(5, 3)),
+        "y": generator.normal(size=5),
+    }
+
+
+@pytest.mark.usefixtures("fresh_gradgen_state")  # the committed module imports this rs
+@pytest.mark.parametrize("route", ["committed", "decorator", "pairs-in-memory"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_vae_elbo_gradients_match_central_differences_with_the_draws_fixed(
+    vae_elbo: ModuleType, route: str, seed: int
+) -> None:
+    """``negative_elbo_value_and_grad`` of ``generated/vae_elbo.py`` (and through the
+    decorator, and as a pair generated in memory) against central differences of the
+    forward, ``rs`` reseeded before every evaluation, so each draws the same noise."""
+    f = vae_elbo.negative_elbo
+    if route == "committed":
+        backward = load(ROOT / "generated" / "vae_elbo.py")
+        assert not hasattr(backward, "negative_elbo_backward")
+        value_and_grad = backward.negative_elbo_value_and_grad
+    elif route == "decorator":
+        decorated = gradgen.differentiable(f, strict=True)
+        value_and_grad = decorated.value_and_grad  # type: ignore[attr-defined]
+        with pytest.raises(gradgen.GradgenError, match=r"vae_elbo.py:32:11: error: negative_elbo"):
+            decorated.backward(*elbo_arguments(seed).values())  # type: ignore[attr-defined]
+    else:
+        paired = gradgen.differentiable(f, pairs=True, wrt=("mu", "log_sigma"))
+
+        def value_and_grad(*args: Any, dout: float) -> tuple[Any, Any]:
+            value, cache = paired.forward(*args)  # type: ignore[attr-defined]
+            return value, paired.backward(dout, cache)  # type: ignore[attr-defined]
+
+    args = elbo_arguments(seed)
+    vae_elbo.rs.seed(seed)
+    value, (dmu, dlog_sigma) = value_and_grad(*args.values(), dout=0.8)
+    vae_elbo.rs.seed(seed)
+    assert value == f(**args)
+
+    def loss(**values: Any) -> float:
+        vae_elbo.rs.seed(seed)
+        return 0.8 * float(f(**values))
+
+    for name, grad in (("mu", dmu), ("log_sigma", dlog_sigma)):
+        numpy.testing.assert_allclose(
+            grad, numeric_gradient(loss, args, name), rtol=RTOL, atol=ATOL, err_msg=f"d{name}"
+        )
+
+
+def test_gradgen_check_skips_the_drawing_example(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The functions that do not draw are checked; the one that draws is skipped, saying why
+    (central differences would draw other noise at each run): no false failure."""
+    monkeypatch.chdir(ROOT)
+    status = main(["check", "examples/vae_elbo.py"])
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    assert re.search(r"^negative_elbo +mu +- +skip \(draws\)$", out, re.MULTILINE), out
+    assert re.search(r"^log_joint +z .* pass$", out, re.MULTILINE), out
+    assert "negative_elbo: note: not checked: negative_elbo draws random numbers (rs.randn)" in out

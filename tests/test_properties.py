@@ -50,8 +50,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
+import random
 import re
+import sys
 import tempfile
+import types
 import warnings
 import zlib
 from collections.abc import Callable
@@ -68,9 +72,10 @@ from hypothesis import event, given, reject, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import gradgen  # noqa: E402
-import gradgen.api  # noqa: E402
+from gradgen.api import Options, compile_source  # noqa: E402
 from gradgen.rules import RULES  # noqa: E402
 from program_strategy import (  # noqa: E402
+    DRAW_SPELLINGS,
     FORMS,
     HELPER_NAMES,
     NONDIFF_GENERATORS,
@@ -82,6 +87,7 @@ from program_strategy import (  # noqa: E402
     RandomChooser,
     Unfit,
     build_program,
+    drawing_source,
     features,
     literal,
     programs,
@@ -677,7 +683,7 @@ def check_split(program: Program, annotated: bool, generated: str, context: str)
         (Path(folder) / "helpers.py").write_text(helpers, encoding="utf-8")
         path = Path(folder) / "forward.py"
         path.write_text(forward, encoding="utf-8")
-        split = gradgen.api.compile_source(forward, str(path)).text
+        split = compile_source(forward, str(path)).text
     where = f"{context}\nsplit into helpers.py:\n{helpers}\nforward.py:\n{forward}\n{split}"
     whole = _function_texts(generated)
     parts = _function_texts(split)
@@ -820,6 +826,142 @@ def check_unless_known(program: Program, annotated: bool, pairs: bool) -> None:
     cannot leave out in advance (``KnownBug.recognizes``) is discarded, counted."""
     try:
         check_program(program, annotated, pairs)
+    except AssertionError as error:
+        for bug in KNOWN_BUGS:
+            if bug.recognizes is not None and bug.recognizes(str(error)):
+                event(f"discarded: known bug {bug.name}")
+                reject()
+        raise
+
+
+# --- programs that draw random numbers ----------------------------------------------------------
+
+_drawing_modules = itertools.count()
+
+
+def _restorer(module: types.ModuleType) -> Callable[[], None]:
+    """Puts numpy's and the standard library's global generators, and the module's ``RS``,
+    back as they are now: each forward then draws the same numbers."""
+    numpy_state, stdlib_state = numpy.random.get_state(), random.getstate()
+    generator = getattr(module, "RS", None)
+    if isinstance(generator, numpy.random.RandomState):
+        state: Any = generator.get_state()
+    elif isinstance(generator, numpy.random.Generator):
+        state = generator.bit_generator.state
+    elif isinstance(generator, random.Random):
+        state = generator.getstate()
+
+    def restore() -> None:
+        numpy.random.set_state(numpy_state)
+        random.setstate(stdlib_state)
+        if isinstance(generator, numpy.random.RandomState):
+            generator.set_state(state)
+        elif isinstance(generator, numpy.random.Generator):
+            generator.bit_generator.state = state
+        elif isinstance(generator, random.Random):
+            generator.setstate(state)
+
+    return restore
+
+
+def check_drawing_program(program: Program, annotated: bool, spelling: str) -> None:
+    """``program`` with its result multiplied by a draw: no recomputing ``f_backward``;
+    ``f_value_and_grad`` and the pair give the value the forward gives and the gradients of
+    central differences, the generators put back before every run of the forward."""
+    source = drawing_source(program, annotated, spelling)
+    name = f"gradgen_drawing_program_{next(_drawing_modules)}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # the generated module imports RS from it
+    try:
+        exec(compile(source, "forward.py", "exec"), module.__dict__)
+        options = Options(forward_module=name)
+        generated = compile_source(source, "forward.py", options).text
+        context = f"\nforward:\n{source}\narguments: {program!r}\ngenerated:\n{generated}"
+        again = compile_source(source, "forward.py", options).text
+        assert again == generated, f"not byte-identical{context}"
+        assert "def f_backward(" not in generated, context
+        assert "# No f_backward: f draws random numbers" in generated, context
+        paired = compile_source(source, "forward.py", Options(forward_module=name, pairs=True))
+        context += f"\ngenerated with pairs=True:\n{paired.text}"
+        value_and_grad = run_module(generated, "generated.py")["f_value_and_grad"]
+        pair = run_module(paired.text, "pairs.py")
+        restore = _restorer(module)
+        forward = module.f
+        names = [n for n, _ in program.params]
+        upstream = [] if program.upstream is None else [_copy(program.upstream)]
+        weight = 1.0 if program.upstream is None else program.upstream
+
+        restore()
+        expected_value = forward(**{n: _copy(v) for n, v in program.args.items()})
+        try:
+            restore()
+            value, result = value_and_grad(*[_copy(v) for v in program.args.values()], *upstream)
+            restore()
+            *values, cache = pair["f_forward"](*[_copy(v) for v in program.args.values()])
+            from_cache = pair["f_backward"](*(upstream or [1.0]), cache)
+        except Exception as error:
+            raise AssertionError(f"the backward raised {error!r}{context}") from error
+        for got in (value, values[0]):
+            numpy.testing.assert_allclose(
+                got, expected_value, rtol=1e-12, atol=1e-12, err_msg=f"the value{context}"
+            )
+        gradients = dict(zip(names, as_tuple(result, len(names)), strict=True))
+        _same_gradients(
+            dict(zip(names, as_tuple(from_cache, len(names)), strict=True)),
+            gradients,
+            f" from the cache (pairs=True){context}",
+        )
+
+        def loss(**arguments: Any) -> float:
+            restore()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with numpy.errstate(all="raise"):
+                    return float(numpy.sum(forward(**arguments) * weight))
+
+        differentiable = [n for n in names if n not in program.labels]
+        try:
+            expected = numeric_gradients(loss, program.args, differentiable, STEP)
+        except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
+            event("discarded: finite differences leave the domain")
+            reject()
+        for parameter in differentiable:
+            grad = gradients[parameter]
+            where = f"d{parameter}{context}"
+            shape = numpy.shape(program.args[parameter])
+            if grad is None or (isinstance(grad, float) and grad == 0.0 and shape != ()):
+                assert _close(0.0, expected[parameter]), f"{grad!r}, but it moves: {where}"
+                continue
+            if not _close(grad, expected[parameter]):
+                finer = numeric_gradients(loss, program.args, [parameter], STEP / 4)[parameter]
+                if not _close(finer, expected[parameter]):
+                    event("discarded: finite differences disagree between step sizes")
+                    reject()
+                numpy.testing.assert_allclose(
+                    grad,
+                    expected[parameter],
+                    rtol=RTOL,
+                    atol=_tolerance(expected[parameter]),
+                    err_msg=f"gradient {where}",
+                )
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("spelling", list(DRAW_SPELLINGS))
+@given(data=st.data())
+def test_programs_with_draws(spelling: str, data: st.DataObject) -> None:
+    """Programs of the table (one function or a module), their result multiplied by a draw
+    from a seeded generator (``program_strategy.DRAW_SPELLINGS``)."""
+    mode = DRAW_SPELLINGS[spelling][0]
+    focus = data.draw(st.sampled_from(SCALAR_FORMS if mode == "scalar" else FORMS), label="form")
+    program = data.draw(programs(mode, EXCLUSIONS, focus, MODULES, 0), label="program")
+    if mode == "array" and not program.numpy_import:
+        reject()  # the draw spells numpy: a module that does not import it cannot
+    annotated = data.draw(st.booleans(), label="annotated")
+    event(f"program: {'a module' if program.helpers else 'one function'}")
+    try:
+        check_drawing_program(program, annotated, spelling)
     except AssertionError as error:
         for bug in KNOWN_BUGS:
             if bug.recognizes is not None and bug.recognizes(str(error)):

@@ -83,7 +83,14 @@ BODY_REFUSALS = [
         9,
         "its argument 'dtype=x' needs a gradient here, from 'x'",
     ),
-    ("random", "y = np.random.randn(3)", 9, "random numbers"),
+    ("random-generator-made-inside", "y = np.random.default_rng(0)", 9, "does not draw random"),
+    (
+        "random-draw-of-a-parameter",
+        "x = np.random.normal(x, 1.0)",
+        9,
+        "'np.random.normal' draws random numbers, and no gradient flows through a draw: its "
+        "argument 'x' needs a gradient here",
+    ),
     ("walrus", "y = (z := x)", 10, "assignment expressions"),
     ("undefined-name", "y = x * q", 13, "undefined name 'q'"),
     ("used-before-assignment", "y = z * x\n    z = x", 9, "'z' is used before it is assigned"),

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 from gradgen import provenance
 from gradgen.config import Config, find_config, is_skipped
@@ -162,6 +162,11 @@ def _committed_backward(
     ):
         module = _load(path)
         functions = {name: getattr(module, name, None) for name in names}
+        backward_name = backward_function_name(func.__name__)
+        if functions[backward_name] is None and not pairs:
+            # A function that draws random numbers has no recomputing F_backward.
+            functions[backward_name] = _drawing_backward(func)
+            names = [n for n in names if n != backward_name]
         # A file written with (or without) --pairs has F_backward(d<out>, cache) (or taking
         # the parameters): it must match what was asked.
         other_kind = _takes_cache(functions[backward_function_name(func.__name__)]) != pairs
@@ -353,12 +358,51 @@ def _generated_backward(
     # when the function runs, as a function defined in the module would read them.
     namespace = ModuleNamespace(func.__globals__)
     exec(compile(source, filename, "exec"), namespace)
-    functions = {n: namespace[n] for n in _generated_names(func.__name__, pairs)}
+    # dict's own lookup: a name the module does not define is not the forward module's.
+    functions = {
+        n: dict.get(namespace, n) or _drawing_backward(func, compiled)
+        for n in _generated_names(func.__name__, pairs)
+    }
     for generated_name, function in functions.items():
         attribute = generated_name.removeprefix(func.__name__ + "_")
         function.__qualname__ = f"{func.__qualname__}.{attribute}"
     _COMPILED[functions[name]] = compiled
     return functions, source
+
+
+def _drawing_backward(func: Callable[..., Any], compiled: Compiled | None = None) -> Any:
+    """``f.backward`` for a function that draws random numbers (in its code or in a function
+    it calls), which has no backward that recomputes its forward: a function raising a
+    ``GradgenError`` located at the draw, naming what to call instead. None when ``func``
+    does not draw (the committed file lacks F_backward for another reason)."""
+    from gradgen.api import with_headroom
+
+    if compiled is None:
+        try:
+            compiled = compile_function(func, text="none")
+        except GradgenError:
+            return None
+    site = next(
+        (f.draws for f in compiled.program.functions if f.staged.name == func.__name__), None
+    )
+    if site is None:
+        return None
+    public = compiled.backward(func.__name__)
+    upstreams = ", ".join(public.upstreams) if public is not None else "dout"
+    name = func.__name__
+    message = (
+        f"{site.reason(name)}: a backward that recomputes the forward would draw different "
+        f"ones; use {name}.value_and_grad(...) (or pairs=True: {name}.forward then "
+        f"{name}.backward({upstreams}, cache))"
+    )
+    parsed = compiled.parsed
+    diagnostic = with_headroom(lambda: parsed.diagnostic(site.node, message))  # type: ignore[arg-type]
+
+    def backward(*args: Any, **kwargs: Any) -> NoReturn:
+        raise GradgenError([diagnostic])
+
+    backward.__doc__ = f"Not available: {message}."
+    return backward
 
 
 def compiled_for(backward: Callable[..., Any]) -> Compiled | None:

@@ -10,6 +10,7 @@ readers; tools read the same fact from ``FunctionText.ties`` (``Compiled.ties``)
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -67,6 +68,9 @@ class FunctionText:
     # Per statement of the body, in order (comments and blank lines are none): what it
     # writes, when it is an adjoint statement; None for the others.
     ties: list[Tie | None] = field(default_factory=list)
+    # Comment lines written above the ``def`` (without the "# "): why a function the reader
+    # may look for is absent.
+    comment: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -242,7 +246,12 @@ def _function_makers(
     backwards its callers call, reading F_forward's cache."""
     makers: list[Callable[[_Helpers], FunctionText]] = []
     public = function.public
-    if public is not None:
+    if public is not None and function.draws is not None and not pairs:
+        # F_backward recomputes the forward, which would draw other numbers: only
+        # F_value_and_grad, which draws once, is written, saying why.
+        comment = _no_backward_comment(public, function.draws.reason(public.staged.name))
+        makers.append(_commented_maker(_value_and_grad_function, public, comment))
+    elif public is not None:
         makers += [_bound_maker(make, public) for make in _makers(pairs)]
     if function.called:
         if not (pairs and public is not None):
@@ -255,6 +264,29 @@ def _function_makers(
 
 def _bound_maker(make: _Maker, backward: BackwardFunction) -> Callable[[_Helpers], FunctionText]:
     return lambda helpers: make(backward, helpers)
+
+
+def _commented_maker(
+    make: _Maker, backward: BackwardFunction, comment: list[str]
+) -> Callable[[_Helpers], FunctionText]:
+    def made(helpers: _Helpers) -> FunctionText:
+        text = make(backward, helpers)
+        text.comment = comment
+        return text
+
+    return made
+
+
+def _no_backward_comment(public: BackwardFunction, reason: str) -> list[str]:
+    """Why ``F_backward`` is absent, and what to call instead, in comment lines."""
+    name = public.staged.name
+    backward = backward_function_name(name)
+    text = (
+        f"No {backward}: {reason}, and a backward that recomputes the forward would draw "
+        f"other ones. Use {value_and_grad_function_name(name)} (or --pairs: "
+        f"{forward_function_name(name)}, then {backward}({', '.join(public.upstreams)}, cache))."
+    )
+    return textwrap.wrap(text, COMMENT_WIDTH + 8, break_long_words=False, break_on_hyphens=False)
 
 
 def _named_cached_maker(

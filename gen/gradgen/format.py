@@ -38,6 +38,7 @@ def format_module(text: ModuleText) -> str:
         skeleton += [
             "",
             "",
+            *(f"# {line}" for line in function.comment),
             function.signature,
             f'{INDENT}"""{function.docstring}"""',
             f"{INDENT}{_PLACEHOLDER.format(index)}",

@@ -36,6 +36,9 @@ from gradgen.expr import (
 from gradgen.rules import (
     BUILTINS,
     CONSTANTS,
+    DRAW_METHODS,
+    DRAW_MODULES,
+    GENERATOR,
     METHODS,
     NONDIFFERENTIABLE,
     STOP_GRADIENT,
@@ -190,6 +193,14 @@ class ParsedModule:
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.problems.append((node, message))
 
+    def diagnostic(self, node: cst.CSTNode, message: str) -> Diagnostic:
+        """``message`` located at ``node`` (a node of ``module``), as a refusal is."""
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        start = wrapper.resolve(PositionProvider)[node].start
+        line = start.line + self.line_offset
+        column = start.column + 1 + self.column_offset
+        return Diagnostic(self.filename, line, column, message, source_line(self.text, line))
+
     def raise_problems(self) -> None:
         """Raise one ``GradgenError`` holding every problem found, in source order. A
         problem may lie in a module this one imports functions from: it is reported in
@@ -261,7 +272,9 @@ def _array_syntax(expr: Expr) -> bool:
         if isinstance(node, (Attribute, Subscript)):
             return True  # value attributes (x.T, x.shape) and indexing; math.pi is a Const
         if isinstance(node, Call) and (node.func.spelling or "").startswith("."):
-            return True  # a method: x.sum(axis=0)
+            # a method: x.sum(axis=0); not a draw of a generator (rng.normal()), which
+            # may be the standard library's
+            return node.func.lib != GENERATOR
     return False
 
 
@@ -566,6 +579,13 @@ _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
 }
 
 
+_GENERATOR_PLACES = (
+    "'.{method}()' draws random numbers from a generator gradgen cannot see: draw from a "
+    "parameter of the function (def f(x, rng): ... rng.{method}(...)) or from a module-level "
+    "name (rng = np.random.default_rng(0))"
+)
+
+
 class _FunctionResolver:
     """What names mean inside one forward function, statement by statement."""
 
@@ -577,6 +597,7 @@ class _FunctionResolver:
         self.used_globals: set[str] = set()
         self.calls: dict[str, None] = {}  # functions of the module called, in order
         self.data: dict[str, cst.CSTNode] = {}  # module data read, and where first
+        self.generators: set[str] = set()  # parameters a method may draw from
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.parsed.refuse(node, message)
@@ -595,6 +616,13 @@ class _FunctionResolver:
         return Attribute(value, name, origin=node)
 
     def method(self, node: cst.Attribute, name: str) -> Func | None:
+        if name not in METHODS and name in DRAW_METHODS:
+            receiver = node.value
+            if isinstance(receiver, cst.Name) and receiver.value in self.generators:
+                # rng.normal(size=3) with rng a parameter: a draw; rng is data.
+                return Func(GENERATOR, name, f".{name}")
+            self.refuse(node, _GENERATOR_PLACES.format(method=name))
+            return None
         if name not in METHODS:
             self.refuse(node.attr, f"the method '.{name}()' is not an operation gradgen knows")
             return None
@@ -678,6 +706,16 @@ class _FunctionResolver:
             # A function of this module: differentiated too, its backward called by ours.
             self.calls.setdefault(head)
             return Func(USER, head, head)
+        if attr in DRAW_METHODS and head in self.context.data:
+            if head in self.parsed.function_names:
+                self.refuse(node, _GENERATOR_PLACES.format(method=attr))
+                return None
+            # rs.randn(3) with rs = np.random.RandomState(0) at module level: a draw from
+            # module data, which the generated module imports from the forward module.
+            self.used_globals.add(head)
+            self.data.setdefault(head, node)
+            return Func(GENERATOR, attr, dotted)
+
         relative = self.context.relative_imports.get(head)
         if relative is not None:
             self.refuse(
@@ -708,12 +746,18 @@ class _FunctionResolver:
         parts = (binding.module, binding.attr, attr)
         module, _, name = ".".join(p for p in parts if p).rpartition(".")
         if module.startswith("numpy.random") or module == "random":
-            self.refuse(
-                node,
-                "random numbers are not supported: the backward recomputes the forward and "
-                "would draw different ones; pass the random values in as a parameter",
-            )
-            return None
+            if name not in DRAW_MODULES.get(module, frozenset()):
+                self.refuse(
+                    node,
+                    f"'{dotted}' does not draw random numbers, and gradgen reads nothing "
+                    "else of the random modules inside a forward function: make a generator "
+                    "at module level (rs = np.random.RandomState(0)) or pass one in as a "
+                    "parameter, and draw from it (rs.randn(3))",
+                )
+                return None
+            # A draw: a value with no gradient, drawn once where the forward runs once.
+            self.used_globals.add(binding.name)
+            return Func(module, name, dotted)
         if (module, name) == STOP_GRADIENT:
             return Func(module, name, dotted)  # written as its argument: gradgen not imported
         if module.partition(".")[0] == "gradgen":
@@ -773,6 +817,8 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     resolver = _FunctionResolver(parsed, assigned)
     parameters = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in parameters)
+    # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
+    resolver.generators = {p.name for p in parameters} - assigned
     body: list[Assignment] = []
     result: tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None = None
     for index, statement in enumerate(statements):

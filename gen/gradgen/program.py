@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from gradgen.expr import RULE, USER, Call, Name, names_in, unwrap
+from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap
 from gradgen.forward_lines import forward_lines
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
@@ -43,6 +43,22 @@ from gradgen.stages import Signature, StagedFunction, stage_function
 
 
 @dataclass(frozen=True)
+class DrawSite:
+    """Where a function draws random numbers: in its own code, or in a function it calls
+    (at any depth). Such a function has no backward that recomputes its forward."""
+
+    function: str  # the function whose code draws
+    spelling: str  # the draw, as written: "np.random.randn", "rs.randn", "rng.random"
+    node: object  # the draw's libcst node, for a located message
+
+    def reason(self, name: str) -> str:
+        """``f draws random numbers (rs.randn)``, or ``f calls g, which draws ...``."""
+        if self.function == name:
+            return f"{name} draws random numbers ({self.spelling})"
+        return f"{name} calls {self.function}, which draws random numbers ({self.spelling})"
+
+
+@dataclass(frozen=True)
 class FunctionBackwards:
     """Everything the generated module holds for one forward function."""
 
@@ -54,6 +70,9 @@ class FunctionBackwards:
     forward: tuple[ForwardLine, ...] = ()  # F_forward's lines, when ``called``
     cache: tuple[str, ...] = ()  # what F_forward hands to every cached backward
     called: bool = False  # called by another function: the module defines F_forward
+    # Where it draws random numbers, if it does: F_backward that recomputes the forward is
+    # not generated (it would draw other numbers); F_value_and_grad and pairs are.
+    draws: DrawSite | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +375,9 @@ class _Program:
             self._differentiable[name] = frozenset(
                 p.name for p in function.parameters if p.name in relevant
             )
+        self.draws: dict[str, DrawSite | None] = {}
+        for name, function in staged.items():  # callees first
+            self.draws[name] = _draw_site(function, self.draws)
         self.variants: dict[tuple[str, tuple[str, ...]], BackwardFunction] = {}
         self._result_shapes: dict[
             tuple[str, tuple[Shape | None, ...]], tuple[Shape | None, ...]
@@ -448,8 +470,9 @@ class _Program:
             ),
             key=lambda item: (-len(item[0]), [position[p] for p in item[0]]),
         )
+        draws = self.draws[name]
         if not variants and not called:
-            return FunctionBackwards(staged, public)
+            return FunctionBackwards(staged, public, draws=draws)
         sharing = [backward for _, backward in variants]
         if public is not None and self.pairs:
             sharing.append(public)
@@ -474,7 +497,24 @@ class _Program:
             ):
                 continue  # the public F_backward(dout, cache) is this very function
             cached.append((name_of, sharing_cache(backward)))
-        return FunctionBackwards(staged, public, tuple(cached), lines, cache, called)
+        return FunctionBackwards(staged, public, tuple(cached), lines, cache, called, draws)
+
+
+def _draw_site(function: StagedFunction, known: Mapping[str, DrawSite | None]) -> DrawSite | None:
+    """Where ``function`` draws random numbers: its first draw, or the first function it
+    calls that draws (``known``: the functions it calls, already looked at)."""
+    for stage in function.stages:
+        if stage.draw:
+            assert isinstance(stage.expr, Call)
+            spelling = stage.expr.func.spelling or stage.expr.func.name
+            if spelling.startswith("."):
+                spelling = render(stage.expr.args[0]) + spelling
+            return DrawSite(function.name, spelling, stage.expr.origin)
+        if stage.call is not None and not stage.call.rule:
+            site = known.get(stage.call.function)
+            if site is not None:
+                return site
+    return None
 
 
 def rule_backward(rule: UserRule, array_mode: bool) -> BackwardFunction:

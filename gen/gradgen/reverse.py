@@ -67,6 +67,8 @@ from gradgen.rules import (
     AdjointContext,
     ScatterAdjoint,
     SpreadAdjoint,
+    draw_parameters,
+    written_arguments,
 )
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction, gradient_names
@@ -638,8 +640,37 @@ def opaque_refusals(
             sources[target] = set().union(*reached)
         if stage.opaque and stage.target in relevant:
             assert isinstance(stage.expr, Call)
-            refusals.append((stage.expr.origin, _opaque_message(stage.expr, sources)))
+            message = (_draw_message if stage.draw else _opaque_message)(stage.expr, sources)
+            refusals.append((stage.expr.origin, message))
     return refusals
+
+
+def _draw_message(call: Call, sources: dict[str, set[str]]) -> str:
+    """``'np.random.normal' draws random numbers, and no gradient flows through a draw:
+    its argument 'mu' needs a gradient here; ...``, pointing at the reparameterization."""
+    arguments = written_arguments(call)
+    position, parameters = next(
+        (position, found)
+        for position in draw_parameters(call)
+        if (
+            found := sorted(
+                set().union(*(sources.get(n, ()) for n in gradient_names(arguments[position])))
+            )
+        )
+    )
+    written = _written_argument(call, position, skip=len(call.args) - len(arguments))
+    origin = "" if parameters == [written] else f", from {_listed(parameters)}"
+    return (
+        f"'{call.func.spelling}' draws random numbers, and no gradient flows through a "
+        f"draw: its argument '{written}' needs a gradient here{origin}; draw noise that "
+        "does not depend on the parameters and transform it (reparameterize: "
+        "mu + sigma * rng.standard_normal(shape) for rng.normal(mu, sigma, shape))"
+    )
+
+
+def _listed(parameters: list[str]) -> str:
+    quoted = [f"'{p}'" for p in parameters]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
@@ -673,9 +704,10 @@ def _opaque_message(call: Call, sources: dict[str, set[str]]) -> str:
     )
 
 
-def _written_argument(call: Call, position: int) -> str:
+def _written_argument(call: Call, position: int, skip: int = 0) -> str:
     """The argument at ``position`` (positional ones, then keywords) as the user wrote it,
-    on one line."""
+    on one line; ``skip``: the arguments of ``call`` the user did not write in the
+    parentheses (the generator a method is called on)."""
     node = call.origin
     if isinstance(node, cst.Call) and position < len(node.args):
         argument = node.args[position]
@@ -684,7 +716,7 @@ def _written_argument(call: Call, position: int) -> str:
             text = f"{argument.keyword.value}={text}"
         return " ".join(text.split())
     arguments = [*call.args, *(value for _, value in call.kwargs)]
-    return render(arguments[position])
+    return render(arguments[position + skip])
 
 
 def _influences(function: StagedFunction) -> set[str]:

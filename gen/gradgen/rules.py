@@ -763,6 +763,209 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
 STOP_GRADIENT = ("gradgen", "stop_gradient")
+# Random draws (README "Random draws"): the functions of numpy.random and of the standard
+# library's random, and the methods of a generator object (a numpy Generator or RandomState,
+# a random.Random), that return new random values. A draw is a value with no gradient,
+# computed once where the forward runs once; nothing that changes a value in place
+# (shuffle) or makes a generator (default_rng, seed) is one.
+NUMPY_DRAWS = frozenset(
+    {
+        # Generator and RandomState
+        "beta",
+        "binomial",
+        "chisquare",
+        "choice",
+        "dirichlet",
+        "exponential",
+        "f",
+        "gamma",
+        "geometric",
+        "gumbel",
+        "hypergeometric",
+        "laplace",
+        "logistic",
+        "lognormal",
+        "logseries",
+        "multinomial",
+        "multivariate_normal",
+        "negative_binomial",
+        "noncentral_chisquare",
+        "noncentral_f",
+        "normal",
+        "pareto",
+        "permutation",
+        "poisson",
+        "power",
+        "random",
+        "rayleigh",
+        "standard_cauchy",
+        "standard_exponential",
+        "standard_gamma",
+        "standard_normal",
+        "standard_t",
+        "triangular",
+        "uniform",
+        "vonmises",
+        "wald",
+        "weibull",
+        "zipf",
+        # Generator only
+        "integers",
+        "multivariate_hypergeometric",
+        "permuted",
+        # RandomState (and numpy.random's functions) only
+        "rand",
+        "randn",
+        "randint",
+        "random_integers",
+        "random_sample",
+        "ranf",
+        "sample",
+    }
+)
+STDLIB_DRAWS = frozenset(
+    {
+        "betavariate",
+        "binomialvariate",
+        "choice",
+        "choices",
+        "expovariate",
+        "gammavariate",
+        "gauss",
+        "getrandbits",
+        "lognormvariate",
+        "normalvariate",
+        "paretovariate",
+        "randint",
+        "random",
+        "randrange",
+        "sample",
+        "triangular",
+        "uniform",
+        "vonmisesvariate",
+        "weibullvariate",
+    }
+)
+# The modules whose functions draw, and what each draws with.
+DRAW_MODULES: dict[str, frozenset[str]] = {"numpy.random": NUMPY_DRAWS, "random": STDLIB_DRAWS}
+# Methods of a generator object: a parameter (``rng.normal(size=3)``) or module data
+# (``rs = npr.RandomState(0)``; ``rs.randn(3)``) whose type gradgen cannot see, so any
+# drawing method of either library.
+DRAW_METHODS = NUMPY_DRAWS | STDLIB_DRAWS
+# ``Func.lib`` of a method call on a generator object (the library of a function that draws
+# is its module's: "numpy.random", "random").
+GENERATOR = "generator"
+
+
+# Draws whose every argument is a shape, a size or the bounds of whole numbers drawn
+# (``randn(3, 2)``, ``integers(0, n)``): values with no gradient whatever their arguments, so
+# a parameter passed there (``def noise(shape): return rs.randn(shape)``) is data.
+NUMPY_SHAPE_ONLY = frozenset(
+    {
+        "rand",
+        "randn",
+        "random",
+        "random_sample",
+        "ranf",
+        "sample",
+        "standard_normal",
+        "standard_cauchy",
+        "standard_exponential",
+        "integers",
+        "randint",
+        "random_integers",
+    }
+)
+STDLIB_SHAPE_ONLY = frozenset({"random", "getrandbits", "randint", "randrange"})
+# The distribution parameters numpy's other draws take first (``normal(loc, scale, size)``):
+# the positional arguments after them, and the keywords of ``NO_GRADIENT_KEYWORDS``, say how
+# many numbers are drawn and how, never their distribution. A gradient that would have to
+# flow into a distribution parameter is refused (reverse.opaque_refusals), pointing at the
+# reparameterization. The standard library's draws take distribution parameters only.
+DISTRIBUTION_PARAMETERS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "chisquare",
+            "dirichlet",
+            "exponential",
+            "geometric",
+            "logseries",
+            "pareto",
+            "poisson",
+            "power",
+            "rayleigh",
+            "standard_gamma",
+            "standard_t",
+            "weibull",
+            "zipf",
+            "choice",
+            "permutation",
+            "permuted",
+        ),
+        1,
+    ),
+    **dict.fromkeys(
+        (
+            "beta",
+            "binomial",
+            "f",
+            "gamma",
+            "gumbel",
+            "laplace",
+            "logistic",
+            "lognormal",
+            "multinomial",
+            "multivariate_normal",
+            "negative_binomial",
+            "noncentral_chisquare",
+            "normal",
+            "uniform",
+            "vonmises",
+            "wald",
+            "multivariate_hypergeometric",
+        ),
+        2,
+    ),
+    **dict.fromkeys(("hypergeometric", "noncentral_f", "triangular"), 3),
+}
+NO_GRADIENT_KEYWORDS = frozenset(
+    {"size", "dtype", "endpoint", "replace", "axis", "out", "check_valid", "tol", "method"}
+)
+
+
+def is_draw(func: Func) -> bool:
+    """Does ``func`` draw random numbers (``np.random.randn``, ``rng.normal``)?"""
+    if func.lib == GENERATOR:
+        return True
+    return func.name in DRAW_MODULES.get(func.lib or "", frozenset())
+
+
+def written_arguments(call: Call) -> tuple[Expr, ...]:
+    """The arguments of a draw as written in its parentheses (positional, then keywords'
+    values): without the generator a method is called on, which is data (``rng``)."""
+    arguments = (*call.args, *(value for _, value in call.kwargs))
+    on_value = call.func.lib == GENERATOR and (call.func.spelling or "").startswith(".")
+    return arguments[1:] if on_value else arguments
+
+
+def draw_parameters(call: Call) -> tuple[int, ...]:
+    """The positions, among ``written_arguments(call)``, of the draw's distribution
+    parameters: the arguments a gradient could be asked to flow into (``loc`` and
+    ``scale`` of ``normal``; none of ``randn``'s)."""
+    name, library = call.func.name, call.func.lib
+    in_numpy = library == "numpy.random" or (library == GENERATOR and name in NUMPY_DRAWS)
+    in_stdlib = library == "random" or (library == GENERATOR and name in STDLIB_DRAWS)
+    # A method of a generator of either library: shape-only where it is in both.
+    if (not in_numpy or name in NUMPY_SHAPE_ONLY) and (not in_stdlib or name in STDLIB_SHAPE_ONLY):
+        return ()
+    positional = len(written_arguments(call)) - len(call.kwargs)
+    count = DISTRIBUTION_PARAMETERS.get(name, positional) if in_numpy else positional
+    keywords = [
+        positional + k for k, (key, _) in enumerate(call.kwargs) if key not in NO_GRADIENT_KEYWORDS
+    ]
+    return (*range(min(count, positional)), *keywords)
+
+
 # Libraries whose functions are operations, whether the table knows them or not: a function
 # of any other module is the user's (``from layers import affine``), and refused as such.
 OPERATION_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"})

@@ -22,6 +22,7 @@ from gradgen.expr import (
     Compare,
     Const,
     Expr,
+    Group,
     Name,
     Sequence_,
     Slice,
@@ -30,10 +31,12 @@ from gradgen.expr import (
     children,
     is_constant,
     literal_value,
+    map_children,
     names_in,
     replace_nodes,
     substitute,
     unwrap,
+    walk,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
 from gradgen.parse import Assignment, ForwardFunction, Parameter
@@ -42,10 +45,13 @@ from gradgen.rules import (
     STOP_GRADIENT,
     Rule,
     canonical_call,
+    draw_parameters,
     form_library,
+    is_draw,
     is_opaque,
     rules_by_priority,
     without_gradient,
+    written_arguments,
 )
 
 _PRIORITY = rules_by_priority()
@@ -90,6 +96,9 @@ class Stage:
     # operands are the variables a gradient could flow in from (``gradient_names``); none
     # can flow through it (reverse.opaque_refusals refuses it where one would have to).
     opaque: bool = False
+    # A random draw (``rs.randn(3)``, rules.is_draw): opaque too (no gradient flows through
+    # it), and never computed again: a function with one has no recomputing backward.
+    draw: bool = False
 
     @property
     def reads(self) -> list[str]:
@@ -126,6 +135,12 @@ class StagedFunction:
     def stage_of(self, name: str) -> Stage | None:
         """The stage that binds ``name``, if any."""
         return next((s for s in self.stages if name in s.targets), None)
+
+    @property
+    def first_draw(self) -> Stage | None:
+        """The first stage that draws random numbers, if any (not counting the draws of the
+        functions it calls)."""
+        return next((s for s in self.stages if s.draw), None)
 
 
 Refuse = Callable[[object, str], None]
@@ -195,12 +210,20 @@ def stage_function(
         result_base = function.result_names[position] or "out"
         if result_base in parameters and plain_result != Name(result_base):
             result_base = "out"
-        if not isinstance(plain_result, Name) and not is_inactive(plain_result):
+        drawn = has_draw(plain_result)
+        if not isinstance(plain_result, Name) and (drawn or not is_inactive(plain_result)):
             if len(function.results) == 1:
                 statements.append(function.result_text)
             target = namer.fresh("out")
-            builder.lower(result, target, "out", len(statements) - 1, top=True)
-            plain_result = Name(target)
+            if drawn:
+                # A draw is a stage of its own, even in a value with no gradient: the
+                # backward must read the numbers drawn, never draw again.
+                drawn_result: dict[str, Expr] = {}
+                _assign(result, "out", target, len(statements) - 1, drawn_result, builder)
+                plain_result = unwrap(drawn_result["out"])
+            else:
+                builder.lower(result, target, "out", len(statements) - 1, top=True)
+                plain_result = Name(target)
         results.append(plain_result)
         bases.append(result_base)
     return StagedFunction(
@@ -248,12 +271,16 @@ def _assign(
     builder: _Builder,
 ) -> None:
     """The stages of ``user_name = value`` (``value`` over stage names), bound to ``target``."""
+    value = builder.extract_draws(value, user_name, index)
     plain = unwrap(value)
     if isinstance(plain, Name):
         # `h = x` only names a value again; the gradient flows to x unchanged.
         current[user_name] = plain
         return
     current[user_name] = Name(target)
+    if isinstance(plain, Call) and is_draw(plain.func):
+        builder.draw(plain, target, user_name, index, top=True)
+        return
     if is_inactive(plain) and not _is_stop_gradient(plain):
         operands = tuple(Name(n) for n in names_in(plain))
         builder.stages.append(
@@ -279,6 +306,8 @@ def _unpack(
     """The stages of ``a, b = value``."""
     names = assignment.names
     value = substitute(assignment.value, current)
+    if not isinstance(unwrap(value), Sequence_):  # a tuple's items are assigned one by one
+        value = builder.extract_draws(value, names[0], index)
     plain = unwrap(value)
     if isinstance(plain, Sequence_):
         if len(plain.items) != len(names):
@@ -418,13 +447,19 @@ class _Builder:
         plain = unwrap(expr)
         if isinstance(plain, Call) and _is_stop_gradient(plain):
             return self.stopped(plain, target, user_target, statement, top)
-        if isinstance(plain, Name) or is_inactive(plain):
+        if isinstance(plain, Name):
+            # `(h) * c`: the operand is the variable itself, parentheses aside; a Group
+            # around it would not be taken for a variable, and its gradient lost.
+            return plain
+        if is_inactive(plain):
             return expr
         if isinstance(plain, Call) and plain.func.lib == USER:
             if not self.check_result_count(plain, 1):
                 return Const("0", 0)
             name = target if top else temporary_name(self.namer, user_target, plain.func.name)
             return self.lower_call(plain, (name,), user_target, statement, top)
+        if isinstance(plain, Call) and is_draw(plain.func):
+            return self.draw(plain, target, user_target, statement, top)
         if isinstance(plain, Call) and is_opaque(plain.func):
             return self.opaque(plain, target, user_target, statement, top)
         try:
@@ -469,6 +504,68 @@ class _Builder:
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
 
+    def extract_draws(self, expr: Expr, user_target: str, statement: int) -> Expr:
+        """``expr`` with every draw inside it a stage of its own (innermost first), read by
+        name: written inline, a draw would be drawn again wherever its value is read (an
+        adjoint, a recomputed line), and two alike would be taken for one value. A draw
+        that is ``expr`` itself is left for the caller to bind."""
+
+        def visit(node: Expr, top: bool) -> Expr:
+            if not has_draw(node):
+                return node
+            inside = top and isinstance(node, Group)
+            node = map_children(node, lambda child: visit(child, inside))
+            if not top and isinstance(node, Call) and is_draw(node.func):
+                return self.draw(node, "", user_target, statement, top=False)
+            return node
+
+        return visit(expr, True)
+
+    def draw(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Name:
+        """A stage drawing random numbers: a value with no gradient, like an opaque call
+        (refused where a gradient would have to flow into its arguments)."""
+        name = target if top else temporary_name(self.namer, user_target, call.func.name)
+        call = self.extract_draws(call, user_target, statement)  # type: ignore[assignment]
+        assert isinstance(call, Call)
+        # Distribution parameters that compute something (``sigma * 2``, a call of the
+        # module's functions) are stages of their own, as any operation's operands are; a
+        # size, a shape or a tuple is written as it is.
+        generator = call.args[: len(call.args) + len(call.kwargs) - len(written_arguments(call))]
+        parameters = set(draw_parameters(call))
+        written = list(written_arguments(call))
+        for position, value in enumerate(written):
+            if position in parameters and not isinstance(unwrap(value), Sequence_):
+                written[position] = self.lower(value, name, user_target, statement, top=False)
+        positional = len(written) - len(call.kwargs)
+        kwargs = tuple(
+            (key, value) for (key, _), value in zip(call.kwargs, written[positional:], strict=True)
+        )
+        drawn = Call(call.func, (*generator, *written[:positional]), kwargs, origin=call.origin)
+        # Only its distribution parameters (``loc`` of ``normal``, not a size) could take a
+        # gradient: a gradient that would have to flow there is refused.
+        operands = tuple(
+            Name(n)
+            for n in dict.fromkeys(
+                found
+                for position in draw_parameters(drawn)
+                for found in gradient_names(written[position])
+            )
+        )
+        self.stages.append(
+            Stage(
+                name,
+                None,
+                operands,
+                drawn,
+                self.default_library,
+                statement,
+                not top,
+                opaque=True,
+                draw=True,
+            )
+        )
+        return Name(name)
+
     def opaque(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Expr:
         """A stage computing ``call``, a function with no rule, as written."""
         name = target if top else temporary_name(self.namer, user_target, call.func.name)
@@ -494,11 +591,18 @@ def is_inactive(expr: Expr) -> bool:
             pending.extend(children(node))
         elif isinstance(node, Subscript):
             pending.append(node.value)  # indexing something with no gradient: none either
+        elif isinstance(node, Call) and is_draw(node.func):
+            return False  # a stage of its own, never written inline (extract_draws)
         elif isinstance(node, Call) and is_opaque(node.func):
             pending.extend(children(node))  # a function with no rule, of such values: none
         elif not isinstance(node, Compare) and not _inactive_leaf(node):
             return False
     return True
+
+
+def has_draw(expr: Expr) -> bool:
+    """Does ``expr`` draw random numbers anywhere inside?"""
+    return any(isinstance(node, Call) and is_draw(node.func) for node in walk(expr))
 
 
 def gradient_names(expr: Expr) -> list[str]:

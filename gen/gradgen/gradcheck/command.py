@@ -25,12 +25,13 @@ from gradgen.gradcheck.filecheck import (
     run_module,
 )
 from gradgen.gradcheck.inputs import Dims, parse_ints, parse_shapes, shape_annotations
-from gradgen.gradcheck.results import FunctionReport, UsageError
+from gradgen.gradcheck.results import FunctionReport, GradientCheck, UsageError
 from gradgen.naming import backward_function_name
 
 if TYPE_CHECKING:
     from gradgen.emit import Tie
     from gradgen.ir import BackwardFunction
+    from gradgen.program import DrawSite
 
 
 EXIT_OK = 0
@@ -225,8 +226,11 @@ def _check_file(args: argparse.Namespace) -> int:
         (rule_backward(rule, compiled.array_code), None, rule.backward)
         for rule in compiled.program.rules
     ]
+    draws = {f.staged.name: f.draws for f in compiled.program.functions}
     reports = [
-        check_function(
+        _drawing_report(backward, site)
+        if named is None and (site := draws.get(backward.staged.name)) is not None
+        else check_function(
             backward,
             source,
             shown,
@@ -245,6 +249,24 @@ def _check_file(args: argparse.Namespace) -> int:
     ]
     _print_reports(reports)
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED
+
+
+def _drawing_report(backward: BackwardFunction, site: DrawSite) -> FunctionReport:
+    """The report of a function that draws random numbers: not checked, and why. Central
+    differences run the forward again and again, and each run draws other numbers, so they
+    would disagree with any backward: a false failure."""
+    name = backward.staged.name
+    report = FunctionReport(name)
+    report.gradients = [
+        GradientCheck(p.name, "skip", note="not checked: the forward draws", skipped="draws")
+        for p in backward.staged.parameters
+    ]
+    report.notes.append(
+        f"not checked: {site.reason(name)}, and central differences run the forward again, "
+        f"drawing other numbers; check {name}_value_and_grad in a test with the draws fixed "
+        "(the generator seeded alike before each run of the forward)"
+    )
+    return report
 
 
 def _check_names(
@@ -294,7 +316,7 @@ def _print_reports(reports: Sequence[FunctionReport]) -> None:
             continue
         for check in report.gradients:
             error = "-" if check.status == "skip" else f"{check.max_rel_error:.1e}"
-            result = "skip (None)" if check.status == "skip" else check.status
+            result = f"skip ({check.skipped})" if check.status == "skip" else check.status
             shape = report.shapes.get(check.parameter, "")
             rows.append((report.function, check.parameter, shape, error, result))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -327,8 +349,11 @@ def _print_reports(reports: Sequence[FunctionReport]) -> None:
     print()
     if not failed and not errors:
         count = len(checked)
-        print(f"all {count} gradients match" if count != 1 else "the gradient matches", end="")
-        print(" central differences")
+        if count == 0:
+            print("no gradient checked")
+        else:
+            print(f"all {count} gradients match" if count != 1 else "the gradient matches", end="")
+            print(" central differences")
     else:
         parts = []
         if failed:

@@ -35,6 +35,7 @@ class GradientCheck:
     actual: float = 0.0
     note: str = ""
     flat: bool = False  # central differences are zero everywhere: the check says little
+    skipped: str = "None"  # why a "skip" is one, in the table: "None" (no gradient), "draws"
 
     @property
     def passed(self) -> bool:
