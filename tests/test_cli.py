@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -500,6 +502,33 @@ def test_atomic_write_leaves_no_temporary_files(project: Path, run) -> None:
     assert run("f.py", "-o", "out/f_backward.py")[0] == 0
     assert [p.name for p in (project / "out").iterdir()] == ["f_backward.py"]
     assert "a * b" in (project / "out/f_backward.py").read_text()
+
+
+def test_output_to_a_pipe_is_written_into_not_replaced(project: Path, run) -> None:
+    """``-o /dev/null`` or ``-o /dev/stdout`` (here a named pipe, which needs no root to
+    make): the output is written into it, as a shell redirection would; replacing it would
+    leave a regular file where the device was."""
+    write(project / "f.py", GOOD)
+    pipe = project / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    status = run("f.py", "-o", str(pipe))[0]
+    reader.join(timeout=30)
+    assert status == 0
+    assert stat.S_ISFIFO(pipe.stat().st_mode), "the pipe was replaced by a file"
+    assert b"def f_backward(" in received[0]
+
+
+def test_output_through_a_symbolic_link_keeps_the_link(project: Path, run) -> None:
+    write(project / "f.py", GOOD)
+    real = write(project / "real" / "f_backward.py", "old\n")
+    link = project / "f_backward.py"
+    link.symlink_to(real)
+    assert run("f.py", "-o", "f_backward.py")[0] == 0
+    assert link.is_symlink()
+    assert "def f_backward(" in real.read_text(encoding="utf-8")
 
 
 def test_rewrite_keeps_file_mode(project: Path, run) -> None:

@@ -337,11 +337,12 @@ def _internal_error(source_name: str, error: Exception) -> int:
 
 
 def _current_text(output: Path | None) -> str | None:
-    """The output file's text now; None when there is none (or it cannot be read)."""
+    """The output file's text now; None when there is none, when it cannot be read, or when
+    it is not a regular file (``/dev/null``, a pipe: reading it would wait or consume)."""
     if output is None:
         return None
     try:
-        return output.read_text(encoding="utf-8") if output.exists() else None
+        return output.read_text(encoding="utf-8") if output.is_file() else None
     except (OSError, UnicodeDecodeError):
         return None
 

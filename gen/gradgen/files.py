@@ -22,8 +22,17 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` at once: readers see the old file or the new, never half.
 
     The text goes to a temporary file in the same folder, which then replaces the target;
-    on any failure the target is left as it was.
+    on any failure the target is left as it was. A symbolic link is written through (its
+    target replaced, the link kept); a target that is not a regular file (``/dev/null``,
+    ``/dev/stdout``, a pipe) is written into, as a shell redirection does: replacing it
+    would put a file where the device was.
     """
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _file_mode(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
