@@ -19,7 +19,9 @@ from gradgen.gradcheck.forward import function_info
 from gradgen.gradcheck.instrument import Backward, backward_from_function
 from gradgen.gradcheck.results import FunctionReport
 from gradgen.gradcheck.run import Case, random_upstream, run_case
+from gradgen.gradcheck.structured import FlatBackward, flattening
 from gradgen.naming import backward_function_name
+from gradgen.structure import user_names
 
 if TYPE_CHECKING:
     from gradgen.api import Compiled
@@ -88,11 +90,37 @@ def check_callable(
     case = Case(name, f, parameters, values, upstream, wrapped)
     if generated is not None:
         case.wrt = generated.wrt
+        if generated.staged.structured:
+            case.wrt = tuple(user_names(generated.wrt or parameters, generated.staged.structured))
     else:
         case.wrt = _returned_parameters(wrapped, parameters)
+    layout = flattening(parameters, values)
+    if layout is not None:
+        # Dicts, lists or tuples of arrays: checked leaf by leaf (gradcheck.structured).
+        wanted_user = case.wrt if case.wrt is not None else parameters
+
+        def flatten(
+            raw: Any, wanted: tuple[str, ...] = wanted_user, given: list[Any] = values
+        ) -> tuple[Any, ...]:
+            return layout.flatten(raw, wanted, given)
+
+        def flat_forward(*flat: Any) -> Any:
+            return f(*layout.rebuild(flat))
+
+        flat_values = layout.values(values)
+        case = Case(
+            name,
+            flat_forward,
+            layout.names,
+            flat_values,
+            upstream,
+            FlatBackward.around(wrapped, lambda flat: layout.rebuild(flat), flatten),
+            wrt=layout.flat_names(wanted_user),
+        )
+        parameters, values = case.parameters, flat_values
     with np.errstate(all="ignore"):
         try:
-            raw = wrapped.call(values, upstream)
+            raw = case.backward.call(values, upstream)
         except Exception:
             raw = None
     wanted = case.wrt if case.wrt is not None else parameters
@@ -102,7 +130,8 @@ def check_callable(
         case.index = frozenset(wanted)
     # A float argument is differentiated even when the backward gives it None: that fails.
     case.index = frozenset(p for p in case.index if not _is_float(values[parameters.index(p)]))
-    case.info_factory = lambda: function_info(f, generated)
+    if layout is None:  # lines are named in the forward's own parameters, not its leaves
+        case.info_factory = lambda: function_info(f, generated)
     return run_case(case, rtol, atol, report)
 
 
