@@ -449,13 +449,15 @@ REFUSALS = [
         id="arithmetic",
     ),
     pytest.param(
-        'def g(p):\n    return p\n\n\ndef f(x, params):\n    return np.sum(x @ g(params) + params["b"])\n',
+        "def g(p):\n    return p\n\n\n"
+        'def f(x, params):\n    return np.sum(x @ g(params) + params["b"])\n',
         (6, 25),
         "passed whole as an argument of 'g': pass its arrays instead",
         id="passed-whole-to-a-module-function",
     ),
     pytest.param(
-        'def g(p):\n    return p["W"]\n\n\ndef f(x, params):\n    return np.sum(x @ g(params["a"]))\n',
+        'def g(p):\n    return p["W"]\n\n\n'
+        'def f(x, params):\n    return np.sum(x @ g(params["a"]))\n',
         (6, 23),
         "'g' takes a dict or list of arrays ('p'): calls of such functions are not supported",
         id="calling-a-function-with-a-structured-parameter",
