@@ -570,3 +570,118 @@ def test_gradgen_check_fails_a_wrong_structured_gradient(project: Path, run: Run
     status, out, _ = run("check", "fwd.py", "--backward", "bwd.py")
     assert status == 1, out
     assert "FAIL" in out
+
+
+# --- the example: examples/two_layer_params.py and its committed backward ------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "two_layer_params.py"
+
+
+def example_arguments(name: str, seed: str) -> list[Any]:
+    generator = rng(f"{name} {seed}")
+    N, D, H, C = 4, 3, 5, 2
+    if name == "two_layer_loss":
+        params = {
+            "W1": generator.normal(size=(D, H)),
+            "b1": generator.normal(size=H),
+            "W2": generator.normal(size=(H, C)),
+            "b2": generator.normal(size=C),
+        }
+        return [generator.normal(size=(N, D)), generator.integers(0, C, N), params, 0.3]
+    layers = [
+        (generator.normal(size=(D, H)), generator.normal(size=H)),
+        (generator.normal(size=(H, C)), generator.normal(size=C)),
+    ]
+    return [generator.normal(size=(N, D)), layers, generator.normal(size=(N, C))]
+
+
+def load_file(path: Path) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_structured_{path.parent.name}", path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+@pytest.mark.parametrize("seed", ["a", "b"])
+def test_example_committed_backward(seed: str) -> None:
+    """The committed file (the mapping says wrt params for two_layer_loss): the dict of
+    gradients, and mlp_loss's list of [dW, db] pairs, against central differences."""
+    forward = load_file(EXAMPLE)
+    backward = load_file(ROOT / "generated" / "two_layer_params.py")
+    args = example_arguments("two_layer_loss", seed)
+    grads = backward.two_layer_loss_backward(*args, dloss=0.8)
+    assert list(grads) == ["W1", "b1", "W2", "b2"]
+    loss = loss_of(forward.two_layer_loss, 0.8)
+    for key in grads:
+        numpy.testing.assert_allclose(
+            grads[key], numeric(loss, args, 2, (key,)), rtol=RTOL, atol=ATOL, err_msg=key
+        )
+    args = example_arguments("mlp_loss", seed)
+    check(
+        forward.mlp_loss,
+        backward.mlp_loss_backward,
+        args,
+        [None, [[LEAF, LEAF], [LEAF, LEAF]], None],
+        upstream=0.8,
+    )
+
+
+@pytest.mark.usefixtures("fresh_gradgen_state")
+@pytest.mark.parametrize("name", ["two_layer_loss", "mlp_loss"])
+def test_example_through_the_decorator_and_testing(name: str, tmp_path: Path) -> None:
+    """Committed (strict: the reviewed file runs), in memory, and plain."""
+    import shutil
+
+    f = getattr(load_file(EXAMPLE), name)
+    args = example_arguments(name, "decorator")
+    committed = gradgen.differentiable(f, strict=True)
+    assert_gradients_match(committed, *args)
+    copied = Path(shutil.copy(EXAMPLE, tmp_path / EXAMPLE.name))
+    in_memory = gradgen.differentiable(getattr(load_file(copied), name))
+    assert in_memory.backward.__code__.co_filename.startswith("<gradgen")
+    assert_gradients_match(in_memory, *args)
+    assert_gradients_match(getattr(load_file(copied), name), *args)
+
+
+def test_example_gradgen_check(monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
+    monkeypatch.chdir(ROOT)
+    status, out, err = run("check", "examples/two_layer_params.py")
+    assert status == 0, out + err
+    assert "FAIL" not in out and "all 10 gradients match" in out, out
+
+
+def test_training_step_on_the_dict_of_gradients() -> None:
+    """``for k in grads: params[k] -= lr * grads[k]`` lowers the loss."""
+    forward = load_file(EXAMPLE)
+    backward = load_file(ROOT / "generated" / "two_layer_params.py")
+    X_, y, params, reg = example_arguments("two_layer_loss", "train")
+    before = forward.two_layer_loss(X_, y, params, reg)
+    for _ in range(20):
+        loss, grads = backward.two_layer_loss_value_and_grad(X_, y, params, reg)
+        for key in grads:
+            params[key] -= 0.1 * grads[key]
+    assert forward.two_layer_loss(X_, y, params, reg) < before
+
+
+# --- golden file ----------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "cases" / "structured" / "two_layer_dict.py"
+
+
+def test_generated_text_matches_the_golden_file() -> None:
+    """The dict-params two-layer net, with and without pairs, as gradgen writes it (update
+    with GRADGEN_UPDATE_GOLDEN=1 and read the diff)."""
+    from golden import read_case, update_requested, write_case
+
+    source, expected = read_case(GOLDEN)
+    actual = gradgen.generate(source, GOLDEN.name) + "\n# pairs\n\n"
+    actual += gradgen.generate(source, GOLDEN.name, pairs=True)
+    if update_requested():
+        write_case(GOLDEN, source.rstrip("\n") + "\n", actual)
+        expected = actual
+    assert expected, "no '# output' section: run with GRADGEN_UPDATE_GOLDEN=1"
+    assert actual == expected

@@ -97,7 +97,7 @@ def check_callable(
     layout = flattening(parameters, values)
     if layout is not None:
         # Dicts, lists or tuples of arrays: checked leaf by leaf (gradcheck.structured).
-        wanted_user = case.wrt if case.wrt is not None else parameters
+        wanted_user = case.wrt or _returned_with_containers(wrapped, parameters, values)
 
         def flatten(
             raw: Any, wanted: tuple[str, ...] = wanted_user, given: list[Any] = values
@@ -175,4 +175,30 @@ def _returned_parameters(backward: Backward, parameters: tuple[str, ...]) -> tup
         if len(match) != 1:
             return None
         mapped.append(match[0])
+    return tuple(mapped)
+
+
+def _returned_with_containers(
+    backward: Backward, parameters: tuple[str, ...], values: list[Any]
+) -> tuple[str, ...]:
+    """The parameters a backward gradgen did not write (for this check) returns gradients
+    for, when some are containers: read from its return statement, a name ``dX`` standing
+    for ``X`` and a dict or list written out for the next container parameter (a committed
+    ``return {"W1": dW1, ...}`` under ``wrt = params``); all of them when that does not
+    add up."""
+    names = backward.returned_names
+    if names is None or len(names) == len(parameters):
+        return parameters
+    containers = [
+        p for p, v in zip(parameters, values, strict=True) if isinstance(v, (dict, list, tuple))
+    ]
+    mapped: list[str] = []
+    for name in names:
+        match = [p for p in parameters if name in (f"d{p}", f"d_{p}")]
+        if name == "" and containers:
+            mapped.append(containers.pop(0))
+        elif len(match) == 1:
+            mapped.append(match[0])
+        else:
+            return parameters
     return tuple(mapped)
