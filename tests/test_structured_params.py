@@ -661,7 +661,7 @@ def test_training_step_on_the_dict_of_gradients() -> None:
     X_, y, params, reg = example_arguments("two_layer_loss", "train")
     before = forward.two_layer_loss(X_, y, params, reg)
     for _ in range(20):
-        loss, grads = backward.two_layer_loss_value_and_grad(X_, y, params, reg)
+        _, grads = backward.two_layer_loss_value_and_grad(X_, y, params, reg)
         for key in grads:
             params[key] -= 0.1 * grads[key]
     assert forward.two_layer_loss(X_, y, params, reg) < before

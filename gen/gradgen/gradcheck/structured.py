@@ -47,16 +47,16 @@ class FlatBackward(Backward):
         return self.flatten(super().call(self.rebuild(args), upstream))
 
 
-_MISSING = object()
+MISSING = object()
 
 
 def lookup(value: Any, path: Path) -> Any:
-    """The entry of ``value`` at ``path``, or ``_MISSING`` where there is none."""
+    """The entry of ``value`` at ``path``, or ``MISSING`` where there is none."""
     for key in path:
         try:
             value = value[key]
         except (KeyError, IndexError, TypeError):
-            return _MISSING
+            return MISSING
     return value
 
 
@@ -132,7 +132,7 @@ class Flattening:
                 if self.parameters[k] != parameter:
                     continue
                 entry = lookup(given[parameter], path)
-                if entry is _MISSING or (entry is None and path):
+                if entry is MISSING or (entry is None and path):
                     entry = 0.0 if _is_float(lookup(args[k], path)) else None
                 flat.append(entry)
         return tuple(flat)
@@ -218,7 +218,7 @@ def static_flatten(
                 continue
             for leaf in parameter.leaves:
                 entry = lookup(gradient, leaf.path)
-                if entry is _MISSING:
+                if entry is MISSING:
                     raise ValueError(
                         f"the gradient of {name} has no entry {_spelled(name, leaf.path)}"
                     )
