@@ -19,7 +19,8 @@ in array code: an index into an array.
 The gradient's structure: a dict for a level read by string keys, with one entry per key
 read, in the order first read (keys never read get no entry); a list for a level read as a
 sequence, whatever the sequence type was: as long as the unpacking says when one is
-unpacked, else up to the last position read, with ``None`` for positions never read.
+unpacked, else up to the last position read, with ``None`` for positions never read. A
+container the function never reads is an unused parameter: its gradient is 0.0.
 """
 
 from __future__ import annotations
