@@ -2066,3 +2066,103 @@ def drawing_source(program: Program, annotated: bool, spelling: str) -> str:
     if program.mode == "scalar":
         source = "import random\n" + source
     return source
+
+
+# --- structured parameters: some of f's parameters passed in a dict or a list ---------------
+
+STRUCTURED_FORMS = ("dict-assign", "dict-inline", "list-unpack", "nested-unpack", "chain")
+
+
+@dataclass
+class StructuredProgram:
+    """``program`` with some of ``f``'s parameters (``wrapped``) passed inside one container
+    parameter ``params``, read by ``form``: the source, and the arguments to call it with."""
+
+    program: Program
+    form: str
+    wrapped: tuple[str, ...]
+    source: str
+    args: list[Any]  # f's arguments, the container last
+    paths: dict[str, tuple[Any, ...]]  # each wrapped parameter -> its path in the container
+
+
+class _Inline(ast.NodeTransformer):
+    """Reads of the wrapped parameters as ``params["a"]``."""
+
+    def __init__(self, paths: dict[str, tuple[Any, ...]]) -> None:
+        self.paths = paths
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id not in self.paths or not isinstance(node.ctx, ast.Load):
+            return node
+        value: ast.expr = ast.Name("params", ast.Load())
+        for key in self.paths[node.id]:
+            value = ast.Subscript(value, ast.Constant(key), ast.Load())
+        return ast.copy_location(value, node)
+
+
+def structured_program(
+    choose: Chooser, program: Program, annotated: bool, form: str
+) -> StructuredProgram:
+    """Wrap one or more of ``f``'s float parameters into ``params``, read by ``form`` (one
+    of ``STRUCTURED_FORMS``; ``Unfit`` when the program has no parameter to wrap)."""
+    names = [n for n, _ in program.params if n not in program.labels]
+    if program.verbatim is not None or program.several or not names or "params" in program.body:
+        raise Unfit("no parameter to wrap")
+    count = 1 + choose.index(len(names))
+    start = choose.index(len(names) - count + 1)
+    wrapped = tuple(names[start : start + count])
+    tree = ast.parse(program.source(annotated))
+    (main,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "f"]
+    assigned = {
+        node.id
+        for node in ast.walk(main)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+    if form == "dict-inline" and set(wrapped) & assigned:
+        form = "dict-assign"  # a parameter rebound in the body is read once, at the top
+    if form in ("list-unpack", "nested-unpack") and len(wrapped) < 2:
+        form = "chain"
+    if form in ("dict-assign", "dict-inline"):
+        paths: dict[str, tuple[Any, ...]] = {n: (n,) for n in wrapped}
+    elif form == "list-unpack":
+        paths = {n: (k,) for k, n in enumerate(wrapped)}
+    elif form == "nested-unpack":
+        half = len(wrapped) // 2
+        paths = {n: (0, k) for k, n in enumerate(wrapped[:half])}
+        paths |= {n: (1, k) for k, n in enumerate(wrapped[half:])}
+    else:
+        paths = {n: (0, n) for n in wrapped}
+    main.args.args = [a for a in main.args.args if a.arg not in wrapped]
+    main.args.args.append(ast.arg("params"))
+    if form == "dict-inline":
+        main.body = [_Inline(paths).visit(statement) for statement in main.body]
+    elif form in ("dict-assign", "chain"):
+        reads = [f"{n} = params" + "".join(f"[{k!r}]" for k in paths[n]) for n in wrapped]
+        main.body[:0] = [ast.parse(line).body[0] for line in reads]
+    elif form == "list-unpack":
+        main.body[:0] = ast.parse(f"{', '.join(wrapped)} = params").body
+    else:
+        half = len(wrapped) // 2
+        groups = [wrapped[:half], wrapped[half:]]
+        text = ", ".join("(" + ", ".join(g) + ("," if len(g) == 1 else "") + ")" for g in groups)
+        main.body[:0] = ast.parse(f"{text} = params").body
+    source = ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+    container: Any = {} if form.startswith("dict") else [[], []] if form == "nested-unpack" else []
+    if form == "chain":
+        container = [{}]
+    for name in wrapped:
+        value = program.args[name]
+        path = paths[name]
+        if isinstance(container, dict):
+            container[name] = value
+        elif form == "list-unpack":
+            container.append(value)
+        elif form == "nested-unpack":
+            container[path[0]].append(value)
+        else:
+            container[0][name] = value
+    if form == "nested-unpack":
+        container = [tuple(group) for group in container]  # tuples in: lists of gradients out
+    args = [v for n, v in program.args.items() if n not in wrapped] + [container]
+    return StructuredProgram(program, form, wrapped, source, args, paths)

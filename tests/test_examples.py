@@ -148,8 +148,15 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
 # Examples that draw random numbers: checked with the draws fixed (below).
 DRAWING = {"vae_elbo"}
 # The rest are scalar: every parameter a number, the forward defined on [-1.5, 1.5].
+# Parameters that are dicts or lists of arrays: tests/test_structured_params.py checks them.
+STRUCTURED = {"two_layer_params"}
 SCALAR_EXAMPLES = [
-    p for p in EXAMPLES if p.stem not in ZOO and p.stem not in PROGRAMS and p.stem not in DRAWING
+    p
+    for p in EXAMPLES
+    if p.stem not in ZOO
+    and p.stem not in PROGRAMS
+    and p.stem not in DRAWING
+    and p.stem not in STRUCTURED
 ]
 
 CONFIG = load_config(ROOT / "pyproject.toml")

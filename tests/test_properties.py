@@ -80,8 +80,10 @@ from program_strategy import (  # noqa: E402
     HELPER_NAMES,
     NONDIFF_GENERATORS,
     SCALAR_FORMS,
+    STRUCTURED_FORMS,
     Application,
     Form,
+    HypothesisChooser,
     MissingGenerator,
     Program,
     RandomChooser,
@@ -91,6 +93,7 @@ from program_strategy import (  # noqa: E402
     features,
     literal,
     programs,
+    structured_program,
 )
 from test_rules import as_tuple, owned_arrays, run_module  # noqa: E402
 
@@ -968,6 +971,99 @@ def test_programs_with_draws(spelling: str, data: st.DataObject) -> None:
                 event(f"discarded: known bug {bug.name}")
                 reject()
         raise
+
+
+# --- structured parameters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", STRUCTURED_FORMS)
+@given(data=st.data())
+def test_structured_parameter_programs(form: str, data: st.DataObject) -> None:
+    """Array programs (modules too) with some of f's parameters passed inside a dict or a
+    list, read by ``form``: checked (flat) against central differences, then the
+    structured program's gradients, leaf by leaf, against the flat ones."""
+    program = data.draw(programs("array", EXCLUSIONS, None, MODULES, 0), label="program")
+    annotated = data.draw(st.booleans(), label="annotated")
+    try:
+        structured = structured_program(HypothesisChooser(data.draw), program, annotated, form)
+    except Unfit:
+        reject()
+    event(f"structured: {structured.form}, {len(structured.wrapped)} wrapped")
+    try:
+        check_program(program, annotated, pairs=False)
+    except AssertionError as error:
+        for bug in KNOWN_BUGS:
+            if bug.recognizes is not None and bug.recognizes(str(error)):
+                reject()
+        raise
+    check_structured(structured, annotated)
+
+
+def check_structured(structured: Any, annotated: bool) -> None:
+    """The structured program's gradients equal the flat program's (already checked against
+    central differences), leaf by leaf, in the container's structure; each is owned; pairs
+    give the same."""
+    from gradgen.gradcheck.structured import MISSING, flattening, lookup
+
+    program = structured.program
+    flat_source = program.source(annotated)
+    context = f"\nflat:\n{flat_source}\nstructured:\n{structured.source}\n{program!r}"
+    text = gradgen.generate(structured.source, "structured.py")
+    context += f"\ngenerated:\n{text}"
+    assert gradgen.generate(structured.source, "structured.py") == text, context
+    flat = run_module(gradgen.generate(flat_source, "flat.py"), "flat.py")["f_backward"]
+    names = [n for n, _ in program.params]
+    upstream = [] if program.upstream is None else [_copy(program.upstream)]
+    expected = as_tuple(flat(*[_copy(v) for v in program.args.values()], *upstream), len(names))
+    wanted = dict(zip(names, expected, strict=True))
+    args = [_copy(a) for a in structured.args]
+    kept = copy.deepcopy(structured.args)
+    user = [n for n in names if n not in structured.wrapped] + ["params"]
+    for pairs in (False, True):
+        module = run_module(
+            gradgen.generate(structured.source, "structured.py", pairs=pairs), "structured.py"
+        )
+        if pairs:
+            _, cache = module["f_forward"](*args)
+            up = upstream[0] if upstream else 1.0
+            grads = as_tuple(module["f_backward"](up, cache), len(user))
+        else:
+            grads = as_tuple(module["f_backward"](*args, *upstream), len(user))
+        given_ = dict(zip(user, grads, strict=True))
+        container = given_["params"]
+        kind = dict if structured.form.startswith("dict") else list
+        if container == 0.0 and structured.form == "dict-inline":
+            # No key read: an unused parameter, whose gradient is 0.0 (the contract).
+            container = {}
+        assert isinstance(container, kind), f"{type(container)}{context}"
+        if structured.form == "nested-unpack":
+            assert all(isinstance(g, list) for g in container), context
+        leaves: dict[str, Any] = {}
+        for name in names:
+            if name in structured.wrapped:
+                got = lookup(container, structured.paths[name])
+                if got is MISSING:  # no entry: a key never read, whose gradient is zero
+                    got = 0.0
+            else:
+                got = given_[name]
+            leaves[name] = got
+            _same_gradient(got, wanted[name], f"d{name} (pairs={pairs}){context}")
+        layout = flattening(user, args)
+        assert layout is not None
+        others = dict(zip(layout.names, layout.values(args), strict=True))
+        owned_arrays(leaves, others, text)
+    for now, before in zip(args, kept, strict=True):
+        numpy.testing.assert_equal(now, before, err_msg=f"an argument changed{context}")
+
+
+def _same_gradient(got: Any, expected: Any, context: str) -> None:
+    if expected is None or (isinstance(expected, float) and expected == 0.0 and got is None):
+        assert got is None or not numpy.any(got), context
+        return
+    if isinstance(expected, float) and not numpy.ndim(got):
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), context
+        return
+    numpy.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=context)
 
 
 # --- the strategy covers the table -------------------------------------------------------------

@@ -6,7 +6,7 @@ left to a ``Resolver`` so each caller decides (a variable, a module constant, a 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import libcst as cst
 
@@ -90,6 +90,14 @@ class Resolver(Protocol):
         """Record that ``node`` cannot be differentiated, and why."""
 
 
+@runtime_checkable
+class LeafReader(Protocol):
+    """A resolver that reads entries of structured parameters (``params["W1"]``)."""
+
+    def leaf(self, node: cst.Subscript) -> Expr | None:
+        """The leaf ``node`` reads (``structure.py``), or None: an ordinary subscript."""
+
+
 PLACEHOLDER = Const("0", 0)  # stands in for a refused subexpression so conversion goes on
 
 
@@ -120,7 +128,8 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
         assert dotted is not None
         return resolver.value(node, dotted) or PLACEHOLDER
     if isinstance(node, cst.Subscript):
-        return _convert_subscript(node, resolver)
+        leaf = resolver.leaf(node) if isinstance(resolver, LeafReader) else None
+        return leaf or _convert_subscript(node, resolver)
     if isinstance(node, (cst.Tuple, cst.List)):
         items = []
         for element in node.elements:

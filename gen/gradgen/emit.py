@@ -29,6 +29,7 @@ from gradgen.expr import (
     literal_value,
     map_children,
     map_funcs,
+    names_in,
     render,
     walk,
 )
@@ -43,6 +44,7 @@ from gradgen.parse import ModuleContext, ParsedModule
 from gradgen.program import FunctionBackwards, Program
 from gradgen.rules import STOP_GRADIENT
 from gradgen.stages import StagedFunction
+from gradgen.structure import grouped, user_names
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
 MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
@@ -313,12 +315,13 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     name = backward_function_name(staged.name)
     signature = f"def {name}({_parameters(backward)}):"
     body = _recomputed_comment([line.target for line in backward.forward])
-    body += _forward_body(backward.forward, helpers)
+    leaves = _leaf_lines(staged, backward.forward, backward.adjoints)
+    body += leaves + _forward_body(backward.forward, helpers)
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
-    body.append(f"return {_gradients(backward.gradients)}")
-    ties = [*_untied(backward.forward), *_adjoint_ties(backward), None]
+    body.append(f"return {_gradients(_returned(backward))}")
+    ties = [*_untied(leaves), *_untied(backward.forward), *_adjoint_ties(backward), None]
     return FunctionText(name, signature, _docstring(backward), body, ties)
 
 
@@ -326,16 +329,18 @@ def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> F
     """``F_value_and_grad``: the forward pass once, then the backward pass reading it."""
     staged = backward.staged
     name = value_and_grad_function_name(staged.name)
-    body = _forward_body(backward.full_forward, helpers)
+    leaves = _leaf_lines(staged, backward.full_forward, backward.adjoints, staged.result)
+    body = leaves + _forward_body(backward.full_forward, helpers)
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
-    gradients = _gradients(backward.gradients)
-    if len(backward.gradients) > 1:
+    returned = _returned(backward)
+    gradients = _gradients(returned)
+    if len(returned) > 1:
         gradients = f"({gradients})"
     body.append(f"return {render(helpers.resolve(staged.result))}, {gradients}")
     signature = f"def {name}({_parameters(backward)}):"
-    ties = [*_untied(backward.full_forward), *_adjoint_ties(backward), None]
+    ties = [*_untied(leaves), *_untied(backward.full_forward), *_adjoint_ties(backward), None]
     return FunctionText(name, signature, _value_docstring(backward), body, ties)
 
 
@@ -364,7 +369,7 @@ def _value_and_grad_from_pair(backward: BackwardFunction, helpers: _Helpers) -> 
 
 def _call_arguments(backward: BackwardFunction) -> str:
     """The forward's parameters passed on, in order."""
-    return ", ".join(p.name for p in backward.staged.parameters)
+    return ", ".join(p.name for p in backward.staged.arguments)
 
 
 def _forward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
@@ -380,16 +385,18 @@ def _forward_text(
 ) -> FunctionText:
     """``F_forward``: the value (several: each), then the cache its backwards read."""
     params = [
-        p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.parameters
+        p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.arguments
     ]
     name = forward_function_name(staged.name)
-    body = _forward_body(lines, helpers)
+    results = Sequence_(staged.results, "()")
+    leaves = _leaf_lines(staged, lines, (), results, *cache)
+    body = leaves + _forward_body(lines, helpers)
     values = ", ".join(render(helpers.resolve(result)) for result in staged.results)
     body.append(f"return {values}, {_tuple(cache)}")
     docstring = f"{staged.name} and the cache its backward reads: {_tuple(cache)}."
     if len(docstring) > 80:
         docstring = f"{staged.name} and the cache of the values its backward reads."
-    ties = [*_untied(lines), None]
+    ties = [*_untied(leaves), *_untied(lines), None]
     return FunctionText(name, f"def {name}({', '.join(params)}):", docstring, body, ties)
 
 
@@ -414,7 +421,7 @@ def _cached_backward_function(
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
-    body.append(f"return {_gradients(backward.gradients)}")
+    body.append(f"return {_gradients(_returned(backward))}")
     signature = f"def {name}({', '.join(backward.upstreams)}, cache):"
     unpacking: list[Tie | None] = [None] if backward.cache else []
     ties = [*unpacking, *_adjoint_ties(backward), None]
@@ -425,18 +432,50 @@ def _parameters(backward: BackwardFunction) -> str:
     """The forward's parameters, then the upstream gradient (keyword-only after defaults)."""
     params = [
         p.name if p.default is None else f"{p.name}={render(p.default)}"
-        for p in backward.staged.parameters
+        for p in backward.staged.arguments
     ]
     upstreams = list(backward.upstreams)
     if backward.upstream_default is not None:
         upstreams = [f"{u}={backward.upstream_default}" for u in upstreams]
-    if len(upstreams) > 1 or any(p.default is not None for p in backward.staged.parameters):
+    if len(upstreams) > 1 or any(p.default is not None for p in backward.staged.arguments):
         # Keyword-only: passed by position one would take the place of a defaulted parameter,
         # and several upstreams are told apart by name.
         params += ["*", *upstreams]
     else:
         params += upstreams
     return ", ".join(params)
+
+
+def _leaf_lines(
+    staged: StagedFunction,
+    lines: Iterable[ForwardLine],
+    adjoints: Iterable[AdjointStatement],
+    *read: Expr | str,
+) -> list[str]:
+    """``W1 = params["W1"]`` for each leaf of a structured parameter that the function's
+    lines, adjoints or ``read`` (a result, the names of a cache) read (structure.py)."""
+    if not staged.structured:
+        return []
+    names: set[str] = set()
+    for expr in [*(line.expr for line in lines), *read]:
+        names.update([expr] if isinstance(expr, str) else names_in(expr))
+    for adjoint in adjoints:
+        for expr in (adjoint.expr, *adjoint.index):
+            names.update(names_in(expr))
+    return [
+        f"{leaf.name} = {structured.read(leaf)}"
+        for structured in staged.structured
+        for leaf in structured.leaves
+        if leaf.name in names
+    ]
+
+
+def _returned(backward: BackwardFunction) -> tuple[str, ...]:
+    """What the backward returns, per parameter: a structured one's gradient in its
+    structure (``{"W1": dW1, "b1": db1}``)."""
+    staged = backward.staged
+    names = backward.wrt if backward.wrt is not None else tuple(p.name for p in staged.parameters)
+    return grouped(names, backward.gradients, staged.structured)
 
 
 def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
@@ -577,6 +616,7 @@ def _gradients(gradients: tuple[str, ...]) -> str:
 def _docstring(backward: BackwardFunction) -> str:
     staged = backward.staged
     names = [p.name for p in staged.parameters] if backward.wrt is None else list(backward.wrt)
+    names = user_names(tuple(names), staged.structured)
     if len(names) == 1:
         return f"Gradient of {staged.name} with respect to {names[0]}."
     if not names:

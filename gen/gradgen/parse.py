@@ -28,6 +28,7 @@ from gradgen.expr import (
     Expr,
     Func,
     Name,
+    Sequence_,
     Subscript,
     is_constant,
     render,
@@ -45,6 +46,7 @@ from gradgen.rules import (
     VALUE_ATTRIBUTES,
 )
 from gradgen.shapes import SCALAR, Shape, parse_annotation
+from gradgen.structure import Layout, Structured, find_structure
 
 _LIBRARY_MODULES = {"math": "math", "numpy": "numpy"}
 _DECORATOR = "differentiable"
@@ -144,6 +146,10 @@ class ForwardFunction:
     calls: tuple[str, ...] = ()
     # Module data it reads (computed at import: ``inputs = load()``), and where first.
     data: tuple[tuple[str, cst.CSTNode], ...] = field(default=(), compare=False, repr=False)
+    # Parameters that are dicts, lists or tuples of arrays (structure.py): ``parameters``
+    # holds their leaves in their place, ``signature`` the parameters as written.
+    structured: tuple[Structured, ...] = ()
+    signature: tuple[Parameter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -598,6 +604,11 @@ class _FunctionResolver:
         self.calls: dict[str, None] = {}  # functions of the module called, in order
         self.data: dict[str, cst.CSTNode] = {}  # module data read, and where first
         self.generators: set[str] = set()  # parameters a method may draw from
+        self.layout = Layout()  # the structured parameters, once the parameters are read
+
+    def leaf(self, node: cst.Subscript) -> Expr | None:
+        name = self.layout.leaf_of(node)
+        return None if name is None else Name(name, origin=node)
 
     def refuse(self, node: cst.CSTNode, message: str) -> None:
         self.parsed.refuse(node, message)
@@ -815,10 +826,11 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         for name in _bound_names(t)
     }
     resolver = _FunctionResolver(parsed, assigned)
-    parameters = _read_parameters(parsed, function.params, resolver)
-    resolver.local.update(p.name for p in parameters)
+    signature = _read_parameters(parsed, function.params, resolver)
+    resolver.local.update(p.name for p in signature)
+    parameters = _with_leaves(parsed, function, signature, statements, resolver)
     # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
-    resolver.generators = {p.name for p in parameters} - assigned
+    resolver.generators = {p.name for p in signature} - assigned
     body: list[Assignment] = []
     result: tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None = None
     for index, statement in enumerate(statements):
@@ -851,7 +863,52 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         node=function,
         calls=tuple(resolver.calls),
         data=tuple(resolver.data.items()),
+        structured=tuple(resolver.layout.structured.values()),
+        signature=tuple(signature) if resolver.layout.structured else (),
     )
+
+
+def _with_leaves(
+    parsed: ParsedModule,
+    function: cst.FunctionDef,
+    signature: list[Parameter],
+    statements: list[cst.BaseSmallStatement],
+    resolver: _FunctionResolver,
+) -> list[Parameter]:
+    """The parameters with each structured one replaced by its leaves (structure.py)."""
+    context = parsed.context
+    taken = set(context.imports) | set(context.constants) | context.other_names | context.data
+    layout = find_structure(
+        function.params, statements, taken, parsed.function_names, parsed.refuse
+    )
+    resolver.layout = layout
+    parameters = []
+    for parameter, param in zip(signature, function.params.params, strict=True):
+        structured = layout.structured.get(parameter.name)
+        if structured is None:
+            parameters.append(parameter)
+            continue
+        if parameter.default is not None:
+            parsed.refuse(param.default or param, "a structured parameter cannot have a default")
+        for leaf in structured.leaves:
+            parameters.append(Parameter(leaf.name, None, leaf.shape))
+            resolver.local.add(leaf.name)
+    return parameters
+
+
+def _leaf_assignment(statement: cst.Assign, bound: list[tuple[str, str]]) -> Assignment | None:
+    """``W1, b1 = params`` (each name -> its leaf) as the renaming it is; None when every
+    name is its leaf's own (nothing to bind)."""
+    renamed = [(name, leaf) for name, leaf in bound if name != leaf]
+    if not renamed:
+        return None
+    text = cst.Module([]).code_for_node(statement).strip()
+    if len(renamed) == 1:
+        name, leaf = renamed[0]
+        return Assignment(name, Name(leaf), text)
+    names = tuple(name for name, _ in renamed)
+    value = Sequence_(tuple(Name(leaf) for _, leaf in renamed), "()")
+    return Assignment(names[0], value, text, names, origin=statement)
 
 
 def _check_decorator(parsed: ParsedModule, decorator: cst.Decorator) -> None:
@@ -994,6 +1051,12 @@ def _read_assignment(
         return None
     targets = _targets(statement)
     bound = [name for target in targets for name in _bound_names(target)]
+    leaves = resolver.layout.bindings.get(id(statement))
+    if leaves is not None and isinstance(statement, cst.Assign):
+        # Entries of a structured parameter bound whole (structure.py).
+        resolver.local.update(bound)
+        resolver.assigned_later.difference_update(bound)
+        return _leaf_assignment(statement, leaves)
     value = None
     if statement.value is not None:
         # Read before the statement binds anything: ``a, b = b, a`` swaps.

@@ -282,12 +282,16 @@ def _chosen_wrt(
     chosen: dict[str, tuple[str, ...] | None] = {}
     for function in requested:
         names = None if wrt is None else wrt.get(function.name, wrt.get("*"))
-        chosen[function.name] = None if names is None else tuple(names)
-        parameters = [p.name for p in function.parameters]
-        for name in chosen[function.name] or ():
+        parameters = [p.name for p in function.signature or function.parameters]
+        for name in names or ():
             if name not in parameters:
                 message = f"wrt names '{name}', which is not a parameter of '{function.name}'"
                 parsed.refuse(function.node.name, message)
+        # A structured parameter stands for all its leaves (structure.py).
+        leaves = {s.name: tuple(leaf.name for leaf in s.leaves) for s in function.structured}
+        chosen[function.name] = (
+            None if names is None else tuple(n for name in names for n in leaves.get(name, (name,)))
+        )
     return chosen
 
 
@@ -324,7 +328,8 @@ def _stage(
         ):
             count = signatures[returned.func.name].results
             names = signatures[returned.func.name].names
-        signatures[name] = Signature(function.parameters, count, names=names)
+        structured = tuple(s.name for s in function.structured)
+        signatures[name] = Signature(function.parameters, count, names=names, structured=structured)
     staged: dict[str, StagedFunction] = {}
     for name in order:
         function = functions[name]

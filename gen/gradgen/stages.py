@@ -53,6 +53,7 @@ from gradgen.rules import (
     without_gradient,
     written_arguments,
 )
+from gradgen.structure import Structured
 
 _PRIORITY = rules_by_priority()
 
@@ -65,6 +66,7 @@ class Signature:
     results: int  # how many values it returns
     rule: bool = False  # a user rule: its backward is the user's, called with its arguments
     names: tuple[str | None, ...] = ()  # the names it returns, where ``return`` names them
+    structured: tuple[str, ...] = ()  # its parameters that are dicts or lists of arrays
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,15 @@ class StagedFunction:
     array_mode: bool  # the module uses numpy: values may be arrays of any shape
     # Module data it reads (``inputs = load()`` at module level), and where first.
     data: tuple[tuple[str, object], ...] = ()
+    # Parameters that are dicts or lists of arrays: ``parameters`` holds their leaves in
+    # their place (structure.py); ``signature`` is the parameters as the user wrote them.
+    structured: tuple[Structured, ...] = ()
+    signature: tuple[Parameter, ...] = ()
+
+    @property
+    def arguments(self) -> tuple[Parameter, ...]:
+        """The parameters as the user wrote them: what the generated functions take."""
+        return self.signature or self.parameters
 
     @property
     def result(self) -> Expr:
@@ -237,6 +248,8 @@ def stage_function(
         namer=namer,
         array_mode=default_library == "numpy",
         data=function.data,
+        structured=function.structured,
+        signature=function.signature,
     )
 
 
@@ -388,6 +401,14 @@ class _Builder:
         """The stage of a call of a function of the module, bound to ``targets``."""
         # Every function a call names was read (or is a user rule): never a silent zero.
         signature = self.signatures[call.func.name]
+        if signature.structured:
+            self.refuse(
+                call.origin,
+                f"'{call.func.name}' takes a dict or list of arrays "
+                f"('{signature.structured[0]}'): calls of such functions are not supported "
+                "yet; give it the arrays as parameters of their own",
+            )
+            return Const("0", 0)
         arguments = self.bind_arguments(call, signature)
         if arguments is None:
             return Const("0", 0)

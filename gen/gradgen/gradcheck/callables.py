@@ -19,6 +19,7 @@ from gradgen.gradcheck.forward import function_info
 from gradgen.gradcheck.instrument import Backward, backward_from_function
 from gradgen.gradcheck.results import FunctionReport
 from gradgen.gradcheck.run import Case, random_upstream, run_case
+from gradgen.gradcheck.structured import FlatBackward, flattening
 from gradgen.naming import backward_function_name
 
 if TYPE_CHECKING:
@@ -88,11 +89,39 @@ def check_callable(
     case = Case(name, f, parameters, values, upstream, wrapped)
     if generated is not None:
         case.wrt = generated.wrt
+        if generated.staged.structured:
+            from gradgen.structure import user_names  # reads libcst: only when generating
+
+            case.wrt = tuple(user_names(generated.wrt or parameters, generated.staged.structured))
     else:
         case.wrt = _returned_parameters(wrapped, parameters)
+    layout = flattening(parameters, values)
+    if layout is not None:
+        # Dicts, lists or tuples of arrays: checked leaf by leaf (gradcheck.structured).
+        wanted_user = case.wrt or _returned_with_containers(wrapped, parameters, values)
+
+        def flatten(
+            raw: Any, wanted: tuple[str, ...] = wanted_user, given: list[Any] = values
+        ) -> tuple[Any, ...]:
+            return layout.flatten(raw, wanted, given)
+
+        def flat_forward(*flat: Any) -> Any:
+            return f(*layout.rebuild(flat))
+
+        flat_values = layout.values(values)
+        case = Case(
+            name,
+            flat_forward,
+            layout.names,
+            flat_values,
+            upstream,
+            FlatBackward.around(wrapped, lambda flat: layout.rebuild(flat), flatten),
+            wrt=layout.flat_names(wanted_user),
+        )
+        parameters, values = case.parameters, flat_values
     with np.errstate(all="ignore"):
         try:
-            raw = wrapped.call(values, upstream)
+            raw = case.backward.call(values, upstream)
         except Exception:
             raw = None
     wanted = case.wrt if case.wrt is not None else parameters
@@ -102,7 +131,8 @@ def check_callable(
         case.index = frozenset(wanted)
     # A float argument is differentiated even when the backward gives it None: that fails.
     case.index = frozenset(p for p in case.index if not _is_float(values[parameters.index(p)]))
-    case.info_factory = lambda: function_info(f, generated)
+    if layout is None:  # lines are named in the forward's own parameters, not its leaves
+        case.info_factory = lambda: function_info(f, generated)
     return run_case(case, rtol, atol, report)
 
 
@@ -146,4 +176,30 @@ def _returned_parameters(backward: Backward, parameters: tuple[str, ...]) -> tup
         if len(match) != 1:
             return None
         mapped.append(match[0])
+    return tuple(mapped)
+
+
+def _returned_with_containers(
+    backward: Backward, parameters: tuple[str, ...], values: list[Any]
+) -> tuple[str, ...]:
+    """The parameters a backward gradgen did not write (for this check) returns gradients
+    for, when some are containers: read from its return statement, a name ``dX`` standing
+    for ``X`` and a dict or list written out for the next container parameter (a committed
+    ``return {"W1": dW1, ...}`` under ``wrt = params``); all of them when that does not
+    add up."""
+    names = backward.returned_names
+    if names is None or len(names) == len(parameters):
+        return parameters
+    containers = [
+        p for p, v in zip(parameters, values, strict=True) if isinstance(v, (dict, list, tuple))
+    ]
+    mapped: list[str] = []
+    for name in names:
+        match = [p for p in parameters if name in (f"d{p}", f"d_{p}")]
+        if name == "" and containers:
+            mapped.append(containers.pop(0))
+        elif len(match) == 1:
+            mapped.append(match[0])
+        else:
+            return parameters
     return tuple(mapped)

@@ -39,6 +39,7 @@ from gradgen.gradcheck.inputs import (
 from gradgen.gradcheck.instrument import Backward, backward_from_module
 from gradgen.gradcheck.results import FunctionReport, GradientCheck
 from gradgen.gradcheck.run import Case, random_upstream, run_case
+from gradgen.gradcheck.structured import FlatBackward, static_flatten, static_forward
 
 if TYPE_CHECKING:
     from gradgen.emit import Tie
@@ -163,12 +164,14 @@ def check_function(
         # A pair (``--pairs``): F_backward(d<out>, cache). A module without pairs has
         # F_forward too when other functions call F, but its F_backward recomputes.
         wrapped.pair_forward = pair_forward
+    info = forward_info(backward, source, shown, forward.__globals__)
+    if backward.staged.structured:
+        forward, wrapped = _by_leaves(backward, forward, wrapped)
     specs = parameter_specs(backward, source, shapes, ints)
     fixed = {
         k: int(v[0]) for k, v in shapes.items() if len(v) == 1 and k not in {s.name for s in specs}
     }
     rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
-    info = forward_info(backward, source, shown, forward.__globals__)
     check = _Check(name, forward, wrapped, info, rng, args.rtol, args.atol, backward.wrt)
     variants = shape_variants(specs, array_code)
     guessed = array_code and bool(unshaped(specs))  # shapes (numbers too) are guessed
@@ -202,6 +205,26 @@ def check_function(
     _merge(report, trials, several=len(variants) > 1)
     report.notes += _numbers_only_note(name, specs, trials, array_code, len(variants))
     return report
+
+
+def _by_leaves(
+    backward: BackwardFunction, forward: Callable[..., Any], wrapped: Backward
+) -> tuple[Callable[..., Any], Backward]:
+    """A function with dicts or lists of arrays as parameters, checked as its leaves (the
+    staged parameters, ``gradgen.structure``): the forward and the backward take the
+    leaves and build the containers; the backward's gradients are read back per leaf."""
+    staged = backward.staged
+    leaves = [p.name for p in staged.parameters]
+    from gradgen.structure import user_names  # reads libcst: only when generating
+
+    rebuild = static_forward(staged.structured, [p.name for p in staged.arguments], leaves)
+    wanted = user_names(backward.wrt or tuple(leaves), staged.structured)
+    flat = FlatBackward.around(wrapped, rebuild, static_flatten(staged.structured, wanted))
+
+    def by_leaves(*values: Any) -> Any:
+        return forward(*rebuild(values))
+
+    return by_leaves, flat
 
 
 @dataclass

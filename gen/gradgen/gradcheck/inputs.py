@@ -124,7 +124,9 @@ def parameter_specs(
     specs = []
     data = backward.data_parameters()  # labels and indices: drawn as integers
     for parameter in backward.staged.parameters:
-        dims, note = annotated.get(parameter.name, (None, ""))
+        # A leaf of a dict or list of arrays: its shape from the literal annotation of the
+        # container, if any (``params: {"W1": "D, H"}``; gradgen.structure).
+        dims, note = annotated.get(parameter.name, (parameter.shape, ""))
         if parameter.name in shapes:
             dims, note = shapes[parameter.name], ""
         integer = parameter.name in data or parameter.name in ints
