@@ -416,3 +416,35 @@ def test_an_imported_module_whose_functions_are_not_called_is_not_read(
     )
     status, _, err = run("model.py", "-o", "model_backward.py")
     assert status == 0, err
+
+
+@pytest.mark.parametrize("where", ["subfolder", "elsewhere"])
+def test_a_sibling_module_is_found_whatever_the_working_folder(
+    project: Path, run: Run, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The forward file's own folder is searched, wherever gradgen runs; a refusal in the
+    imported module is shown the way the forward file is (relative to the project)."""
+    write(
+        project / "x2" / "lay.py",
+        "import numpy as np\n\n\ndef affine(x, w, b):\n    return x @ w + b\n",
+    )
+    write(
+        project / "x2" / "top.py",
+        "from lay import affine\n\n\ndef f(x, w, b):\n    return affine(x, w, b) * 2.0\n",
+    )
+    if where == "subfolder":
+        monkeypatch.chdir(project / "x2")
+        status, out, err = run("top.py")
+    else:
+        monkeypatch.chdir(project.parent)
+        status, out, err = run(project / "x2" / "top.py")
+    assert status == 0, err
+    assert "def affine_forward(" in out
+    write(
+        project / "x2" / "lay.py",
+        "def affine(x, w, b):\n    while x:\n        pass\n    return x\n",
+    )
+    status, _, err = run("top.py" if where == "subfolder" else project / "x2" / "top.py")
+    assert status == 123
+    (first,) = [m for m in map(DIAGNOSTIC.match, err.splitlines()) if m is not None]
+    assert first["file"] == "x2/lay.py", err

@@ -128,6 +128,10 @@ class Options:
     # The forward module's import name (``examples.fit`` for examples/fit.py): the generated
     # module imports the module data the functions read (``inputs = load()``) from it.
     forward_module: str | None = None
+    # The forward file on disk (default: ``filename``, where it names one): the forward
+    # modules it imports functions from are looked for beside it. The command line gives it,
+    # since its ``filename`` is shown relative to the project's root, not the working folder.
+    path: Path | None = None
     # "module": the file ``gradgen`` writes (header, imports, helpers, functions);
     # "functions": the functions alone, to run in the forward's module (the decorator);
     # "none": no text (the gradient check naming lines of a backward it was given).
@@ -203,7 +207,7 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         text = source
     if only is not None:
         _require_defined(parsed, only)
-    link_imports(parsed, _file_of(filename))
+    link_imports(parsed, options.path or _file_of(filename))
     program = compile_program(parsed, only, options.wrt, options.pairs)
     backwards = tuple(f.public for f in program.functions if f.public is not None)
     if options.text == "none":

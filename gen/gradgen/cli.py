@@ -303,7 +303,11 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
     shown = source_name if job.output is None else display_path(job.output, root)
     try:
         options = Options(
-            wrt=job.wrt, pairs=job.pairs, command=command, forward_module=module_name(source_name)
+            wrt=job.wrt,
+            pairs=job.pairs,
+            command=command,
+            forward_module=module_name(source_name),
+            path=job.source,
         )
         result = compile_source(text, source_name, options).text
         current = _current_text(job.output)

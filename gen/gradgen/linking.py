@@ -1,8 +1,8 @@
 """The other forward modules a module imports functions from, found and parsed.
 
 ``from layers import affine`` in ``model.py`` makes ``affine`` a function gradgen can see
-into when ``layers.py`` is a file beside ``model.py`` (or, for a dotted name, under the
-folder ``gradgen`` runs in): its text is parsed, never run, and ``affine`` is differentiated
+into when ``layers.py`` is a file beside ``model.py`` (or, for a dotted name such as
+``nets.layers``, under the project's root or the folder ``gradgen`` runs in): its text is parsed, never run, and ``affine`` is differentiated
 like a function of ``model.py``; its backward is generated into ``model.py``'s output, so
 the generated module stands alone. Relative imports (``from .layers import affine``,
 ``from . import layers``) are found from the importing file's folder. An import whose
@@ -18,6 +18,7 @@ from pathlib import Path
 import libcst as cst
 
 from gradgen.errors import Diagnostic, GradgenError
+from gradgen.files import find_project_root
 from gradgen.parse import Import, Linked, ParsedModule, decode, parse_module
 
 # Modules that are never forward modules, whatever files lie around (a `math.py` beside the
@@ -34,7 +35,7 @@ def link_imports(parsed: ParsedModule, path: Path | None) -> None:
     read at all."""
     if path is None or not path.is_file():
         return
-    _Linker(Path.cwd()).attach(parsed, path)
+    _Linker(find_project_root([path])).attach(parsed, path)
 
 
 class _Linker:
@@ -64,17 +65,19 @@ class _Linker:
             name = attr if whole_module else binding.attr
             if (whole_module and (not attr or "." in attr)) or (not whole_module and attr):
                 return None
-            module = self._parsed(file, parsed.filename)
+            module = self._parsed(file, parsed.filename, folder)
             if name not in module.function_names:
                 return None
             origin = Path(os.path.relpath(file, folder.resolve())).as_posix()
             return Linked(module, name, origin, _import_node(parsed.module, head))
         return None
 
-    def _parsed(self, file: Path, importer: str) -> ParsedModule:
+    def _parsed(self, file: Path, importer: str, folder: Path) -> ParsedModule:
         if file not in self.modules:
-            # Shown as the importing file is: absolute, or relative to the working folder.
-            shown = str(file) if Path(importer).is_absolute() else _relative(file, self.root)
+            # Shown as the importing file is shown (absolute, or relative to the project's
+            # root or the working folder): from its folder as shown.
+            relative = os.path.relpath(file, folder.resolve())
+            shown = _normalised(os.path.join(os.path.dirname(importer), relative))
             try:
                 data = file.read_bytes()
             except OSError as error:
@@ -102,7 +105,7 @@ class _Linker:
             if module.partition(".")[0] in _LIBRARIES:
                 return None
             parts = module.split(".")
-            roots = [folder, self.root]
+            roots = [folder, self.root, Path.cwd()]
         for root in roots:
             for file in (
                 root.joinpath(*parts).with_suffix(".py"),
@@ -113,8 +116,8 @@ class _Linker:
         return None
 
 
-def _relative(file: Path, root: Path) -> str:
-    return os.path.normpath(os.path.relpath(file, root)).replace(os.sep, "/")
+def _normalised(path: str) -> str:
+    return os.path.normpath(path).replace(os.sep, "/")
 
 
 def _import_node(module: cst.Module, name: str) -> cst.CSTNode:

@@ -173,6 +173,7 @@ def _check_file(args: argparse.Namespace) -> int:
             text="none" if foreign is not None else "module",
             wrt=_configured_wrt(path),
             forward_module=forward_module_name(path),
+            path=path,
         )
         compiled = compile_source(source, shown, options)
     except UnknownFunctionError as error:
