@@ -5,6 +5,7 @@ them from the forward module by its name."""
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import gradgen
 from cli_project import Run, write
 from gradgen.api import module_name
 from gradgen.errors import GradgenError
+from test_rules import numeric_gradient, run_module
 
 FIT = """\
 import numpy as np
@@ -125,3 +127,65 @@ def test_module_data_has_no_gradient_and_an_unknown_shape(
 )
 def test_module_names_of_paths(path: str, name: str | None) -> None:
     assert module_name(path) == name
+
+
+def test_attributes_and_methods_of_module_data(project: Path, run: Run) -> None:
+    """``LABELS.shape[0]``, ``W0.T``, ``LABELS.reshape(3, 1)``, ``LABELS.astype(int)``: module
+    data is a value like any other; ``ROWS, COLS = 3, 3`` are constants, copied."""
+    write(
+        project / "md.py",
+        "import numpy as np\n\nLABELS = np.array([0, 1, 2])\nW0 = np.ones((3, 3))\n"
+        "ROWS, COLS = 3, 3\n\n\n"
+        "def f(x):\n    return np.sum(x[np.arange(ROWS), LABELS.astype(int)])\n\n\n"
+        "def h(x):\n    return np.sum(x * LABELS.reshape(3, 1))\n\n\n"
+        "def k(x):\n    return np.sum(x) * LABELS.shape[0] + np.sum(W0.T * x) + COLS\n",
+    )
+    status, out, err = run("md.py")
+    assert status == 0, err
+    assert "from md import LABELS, W0\n" in out
+    assert "\nROWS = 3\n" in out and "\nCOLS = 3\n" in out
+    sys.path.insert(0, str(project))
+    try:
+        forward = importlib.import_module("md")
+        namespace = run_module(out, "md_backward.py")
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("md", None)
+    x = np.random.default_rng(0).normal(size=(3, 3))
+    for name in ("f", "h", "k"):
+        gradient = namespace[f"{name}_backward"](x)
+        expected = numeric_gradient(getattr(forward, name), {"x": x}, "x")
+        np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_functions_run_at_import_or_without_parameters_are_not_forward_functions(
+    project: Path, run: Run
+) -> None:
+    """``X, y = load()`` makes data when the module runs, and ``main()`` has no gradient to
+    give: generating every function leaves them out (named, they are differentiated, and
+    refused here for what they do); calls under the main guard do not count."""
+    write(
+        project / "fit.py",
+        "import numpy as np\n\n\ndef load():\n    rng = np.random.default_rng(0)\n"
+        "    X = rng.normal(size=(20, 3))\n    return X, X @ np.array([1.0, -2.0, 0.5])\n\n\n"
+        "X, y = load()\n\n\ndef loss(w):\n    r = X @ w - y\n    return np.mean(r * r)\n\n\n"
+        "def main():\n    print(loss(np.zeros(3)))\n\n\n"
+        'if __name__ == "__main__":\n    main()\n    loss(np.ones(3))\n',
+    )
+    status, out, err = run("fit.py")
+    assert status == 0, err
+    defined = re.findall(r"^def (\w+)\(", out, re.MULTILINE)
+    assert [d for d in defined if not d.startswith("_")] == ["loss_backward", "loss_value_and_grad"]
+
+
+def test_the_throwaway_name_may_be_unpacked_twice(project: Path, run: Run) -> None:
+    write(
+        project / "us.py",
+        "import numpy as np\n\n\ndef split(y):\n    return y * 2.0, y * 3.0, np.sin(y)\n\n\n"
+        "def f(y):\n    a, _, _ = split(y)\n    return np.sum(a * a)\n",
+    )
+    status, out, err = run("us.py")
+    assert status == 0, err
+    namespace = run_module(out, "us_backward.py")
+    y = np.array([0.3, -1.2])
+    np.testing.assert_allclose(namespace["f_backward"](y), 8.0 * y)

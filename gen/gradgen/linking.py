@@ -2,12 +2,13 @@
 
 ``from layers import affine`` in ``model.py`` makes ``affine`` a function gradgen can see
 into when ``layers.py`` is a file beside ``model.py`` (or, for a dotted name such as
-``nets.layers``, under the project's root or the folder ``gradgen`` runs in): its text is parsed, never run, and ``affine`` is differentiated
-like a function of ``model.py``; its backward is generated into ``model.py``'s output, so
-the generated module stands alone. Relative imports (``from .layers import affine``,
-``from . import layers``) are found from the importing file's folder. An import whose
-module is not such a file (numpy, scipy, a package installed elsewhere) is left alone: its
-functions are operations of the rules table or opaque.
+``nets.layers``, under the project's root or the folder ``gradgen`` runs in): its text is
+parsed, never run, and ``affine`` is differentiated like a function of ``model.py``; its
+backward is generated into ``model.py``'s output, so the generated module stands alone.
+Relative imports (``from .layers import affine``, ``from . import layers``) are found from
+the importing file's folder. An import whose module is not such a file (numpy, scipy, a
+package installed elsewhere) is left alone: its functions are operations of the rules
+table or opaque.
 """
 
 from __future__ import annotations

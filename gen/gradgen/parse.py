@@ -477,6 +477,8 @@ def _read_top_level_statement(small: cst.BaseSmallStatement, context: ModuleCont
         )
         for target in targets:
             if not isinstance(target, cst.Name):
+                if small.value is not None and _constant_tuple(target, small.value, context):
+                    continue  # ROWS, COLS = 40, 60
                 for name in _bound_names(target):  # inputs, targets = load()
                     context.constants.pop(name, None)
                     context.other_names.add(name)
@@ -492,6 +494,34 @@ def _read_top_level_statement(small: cst.BaseSmallStatement, context: ModuleCont
                 context.other_names.discard(name)
                 context.data.discard(name)
                 context.constants[name] = value
+
+
+def _constant_tuple(
+    target: cst.BaseExpression, value: cst.BaseExpression, context: ModuleContext
+) -> bool:
+    """``ROWS, COLS = 40, 60``: names bound to constants element by element, recorded as
+    constants (each its own line in the generated module); False, recording nothing, for
+    anything else (``X, y = load()``)."""
+    if not isinstance(target, (cst.Tuple, cst.List)) or not isinstance(
+        value, (cst.Tuple, cst.List)
+    ):
+        return False
+    names = [e.value for e in target.elements]
+    values = [e.value for e in value.elements]
+    if len(names) != len(values) or not all(isinstance(n, cst.Name) for n in names):
+        return False
+    if any(isinstance(e, cst.StarredElement) for e in (*target.elements, *value.elements)):
+        return False
+    constants = [_module_constant(v, context) for v in values]
+    if any(c is None for c in constants):
+        return False
+    for name, constant in zip(names, constants, strict=True):
+        assert isinstance(name, cst.Name) and constant is not None
+        context.constants.pop(name.value, None)
+        context.other_names.discard(name.value)
+        context.data.discard(name.value)
+        context.constants[name.value] = constant
+    return True
 
 
 def _alias_name(alias: cst.ImportAlias) -> str:
@@ -614,7 +644,15 @@ class _FunctionResolver:
         self.parsed.refuse(node, message)
 
     def is_value_name(self, name: str) -> bool:
-        return name in self.local or name in self.assigned_later
+        # Module data is a value too: LABELS.shape[0], W0.T, LABELS.reshape(3, 1).
+        return name in self.local or name in self.assigned_later or self._is_data(name)
+
+    def _is_data(self, name: str) -> bool:
+        return (
+            name in self.context.data
+            and name not in self.parsed.function_names
+            and name not in self.context.imports
+        )
 
     def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr | None:
         if name not in VALUE_ATTRIBUTES:
@@ -629,8 +667,11 @@ class _FunctionResolver:
     def method(self, node: cst.Attribute, name: str) -> Func | None:
         if name not in METHODS and name in DRAW_METHODS:
             receiver = node.value
-            if isinstance(receiver, cst.Name) and receiver.value in self.generators:
-                # rng.normal(size=3) with rng a parameter: a draw; rng is data.
+            if isinstance(receiver, cst.Name) and (
+                receiver.value in self.generators or self._is_data(receiver.value)
+            ):
+                # rng.normal(size=3) with rng a parameter, or module data (rs =
+                # np.random.RandomState(0)): a draw; rng is data.
                 return Func(GENERATOR, name, f".{name}")
             self.refuse(node, _GENERATOR_PLACES.format(method=name))
             return None
@@ -778,6 +819,57 @@ class _FunctionResolver:
         # written, refused only where a gradient would have to flow through it.
         self.used_globals.add(binding.name)
         return Func(module, name, dotted)
+
+
+def not_forward(parsed: ParsedModule) -> set[str]:
+    """The module's functions that are not forward functions of their own, left out when
+    every function is generated (a forward function may still call one; asked for by name,
+    one is differentiated): those its top level calls (``inputs, targets = load()``), which
+    make data when the module runs, and those with no parameter (a script's ``main()``),
+    which have no gradient to give. Calls under ``if __name__ == "__main__":`` are a
+    script's use of the module, not data it makes."""
+    defined = parsed.function_names
+    found = {
+        f.name.value
+        for f in parsed.functions
+        if not (
+            f.params.params
+            or f.params.posonly_params
+            or f.params.kwonly_params
+            or isinstance(f.params.star_arg, cst.Param)
+            or f.params.star_kwarg is not None
+        )
+    }
+
+    class _Calls(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return False  # a body runs when called, not at import
+
+        def visit_Lambda(self, node: cst.Lambda) -> bool:
+            return False
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            return False
+
+        def visit_If(self, node: cst.If) -> bool:
+            return not _is_main_guard(node.test)
+
+        def visit_Call(self, node: cst.Call) -> None:
+            if isinstance(node.func, cst.Name) and node.func.value in defined:
+                found.add(node.func.value)
+
+    parsed.module.visit(_Calls())
+    return found
+
+
+def _is_main_guard(test: cst.BaseExpression) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return False
+    sides = [test.left, test.comparisons[0].comparator]
+    names = [s.value for s in sides if isinstance(s, cst.Name)]
+    strings = [s.evaluated_value for s in sides if isinstance(s, cst.SimpleString)]
+    return names == ["__name__"] and strings == ["__main__"]
 
 
 def read_functions(
@@ -993,7 +1085,8 @@ def _unpacked_names(parsed: ParsedModule, target: cst.Tuple | cst.List) -> list[
             parsed.refuse(element.value, "unpacking supports plain names only: a, b = ...")
             return None
         names.append(element.value.value)
-    if len(set(names)) != len(names):
+    named = [n for n in names if n != "_"]  # `a, _, _ = f()`: _ is the throwaway, as in Python
+    if len(set(named)) != len(named):
         parsed.refuse(target, "a name is assigned twice in one unpacking")
         return None
     return names

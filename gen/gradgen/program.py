@@ -34,6 +34,7 @@ from gradgen.parse import (
     ModuleContext,
     ParsedModule,
     is_array_code,
+    not_forward,
     read_functions,
 )
 from gradgen.parse_rules import UserRule, read_rules
@@ -145,8 +146,10 @@ def _read(
     parsed: ParsedModule, only: Sequence[str] | None, rules: Mapping[str, UserRule]
 ) -> list[ForwardFunction]:
     if only is None:
-        # A rule's functions are not differentiated: its backward is the user's.
-        skip = set(rules) | {rule.backward for rule in rules.values()}
+        # A rule's functions are not differentiated: its backward is the user's. Nor are
+        # the functions the module runs when imported (a data loader) or that take no
+        # parameter (a script's main).
+        skip = set(rules) | {rule.backward for rule in rules.values()} | not_forward(parsed)
         return read_functions(parsed, skip=skip)
     return [f for name in dict.fromkeys(only) for f in read_functions(parsed, name)]
 
