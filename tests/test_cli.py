@@ -209,6 +209,58 @@ def test_folder_mirrors_tree(project: Path, run) -> None:
     ]
 
 
+# Files of a folder that define no function at top level: not forward files.
+NOT_FORWARD = [
+    pytest.param("", id="empty"),
+    pytest.param('from .a import f\n\n__all__ = ["f"]\n', id="imports-and-all"),
+    pytest.param('"""Constants."""\n\nEPS = 1e-8\n', id="constants"),
+    pytest.param("class C:\n    def m(self):\n        return 1\n", id="class-only"),
+    pytest.param("if __name__ == '__main__':\n    print(1)\n", id="script"),
+]
+
+
+@pytest.mark.parametrize("source", NOT_FORWARD)
+def test_folder_leaves_out_files_that_define_no_function(project: Path, run, source: str) -> None:
+    write(project / "src/__init__.py", source)
+    write(project / "src/a.py", GOOD)
+    status, _, err = run("src", "-o", "out")
+    assert status == 0, err
+    assert sorted(snapshot(project / "out")) == ["a.py"]
+    assert run("--check", "src", "-o", "out") == (0, "", "")
+    # Named on its own, it is read, and refused as before.
+    status, _, err = run("src/__init__.py", "-o", "init_backward.py")
+    assert status == 123
+    assert "src/__init__.py:1:1: error: no function to differentiate" in err
+    assert not (project / "init_backward.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        pytest.param("X = (1 +\n", "1:", id="syntax-error"),
+        pytest.param("X = 1\x00\n", "NUL", id="nul-byte"),
+        pytest.param("def f(x):\n    return x // 2\n", "2:", id="refused-function"),
+    ],
+)
+def test_folder_still_refuses_a_broken_file(project: Path, run, source: str, message: str) -> None:
+    """Whether a file defines a function is read with ``ast``; a file it cannot parse is
+    taken to be a forward file, refused as ever, not left out in silence."""
+    write(project / "src/a.py", GOOD)
+    write(project / "src/broken.py", source)
+    status, _, err = run("src", "-o", "out")
+    assert status == 123
+    assert "src/broken.py:" in err and message in err
+    assert (project / "out/a.py").exists()
+
+
+def test_folder_of_files_without_functions_is_nothing_to_do(project: Path, run) -> None:
+    write(project / "src/__init__.py", "")
+    status, _, err = run("src", "-o", "out")
+    assert status == 0
+    assert "no forward files found; nothing to do" in err
+    assert not (project / "out").exists()
+
+
 def test_folder_output_inside_input_is_not_read(project: Path, run) -> None:
     write(project / "src/a.py", GOOD)
     write(project / "src/sub/b.py", GOOD_2)

@@ -212,6 +212,85 @@ def test_a_subfolder_mapped_apart_from_its_parent_wins(
     assert run("--check") == (0, "", "")
 
 
+# --- a mapped folder that is a package --------------------------------------------------------
+
+PACKAGE_PYPROJECT = """\
+[project]
+name = "demo"
+
+[[tool.gradgen.files]]
+forward = "src/nets"
+backward = "src/generated"
+"""
+
+MODEL = """\
+import numpy as np
+
+from .layers import affine
+
+
+def model_loss(x, w, b):
+    return np.sum(affine(x, w, b) ** 2)
+"""
+
+AFFINE = "def affine(x, w, b):\n    return x @ w + b\n"
+
+
+@pytest.mark.parametrize(
+    "init",
+    [
+        pytest.param("", id="empty"),
+        pytest.param('from .model import model_loss\n\n__all__ = ["model_loss"]\n', id="imports"),
+    ],
+)
+def test_a_mapped_package_leaves_out_its_init(
+    init: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    """Every package has an ``__init__.py``, most with no function: not a forward file, so
+    nothing is generated for it, and ``--check`` asks for nothing; a file left over in the
+    output folder (generated for it once) is left alone, as for a deleted forward file."""
+    write(tmp_path / "pyproject.toml", PACKAGE_PYPROJECT)
+    write(tmp_path / "src" / "nets" / "__init__.py", init)
+    write(tmp_path / "src" / "nets" / "layers.py", AFFINE)
+    write(tmp_path / "src" / "nets" / "model.py", MODEL)
+    write(tmp_path / "src" / "nets" / "constants.py", "EPS = 1e-8\n")
+    monkeypatch.chdir(tmp_path)
+
+    status, _, err = run()
+
+    assert status == 0, err
+    assert "error" not in err
+    generated = sorted(p for p in snapshot(tmp_path) if p.startswith("src/generated/"))
+    assert generated == ["src/generated/layers.py", "src/generated/model.py"]
+    assert run("--check") == (0, "", "")
+    leftover = write(tmp_path / "src" / "generated" / "__init__.py", "# generated once\n")
+    assert run("--check") == (0, "", "")
+    assert run()[0] == 0
+    assert leftover.read_text() == "# generated once\n"
+
+
+def test_a_mapped_package_split_by_a_file_mapping_leaves_out_its_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    """A file of the package mapped on its own: the folder is read file by file
+    (``Config.mappings``), with the same files left out."""
+    write(tmp_path / "pyproject.toml", PACKAGE_PYPROJECT)
+    append_mapping(tmp_path, 'forward = "src/nets/model.py"\nbackward = "model_backward.py"\n')
+    write(tmp_path / "src" / "nets" / "__init__.py", "")
+    write(tmp_path / "src" / "nets" / "layers.py", AFFINE)
+    write(tmp_path / "src" / "nets" / "model.py", MODEL)
+    monkeypatch.chdir(tmp_path)
+
+    status, _, err = run()
+
+    assert status == 0, err
+    config = find_config(tmp_path)
+    assert config is not None
+    assert [m.forward.name for m in config.mappings] == ["layers.py", "model.py"]
+    assert (tmp_path / "model_backward.py").is_file()
+    assert run("--check") == (0, "", "")
+
+
 # --- the command line overrides the config -------------------------------------------------
 
 

@@ -698,6 +698,98 @@ def test_wrong_backward_of_a_deep_expression_is_named(tmp_path: Path, run: Run) 
     assert f"{forward}:2: the adjoint of 'x' disagrees" in out, out
 
 
+# --- forward files in packages --------------------------------------------------------------------
+
+LAYERS = "import numpy as np\n\n\ndef affine(x, w, b):\n    return x @ w + b\n"
+PACKAGE_SHAPES = ["--shapes", "x=3,4", "w=4,2", "b=2"]
+
+
+def package_project(root: Path, imports: str, init: str = "") -> Path:
+    """A src layout, ``src/nets/{__init__,layers,model}.py``, ``model_loss`` calling
+    ``affine`` as ``imports`` brings it in (and reading module data); ``model.py``."""
+    (root / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    package = root / "src" / "nets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init)
+    (package / "layers.py").write_text(LAYERS)
+    call = "layers.affine" if "import layers" in imports else "affine"
+    model = package / "model.py"
+    model.write_text(
+        f"import numpy as np\n\n{imports}\n\nSCALE = 0.5\nprint('loading', __name__)\n\n\n"
+        f"def model_loss(x, w, b):\n    return np.sum({call}(x, w, b) ** 2) * SCALE\n"
+    )
+    return model
+
+
+def package_modules() -> set[str]:
+    return {name for name in sys.modules if name == "nets" or name.startswith("nets.")}
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "from .layers import affine",
+        "from . import layers",
+        "from layers import affine",  # the folder is first on sys.path, as for a script
+    ],
+)
+def test_a_module_of_a_package_runs_as_one(
+    imports: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run
+) -> None:
+    package_project(tmp_path, imports)
+    monkeypatch.chdir(tmp_path)
+    before = set(sys.modules)
+    try:
+        status, out, err = run("src/nets/model.py", "--function", "model_loss", *PACKAGE_SHAPES)
+        assert status == 0, out + err
+        assert "all 3 gradients match" in out
+        assert "loading nets.model" in out  # its name in its package, as Python imports it
+        assert not package_modules()  # the package is not left imported
+    finally:
+        for name in set(sys.modules) - before:  # the plain sibling import stays, as for a script
+            del sys.modules[name]
+
+
+def test_the_package_is_imported_once_and_put_back_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run
+) -> None:
+    """A package of that name imported already (another copy, an installed one) does not
+    answer the relative imports, and is there again afterwards; a package whose
+    ``__init__.py`` imports the module runs it once."""
+    model = package_project(tmp_path, "from .layers import affine", init="from .model import *\n")
+    elsewhere = ModuleType("nets")
+    elsewhere.__path__ = [str(tmp_path / "elsewhere")]
+    monkeypatch.setitem(sys.modules, "nets", elsewhere)
+    status, out, err = run(model, *PACKAGE_SHAPES)
+    assert status == 0, out + err
+    assert out.count("loading nets.model") == 1
+    assert sys.modules["nets"] is elsewhere
+    assert package_modules() == {"nets"}
+
+
+def test_a_package_init_runs_as_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run
+) -> None:
+    model = package_project(tmp_path, "from .layers import affine")
+    init = model.with_name("__init__.py")
+    init.write_text(
+        model.read_text().replace("model_loss", "package_loss").replace("nets.model", "nets")
+    )
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run("src/nets/__init__.py", *PACKAGE_SHAPES)
+    assert status == 0, out + err
+    assert "all 3 gradients match" in out
+    assert not package_modules()
+
+
+def test_a_package_that_fails_to_import_is_reported(tmp_path: Path, run: Run) -> None:
+    model = package_project(tmp_path, "from .layers import affine", init="import no_such_module\n")
+    status, _, err = run(model, *PACKAGE_SHAPES)
+    assert status == 1
+    assert f"{model}: error: loading it raised ModuleNotFoundError" in err
+    assert not package_modules()
+
+
 # --- usage and refusals --------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gradgen import __version__
 from gradgen.api import Options, compile_source, module_name, with_headroom
-from gradgen.config import Config, ConfigError, find_config, is_skipped
+from gradgen.config import Config, ConfigError, find_config, is_folder_forward_file
 from gradgen.errors import GradgenError, describe
 from gradgen.files import (
     display_path,
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sources",
         nargs="*",
         metavar="SRC",
-        help="forward Python files, or directories searched for *.py files; without any, "
+        help="forward Python files, or directories searched for *.py files (those that "
+        "define no function, such as __init__.py, left out); without any, "
         "every mapping of [tool.gradgen] in the project's pyproject.toml (a first SRC named "
         "check is the gradient check: write a path named check as ./check)",
     )
@@ -142,7 +143,7 @@ def _generate_files(argv: list[str]) -> int:
         return EXIT_USAGE
     if not jobs:
         if not args.quiet:
-            print("gradgen: no Python files found; nothing to do", file=sys.stderr)
+            print("gradgen: no forward files found; nothing to do", file=sys.stderr)
         return EXIT_OK
     status = EXIT_OK
     for job in jobs:
@@ -260,7 +261,7 @@ def _python_files(directory: Path, exclude: Path) -> list[Path]:
             continue
         if excluded is not None and resolved(path).is_relative_to(excluded):
             continue
-        if is_skipped(path):
+        if not is_folder_forward_file(path):  # a package's __init__.py, a skip-file line
             continue
         found.append(path)
     return found

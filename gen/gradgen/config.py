@@ -12,8 +12,10 @@ With this, a bare ``gradgen`` anywhere in the project regenerates every mapping 
 ``gradgen --check`` verifies them all, as ``black .`` does; paths on the command line
 override it. The decorator uses the same mapping to find a function's committed backward.
 
-A file in a mapped folder that is not a forward file (a training script that uses the
-decorator) opts out with a line ``# gradgen: skip-file``, as ``# isort: skip_file`` does.
+A file in a mapped folder that defines no function at top level (a package's
+``__init__.py``, a module of constants) is not a forward file: it is left out. Any other
+file that is not one (a training script that uses the decorator) opts out with a line
+``# gradgen: skip-file``, as ``# isort: skip_file`` does.
 
 Mappings may overlap: a file of a mapped folder mapped on its own (to give it a ``wrt`` or
 ``pairs`` of its own), or a subfolder mapped apart from its parent. The most specific mapping
@@ -24,7 +26,9 @@ read as one mapping per forward file of its own (``Config.mappings``).
 
 from __future__ import annotations
 
+import ast
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,28 @@ def is_skipped(path: Path) -> bool:
     except OSError:
         return False
     return any(line.strip() == SKIP_FILE_COMMENT.encode() for line in lines)
+
+
+def defines_function(path: Path) -> bool:
+    """Does ``path`` define a function at top level, as every forward file does? A file that
+    cannot be read or parsed counts as one: generating it says what is wrong, where leaving
+    it out would hide a broken forward file. Read with ``ast``: parsed, never run."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a SyntaxWarning (an escape such as "\d") is not ours
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return True
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in tree.body)
+
+
+def is_folder_forward_file(path: Path) -> bool:
+    """Is ``path``, a ``*.py`` file found in a folder (mapped, or given on the command
+    line), a forward file of it: a function defined, no skip-file line? Every package has
+    an ``__init__.py`` with no function (empty, imports, ``__all__``): refusing it would
+    make a folder that is a package impossible to map. A file named on its own is always
+    read (and refused when it has no function)."""
+    return not is_skipped(path) and defines_function(path)
 
 
 class ConfigError(Exception):
@@ -172,7 +198,7 @@ def _most_specific(mappings: tuple[Mapping, ...]) -> tuple[Mapping, ...]:
 def _forward_files(folder: Path, backward: Path) -> list[Path]:
     """The files a run over ``folder`` (output ``backward``) generates, as the command line
     finds them: ``*.py`` below it, outside hidden folders and ``__pycache__``, outside the
-    output folder, without a skip-file line."""
+    output folder, forward files (``is_folder_forward_file``)."""
     inside = backward != folder and backward.is_relative_to(folder)
     found = []
     for path in sorted(folder.rglob("*.py")):
@@ -181,6 +207,6 @@ def _forward_files(folder: Path, backward: Path) -> list[Path]:
             continue
         if inside and path.resolve().is_relative_to(backward):
             continue
-        if not is_skipped(path):
+        if is_folder_forward_file(path):
             found.append(path)
     return found

@@ -4,6 +4,7 @@ each function checked at arguments drawn for it."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import inspect
 import sys
@@ -64,29 +65,101 @@ def forward_module_name(path: Path) -> str:
     return f"_gradgen_check_{tag:08x}_{path.stem}"
 
 
+@dataclass(frozen=True)
+class Package:
+    """Where a forward file sits in a package: the folder its top-level package lies in
+    (``src`` for ``src/nets/model.py``) and the module's dotted name (``nets.model``;
+    ``nets`` for ``src/nets/__init__.py``)."""
+
+    root: Path
+    name: str
+
+    @property
+    def top(self) -> str:
+        return self.name.partition(".")[0]
+
+
+def package_of(path: Path) -> Package | None:
+    """The package ``path`` is a module of: the folders with an ``__init__.py`` above it,
+    as Python's import system names them. None outside a package (no ``__init__.py``
+    beside it), or where a name on the way is no module name (``my-pkg``, ``a.b.py``):
+    such a file runs as a script does."""
+    path = path.absolute()
+    if not path.stem.isidentifier():
+        return None
+    packages = []
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        packages.append(folder.name)
+        folder = folder.parent
+    if not packages:
+        return None
+    own = [] if path.stem == "__init__" else [path.stem]  # __init__.py is the package
+    return Package(folder, ".".join([*reversed(packages), *own]))
+
+
 def load_forward(path: Path) -> dict[str, Any]:
-    """Run the forward file as a module (its folder first on ``sys.path``, as for a
-    script) and return its namespace. gradgen's own staleness warnings are not the
-    check's business and are silenced."""
-    name = forward_module_name(path)
+    """Run the forward file as a module and return its namespace. Its folder is first on
+    ``sys.path``, as for a script, so that ``from layers import affine`` finds the file
+    beside it. A file inside a package (``src/nets/model.py`` under
+    ``src/nets/__init__.py``) runs as the module of its package Python would import
+    (``nets.model``): the package's root folder next on ``sys.path``, the parent package
+    imported first, so that relative imports (``from .layers import affine``) work. The
+    package and its modules are not left in ``sys.modules`` afterwards (any that were there
+    before are put back): the caller's process keeps the package it had, if any.
+    gradgen's own staleness warnings are not the check's business and are silenced."""
+    from gradgen.decorator import StaleBackwardWarning  # before sys.modules is touched
+
+    package = package_of(path)
+    folders = [str(path.resolve().parent)]
+    if package is not None:
+        folders.append(str(package.root))
+    name = package.name if package is not None else forward_module_name(path)
+    # The package as it is in sys.modules now (another copy, or an installed one of the
+    # same name) would answer the relative imports: it is set aside meanwhile.
+    top = package.top if package is not None else name
+    saved = {k: m for k, m in sys.modules.items() if k == top or k.startswith(f"{top}.")}
+    for key in saved:
+        del sys.modules[key]
+    for position, folder in enumerate(folders):
+        sys.path.insert(position, folder)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StaleBackwardWarning)
+            return vars(_run_as(path, name))
+    finally:
+        for key in [k for k in sys.modules if k == top or k.startswith(f"{top}.")]:
+            del sys.modules[key]
+        sys.modules.update(saved)
+        for folder in folders:
+            if folder in sys.path:
+                sys.path.remove(folder)
+
+
+def _run_as(path: Path, name: str) -> types.ModuleType:
+    """The file ``path`` run as the module ``name``; its parent package (if any) imported
+    first. The caller puts ``name`` and its package back as they were in ``sys.modules``."""
+    parent = name.rpartition(".")[0]
+    if parent:
+        importlib.invalidate_caches()  # files written since the last import are seen
+        importlib.import_module(parent)
+        loaded = sys.modules.get(name)
+        if loaded is not None and _same_file(getattr(loaded, "__file__", None), path):
+            return loaded  # the package's __init__.py imported it already: run it once
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
     sys.modules[name] = module  # dataclasses and the decorator look their module up
-    try:
-        with warnings.catch_warnings():
-            from gradgen.decorator import StaleBackwardWarning
+    spec.loader.exec_module(module)
+    return module
 
-            warnings.simplefilter("ignore", StaleBackwardWarning)
-            spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-        if folder in sys.path:
-            sys.path.remove(folder)
-    return vars(module)
+
+def _same_file(file: str | None, path: Path) -> bool:
+    try:
+        return file is not None and Path(file).samefile(path)
+    except OSError:
+        return False
 
 
 def run_module(
