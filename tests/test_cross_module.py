@@ -448,3 +448,20 @@ def test_a_sibling_module_is_found_whatever_the_working_folder(
     assert status == 123
     (first,) = [m for m in map(DIAGNOSTIC.match, err.splitlines()) if m is not None]
     assert first["file"] == "x2/lay.py", err
+
+
+def test_a_src_layout_package(project: Path, run: Run) -> None:
+    """``src/nets/model.py`` importing ``from nets.layers import affine`` (the package's
+    absolute name) and reading module data: the layers are found under the package's root
+    (``src``), and the data is imported by the module's package name, ``nets.model``."""
+    write(project / "src" / "nets" / "__init__.py", "")
+    write(project / "src" / "nets" / "layers.py", "def affine(x, w, b):\n    return x @ w + b\n")
+    write(
+        project / "src" / "nets" / "model.py",
+        "import numpy as np\nfrom nets.layers import affine\n\nW0 = np.ones(2)\n\n\n"
+        "def loss(x, w, b):\n    return np.sum(affine(x, w, b) * W0)\n",
+    )
+    status, out, err = run("src/nets/model.py")
+    assert status == 0, err
+    assert "from nets.model import W0\n" in out
+    assert "def affine_forward(" in out

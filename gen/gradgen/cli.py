@@ -23,6 +23,7 @@ from gradgen.errors import GradgenError, describe
 from gradgen.files import (
     display_path,
     find_project_root,
+    package_of,
     read_source,
     resolved,
     write_atomic,
@@ -307,7 +308,7 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
             wrt=job.wrt,
             pairs=job.pairs,
             command=command,
-            forward_module=module_name(source_name),
+            forward_module=_import_name(job.source, source_name),
             path=job.source,
         )
         result = compile_source(text, source_name, options).text
@@ -334,6 +335,14 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         return _deliver(result, current, job.output, shown, args)
     except Exception as error:
         return _internal_error(source_name, error)
+
+
+def _import_name(source: Path, source_name: str) -> str | None:
+    """The name the forward module is imported by, for the module data the generated module
+    imports from it: its package's dotted name inside a package (``nets.model`` for
+    ``src/nets/model.py``), else its path from the project's root (``examples.fit``)."""
+    package = package_of(source)
+    return package.name if package is not None else module_name(source_name)
 
 
 def _internal_error(source_name: str, error: Exception) -> int:

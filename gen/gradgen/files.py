@@ -6,15 +6,16 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-from gradgen.parse import decode
 
 _ROOT_MARKERS = (".git", ".hg", "pyproject.toml")
 
 
 def read_source(path: Path) -> str:
     """The text of a forward file; ``GradgenError`` if it is not UTF-8."""
+    from gradgen.parse import decode  # reads libcst: not for package_of's light users
+
     return decode(path.read_bytes(), str(path))
 
 
@@ -89,3 +90,36 @@ def display_path(path: Path, root: Path) -> str:
         return absolute.relative_to(root).as_posix()
     except ValueError:
         return Path(os.path.relpath(absolute, root)).as_posix()
+
+
+@dataclass(frozen=True)
+class Package:
+    """Where a forward file sits in a package: the folder its top-level package lies in
+    (``src`` for ``src/nets/model.py``) and the module's dotted name (``nets.model``;
+    ``nets`` for ``src/nets/__init__.py``)."""
+
+    root: Path
+    name: str
+
+    @property
+    def top(self) -> str:
+        return self.name.partition(".")[0]
+
+
+def package_of(path: Path) -> Package | None:
+    """The package ``path`` is a module of: the folders with an ``__init__.py`` above it,
+    as Python's import system names them. None outside a package (no ``__init__.py``
+    beside it), or where a name on the way is no module name (``my-pkg``, ``a.b.py``):
+    such a file runs as a script does."""
+    path = path.absolute()
+    if not path.stem.isidentifier():
+        return None
+    packages = []
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        packages.append(folder.name)
+        folder = folder.parent
+    if not packages:
+        return None
+    own = [] if path.stem == "__init__" else [path.stem]  # __init__.py is the package
+    return Package(folder, ".".join([*reversed(packages), *own]))

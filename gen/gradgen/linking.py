@@ -19,7 +19,7 @@ from pathlib import Path
 import libcst as cst
 
 from gradgen.errors import Diagnostic, GradgenError
-from gradgen.files import find_project_root
+from gradgen.files import find_project_root, package_of
 from gradgen.parse import Import, Linked, ParsedModule, decode, parse_module
 
 # Modules that are never forward modules, whatever files lie around (a `math.py` beside the
@@ -106,7 +106,10 @@ class _Linker:
             if module.partition(".")[0] in _LIBRARIES:
                 return None
             parts = module.split(".")
-            roots = [folder, self.root, Path.cwd()]
+            # Beside the file; under its package's root (src/ in a src layout), the
+            # project's root and the working folder, as installed or run from there.
+            package = package_of(folder / "__init__.py")
+            roots = [folder, *([package.root] if package else []), self.root, Path.cwd()]
         for root in roots:
             for file in (
                 root.joinpath(*parts).with_suffix(".py"),

@@ -22,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - numpy is a test and check dependency
     np = None  # type: ignore[assignment]
 
+from gradgen.files import package_of
 from gradgen.gradcheck.forward import ForwardInfo, forward_info
 from gradgen.gradcheck.inputs import (
     MATRIX,
@@ -63,39 +64,6 @@ def forward_module_name(path: Path) -> str:
     module's data from it)."""
     tag = zlib.crc32(str(path.resolve()).encode())
     return f"_gradgen_check_{tag:08x}_{path.stem}"
-
-
-@dataclass(frozen=True)
-class Package:
-    """Where a forward file sits in a package: the folder its top-level package lies in
-    (``src`` for ``src/nets/model.py``) and the module's dotted name (``nets.model``;
-    ``nets`` for ``src/nets/__init__.py``)."""
-
-    root: Path
-    name: str
-
-    @property
-    def top(self) -> str:
-        return self.name.partition(".")[0]
-
-
-def package_of(path: Path) -> Package | None:
-    """The package ``path`` is a module of: the folders with an ``__init__.py`` above it,
-    as Python's import system names them. None outside a package (no ``__init__.py``
-    beside it), or where a name on the way is no module name (``my-pkg``, ``a.b.py``):
-    such a file runs as a script does."""
-    path = path.absolute()
-    if not path.stem.isidentifier():
-        return None
-    packages = []
-    folder = path.parent
-    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
-        packages.append(folder.name)
-        folder = folder.parent
-    if not packages:
-        return None
-    own = [] if path.stem == "__init__" else [path.stem]  # __init__.py is the package
-    return Package(folder, ".".join([*reversed(packages), *own]))
 
 
 def load_forward(path: Path) -> dict[str, Any]:
