@@ -674,13 +674,23 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     if pairs:
         check_pairs(program, source, context, gradients, expected_values)
     if program.helpers and zlib.crc32(source.encode()) % 2:
-        check_split(program, annotated, generated, context)
+        check_split(program, annotated, generated, context, (call, by_keyword), result)
 
 
-def check_split(program: Program, annotated: bool, generated: str, context: str) -> None:
-    """The helpers moved to a module of their own (``from helpers import ...``): every
-    function generated for ``f`` and what it calls is the one the single module gave,
-    byte for byte (a linked function is differentiated as one of the module's own)."""
+def check_split(
+    program: Program,
+    annotated: bool,
+    generated: str,
+    context: str,
+    call: tuple[list[Any], dict[str, Any]],
+    result: Any,
+) -> None:
+    """The helpers moved to a module of their own (``from helpers import ...``): ``f``'s
+    generated functions are the ones the single module gave, byte for byte (a linked
+    function is differentiated as one of the module's own), the module defines the same
+    functions for the helpers, and ``f_backward`` gives the same numbers. (A helper's
+    ``F_forward`` may keep less in its cache than in the single module, where the helpers'
+    own public backwards call the others too.)"""
     helpers, forward = program.split_sources(annotated)
     with tempfile.TemporaryDirectory(prefix="gradgen-split-") as folder:
         (Path(folder) / "helpers.py").write_text(helpers, encoding="utf-8")
@@ -690,9 +700,21 @@ def check_split(program: Program, annotated: bool, generated: str, context: str)
     where = f"{context}\nsplit into helpers.py:\n{helpers}\nforward.py:\n{forward}\n{split}"
     whole = _function_texts(generated)
     parts = _function_texts(split)
-    assert "f_backward" in parts, where
-    for name, text in parts.items():
-        assert whole.get(name) == text, f"{name} differs{where}"
+    for name in ("f_backward", "f_value_and_grad"):
+        assert parts.get(name) == whole[name], f"{name} differs{where}"
+    assert set(parts) <= set(whole), f"functions the single module lacks{where}"
+    positional, keywords = call
+    arguments = [_copy(value) for value in positional]
+    got = run_module(split, "split.py")["f_backward"](*arguments, **keywords)
+    for mine, theirs in zip(_items(got), _items(result), strict=True):
+        if theirs is None:
+            assert mine is None, f"None in one module only{where}"
+        else:
+            numpy.testing.assert_array_equal(mine, theirs, err_msg=f"f_backward{where}")
+
+
+def _items(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _function_texts(text: str) -> dict[str, str]:
