@@ -548,6 +548,27 @@ def _same_gradients(actual: dict[str, Any], expected: dict[str, Any], what: str)
         )
 
 
+def _assert_close_gradient(
+    grad: Any,
+    expected: Any,
+    loss: Callable[..., float],
+    args: dict[str, Any],
+    name: str,
+    where: str,
+) -> None:
+    """``grad`` against central differences; where they disagree, a second step size tells
+    a wrong gradient from unreliable differences (the program is discarded, counted)."""
+    if _close(grad, expected):
+        return
+    again = numeric_gradients(loss, args, [name], STEP / 4)[name]
+    if not _close(again, expected):
+        event("discarded: finite differences disagree between step sizes")
+        reject()
+    numpy.testing.assert_allclose(
+        grad, expected, rtol=RTOL, atol=_tolerance(expected), err_msg=f"gradient {where}"
+    )
+
+
 def check_program(program: Program, annotated: bool, pairs: bool = True) -> None:
     source = program.source(annotated)
     context = f"\nforward:\n{source}\narguments: {program!r}"
@@ -653,19 +674,7 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
             continue
         assert numpy.shape(grad) == shape, f"shape {numpy.shape(grad)}, not {shape}: {where}"
         assert numpy.asarray(grad).dtype == numpy.float64, f"dtype of {where}"
-        if not _close(grad, expected[name]):
-            # A second step size tells a wrong gradient from unreliable differences.
-            again = numeric_gradients(loss, program.args, [name], STEP / 4)[name]
-            if not _close(again, expected[name]):
-                event("discarded: finite differences disagree between step sizes")
-                reject()
-            numpy.testing.assert_allclose(
-                grad,
-                expected[name],
-                rtol=RTOL,
-                atol=_tolerance(expected[name]),
-                err_msg=f"gradient {where}",
-            )
+        _assert_close_gradient(grad, expected[name], loss, program.args, name, where)
 
     others: dict[str, Any] = {**args, **_arrays(upstreams, "the upstream gradients")}
     if program.mode == "array":
@@ -957,18 +966,7 @@ def check_drawing_program(program: Program, annotated: bool, spelling: str) -> N
             if grad is None or (isinstance(grad, float) and grad == 0.0 and shape != ()):
                 assert _close(0.0, expected[parameter]), f"{grad!r}, but it moves: {where}"
                 continue
-            if not _close(grad, expected[parameter]):
-                finer = numeric_gradients(loss, program.args, [parameter], STEP / 4)[parameter]
-                if not _close(finer, expected[parameter]):
-                    event("discarded: finite differences disagree between step sizes")
-                    reject()
-                numpy.testing.assert_allclose(
-                    grad,
-                    expected[parameter],
-                    rtol=RTOL,
-                    atol=_tolerance(expected[parameter]),
-                    err_msg=f"gradient {where}",
-                )
+            _assert_close_gradient(grad, expected[parameter], loss, program.args, parameter, where)
     finally:
         sys.modules.pop(name, None)
 
