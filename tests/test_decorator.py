@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gradgen
@@ -431,3 +432,45 @@ def test_wrt_given_as_one_string_is_one_name(load) -> None:
             return x * w * xw
         """)
     assert module.g.backward(2.0, 3.0, 5.0) == pytest.approx(6.0)  # d/dxw only, bare
+
+
+@pytest.mark.usefixtures("fresh_gradgen_state")
+def test_the_mappings_wrt_holds_whether_the_committed_file_is_current_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wrt = { loss = ["w"] }``: ``loss.backward`` returns ``dw`` alone from the committed
+    file, and from the backward generated in memory when the file is missing or stale."""
+    import importlib
+    import warnings
+
+    from gradgen.cli import main
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\n\n[[tool.gradgen.files]]\nforward = "mapped_net.py"\n'
+        'backward = "mapped_net_backward.py"\nwrt = { loss = ["w"] }\n',
+        encoding="utf-8",
+    )
+    source = (
+        "import numpy as np\nimport gradgen\n\n\n@gradgen.differentiable\n"
+        "def loss(x, w):\n    return np.sum(np.tanh(x * w))\n"
+    )
+    (tmp_path / "mapped_net.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    x, w = np.array([0.5, -1.0, 2.0]), np.array([1.5, 0.3, -0.2])
+    expected = x / np.cosh(x * w) ** 2
+
+    def backward() -> object:
+        sys.modules.pop("mapped_net", None)
+        importlib.invalidate_caches()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = importlib.import_module("mapped_net")
+        return module.loss.backward(x, w)
+
+    np.testing.assert_allclose(backward(), expected)  # no file yet
+    assert main([]) == 0
+    np.testing.assert_allclose(backward(), expected)  # the committed file
+    (tmp_path / "mapped_net.py").write_text(source.replace("x * w", "w * x"), encoding="utf-8")
+    np.testing.assert_allclose(backward(), expected)  # stale: generated in memory
+    sys.modules.pop("mapped_net", None)

@@ -112,6 +112,13 @@ class Config:
                 return found
         return None
 
+    def wrt_for(self, forward_file: Path) -> dict[str, list[str]] | None:
+        """The ``wrt`` of the mapping that generates ``forward_file``, if it has one."""
+        for mapping in self.mappings:
+            if mapping.backward_for(forward_file) is not None:
+                return mapping.wrt
+        return None
+
 
 def find_config(start: Path) -> Config | None:
     """The nearest ``pyproject.toml`` at or above ``start`` that has ``[tool.gradgen]``."""

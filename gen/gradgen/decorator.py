@@ -120,13 +120,37 @@ def differentiable(
     if committed is not None:
         functions, source = committed
     else:
-        functions, source = _generated_backward(func, wrt, pairs)
+        # Generated in memory (no committed file, or a stale one): with respect to what the
+        # project's mapping says, as the committed file is, so that what f.backward returns
+        # does not change shape when the file goes stale.
+        chosen = wrt if wrt is not None else _mapped_wrt(func, generated)
+        functions, source = _generated_backward(func, chosen, pairs)
     func.backward = functions[backward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.value_and_grad = functions[value_and_grad_function_name(func.__name__)]  # type: ignore[attr-defined]
     if pairs:
         func.forward = functions[forward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
     return func
+
+
+def _mapped_wrt(
+    func: Callable[..., Any], generated: str | os.PathLike[str] | None
+) -> tuple[str, ...] | None:
+    """The parameters the ``[tool.gradgen]`` mapping of ``func``'s file differentiates
+    ``func`` with respect to (None: all, or no mapping; a file given with ``generated=``
+    has no mapping)."""
+    forward_file = _forward_file(func)
+    if forward_file is None or generated is not None or is_skipped(forward_file):
+        return None
+    folder = forward_file.parent
+    if folder not in _CONFIGS:
+        _CONFIGS[folder] = find_config(folder)
+    config = _CONFIGS[folder]
+    mapped = config.wrt_for(forward_file) if config is not None else None
+    if not mapped:
+        return None
+    names = mapped.get(func.__name__, mapped.get("*"))
+    return None if names is None else tuple(names)
 
 
 def _generated_names(name: str, pairs: bool) -> list[str]:

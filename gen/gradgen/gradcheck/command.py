@@ -145,7 +145,7 @@ def _configured_wrt(path: Path) -> dict[str, list[str]] | None:
         return None  # a bad configuration is the generating command's to report
     if config is None:
         return None
-    return next((m.wrt for m in config.mappings if m.backward_for(path) is not None), None)
+    return config.wrt_for(path)
 
 
 def _check_file(args: argparse.Namespace) -> int:
