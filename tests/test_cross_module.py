@@ -465,3 +465,25 @@ def test_a_src_layout_package(project: Path, run: Run) -> None:
     assert status == 0, err
     assert "from nets.model import W0\n" in out
     assert "def affine_forward(" in out
+
+
+@pytest.mark.parametrize(
+    ("imports", "calls"),
+    [
+        ("from mypkg import layers", "layers.scale"),
+        ("import mypkg.layers", "mypkg.layers.scale"),
+        ("import mypkg.layers as L", "L.scale"),
+        ("from mypkg.layers import scale", "scale"),
+    ],
+    ids=["from-package-import-module", "import-dotted", "import-dotted-as", "from-dotted"],
+)
+def test_a_module_of_a_package_however_imported(
+    project: Path, run: Run, imports: str, calls: str
+) -> None:
+    write(project / "mypkg" / "__init__.py", "")
+    write(project / "mypkg" / "layers.py", "def scale(x, w):\n    return x * w\n")
+    write(project / "use.py", f"{imports}\n\n\ndef f(x, w):\n    return {calls}(x, w) * 3.0\n")
+    status, out, err = run("use.py")
+    assert status == 0, err
+    namespace = run_module(out, "use_backward.py")
+    assert namespace["f_backward"](2.0, 5.0) == (15.0, 6.0)

@@ -342,7 +342,7 @@ def _parse_function(source: FunctionSource, filename: str) -> ParsedModule:
     indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
     defined = [f for f in whole.functions if f.name.value == source.name]
     if indent == 0 and len(defined) == 1:
-        return replace(whole, problems=[], linked={})
+        return replace(whole, problems=[], linked={}, not_linked=set())
     try:
         module = cst.parse_module(textwrap.dedent(source.lines))
     except cst.ParserSyntaxError:

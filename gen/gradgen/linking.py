@@ -49,9 +49,9 @@ class _Linker:
         parsed.find_linked = lambda called: self._linked(parsed, path.parent, called)
 
     def _linked(self, parsed: ParsedModule, folder: Path, called: str) -> Linked | None:
-        """The function a call spelled ``called`` (``affine``, ``layers.affine``) reaches in
-        another forward module, if any."""
-        head, _, attr = called.partition(".")
+        """The function a call spelled ``called`` (``affine``, ``layers.affine``,
+        ``nets.layers.affine``) reaches in another forward module, if any."""
+        head, _, rest = called.partition(".")
         for relative, bindings in (
             (False, parsed.context.imports),
             (True, parsed.context.relative_imports),
@@ -59,18 +59,18 @@ class _Linker:
             binding = bindings.get(head)
             if binding is None:
                 continue
-            found = self._find(binding, folder, relative)
-            if found is None:
+            target = _module_and_function(binding, rest)
+            if target is None:
                 return None
-            file, whole_module = found
-            name = attr if whole_module else binding.attr
-            if (whole_module and (not attr or "." in attr)) or (not whole_module and attr):
+            module_name, function = target
+            file = self._find(module_name, folder, relative)
+            if file is None:
                 return None
             module = self._parsed(file, parsed.filename, folder)
-            if name not in module.function_names:
+            if function not in module.function_names:
                 return None
             origin = Path(os.path.relpath(file, folder.resolve())).as_posix()
-            return Linked(module, name, origin, _import_node(parsed.module, head))
+            return Linked(module, function, origin, _import_node(parsed.module, head))
         return None
 
     def _parsed(self, file: Path, importer: str, folder: Path) -> ParsedModule:
@@ -88,19 +88,15 @@ class _Linker:
             self.attach(module, file)
         return self.modules[file]
 
-    def _find(self, binding: Import, folder: Path, relative: bool) -> tuple[Path, bool] | None:
-        """The file of the module ``binding`` imports from, and whether the binding is
-        the module itself (``import layers``, ``from . import layers``)."""
-        module = binding.module
-        whole_module = binding.attr is None
+    def _find(self, module: str, folder: Path, relative: bool) -> Path | None:
+        """The file of ``module`` (``layers``, ``nets.layers``, ``.layers``, ``..nets``) as
+        an import in a file of ``folder`` finds it, if it is a file gradgen can read."""
         if relative:
             dots = len(module) - len(module.lstrip("."))
             base = folder
             for _ in range(dots - 1):
                 base = base.parent
             parts = [p for p in module[dots:].split(".") if p]
-            if not parts and binding.attr is not None:  # from . import layers
-                parts, whole_module = [binding.attr], True
             roots = [base]
         else:
             if module.partition(".")[0] in _LIBRARIES:
@@ -112,12 +108,30 @@ class _Linker:
             roots = [folder, *([package.root] if package else []), self.root, Path.cwd()]
         for root in roots:
             for file in (
-                root.joinpath(*parts).with_suffix(".py"),
+                root.joinpath(*parts).with_suffix(".py") if parts else None,
                 root.joinpath(*parts, "__init__.py"),
             ):
-                if file.is_file():
-                    return file.resolve(), whole_module
+                if file is not None and file.is_file():
+                    return file.resolve()
         return None
+
+
+def _module_and_function(binding: Import, rest: str) -> tuple[str, str] | None:
+    """The module and the function a call reaches through ``binding``, ``rest`` being what
+    the call spells after the bound name: ``import nets.layers`` binds ``nets``, and
+    ``nets.layers.affine`` is ``affine`` of ``nets.layers``; ``from nets import layers``
+    then ``layers.affine``, too; ``from nets.layers import affine`` then ``affine``."""
+    path = rest.split(".") if rest else []
+    if binding.attr is None:  # import nets.layers [as L]
+        if not path:
+            return None
+        return ".".join([binding.module, *path[:-1]]), path[-1]
+    if not path:  # from layers import affine
+        return binding.module, binding.attr
+    # from nets import layers (a module, as the call through it says)
+    joiner = "" if binding.module.endswith(".") else "."
+    module = binding.module + joiner + ".".join([binding.attr, *path[:-1]])
+    return module, path[-1]
 
 
 def _normalised(path: str) -> str:

@@ -181,12 +181,16 @@ class ParsedModule:
     # (``aff``, ``layers.affine``), as ``find_linked`` (set by linking.py) found them.
     linked: dict[str, Linked] = field(default_factory=dict)
     find_linked: Callable[[str], Linked | None] | None = field(default=None, repr=False)
+    not_linked: set[str] = field(default_factory=set, repr=False)
 
     def linked_function(self, called: str) -> Linked | None:
         """The function of another forward module a call spelled ``called`` reaches."""
         if called not in self.linked and self.find_linked is not None:
+            if called in self.not_linked:
+                return None
             found = self.find_linked(called)
             if found is None:
+                self.not_linked.add(called)  # looked for once: files are not read again
                 return None
             self.linked[called] = found
         return self.linked.get(called)
