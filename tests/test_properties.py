@@ -429,6 +429,38 @@ FIXED_BUGS.append(
         recognizes=_undefined("|".join(HELPER_NAMES)),
     )
 )
+FIXED_BUGS += [
+    KnownBug(
+        name="call-inside-a-value-with-no-gradient",
+        symptom="(+layer(x, 2)).astype(int) (found with structured parameters): the call of "
+        "layer inside a value with no gradient was no stage of its own, so the backward "
+        "recomputed layer(x, 2), a call of the forward function, which the generated module "
+        "does not define (NameError); a call in a value with no gradient, an opaque call, "
+        "np.where's condition or an index is now a stage of its own, run through F_forward",
+        forward=(
+            "import numpy as np\n\n\ndef layer(x, k):\n    return x * k\n\n\n"
+            "def f(x):\n    s = (+layer(x, 2)).astype(int)\n    return np.sum(x * s)\n"
+        ),
+        args=lambda: {"x": numpy.array([0.3, 1.1, 1.7])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="call-inside-an-opaque-call",
+        symptom="scipy.special.gammaln(g(2.0)): the call of g stayed inside the opaque call, "
+        "which the backward computes as written, so it called the forward function g, which "
+        "the generated module does not define (NameError)",
+        forward=(
+            "import numpy as np\nimport scipy.special\n\n\ndef g(x):\n    return x * x + 1.0"
+            "\n\n\ndef f(x):\n    return np.sum(x * scipy.special.gammaln(g(2.0)))\n"
+        ),
+        args=lambda: {"x": numpy.array([0.3, 1.1, 1.7])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+]
 KNOWN_BUGS.append(
     KnownBug(
         name="power-of-a-tuple",
