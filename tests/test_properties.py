@@ -706,13 +706,18 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     if pairs:
         check_pairs(program, source, context, gradients, expected_values)
     if program.helpers and zlib.crc32(source.encode()) % 2:
-        check_split(program, annotated, generated, context)
+        check_split(program, annotated, context)
 
 
-def check_split(program: Program, annotated: bool, generated: str, context: str) -> None:
+def check_split(program: Program, annotated: bool, context: str) -> None:
     """The helpers moved to a module of their own (``from helpers import ...``): every
-    function generated for ``f`` and what it calls is the one the single module gave,
-    byte for byte (a linked function is differentiated as one of the module's own)."""
+    function generated for ``f`` and what it calls is the one the single module gives
+    for ``f`` alone, byte for byte (a linked function is differentiated as one of the
+    module's own). For ``f`` alone: generating every function of the module, a helper's
+    own backward may call a backward of another helper that ``f`` needs none of, whose
+    reads then join that helper's cache, and so its ``F_forward``."""
+    source = program.source(annotated)
+    generated = compile_source(source, "forward.py", Options(only=("f",))).text
     helpers, forward = program.split_sources(annotated)
     with tempfile.TemporaryDirectory(prefix="gradgen-split-") as folder:
         (Path(folder) / "helpers.py").write_text(helpers, encoding="utf-8")
