@@ -52,9 +52,10 @@ is (over the whole table, 1 to 3 parameters, the last ones numbers with a defaul
 each able to call the helpers built before it (so calls nest 2 and 3 deep, and never recurse),
 written before or after their callers. A call (``Builder.call``) is a statement of its own
 (``h = g(x, w)``; ``u, v = g(...)`` for a helper returning several, sometimes with only some of
-them read again) or nested in an expression (``np.sin(g(x)) * 2``), its arguments drawn like
-operands: the same value twice (``g(x, x)``), a value an earlier call read (a weight used by two
-calls, whose gradients add), constants, by keyword, or left to their defaults.
+them read again) or nested in an expression (``np.sin(g(x)) * 2``), also one with no gradient
+(``g(x) > 0``, ``np.sign(g(x))``, ``g(x).shape[0]``), its arguments drawn like operands: the
+same value twice (``g(x, x)``), a value an earlier call read (a weight used by two calls, whose
+gradients add), constants, by keyword, or left to their defaults.
 
 A helper is built at random arguments of its own; a call gives it others. Every value it
 computes keeps the checks that made it well-conditioned where it was built (``Term.checks``:
@@ -597,9 +598,24 @@ class Builder:
         value = self.choose.pick(NUMBERS)
         return Term(ast.Constant(value), value)
 
-    def flowing(self) -> Term:
-        """A value with no gradient computed from a variable: np.sign(x), x.shape[0], ..."""
-        source = self.variable()
+    def source(self, depth: int, fits: Callable[[Term], bool] | None = None) -> Term:
+        """What a value with no gradient is computed from: a variable, or now and then (with
+        ``depth`` left and a helper to call) a call (``g(x) > 0``, ``g(x).shape[0]``), which
+        gradgen makes a stage of its own all the same."""
+        single = [h for h in self.callees if h.results == 1]
+        if depth > 0 and single and self.choose.index(3) == 0:
+            try:
+                term = self.call(self.callee(single), depth - 1)
+            except Unfit:
+                term = None
+            if term is not None and term.variables and (fits is None or fits(term)):
+                return term
+        return self.variable(fits)
+
+    def flowing(self, depth: int = 0) -> Term:
+        """A value with no gradient computed from a variable (or a call): np.sign(x),
+        x.shape[0], ..."""
+        source = self.source(depth)
         if self.choose.boolean():
             lib, name = self.choose.pick(FLOW_FUNCTIONS)
             if lib == "numpy" and self.mode != "array":
@@ -619,12 +635,13 @@ class Builder:
                 node = ast.Subscript(node, ast.Constant(self.choose.index(len(dims))), ast.Load())
             check = None
         flow = _flow_check(node, source.node, what, check)
-        return Term(node, flow(self), source.variables, (what,), (flow,))
+        rules, checks = (*source.rules, what), (*source.checks, flow)
+        return Term(node, flow(self), source.variables, rules, checks)
 
-    def mask(self, like: Term | None = None) -> Term:
+    def mask(self, like: Term | None = None, depth: int = 0) -> Term:
         """A comparison, at least MARGIN from a tie everywhere; ``like``: of that shape."""
-        left = self.variable(
-            None if like is None else (lambda t: shape(t.value) == shape(like.value))
+        left = self.source(
+            depth, None if like is None else (lambda t: shape(t.value) == shape(like.value))
         )
         if self.choose.boolean() and len(self.variables()) > 1:
             right = self.variable(lambda t: t.variables != left.variables)
@@ -634,7 +651,8 @@ class Builder:
         op = self.choose.pick((ast.Gt(), ast.Lt(), ast.GtE(), ast.LtE()))
         node = ast.Compare(left.node, [op], [right.node])
         check = _mask_check(node, left.node, right.node)
-        return Term(node, check(self), left.variables | right.variables, (), (check,))
+        variables = left.variables | right.variables
+        return Term(node, check(self), variables, left.rules, (*left.checks, check))
 
     # --- operands and applications ------------------------------------------------------
 
@@ -661,9 +679,9 @@ class Builder:
             elif kind == "none":
                 term = Term(ast.Constant(None), None)
             elif kind == "mask":
-                term = self.mask()
+                term = self.mask(depth=depth)
             elif kind == "flowing":
-                term = self.flowing()
+                term = self.flowing(depth)
             elif kind == "apply":
                 term = self.apply(depth - 1)
             elif kind == "call":
@@ -1978,6 +1996,11 @@ def features(program: Program) -> list[str]:
                 read = [v.id if isinstance(v, ast.Name) else None for v in value.elts]
                 swap = len(bound) == 2 and read == bound[::-1]
                 found.add("swap (a, b = b, a)" if swap else "tuple unpacking (a, b = x, y)")
+        for flow in ast.walk(function):
+            # A call in a value with no gradient: g(x) > 0, np.sign(g(x)), g(x).shape[0]
+            inside = [n for n in ast.walk(flow) if n is not flow]
+            if _without_gradient(flow) and any(_calls_one_of(n, helpers) for n in inside):
+                found.add("call in a value with no gradient")
         reads: list[set[str]] = []
         for node in ast.walk(function):
             if not (
@@ -2023,6 +2046,23 @@ def features(program: Program) -> list[str]:
         if any(program.omitted):
             found.add("an upstream left out")
     return sorted(found)
+
+
+def _calls_one_of(node: ast.AST, functions: set[str]) -> bool:
+    called = node.func if isinstance(node, ast.Call) else None
+    return isinstance(called, ast.Name) and called.id in functions
+
+
+def _without_gradient(node: ast.AST) -> bool:
+    """Is ``node`` a value with no gradient the programs draw (``flowing``, ``mask``)?"""
+    if isinstance(node, ast.Compare):
+        return True
+    if isinstance(node, ast.Attribute):
+        return node.attr in FLOW_ATTRIBUTES
+    if isinstance(node, ast.Call):
+        name = ast.unparse(node.func).rpartition(".")[2]
+        return any(function == name for _, function in FLOW_FUNCTIONS)
+    return False
 
 
 # --- programs that draw random numbers ---------------------------------------------------------

@@ -691,6 +691,272 @@ def test_a_name_like_a_generated_function_is_refused_or_works(caller: str) -> No
     assert_close(named, expected_gradients(forward_ns["f"], args, params), text)
 
 
+# A call of the module's functions (or of a user rule) inside a value with no gradient, an
+# opaque call, np.where's condition or an index is a stage of its own all the same: the
+# generated backward runs it through the callee's F_forward (written inline, it would call
+# the forward function by its own name, which the generated module does not define).
+NO_GRADIENT_CALLS = [
+    pytest.param(
+        """
+        def layer(x, k):
+            return x * k
+
+
+        def f(x):
+            s = (+layer(x, 2)).astype(int)
+            return np.sum(x * s)
+        """,
+        None,
+        {"x": (3, 4)},
+        id="astype-of-a-call",
+    ),
+    pytest.param(
+        """
+        import scipy.special
+
+
+        def g(x):
+            return x * x + 1.0
+
+
+        def f(x, y):
+            return np.sum(y * scipy.special.gammaln(g(x)))
+        """,
+        ["y"],
+        {"x": (3,), "y": (3,)},
+        id="in-an-opaque-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return x * 2.0
+
+
+        def f(x):
+            n = g(x).shape[0]
+            return np.sum(x * x) / n
+        """,
+        None,
+        {"x": (3, 2)},
+        id="shape-of-a-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return x * 2.0
+
+
+        def f(x):
+            N, D = g(x).shape
+            return np.sum(np.tanh(x)) / (N * D)
+        """,
+        None,
+        {"x": (3, 2)},
+        id="shape-of-a-call-unpacked",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return np.sin(x)
+
+
+        def f(x):
+            mask = g(x) > 0
+            return np.sum(np.where(mask, x * x, 2 * x))
+        """,
+        None,
+        {"x": (2, 3)},
+        id="mask-of-a-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return np.sin(x)
+
+
+        def f(x):
+            return np.sum(np.where(g(x) > 0, x * x, 2 * x))
+        """,
+        None,
+        {"x": (2, 3)},
+        id="where-condition-of-a-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return x * 2.0
+
+
+        def f(x):
+            return np.sum(x * np.arange(g(x).size))
+        """,
+        None,
+        {"x": (4,)},
+        id="arange-of-a-calls-size",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return np.cos(x)
+
+
+        def f(x):
+            return np.sum(x[np.argmax(g(x))] * x)
+        """,
+        None,
+        {"x": (4,)},
+        id="index-of-a-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return x - 0.5
+
+
+        def h(x):
+            return x * 3.0
+
+
+        def f(x, w):
+            return np.sum(w * np.sign(g(h(x))) + np.sign(g(-0.5)) * x)
+        """,
+        None,
+        {"x": (2, 3), "w": (2, 3)},
+        id="nested-and-constant-calls-in-a-sign",
+    ),
+    pytest.param(
+        """
+        def h(x):
+            return x * x
+
+
+        def g(x, w):
+            return w * (h(x).shape[0] + 1.0)
+
+
+        def f(x, w):
+            return np.sum(g(x, w) * x)
+        """,
+        None,
+        {"x": (3,), "w": (3,)},
+        id="in-a-callee",
+    ),
+    pytest.param(
+        """
+        import gradgen
+
+
+        def soft(x):
+            return np.log1p(np.exp(x))
+
+
+        @gradgen.backward_of(soft)
+        def soft_backward(x, dout):
+            return dout / (1.0 + np.exp(-x))
+
+
+        def f(x):
+            n = np.sign(soft(x) - 1.0)
+            return np.sum(x * n)
+        """,
+        None,
+        {"x": (2, 3)},
+        id="user-rule-in-a-sign",
+    ),
+    pytest.param(
+        """
+        import gradgen
+
+
+        def g(x):
+            return np.sin(x)
+
+
+        def f(x):
+            n = gradgen.stop_gradient(g(x)).shape[0]
+            return np.sum(np.where(gradgen.stop_gradient(g(x)) > 0, x, 2 * x)) / n
+        """,
+        None,
+        {"x": (3,)},
+        id="stop-gradient-of-a-call",
+    ),
+    pytest.param(
+        """
+        def g(x):
+            return np.sin(x)
+
+
+        def f(x):
+            return np.sum(x * x) * (g(x) > 0)
+        """,
+        None,
+        {"x": (3,)},
+        id="mask-of-a-call-in-the-result",
+    ),
+]
+
+
+def forward_functions_called(text: str, source: str) -> list[str]:
+    """The functions of the forward module ``source`` that ``text`` calls by their own name,
+    a user rule's functions aside (a generated module copies them; the decorator's code
+    runs where they are defined)."""
+    defined = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+    rules = {
+        ast.unparse(decorator.args[0])
+        for node in defined
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("backward_of")
+    }
+    forward = {n.name for n in defined if not n.decorator_list} - rules
+    calls = [node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)]
+    return [n.func.id for n in calls if isinstance(n.func, ast.Name) and n.func.id in forward]
+
+
+@pytest.mark.parametrize("mode", ["backward", "value_and_grad", "pairs"])
+@pytest.mark.parametrize(("source", "wrt", "shapes"), NO_GRADIENT_CALLS)
+def test_a_call_inside_a_value_with_no_gradient(
+    source: str, wrt: list[str] | None, shapes: dict[str, tuple[int, ...]], mode: str
+) -> None:
+    source = module(source)
+    forward_ns, generated, text = program(
+        source, wrt=None if wrt is None else {"f": wrt}, pairs=mode == "pairs"
+    )
+    assert forward_functions_called(text, source) == [], text
+    args = draw(shapes, source)
+    names = wrt or list(args)
+    if mode == "pairs":
+        value, cache = generated["f_forward"](*args.values())
+        numpy.testing.assert_allclose(value, forward_ns["f"](**args), rtol=1e-12)
+        gradients = generated["f_backward"](1.0, cache)
+    elif mode == "value_and_grad":
+        value, gradients = generated["f_value_and_grad"](*args.values())
+        numpy.testing.assert_allclose(value, forward_ns["f"](**args), rtol=1e-12)
+    else:
+        gradients = generated["f_backward"](*args.values())
+    named = dict(zip(names, as_tuple(gradients, len(names)), strict=True))
+    assert_close(named, expected_gradients(forward_ns["f"], args, names), f"\n{text}")
+
+
+@pytest.mark.parametrize(("source", "wrt", "shapes"), NO_GRADIENT_CALLS)
+def test_a_call_inside_a_value_with_no_gradient_decorated(
+    load, source: str, wrt: list[str] | None, shapes: dict[str, tuple[int, ...]]
+) -> None:
+    decorator = "@gradgen.differentiable" if wrt is None else f"@gradgen.differentiable(wrt={wrt})"
+    source = module(source).replace("\ndef f(", f"\n{decorator}\ndef f(")
+    f = load(f"import gradgen\n{source}").f
+    assert forward_functions_called(f.backward_source, source) == [], f.backward_source
+    args = draw(shapes, source)
+    names = wrt or list(args)
+    expected = expected_gradients(f, args, names)
+    gradients = f.backward(*args.values())
+    named = dict(zip(names, as_tuple(gradients, len(names)), strict=True))
+    assert_close(named, expected, f"\n{f.backward_source}")
+    value, gradients = f.value_and_grad(*args.values())
+    numpy.testing.assert_allclose(value, f(**args), rtol=1e-12)
+    named = dict(zip(names, as_tuple(gradients, len(names)), strict=True))
+    assert_close(named, expected, f"\n{f.backward_source}")
+
+
 # --- 3. several results ------------------------------------------------------------------------
 
 LSTM = """\

@@ -429,6 +429,38 @@ FIXED_BUGS.append(
         recognizes=_undefined("|".join(HELPER_NAMES)),
     )
 )
+FIXED_BUGS += [
+    KnownBug(
+        name="call-inside-a-value-with-no-gradient",
+        symptom="(+layer(x, 2)).astype(int) (found with structured parameters): the call of "
+        "layer inside a value with no gradient was no stage of its own, so the backward "
+        "recomputed layer(x, 2), a call of the forward function, which the generated module "
+        "does not define (NameError); a call in a value with no gradient, an opaque call, "
+        "np.where's condition or an index is now a stage of its own, run through F_forward",
+        forward=(
+            "import numpy as np\n\n\ndef layer(x, k):\n    return x * k\n\n\n"
+            "def f(x):\n    s = (+layer(x, 2)).astype(int)\n    return np.sum(x * s)\n"
+        ),
+        args=lambda: {"x": numpy.array([0.3, 1.1, 1.7])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="call-inside-an-opaque-call",
+        symptom="scipy.special.gammaln(g(2.0)): the call of g stayed inside the opaque call, "
+        "which the backward computes as written, so it called the forward function g, which "
+        "the generated module does not define (NameError)",
+        forward=(
+            "import numpy as np\nimport scipy.special\n\n\ndef g(x):\n    return x * x + 1.0"
+            "\n\n\ndef f(x):\n    return np.sum(x * scipy.special.gammaln(g(2.0)))\n"
+        ),
+        args=lambda: {"x": numpy.array([0.3, 1.1, 1.7])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+]
 KNOWN_BUGS.append(
     KnownBug(
         name="power-of-a-tuple",
@@ -683,23 +715,18 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     if pairs:
         check_pairs(program, source, context, gradients, expected_values)
     if program.helpers and zlib.crc32(source.encode()) % 2:
-        check_split(program, annotated, generated, context, (call, by_keyword), result)
+        check_split(program, annotated, context)
 
 
-def check_split(
-    program: Program,
-    annotated: bool,
-    generated: str,
-    context: str,
-    call: tuple[list[Any], dict[str, Any]],
-    result: Any,
-) -> None:
-    """The helpers moved to a module of their own (``from helpers import ...``): ``f``'s
-    generated functions are the ones the single module gave, byte for byte (a linked
-    function is differentiated as one of the module's own), the module defines the same
-    functions for the helpers, and ``f_backward`` gives the same numbers. (A helper's
-    ``F_forward`` may keep less in its cache than in the single module, where the helpers'
-    own public backwards call the others too.)"""
+def check_split(program: Program, annotated: bool, context: str) -> None:
+    """The helpers moved to a module of their own (``from helpers import ...``): every
+    function generated for ``f`` and what it calls is the one the single module gives
+    for ``f`` alone, byte for byte (a linked function is differentiated as one of the
+    module's own). For ``f`` alone: generating every function of the module, a helper's
+    own backward may call a backward of another helper that ``f`` needs none of, whose
+    reads then join that helper's cache, and so its ``F_forward``."""
+    source = program.source(annotated)
+    generated = compile_source(source, "forward.py", Options(only=("f",))).text
     helpers, forward = program.split_sources(annotated)
     with tempfile.TemporaryDirectory(prefix="gradgen-split-") as folder:
         (Path(folder) / "helpers.py").write_text(helpers, encoding="utf-8")
@@ -709,21 +736,9 @@ def check_split(
     where = f"{context}\nsplit into helpers.py:\n{helpers}\nforward.py:\n{forward}\n{split}"
     whole = _function_texts(generated)
     parts = _function_texts(split)
-    for name in ("f_backward", "f_value_and_grad"):
-        assert parts.get(name) == whole[name], f"{name} differs{where}"
-    assert set(parts) <= set(whole), f"functions the single module lacks{where}"
-    positional, keywords = call
-    arguments = [_copy(value) for value in positional]
-    got = run_module(split, "split.py")["f_backward"](*arguments, **keywords)
-    for mine, theirs in zip(_items(got), _items(result), strict=True):
-        if theirs is None:
-            assert mine is None, f"None in one module only{where}"
-        else:
-            numpy.testing.assert_array_equal(mine, theirs, err_msg=f"f_backward{where}")
-
-
-def _items(value: Any) -> tuple[Any, ...]:
-    return value if isinstance(value, tuple) else (value,)
+    assert "f_backward" in parts, where
+    for name, text in parts.items():
+        assert whole.get(name) == text, f"{name} differs{where}"
 
 
 def _function_texts(text: str) -> dict[str, str]:

@@ -222,13 +222,17 @@ def stage_function(
         if result_base in parameters and plain_result != Name(result_base):
             result_base = "out"
         drawn = has_draw(plain_result)
-        if not isinstance(plain_result, Name) and (drawn or not is_inactive(plain_result)):
+        inactive = is_inactive(plain_result)
+        # A call of the module's functions in a value with no gradient (return g(x) > 0) is
+        # a stage of its own too: the generated module runs it through the callee's F_forward.
+        called = inactive and bool(_lowered_alone_inside(plain_result))
+        if not isinstance(plain_result, Name) and (drawn or called or not inactive):
             if len(function.results) == 1:
                 statements.append(function.result_text)
             target = namer.fresh("out")
-            if drawn:
+            if drawn or called:
                 # A draw is a stage of its own, even in a value with no gradient: the
-                # backward must read the numbers drawn, never draw again.
+                # backward must read the numbers drawn, never draw again. So is a call.
                 drawn_result: dict[str, Expr] = {}
                 _assign(result, "out", target, len(statements) - 1, drawn_result, builder)
                 plain_result = unwrap(drawn_result["out"])
@@ -295,6 +299,7 @@ def _assign(
         builder.draw(plain, target, user_name, index, top=True)
         return
     if is_inactive(plain) and not _is_stop_gradient(plain):
+        plain = builder.lower_calls_inside(plain, user_name, index)
         operands = tuple(Name(n) for n in names_in(plain))
         builder.stages.append(
             Stage(target, None, operands, plain, builder.default_library, index, False)
@@ -342,7 +347,9 @@ def _unpack(
         builder.lower_call(plain, targets, names[0], index, top=True)
         return
     if is_inactive(plain):
-        # N, D = x.shape: each name is an entry of a value with no gradient.
+        # N, D = x.shape: each name is an entry of a value with no gradient. A call inside
+        # it (N, D = g(x).shape) is made once, before the value is split into its entries.
+        plain = builder.lower_calls_inside(plain, names[0], index)
         for position, name in enumerate(names):
             entry = Subscript(plain, (Const(str(position), position),))
             _assign(entry, name, bind(name), index, current, builder)
@@ -473,7 +480,7 @@ class _Builder:
             # around it would not be taken for a variable, and its gradient lost.
             return plain
         if is_inactive(plain):
-            return expr
+            return self.lower_calls_inside(expr, user_target, statement)
         if isinstance(plain, Call) and plain.func.lib == USER:
             if not self.check_result_count(plain, 1):
                 return Const("0", 0)
@@ -514,8 +521,17 @@ class _Builder:
             operands = tuple(
                 self.lower(value, name, user_target, statement, top=False) for value in inputs
             )
+            # An axis, a condition or an index is computed as written: a call inside it
+            # (np.where(g(x) > 0, ...)) is a stage of its own all the same.
+            called = {
+                id(call): self.lower(call, name, user_target, statement, top=False)
+                for _, value in nondiff
+                for call in _lowered_alone_inside(value)
+            }
+            nondiff = tuple((n, replace_nodes(value, called)) for n, value in nondiff)
             computed = replace_nodes(
-                plain, {id(value): op for value, op in zip(inputs, operands, strict=True)}
+                plain,
+                {id(value): op for value, op in zip(inputs, operands, strict=True)} | called,
             )
             library = form_library(form) or self.default_library
             self.stages.append(
@@ -542,6 +558,21 @@ class _Builder:
 
         return visit(expr, True)
 
+    def lower_calls_inside(self, expr: Expr, user_target: str, statement: int) -> Expr:
+        """``expr``, a value computed as written (one with no gradient, an opaque call, a
+        draw's size), with every call of the module's functions and every draw inside it a
+        stage of its own, read by name. Written inline, such a call would be written in the
+        generated module as a call of the forward function, which the module does not
+        define; as a stage, it runs through the callee's F_forward like any other call. No
+        gradient flows through it here, so the backward of the callee is not called."""
+        found = _lowered_alone_inside(expr)
+        if not found:
+            return expr
+        lowered = {
+            id(call): self.lower(call, "", user_target, statement, top=False) for call in found
+        }
+        return replace_nodes(expr, lowered)
+
     def draw(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Name:
         """A stage drawing random numbers: a value with no gradient, like an opaque call
         (refused where a gradient would have to flow into its arguments)."""
@@ -557,6 +588,8 @@ class _Builder:
         for position, value in enumerate(written):
             if position in parameters and not isinstance(unwrap(value), Sequence_):
                 written[position] = self.lower(value, name, user_target, statement, top=False)
+            else:  # a size (g(x).shape), a tuple: as written, a call in it lowered all the same
+                written[position] = self.lower_calls_inside(value, user_target, statement)
         positional = len(written) - len(call.kwargs)
         kwargs = tuple(
             (key, value) for (key, _), value in zip(call.kwargs, written[positional:], strict=True)
@@ -590,6 +623,9 @@ class _Builder:
     def opaque(self, call: Call, target: str, user_target: str, statement: int, top: bool) -> Expr:
         """A stage computing ``call``, a function with no rule, as written."""
         name = target if top else temporary_name(self.namer, user_target, call.func.name)
+        lowered = self.lower_calls_inside(call, user_target, statement)
+        assert isinstance(lowered, Call)
+        call = lowered
         operands = tuple(Name(n) for n in gradient_names(call))
         library = self.default_library
         self.stages.append(
@@ -619,6 +655,21 @@ def is_inactive(expr: Expr) -> bool:
         elif not isinstance(node, Compare) and not _inactive_leaf(node):
             return False
     return True
+
+
+def _lowered_alone_inside(expr: Expr) -> list[Call]:
+    """The calls inside ``expr`` that are stages of their own wherever they are (a call of
+    the module's functions or of a user rule, a draw), outermost only (the stage of one
+    lowers what its arguments hold), left to right."""
+    found: list[Call] = []
+    pending = [expr]
+    while pending:  # a stack, not recursion: expressions may nest a thousand deep
+        node = pending.pop()
+        if isinstance(node, Call) and (node.func.lib == USER or is_draw(node.func)):
+            found.append(node)
+            continue
+        pending.extend(reversed(children(node)))
+    return found
 
 
 def has_draw(expr: Expr) -> bool:
