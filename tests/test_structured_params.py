@@ -237,17 +237,17 @@ READS = [
     ),
     pytest.param(
         """
-        def f(x, params):
+        def f(x, params: {"layer1": ("D, H", "H")}):
             h = np.tanh(x @ params["layer1"][0] + params["layer1"][1])
             return np.sum(h * h)
         """,
         [X, {"layer1": (W1, B1)}],
         [None, {"layer1": [LEAF, LEAF]}],
-        id="chain-key-then-position",
+        id="chain-key-then-position-annotated",
     ),
     pytest.param(
         """
-        def f(x, params):
+        def f(x, params: {"one": ("D, H", "H"), "two": ["H, C"], "W1": "C, H"}):
             W1, b1 = params["one"]
             h = np.tanh(x @ W1 + b1) @ params["two"][0]
             return np.sum(h * params["W1"].T[0])
@@ -265,6 +265,25 @@ READS = [
         [{"a": W1, "b": W2}, float(B2[0])],
         [{"a": LEAF, "b": LEAF}, None],
         id="array-indexing-of-a-leaf-and-a-number-parameter",
+    ),
+    pytest.param(
+        """
+        def f(x: "D", params: {"W": "R, D"}):
+            w0 = params["W"][0]
+            return np.sum(x * w0 + params["W"][2] ** 2)
+        """,
+        [X[0].copy(), {"W": X.copy()}],
+        [None, {"W": LEAF}],
+        id="positions-after-an-annotated-array-index-it",
+    ),
+    pytest.param(
+        """
+        def f(x, params: dict):
+            return np.sum(x * params[0] + params[1])
+        """,
+        [X, {0: X[1].copy(), 1: X[2].copy()}],
+        [None, {0: LEAF, 1: LEAF}],
+        id="integer-keys-of-a-dict-give-a-dict",
     ),
 ]
 
@@ -497,6 +516,44 @@ REFUSALS = [
         (1, 17),
         "a structured parameter cannot have a default",
         id="default",
+    ),
+    pytest.param(
+        'def f(x, params):\n    w0 = params["W"][0]\n    return np.sum(x * w0)\n',
+        (2, 10),
+        "'params[\"W\"][0]' is ambiguous: 'params[\"W\"]' may be an array ([0] a row of it) "
+        'or a list of arrays. Bind the array first (W = params["W"], then W[0]), or '
+        "annotate 'params' with its shapes",
+        id="position-after-a-key-unannotated",
+    ),
+    pytest.param(
+        'def f(x, params):\n    return np.sum(x * params["W"][0] + params["b"])\n',
+        (2, 23),
+        "'params[\"W\"][0]' is ambiguous",
+        id="position-after-a-key-in-an-expression",
+    ),
+    pytest.param(
+        "def f(x, layers: list):\n    W = layers[-1]\n    return np.sum(x * W)\n",
+        (2, 9),
+        "read at a negative index",
+        id="negative-index-of-an-annotated-list",
+    ),
+    pytest.param(
+        "def f(x, params: dict, k):\n    return np.sum(x * params[k])\n",
+        (2, 23),
+        "read at an index that is not a constant here",
+        id="non-constant-index-of-an-annotated-dict",
+    ),
+    pytest.param(
+        "def f(x, layers):\n    W, b = layers[-1]\n    return np.sum(x @ W + b)\n",
+        (2, 12),
+        "read at a negative index",
+        id="unpacking-a-negative-index",
+    ),
+    pytest.param(
+        'def f(x, layers):\n    W = layers[-1]["W"]\n    return np.sum(x @ W)\n',
+        (2, 9),
+        "read at a negative index",
+        id="key-after-a-negative-index",
     ),
 ]
 

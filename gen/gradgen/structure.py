@@ -1,7 +1,7 @@
 """Parameters that are dicts, lists or tuples of arrays, read without running anything.
 
 A parameter is *structured* when the function reads entries of it by constant keys and
-positions (``params["W1"]``, ``params[0]["W"]``, ``params["layer1"][1]``) or unpacks it
+positions (``params["W1"]``, ``params[0]["W"]``, ``layers[1]``) or unpacks it
 (``W1, b1 = params``, ``(W1, b1), (W2, b2) = params``, ``W, b = params[1]``), or when its
 annotation says it is a container (``params: dict``, ``layers: list``, or a literal of
 shapes: ``params: {"W1": "D, H", "b1": "H"}``). Each distinct access path is a *leaf*: the
@@ -14,12 +14,15 @@ their top (``W1 = params["W1"]``) and return the gradient in the container's str
 Every use of a structured parameter must be such a read: passing it whole to a function,
 arithmetic on it, a non-constant or negative index, ``len(params)`` are refused where they
 are written. Without a string key, an unpacking or an annotation, ``x[0]`` stays what it is
-in array code: an index into an array.
+in array code: an index into an array. A position after a key or position
+(``params["W"][0]``) is a row of an array or an entry of a list: refused unless an unpacking
+or a literal annotation says which; where the annotation gives a path a shape, the keys
+after it index that array.
 
-The gradient's structure: a dict for a level read by string keys, with one entry per key
-read, in the order first read (keys never read get no entry); a list for a level read as a
-sequence, whatever the sequence type was: as long as the unpacking says when one is
-unpacked, else up to the last position read, with ``None`` for positions never read. A
+The gradient's structure: a dict for a level read by string keys or annotated as one, with
+one entry per key read, in the order first read (keys never read get no entry); a list for
+a level read as a sequence, whatever the sequence type was: as long as the unpacking says
+when one is unpacked, else up to the last position read, with ``None`` for positions never read. A
 container the function never reads is an unused parameter: its gradient is 0.0.
 """
 
@@ -42,6 +45,7 @@ Path = tuple[Key, ...]
 _CONTAINER_TYPES = frozenset(
     {"dict", "list", "tuple", "Mapping", "Sequence", "MutableMapping", "Dict", "List", "Tuple"}
 )
+_MAPPING_TYPES = frozenset({"dict", "Mapping", "MutableMapping", "Dict"})
 
 SUPPORTED = (
     "gradgen reads a dict, list or tuple of arrays by constant keys and positions "
@@ -66,6 +70,7 @@ class Structured:
     name: str
     leaves: tuple[Leaf, ...]  # in the order first read
     lengths: tuple[tuple[Path, int], ...] = ()  # sequences unpacked: their length
+    mappings: tuple[Path, ...] = ()  # levels the annotation says are dicts (``params: dict``)
 
     def read(self, leaf: Leaf) -> str:
         """How the generated code reads ``leaf``: ``params["W1"]``, ``params[0][1]``."""
@@ -81,7 +86,7 @@ class Structured:
         if leaf is not None:
             return gradients[leaf.name]
         keys = list(dict.fromkeys(f.path[len(prefix)] for f in self.leaves if _under(f, prefix)))
-        if keys and isinstance(keys[0], str):
+        if keys and (isinstance(keys[0], str) or prefix in self.mappings):
             entries = ", ".join(
                 f"{_key_text(k)}: {self._level((*prefix, k), gradients)}" for k in keys
             )
@@ -167,16 +172,19 @@ def find_structure(
     use of a structured parameter refused. ``taken``: module-level names, which a leaf's
     name must not hide."""
     names = [p.name.value for p in params.params]
-    finder = _Finder(set(names), module_functions)
+    annotations = {p.name.value: _annotation(p.annotation) for p in params.params}
+    finder = _Finder(set(names), module_functions, {n: set(a[1]) for n, a in annotations.items()})
     for index, statement in enumerate(statements):
         finder.statement(index, statement)
     layout = Layout()
     for param in params.params:
         name = param.name.value
         reads = [r for r in finder.reads if r.parameter == name]
-        declared, shapes = _annotation(param.annotation)
+        declared, shapes, mappings = annotations[name]
         keyed = any(isinstance(key, str) for r in reads for key in r.path)
-        if not ((declared and reads) or keyed or name in finder.unpacked):
+        # A container read at a negative or non-constant index is refused, not indexed.
+        container = name in finder.container or (declared and name in finder.indexed)
+        if not ((declared and reads) or keyed or name in finder.unpacked or container):
             continue  # x[0] of an array; a container never read is a parameter unused
         problems = [
             (node, f"'{name}' is a structured parameter: it cannot be assigned again")
@@ -184,10 +192,12 @@ def find_structure(
         ] or finder.bare.get(name, [])  # once rebound, its later uses are of another value
         for node, message in problems:
             refuse(node, message)
-        leaves = _leaves(name, reads, finder.lengths.get(name, {}), refuse)
+        sequences = {path[:depth] for path in shapes for depth in range(len(path))}
+        leaves = _leaves(name, reads, finder.lengths.get(name, {}), sequences, mappings, refuse)
         if leaves is None or problems:
             # Refused: its reads stand for the parameter, so nothing is reported twice.
             layout.reads.update((id(r.node), name) for r in reads if r.bound_as is None)
+            layout.reads.update((id(node), name) for node in finder.opaque.get(name, []))
             layout.bindings.update({key: [] for key in finder.binds.get(name, {})})
             continue
         chosen = _leaf_names(name, leaves, finder, finder.names | set(names) | taken)
@@ -195,6 +205,7 @@ def find_structure(
             name,
             tuple(Leaf(chosen[path], path, shapes.get(path)) for path in leaves),
             tuple(finder.lengths.get(name, {}).items()),
+            tuple(sorted(mappings, key=len)),
         )
         for read in reads:
             if read.bound_as is None:
@@ -204,39 +215,49 @@ def find_structure(
     return layout
 
 
-def _annotation(annotation: cst.Annotation | None) -> tuple[bool, dict[Path, Shape | None]]:
-    """Does the annotation say the parameter is a container? And the shapes a literal
-    annotation gives its leaves (``{"W1": "D, H"}``, ``[("D, H", "H"), ...]``)."""
+def _annotation(
+    annotation: cst.Annotation | None,
+) -> tuple[bool, dict[Path, Shape | None], set[Path]]:
+    """Does the annotation say the parameter is a container? The shapes a literal
+    annotation gives its leaves (``{"W1": "D, H"}``, ``[("D, H", "H"), ...]``), and the
+    levels it says are dicts."""
     if annotation is None:
-        return False, {}
+        return False, {}, set()
     node = annotation.annotation
     if isinstance(node, cst.Subscript):
         node = node.value
     if isinstance(node, (cst.Name, cst.Attribute)):
         name = node.value if isinstance(node, cst.Name) else node.attr.value
-        return name in _CONTAINER_TYPES, {}
+        return name in _CONTAINER_TYPES, {}, {()} if name in _MAPPING_TYPES else set()
     if isinstance(node, (cst.Dict, cst.List, cst.Tuple)):
         shapes: dict[Path, Shape | None] = {}
-        _literal_shapes(node, (), shapes)
-        return True, shapes
-    return False, {}
+        mappings: set[Path] = set()
+        _literal_shapes(node, (), shapes, mappings)
+        return True, shapes, mappings
+    return False, {}, set()
 
 
-def _literal_shapes(node: cst.BaseExpression, path: Path, shapes: dict[Path, Shape | None]) -> None:
+def _literal_shapes(
+    node: cst.BaseExpression,
+    path: Path,
+    shapes: dict[Path, Shape | None],
+    mappings: set[Path],
+) -> None:
     if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
         shapes[path] = parse_annotation(node.evaluated_value)
     elif isinstance(node, cst.Name) and node.value in ("float", "int"):
         shapes[path] = ()
     elif isinstance(node, cst.Dict):
+        mappings.add(path)
         for element in node.elements:
             if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString):
                 key = element.key.evaluated_value
                 if isinstance(key, str):
-                    _literal_shapes(element.value, (*path, key), shapes)
+                    _literal_shapes(element.value, (*path, key), shapes, mappings)
     elif isinstance(node, (cst.List, cst.Tuple)):
         for position, item in enumerate(node.elements):
             if isinstance(item, cst.Element):
-                _literal_shapes(item.value, (*path, position), shapes)
+                _literal_shapes(item.value, (*path, position), shapes, mappings)
 
 
 def _constant_key(element: cst.SubscriptElement) -> Key | None:
@@ -268,12 +289,31 @@ def _chain(node: cst.Subscript) -> tuple[cst.Name, Path] | None:
     return current, tuple(reversed(keys))
 
 
+def _root(node: cst.Subscript) -> tuple[cst.Name | None, bool]:
+    """The name a chain of subscripts starts from, and whether a key in it is a string
+    (``layers[-1]["W"]``: a container's, whatever the other keys are)."""
+    current: cst.BaseExpression = node
+    keyed = False
+    while isinstance(current, cst.Subscript):
+        keyed = keyed or any(isinstance(_constant_key(e), str) for e in current.slice)
+        current = current.value
+    return (current if isinstance(current, cst.Name) else None), keyed
+
+
 class _Finder:
     """Every use of the parameters in the body: reads by constant keys, unpackings, and
     any other use (refused if the parameter turns out to be structured)."""
 
-    def __init__(self, parameters: set[str], module_functions: set[str]) -> None:
+    def __init__(
+        self, parameters: set[str], module_functions: set[str], arrays: dict[str, set[Path]]
+    ) -> None:
         self.parameters = parameters
+        self.arrays = arrays  # parameter -> the paths its annotation says are arrays
+        self.container: set[str] = set()  # read as a container only can be, if refused
+        self.indexed: set[str] = set()  # indexed at a negative or non-constant index
+        # Subscripts of a parameter not by constant keys: if it is refused, each stands
+        # for it, so that one refusal covers the whole of layers[-1]["W"].
+        self.opaque: dict[str, list[cst.CSTNode]] = {}
         self.module_functions = module_functions
         self.reads: list[_Read] = []
         self.bare: dict[str, list[tuple[cst.CSTNode, str]]] = {}
@@ -304,6 +344,12 @@ class _Finder:
                 self.read_at.setdefault(node.value, []).append(index)
         if isinstance(statement, cst.Assign) and len(statement.targets) == 1:
             target = statement.targets[0].target
+            if isinstance(target, (cst.Tuple, cst.List)) and isinstance(
+                statement.value, cst.Subscript
+            ):
+                root, _ = _root(statement.value)
+                if root is not None and root.value in self.parameters:
+                    self.container.add(root.value)  # unpacked: W, b = layers[-1]
             if not self._structured_assignment(statement, target):
                 self.expression(statement.value, "")
             return
@@ -324,6 +370,8 @@ class _Finder:
         if chain is None or chain[0].value not in self.parameters:
             return False
         parameter, path = chain[0].value, chain[1]
+        if self._array_depth(parameter, path) < len(path):
+            return False  # w0 = params["W"][0], "W" an array: indexing it
         bound: list[tuple[str, Path]] = []
         if isinstance(target, cst.Name) and path:
             bound.append((target.value, path))
@@ -379,6 +427,12 @@ class _Finder:
                 return False
         return True
 
+    def _array_depth(self, parameter: str, path: Path) -> int:
+        """How much of ``path`` reaches an array the annotation gives a shape: the keys
+        after it index that array."""
+        arrays = self.arrays.get(parameter, set())
+        return next((d for d in range(1, len(path)) if path[:d] in arrays), len(path))
+
     def _problem(self, parameter: str, node: cst.CSTNode, message: str) -> None:
         self.bare.setdefault(parameter, []).append((node, message))
 
@@ -386,8 +440,21 @@ class _Finder:
         if isinstance(node, cst.Subscript):
             chain = _chain(node)
             if chain is not None and chain[0].value in self.parameters:
-                self.reads.append(_Read(chain[0].value, chain[1], node, self._statement))
+                parameter, path = chain[0].value, chain[1]
+                depth = self._array_depth(parameter, path)
+                read: cst.BaseExpression = node
+                for _ in range(len(path) - depth):  # params["W"][0]: the leaf params["W"]
+                    assert isinstance(read, cst.Subscript)
+                    read = read.value
+                self.reads.append(_Read(parameter, path[:depth], read, self._statement))
                 return
+            root, keyed = _root(node)
+            if root is not None and root.value in self.parameters:
+                self.opaque.setdefault(root.value, []).append(node)
+                if keyed:
+                    self.container.add(root.value)
+                if node.value is root:
+                    self.indexed.add(root.value)
             inner = _why_not_constant(node)
             self.expression(node.value, inner or "array indexing")
             for element in node.slice:
@@ -485,9 +552,12 @@ def _leaves(
     name: str,
     reads: list[_Read],
     lengths: Mapping[Path, int],
+    sequences: set[Path],
+    mappings: set[Path],
     refuse: Callable[[cst.CSTNode, str], None],
 ) -> list[Path] | None:
-    """The leaf paths in the order first read; refuses paths that do not fit together."""
+    """The leaf paths in the order first read; refuses paths that do not fit together.
+    ``sequences``: the levels a literal annotation says are containers."""
     first: dict[Path, cst.CSTNode] = {}
     for read in reads:  # in the order of the source
         first.setdefault(read.path, read.node)
@@ -509,6 +579,13 @@ def _leaves(
                 ok = False
             key = path[depth]
             levels.setdefault(prefix, {}).setdefault(type(key), first[path])
+            if depth and isinstance(key, int) and prefix not in lengths and prefix not in sequences:
+                node = first[path]
+                refuse(
+                    node.value if isinstance(node, cst.Assign) else node,
+                    _ambiguous(name, prefix, key),
+                )
+                ok = False
             length = lengths.get(prefix)
             if isinstance(key, int) and length is not None and key >= length:
                 refuse(
@@ -526,7 +603,7 @@ def _leaves(
                 "level is a dict or a sequence",
             )
             ok = False
-        elif str in kinds and prefix in lengths:
+        elif (str in kinds or prefix in mappings) and prefix in lengths:
             refuse(
                 where,
                 f"'{_spelled(name, prefix)}' is read by keys and unpacked: unpacking a dict "
@@ -534,6 +611,24 @@ def _leaves(
             )
             ok = False
     return paths if ok else None
+
+
+def _ambiguous(name: str, prefix: Path, key: int) -> str:
+    """``params["W"][0]`` with nothing saying what ``params["W"]`` is: a row of an array or
+    an entry of a list."""
+    spelled = _spelled(name, prefix)
+    array, sequence = '"R, D"', '["D", "D"]'
+    if all(isinstance(k, str) for k in prefix):
+        for k in reversed(prefix):
+            array, sequence = f"{{{_key_text(k)}: {array}}}", f"{{{_key_text(k)}: {sequence}}}"
+    else:
+        array, sequence = f"{{...: {array}}}", f"{{...: {sequence}}}"
+    return (
+        f"'{spelled}[{key}]' is ambiguous: '{spelled}' may be an array ([{key}] a row of it) "
+        f"or a list of arrays. Bind the array first (W = {spelled}, then W[{key}]), or "
+        f"annotate '{name}' with its shapes, which say which it is ({name}: {array} for an "
+        f"array, {name}: {sequence} for a list)"
+    )
 
 
 _IDENTIFIER = re.compile(r"[^0-9A-Za-z_]+")
