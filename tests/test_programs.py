@@ -1565,3 +1565,12 @@ def test_a_function_of_another_module_computes_a_constant_where_no_gradient_flow
     )
     text = gradgen.generate(source, "net.py", wrt={"loss": ["x"]})
     assert "from layers import scale_of" in text
+
+
+def test_the_upstreams_of_unnamed_results_are_numbered() -> None:
+    """``return x * y, x + y``: the upstreams are ``dout1`` and ``dout2``, as a user rule's
+    are, not ``dout`` and a name made unique (``d_out``)."""
+    text = gradgen.generate("def pair(x, y):\n    return x * y, x + y\n", "pair.py")
+    assert "def pair_backward(x, y, *, dout1=None, dout2=None):" in text
+    namespace = run_module(text, "pair_backward.py")
+    assert namespace["pair_backward"](2.0, 3.0, dout1=1.0, dout2=10.0) == (13.0, 12.0)

@@ -208,7 +208,7 @@ def stage_function(
         call, count = passed_on
         # Named as the callee names them (``return mu, logvar``), where free.
         names = builder.signatures[call.func.name].names
-        bases = [(names[k] if k < len(names) else None) or "out" for k in range(count)]
+        bases = [(names[k] if k < len(names) else None) or f"out{k + 1}" for k in range(count)]
         targets = tuple(namer.fresh(base) for base in bases)
         builder.lower_call(call, targets, bases[0], len(statements) - 1, top=True)
         results = [Name(t) for t in targets]
@@ -218,9 +218,12 @@ def stage_function(
         plain_result = unwrap(result)
         # The upstream gradient is named after the result (``dloss``), unless the result is
         # a parameter rebound (``x = x @ w; return x``), whose gradient ``dx`` names already.
-        result_base = function.result_names[position] or "out"
+        # Several results unnamed: out1, out2 (their upstreams dout1, dout2, as the
+        # upstreams of a user rule's backward are named).
+        unnamed = "out" if len(function.results) == 1 else f"out{position + 1}"
+        result_base = function.result_names[position] or unnamed
         if result_base in parameters and plain_result != Name(result_base):
-            result_base = "out"
+            result_base = unnamed
         drawn = has_draw(plain_result)
         inactive = is_inactive(plain_result)
         # A call of the module's functions in a value with no gradient (return g(x) > 0) is
