@@ -75,6 +75,7 @@ import inspect
 import itertools
 import math
 import random
+import re
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -326,6 +327,36 @@ def well_conditioned(value: Any) -> bool:
             return False  # np.exp of a mask is float16: not the float64 the test checks in
         return bool(numpy.all(numpy.isfinite(array)) and numpy.max(numpy.abs(array)) <= BOUND)
     return True
+
+
+_RULES_BY_NAME = {rule.name: rule for rule in RULES}
+_AUGMENTED = re.compile(r"^(\w+) ([-+*]|\*\*|/|@)= (.*)$")
+
+
+def _statement_parts(line: str) -> tuple[str, str]:
+    """A body line's targets and the value it binds them to: ``h += v`` binds ``h`` to
+    ``h + v``."""
+    augmented = _AUGMENTED.match(line)
+    if augmented:
+        name, op, value = augmented.groups()
+        return name, f"{name} {op} ({value})"
+    targets, _, value = line.partition(" = ")
+    return targets, value
+
+
+def _value_text(text: str) -> str:
+    """The expression of a body line (its value) or of a returned expression (itself)."""
+    if _AUGMENTED.match(text) or " = " in text:
+        return _statement_parts(text)[1]
+    return text
+
+
+def _broadcasts_into(shape: tuple[int, ...], into: tuple[int, ...]) -> bool:
+    """Can a value of ``shape`` be added in place into one of shape ``into``?"""
+    try:
+        return numpy.broadcast_shapes(shape, into) == into
+    except ValueError:
+        return False
 
 
 def is_float(value: Any) -> bool:
@@ -1411,7 +1442,7 @@ class Helper:
         for line, checks in zip(self.body.lines, self.body.line_checks, strict=True):
             for check in checks:
                 check(b)
-            targets, _, text = line.partition(" = ")
+            targets, text = _statement_parts(line)
             names = targets.split(", ")
             value = b.evaluate(_parse(text))
             for name, item in zip(names, value if len(names) > 1 else [value], strict=True):
@@ -1510,7 +1541,7 @@ def _function_body(
     rules: list[str] = []
     line_checks: list[tuple[Check, ...]] = []
     locals_: list[str] = []
-    kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1)]
+    kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1), ("update", 1)]
     if b.mode == "array":
         kinds += [("view", 3), ("fan-out", 2)]
     if b.callees:
@@ -1553,6 +1584,8 @@ def _function_body(
 
     def statement(number: int, kind: str) -> bool:
         """One statement of ``kind``; whether it calls a function of the module."""
+        if kind == "update":
+            return updated(number)
         if kind == "alias" and fresh():
             source = b.variable()
             target = choose.weighted(fresh())
@@ -1610,6 +1643,39 @@ def _function_body(
             bind([target], term, [term.value])
         return called
 
+    def updated(number: int) -> bool:
+        """A new value, then ``h += v`` (``-=``, ``*=``) on it: in place on an array the
+        forward just computed, which nothing else shares (no view, no call: gradgen refuses
+        an update of what may share memory, and is right to)."""
+        applied = len(rules)
+        called = statement(number, "new")
+        name = body[-1].partition(" = ")[0]
+        viewed = any(getattr(_RULES_BY_NAME.get(r), "view", False) for r in rules[applied:])
+        if called or "," in name or viewed:
+            return called
+        value = b.env.get(name)
+        if value is None or not is_float(value):
+            return called
+        shape = numpy.shape(value)
+        others = sorted(
+            n
+            for n, v in b.env.items()
+            if n != name and is_float(v) and _broadcasts_into(numpy.shape(v), shape)
+        )
+        if not others:
+            return called
+        other = choose.pick(others)
+        op = choose.pick(("+", "-", "*"))
+        new = {"+": numpy.add, "-": numpy.subtract, "*": numpy.multiply}[op](value, b.env[other])
+        if not well_conditioned(new):
+            return called
+        body.append(f"{name} {op}= {other}")
+        line_checks.append(())
+        b.read.add(other)
+        b.unused.discard(other)
+        b.bind(name, new if numpy.ndim(new) else type(value)(new))
+        return called
+
     called = False
     for number in range(statements):
         kind = choose.weighted(kinds)
@@ -1629,7 +1695,7 @@ def _function_body(
     else:
         first = _focused(b, focus) if not body else b.apply(1)
     outs = [first]
-    bound = {n for line in body for n in line.partition(" = ")[0].split(", ")}
+    bound = {n for line in body for n in _statement_parts(line)[0].split(", ")}
     names = [*(n for n in locals_ if n in b.env), *(n for n in params if n in bound)]
     for _ in range(results - 1):
         unread = [
@@ -1762,7 +1828,7 @@ def build_program(
         texts = pending.pop()
         for helper in helpers:
             if helper not in reached and any(
-                _calls(_parse(t.partition(" = ")[2] or t), [helper]) for t in texts
+                _calls(_parse(_value_text(t)), [helper]) for t in texts
             ):
                 reached.append(helper)
                 pending.append([*helper.function.body, *helper.function.results])
@@ -1819,7 +1885,7 @@ def _array_syntax_only(texts: list[str], alias: str) -> bool:
     """Do ``texts`` (statements and expressions) use array syntax (``@``, an index, an
     attribute or method of a value) and never name numpy itself (so the import can be left
     out)?"""
-    trees = [_parse(text.partition(" = ")[2] or text) for text in texts]
+    trees = [_parse(_value_text(text)) for text in texts]
     nodes = [node for tree in trees for node in ast.walk(tree)]
     if any(isinstance(n, ast.Name) and n.id == alias for n in nodes):
         return False
@@ -1844,7 +1910,7 @@ def _unread(body: list[str], result: str, names: list[str]) -> list[str]:
     """Of ``names`` (bound by ``body``), those whose last binding nothing later reads."""
     reads: list[tuple[list[str], set[str]]] = []
     for line in body:
-        targets, _, value = line.partition(" = ")
+        targets, value = _statement_parts(line)
         read = {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}
         reads.append((targets.split(", "), read))
     read_by_result = {n.id for n in ast.walk(_parse(result)) if isinstance(n, ast.Name)}
@@ -1977,6 +2043,9 @@ def features(program: Program) -> list[str]:
             found.add("f returns several" if name == "f" else "a helper returns several")
         whole = {id(s.value) for s in statements if isinstance(s, ast.Assign)}
         for index, statement in enumerate(statements):
+            if isinstance(statement, ast.AugAssign):
+                found.add("in-place update (h += v)")
+                continue
             assert isinstance(statement, ast.Assign)
             target, value = statement.targets[0], statement.value
             if not isinstance(target, ast.Tuple):

@@ -123,6 +123,9 @@ class Assignment:
     text: str  # the statement, rendered on one line, for comments in the output
     targets: tuple[str, ...] = ()  # ``a, b = ...``: every name, in order; () for one name
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+    # ``h += x``: ``value`` is ``h + x``. On an array it writes into ``h``'s memory, which
+    # staging allows only where nothing else may share it (stages.refuse_shared_update).
+    augmented: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -614,8 +617,6 @@ _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     cst.Assert: "'assert' is not supported: the backward would silently skip the check",
     cst.Break: "'break' is not supported",
     cst.Continue: "'continue' is not supported",
-    cst.AugAssign: "augmented assignment is not supported: on an array it changes the "
-    "value in place; write it out (h = h + 1)",
 }
 
 
@@ -1134,12 +1135,50 @@ def annotated_shape(annotation: cst.Annotation | None) -> Shape | None:
     return None
 
 
+# ``h += x`` and its kin: the operator each writes out.
+_AUGMENTED = {
+    cst.AddAssign: "+",
+    cst.SubtractAssign: "-",
+    cst.MultiplyAssign: "*",
+    cst.DivideAssign: "/",
+    cst.PowerAssign: "**",
+    cst.MatrixMultiplyAssign: "@",
+}
+
+
+def _read_augmented(
+    parsed: ParsedModule, statement: cst.AugAssign, resolver: _FunctionResolver
+) -> Assignment | None:
+    """``h += x`` as ``h = h + x``, marked: on an array it updates ``h`` in place, which the
+    stager checks nothing else shares."""
+    op = _AUGMENTED.get(type(statement.operator))
+    if op is None:
+        symbol = cst.Module([]).code_for_node(statement.operator).strip()
+        parsed.refuse(statement.operator, f"the operator '{symbol}' is not supported")
+        return None
+    if not isinstance(statement.target, cst.Name):
+        parsed.refuse(
+            statement.target,
+            "augmented assignment to an element or an attribute is not supported: it "
+            "changes an array or an object in place",
+        )
+        return None
+    name = statement.target.value
+    current = convert(statement.target, resolver)  # refused if not bound yet
+    value = convert(statement.value, resolver)
+    text = f"{name} {op}= {render(value)}"
+    combined = BinOp(op, current, value, origin=statement)
+    return Assignment(name, combined, text, origin=statement, augmented=True)
+
+
 def _read_assignment(
     parsed: ParsedModule,
     statement: cst.BaseSmallStatement,
     resolver: _FunctionResolver,
     index: int,
 ) -> Assignment | None:
+    if isinstance(statement, cst.AugAssign):
+        return _read_augmented(parsed, statement, resolver)
     if not isinstance(statement, (cst.Assign, cst.AnnAssign)):
         message = _REFUSED_STATEMENTS.get(
             type(statement), f"{type(statement).__name__} is not supported"

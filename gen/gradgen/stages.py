@@ -193,6 +193,9 @@ def stage_function(
         if assignment.targets:
             _unpack(assignment, index, current, bind, builder)
             continue
+        if assignment.augmented and default_library == "numpy":
+            parameters = {p.name for p in function.parameters}
+            _refuse_shared_update(assignment, current, parameters, builder, refuse)
         value = substitute(assignment.value, current)
         target = bind(assignment.target)
         _assign(value, assignment.target, target, index, current, builder)
@@ -360,6 +363,63 @@ def _unpack(
     builder.refuse(getattr(plain, "origin", None) or assignment.origin, _UNPACKABLE)
     for name in names:
         current[name] = Const("0", 0)
+
+
+def _refuse_shared_update(
+    assignment: Assignment,
+    current: Mapping[str, Expr],
+    parameters: set[str],
+    builder: _Builder,
+    refuse: Refuse,
+) -> None:
+    """``h += x`` on an array writes into ``h``'s memory; gradgen writes ``h = h + x``,
+    which is the same only where nothing else shares that memory. Refused where something
+    may: a parameter (the forward would change the caller's array), or another variable
+    that is ``h``, a view of it, or what a call returned given it."""
+    name = assignment.target
+    stages = {t: stage for stage in builder.stages for t in stage.targets}
+    storage = _storages(current[name], stages)
+    op = assignment.text.split(" ", 2)[1]
+    written = f"{name} = {name} {op[:-1]} ..."
+    for parameter in sorted(storage & parameters):
+        how = "" if parameter == name else f" ('{name}' is '{parameter}' or a view of it)"
+        refuse(
+            assignment.origin,
+            f"'{name} {op}' writes into the caller's array '{parameter}'{how}: write {written}",
+        )
+        return
+    for other, value in current.items():
+        if other != name and storage & _storages(value, stages):
+            refuse(
+                assignment.origin,
+                f"'{name} {op}' changes '{name}' in place, and '{other}' may share its memory "
+                f"(a view, the same array, or a call given it): write {written}",
+            )
+            return
+
+
+def _storages(expr: Expr, stages: Mapping[str, Stage]) -> set[str]:
+    """The names of the arrays whose memory ``expr``'s value may be (a view, a rename, or
+    what a call returned given them count as sharing); empty for a constant."""
+    found: set[str] = set()
+    pending = [expr]
+    while pending:
+        value = unwrap(pending.pop())
+        if not isinstance(value, Name):
+            continue
+        if value.id in found:
+            continue
+        found.add(value.id)
+        stage = stages.get(value.id)
+        if stage is None:
+            continue  # a parameter
+        if stage.call is not None or stage.opaque:
+            pending.extend(stage.operands)  # it may hand back what it was given
+        elif stage.rule is not None and stage.rule.view:
+            pending.extend(stage.operands)
+        elif stage.rule is None and isinstance(unwrap(stage.expr), Name):
+            pending.append(stage.expr)  # a rename
+    return found
 
 
 class _Builder:
