@@ -74,6 +74,7 @@ import functools
 import inspect
 import itertools
 import math
+import operator
 import random
 import re
 import types
@@ -1531,6 +1532,7 @@ def _function_body(
     results: int,
     must_call: bool = False,
     bare_ok: bool = False,
+    updates: bool = False,
 ) -> Body:
     """Statements applying forms of the table (fan-out, rebinding, aliases, views, nested
     expressions, tuple unpacking, calls of ``b.callees``), then ``results`` values returned.
@@ -1541,7 +1543,12 @@ def _function_body(
     rules: list[str] = []
     line_checks: list[tuple[Check, ...]] = []
     locals_: list[str] = []
-    kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1), ("update", 1)]
+    kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1)]
+    if updates:
+        # In place (h += v): in f only, whose values' dtypes are the ones planned (a helper
+        # may be called with an int where it was planned with a float, and numpy refuses to
+        # add a float into an int array in place).
+        kinds += [("update", 1)]
     if b.mode == "array":
         kinds += [("view", 3), ("fan-out", 2)]
     if b.callees:
@@ -1666,14 +1673,22 @@ def _function_body(
             return called
         other = choose.pick(others)
         op = choose.pick(("+", "-", "*"))
-        new = {"+": numpy.add, "-": numpy.subtract, "*": numpy.multiply}[op](value, b.env[other])
+        update = {"+": operator.iadd, "-": operator.isub, "*": operator.imul}[op]
+        try:  # as the forward runs it: in place into an array (a copy here), else rebinding
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                new = update(
+                    numpy.copy(value) if isinstance(value, numpy.ndarray) else value, b.env[other]
+                )
+        except (TypeError, ValueError, ArithmeticError, RuntimeWarning):
+            return called
         if not well_conditioned(new):
             return called
         body.append(f"{name} {op}= {other}")
         line_checks.append(())
         b.read.add(other)
         b.unused.discard(other)
-        b.bind(name, new if numpy.ndim(new) else type(value)(new))
+        b.bind(name, new)
         return called
 
     called = False
@@ -1818,7 +1833,9 @@ def build_program(
     if several and choose.index(several) == several - 1:  # one value is the simplest
         results = choose.pick((2, 2, 3))
     names = [n for n, _ in params]
-    body = _function_body(b, names, focus, statements, results, must_call=bool(helpers))
+    body = _function_body(
+        b, names, focus, statements, results, must_call=bool(helpers), updates=True
+    )
     returned = [t.text for t in body.results]
 
     # The helpers f calls, at any depth, in the module in any order (before or after f).
