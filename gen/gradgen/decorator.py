@@ -143,14 +143,19 @@ def _mapped_wrt(
     if forward_file is None or generated is not None or is_skipped(forward_file):
         return None
     folder = forward_file.parent
-    if folder not in _CONFIGS:
-        _CONFIGS[folder] = find_config(folder)
-    config = _CONFIGS[folder]
+    config = _config_for(folder)
     mapped = config.wrt_for(forward_file) if config is not None else None
     if not mapped:
         return None
     names = mapped.get(func.__name__, mapped.get("*"))
     return None if names is None else tuple(names)
+
+
+def _config_for(folder: Path) -> Config | None:
+    """The ``[tool.gradgen]`` configuration that applies to ``folder``, read once."""
+    if folder not in _CONFIGS:
+        _CONFIGS[folder] = find_config(folder)
+    return _CONFIGS[folder]
 
 
 def _generated_names(name: str, pairs: bool) -> list[str]:
@@ -257,9 +262,7 @@ def _committed_path(
         path = path if path.is_absolute() else forward_file.parent / path
         return path.resolve(), forward_file.parent
     folder = forward_file.parent
-    if folder not in _CONFIGS:
-        _CONFIGS[folder] = find_config(folder)
-    config = _CONFIGS[folder]
+    config = _config_for(folder)
     if config is None:
         return None, folder
     return config.backward_for(forward_file), config.root
