@@ -404,9 +404,9 @@ def test_console_script(tmp_path: Path) -> None:
 
 REFUSED = [
     pytest.param(
-        "def f(x):\n    for i in range(3):\n        x = x * 2.0\n    return x\n",
+        "def f(x):\n    while x < 3.0:\n        x = x * 2.0\n    return x\n",
         (2, 5),
-        id="for-loop",
+        id="while-loop",
     ),
     pytest.param("def f(x):\n    return foo(x)\n", (2, 12), id="unknown-function"),
     pytest.param("def f(x):\n    return x // 2\n", (2, 14), id="floor-division"),
@@ -468,7 +468,7 @@ def test_all_problems_reported_in_one_run(project: Path, run) -> None:
         "def f(x):\n"
         "    a = x // 2\n"  # line 2
         "    b = foo(a)\n"  # line 3
-        "    for i in range(3):\n"  # line 4
+        "    while b < 3.0:\n"  # line 4
         "        b = b * 2.0\n"
         "    return b\n",
     )

@@ -18,8 +18,10 @@ def refusal(source: str) -> GradgenError:
 
 # (id, function body line, column of the caret in that line, words the message must contain)
 BODY_REFUSALS = [
-    ("for-loop", "for i in range(3):\n        x = x * 2", 5, "loops are not supported"),
-    ("while-loop", "while x < 3:\n        x = x * 2", 5, "loops are not supported"),
+    ("for-over-values", "for v in x:\n        x = x * v", 14, "range(len(xs))"),
+    ("for-unpacking", "for i, v in range(3):\n        x = x * v", 9, "unpacked"),
+    ("for-over-dict", "for k in range(3, step=1):\n        x = x * 2", 14, "range(len(xs))"),
+    ("while-loop", "while x < 3:\n        x = x * 2", 5, "'while' loops are not supported"),
     ("if", "if x > 0:\n        x = -x", 5, "'if' statements are not supported"),
     ("try", "try:\n        x = x\n    except Exception:\n        pass", 5, "'try'"),
     ("with", "with open('f') as h:\n        pass", 5, "'with'"),
@@ -181,7 +183,7 @@ def test_every_problem_in_the_file_is_reported_in_one_run() -> None:
     error = refusal(
         """\
         def f(x):
-            for i in range(3):
+            while x < 3:
                 x = x * 2
             y = foo(x)
             return y // 2

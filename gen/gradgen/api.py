@@ -288,7 +288,7 @@ def calls_of(program: Program) -> dict[str, tuple[str, ...]]:
     backward_of_rule = {rule.forward: rule.backward for rule in program.rules}
     direct: dict[str, set[str]] = {}
     for function in program.functions:
-        called = {s.call.function for s in function.staged.stages if s.call is not None}
+        called = {s.call.function for s in function.staged.all_stages if s.call is not None}
         called |= {backward_of_rule[n] for n in called if n in backward_of_rule}
         direct[function.staged.name] = called
     for rule in program.rules:

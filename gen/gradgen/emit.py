@@ -34,7 +34,7 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
-from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, Kind
+from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, ForwardLoop, Kind
 from gradgen.naming import (
     backward_function_name,
     forward_function_name,
@@ -479,27 +479,82 @@ def _returned(backward: BackwardFunction) -> tuple[str, ...]:
 
 
 def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
-    return [f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}" for line in lines]
+    body: list[str] = []
+    for line in lines:
+        if line.loop is not None:
+            body += _forward_loop(line, line.loop, helpers)
+        else:
+            body.append(f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}")
+    return body
+
+
+def _forward_loop(line: ForwardLine, loop: ForwardLoop, helpers: _Helpers) -> list[str]:
+    """The loop: what it carries set before it, then each step's lines, what the step
+    appends and keeps for the backward, and what it hands on to the next step."""
+    lines = [f"{name} = {render(helpers.resolve(start))}" for name, start in loop.starts]
+    lines += [f"{name} = []" for name, _ in loop.collected]
+    if loop.kept is not None:
+        lines.append(f"{line.target} = []")
+    lines.append(f"for {loop.variable} in {render(helpers.resolve(line.expr))}:")
+    step = _forward_body(loop.body, helpers)
+    for name, items in loop.collected:
+        step += [f"{name}.append({render(helpers.resolve(item))})" for item in items]
+    if loop.kept is not None:
+        step.append(f"{line.target}.append({_step_values(loop.variable, loop.kept)})")
+    ends = [(name, value) for name, value in loop.ends if value != Name(name)]
+    if ends:
+        names = ", ".join(name for name, _ in ends)
+        values = ", ".join(render(helpers.resolve(value)) for _, value in ends)
+        step.append(f"{names} = {values}")
+    return lines + _indented(step or ["pass"])
+
+
+def _step_values(variable: str, kept: tuple[str, ...]) -> str:
+    """What a step keeps: its loop variable, and the values its backward reads."""
+    return f"({', '.join((variable, *kept))})" if kept else variable
+
+
+INDENT = "    "
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return [f"{INDENT}{line}" if line else line for line in lines]
 
 
 def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
     """The adjoint statements, each group under the forward statement it differentiates."""
+    return _adjoint_lines(backward.adjoints, backward.staged.statements, helpers)
+
+
+def _adjoint_lines(
+    adjoints: Iterable[AdjointStatement], statements: tuple[str, ...], helpers: _Helpers
+) -> list[str]:
     body: list[str] = []
     current = None
-    for adjoint in backward.adjoints:
+    for adjoint in adjoints:
         if adjoint.statement != current:
             current = adjoint.statement
-            statements = backward.staged.statements
             # `return x` is no statement of its own: the copy of an upstream handed back
             quoted = statements[current] if current < len(statements) else "return"
             body.append(f"# backprop {_shorten(quoted)}")
+        if adjoint.loop is not None:
+            loop = adjoint.loop
+            steps = render(helpers.resolve(adjoint.expr))
+            body.append(f"for {', '.join((loop.variable, *loop.kept))} in reversed({steps}):")
+            body += _indented(_adjoint_lines(loop.body, statements, helpers) or ["pass"])
+            current = None  # the lines after the loop are under their comment again
+            continue
         body.append(_adjoint_line(adjoint, helpers))
     return body
 
 
 def _adjoint_ties(backward: BackwardFunction) -> list[Tie | None]:
-    """The ties of the adjoint statements, one line each, as ``_adjoint_body`` writes them."""
-    return [Tie(adjoint.target, adjoint.statement) for adjoint in backward.adjoints]
+    """The ties of the adjoint statements, one per statement, as ``_adjoint_body`` writes
+    them (a loop is one statement: it writes several gradients, none tied)."""
+    return [
+        None if adjoint.loop is not None else Tie(adjoint.target, adjoint.statement)
+        for adjoint in backward.adjoints
+    ]
 
 
 def _untied(statements: Iterable[object]) -> list[Tie | None]:
@@ -550,6 +605,8 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
             return f"{', '.join(adjoint.bound)} = {render(expr)}"
         case Kind.SCATTER:
             return _scatter_line(target, adjoint.index, expr, helpers, adjoint.distinct)
+        case Kind.LOOP:
+            raise AssertionError("a loop is written by _adjoint_lines")
         case _:
             _unhandled(adjoint.kind)
 

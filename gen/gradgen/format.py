@@ -58,10 +58,8 @@ def format_module(text: ModuleText) -> str:
 
 def _needs_black(line: str) -> bool:
     # black measures width in terminal cells; a non-ASCII line is left to black to measure.
-    # An indented line is part of a block (a helper defined in the body), written as black
-    # writes it already.
-    if line.startswith(" "):
-        return False
+    # An indented line is part of a block: a helper defined in the body (short lines,
+    # written as black writes them) or a loop's body, whose long lines black formats.
     return len(INDENT) + len(line) > LINE_LENGTH or not line.isascii()
 
 
@@ -93,9 +91,7 @@ def _format_statements(statements: list[str]) -> list[list[str]]:
     """Each statement as black writes it inside a function body (indented lines)."""
     if not statements:
         return []
-    source = "\n\n\n".join(
-        f"def __gradgen_line_{i}():\n{INDENT}{s}" for i, s in enumerate(statements)
-    )
+    source = "\n\n\n".join(_wrapped(i, s) for i, s in enumerate(statements))
     formatted = black.format_str(source + "\n", mode=_MODE)
     result: list[list[str]] = [[] for _ in statements]
     current = -1
@@ -103,9 +99,22 @@ def _format_statements(statements: list[str]) -> list[list[str]]:
         match = _WRAPPER.match(line)
         if match:
             current = int(match.group(1))
-        elif line and current >= 0:
+        elif line and current >= 0 and line.strip() != _BLOCK:
             result[current].append(line)
     return result
+
+
+_BLOCK = "for _ in _:"
+
+
+def _wrapped(index: int, statement: str) -> str:
+    """A statement inside a function (and, for a line of a loop's body, inside as many
+    blocks as it is indented), so black formats it at its own depth."""
+    depth = (len(statement) - len(statement.lstrip(" "))) // len(INDENT)
+    lines = [f"def __gradgen_line_{index}():"]
+    lines += [f"{INDENT * (level + 1)}{_BLOCK}" for level in range(depth)]
+    lines.append(f"{INDENT * (depth + 1)}{statement.lstrip(' ')}")
+    return "\n".join(lines)
 
 
 def check_module(text: str, filename: str) -> None:

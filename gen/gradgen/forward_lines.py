@@ -9,29 +9,55 @@ recomputed forward reads like the user's own lines.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 from gradgen.expr import RULE, USER, Call, Expr, Func, names_in, substitute
-from gradgen.ir import AdjointStatement, ForwardLine
+from gradgen.ir import AdjointStatement, ForwardLine, ForwardLoop
 from gradgen.naming import forward_function_name
 from gradgen.stages import Stage, StagedFunction
 
 
 def names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
-    """Every name the adjoint statements read (forward values, parameters, gradients)."""
-    return {
-        n
-        for a in adjoints
-        for n in [*names_in(a.expr), *(m for part in a.index for m in names_in(part))]
-    }
+    """Every name the adjoint statements read (forward values, parameters, gradients),
+    those in loops too."""
+    found = set()
+    for a in adjoints:
+        found.update(names_in(a.expr))
+        found.update(m for part in a.index for m in names_in(part))
+        if a.loop is not None:
+            found.update(names_read(a.loop.body))
+    return found
 
 
-def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLine, ...]:
-    """The lines computing the forward values named in ``wanted``, and what they need.
+def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str, ...]]:
+    """For each loop the adjoints walk back through (by the name of its list of steps),
+    the values of a step its body reads."""
+    found: dict[str, tuple[str, ...]] = {}
+    for a in adjoints:
+        if a.loop is not None:
+            found[a.target] = a.loop.kept
+            found.update(kept_by_loops(a.loop.body))
+    return found
+
+
+def forward_lines(
+    function: StagedFunction,
+    wanted: set[str],
+    kept: Mapping[str, tuple[str, ...]] | None = None,
+) -> tuple[ForwardLine, ...]:
+    """The lines computing the forward values named in ``wanted``, and what they need;
+    ``kept``: what each loop keeps of its steps, for the backward to walk back through.
 
     A temporary read only by the one stage that consumes it is written inline there, so the
     recomputed forward reads like the user's own lines.
     """
-    by_target = {t: s for s in function.stages for t in _bound(s)}
+    return tuple(_lines(function.stages, wanted, kept or {}))
+
+
+def _lines(
+    stages: tuple[Stage, ...], wanted: set[str], kept: Mapping[str, tuple[str, ...]]
+) -> list[ForwardLine]:
+    by_target = {t: s for s in stages for t in bound_by(s)}
     read = {n for n in wanted if n in by_target}
     needed: set[str] = set()
     pending = sorted(read)
@@ -41,15 +67,15 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
             continue
         needed.add(name)
         pending.extend(n for n in by_target[name].reads if n in by_target)
-        needed.update(_bound(by_target[name]))
+        needed.update(bound_by(by_target[name]))
     uses: Counter[str] = Counter()
-    stages = [s for s in function.stages if any(t in needed for t in _bound(s))]
-    for stage in stages:
+    kept_stages = [s for s in stages if any(t in needed for t in bound_by(s))]
+    for stage in kept_stages:
         for read_name in stage.reads:
             uses[read_name] += 1
     inline = {
         stage.target
-        for stage in stages
+        for stage in kept_stages
         if stage.temporary
         and stage.call is None
         and stage.target not in read
@@ -57,28 +83,56 @@ def forward_lines(function: StagedFunction, wanted: set[str]) -> tuple[ForwardLi
     }
     expanded: dict[str, Expr] = {}
     lines = []
-    for stage in stages:
+    for stage in kept_stages:
         expr = substitute(stage.expr, {n: expanded[n] for n in _inlined_operands(stage, inline)})
         if stage.target in inline:
             expanded[stage.target] = expr
+        elif stage.loop is not None:
+            lines.append(_loop_line(stage, expr, kept))
         elif stage.call is not None and stage.call.rule:
             # p = norm_cdf(d1): a user rule's function, as the user wrote it
             assert isinstance(expr, Call)
             forward = Call(Func(RULE, stage.call.function, stage.call.function), expr.args)
-            lines.append(ForwardLine(stage.target, forward, _bound(stage)))
+            lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         elif stage.call is not None:
             # h, h_cache = affine_forward(x, w, b): the value, and what its backward reads
             assert isinstance(expr, Call)
             name = forward_function_name(stage.call.function)
             forward = Call(Func(USER, name, name), expr.args)
-            lines.append(ForwardLine(stage.target, forward, _bound(stage)))
+            lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         else:
             lines.append(ForwardLine(stage.target, expr))
-    return tuple(lines)
+    return lines
 
 
-def _bound(stage: Stage) -> tuple[str, ...]:
+def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]) -> ForwardLine:
+    """The loop, each step computing what is carried on, appended, or kept for the backward."""
+    loop = stage.loop
+    assert loop is not None
+    keep = kept.get(stage.target)
+    wanted = set(keep or ())
+    wanted.update(n for carry in loop.carried for n in names_in(carry.last))
+    wanted.update(n for c in loop.collected for item in c.items for n in names_in(item))
+    body = _lines(loop.body, wanted, kept)
+    return ForwardLine(
+        stage.target,
+        iterable,
+        stage.targets,
+        ForwardLoop(
+            loop.variable,
+            tuple(body),
+            keep,
+            tuple((c.name, c.initial) for c in loop.carried),
+            tuple((c.name, c.last) for c in loop.carried),
+            tuple((c.name, c.items) for c in loop.collected),
+        ),
+    )
+
+
+def bound_by(stage: Stage) -> tuple[str, ...]:
     """What the forward line of ``stage`` binds: a call's values and its cache too."""
+    if stage.loop is not None:
+        return stage.targets
     if stage.call is not None:
         cache = (stage.call.cache,) if stage.call.cache else ()
         return (*stage.call.results, *cache)

@@ -53,6 +53,12 @@ def _upstream(grad, like):
         return grad
     return grad + numpy.zeros_like(like)
 ''',
+    "_split_like": '''
+def _split_like(grad, items, axis):
+    """grad cut along axis into pieces as long as items are (np.concatenate's)."""
+    sizes = [numpy.shape(item)[axis] for item in items]
+    return numpy.split(grad, numpy.cumsum(sizes)[:-1], axis=axis)
+''',
     "_or_zero": '''
 def _or_zero(grad):
     """The upstream gradient of a number: 0.0 when None (it does not reach the loss)."""
@@ -108,6 +114,7 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_upstream": Aliasing.VIEW_OF_FIRST,
     "_or_zero": Aliasing.VIEW_OF_FIRST,
     "_keepdims": Aliasing.VIEW_OF_FIRST,
+    "_split_like": Aliasing.VIEW_OF_FIRST,
     "_matmul_dx": Aliasing.NEW,
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,

@@ -64,13 +64,23 @@ def infer_shapes(
     (annotated) shapes: the arguments' of a call being looked into."""
     if not function.array_mode:
         names = [p.name for p in function.parameters]
-        names += [t for s in function.stages for t in s.targets]
+        for stage in function.all_stages:
+            names += stage.targets
+            if stage.loop is not None:
+                names.append(stage.loop.variable)
         return dict.fromkeys(names, SCALAR)
     if parameters is None:
         parameters = {p.name: p.shape for p in function.parameters}
     known: Shapes = dict(parameters)
-    for stage in function.stages:
-        if stage.call is not None:
+    _infer_stages(function.stages, known, callees)
+    return known
+
+
+def _infer_stages(stages: tuple[Stage, ...], known: Shapes, callees: ResultShapes | None) -> None:
+    for stage in stages:
+        if stage.loop is not None:
+            _infer_loop(stage, known, callees)
+        elif stage.call is not None:
             arguments = tuple(expression_shape(o, known) for o in stage.operands)
             results: tuple[Shape | None, ...] = (None,) * len(stage.targets)
             if callees is not None:
@@ -82,7 +92,30 @@ def infer_shapes(
             known[stage.target] = stage.rule.shape(stage_context(stage, known))
         else:
             known[stage.target] = None
-    return known
+
+
+def _infer_loop(stage: Stage, known: Shapes, callees: ResultShapes | None) -> None:
+    """A carried value has its starting shape where every step keeps it; a filled list
+    and what the steps keep have none."""
+    loop = stage.loop
+    assert loop is not None
+    known[loop.variable] = SCALAR
+    known[stage.target] = None
+    for carry in loop.carried:
+        known[carry.name] = expression_shape(carry.initial, known)
+    for _ in range(len(loop.carried) + 1):
+        _infer_stages(loop.body, known, callees)
+        changed = False
+        for carry in loop.carried:
+            if known[carry.name] is not None and (
+                expression_shape(carry.last, known) != known[carry.name]
+            ):
+                known[carry.name] = None
+                changed = True
+        if not changed:
+            break
+    for collected in loop.collected:
+        known[collected.name] = None
 
 
 def floating_values(function: StagedFunction) -> set[str]:
@@ -90,7 +123,7 @@ def floating_values(function: StagedFunction) -> set[str]:
     (``np.exp``, ``/``, ``np.mean``: ``Rule.floating``), of operations with a float input
     (numpy promotes), and floats written out. A parameter may be an integer array."""
     floating: set[str] = set()
-    for stage in function.stages:
+    for stage in function.all_stages:
         if stage.rule is not None and (
             stage.rule.floating or any(_is_float(o, floating) for o in stage.operands)
         ):

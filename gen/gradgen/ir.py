@@ -30,6 +30,21 @@ class Kind(enum.Enum):
     # targets = expr: a callee's backward binds several new gradients, each an array of
     # its own (a backward hands back gradients its caller owns)
     CALL = "call"
+    # for each step kept in ``expr`` (the forward's list), last step first: the ``loop``'s
+    # body of statements; it writes into the gradients ``loop.accumulated`` (arrays of this
+    # backward's own) and rebinds ``loop.carried``
+    LOOP = "loop"
+
+
+@dataclass(frozen=True)
+class AdjointLoop:
+    """The body of a ``Kind.LOOP`` statement and what it reads of each step."""
+
+    variable: str  # the forward's loop variable
+    kept: tuple[str, ...]  # the values of each step the body reads, after the variable
+    body: tuple[AdjointStatement, ...]
+    carried: tuple[str, ...]  # gradients handed from step to step (rebound every step)
+    accumulated: tuple[str, ...]  # gradients every step adds into, in place
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class AdjointStatement:
     index: tuple[Expr, ...] = ()
     distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
     targets: tuple[str, ...] = ()  # CALL: every name bound, ``target`` first
+    loop: AdjointLoop | None = None  # LOOP: the statements of a step
 
     @property
     def bound(self) -> tuple[str, ...]:
@@ -58,11 +74,25 @@ class ForwardLine:
     target: str
     expr: Expr
     names: tuple[str, ...] = ()  # a call's values and its cache, ``target`` first
+    loop: ForwardLoop | None = None  # a loop: ``target`` is the list of what steps keep
 
     @property
     def targets(self) -> tuple[str, ...]:
         """Every name the line binds."""
         return self.names or (self.target,)
+
+
+@dataclass(frozen=True)
+class ForwardLoop:
+    """A loop of the forward, recomputed: ``for variable in expr:`` the ``body`` lines, each
+    step's ``kept`` values appended to the list, then the carried values handed on."""
+
+    variable: str
+    body: tuple[ForwardLine, ...]
+    kept: tuple[str, ...] | None  # None: the steps are not kept (no backward reads them)
+    starts: tuple[tuple[str, Expr], ...]  # carried value -> its value before the loop
+    ends: tuple[tuple[str, Expr], ...]  # carried value -> its value at the end of a step
+    collected: tuple[tuple[str, tuple[Expr, ...]], ...]  # list -> what each step appends
 
 
 @dataclass(frozen=True)

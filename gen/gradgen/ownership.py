@@ -85,8 +85,18 @@ def protect_shared(
     """
     statements = list(statements)
     if numbers:
-        return tuple(_subtract_where_negated(s) for s in statements)
+        return _as_numbers(statements)
     return _Ownership(statements, upstreams, returned).run()
+
+
+def _as_numbers(statements: Iterable[AdjointStatement]) -> tuple[AdjointStatement, ...]:
+    result = []
+    for statement in statements:
+        if statement.loop is not None:
+            body = _as_numbers(statement.loop.body)
+            statement = replace(statement, loop=replace(statement.loop, body=body))
+        result.append(_subtract_where_negated(statement))
+    return tuple(result)
 
 
 def _subtract_where_negated(statement: AdjointStatement) -> AdjointStatement:
@@ -105,14 +115,17 @@ class _Ownership:
         statements: list[AdjointStatement],
         upstreams: tuple[str, ...],
         returned: dict[str, Shape | None],
+        read_again: dict[str, float] | None = None,
     ) -> None:
+        read_again = read_again or {}
         self.statements = statements
         self.returned = returned
         self.fresh = itertools.count(CALLER + 1)
         self.held: dict[str, Value] = dict.fromkeys(upstreams, _CALLERS)
         self.last_read = _last_reads(statements, returned)
+        self.last_read.update(read_again)
 
-    def run(self) -> tuple[AdjointStatement, ...]:
+    def run(self, hand_back: bool = True) -> tuple[AdjointStatement, ...]:
         result: list[AdjointStatement] = []
         for index, statement in enumerate(self.statements):
             target = statement.target
@@ -137,11 +150,51 @@ class _Ownership:
                 case Kind.CALL:
                     for bound in statement.bound:
                         self.held[bound] = self.value_of_call(statement.expr)
+                case Kind.LOOP:
+                    result += self.before_loop(statement, index)
+                    statement = self.loop(statement)
                 case _:
                     _unhandled(statement.kind)
             result.append(statement)
-        result += self.handed_back()
+        if hand_back:
+            result += self.handed_back()
         return tuple(result)
+
+    def before_loop(self, statement: AdjointStatement, index: int) -> list[AdjointStatement]:
+        """Copies that make each gradient the loop adds into writable: every step writes
+        into it, so it must be an array this backward owns, shared with nothing else."""
+        assert statement.loop is not None
+        copies = []
+        for name in statement.loop.accumulated:
+            if not self.writable(name, index):
+                copies.append(AdjointStatement(name, Kind.COPY, Name(name), statement.statement))
+                self.held[name] = self.new()
+        return copies
+
+    def loop(self, statement: AdjointStatement) -> AdjointStatement:
+        """The loop's body made safe, as a backward of its own run once per step: what a
+        step starts with that the previous one handed on (a carried gradient) may share
+        anything; what it adds into stays its own; both are read again by the next step."""
+        loop = statement.loop
+        assert loop is not None
+        body = list(loop.body)
+        again = dict.fromkeys([*loop.carried, *loop.accumulated], float("inf"))
+        inner = _Ownership(body, (), {}, again)
+        inner.fresh = self.fresh
+        unknown = Value(frozenset({CALLER}), whole=False)
+        inner.held = dict(self.held) | dict.fromkeys(loop.carried, unknown)
+        safe = inner.run(hand_back=False)
+        rebound = {s.target for s in safe if s.kind is not Kind.LOOP} | {
+            name for s in safe for name in s.bound
+        }
+        for name in rebound:
+            if name in loop.carried or name not in loop.accumulated:
+                self.held[name] = unknown
+            elif inner.held.get(name) != self.held.get(name):
+                self.held[name] = self.new()
+        for name in loop.carried:
+            self.held[name] = unknown
+        return replace(statement, loop=replace(loop, body=safe))
 
     def value_of_call(self, expr: Expr) -> Value:
         """One of the gradients a backward function hands back: gradgen's own backwards
@@ -240,6 +293,16 @@ def _array_parts(expr: Expr) -> list[Expr]:
     return []
 
 
+def _names_read(statements: Iterable[AdjointStatement]) -> set[str]:
+    found: set[str] = set()
+    for statement in statements:
+        for part in (statement.expr, *statement.index):
+            found.update(names_in(part))
+        if statement.loop is not None:
+            found |= _names_read(statement.loop.body)
+    return found
+
+
 def _last_reads(
     statements: list[AdjointStatement], returned: dict[str, Shape | None]
 ) -> dict[str, float]:
@@ -248,6 +311,9 @@ def _last_reads(
     for index, statement in enumerate(statements):
         for part in (statement.expr, *statement.index):
             for name in names_in(part):
+                last[name] = index
+        if statement.loop is not None:  # what the body reads, it reads at the loop
+            for name in _names_read(statement.loop.body):
                 last[name] = index
     for name in returned:
         last[name] = float("inf")

@@ -42,6 +42,8 @@ from gradgen.rules import (
     GENERATOR,
     METHODS,
     NONDIFFERENTIABLE,
+    REVERSED,
+    STEPS,
     STOP_GRADIENT,
     VALUE_ATTRIBUTES,
 )
@@ -134,12 +136,45 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class Append:
+    """``hs.append(h)``: one item more in a list the forward fills in a loop."""
+
+    target: str  # the list
+    value: Expr
+    text: str
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``for t in range(T):`` and the statements it repeats, as the user wrote them."""
+
+    target: str  # the loop variable
+    iterable: Expr  # range(...) or reversed(range(...)): numbers, no gradient
+    body: tuple[Statement, ...]
+    text: str  # ``for t in range(T):``
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+Statement = Assignment | Append | Loop
+
+
+def flat_statements(body: Sequence[Statement]) -> Iterator[Assignment | Append]:
+    """The assignments and appends of ``body``, those inside loops too, in order."""
+    for statement in body:
+        if isinstance(statement, Loop):
+            yield from flat_statements(statement.body)
+        else:
+            yield statement
+
+
+@dataclass(frozen=True)
 class ForwardFunction:
     """A forward function that passed the fence."""
 
     name: str
     parameters: tuple[Parameter, ...]
-    body: tuple[Assignment, ...]
+    body: tuple[Statement, ...]
     results: tuple[Expr, ...]  # one per value returned (``return h, c``: two)
     result_names: tuple[str | None, ...]  # the returned variables, where ``return`` names them
     result_text: str
@@ -274,7 +309,7 @@ def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) 
     return any(
         _array_syntax(expr)
         for function in functions
-        for expr in [*(a.value for a in function.body), *function.results]
+        for expr in [*(a.value for a in flat_statements(function.body)), *function.results]
     )
 
 
@@ -598,7 +633,8 @@ def _library_constant(dotted: str, context: ModuleContext) -> str | None:
 _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     cst.For: "loops are not supported: gradgen differentiates straight-line code "
     "(unroll the loop, or vectorize it)",
-    cst.While: "loops are not supported: gradgen differentiates straight-line code",
+    cst.While: "'while' loops are not supported: their number of steps is decided as they "
+    "run; loop over range(max_steps) (and keep converged values with np.where)",
     cst.If: "'if' statements are not supported: the gradient would depend on the branch "
     "taken; np.where(cond, a, b), max(), min() and abs() express the common cases",
     cst.Try: "'try' is not supported: gradgen differentiates straight-line code",
@@ -914,32 +950,35 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         parsed.refuse(function, "async functions are not supported")
     for decorator in function.decorators:
         _check_decorator(parsed, decorator)
-    statements = list(_body_statements(parsed, function))
+    statements = _block_statements(parsed, function.body, top=True)
+    flat = list(_flat_nodes(statements))
     assigned = {
         name
-        for s in statements
+        for s in flat
         if isinstance(s, (cst.Assign, cst.AnnAssign))
         for t in _targets(s)
         for name in _bound_names(t)
     }
+    assigned |= {name for s in flat if isinstance(s, _ForBlock) for name in s.target_names}
     resolver = _FunctionResolver(parsed, assigned)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
-    parameters = _with_leaves(parsed, function, signature, statements, resolver)
+    small = [s for s in flat if not isinstance(s, _ForBlock)]
+    parameters = _with_leaves(parsed, function, signature, small, resolver)
     # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
     resolver.generators = {p.name for p in signature} - assigned
-    body: list[Assignment] = []
+    body: list[Statement] = []
     result: tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None = None
-    for index, statement in enumerate(statements):
+    for statement in statements:
         if result is not None:
-            parsed.refuse(statement, "code after 'return' never runs")
+            parsed.refuse(_node_of(statement), "code after 'return' never runs")
             break
         if isinstance(statement, cst.Return):
             result = _read_return(parsed, statement, resolver)
         else:
-            assignment = _read_assignment(parsed, statement, resolver, index)
-            if assignment is not None:
-                body.append(assignment)
+            read = _read_statement(parsed, statement, resolver)
+            if read is not None:
+                body.append(read)
     if result is None and len(parsed.problems) == errors_before:
         parsed.refuse(
             function.name,
@@ -1028,17 +1067,48 @@ def _check_decorator(parsed: ParsedModule, decorator: cst.Decorator) -> None:
         )
 
 
-def _body_statements(
-    parsed: ParsedModule, function: cst.FunctionDef
-) -> Iterator[cst.BaseSmallStatement]:
-    """The function's simple statements in order; compound statements are refused."""
-    body = function.body
+@dataclass
+class _ForBlock:
+    """A ``for`` loop the fence lets through, and its statements, read once."""
+
+    node: cst.For
+    body: list[_Node]
+
+    @property
+    def target_names(self) -> list[str]:
+        return _bound_names(self.node.target)
+
+
+_Node = cst.BaseSmallStatement | _ForBlock
+
+
+def _node_of(statement: _Node) -> cst.CSTNode:
+    return statement.node if isinstance(statement, _ForBlock) else statement
+
+
+def _flat_nodes(statements: list[_Node]) -> Iterator[_Node]:
+    """Every statement, those inside loops too (a loop before its body), in order."""
+    for statement in statements:
+        yield statement
+        if isinstance(statement, _ForBlock):
+            yield from _flat_nodes(statement.body)
+
+
+def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = False) -> list[_Node]:
+    """A block's simple statements and ``for`` loops in order; other compound statements
+    are refused."""
     lines: Sequence[cst.CSTNode] = (
-        [body]
-        if isinstance(body, cst.SimpleStatementSuite)
-        else [line for line in body.body if isinstance(line, cst.CSTNode)]
+        [block]
+        if isinstance(block, cst.SimpleStatementSuite)
+        else [line for line in block.body if isinstance(line, cst.CSTNode)]
     )
+    found: list[_Node] = []
     for position, line in enumerate(lines):
+        if isinstance(line, cst.For) and line.asynchronous is None:
+            if line.orelse is not None:
+                parsed.refuse(line.orelse, "'for ... else' is not supported")
+            found.append(_ForBlock(line, _block_statements(parsed, line.body)))
+            continue
         if not isinstance(line, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
             message = _REFUSED_STATEMENTS.get(type(line), f"{type(line).__name__} is not supported")
             if isinstance(line, (cst.For, cst.With)) and line.asynchronous is not None:
@@ -1048,9 +1118,22 @@ def _body_statements(
         for small in line.body:
             if isinstance(small, cst.Pass):
                 continue
+            if isinstance(small, (cst.Break, cst.Continue)) and not top:
+                word = "break" if isinstance(small, cst.Break) else "continue"
+                parsed.refuse(
+                    small,
+                    f"'{word}' is not supported: a loop runs all its steps (compute the "
+                    "number of steps first, or use np.where inside the step)",
+                )
+                continue
             if isinstance(small, cst.Expr):
-                is_docstring = position == 0 and isinstance(
-                    small.value, (cst.SimpleString, cst.ConcatenatedString)
+                if _is_append(small):
+                    found.append(small)
+                    continue
+                is_docstring = (
+                    top
+                    and position == 0
+                    and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString))
                 )
                 if not is_docstring:
                     parsed.refuse(
@@ -1059,7 +1142,86 @@ def _body_statements(
                         "and a call could have side effects the backward would not repeat",
                     )
                 continue
-            yield small
+            found.append(small)
+    return found
+
+
+def _is_append(statement: cst.Expr) -> bool:
+    """``hs.append(h)``: a list filled in a loop."""
+    call = statement.value
+    return (
+        isinstance(call, cst.Call)
+        and isinstance(call.func, cst.Attribute)
+        and isinstance(call.func.value, cst.Name)
+        and call.func.attr.value == "append"
+        and len(call.args) == 1
+        and call.args[0].keyword is None
+        and not call.args[0].star
+    )
+
+
+def _read_statement(
+    parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
+) -> Statement | None:
+    if isinstance(statement, _ForBlock):
+        return _read_loop(parsed, statement, resolver)
+    if isinstance(statement, cst.Return):
+        parsed.refuse(
+            statement,
+            "'return' inside a loop is not supported: a loop runs all its steps; return after it",
+        )
+        return None
+    if isinstance(statement, cst.Expr):
+        call = statement.value
+        assert isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
+        assert isinstance(call.func.value, cst.Name)
+        name = call.func.value.value
+        if name not in resolver.local:
+            resolver.refuse(call.func.value, f"'{name}' is used before it is assigned")
+            return None
+        value = convert(call.args[0].value, resolver)
+        return Append(name, value, f"{name}.append({render(value)})", origin=statement)
+    return _read_assignment(parsed, statement, resolver, 0)
+
+
+def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolver) -> Loop | None:
+    """``for t in range(...):``: the steps are numbers the forward can count."""
+    node = block.node
+    iterable = convert(node.iter, resolver)
+    if not isinstance(node.target, cst.Name):
+        parsed.refuse(
+            node.target,
+            "a loop over items unpacked into several names is not supported yet: loop over "
+            "range(len(layers)) and index",
+        )
+        return None
+    if not _counted(iterable):
+        parsed.refuse(
+            node.iter,
+            "gradgen loops over range(...) or reversed(range(...)), whose steps the forward "
+            "can count: loop over range(len(xs)) and index",
+        )
+        return None
+    target = node.target.value
+    resolver.local.add(target)
+    resolver.assigned_later.discard(target)
+    body = [_read_statement(parsed, s, resolver) for s in block.body]
+    text = f"for {target} in {render(iterable)}:"
+    return Loop(target, iterable, tuple(s for s in body if s is not None), text, origin=node)
+
+
+def _counted(iterable: Expr) -> bool:
+    """range(...) or reversed(range(...)), with numbers only."""
+    if isinstance(iterable, Call) and (iterable.func.lib, iterable.func.name) == REVERSED:
+        if len(iterable.args) != 1 or iterable.kwargs:
+            return False
+        iterable = iterable.args[0]
+    return (
+        isinstance(iterable, Call)
+        and (iterable.func.lib, iterable.func.name) == STEPS
+        and 1 <= len(iterable.args) <= 3
+        and not iterable.kwargs
+    )
 
 
 def _targets(statement: cst.Assign | cst.AnnAssign) -> list[cst.BaseAssignTargetExpression]:

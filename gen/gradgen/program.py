@@ -110,7 +110,7 @@ def compile_program(
     program = _Program(staged, chosen, pairs, rules, parsed, nodes)
     built = program.build([f.name for f in requested])
     _refuse_hidden_functions(parsed, built, functions, program)
-    called = {s.call.function for f in built for s in f.staged.stages if s.call is not None}
+    called = {s.call.function for f in built for s in f.staged.all_stages if s.call is not None}
     origins = {
         name: (module, _origin(parsed, module))
         for name, module in modules.items()
@@ -343,7 +343,7 @@ def _stage(
         staged[name] = stage_function(function, reserved, default_library, refuse, signatures)
         result = staged[name]
         defined = {p.name for p in result.parameters} | {
-            t for s in result.stages for t in s.targets
+            t for s in result.all_stages for t in s.targets
         }
         for clash in sorted(defined & set(HELPERS)):
             message = (
@@ -456,7 +456,7 @@ class _Program:
         called = {
             s.call.function
             for f in self.staged.values()
-            for s in f.stages
+            for s in f.all_stages
             if s.call is not None and not s.call.rule
         }
         return [
@@ -511,7 +511,7 @@ class _Program:
 def _draw_site(function: StagedFunction, known: Mapping[str, DrawSite | None]) -> DrawSite | None:
     """Where ``function`` draws random numbers: its first draw, or the first function it
     calls that draws (``known``: the functions it calls, already looked at)."""
-    for stage in function.stages:
+    for stage in function.all_stages:
         if stage.draw:
             assert isinstance(stage.expr, Call)
             spelling = stage.expr.func.spelling or stage.expr.func.name
@@ -557,7 +557,7 @@ def _refuse_hidden_functions(
     for function in built:
         staged = function.staged
         called: set[str] = set()
-        for stage in staged.stages:
+        for stage in staged.all_stages:
             if stage.call is None:
                 continue
             if stage.call.rule:
@@ -569,7 +569,7 @@ def _refuse_hidden_functions(
             if backward is not None:
                 called |= {program.backward_name(f, wrt) for f, wrt in backward.calls}
         variables = {p.name for p in staged.parameters}
-        variables |= {t for s in staged.stages for t in s.targets}
+        variables |= {t for s in staged.all_stages for t in s.targets}
         for clash in sorted(called & variables):
             parsed.refuse(
                 functions[staged.name].node.name,

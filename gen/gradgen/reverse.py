@@ -22,7 +22,7 @@ turns into NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import libcst as cst
@@ -39,6 +39,7 @@ from gradgen.expr import (
     Func,
     Name,
     Sequence_,
+    Slice,
     UnaryOp,
     children,
     literal_value,
@@ -49,7 +50,7 @@ from gradgen.expr import (
     simplify,
     substitute,
 )
-from gradgen.forward_lines import forward_lines, names_read
+from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read
 from gradgen.infer import (
     Shapes,
     expression_shape,
@@ -57,7 +58,7 @@ from gradgen.infer import (
     infer_shapes,
     stage_context,
 )
-from gradgen.ir import AdjointStatement, BackwardFunction, Kind
+from gradgen.ir import AdjointLoop, AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
 from gradgen.rules import (
@@ -71,7 +72,7 @@ from gradgen.rules import (
     written_arguments,
 )
 from gradgen.shapes import SCALAR, Shape
-from gradgen.stages import Stage, StagedFunction, gradient_names
+from gradgen.stages import Stage, StagedFunction, all_stages, gradient_names
 
 
 class Callees(Protocol):
@@ -146,11 +147,14 @@ class _ReversePass:
         self.calls: dict[tuple[str, tuple[str, ...]], None] = {}
         self.known = infer_shapes(function, callees)
         self.floating = floating_values(function)
-        self.temporaries = {s.target for s in function.stages if s.temporary}
+        self.temporaries = {s.target for s in function.all_stages if s.temporary}
         self.gradient: dict[str, str] = {}
         self.statements: list[AdjointStatement | None] = []
         self.masks: dict[str, _Mask | None] = {}
         self.spreads: dict[str, _Spread] = {}
+        # A loop's carried value: the gradient it starts with in a step is named as the one
+        # the step hands on (``dh``), so the loop needs no renaming line.
+        self.forced: dict[str, str] = {}
 
     def run(self) -> BackwardFunction:
         function, known = self.function, self.known
@@ -162,14 +166,147 @@ class _ReversePass:
                     self.spread_upstream(result, self.upstreams[0])
         else:
             self.several_upstreams()
-        for stage in reversed(function.stages):
+        self.reverse_stages(function.stages)
+        return self.backward_function()
+
+    def reverse_stages(self, stages: tuple[Stage, ...]) -> None:
+        for stage in reversed(stages):
             if stage.opaque and stage.target in self.relevant:
                 raise AssertionError(f"'{stage.target}' needs a gradient: refuse it before")
-            if stage.call is not None and any(t in self.relevant for t in stage.targets):
+            if stage.loop is not None and any(t in self.relevant for t in stage.targets):
+                self.differentiate_loop(stage)
+            elif stage.call is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate_call(stage)
             elif stage.rule is not None and stage.target in self.relevant:
                 self.differentiate(stage)
-        return self.backward_function()
+
+    def new_gradient(self, variable: str) -> str:
+        """The name of ``variable``'s gradient, at its first contribution."""
+        name = self.forced.get(variable) or gradient_name(self.namer, variable)
+        self.gradient[variable] = name
+        return name
+
+    def zeros(self, variable: str) -> Expr:
+        """A zero gradient for ``variable``: an array of its shape, or the number 0.0."""
+        if not self.function.array_mode or self.known.get(variable) == SCALAR:
+            return Const("0.0", 0.0)
+        zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
+        if variable not in self.floating:
+            # An integer array would truncate what is added into it: zeros in the
+            # floating type numpy gives it (float64 for integers, float32 stays).
+            one = Const("1.0", 1.0)
+            dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
+            zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
+        return zeros
+
+    def differentiate_loop(self, stage: Stage) -> None:
+        """``for t, ... in reversed(t_steps):`` the body's adjoints, last step first.
+
+        Each step starts with the gradient of what it handed on (``dh``), adds into the
+        gradients of the values from outside the loop it read (zeros before the loop), and
+        leaves ``dh`` the gradient of what it started from; after the loop, that flows to
+        the value the loop started from."""
+        loop = stage.loop
+        assert loop is not None
+        relevant = self.relevant
+        statement = stage.statement
+        carried = [c for c in loop.carried if c.name in relevant]
+        for carry in carried:
+            if carry.name not in self.gradient:
+                name = self.new_gradient(carry.name)
+                self.statements.append(
+                    AdjointStatement(name, Kind.ASSIGN, self.zeros(carry.name), statement)
+                )
+            self.masks[carry.name] = None
+            self.spreads.pop(carry.name, None)
+        inner = {loop.variable, *(c.name for c in loop.carried)}
+        for inside in all_stages(loop.body):
+            inner.update(inside.targets)
+        read_inside = [
+            o.id
+            for inside in all_stages(loop.body)
+            for o in inside.operands
+            if isinstance(o, Name) and (inside.rule is not None or inside.call is not None)
+        ]
+        read_inside += [n for c in carried for n in _name_of(c.last)]
+        read_inside += [n for c in loop.collected for item in c.items for n in _name_of(item)]
+        accumulated = [
+            name for name in dict.fromkeys(read_inside) if name not in inner and name in relevant
+        ]
+        for name in accumulated:
+            if name not in self.gradient:
+                gradient = self.new_gradient(name)
+                self.statements.append(
+                    AdjointStatement(gradient, Kind.ASSIGN, self.zeros(name), statement)
+                )
+            self.masks[name] = None
+            self.spreads.pop(name, None)
+        outer_statements, outer_gradient = self.statements, dict(self.gradient)
+        outer_masks, outer_spreads = dict(self.masks), dict(self.spreads)
+        self.statements = []
+        # What each step handed on: its gradient, under a name of its own, goes to the
+        # value the step ended with.
+        handed: list[tuple[str, str]] = []
+        for carry in carried:
+            given = self.gradient.pop(carry.name)
+            self.forced[carry.name] = given
+            if carry.last == Name(carry.name):
+                self.gradient[carry.name] = given  # not changed by the step
+                continue
+            if not (isinstance(carry.last, Name) and carry.last.id in relevant):
+                continue
+            last = carry.last.id
+            if last in inner and last not in self.gradient and last not in self.forced:
+                self.new_gradient(last)
+                self.statements.append(
+                    AdjointStatement(self.gradient[last], Kind.ASSIGN, Name(given), statement)
+                )
+            else:
+                temporary = self.namer.fresh(f"{given}_step")
+                self.statements.append(
+                    AdjointStatement(temporary, Kind.ASSIGN, Name(given), statement)
+                )
+                handed.append((last, temporary))
+        for last, temporary in handed:
+            self.contribute(last, Name(temporary), statement, None)
+        for collected in loop.collected:
+            if collected.name not in self.gradient:
+                continue
+            items = self.gradient[collected.name]
+            for item in reversed(collected.items):
+                taken = Call(Func("builtins", "pop", ".pop"), (Name(items),))
+                if isinstance(item, Name) and item.id in relevant:
+                    self.contribute(item.id, taken, statement, None)
+                else:
+                    self.statements.append(AdjointStatement("_", Kind.ASSIGN, taken, statement))
+        self.reverse_stages(loop.body)
+        for carry in carried:
+            if carry.name not in self.gradient:
+                name = self.new_gradient(carry.name)
+                self.statements.append(
+                    AdjointStatement(name, Kind.ASSIGN, self.zeros(carry.name), statement)
+                )
+            assert self.gradient[carry.name] == self.forced[carry.name]
+        body = [s for s in self.statements if s is not None]
+        self.statements = outer_statements
+        self.gradient, self.masks, self.spreads = outer_gradient, outer_masks, outer_spreads
+        for carry in carried:
+            self.gradient[carry.name] = self.forced[carry.name]
+        adjoint_loop = AdjointLoop(
+            loop.variable,
+            (),
+            tuple(body),
+            tuple(self.forced[c.name] for c in carried),
+            tuple(self.gradient[name] for name in accumulated),
+        )
+        self.statements.append(
+            AdjointStatement(
+                stage.target, Kind.LOOP, Name(stage.target), statement, loop=adjoint_loop
+            )
+        )
+        for carry in carried:
+            if isinstance(carry.initial, Name) and carry.initial.id in relevant:
+                self.contribute(carry.initial.id, Name(self.forced[carry.name]), statement, None)
 
     def several_upstreams(self) -> None:
         """One upstream gradient per result, each None where that result does not reach
@@ -244,7 +381,7 @@ class _ReversePass:
                 targets.append(temporary)
                 later.append((variable, temporary))
             else:
-                self.gradient[variable] = gradient_name(self.namer, variable)
+                self.new_gradient(variable)
                 self.masks[variable] = None
                 self.spreads.pop(variable, None)
                 targets.append(self.gradient[variable])
@@ -320,13 +457,18 @@ class _ReversePass:
         if isinstance(adjoint, ScatterAdjoint):
             self.scatter(variable, adjoint, statement)
             return
-        if first and variable in self.temporaries and isinstance(adjoint, Name):
+        if (
+            first
+            and variable in self.temporaries
+            and isinstance(adjoint, Name)
+            and variable not in self.forced
+        ):
             # A temporary's gradient that is another gradient unchanged needs no copy
             # statement: use that gradient's name.
             self.gradient[variable] = adjoint.id
             return
         if first:
-            self.gradient[variable] = gradient_name(self.namer, variable)
+            self.new_gradient(variable)
         target = self.gradient[variable]
         if isinstance(adjoint, SpreadAdjoint):
             if first:
@@ -342,7 +484,7 @@ class _ReversePass:
     def scatter(self, variable: str, adjoint: ScatterAdjoint, statement: int) -> None:
         """Add into ``variable``'s gradient at the adjoint's index (zeros first)."""
         if variable not in self.gradient:
-            self.gradient[variable] = gradient_name(self.namer, variable)
+            target = self.new_gradient(variable)
             zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
             if variable not in self.floating:
                 # An integer array would truncate what is added into it: zeros in the
@@ -350,7 +492,6 @@ class _ReversePass:
                 one = Const("1.0", 1.0)
                 dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
                 zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
-            target = self.gradient[variable]
             self.statements.append(AdjointStatement(target, Kind.ASSIGN, zeros, statement))
         index = adjoint.index
         parts = index.items if isinstance(index, Sequence_) else (index,)
@@ -376,9 +517,11 @@ class _ReversePass:
         }
         kept = [s for s in self.statements if s is not None]
         adjoints = protect_shared(kept, self.upstreams, returned, numbers=not function.array_mode)
+        adjoints = _with_kept(adjoints, {s.target: s for s in function.all_stages})
         read = names_read(adjoints)
-        forward = forward_lines(function, read)
-        full_forward = forward_lines(function, read | set(names_in(function.result)))
+        steps_kept = kept_by_loops(adjoints)
+        forward = forward_lines(function, read, steps_kept)
+        full_forward = forward_lines(function, read | set(names_in(function.result)), steps_kept)
         defined = [p.name for p in function.parameters]
         defined += [target for line in full_forward for target in line.targets]
         cache = tuple(name for name in defined if name in read)
@@ -405,10 +548,34 @@ class _ReversePass:
         )
 
 
+def _with_kept(
+    statements: tuple[AdjointStatement, ...], stages: dict[str, Stage]
+) -> tuple[AdjointStatement, ...]:
+    """Each loop's statements with the values of a step its body reads (``kept``): what the
+    forward keeps for it, step by step."""
+    result = []
+    for statement in statements:
+        if statement.loop is not None:
+            body = _with_kept(statement.loop.body, stages)
+            loop = stages[statement.target].loop
+            assert loop is not None
+            read = names_read(body)
+            step_values = [c.name for c in loop.carried]
+            for inside in loop.body:
+                step_values += bound_by(inside)
+            kept = tuple(n for n in dict.fromkeys(step_values) if n in read)
+            statement = replace(statement, loop=replace(statement.loop, body=body, kept=kept))
+        result.append(statement)
+    return tuple(result)
+
+
 def _selects_distinct(index: tuple[Expr, ...], known: Shapes) -> bool:
     """Does integer-array ``index`` select each entry at most once? Provably so when one of
     its arrays is ``np.arange(...)`` and the others are numbers or 1-D arrays: the rows
-    differ (``probs[np.arange(N), y]``), so fancy ``+=`` needs no ``np.add.at``."""
+    differ (``probs[np.arange(N), y]``), so fancy ``+=`` needs no ``np.add.at``. So does
+    basic indexing by numbers and slices (``x[:, t, :]`` with ``t`` a loop's number)."""
+    if all(_basic_part(part, known) for part in index):
+        return True
     has_arange = False
     for part in index:
         if isinstance(part, Call) and (part.func.lib, part.func.name) in DISTINCT_ENTRIES:
@@ -418,6 +585,16 @@ def _selects_distinct(index: tuple[Expr, ...], known: Shapes) -> bool:
         elif not (isinstance(part, Name) and len(known.get(part.id) or (0, 0)) <= 1):
             return False
     return has_arange
+
+
+def _basic_part(part: Expr, known: Shapes) -> bool:
+    """A slice, a whole number written out, or a variable known to be a number."""
+    if isinstance(part, Slice):
+        return True
+    if isinstance(part, Name):
+        return known.get(part.id) == SCALAR
+    value = literal_value(part)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _reads_entries(expr: Expr, names: set[str]) -> bool:
@@ -591,8 +768,29 @@ def relevant_values(
     """Variables on a path from a parameter (of ``wrt``) to the result: only these get
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
-    for stage in function.stages:
-        if stage.call is not None:
+    _spread_active(function.stages, active, callees)
+    needed: set[str] = {result.id for result in function.results if isinstance(result, Name)}
+    _spread_needed(function.stages, needed, callees)
+    return active & needed
+
+
+def _spread_active(stages: tuple[Stage, ...], active: set[str], callees: Callees) -> None:
+    """Add to ``active`` what a gradient reaches from it, stage by stage."""
+    for stage in stages:
+        if stage.loop is not None:
+            loop = stage.loop
+            while True:  # a step's result is the next step's start: until nothing changes
+                before = len(active)
+                for carry in loop.carried:
+                    if _reads_any(carry.initial, active) or _reads_any(carry.last, active):
+                        active.add(carry.name)
+                _spread_active(loop.body, active, callees)
+                for collected in loop.collected:
+                    if any(_reads_any(item, active) for item in collected.items):
+                        active.add(collected.name)
+                if len(active) == before:
+                    break
+        elif stage.call is not None:
             # Through the parameters the callee's result has a gradient with respect to.
             differentiable = callees.differentiable(stage.call.function)
             if any(
@@ -605,9 +803,25 @@ def relevant_values(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
             active.add(stage.target)
-    needed: set[str] = {result.id for result in function.results if isinstance(result, Name)}
-    for stage in reversed(function.stages):
-        if stage.call is not None and any(t in needed for t in stage.targets):
+
+
+def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees) -> None:
+    """Add to ``needed`` what the values in it are computed from, last stage first."""
+    for stage in reversed(stages):
+        if stage.loop is not None:
+            loop = stage.loop
+            while True:
+                before = len(needed)
+                for collected in loop.collected:
+                    if collected.name in needed:
+                        needed.update(n for item in collected.items for n in _name_of(item))
+                for carry in loop.carried:
+                    if carry.name in needed:
+                        needed.update([*_name_of(carry.initial), *_name_of(carry.last)])
+                _spread_needed(loop.body, needed, callees)
+                if len(needed) == before:
+                    break
+        elif stage.call is not None and any(t in needed for t in stage.targets):
             differentiable = callees.differentiable(stage.call.function)
             needed.update(
                 o.id
@@ -618,7 +832,15 @@ def relevant_values(
             # Through an opaque call too: a value reaching the result only through one
             # needs a gradient all the same, which ``opaque_refusals`` refuses.
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
-    return active & needed
+
+
+def _reads_any(expr: Expr, names: set[str]) -> bool:
+    return isinstance(expr, Name) and expr.id in names
+
+
+def _name_of(expr: Expr) -> list[str]:
+    """A carried or collected value's variable, if it is one (not a constant)."""
+    return [expr.id] if isinstance(expr, Name) else []
 
 
 def opaque_refusals(
@@ -631,8 +853,38 @@ def opaque_refusals(
     differentiated = wrt if wrt is not None else tuple(p.name for p in function.parameters)
     # The differentiated parameters each active value's gradient would flow to.
     sources: dict[str, set[str]] = {name: {name} for name in differentiated}
-    refusals: list[tuple[object, str]] = []
-    for stage in function.stages:
+    refusals: dict[int, tuple[object, str]] = {}
+    _trace_sources(function.stages, sources, relevant, refusals)
+    return list(refusals.values())
+
+
+def _trace_sources(
+    stages: tuple[Stage, ...],
+    sources: dict[str, set[str]],
+    relevant: set[str],
+    refusals: dict[int, tuple[object, str]],
+) -> None:
+    """The differentiated parameters each value's gradient would flow to, stage by stage,
+    and the opaque calls a gradient would have to flow through."""
+    for stage in stages:
+        if stage.loop is not None:
+            loop = stage.loop
+            while True:
+                before = sum(len(found) for found in sources.values())
+                for carry in loop.carried:
+                    flowing = set(sources.get(carry.name, set()))
+                    for value in (carry.initial, carry.last):
+                        for n in _name_of(value):
+                            flowing |= sources.get(n, set())
+                    sources[carry.name] = flowing
+                _trace_sources(loop.body, sources, relevant, refusals)
+                for collected in loop.collected:
+                    sources[collected.name] = set().union(
+                        *(sources.get(n, set()) for item in collected.items for n in _name_of(item))
+                    )
+                if sum(len(found) for found in sources.values()) == before:
+                    break
+            continue
         if stage.rule is None and not stage.opaque and stage.call is None:
             continue
         reached = [sources.get(o.id, set()) for o in stage.operands if isinstance(o, Name)]
@@ -641,8 +893,7 @@ def opaque_refusals(
         if stage.opaque and stage.target in relevant:
             assert isinstance(stage.expr, Call)
             message = (_draw_message if stage.draw else _opaque_message)(stage.expr, sources)
-            refusals.append((stage.expr.origin, message))
-    return refusals
+            refusals[id(stage)] = (stage.expr.origin, message)
 
 
 def _draw_message(call: Call, sources: dict[str, set[str]]) -> str:
@@ -722,7 +973,7 @@ def _written_argument(call: Call, position: int, skip: int = 0) -> str:
 def _influences(function: StagedFunction) -> set[str]:
     """Variables the result depends on in any way, with or without a gradient."""
     found = set(names_in(function.result))
-    for stage in reversed(function.stages):
+    for stage in reversed(function.all_stages):  # a loop reads all its body reads
         if any(target in found for target in stage.targets):
             found.update(stage.reads)
     return found

@@ -46,7 +46,7 @@ from gradgen.expr import (
 from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy")
-BUILTINS = ("abs", "max", "min", "float")
+BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 
 
@@ -215,7 +215,7 @@ class _TemplateResolver:
             if lib not in LIBRARIES:
                 raise ValueError(f"unknown library {lib!r} in a rule")
             return Func(lib, name, None)
-        if name in BUILTINS:
+        if name in BUILTINS or name in ("list", "len"):
             return Func("builtins", name, name)
         if name.startswith(HELPER_PREFIX):
             return Func("helper", name, name)
@@ -758,7 +758,13 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
         )
     ]
     + [("builtins", "len"), ("builtins", "int")]
+    # The steps of a loop (for t in range(T)): numbers.
+    + [("builtins", "range"), ("builtins", "reversed")]
 )
+# What a loop may go over (for t in range(T), for t in reversed(range(T))): numbers it can
+# count before it starts.
+STEPS = ("builtins", "range")
+REVERSED = ("builtins", "reversed")
 # The user's mark on a value that is constant for gradients (the max-shift of a softmax):
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
@@ -1122,6 +1128,22 @@ _CONDITIONAL = tuple((r, form) for r in RULES if r.no_gradient_when is not None 
 
 def _form_size(form: Expr) -> int:
     return sum(1 for _ in walk(form))
+
+
+# Reading a list a loop filled (``hs = []``, ``hs.append(h)`` in the loop, then
+# ``np.stack(hs, axis=1)``): ``xs`` is the list, and its adjoint a list of the items'
+# gradients, one per item in order, which the loop's backward takes back one by one.
+LIST_RULES: dict[tuple[str, str], Rule] = {
+    ("numpy", "stack"): rule(
+        "stack_list", "numpy.stack(xs, axis)", nondiff=("axis",), literal=("axis",),
+        xs="list(numpy.moveaxis(g, axis, 0))",
+    ),
+    ("numpy", "concatenate"): rule(
+        "concatenate_list", "numpy.concatenate(xs, axis)", nondiff=("axis",),
+        literal=("axis",), xs="_split_like(g, xs, axis)",
+    ),
+    ("builtins", "sum"): rule("sum_list", "sum(xs)", xs="[g] * len(xs)"),
+}  # fmt: skip
 
 
 def rules_by_priority() -> tuple[tuple[Rule, Expr], ...]:

@@ -39,8 +39,9 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
-from gradgen.parse import Assignment, ForwardFunction, Parameter
+from gradgen.parse import Append, Assignment, ForwardFunction, Loop, Parameter, Statement
 from gradgen.rules import (
+    LIST_RULES,
     NONDIFFERENTIABLE_ATTRIBUTES,
     STOP_GRADIENT,
     Rule,
@@ -81,6 +82,35 @@ class CallSite:
 
 
 @dataclass(frozen=True)
+class Carry:
+    """A variable a loop carries from step to step (``h = f(h)``)."""
+
+    name: str  # the loop's name for it: each step's value in, after the loop the last one
+    initial: Expr  # its value before the loop: a Name, or a constant
+    last: Expr  # its value at the end of a step: a Name, or a constant
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A list a loop fills: ``hs = []`` before it, ``hs.append(h)`` in it."""
+
+    name: str
+    items: tuple[Expr, ...]  # what one step appends, in order: Names or constants
+
+
+@dataclass(frozen=True)
+class LoopSite:
+    """A stage that is a ``for`` loop over numbers: its body is stages of their own, run
+    once per step. The stage binds ``target``, the list of what each step keeps for the
+    backward, and the carried variables and filled lists as they are after the loop."""
+
+    variable: str  # the loop variable (a number each step)
+    body: tuple[Stage, ...]
+    carried: tuple[Carry, ...]
+    collected: tuple[Collected, ...]
+
+
+@dataclass(frozen=True)
 class Stage:
     """``target = expr``: one operation, its inputs (``operands``) and where it came from."""
 
@@ -101,16 +131,38 @@ class Stage:
     # A random draw (``rs.randn(3)``, rules.is_draw): opaque too (no gradient flows through
     # it), and never computed again: a function with one has no recomputing backward.
     draw: bool = False
+    # A loop (``expr`` is what it iterates over; ``operands`` every value from outside it
+    # that its body reads or starts from).
+    loop: LoopSite | None = None
 
     @property
     def reads(self) -> list[str]:
         """Every variable the forward computation reads."""
+        if self.loop is not None:
+            read = [*names_in(self.expr), *(n for o in self.operands for n in names_in(o))]
+            return list(dict.fromkeys(read))
         return names_in(self.expr)
 
     @property
     def targets(self) -> tuple[str, ...]:
-        """Every name the stage binds (a call's several results)."""
+        """Every name the stage binds (a call's several results, a loop's carried values)."""
+        if self.loop is not None:
+            return (
+                self.target,
+                *(c.name for c in self.loop.carried),
+                *(c.name for c in self.loop.collected),
+            )
         return self.call.results if self.call is not None else (self.target,)
+
+
+def all_stages(stages: tuple[Stage, ...] | list[Stage]) -> list[Stage]:
+    """Every stage, those in loops too (a loop before its body), in order."""
+    found: list[Stage] = []
+    for stage in stages:
+        found.append(stage)
+        if stage.loop is not None:
+            found += all_stages(stage.loop.body)
+    return found
 
 
 @dataclass(frozen=True)
@@ -143,15 +195,20 @@ class StagedFunction:
             return self.results[0]
         return Sequence_(self.results, "()")
 
+    @property
+    def all_stages(self) -> list[Stage]:
+        """Every stage, those in loop bodies too, in order."""
+        return all_stages(self.stages)
+
     def stage_of(self, name: str) -> Stage | None:
         """The stage that binds ``name``, if any."""
-        return next((s for s in self.stages if name in s.targets), None)
+        return next((s for s in self.all_stages if name in s.targets), None)
 
     @property
     def first_draw(self) -> Stage | None:
         """The first stage that draws random numbers, if any (not counting the draws of the
         functions it calls)."""
-        return next((s for s in self.stages if s.draw), None)
+        return next((s for s in self.all_stages if s.draw), None)
 
 
 Refuse = Callable[[object, str], None]
@@ -172,36 +229,19 @@ def stage_function(
     namer = Namer(reserved)
     for parameter in function.parameters:
         namer.take(parameter.name)
-    for assignment in function.body:
-        for name in assignment.names:
+    for statement in _all_statements(function.body):
+        for name in _names_bound(statement):
             namer.take(name)
     builder = _Builder(namer, default_library, refuse, signatures or {})
     current: dict[str, Expr] = {p.name: Name(p.name) for p in function.parameters}
-    bound: set[str] = set(current)
-
-    def bind(user_name: str) -> str:
-        """The stage name of a new binding of ``user_name``."""
-        if user_name in bound:
-            return rebinding_name(namer, user_name)
-        bound.add(user_name)
-        return user_name
-
+    parameters = {p.name for p in function.parameters}
     statements: list[str] = []
-    for assignment in function.body:
-        index = len(statements)
-        statements.append(assignment.text)
-        if assignment.targets:
-            _unpack(assignment, index, current, bind, builder)
-            continue
-        if assignment.augmented and default_library == "numpy":
-            parameters = {p.name for p in function.parameters}
-            _refuse_shared_update(assignment, current, parameters, builder, refuse)
-        value = substitute(assignment.value, current)
-        target = bind(assignment.target)
-        _assign(value, assignment.target, target, index, current, builder)
+    block = _Block(builder, current, statements, parameters)
+    block.stage_all(function.body)
     results: list[Expr] = []
     bases: list[str] = []
     parameters = {p.name for p in function.parameters}
+    block.refuse_loop_locals(function.results[0], None)
     passed_on = _several_returned(function, current, builder)
     if len(function.results) > 1 or passed_on:
         # `return h, c` is a statement of its own: the upstreams are taken in under it.
@@ -217,6 +257,7 @@ def stage_function(
         results = [Name(t) for t in targets]
         bases = list(targets)
     for position, result in enumerate(() if passed_on else function.results):
+        block.refuse_loop_locals(result, None)
         result = substitute(result, current)
         plain_result = unwrap(result)
         # The upstream gradient is named after the result (``dloss``), unless the result is
@@ -261,6 +302,210 @@ def stage_function(
         structured=function.structured,
         signature=function.signature,
     )
+
+
+_EMPTY_LIST = Sequence_((), "[]")
+# What a filled list is read by: its items stacked, joined or added up.
+_LIST_READERS = {("numpy", "stack"), ("numpy", "concatenate"), ("builtins", "sum")}
+
+
+def _all_statements(body: tuple[Statement, ...]) -> list[Statement]:
+    found: list[Statement] = []
+    for statement in body:
+        found.append(statement)
+        if isinstance(statement, Loop):
+            found += _all_statements(statement.body)
+    return found
+
+
+def _names_bound(statement: Statement) -> tuple[str, ...]:
+    if isinstance(statement, Loop):
+        return (statement.target,)
+    if isinstance(statement, Append):
+        return ()
+    return statement.names
+
+
+class _Block:
+    """Stages the statements of a function body, and of the loops in it, in order."""
+
+    def __init__(
+        self,
+        builder: _Builder,
+        current: dict[str, Expr],
+        statements: list[str],
+        parameters: set[str],
+    ) -> None:
+        self.builder = builder
+        self.current = current  # each user name -> the stage name (or constant) it holds
+        self.statements = statements  # the user's statements, rendered, for comments
+        self.parameters = parameters
+        self.bound: set[str] = set(current)
+        self.lists: dict[str, list[Expr]] = {}  # lists being filled by the loop staged now
+        self.loop_locals: dict[str, str] = {}  # names bound only inside a loop -> its text
+
+    def bind(self, user_name: str) -> str:
+        """The stage name of a new binding of ``user_name``."""
+        if user_name in self.bound:
+            return rebinding_name(self.builder.namer, user_name)
+        self.bound.add(user_name)
+        return user_name
+
+    def refuse_loop_locals(self, expr: Expr, origin: object) -> bool:
+        """Refuse a read, after a loop, of a name only the loop's body binds."""
+        for name in names_in(expr):
+            if name in self.loop_locals:
+                self.builder.refuse(
+                    getattr(expr, "origin", None) or origin,
+                    f"'{name}' is bound only inside the loop '{self.loop_locals[name]}': "
+                    "bind it before the loop too (to the value it has when the loop runs "
+                    "no step)",
+                )
+                return True
+        return False
+
+    def stage_all(self, body: tuple[Statement, ...]) -> None:
+        for statement in body:
+            if isinstance(statement, Loop):
+                self.stage_loop(statement)
+            elif isinstance(statement, Append):
+                self.stage_append(statement)
+            else:
+                self.stage_assignment(statement)
+
+    def stage_assignment(self, assignment: Assignment) -> None:
+        builder, current = self.builder, self.current
+        index = len(self.statements)
+        self.statements.append(assignment.text)
+        if self.refuse_loop_locals(assignment.value, assignment.origin):
+            return
+        for name in names_in(assignment.value):
+            if name in self.lists:
+                builder.refuse(
+                    assignment.origin or getattr(assignment.value, "origin", None),
+                    f"'{name}' is read in the loop that fills it: read it after the loop",
+                )
+                return
+        for name in assignment.names:
+            self.loop_locals.pop(name, None)
+        if assignment.targets:
+            _unpack(assignment, index, current, self.bind, builder)
+            return
+        if unwrap(assignment.value) == _EMPTY_LIST:
+            # A list a loop fills: bound by that loop (its stage makes it).
+            current[assignment.target] = _EMPTY_LIST
+            return
+        if assignment.augmented and builder.default_library == "numpy":
+            _refuse_shared_update(assignment, current, self.parameters, builder, builder.refuse)
+        value = substitute(assignment.value, current)
+        target = self.bind(assignment.target)
+        _assign(value, assignment.target, target, index, current, builder)
+
+    def stage_append(self, append: Append) -> None:
+        builder = self.builder
+        index = len(self.statements)
+        self.statements.append(append.text)
+        if append.target not in self.lists:
+            builder.refuse(
+                append.origin,
+                f"'{append.target}.append' fills a list gradgen can follow only inside a "
+                f"loop, with '{append.target} = []' just before that loop",
+            )
+            return
+        if self.refuse_loop_locals(append.value, append.origin):
+            return
+        value = substitute(append.value, self.current)
+        item = builder.lower(value, "", f"{append.target}_item", index, top=False)
+        self.lists[append.target].append(item)
+
+    def stage_loop(self, loop: Loop) -> None:
+        builder, current = self.builder, self.current
+        index = len(self.statements)
+        self.statements.append(loop.text)
+        iterable = substitute(loop.iterable, current)
+        if not is_inactive(iterable):
+            builder.refuse(
+                getattr(loop.iterable, "origin", None) or loop.origin,
+                "the number of steps must not depend on a value with a gradient",
+            )
+            return
+        iterable = builder.lower_calls_inside(iterable, loop.target, index)
+        assigned = [n for s in _all_statements(loop.body) for n in _names_bound(s)]
+        appended = {s.target for s in _all_statements(loop.body) if isinstance(s, Append)}
+        outer_lists = self.lists
+        for name in sorted(appended & set(outer_lists)):
+            builder.refuse(
+                loop.origin,
+                f"'{name}' is filled by an inner loop but made before the outer one: make "
+                f"it ('{name} = []') just before the loop that appends to it",
+            )
+        self.lists = {
+            name: [] for name in appended if unwrap(current.get(name, Name(""))) == _EMPTY_LIST
+        }
+        # Each variable the body rebinds that is bound before the loop is carried: the
+        # loop's own name for it holds each step's value in, and the last step's value out.
+        carried: dict[str, tuple[str, Expr]] = {}
+        for name in dict.fromkeys(assigned):
+            if name in current and name != loop.target and name not in self.lists:
+                carried[name] = (self.bind(name), current[name])
+                current[name] = Name(carried[name][0])
+        variable = self.bind(loop.target)
+        current[loop.target] = Name(variable)
+        outer_stages = builder.stages
+        builder.stages = []
+        self.stage_all(loop.body)
+        body = tuple(builder.stages)
+        builder.stages = outer_stages
+        carries = tuple(
+            Carry(phi, initial, current[name]) for name, (phi, initial) in carried.items()
+        )
+        collected = []
+        for name, items in self.lists.items():
+            if items:
+                collected.append(Collected(self.bind(name), tuple(items)))
+                current[name] = Name(collected[-1].name)
+                builder.lists.add(collected[-1].name)
+        self.lists = outer_lists
+        for name in dict.fromkeys(assigned):
+            if name not in carried and name not in self.lists:
+                self.loop_locals[name] = loop.text
+                current.pop(name, None)
+        for name in carried:
+            current[name] = Name(carried[name][0])
+        site = LoopSite(variable, body, carries, tuple(collected))
+        inner = {variable, *(c.name for c in carries)}
+        for stage in all_stages(body):
+            inner.update(stage.targets)
+            if stage.loop is not None:
+                inner.add(stage.loop.variable)
+        outer_reads = [n for s in all_stages(body) for n in s.reads if n not in inner]
+        outer_reads += [n for c in carries for n in names_in(c.last) if n not in inner]
+        outer_reads += [n for c in carries for n in names_in(c.initial)]
+        operands = tuple(Name(n) for n in dict.fromkeys(outer_reads))
+        target = builder.namer.fresh(f"{variable}_steps")
+        builder.stages.append(
+            Stage(
+                target,
+                None,
+                operands,
+                iterable,
+                builder.default_library,
+                index,
+                False,
+                loop=site,
+            )
+        )
+
+
+_LIST_USE = (
+    "a list a loop filled is read whole, by np.stack(hs, axis=...), "
+    "np.concatenate(hs, axis=...) or sum(hs)"
+)
+
+
+def _reads_list(call: Call, lists: set[str]) -> bool:
+    first = unwrap(call.args[0])
+    return isinstance(first, Name) and first.id in lists
 
 
 def _is_stop_gradient(expr: Expr) -> bool:
@@ -435,6 +680,8 @@ class _Builder:
         self.refuse = refuse
         self.signatures = signatures
         self.stages: list[Stage] = []
+        self.lists: set[str] = set()  # the lists loops filled (``hs`` of ``hs.append(h)``)
+        self.lists_read: set[str] = set()
 
     def check_result_count(self, call: Call, count: int, origin: object = None) -> bool:
         """Does the function ``call`` calls return ``count`` values? Refuses if not."""
@@ -541,7 +788,12 @@ class _Builder:
         if isinstance(plain, Name):
             # `(h) * c`: the operand is the variable itself, parentheses aside; a Group
             # around it would not be taken for a variable, and its gradient lost.
+            if plain.id in self.lists:
+                self.refuse(plain.origin or getattr(expr, "origin", None), _LIST_USE)
+                return Const("0", 0)
             return plain
+        if isinstance(plain, Call) and plain.args and _reads_list(plain, self.lists):
+            return self.list_read(plain, target, user_target, statement, top)
         if is_inactive(plain):
             return self.lower_calls_inside(expr, user_target, statement)
         if isinstance(plain, Call) and plain.func.lib == USER:
@@ -603,6 +855,46 @@ class _Builder:
             return Name(name)
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
+
+    def list_read(
+        self, call: Call, target: str, user_target: str, statement: int, top: bool
+    ) -> Expr:
+        """``np.stack(hs, axis=1)`` of a list a loop filled: one stage over the list."""
+        rule = LIST_RULES.get((call.func.lib or "", call.func.name))
+        if rule is None:
+            self.refuse(call.origin, _LIST_USE)
+            return Const("0", 0)
+        try:
+            canonical = canonical_call(call)
+        except ValueError as problem:
+            self.refuse(call.origin, str(problem))
+            return Const("0", 0)
+        bindings: dict[str, Expr] = {}
+        if not _match(rule.forms[0], canonical, bindings):
+            self.refuse(call.origin, _LIST_USE)
+            return Const("0", 0)
+        nondiff = tuple((n, bindings[n]) for n in rule.nondiff)
+        for variable, value in nondiff:
+            if not isinstance(literal_value(value), int):
+                self.refuse(
+                    getattr(value, "origin", None) or call.origin,
+                    f"'{variable}' must be a whole number written out here: the backward "
+                    "is written for it",
+                )
+                return Const("0", 0)
+        name = target if top else temporary_name(self.namer, user_target, rule.name)
+        operand = unwrap(bindings["xs"])
+        assert isinstance(operand, Name)
+        if operand.id in self.lists_read:
+            # Its gradient is a list taken back item by item: one reader only.
+            self.refuse(call.origin, f"'{operand.id}' is read twice: read the list once")
+            return Const("0", 0)
+        self.lists_read.add(operand.id)
+        library = form_library(rule.forms[0]) or self.default_library
+        self.stages.append(
+            Stage(name, rule, (operand,), call, library, statement, not top, nondiff)
+        )
+        return Name(name)
 
     def extract_draws(self, expr: Expr, user_target: str, statement: int) -> Expr:
         """``expr`` with every draw inside it a stage of its own (innermost first), read by

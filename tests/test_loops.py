@@ -1,0 +1,222 @@
+"""Loops in the forward: ``for t in range(...)`` over straight-line bodies (issue 12).
+
+Each accepted program's generated backward is checked against central differences, through
+``gradgen.generate`` and through the decorator; the shape of the RNN's backward (a reversed
+loop calling the step's cached backward, ``+=`` into the weights' gradients) is checked as
+text; each refused loop is located where it is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+import pytest
+
+import gradgen
+from test_programs import assert_close, draw, expected_gradients
+from test_rules import run_module
+
+RNN = """\
+import numpy as np
+
+
+def rnn_step(x: "N, D", prev_h: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h
+
+
+def f(x: "N, T, D", h0: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
+    T = x.shape[1]
+    h = h0
+    hs = []
+    for t in range(T):
+        h = rnn_step(x[:, t, :], h, Wx, Wh, b)
+        hs.append(h)
+    out = np.stack(hs, axis=1)
+    return out
+"""
+
+EULER = """\
+def f(x0, v0, k, c):
+    x = x0
+    v = v0
+    dt = 0.01
+    for step in range(200):
+        a = -k * x - c * v
+        x = x + dt * v
+        v = v + dt * a
+    return 0.5 * v * v + 0.5 * k * x * x
+"""
+
+# id: (source, the parameters' shapes)
+ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
+    "rnn-over-time": (RNN, {"x": (2, 3, 4), "h0": (2, 5), "Wx": (4, 5), "Wh": (5, 5), "b": (5,)}),
+    "euler-scalar": (EULER, {"x0": (), "v0": (), "k": (), "c": ()}),
+    "loss-summed-in-loop": (
+        "import numpy as np\n\n\ndef f(x: 'N, D', W: 'D, D', b: 'D', y: 'N, D'):\n"
+        "    h = x\n    loss = 0.0\n    for i in range(3):\n"
+        "        h = np.tanh(h @ W + b)\n        loss = loss + np.sum(h * h) * 0.1\n"
+        "    loss += np.sum((h - y) ** 2)\n    return loss\n",
+        {"x": (3, 4), "W": (4, 4), "b": (4,), "y": (3, 4)},
+    ),
+    "power-iteration": (
+        "import numpy as np\n\n\ndef f(A: 'n, n', v0: 'n'):\n    v = v0\n"
+        "    for i in range(4):\n        w = A @ v\n        v = w / np.sqrt(np.sum(w * w))\n"
+        "    return v @ A @ v\n",
+        {"A": (3, 3), "v0": (3,)},
+    ),
+    "nested-loops": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    total = 0.0\n"
+        "    for i in range(2):\n        h = x * w\n        for j in range(3):\n"
+        "            h = np.sin(h) + w\n            total = total + np.sum(h)\n"
+        "    return total\n",
+        {"x": (3,), "w": (3,)},
+    ),
+    "concatenate-appended": (
+        "import numpy as np\n\n\ndef f(x: '4', w: '4'):\n    hs = []\n"
+        "    for t in range(4):\n        hs.append(x[t] * w)\n"
+        "    return np.sum(np.concatenate(hs, axis=0) ** 2)\n",
+        {"x": (4,), "w": (4,)},
+    ),
+    "sum-with-start-stop-step": (
+        "import numpy as np\n\n\ndef f(x: '4', w: '4'):\n    terms = []\n"
+        "    for t in range(1, 6, 2):\n        terms.append(np.sin(x * t) * w)\n"
+        "    total = sum(terms)\n    return np.sum(total * total)\n",
+        {"x": (4,), "w": (4,)},
+    ),
+    "reversed-range-appends-carried-value": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n    hs = []\n"
+        "    for t in reversed(range(3)):\n        hs.append(h)\n        h = np.tanh(h * w + t)\n"
+        "    return np.sum(np.stack(hs, axis=0) * 2.0) + np.sum(h)\n",
+        {"x": (3,), "w": (3,)},
+    ),
+    "swap-carried": (
+        "def f(a, b):\n    for i in range(3):\n        a, b = b, a * b + 0.5\n"
+        "    return a * 2.0 + b\n",
+        {"a": (), "b": ()},
+    ),
+    "zero-steps": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
+        "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
+        {"x": (3,), "w": (3,)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_loops_match_central_differences(case: str) -> None:
+    source, shapes = ACCEPTED[case]
+    text = gradgen.generate(source, "loops.py")
+    forward = run_module(source, "loops.py")["f"]
+    backward = run_module(text, "loops_backward.py")["f_backward"]
+    args = draw(shapes, f"loops {case}")
+    out = forward(**args)
+    upstream = draw({"out": numpy.shape(out)}, f"upstream {case}")["out"]
+    given = {n: numpy.copy(v) for n, v in args.items()}
+    got = backward(**given, **({"dout": numpy.copy(upstream)} if "dout" in text else {}))
+    got = got if isinstance(got, tuple) else (got,)
+    for name, value in args.items():
+        numpy.testing.assert_array_equal(given[name], value, err_msg=f"{name} changed")
+    expected = expected_gradients(forward, args, list(shapes), upstream if "dout" in text else None)
+    assert_close(dict(zip(shapes, got, strict=True)), expected, f" ({case})")
+
+
+@pytest.mark.parametrize("case", ["rnn-over-time", "loss-summed-in-loop"])
+def test_loops_decorated(load: Any, case: str) -> None:
+    source, shapes = ACCEPTED[case]
+    source = source.replace("import numpy as np\n", "import numpy as np\nimport gradgen\n")
+    source = source.replace("\ndef f(", "\n@gradgen.differentiable\ndef f(")
+    f = load(source).f
+    args = draw(shapes, f"loops decorated {case}")
+    out = f(**args)
+    upstream = numpy.ones_like(out) if numpy.ndim(out) else 1.0
+    got = f.backward(**args, **({"dout": upstream} if numpy.ndim(out) else {}))
+    assert_close(
+        dict(zip(shapes, got, strict=True)),
+        expected_gradients(f, args, list(shapes)),
+        f" ({case}, decorated)",
+    )
+
+
+def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
+    text = gradgen.generate(RNN, "rnn.py")
+    backward = text[text.index("def f_backward") :]
+    backward = backward[: backward.index("\ndef ")]
+    assert "for t in range(T):" in backward
+    assert "in reversed(t_steps):" in backward
+    assert "rnn_step_cached_backward(" in backward
+    for gradient in ("dWx", "dWh", "db"):
+        assert f"    {gradient} += {gradient}_rnn_step" in backward
+    assert "dx[:, t, :] += " in backward  # basic indexing: no np.add.at
+
+
+def test_loops_are_deterministic() -> None:
+    first = gradgen.generate(RNN, "rnn.py")
+    assert gradgen.generate(RNN, "rnn.py") == first
+
+
+def test_pairs_keep_the_steps_in_the_cache() -> None:
+    source, shapes = ACCEPTED["loss-summed-in-loop"]
+    text = gradgen.generate(source, "loops.py", pairs=True)
+    namespace = run_module(text, "loops_pairs.py")
+    forward = run_module(source, "loops.py")["f"]
+    args = draw(shapes, "loops pairs")
+    value, cache = namespace["f_forward"](**args)
+    assert value == pytest.approx(forward(**args))
+    got = namespace["f_backward"](1.0, cache)
+    again = namespace["f_backward"](1.0, cache)  # the cache is read, never used up
+    assert_close(
+        dict(zip(shapes, got, strict=True)),
+        expected_gradients(forward, args, list(shapes)),
+        " (pairs)",
+    )
+    for first, second in zip(got, again, strict=True):
+        numpy.testing.assert_array_equal(first, second)
+
+
+# id: (function body, line and column of the error (the def is line 4), the message's words)
+REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
+    "for-else": (
+        "for i in range(3):\n        x = x * 2\n    else:\n        pass",
+        (7, 5),
+        "for ... else",
+    ),
+    "break": ("for i in range(3):\n        break", (6, 9), "'break' is not supported"),
+    "continue": ("for i in range(3):\n        continue", (6, 9), "'continue' is not supported"),
+    "return-in-loop": ("for i in range(3):\n        return x", (6, 9), "'return' inside a loop"),
+    "append-outside-loop": ("hs = []\n    hs.append(x)", (6, 5), "only inside a loop"),
+    "list-read-in-its-loop": (
+        "hs = []\n    for i in range(3):\n        hs.append(x)\n        y = np.stack(hs)",
+        (8, 13),
+        "read in the loop that fills it",
+    ),
+    "loop-local-read-after": (
+        "for i in range(3):\n        z = x * i\n    x = z",
+        (7, 9),
+        "only inside the loop",
+    ),
+    "list-read-twice": (
+        "hs = []\n    for i in range(3):\n        hs.append(x * i)\n    x = np.stack(hs) + sum(hs)",
+        (8, 24),
+        "read twice",
+    ),
+    "list-filled-by-inner-loop": (
+        "hs = []\n    for i in range(2):\n        for j in range(2):\n            hs.append(x)\n"
+        "    x = np.stack(hs)",
+        (7, 9),
+        "inner loop",
+    ),
+    "over-array-items": ("for v in x:\n        x = x * v", (5, 14), "range(len(xs))"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refused_loops_are_located(case: str) -> None:
+    body, (line, column), words = REFUSED[case]
+    source = f"import numpy as np\n\n\ndef f(x: '3'):\n    {body}\n    return np.sum(x)\n"
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert words in diagnostic.message, diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (line, column), diagnostic.message
