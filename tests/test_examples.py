@@ -109,6 +109,29 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
             "target": Array(("N", "H")),
         },
     },
+    "sequences": {
+        "rnn_step": {
+            "x": Array(("N", "D")),
+            "prev_h": Array(("N", "H")),
+            "Wx": Array(("D", "H")),
+            "Wh": Array(("H", "H")),
+            "b": Array(("H",)),
+        },
+        "rnn": {
+            "x": Array(("N", "T", "D")),
+            "h0": Array(("N", "H")),
+            "Wx": Array(("D", "H")),
+            "Wh": Array(("H", "H")),
+            "b": Array(("H",)),
+        },
+        "lstm_step": {
+            "x": Array(("N", "D")),
+            "prev_h": Array(("N", "H")),
+            "prev_c": Array(("N", "H")),
+            **LSTM_WEIGHTS,
+        },
+        "lstm": {"x": Array(("N", "T", "D")), "h0": Array(("N", "H")), **LSTM_WEIGHTS},
+    },
     "black_scholes": {
         "norm_cdf": {"x": Scalar(-2.0, 2.0)},
         "call_price": {
@@ -293,7 +316,7 @@ def mapped_wrt(stem: str, name: str) -> tuple[str, ...] | None:
 def draw(stem: str, name: str, seed: str) -> dict[str, Any]:
     """Random float64 arguments of ``name``, of small random shapes, deterministic."""
     generator = numpy.random.default_rng(zlib.crc32(f"{stem} {name} {seed}".encode()))
-    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCH"}
+    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCHT"}
     sizes["4H"] = 4 * sizes["H"]  # the LSTM's four gates side by side
     args: dict[str, Any] = {}
     for param, spec in PROGRAMS[stem][name].items():

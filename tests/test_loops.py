@@ -96,6 +96,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return a * 2.0 + b\n",
         {"a": (), "b": ()},
     ),
+    "update-in-place-in-loop": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x * 1.0\n"
+        "    for i in range(3):\n        h += w * h\n    return np.sum(h)\n",
+        {"x": (3,), "w": (3,)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -206,6 +211,16 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         "    x = np.stack(hs)",
         (7, 9),
         "inner loop",
+    ),
+    "update-of-a-parameter-carried": (
+        "h = x\n    for i in range(3):\n        h += x * 2.0",
+        (7, 9),
+        "caller's array 'x'",
+    ),
+    "update-of-a-view-the-step-ends-with": (
+        "h = x * 1.0\n    for i in range(3):\n        h += x\n        h = x[:]",
+        (7, 9),
+        "in the next step",
     ),
     "over-array-items": ("for v in x:\n        x = x * v", (5, 14), "range(len(xs))"),
 }

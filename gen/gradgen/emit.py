@@ -321,7 +321,7 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
         body.append("")
     body += _adjoint_body(backward, helpers)
     body.append(f"return {_gradients(_returned(backward))}")
-    ties = [*_untied(leaves), *_untied(backward.forward), *_adjoint_ties(backward), None]
+    ties = [*_untied(leaves), *_untied_lines(backward.forward), *_adjoint_ties(backward), None]
     return FunctionText(name, signature, _docstring(backward), body, ties)
 
 
@@ -340,7 +340,7 @@ def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> F
         gradients = f"({gradients})"
     body.append(f"return {render(helpers.resolve(staged.result))}, {gradients}")
     signature = f"def {name}({_parameters(backward)}):"
-    ties = [*_untied(leaves), *_untied(backward.full_forward), *_adjoint_ties(backward), None]
+    ties = [*_untied(leaves), *_untied_lines(backward.full_forward), *_adjoint_ties(backward), None]
     return FunctionText(name, signature, _value_docstring(backward), body, ties)
 
 
@@ -396,7 +396,7 @@ def _forward_text(
     docstring = f"{staged.name} and the cache its backward reads: {_tuple(cache)}."
     if len(docstring) > 80:
         docstring = f"{staged.name} and the cache of the values its backward reads."
-    ties = [*_untied(leaves), *_untied(lines), None]
+    ties = [*_untied(leaves), *_untied_lines(lines), None]
     return FunctionText(name, f"def {name}({', '.join(params)}):", docstring, body, ties)
 
 
@@ -555,6 +555,18 @@ def _adjoint_ties(backward: BackwardFunction) -> list[Tie | None]:
         None if adjoint.loop is not None else Tie(adjoint.target, adjoint.statement)
         for adjoint in backward.adjoints
     ]
+
+
+def _untied_lines(lines: Iterable[ForwardLine]) -> list[Tie | None]:
+    """None for each statement the forward lines are written as (a loop: what it starts
+    from, its lists, then the loop itself)."""
+    count = 0
+    for line in lines:
+        count += 1
+        if line.loop is not None:
+            count += len(line.loop.starts) + len(line.loop.collected)
+            count += line.loop.kept is not None
+    return [None] * count
 
 
 def _untied(statements: Iterable[object]) -> list[Tie | None]:

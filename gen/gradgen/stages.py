@@ -397,6 +397,9 @@ class _Block:
             return
         if assignment.augmented and builder.default_library == "numpy":
             _refuse_shared_update(assignment, current, self.parameters, builder, builder.refuse)
+            value_now = unwrap(current[assignment.target])
+            if isinstance(value_now, Name) and value_now.id in builder.carried_from:
+                builder.updates.append((assignment, value_now.id))
         value = substitute(assignment.value, current)
         target = self.bind(assignment.target)
         _assign(value, assignment.target, target, index, current, builder)
@@ -451,11 +454,32 @@ class _Block:
                 current[name] = Name(carried[name][0])
         variable = self.bind(loop.target)
         current[loop.target] = Name(variable)
+        for phi, initial in carried.values():
+            start = Stage(phi, None, (), initial, builder.default_library, index, False)
+            builder.carried_from[phi] = start
         outer_stages = builder.stages
+        builder.enclosing.append(outer_stages)
         builder.stages = []
+        updates = len(builder.updates)
         self.stage_all(loop.body)
         body = tuple(builder.stages)
         builder.stages = outer_stages
+        builder.enclosing.pop()
+        # An update in place of a carried value at a step's start writes into what the
+        # previous step ended with: refused where that may be the caller's array too.
+        every = builder.every_stage() | {t: s for s in all_stages(body) for t in s.targets}
+        for assignment, phi in builder.updates[updates:]:
+            ends = [current[user] for user, (start, _) in carried.items() if start == phi]
+            shared = sorted(_storages(ends[0], every) & self.parameters) if ends else []
+            if shared:
+                name = assignment.target
+                op = assignment.text.split(" ", 2)[1]
+                builder.refuse(
+                    assignment.origin,
+                    f"'{name} {op}' writes, in the next step, into the caller's array "
+                    f"'{shared[0]}' (what '{name}' is at the end of a step): write "
+                    f"{name} = {name} {op[:-1]} ...",
+                )
         carries = tuple(
             Carry(phi, initial, current[name]) for name, (phi, initial) in carried.items()
         )
@@ -622,7 +646,7 @@ def _refuse_shared_update(
     may: a parameter (the forward would change the caller's array), or another variable
     that is ``h``, a view of it, or what a call returned given it."""
     name = assignment.target
-    stages = {t: stage for stage in builder.stages for t in stage.targets}
+    stages = builder.every_stage()
     storage = _storages(current[name], stages)
     op = assignment.text.split(" ", 2)[1]
     written = f"{name} = {name} {op[:-1]} ..."
@@ -682,6 +706,18 @@ class _Builder:
         self.stages: list[Stage] = []
         self.lists: set[str] = set()  # the lists loops filled (``hs`` of ``hs.append(h)``)
         self.lists_read: set[str] = set()
+        # The stages of the blocks around the loop being staged, and each carried value's
+        # start as a rename: what an in-place update checks for shared memory.
+        self.enclosing: list[list[Stage]] = []
+        self.carried_from: dict[str, Stage] = {}
+        self.updates: list[tuple[Assignment, str]] = []  # h += x on a carried value
+
+    def every_stage(self) -> dict[str, Stage]:
+        """Each name bound so far, in this block and those around it, and its stage."""
+        found = dict(self.carried_from)
+        for block in [*self.enclosing, self.stages]:
+            found.update((t, s) for stage in block for s in all_stages([stage]) for t in s.targets)
+        return found
 
     def check_result_count(self, call: Call, count: int, origin: object = None) -> bool:
         """Does the function ``call`` calls return ``count`` values? Refuses if not."""
