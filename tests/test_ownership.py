@@ -177,6 +177,33 @@ CASES = [
         [("dt", Kind.ASSIGN), ("dx", Kind.ASSIGN), ("dy", Kind.ASSIGN), ("dy", Kind.COPY)],
         id="returned-gradients-that-share-memory-are-copied",
     ),
+    pytest.param(
+        [
+            s("ds", Kind.ASSIGN, _fresh("a")),
+            s("dx", Kind.ASSIGN, Name("ds")),
+            s("dw", Kind.ASSIGN, Name("ds")),
+        ],
+        {"dx": (), "dw": ()},
+        [("ds", Kind.ASSIGN), ("dx", Kind.ASSIGN), ("dw", Kind.ASSIGN)],
+        id="gradients-of-numbers-from-arithmetic-are-immutable-numbers",
+    ),
+    pytest.param(
+        [
+            s("ds", Kind.ASSIGN, _call("where", Name("c"), Name("dout"), number(0))),
+            s("ds", Kind.ADD, _fresh("b")),
+            s("dx", Kind.ASSIGN, Name("ds")),
+            s("dw", Kind.ASSIGN, Name("ds")),
+        ],
+        {"dx": (), "dw": ()},
+        [
+            ("ds", Kind.ASSIGN),
+            ("ds", Kind.ADD),
+            ("dx", Kind.ASSIGN),
+            ("dw", Kind.ASSIGN),
+            ("dw", Kind.ASSIGN),  # dw = np.copy(dw): np.where of numbers is a 0-d array
+        ],
+        id="gradients-of-numbers-that-are-one-0d-array-are-copied",
+    ),
 ]
 
 

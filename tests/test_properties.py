@@ -461,6 +461,24 @@ FIXED_BUGS += [
         raises=AssertionError,
     ),
 ]
+# Found by the thorough profile: returned gradients that shared memory, or a backward that
+# raised, where a gradient of a number was a 0-d array or of booleans.
+FIXED_BUGS += [
+    KnownBug(
+        name="gradients-of-numbers-share-a-0d-array",
+        symptom="dx = ds; dw = ds after s = x + w, with x and w floats but ds a 0-d array "
+        "(np.where's adjoint): the two returned gradients were one object, as the ownership "
+        "pass took every gradient of a number for an immutable number",
+        forward=(
+            "import numpy as np\n\n\ndef f(x: float, w: float):\n    s = x + w\n"
+            "    return np.where(s > 0.3, s, s * s)\n"
+        ),
+        args=lambda: {"x": -1.0560584492199097, "w": -0.47247154007068665},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+]
 KNOWN_BUGS.append(
     KnownBug(
         name="power-of-a-tuple",

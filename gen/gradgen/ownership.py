@@ -16,7 +16,11 @@ The invariant this pass keeps, for every statement of the backward in order:
   no other name still to be read (or returned) may share. Otherwise ``dx += e`` becomes
   ``dx = dx + e`` and a scatter is preceded by ``dx = dx.copy()``: a new storage, whole;
 - every returned gradient is whole, of a storage of its own: not the caller's, and shared
-  with no other returned gradient (a copy is made where it might be).
+  with no other returned gradient (a copy is made where it might be). A gradient of a
+  number is exempt only where it is known to *be* a number: what arithmetic gives (``x + y``
+  of numbers and 0-d arrays is an immutable number) or the caller's own. Any other
+  function may hand back a 0-d array (``np.where`` of numbers does), which is as mutable as
+  any array: two gradients of numbers that are one such object are copied apart.
 
 What an expression's value may share is read from the functions it calls: a view
 (``np.reshape``, ``.T``, an index) shares its base's storages; ``_unbroadcast`` is its first
@@ -63,12 +67,16 @@ class Value:
 
     storages: frozenset[int]
     whole: bool  # all of one storage, not a view into it
+    # Where it has no axes, an immutable number (a Python or numpy scalar), never a 0-d
+    # array: arithmetic makes one; a function's result may be a 0-d array.
+    number: bool = False
 
     def shares(self, other: Value) -> bool:
         return bool(self.storages & other.storages)
 
 
-_CALLERS = Value(frozenset({CALLER}), whole=True)
+# The caller's values of no axes (the upstream of a number, a float argument) are its numbers.
+_CALLERS = Value(frozenset({CALLER}), whole=True, number=True)
 
 
 def protect_shared(
@@ -137,7 +145,7 @@ class _Ownership:
                         statement = _subtract_where_negated(statement)
                     else:
                         statement = _into_new_object(statement)
-                        self.held[target] = self.new()
+                        self.held[target] = self.new(number=True)
                 case Kind.SCATTER:  # writes into target's array at an index
                     if not self.writable(target, index):
                         copy = AdjointStatement(
@@ -204,9 +212,10 @@ class _Ownership:
             return self.value_of(expr)  # a function this pass does not know
         return self.new()
 
-    def new(self) -> Value:
-        """A storage just allocated, held whole."""
-        return Value(frozenset({next(self.fresh)}), whole=True)
+    def new(self, number: bool = False) -> Value:
+        """A storage just allocated, held whole (``number``: by arithmetic, so where it has
+        no axes an immutable number)."""
+        return Value(frozenset({next(self.fresh)}), whole=True, number=number)
 
     def writable(self, target: str, index: int) -> bool:
         """May statement ``index`` write into what ``target`` holds?"""
@@ -226,7 +235,7 @@ class _Ownership:
         if isinstance(expr, Group):
             return self.value_of(expr.inner)
         if isinstance(expr, (BinOp, UnaryOp, Compare, Const, Sequence_)):
-            return self.new()  # arithmetic and displays make new objects
+            return self.new(number=True)  # arithmetic and displays make new objects
         if isinstance(expr, (Subscript, Attribute)):
             return self.view_of(expr.value)  # x[i], x.T: views (a copy for fancy indices)
         if isinstance(expr, Call):
@@ -252,11 +261,12 @@ class _Ownership:
         given: set[int] = set()
         for name, shape in self.returned.items():
             value = self.held.get(name, _CALLERS)
-            if shape == SCALAR and value.whole:
+            if shape == SCALAR and value.whole and value.number:
                 continue  # a number: immutable, nothing to protect
             if not value.whole or CALLER in value.storages or value.storages & given:
-                if shape is None and value.whole:
-                    # Maybe a Python number (the default upstream 1.0): np.copy takes both.
+                if shape == SCALAR or (shape is None and value.whole):
+                    # Maybe a Python number (the default upstream 1.0, or what a backward
+                    # called gave for a number) or a 0-d array: np.copy takes both.
                     copy = Call(Func("numpy", "copy", None), (Name(name),))
                     copies.append(AdjointStatement(name, Kind.ASSIGN, copy, last))
                 else:
