@@ -478,6 +478,21 @@ FIXED_BUGS += [
         excludes=lambda app: False,
         raises=AssertionError,
     ),
+    KnownBug(
+        name="index-of-a-numpy-scalar",
+        symptom="z = np.amax(z, None), a numpy scalar, indexed (z[None]) in a helper that also "
+        "multiplies by it: the backward raised TypeError ('numpy.float64' object does not "
+        "support item assignment), scattering dx[None] += dt into dx, the number the product's "
+        "adjoint gave",
+        forward=(
+            "import numpy as np\n\n\ndef unit(x):\n    t = x[None]\n    return t * x\n\n\n"
+            'def f(z: "3, 1"):\n    z = np.amax(z, None)\n    return np.sum(unit(z))\n'
+        ),
+        args=lambda: {"z": numpy.array([[0.3], [1.7], [-0.4]])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
 ]
 KNOWN_BUGS.append(
     KnownBug(
