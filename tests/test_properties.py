@@ -92,6 +92,7 @@ from program_strategy import (  # noqa: E402
     drawing_source,
     features,
     literal,
+    memo_key,
     programs,
     structured_program,
 )
@@ -1163,6 +1164,18 @@ def test_every_form_is_generated(form: Form) -> None:
         if form.rule.name in program.rules:
             return
     pytest.fail(f"no {mode} program applies {form.text} (rule {form.rule.name})")
+
+
+def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:
+    """A helper's results are memoized by its arguments: numpy's booleans (``x > 0.0`` of a
+    numpy number) and Python's compute differently (``np.True_ - np.False_`` raises), so a
+    call with one must not reuse the result of a call with the other. The thorough profile
+    built ``g(x < 0.0, x > 0.0)`` with ``g`` computing ``s - y``, called with Python booleans
+    and then numpy ones: a forward that raised, reported as a backward that raised."""
+    assert memo_key(True) != memo_key(numpy.True_)
+    assert memo_key(1.0) != memo_key(numpy.float64(1.0))
+    assert memo_key(numpy.array(True)) != memo_key(numpy.True_)
+    assert memo_key(numpy.True_) == memo_key(numpy.bool_(1))
 
 
 # --- known bugs still reproduce -----------------------------------------------------------------
