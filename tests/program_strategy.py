@@ -1388,9 +1388,13 @@ class Setting:
         return b
 
 
-def _key(value: Any) -> tuple[Any, ...]:
+def memo_key(value: Any) -> tuple[Any, ...]:
+    """What a helper's result at ``value`` depends on. The type itself, not its name: numpy's
+    booleans are named ``bool`` too, and ``np.True_ - np.False_`` raises where ``True - False``
+    is 1 (a call with Python booleans memoized for one with numpy's built a forward that
+    raised)."""
     array = numpy.asarray(value)
-    return (type(value).__name__, array.dtype.str, array.shape, array.tobytes())
+    return (type(value), array.dtype.str, array.shape, array.tobytes())
 
 
 class Helper:
@@ -1422,7 +1426,7 @@ class Helper:
         for name, _, default in params:
             if name not in bound:
                 bound[name] = literal(default)
-        key = tuple(_key(bound[n]) for n, _, _ in params)
+        key = tuple(memo_key(bound[n]) for n, _, _ in params)
         if key not in self.memo:
             try:
                 self.memo[key] = self._run(bound)
@@ -1509,7 +1513,7 @@ def _build_helper(
         function = Function(name, params, body.lines, [t.text for t in body.results])
         helper = Helper(function, body, setting, callees)
         values = tuple(t.value for t in body.results)
-        key = tuple(_key(prototype[n]) for n, _, _ in params)
+        key = tuple(memo_key(prototype[n]) for n, _, _ in params)
         helper.memo[key] = values if len(values) > 1 else values[0]
         return helper
     return None

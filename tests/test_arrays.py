@@ -252,6 +252,23 @@ def test_shared_gradient_then_scattered_into(body: str, annotated: bool) -> None
     check(source, args, upstream)
 
 
+# A value with no axes (a numpy scalar: np.amax of all entries) indexed after arithmetic gave
+# its gradient: that gradient is a numpy scalar, which takes no item assignment.
+INDEXED_NUMBERS = [
+    pytest.param("t = z[None]\n    return np.sum(t * z)", id="index-after-a-product"),
+    pytest.param("return np.sum(z[None] * z + z[...] + z[None, None])", id="several-indices"),
+    pytest.param("t = z * z\n    return np.sum(t[None] + z[()] * t)", id="index-of-a-product"),
+]
+
+
+@pytest.mark.parametrize("annotated", [False, True], ids=["plain", "annotated"])
+@pytest.mark.parametrize("body", INDEXED_NUMBERS)
+def test_a_numpy_scalar_indexed_after_arithmetic(body: str, annotated: bool) -> None:
+    params = 'x: "3, 1"' if annotated else "x"
+    source = module(f"def f({params}):\n    z = np.amax(x, None)\n    {body}\n")
+    check(source, {"x": away_from_zero(rng(body), (3, 1))})
+
+
 # --- (d) broadcasting: gradients have the operand's shape exactly ----------------------------
 
 BROADCASTS = [

@@ -499,6 +499,33 @@ CALL_FORMS = [
         {"x": (3, 4), "w1": (4, 2), "w2": (4, 2)},
         id="same-callee-different-gradients",
     ),
+    pytest.param(
+        """
+        def g(x, m):
+            t = m / (np.squeeze(x) + 2.5)
+            return t * (m * 2.0 - m) + abs(m)
+
+
+        def f(x, w):
+            a = np.exp(w)
+            return g(x, a > 1.0) + g(a < 1.0, w > 0.0) * w + np.maximum(x > 0.0, x)
+        """,
+        {"x": (), "w": ()},
+        id="numpy-booleans-as-arguments",
+    ),
+    pytest.param(
+        """
+        def g(x, m):
+            t = m / (np.squeeze(x) + 2.5)
+            return t * (m * 2.0 - m) + abs(m)
+
+
+        def f(x, w):
+            return g(x, w > 0.0) + g(x < 0.0, w > 0.0) * w
+        """,
+        {"x": (3,), "w": (3,)},
+        id="masks-as-arguments",
+    ),
 ]
 
 

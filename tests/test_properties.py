@@ -92,6 +92,7 @@ from program_strategy import (  # noqa: E402
     drawing_source,
     features,
     literal,
+    memo_key,
     programs,
     structured_program,
 )
@@ -474,6 +475,21 @@ FIXED_BUGS += [
             "    return np.where(s > 0.3, s, s * s)\n"
         ),
         args=lambda: {"x": -1.0560584492199097, "w": -0.47247154007068665},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="index-of-a-numpy-scalar",
+        symptom="z = np.amax(z, None), a numpy scalar, indexed (z[None]) in a helper that also "
+        "multiplies by it: the backward raised TypeError ('numpy.float64' object does not "
+        "support item assignment), scattering dx[None] += dt into dx, the number the product's "
+        "adjoint gave",
+        forward=(
+            "import numpy as np\n\n\ndef unit(x):\n    t = x[None]\n    return t * x\n\n\n"
+            'def f(z: "3, 1"):\n    z = np.amax(z, None)\n    return np.sum(unit(z))\n'
+        ),
+        args=lambda: {"z": numpy.array([[0.3], [1.7], [-0.4]])},
         upstream=lambda: None,
         excludes=lambda app: False,
         raises=AssertionError,
@@ -1148,6 +1164,18 @@ def test_every_form_is_generated(form: Form) -> None:
         if form.rule.name in program.rules:
             return
     pytest.fail(f"no {mode} program applies {form.text} (rule {form.rule.name})")
+
+
+def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:
+    """A helper's results are memoized by its arguments: numpy's booleans (``x > 0.0`` of a
+    numpy number) and Python's compute differently (``np.True_ - np.False_`` raises), so a
+    call with one must not reuse the result of a call with the other. The thorough profile
+    built ``g(x < 0.0, x > 0.0)`` with ``g`` computing ``s - y``, called with Python booleans
+    and then numpy ones: a forward that raised, reported as a backward that raised."""
+    assert memo_key(True) != memo_key(numpy.True_)
+    assert memo_key(1.0) != memo_key(numpy.float64(1.0))
+    assert memo_key(numpy.array(True)) != memo_key(numpy.True_)
+    assert memo_key(numpy.True_) == memo_key(numpy.bool_(1))
 
 
 # --- known bugs still reproduce -----------------------------------------------------------------

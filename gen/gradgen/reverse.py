@@ -493,6 +493,13 @@ class _ReversePass:
                 dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
                 zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
             self.statements.append(AdjointStatement(target, Kind.ASSIGN, zeros, statement))
+        elif not self.known.get(variable):
+            # A value with no axes (or none known) may have a gradient that is a number:
+            # arithmetic on 0-d values gives numpy scalars, which take no item assignment.
+            # np.asarray makes it a 0-d array (an array is passed through, no copy).
+            target = self.gradient[variable]
+            asarray = Call(Func("numpy", "asarray", None), (Name(target),))
+            self.statements.append(AdjointStatement(target, Kind.ASSIGN, asarray, statement))
         index = adjoint.index
         parts = index.items if isinstance(index, Sequence_) else (index,)
         distinct = _selects_distinct(parts, self.known)

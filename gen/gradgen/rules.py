@@ -1014,6 +1014,7 @@ class Aliasing(enum.Enum):
 # the ownership pass (ownership.py) writes in place only into arrays that share nothing.
 # A function missing here is assumed to share memory with every array it is given.
 TEMPLATE_ALIASING: dict[str, Aliasing] = {
+    "asarray": Aliasing.FIRST_OR_NEW,
     **dict.fromkeys(
         ("reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "ravel"),
         Aliasing.VIEW_OF_FIRST,
