@@ -182,6 +182,38 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     return PLACEHOLDER
 
 
+_BOOLEAN = {cst.And: "and", cst.Or: "or"}
+_IDENTITY = {cst.Is: "is", cst.IsNot: "is not", cst.In: "in", cst.NotIn: "not in"}
+
+
+def convert_condition(node: cst.BaseExpression, resolver: Resolver) -> Expr:
+    """The test of an ``if``: an expression, where ``not``, ``and``, ``or``, ``is``, ``in``
+    and strings may appear too (it chooses statements, it is never differentiated)."""
+    expr = _convert_condition_bare(node, resolver)
+    if getattr(node, "lpar", None) and not isinstance(node, cst.Tuple):
+        expr = Group(expr, origin=node)
+    return expr
+
+
+def _convert_condition_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
+    if isinstance(node, cst.BooleanOperation):
+        op = _BOOLEAN[type(node.operator)]
+        left = convert_condition(node.left, resolver)
+        return BinOp(op, left, convert_condition(node.right, resolver), origin=node)
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
+        return UnaryOp("not", convert_condition(node.expression, resolver), origin=node)
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        return Const(cst.Module([]).code_for_node(node), origin=node)
+    if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
+        target = node.comparisons[0]
+        spelled = _COMPARE.get(type(target.operator)) or _IDENTITY.get(type(target.operator))
+        if spelled is not None:
+            left = convert_condition(node.left, resolver)
+            right = convert_condition(target.comparator, resolver)
+            return Compare(spelled, left, right, origin=node)
+    return _convert_bare(node, resolver)
+
+
 def _operator_symbol(node: cst.BinaryOperation) -> str:
     # The operator's own spelling, taken from the source text of the operation.
     return cst.Module([]).code_for_node(node.operator).strip()

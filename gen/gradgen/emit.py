@@ -11,7 +11,7 @@ readers; tools read the same fact from ``FunctionText.ties`` (``Compiled.ties``)
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -33,6 +33,7 @@ from gradgen.expr import (
     render,
     walk,
 )
+from gradgen.forward_lines import names_read
 from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
 from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, ForwardLoop, Kind
 from gradgen.naming import (
@@ -314,7 +315,10 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     staged = backward.staged
     name = backward_function_name(staged.name)
     signature = f"def {name}({_parameters(backward)}):"
-    body = _recomputed_comment([line.target for line in backward.forward])
+    recomputed = [
+        n for line in backward.forward for n in (line.names if line.branch else [line.target])
+    ]
+    body = _recomputed_comment(recomputed)
     leaves = _leaf_lines(staged, backward.forward, backward.adjoints)
     body += leaves + _forward_body(backward.forward, helpers)
     if body and backward.adjoints:
@@ -457,17 +461,27 @@ def _leaf_lines(
     if not staged.structured:
         return []
     names: set[str] = set()
-    for expr in [*(line.expr for line in lines), *read]:
+    for expr in [*_line_exprs(lines), *read]:
         names.update([expr] if isinstance(expr, str) else names_in(expr))
-    for adjoint in adjoints:
-        for expr in (adjoint.expr, *adjoint.index):
-            names.update(names_in(expr))
+    names.update(names_read(tuple(adjoints)))
     return [
         f"{leaf.name} = {structured.read(leaf)}"
         for structured in staged.structured
         for leaf in structured.leaves
         if leaf.name in names
     ]
+
+
+def _line_exprs(lines: Iterable[ForwardLine]) -> Iterator[Expr]:
+    """What the lines compute, those inside loops and ``if`` statements too."""
+    for line in lines:
+        yield line.expr
+        if line.loop is not None:
+            yield from _line_exprs(line.loop.body)
+            yield from (value for _, value in (*line.loop.starts, *line.loop.ends))
+            yield from (item for _, items in line.loop.collected for item in items)
+        if line.branch is not None:
+            yield from _line_exprs((*line.branch.then, *line.branch.orelse))
 
 
 def _returned(backward: BackwardFunction) -> tuple[str, ...]:
@@ -483,6 +497,12 @@ def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
     for line in lines:
         if line.loop is not None:
             body += _forward_loop(line, line.loop, helpers)
+        elif line.branch is not None:
+            sides = (
+                _forward_body(line.branch.then, helpers),
+                _forward_body(line.branch.orelse, helpers),
+            )
+            body += _if_lines(helpers.resolve(line.expr), *sides)
         else:
             body.append(f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}")
     return body
@@ -509,6 +529,16 @@ def _forward_loop(line: ForwardLine, loop: ForwardLoop, helpers: _Helpers) -> li
     return lines + _indented(step or ["pass"])
 
 
+def _if_lines(test: Expr, then: list[str], orelse: list[str]) -> list[str]:
+    """``if test:`` then ``else:``, either side left out where it has no lines."""
+    if not then:
+        return [f"if {render(UnaryOp('not', test))}:", *_indented(orelse)] if orelse else []
+    lines = [f"if {render(test)}:", *_indented(then)]
+    if orelse:
+        lines += ["else:", *_indented(orelse)]
+    return lines
+
+
 def _step_values(variable: str, kept: tuple[str, ...]) -> str:
     """What a step keeps: its loop variable, and the values its backward reads."""
     return f"({', '.join((variable, *kept))})" if kept else variable
@@ -527,10 +557,14 @@ def _adjoint_body(backward: BackwardFunction, helpers: _Helpers) -> list[str]:
 
 
 def _adjoint_lines(
-    adjoints: Iterable[AdjointStatement], statements: tuple[str, ...], helpers: _Helpers
+    adjoints: Iterable[AdjointStatement],
+    statements: tuple[str, ...],
+    helpers: _Helpers,
+    current: int | None = None,
 ) -> list[str]:
+    """The statements, under a comment quoting each forward statement they come from
+    (``current``: the statement quoted just above them)."""
     body: list[str] = []
-    current = None
     for adjoint in adjoints:
         if adjoint.statement != current:
             current = adjoint.statement
@@ -544,15 +578,22 @@ def _adjoint_lines(
             body += _indented(_adjoint_lines(loop.body, statements, helpers) or ["pass"])
             current = None  # the lines after the loop are under their comment again
             continue
+        if adjoint.branch is not None:
+            # What a side hands to the values it joined is under the 'if' quoted above.
+            then = _adjoint_lines(adjoint.branch.then, statements, helpers, current)
+            orelse = _adjoint_lines(adjoint.branch.orelse, statements, helpers, current)
+            body += _if_lines(helpers.resolve(adjoint.expr), then, orelse)
+            current = None
+            continue
         body.append(_adjoint_line(adjoint, helpers))
     return body
 
 
 def _adjoint_ties(backward: BackwardFunction) -> list[Tie | None]:
     """The ties of the adjoint statements, one per statement, as ``_adjoint_body`` writes
-    them (a loop is one statement: it writes several gradients, none tied)."""
+    them (a loop or an ``if`` is one statement: it writes several gradients, none tied)."""
     return [
-        None if adjoint.loop is not None else Tie(adjoint.target, adjoint.statement)
+        None if adjoint.blocks else Tie(adjoint.target, adjoint.statement)
         for adjoint in backward.adjoints
     ]
 
@@ -617,8 +658,8 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
             return f"{', '.join(adjoint.bound)} = {render(expr)}"
         case Kind.SCATTER:
             return _scatter_line(target, adjoint.index, expr, helpers, adjoint.distinct)
-        case Kind.LOOP:
-            raise AssertionError("a loop is written by _adjoint_lines")
+        case Kind.LOOP | Kind.BRANCH:
+            raise AssertionError("a loop or an 'if' is written by _adjoint_lines")
         case _:
             _unhandled(adjoint.kind)
 

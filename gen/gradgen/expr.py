@@ -101,7 +101,7 @@ class Sequence_:
 
 @dataclass(frozen=True)
 class BinOp:
-    op: str  # one of + - * / ** @
+    op: str  # one of + - * / ** @ ("and", "or" in the test of an ``if``)
     left: Expr
     right: Expr
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
@@ -109,14 +109,14 @@ class BinOp:
 
 @dataclass(frozen=True)
 class UnaryOp:
-    op: str  # "-" or "+"
+    op: str  # "-" or "+" ("not" in the test of an ``if``)
     operand: Expr
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Compare:
-    op: str  # one of < <= > >= == !=
+    op: str  # one of < <= > >= == != ("is", "is not", "in", "not in" in an ``if``'s test)
     left: Expr
     right: Expr
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
@@ -379,20 +379,32 @@ def _simplify_binop(expr: BinOp) -> Expr:
 
 # --- rendering --------------------------------------------------------------------------------
 # Python's binding strengths, weakest first; see the language reference's precedence table.
+_OR = 0
+_AND = 1
+_NOT = 2
 _COMPARE = 3
 _ADD = 5
 _MUL = 6
 _UNARY = 7
 _POW = 8
 _ATOM = 10
-_BINARY_PRECEDENCE = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "@": _MUL, "**": _POW}
+_BINARY_PRECEDENCE = {
+    "or": _OR,
+    "and": _AND,
+    "+": _ADD,
+    "-": _ADD,
+    "*": _MUL,
+    "/": _MUL,
+    "@": _MUL,
+    "**": _POW,
+}
 
 
 def precedence(expr: Expr) -> int:
     if isinstance(expr, BinOp):
         return _BINARY_PRECEDENCE[expr.op]
     if isinstance(expr, UnaryOp):
-        return _UNARY
+        return _NOT if expr.op == "not" else _UNARY
     if isinstance(expr, Compare):
         return _COMPARE
     if isinstance(expr, Const) and expr.text.startswith("-"):
@@ -444,6 +456,8 @@ def render(expr: Expr) -> str:
         if expr.brackets == "()" and len(expr.items) == 1:
             inner += ","
         return f"{expr.brackets[0]}{inner}{expr.brackets[1]}"
+    if isinstance(expr, UnaryOp) and expr.op == "not":
+        return f"not {_operand(expr.operand, _NOT, False)}"
     if isinstance(expr, UnaryOp):
         operand = expr.operand
         text = render(operand)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from gradgen.expr import RULE, USER, Call, Expr, Func, names_in, substitute
-from gradgen.ir import AdjointStatement, ForwardLine, ForwardLoop
+from gradgen.expr import RULE, USER, Call, Const, Expr, Func, Name, names_in, substitute
+from gradgen.ir import AdjointStatement, ForwardBranch, ForwardLine, ForwardLoop
 from gradgen.naming import forward_function_name
 from gradgen.stages import Stage, StagedFunction
 
@@ -24,8 +24,8 @@ def names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
     for a in adjoints:
         found.update(names_in(a.expr))
         found.update(m for part in a.index for m in names_in(part))
-        if a.loop is not None:
-            found.update(names_read(a.loop.body))
+        for block in a.blocks:
+            found.update(names_read(block))
     return found
 
 
@@ -36,7 +36,8 @@ def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str
     for a in adjoints:
         if a.loop is not None:
             found[a.target] = a.loop.kept
-            found.update(kept_by_loops(a.loop.body))
+        for block in a.blocks:
+            found.update(kept_by_loops(block))
     return found
 
 
@@ -60,9 +61,11 @@ def _lines(
     by_target = {t: s for s in stages for t in bound_by(s)}
     read = {n for n in wanted if n in by_target}
     needed: set[str] = set()
+    demanded = set(wanted)  # what is read: of an 'if', its sides compute only that
     pending = sorted(read)
     while pending:
         name = pending.pop()
+        demanded.add(name)
         if name in needed:
             continue
         needed.add(name)
@@ -89,6 +92,8 @@ def _lines(
             expanded[stage.target] = expr
         elif stage.loop is not None:
             lines.append(_loop_line(stage, expr, kept))
+        elif stage.branch is not None:
+            lines.append(_branch_line(stage, expr, demanded, kept))
         elif stage.call is not None and stage.call.rule:
             # p = norm_cdf(d1): a user rule's function, as the user wrote it
             assert isinstance(expr, Call)
@@ -129,8 +134,40 @@ def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]
     )
 
 
+def _branch_line(
+    stage: Stage, test: Expr, wanted: set[str], kept: Mapping[str, tuple[str, ...]]
+) -> ForwardLine:
+    """The ``if``: each side's lines for what is wanted, then the values joined after it,
+    then None for what is wanted that only the other side binds."""
+    branch = stage.branch
+    assert branch is not None
+    joins = [join for join in branch.joins if join.name in wanted]
+    sides: list[list[ForwardLine]] = []
+    for stages, values in (
+        (branch.then, [j.then for j in joins]),
+        (branch.orelse, [j.orelse for j in joins]),
+    ):
+        inside = wanted | {n for value in values for n in names_in(value)}
+        lines = _lines(stages, inside, kept)
+        pairs = zip(joins, values, strict=True)
+        lines += [ForwardLine(j.name, value) for j, value in pairs if value != Name(j.name)]
+        sides.append(lines)
+    bound = [[t for line in side for t in line.targets] for side in sides]
+    for side, other in ((0, 1), (1, 0)):
+        missing = [n for n in bound[other] if n not in bound[side]]
+        sides[side] += [ForwardLine(name, Const("None")) for name in missing]
+    names = tuple(dict.fromkeys([*bound[0], *bound[1]]))
+    return ForwardLine(
+        stage.target, test, names, branch=ForwardBranch(tuple(sides[0]), tuple(sides[1]))
+    )
+
+
 def bound_by(stage: Stage) -> tuple[str, ...]:
-    """What the forward line of ``stage`` binds: a call's values and its cache too."""
+    """What the forward line of ``stage`` binds: a call's values and its cache too; an
+    ``if``, what either side binds."""
+    if stage.branch is not None:
+        inside = [bound_by(s) for s in (*stage.branch.then, *stage.branch.orelse)]
+        return tuple(dict.fromkeys([*(j.name for j in stage.branch.joins), *sum(inside, ())]))
     if stage.loop is not None:
         return stage.targets
     if stage.call is not None:

@@ -80,6 +80,13 @@ def _infer_stages(stages: tuple[Stage, ...], known: Shapes, callees: ResultShape
     for stage in stages:
         if stage.loop is not None:
             _infer_loop(stage, known, callees)
+        elif stage.branch is not None:
+            _infer_stages(stage.branch.then, known, callees)
+            _infer_stages(stage.branch.orelse, known, callees)
+            known[stage.target] = None
+            for join in stage.branch.joins:
+                then = expression_shape(join.then, known)
+                known[join.name] = then if then == expression_shape(join.orelse, known) else None
         elif stage.call is not None:
             arguments = tuple(expression_shape(o, known) for o in stage.operands)
             results: tuple[Shape | None, ...] = (None,) * len(stage.targets)

@@ -34,6 +34,9 @@ class Kind(enum.Enum):
     # body of statements; it writes into the gradients ``loop.accumulated`` (arrays of this
     # backward's own) and rebinds ``loop.carried``
     LOOP = "loop"
+    # ``if expr:`` the ``branch``'s statements for where the forward's test held, else the
+    # others: both sides bind the same gradients of the values from before the ``if``
+    BRANCH = "if"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,14 @@ class AdjointLoop:
 
 
 @dataclass(frozen=True)
+class AdjointBranch:
+    """The sides of a ``Kind.BRANCH`` statement: the adjoints of each side of the ``if``."""
+
+    then: tuple[AdjointStatement, ...]
+    orelse: tuple[AdjointStatement, ...]
+
+
+@dataclass(frozen=True)
 class AdjointStatement:
     """One backward statement of kind ``kind``; ``index`` is where a scatter adds."""
 
@@ -59,11 +70,21 @@ class AdjointStatement:
     distinct: bool = False  # a scatter whose index selects no entry twice: ``+=`` adds right
     targets: tuple[str, ...] = ()  # CALL: every name bound, ``target`` first
     loop: AdjointLoop | None = None  # LOOP: the statements of a step
+    branch: AdjointBranch | None = None  # BRANCH: the statements of each side
 
     @property
     def bound(self) -> tuple[str, ...]:
         """Every name the statement binds or writes."""
         return self.targets or (self.target,)
+
+    @property
+    def blocks(self) -> tuple[tuple[AdjointStatement, ...], ...]:
+        """The statements inside this one: a loop's body, an ``if``'s sides."""
+        if self.loop is not None:
+            return (self.loop.body,)
+        if self.branch is not None:
+            return (self.branch.then, self.branch.orelse)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class ForwardLine:
     expr: Expr
     names: tuple[str, ...] = ()  # a call's values and its cache, ``target`` first
     loop: ForwardLoop | None = None  # a loop: ``target`` is the list of what steps keep
+    branch: ForwardBranch | None = None  # an ``if``: ``expr`` is its test
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -93,6 +115,16 @@ class ForwardLoop:
     starts: tuple[tuple[str, Expr], ...]  # carried value -> its value before the loop
     ends: tuple[tuple[str, Expr], ...]  # carried value -> its value at the end of a step
     collected: tuple[tuple[str, tuple[Expr, ...]], ...]  # list -> what each step appends
+
+
+@dataclass(frozen=True)
+class ForwardBranch:
+    """An ``if`` of the forward, recomputed: the lines of each side, each side ending with
+    the values joined after it (``h_3 = h_2``) and None for what only the other side
+    computes and the backward reads (a cache or a loop's steps hold every name)."""
+
+    then: tuple[ForwardLine, ...]
+    orelse: tuple[ForwardLine, ...]
 
 
 @dataclass(frozen=True)

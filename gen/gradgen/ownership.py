@@ -54,7 +54,7 @@ from gradgen.expr import (
     names_in,
 )
 from gradgen.helpers import HELPER_ALIASING
-from gradgen.ir import AdjointStatement, Kind
+from gradgen.ir import AdjointBranch, AdjointStatement, Kind
 from gradgen.rules import TEMPLATE_ALIASING, Aliasing
 from gradgen.shapes import SCALAR, Shape
 
@@ -103,6 +103,10 @@ def _as_numbers(statements: Iterable[AdjointStatement]) -> tuple[AdjointStatemen
         if statement.loop is not None:
             body = _as_numbers(statement.loop.body)
             statement = replace(statement, loop=replace(statement.loop, body=body))
+        if statement.branch is not None:
+            sides = statement.branch
+            then, orelse = _as_numbers(sides.then), _as_numbers(sides.orelse)
+            statement = replace(statement, branch=AdjointBranch(then, orelse))
         result.append(_subtract_where_negated(statement))
     return tuple(result)
 
@@ -161,6 +165,8 @@ class _Ownership:
                 case Kind.LOOP:
                     result += self.before_loop(statement, index)
                     statement = self.loop(statement)
+                case Kind.BRANCH:
+                    statement = self.branch(statement, index)
                 case _:
                     _unhandled(statement.kind)
             result.append(statement)
@@ -192,9 +198,7 @@ class _Ownership:
         unknown = Value(frozenset({CALLER}), whole=False)
         inner.held = dict(self.held) | dict.fromkeys(loop.carried, unknown)
         safe = inner.run(hand_back=False)
-        rebound = {s.target for s in safe if s.kind is not Kind.LOOP} | {
-            name for s in safe for name in s.bound
-        }
+        rebound = set(_bound_within(safe))
         for name in rebound:
             if name in loop.carried or name not in loop.accumulated:
                 self.held[name] = unknown
@@ -203,6 +207,30 @@ class _Ownership:
         for name in loop.carried:
             self.held[name] = unknown
         return replace(statement, loop=replace(loop, body=safe))
+
+    def branch(self, statement: AdjointStatement, index: int) -> AdjointStatement:
+        """Each side made safe from what is held before the ``if``, knowing what is read
+        after it; after it, a name holds what either side left in it (one of their
+        storages: whole where both sides leave it whole)."""
+        sides = statement.branch
+        assert sides is not None
+        again = {name: float("inf") for name, last in self.last_read.items() if last > index}
+        safe: list[tuple[AdjointStatement, ...]] = []
+        held: list[dict[str, Value]] = []
+        for side in (sides.then, sides.orelse):
+            inner = _Ownership(list(side), (), {}, again)
+            inner.fresh = self.fresh
+            inner.held = dict(self.held)
+            safe.append(inner.run(hand_back=False))
+            held.append(inner.held)
+        for name in set(held[0]) | set(held[1]):
+            values = [h[name] for h in held if name in h]
+            self.held[name] = Value(
+                frozenset().union(*(v.storages for v in values)),
+                whole=all(v.whole for v in values),
+                number=all(v.number for v in values),
+            )
+        return replace(statement, branch=AdjointBranch(safe[0], safe[1]))
 
     def value_of_call(self, expr: Expr) -> Value:
         """One of the gradients a backward function hands back: gradgen's own backwards
@@ -303,13 +331,24 @@ def _array_parts(expr: Expr) -> list[Expr]:
     return []
 
 
+def _bound_within(statements: Iterable[AdjointStatement]) -> list[str]:
+    """The gradients the statements bind or write, those in loops and sides too."""
+    found: list[str] = []
+    for statement in statements:
+        if statement.kind not in (Kind.LOOP, Kind.BRANCH):
+            found += statement.bound
+        for block in statement.blocks:
+            found += _bound_within(block)
+    return found
+
+
 def _names_read(statements: Iterable[AdjointStatement]) -> set[str]:
     found: set[str] = set()
     for statement in statements:
         for part in (statement.expr, *statement.index):
             found.update(names_in(part))
-        if statement.loop is not None:
-            found |= _names_read(statement.loop.body)
+        for block in statement.blocks:
+            found |= _names_read(block)
     return found
 
 
@@ -322,8 +361,8 @@ def _last_reads(
         for part in (statement.expr, *statement.index):
             for name in names_in(part):
                 last[name] = index
-        if statement.loop is not None:  # what the body reads, it reads at the loop
-            for name in _names_read(statement.loop.body):
+        for block in statement.blocks:  # what a loop or a side reads, it reads there
+            for name in _names_read(block):
                 last[name] = index
     for name in returned:
         last[name] = float("inf")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
-from gradgen.convert import convert, dotted_name
+from gradgen.convert import convert, convert_condition, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
 from gradgen.expr import (
     USER,
@@ -156,14 +156,29 @@ class Loop:
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
-Statement = Assignment | Append | Loop
+@dataclass(frozen=True)
+class Branch:
+    """``if test:`` its statements, ``else:`` the others (an ``elif`` is a Branch there)."""
+
+    test: Expr
+    body: tuple[Statement, ...]
+    orelse: tuple[Statement, ...]
+    text: str  # ``if t > 0:``
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+
+Statement = Assignment | Append | Loop | Branch
 
 
 def flat_statements(body: Sequence[Statement]) -> Iterator[Assignment | Append]:
-    """The assignments and appends of ``body``, those inside loops too, in order."""
+    """The assignments and appends of ``body``, those inside loops and branches too, in
+    order."""
     for statement in body:
         if isinstance(statement, Loop):
             yield from flat_statements(statement.body)
+        elif isinstance(statement, Branch):
+            yield from flat_statements(statement.body)
+            yield from flat_statements(statement.orelse)
         else:
             yield statement
 
@@ -963,7 +978,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     resolver = _FunctionResolver(parsed, assigned)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
-    small = [s for s in flat if not isinstance(s, _ForBlock)]
+    small = [s for s in flat if not isinstance(s, (_ForBlock, _IfBlock))]
     parameters = _with_leaves(parsed, function, signature, small, resolver)
     # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
     resolver.generators = {p.name for p in signature} - assigned
@@ -1079,19 +1094,41 @@ class _ForBlock:
         return _bound_names(self.node.target)
 
 
-_Node = cst.BaseSmallStatement | _ForBlock
+@dataclass
+class _IfBlock:
+    """An ``if`` statement, its statements and those of its ``else`` (an ``elif``: one
+    ``_IfBlock``), read once."""
+
+    node: cst.If
+    body: list[_Node]
+    orelse: list[_Node]
+
+
+_Node = cst.BaseSmallStatement | _ForBlock | _IfBlock
 
 
 def _node_of(statement: _Node) -> cst.CSTNode:
-    return statement.node if isinstance(statement, _ForBlock) else statement
+    return statement.node if isinstance(statement, (_ForBlock, _IfBlock)) else statement
 
 
 def _flat_nodes(statements: list[_Node]) -> Iterator[_Node]:
-    """Every statement, those inside loops too (a loop before its body), in order."""
+    """Every statement, those inside loops and branches too, in order."""
     for statement in statements:
         yield statement
         if isinstance(statement, _ForBlock):
             yield from _flat_nodes(statement.body)
+        elif isinstance(statement, _IfBlock):
+            yield from _flat_nodes(statement.body)
+            yield from _flat_nodes(statement.orelse)
+
+
+def _if_block(parsed: ParsedModule, node: cst.If) -> _IfBlock:
+    orelse: list[_Node] = []
+    if isinstance(node.orelse, cst.If):
+        orelse = [_if_block(parsed, node.orelse)]
+    elif isinstance(node.orelse, cst.Else):
+        orelse = _block_statements(parsed, node.orelse.body)
+    return _IfBlock(node, _block_statements(parsed, node.body), orelse)
 
 
 def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = False) -> list[_Node]:
@@ -1108,6 +1145,9 @@ def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = Fa
             if line.orelse is not None:
                 parsed.refuse(line.orelse, "'for ... else' is not supported")
             found.append(_ForBlock(line, _block_statements(parsed, line.body)))
+            continue
+        if isinstance(line, cst.If):
+            found.append(_if_block(parsed, line))
             continue
         if not isinstance(line, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
             message = _REFUSED_STATEMENTS.get(type(line), f"{type(line).__name__} is not supported")
@@ -1165,10 +1205,13 @@ def _read_statement(
 ) -> Statement | None:
     if isinstance(statement, _ForBlock):
         return _read_loop(parsed, statement, resolver)
+    if isinstance(statement, _IfBlock):
+        return _read_branch(parsed, statement, resolver)
     if isinstance(statement, cst.Return):
         parsed.refuse(
             statement,
-            "'return' inside a loop is not supported: a loop runs all its steps; return after it",
+            "'return' inside a loop or an 'if' is not supported: return once, at the end "
+            "(bind the value in each branch, then return it)",
         )
         return None
     if isinstance(statement, cst.Expr):
@@ -1208,6 +1251,20 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     body = [_read_statement(parsed, s, resolver) for s in block.body]
     text = f"for {target} in {render(iterable)}:"
     return Loop(target, iterable, tuple(s for s in body if s is not None), text, origin=node)
+
+
+def _read_branch(parsed: ParsedModule, block: _IfBlock, resolver: _FunctionResolver) -> Branch:
+    """``if test: ... else: ...``: the backward takes the branch the forward took."""
+    test = convert_condition(block.node.test, resolver)
+    body = [_read_statement(parsed, s, resolver) for s in block.body]
+    orelse = [_read_statement(parsed, s, resolver) for s in block.orelse]
+    return Branch(
+        test,
+        tuple(s for s in body if s is not None),
+        tuple(s for s in orelse if s is not None),
+        f"if {render(test)}:",
+        origin=block.node,
+    )
 
 
 def _counted(iterable: Expr) -> bool:
@@ -1271,8 +1328,10 @@ def _read_parameters(
     for param in params.params:
         default = None
         if param.default is not None:
-            default = convert(param.default, resolver)
-            if not is_constant(default):
+            # A string chooses a branch (mode="relu"): a constant, as numbers are.
+            default = convert_condition(param.default, resolver)
+            is_string = isinstance(default, Const) and default.text.endswith(("'", '"'))
+            if not is_string and not is_constant(default):
                 parsed.refuse(param.default, "a parameter's default must be a constant")
         result.append(Parameter(param.name.value, default, annotated_shape(param.annotation)))
     return result

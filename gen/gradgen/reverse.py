@@ -58,7 +58,7 @@ from gradgen.infer import (
     infer_shapes,
     stage_context,
 )
-from gradgen.ir import AdjointLoop, AdjointStatement, BackwardFunction, Kind
+from gradgen.ir import AdjointBranch, AdjointLoop, AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
 from gradgen.rules import (
@@ -155,6 +155,9 @@ class _ReversePass:
         # A loop's carried value: the gradient it starts with in a step is named as the one
         # the step hands on (``dh``), so the loop needs no renaming line.
         self.forced: dict[str, str] = {}
+        # Values from before an ``if`` being differentiated: each side binds their gradients
+        # under the same names, never as another gradient's name.
+        self.pinned: set[str] = set()
 
     def run(self) -> BackwardFunction:
         function, known = self.function, self.known
@@ -175,6 +178,8 @@ class _ReversePass:
                 raise AssertionError(f"'{stage.target}' needs a gradient: refuse it before")
             if stage.loop is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate_loop(stage)
+            elif stage.branch is not None and any(t in self.relevant for t in stage.targets):
+                self.differentiate_branch(stage)
             elif stage.call is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate_call(stage)
             elif stage.rule is not None and stage.target in self.relevant:
@@ -222,12 +227,7 @@ class _ReversePass:
         inner = {loop.variable, *(c.name for c in loop.carried)}
         for inside in all_stages(loop.body):
             inner.update(inside.targets)
-        read_inside = [
-            o.id
-            for inside in all_stages(loop.body)
-            for o in inside.operands
-            if isinstance(o, Name) and (inside.rule is not None or inside.call is not None)
-        ]
+        read_inside = _differentiated_reads(loop.body)
         read_inside += [n for c in carried for n in _name_of(c.last)]
         read_inside += [n for c in loop.collected for item in c.items for n in _name_of(item)]
         accumulated = [
@@ -307,6 +307,82 @@ class _ReversePass:
         for carry in carried:
             if isinstance(carry.initial, Name) and carry.initial.id in relevant:
                 self.contribute(carry.initial.id, Name(self.forced[carry.name]), statement, None)
+
+    def differentiate_branch(self, stage: Stage) -> None:
+        """``if test:`` the adjoints of the side the forward took, ``else:`` the other's.
+
+        Each side hands the gradient of a joined value to what that side joined, then runs
+        its stages backward. A gradient of a value from before the ``if`` has one name in
+        both sides; a side that gives it nothing binds it to zeros when the other side
+        started it."""
+        site = stage.branch
+        assert site is not None
+        statement, relevant = stage.statement, self.relevant
+        inside = all_stages([*site.then, *site.orelse])
+        inner = {t for s in inside for t in s.targets}
+        inner.update(s.loop.variable for s in inside if s.loop is not None)
+        outer = {n for n in _differentiated_reads((*site.then, *site.orelse)) if n not in inner}
+        for join in site.joins:
+            outer.update(n for value in (join.then, join.orelse) for n in _name_of(value))
+        outer = (outer - inner) & relevant
+        added_pins = outer - self.pinned
+        self.pinned |= added_pins
+        added_forced: list[str] = []
+        before_statements, before_gradient = self.statements, dict(self.gradient)
+        before_masks, before_spreads = dict(self.masks), dict(self.spreads)
+        sides: list[tuple[list[AdjointStatement | None], dict[str, str]]] = []
+        for stages, joined in (
+            (site.then, [(j.name, j.then) for j in site.joins]),
+            (site.orelse, [(j.name, j.orelse) for j in site.joins]),
+        ):
+            self.statements, self.gradient = [], dict(before_gradient)
+            self.masks, self.spreads = dict(before_masks), {}
+            for name, value in joined:
+                if value == Name(name):
+                    continue  # the side's own stage binds the joined value
+                if name in before_gradient and isinstance(value, Name) and value.id in relevant:
+                    self.contribute(value.id, Name(before_gradient[name]), statement, None)
+            self.reverse_stages(stages)
+            sides.append((self.statements, self.gradient))
+            for name in outer:
+                if name in self.gradient and name not in self.forced:
+                    self.forced[name] = self.gradient[name]
+                    added_forced.append(name)
+        self.statements = before_statements
+        self.gradient = dict(before_gradient)
+        self.masks, self.spreads = before_masks, before_spreads
+        written = {t for side, _ in sides for s in side if s is not None for t in _written(s)}
+        touched = {
+            name
+            for _, gradient in sides
+            for name in gradient
+            if name in outer and (name not in before_gradient or gradient[name] in written)
+        }
+        for name in sorted(touched):
+            names = {gradient[name] for _, gradient in sides if name in gradient}
+            names.add(self.forced.get(name) or before_gradient.get(name) or next(iter(names)))
+            if len(names) != 1:
+                raise AssertionError(f"the sides name the gradient of '{name}' apart: {names}")
+            gradient_name = names.pop()
+            for side_statements, gradient in sides:
+                if name not in gradient:
+                    zeros = self.zeros(name)
+                    side_statements.append(
+                        AdjointStatement(gradient_name, Kind.ASSIGN, zeros, statement)
+                    )
+            self.gradient[name] = gradient_name
+            self.masks[name] = None
+            self.spreads.pop(name, None)
+        for name in added_forced:
+            del self.forced[name]
+        self.pinned -= added_pins
+        then, orelse = ([s for s in side if s is not None] for side, _ in sides)
+        if not then and not orelse:
+            return
+        branch = AdjointBranch(tuple(then), tuple(orelse))
+        self.statements.append(
+            AdjointStatement(stage.target, Kind.BRANCH, stage.expr, statement, branch=branch)
+        )
 
     def several_upstreams(self) -> None:
         """One upstream gradient per result, each None where that result does not reach
@@ -462,6 +538,7 @@ class _ReversePass:
             and variable in self.temporaries
             and isinstance(adjoint, Name)
             and variable not in self.forced
+            and variable not in self.pinned
         ):
             # A temporary's gradient that is another gradient unchanged needs no copy
             # statement: use that gradient's name.
@@ -562,6 +639,10 @@ def _with_kept(
     forward keeps for it, step by step."""
     result = []
     for statement in statements:
+        if statement.branch is not None:
+            sides = statement.branch
+            then, orelse = _with_kept(sides.then, stages), _with_kept(sides.orelse, stages)
+            statement = replace(statement, branch=AdjointBranch(then, orelse))
         if statement.loop is not None:
             body = _with_kept(statement.loop.body, stages)
             loop = stages[statement.target].loop
@@ -797,6 +878,12 @@ def _spread_active(stages: tuple[Stage, ...], active: set[str], callees: Callees
                         active.add(collected.name)
                 if len(active) == before:
                     break
+        elif stage.branch is not None:
+            _spread_active(stage.branch.then, active, callees)
+            _spread_active(stage.branch.orelse, active, callees)
+            for join in stage.branch.joins:
+                if _reads_any(join.then, active) or _reads_any(join.orelse, active):
+                    active.add(join.name)
         elif stage.call is not None:
             # Through the parameters the callee's result has a gradient with respect to.
             differentiable = callees.differentiable(stage.call.function)
@@ -828,6 +915,12 @@ def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees
                 _spread_needed(loop.body, needed, callees)
                 if len(needed) == before:
                     break
+        elif stage.branch is not None:
+            for join in stage.branch.joins:
+                if join.name in needed:
+                    needed.update([*_name_of(join.then), *_name_of(join.orelse)])
+            _spread_needed(stage.branch.then, needed, callees)
+            _spread_needed(stage.branch.orelse, needed, callees)
         elif stage.call is not None and any(t in needed for t in stage.targets):
             differentiable = callees.differentiable(stage.call.function)
             needed.update(
@@ -839,6 +932,27 @@ def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees
             # Through an opaque call too: a value reaching the result only through one
             # needs a gradient all the same, which ``opaque_refusals`` refuses.
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
+
+
+def _written(statement: AdjointStatement) -> list[str]:
+    """The gradients ``statement`` binds or writes into, inside its loop or sides too."""
+    return [
+        *statement.bound,
+        *(t for block in statement.blocks for s in block for t in _written(s)),
+    ]
+
+
+def _differentiated_reads(stages: tuple[Stage, ...]) -> list[str]:
+    """The names that ``stages`` (those in loops and branches too) hand gradients to: the
+    operands of operations and calls, the values an ``if`` joins."""
+    found: list[str] = []
+    for stage in all_stages(stages):
+        if stage.rule is not None or stage.call is not None:
+            found += [o.id for o in stage.operands if isinstance(o, Name)]
+        if stage.branch is not None:
+            for join in stage.branch.joins:
+                found += [*_name_of(join.then), *_name_of(join.orelse)]
+    return list(dict.fromkeys(found))
 
 
 def _reads_any(expr: Expr, names: set[str]) -> bool:
@@ -891,6 +1005,14 @@ def _trace_sources(
                     )
                 if sum(len(found) for found in sources.values()) == before:
                     break
+            continue
+        if stage.branch is not None:
+            _trace_sources(stage.branch.then, sources, relevant, refusals)
+            _trace_sources(stage.branch.orelse, sources, relevant, refusals)
+            for join in stage.branch.joins:
+                sources[join.name] = set().union(
+                    *(sources.get(n, set()) for v in (join.then, join.orelse) for n in _name_of(v))
+                )
             continue
         if stage.rule is None and not stage.opaque and stage.call is None:
             continue

@@ -10,7 +10,7 @@ available to the backward pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gradgen.expr import (
     NOT_LITERAL,
@@ -39,7 +39,15 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.naming import Namer, rebinding_name, temporary_name
-from gradgen.parse import Append, Assignment, ForwardFunction, Loop, Parameter, Statement
+from gradgen.parse import (
+    Append,
+    Assignment,
+    Branch,
+    ForwardFunction,
+    Loop,
+    Parameter,
+    Statement,
+)
 from gradgen.rules import (
     LIST_RULES,
     NONDIFFERENTIABLE_ATTRIBUTES,
@@ -99,6 +107,25 @@ class Collected:
 
 
 @dataclass(frozen=True)
+class Join:
+    """A name an ``if`` binds: after it, ``then`` where its test held, else ``orelse``."""
+
+    name: str
+    then: Expr
+    orelse: Expr
+
+
+@dataclass(frozen=True)
+class BranchSite:
+    """A stage that is an ``if``: the stages of each side, and the names joined after it.
+    The stage's ``expr`` is the test (no gradient), computed again wherever it is read."""
+
+    then: tuple[Stage, ...]
+    orelse: tuple[Stage, ...]
+    joins: tuple[Join, ...]
+
+
+@dataclass(frozen=True)
 class LoopSite:
     """A stage that is a ``for`` loop over numbers: its body is stages of their own, run
     once per step. The stage binds ``target``, the list of what each step keeps for the
@@ -134,11 +161,12 @@ class Stage:
     # A loop (``expr`` is what it iterates over; ``operands`` every value from outside it
     # that its body reads or starts from).
     loop: LoopSite | None = None
+    branch: BranchSite | None = None  # an ``if`` (``expr`` its test)
 
     @property
     def reads(self) -> list[str]:
         """Every variable the forward computation reads."""
-        if self.loop is not None:
+        if self.loop is not None or self.branch is not None:
             read = [*names_in(self.expr), *(n for o in self.operands for n in names_in(o))]
             return list(dict.fromkeys(read))
         return names_in(self.expr)
@@ -152,16 +180,32 @@ class Stage:
                 *(c.name for c in self.loop.carried),
                 *(c.name for c in self.loop.collected),
             )
+        if self.branch is not None:
+            return (self.target, *(j.name for j in self.branch.joins))
         return self.call.results if self.call is not None else (self.target,)
 
 
 def all_stages(stages: tuple[Stage, ...] | list[Stage]) -> list[Stage]:
-    """Every stage, those in loops too (a loop before its body), in order."""
+    """Every stage, those in loops and branches too (a loop or an ``if`` before its
+    stages), in order."""
     found: list[Stage] = []
     for stage in stages:
         found.append(stage)
         if stage.loop is not None:
             found += all_stages(stage.loop.body)
+        if stage.branch is not None:
+            found += all_stages(stage.branch.then) + all_stages(stage.branch.orelse)
+    return found
+
+
+def step_stages(stages: tuple[Stage, ...]) -> list[Stage]:
+    """The stages run in one step of a loop whose body is ``stages``: those in its ``if``
+    statements too, not those of the loops inside it."""
+    found: list[Stage] = []
+    for stage in stages:
+        found.append(stage)
+        if stage.branch is not None:
+            found += step_stages(stage.branch.then) + step_stages(stage.branch.orelse)
     return found
 
 
@@ -309,18 +353,38 @@ _EMPTY_LIST = Sequence_((), "[]")
 _LIST_READERS = {("numpy", "stack"), ("numpy", "concatenate"), ("builtins", "sum")}
 
 
+def _sole_binding(side: tuple[Stage, ...], value: Expr, values: list[Expr]) -> Stage | None:
+    """The stage of ``side`` that binds ``value``, where the join may take its name: an
+    operation of the side itself that nothing else reads (no stage of the side, no other
+    joined value)."""
+    if not isinstance(value, Name) or values.count(value) != 1:
+        return None
+    stage = next((s for s in side if s.target == value.id), None)
+    if stage is None or stage.temporary or stage.draw:
+        return None
+    if stage.call is not None or stage.loop is not None or stage.branch is not None:
+        return None
+    if any(value.id in s.reads for s in all_stages(side)):
+        return None
+    return stage
+
+
 def _all_statements(body: tuple[Statement, ...]) -> list[Statement]:
     found: list[Statement] = []
     for statement in body:
         found.append(statement)
         if isinstance(statement, Loop):
             found += _all_statements(statement.body)
+        elif isinstance(statement, Branch):
+            found += _all_statements(statement.body) + _all_statements(statement.orelse)
     return found
 
 
 def _names_bound(statement: Statement) -> tuple[str, ...]:
     if isinstance(statement, Loop):
         return (statement.target,)
+    if isinstance(statement, Branch):
+        return ()
     if isinstance(statement, Append):
         return ()
     return statement.names
@@ -342,7 +406,9 @@ class _Block:
         self.parameters = parameters
         self.bound: set[str] = set(current)
         self.lists: dict[str, list[Expr]] = {}  # lists being filled by the loop staged now
-        self.loop_locals: dict[str, str] = {}  # names bound only inside a loop -> its text
+        # Names bound only inside a loop or one branch of an 'if' -> why they cannot be read.
+        self.loop_locals: dict[str, str] = {}
+        self.branch_depth = 0  # inside how many 'if' statements
 
     def bind(self, user_name: str) -> str:
         """The stage name of a new binding of ``user_name``."""
@@ -355,12 +421,7 @@ class _Block:
         """Refuse a read, after a loop, of a name only the loop's body binds."""
         for name in names_in(expr):
             if name in self.loop_locals:
-                self.builder.refuse(
-                    getattr(expr, "origin", None) or origin,
-                    f"'{name}' is bound only inside the loop '{self.loop_locals[name]}': "
-                    "bind it before the loop too (to the value it has when the loop runs "
-                    "no step)",
-                )
+                self.builder.refuse(getattr(expr, "origin", None) or origin, self.loop_locals[name])
                 return True
         return False
 
@@ -368,6 +429,8 @@ class _Block:
         for statement in body:
             if isinstance(statement, Loop):
                 self.stage_loop(statement)
+            elif isinstance(statement, Branch):
+                self.stage_branch(statement)
             elif isinstance(statement, Append):
                 self.stage_append(statement)
             else:
@@ -408,6 +471,13 @@ class _Block:
         builder = self.builder
         index = len(self.statements)
         self.statements.append(append.text)
+        if self.branch_depth:
+            builder.refuse(
+                append.origin,
+                f"'{append.target}.append' inside an 'if' is not supported: append in every "
+                "step (the value chosen by the 'if')",
+            )
+            return
         if append.target not in self.lists:
             builder.refuse(
                 append.origin,
@@ -420,6 +490,107 @@ class _Block:
         value = substitute(append.value, self.current)
         item = builder.lower(value, "", f"{append.target}_item", index, top=False)
         self.lists[append.target].append(item)
+
+    def stage_branch(self, branch: Branch) -> None:
+        """``if test:``: each side's stages apart; a name either side binds is joined after
+        it (``h_3`` is ``h_2`` where the test held, else ``h``)."""
+        builder, current = self.builder, self.current
+        index = len(self.statements)
+        self.statements.append(branch.text)
+        if self.refuse_loop_locals(branch.test, branch.origin):
+            return
+        test = builder.lower_calls_inside(substitute(branch.test, current), "taken", index)
+        test = builder.extract_draws(test, "taken", index)
+        before = dict(current)
+        sides: list[tuple[tuple[Stage, ...], dict[str, Expr]]] = []
+        bound_sides: list[set[str]] = []
+        outer_stages = builder.stages
+        builder.enclosing.append(outer_stages)
+        hidden = dict(self.loop_locals)
+        self.branch_depth += 1
+        for statements in (branch.body, branch.orelse):
+            builder.stages = []
+            self.current = dict(before)
+            self.stage_all(statements)
+            sides.append((tuple(builder.stages), self.current))
+            bound_sides.append({n for s in _all_statements(statements) for n in _names_bound(s)})
+            # What one side binds, the other cannot read.
+            for name in bound_sides[-1] - set(before):
+                self.loop_locals.setdefault(
+                    name,
+                    f"'{name}' is bound only in the other branch of '{branch.text}': bind it "
+                    "before the 'if' too",
+                )
+        builder.stages = outer_stages
+        builder.enclosing.pop()
+        self.branch_depth -= 1
+        self.loop_locals = hidden
+        self.current = current
+        (then, then_values), (orelse, else_values) = sides
+        joins: list[tuple[str, Expr, Expr]] = []  # user name, its value on each side
+        for name in dict.fromkeys([*sorted(bound_sides[0]), *sorted(bound_sides[1])]):
+            if name in before or (name in then_values and name in else_values):
+                then_value = then_values.get(name, before.get(name))
+                else_value = else_values.get(name, before.get(name))
+                if then_value is None or else_value is None:
+                    continue
+                if then_value == else_value:
+                    current[name] = then_value
+                    continue
+                joins.append((name, then_value, else_value))
+                self.loop_locals.pop(name, None)
+            else:
+                self.loop_locals[name] = (
+                    f"'{name}' is bound only in one branch of '{branch.text}': bind it in "
+                    "both, or before the 'if'"
+                )
+                current.pop(name, None)
+        then, orelse, joined = self.joined(then, orelse, joins)
+        for (name, _, _), join in zip(joins, joined, strict=True):
+            current[name] = Name(join.name)
+        inner = {t for stage in all_stages([*then, *orelse]) for t in stage.targets}
+        for stage in all_stages([*then, *orelse]):
+            if stage.loop is not None:
+                inner.add(stage.loop.variable)
+        outer_reads = [n for s in all_stages([*then, *orelse]) for n in s.reads if n not in inner]
+        for join in joined:
+            for value in (join.then, join.orelse):
+                outer_reads += [n for n in names_in(value) if n not in inner]
+        operands = tuple(Name(n) for n in dict.fromkeys(outer_reads))
+        target = builder.namer.fresh("taken")
+        site = BranchSite(then, orelse, tuple(joined))
+        builder.stages.append(
+            Stage(target, None, operands, test, builder.default_library, index, False, branch=site)
+        )
+
+    def joined(
+        self,
+        then: tuple[Stage, ...],
+        orelse: tuple[Stage, ...],
+        joins: list[tuple[str, Expr, Expr]],
+    ) -> tuple[tuple[Stage, ...], tuple[Stage, ...], list[Join]]:
+        """The joins of an ``if``, named as a person would: where a side's last binding of
+        the name is read by nothing else in that side, it binds the joined name itself
+        (``h_2 = h * 2`` in one side, ``h_2 = h`` in the other), else a new name does."""
+        values = [value for _, *pair in joins for value in pair]
+        result = []
+        for name, then_value, else_value in joins:
+            own = [
+                _sole_binding(side, value, values)
+                for side, value in ((then, then_value), (orelse, else_value))
+            ]
+            if own[0] is not None:
+                joined = own[0].target
+            elif own[1] is not None:
+                joined = own[1].target
+            else:
+                joined = self.bind(name)
+            if own[0] is not None and own[1] is not None:
+                renamed = replace(own[1], target=joined)
+                orelse = tuple(renamed if s is own[1] else s for s in orelse)
+                else_value = Name(joined)
+            result.append(Join(joined, then_value, else_value))
+        return then, orelse, result
 
     def stage_loop(self, loop: Loop) -> None:
         builder, current = self.builder, self.current
@@ -436,6 +607,7 @@ class _Block:
         assigned = [n for s in _all_statements(loop.body) for n in _names_bound(s)]
         appended = {s.target for s in _all_statements(loop.body) if isinstance(s, Append)}
         outer_lists = self.lists
+        outer_depth, self.branch_depth = self.branch_depth, 0
         for name in sorted(appended & set(outer_lists)):
             builder.refuse(
                 loop.origin,
@@ -490,9 +662,13 @@ class _Block:
                 current[name] = Name(collected[-1].name)
                 builder.lists.add(collected[-1].name)
         self.lists = outer_lists
+        self.branch_depth = outer_depth
         for name in dict.fromkeys(assigned):
             if name not in carried and name not in self.lists:
-                self.loop_locals[name] = loop.text
+                self.loop_locals[name] = (
+                    f"'{name}' is bound only inside the loop '{loop.text}': bind it before "
+                    "the loop too (to the value it has when the loop runs no step)"
+                )
                 current.pop(name, None)
         for name in carried:
             current[name] = Name(carried[name][0])

@@ -1,0 +1,328 @@
+"""Branches in the forward: ``if``/``elif``/``else`` on flags and on values (issue 12).
+
+Each accepted program is run on both sides of each of its tests (the flags given, the data
+drawn where the test reads it), and its generated backward (plain, with pairs, through the
+decorator) is checked against central differences; the backward's text is checked where
+its shape is the point (the test computed again, one gradient name on both sides, zeros on
+the side that gives a value nothing); each refused branch is located where it is written.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from typing import Any
+
+import numpy
+import pytest
+
+import gradgen
+from test_programs import assert_close, draw, expected_gradients
+from test_rules import run_module
+
+BIAS = """\
+import numpy as np
+
+
+def f(x: "N, D", W: "D, H", b: "H", use_bias: bool = True):
+    out = x @ W
+    if use_bias:
+        out = out + b
+    h = np.tanh(out)
+    return np.sum(h * h)
+"""
+
+SIGN = """\
+def f(x, y, s):
+    if s > 0:
+        z = x * y
+        w = z * z
+    else:
+        w = y * y + x
+    return w * x
+"""
+
+ACTIVATION = """\
+import numpy as np
+
+
+def f(x: "4", w: "4", mode: str = "relu"):
+    h = x * w
+    if mode == "relu":
+        a = np.maximum(h, 0.0)
+    elif mode == "tanh":
+        a = np.tanh(h)
+    else:
+        a = h
+    return np.sum(a * a)
+"""
+
+FIRST_STEP = """\
+import numpy as np
+
+
+def f(x: "T, 3", W: "3, 3", h0: "3"):
+    h = h0
+    for t in range(x.shape[0]):
+        if t > 0:
+            h = np.tanh(h @ W + x[t])
+        else:
+            h = np.tanh(x[t] + h0)
+    return np.sum(h)
+"""
+
+DATA_TEST_IN_LOOP = """\
+import numpy as np
+
+
+def f(x: "3", w: "3"):
+    h = x
+    for t in range(4):
+        if np.sum(h) > 0:
+            h = np.sin(h * w)
+        else:
+            h = h * 0.5 + w
+    return np.sum(h * h)
+"""
+
+HELPER_IN_SIDE = """\
+import numpy as np
+
+
+def affine(x: "N, D", W: "D, H", b: "H"):
+    out = x @ W + b
+    return out, np.sum(out)
+
+
+def f(x: "N, D", W: "D, H", b: "H", skip: bool = False):
+    h = x @ W
+    if not skip:
+        h, total = affine(x, W, b)
+        h = h * total
+    return np.sum(np.tanh(h))
+"""
+
+NESTED = """\
+def f(x, y, a, b):
+    z = x * y
+    if a > 0:
+        if b > 0:
+            z = z * x
+        else:
+            z = z + y * y
+        u = z * 2.0
+    else:
+        u = x - y
+    return u * z
+"""
+
+UPDATE_IN_SIDE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", scale: bool = True):
+    h = x * w
+    if scale and np.sum(x) > -100.0:
+        h *= w
+    loss = np.sum(h)
+    if scale is not None:
+        loss += np.sum(w * w)
+    return loss
+"""
+
+LOOP_IN_SIDE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", steps: int = 3):
+    h = x
+    if steps > 0:
+        for t in range(steps):
+            h = np.tanh(h * w)
+    else:
+        h = h * w
+    return np.sum(h)
+"""
+
+ONE_SIDE_READS_PARAMETER = """\
+def f(x, y, c):
+    if c > 0:
+        r = x * x
+    else:
+        r = 2.0 * c
+    return r + y
+"""
+
+# id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
+ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
+    "flag-bias": (
+        BIAS,
+        {"x": (2, 3), "W": (3, 4), "b": (4,)},
+        [{"use_bias": True}, {"use_bias": False}],
+    ),
+    "sign-of-a-value": (SIGN, {"x": (), "y": ()}, [{"s": 1.0}, {"s": -1.0}]),
+    "elif-on-a-string": (
+        ACTIVATION,
+        {"x": (4,), "w": (4,)},
+        [{"mode": "relu"}, {"mode": "tanh"}, {"mode": "linear"}],
+    ),
+    "first-step-in-loop": (FIRST_STEP, {"x": (3, 3), "W": (3, 3), "h0": (3,)}, [{}]),
+    "data-test-in-loop": (DATA_TEST_IN_LOOP, {"x": (3,), "w": (3,)}, [{}]),
+    "helper-in-one-side": (
+        HELPER_IN_SIDE,
+        {"x": (2, 3), "W": (3, 2), "b": (2,)},
+        [{"skip": False}, {"skip": True}],
+    ),
+    "nested": (
+        NESTED,
+        {"x": (), "y": ()},
+        [{"a": 1.0, "b": 1.0}, {"a": 1.0, "b": -1.0}, {"a": -1.0, "b": 1.0}],
+    ),
+    "update-in-one-side": (UPDATE_IN_SIDE, {"x": (3,), "w": (3,)}, [{"scale": True}, {}]),
+    "loop-in-one-side": (LOOP_IN_SIDE, {"x": (3,), "w": (3,)}, [{"steps": 2}, {"steps": 0}]),
+    "one-side-reads-a-parameter": (
+        ONE_SIDE_READS_PARAMETER,
+        {"x": (), "y": ()},
+        [{"c": 1.0}, {"c": -1.0}],
+    ),
+}
+
+RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]
+
+
+def _parameters(source: str) -> list[str]:
+    function = next(
+        n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "f"
+    )
+    return [a.arg for a in function.args.args]
+
+
+def _check(
+    case: str, run: int, backward: Any, forward: Any, pairs: Any = None, upstream_name: str = ""
+) -> None:
+    source, shapes, given = ACCEPTED[case]
+    args = draw(shapes, f"branches {case}")
+    fixed = given[run]
+    out = forward(**args, **fixed)
+    upstream = draw({"out": numpy.shape(out)}, f"upstream {case}")["out"]
+    copies = {n: numpy.copy(v) for n, v in args.items()}
+    if pairs is not None:
+        value, cache = pairs(**copies, **fixed)
+        numpy.testing.assert_allclose(value, out)
+        got = backward(upstream, cache)
+    else:
+        got = backward(**copies, **fixed, **{upstream_name: upstream})
+    for name, value in args.items():
+        numpy.testing.assert_array_equal(copies[name], value, err_msg=f"{name} changed")
+    got = got if isinstance(got, tuple) else (got,)
+    by_name = dict(zip(_parameters(source), got, strict=True))
+    expected = expected_gradients(lambda **a: forward(**a, **fixed), args, list(shapes), upstream)
+    assert_close({n: by_name[n] for n in shapes}, expected, f" ({case}, {fixed})")
+
+
+def _upstream_name(text: str) -> str:
+    backward = next(
+        n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == "f_backward"
+    )
+    return (
+        backward.args.kwonlyargs[-1].arg if backward.args.kwonlyargs else backward.args.args[-1].arg
+    )
+
+
+@pytest.mark.parametrize(("case", "run"), RUNS, ids=[f"{c}-{r}" for c, r in RUNS])
+def test_branches_match_central_differences(case: str, run: int) -> None:
+    source = ACCEPTED[case][0]
+    text = gradgen.generate(source, "branches.py")
+    forward = run_module(source, "branches.py")["f"]
+    namespace = run_module(text, "branches_backward.py")
+    _check(case, run, namespace["f_backward"], forward, upstream_name=_upstream_name(text))
+
+
+@pytest.mark.parametrize(("case", "run"), RUNS, ids=[f"{c}-{r}" for c, r in RUNS])
+def test_branches_with_pairs(case: str, run: int) -> None:
+    source = ACCEPTED[case][0]
+    text = gradgen.generate(source, "branches.py", pairs=True)
+    forward = run_module(source, "branches.py")["f"]
+    namespace = run_module(text, "branches_pairs.py")
+    _check(case, run, namespace["f_backward"], forward, pairs=namespace["f_forward"])
+
+
+@pytest.mark.parametrize("case", ["flag-bias", "data-test-in-loop"])
+def test_branches_decorated(load: Any, case: str) -> None:
+    source, shapes, given = ACCEPTED[case]
+    source = source.replace("import numpy as np\n", "import numpy as np\nimport gradgen\n")
+    source = source.replace("\ndef f(", "\n@gradgen.differentiable\ndef f(")
+    f = load(source).f
+    for fixed in given:
+        args = draw(shapes, f"branches decorated {case}")
+        got = f.backward(**args, **fixed)
+        got = got if isinstance(got, tuple) else (got,)
+        by_name = dict(zip(_parameters(source), got, strict=True))
+        expected = expected_gradients(functools.partial(f, **fixed), args, list(shapes))
+        assert_close({n: by_name[n] for n in shapes}, expected, f" ({case}, decorated)")
+
+
+def _backward_text(source: str) -> str:
+    text = gradgen.generate(source, "branches.py")
+    backward = text[text.index("def f_backward") :]
+    return backward[: backward.index("\ndef ")]
+
+
+def test_the_backward_takes_the_side_the_forward_took() -> None:
+    backward = _backward_text(BIAS)
+    # The forward's 'if' and the backward's, on the same test; the joined value is named
+    # once (no renaming line on the side that binds it).
+    assert backward.count("    if use_bias:\n") == 2
+    assert "        out_2 = out + b\n    else:\n        out_2 = out\n" in backward
+    # b's gradient has one name on both sides: zeros where the forward did not read b.
+    assert "        db = dout_2.sum(axis=0)\n" in backward
+    assert "        db = np.zeros_like(b" in backward
+
+
+def test_a_value_both_sides_bind_keeps_its_name() -> None:
+    backward = _backward_text(SIGN)
+    assert "        w = z * z\n    else:\n        w = y * y + x\n" in backward
+    assert "w_2" not in backward and "w_3" not in backward
+
+
+def test_branches_are_deterministic() -> None:
+    for source, _, _ in ACCEPTED.values():
+        assert gradgen.generate(source, "b.py") == gradgen.generate(source, "b.py")
+
+
+# id: (function body, line and column of the error (the def is line 4), the message's words)
+REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
+    "bound-in-one-side-read-after": (
+        "if x[0] > 0:\n        z = x * 2\n    x = z",
+        (7, 9),
+        "only in one branch",
+    ),
+    "bound-in-the-other-side": (
+        "if x[0] > 0:\n        z = x * 2\n    else:\n        y = z",
+        (8, 13),
+        "only in the other branch",
+    ),
+    "append-in-a-side": (
+        "hs = []\n    for i in range(2):\n        if i > 0:\n            hs.append(x)\n"
+        "    x = np.stack(hs)",
+        (8, 13),
+        "inside an 'if'",
+    ),
+    "return-in-a-side": (
+        "if x[0] > 0:\n        return x",
+        (6, 9),
+        "'return' inside a loop or an 'if'",
+    ),
+    "while": ("while x[0] > 0:\n        x = x * 0.5", (5, 5), "'while' loops are not supported"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refused_branches_are_located(case: str) -> None:
+    body, (line, column), words = REFUSED[case]
+    source = f"import numpy as np\n\n\ndef f(x: '3'):\n    {body}\n    return np.sum(x)\n"
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert words in diagnostic.message, diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (line, column), diagnostic.message
