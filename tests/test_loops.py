@@ -14,6 +14,7 @@ import numpy
 import pytest
 
 import gradgen
+from gradgen.format import check_module
 from test_programs import assert_close, draw, expected_gradients
 from test_rules import run_module
 
@@ -47,6 +48,24 @@ def f(x0, v0, k, c):
         x = x + dt * v
         v = v + dt * a
     return 0.5 * v * v + 0.5 * k * x * x
+"""
+
+# A step whose backward reads so many values that the reversed loop's first line
+# (``for t, h_2, first_long_name_mul, ... in reversed(t_steps):``) is longer than black's
+# line length: black was given the line alone, with no body, and gradgen raised an
+# internal error (found by the property tests' loops).
+LONG_HEADER = """\
+import numpy as np
+
+
+def f(x, w):
+    h = x
+    for t in range(3):
+        first_long_name = np.sin(h * w)
+        second_long_name = np.cos(first_long_name * w)
+        third_long_name = np.tanh(second_long_name * h)
+        h = np.exp(third_long_name * 0.1) * first_long_name
+    return np.sum(h)
 """
 
 # id: (source, the parameters' shapes)
@@ -101,6 +120,7 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    for i in range(3):\n        h += w * h\n    return np.sum(h)\n",
         {"x": (3,), "w": (3,)},
     ),
+    "long-reversed-loop-header": (LONG_HEADER, {"x": (3,), "w": (3,)}),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -154,6 +174,12 @@ def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
     for gradient in ("dWx", "dWh", "db"):
         assert f"    {gradient} += {gradient}_rnn_step" in backward
     assert "dx[:, t, :] += " in backward  # basic indexing: no np.add.at
+
+
+def test_a_long_reversed_loop_header_is_formatted_by_black() -> None:
+    text = gradgen.generate(LONG_HEADER, "long.py")
+    check_module(text, "long_backward.py")  # compiles, and black leaves it as it is
+    assert "    ) in reversed(t_steps):\n" in text
 
 
 def test_loops_are_deterministic() -> None:
