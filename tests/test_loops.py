@@ -121,6 +121,10 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         {"x": (3,), "w": (3,)},
     ),
     "long-reversed-loop-header": (LONG_HEADER, {"x": (3,), "w": (3,)}),
+    "return-carried-value": (
+        "def f(x):\n    for t in range(2):\n        x = x * x\n    return x\n",
+        {"x": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -162,6 +166,29 @@ def test_loops_decorated(load: Any, case: str) -> None:
         expected_gradients(f, args, list(shapes)),
         f" ({case}, decorated)",
     )
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_value_and_grad_gives_the_forwards_value(case: str) -> None:
+    """The value is taken before the reversed loop rebinds what the steps kept: ``return
+    x`` of a carried x gave the value x had before the first step (``for t, x_2 in
+    reversed(t_steps):``; found by the property tests' loops)."""
+    source, shapes = ACCEPTED[case]
+    namespace = run_module(gradgen.generate(source, "loops.py"), "loops_value.py")
+    args = draw(shapes, f"loops value {case}")
+    value, _ = namespace["f_value_and_grad"](**args)
+    numpy.testing.assert_allclose(value, run_module(source, "loops.py")["f"](**args), rtol=1e-12)
+
+
+def test_value_and_grad_gives_every_carried_value() -> None:
+    source = (
+        "import numpy as np\n\n\ndef f(x):\n    h = x\n    for t in range(2):\n"
+        "        h = np.sin(h)\n    return h, x\n"
+    )
+    namespace = run_module(gradgen.generate(source, "several.py"), "several_value.py")
+    (h, x), dx = namespace["f_value_and_grad"](0.5, dh=1.0)
+    assert (h, x) == (numpy.sin(numpy.sin(0.5)), 0.5)
+    assert dx == pytest.approx(numpy.cos(numpy.sin(0.5)) * numpy.cos(0.5))
 
 
 def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
