@@ -125,6 +125,14 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "def f(x):\n    for t in range(2):\n        x = x * x\n    return x\n",
         {"x": ()},
     ),
+    # What a step appends is a value from before the loop, with no gradient: the backward's
+    # forward recomputed the loop without it (NameError; found by the property tests).
+    "append-a-value-from-before-the-loop": (
+        "import numpy as np\n\n\ndef f(x: '3'):\n    s = 0.0\n    hs = []\n"
+        "    for t in range(2):\n        hs.append(s)\n        x = x * 0.5\n"
+        "    return x + sum(hs)\n",
+        {"x": (3,)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
