@@ -199,6 +199,28 @@ def test_value_and_grad_gives_every_carried_value() -> None:
     assert dx == pytest.approx(numpy.cos(numpy.sin(0.5)) * numpy.cos(0.5))
 
 
+@pytest.mark.parametrize(
+    "bound", ["len(params['xs'])", "params['xs'].shape[0]", "reversed(range(len(params['xs'])))"]
+)
+def test_a_loop_over_the_length_of_a_structured_parameter(bound: str) -> None:
+    """What a loop goes over reads a leaf of a dict parameter: the fence read
+    ``range(len(params['xs']))`` as a subscript by a string ('strings have no gradient';
+    found by the property tests' loops with structured parameters)."""
+    iterable = bound if bound.startswith("reversed") else f"range({bound})"
+    source = (
+        f"import numpy as np\n\n\ndef f(x: '3', params):\n    h = x\n"
+        f"    for t in {iterable}:\n        h = np.tanh(h * params['xs'][t] + 0.1)\n"
+        "    return np.sum(h)\n"
+    )
+    text = gradgen.generate(source, "structured_loop.py")
+    backward = run_module(text, "structured_loop_backward.py")["f_backward"]
+    forward = run_module(source, "structured_loop.py")["f"]
+    args = draw({"x": (3,), "xs": (2, 3)}, f"structured loop {bound}")
+    dx, dparams = backward(args["x"], {"xs": args["xs"]})
+    expected = expected_gradients(lambda x, xs: forward(x, {"xs": xs}), args, ["x", "xs"])
+    assert_close({"x": dx, "xs": dparams["xs"]}, expected, f" ({bound})")
+
+
 def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
     text = gradgen.generate(RNN, "rnn.py")
     backward = text[text.index("def f_backward") :]

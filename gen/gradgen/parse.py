@@ -1014,6 +1014,10 @@ def _with_leaves(
     """The parameters with each structured one replaced by its leaves (structure.py)."""
     context = parsed.context
     taken = set(context.imports) | set(context.constants) | context.other_names | context.data
+    # What a loop goes over reads leaves too: range(len(params["xs"])).
+    loops = _Loops()
+    function.body.visit(loops)
+    statements = [*statements, *(cst.Expr(iterable) for iterable in loops.iterables)]
     layout = find_structure(
         function.params, statements, taken, parsed.function_names, parsed.refuse
     )
@@ -1030,6 +1034,16 @@ def _with_leaves(
             parameters.append(Parameter(leaf.name, None, leaf.shape))
             resolver.local.add(leaf.name)
     return parameters
+
+
+class _Loops(cst.CSTVisitor):
+    """What each ``for`` loop goes over, in order."""
+
+    def __init__(self) -> None:
+        self.iterables: list[cst.BaseExpression] = []
+
+    def visit_For(self, node: cst.For) -> None:
+        self.iterables.append(node.iter)
 
 
 def _leaf_assignment(statement: cst.Assign, bound: list[tuple[str, str]]) -> Assignment | None:
