@@ -68,6 +68,21 @@ def f(x, w):
     return np.sum(h)
 """
 
+# In a nested loop's backward, the comment quoting a long statement is indented past black's
+# line length: black was given the comment alone, as a statement (internal error; found by
+# the property tests' loops).
+LONG_COMMENT = """\
+import numpy as np
+
+
+def f(x, w):
+    h = x
+    for t in range(2):
+        for j in range(2):
+            h = np.tanh(h * w + np.sin(w * 0.5) * np.cos(h * 0.25) + np.exp(w * 0.1) * 0.5)
+    return np.sum(h)
+"""
+
 # id: (source, the parameters' shapes)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
     "rnn-over-time": (RNN, {"x": (2, 3, 4), "h0": (2, 5), "Wx": (4, 5), "Wh": (5, 5), "b": (5,)}),
@@ -121,6 +136,7 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         {"x": (3,), "w": (3,)},
     ),
     "long-reversed-loop-header": (LONG_HEADER, {"x": (3,), "w": (3,)}),
+    "long-comment-in-a-nested-loop": (LONG_COMMENT, {"x": (3,), "w": (3,)}),
     "return-carried-value": (
         "def f(x):\n    for t in range(2):\n        x = x * x\n    return x\n",
         {"x": ()},
@@ -237,6 +253,12 @@ def test_a_long_reversed_loop_header_is_formatted_by_black() -> None:
     text = gradgen.generate(LONG_HEADER, "long.py")
     check_module(text, "long_backward.py")  # compiles, and black leaves it as it is
     assert "    ) in reversed(t_steps):\n" in text
+
+
+def test_a_long_comment_in_a_nested_loop_is_left_as_it_is() -> None:
+    text = gradgen.generate(LONG_COMMENT, "comment.py")
+    check_module(text, "comment_backward.py")
+    assert "            # backprop h = np.tanh(h * w + np.sin(w * 0.5)" in text
 
 
 def test_loops_are_deterministic() -> None:

@@ -70,7 +70,7 @@ def _format_bodies(bodies: list[list[str]]) -> list[list[str]]:
         line: None
         for body in bodies
         for line in body
-        if line and not line.startswith("#") and _needs_black(line)
+        if line and not line.lstrip().startswith("#") and _needs_black(line)
     }
     formatted = dict(zip(long_lines, _format_statements(list(long_lines)), strict=True))
     result = []
