@@ -237,6 +237,31 @@ def test_a_loop_over_the_length_of_a_structured_parameter(bound: str) -> None:
     assert_close({"x": dx, "xs": dparams["xs"]}, expected, f" ({bound})")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "y = params[0]['y']\n    for t in range(2):\n        y = np.sin(y) * x",
+        "y = x\n    for t in range(2):\n        y = np.sin(y) * params[0]['y']",
+        "y = x\n    hs = []\n    for t in range(2):\n        y = np.sin(y)\n"
+        "        hs.append(params[0]['y'])\n    y = y * sum(hs)",
+    ],
+    ids=["carried-from-a-leaf", "leaf-read-in-a-step", "leaf-appended"],
+)
+def test_a_leaf_read_only_by_a_loop_is_bound(body: str) -> None:
+    """A leaf of a structured parameter that only a loop reads (what a carried value starts
+    from, a step's operand, an item appended) is bound at the top of the backward: it was
+    not (NameError: params_0_y; found by the property tests' loops with structured
+    parameters)."""
+    source = f"import numpy as np\n\n\ndef f(x: '3', params):\n    {body}\n    return np.sum(y)\n"
+    text = gradgen.generate(source, "leaf_loop.py")
+    backward = run_module(text, "leaf_loop_backward.py")["f_backward"]
+    forward = run_module(source, "leaf_loop.py")["f"]
+    args = draw({"x": (3,), "y": (3,)}, f"leaf loop {body}")
+    dx, dparams = backward(args["x"], [{"y": args["y"]}])
+    expected = expected_gradients(lambda x, y: forward(x, [{"y": y}]), args, ["x", "y"])
+    assert_close({"x": dx, "y": dparams[0]["y"]}, expected, f" ({body})")
+
+
 def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
     text = gradgen.generate(RNN, "rnn.py")
     backward = text[text.index("def f_backward") :]

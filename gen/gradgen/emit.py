@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -34,6 +34,7 @@ from gradgen.expr import (
     render,
     walk,
 )
+from gradgen.forward_lines import names_read
 from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
 from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, ForwardLoop, Kind
 from gradgen.naming import (
@@ -484,17 +485,25 @@ def _leaf_lines(
     if not staged.structured:
         return []
     names: set[str] = set()
-    for expr in [*(line.expr for line in lines), *read]:
+    for expr in [*_line_exprs(lines), *read]:
         names.update([expr] if isinstance(expr, str) else names_in(expr))
-    for adjoint in adjoints:
-        for expr in (adjoint.expr, *adjoint.index):
-            names.update(names_in(expr))
+    names.update(names_read(tuple(adjoints)))
     return [
         f"{leaf.name} = {structured.read(leaf)}"
         for structured in staged.structured
         for leaf in structured.leaves
         if leaf.name in names
     ]
+
+
+def _line_exprs(lines: Iterable[ForwardLine]) -> Iterator[Expr]:
+    """What the lines compute, those inside loops too."""
+    for line in lines:
+        yield line.expr
+        if line.loop is not None:
+            yield from _line_exprs(line.loop.body)
+            yield from (value for _, value in (*line.loop.starts, *line.loop.ends))
+            yield from (item for _, items in line.loop.collected for item in items)
 
 
 def _returned(backward: BackwardFunction) -> tuple[str, ...]:
