@@ -149,6 +149,21 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return x + sum(hs)\n",
         {"x": (3,)},
     ),
+    # sum's adjoint is a list holding one gradient, [da] * len(hs), which dx (da too) was
+    # then added into in place, step after step: dy came out 4 cos(y) where 3 cos(y) is
+    # right (found by the property tests' loops).
+    "sum-of-a-value-read-after-too": (
+        "import numpy as np\n\n\ndef f(y: '3'):\n    x = np.sin(y)\n    hs = []\n"
+        "    for t in range(2):\n        hs.append(x)\n    a = sum(hs) + x\n"
+        "    return np.sum(a)\n",
+        {"y": (3,)},
+    ),
+    "stack-of-a-value-read-after-too": (
+        "import numpy as np\n\n\ndef f(y: '3'):\n    x = np.sin(y)\n    hs = []\n"
+        "    for t in range(3):\n        hs.append(x)\n"
+        "    a = np.sum(np.stack(hs), axis=0) + x\n    return np.sum(a * a)\n",
+        {"y": (3,)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
