@@ -164,6 +164,14 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    a = np.sum(np.stack(hs), axis=0) + x\n    return np.sum(a * a)\n",
         {"y": (3,)},
     ),
+    # A number carried by a loop, its parameter not annotated, in a module that imports
+    # numpy: the gradient handed back was copied with dx.copy(), which a float has not
+    # (found by the thorough profile with loops).
+    "number-carried-unannotated": (
+        "import math\nimport numpy as np\n\n\ndef f(x):\n    for t in range(2):\n"
+        "        x = math.tanh(x)\n    return math.sqrt(x + 2.0)\n",
+        {"x": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

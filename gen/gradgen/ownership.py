@@ -197,6 +197,7 @@ class _Ownership:
         inner = _Ownership(body, (), {}, again)
         inner.fresh = self.fresh
         unknown = Value(frozenset({CALLER}), whole=False)
+        started = {name: self.held.get(name, _CALLERS) for name in loop.carried}
         inner.held = dict(self.held) | dict.fromkeys(loop.carried, unknown)
         safe = inner.run(hand_back=False)
         rebound = {s.target for s in safe if s.kind is not Kind.LOOP} | {
@@ -208,7 +209,14 @@ class _Ownership:
             elif inner.held.get(name) != self.held.get(name):
                 self.held[name] = self.new()
         for name in loop.carried:
-            self.held[name] = unknown
+            # What it held before the loop (no step ran), or what the last step handed on:
+            # a number of arithmetic where both are (math.tanh's gradient, with no .copy()).
+            ends = (started[name], inner.held.get(name, unknown))
+            self.held[name] = Value(
+                frozenset().union(*(end.storages for end in ends)),
+                whole=all(end.whole for end in ends),
+                number=all(end.number for end in ends),
+            )
         return replace(statement, loop=replace(loop, body=safe))
 
     def value_of_call(self, expr: Expr) -> Value:
