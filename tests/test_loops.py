@@ -172,6 +172,15 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        x = math.tanh(x)\n    return math.sqrt(x + 2.0)\n",
         {"x": ()},
     ),
+    # An outside value appended in an inner loop: its gradient was zeros made in each
+    # outer step, never handed back (None; found by the thorough profile with loops).
+    "appended-in-an-inner-loop": (
+        "import numpy as np\n\n\ndef f(x: '2', z: '2'):\n    hs = []\n"
+        "    for t in range(2):\n        terms = []\n        for i in range(2):\n"
+        "            terms.append(z)\n        a = np.stack(terms) + x\n        hs.append(a)\n"
+        "    h = np.stack(hs)\n    return np.sum(h * h)\n",
+        {"x": (2,), "z": (2,)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
