@@ -181,6 +181,13 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    h = np.stack(hs)\n    return np.sum(h * h)\n",
         {"x": (2,), "z": (2,)},
     ),
+    # A number the loop adds into (da), the upstream of a number before it: copied first
+    # with da.copy(), which a float has not (found by the thorough profile with loops).
+    "number-added-into-in-a-loop": (
+        "import math\nimport numpy as np\n\n\ndef f(x: float):\n    a = math.sin(x)\n"
+        "    s = math.cos(x)\n    for i in range(2):\n        s = s + a\n    return a + s\n",
+        {"x": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

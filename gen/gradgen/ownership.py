@@ -179,7 +179,14 @@ class _Ownership:
             others = (read - {name}) & set(self.held)
             shared = any(value.shares(self.held[other]) for other in others)
             if shared or not self.writable(name, index):
-                copies.append(AdjointStatement(name, Kind.COPY, Name(name), statement.statement))
+                if value.number:
+                    # Maybe a Python number (an upstream of a number): np.copy takes both.
+                    copy = Call(Func("numpy", "copy", None), (Name(name),))
+                    copies.append(AdjointStatement(name, Kind.ASSIGN, copy, statement.statement))
+                else:
+                    copies.append(
+                        AdjointStatement(name, Kind.COPY, Name(name), statement.statement)
+                    )
                 self.held[name] = self.new()
         return copies
 
