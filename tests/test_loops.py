@@ -188,6 +188,15 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    s = math.cos(x)\n    for i in range(2):\n        s = s + a\n    return a + s\n",
         {"x": ()},
     ),
+    # A number carried by the outer loop, appended in the inner one, which adds into its
+    # gradient: copied first with dx_3.copy() (found by the thorough profile with loops).
+    "number-carried-and-appended-in-an-inner-loop": (
+        "import math\nimport numpy as np\n\n\ndef f(x: float, z: float):\n"
+        "    for t in range(2):\n        x = math.sin(x)\n        hs = []\n"
+        "        for i in range(1):\n            hs.append(x)\n            z = math.sin(z * z)\n"
+        "    return x + z\n",
+        {"x": (), "z": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

@@ -179,8 +179,9 @@ class _Ownership:
             others = (read - {name}) & set(self.held)
             shared = any(value.shares(self.held[other]) for other in others)
             if shared or not self.writable(name, index):
-                if value.number:
-                    # Maybe a Python number (an upstream of a number): np.copy takes both.
+                if value.number or CALLER in value.storages:
+                    # Maybe a Python number (an upstream of a number, a number carried by a
+                    # loop): np.copy takes both.
                     copy = Call(Func("numpy", "copy", None), (Name(name),))
                     copies.append(AdjointStatement(name, Kind.ASSIGN, copy, statement.statement))
                 else:
