@@ -197,6 +197,14 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return x + z\n",
         {"x": (), "z": ()},
     ),
+    # A module without numpy whose only array syntax counts a loop's steps (x.shape[0]):
+    # taken for code on numbers, the gradients were not summed back to their shapes (found
+    # by the thorough profile with loops).
+    "array-syntax-only-in-a-range": (
+        "import math\n\n\ndef f(x, y):\n    h = 0.0\n    for t in range(x.shape[0]):\n"
+        "        h = math.sin(h + y)\n    return x * h\n",
+        {"x": (3, 4), "y": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

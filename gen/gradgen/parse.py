@@ -309,7 +309,11 @@ def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) 
     return any(
         _array_syntax(expr)
         for function in functions
-        for expr in [*(a.value for a in flat_statements(function.body)), *function.results]
+        for expr in [
+            *(a.value for a in flat_statements(function.body)),
+            *function.results,
+            *_loop_iterables(function.body),  # range(xs.shape[0])
+        ]
     )
 
 
@@ -324,6 +328,14 @@ def _array_syntax(expr: Expr) -> bool:
             # may be the standard library's
             return node.func.lib != GENERATOR
     return False
+
+
+def _loop_iterables(body: Sequence[Statement]) -> Iterator[Expr]:
+    """What the loops of ``body`` go over, nested ones too."""
+    for statement in body:
+        if isinstance(statement, Loop):
+            yield statement.iterable
+            yield from _loop_iterables(statement.body)
 
 
 # --- reading the text -----------------------------------------------------------------------
