@@ -129,7 +129,6 @@ def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
     dh0 = dh_2
-    dh0 = dh0.copy()
     return dx, dh0, dWx, dWh, db
 
 
@@ -169,7 +168,6 @@ def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
     dh0 = dh_2
-    dh0 = dh0.copy()
     return out, (dx, dh0, dWx, dWh, db)
 
 
@@ -412,7 +410,6 @@ def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
     dh0 = dh_2
-    dh0 = dh0.copy()
     return dx, dh0, dWx, dWh, db
 
 
@@ -456,5 +453,4 @@ def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
     dh0 = dh_2
-    dh0 = dh0.copy()
     return out, (dx, dh0, dWx, dWh, db)

@@ -63,6 +63,21 @@ domains, bounds, kinks and ties, the jumps of values with no gradient, known bug
 exclusions), and calling it (which evaluating its caller does) runs its statements at the
 call's arguments after those checks: a call where one fails is drawn again. A parameter is
 annotated with its shape only where every call gives it that shape.
+
+Programs with a loop (``build_program(..., loops=n)``: one program in n) have one ``for``
+statement in ``f`` (``_function_body``'s ``looping``) over 1 to ``MAX_STEPS`` steps, counted
+by a range written out (with a start, a step, reversed), by an integer parameter ``n``
+(gradient None) or by the length of ``xs``, a parameter with an axis of steps
+(``_plan_loop``). Its statements are built at the first step by the same machinery (any
+kind of statement, a nested loop sometimes); one rebinds a value bound before the loop from
+itself (carried), through a bounded function (``SQUASHING``) or a factor 0.5, so that it
+stays bounded however many steps run; some read ``xs[t]`` (``Builder.steps_read``), index
+values by the loop's variable (``_index``) or compute with it as a number; some append to a
+list made empty before the loop and read whole after it (``np.stack``, ``np.concatenate``,
+``sum``). Then every step is run (``Block``), each statement after the checks that made it
+well-conditioned at the first step, as a helper's statements are at each call; a carried
+value must keep its shape. Names bound only in the loop are not read after it (gradgen
+refuses that, and is right to).
 """
 
 from __future__ import annotations
@@ -77,6 +92,7 @@ import math
 import operator
 import random
 import re
+import textwrap
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -352,6 +368,34 @@ def _value_text(text: str) -> str:
     return text
 
 
+_APPEND = re.compile(r"^(\w+)\.append\((.*)\)$")
+
+
+def _is_loop(line: str) -> bool:
+    """Is this body entry a loop (``for t in range(3):`` and its statements, after the lists
+    it fills made empty: ``hs = []``)?"""
+    return "\n" in line or line.startswith("for ")
+
+
+def _tree(text: str) -> ast.AST:
+    """A body entry (a statement, a loop, an append) or a returned expression, parsed: what
+    it reads and calls."""
+    if _is_loop(text) or _APPEND.match(text):
+        return ast.parse(text)
+    return _parse(_value_text(text))
+
+
+def _entry_parts(line: str) -> tuple[list[str], set[str]]:
+    """The names a body entry binds and those it reads (a loop: everything bound and read in
+    it; an append: nothing bound, the list and the item read)."""
+    if _is_loop(line) or _APPEND.match(line):
+        nodes = [n for n in ast.walk(ast.parse(line)) if isinstance(n, ast.Name)]
+        bound = [n.id for n in nodes if isinstance(n.ctx, ast.Store)]
+        return list(dict.fromkeys(bound)), {n.id for n in nodes if isinstance(n.ctx, ast.Load)}
+    targets, value = _statement_parts(line)
+    return targets.split(", "), {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}
+
+
 def _broadcasts_into(shape: tuple[int, ...], into: tuple[int, ...]) -> bool:
     """Can a value of ``shape`` be added in place into one of shape ``into``?"""
     try:
@@ -422,6 +466,8 @@ class Context:
 def _annotation(name: str, dims: tuple[int, ...] | None, annotated: bool) -> str:
     if not annotated or dims is None:
         return name
+    if name == STEPS_NAME:
+        return f"{name}: int"
     if dims == ():
         return f"{name}: float"
     return f'{name}: "{", ".join(map(str, dims))}"'
@@ -445,8 +491,9 @@ class Function:
             if default is not None:
                 text += f" = {default}" if text != name else f"={default}"
             params.append(text)
-        lines = [f"    {line}" for line in [*self.body, f"return {', '.join(self.results)}"]]
-        return f"def {self.name}({', '.join(params)}):\n" + "\n".join(lines) + "\n"
+        lines = [*self.body, f"return {', '.join(self.results)}"]
+        text = textwrap.indent("\n".join(lines), "    ")  # a loop's statements deeper
+        return f"def {self.name}({', '.join(params)}):\n{text}\n"
 
 
 @dataclass
@@ -573,6 +620,11 @@ class Builder:
         self.callees: list[Helper] = []  # the functions of the module this one may call
         self.called: list[str] = []  # names read as arguments of the calls so far
         self.unused: set[str] = set()  # names a call binds that may stay unread
+        # Parameters only loops read: a sequence (its name -> the axis its steps index,
+        # read as xs[t] or xs[:, t]) and a number of steps; neither is a variable.
+        self.sequences: dict[str, int] = {}
+        self.hidden: set[str] = set()
+        self.loops: list[Scope] = []  # the loops the statements being built are in
 
     # --- evaluation ---------------------------------------------------------------------
 
@@ -605,19 +657,42 @@ class Builder:
 
     def variable(self, fits: Callable[[Term], bool] | None = None) -> Term:
         candidates = [self.name_term(n) for n in self.variables()]
-        if fits is not None:
-            candidates = [t for t in candidates if fits(t)]
-        if not candidates:
-            raise Unfit("no variable fits")
         # Recent values are read more often (chains of statements); any earlier value can be
-        # read again (fan-out).
-        return self.choose.weighted([(t, max(1, 4 - i)) for i, t in enumerate(candidates)])
+        # read again (fan-out). In a loop, a sequence's step (xs[t]) as often.
+        weighted = [(t, max(1, 4 - i)) for i, t in enumerate(candidates)]
+        weighted += [(t, 3) for t in self.steps_read()]
+        if fits is not None:
+            weighted = [(t, w) for t, w in weighted if fits(t)]
+        if not weighted:
+            raise Unfit("no variable fits")
+        return self.choose.weighted(weighted)
+
+    def steps_read(self) -> list[Term]:
+        """In a loop, each sequence read at its step: ``xs[t]``, ``xs[:, t]``,
+        ``xs[:, t, :]``."""
+        found = []
+        for scope in self.loops:
+            for name, axis in self.sequences.items():
+                dims = shape(self.env[name])
+                if len(dims) <= axis or max(scope.values) >= dims[axis]:
+                    continue
+                pieces = [":"] * axis + [scope.variable]
+                if len(dims) > axis + 1 and (len(scope.variable) + len(dims)) % 2:
+                    pieces.append(":")  # x[:, t, :] as the RNN's example writes it
+                node = _parse(f"{name}[{', '.join(pieces)}]")
+                found.append(Term(node, self.evaluate(node), frozenset([name]), ("index",)))
+        return found
 
     def name_term(self, name: str) -> Term:
         return Term(ast.Name(name, ast.Load()), self.env[name], frozenset([name]))
 
     def constant(self) -> Term:
-        kind = self.choose.weighted([("number", 6), ("named", 1), ("module", 1)])
+        kinds = [("number", 6), ("named", 1), ("module", 1)]
+        if self.loops:
+            kinds.append(("step", 4))  # the loop's variable, a number with no gradient
+        kind = self.choose.weighted(kinds)
+        if kind == "step":
+            return self.step_number()
         if kind == "named":
             library = self.choose.pick(["math", "numpy"] if self.mode == "array" else ["math"])
             name = self.choose.pick(_named_constants(library))
@@ -629,6 +704,11 @@ class Builder:
             return Term(ast.Name(name, ast.Load()), self.env[name])
         value = self.choose.pick(NUMBERS)
         return Term(ast.Constant(value), value)
+
+    def step_number(self) -> Term:
+        """In a loop, its variable: a number with no gradient (``h * t``)."""
+        variable = self.choose.pick(self.loops).variable
+        return Term(ast.Name(variable, ast.Load()), self.env[variable])
 
     def source(self, depth: int, fits: Callable[[Term], bool] | None = None) -> Term:
         """What a value with no gradient is computed from: a variable, or now and then (with
@@ -703,10 +783,14 @@ class Builder:
                 kinds.append(("call", 4))
         if none_ok:
             kinds.append(("none", 1))
+        if self.loops:
+            kinds.append(("step", 1))
         kind = self.choose.weighted(kinds)
         term: Term | None = None
         try:
-            if kind == "constant":
+            if kind == "step":
+                term = self.step_number()
+            elif kind == "constant":
                 term = self.constant()
             elif kind == "none":
                 term = Term(ast.Constant(None), None)
@@ -1081,7 +1165,16 @@ def _index(c: Context) -> str:
             ]
         )
 
-    kind = choose.pick(("slices", "number", "list", "arange", "mask", "ellipsis", "label"))
+    kinds = ["slices", "number", "list", "arange", "mask", "ellipsis", "label"]
+    if b.loops:
+        kinds += ["step"] * 4
+    kind = choose.pick(kinds)
+    if kind == "step":  # x[t], x[:, t]: the loop's variable, where every step is in range
+        scope = choose.pick(b.loops)
+        fitting = [axis for axis, d in enumerate(dims[:2]) if max(scope.values) < d]
+        if fitting:
+            return ", ".join([":"] * choose.pick(fitting) + [scope.variable])
+        kind = "number"
     if kind == "number":
         return number(dims[0])
     if kind == "slices":
@@ -1447,11 +1540,7 @@ class Helper:
         for line, checks in zip(self.body.lines, self.body.line_checks, strict=True):
             for check in checks:
                 check(b)
-            targets, text = _statement_parts(line)
-            names = targets.split(", ")
-            value = b.evaluate(_parse(text))
-            for name, item in zip(names, value if len(names) > 1 else [value], strict=True):
-                b.bind(name, item)
+            _execute(b, line)
         values = []
         for term, checks in zip(self.body.results, self.body.result_checks, strict=True):
             for check in checks:
@@ -1470,6 +1559,21 @@ class Helper:
             for name, dims, default in self.function.params
         ]
         return Function(self.function.name, params, self.function.body, self.function.results)
+
+
+def _execute(b: Builder, line: str) -> None:
+    """Runs a body entry at ``b``'s values (after its checks: a loop's check runs it)."""
+    if _is_loop(line):
+        return
+    append = _APPEND.match(line)
+    if append:
+        b.env[append.group(1)].append(b.evaluate(_parse(append.group(2))))
+        return
+    targets, text = _statement_parts(line)
+    names = targets.split(", ")
+    value = b.evaluate(_parse(text))
+    for name, item in zip(names, value if len(names) > 1 else [value], strict=True):
+        b.bind(name, item)
 
 
 def _build_helper(
@@ -1528,6 +1632,89 @@ class Body:
     result_checks: list[tuple[Check, ...]]
 
 
+# --- loops ------------------------------------------------------------------------------------
+
+LOOP_VARIABLES = ("t", "i", "j", "step")  # never a parameter's or a local's name but t's
+LIST_NAMES = ("hs", "terms", "outs")
+SEQUENCE_NAME = "xs"  # a parameter with an axis of steps, read as xs[t] in a loop
+STEPS_NAME = "n"  # an integer parameter: a loop's number of steps
+MAX_STEPS = 4
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a loop goes over (``range(3)``, ``reversed(range(n))``, ``range(1, 5, 2)``,
+    ``range(xs.shape[1])``) and the values its variable takes."""
+
+    iterable: str
+    values: tuple[int, ...]
+
+
+def _literal_steps(choose: Chooser, count: int) -> Steps:
+    """``count`` steps over a range written out: with a start, a step, or reversed."""
+    kind = choose.weighted([("range", 4), ("reversed", 2), ("start", 1), ("step", 1)])
+    if kind == "reversed":
+        return Steps(f"reversed(range({count}))", tuple(reversed(range(count))))
+    if kind == "start":
+        start = 1 + choose.index(2)
+        return Steps(f"range({start}, {start + count})", tuple(range(start, start + count)))
+    if kind == "step":
+        start = choose.index(2)
+        stop = start + 2 * count - 1
+        return Steps(f"range({start}, {stop}, 2)", tuple(range(start, stop, 2)))
+    return Steps(f"range({count})", tuple(range(count)))
+
+
+@dataclass
+class Scope:
+    """A loop whose statements are being built: its variable, the values it takes, and the
+    names bound before it (rebinding one of them carries it from step to step)."""
+
+    variable: str
+    values: tuple[int, ...]
+    outside: frozenset[str]
+    lists: tuple[str, ...]  # the lists it fills
+
+
+@dataclass
+class Block:
+    """A loop as the forward runs it, the check of its ``for`` statement: every step, each
+    statement after the checks that made it well-conditioned where it was built (at the
+    first step), the lists it fills made empty first. A carried value must keep its shape
+    and be a float at the end of every step."""
+
+    variable: str
+    steps: Steps
+    lists: tuple[str, ...]
+    lines: list[str]
+    checks: list[tuple[Check, ...]]
+    carried: tuple[str, ...]
+
+    def __call__(self, b: Builder) -> None:
+        for name in self.lists:
+            b.env[name] = []
+        shapes = {name: shape(b.env[name]) for name in self.carried}
+        for value in self.steps.values:
+            b.env[self.variable] = value
+            for line, checks in zip(self.lines, self.checks, strict=True):
+                for check in checks:
+                    check(b)
+                _execute(b, line)
+            for name in self.carried:
+                if shape(b.env[name]) != shapes[name] or not is_float(b.env[name]):
+                    raise Unfit(f"{name} changes shape (or dtype) from step to step")
+
+    def source(self) -> str:
+        lists = "".join(f"{name} = []\n" for name in self.lists)
+        body = textwrap.indent("\n".join(self.lines), "    ")
+        return f"{lists}for {self.variable} in {self.steps.iterable}:\n{body}"
+
+
+# The bounded functions a carried value goes through (h = np.tanh(h * w + xs[t])), so that
+# it stays bounded however many steps run.
+SQUASHING = ("tanh", "sin", "cos", "sigmoid", "arctan")
+
+
 def _function_body(
     b: Builder,
     params: list[str],
@@ -1537,11 +1724,13 @@ def _function_body(
     must_call: bool = False,
     bare_ok: bool = False,
     updates: bool = False,
+    loop: Steps | None = None,
 ) -> Body:
     """Statements applying forms of the table (fan-out, rebinding, aliases, views, nested
     expressions, tuple unpacking, calls of ``b.callees``), then ``results`` values returned.
     The first statement applies ``focus`` (if given) where it can; ``must_call``: at least
-    one call; ``bare_ok``: the function may return a parameter as it is."""
+    one call; ``bare_ok``: the function may return a parameter as it is; ``loop``: one of
+    the statements is a loop over those steps (where one fits)."""
     choose = b.choose
     body: list[str] = []
     rules: list[str] = []
@@ -1559,7 +1748,17 @@ def _function_body(
         kinds += [("call", 6)]
 
     def rebindable() -> list[str]:
-        return [*reversed(locals_), *(n for n in params if n not in b.labels)]
+        return [
+            *reversed(locals_),
+            *(n for n in params if n not in b.labels and n not in b.hidden),
+        ]
+
+    def keeps(name: str, term: Term) -> bool:
+        """May ``name`` be bound to ``term`` here? In a loop, a name bound before it is
+        carried to the next step: the value must keep its shape, a float."""
+        if not b.loops or name not in b.loops[-1].outside:
+            return True
+        return shape(b.env[name]) == shape(term.value) and is_float(term.value)
 
     def fresh() -> list[tuple[str, int]]:
         return [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
@@ -1602,7 +1801,7 @@ def _function_body(
             target = choose.weighted(fresh())
             body.append(f"{target} = {source.text}")  # h = x: a new name, the same value
             line_checks.append(())
-            b.bind(target, b.env[source.text])
+            b.bind(target, source.value)
             return False
         if number == 0 and focus is not None:
             terms = [_focused(b, focus)]
@@ -1643,11 +1842,12 @@ def _function_body(
             terms = [b.apply(choose.pick((1, 2, 0)))]
         called = False
         for term in terms:
-            read = [n for n in rebindable() if n in term.variables]
+            old = [n for n in rebindable() if keeps(n, term)]
+            read = [n for n in old if n in term.variables]
             if kind == "rebind" and read and choose.boolean():
                 target = choose.pick(read)  # h = h * 2
-            elif kind == "rebind" and rebindable():
-                target = choose.pick(rebindable())
+            elif kind == "rebind" and old:
+                target = choose.pick(old)
             else:
                 target = choose.weighted(fresh()) if fresh() else f"t{len(body)}"
             called |= _calls(term.node, b.callees)
@@ -1671,7 +1871,10 @@ def _function_body(
         others = sorted(
             n
             for n, v in b.env.items()
-            if n != name and is_float(v) and _broadcasts_into(numpy.shape(v), shape)
+            if n != name
+            and n not in b.hidden
+            and is_float(v)
+            and _broadcasts_into(numpy.shape(v), shape)
         )
         if not others:
             return called
@@ -1695,8 +1898,196 @@ def _function_body(
         b.bind(name, new)
         return called
 
+    def looped(number: int, steps: Steps, depth: int) -> bool:
+        """A loop over ``steps`` (``looping``), drawn again where one does not fit (all it
+        bound undone); none after a few tries. Whether it calls a function of the module."""
+        for _ in range(3):
+            saved = (len(body), len(line_checks), len(rules), list(locals_), len(b.loops))
+            state = (dict(b.env), list(b.names), set(b.read), set(b.unused), list(b.called))
+            try:
+                return looping(number, steps, depth)
+            except Unfit:
+                del body[saved[0] :], line_checks[saved[1] :], rules[saved[2] :]
+                locals_[:] = saved[3]
+                del b.loops[saved[4] :]
+                b.env, b.names, b.read, b.unused, b.called = state
+        return False
+
+    def looping(number: int, steps: Steps, depth: int) -> bool:
+        """``for t in range(3):`` and its statements, built at the first step: statements of
+        every kind (``number``: the first one's), one rebinding a value bound before the
+        loop (carried: ``h = np.tanh(h * w + xs[t])``), sometimes an accumulator made
+        before it (``s = 0.0``), an append to a list made empty before it and read whole
+        after it (``np.stack(hs, axis=1)``, ``np.concatenate``, ``sum``), a nested loop.
+        Then every step is run after the checks of its statements (``Block``)."""
+        if choose.index(4) == 0:
+            target = choose.weighted(fresh()) if fresh() else None
+            if target is not None:  # an accumulator: s = 0.0, then s = s + ... each step
+                body.append(f"{target} = 0.0")
+                line_checks.append(())
+                b.bind(target, 0.0)
+                if target not in locals_:
+                    locals_.append(target)
+        taken = {s.variable for s in b.loops}
+        variable = next((v for v in LOOP_VARIABLES if v not in b.env and v not in taken), None)
+        filled = {n for line in body for n in _entry_parts(line)[0]}
+        filled |= {n for scope in b.loops for n in scope.lists}
+        name = next((n for n in LIST_NAMES if n not in b.env and n not in filled), None)
+        if variable is None or name is None:
+            raise Unfit("no name for a loop")
+        lists = (name,) if choose.boolean() else ()
+        outside = dict(b.env)
+        start = len(body)
+        b.loops.append(Scope(variable, steps.values, frozenset(outside), lists))
+        b.env[variable] = steps.values[0]
+        called = False
+        count = choose.weighted([(0, 1), (1, 3), (2, 3), (3, 1)])
+        actions = ["statement"] * count
+        actions.insert(count - choose.index(min(count, 2) + 1), "carry")  # most often last
+        if lists:
+            actions.insert(choose.index(len(actions) + 1), "append")
+        if depth == 0 and choose.index(4) == 0:
+            actions.insert(choose.index(len(actions) + 1), "nested")
+        try:
+            for action in actions:
+                if action == "statement":
+                    kind = choose.weighted(kinds)
+                    try:
+                        called |= statement(number, kind)
+                    except Unfit:
+                        if kind != "unpack":
+                            raise
+                        called |= statement(number, "new")
+                    number += 1
+                elif action == "carry":
+                    called |= carry()
+                elif action == "append":
+                    item = (
+                        b.variable(lambda t: is_float(t.value)) if choose.index(4) else b.apply(1)
+                    )
+                    if not is_float(item.value):
+                        raise Unfit("a list of values with no gradient")
+                    body.append(f"{name}.append({item.text})")
+                    line_checks.append(item.checks)
+                    rules.extend(item.rules)
+                    b.read |= item.variables
+                    called |= _calls(item.node, b.callees)
+                else:
+                    inner = _literal_steps(choose, 1 + choose.index(3))
+                    called |= looped(number, inner, depth + 1)
+        finally:
+            b.loops.pop()
+        lines, checks = body[start:], line_checks[start:]
+        del body[start:], line_checks[start:]
+        bound = [n for line in lines for n in _entry_parts(line)[0]]
+        carried = tuple(n for n in dict.fromkeys(bound) if n in outside)
+        if not carried:
+            raise Unfit("a loop carrying nothing")
+        block = Block(variable, steps, lists, lines, checks, carried)
+        b.env = dict(outside)
+        block(b)  # every step, from the values before the loop
+        after = b.env
+        b.env = {n: after[n] for n in outside}
+        b.names = [n for n in b.names if n in outside]
+        locals_[:] = [n for n in locals_ if n in outside]
+        body.append(block.source())
+        line_checks.append((block,))
+        for filled_list in lists:
+            b.env[filled_list] = after[filled_list]
+            combined(filled_list)
+            del b.env[filled_list]
+        return called
+
+    def carry() -> bool:
+        """A value bound before the loop rebound from itself (and most often a sequence's
+        step), through a bounded function or a small factor; whether it calls a function."""
+        outside = b.loops[-1].outside
+        candidates = [n for n in rebindable() if n in outside and is_float(b.env[n])]
+        if not candidates:
+            raise Unfit("nothing to carry")
+        name = choose.weighted([(n, max(1, 4 - i)) for i, n in enumerate(candidates)])
+        carried = b.name_term(name)
+        dims = shape(carried.value)
+        combining = [(f, 1 + 2 * (f.rule.name in ("add", "mul"))) for f in forms_for(b.mode)]
+        combining = [(f, w) for f, w in combining if _combines(f)]
+        squashing = [f for f in forms_for(b.mode) if f.rule.name in SQUASHING]
+        scaling = next(f for f in forms_for(b.mode) if f.rule.name == "mul")
+        for _ in range(ATTEMPTS):
+            try:
+                other = b.operand(
+                    1,
+                    lambda t: (
+                        t.value is not None
+                        and is_float(t.value)
+                        and _broadcasts_into(shape(t.value), dims)
+                    ),
+                )
+                pair = {"x": carried, "y": other}
+                if choose.boolean():
+                    pair = {"x": other, "y": carried}
+                term = b.try_form(choose.weighted(combining), 0, pair)
+                how = choose.weighted([("squash", 3), ("scale", 1), ("none", 1)])
+                if how == "squash":
+                    term = b.try_form(choose.pick(squashing), 0, {"x": term})
+                elif how == "scale":
+                    half = Term(ast.Constant(0.5), 0.5)
+                    term = b.try_form(scaling, 0, {"x": term, "y": half})
+            except Unfit:
+                continue
+            if shape(term.value) == dims and is_float(term.value):
+                bind([name], term, [term.value])
+                return _calls(term.node, b.callees)
+        raise Unfit(f"no value carried in {name}")
+
+    def combined(name: str) -> None:
+        """The list ``name`` a loop filled, read whole after it (``np.stack(hs, axis=1)``,
+        ``np.concatenate(hs)``, ``sum(hs)``), sometimes inside an application."""
+        items = b.env[name]
+        rank = ndim(items[0])
+        kinds_ = [("sum", 1)]
+        if b.mode == "array":
+            kinds_ += [("stack", 3), ("concatenate", 2 if rank else 0)]
+        kind = choose.weighted(kinds_)
+        if kind == "sum":
+            text = f"sum({name})"
+        else:
+            axes = range(-rank - 1, rank + 1) if kind == "stack" else range(-rank, rank)
+            axis = choose.pick([None, *axes])
+            text = f"{b.alias}.{kind}({name})"
+            if axis is not None:
+                spelled = f"axis={axis}" if choose.boolean() else str(axis)
+                text = f"{b.alias}.{kind}({name}, {spelled})"
+        node = _parse(text)
+
+        def check(b: Builder) -> Any:
+            value = b.evaluate(node)
+            if not (well_conditioned(value) and is_float(value)):
+                raise Unfit(f"{text}: ill-conditioned value")
+            return value
+
+        term = Term(node, check(b), frozenset([name]), (), (check,))
+        if choose.boolean():
+            for _ in range(ATTEMPTS // 2):
+                form = choose.weighted(b.forms)
+                try:
+                    inside = b.try_form(form, 0, {form.rule.inputs[0]: term})
+                except Unfit:
+                    continue
+                reads = [n for n in ast.walk(inside.node) if isinstance(n, ast.Name)]
+                if sum(n.id == name for n in reads) == 1:  # a list is read once (1 + v * v)
+                    term = inside
+                    break
+        target = choose.weighted(fresh()) if fresh() else f"t{len(body)}"
+        bind([target], term, [term.value])
+
     called = False
-    for number in range(statements):
+    loop_at = -1 if loop is None else choose.index(statements + 1)
+    for number in range(statements + 1):
+        if number == loop_at:
+            assert loop is not None
+            called |= looped(number, loop, 0)
+        if number == statements:
+            break
         kind = choose.weighted(kinds)
         try:
             called |= statement(number, kind)
@@ -1714,7 +2105,7 @@ def _function_body(
     else:
         first = _focused(b, focus) if not body else b.apply(1)
     outs = [first]
-    bound = {n for line in body for n in _statement_parts(line)[0].split(", ")}
+    bound = {n for line in body for n in _entry_parts(line)[0]}
     names = [*(n for n in locals_ if n in b.env), *(n for n in params if n in bound)]
     for _ in range(results - 1):
         unread = [
@@ -1782,11 +2173,13 @@ def build_program(
     focus: Form | None = None,
     modules: int = 0,
     several: int = 0,
+    loops: int = 0,
 ) -> Program:
     """A random program: parameters, statements applying forms of the table (fan-out,
     rebinding, aliases, nested expressions, tuple unpacking), a return. One in ``modules``
     programs (none if 0) is a module: ``f`` calls 1 to 3 other functions of it, which may
-    call each other; one in ``several`` (none if 0) returns 2 or 3 values. Unfit if it cannot
+    call each other; one in ``several`` (none if 0) returns 2 or 3 values; one in ``loops``
+    (none if 0) has a loop of 1 to ``MAX_STEPS`` steps (``_plan_loop``). Unfit if it cannot
     be built."""
     b = Builder(choose, mode, exclusions)
     if mode == "array":
@@ -1831,6 +2224,9 @@ def build_program(
         if not helpers:
             raise Unfit("no helper could be built")
         b.callees = list(helpers)
+    steps = None
+    if loops and choose.index(loops) == loops - 1:  # no loop is the simplest
+        steps = _plan_loop(choose, b, rng, params, args, shapes)
 
     statements = choose.index(6)
     results = 1
@@ -1838,7 +2234,7 @@ def build_program(
         results = choose.pick((2, 2, 3))
     names = [n for n, _ in params]
     body = _function_body(
-        b, names, focus, statements, results, must_call=bool(helpers), updates=True
+        b, names, focus, statements, results, must_call=bool(helpers), updates=True, loop=steps
     )
     returned = [t.text for t in body.results]
 
@@ -1848,9 +2244,7 @@ def build_program(
     while pending:
         texts = pending.pop()
         for helper in helpers:
-            if helper not in reached and any(
-                _calls(_parse(_value_text(t)), [helper]) for t in texts
-            ):
+            if helper not in reached and any(_calls(_tree(t), [helper]) for t in texts):
                 reached.append(helper)
                 pending.append([*helper.function.body, *helper.function.results])
     if helpers and not reached:
@@ -1885,7 +2279,7 @@ def build_program(
         mode=mode,
         alias=b.alias,
         params=params,
-        labels=tuple(b.labels),
+        labels=(*b.labels, *([STEPS_NAME] if STEPS_NAME in b.hidden else [])),
         body=body.lines,
         result=returned[0],
         args=args,
@@ -1902,11 +2296,60 @@ def build_program(
     )
 
 
+def _plan_loop(
+    choose: Chooser,
+    b: Builder,
+    rng: numpy.random.Generator,
+    params: list[tuple[str, tuple[int, ...]]],
+    args: dict[str, Any],
+    shapes: list[tuple[int, ...]],
+) -> Steps:
+    """The steps of ``f``'s loop: 1 to ``MAX_STEPS``, counted by a range written out
+    (``range(1, 5, 2)``, ``reversed(range(3))``), by the integer parameter ``n`` (gradient
+    None) or by the length of the sequence ``xs``, a parameter with an axis of steps read at
+    each step (``xs[t]``, ``xs[:, t]``; array code, sometimes with the other bounds too)."""
+    count = 1 + choose.index(MAX_STEPS)
+    bounds = [("literal", 3), ("sequence", 2 if b.mode == "array" else 0), ("parameter", 1)]
+    bound = choose.weighted(bounds)
+    steps = _literal_steps(choose, count)
+    size = max(steps.values) + 1
+    backwards = choose.index(3) == 0
+    values = tuple(reversed(range(count))) if backwards else tuple(range(count))
+    if bound == "parameter":
+        counted = f"range({STEPS_NAME})"
+        steps = Steps(f"reversed({counted})" if backwards else counted, values)
+        size = count
+        args[STEPS_NAME] = count
+        params.append((STEPS_NAME, ()))
+        b.env[STEPS_NAME] = count
+        b.hidden.add(STEPS_NAME)
+    if b.mode == "array" and (bound == "sequence" or choose.index(3) == 0):
+        small = [dims for dims in shapes if numpy.prod(dims) <= 12]
+        base: tuple[int, ...] = (
+            choose.pick(small) if small and choose.index(4) else choose.pick(((4,), (3,), ()))
+        )
+        axis = choose.index(2) if base else 0
+        if bound == "sequence":
+            size = count
+            length = f"{SEQUENCE_NAME}.shape[{axis}]"
+            if axis == 0 and choose.boolean():
+                length = f"len({SEQUENCE_NAME})"
+            steps = Steps(f"reversed(range({length}))" if backwards else f"range({length})", values)
+        dims = (*base[:axis], size, *base[axis:])
+        value = rng.uniform(0.2, 2.0, size=dims) * rng.choice([-1.0, 1.0], size=dims)
+        args[SEQUENCE_NAME] = value
+        params.append((SEQUENCE_NAME, dims))
+        b.env[SEQUENCE_NAME] = value
+        b.hidden.add(SEQUENCE_NAME)
+        b.sequences[SEQUENCE_NAME] = axis
+    return steps
+
+
 def _array_syntax_only(texts: list[str], alias: str) -> bool:
     """Do ``texts`` (statements and expressions) use array syntax (``@``, an index, an
     attribute or method of a value) and never name numpy itself (so the import can be left
     out)?"""
-    trees = [_parse(_value_text(text)) for text in texts]
+    trees = [_tree(text) for text in texts]
     nodes = [node for tree in trees for node in ast.walk(tree)]
     if any(isinstance(n, ast.Name) and n.id == alias for n in nodes):
         return False
@@ -1915,6 +2358,7 @@ def _array_syntax_only(texts: list[str], alias: str) -> bool:
         or (isinstance(n, ast.BinOp) and isinstance(n.op, ast.MatMult))
         or (
             isinstance(n, ast.Attribute)
+            and n.attr != "append"  # a list's method: no array in sight
             and not (isinstance(n.value, ast.Name) and n.value.id == "math")
         )
         for n in nodes
@@ -1929,11 +2373,7 @@ def _combines(form: Form) -> bool:
 
 def _unread(body: list[str], result: str, names: list[str]) -> list[str]:
     """Of ``names`` (bound by ``body``), those whose last binding nothing later reads."""
-    reads: list[tuple[list[str], set[str]]] = []
-    for line in body:
-        targets, value = _statement_parts(line)
-        read = {n.id for n in ast.walk(_parse(value)) if isinstance(n, ast.Name)}
-        reads.append((targets.split(", "), read))
+    reads = [_entry_parts(line) for line in body]
     read_by_result = {n.id for n in ast.walk(_parse(result)) if isinstance(n, ast.Name)}
     unread = []
     for name in names:
@@ -2025,19 +2465,20 @@ def programs(
     focus: Form | None = None,
     modules: int = 0,
     several: int = 0,
+    loops: int = 0,
 ) -> Program:
     """Random well-conditioned programs of ``mode`` ("scalar": ``import math``, floats;
     "array": ``import numpy as np``, float64 arrays). The first statement applies ``focus``
     (a form drawn from the table if None) where it can; the rest draw from the whole table.
     One in ``modules`` (none if 0) is a module of several functions, one in ``several``
-    (none if 0) returns several values."""
+    (none if 0) returns several values, one in ``loops`` (none if 0) has a loop."""
     from hypothesis import reject
 
     choose = HypothesisChooser(draw)
     if focus is None:
         focus = choose.pick(forms_for(mode))
     try:
-        return build_program(choose, mode, exclusions, focus, modules, several)
+        return build_program(choose, mode, exclusions, focus, modules, several, loops)
     except Unfit:
         reject()
 
@@ -2046,8 +2487,8 @@ def programs(
 
 
 def features(program: Program) -> list[str]:
-    """The constructs of modules (calls, unpacking, several results) a program exercises,
-    read from its text: for the statistics of the property tests."""
+    """The constructs of modules (calls, unpacking, several results) and loops a program
+    exercises, read from its text: for the statistics of the property tests."""
     if program.verbatim is not None:
         return []
     tree = ast.parse(program.source(annotated=False))
@@ -2058,8 +2499,10 @@ def features(program: Program) -> list[str]:
     calls: dict[str, set[str]] = {}
     for name, function in functions.items():
         calls[name] = set()
-        *statements, last = function.body
+        *top, last = function.body
         assert isinstance(last, ast.Return)
+        found |= _loop_features(top, {a.arg for a in function.args.args})
+        statements = _flattened(top)
         if isinstance(last.value, ast.Tuple):
             found.add("f returns several" if name == "f" else "a helper returns several")
         whole = {id(s.value) for s in statements if isinstance(s, ast.Assign)}
@@ -2136,6 +2579,88 @@ def features(program: Program) -> list[str]:
         if any(program.omitted):
             found.add("an upstream left out")
     return sorted(found)
+
+
+def _flattened(statements: list[ast.stmt]) -> list[ast.Assign | ast.AugAssign]:
+    """The assignments of ``statements``, those of loops' bodies in their place."""
+    found: list[ast.Assign | ast.AugAssign] = []
+    for statement in statements:
+        if isinstance(statement, ast.For):
+            found += _flattened(statement.body)
+        elif isinstance(statement, (ast.Assign, ast.AugAssign)):
+            found.append(statement)
+        else:
+            assert isinstance(statement, ast.Expr), ast.unparse(statement)  # hs.append(h)
+    return found
+
+
+def _stored(statements: list[ast.stmt]) -> set[str]:
+    return {
+        n.id
+        for s in statements
+        for n in ast.walk(s)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+
+
+def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0) -> set[str]:
+    """What the loops among ``statements`` (``outside``: the names bound before them) do:
+    how they count, what they carry, read and fill."""
+    found: set[str] = set()
+    for index, loop in enumerate(statements):
+        if not isinstance(loop, ast.For):
+            continue
+        assert isinstance(loop.target, ast.Name)
+        variable = loop.target.id
+        found.add("loop" if depth == 0 else "nested loop")
+        counted = ast.unparse(loop.iter)
+        if counted.startswith("reversed("):
+            found.add("loop: reversed(range(...))")
+        if re.search(r"range\(\d+, ", counted):
+            found.add("loop: range with a start (and a step)")
+        if STEPS_NAME in counted.split("(") or f"({STEPS_NAME})" in counted:
+            found.add("loop: range(n) of a parameter")
+        if SEQUENCE_NAME in counted:
+            found.add("loop: range over a length (len(xs), xs.shape[k])")
+        body = loop.body
+        before = outside | _stored(statements[:index])
+        if len(_stored(body) & before) > 1:
+            found.add("loop: several values carried")
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Subscript) and variable in {
+                n.id for n in ast.walk(node.slice) if isinstance(n, ast.Name)
+            }:
+                found.add(
+                    "loop: a sequence read at its step (xs[t])"
+                    if ast.unparse(node.value) == SEQUENCE_NAME
+                    else "loop: a value indexed by the loop's variable"
+                )
+            if isinstance(node, ast.AugAssign):
+                found.add("loop: in-place update")
+            called = node.func if isinstance(node, ast.Call) else None
+            if isinstance(called, ast.Name) and called.id in HELPER_NAMES:
+                found.add("loop: a call of a helper")
+        indices = {
+            id(n) for s in ast.walk(loop) if isinstance(s, ast.Subscript) for n in ast.walk(s.slice)
+        }
+        if any(
+            isinstance(n, ast.Name) and n.id == variable and id(n) not in indices
+            for s in body
+            for n in ast.walk(s)
+        ):
+            found.add("loop: its variable as a number")
+        for s in body:
+            if isinstance(s, ast.Expr):
+                found.add("loop: a list appended to")
+        found |= _loop_features(body, before | {variable}, depth + 1)
+    for statement in statements:
+        if isinstance(statement, ast.Assign):
+            for node in ast.walk(statement.value):
+                first = node.args[0] if isinstance(node, ast.Call) and node.args else None
+                if isinstance(first, ast.Name) and first.id in LIST_NAMES:
+                    assert isinstance(node, ast.Call)
+                    found.add(f"loop: a list read by {ast.unparse(node.func)}")
+    return found
 
 
 def _calls_one_of(node: ast.AST, functions: set[str]) -> bool:
@@ -2249,7 +2774,18 @@ def structured_program(
         for node in ast.walk(main)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
     }
-    if form == "dict-inline" and set(wrapped) & assigned:
+    # params["x"][0] is ambiguous (a row of an array, or the first of a list of arrays):
+    # gradgen refuses it and says to bind the array first, as dict-assign does.
+    rows = {
+        node.value.id
+        for node in ast.walk(main)
+        if isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and isinstance(node.slice, ast.Constant)
+        and type(node.slice.value) is int
+        and node.slice.value >= 0
+    }
+    if form == "dict-inline" and set(wrapped) & (assigned | rows):
         form = "dict-assign"  # a parameter rebound in the body is read once, at the top
     if form in ("list-unpack", "nested-unpack") and len(wrapped) < 2:
         form = "chain"

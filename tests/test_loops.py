@@ -14,6 +14,7 @@ import numpy
 import pytest
 
 import gradgen
+from gradgen.format import check_module
 from test_programs import assert_close, draw, expected_gradients
 from test_rules import run_module
 
@@ -47,6 +48,39 @@ def f(x0, v0, k, c):
         x = x + dt * v
         v = v + dt * a
     return 0.5 * v * v + 0.5 * k * x * x
+"""
+
+# A step whose backward reads so many values that the reversed loop's first line
+# (``for t, h_2, first_long_name_mul, ... in reversed(t_steps):``) is longer than black's
+# line length: black was given the line alone, with no body, and gradgen raised an
+# internal error (found by the property tests' loops).
+LONG_HEADER = """\
+import numpy as np
+
+
+def f(x, w):
+    h = x
+    for t in range(3):
+        first_long_name = np.sin(h * w)
+        second_long_name = np.cos(first_long_name * w)
+        third_long_name = np.tanh(second_long_name * h)
+        h = np.exp(third_long_name * 0.1) * first_long_name
+    return np.sum(h)
+"""
+
+# In a nested loop's backward, the comment quoting a long statement is indented past black's
+# line length: black was given the comment alone, as a statement (internal error; found by
+# the property tests' loops).
+LONG_COMMENT = """\
+import numpy as np
+
+
+def f(x, w):
+    h = x
+    for t in range(2):
+        for j in range(2):
+            h = np.tanh(h * w + np.sin(w * 0.5) * np.cos(h * 0.25) + np.exp(w * 0.1) * 0.5)
+    return np.sum(h)
 """
 
 # id: (source, the parameters' shapes)
@@ -101,6 +135,76 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    for i in range(3):\n        h += w * h\n    return np.sum(h)\n",
         {"x": (3,), "w": (3,)},
     ),
+    "long-reversed-loop-header": (LONG_HEADER, {"x": (3,), "w": (3,)}),
+    "long-comment-in-a-nested-loop": (LONG_COMMENT, {"x": (3,), "w": (3,)}),
+    "return-carried-value": (
+        "def f(x):\n    for t in range(2):\n        x = x * x\n    return x\n",
+        {"x": ()},
+    ),
+    # What a step appends is a value from before the loop, with no gradient: the backward's
+    # forward recomputed the loop without it (NameError; found by the property tests).
+    "append-a-value-from-before-the-loop": (
+        "import numpy as np\n\n\ndef f(x: '3'):\n    s = 0.0\n    hs = []\n"
+        "    for t in range(2):\n        hs.append(s)\n        x = x * 0.5\n"
+        "    return x + sum(hs)\n",
+        {"x": (3,)},
+    ),
+    # sum's adjoint is a list holding one gradient, [da] * len(hs), which dx (da too) was
+    # then added into in place, step after step: dy came out 4 cos(y) where 3 cos(y) is
+    # right (found by the property tests' loops).
+    "sum-of-a-value-read-after-too": (
+        "import numpy as np\n\n\ndef f(y: '3'):\n    x = np.sin(y)\n    hs = []\n"
+        "    for t in range(2):\n        hs.append(x)\n    a = sum(hs) + x\n"
+        "    return np.sum(a)\n",
+        {"y": (3,)},
+    ),
+    "stack-of-a-value-read-after-too": (
+        "import numpy as np\n\n\ndef f(y: '3'):\n    x = np.sin(y)\n    hs = []\n"
+        "    for t in range(3):\n        hs.append(x)\n"
+        "    a = np.sum(np.stack(hs), axis=0) + x\n    return np.sum(a * a)\n",
+        {"y": (3,)},
+    ),
+    # A number carried by a loop, its parameter not annotated, in a module that imports
+    # numpy: the gradient handed back was copied with dx.copy(), which a float has not
+    # (found by the thorough profile with loops).
+    "number-carried-unannotated": (
+        "import math\nimport numpy as np\n\n\ndef f(x):\n    for t in range(2):\n"
+        "        x = math.tanh(x)\n    return math.sqrt(x + 2.0)\n",
+        {"x": ()},
+    ),
+    # An outside value appended in an inner loop: its gradient was zeros made in each
+    # outer step, never handed back (None; found by the thorough profile with loops).
+    "appended-in-an-inner-loop": (
+        "import numpy as np\n\n\ndef f(x: '2', z: '2'):\n    hs = []\n"
+        "    for t in range(2):\n        terms = []\n        for i in range(2):\n"
+        "            terms.append(z)\n        a = np.stack(terms) + x\n        hs.append(a)\n"
+        "    h = np.stack(hs)\n    return np.sum(h * h)\n",
+        {"x": (2,), "z": (2,)},
+    ),
+    # A number the loop adds into (da), the upstream of a number before it: copied first
+    # with da.copy(), which a float has not (found by the thorough profile with loops).
+    "number-added-into-in-a-loop": (
+        "import math\nimport numpy as np\n\n\ndef f(x: float):\n    a = math.sin(x)\n"
+        "    s = math.cos(x)\n    for i in range(2):\n        s = s + a\n    return a + s\n",
+        {"x": ()},
+    ),
+    # A number carried by the outer loop, appended in the inner one, which adds into its
+    # gradient: copied first with dx_3.copy() (found by the thorough profile with loops).
+    "number-carried-and-appended-in-an-inner-loop": (
+        "import math\nimport numpy as np\n\n\ndef f(x: float, z: float):\n"
+        "    for t in range(2):\n        x = math.sin(x)\n        hs = []\n"
+        "        for i in range(1):\n            hs.append(x)\n            z = math.sin(z * z)\n"
+        "    return x + z\n",
+        {"x": (), "z": ()},
+    ),
+    # A module without numpy whose only array syntax counts a loop's steps (x.shape[0]):
+    # taken for code on numbers, the gradients were not summed back to their shapes (found
+    # by the thorough profile with loops).
+    "array-syntax-only-in-a-range": (
+        "import math\n\n\ndef f(x, y):\n    h = 0.0\n    for t in range(x.shape[0]):\n"
+        "        h = math.sin(h + y)\n    return x * h\n",
+        {"x": (3, 4), "y": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -144,6 +248,76 @@ def test_loops_decorated(load: Any, case: str) -> None:
     )
 
 
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_value_and_grad_gives_the_forwards_value(case: str) -> None:
+    """The value is taken before the reversed loop rebinds what the steps kept: ``return
+    x`` of a carried x gave the value x had before the first step (``for t, x_2 in
+    reversed(t_steps):``; found by the property tests' loops)."""
+    source, shapes = ACCEPTED[case]
+    namespace = run_module(gradgen.generate(source, "loops.py"), "loops_value.py")
+    args = draw(shapes, f"loops value {case}")
+    value, _ = namespace["f_value_and_grad"](**args)
+    numpy.testing.assert_allclose(value, run_module(source, "loops.py")["f"](**args), rtol=1e-12)
+
+
+def test_value_and_grad_gives_every_carried_value() -> None:
+    source = (
+        "import numpy as np\n\n\ndef f(x):\n    h = x\n    for t in range(2):\n"
+        "        h = np.sin(h)\n    return h, x\n"
+    )
+    namespace = run_module(gradgen.generate(source, "several.py"), "several_value.py")
+    (h, x), dx = namespace["f_value_and_grad"](0.5, dh=1.0)
+    assert (h, x) == (numpy.sin(numpy.sin(0.5)), 0.5)
+    assert dx == pytest.approx(numpy.cos(numpy.sin(0.5)) * numpy.cos(0.5))
+
+
+@pytest.mark.parametrize(
+    "bound", ["len(params['xs'])", "params['xs'].shape[0]", "reversed(range(len(params['xs'])))"]
+)
+def test_a_loop_over_the_length_of_a_structured_parameter(bound: str) -> None:
+    """What a loop goes over reads a leaf of a dict parameter: the fence read
+    ``range(len(params['xs']))`` as a subscript by a string ('strings have no gradient';
+    found by the property tests' loops with structured parameters)."""
+    iterable = bound if bound.startswith("reversed") else f"range({bound})"
+    source = (
+        f"import numpy as np\n\n\ndef f(x: '3', params):\n    h = x\n"
+        f"    for t in {iterable}:\n        h = np.tanh(h * params['xs'][t] + 0.1)\n"
+        "    return np.sum(h)\n"
+    )
+    text = gradgen.generate(source, "structured_loop.py")
+    backward = run_module(text, "structured_loop_backward.py")["f_backward"]
+    forward = run_module(source, "structured_loop.py")["f"]
+    args = draw({"x": (3,), "xs": (2, 3)}, f"structured loop {bound}")
+    dx, dparams = backward(args["x"], {"xs": args["xs"]})
+    expected = expected_gradients(lambda x, xs: forward(x, {"xs": xs}), args, ["x", "xs"])
+    assert_close({"x": dx, "xs": dparams["xs"]}, expected, f" ({bound})")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "y = params[0]['y']\n    for t in range(2):\n        y = np.sin(y) * x",
+        "y = x\n    for t in range(2):\n        y = np.sin(y) * params[0]['y']",
+        "y = x\n    hs = []\n    for t in range(2):\n        y = np.sin(y)\n"
+        "        hs.append(params[0]['y'])\n    y = y * sum(hs)",
+    ],
+    ids=["carried-from-a-leaf", "leaf-read-in-a-step", "leaf-appended"],
+)
+def test_a_leaf_read_only_by_a_loop_is_bound(body: str) -> None:
+    """A leaf of a structured parameter that only a loop reads (what a carried value starts
+    from, a step's operand, an item appended) is bound at the top of the backward: it was
+    not (NameError: params_0_y; found by the property tests' loops with structured
+    parameters)."""
+    source = f"import numpy as np\n\n\ndef f(x: '3', params):\n    {body}\n    return np.sum(y)\n"
+    text = gradgen.generate(source, "leaf_loop.py")
+    backward = run_module(text, "leaf_loop_backward.py")["f_backward"]
+    forward = run_module(source, "leaf_loop.py")["f"]
+    args = draw({"x": (3,), "y": (3,)}, f"leaf loop {body}")
+    dx, dparams = backward(args["x"], [{"y": args["y"]}])
+    expected = expected_gradients(lambda x, y: forward(x, [{"y": y}]), args, ["x", "y"])
+    assert_close({"x": dx, "y": dparams[0]["y"]}, expected, f" ({body})")
+
+
 def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
     text = gradgen.generate(RNN, "rnn.py")
     backward = text[text.index("def f_backward") :]
@@ -154,6 +328,18 @@ def test_rnn_backward_is_a_reversed_loop_over_the_step_backward() -> None:
     for gradient in ("dWx", "dWh", "db"):
         assert f"    {gradient} += {gradient}_rnn_step" in backward
     assert "dx[:, t, :] += " in backward  # basic indexing: no np.add.at
+
+
+def test_a_long_reversed_loop_header_is_formatted_by_black() -> None:
+    text = gradgen.generate(LONG_HEADER, "long.py")
+    check_module(text, "long_backward.py")  # compiles, and black leaves it as it is
+    assert "    ) in reversed(t_steps):\n" in text
+
+
+def test_a_long_comment_in_a_nested_loop_is_left_as_it_is() -> None:
+    text = gradgen.generate(LONG_COMMENT, "comment.py")
+    check_module(text, "comment_backward.py")
+    assert "            # backprop h = np.tanh(h * w + np.sin(w * 0.5)" in text
 
 
 def test_loops_are_deterministic() -> None:

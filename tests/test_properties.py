@@ -12,7 +12,18 @@ a module: ``f`` calls 1 to 3 other functions of it (built the same way, calling 
 to 3 deep, defined before or after their callers), in statements and nested in expressions,
 by keyword or position, with defaults left out or given, the same argument twice, a weight
 used by two calls, helpers returning several values unpacked (``u, v = g(x)``) with some
-left unread.
+left unread. One program in ``LOOPS`` has a ``for`` loop of 1 to 4 steps (``for t in
+range(3)``, ``reversed(range(n))`` with ``n`` an integer parameter, ``range(1, 5, 2)``,
+``range(len(xs))``, ``range(xs.shape[1])``), sometimes with a loop nested in it, whose
+statements are built like the others (calls, in-place updates of fresh values, unpacking
+too) and carry values from step to step (``h = np.tanh(h * w + xs[t])``: a value bound
+before the loop rebound from itself through a bounded function or a small factor, or an
+accumulator ``s = 0.0``), read a parameter with an axis of steps at its step (``xs[t]``,
+``xs[:, t]``), index values and compute with the loop's variable, and append to a list made
+empty before the loop, read whole after it (``np.stack(hs, axis=1)``, ``np.concatenate``,
+``sum(hs)``); every step is checked as the first is (domains, bounds, kinks and ties), and a
+carried value keeps its shape. ``test_programs_have_loops`` checks that the programs have
+them.
 
 For each program:
 
@@ -48,6 +59,7 @@ moves to ``FIXED_BUGS``.
 
 from __future__ import annotations
 
+import collections
 import copy
 import inspect
 import itertools
@@ -882,12 +894,17 @@ _THOROUGH = settings.default.max_examples >= 50
 MODULES = 4 if _THOROUGH else 16
 SEVERAL = 5 if _THOROUGH else 16
 PAIRS = 4 if _THOROUGH else 16
+# One program in LOOPS has a loop (program_strategy.build_program), in both profiles: a
+# loop costs little more than the statements it holds.
+LOOPS = 3
 
 
 @pytest.mark.parametrize("form", SCALAR_FORMS, ids=_form_id)
 @given(data=st.data())
 def test_scalar_programs(form: Form, data: st.DataObject) -> None:
-    program = data.draw(programs("scalar", EXCLUSIONS, form, MODULES, SEVERAL), label="program")
+    program = data.draw(
+        programs("scalar", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS), label="program"
+    )
     annotated = data.draw(st.booleans(), label="annotated")
     pairs = _pairs(program, data)
     _events(program, annotated, pairs)
@@ -897,7 +914,9 @@ def test_scalar_programs(form: Form, data: st.DataObject) -> None:
 @pytest.mark.parametrize("form", FORMS, ids=_form_id)
 @given(data=st.data())
 def test_array_programs(form: Form, data: st.DataObject) -> None:
-    program = data.draw(programs("array", EXCLUSIONS, form, MODULES, SEVERAL), label="program")
+    program = data.draw(
+        programs("array", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS), label="program"
+    )
     annotated = data.draw(st.booleans(), label="annotated")
     pairs = _pairs(program, data)
     _events(program, annotated, pairs)
@@ -1027,7 +1046,7 @@ def test_programs_with_draws(spelling: str, data: st.DataObject) -> None:
     from a seeded generator (``program_strategy.DRAW_SPELLINGS``)."""
     mode = DRAW_SPELLINGS[spelling][0]
     focus = data.draw(st.sampled_from(SCALAR_FORMS if mode == "scalar" else FORMS), label="form")
-    program = data.draw(programs(mode, EXCLUSIONS, focus, MODULES, 0), label="program")
+    program = data.draw(programs(mode, EXCLUSIONS, focus, MODULES, 0, LOOPS), label="program")
     if mode == "array" and not program.numpy_import:
         reject()  # the draw spells numpy: a module that does not import it cannot
     annotated = data.draw(st.booleans(), label="annotated")
@@ -1051,7 +1070,7 @@ def test_structured_parameter_programs(form: str, data: st.DataObject) -> None:
     """Array programs (modules too) with some of f's parameters passed inside a dict or a
     list, read by ``form``: checked (flat) against central differences, then the
     structured program's gradients, leaf by leaf, against the flat ones."""
-    program = data.draw(programs("array", EXCLUSIONS, None, MODULES, 0), label="program")
+    program = data.draw(programs("array", EXCLUSIONS, None, MODULES, 0, LOOPS), label="program")
     annotated = data.draw(st.booleans(), label="annotated")
     try:
         structured = structured_program(HypothesisChooser(data.draw), program, annotated, form)
@@ -1164,6 +1183,49 @@ def test_every_form_is_generated(form: Form) -> None:
         if form.rule.name in program.rules:
             return
     pytest.fail(f"no {mode} program applies {form.text} (rule {form.rule.name})")
+
+
+# What the loops of the programs must exercise: a strategy that stopped building one of them
+# (or loops at all) fails here, not silently.
+LOOP_FEATURES = (
+    "loop",
+    "nested loop",
+    "loop: reversed(range(...))",
+    "loop: range with a start (and a step)",
+    "loop: range(n) of a parameter",
+    "loop: range over a length (len(xs), xs.shape[k])",
+    "loop: a sequence read at its step (xs[t])",
+    "loop: a value indexed by the loop's variable",
+    "loop: its variable as a number",
+    "loop: several values carried",
+    "loop: a list appended to",
+    "loop: in-place update",
+    "loop: a call of a helper",
+)
+
+
+def test_programs_have_loops() -> None:
+    """About one program in ``LOOPS`` has a ``for`` loop (some nested, reading a sequence at
+    its step, filling a list read after it by np.stack, np.concatenate or sum), in scalar and
+    in array code: 300 programs, built the way the property tests build theirs."""
+    found: collections.Counter[str] = collections.Counter()
+    built = {"scalar": 0, "array": 0}
+    looped = {"scalar": 0, "array": 0}
+    for seed in range(300):
+        mode = "scalar" if seed % 3 == 0 else "array"
+        try:
+            program = build_program(RandomChooser(seed), mode, EXCLUSIONS, modules=4, loops=LOOPS)
+        except Unfit:
+            continue
+        built[mode] += 1
+        looped[mode] += "\n    for " in program.source(annotated=False)
+        found.update(features(program))
+    for mode in built:
+        assert looped[mode] >= built[mode] / (2 * LOOPS), f"{looped} of {built} with a loop"
+    missing = [feature for feature in LOOP_FEATURES if not found[feature]]
+    assert not missing, f"no program has: {missing}"
+    read = [f for f in found if f.startswith("loop: a list read by ")]
+    assert {f.split()[-1].rpartition(".")[2] for f in read} >= {"stack", "concatenate", "sum"}, read
 
 
 def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:

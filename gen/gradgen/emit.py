@@ -10,6 +10,7 @@ readers; tools read the same fact from ``FunctionText.ties`` (``Compiled.ties``)
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from gradgen.forward_lines import names_read
 from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
 from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, ForwardLoop, Kind
 from gradgen.naming import (
+    Namer,
     backward_function_name,
     forward_function_name,
     value_and_grad_function_name,
@@ -335,6 +337,17 @@ def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> F
     name = value_and_grad_function_name(staged.name)
     leaves = _leaf_lines(staged, backward.full_forward, backward.adjoints, staged.result)
     body = leaves + _forward_body(backward.full_forward, helpers)
+    ties = [*_untied(leaves), *_untied_lines(backward.full_forward)]
+    value = render(helpers.resolve(staged.result))
+    if set(names_in(staged.result)) & _rebound_by_loops(backward.adjoints):
+        # A reversed loop rebinds the values it kept (``for t, h_2 in reversed(t_steps):``):
+        # the value is taken before it runs.
+        taken = {p.name for p in staged.arguments}
+        taken |= {word for line in body for word in _IDENTIFIER.findall(line)}
+        kept = Namer(taken).fresh("value")
+        body.append(f"{kept} = {value}")
+        ties.append(None)
+        value = kept
     if body and backward.adjoints:
         body.append("")
     body += _adjoint_body(backward, helpers)
@@ -342,10 +355,24 @@ def _value_and_grad_function(backward: BackwardFunction, helpers: _Helpers) -> F
     gradients = _gradients(returned)
     if len(returned) > 1:
         gradients = f"({gradients})"
-    body.append(f"return {render(helpers.resolve(staged.result))}, {gradients}")
+    body.append(f"return {value}, {gradients}")
     signature = f"def {name}({_parameters(backward)}):"
-    ties = [*_untied(leaves), *_untied_lines(backward.full_forward), *_adjoint_ties(backward), None]
+    ties += [*_adjoint_ties(backward), None]
     return FunctionText(name, signature, _value_docstring(backward), body, ties)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def _rebound_by_loops(adjoints: Iterable[AdjointStatement]) -> set[str]:
+    """The names the backward's reversed loops bind: their variables and what each step
+    kept, at any depth."""
+    found: set[str] = set()
+    for adjoint in adjoints:
+        if adjoint.loop is not None:
+            found |= {adjoint.loop.variable, *adjoint.loop.kept}
+            found |= _rebound_by_loops(adjoint.loop.body)
+    return found
 
 
 def _value_docstring(backward: BackwardFunction) -> str:

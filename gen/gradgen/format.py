@@ -70,7 +70,7 @@ def _format_bodies(bodies: list[list[str]]) -> list[list[str]]:
         line: None
         for body in bodies
         for line in body
-        if line and not line.startswith("#") and _needs_black(line)
+        if line and not line.lstrip().startswith("#") and _needs_black(line)
     }
     formatted = dict(zip(long_lines, _format_statements(list(long_lines)), strict=True))
     result = []
@@ -99,21 +99,26 @@ def _format_statements(statements: list[str]) -> list[list[str]]:
         match = _WRAPPER.match(line)
         if match:
             current = int(match.group(1))
-        elif line and current >= 0 and line.strip() != _BLOCK:
+        elif line and current >= 0 and line.strip() not in (_BLOCK, _BLOCK_BODY):
             result[current].append(line)
     return result
 
 
 _BLOCK = "for _ in _:"
+_BLOCK_BODY = "__gradgen_block_body"
 
 
 def _wrapped(index: int, statement: str) -> str:
     """A statement inside a function (and, for a line of a loop's body, inside as many
-    blocks as it is indented), so black formats it at its own depth."""
+    blocks as it is indented), so black formats it at its own depth. A block's first line
+    (``for t, h, ... in reversed(t_steps):``, whose statements are lines of their own) is
+    given a body, left out again."""
     depth = (len(statement) - len(statement.lstrip(" "))) // len(INDENT)
     lines = [f"def __gradgen_line_{index}():"]
     lines += [f"{INDENT * (level + 1)}{_BLOCK}" for level in range(depth)]
     lines.append(f"{INDENT * (depth + 1)}{statement.lstrip(' ')}")
+    if statement.endswith(":"):
+        lines.append(f"{INDENT * (depth + 2)}{_BLOCK_BODY}")
     return "\n".join(lines)
 
 

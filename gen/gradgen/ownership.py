@@ -179,9 +179,21 @@ class _Ownership:
         into it, so it must be an array this backward owns, shared with nothing else."""
         assert statement.loop is not None
         copies = []
+        read = _names_read(statement.loop.body)  # every step: a list of gradients, dhs
         for name in statement.loop.accumulated:
-            if not self.writable(name, index):
-                copies.append(AdjointStatement(name, Kind.COPY, Name(name), statement.statement))
+            value = self.held.get(name, _CALLERS)
+            others = (read - {name}) & set(self.held)
+            shared = any(value.shares(self.held[other]) for other in others)
+            if shared or not self.writable(name, index):
+                if value.number or CALLER in value.storages:
+                    # Maybe a Python number (an upstream of a number, a number carried by a
+                    # loop): np.copy takes both.
+                    copy = Call(Func("numpy", "copy", None), (Name(name),))
+                    copies.append(AdjointStatement(name, Kind.ASSIGN, copy, statement.statement))
+                else:
+                    copies.append(
+                        AdjointStatement(name, Kind.COPY, Name(name), statement.statement)
+                    )
                 self.held[name] = self.new()
         return copies
 
@@ -192,10 +204,14 @@ class _Ownership:
         loop = statement.loop
         assert loop is not None
         body = list(loop.body)
-        again = dict.fromkeys([*loop.carried, *loop.accumulated], float("inf"))
+        # What a step reads of the gradients from before the loop (a list of them: dhs),
+        # the next step reads again.
+        outside = _names_read(body) - {name for s in body for name in s.bound}
+        again = dict.fromkeys([*loop.carried, *loop.accumulated, *outside], float("inf"))
         inner = _Ownership(body, (), {}, again)
         inner.fresh = self.fresh
         unknown = Value(frozenset({CALLER}), whole=False)
+        started = {name: self.held.get(name, _CALLERS) for name in loop.carried}
         inner.held = dict(self.held) | dict.fromkeys(loop.carried, unknown)
         safe = inner.run(hand_back=False)
         rebound = set(_bound_within(safe))
@@ -205,7 +221,14 @@ class _Ownership:
             elif inner.held.get(name) != self.held.get(name):
                 self.held[name] = self.new()
         for name in loop.carried:
-            self.held[name] = unknown
+            # What it held before the loop (no step ran), or what the last step handed on:
+            # a number of arithmetic where both are (math.tanh's gradient, with no .copy()).
+            ends = (started[name], inner.held.get(name, unknown))
+            self.held[name] = Value(
+                frozenset().union(*(end.storages for end in ends)),
+                whole=all(end.whole for end in ends),
+                number=all(end.number for end in ends),
+            )
         return replace(statement, loop=replace(loop, body=safe))
 
     def branch(self, statement: AdjointStatement, index: int) -> AdjointStatement:
@@ -262,8 +285,15 @@ class _Ownership:
             return self.held.get(expr.id, _CALLERS)  # an existing object, passed on
         if isinstance(expr, Group):
             return self.value_of(expr.inner)
-        if isinstance(expr, (BinOp, UnaryOp, Compare, Const, Sequence_)):
-            return self.new(number=True)  # arithmetic and displays make new objects
+        if isinstance(expr, Sequence_):
+            # A list of gradients ([g] * len(xs), sum's adjoint) is new, its items are not:
+            # what is read out of it (dhs.pop()) is one of them.
+            shared = [self.value_of(item).storages for item in expr.items]
+            return Value(frozenset().union(*shared), whole=False)
+        if isinstance(expr, BinOp) and isinstance(expr.left, Sequence_):
+            return self.value_of(expr.left)  # [g] * n: the same items again
+        if isinstance(expr, (BinOp, UnaryOp, Compare, Const)):
+            return self.new(number=True)  # arithmetic makes new objects
         if isinstance(expr, (Subscript, Attribute)):
             return self.view_of(expr.value)  # x[i], x.T: views (a copy for fancy indices)
         if isinstance(expr, Call):

@@ -324,7 +324,11 @@ def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) 
     return any(
         _array_syntax(expr)
         for function in functions
-        for expr in [*(a.value for a in flat_statements(function.body)), *function.results]
+        for expr in [
+            *(a.value for a in flat_statements(function.body)),
+            *function.results,
+            *_loop_iterables(function.body),  # range(xs.shape[0])
+        ]
     )
 
 
@@ -339,6 +343,14 @@ def _array_syntax(expr: Expr) -> bool:
             # may be the standard library's
             return node.func.lib != GENERATOR
     return False
+
+
+def _loop_iterables(body: Sequence[Statement]) -> Iterator[Expr]:
+    """What the loops of ``body`` go over, nested ones too."""
+    for statement in body:
+        if isinstance(statement, Loop):
+            yield statement.iterable
+            yield from _loop_iterables(statement.body)
 
 
 # --- reading the text -----------------------------------------------------------------------
@@ -1029,6 +1041,10 @@ def _with_leaves(
     """The parameters with each structured one replaced by its leaves (structure.py)."""
     context = parsed.context
     taken = set(context.imports) | set(context.constants) | context.other_names | context.data
+    # What a loop goes over reads leaves too: range(len(params["xs"])).
+    loops = _Loops()
+    function.body.visit(loops)
+    statements = [*statements, *(cst.Expr(iterable) for iterable in loops.iterables)]
     layout = find_structure(
         function.params, statements, taken, parsed.function_names, parsed.refuse
     )
@@ -1045,6 +1061,16 @@ def _with_leaves(
             parameters.append(Parameter(leaf.name, None, leaf.shape))
             resolver.local.add(leaf.name)
     return parameters
+
+
+class _Loops(cst.CSTVisitor):
+    """What each ``for`` loop goes over, in order."""
+
+    def __init__(self) -> None:
+        self.iterables: list[cst.BaseExpression] = []
+
+    def visit_For(self, node: cst.For) -> None:
+        self.iterables.append(node.iter)
 
 
 def _leaf_assignment(statement: cst.Assign, bound: list[tuple[str, str]]) -> Assignment | None:

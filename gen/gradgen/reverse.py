@@ -230,6 +230,11 @@ class _ReversePass:
         read_inside = _differentiated_reads(loop.body)
         read_inside += [n for c in carried for n in _name_of(c.last)]
         read_inside += [n for c in loop.collected for item in c.items for n in _name_of(item)]
+        # and what nested loops append: terms.append(z) in an inner loop adds into dz too
+        nested = [inside.loop for inside in all_stages(loop.body) if inside.loop is not None]
+        read_inside += [
+            n for s in nested for c in s.collected for i in c.items for n in _name_of(i)
+        ]
         accumulated = [
             name for name in dict.fromkeys(read_inside) if name not in inner and name in relevant
         ]

@@ -681,6 +681,10 @@ class _Block:
         outer_reads = [n for s in all_stages(body) for n in s.reads if n not in inner]
         outer_reads += [n for c in carries for n in names_in(c.last) if n not in inner]
         outer_reads += [n for c in carries for n in names_in(c.initial)]
+        # What a step appends may be a value from outside (hs.append(s), s = 0.0 before it)
+        outer_reads += [
+            n for c in collected for i in c.items for n in names_in(i) if n not in inner
+        ]
         operands = tuple(Name(n) for n in dict.fromkeys(outer_reads))
         target = builder.namer.fresh(f"{variable}_steps")
         builder.stages.append(
