@@ -1792,6 +1792,16 @@ def _function_body(
             if name not in locals_ and name not in params:
                 locals_.append(name)
 
+    def drawn_statement(number: int) -> bool:
+        """One statement of a kind drawn (an unpacking that does not fit: a new value)."""
+        kind = choose.weighted(kinds)
+        try:
+            return statement(number, kind)
+        except Unfit:
+            if kind != "unpack":
+                raise
+            return statement(number, "new")
+
     def statement(number: int, kind: str) -> bool:
         """One statement of ``kind``; whether it calls a function of the module."""
         if kind == "update":
@@ -1951,13 +1961,7 @@ def _function_body(
         try:
             for action in actions:
                 if action == "statement":
-                    kind = choose.weighted(kinds)
-                    try:
-                        called |= statement(number, kind)
-                    except Unfit:
-                        if kind != "unpack":
-                            raise
-                        called |= statement(number, "new")
+                    called |= drawn_statement(number)
                     number += 1
                 elif action == "carry":
                     called |= carry()
@@ -2088,13 +2092,7 @@ def _function_body(
             called |= looped(number, loop, 0)
         if number == statements:
             break
-        kind = choose.weighted(kinds)
-        try:
-            called |= statement(number, kind)
-        except Unfit:
-            if kind != "unpack":
-                raise
-            called |= statement(number, "new")
+        called |= drawn_statement(number)
     if must_call and not called:
         called = statement(max(statements, 1), "call")  # (not the first: focus's)
 

@@ -412,12 +412,18 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSED))
-def test_refused_loops_are_located(case: str) -> None:
-    body, (line, column), words = REFUSED[case]
+def assert_refused_at(body: str, line: int, column: int, words: str) -> None:
+    """``body`` in ``def f(x: '3')`` (line 4) is refused at ``line``:``column``, saying
+    ``words``."""
     source = f"import numpy as np\n\n\ndef f(x: '3'):\n    {body}\n    return np.sum(x)\n"
     with pytest.raises(gradgen.GradgenError) as caught:
         gradgen.generate(source, "bad.py")
     diagnostic = caught.value.diagnostics[0]
     assert words in diagnostic.message, diagnostic.message
     assert (diagnostic.line, diagnostic.column) == (line, column), diagnostic.message
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refused_loops_are_located(case: str) -> None:
+    body, (line, column), words = REFUSED[case]
+    assert_refused_at(body, line, column, words)

@@ -662,8 +662,6 @@ _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     "(unroll the loop, or vectorize it)",
     cst.While: "'while' loops are not supported: their number of steps is decided as they "
     "run; loop over range(max_steps) (and keep converged values with np.where)",
-    cst.If: "'if' statements are not supported: the gradient would depend on the branch "
-    "taken; np.where(cond, a, b), max(), min() and abs() express the common cases",
     cst.Try: "'try' is not supported: gradgen differentiates straight-line code",
     cst.TryStar: "'try' is not supported: gradgen differentiates straight-line code",
     cst.With: "'with' is not supported: gradgen differentiates straight-line code",
