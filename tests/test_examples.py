@@ -53,7 +53,15 @@ class Counts:
     rows: str
 
 
-Spec = Array | Labels | Scalar | Counts
+@dataclass(frozen=True)
+class Choice:
+    """A flag or a string an ``if`` tests: drawn as its first value (the default); the other
+    values are checked by ``test_every_side_of_the_branch_examples``. No gradient."""
+
+    values: tuple[bool | str, ...]
+
+
+Spec = Array | Labels | Scalar | Counts | Choice
 
 AFFINE: dict[str, Spec] = {"x": Array(("N", "D")), "w": Array(("D", "M")), "b": Array(("M",))}
 LSTM_WEIGHTS: dict[str, Spec] = {
@@ -131,6 +139,20 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
             **LSTM_WEIGHTS,
         },
         "lstm": {"x": Array(("N", "T", "D")), "h0": Array(("N", "H")), **LSTM_WEIGHTS},
+    },
+    "branches": {
+        "dense": {
+            "x": Array(("N", "D")),
+            "W": Array(("D", "H")),
+            "b": Array(("H",)),
+            "use_bias": Choice((True, False)),
+            "activation": Choice(("tanh", "relu", "linear")),
+        },
+        "huber": {
+            "prediction": Scalar(-3.0, 3.0),
+            "target": Scalar(-3.0, 3.0),
+            "delta": Scalar(0.5, 1.5),
+        },
     },
     "black_scholes": {
         "norm_cdf": {"x": Scalar(-2.0, 2.0)},
@@ -330,6 +352,8 @@ def draw(stem: str, name: str, seed: str) -> dict[str, Any]:
             args[param] = generator.integers(0, sizes[spec.classes], size=sizes[spec.rows])
         elif isinstance(spec, Counts):
             args[param] = generator.poisson(1.5, size=sizes[spec.rows]).astype(numpy.float64)
+        elif isinstance(spec, Choice):
+            args[param] = spec.values[0]
         else:
             args[param] = float(generator.uniform(spec.low, spec.high))
     return args
@@ -374,9 +398,31 @@ def test_committed_backward_matches_central_differences(stem: str, name: str, se
     """``F_backward`` of ``generated/<stem>.py``, given one upstream per result (by name: a
     function of several results takes them keyword-only), against central differences of
     the forward; it changes no argument and no upstream, and gives None for labels."""
+    check_committed(stem, name, draw(stem, name, seed), seed)
+
+
+# Each side of each branch of examples/branches.py, by the arguments that take it (the
+# draw takes the first: use_bias, tanh, and a residual that may fall anywhere).
+SIDES = [
+    pytest.param("dense", {"use_bias": False}, id="dense-no-bias"),
+    pytest.param("dense", {"activation": "relu"}, id="dense-relu"),
+    pytest.param("dense", {"activation": "linear", "use_bias": False}, id="dense-linear"),
+    pytest.param("huber", {"prediction": 2.5, "target": 0.5, "delta": 1.0}, id="huber-above"),
+    pytest.param("huber", {"prediction": -2.5, "target": 0.5, "delta": 1.0}, id="huber-below"),
+    pytest.param("huber", {"prediction": 0.75, "target": 0.5, "delta": 1.0}, id="huber-within"),
+]
+
+
+@pytest.mark.parametrize(("name", "values"), SIDES)
+def test_every_side_of_the_branch_examples(name: str, values: dict[str, Any]) -> None:
+    check_committed("branches", name, {**draw("branches", name, "a"), **values}, "a")
+
+
+def check_committed(stem: str, name: str, args: dict[str, Any], seed: str) -> None:
+    """The committed ``F_backward`` of ``stem.name`` at ``args`` against central differences,
+    with a random upstream drawn from ``seed``."""
     f = getattr(load(ROOT / "examples" / f"{stem}.py"), name)
     backward = getattr(load(ROOT / "generated" / f"{stem}.py"), f"{name}_backward")
-    args = draw(stem, name, seed)
     before = copies(args)
     upstream = random_upstream(f(**args), numpy.random.default_rng(zlib.crc32(seed.encode())))
     upstreams = upstream if isinstance(upstream, tuple) else (upstream,)
@@ -404,8 +450,8 @@ def test_committed_backward_matches_central_differences(stem: str, name: str, se
         return weighted_sum(f(**values), upstream)
 
     for param, grad in zip(wanted, gradients, strict=True):
-        if isinstance(PROGRAMS[stem][name][param], Labels):
-            assert grad is None, f"d{param} = {grad!r}: labels have no gradient"
+        if isinstance(PROGRAMS[stem][name][param], (Labels, Choice)):
+            assert grad is None, f"d{param} = {grad!r}: labels and flags have no gradient"
             continue
         assert numpy.shape(grad) == numpy.shape(args[param]), f"d{param}: {numpy.shape(grad)}"
         numpy.testing.assert_allclose(

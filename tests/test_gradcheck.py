@@ -1057,3 +1057,17 @@ def test_testing_needs_no_generator_for_a_function_with_a_backward(tmp_path: Pat
     assert completed.returncode == 0, completed.stderr
     assert "light: True" in completed.stdout
     assert "caught: the gradients of f do not match" in completed.stdout
+
+
+def test_every_side_of_a_branch_on_a_flag_or_a_string_is_checked(tmp_path: Path, run: Run) -> None:
+    """A backward wrong only where ``use_bias`` is False fails the check, which tries the
+    flag both ways and the string at each value it is compared with."""
+    forward = copy_example(tmp_path, "branches")
+    status, out, _ = run(forward, "--function", "dense")
+    assert status == 0, out
+    assert "True, False" in out
+    assert "'tanh', 'relu'" in out
+    edited = broken(forward, "dense", "db = np.zeros_like", "db = np.ones_like(b)")
+    status, out, _ = run(forward, "--backward", edited, "--function", "dense")
+    assert status == 1, out
+    assert "use_bias: False" in out

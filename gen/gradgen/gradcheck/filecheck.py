@@ -29,6 +29,7 @@ from gradgen.gradcheck.inputs import (
     VECTOR,
     Dims,
     ParameterSpec,
+    choice_settings,
     dimension_names,
     draw_arguments,
     parameter_specs,
@@ -218,8 +219,14 @@ def check_function(
     guessed = array_code and bool(unshaped(specs))  # shapes (numbers too) are guessed
     trials: list[_Trial] = []
     sized = False
-    for overrides in variants:
-        variant = with_shapes(specs, overrides)
+    # Each set of shapes at each setting of the flags and strings branched on (the default
+    # first): every side of an ``if`` on a parameter is checked.
+    plans = [
+        (overrides, setting)
+        for overrides in variants
+        for setting in choice_settings(with_shapes(specs, overrides))
+    ]
+    for overrides, variant in plans:
         trial = _Trial(overrides)
         trials.append(trial)
         found = draw_arguments(forward, variant, fixed, rng)
@@ -243,8 +250,8 @@ def check_function(
     if not runs:
         report.error = _nothing_ran(name, specs, trials, guessed)
         return report
-    _merge(report, trials, several=len(variants) > 1)
-    report.notes += _numbers_only_note(name, specs, trials, array_code, len(variants))
+    _merge(report, trials, several=len(plans) > 1)
+    report.notes += _numbers_only_note(name, specs, trials, array_code, len(plans))
     return report
 
 
@@ -364,7 +371,7 @@ class _Check:
         were so at every set of shapes tried."""
         report = FunctionReport(self.name)
         gradient_of = dict(zip((s.name for s in specs), slots, strict=True))
-        index = frozenset(s.name for s in specs if s.integer)
+        index = frozenset(s.name for s in specs if s.integer or s.choices)  # no gradient
         parameters = tuple(s.name for s in specs)
         flat: list[str] = []
         for attempt in range(_FLAT_ATTEMPTS):

@@ -86,6 +86,9 @@ class ParameterSpec:
     high: int | str | None = None  # integers: exclusive bound (None: the smallest size)
     default: float | None = None  # a number default: used for a scalar parameter
     note: str = ""
+    # A flag or a string the function branches on: the values tried, one per check (the
+    # default first), so that every side of an ``if`` on it is checked (``choices``).
+    choices: tuple[bool | str, ...] = ()
 
 
 def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None, str]]:
@@ -111,6 +114,68 @@ def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None
     return found
 
 
+def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
+    """Parameter -> the values to check it at, for a flag or a string the function tests:
+    a parameter defaulting to ``True``/``False`` or annotated ``bool`` is tried both ways;
+    one defaulting to a string or annotated ``str`` at its default and at every string it
+    is compared with (``mode == "relu"``, ``mode in ("a", "b")``), in order of appearance.
+    """
+    found: dict[str, tuple[bool | str, ...]] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.FunctionDef) and node.name == function):
+            continue
+        defaults = dict(
+            zip([a.arg for a in node.args.args][::-1], node.args.defaults[::-1], strict=False)
+        )
+        for arg in node.args.args:
+            default = defaults.get(arg.arg)
+            value = default.value if isinstance(default, ast.Constant) else None
+            kind = arg.annotation.id if isinstance(arg.annotation, ast.Name) else None
+            if isinstance(value, bool) or (default is None and kind == "bool"):
+                first = value if isinstance(value, bool) else True
+                found[arg.arg] = (first, not first)
+            elif isinstance(value, str) or (default is None and kind == "str"):
+                compared = _compared_strings(node, arg.arg)
+                start = (value,) if isinstance(value, str) else ()
+                found[arg.arg] = tuple(dict.fromkeys((*start, *compared)))
+    return {name: values for name, values in found.items() if values}
+
+
+def _compared_strings(function: ast.FunctionDef, name: str) -> list[str]:
+    """The string literals ``name`` is compared with in ``function``."""
+    strings: list[str] = []
+    for node in ast.walk(function):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        if not any(isinstance(o, ast.Name) and o.id == name for o in operands):
+            continue
+        for operand in operands:
+            elements = (
+                operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            )
+            strings += [
+                e.value
+                for e in elements
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            ]
+    return sorted(set(strings), key=strings.index)
+
+
+def choice_settings(specs: Sequence[ParameterSpec]) -> list[list[ParameterSpec]]:
+    """``specs`` at each setting of the flags and strings to try: every one at its first
+    value, then each other value of each one in turn (the rest at their first): each side
+    of each ``if`` on one of them is checked, without trying every combination."""
+    first = [replace(s, choices=s.choices[:1]) for s in specs]
+    settings = [first]
+    for position, spec in enumerate(specs):
+        for value in spec.choices[1:]:
+            setting = list(first)
+            setting[position] = replace(spec, choices=(value,))
+            settings.append(setting)
+    return settings
+
+
 def parameter_specs(
     backward: BackwardFunction,
     source: str,
@@ -121,6 +186,7 @@ def parameter_specs(
     from gradgen.expr import literal_value
 
     annotated = shape_annotations(source, backward.staged.name)
+    tried = choices(source, backward.staged.name)
     specs = []
     data = backward.data_parameters()  # labels and indices: drawn as integers
     for parameter in backward.staged.parameters:
@@ -132,6 +198,9 @@ def parameter_specs(
         integer = parameter.name in data or parameter.name in ints
         default = literal_value(parameter.default) if parameter.default is not None else None
         number = float(default) if isinstance(default, (int, float)) else None
+        if parameter.name in tried and parameter.name not in ints:
+            specs.append(ParameterSpec(parameter.name, (), choices=tried[parameter.name]))
+            continue
         specs.append(
             ParameterSpec(parameter.name, dims, integer, ints.get(parameter.name), number, note)
         )
@@ -207,7 +276,9 @@ def _draw(
     values: list[Any] = []
     for spec in specs:
         shape = tuple(size(d) for d in spec.dims) if spec.dims else ()
-        if spec.integer:
+        if spec.choices:
+            values.append(spec.choices[0])
+        elif spec.integer:
             high = size(spec.high) if spec.high is not None else max(smallest, 1)
             drawn = rng.integers(0, high, size=shape)
             values.append(int(drawn) if not shape else drawn)
@@ -277,6 +348,8 @@ def redrawn(
 
 
 def shape_text(value: Any, integer: bool) -> str:
+    if isinstance(value, (bool, str)):  # a flag or a string tried (``choices``)
+        return repr(value)
     if np.ndim(value) == 0:
         return "int" if integer else "scalar"
     text = str(tuple(np.shape(value)))
