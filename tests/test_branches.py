@@ -315,6 +315,17 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         "'return' inside a loop or an 'if'",
     ),
     "while": ("while x[0] > 0:\n        x = x * 0.5", (5, 5), "'while' loops are not supported"),
+    "array-test": (
+        "if x > 0:\n        x = x * 2",
+        (5, 8),
+        "the test of this if is an array of shape (3,): an if takes one side for the whole "
+        "array; choose per entry with np.where(cond, a, b)",
+    ),
+    "array-test-in-a-loop": (
+        "for t in range(2):\n        if x * t < 1:\n            x = x * 2",
+        (6, 12),
+        "np.where",
+    ),
 }
 
 

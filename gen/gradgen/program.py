@@ -38,7 +38,7 @@ from gradgen.parse import (
     read_functions,
 )
 from gradgen.parse_rules import UserRule, read_rules
-from gradgen.reverse import opaque_refusals, relevant_values, reverse
+from gradgen.reverse import array_test_refusals, opaque_refusals, relevant_values, reverse
 from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Signature, StagedFunction, stage_function
 
@@ -425,14 +425,18 @@ class _Program:
         """The backward of ``name`` with respect to ``wrt``; refused (raising) where a
         gradient would have to flow through a call of a function with no rule."""
         function = self.staged[name]
-        for node, message in opaque_refusals(function, wrt, self):
+        for node, message in opaque_refusals(function, wrt, self) + array_test_refusals(
+            function, self
+        ):
             self.parsed.refuse(node or self.nodes[name], message)  # type: ignore[arg-type]
         self.parsed.raise_problems()
         return reverse(function, wrt, self)
 
     def build(self, requested: list[str]) -> list[FunctionBackwards]:
         for name in requested:  # every refusal of the functions asked for, at once
-            for node, message in opaque_refusals(self.staged[name], self.chosen[name], self):
+            function = self.staged[name]
+            refusals = opaque_refusals(function, self.chosen[name], self)
+            for node, message in refusals + array_test_refusals(function, self):
                 self.parsed.refuse(node or self.nodes[name], message)  # type: ignore[arg-type]
         self.parsed.raise_problems()
         public = {

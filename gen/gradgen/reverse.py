@@ -984,6 +984,33 @@ def opaque_refusals(
     return list(refusals.values())
 
 
+def array_test_refusals(function: StagedFunction, callees: Callees) -> list[tuple[object, str]]:
+    """The tests of ``if`` statements known to be arrays (``if x > 0:`` with ``x: "N"``):
+    Python takes the truth of an array only when it has one entry, so such a test is no
+    decision per entry; ``np.where`` is. Where the shape is unknown, the test runs as
+    written (numpy raises on an array of several entries, in the forward and the backward
+    alike)."""
+    known = infer_shapes(function, callees)
+    refusals: list[tuple[object, str]] = []
+    for stage in all_stages(function.stages):
+        if stage.branch is None:
+            continue
+        shape = expression_shape(stage.expr, known)
+        if shape and any(dim != 1 for dim in shape):
+            message = (
+                f"the test of this if is an array of shape {_shape_text(shape)}: an "
+                "if takes one side for the whole array; choose per entry with "
+                "np.where(cond, a, b), or test a number (np.all(...), np.sum(...) > 0)"
+            )
+            refusals.append((stage.expr.origin, message))
+    return refusals
+
+
+def _shape_text(shape: tuple[object, ...]) -> str:
+    """``(N,)``, ``(N, D)``: a shape as numpy prints one."""
+    return f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(map(str, shape))})"
+
+
 def _trace_sources(
     stages: tuple[Stage, ...],
     sources: dict[str, set[str]],
