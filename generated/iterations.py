@@ -11,103 +11,103 @@ def oscillator_energy_backward(x0, v0, k, c, denergy=1.0):
     """Gradients of oscillator_energy with respect to (x0, v0, k, c)."""
     # Recomputes: dt, step_steps, energy_mul_2, energy_mul_5, energy_mul_4.
     dt = 0.01
-    x_2 = x0
-    v_2 = v0
+    x = x0
+    v = v0
     step_steps = []
     for step in range(300):
         a_neg = -k
-        a = a_neg * x_2 - c * v_2
-        x_3 = x_2 + dt * v_2
-        v_3 = v_2 + dt * a
-        step_steps.append((step, x_2, v_2, a_neg))
-        x_2, v_2 = x_3, v_3
-    energy_mul_2 = 0.5 * v_2
+        a = a_neg * x - c * v
+        x_2 = x + dt * v
+        v_2 = v + dt * a
+        step_steps.append((step, x, v, a_neg))
+        x, v = x_2, v_2
+    energy_mul_2 = 0.5 * v
     energy_mul_5 = 0.5 * k
-    energy_mul_4 = energy_mul_5 * x_2
+    energy_mul_4 = energy_mul_5 * x
 
     # backprop energy = 0.5 * v * v + 0.5 * k * x * x
-    denergy_mul_4 = x_2 * denergy
-    dx_2 = energy_mul_4 * denergy
-    denergy_mul_5 = x_2 * denergy_mul_4
-    dx_2 += energy_mul_5 * denergy_mul_4
+    denergy_mul_4 = x * denergy
+    dx = energy_mul_4 * denergy
+    denergy_mul_5 = x * denergy_mul_4
+    dx += energy_mul_5 * denergy_mul_4
     dk = 0.5 * denergy_mul_5
-    denergy_mul_2 = v_2 * denergy
-    dv_2 = energy_mul_2 * denergy
-    dv_2 += 0.5 * denergy_mul_2
+    denergy_mul_2 = v * denergy
+    dv = energy_mul_2 * denergy
+    dv += 0.5 * denergy_mul_2
     # backprop for step in range(300):
     dc = 0.0
-    for step, x_2, v_2, a_neg in reversed(step_steps):
+    for step, x, v, a_neg in reversed(step_steps):
         # backprop for step in range(300):
-        dx_3 = dx_2
-        dv_3 = dv_2
+        dx_2 = dx
+        dv_2 = dv
         # backprop v = v + dt * a
-        dv_2 = dv_3
-        da = dt * dv_3
+        dv = dv_2
+        da = dt * dv_2
         # backprop x = x + dt * v
-        dx_2 = dx_3
-        dv_2 += dt * dx_3
+        dx = dx_2
+        dv += dt * dx_2
         # backprop a = -k * x - c * v
         da_mul_2 = -da
-        dc += v_2 * da_mul_2
-        dv_2 += c * da_mul_2
-        da_neg = x_2 * da
-        dx_2 += a_neg * da
+        dc += v * da_mul_2
+        dv += c * da_mul_2
+        da_neg = x * da
+        dx += a_neg * da
         dk -= da_neg
     # backprop for step in range(300):
-    dx0 = dx_2
-    dv0 = dv_2
+    dx0 = dx
+    dv0 = dv
     return dx0, dv0, dk, dc
 
 
 def oscillator_energy_value_and_grad(x0, v0, k, c, denergy=1.0):
     """oscillator_energy and its gradients with respect to (x0, v0, k, c)."""
     dt = 0.01
-    x_2 = x0
-    v_2 = v0
+    x = x0
+    v = v0
     step_steps = []
     for step in range(300):
         a_neg = -k
-        a = a_neg * x_2 - c * v_2
-        x_3 = x_2 + dt * v_2
-        v_3 = v_2 + dt * a
-        step_steps.append((step, x_2, v_2, a_neg))
-        x_2, v_2 = x_3, v_3
-    energy_mul_2 = 0.5 * v_2
+        a = a_neg * x - c * v
+        x_2 = x + dt * v
+        v_2 = v + dt * a
+        step_steps.append((step, x, v, a_neg))
+        x, v = x_2, v_2
+    energy_mul_2 = 0.5 * v
     energy_mul_5 = 0.5 * k
-    energy_mul_4 = energy_mul_5 * x_2
-    energy = energy_mul_2 * v_2 + energy_mul_4 * x_2
+    energy_mul_4 = energy_mul_5 * x
+    energy = energy_mul_2 * v + energy_mul_4 * x
 
     # backprop energy = 0.5 * v * v + 0.5 * k * x * x
-    denergy_mul_4 = x_2 * denergy
-    dx_2 = energy_mul_4 * denergy
-    denergy_mul_5 = x_2 * denergy_mul_4
-    dx_2 += energy_mul_5 * denergy_mul_4
+    denergy_mul_4 = x * denergy
+    dx = energy_mul_4 * denergy
+    denergy_mul_5 = x * denergy_mul_4
+    dx += energy_mul_5 * denergy_mul_4
     dk = 0.5 * denergy_mul_5
-    denergy_mul_2 = v_2 * denergy
-    dv_2 = energy_mul_2 * denergy
-    dv_2 += 0.5 * denergy_mul_2
+    denergy_mul_2 = v * denergy
+    dv = energy_mul_2 * denergy
+    dv += 0.5 * denergy_mul_2
     # backprop for step in range(300):
     dc = 0.0
-    for step, x_2, v_2, a_neg in reversed(step_steps):
+    for step, x, v, a_neg in reversed(step_steps):
         # backprop for step in range(300):
-        dx_3 = dx_2
-        dv_3 = dv_2
+        dx_2 = dx
+        dv_2 = dv
         # backprop v = v + dt * a
-        dv_2 = dv_3
-        da = dt * dv_3
+        dv = dv_2
+        da = dt * dv_2
         # backprop x = x + dt * v
-        dx_2 = dx_3
-        dv_2 += dt * dx_3
+        dx = dx_2
+        dv += dt * dx_2
         # backprop a = -k * x - c * v
         da_mul_2 = -da
-        dc += v_2 * da_mul_2
-        dv_2 += c * da_mul_2
-        da_neg = x_2 * da
-        dx_2 += a_neg * da
+        dc += v * da_mul_2
+        dv += c * da_mul_2
+        da_neg = x * da
+        dx += a_neg * da
         dk -= da_neg
     # backprop for step in range(300):
-    dx0 = dx_2
-    dv0 = dv_2
+    dx0 = dx
+    dv0 = dv
     return energy, (dx0, dv0, dk, dc)
 
 

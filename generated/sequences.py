@@ -96,78 +96,78 @@ def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
     """Gradients of rnn with respect to (x, h0, Wx, Wh, b)."""
     # Recomputes: T, t_steps, out.
     T = x.shape[1]
-    h_2 = h0
+    h = h0
     hs = []
     t_steps = []
     for t in range(T):
-        h_3, h_3_cache = rnn_step_forward(x[:, t, :], h_2, Wx, Wh, b)
-        hs.append(h_3)
-        t_steps.append((t, h_3_cache))
-        h_2 = h_3
+        h_2, h_2_cache = rnn_step_forward(x[:, t, :], h, Wx, Wh, b)
+        hs.append(h_2)
+        t_steps.append((t, h_2_cache))
+        h = h_2
     out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
     dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
-    dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
+    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_3_cache in reversed(t_steps):
+    for t, h_2_cache in reversed(t_steps):
         # backprop for t in range(T):
-        dh_3 = dh_2
-        dh_3 = dh_3 + dhs.pop()
+        dh_2 = dh
+        dh_2 = dh_2 + dhs.pop()
         # backprop h = rnn_step(x[:, t, :], h, Wx, Wh, b)
-        dh_index, dh_2, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
-            rnn_step_cached_backward(dh_3, h_3_cache)
+        dh_index, dh, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
+            rnn_step_cached_backward(dh_2, h_2_cache)
         )
         dWx += dWx_rnn_step
         dWh += dWh_rnn_step
         db += db_rnn_step
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
-    dh0 = dh_2
+    dh0 = dh
     return dx, dh0, dWx, dWh, db
 
 
 def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     """rnn and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
-    h_2 = h0
+    h = h0
     hs = []
     t_steps = []
     for t in range(T):
-        h_3, h_3_cache = rnn_step_forward(x[:, t, :], h_2, Wx, Wh, b)
-        hs.append(h_3)
-        t_steps.append((t, h_3_cache))
-        h_2 = h_3
+        h_2, h_2_cache = rnn_step_forward(x[:, t, :], h, Wx, Wh, b)
+        hs.append(h_2)
+        t_steps.append((t, h_2_cache))
+        h = h_2
     out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
     dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
-    dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
+    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_3_cache in reversed(t_steps):
+    for t, h_2_cache in reversed(t_steps):
         # backprop for t in range(T):
-        dh_3 = dh_2
-        dh_3 = dh_3 + dhs.pop()
+        dh_2 = dh
+        dh_2 = dh_2 + dhs.pop()
         # backprop h = rnn_step(x[:, t, :], h, Wx, Wh, b)
-        dh_index, dh_2, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
-            rnn_step_cached_backward(dh_3, h_3_cache)
+        dh_index, dh, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
+            rnn_step_cached_backward(dh_2, h_2_cache)
         )
         dWx += dWx_rnn_step
         dWh += dWh_rnn_step
         db += db_rnn_step
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
-    dh0 = dh_2
+    dh0 = dh
     return out, (dx, dh0, dWx, dWh, db)
 
 
@@ -374,42 +374,42 @@ def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
     # Recomputes: T, c, t_steps, out.
     T = x.shape[1]
     c = np.zeros_like(h0)
-    h_2 = h0
+    h = h0
     c_2 = c
     hs = []
     t_steps = []
     for t in range(T):
-        h_3, c_3, h_3_cache = lstm_step_forward(x[:, t, :], h_2, c_2, Wx, Wh, b)
-        hs.append(h_3)
-        t_steps.append((t, h_3_cache))
-        h_2, c_2 = h_3, c_3
+        h_2, c_3, h_2_cache = lstm_step_forward(x[:, t, :], h, c_2, Wx, Wh, b)
+        hs.append(h_2)
+        t_steps.append((t, h_2_cache))
+        h, c_2 = h_2, c_3
     out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
     dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
-    dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
+    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
     dc_2 = np.zeros_like(c_2, dtype=np.result_type(c_2, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_3_cache in reversed(t_steps):
+    for t, h_2_cache in reversed(t_steps):
         # backprop for t in range(T):
-        dh_3 = dh_2
+        dh_2 = dh
         dc_3 = dc_2
-        dh_3 = dh_3 + dhs.pop()
+        dh_2 = dh_2 + dhs.pop()
         # backprop h, c = lstm_step(x[:, t, :], h, c, Wx, Wh, b)
-        dh_index, dh_2, dc_2, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
-            lstm_step_cached_backward(dh_3, dc_3, h_3_cache)
+        dh_index, dh, dc_2, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
+            lstm_step_cached_backward(dh_2, dc_3, h_2_cache)
         )
         dWx += dWx_lstm_step
         dWh += dWh_lstm_step
         db += db_lstm_step
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
-    dh0 = dh_2
+    dh0 = dh
     return dx, dh0, dWx, dWh, db
 
 
@@ -417,40 +417,40 @@ def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     """lstm and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
     c = np.zeros_like(h0)
-    h_2 = h0
+    h = h0
     c_2 = c
     hs = []
     t_steps = []
     for t in range(T):
-        h_3, c_3, h_3_cache = lstm_step_forward(x[:, t, :], h_2, c_2, Wx, Wh, b)
-        hs.append(h_3)
-        t_steps.append((t, h_3_cache))
-        h_2, c_2 = h_3, c_3
+        h_2, c_3, h_2_cache = lstm_step_forward(x[:, t, :], h, c_2, Wx, Wh, b)
+        hs.append(h_2)
+        t_steps.append((t, h_2_cache))
+        h, c_2 = h_2, c_3
     out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
     dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
-    dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
+    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
     dc_2 = np.zeros_like(c_2, dtype=np.result_type(c_2, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_3_cache in reversed(t_steps):
+    for t, h_2_cache in reversed(t_steps):
         # backprop for t in range(T):
-        dh_3 = dh_2
+        dh_2 = dh
         dc_3 = dc_2
-        dh_3 = dh_3 + dhs.pop()
+        dh_2 = dh_2 + dhs.pop()
         # backprop h, c = lstm_step(x[:, t, :], h, c, Wx, Wh, b)
-        dh_index, dh_2, dc_2, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
-            lstm_step_cached_backward(dh_3, dc_3, h_3_cache)
+        dh_index, dh, dc_2, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
+            lstm_step_cached_backward(dh_2, dc_3, h_2_cache)
         )
         dWx += dWx_lstm_step
         dWh += dWh_lstm_step
         db += db_lstm_step
         dx[:, t, :] += dh_index
     # backprop for t in range(T):
-    dh0 = dh_2
+    dh0 = dh
     return out, (dx, dh0, dWx, dWh, db)

@@ -464,6 +464,11 @@ class _Block:
             if isinstance(value_now, Name) and value_now.id in builder.carried_from:
                 builder.updates.append((assignment, value_now.id))
         value = substitute(assignment.value, current)
+        if isinstance(unwrap(value), Name):
+            # `h = x` only names a value again (the gradient flows to x unchanged): no
+            # name of its own, which the next real binding of h can take.
+            current[assignment.target] = unwrap(value)
+            return
         target = self.bind(assignment.target)
         _assign(value, assignment.target, target, index, current, builder)
 
