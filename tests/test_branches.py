@@ -154,6 +154,26 @@ def f(x, y, c):
     return r + y
 """
 
+CONDITIONAL_EXPRESSIONS = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", train: bool = True, mode: str = "a"):
+    h = x * w if train else 0.5 * x
+    scale = 2.0 * (1.0 if train else -1.0)
+    z = np.tanh(h) if mode == "a" else np.exp(w) if mode == "b" else h * w
+    total = np.sum(z * scale)
+    for t in range(2):
+        total = total + np.sum(w * w) if t > 0 else total * 2.0
+    return total if train else -total
+"""
+
+LARGER = """\
+def f(a, b):
+    m = a if a > b else b
+    return m * m + (a * b if m > 0 else a - b)
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -186,6 +206,12 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         {"x": (), "y": ()},
         [{"c": 1.0}, {"c": -1.0}],
     ),
+    "conditional-expressions": (
+        CONDITIONAL_EXPRESSIONS,
+        {"x": (3,), "w": (3,)},
+        [{}, {"train": False}, {"mode": "b"}, {"mode": "c", "train": False}],
+    ),
+    "conditional-expression-on-values": (LARGER, {"a": (), "b": ()}, [{}]),
 }
 
 RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]
@@ -333,3 +359,13 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
 def test_refused_branches_are_located(case: str) -> None:
     body, (line, column), words = REFUSED[case]
     assert_refused_at(body, line, column, words)
+
+
+def test_a_conditional_expression_reads_as_an_if() -> None:
+    """``m = a if a > b else b`` is the ``if`` a person would write, binding ``m`` on each
+    side; one inside a larger expression binds a name of its own first (``scale_if``)."""
+    backward = gradgen.generate(LARGER, "b.py")
+    assert "    if a > b:\n        m = a\n    else:\n        m = b\n" in backward
+    text = gradgen.generate(CONDITIONAL_EXPRESSIONS, "b.py")
+    assert "    if train:\n        scale_if = 1.0\n    else:\n        scale_if = -1.0\n" in text
+    assert "scale = 2.0 * scale_if" in text

@@ -51,7 +51,12 @@ BODY_REFUSALS = [
     ("variable-axis", "y = np.sum(x, axis=x)", 9, "'axis' must be a literal"),
     ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
     ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
-    ("conditional-expression", "y = x if x > 0 else -x", 9, "conditional expressions"),
+    (
+        "conditional-expression-in-a-range",
+        "for t in range(2 if x > 0 else 3):\n        x = x * 2",
+        20,
+        "bind it to a name in a statement of its own",
+    ),
     ("boolean-operator", "y = x and x", 9, "'and'/'or'"),
     ("floor-division", "y = x // 2", 11, "'//'"),
     ("modulo", "y = x % 2", 11, "'%'"),

@@ -51,8 +51,8 @@ _REFUSED_EXPRESSIONS: dict[type[cst.CSTNode], str] = {
     cst.DictComp: "comprehensions are not supported: gradgen differentiates straight-line code",
     cst.GeneratorExp: "generator expressions are not supported: gradgen differentiates "
     "straight-line code",
-    cst.IfExp: "conditional expressions are not supported: the gradient would depend on "
-    "the branch taken; use np.where(cond, a, b) for arrays, or max()/min()/abs()",
+    cst.IfExp: "a conditional expression is not supported here: bind it to a name in a "
+    "statement of its own (y = a if c else b)",
     cst.BooleanOperation: "'and'/'or' are not supported: they choose a value by a condition",
     cst.Set: "sets are not supported",
     cst.Dict: "dicts are not supported",
@@ -96,6 +96,15 @@ class LeafReader(Protocol):
 
     def leaf(self, node: cst.Subscript) -> Expr | None:
         """The leaf ``node`` reads (``structure.py``), or None: an ordinary subscript."""
+
+
+@runtime_checkable
+class ConditionalReader(Protocol):
+    """A resolver that has bound conditional expressions to names (``a if c else b`` read
+    as an ``if`` statement before the one it is in)."""
+
+    def conditional(self, node: cst.IfExp) -> Expr | None:
+        """The name ``node``'s value is bound to, or None: not bound."""
 
 
 PLACEHOLDER = Const("0", 0)  # stands in for a refused subexpression so conversion goes on
@@ -162,6 +171,10 @@ def _convert_bare(node: cst.BaseExpression, resolver: Resolver) -> Expr:
         return UnaryOp(op, convert(node.expression, resolver), origin=node)
     if isinstance(node, cst.Call):
         return _convert_call(node, resolver)
+    if isinstance(node, cst.IfExp) and isinstance(resolver, ConditionalReader):
+        bound = resolver.conditional(node)
+        if bound is not None:
+            return bound
     if isinstance(node, cst.Comparison):
         target = node.comparisons[0]
         compare = _COMPARE.get(type(target.operator))

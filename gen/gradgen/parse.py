@@ -701,6 +701,22 @@ class _FunctionResolver:
         self.data: dict[str, cst.CSTNode] = {}  # module data read, and where first
         self.generators: set[str] = set()  # parameters a method may draw from
         self.layout = Layout()  # the structured parameters, once the parameters are read
+        # Conditional expressions read as an ``if`` binding a name of their own (by node).
+        self.conditionals: dict[int, str] = {}
+        self.taken: set[str] = set()  # every name the function's text uses
+
+    def conditional(self, node: cst.IfExp) -> Expr | None:
+        name = self.conditionals.get(id(node))
+        return None if name is None else Name(name, origin=node)
+
+    def fresh(self, base: str) -> str:
+        """A name the function does not use: ``base``, else ``base_2``, ``base_3``, ..."""
+        name, number = base, 1
+        while name in self.taken:
+            number += 1
+            name = f"{base}_{number}"
+        self.taken.add(name)
+        return name
 
     def leaf(self, node: cst.Subscript) -> Expr | None:
         name = self.layout.leaf_of(node)
@@ -986,6 +1002,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     }
     assigned |= {name for s in flat if isinstance(s, _ForBlock) for name in s.target_names}
     resolver = _FunctionResolver(parsed, assigned)
+    resolver.taken = _names_in(function)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
     small = [s for s in flat if not isinstance(s, (_ForBlock, _IfBlock))]
@@ -999,11 +1016,11 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
             parsed.refuse(_node_of(statement), "code after 'return' never runs")
             break
         if isinstance(statement, cst.Return):
+            if statement.value is not None:
+                body += _hoisted_conditionals(parsed, statement.value, "result", resolver)
             result = _read_return(parsed, statement, resolver)
         else:
-            read = _read_statement(parsed, statement, resolver)
-            if read is not None:
-                body.append(read)
+            body += _read_statements(parsed, statement, resolver)
     if result is None and len(parsed.problems) == errors_before:
         parsed.refuse(
             function.name,
@@ -1224,6 +1241,91 @@ def _is_append(statement: cst.Expr) -> bool:
     )
 
 
+def _read_statements(
+    parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
+) -> list[Statement]:
+    """``statement`` read, after the ``if`` statements its conditional expressions are
+    read as (``y = a if c else b`` is itself one)."""
+    hoisted: list[Statement] = []
+    if isinstance(statement, (cst.Assign, cst.AnnAssign)) and statement.value is not None:
+        targets = _targets(statement)
+        value = statement.value
+        if len(targets) == 1 and isinstance(targets[0], cst.Name) and _is_conditional(value):
+            name = targets[0].value
+            if resolver.layout.bindings.get(id(statement)) is None:
+                return _bound_to(parsed, value, name, resolver)
+        base = (
+            targets[0].value if len(targets) == 1 and isinstance(targets[0], cst.Name) else "value"
+        )
+        hoisted = _hoisted_conditionals(parsed, value, base, resolver)
+    elif isinstance(statement, cst.AugAssign) and isinstance(statement.target, cst.Name):
+        hoisted = _hoisted_conditionals(parsed, statement.value, statement.target.value, resolver)
+    elif isinstance(statement, cst.Expr) and isinstance(statement.value, cst.Call):
+        for argument in statement.value.args:
+            hoisted += _hoisted_conditionals(parsed, argument.value, "item", resolver)
+    read = _read_statement(parsed, statement, resolver)
+    return hoisted if read is None else [*hoisted, read]
+
+
+def _is_conditional(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.IfExp)
+
+
+def _bound_to(
+    parsed: ParsedModule, node: cst.BaseExpression, name: str, resolver: _FunctionResolver
+) -> list[Statement]:
+    """``name = node`` as statements: a conditional expression ``a if c else b`` as the
+    ``if`` statement binding ``name`` to ``a`` or to ``b`` (the backward takes the side the
+    forward took, as for any ``if``), each side read the same way."""
+    if isinstance(node, cst.IfExp):
+        test = convert_condition(node.test, resolver)
+        then = _bound_to(parsed, node.body, name, resolver)
+        orelse = _bound_to(parsed, node.orelse, name, resolver)
+        return [Branch(test, tuple(then), tuple(orelse), f"if {render(test)}:", origin=node)]
+    hoisted = _hoisted_conditionals(parsed, node, name, resolver)
+    value = convert(node, resolver)
+    resolver.local.add(name)
+    resolver.assigned_later.discard(name)
+    return [*hoisted, Assignment(name, value, f"{name} = {render(value)}")]
+
+
+def _hoisted_conditionals(
+    parsed: ParsedModule, node: cst.BaseExpression, base: str, resolver: _FunctionResolver
+) -> list[Statement]:
+    """The conditional expressions within ``node`` (not inside one another), each read as
+    an ``if`` statement binding a name of its own (``{base}_if``), which ``convert`` reads
+    in its place: ``y = 2.0 * (a if c else b)`` as ``if c: y_if = a else: y_if = b`` and
+    ``y = 2.0 * y_if``."""
+    statements: list[Statement] = []
+    for found in _outer_conditionals(node):
+        name = resolver.fresh(f"{base}_if")
+        statements += _bound_to(parsed, found, name, resolver)
+        resolver.conditionals[id(found)] = name
+    return statements
+
+
+def _outer_conditionals(node: cst.CSTNode) -> list[cst.IfExp]:
+    """The conditional expressions in ``node``, outermost first, not those inside one
+    another or inside a lambda or comprehension (refused where they are)."""
+    if isinstance(node, cst.IfExp):
+        return [node]
+    if isinstance(node, (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
+        return []
+    return [found for child in node.children for found in _outer_conditionals(child)]
+
+
+def _names_in(function: cst.FunctionDef) -> set[str]:
+    """Every name ``function``'s text uses (so a name gradgen makes up is new)."""
+    names: set[str] = set()
+
+    class _Names(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            names.add(node.value)
+
+    function.visit(_Names())
+    return names
+
+
 def _read_statement(
     parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
 ) -> Statement | None:
@@ -1272,20 +1374,20 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     target = node.target.value
     resolver.local.add(target)
     resolver.assigned_later.discard(target)
-    body = [_read_statement(parsed, s, resolver) for s in block.body]
+    body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     text = f"for {target} in {render(iterable)}:"
-    return Loop(target, iterable, tuple(s for s in body if s is not None), text, origin=node)
+    return Loop(target, iterable, tuple(body), text, origin=node)
 
 
 def _read_branch(parsed: ParsedModule, block: _IfBlock, resolver: _FunctionResolver) -> Branch:
     """``if test: ... else: ...``: the backward takes the branch the forward took."""
     test = convert_condition(block.node.test, resolver)
-    body = [_read_statement(parsed, s, resolver) for s in block.body]
-    orelse = [_read_statement(parsed, s, resolver) for s in block.orelse]
+    body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
+    orelse = [read for s in block.orelse for read in _read_statements(parsed, s, resolver)]
     return Branch(
         test,
-        tuple(s for s in body if s is not None),
-        tuple(s for s in orelse if s is not None),
+        tuple(body),
+        tuple(orelse),
         f"if {render(test)}:",
         origin=block.node,
     )
