@@ -2,7 +2,8 @@
 
 ``rnn`` is the CS231n assignment's ``rnn_forward``: a loop over the time steps, each calling
 ``rnn_step`` on one slice of the input and the previous hidden state, the states collected
-with ``append`` and stacked. gradgen writes ``rnn_backward`` as the assignment's solution
+with ``append`` and stacked; ``rnn_filled`` writes them into an array made for them
+(``h[:, t, :] = next_h``), as the assignment's forward does. gradgen writes ``rnn_backward`` as the assignment's solution
 does: a loop over the steps in reverse, calling the step's backward, adding into ``dWx``,
 ``dWh`` and ``db`` and carrying ``dh`` to the step before. ``lstm`` does the same with a
 step that returns two states.
@@ -28,6 +29,19 @@ def rnn(x: "N, T, D", h0: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
         hs.append(h)
     out = np.stack(hs, axis=1)
     return out
+
+
+def rnn_filled(x: "N, T, D", h0: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
+    # The same RNN, the hidden states written into an array made for them.
+    N, T, D = x.shape
+    H = h0.shape[1]
+    h = np.zeros((N, T, H))
+    prev_h = h0
+    for t in range(T):
+        next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
+        h[:, t, :] = next_h
+        prev_h = next_h
+    return h
 
 
 def lstm_step(x: "N, D", prev_h: "N, H", prev_c: "N, H", Wx: "D, G", Wh: "H, G", b: "G"):

@@ -3,6 +3,7 @@
 # Forward source digests (a mismatch means this file is stale):
 #   rnn_step: aa7800035ae098c9
 #   rnn: 2a71eb56ac8d788b (calls rnn_step)
+#   rnn_filled: a16adbbd9134ea1e (calls rnn_step)
 #   lstm_step: d025df9a1429e06f
 #   lstm: fd9961d79764f136 (calls lstm_step)
 
@@ -169,6 +170,85 @@ def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     # backprop for t in range(T):
     dh0 = dh
     return out, (dx, dh0, dWx, dWh, db)
+
+
+def rnn_filled_backward(x, h0, Wx, Wh, b, dh=1.0):
+    """Gradients of rnn_filled with respect to (x, h0, Wx, Wh, b)."""
+    # Recomputes: N, T, H, t_steps.
+    N = x.shape[0]
+    T = x.shape[1]
+    H = h0.shape[1]
+    prev_h = h0
+    h = np.zeros((N, T, H))
+    t_steps = []
+    for t in range(T):
+        next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
+        h[:, t, :] = next_h
+        t_steps.append((t, next_h_cache))
+        prev_h = next_h
+
+    # backprop return
+    dh = _everywhere(dh, h)
+    # backprop for t in range(T):
+    dprev_h = np.zeros_like(prev_h, dtype=np.result_type(prev_h, 1.0))
+    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
+    dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
+    dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
+    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
+    for t, next_h_cache in reversed(t_steps):
+        # backprop for t in range(T):
+        dnext_h = dprev_h
+        dnext_h = dnext_h + dh[:, t, :]
+        # backprop next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
+        dnext_h_index, dprev_h, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
+            rnn_step_cached_backward(dnext_h, next_h_cache)
+        )
+        dWx += dWx_rnn_step
+        dWh += dWh_rnn_step
+        db += db_rnn_step
+        dx[:, t, :] += dnext_h_index
+    # backprop for t in range(T):
+    dh0 = dprev_h
+    return dx, dh0, dWx, dWh, db
+
+
+def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh=1.0):
+    """rnn_filled and its gradients with respect to (x, h0, Wx, Wh, b)."""
+    N = x.shape[0]
+    T = x.shape[1]
+    H = h0.shape[1]
+    prev_h = h0
+    h = np.zeros((N, T, H))
+    t_steps = []
+    for t in range(T):
+        next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
+        h[:, t, :] = next_h
+        t_steps.append((t, next_h_cache))
+        prev_h = next_h
+
+    # backprop return
+    dh = _everywhere(dh, h)
+    # backprop for t in range(T):
+    dprev_h = np.zeros_like(prev_h, dtype=np.result_type(prev_h, 1.0))
+    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
+    dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
+    dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
+    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
+    for t, next_h_cache in reversed(t_steps):
+        # backprop for t in range(T):
+        dnext_h = dprev_h
+        dnext_h = dnext_h + dh[:, t, :]
+        # backprop next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
+        dnext_h_index, dprev_h, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
+            rnn_step_cached_backward(dnext_h, next_h_cache)
+        )
+        dWx += dWx_rnn_step
+        dWh += dWh_rnn_step
+        db += db_rnn_step
+        dx[:, t, :] += dnext_h_index
+    # backprop for t in range(T):
+    dh0 = dprev_h
+    return h, (dx, dh0, dWx, dWh, db)
 
 
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None):

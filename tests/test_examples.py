@@ -132,6 +132,13 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
             "Wh": Array(("H", "H")),
             "b": Array(("H",)),
         },
+        "rnn_filled": {
+            "x": Array(("N", "T", "D")),
+            "h0": Array(("N", "H")),
+            "Wx": Array(("D", "H")),
+            "Wh": Array(("H", "H")),
+            "b": Array(("H",)),
+        },
         "lstm_step": {
             "x": Array(("N", "D")),
             "prev_h": Array(("N", "H")),

@@ -84,7 +84,62 @@ def f(x, w):
 """
 
 # id: (source, the parameters' shapes)
+# The RNN of the CS231n assignment as its forward is written there: the hidden states
+# written into an array made for them.
+RNN_FILLED = """\
+import numpy as np
+
+
+def rnn_step(x: "N, D", prev_h: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h
+
+
+def f(x: "N, T, D", h0: "N, H", Wx: "D, H", Wh: "H, H", b: "H"):
+    N, T, D = x.shape
+    H = h0.shape[1]
+    h = np.zeros((N, T, H))
+    prev_h = h0
+    for t in range(T):
+        next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
+        h[:, t, :] = next_h
+        prev_h = next_h
+    return h
+"""
+
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
+    "rnn-filled-array": (
+        RNN_FILLED,
+        {"x": (2, 3, 4), "h0": (2, 5), "Wx": (4, 5), "Wh": (5, 5), "b": (5,)},
+    ),
+    "filled-backwards-two-arrays": (
+        "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    out = np.empty_like(x)\n"
+        "    acc = np.zeros((x.shape[0],))\n    s = 0.0\n"
+        "    for t in reversed(range(x.shape[0])):\n        s = s + np.sum(x[t] * w)\n"
+        "        out[t] = np.tanh(x[t] * w) * s\n        acc[t] = s\n"
+        "    return np.sum(out * out) + np.sum(acc * acc)\n",
+        {"x": (4, 3), "w": (3,)},
+    ),
+    "filled-entries-apart-in-a-step": (
+        "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n"
+        "    hs = np.zeros((x.shape[0], 2))\n    for t in range(x.shape[0]):\n"
+        "        hs[t, 0] = np.sum(x[t] * w)\n        hs[t, 1] = w[0]\n"
+        "    return np.sum(hs * hs)\n",
+        {"x": (3, 4), "w": (4,)},
+    ),
+    "filled-rows-of-filled-rows": (
+        "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    T = x.shape[0]\n"
+        "    hs = np.zeros((T, T))\n    for t in range(T):\n        row = np.zeros(T)\n"
+        "        for u in range(T):\n            row[u] = np.sum(x[t] * x[u] * w)\n"
+        "        hs[t] = row\n    return np.sum(hs * hs)\n",
+        {"x": (3, 2), "w": (2,)},
+    ),
+    "filled-partly-read-whole": (
+        "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    hs = np.ones_like(x)\n"
+        "    for t in range(1, x.shape[0], 2):\n        hs[t, :] = x[t] * w\n"
+        "    return np.sum(np.tanh(hs) * x)\n",
+        {"x": (5, 3), "w": (3,)},
+    ),
     "rnn-over-time": (RNN, {"x": (2, 3, 4), "h0": (2, 5), "Wx": (4, 5), "Wh": (5, 5), "b": (5,)}),
     "euler-scalar": (EULER, {"x0": (), "v0": (), "k": (), "c": ()}),
     "loss-summed-in-loop": (
@@ -231,7 +286,7 @@ def test_loops_match_central_differences(case: str) -> None:
     assert_close(dict(zip(shapes, got, strict=True)), expected, f" ({case})")
 
 
-@pytest.mark.parametrize("case", ["rnn-over-time", "loss-summed-in-loop"])
+@pytest.mark.parametrize("case", ["rnn-over-time", "loss-summed-in-loop", "rnn-filled-array"])
 def test_loops_decorated(load: Any, case: str) -> None:
     source, shapes = ACCEPTED[case]
     source = source.replace("import numpy as np\n", "import numpy as np\nimport gradgen\n")
@@ -240,7 +295,8 @@ def test_loops_decorated(load: Any, case: str) -> None:
     args = draw(shapes, f"loops decorated {case}")
     out = f(**args)
     upstream = numpy.ones_like(out) if numpy.ndim(out) else 1.0
-    got = f.backward(**args, **({"dout": upstream} if numpy.ndim(out) else {}))
+    # the upstream is named after the result (dout, dh): passed after the arguments
+    got = f.backward(*args.values(), *((upstream,) if numpy.ndim(out) else ()))
     assert_close(
         dict(zip(shapes, got, strict=True)),
         expected_gradients(f, args, list(shapes)),
@@ -347,8 +403,9 @@ def test_loops_are_deterministic() -> None:
     assert gradgen.generate(RNN, "rnn.py") == first
 
 
-def test_pairs_keep_the_steps_in_the_cache() -> None:
-    source, shapes = ACCEPTED["loss-summed-in-loop"]
+@pytest.mark.parametrize("case", ["loss-summed-in-loop", "filled-backwards-two-arrays"])
+def test_pairs_keep_the_steps_in_the_cache(case: str) -> None:
+    source, shapes = ACCEPTED[case]
     text = gradgen.generate(source, "loops.py", pairs=True)
     namespace = run_module(text, "loops_pairs.py")
     forward = run_module(source, "loops.py")["f"]
@@ -409,6 +466,44 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         "in the next step",
     ),
     "over-array-items": ("for v in x:\n        x = x * v", (5, 14), "range(len(xs))"),
+    "write-outside-a-loop": ("h = np.zeros(3)\n    h[0] = x[0]", (6, 5), "only inside a loop"),
+    "write-into-a-parameter": (
+        "for i in range(3):\n        x[i] = x[i] * 2.0",
+        (6, 9),
+        "the caller's array",
+    ),
+    "write-into-a-computed-array": (
+        "h = x * 2.0\n    for i in range(3):\n        h[i] = x[i]\n    x = h",
+        (7, 9),
+        "np.zeros, np.ones or np.empty",
+    ),
+    "write-twice-into-an-entry": (
+        "h = np.zeros(3)\n    for i in range(3):\n        h[0] = x[i]\n    x = h",
+        (7, 9),
+        "may write an entry twice",
+    ),
+    "filled-array-read-in-its-loop": (
+        "h = np.zeros(3)\n    for i in range(3):\n        h[i] = x[i] + h[i - 1]\n    x = h",
+        (7, 9),
+        "read in the loop that fills it",
+    ),
+    "filled-array-read-before-its-loop": (
+        "h = np.zeros(3)\n    x = x + h\n    for i in range(3):\n        h[i] = x[i]\n    x = h",
+        (8, 9),
+        "read before the loop fills it",
+    ),
+    "write-in-an-if": (
+        "h = np.zeros(3)\n    for i in range(3):\n        if i > 0:\n            h[i] = x[i]\n"
+        "    x = h",
+        (8, 13),
+        "inside an 'if'",
+    ),
+    "write-by-an-inner-loop": (
+        "h = np.zeros((3, 3))\n    for i in range(3):\n        for j in range(3):\n"
+        "            h[i, j] = x[i] * x[j]\n    x = h[0]",
+        (8, 13),
+        "written into by an inner loop",
+    ),
 }
 
 

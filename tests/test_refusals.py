@@ -39,7 +39,7 @@ BODY_REFUSALS = [
     ("unpacking-count", "a, b = x, x, x", 5, "2 names but 3 values"),
     ("chained", "a = b = x", 5, "chained assignment"),
     ("attribute-target", "x.y = 1", 5, "assignment to an attribute"),
-    ("subscript-target", "x[0] = 1", 5, "assignment to an element"),
+    ("subscript-target", "x[0] = 1", 5, "can follow only inside a loop"),
     ("expression-statement", "print(x)", 5, "expression statements"),
     ("unknown-call", "y = foo(x)", 9, "undefined name 'foo'"),
     ("builtin-call", "y = print(x)", 9, "'print' is not an operation"),

@@ -506,7 +506,10 @@ def _line_exprs(lines: Iterable[ForwardLine]) -> Iterator[Expr]:
         if line.loop is not None:
             yield from _line_exprs(line.loop.body)
             yield from (value for _, value in (*line.loop.starts, *line.loop.ends))
-            yield from (item for _, items in line.loop.collected for item in items)
+            for collected in line.loop.collected:
+                yield from collected.items
+                yield from (part for index in collected.indexes for part in index)
+                yield from (collected.made,) if collected.made is not None else ()
         if line.branch is not None:
             yield from _line_exprs((*line.branch.then, *line.branch.orelse))
 
@@ -539,13 +542,21 @@ def _forward_loop(line: ForwardLine, loop: ForwardLoop, helpers: _Helpers) -> li
     """The loop: what it carries set before it, then each step's lines, what the step
     appends and keeps for the backward, and what it hands on to the next step."""
     lines = [f"{name} = {render(helpers.resolve(start))}" for name, start in loop.starts]
-    lines += [f"{name} = []" for name, _ in loop.collected]
+    for collected in loop.collected:  # a list, or an array made for the loop to fill
+        made = "[]" if collected.made is None else render(helpers.resolve(collected.made))
+        lines.append(f"{collected.name} = {made}")
     if loop.kept is not None:
         lines.append(f"{line.target} = []")
     lines.append(f"for {loop.variable} in {render(helpers.resolve(line.expr))}:")
     step = _forward_body(loop.body, helpers)
-    for name, items in loop.collected:
-        step += [f"{name}.append({render(helpers.resolve(item))})" for item in items]
+    for collected in loop.collected:
+        name = collected.name
+        if collected.made is None:
+            step += [f"{name}.append({render(helpers.resolve(i))})" for i in collected.items]
+            continue
+        for item, index in zip(collected.items, collected.indexes, strict=True):
+            entries = render(helpers.resolve(Subscript(Name(name), index)))
+            step.append(f"{entries} = {render(helpers.resolve(item))}")
     if loop.kept is not None:
         step.append(f"{line.target}.append({_step_values(loop.variable, loop.kept)})")
     ends = [(name, value) for name, value in loop.ends if value != Name(name)]

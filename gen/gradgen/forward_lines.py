@@ -118,6 +118,7 @@ def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]
     wanted = set(keep or ())
     wanted.update(n for carry in loop.carried for n in names_in(carry.last))
     wanted.update(n for c in loop.collected for item in c.items for n in names_in(item))
+    wanted.update(n for c in loop.collected for i in c.indexes for p in i for n in names_in(p))
     body = _lines(loop.body, wanted, kept)
     return ForwardLine(
         stage.target,
@@ -129,7 +130,7 @@ def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]
             keep,
             tuple((c.name, c.initial) for c in loop.carried),
             tuple((c.name, c.last) for c in loop.carried),
-            tuple((c.name, c.items) for c in loop.collected),
+            loop.collected,
         ),
     )
 

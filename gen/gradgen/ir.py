@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 
 from gradgen.expr import Expr
-from gradgen.stages import StagedFunction
+from gradgen.stages import Collected, StagedFunction
 
 
 class Kind(enum.Enum):
@@ -114,7 +114,7 @@ class ForwardLoop:
     kept: tuple[str, ...] | None  # None: the steps are not kept (no backward reads them)
     starts: tuple[tuple[str, Expr], ...]  # carried value -> its value before the loop
     ends: tuple[tuple[str, Expr], ...]  # carried value -> its value at the end of a step
-    collected: tuple[tuple[str, tuple[Expr, ...]], ...]  # list -> what each step appends
+    collected: tuple[Collected, ...]  # what each step appends to a list or writes into an array
 
 
 @dataclass(frozen=True)

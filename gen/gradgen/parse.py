@@ -137,12 +137,14 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Append:
-    """``hs.append(h)``: one item more in a list the forward fills in a loop."""
+    """One item more in what the forward fills in a loop: ``hs.append(h)`` (a list), or
+    ``hs[:, t, :] = h`` (an array the forward made: ``index`` is ``(:, t, :)``)."""
 
-    target: str  # the list
+    target: str  # the list or the array
     value: Expr
     text: str
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+    index: tuple[Expr, ...] | None = None  # an array's entries written; None: a list
 
 
 @dataclass(frozen=True)
@@ -1523,7 +1525,7 @@ def _read_assignment(
     statement: cst.BaseSmallStatement,
     resolver: _FunctionResolver,
     index: int,
-) -> Assignment | None:
+) -> Assignment | Append | None:
     if isinstance(statement, cst.AugAssign):
         return _read_augmented(parsed, statement, resolver)
     if not isinstance(statement, (cst.Assign, cst.AnnAssign)):
@@ -1561,10 +1563,7 @@ def _read_assignment(
         parsed.refuse(target, "assignment to an attribute is not supported: it changes an object")
         return None
     elif isinstance(target, cst.Subscript):
-        parsed.refuse(
-            target, "assignment to an element is not supported: it changes an array in place"
-        )
-        return None
+        return _read_write(parsed, statement, target, value, resolver)
     elif not isinstance(target, cst.Name):
         parsed.refuse(target, "only assignment to a plain name is supported")
         return None
@@ -1576,6 +1575,33 @@ def _read_assignment(
         return Assignment(target.value, value, f"{target.value} = {render(value)}")
     text = f"{', '.join(names)} = {render(value)}"
     return Assignment(names[0], value, text, tuple(names), origin=statement)
+
+
+def _read_write(
+    parsed: ParsedModule,
+    statement: cst.BaseSmallStatement,
+    target: cst.Subscript,
+    value: Expr | None,
+    resolver: _FunctionResolver,
+) -> Append | None:
+    """``hs[:, t, :] = h``: an entry of an array the forward made, written by a loop
+    (staging checks where it is and what the array is)."""
+    written = target.value
+    if not isinstance(written, cst.Name):
+        parsed.refuse(target, "write into an element of a variable: name[index] = value")
+        return None
+    name = written.value
+    if name not in resolver.local:
+        parsed.refuse(written, f"'{name}' is used before it is assigned")
+        return None
+    if value is None:
+        parsed.refuse(statement, "an annotation without a value assigns nothing")
+        return None
+    entry = convert(target, resolver)
+    if not isinstance(entry, Subscript):
+        return None  # refused while converting
+    text = f"{render(entry)} = {render(value)}"
+    return Append(name, value, text, origin=statement, index=entry.index)
 
 
 def _read_return(

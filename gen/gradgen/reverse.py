@@ -40,6 +40,7 @@ from gradgen.expr import (
     Name,
     Sequence_,
     Slice,
+    Subscript,
     UnaryOp,
     children,
     literal_value,
@@ -278,6 +279,15 @@ class _ReversePass:
             if collected.name not in self.gradient:
                 continue
             items = self.gradient[collected.name]
+            if collected.made is not None:
+                # An array filled once per entry (stages): each item's gradient is the
+                # filled array's at the entries it was written to (a view, never written).
+                self.spreads.pop(collected.name, None)
+                for item, index in zip(collected.items, collected.indexes, strict=True):
+                    if isinstance(item, Name) and item.id in relevant:
+                        entries = Subscript(Name(items), index)
+                        self.contribute(item.id, entries, statement, None)
+                continue
             for item in reversed(collected.items):
                 taken = Call(Func("builtins", "pop", ".pop"), (Name(items),))
                 if isinstance(item, Name) and item.id in relevant:

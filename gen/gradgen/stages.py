@@ -100,10 +100,14 @@ class Carry:
 
 @dataclass(frozen=True)
 class Collected:
-    """A list a loop fills: ``hs = []`` before it, ``hs.append(h)`` in it."""
+    """What a loop fills: a list (``hs = []`` before it, ``hs.append(h)`` in it), or an
+    array made for it (``hs = np.zeros((N, T, H))`` before it, ``hs[:, t, :] = h`` in it:
+    ``made`` is how, ``indexes`` where each step writes each item)."""
 
     name: str
-    items: tuple[Expr, ...]  # what one step appends, in order: Names or constants
+    items: tuple[Expr, ...]  # what one step appends or writes, in order: Names or constants
+    made: Expr | None = None  # an array: what makes it (np.zeros(...)); None: a list
+    indexes: tuple[tuple[Expr, ...], ...] = ()  # an array: the entries each item is written to
 
 
 @dataclass(frozen=True)
@@ -406,6 +410,11 @@ class _Block:
         self.parameters = parameters
         self.bound: set[str] = set(current)
         self.lists: dict[str, list[Expr]] = {}  # lists being filled by the loop staged now
+        # Arrays being filled by the loop staged now: the stage that made each one (taken
+        # out of the stages: the loop makes it), and where each item is written.
+        self.arrays: dict[str, tuple[Stage, list[tuple[Expr, ...]]]] = {}
+        self.loop_variable = ""  # the stage name of the innermost loop's variable
+        self.refused_arrays: set[str] = set()  # arrays written into, refused once already
         # Names bound only inside a loop or one branch of an 'if' -> why they cannot be read.
         self.loop_locals: dict[str, str] = {}
         self.branch_depth = 0  # inside how many 'if' statements
@@ -476,25 +485,93 @@ class _Block:
         builder = self.builder
         index = len(self.statements)
         self.statements.append(append.text)
+        name = append.target
+        if name in self.refused_arrays:
+            return
         if self.branch_depth:
+            what = f"'{name}.append'" if append.index is None else f"'{append.text}'"
             builder.refuse(
                 append.origin,
-                f"'{append.target}.append' inside an 'if' is not supported: append in every "
-                "step (the value chosen by the 'if')",
+                f"{what} inside an 'if' is not supported: fill in every step (the value "
+                "chosen by the 'if')",
             )
             return
-        if append.target not in self.lists:
+        if append.index is not None and name not in self.arrays:
             builder.refuse(
                 append.origin,
-                f"'{append.target}.append' fills a list gradgen can follow only inside a "
-                f"loop, with '{append.target} = []' just before that loop",
+                f"'{append.text}' writes into an array gradgen can follow only inside a loop, "
+                f"into an array made just before that loop ({name} = np.zeros(...)) and read "
+                "after it",
+            )
+            return
+        if name not in self.lists or (append.index is None and name in self.arrays):
+            builder.refuse(
+                append.origin,
+                f"'{name}.append' fills a list gradgen can follow only inside a "
+                f"loop, with '{name} = []' just before that loop",
             )
             return
         if self.refuse_loop_locals(append.value, append.origin):
             return
+        for read in names_in(append.value):
+            if read in self.lists:
+                builder.refuse(
+                    append.origin,
+                    f"'{read}' is read in the loop that fills it: read it after the loop",
+                )
+                return
         value = substitute(append.value, self.current)
-        item = builder.lower(value, "", f"{append.target}_item", index, top=False)
-        self.lists[append.target].append(item)
+        if append.index is not None:
+            written = tuple(substitute(part, self.current) for part in append.index)
+            earlier = self.arrays[name][1]
+            if Name(self.loop_variable) not in written or not all(
+                _apart(written, other) for other in earlier
+            ):
+                # Each step writes its own entries, so no entry is written twice: what is
+                # written there is all its gradient gets.
+                builder.refuse(
+                    append.origin,
+                    f"'{append.text}' may write an entry twice: write once per step, with "
+                    "the step's variable as one index (hs[:, t, :] = h)",
+                )
+                return
+            self.arrays[name][1].append(written)
+        item = builder.lower(value, "", f"{name}_item", index, top=False)
+        self.lists[name].append(item)
+
+    def filling(self, name: str, origin: object) -> Stage | None:
+        """The stage that made the array ``name`` a loop writes into, taken out of the
+        stages (the loop makes it); None after refusing an array gradgen cannot follow: one
+        not made just before the loop by np.zeros/np.ones/np.empty (or their ``_like``),
+        the caller's, or one read before the loop fills it."""
+        builder = self.builder
+        held = unwrap(self.current.get(name, Name("")))
+        if isinstance(held, Name) and held.id in self.parameters:
+            builder.refuse(
+                origin,
+                f"the loop writes into '{name}', the caller's array: the forward must not "
+                f"change its arguments; fill an array of its own ({name}_2 = "
+                f"np.zeros_like({name})) and read that",
+            )
+            return None
+        made = next(
+            (s for s in builder.stages if isinstance(held, Name) and s.target == held.id), None
+        )
+        if made is None or not _makes_an_array(made):
+            builder.refuse(
+                origin,
+                f"the loop writes into '{name}': gradgen fills an array made for it just "
+                f"before the loop, by np.zeros, np.ones or np.empty (or their _like)",
+            )
+            return None
+        if any(made.target in stage.reads for stage in all_stages(builder.stages)):
+            builder.refuse(
+                origin,
+                f"'{name}' is read before the loop fills it: read it after the loop",
+            )
+            return None
+        builder.stages.remove(made)
+        return made
 
     def stage_branch(self, branch: Branch) -> None:
         """``if test:``: each side's stages apart; a name either side binds is joined after
@@ -622,6 +699,33 @@ class _Block:
         self.lists = {
             name: [] for name in appended if unwrap(current.get(name, Name(""))) == _EMPTY_LIST
         }
+        outer_arrays, self.arrays = self.arrays, {}
+        outer_variable = self.loop_variable
+        writes = [s for s in loop.body if isinstance(s, Append) and s.index is not None]
+        for name in dict.fromkeys(s.target for s in writes):
+            if name in outer_arrays or name in self.refused_arrays:
+                continue  # refused below, as a list filled by an inner loop; or refused
+            first = next(s for s in writes if s.target == name)
+            made = self.filling(name, first.origin or loop.origin)
+            if made is not None:
+                self.arrays[name] = (made, [])
+                self.lists[name] = []
+            else:
+                self.refused_arrays.add(name)
+        inner_loops = tuple(s for s in loop.body if isinstance(s, Loop))
+        for inner_write in _all_statements(inner_loops):
+            if not (isinstance(inner_write, Append) and inner_write.index is not None):
+                continue
+            name = inner_write.target
+            made_outside = name not in assigned  # made before this loop, not in its steps
+            if made_outside and name not in self.refused_arrays and name not in self.arrays:
+                self.refused_arrays.add(name)
+                builder.refuse(
+                    inner_write.origin or loop.origin,
+                    f"'{name}' is written into by an inner loop: gradgen fills an array in "
+                    "one loop, the one just after the array is made (nested loops: write "
+                    "each step's row into an array the inner loop fills, then that row)",
+                )
         # Each variable the body rebinds that is bound before the loop is carried: the
         # loop's own name for it holds each step's value in, and the last step's value out.
         carried: dict[str, tuple[str, Expr]] = {}
@@ -631,6 +735,7 @@ class _Block:
                 current[name] = Name(carried[name][0])
         variable = self.bind(loop.target)
         current[loop.target] = Name(variable)
+        self.loop_variable = variable
         for phi, initial in carried.values():
             start = Stage(phi, None, (), initial, builder.default_library, index, False)
             builder.carried_from[phi] = start
@@ -662,11 +767,22 @@ class _Block:
         )
         collected = []
         for name, items in self.lists.items():
-            if items:
+            if name in self.arrays:
+                # Filled where it was made: it keeps the name of the stage that made it.
+                made, indexes = self.arrays[name]
+                if items:
+                    collected.append(
+                        Collected(made.target, tuple(items), made.expr, tuple(indexes))
+                    )
+                    current[name] = Name(made.target)
+                else:
+                    builder.stages.append(made)  # refused: put back for the messages
+            elif items:
                 collected.append(Collected(self.bind(name), tuple(items)))
                 current[name] = Name(collected[-1].name)
                 builder.lists.add(collected[-1].name)
         self.lists = outer_lists
+        self.arrays, self.loop_variable = outer_arrays, outer_variable
         self.branch_depth = outer_depth
         for name in dict.fromkeys(assigned):
             if name not in carried and name not in self.lists:
@@ -690,6 +806,10 @@ class _Block:
         outer_reads += [
             n for c in collected for i in c.items for n in names_in(i) if n not in inner
         ]
+        # What makes an array filled, and where it is written (np.zeros((N, T, H)): N)
+        filled = [c.made for c in collected if c.made is not None]
+        filled += [part for c in collected for index in c.indexes for part in index]
+        outer_reads += [n for e in filled for n in names_in(e) if n not in inner]
         operands = tuple(Name(n) for n in dict.fromkeys(outer_reads))
         target = builder.namer.fresh(f"{variable}_steps")
         builder.stages.append(
@@ -710,6 +830,42 @@ _LIST_USE = (
     "a list a loop filled is read whole, by np.stack(hs, axis=...), "
     "np.concatenate(hs, axis=...) or sum(hs)"
 )
+
+
+def _apart(index: tuple[Expr, ...], other: tuple[Expr, ...]) -> bool:
+    """Do two writes of one step write different entries: different integers at one
+    position (``hs[t, 0]`` and ``hs[t, 1]``)?"""
+    pairs = [(unwrap(a), unwrap(b)) for a, b in zip(index, other, strict=False)]
+    return any(
+        isinstance(a, Const)
+        and isinstance(b, Const)
+        and _integer(a)
+        and a.value != b.value
+        and _integer(b)
+        for a, b in pairs
+    )
+
+
+def _integer(const: Const) -> bool:
+    return isinstance(const.value, int) and not isinstance(const.value, bool)
+
+
+_ARRAY_MAKERS = frozenset(
+    ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")
+)
+
+
+def _makes_an_array(stage: Stage) -> bool:
+    """Does ``stage`` make a new array of constants (np.zeros((N, H)), np.ones_like(x))?"""
+    made = unwrap(stage.expr)
+    return (
+        isinstance(made, Call)
+        and (made.func.lib, made.func.name) in _ARRAY_MAKERS
+        and stage.call is None
+        and stage.loop is None
+        and stage.branch is None
+        and not stage.draw
+    )
 
 
 def _reads_list(call: Call, lists: set[str]) -> bool:
