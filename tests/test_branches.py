@@ -174,6 +174,36 @@ def f(a, b):
     return m * m + (a * b if m > 0 else a - b)
 """
 
+EARLY_RETURNS = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", kind: str = "relu"):
+    h = x * w
+    if kind == "relu":
+        return np.sum(np.maximum(h, 0.0))
+    elif kind == "sigmoid":
+        s = 1 / (1 + np.exp(-h))
+        if np.sum(s) > 100.0:
+            return np.sum(s)
+        return np.sum(s * w)
+    h = h * h
+    return np.sum(h * x)
+"""
+
+EARLY_RETURNS_SEVERAL = """\
+def g(x, y, c):
+    if c > 0:
+        return x * y, x
+    z = x + y
+    return z, z * y
+
+
+def f(x, y, c):
+    a, b = g(x, y, c)
+    return a * b + a
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -212,6 +242,16 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         [{}, {"train": False}, {"mode": "b"}, {"mode": "c", "train": False}],
     ),
     "conditional-expression-on-values": (LARGER, {"a": (), "b": ()}, [{}]),
+    "returns-in-sides": (
+        EARLY_RETURNS,
+        {"x": (3,), "w": (3,)},
+        [{}, {"kind": "sigmoid"}, {"kind": "linear"}],
+    ),
+    "returns-of-several-values-in-sides": (
+        EARLY_RETURNS_SEVERAL,
+        {"x": (), "y": ()},
+        [{"c": 1.0}, {"c": -1.0}],
+    ),
 }
 
 RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]
@@ -335,12 +375,22 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         (8, 13),
         "inside an 'if'",
     ),
-    "return-in-a-side": (
-        "if x[0] > 0:\n        return x",
-        (6, 9),
-        "'return' inside a loop or an 'if'",
+    "return-in-a-loop-in-a-side": (
+        "if x[0] > 0:\n        for i in range(2):\n            return x",
+        (7, 13),
+        "'return' inside a loop is not supported",
     ),
     "while": ("while x[0] > 0:\n        x = x * 0.5", (5, 5), "'while' loops are not supported"),
+    "returns-of-different-numbers-of-values": (
+        "if x[0] > 0:\n        return x, x",
+        (7, 5),
+        "the same number of values",
+    ),
+    "code-after-a-return-in-a-side": (
+        "if x[0] > 0:\n        return x\n        y = x",
+        (7, 9),
+        "code after 'return' never runs",
+    ),
     "array-test": (
         "if x > 0:\n        x = x * 2",
         (5, 8),
@@ -369,3 +419,12 @@ def test_a_conditional_expression_reads_as_an_if() -> None:
     text = gradgen.generate(CONDITIONAL_EXPRESSIONS, "b.py")
     assert "    if train:\n        scale_if = 1.0\n    else:\n        scale_if = -1.0\n" in text
     assert "scale = 2.0 * scale_if" in text
+
+
+def test_a_side_that_does_not_return_while_another_does_is_refused() -> None:
+    source = "def f(x, c):\n    if c > 0:\n        return x * 2.0\n    y = x\n"
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert "ends without 'return' while another returns" in diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (2, 5)

@@ -22,7 +22,7 @@ BODY_REFUSALS = [
     ("for-unpacking", "for i, v in range(3):\n        x = x * v", 9, "unpacked"),
     ("for-over-dict", "for k in range(3, step=1):\n        x = x * 2", 14, "range(len(xs))"),
     ("while-loop", "while x < 3:\n        x = x * 2", 5, "'while' loops are not supported"),
-    ("return-in-if", "if x > 0: return -x", 15, "'return' inside a loop or an 'if'"),
+    ("return-in-loop", "for i in range(2): return -x", 24, "'return' inside a loop"),
     ("try", "try:\n        x = x\n    except Exception:\n        pass", 5, "'try'"),
     ("with", "with open('f') as h:\n        pass", 5, "'with'"),
     ("nested-def", "def g(y):\n        return y", 5, "nested functions"),

@@ -706,6 +706,7 @@ class _FunctionResolver:
         # Conditional expressions read as an ``if`` binding a name of their own (by node).
         self.conditionals: dict[int, str] = {}
         self.taken: set[str] = set()  # every name the function's text uses
+        self.returned: list[str] = []  # the names returns in the sides of an if bind
 
     def conditional(self, node: cst.IfExp) -> Expr | None:
         name = self.conditionals.get(id(node))
@@ -1007,14 +1008,18 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     resolver.taken = _names_in(function)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
-    small = [s for s in flat if not isinstance(s, (_ForBlock, _IfBlock))]
+    small = [s for s in flat if not isinstance(s, (_ForBlock, _IfBlock, _Returned))]
     parameters = _with_leaves(parsed, function, signature, small, resolver)
     # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
     resolver.generators = {p.name for p in signature} - assigned
     body: list[Statement] = []
     result: tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None = None
+    returns_in_sides = any(isinstance(s, _IfBlock) and _returns_inside(s) for s in statements)
+    if returns_in_sides:
+        statements = _folded_returns(parsed, statements, (), None)
+        result = _result_names(parsed, statements, resolver)
     for statement in statements:
-        if result is not None:
+        if result is not None and not returns_in_sides:
             parsed.refuse(_node_of(statement), "code after 'return' never runs")
             break
         if isinstance(statement, cst.Return):
@@ -1147,11 +1152,65 @@ class _IfBlock:
     orelse: list[_Node]
 
 
-_Node = cst.BaseSmallStatement | _ForBlock | _IfBlock
+@dataclass
+class _Returned:
+    """A ``return`` at the end of a side of an ``if`` (``_folded_returns``): read as the
+    binding of the function's result names (``out``), which the function returns once."""
+
+    node: cst.Return
+
+
+_Node = cst.BaseSmallStatement | _ForBlock | _IfBlock | _Returned
 
 
 def _node_of(statement: _Node) -> cst.CSTNode:
-    return statement.node if isinstance(statement, (_ForBlock, _IfBlock)) else statement
+    if isinstance(statement, (_ForBlock, _IfBlock, _Returned)):
+        return statement.node
+    return statement
+
+
+def _returns_inside(block: _IfBlock) -> bool:
+    """Does a side of ``block`` (or of an ``if`` in it) return?"""
+    return any(
+        isinstance(s, cst.Return) or (isinstance(s, _IfBlock) and _returns_inside(s))
+        for s in (*block.body, *block.orelse)
+    )
+
+
+def _folded_returns(
+    parsed: ParsedModule,
+    block: list[_Node],
+    rest: tuple[list[_Node], ...],
+    within: cst.If | None,
+) -> list[_Node]:
+    """``block`` (then ``rest``: the statements after the ``if`` it is a side of, and after
+    the ``if`` that one is a side of, ...) with each
+    ``return`` in the sides of an ``if`` the end of that side: a side that does not return
+    goes on with what follows the ``if``, copied into it. ``if c: return a`` then ``return
+    b`` reads as ``if c: out = a else: out = b`` and ``return out``."""
+    folded: list[_Node] = []
+    for position, statement in enumerate(block):
+        if isinstance(statement, cst.Return):
+            if position + 1 < len(block):
+                parsed.refuse(_node_of(block[position + 1]), "code after 'return' never runs")
+            folded.append(_Returned(statement))
+            return folded
+        if isinstance(statement, _IfBlock) and _returns_inside(statement):
+            after = (block[position + 1 :], *rest)
+            body = _folded_returns(parsed, statement.body, after, statement.node)
+            orelse = _folded_returns(parsed, statement.orelse, after, statement.node)
+            folded.append(_IfBlock(statement.node, body, orelse))
+            return folded
+        folded.append(statement)
+    if rest:
+        return folded + _folded_returns(parsed, rest[0], rest[1:], within)
+    if within is not None:
+        parsed.refuse(
+            within,
+            "a side of this if ends without 'return' while another returns: return in "
+            "every side, or after the if",
+        )
+    return folded
 
 
 def _flat_nodes(statements: list[_Node]) -> Iterator[_Node]:
@@ -1243,11 +1302,56 @@ def _is_append(statement: cst.Expr) -> bool:
     )
 
 
+def _result_names(
+    parsed: ParsedModule, statements: list[_Node], resolver: _FunctionResolver
+) -> tuple[tuple[Expr, ...], tuple[str | None, ...], str] | None:
+    """The names the folded ``return`` statements bind (``out``, or ``out``, ``out_2``, ...
+    for several values), as the function's result; None after refusing returns of
+    different numbers of values."""
+    returns = [s.node for s in _flat_nodes(statements) if isinstance(s, _Returned)]
+    counts = {_returned_count(r) for r in returns}
+    if len(counts) != 1:
+        parsed.refuse(returns[-1], "every 'return' must give the same number of values")
+        return None
+    count = counts.pop()
+    names = [resolver.fresh("out") for _ in range(count)]
+    resolver.returned = names
+    values = tuple(Name(n) for n in names)
+    return values, tuple(names), f"return {', '.join(names)}"
+
+
+def _returned_count(statement: cst.Return) -> int:
+    value = statement.value
+    return len(value.elements) if isinstance(value, cst.Tuple) else 1
+
+
 def _read_statements(
     parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
 ) -> list[Statement]:
     """``statement`` read, after the ``if`` statements its conditional expressions are
     read as (``y = a if c else b`` is itself one)."""
+    if isinstance(statement, _Returned):
+        value = statement.node.value
+        if not resolver.returned:
+            return []  # returns of different numbers of values: refused already
+        if value is None:
+            parsed.refuse(
+                statement.node, "'return' needs a value: gradgen differentiates that value"
+            )
+            return []
+        nodes: list[cst.BaseExpression] = [value]
+        if isinstance(value, cst.Tuple):
+            nodes = []
+            for element in value.elements:
+                if isinstance(element, cst.StarredElement):
+                    parsed.refuse(element, "a starred value in 'return' is not supported")
+                    return []
+                nodes.append(element.value)
+        return [
+            read
+            for node, name in zip(nodes, resolver.returned, strict=True)
+            for read in _bound_to(parsed, node, name, resolver)
+        ]
     hoisted: list[Statement] = []
     if isinstance(statement, (cst.Assign, cst.AnnAssign)) and statement.value is not None:
         targets = _targets(statement)
@@ -1331,6 +1435,7 @@ def _names_in(function: cst.FunctionDef) -> set[str]:
 def _read_statement(
     parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
 ) -> Statement | None:
+    assert not isinstance(statement, _Returned)  # read by _read_statements
     if isinstance(statement, _ForBlock):
         return _read_loop(parsed, statement, resolver)
     if isinstance(statement, _IfBlock):
@@ -1338,8 +1443,8 @@ def _read_statement(
     if isinstance(statement, cst.Return):
         parsed.refuse(
             statement,
-            "'return' inside a loop or an 'if' is not supported: return once, at the end "
-            "(bind the value in each branch, then return it)",
+            "'return' inside a loop is not supported: return once, after the loop (bind "
+            "the value in the loop)",
         )
         return None
     if isinstance(statement, cst.Expr):
