@@ -134,6 +134,12 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        hs[t] = row\n    return np.sum(hs * hs)\n",
         {"x": (3, 2), "w": (2,)},
     ),
+    "mean-of-a-list-by-its-length": (
+        "import numpy as np\n\n\ndef f(x: 'T', alpha: '1'):\n    m = x[0]\n    losses = []\n"
+        "    for t in range(1, len(x)):\n        m = alpha * m + (1 - alpha) * x[t]\n"
+        "        losses.append((x[t] - m) ** 2)\n    return np.sum(sum(losses) / len(losses))\n",
+        {"x": (5,), "alpha": (1,)},
+    ),
     "filled-partly-read-whole": (
         "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    hs = np.ones_like(x)\n"
         "    for t in range(1, x.shape[0], 2):\n        hs[t, :] = x[t] * w\n"

@@ -1170,6 +1170,8 @@ class _Builder:
                 return Const("0", 0)
             return plain
         if isinstance(plain, Call) and plain.args and _reads_list(plain, self.lists):
+            if (plain.func.lib, plain.func.name) == ("builtins", "len"):
+                return plain  # how many items: a number, read as written (no gradient)
             return self.list_read(plain, target, user_target, statement, top)
         if is_inactive(plain):
             return self.lower_calls_inside(expr, user_target, statement)
