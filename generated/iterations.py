@@ -3,6 +3,7 @@
 # Forward source digests (a mismatch means this file is stale):
 #   oscillator_energy: 3051118ffd327389
 #   cube_root_ish: 3b9e45ad87765fed
+#   solve_until_converged: d5094cfa30293a11
 
 import math
 
@@ -185,4 +186,97 @@ def cube_root_ish_value_and_grad(a, dout=1.0):
         dx_mul_self = x_2 * dx_sub
         dx_2 += x_mul_self * dx_sub
         dx_2 += (2 * x_2) * dx_mul_self
+    return out, da
+
+
+def solve_until_converged_backward(a, dout=1.0):
+    """Gradient of solve_until_converged with respect to a."""
+    # Recomputes: x, change, steps, steps_4, out.
+    x = 1.0
+    change = 1.0
+    steps = 0
+    change_2 = change
+    x_2 = x
+    steps_2 = steps
+    steps_4 = []
+    while change_2 > 1e-10 and steps_2 < 50:
+        x_next_mul_self = x_2 * x_2
+        x_next_sub = x_next_mul_self * x_2 + x_2 - a
+        x_next_mul_3 = 3.0 * x_2
+        x_next_add_2 = x_next_mul_3 * x_2 + 1.0
+        x_next = x_2 - x_next_sub / x_next_add_2
+        change_3 = abs(x_next - x_2)
+        steps_3 = steps_2 + 1
+        steps_4.append((x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2))
+        change_2, x_2, steps_2 = change_3, x_next, steps_3
+    out = math.tanh(x_2)
+
+    # backprop return math.tanh(x)
+    dx_2 = (1 - out**2) * dout
+    # backprop while change > 1e-10 and steps < 50:
+    da = 0.0
+    for x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2 in reversed(
+        steps_4
+    ):
+        # backprop while change > 1e-10 and steps < 50:
+        dx_next = dx_2
+        # backprop x_next = x - (x * x * x + x - a) / (3.0 * x * x + 1.0)
+        dx_2 = dx_next
+        dx_next_div = -dx_next
+        dx_next_sub = dx_next_div / x_next_add_2
+        dx_next_add_2 = -(x_next_sub / x_next_add_2**2) * dx_next_div
+        dx_next_mul_3 = x_2 * dx_next_add_2
+        dx_2 += x_next_mul_3 * dx_next_add_2
+        dx_2 += 3.0 * dx_next_mul_3
+        da -= dx_next_sub
+        dx_2 += dx_next_sub
+        dx_next_mul_self = x_2 * dx_next_sub
+        dx_2 += x_next_mul_self * dx_next_sub
+        dx_2 += (2 * x_2) * dx_next_mul_self
+    return da
+
+
+def solve_until_converged_value_and_grad(a, dout=1.0):
+    """solve_until_converged and its gradient with respect to a."""
+    x = 1.0
+    change = 1.0
+    steps = 0
+    change_2 = change
+    x_2 = x
+    steps_2 = steps
+    steps_4 = []
+    while change_2 > 1e-10 and steps_2 < 50:
+        x_next_mul_self = x_2 * x_2
+        x_next_sub = x_next_mul_self * x_2 + x_2 - a
+        x_next_mul_3 = 3.0 * x_2
+        x_next_add_2 = x_next_mul_3 * x_2 + 1.0
+        x_next = x_2 - x_next_sub / x_next_add_2
+        change_3 = abs(x_next - x_2)
+        steps_3 = steps_2 + 1
+        steps_4.append((x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2))
+        change_2, x_2, steps_2 = change_3, x_next, steps_3
+    out = math.tanh(x_2)
+
+    # backprop return math.tanh(x)
+    dx_2 = (1 - out**2) * dout
+    # backprop while change > 1e-10 and steps < 50:
+    da = 0.0
+    for x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2 in reversed(
+        steps_4
+    ):
+        # backprop while change > 1e-10 and steps < 50:
+        dx_next = dx_2
+        # backprop x_next = x - (x * x * x + x - a) / (3.0 * x * x + 1.0)
+        dx_2 = dx_next
+        dx_next_div = -dx_next
+        dx_next_sub = dx_next_div / x_next_add_2
+        dx_next_add_2 = -(x_next_sub / x_next_add_2**2) * dx_next_div
+        dx_next_mul_3 = x_2 * dx_next_add_2
+        dx_2 += x_next_mul_3 * dx_next_add_2
+        dx_2 += 3.0 * dx_next_mul_3
+        da -= dx_next_sub
+        dx_2 += dx_next_sub
+        dx_next_mul_self = x_2 * dx_next_sub
+        dx_2 += x_next_mul_self * dx_next_sub
+        dx_2 += (2 * x_2) * dx_next_mul_self
     return out, da

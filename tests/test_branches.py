@@ -380,7 +380,11 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         (7, 13),
         "'return' inside a loop is not supported",
     ),
-    "while": ("while x[0] > 0:\n        x = x * 0.5", (5, 5), "'while' loops are not supported"),
+    "while-test-of-nothing-it-changes": (
+        "while x[0] > 0:\n        y = x * 0.5",
+        (5, 11),
+        "this 'while' never ends",
+    ),
     "returns-of-different-numbers-of-values": (
         "if x[0] > 0:\n        return x, x",
         (7, 5),

@@ -281,7 +281,7 @@ REFUSALS: dict[str, tuple[dict[str, str], str, str]] = {
             "model.py": "from layers import f\n\n\ndef loss(x):\n    return f(x) * 2.0\n",
         },
         "layers.py:2",
-        "loops are not supported",
+        "this 'while' never ends",
     ),
     "module-data-in-layers": (
         {

@@ -140,6 +140,23 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        losses.append((x[t] - m) ** 2)\n    return np.sum(sum(losses) / len(losses))\n",
         {"x": (5,), "alpha": (1,)},
     ),
+    "while-newton": (
+        "def f(a):\n    x = a\n    err = 1.0\n    while err > 1e-12:\n"
+        "        x_new = 0.5 * (x + a / x)\n        err = abs(x_new - x)\n        x = x_new\n"
+        "    return x * a\n",
+        {"a": ()},
+    ),
+    "while-on-arrays-with-a-count": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n    n = 0\n"
+        "    total = 0.0\n    while np.sum(h * h) > 0.01 and n < 50:\n"
+        "        h = np.tanh(h) * (0.5 + 0.1 * w)\n        total = total + np.sum(h)\n"
+        "        n = n + 1\n    return total + np.sum(h * w)\n",
+        {"x": (3,), "w": (3,)},
+    ),
+    "while-that-runs-no-step": (
+        "def f(x, y):\n    h = x\n    while h > 1e9:\n        h = h * y\n    return h * y\n",
+        {"x": (), "y": ()},
+    ),
     "filled-partly-read-whole": (
         "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    hs = np.ones_like(x)\n"
         "    for t in range(1, x.shape[0], 2):\n        hs[t, :] = x[t] * w\n"
@@ -409,7 +426,9 @@ def test_loops_are_deterministic() -> None:
     assert gradgen.generate(RNN, "rnn.py") == first
 
 
-@pytest.mark.parametrize("case", ["loss-summed-in-loop", "filled-backwards-two-arrays"])
+@pytest.mark.parametrize(
+    "case", ["loss-summed-in-loop", "filled-backwards-two-arrays", "while-on-arrays-with-a-count"]
+)
 def test_pairs_keep_the_steps_in_the_cache(case: str) -> None:
     source, shapes = ACCEPTED[case]
     text = gradgen.generate(source, "loops.py", pairs=True)
@@ -472,6 +491,16 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         "in the next step",
     ),
     "over-array-items": ("for v in x:\n        x = x * v", (5, 14), "range(len(xs))"),
+    "while-else": (
+        "while x[0] > 1.0:\n        x = x * 0.5\n    else:\n        pass",
+        (7, 5),
+        "'while ... else'",
+    ),
+    "break-in-while": (
+        "while x[0] > 1.0:\n        x = x * 0.5\n        break",
+        (7, 9),
+        "'break' is not supported",
+    ),
     "write-outside-a-loop": ("h = np.zeros(3)\n    h[0] = x[0]", (6, 5), "only inside a loop"),
     "write-into-a-parameter": (
         "for i in range(3):\n        x[i] = x[i] * 2.0",
@@ -528,3 +557,15 @@ def assert_refused_at(body: str, line: int, column: int, words: str) -> None:
 def test_refused_loops_are_located(case: str) -> None:
     body, (line, column), words = REFUSED[case]
     assert_refused_at(body, line, column, words)
+
+
+def test_a_while_test_calling_a_function_of_the_module_is_refused() -> None:
+    source = (
+        "def g(x):\n    return x * x\n\n\ndef f(x):\n    while g(x) > 1.0:\n"
+        "        x = x * 0.5\n    return x\n"
+    )
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert "in a 'while' test is not supported" in diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (6, 11)

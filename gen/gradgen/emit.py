@@ -370,7 +370,7 @@ def _rebound_by_loops(adjoints: Iterable[AdjointStatement]) -> set[str]:
     found: set[str] = set()
     for adjoint in adjoints:
         if adjoint.loop is not None:
-            found |= {adjoint.loop.variable, *adjoint.loop.kept}
+            found |= {adjoint.loop.variable, *adjoint.loop.kept} - {""}
             found |= _rebound_by_loops(adjoint.loop.body)
     return found
 
@@ -547,7 +547,10 @@ def _forward_loop(line: ForwardLine, loop: ForwardLoop, helpers: _Helpers) -> li
         lines.append(f"{collected.name} = {made}")
     if loop.kept is not None:
         lines.append(f"{line.target} = []")
-    lines.append(f"for {loop.variable} in {render(helpers.resolve(line.expr))}:")
+    if loop.variable:
+        lines.append(f"for {loop.variable} in {render(helpers.resolve(line.expr))}:")
+    else:  # a while loop: its test, read before each step
+        lines.append(f"while {render(helpers.resolve(line.expr))}:")
     step = _forward_body(loop.body, helpers)
     for collected in loop.collected:
         name = collected.name
@@ -578,8 +581,12 @@ def _if_lines(test: Expr, then: list[str], orelse: list[str]) -> list[str]:
 
 
 def _step_values(variable: str, kept: tuple[str, ...]) -> str:
-    """What a step keeps: its loop variable, and the values its backward reads."""
-    return f"({', '.join((variable, *kept))})" if kept else variable
+    """What a step keeps: its loop variable, and the values its backward reads (a while
+    loop has no variable: where it keeps nothing, None, so the steps are counted)."""
+    values = [n for n in (variable, *kept) if n]
+    if not values:
+        return "None"
+    return values[0] if len(values) == 1 else f"({', '.join(values)})"
 
 
 INDENT = "    "
@@ -612,7 +619,8 @@ def _adjoint_lines(
         if adjoint.loop is not None:
             loop = adjoint.loop
             steps = render(helpers.resolve(adjoint.expr))
-            body.append(f"for {', '.join((loop.variable, *loop.kept))} in reversed({steps}):")
+            kept = ", ".join(n for n in (loop.variable, *loop.kept) if n) or "_"
+            body.append(f"for {kept} in reversed({steps}):")
             body += _indented(_adjoint_lines(loop.body, statements, helpers) or ["pass"])
             current = None  # the lines after the loop are under their comment again
             continue

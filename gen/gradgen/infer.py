@@ -66,7 +66,7 @@ def infer_shapes(
         names = [p.name for p in function.parameters]
         for stage in function.all_stages:
             names += stage.targets
-            if stage.loop is not None:
+            if stage.loop is not None and stage.loop.variable:
                 names.append(stage.loop.variable)
         return dict.fromkeys(names, SCALAR)
     if parameters is None:
@@ -106,7 +106,8 @@ def _infer_loop(stage: Stage, known: Shapes, callees: ResultShapes | None) -> No
     and what the steps keep have none."""
     loop = stage.loop
     assert loop is not None
-    known[loop.variable] = SCALAR
+    if loop.variable:  # a while loop has none
+        known[loop.variable] = SCALAR
     known[stage.target] = None
     for carry in loop.carried:
         known[carry.name] = expression_shape(carry.initial, known)

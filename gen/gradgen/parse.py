@@ -20,6 +20,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from gradgen.convert import convert, convert_condition, dotted_name
 from gradgen.errors import Diagnostic, GradgenError, source_line
 from gradgen.expr import (
+    RULE,
     USER,
     Attribute,
     BinOp,
@@ -31,6 +32,7 @@ from gradgen.expr import (
     Sequence_,
     Subscript,
     is_constant,
+    names_in,
     render,
     walk,
 )
@@ -149,10 +151,11 @@ class Append:
 
 @dataclass(frozen=True)
 class Loop:
-    """``for t in range(T):`` and the statements it repeats, as the user wrote them."""
+    """``for t in range(T):`` and the statements it repeats, as the user wrote them; or
+    ``while test:`` (``target`` is "", ``iterable`` the test, read before each step)."""
 
-    target: str  # the loop variable
-    iterable: Expr  # range(...) or reversed(range(...)): numbers, no gradient
+    target: str  # the loop variable ("": a while loop)
+    iterable: Expr  # range(...) or reversed(range(...)): numbers, no gradient; or the test
     body: tuple[Statement, ...]
     text: str  # ``for t in range(T):``
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
@@ -662,8 +665,7 @@ def _library_constant(dotted: str, context: ModuleContext) -> str | None:
 _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     cst.For: "loops are not supported: gradgen differentiates straight-line code "
     "(unroll the loop, or vectorize it)",
-    cst.While: "'while' loops are not supported: their number of steps is decided as they "
-    "run; loop over range(max_steps) (and keep converged values with np.where)",
+    cst.While: "'while' loops are not supported here",
     cst.Try: "'try' is not supported: gradgen differentiates straight-line code",
     cst.TryStar: "'try' is not supported: gradgen differentiates straight-line code",
     cst.With: "'with' is not supported: gradgen differentiates straight-line code",
@@ -1094,6 +1096,9 @@ class _Loops(cst.CSTVisitor):
     def visit_For(self, node: cst.For) -> None:
         self.iterables.append(node.iter)
 
+    def visit_While(self, node: cst.While) -> None:
+        self.iterables.append(node.test)
+
 
 def _leaf_assignment(statement: cst.Assign, bound: list[tuple[str, str]]) -> Assignment | None:
     """``W1, b1 = params`` (each name -> its leaf) as the renaming it is; None when every
@@ -1132,14 +1137,14 @@ def _check_decorator(parsed: ParsedModule, decorator: cst.Decorator) -> None:
 
 @dataclass
 class _ForBlock:
-    """A ``for`` loop the fence lets through, and its statements, read once."""
+    """A ``for`` (or ``while``) loop the fence lets through, and its statements, read once."""
 
-    node: cst.For
+    node: cst.For | cst.While
     body: list[_Node]
 
     @property
     def target_names(self) -> list[str]:
-        return _bound_names(self.node.target)
+        return _bound_names(self.node.target) if isinstance(self.node, cst.For) else []
 
 
 @dataclass
@@ -1246,6 +1251,11 @@ def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = Fa
         if isinstance(line, cst.For) and line.asynchronous is None:
             if line.orelse is not None:
                 parsed.refuse(line.orelse, "'for ... else' is not supported")
+            found.append(_ForBlock(line, _block_statements(parsed, line.body)))
+            continue
+        if isinstance(line, cst.While):
+            if line.orelse is not None:
+                parsed.refuse(line.orelse, "'while ... else' is not supported")
             found.append(_ForBlock(line, _block_statements(parsed, line.body)))
             continue
         if isinstance(line, cst.If):
@@ -1463,6 +1473,8 @@ def _read_statement(
 def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolver) -> Loop | None:
     """``for t in range(...):``: the steps are numbers the forward can count."""
     node = block.node
+    if isinstance(node, cst.While):
+        return _read_while(parsed, node, block, resolver)
     iterable = convert(node.iter, resolver)
     if not isinstance(node.target, cst.Name):
         parsed.refuse(
@@ -1484,6 +1496,45 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     text = f"for {target} in {render(iterable)}:"
     return Loop(target, iterable, tuple(body), text, origin=node)
+
+
+def _read_while(
+    parsed: ParsedModule, node: cst.While, block: _ForBlock, resolver: _FunctionResolver
+) -> Loop | None:
+    """``while test:``: the forward counts the steps as it runs them (each one kept for
+    the backward, which walks them back); the test decides, as an ``if``'s does."""
+    test = convert_condition(node.test, resolver)
+    rebound = {n for s in _flat_nodes(block.body) for n in _node_binds(s)}
+    if not set(names_in(test)) & rebound:
+        # 'while True:' or a test of nothing the steps change: it never ends.
+        parsed.refuse(
+            node.test,
+            "this 'while' never ends: its test reads nothing the loop changes, and 'break' "
+            "is not supported; test what decides the end (while err > tol:), or loop over "
+            "range(max_steps)",
+        )
+        return None
+    called = [c for c in walk(test) if isinstance(c, Call) and c.func.lib in (USER, RULE)]
+    if called:
+        parsed.refuse(
+            called[0].origin or node.test,
+            "a call of a function of the module in a 'while' test is not supported: call it "
+            "before the loop and at the end of each step, and test its result",
+        )
+        return None
+    body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
+    return Loop("", test, tuple(body), f"while {render(test)}:", origin=node)
+
+
+def _node_binds(statement: _Node) -> list[str]:
+    """The names a statement of a block binds (an assignment's targets, a loop's variable)."""
+    if isinstance(statement, _ForBlock):
+        return statement.target_names
+    if isinstance(statement, (cst.Assign, cst.AnnAssign)):
+        return [n for t in _targets(statement) for n in _bound_names(t)]
+    if isinstance(statement, cst.AugAssign):
+        return _bound_names(statement.target)
+    return []
 
 
 def _read_branch(parsed: ParsedModule, block: _IfBlock, resolver: _FunctionResolver) -> Branch:

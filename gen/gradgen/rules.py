@@ -765,6 +765,12 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
 # count before it starts.
 STEPS = ("builtins", "range")
 REVERSED = ("builtins", "reversed")
+# How many items a list has (len(hs) of a list a loop filled): a number, no gradient.
+LENGTH = ("builtins", "len")
+# What makes an array a loop may fill (hs = np.zeros(...), then hs[:, t, :] = h): constants.
+ARRAY_MAKERS = frozenset(
+    ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")
+)
 # The user's mark on a value that is constant for gradients (the max-shift of a softmax):
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.

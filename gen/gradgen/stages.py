@@ -49,6 +49,8 @@ from gradgen.parse import (
     Statement,
 )
 from gradgen.rules import (
+    ARRAY_MAKERS,
+    LENGTH,
     LIST_RULES,
     NONDIFFERENTIABLE_ATTRIBUTES,
     STOP_GRADIENT,
@@ -678,14 +680,16 @@ class _Block:
         builder, current = self.builder, self.current
         index = len(self.statements)
         self.statements.append(loop.text)
+        repeats_while = loop.target == ""  # ``while test:``, the test read at each step
         iterable = substitute(loop.iterable, current)
-        if not is_inactive(iterable):
+        if not repeats_while and not is_inactive(iterable):
             builder.refuse(
                 getattr(loop.iterable, "origin", None) or loop.origin,
                 "the number of steps must not depend on a value with a gradient",
             )
             return
-        iterable = builder.lower_calls_inside(iterable, loop.target, index)
+        if not repeats_while:
+            iterable = builder.lower_calls_inside(iterable, loop.target, index)
         assigned = [n for s in _all_statements(loop.body) for n in _names_bound(s)]
         appended = {s.target for s in _all_statements(loop.body) if isinstance(s, Append)}
         outer_lists = self.lists
@@ -733,8 +737,13 @@ class _Block:
             if name in current and name != loop.target and name not in self.lists:
                 carried[name] = (self.bind(name), current[name])
                 current[name] = Name(carried[name][0])
-        variable = self.bind(loop.target)
-        current[loop.target] = Name(variable)
+        if repeats_while:
+            # The test reads what the step starts from: the loop's names for what it carries.
+            iterable = substitute(loop.iterable, current)
+            variable = ""
+        else:
+            variable = self.bind(loop.target)
+            current[loop.target] = Name(variable)
         self.loop_variable = variable
         for phi, initial in carried.values():
             start = Stage(phi, None, (), initial, builder.default_library, index, False)
@@ -811,7 +820,7 @@ class _Block:
         filled += [part for c in collected for index in c.indexes for part in index]
         outer_reads += [n for e in filled for n in names_in(e) if n not in inner]
         operands = tuple(Name(n) for n in dict.fromkeys(outer_reads))
-        target = builder.namer.fresh(f"{variable}_steps")
+        target = builder.namer.fresh(f"{variable}_steps" if variable else "steps")
         builder.stages.append(
             Stage(
                 target,
@@ -850,17 +859,12 @@ def _integer(const: Const) -> bool:
     return isinstance(const.value, int) and not isinstance(const.value, bool)
 
 
-_ARRAY_MAKERS = frozenset(
-    ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")
-)
-
-
 def _makes_an_array(stage: Stage) -> bool:
     """Does ``stage`` make a new array of constants (np.zeros((N, H)), np.ones_like(x))?"""
     made = unwrap(stage.expr)
     return (
         isinstance(made, Call)
-        and (made.func.lib, made.func.name) in _ARRAY_MAKERS
+        and (made.func.lib, made.func.name) in ARRAY_MAKERS
         and stage.call is None
         and stage.loop is None
         and stage.branch is None
@@ -1170,7 +1174,7 @@ class _Builder:
                 return Const("0", 0)
             return plain
         if isinstance(plain, Call) and plain.args and _reads_list(plain, self.lists):
-            if (plain.func.lib, plain.func.name) == ("builtins", "len"):
+            if (plain.func.lib, plain.func.name) == LENGTH:
                 return plain  # how many items: a number, read as written (no gradient)
             return self.list_read(plain, target, user_target, statement, top)
         if is_inactive(plain):
