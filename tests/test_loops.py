@@ -569,3 +569,45 @@ def test_a_while_test_calling_a_function_of_the_module_is_refused() -> None:
     diagnostic = caught.value.diagnostics[0]
     assert "in a 'while' test is not supported" in diagnostic.message
     assert (diagnostic.line, diagnostic.column) == (6, 11)
+
+
+# A loop in a function others call: its F_forward keeps the steps the backwards its callers
+# call read, each w.r.t. other parameters (the steps were not kept at all: NameError,
+# found trying programs as a user would).
+CALLEE_WITH_A_LOOP = """\
+import numpy as np
+
+
+def unroll(x, w):
+    h = x
+    for t in range(3):
+        h = np.tanh(h * w) + x * w
+    return h
+
+
+def by_x(x: "3", w: "3"):
+    return np.sum(unroll(x, np.ones(3)) * w)
+
+
+def by_w(x: "3", w: "3"):
+    return np.sum(unroll(np.ones(3), w) * x)
+"""
+
+
+@pytest.mark.parametrize("pairs", [False, True], ids=["recompute", "pairs"])
+@pytest.mark.parametrize("caller", ["by_x", "by_w"])
+def test_a_loop_in_a_called_function_keeps_what_each_callers_backward_reads(
+    caller: str, pairs: bool
+) -> None:
+    text = gradgen.generate(CALLEE_WITH_A_LOOP, "callee.py", pairs=pairs)
+    namespace = run_module(text, "callee_backward.py")
+    forward = run_module(CALLEE_WITH_A_LOOP, "callee.py")[caller]
+    shapes = {"x": (3,), "w": (3,)}
+    args = draw(shapes, f"callee {caller}")
+    if pairs:
+        _, cache = namespace[f"{caller}_forward"](**args)
+        got = namespace[f"{caller}_backward"](1.0, cache)
+    else:
+        got = namespace[f"{caller}_backward"](**args)
+    expected = expected_gradients(forward, args, list(shapes))
+    assert_close(dict(zip(shapes, got, strict=True)), expected, f" ({caller}, pairs={pairs})")

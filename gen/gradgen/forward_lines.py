@@ -9,7 +9,8 @@ recomputed forward reads like the user's own lines.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from gradgen.expr import RULE, USER, Call, Const, Expr, Func, Name, names_in, substitute
 from gradgen.ir import AdjointStatement, ForwardBranch, ForwardLine, ForwardLoop
@@ -39,6 +40,43 @@ def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str
         for block in a.blocks:
             found.update(kept_by_loops(block))
     return found
+
+
+def every_kept(
+    adjoints: Iterable[tuple[AdjointStatement, ...]],
+) -> dict[str, tuple[str, ...]]:
+    """What each loop keeps of a step for several backwards reading one forward's cache
+    (``F_forward`` shared by the backwards its callers call): every value any of them
+    reads, in the order first read."""
+    found: dict[str, tuple[str, ...]] = {}
+    for statements in adjoints:
+        for loop, kept in kept_by_loops(statements).items():
+            found[loop] = tuple(dict.fromkeys((*found.get(loop, ()), *kept)))
+    return found
+
+
+def with_steps_kept(
+    adjoints: tuple[AdjointStatement, ...], kept: Mapping[str, tuple[str, ...]]
+) -> tuple[AdjointStatement, ...]:
+    """``adjoints`` with each loop unpacking a step as ``kept`` says (``every_kept``): what
+    the shared forward appends, whether this backward reads it or not."""
+    result = []
+    for statement in adjoints:
+        if statement.loop is not None:
+            loop = statement.loop
+            body = with_steps_kept(loop.body, kept)
+            steps = kept.get(statement.target, loop.kept)
+            statement = replace(statement, loop=replace(loop, body=body, kept=steps))
+        if statement.branch is not None:
+            sides = statement.branch
+            branch = replace(
+                sides,
+                then=with_steps_kept(sides.then, kept),
+                orelse=with_steps_kept(sides.orelse, kept),
+            )
+            statement = replace(statement, branch=branch)
+        result.append(statement)
+    return tuple(result)
 
 
 def forward_lines(
