@@ -9,7 +9,7 @@ import numpy as np
 
 def dense_backward(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
     """Gradients of dense with respect to (x, W, b, use_bias, activation)."""
-    # Recomputes: out, out_2, h, h_2.
+    # Recomputes: out, out_2, h.
     out = x @ W
     if use_bias:
         out_2 = out + b
@@ -17,13 +17,10 @@ def dense_backward(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
         out_2 = out
     if activation == "tanh":
         h = np.tanh(out_2)
-        h_2 = None
+    elif activation == "relu":
+        h = np.maximum(out_2, 0.0)
     else:
-        if activation == "relu":
-            h_2 = np.maximum(out_2, 0.0)
-        else:
-            h_2 = out_2
-        h = h_2
+        h = out_2
 
     # backprop loss = np.sum(h * h)
     dh = (2 * h) * dloss
@@ -31,14 +28,11 @@ def dense_backward(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
     if activation == "tanh":
         # backprop h = np.tanh(out)
         dout_2 = (1 - h**2) * dh
+    elif activation == "relu":
+        # backprop h = np.maximum(out, 0.0)
+        dout_2 = (out_2 >= 0.0) * dh
     else:
-        dh_2 = dh
-        # backprop if activation == "relu":
-        if activation == "relu":
-            # backprop h = np.maximum(out, 0.0)
-            dout_2 = (out_2 >= 0.0) * dh_2
-        else:
-            dout_2 = dh_2
+        dout_2 = dh
     # backprop if use_bias:
     if use_bias:
         # backprop out = out + b
@@ -62,13 +56,10 @@ def dense_value_and_grad(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0
         out_2 = out
     if activation == "tanh":
         h = np.tanh(out_2)
-        h_2 = None
+    elif activation == "relu":
+        h = np.maximum(out_2, 0.0)
     else:
-        if activation == "relu":
-            h_2 = np.maximum(out_2, 0.0)
-        else:
-            h_2 = out_2
-        h = h_2
+        h = out_2
     loss = np.sum(h * h)
 
     # backprop loss = np.sum(h * h)
@@ -77,14 +68,11 @@ def dense_value_and_grad(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0
     if activation == "tanh":
         # backprop h = np.tanh(out)
         dout_2 = (1 - h**2) * dh
+    elif activation == "relu":
+        # backprop h = np.maximum(out, 0.0)
+        dout_2 = (out_2 >= 0.0) * dh
     else:
-        dh_2 = dh
-        # backprop if activation == "relu":
-        if activation == "relu":
-            # backprop h = np.maximum(out, 0.0)
-            dout_2 = (out_2 >= 0.0) * dh_2
-        else:
-            dout_2 = dh_2
+        dout_2 = dh
     # backprop if use_bias:
     if use_bias:
         # backprop out = out + b
@@ -127,23 +115,20 @@ def huber_backward(prediction, target, delta=1.0, *, dloss=1.0):
         dresidual = dloss_sub
         dloss_mul = -dloss_sub
         ddelta += 0.5 * dloss_mul
+    elif residual < -delta:
+        # backprop loss = -delta * (residual + 0.5 * delta)
+        dloss_neg = loss_add * dloss
+        dloss_add = loss_neg * dloss
+        dresidual = dloss_add
+        ddelta = 0.5 * dloss_add
+        ddelta -= dloss_neg
     else:
-        dloss_2 = dloss
+        # backprop loss = 0.5 * residual * residual
+        dloss_mul_3 = residual * dloss
+        dresidual = loss_mul_3 * dloss
+        dresidual += 0.5 * dloss_mul_3
         # backprop if residual < -delta:
-        if residual < -delta:
-            # backprop loss = -delta * (residual + 0.5 * delta)
-            dloss_neg = loss_add * dloss_2
-            dloss_add = loss_neg * dloss_2
-            dresidual = dloss_add
-            ddelta = 0.5 * dloss_add
-            ddelta -= dloss_neg
-        else:
-            # backprop loss = 0.5 * residual * residual
-            dloss_mul_3 = residual * dloss_2
-            dresidual = loss_mul_3 * dloss_2
-            dresidual += 0.5 * dloss_mul_3
-            # backprop if residual < -delta:
-            ddelta = 0.0
+        ddelta = 0.0
     # backprop residual = prediction - target
     dprediction = dresidual
     dtarget = -dresidual
@@ -158,20 +143,18 @@ def huber_value_and_grad(prediction, target, delta=1.0, *, dloss=1.0):
         loss = delta * loss_sub
         loss_neg = None
         loss_add = None
-        loss_2 = None
         loss_mul_3 = None
     else:
         if residual < -delta:
             loss_neg = -delta
             loss_add = residual + 0.5 * delta
-            loss_2 = loss_neg * loss_add
+            loss = loss_neg * loss_add
             loss_mul_3 = None
         else:
             loss_mul_3 = 0.5 * residual
-            loss_2 = loss_mul_3 * residual
+            loss = loss_mul_3 * residual
             loss_neg = None
             loss_add = None
-        loss = loss_2
         loss_sub = None
 
     # backprop if residual > delta:
@@ -182,23 +165,20 @@ def huber_value_and_grad(prediction, target, delta=1.0, *, dloss=1.0):
         dresidual = dloss_sub
         dloss_mul = -dloss_sub
         ddelta += 0.5 * dloss_mul
+    elif residual < -delta:
+        # backprop loss = -delta * (residual + 0.5 * delta)
+        dloss_neg = loss_add * dloss
+        dloss_add = loss_neg * dloss
+        dresidual = dloss_add
+        ddelta = 0.5 * dloss_add
+        ddelta -= dloss_neg
     else:
-        dloss_2 = dloss
+        # backprop loss = 0.5 * residual * residual
+        dloss_mul_3 = residual * dloss
+        dresidual = loss_mul_3 * dloss
+        dresidual += 0.5 * dloss_mul_3
         # backprop if residual < -delta:
-        if residual < -delta:
-            # backprop loss = -delta * (residual + 0.5 * delta)
-            dloss_neg = loss_add * dloss_2
-            dloss_add = loss_neg * dloss_2
-            dresidual = dloss_add
-            ddelta = 0.5 * dloss_add
-            ddelta -= dloss_neg
-        else:
-            # backprop loss = 0.5 * residual * residual
-            dloss_mul_3 = residual * dloss_2
-            dresidual = loss_mul_3 * dloss_2
-            dresidual += 0.5 * dloss_mul_3
-            # backprop if residual < -delta:
-            ddelta = 0.0
+        ddelta = 0.0
     # backprop residual = prediction - target
     dprediction = dresidual
     dtarget = -dresidual

@@ -432,3 +432,15 @@ def test_a_side_that_does_not_return_while_another_does_is_refused() -> None:
     diagnostic = caught.value.diagnostics[0]
     assert "ends without 'return' while another returns" in diagnostic.message
     assert (diagnostic.line, diagnostic.column) == (2, 5)
+
+
+def test_an_elif_chain_reads_as_one() -> None:
+    """``if``/``elif``/``else`` binding one name: the backward's forward part and its
+    adjoints are the same chain, the name bound on each side with no renaming line."""
+    backward = gradgen.generate(ACTIVATION, "b.py")
+    assert (
+        '    if mode == "relu":\n        a = np.maximum(h, 0.0)\n    elif mode == "tanh":\n'
+        "        a = np.tanh(h)\n    else:\n        a = h\n"
+    ) in backward
+    assert '    elif mode == "tanh":\n        # backprop a = np.tanh(h)\n' in backward
+    assert "a_2" not in backward and "da_2" not in backward

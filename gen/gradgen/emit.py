@@ -575,9 +575,23 @@ def _if_lines(test: Expr, then: list[str], orelse: list[str]) -> list[str]:
     if not then:
         return [f"if {render(UnaryOp('not', test))}:", *_indented(orelse)] if orelse else []
     lines = [f"if {render(test)}:", *_indented(then)]
-    if orelse:
+    chained = _sole_if(orelse)
+    if chained:  # else: if ...: read as the elif the user wrote
+        lines += [f"el{chained[0]}", *chained[1:]]
+    elif orelse:
         lines += ["else:", *_indented(orelse)]
     return lines
+
+
+def _sole_if(lines: list[str]) -> list[str]:
+    """``lines`` when they are one ``if`` statement and nothing else (under the comment
+    quoting it, which the ``elif`` line says again), else []."""
+    body = lines[1:] if lines and lines[0].startswith("# backprop if ") else lines
+    if not body or not body[0].startswith("if "):
+        return []
+    if all(line.startswith((INDENT, "else:", "elif ")) or not line for line in body[1:]):
+        return body
+    return []
 
 
 def _step_values(variable: str, kept: tuple[str, ...]) -> str:

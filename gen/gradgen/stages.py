@@ -365,14 +365,45 @@ def _sole_binding(side: tuple[Stage, ...], value: Expr, values: list[Expr]) -> S
     joined value)."""
     if not isinstance(value, Name) or values.count(value) != 1:
         return None
-    stage = next((s for s in side if s.target == value.id), None)
+    stage = next((s for s in side if value.id in _own_targets(s)), None)
     if stage is None or stage.temporary or stage.draw:
         return None
-    if stage.call is not None or stage.loop is not None or stage.branch is not None:
+    if stage.call is not None or stage.loop is not None:
         return None
     if any(value.id in s.reads for s in all_stages(side)):
         return None
     return stage
+
+
+def _own_targets(stage: Stage) -> tuple[str, ...]:
+    """What a side's stage binds that a join may take the name of: an operation's target,
+    or the joined names of an ``if`` in the side (an ``elif``)."""
+    if stage.branch is not None:
+        return tuple(join.name for join in stage.branch.joins)
+    return (stage.target,)
+
+
+def unwrap_name(value: Expr) -> str:
+    assert isinstance(value, Name)
+    return value.id
+
+
+def _renamed(stage: Stage, old: str, new: str) -> Stage:
+    """``stage`` binding ``new`` where it bound ``old``: an operation's target, or the join
+    of an ``if`` (with each of its sides' bindings of it, which the join took the name of)."""
+    if stage.branch is None:
+        return replace(stage, target=new) if stage.target == old else stage
+    site = stage.branch
+    names = {old: Name(new)}
+    joins = tuple(
+        Join(
+            new if j.name == old else j.name, substitute(j.then, names), substitute(j.orelse, names)
+        )
+        for j in site.joins
+    )
+    then = tuple(_renamed(s, old, new) for s in site.then)
+    orelse = tuple(_renamed(s, old, new) for s in site.orelse)
+    return replace(stage, branch=BranchSite(then, orelse, joins))
 
 
 def _all_statements(body: tuple[Statement, ...]) -> list[Statement]:
@@ -664,13 +695,13 @@ class _Block:
                 for side, value in ((then, then_value), (orelse, else_value))
             ]
             if own[0] is not None:
-                joined = own[0].target
+                joined = unwrap_name(then_value)
             elif own[1] is not None:
-                joined = own[1].target
+                joined = unwrap_name(else_value)
             else:
                 joined = self.bind(name)
             if own[0] is not None and own[1] is not None:
-                renamed = replace(own[1], target=joined)
+                renamed = _renamed(own[1], unwrap_name(else_value), joined)
                 orelse = tuple(renamed if s is own[1] else s for s in orelse)
                 else_value = Name(joined)
             result.append(Join(joined, then_value, else_value))
