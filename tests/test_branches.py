@@ -444,3 +444,31 @@ def test_an_elif_chain_reads_as_one() -> None:
     ) in backward
     assert '    elif mode == "tanh":\n        # backprop a = np.tanh(h)\n' in backward
     assert "a_2" not in backward and "da_2" not in backward
+
+
+OPTIONAL_MASK = """\
+import numpy as np
+
+
+def f(x: "3", mask: "3" = None):
+    h = np.tanh(x)
+    if mask is not None:
+        h = h * mask
+    return np.sum(h * h)
+"""
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_test_of_an_array_against_none_is_one_decision(masked: bool) -> None:
+    """``mask is not None`` on an array of known shape gives one truth value: not refused
+    as an array test (it was, taken for an elementwise comparison)."""
+    text = gradgen.generate(OPTIONAL_MASK, "optional.py")
+    backward = run_module(text, "optional_backward.py")["f_backward"]
+    forward = run_module(OPTIONAL_MASK, "optional.py")["f"]
+    args = draw({"x": (3,), "mask": (3,)}, "optional mask")
+    if not masked:
+        args["mask"] = None
+    drawn = ["x", "mask"] if masked else ["x"]
+    got = backward(**args)
+    expected = expected_gradients(forward, args, drawn, None)
+    assert_close(dict(zip(drawn, got, strict=False)), expected, f" (masked={masked})")

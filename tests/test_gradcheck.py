@@ -1069,3 +1069,23 @@ def test_every_side_of_a_branch_on_a_flag_or_a_string_is_checked(tmp_path: Path,
     status, out, _ = run(forward, "--backward", edited, "--function", "dense")
     assert status == 1, out
     assert "use_bias: False" in out
+
+
+def test_a_parameter_tested_against_none_and_the_else_of_a_string_are_checked(
+    tmp_path: Path, run: Run
+) -> None:
+    """``mask=None`` tested with ``is not None`` is checked drawn and as None; a string is
+    also checked at one equal to none it is compared with (the ``else`` side)."""
+    forward = tmp_path / "optional.py"
+    forward.write_text(
+        "import numpy as np\n\n\n"
+        'def f(x: "3", mask: "3" = None, mode: str = "a"):\n'
+        "    h = np.tanh(x)\n    if mask is not None:\n        h = h * mask\n"
+        '    if mode == "a":\n        h = h * 2.0\n    else:\n        h = h * 3.0\n'
+        "    return np.sum(h)\n",
+        encoding="utf-8",
+    )
+    status, out, _ = run(forward)
+    assert status == 0, out
+    assert "(3,), None" in out
+    assert "'a', 'other'" in out

@@ -32,6 +32,7 @@ from gradgen.expr import (
     RULE,
     USER,
     Attribute,
+    BinOp,
     Call,
     Compare,
     Const,
@@ -50,6 +51,7 @@ from gradgen.expr import (
     render,
     simplify,
     substitute,
+    unwrap,
 )
 from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read
 from gradgen.infer import (
@@ -1005,7 +1007,7 @@ def array_test_refusals(function: StagedFunction, callees: Callees) -> list[tupl
     for stage in all_stages(function.stages):
         if stage.branch is None:
             continue
-        shape = expression_shape(stage.expr, known)
+        shape = _test_shape(stage.expr, known)
         if shape and any(dim != 1 for dim in shape):
             message = (
                 f"the test of this if is an array of shape {_shape_text(shape)}: an "
@@ -1014,6 +1016,23 @@ def array_test_refusals(function: StagedFunction, callees: Callees) -> list[tupl
             )
             refusals.append((stage.expr.origin, message))
     return refusals
+
+
+def _test_shape(test: Expr, known: Shapes) -> Shape | None:
+    """The shape of an ``if``'s test where evident: ``is``, ``is not``, ``in`` and ``not in``
+    give one truth value whatever they compare; ``and``, ``or`` and ``not`` take the truth
+    of their operands."""
+    test = unwrap(test)
+    if isinstance(test, Compare) and test.op in _IDENTITY_TESTS:
+        return SCALAR
+    if isinstance(test, BinOp) and test.op in ("and", "or"):
+        return shapes.broadcast(_test_shape(test.left, known), _test_shape(test.right, known))
+    if isinstance(test, UnaryOp) and test.op == "not":
+        return _test_shape(test.operand, known)
+    return expression_shape(test, known)
+
+
+_IDENTITY_TESTS = frozenset(("is", "is not", "in", "not in"))
 
 
 def _shape_text(shape: tuple[object, ...]) -> str:

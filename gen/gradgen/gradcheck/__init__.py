@@ -15,8 +15,9 @@ the function), so that a transposed or mis-broadcast gradient cannot fit by acci
 index, like labels ``y``) gets random integers in ``0 .. smallest size - 1``. ``--shapes
 x=2,3`` or ``--shapes N=4`` and ``--ints y=3`` override all of this. A flag (defaulting to
 ``True``/``False`` or annotated ``bool``) is checked both ways, a string (defaulting to one
-or annotated ``str``) at its default and at each string it is compared with, one parameter
-at a time: every side of an ``if`` on them is checked. When the forward
+or annotated ``str``) at its default, at each string it is compared with and at one equal to
+none of them (the ``else`` side), a parameter defaulting to None and tested ``is None`` drawn
+and as None; one parameter at a time: every side of an ``if`` on them is checked. When the forward
 raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where one
 dimension is 1 to 4 times another are tried too; when it gives NaN or infinity (a log of a
 negative number), other values are drawn, positive ones last. When some gradient is zero

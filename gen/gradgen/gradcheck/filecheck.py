@@ -371,7 +371,8 @@ class _Check:
         were so at every set of shapes tried."""
         report = FunctionReport(self.name)
         gradient_of = dict(zip((s.name for s in specs), slots, strict=True))
-        index = frozenset(s.name for s in specs if s.integer or s.choices)  # no gradient
+        # no gradient: integers, and the flags, strings and Nones tried
+        index = frozenset(s.name for s in specs if s.integer or s.choices or s.none)
         parameters = tuple(s.name for s in specs)
         flat: list[str] = []
         for attempt in range(_FLAT_ATTEMPTS):

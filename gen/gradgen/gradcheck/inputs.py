@@ -89,6 +89,9 @@ class ParameterSpec:
     # A flag or a string the function branches on: the values tried, one per check (the
     # default first), so that every side of an ``if`` on it is checked (``choices``).
     choices: tuple[bool | str, ...] = ()
+    # Defaulting to None, tested ``is None``: tried drawn and as None (``none``: this check).
+    optional: bool = False
+    none: bool = False
 
 
 def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None, str]]:
@@ -117,8 +120,9 @@ def shape_annotations(source: str, function: str) -> dict[str, tuple[Dims | None
 def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
     """Parameter -> the values to check it at, for a flag or a string the function tests:
     a parameter defaulting to ``True``/``False`` or annotated ``bool`` is tried both ways;
-    one defaulting to a string or annotated ``str`` at its default and at every string it
-    is compared with (``mode == "relu"``, ``mode in ("a", "b")``), in order of appearance.
+    one defaulting to a string or annotated ``str`` at its default, at every string it is
+    compared with (``mode == "relu"``, ``mode in ("a", "b")``), in order of appearance, and
+    at one equal to none of them (``'other'``: the ``else`` side).
     """
     found: dict[str, tuple[bool | str, ...]] = {}
     for node in ast.parse(source).body:
@@ -137,8 +141,42 @@ def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
             elif isinstance(value, str) or (default is None and kind == "str"):
                 compared = _compared_strings(node, arg.arg)
                 start = (value,) if isinstance(value, str) else ()
-                found[arg.arg] = tuple(dict.fromkeys((*start, *compared)))
+                tried = list(dict.fromkeys((*start, *compared)))
+                if compared:
+                    # One more, equal to none of them: the 'else' side (gradgen refuses
+                    # 'raise', so a function it differentiates takes any string).
+                    other = "other"
+                    while other in tried:
+                        other += "_"
+                    tried.append(other)
+                found[arg.arg] = tuple(tried)
     return {name: values for name, values in found.items() if values}
+
+
+def optional_parameters(source: str, function: str) -> set[str]:
+    """The parameters defaulting to None that the function tests with ``is None`` or ``is
+    not None`` (``dropout_mask=None``): checked drawn, and as None, so that both sides of
+    the ``if`` on them are."""
+    found: set[str] = set()
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.FunctionDef) and node.name == function):
+            continue
+        names = [a.arg for a in node.args.args]
+        defaults = dict(zip(names[::-1], node.args.defaults[::-1], strict=False))
+        for test in ast.walk(node):
+            if not isinstance(test, ast.Compare) or not isinstance(test.left, ast.Name):
+                continue
+            name = test.left.id
+            default = defaults.get(name)
+            against_none = [
+                isinstance(op, (ast.Is, ast.IsNot))
+                and isinstance(right, ast.Constant)
+                and right.value is None
+                for op, right in zip(test.ops, test.comparators, strict=True)
+            ]
+            if isinstance(default, ast.Constant) and default.value is None and any(against_none):
+                found.add(name)
+    return found
 
 
 def _compared_strings(function: ast.FunctionDef, name: str) -> list[str]:
@@ -173,6 +211,10 @@ def choice_settings(specs: Sequence[ParameterSpec]) -> list[list[ParameterSpec]]
             setting = list(first)
             setting[position] = replace(spec, choices=(value,))
             settings.append(setting)
+        if spec.optional:
+            setting = list(first)
+            setting[position] = replace(spec, none=True)
+            settings.append(setting)
     return settings
 
 
@@ -187,6 +229,7 @@ def parameter_specs(
 
     annotated = shape_annotations(source, backward.staged.name)
     tried = choices(source, backward.staged.name)
+    optional = optional_parameters(source, backward.staged.name)
     specs = []
     data = backward.data_parameters()  # labels and indices: drawn as integers
     for parameter in backward.staged.parameters:
@@ -201,9 +244,8 @@ def parameter_specs(
         if parameter.name in tried and parameter.name not in ints:
             specs.append(ParameterSpec(parameter.name, (), choices=tried[parameter.name]))
             continue
-        specs.append(
-            ParameterSpec(parameter.name, dims, integer, ints.get(parameter.name), number, note)
-        )
+        spec = ParameterSpec(parameter.name, dims, integer, ints.get(parameter.name), number, note)
+        specs.append(replace(spec, optional=parameter.name in optional))
     return specs
 
 
@@ -276,7 +318,9 @@ def _draw(
     values: list[Any] = []
     for spec in specs:
         shape = tuple(size(d) for d in spec.dims) if spec.dims else ()
-        if spec.choices:
+        if spec.none:
+            values.append(None)
+        elif spec.choices:
             values.append(spec.choices[0])
         elif spec.integer:
             high = size(spec.high) if spec.high is not None else max(smallest, 1)
@@ -348,7 +392,7 @@ def redrawn(
 
 
 def shape_text(value: Any, integer: bool) -> str:
-    if isinstance(value, (bool, str)):  # a flag or a string tried (``choices``)
+    if value is None or isinstance(value, (bool, str)):  # a choice tried (``choices``)
         return repr(value)
     if np.ndim(value) == 0:
         return "int" if integer else "scalar"
