@@ -92,22 +92,18 @@ def rnn_step_cached_backward(dnext_h, cache):
     return dx, dprev_h, dWx, dWh, db
 
 
-def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
+def rnn_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of rnn with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, t_steps, out.
+    # Recomputes: T, t_steps.
     T = x.shape[1]
     h_2 = h0
-    hs = []
     t_steps = []
     for t in range(T):
         h_3, h_3_cache = rnn_step_forward(x[:, t, :], h_2, Wx, Wh, b)
-        hs.append(h_3)
         t_steps.append((t, h_3_cache))
         h_2 = h_3
-    out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
@@ -132,7 +128,7 @@ def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
     return dx, dh0, dWx, dWh, db
 
 
-def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
+def rnn_value_and_grad(x, h0, Wx, Wh, b, dout):
     """rnn and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
     h_2 = h0
@@ -146,7 +142,6 @@ def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))

@@ -91,7 +91,7 @@ def _lines(
         if stage.target in inline:
             expanded[stage.target] = expr
         elif stage.loop is not None:
-            lines.append(_loop_line(stage, expr, kept))
+            lines.append(_loop_line(stage, expr, demanded, kept))
         elif stage.branch is not None:
             lines.append(_branch_line(stage, expr, demanded, kept))
         elif stage.call is not None and stage.call.rule:
@@ -110,14 +110,18 @@ def _lines(
     return lines
 
 
-def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]) -> ForwardLine:
-    """The loop, each step computing what is carried on, appended, or kept for the backward."""
+def _loop_line(
+    stage: Stage, iterable: Expr, wanted: set[str], kept: Mapping[str, tuple[str, ...]]
+) -> ForwardLine:
+    """The loop, each step computing what is carried on, appended, or kept for the backward;
+    a list it fills only where it is read (``wanted``)."""
     loop = stage.loop
     assert loop is not None
     keep = kept.get(stage.target)
+    collected = [c for c in loop.collected if c.name in wanted]
     wanted = set(keep or ())
     wanted.update(n for carry in loop.carried for n in names_in(carry.last))
-    wanted.update(n for c in loop.collected for item in c.items for n in names_in(item))
+    wanted.update(n for c in collected for item in c.items for n in names_in(item))
     body = _lines(loop.body, wanted, kept)
     return ForwardLine(
         stage.target,
@@ -129,7 +133,7 @@ def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]
             keep,
             tuple((c.name, c.initial) for c in loop.carried),
             tuple((c.name, c.last) for c in loop.carried),
-            tuple((c.name, c.items) for c in loop.collected),
+            tuple((c.name, c.items) for c in collected),
         ),
     )
 

@@ -708,6 +708,10 @@ RULES: tuple[Rule, ...] = (
 )
 # fmt: on
 
+# x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
+# away), which infer.py knows.
+INDEX = next(r for r in RULES if r.name == "index")
+
 # How numpy functions take their arguments, to read ``np.sum(x, axis=0)``, ``x.sum(0)`` and
 # ``np.sum(x, 0, keepdims=False)`` as the same call. "name=default" marks an optional one.
 SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -1131,13 +1135,24 @@ def _form_size(form: Expr) -> int:
     return sum(1 for _ in walk(form))
 
 
+def _stacked_list(c: AdjointContext) -> Shape | None:
+    """``np.stack(hs, axis)``: a filled list's shape is its length, then its items' shape
+    (``infer._list_shape``); the stack moves the length to ``axis``."""
+    listed, axis = c.shapes.get("xs"), c.literals.get("axis")
+    if listed is None or not isinstance(axis, int) or not -len(listed) <= axis < len(listed):
+        return None
+    length, *item = listed
+    axis %= len(listed)
+    return (*item[:axis], length, *item[axis:])
+
+
 # Reading a list a loop filled (``hs = []``, ``hs.append(h)`` in the loop, then
 # ``np.stack(hs, axis=1)``): ``xs`` is the list, and its adjoint a list of the items'
 # gradients, one per item in order, which the loop's backward takes back one by one.
 LIST_RULES: dict[tuple[str, str], Rule] = {
     ("numpy", "stack"): rule(
         "stack_list", "numpy.stack(xs, axis)", nondiff=("axis",), literal=("axis",),
-        xs="list(numpy.moveaxis(g, axis, 0))",
+        shape=_stacked_list, xs="list(numpy.moveaxis(g, axis, 0))",
     ),
     ("numpy", "concatenate"): rule(
         "concatenate_list", "numpy.concatenate(xs, axis)", nondiff=("axis",),
