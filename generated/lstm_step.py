@@ -8,6 +8,13 @@
 import numpy as np
 
 
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is np.ndarray:
+        return np.broadcast_to(np.zeros((), value.dtype), value.shape)
+    return value
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -196,7 +203,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             Wx,
             Wh,
             H,
-            a,
+            _like(a),
             i,
             i_cache,
             f,
@@ -204,11 +211,11 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             o,
             o_cache,
             g,
-            next_c_mul,
-            next_c_mul_2,
-            next_c,
+            _like(next_c_mul),
+            _like(next_c_mul_2),
+            _like(next_c),
             next_h_tanh,
-            next_h,
+            _like(next_h),
         ),
     )
 

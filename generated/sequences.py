@@ -9,11 +9,11 @@
 import numpy as np
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is np.ndarray:
+        return np.broadcast_to(np.zeros((), value.dtype), value.shape)
+    return value
 
 
 def _unbroadcast(grad, like):
@@ -293,16 +293,16 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             Wx,
             Wh,
             H,
-            a,
+            _like(a),
             i,
             f,
             o,
             g,
-            next_c_mul,
-            next_c_mul_2,
-            next_c,
+            _like(next_c_mul),
+            _like(next_c_mul_2),
+            _like(next_c),
             next_h_tanh,
-            next_h,
+            _like(next_h),
         ),
     )
 
@@ -364,24 +364,20 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
+def lstm_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of lstm with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, c, t_steps, out.
+    # Recomputes: T, c, t_steps.
     T = x.shape[1]
     c = np.zeros_like(h0)
     h_2 = h0
     c_2 = c
-    hs = []
     t_steps = []
     for t in range(T):
         h_3, c_3, h_3_cache = lstm_step_forward(x[:, t, :], h_2, c_2, Wx, Wh, b)
-        hs.append(h_3)
         t_steps.append((t, h_3_cache))
         h_2, c_2 = h_3, c_3
-    out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))
@@ -408,7 +404,7 @@ def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
     return dx, dh0, dWx, dWh, db
 
 
-def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
+def lstm_value_and_grad(x, h0, Wx, Wh, b, dout):
     """lstm and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
     c = np.zeros_like(h0)
@@ -424,7 +420,6 @@ def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh_2 = np.zeros_like(h_2, dtype=np.result_type(h_2, 1.0))

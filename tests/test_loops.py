@@ -9,6 +9,7 @@ text; each refused loop is located where it is written.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -16,6 +17,7 @@ import pytest
 
 import gradgen
 from gradgen.format import check_module
+from gradgen.testing import assert_gradients_match
 from test_programs import assert_close, draw, expected_gradients
 from test_rules import run_module
 
@@ -433,3 +435,43 @@ def assert_refused_at(body: str, line: int, column: int, words: str) -> None:
 def test_refused_loops_are_located(case: str) -> None:
     body, (line, column), words = REFUSED[case]
     assert_refused_at(body, line, column, words)
+
+
+def test_a_cache_keeps_only_the_shape_of_what_the_backward_reads_for_its_shape() -> None:
+    """``lstm_step``'s backward reads ``a`` only through ``np.zeros_like(a)`` (its gradient
+    is scattered into by slices) and ``next_c_mul`` only through ``_unbroadcast``: the cache
+    ``lstm_step_forward`` makes holds ``_like(a)``, a read-only view of one number of a's
+    shape and dtype, not a copy of the N x 4H array kept for every step of the LSTM. The
+    gradients through those stand-ins match central differences, and float32 stays float32
+    (a stand-in of the wrong dtype would give zeros of another one)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "sequences.py"
+    source = path.read_text(encoding="utf-8")
+    generated = gradgen.generate(source, "sequences.py")
+    assert "_like(a)," in generated
+    namespace = run_module(generated, "sequences_like.py")
+    forward = run_module(source, "sequences.py")
+    rng = numpy.random.default_rng(7)
+    N, T, D, H = 3, 4, 5, 2
+    args = (
+        rng.standard_normal((N, T, D)),
+        rng.standard_normal((N, H)),
+        0.5 * rng.standard_normal((D, 4 * H)),
+        0.5 * rng.standard_normal((H, 4 * H)),
+        rng.standard_normal(4 * H),
+    )
+    dout = rng.standard_normal((N, T, H))
+    assert_gradients_match(
+        forward["lstm"], *args, upstream=dout, backward=namespace["lstm_backward"]
+    )
+    for dtype in (numpy.float64, numpy.float32):
+        x, h0, Wx, Wh, b = (arg.astype(dtype) for arg in args)
+        _, _, cache = namespace["lstm_step_forward"](x[:, 0, :], h0, 0 * h0, Wx, Wh, b)
+        stand_ins = [
+            value
+            for value in cache
+            if isinstance(value, numpy.ndarray) and value.size > 1 and not any(value.strides)
+        ]
+        assert (N, 4 * H) in [value.shape for value in stand_ins]
+        assert all(not v.flags.writeable and v.dtype == dtype for v in stand_ins)
+        gradients = namespace["lstm_backward"](x, h0, Wx, Wh, b, dout.astype(dtype))
+        assert [g.dtype for g in gradients] == [dtype] * 5

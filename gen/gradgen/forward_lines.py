@@ -9,11 +9,26 @@ recomputed forward reads like the user's own lines.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from gradgen.expr import RULE, USER, Call, Const, Expr, Func, Name, names_in, substitute
+from gradgen.expr import (
+    RULE,
+    USER,
+    Attribute,
+    Call,
+    Const,
+    Expr,
+    Func,
+    Name,
+    children,
+    names_in,
+    substitute,
+    unwrap,
+)
+from gradgen.helpers import HELPER_SHAPE_READS
 from gradgen.ir import AdjointStatement, ForwardBranch, ForwardLine, ForwardLoop
 from gradgen.naming import forward_function_name
+from gradgen.rules import SHAPE_ATTRIBUTE, SHAPE_READS
 from gradgen.stages import Stage, StagedFunction
 
 
@@ -27,6 +42,55 @@ def names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
         for block in a.blocks:
             found.update(names_read(block))
     return found
+
+
+def read_whole(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
+    """The names the adjoint statements read for more than their shape and dtype: all but
+    those only ever passed as ``like`` (``_unbroadcast(g, x)``, ``np.zeros_like(x)``,
+    ``x.shape``), for which a cache may hold ``_like(x)``."""
+    found: set[str] = set()
+    for a in adjoints:
+        for part in (a.expr, *a.index):
+            _read_whole(part, found)
+        for block in a.blocks:
+            found |= read_whole(block)
+    return found
+
+
+def _read_whole(expr: Expr, found: set[str]) -> None:
+    if isinstance(expr, Name):
+        found.add(expr.id)
+        return
+    if (
+        isinstance(expr, Attribute)
+        and expr.name == SHAPE_ATTRIBUTE
+        and isinstance(unwrap(expr.value), Name)
+    ):
+        return
+    if isinstance(expr, Call):
+        func = expr.func
+        if func.lib == "helper":
+            shape_only = HELPER_SHAPE_READS.get(func.name, ())
+        else:
+            shape_only = SHAPE_READS.get((func.lib or "", func.name), ())
+        for position, argument in enumerate(expr.args):
+            if not (position in shape_only and isinstance(unwrap(argument), Name)):
+                _read_whole(argument, found)
+        for _, value in expr.kwargs:
+            _read_whole(value, found)
+        return
+    for child in children(expr):
+        _read_whole(child, found)
+
+
+def shape_only(
+    candidates: Iterable[str], backwards: Iterable[tuple[AdjointStatement, ...]]
+) -> frozenset[str]:
+    """The ``candidates`` (cached values) that no backward of ``backwards`` reads whole."""
+    whole: set[str] = set()
+    for adjoints in backwards:
+        whole |= read_whole(adjoints)
+    return frozenset(name for name in candidates if name not in whole)
 
 
 def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str, ...]]:

@@ -147,6 +147,9 @@ class Rule:
     # Its result is floating point whatever its inputs' dtypes (exp, division, mean); the
     # other operations give floats when one of their inputs is (infer.floating_values).
     floating: bool = False
+    # Its result always has axes, whatever the shapes of its inputs (np.stack): a backward
+    # of a function returning it takes an upstream array, with no default.
+    axes: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -242,6 +245,7 @@ def rule(
     literal: tuple[str, ...] = (),
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
     floating: bool = False,
+    axes: bool = False,
     **adjoints: Template | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -275,6 +279,7 @@ def rule(
         literal=literal,
         no_gradient_when=no_gradient_when,
         floating=floating,
+        axes=axes,
     )
 
 
@@ -693,10 +698,10 @@ RULES: tuple[Rule, ...] = (
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), literal=("axis",),
-         variadic=True,
+         variadic=True, axes=True,
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
-         x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
+         axes=True, x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
     # The gradient goes back as a new array (never the upstream object itself) in x's
     # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
@@ -1001,6 +1006,15 @@ ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
 NUMBER_VALUED = frozenset({("builtins", "len"), ("numpy", "size"), ("numpy", "ndim")})
 NUMBER_ATTRIBUTES = ("size", "ndim")
 SHAPE_ATTRIBUTE = "shape"
+# The arguments of numpy functions adjoint templates call that are read for their shape
+# and dtype alone (``np.zeros_like(x, dtype=np.result_type(x, 1.0))``).
+SHAPE_READS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("numpy", "zeros_like"): (0,),
+    ("numpy", "ones_like"): (0,),
+    ("numpy", "full_like"): (0,),
+    ("numpy", "result_type"): (0,),
+    ("numpy", "shape"): (0,),
+}
 # Functions whose results never hold one entry twice (np.arange): an index built from one
 # selects distinct rows, so the gradient is scattered with plain ``+=``, not np.add.at.
 DISTINCT_ENTRIES = frozenset({("numpy", "arange")})
@@ -1152,11 +1166,11 @@ def _stacked_list(c: AdjointContext) -> Shape | None:
 LIST_RULES: dict[tuple[str, str], Rule] = {
     ("numpy", "stack"): rule(
         "stack_list", "numpy.stack(xs, axis)", nondiff=("axis",), literal=("axis",),
-        shape=_stacked_list, xs="list(numpy.moveaxis(g, axis, 0))",
+        shape=_stacked_list, axes=True, xs="list(numpy.moveaxis(g, axis, 0))",
     ),
     ("numpy", "concatenate"): rule(
         "concatenate_list", "numpy.concatenate(xs, axis)", nondiff=("axis",),
-        literal=("axis",), xs="_split_like(g, xs, axis)",
+        literal=("axis",), axes=True, xs="_split_like(g, xs, axis)",
     ),
     ("builtins", "sum"): rule("sum_list", "sum(xs)", xs="[g] * len(xs)"),
 }  # fmt: skip
