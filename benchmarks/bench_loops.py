@@ -13,8 +13,9 @@
   floats), its committed backward against a hand-written scalar backward that keeps the
   steps' ``x`` and ``v`` in lists and walks them back.
 
-Both versions are checked to agree first; then they are timed alternately in one process and
-the median of the per-round ratios (generated / hand) is printed. Lower is better; absolute
+Both versions are checked to agree first; then they are timed in one process, round by round
+(which goes first alternating), and the median of the per-round ratios (generated / hand) is
+printed. Lower is better; absolute
 times on a shared machine mean little.
 
 Memory (``rnn``, ``lstm``): the generated backward recomputes the forward, so like is
@@ -141,14 +142,18 @@ def hand_euler(x0, v0, k, c):  # type: ignore[no-untyped-def]
 
 
 def _ratio(generated: Callable[[], Any], hand: Callable[[], Any], rounds: int) -> float:
+    """The median over ``rounds`` of generated's time / hand's, each round timing both, the
+    one that goes first alternating (after one untimed call of each)."""
+    generated(), hand()
     ratios = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        generated()
-        middle = time.perf_counter()
-        hand()
-        end = time.perf_counter()
-        ratios.append((middle - start) / (end - middle))
+    for round_ in range(rounds):
+        times = {}
+        for name in ("generated", "hand") if round_ % 2 else ("hand", "generated"):
+            call = generated if name == "generated" else hand
+            start = time.perf_counter()
+            call()
+            times[name] = time.perf_counter() - start
+        ratios.append(times["generated"] / times["hand"])
     return statistics.median(ratios)
 
 
@@ -216,8 +221,8 @@ def main() -> None:
 
     rnn_memory = _memory(rnn_generated, rnn_hand)
     lstm_memory = _memory(lstm_generated, lstm_hand)
-    rnn = _ratio(rnn_generated, rnn_hand, 21)
-    lstm = _ratio(lstm_generated, lstm_hand, 21)
+    rnn = _ratio(rnn_generated, rnn_hand, 41)
+    lstm = _ratio(lstm_generated, lstm_hand, 41)
     _report("rnn  N=64 T=50 D=H=128", rnn, rnn_memory)
     _report("lstm N=64 T=50 D=H=128", lstm, lstm_memory)
     point = (1.0, 0.5, 2.0, 0.3)
