@@ -56,9 +56,12 @@ def _upstream(grad, like):
     "_like": '''
 def _like(value):
     """value's shape and dtype without its memory: a cache entry read for no more."""
-    if type(value) is numpy.ndarray:
-        return numpy.broadcast_to(numpy.zeros((), value.dtype), value.shape)
-    return value
+    if type(value) is not numpy.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = numpy.zeros((), value.dtype), (0,) * value.ndim
+    like = numpy.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
 ''',
     "_split_like": '''
 def _split_like(grad, items, axis):

@@ -265,9 +265,12 @@ def _everywhere(grad, like):
 
 def _like(value):
     """value's shape and dtype without its memory: a cache entry read for no more."""
-    if type(value) is np.ndarray:
-        return np.broadcast_to(np.zeros((), value.dtype), value.shape)
-    return value
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
+    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
 
 
 def _matmul_dx(grad, x, y):
