@@ -8,6 +8,16 @@
 import numpy as np
 
 
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
+    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -196,7 +206,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             Wx,
             Wh,
             H,
-            a,
+            _like(a),
             i,
             i_cache,
             f,
@@ -204,11 +214,11 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             o,
             o_cache,
             g,
-            next_c_mul,
-            next_c_mul_2,
-            next_c,
+            _like(next_c_mul),
+            _like(next_c_mul_2),
+            _like(next_c),
             next_h_tanh,
-            next_h,
+            _like(next_h),
         ),
     )
 

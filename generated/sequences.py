@@ -10,11 +10,14 @@
 import numpy as np
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
+    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
 
 
 def _unbroadcast(grad, like):
@@ -93,22 +96,18 @@ def rnn_step_cached_backward(dnext_h, cache):
     return dx, dprev_h, dWx, dWh, db
 
 
-def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
+def rnn_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of rnn with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, t_steps, out.
+    # Recomputes: T, t_steps.
     T = x.shape[1]
     h = h0
-    hs = []
     t_steps = []
     for t in range(T):
         h_2, h_2_cache = rnn_step_forward(x[:, t, :], h, Wx, Wh, b)
-        hs.append(h_2)
         t_steps.append((t, h_2_cache))
         h = h_2
-    out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
@@ -133,7 +132,7 @@ def rnn_backward(x, h0, Wx, Wh, b, dout=1.0):
     return dx, dh0, dWx, dWh, db
 
 
-def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
+def rnn_value_and_grad(x, h0, Wx, Wh, b, dout):
     """rnn and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
     h = h0
@@ -147,7 +146,6 @@ def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     out = np.stack(hs, axis=1)
 
     # backprop out = np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
@@ -172,23 +170,19 @@ def rnn_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     return out, (dx, dh0, dWx, dWh, db)
 
 
-def rnn_filled_backward(x, h0, Wx, Wh, b, dh=1.0):
+def rnn_filled_backward(x, h0, Wx, Wh, b, dh):
     """Gradients of rnn_filled with respect to (x, h0, Wx, Wh, b)."""
     # Recomputes: N, T, H, t_steps.
     N = x.shape[0]
     T = x.shape[1]
     H = h0.shape[1]
     prev_h = h0
-    h = np.zeros((N, T, H))
     t_steps = []
     for t in range(T):
         next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
-        h[:, t, :] = next_h
         t_steps.append((t, next_h_cache))
         prev_h = next_h
 
-    # backprop return
-    dh = _everywhere(dh, h)
     # backprop for t in range(T):
     dprev_h = np.zeros_like(prev_h, dtype=np.result_type(prev_h, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
@@ -212,7 +206,7 @@ def rnn_filled_backward(x, h0, Wx, Wh, b, dh=1.0):
     return dx, dh0, dWx, dWh, db
 
 
-def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh=1.0):
+def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh):
     """rnn_filled and its gradients with respect to (x, h0, Wx, Wh, b)."""
     N = x.shape[0]
     T = x.shape[1]
@@ -226,8 +220,6 @@ def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh=1.0):
         t_steps.append((t, next_h_cache))
         prev_h = next_h
 
-    # backprop return
-    dh = _everywhere(dh, h)
     # backprop for t in range(T):
     dprev_h = np.zeros_like(prev_h, dtype=np.result_type(prev_h, 1.0))
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
@@ -378,16 +370,16 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             Wx,
             Wh,
             H,
-            a,
+            _like(a),
             i,
             f,
             o,
             g,
-            next_c_mul,
-            next_c_mul_2,
-            next_c,
+            _like(next_c_mul),
+            _like(next_c_mul_2),
+            _like(next_c),
             next_h_tanh,
-            next_h,
+            _like(next_h),
         ),
     )
 
@@ -449,24 +441,20 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
+def lstm_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of lstm with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, c, t_steps, out.
+    # Recomputes: T, c, t_steps.
     T = x.shape[1]
     c = np.zeros_like(h0)
     h = h0
     c_2 = c
-    hs = []
     t_steps = []
     for t in range(T):
         h_2, c_3, h_2_cache = lstm_step_forward(x[:, t, :], h, c_2, Wx, Wh, b)
-        hs.append(h_2)
         t_steps.append((t, h_2_cache))
         h, c_2 = h_2, c_3
-    out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
@@ -493,7 +481,7 @@ def lstm_backward(x, h0, Wx, Wh, b, dout=1.0):
     return dx, dh0, dWx, dWh, db
 
 
-def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
+def lstm_value_and_grad(x, h0, Wx, Wh, b, dout):
     """lstm and its gradients with respect to (x, h0, Wx, Wh, b)."""
     T = x.shape[1]
     c = np.zeros_like(h0)
@@ -509,7 +497,6 @@ def lstm_value_and_grad(x, h0, Wx, Wh, b, dout=1.0):
     out = np.stack(hs, axis=1)
 
     # backprop return np.stack(hs, axis=1)
-    dout = _everywhere(dout, out)
     dhs = list(np.moveaxis(dout, 1, 0))
     # backprop for t in range(T):
     dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))

@@ -16,6 +16,16 @@ def _everywhere(grad, like):
     return grad + np.zeros_like(like)
 
 
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
+    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -128,7 +138,7 @@ def gaussian_entropy_forward(log_sigma):
     """gaussian_entropy and the cache its backward reads: (log_sigma, out_sum, out)."""
     out_sum = np.sum(log_sigma)
     out = out_sum + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
-    return out, (log_sigma, out_sum, out)
+    return out, (log_sigma, out_sum, _like(out))
 
 
 def gaussian_entropy_cached_backward(dout, cache):

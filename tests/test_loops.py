@@ -8,6 +8,8 @@ text; each refused loop is located where it is written.
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -15,6 +17,7 @@ import pytest
 
 import gradgen
 from gradgen.format import check_module
+from gradgen.testing import assert_gradients_match
 from test_programs import assert_close, draw, expected_gradients
 from test_rules import run_module
 
@@ -301,11 +304,14 @@ def test_loops_match_central_differences(case: str) -> None:
     out = forward(**args)
     upstream = draw({"out": numpy.shape(out)}, f"upstream {case}")["out"]
     given = {n: numpy.copy(v) for n, v in args.items()}
-    got = backward(**given, **({"dout": numpy.copy(upstream)} if "dout" in text else {}))
+    # The upstream, named after the result (dout, dh), follows the forward's parameters.
+    names = list(inspect.signature(backward).parameters)
+    extra = names[len(inspect.signature(forward).parameters) :]
+    got = backward(**given, **({extra[0]: numpy.copy(upstream)} if extra else {}))
     got = got if isinstance(got, tuple) else (got,)
     for name, value in args.items():
         numpy.testing.assert_array_equal(given[name], value, err_msg=f"{name} changed")
-    expected = expected_gradients(forward, args, list(shapes), upstream if "dout" in text else None)
+    expected = expected_gradients(forward, args, list(shapes), upstream if extra else None)
     assert_close(dict(zip(shapes, got, strict=True)), expected, f" ({case})")
 
 
@@ -335,8 +341,13 @@ def test_value_and_grad_gives_the_forwards_value(case: str) -> None:
     source, shapes = ACCEPTED[case]
     namespace = run_module(gradgen.generate(source, "loops.py"), "loops_value.py")
     args = draw(shapes, f"loops value {case}")
-    value, _ = namespace["f_value_and_grad"](**args)
-    numpy.testing.assert_allclose(value, run_module(source, "loops.py")["f"](**args), rtol=1e-12)
+    want = run_module(source, "loops.py")["f"](**args)
+    value_and_grad = namespace["f_value_and_grad"]
+    upstream = list(inspect.signature(value_and_grad).parameters.values())[-1]
+    if upstream.default is inspect.Parameter.empty:
+        args[upstream.name] = numpy.ones_like(want)  # a result known to be an array
+    value, _ = value_and_grad(**args)
+    numpy.testing.assert_allclose(value, want, rtol=1e-12)
 
 
 def test_value_and_grad_gives_every_carried_value() -> None:
@@ -611,3 +622,43 @@ def test_a_loop_in_a_called_function_keeps_what_each_callers_backward_reads(
         got = namespace[f"{caller}_backward"](**args)
     expected = expected_gradients(forward, args, list(shapes))
     assert_close(dict(zip(shapes, got, strict=True)), expected, f" ({caller}, pairs={pairs})")
+
+
+def test_a_cache_keeps_only_the_shape_of_what_the_backward_reads_for_its_shape() -> None:
+    """``lstm_step``'s backward reads ``a`` only through ``np.zeros_like(a)`` (its gradient
+    is scattered into by slices) and ``next_c_mul`` only through ``_unbroadcast``: the cache
+    ``lstm_step_forward`` makes holds ``_like(a)``, a read-only view of one number of a's
+    shape and dtype, not a copy of the N x 4H array kept for every step of the LSTM. The
+    gradients through those stand-ins match central differences, and float32 stays float32
+    (a stand-in of the wrong dtype would give zeros of another one)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "sequences.py"
+    source = path.read_text(encoding="utf-8")
+    generated = gradgen.generate(source, "sequences.py")
+    assert "_like(a)," in generated
+    namespace = run_module(generated, "sequences_like.py")
+    forward = run_module(source, "sequences.py")
+    rng = numpy.random.default_rng(7)
+    N, T, D, H = 3, 4, 5, 2
+    args = (
+        rng.standard_normal((N, T, D)),
+        rng.standard_normal((N, H)),
+        0.5 * rng.standard_normal((D, 4 * H)),
+        0.5 * rng.standard_normal((H, 4 * H)),
+        rng.standard_normal(4 * H),
+    )
+    dout = rng.standard_normal((N, T, H))
+    assert_gradients_match(
+        forward["lstm"], *args, upstream=dout, backward=namespace["lstm_backward"]
+    )
+    for dtype in (numpy.float64, numpy.float32):
+        x, h0, Wx, Wh, b = (arg.astype(dtype) for arg in args)
+        _, _, cache = namespace["lstm_step_forward"](x[:, 0, :], h0, 0 * h0, Wx, Wh, b)
+        stand_ins = [
+            value
+            for value in cache
+            if isinstance(value, numpy.ndarray) and value.size > 1 and not any(value.strides)
+        ]
+        assert (N, 4 * H) in [value.shape for value in stand_ins]
+        assert all(not v.flags.writeable and v.dtype == dtype for v in stand_ins)
+        gradients = namespace["lstm_backward"](x, h0, Wx, Wh, b, dout.astype(dtype))
+        assert [g.dtype for g in gradients] == [dtype] * 5

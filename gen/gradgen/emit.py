@@ -261,7 +261,8 @@ def _function_makers(
     if function.called:
         if not (pairs and public is not None):
             staged, lines, cache = function.staged, function.forward, function.cache
-            makers.append(lambda helpers: _forward_text(staged, lines, cache, helpers))
+            like = function.like
+            makers.append(lambda helpers: _forward_text(staged, lines, cache, helpers, like))
         for name, backward in function.cached:
             makers.append(_named_cached_maker(backward, name))
     return makers
@@ -405,7 +406,9 @@ def _call_arguments(backward: BackwardFunction) -> str:
 
 def _forward_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
     """``F_forward``: the value, and the cache of what ``F_backward`` reads."""
-    return _forward_text(backward.staged, backward.full_forward, backward.cache, helpers)
+    return _forward_text(
+        backward.staged, backward.full_forward, backward.cache, helpers, backward.like
+    )
 
 
 def _forward_text(
@@ -413,8 +416,10 @@ def _forward_text(
     lines: tuple[ForwardLine, ...],
     cache: tuple[str, ...],
     helpers: _Helpers,
+    like: frozenset[str] = frozenset(),
 ) -> FunctionText:
-    """``F_forward``: the value (several: each), then the cache its backwards read."""
+    """``F_forward``: the value (several: each), then the cache its backwards read (of a
+    value in ``like``, only its shape and dtype: ``_like(a)``)."""
     params = [
         p.name if p.default is None else f"{p.name}={render(p.default)}" for p in staged.arguments
     ]
@@ -423,7 +428,11 @@ def _forward_text(
     leaves = _leaf_lines(staged, lines, (), results, *cache)
     body = leaves + _forward_body(lines, helpers)
     values = ", ".join(render(helpers.resolve(result)) for result in staged.results)
-    body.append(f"return {values}, {_tuple(cache)}")
+    stand_in = Func("helper", "_like", "_like")
+    entries = tuple(
+        render(helpers.resolve(Call(stand_in, (Name(n),)))) if n in like else n for n in cache
+    )
+    body.append(f"return {values}, {_tuple(entries)}")
     docstring = f"{staged.name} and the cache its backward reads: {_tuple(cache)}."
     if len(docstring) > 80:
         docstring = f"{staged.name} and the cache of the values its backward reads."

@@ -12,9 +12,24 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from gradgen.expr import RULE, USER, Call, Const, Expr, Func, Name, names_in, substitute
+from gradgen.expr import (
+    RULE,
+    USER,
+    Attribute,
+    Call,
+    Const,
+    Expr,
+    Func,
+    Name,
+    children,
+    names_in,
+    substitute,
+    unwrap,
+)
+from gradgen.helpers import HELPER_SHAPE_READS
 from gradgen.ir import AdjointStatement, ForwardBranch, ForwardLine, ForwardLoop
 from gradgen.naming import forward_function_name
+from gradgen.rules import SHAPE_ATTRIBUTE, SHAPE_READS
 from gradgen.stages import Stage, StagedFunction
 
 
@@ -28,6 +43,55 @@ def names_read(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
         for block in a.blocks:
             found.update(names_read(block))
     return found
+
+
+def read_whole(adjoints: tuple[AdjointStatement, ...]) -> set[str]:
+    """The names the adjoint statements read for more than their shape and dtype: all but
+    those only ever passed as ``like`` (``_unbroadcast(g, x)``, ``np.zeros_like(x)``,
+    ``x.shape``), for which a cache may hold ``_like(x)``."""
+    found: set[str] = set()
+    for a in adjoints:
+        for part in (a.expr, *a.index):
+            _read_whole(part, found)
+        for block in a.blocks:
+            found |= read_whole(block)
+    return found
+
+
+def _read_whole(expr: Expr, found: set[str]) -> None:
+    if isinstance(expr, Name):
+        found.add(expr.id)
+        return
+    if (
+        isinstance(expr, Attribute)
+        and expr.name == SHAPE_ATTRIBUTE
+        and isinstance(unwrap(expr.value), Name)
+    ):
+        return
+    if isinstance(expr, Call):
+        func = expr.func
+        if func.lib == "helper":
+            shape_only = HELPER_SHAPE_READS.get(func.name, ())
+        else:
+            shape_only = SHAPE_READS.get((func.lib or "", func.name), ())
+        for position, argument in enumerate(expr.args):
+            if not (position in shape_only and isinstance(unwrap(argument), Name)):
+                _read_whole(argument, found)
+        for _, value in expr.kwargs:
+            _read_whole(value, found)
+        return
+    for child in children(expr):
+        _read_whole(child, found)
+
+
+def shape_only(
+    candidates: Iterable[str], backwards: Iterable[tuple[AdjointStatement, ...]]
+) -> frozenset[str]:
+    """The ``candidates`` (cached values) that no backward of ``backwards`` reads whole."""
+    whole: set[str] = set()
+    for adjoints in backwards:
+        whole |= read_whole(adjoints)
+    return frozenset(name for name in candidates if name not in whole)
 
 
 def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str, ...]]:
@@ -129,7 +193,7 @@ def _lines(
         if stage.target in inline:
             expanded[stage.target] = expr
         elif stage.loop is not None:
-            lines.append(_loop_line(stage, expr, kept))
+            lines.append(_loop_line(stage, expr, demanded, kept))
         elif stage.branch is not None:
             lines.append(_branch_line(stage, expr, demanded, kept))
         elif stage.call is not None and stage.call.rule:
@@ -148,15 +212,19 @@ def _lines(
     return lines
 
 
-def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]) -> ForwardLine:
-    """The loop, each step computing what is carried on, appended, or kept for the backward."""
+def _loop_line(
+    stage: Stage, iterable: Expr, wanted: set[str], kept: Mapping[str, tuple[str, ...]]
+) -> ForwardLine:
+    """The loop, each step computing what is carried on, appended, or kept for the backward;
+    a list it fills only where it is read (``wanted``)."""
     loop = stage.loop
     assert loop is not None
     keep = kept.get(stage.target)
+    collected = [c for c in loop.collected if c.name in wanted]
     wanted = set(keep or ())
     wanted.update(n for carry in loop.carried for n in names_in(carry.last))
-    wanted.update(n for c in loop.collected for item in c.items for n in names_in(item))
-    wanted.update(n for c in loop.collected for i in c.indexes for p in i for n in names_in(p))
+    wanted.update(n for c in collected for item in c.items for n in names_in(item))
+    wanted.update(n for c in collected for i in c.indexes for p in i for n in names_in(p))
     body = _lines(loop.body, wanted, kept)
     return ForwardLine(
         stage.target,
@@ -168,7 +236,7 @@ def _loop_line(stage: Stage, iterable: Expr, kept: Mapping[str, tuple[str, ...]]
             keep,
             tuple((c.name, c.initial) for c in loop.carried),
             tuple((c.name, c.last) for c in loop.carried),
-            loop.collected,
+            tuple(collected),
         ),
     )
 

@@ -53,6 +53,16 @@ def _upstream(grad, like):
         return grad
     return grad + numpy.zeros_like(like)
 ''',
+    "_like": '''
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is not numpy.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = numpy.zeros((), value.dtype), (0,) * value.ndim
+    like = numpy.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
+''',
     "_split_like": '''
 def _split_like(grad, items, axis):
     """grad cut along axis into pieces as long as items are (np.concatenate's)."""
@@ -115,10 +125,18 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_or_zero": Aliasing.VIEW_OF_FIRST,
     "_keepdims": Aliasing.VIEW_OF_FIRST,
     "_split_like": Aliasing.VIEW_OF_FIRST,
+    "_like": Aliasing.VIEW_OF_FIRST,  # a read-only view (of a number of its own)
     "_matmul_dx": Aliasing.NEW,
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
+}
+
+# The arguments of each helper that it reads for their shape and dtype alone (``like``).
+HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
+    "_unbroadcast": (1,),
+    "_everywhere": (1,),
+    "_upstream": (1,),
 }
 
 # Helpers that call other helpers: defining one defines these too.

@@ -23,6 +23,8 @@ from gradgen.expr import (
     Const,
     Expr,
     Name,
+    Sequence_,
+    Slice,
     Subscript,
     UnaryOp,
     is_constant,
@@ -32,10 +34,13 @@ from gradgen.expr import (
 )
 from gradgen.rules import (
     ELEMENTWISE_MASKS,
+    INDEX,
     NUMBER_ATTRIBUTES,
     NUMBER_VALUED,
+    REVERSED,
     SHAPE_ATTRIBUTE,
     SHAPE_OF_FIRST,
+    STEPS,
     AdjointContext,
     is_opaque,
 )
@@ -72,17 +77,24 @@ def infer_shapes(
     if parameters is None:
         parameters = {p.name: p.shape for p in function.parameters}
     known: Shapes = dict(parameters)
-    _infer_stages(function.stages, known, callees)
+    steps = frozenset(s.loop.variable for s in function.all_stages if s.loop is not None)
+    _infer_stages(function.stages, known, callees, steps)
     return known
 
 
-def _infer_stages(stages: tuple[Stage, ...], known: Shapes, callees: ResultShapes | None) -> None:
+def _infer_stages(
+    stages: tuple[Stage, ...],
+    known: Shapes,
+    callees: ResultShapes | None,
+    steps: frozenset[str],
+) -> None:
+    """``steps``: the loops' variables (whole numbers, from ``range``)."""
     for stage in stages:
         if stage.loop is not None:
-            _infer_loop(stage, known, callees)
+            _infer_loop(stage, known, callees, steps)
         elif stage.branch is not None:
-            _infer_stages(stage.branch.then, known, callees)
-            _infer_stages(stage.branch.orelse, known, callees)
+            _infer_stages(stage.branch.then, known, callees, steps)
+            _infer_stages(stage.branch.orelse, known, callees, steps)
             known[stage.target] = None
             for join in stage.branch.joins:
                 then = expression_shape(join.then, known)
@@ -95,15 +107,40 @@ def _infer_stages(stages: tuple[Stage, ...], known: Shapes, callees: ResultShape
             known.update(zip(stage.targets, results, strict=True))
         elif stage.rule is None:
             known[stage.target] = expression_shape(stage.expr, known)
+        elif stage.rule is INDEX:
+            known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
             known[stage.target] = stage.rule.shape(stage_context(stage, known))
         else:
             known[stage.target] = None
 
 
-def _infer_loop(stage: Stage, known: Shapes, callees: ResultShapes | None) -> None:
-    """A carried value has its starting shape where every step keeps it; a filled list
-    and what the steps keep have none."""
+def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | None:
+    """``x[:, t, :]``, ``x[t]``, ``x[0]``: a whole slice keeps its axis, a loop's step or a
+    whole number written out takes one away. Anything else (a partial slice, an array of
+    indices, ``None``, ``...``, a number that may be a flag) leaves the shape unknown."""
+    shape = expression_shape(stage.operands[0], known)
+    index = unwrap(dict(stage.nondiff)["i"])
+    parts = index.items if isinstance(index, Sequence_) and index.brackets == "()" else (index,)
+    if shape is None or len(parts) > len(shape):
+        return None
+    kept: list[shapes.Dim] = []
+    for part, dim in zip(parts, shape, strict=False):
+        part = unwrap(part)
+        if isinstance(part, Slice) and part.lower is part.upper is part.step is None:
+            kept.append(dim)
+        elif not (
+            (isinstance(part, Name) and part.id in steps) or type(literal_value(part)) is int
+        ):
+            return None
+    return (*kept, *shape[len(parts) :])
+
+
+def _infer_loop(
+    stage: Stage, known: Shapes, callees: ResultShapes | None, steps: frozenset[str]
+) -> None:
+    """A carried value has its starting shape where every step keeps it; a filled list has
+    the shape of its items stacked (``_list_shape``); what the steps keep has none."""
     loop = stage.loop
     assert loop is not None
     if loop.variable:  # a while loop has none
@@ -112,7 +149,7 @@ def _infer_loop(stage: Stage, known: Shapes, callees: ResultShapes | None) -> No
     for carry in loop.carried:
         known[carry.name] = expression_shape(carry.initial, known)
     for _ in range(len(loop.carried) + 1):
-        _infer_stages(loop.body, known, callees)
+        _infer_stages(loop.body, known, callees, steps)
         changed = False
         for carry in loop.carried:
             if known[carry.name] is not None and (
@@ -123,7 +160,35 @@ def _infer_loop(stage: Stage, known: Shapes, callees: ResultShapes | None) -> No
         if not changed:
             break
     for collected in loop.collected:
-        known[collected.name] = None
+        known[collected.name] = _list_shape(stage, collected.name, collected.items, known)
+
+
+def _list_shape(stage: Stage, name: str, items: tuple[Expr, ...], known: Shapes) -> Shape | None:
+    """A filled list as the array ``np.stack(hs)`` makes of it: its length (a number where
+    the steps are written out, else a dimension of its own, ``len(hs)``) then its items'
+    shape, where every item has one and the same. None otherwise."""
+    found = {expression_shape(item, known) for item in items}
+    if len(found) != 1 or None in found:
+        return None
+    item = found.pop()
+    assert item is not None
+    steps = _number_of_steps(stage.expr)
+    length: shapes.Dim = f"len({name})" if steps is None else steps * len(items)
+    return (length, *item)
+
+
+def _number_of_steps(over: Expr) -> int | None:
+    """How many steps ``range(...)`` (or ``reversed(range(...))``) makes, where written out."""
+    over = unwrap(over)
+    if isinstance(over, Call) and (over.func.lib, over.func.name) == REVERSED and over.args:
+        over = unwrap(over.args[0])
+    if not (isinstance(over, Call) and (over.func.lib, over.func.name) == STEPS):
+        return None
+    bounds = [literal_value(arg) for arg in over.args]
+    numbers = [bound for bound in bounds if type(bound) is int]
+    if not 1 <= len(numbers) == len(bounds) <= 3 or 0 in numbers[2:]:
+        return None
+    return len(range(*numbers))
 
 
 def floating_values(function: StagedFunction) -> set[str]:

@@ -151,6 +151,9 @@ class BackwardFunction:
     # The parameters the result has a gradient with respect to, whatever ``wrt`` asks for
     # (None: not worked out): the others are data (labels, indices), for the gradient check.
     differentiable: frozenset[str] | None = None
+    # The values of the cache the adjoints read for their shape and dtype alone: the cache
+    # holds ``_like(value)`` for them, not their memory.
+    like: frozenset[str] = frozenset()
 
     def parameter_gradients(self) -> tuple[str, ...]:
         """Per parameter of the forward, in order, what this backward returns for it: a

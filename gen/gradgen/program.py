@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import libcst as cst
 
 from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap
-from gradgen.forward_lines import every_kept, forward_lines, with_steps_kept
+from gradgen.forward_lines import every_kept, forward_lines, shape_only, with_steps_kept
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
 from gradgen.ir import BackwardFunction, ForwardLine
@@ -70,6 +70,7 @@ class FunctionBackwards:
     cached: tuple[tuple[str, BackwardFunction], ...] = ()
     forward: tuple[ForwardLine, ...] = ()  # F_forward's lines, when ``called``
     cache: tuple[str, ...] = ()  # what F_forward hands to every cached backward
+    like: frozenset[str] = frozenset()  # of the cache, what every backward reads the shape of
     called: bool = False  # called by another function: the module defines F_forward
     # Where it draws random numbers, if it does: F_backward that recomputes the forward is
     # not generated (it would draw other numbers); F_value_and_grad and pairs are.
@@ -495,10 +496,13 @@ class _Program:
         defined = [p.name for p in staged.parameters]
         defined += [target for line in lines for target in line.targets]
         cache = tuple(n for n in defined if n in read)
+        # What every backward reading it reads the shape of alone (and is no number).
+        maybe_like = [n for n in cache if any(n in backward.like for backward in sharing)]
+        like = shape_only(maybe_like, (backward.adjoints for backward in sharing))
 
         def sharing_cache(backward: BackwardFunction) -> BackwardFunction:
             adjoints = with_steps_kept(backward.adjoints, kept)
-            return replace(backward, cache=cache, full_forward=lines, adjoints=adjoints)
+            return replace(backward, cache=cache, full_forward=lines, adjoints=adjoints, like=like)
 
         if public is not None and self.pairs:
             public = sharing_cache(public)
@@ -512,7 +516,7 @@ class _Program:
             ):
                 continue  # the public F_backward(dout, cache) is this very function
             cached.append((name_of, sharing_cache(backward)))
-        return FunctionBackwards(staged, public, tuple(cached), lines, cache, called, draws)
+        return FunctionBackwards(staged, public, tuple(cached), lines, cache, like, called, draws)
 
 
 def _draw_site(function: StagedFunction, known: Mapping[str, DrawSite | None]) -> DrawSite | None:

@@ -53,7 +53,7 @@ from gradgen.expr import (
     substitute,
     unwrap,
 )
-from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read
+from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read, shape_only
 from gradgen.infer import (
     Shapes,
     expression_shape,
@@ -168,12 +168,24 @@ class _ReversePass:
             result = function.results[0]
             if isinstance(result, Name) and result.id in self.relevant:
                 self.gradient[result.id] = self.upstreams[0]
-                if function.array_mode and known.get(result.id) is None:
+                if (
+                    function.array_mode
+                    and known.get(result.id) is None
+                    and not self.has_axes(result.id)
+                ):
                     self.spread_upstream(result, self.upstreams[0])
         else:
             self.several_upstreams()
         self.reverse_stages(function.stages)
         return self.backward_function()
+
+    def has_axes(self, variable: str) -> bool:
+        """Is ``variable`` known to be an array with axes: of a known shape, or made by an
+        operation whose result always has some (``np.stack``), whatever its shape?"""
+        if self.known.get(variable):
+            return True
+        stage = next((s for s in self.function.stages if s.target == variable), None)
+        return stage is not None and stage.rule is not None and stage.rule.axes
 
     def reverse_stages(self, stages: tuple[Stage, ...]) -> None:
         for stage in reversed(stages):
@@ -626,11 +638,16 @@ class _ReversePass:
         defined = [p.name for p in function.parameters]
         defined += [target for line in full_forward for target in line.targets]
         cache = tuple(name for name in defined if name in read)
+        # Of a forward value read for its shape alone, the cache keeps no more: where it may
+        # be an array (a parameter is the caller's anyway; a number holds no memory).
+        parameters = {p.name for p in function.parameters}
+        arrays = [n for n in cache if n not in parameters and known.get(n) != SCALAR]
+        like = shape_only(arrays, [adjoints])
         # The default upstream 1.0 suits a scalar result. A result known to be an array needs
         # its upstream gradient (an array of its shape), so there is no default to forget.
         # Several results: None, that result does not reach the loss.
         result = function.results[0]
-        array_result = isinstance(result, Name) and bool(known.get(result.id))
+        array_result = isinstance(result, Name) and self.has_axes(result.id)
         default = None if array_result else "1.0"
         if len(function.results) > 1:
             default = "None"
@@ -646,6 +663,7 @@ class _ReversePass:
             cache,
             tuple(gradient.items()),
             tuple(self.calls),
+            like=like,
         )
 
 

@@ -147,6 +147,9 @@ class Rule:
     # Its result is floating point whatever its inputs' dtypes (exp, division, mean); the
     # other operations give floats when one of their inputs is (infer.floating_values).
     floating: bool = False
+    # Its result always has axes, whatever the shapes of its inputs (np.stack): a backward
+    # of a function returning it takes an upstream array, with no default.
+    axes: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -242,6 +245,7 @@ def rule(
     literal: tuple[str, ...] = (),
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
     floating: bool = False,
+    axes: bool = False,
     **adjoints: Template | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -275,6 +279,7 @@ def rule(
         literal=literal,
         no_gradient_when=no_gradient_when,
         floating=floating,
+        axes=axes,
     )
 
 
@@ -693,10 +698,10 @@ RULES: tuple[Rule, ...] = (
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), literal=("axis",),
-         variadic=True,
+         variadic=True, axes=True,
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
-         x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
+         axes=True, x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
     # The gradient goes back as a new array (never the upstream object itself) in x's
     # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
@@ -707,6 +712,10 @@ RULES: tuple[Rule, ...] = (
     rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
 )
 # fmt: on
+
+# x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
+# away), which infer.py knows.
+INDEX = next(r for r in RULES if r.name == "index")
 
 # How numpy functions take their arguments, to read ``np.sum(x, axis=0)``, ``x.sum(0)`` and
 # ``np.sum(x, 0, keepdims=False)`` as the same call. "name=default" marks an optional one.
@@ -1003,6 +1012,15 @@ ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
 NUMBER_VALUED = frozenset({("builtins", "len"), ("numpy", "size"), ("numpy", "ndim")})
 NUMBER_ATTRIBUTES = ("size", "ndim")
 SHAPE_ATTRIBUTE = "shape"
+# The arguments of numpy functions adjoint templates call that are read for their shape
+# and dtype alone (``np.zeros_like(x, dtype=np.result_type(x, 1.0))``).
+SHAPE_READS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("numpy", "zeros_like"): (0,),
+    ("numpy", "ones_like"): (0,),
+    ("numpy", "full_like"): (0,),
+    ("numpy", "result_type"): (0,),
+    ("numpy", "shape"): (0,),
+}
 # Functions whose results never hold one entry twice (np.arange): an index built from one
 # selects distinct rows, so the gradient is scattered with plain ``+=``, not np.add.at.
 DISTINCT_ENTRIES = frozenset({("numpy", "arange")})
@@ -1137,17 +1155,28 @@ def _form_size(form: Expr) -> int:
     return sum(1 for _ in walk(form))
 
 
+def _stacked_list(c: AdjointContext) -> Shape | None:
+    """``np.stack(hs, axis)``: a filled list's shape is its length, then its items' shape
+    (``infer._list_shape``); the stack moves the length to ``axis``."""
+    listed, axis = c.shapes.get("xs"), c.literals.get("axis")
+    if listed is None or not isinstance(axis, int) or not -len(listed) <= axis < len(listed):
+        return None
+    length, *item = listed
+    axis %= len(listed)
+    return (*item[:axis], length, *item[axis:])
+
+
 # Reading a list a loop filled (``hs = []``, ``hs.append(h)`` in the loop, then
 # ``np.stack(hs, axis=1)``): ``xs`` is the list, and its adjoint a list of the items'
 # gradients, one per item in order, which the loop's backward takes back one by one.
 LIST_RULES: dict[tuple[str, str], Rule] = {
     ("numpy", "stack"): rule(
         "stack_list", "numpy.stack(xs, axis)", nondiff=("axis",), literal=("axis",),
-        xs="list(numpy.moveaxis(g, axis, 0))",
+        shape=_stacked_list, axes=True, xs="list(numpy.moveaxis(g, axis, 0))",
     ),
     ("numpy", "concatenate"): rule(
         "concatenate_list", "numpy.concatenate(xs, axis)", nondiff=("axis",),
-        literal=("axis",), xs="_split_like(g, xs, axis)",
+        literal=("axis",), axes=True, xs="_split_like(g, xs, axis)",
     ),
     ("builtins", "sum"): rule("sum_list", "sum(xs)", xs="[g] * len(xs)"),
 }  # fmt: skip

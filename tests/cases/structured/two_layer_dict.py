@@ -263,6 +263,16 @@ def _everywhere(grad, like):
     return grad + np.zeros_like(like)
 
 
+def _like(value):
+    """value's shape and dtype without its memory: a cache entry read for no more."""
+    if type(value) is not np.ndarray or value.dtype.hasobject:
+        return value
+    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
+    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
+    like.flags.writeable = False  # one number seen everywhere: never written into
+    return like
+
+
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
@@ -330,21 +340,21 @@ def two_layer_loss_forward(X, y, params, reg):
         b1,
         W2,
         b2,
-        h_matmul,
+        _like(h_matmul),
         h_add,
         h,
-        scores_matmul,
+        _like(scores_matmul),
         N,
         probs_exp,
         probs_exp_2,
         probs_sum,
-        probs,
+        _like(probs),
         data_loss_index,
-        data_loss_neg,
+        _like(data_loss_neg),
         data_loss,
         loss_mul_2,
         loss_sum,
-        loss,
+        _like(loss),
     )
 
 
@@ -428,7 +438,17 @@ def layers_loss_forward(x, layers):
     out_matmul = out_tanh @ W2
     out_add = out_matmul + b2
     out = np.sum(out_add)
-    return out, (x, W1, b1, W2, b2, out_matmul_2, out_tanh, out_matmul, out_add)
+    return out, (
+        x,
+        W1,
+        b1,
+        W2,
+        b2,
+        _like(out_matmul_2),
+        out_tanh,
+        _like(out_matmul),
+        _like(out_add),
+    )
 
 
 def layers_loss_backward(dout, cache):
