@@ -154,6 +154,21 @@ def f(x, y, c):
     return r + y
 """
 
+# Found while adding branches to the property tests: ``in`` a tuple of strings was refused
+# ("strings have no gradient"), its items read as values rather than as a test's.
+MODE_IN_A_TUPLE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", mode: str = "a"):
+    h = x * w
+    if mode in ("a", "b"):
+        h = np.tanh(h)
+    elif mode not in ["c"]:
+        h = h * 2.0
+    return np.sum(h * x)
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -185,6 +200,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         ONE_SIDE_READS_PARAMETER,
         {"x": (), "y": ()},
         [{"c": 1.0}, {"c": -1.0}],
+    ),
+    "in-a-tuple-of-strings": (
+        MODE_IN_A_TUPLE,
+        {"x": (3,), "w": (3,)},
+        [{"mode": "a"}, {"mode": "b"}, {"mode": "c"}, {"mode": "d"}],
     ),
 }
 
