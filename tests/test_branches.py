@@ -169,6 +169,39 @@ def f(x: "3", w: "3", mode: str = "a"):
     return np.sum(h * x)
 """
 
+# Found by the property tests with branches: a loop's variable binding again a name one side
+# of an earlier 'if' bound was refused when the loop read it ("bound only in one branch").
+LOOP_VARIABLE_AFTER_ONE_SIDE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", flag: bool = True):
+    h = x * w
+    if flag:
+        t = h * 2.0
+        h = h + t
+    for t in range(2):
+        h = np.tanh(h * w + t)
+    return np.sum(h)
+"""
+
+# Found by the property tests with branches: a value from before the 'if' that only loops
+# inside its sides read (as what they carry from) lost its gradient there (internal error
+# KeyError: 'h').
+LOOPS_IN_BOTH_SIDES = """\
+def f(x, mode: str = "a"):
+    t = x * x
+    h = t * 2.0
+    if mode == "b":
+        for i in range(3):
+            h = h * x
+    else:
+        for i in range(2):
+            t = h * h
+            h = h * x
+    return t - x
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -206,6 +239,12 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         {"x": (3,), "w": (3,)},
         [{"mode": "a"}, {"mode": "b"}, {"mode": "c"}, {"mode": "d"}],
     ),
+    "loop-variable-after-one-side": (
+        LOOP_VARIABLE_AFTER_ONE_SIDE,
+        {"x": (3,), "w": (3,)},
+        [{"flag": True}, {"flag": False}],
+    ),
+    "loops-in-both-sides": (LOOPS_IN_BOTH_SIDES, {"x": ()}, [{"mode": "a"}, {"mode": "b"}]),
 }
 
 RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]

@@ -626,6 +626,7 @@ class _Block:
                 current[name] = Name(carried[name][0])
         variable = self.bind(loop.target)
         current[loop.target] = Name(variable)
+        self.loop_locals.pop(loop.target, None)  # bound again, by the loop, at every step
         for phi, initial in carried.values():
             start = Stage(phi, None, (), initial, builder.default_library, index, False)
             builder.carried_from[phi] = start
