@@ -202,6 +202,24 @@ def f(x, mode: str = "a"):
     return t - x
 """
 
+# Found by the property tests with branches: the forward of a called function (g_forward)
+# with a loop in it kept nothing of the loop's steps (no t_steps), which its backward walks
+# back through (UnboundLocalError, or NameError without the 'if').
+LOOP_IN_A_CALLEE = """\
+import numpy as np
+
+
+def g(x, squash):
+    if squash:
+        for t in range(3):
+            x = np.tanh(x) * 0.5
+    return x * x
+
+
+def f(x: "3", w: "3", squash: bool = True):
+    return np.sum(g(x * w, squash) * w)
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -245,6 +263,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         [{"flag": True}, {"flag": False}],
     ),
     "loops-in-both-sides": (LOOPS_IN_BOTH_SIDES, {"x": ()}, [{"mode": "a"}, {"mode": "b"}]),
+    "loop-in-a-callee": (
+        LOOP_IN_A_CALLEE,
+        {"x": (3,), "w": (3,)},
+        [{"squash": True}, {"squash": False}],
+    ),
 }
 
 RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]

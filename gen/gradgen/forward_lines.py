@@ -9,10 +9,11 @@ recomputed forward reads like the user's own lines.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from gradgen.expr import RULE, USER, Call, Const, Expr, Func, Name, names_in, substitute
-from gradgen.ir import AdjointStatement, ForwardBranch, ForwardLine, ForwardLoop
+from gradgen.ir import AdjointStatement, BackwardFunction, ForwardBranch, ForwardLine, ForwardLoop
 from gradgen.naming import forward_function_name
 from gradgen.stages import Stage, StagedFunction
 
@@ -39,6 +40,49 @@ def kept_by_loops(adjoints: tuple[AdjointStatement, ...]) -> dict[str, tuple[str
         for block in a.blocks:
             found.update(kept_by_loops(block))
     return found
+
+
+def shared_kept(
+    function: StagedFunction, backwards: Sequence[BackwardFunction]
+) -> dict[str, tuple[str, ...]]:
+    """What each loop of ``function`` keeps of its steps for all of ``backwards`` (which
+    read one cache, made by one forward): the values any of them reads, in the order each
+    one's ``kept`` has them (the step's carried values, then what its body binds)."""
+    wanted: dict[str, set[str]] = {}
+    for backward in backwards:
+        for loop, names in kept_by_loops(backward.adjoints).items():
+            wanted.setdefault(loop, set()).update(names)
+    found: dict[str, tuple[str, ...]] = {}
+    for stage in function.all_stages:
+        if stage.loop is None or stage.target not in wanted:
+            continue
+        step_values = [c.name for c in stage.loop.carried]
+        for inside in stage.loop.body:
+            step_values += bound_by(inside)
+        found[stage.target] = tuple(
+            n for n in dict.fromkeys(step_values) if n in wanted[stage.target]
+        )
+    return found
+
+
+def with_kept(
+    adjoints: tuple[AdjointStatement, ...], kept: Mapping[str, tuple[str, ...]]
+) -> tuple[AdjointStatement, ...]:
+    """``adjoints`` with each loop unpacking ``kept[loop]`` from each step."""
+    result = []
+    for a in adjoints:
+        if a.branch is not None:
+            branch = replace(
+                a.branch,
+                then=with_kept(a.branch.then, kept),
+                orelse=with_kept(a.branch.orelse, kept),
+            )
+            a = replace(a, branch=branch)
+        if a.loop is not None:
+            body = with_kept(a.loop.body, kept)
+            a = replace(a, loop=replace(a.loop, body=body, kept=kept.get(a.target, a.loop.kept)))
+        result.append(a)
+    return tuple(result)
 
 
 def forward_lines(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import libcst as cst
 
 from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap
-from gradgen.forward_lines import forward_lines
+from gradgen.forward_lines import forward_lines, shared_kept, with_kept
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
 from gradgen.ir import BackwardFunction, ForwardLine
@@ -485,13 +485,16 @@ class _Program:
         if public is not None and self.pairs:
             sharing.append(public)
         read = {name for backward in sharing for name in backward.cache}
-        lines = forward_lines(staged, read | set(names_in(staged.result)))
+        # One forward keeps, of each step of a loop, what any of the backwards reads.
+        kept = shared_kept(staged, sharing)
+        lines = forward_lines(staged, read | set(names_in(staged.result)), kept)
         defined = [p.name for p in staged.parameters]
         defined += [target for line in lines for target in line.targets]
         cache = tuple(n for n in defined if n in read)
 
         def sharing_cache(backward: BackwardFunction) -> BackwardFunction:
-            return replace(backward, cache=cache, full_forward=lines)
+            adjoints = with_kept(backward.adjoints, kept)
+            return replace(backward, cache=cache, full_forward=lines, adjoints=adjoints)
 
         if public is not None and self.pairs:
             public = sharing_cache(public)
