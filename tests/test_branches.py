@@ -220,6 +220,23 @@ def f(x: "3", w: "3", squash: bool = True):
     return np.sum(g(x * w, squash) * w)
 """
 
+# Found by the property tests with branches: a gradient of a number a loop carried, handed
+# back in array code (numpy imported), was copied by dx.copy(), which a Python float has not
+# (AttributeError); np.copy takes both.
+NUMBER_CARRIED_IN_ARRAY_CODE = """\
+import math
+import numpy as np
+
+
+def f(x, flag: bool = True):
+    s = 0.0
+    for t in range(2):
+        x = s + x
+    if flag:
+        x = x * 0.5
+    return math.exp(x)
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -263,6 +280,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         [{"flag": True}, {"flag": False}],
     ),
     "loops-in-both-sides": (LOOPS_IN_BOTH_SIDES, {"x": ()}, [{"mode": "a"}, {"mode": "b"}]),
+    "number-carried-in-array-code": (
+        NUMBER_CARRIED_IN_ARRAY_CODE,
+        {"x": ()},
+        [{"flag": True}, {"flag": False}],
+    ),
     "loop-in-a-callee": (
         LOOP_IN_A_CALLEE,
         {"x": (3,), "w": (3,)},
