@@ -237,6 +237,22 @@ def f(x, flag: bool = True):
     return math.exp(x)
 """
 
+# Found by the property tests with branches: the gradient of a value read, inside the sides,
+# only by loops (as what they carry from) was dropped: dx None, a wrong gradient.
+CARRIED_FROM_IN_EACH_SIDE = """\
+import math
+
+
+def f(x, w, s):
+    if s > 0:
+        for t in range(2):
+            x = math.tanh(x * w)
+    else:
+        for t in range(1):
+            x = x * w - x
+    return x * w
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -284,6 +300,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         NUMBER_CARRIED_IN_ARRAY_CODE,
         {"x": ()},
         [{"flag": True}, {"flag": False}],
+    ),
+    "carried-from-in-each-side": (
+        CARRIED_FROM_IN_EACH_SIDE,
+        {"x": (), "w": ()},
+        [{"s": 1.0}, {"s": -1.0}],
     ),
     "loop-in-a-callee": (
         LOOP_IN_A_CALLEE,
