@@ -78,6 +78,24 @@ list made empty before the loop and read whole after it (``np.stack``, ``np.conc
 well-conditioned at the first step, as a helper's statements are at each call; a carried
 value must keep its shape. Names bound only in the loop are not read after it (gradgen
 refuses that, and is right to).
+
+Programs with branches (``build_program(..., branches=n)``: one program in n) have ``if``
+statements (``_function_body``'s ``branching``): at the top of ``f``, in its loop, nested in
+a side, in a helper; with ``elif`` and ``else`` or neither. A test reads a flag parameter
+of ``f`` (``if flag:``, ``if not flag:``; ``flag: bool``, with a default or not), a string
+parameter (``mode == "a"``, ``mode != "b"``, ``mode in ("a", "b")``, an ``elif`` on another
+value; ``mode: str``), the loop's step (``t > 0``, ``t == 0``, ``t < 2``), a value
+(``x > 0.5`` for a number, ``np.sum(h) <= -0.5``, ``np.mean``, ``np.max``; at least
+``DATA_MARGIN`` from its threshold, so central differences take the same sides), or two of
+those joined by ``and``/``or``. Each side is built from the values before the ``if`` (any
+kind of statement: calls, unpacking, in-place updates of fresh values; a loop sometimes): a
+value from before that a side rebinds keeps its shape, and is left as it was by a side that
+does not; a new name bound in every side is read after the ``if``, one bound in some sides
+only is not (gradgen refuses that, and is right to). The forward runs an ``if`` as
+``Branch`` says (the test, then the side it takes, each statement after its checks); the
+program is built at one value of each flag, then run at every other combination of their
+values (``_run_at``), where each of its checks must hold too: ``Program.variants`` lists the
+combinations, at each of which the property tests check it.
 """
 
 from __future__ import annotations
@@ -372,9 +390,9 @@ _APPEND = re.compile(r"^(\w+)\.append\((.*)\)$")
 
 
 def _is_loop(line: str) -> bool:
-    """Is this body entry a loop (``for t in range(3):`` and its statements, after the lists
-    it fills made empty: ``hs = []``)?"""
-    return "\n" in line or line.startswith("for ")
+    """Is this body entry a block: a loop (``for t in range(3):`` and its statements, after
+    the lists it fills made empty: ``hs = []``) or a branch (``if flag:`` and its sides)?"""
+    return "\n" in line or line.startswith(("for ", "if "))
 
 
 def _tree(text: str) -> ast.AST:
@@ -468,6 +486,8 @@ def _annotation(name: str, dims: tuple[int, ...] | None, annotated: bool) -> str
         return name
     if name == STEPS_NAME:
         return f"{name}: int"
+    if name in FLAG_TYPES:
+        return f"{name}: {FLAG_TYPES[name]}"
     if dims == ():
         return f"{name}: float"
     return f'{name}: "{", ".join(map(str, dims))}"'
@@ -521,6 +541,23 @@ class Program:
     omitted: tuple[bool, ...] = ()
     helpers: tuple[Function, ...] = ()  # the functions ``f`` calls (at any depth)
     main_at: int = 0  # the place of ``f`` among the module's functions
+    # Branches: the defaults of f's flag parameters (``flag``, ``mode``; None: none), and the
+    # values of the flags to check the program at (every combination; ``args`` has the first).
+    defaults: dict[str, str | None] = field(default_factory=dict)
+    variants: tuple[dict[str, Any], ...] = ({},)
+
+    def main(self) -> Function:
+        """``f`` as written in the module."""
+        return Function(
+            "f",
+            [(n, s, self.defaults.get(n)) for n, s in self.params],
+            self.body,
+            list(self.results or (self.result,)),
+        )
+
+    def at(self, variant: dict[str, Any]) -> Program:
+        """The program with its flags at ``variant``'s values."""
+        return dataclasses.replace(self, args={**self.args, **variant}, variants=(variant,))
 
     @property
     def several(self) -> bool:
@@ -532,12 +569,7 @@ class Program:
         imports = "import math\n"
         if self.mode == "array" and self.numpy_import:
             imports += "import numpy\n" if self.alias == "numpy" else "import numpy as np\n"
-        main = Function(
-            "f",
-            [(n, s, None) for n, s in self.params],
-            self.body,
-            list(self.results or (self.result,)),
-        )
+        main = self.main()
         functions = list(self.helpers)
         functions.insert(self.main_at, main)
         constants = "".join(f"{line}\n" for line in self.constants)
@@ -554,12 +586,7 @@ class Program:
         preamble = whole[: whole.index("\ndef ")].rstrip("\n")
         names = ", ".join(sorted(h.name for h in self.helpers))
         helpers = preamble + "\n\n\n" + "\n\n".join(h.source(annotated) for h in self.helpers)
-        main = Function(
-            "f",
-            [(n, s, None) for n, s in self.params],
-            self.body,
-            list(self.results or (self.result,)),
-        )
+        main = self.main()
         forward = f"{preamble}\nfrom helpers import {names}\n\n\n{main.source(annotated)}"
         return helpers, forward
 
@@ -567,7 +594,10 @@ class Program:
         def text(value: Any) -> str:
             return numpy.array2string(numpy.asarray(value), precision=17, separator=", ")
 
-        args = ", ".join(f"{n}={text(v)}" for n, v in self.args.items())
+        args = ", ".join(
+            f"{n}={v!r}" if isinstance(v, (bool, str)) else f"{n}={text(v)}"
+            for n, v in self.args.items()
+        )
         if self.several:
             upstream = ", ".join(
                 ("left out" if omitted else "None") if u is None else text(u)
@@ -625,13 +655,23 @@ class Builder:
         self.sequences: dict[str, int] = {}
         self.hidden: set[str] = set()
         self.loops: list[Scope] = []  # the loops the statements being built are in
+        # Branches: whether the statements may hold ``if``s, whether their tests may read a
+        # flag parameter (``f`` only: a flag -> the values it is checked with, the one built
+        # at first), and the values before each ``if`` being built (a side rebinding one of
+        # them keeps its shape: both sides join into one value).
+        self.branching = False
+        self.flaggable = False
+        self.flags: dict[str, tuple[Any, ...]] = {}
+        self.branches: list[dict[str, Any]] = []
 
     # --- evaluation ---------------------------------------------------------------------
 
     def evaluate(self, node: ast.expr, strict: bool = True) -> Any:
         """The value of ``node`` at the program's arguments; Unfit if it fails (or, when
         ``strict``, warns or leaves its domain)."""
-        namespace = {"np": numpy, "numpy": numpy, "math": math, **self.env}
+        namespace = {"np": numpy, "numpy": numpy, "math": math}
+        namespace.update((name, values[0]) for name, values in self.flags.items())
+        namespace.update(self.env)
         namespace.update((h.function.name, h) for h in self.callees)
         try:
             code = _compiled(node)
@@ -1471,9 +1511,11 @@ class Setting:
     alias: str
     exclusions: Sequence[Callable[[Application], bool]]
     constants: dict[str, Any]
+    branching: bool = False  # the functions may hold ``if``s
 
     def builder(self, choose: Chooser, callees: Sequence[Helper]) -> Builder:
         b = Builder(choose, self.mode, self.exclusions)
+        b.branching = self.branching
         b.alias = self.alias
         b.env.update(self.constants)
         b.module_constants = list(self.constants)
@@ -1610,8 +1652,11 @@ def _build_helper(
         statements = choose.weighted([(0, 2), (1, 3), (2, 3), (3, 2)])
         results = choose.weighted([(1, 5), (2, 3), (3, 1)])
         calls = bool(callees) and choose.boolean()  # a helper calling another: depth 2, 3
+        branches = int(setting.branching and choose.index(3) == 0)  # tests of values only
         try:
-            body = _function_body(b, list(prototype), None, statements, results, calls, True)
+            body = _function_body(
+                b, list(prototype), None, statements, results, calls, True, branches=branches
+            )
         except Unfit:
             continue
         function = Function(name, params, body.lines, [t.text for t in body.results])
@@ -1710,6 +1755,144 @@ class Block:
         return f"{lists}for {self.variable} in {self.steps.iterable}:\n{body}"
 
 
+# --- branches ---------------------------------------------------------------------------------
+
+FLAG_TYPES = {"flag": "bool", "mode": "str"}  # f's parameters its tests read, never data
+MODES = ("a", "b", "c")  # the values of ``mode`` (tests name the first two: "c" takes else)
+DATA_THRESHOLDS = (0.0, 0.5, -0.5, 1.0, -1.0)
+# How far a value a test compares is from its threshold, at least: central differences move
+# the parameters by about 1e-4 of their size, so the forward takes the same sides through
+# all of them (where it would not, two step sizes disagree and the example is discarded).
+DATA_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class Test:
+    """The test of an ``if`` or ``elif``: its text, its kind (``flag``, ``mode``, ``step``,
+    ``data``, ``and``/``or`` of two), and what it decides at a builder's values (Unfit where
+    a value it compares is within ``DATA_MARGIN`` of its threshold)."""
+
+    text: str
+    kind: str
+    decide: Check
+
+
+def _flag(b: Builder, name: str) -> None:
+    """``f``'s flag parameter ``name`` (``flag``: True, False; ``mode``: the MODES), made
+    the first time a test reads it; the program is built at one of its values and checked
+    at all of them."""
+    if name in b.flags:
+        return
+    values = [True, False] if name == "flag" else list(MODES)
+    first = values.pop(b.choose.index(len(values)))
+    b.flags[name] = (first, *values)  # not a value of b.env: evaluate() reads them
+
+
+def _draw_test(b: Builder, before: Sequence[Test] = ()) -> Test:
+    """A test on a flag (``flag``, ``not flag``), a string (``mode == "a"``, ``mode in ("a",
+    "b")``), the loop's step (``t > 0``) or a value (``np.sum(h) > 0.5``, ``x < 0.0``), or
+    ``and``/``or`` of two. ``before``: the tests of the arms before (an ``elif`` after a test
+    of ``mode`` most often tests another of its values)."""
+    choose = b.choose
+    if before and before[-1].kind == "mode" and choose.index(3):
+        named = {m for t in before for m in MODES if f'"{m}"' in t.text}
+        others = [m for m in MODES[:2] if m not in named]
+        if others:
+            return _mode_test(b, f'mode == "{choose.pick(others)}"')
+    kinds = [("data", 3)]
+    if b.flaggable:
+        kinds += [("flag", 3), ("mode", 2)]
+    if b.loops:
+        kinds += [("step", 3)]
+    if choose.index(6) == 0:
+        first, second = _simple_test(b, choose.weighted(kinds)), None
+        for _ in range(3):
+            second = _simple_test(b, choose.weighted(kinds))
+            if second.kind != first.kind:
+                break
+        assert second is not None
+        if second.text == first.text:
+            return first
+        joiner = choose.pick(("and", "or"))
+        a, c = first.decide, second.decide
+
+        def both(b: Builder) -> Any:
+            return a(b) and c(b) if joiner == "and" else a(b) or c(b)
+
+        return Test(f"{first.text} {joiner} {second.text}", joiner, both)
+    return _simple_test(b, choose.weighted(kinds))
+
+
+def _mode_test(b: Builder, text: str) -> Test:
+    _flag(b, "mode")
+    node = _parse(text)
+    return Test(text, "mode", lambda b: bool(b.evaluate(node)))
+
+
+def _simple_test(b: Builder, kind: str) -> Test:
+    choose = b.choose
+    if kind == "flag":
+        _flag(b, "flag")
+        text = "not flag" if choose.index(3) == 0 else "flag"
+        node = _parse(text)
+        return Test(text, kind, lambda b: bool(b.evaluate(node)))
+    if kind == "mode":
+        text = choose.weighted(
+            [
+                (f'mode == "{choose.pick(MODES[:2])}"', 4),
+                (f'mode != "{choose.pick(MODES[:2])}"', 1),
+                ('mode in ("a", "b")', 1),
+                ('mode not in ["b"]', 1),
+            ]
+        )
+        return _mode_test(b, text)
+    if kind == "step":
+        variable = choose.pick(b.loops).variable
+        op, bound = choose.pick(((">", 0), ("==", 0), (">", 1), ("<", 2), (">=", 1), ("!=", 1)))
+        node = _parse(f"{variable} {op} {bound}")
+        return Test(ast.unparse(node), kind, lambda b: bool(b.evaluate(node)))
+    source = b.source(1, lambda t: t.value is not None and is_float(t.value))
+    quantity = source.node
+    if ndim(source.value):
+        reducer = choose.weighted([("sum", 3), ("mean", 1), ("max", 1)])
+        quantity = _parse(f"{b.alias}.{reducer}({source.text})")
+    threshold = choose.pick(DATA_THRESHOLDS)
+    op = choose.pick((">", "<", ">=", "<="))
+    node = _parse(f"{ast.unparse(quantity)} {op} {threshold}")
+    checks = source.checks
+
+    def decide(b: Builder) -> Any:
+        for check in checks:
+            check(b)
+        value = b.evaluate(quantity)
+        if not (numpy.ndim(value) == 0 and abs(float(value) - threshold) >= DATA_MARGIN):
+            raise Unfit(f"{ast.unparse(quantity)} is near {threshold}")
+        return bool(b.evaluate(node))
+
+    b.read |= source.variables
+    return Test(ast.unparse(node), "data", decide)
+
+
+@dataclass
+class Branch:
+    """An ``if`` as the forward runs it, the check of its statement: the tests in order,
+    then the statements of the first side whose test holds (the ``else`` side's where none
+    does, if there is one), each after its checks."""
+
+    tests: list[Check]
+    sides: list[tuple[list[str], list[tuple[Check, ...]]]]  # each arm's, an ``else`` last
+
+    def __call__(self, b: Builder) -> None:
+        for index, (lines, checks) in enumerate(self.sides):
+            if index < len(self.tests) and not self.tests[index](b):
+                continue
+            for line, line_checks in zip(lines, checks, strict=True):
+                for check in line_checks:
+                    check(b)
+                _execute(b, line)
+            return
+
+
 # The bounded functions a carried value goes through (h = np.tanh(h * w + xs[t])), so that
 # it stays bounded however many steps run.
 SQUASHING = ("tanh", "sin", "cos", "sigmoid", "arctan")
@@ -1725,12 +1908,15 @@ def _function_body(
     bare_ok: bool = False,
     updates: bool = False,
     loop: Steps | None = None,
+    branches: int = 0,
 ) -> Body:
     """Statements applying forms of the table (fan-out, rebinding, aliases, views, nested
     expressions, tuple unpacking, calls of ``b.callees``), then ``results`` values returned.
     The first statement applies ``focus`` (if given) where it can; ``must_call``: at least
     one call; ``bare_ok``: the function may return a parameter as it is; ``loop``: one of
-    the statements is a loop over those steps (where one fits)."""
+    the statements is a loop over those steps (where one fits); ``branches``: so many of
+    them are ``if`` statements (where they fit), and (``b.branching``) loops may hold
+    some."""
     choose = b.choose
     body: list[str] = []
     rules: list[str] = []
@@ -1756,6 +1942,12 @@ def _function_body(
     def keeps(name: str, term: Term) -> bool:
         """May ``name`` be bound to ``term`` here? In a loop, a name bound before it is
         carried to the next step: the value must keep its shape, a float."""
+        for before in b.branches:  # both sides of an ``if`` join into one value
+            if name in before and not (
+                shape(before[name]) == shape(term.value)
+                and is_float(before[name]) == is_float(term.value)
+            ):
+                return False
         if not b.loops or name not in b.loops[-1].outside:
             return True
         return shape(b.env[name]) == shape(term.value) and is_float(term.value)
@@ -1914,6 +2106,7 @@ def _function_body(
         for _ in range(3):
             saved = (len(body), len(line_checks), len(rules), list(locals_), len(b.loops))
             state = (dict(b.env), list(b.names), set(b.read), set(b.unused), list(b.called))
+            flags = dict(b.flags)
             try:
                 return looping(number, steps, depth)
             except Unfit:
@@ -1921,6 +2114,7 @@ def _function_body(
                 locals_[:] = saved[3]
                 del b.loops[saved[4] :]
                 b.env, b.names, b.read, b.unused, b.called = state
+                b.flags = flags
         return False
 
     def looping(number: int, steps: Steps, depth: int) -> bool:
@@ -1958,6 +2152,8 @@ def _function_body(
             actions.insert(choose.index(len(actions) + 1), "append")
         if depth == 0 and choose.index(4) == 0:
             actions.insert(choose.index(len(actions) + 1), "nested")
+        if b.branching and not b.branches and choose.boolean():
+            actions.insert(choose.index(len(actions) + 1), "branch")
         try:
             for action in actions:
                 if action == "statement":
@@ -1976,6 +2172,8 @@ def _function_body(
                     rules.extend(item.rules)
                     b.read |= item.variables
                     called |= _calls(item.node, b.callees)
+                elif action == "branch":
+                    called |= branched(number, 0)
                 else:
                     inner = _literal_steps(choose, 1 + choose.index(3))
                     called |= looped(number, inner, depth + 1)
@@ -2000,6 +2198,105 @@ def _function_body(
             b.env[filled_list] = after[filled_list]
             combined(filled_list)
             del b.env[filled_list]
+        return called
+
+    def branched(number: int, depth: int) -> bool:
+        """An ``if`` (``branching``), drawn again where one does not fit (all it bound
+        undone); none after a few tries. Whether it calls a function of the module."""
+        for _ in range(3):
+            saved = (len(body), len(line_checks), len(rules), list(locals_), len(b.branches))
+            state = (dict(b.env), list(b.names), set(b.read), set(b.unused), list(b.called))
+            flags = dict(b.flags)
+            try:
+                return branching(number, depth)
+            except Unfit:
+                del body[saved[0] :], line_checks[saved[1] :], rules[saved[2] :]
+                locals_[:] = saved[3]
+                del b.branches[saved[4] :]
+                b.env, b.names, b.read, b.unused, b.called = state
+                b.flags = flags
+        return False
+
+    def branching(number: int, depth: int) -> bool:
+        """``if test:`` and its statements, sometimes ``elif`` and ``else``: each side built
+        from the values before the ``if`` (statements of every kind, sometimes a nested
+        ``if`` or a loop), the values after it those of the side the forward takes here. A
+        value bound before the ``if`` that a side rebinds keeps its shape (the sides join
+        into one value; a side that does not rebind it leaves it as it was); a new name
+        bound in every side (with an ``else``) is read after it where the sides agree on
+        its shape, one bound in some sides only is not (gradgen refuses that, and is
+        right to). The forward runs the ``if`` as ``Branch`` says: the test, then the
+        side it takes."""
+        tests: list[Test] = []
+        for _ in range(choose.weighted([(1, 5), (2, 2)])):
+            tests.append(_draw_test(b, tests))
+        has_else = choose.index(3) != 0
+        taken: int | None = len(tests) if has_else else None
+        for index, test in enumerate(tests):
+            if test.decide(b):
+                taken = index
+                break
+        before, before_names, before_locals = dict(b.env), list(b.names), list(locals_)
+        arms: list[tuple[list[str], list[tuple[Check, ...]], dict[str, Any], list[str]]] = []
+        called = False
+        b.branches.append(before)
+        try:
+            for _ in range(len(tests) + has_else):
+                b.env, b.names = dict(before), list(before_names)
+                locals_[:] = before_locals
+                at = len(body)
+                actions = ["statement"] * choose.weighted([(1, 4), (2, 3), (3, 1)])
+                if depth == 0 and choose.index(5) == 0:
+                    actions.insert(choose.index(len(actions) + 1), "nested")
+                if not b.loops and choose.index(6) == 0:
+                    actions.insert(choose.index(len(actions) + 1), "loop")
+                for action in actions:
+                    if action == "statement":
+                        called |= drawn_statement(number)
+                        number += 1
+                    elif action == "nested":
+                        called |= branched(number, depth + 1)
+                    else:
+                        called |= looped(number, _literal_steps(choose, 1 + choose.index(3)), 1)
+                lines, checks = body[at:], line_checks[at:]
+                del body[at:], line_checks[at:]
+                if not lines:
+                    raise Unfit("an empty side")
+                arms.append((lines, checks, dict(b.env), list(b.names)))
+        finally:
+            b.branches.pop()
+        bound = [{n for line in arm[0] for n in _entry_parts(line)[0]} for arm in arms]
+        envs = [arm[2] for arm in arms] + ([] if has_else else [before])
+        joined = []
+        for name in dict.fromkeys(n for names in bound for n in sorted(names)):
+            if name in before:
+                if any(
+                    shape(env[name]) != shape(before[name])
+                    or is_float(env[name]) != is_float(before[name])
+                    for env in envs
+                ):
+                    raise Unfit(f"{name} changes shape (or dtype) in a side")
+            elif all(name in env for env in envs) and all(
+                shape(env[name]) == shape(envs[0][name])
+                and is_float(env[name]) == is_float(envs[0][name])
+                for env in envs
+            ):
+                joined.append(name)
+        after, after_names = (before, before_names) if taken is None else arms[taken][2:]
+        b.env = {n: v for n, v in after.items() if n in before or n in joined}
+        b.names = [n for n in after_names if n in b.env]
+        locals_[:] = [*before_locals, *(n for n in joined if n not in before_locals)]
+        parts = []
+        for index, (lines, _, _, _) in enumerate(arms):
+            if index == 0:
+                parts.append(f"if {tests[0].text}:")
+            elif index < len(tests):
+                parts.append(f"elif {tests[index].text}:")
+            else:
+                parts.append("else:")
+            parts.append(textwrap.indent("\n".join(lines), "    "))
+        body.append("\n".join(parts))
+        line_checks.append((Branch([t.decide for t in tests], [a[:2] for a in arms]),))
         return called
 
     def carry() -> bool:
@@ -2086,10 +2383,13 @@ def _function_body(
 
     called = False
     loop_at = -1 if loop is None else choose.index(statements + 1)
+    branch_at = [choose.index(statements + 1) for _ in range(branches)]
     for number in range(statements + 1):
         if number == loop_at:
             assert loop is not None
             called |= looped(number, loop, 0)
+        for _ in range(branch_at.count(number)):
+            called |= branched(number, 0)
         if number == statements:
             break
         called |= drawn_statement(number)
@@ -2172,13 +2472,16 @@ def build_program(
     modules: int = 0,
     several: int = 0,
     loops: int = 0,
+    branches: int = 0,
 ) -> Program:
     """A random program: parameters, statements applying forms of the table (fan-out,
     rebinding, aliases, nested expressions, tuple unpacking), a return. One in ``modules``
     programs (none if 0) is a module: ``f`` calls 1 to 3 other functions of it, which may
     call each other; one in ``several`` (none if 0) returns 2 or 3 values; one in ``loops``
-    (none if 0) has a loop of 1 to ``MAX_STEPS`` steps (``_plan_loop``). Unfit if it cannot
-    be built."""
+    (none if 0) has a loop of 1 to ``MAX_STEPS`` steps (``_plan_loop``); one in ``branches``
+    (none if 0) has ``if`` statements (at the top, in its loop, in its helpers: the flags
+    their tests read are parameters of ``f``, and the program is checked at every
+    combination of their values, ``Program.variants``). Unfit if it cannot be built."""
     b = Builder(choose, mode, exclusions)
     if mode == "array":
         b.alias = choose.weighted([("np", 4), ("numpy", 1)])
@@ -2188,7 +2491,9 @@ def build_program(
         constants.append(f"{name} = {text}")
         b.env[name] = eval(text, {}, dict(b.env))
         b.module_constants.append(name)
-    setting = Setting(mode, b.alias, exclusions, dict(b.env))
+    branching = bool(branches) and choose.index(branches) == branches - 1  # none: simplest
+    b.branching = b.flaggable = branching
+    setting = Setting(mode, b.alias, exclusions, dict(b.env), branching)
 
     params: list[tuple[str, tuple[int, ...]]] = []
     args: dict[str, Any] = {}
@@ -2231,10 +2536,32 @@ def build_program(
     if several and choose.index(several) == several - 1:  # one value is the simplest
         results = choose.pick((2, 2, 3))
     names = [n for n, _ in params]
+    ifs = 0
+    if branching:  # at the top, or (with a loop) in the loop only, sometimes
+        ifs = choose.weighted([(0, 1), (1, 3)] if steps else [(1, 3), (2, 1)])
     body = _function_body(
-        b, names, focus, statements, results, must_call=bool(helpers), updates=True, loop=steps
+        b,
+        names,
+        focus,
+        statements,
+        results,
+        must_call=bool(helpers),
+        updates=True,
+        loop=steps,
+        branches=ifs,
     )
     returned = [t.text for t in body.results]
+    flags = dict(b.flags)
+    defaults: dict[str, str | None] = {}
+    with_defaults = choose.index(4) != 0
+    for name, values in flags.items():
+        params.append((name, ()))
+        args[name] = values[0]
+        defaults[name] = repr(choose.pick(values)) if with_defaults else None
+    variants = [dict(zip(flags, v, strict=True)) for v in itertools.product(*flags.values())]
+    out_shapes = tuple(shape(t.value) for t in body.results)
+    for variant in variants[1:]:  # the program at the other values of its flags
+        _run_at(setting, helpers, {**args, **variant}, body, out_shapes)
 
     # The helpers f calls, at any depth, in the module in any order (before or after f).
     reached: list[Helper] = []
@@ -2251,7 +2578,6 @@ def build_program(
     ordered = [functions.pop(choose.index(len(functions))) for _ in range(len(functions))]
     main_at = choose.index(len(ordered) + 1)
 
-    out_shapes = tuple(shape(t.value) for t in body.results)
     upstream: Any = None
     upstreams: list[Any] = []
     omitted: list[bool] = []
@@ -2277,7 +2603,7 @@ def build_program(
         mode=mode,
         alias=b.alias,
         params=params,
-        labels=(*b.labels, *([STEPS_NAME] if STEPS_NAME in b.hidden else [])),
+        labels=(*b.labels, *([STEPS_NAME] if STEPS_NAME in b.hidden else []), *flags),
         body=body.lines,
         result=returned[0],
         args=args,
@@ -2291,7 +2617,33 @@ def build_program(
         omitted=tuple(omitted),
         helpers=tuple(ordered),
         main_at=main_at,
+        defaults=defaults,
+        variants=tuple(variants),
     )
+
+
+def _run_at(
+    setting: Setting,
+    helpers: Sequence[Helper],
+    args: dict[str, Any],
+    body: Body,
+    out_shapes: tuple[tuple[int, ...], ...],
+) -> None:
+    """Runs ``f``'s body at ``args`` (another value of a flag: other sides of its ``if``s),
+    each statement after the checks that made it well-conditioned where it was built:
+    Unfit where one fails, or a result is ill-conditioned or of another shape."""
+    b = setting.builder(Chooser(), helpers)  # the checks choose nothing
+    b.env.update(args)
+    for line, checks in zip(body.lines, body.line_checks, strict=True):
+        for check in checks:
+            check(b)
+        _execute(b, line)
+    for term, checks, dims in zip(body.results, body.result_checks, out_shapes, strict=True):
+        for check in checks:
+            check(b)
+        value = b.evaluate(term.node)
+        if not (is_float(value) and well_conditioned(value) and shape(value) == dims):
+            raise Unfit("a result is ill-conditioned at other values of the flags")
 
 
 def _plan_loop(
@@ -2464,19 +2816,21 @@ def programs(
     modules: int = 0,
     several: int = 0,
     loops: int = 0,
+    branches: int = 0,
 ) -> Program:
     """Random well-conditioned programs of ``mode`` ("scalar": ``import math``, floats;
     "array": ``import numpy as np``, float64 arrays). The first statement applies ``focus``
     (a form drawn from the table if None) where it can; the rest draw from the whole table.
     One in ``modules`` (none if 0) is a module of several functions, one in ``several``
-    (none if 0) returns several values, one in ``loops`` (none if 0) has a loop."""
+    (none if 0) returns several values, one in ``loops`` (none if 0) has a loop, one in
+    ``branches`` (none if 0) has ``if`` statements."""
     from hypothesis import reject
 
     choose = HypothesisChooser(draw)
     if focus is None:
         focus = choose.pick(forms_for(mode))
     try:
-        return build_program(choose, mode, exclusions, focus, modules, several, loops)
+        return build_program(choose, mode, exclusions, focus, modules, several, loops, branches)
     except Unfit:
         reject()
 
@@ -2500,6 +2854,7 @@ def features(program: Program) -> list[str]:
         *top, last = function.body
         assert isinstance(last, ast.Return)
         found |= _loop_features(top, {a.arg for a in function.args.args})
+        found |= _branch_features(function, name != "f")
         statements = _flattened(top)
         if isinstance(last.value, ast.Tuple):
             found.add("f returns several" if name == "f" else "a helper returns several")
@@ -2585,6 +2940,8 @@ def _flattened(statements: list[ast.stmt]) -> list[ast.Assign | ast.AugAssign]:
     for statement in statements:
         if isinstance(statement, ast.For):
             found += _flattened(statement.body)
+        elif isinstance(statement, ast.If):
+            found += _flattened([*statement.body, *statement.orelse])
         elif isinstance(statement, (ast.Assign, ast.AugAssign)):
             found.append(statement)
         else:
@@ -2605,6 +2962,7 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
     """What the loops among ``statements`` (``outside``: the names bound before them) do:
     how they count, what they carry, read and fill."""
     found: set[str] = set()
+    statements = _unbranched(statements)
     for index, loop in enumerate(statements):
         if not isinstance(loop, ast.For):
             continue
@@ -2658,6 +3016,88 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
                 if isinstance(first, ast.Name) and first.id in LIST_NAMES:
                     assert isinstance(node, ast.Call)
                     found.add(f"loop: a list read by {ast.unparse(node.func)}")
+    return found
+
+
+def _unbranched(statements: list[ast.stmt]) -> list[ast.stmt]:
+    """``statements`` with each ``if`` replaced by the statements of its sides."""
+    found: list[ast.stmt] = []
+    for statement in statements:
+        if isinstance(statement, ast.If):
+            found += _unbranched([*statement.body, *statement.orelse])
+        else:
+            found.append(statement)
+    return found
+
+
+def _test_kinds(test: ast.expr) -> set[str]:
+    """What an ``if``'s test reads: a flag, a string, the loop's step, a value."""
+    if isinstance(test, ast.BoolOp):
+        return {"and/or"}.union(*(_test_kinds(v) for v in test.values))
+    if isinstance(test, ast.UnaryOp):
+        return _test_kinds(test.operand)
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    if "flag" in names:
+        return {"a flag"}
+    if "mode" in names:
+        return {
+            "a string (in)"
+            if isinstance(test, ast.Compare) and isinstance(test.ops[0], (ast.In, ast.NotIn))
+            else "a string"
+        }
+    if (
+        names & set(LOOP_VARIABLES)
+        and isinstance(test, ast.Compare)
+        and isinstance(test.comparators[0], ast.Constant)
+        and isinstance(test.comparators[0].value, int)
+    ):
+        return {"the loop's step"}
+    return {"a value"}
+
+
+def _branch_features(function: ast.FunctionDef, helper: bool) -> set[str]:
+    """What the ``if`` statements of ``function`` do: where they are, what they test, how
+    many sides, what the sides bind."""
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt], bound: set[str], where: str) -> None:
+        for statement in statements:
+            if isinstance(statement, ast.For):
+                visit(statement.body, bound | _stored([statement]), "in a loop")
+            elif isinstance(statement, ast.If):
+                found.add(f"branch: {where}")
+                if helper:
+                    found.add("branch: in a helper")
+                arms = [statement.body]
+                test = statement.test
+                found.update(f"branch: on {k}" for k in _test_kinds(test))
+                rest = statement.orelse
+                while len(rest) == 1 and isinstance(rest[0], ast.If):
+                    found.add("branch: elif")
+                    found.update(f"branch: on {k}" for k in _test_kinds(rest[0].test))
+                    arms.append(rest[0].body)
+                    rest = rest[0].orelse
+                found.add("branch: else" if rest else "branch: no else")
+                if rest:
+                    arms.append(rest)
+                stored = [_stored(arm) for arm in arms]
+                if rest and set.intersection(*stored) - bound:
+                    found.add("branch: a new name bound in every side")
+                every = set.intersection(*stored) if rest else set()
+                if (set.union(*stored) - every) & bound:
+                    found.add("branch: a value from before left as it was by a side")
+                for arm in arms:
+                    for node in ast.walk(ast.Module(arm, [])):
+                        if isinstance(node, ast.AugAssign):
+                            found.add("branch: in-place update in a side")
+                        if isinstance(node, ast.For):
+                            found.add("branch: a loop in a side")
+                        if isinstance(node, ast.Call) and _calls_one_of(node, set(HELPER_NAMES)):
+                            found.add("branch: a call of a helper in a side")
+                    visit(arm, bound | _stored(arm), "nested")
+            bound = bound | _stored([statement])
+
+    visit(function.body, {a.arg for a in function.args.args}, "at the top")
     return found
 
 
@@ -2760,7 +3200,13 @@ def structured_program(
     """Wrap one or more of ``f``'s float parameters into ``params``, read by ``form`` (one
     of ``STRUCTURED_FORMS``; ``Unfit`` when the program has no parameter to wrap)."""
     names = [n for n, _ in program.params if n not in program.labels]
-    if program.verbatim is not None or program.several or not names or "params" in program.body:
+    if (
+        program.verbatim is not None
+        or program.several
+        or not names
+        or "params" in program.body
+        or program.defaults
+    ):
         raise Unfit("no parameter to wrap")
     count = 1 + choose.index(len(names))
     start = choose.index(len(names) - count + 1)

@@ -204,6 +204,105 @@ def f(x, y, c):
     return a * b + a
 """
 
+# Found while adding branches to the property tests: ``in`` a tuple of strings was refused
+# ("strings have no gradient"), its items read as values rather than as a test's.
+MODE_IN_A_TUPLE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", mode: str = "a"):
+    h = x * w
+    if mode in ("a", "b"):
+        h = np.tanh(h)
+    elif mode not in ["c"]:
+        h = h * 2.0
+    return np.sum(h * x)
+"""
+
+# Found by the property tests with branches: a loop's variable binding again a name one side
+# of an earlier 'if' bound was refused when the loop read it ("bound only in one branch").
+LOOP_VARIABLE_AFTER_ONE_SIDE = """\
+import numpy as np
+
+
+def f(x: "3", w: "3", flag: bool = True):
+    h = x * w
+    if flag:
+        t = h * 2.0
+        h = h + t
+    for t in range(2):
+        h = np.tanh(h * w + t)
+    return np.sum(h)
+"""
+
+# Found by the property tests with branches: a value from before the 'if' that only loops
+# inside its sides read (as what they carry from) lost its gradient there (internal error
+# KeyError: 'h').
+LOOPS_IN_BOTH_SIDES = """\
+def f(x, mode: str = "a"):
+    t = x * x
+    h = t * 2.0
+    if mode == "b":
+        for i in range(3):
+            h = h * x
+    else:
+        for i in range(2):
+            t = h * h
+            h = h * x
+    return t - x
+"""
+
+# Found by the property tests with branches: the forward of a called function (g_forward)
+# with a loop in it kept nothing of the loop's steps (no t_steps), which its backward walks
+# back through (UnboundLocalError, or NameError without the 'if').
+LOOP_IN_A_CALLEE = """\
+import numpy as np
+
+
+def g(x, squash):
+    if squash:
+        for t in range(3):
+            x = np.tanh(x) * 0.5
+    return x * x
+
+
+def f(x: "3", w: "3", squash: bool = True):
+    return np.sum(g(x * w, squash) * w)
+"""
+
+# Found by the property tests with branches: a gradient of a number a loop carried, handed
+# back in array code (numpy imported), was copied by dx.copy(), which a Python float has not
+# (AttributeError); np.copy takes both.
+NUMBER_CARRIED_IN_ARRAY_CODE = """\
+import math
+import numpy as np
+
+
+def f(x, flag: bool = True):
+    s = 0.0
+    for t in range(2):
+        x = s + x
+    if flag:
+        x = x * 0.5
+    return math.exp(x)
+"""
+
+# Found by the property tests with branches: the gradient of a value read, inside the sides,
+# only by loops (as what they carry from) was dropped: dx None, a wrong gradient.
+CARRIED_FROM_IN_EACH_SIDE = """\
+import math
+
+
+def f(x, w, s):
+    if s > 0:
+        for t in range(2):
+            x = math.tanh(x * w)
+    else:
+        for t in range(1):
+            x = x * w - x
+    return x * w
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -251,6 +350,32 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         EARLY_RETURNS_SEVERAL,
         {"x": (), "y": ()},
         [{"c": 1.0}, {"c": -1.0}],
+    ),
+    "in-a-tuple-of-strings": (
+        MODE_IN_A_TUPLE,
+        {"x": (3,), "w": (3,)},
+        [{"mode": "a"}, {"mode": "b"}, {"mode": "c"}, {"mode": "d"}],
+    ),
+    "loop-variable-after-one-side": (
+        LOOP_VARIABLE_AFTER_ONE_SIDE,
+        {"x": (3,), "w": (3,)},
+        [{"flag": True}, {"flag": False}],
+    ),
+    "loops-in-both-sides": (LOOPS_IN_BOTH_SIDES, {"x": ()}, [{"mode": "a"}, {"mode": "b"}]),
+    "number-carried-in-array-code": (
+        NUMBER_CARRIED_IN_ARRAY_CODE,
+        {"x": ()},
+        [{"flag": True}, {"flag": False}],
+    ),
+    "carried-from-in-each-side": (
+        CARRIED_FROM_IN_EACH_SIDE,
+        {"x": (), "w": ()},
+        [{"s": 1.0}, {"s": -1.0}],
+    ),
+    "loop-in-a-callee": (
+        LOOP_IN_A_CALLEE,
+        {"x": (3,), "w": (3,)},
+        [{"squash": True}, {"squash": False}],
     ),
 }
 

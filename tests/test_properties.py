@@ -23,7 +23,15 @@ accumulator ``s = 0.0``), read a parameter with an axis of steps at its step (``
 empty before the loop, read whole after it (``np.stack(hs, axis=1)``, ``np.concatenate``,
 ``sum(hs)``); every step is checked as the first is (domains, bounds, kinks and ties), and a
 carried value keeps its shape. ``test_programs_have_loops`` checks that the programs have
-them.
+them. One program in ``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in
+its loop, nested, in a helper, with a loop in a side) on a flag parameter (``flag: bool``),
+a string parameter (``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``)
+or a value (``np.sum(h) > 0.5``, ``x < 0.0``, kept away from its threshold), or ``and``/
+``or`` of two; a side rebinds values from before the ``if`` or leaves them as they were,
+binds new names in every side or in some only (not read after the ``if`` then). Such a
+program is checked at every combination of its flags' values (``Program.variants``: each
+side of each test on a flag), generated once; ``test_programs_have_branches`` checks that
+the programs have them.
 
 For each program:
 
@@ -648,25 +656,59 @@ def _assert_close_gradient(
 
 
 def check_program(program: Program, annotated: bool, pairs: bool = True) -> None:
+    """Generates ``program``'s backward (and pairs) once, and checks it at every combination
+    of the values of its flags (``Program.variants``: every side of its ``if``s)."""
     source = program.source(annotated)
     context = f"\nforward:\n{source}\narguments: {program!r}"
+    if len(program.variants) > 1:
+        context += f"\nchecked at: {', '.join(map(repr, program.variants))}"
     generated = gradgen.generate(source, "forward.py")
     context += f"\ngenerated:\n{generated}"
     assert gradgen.generate(source, "forward.py") == generated, f"not byte-identical{context}"
     forward = run_module(source, "forward.py")["f"]
     module = run_module(generated, "generated.py")
-    backward, value_and_grad = module["f_backward"], module["f_value_and_grad"]
+    paired = None
+    if pairs:
+        paired = gradgen.generate(source, "forward.py", pairs=True)
+        pair_module = run_module(paired, "pairs.py")
+    for variant in program.variants:
+        at = program.at(variant)
+        where = context if len(program.variants) == 1 else f"\nat {variant!r}:{context}"
+        gradients, expected_values = check_backward(at, forward, module, where)
+        if paired is not None:
+            check_pairs(
+                at,
+                pair_module,
+                f"{where}\ngenerated with pairs=True:\n{paired}",
+                gradients,
+                expected_values,
+            )
+    if program.helpers and zlib.crc32(source.encode()) % 2:
+        check_split(program, annotated, context)
 
+
+def check_backward(
+    program: Program, forward: Callable[..., Any], module: dict[str, Any], context: str
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """``f_backward`` and ``f_value_and_grad`` at ``program``'s arguments: the gradients of
+    central differences, arguments and upstreams untouched, gradients owned. Returns the
+    gradients and ``f``'s value(s)."""
+    backward, value_and_grad = module["f_backward"], module["f_value_and_grad"]
     names = [n for n, _ in program.params]
     count = len(program.results) if program.several else 1
     signature = list(inspect.signature(backward).parameters.values())
     positional = [p.name for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD]
     keywords = [p.name for p in signature if p.kind is p.KEYWORD_ONLY]
+    defaulted = any(d is not None for d in program.defaults.values())
     if program.several:
         # F_backward(<params>, *, du=None, dv=None): one upstream per result, None for zero
         assert positional == names, context
         assert len(keywords) == count and all(k.startswith("d") for k in keywords), context
         assert all(p.default is None for p in signature if p.kind is p.KEYWORD_ONLY), context
+    elif defaulted:
+        # F_backward(<params>, flag=True, *, dout=1.0): the upstream after the defaults
+        assert positional == names, context
+        assert len(keywords) == 1 and keywords[0].startswith("d"), context
     else:
         assert positional[:-1] == names and positional[-1].startswith("d"), context
         assert not keywords, context
@@ -683,6 +725,8 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     else:
         call = [*args.values()] if upstreams[0] is None else [*args.values(), upstreams[0]]
         by_keyword = {}
+        if defaulted and upstreams[0] is not None:
+            call, by_keyword = [*args.values()], {keywords[0]: upstreams[0]}
 
     try:
         result = backward(*call, **by_keyword)
@@ -758,10 +802,7 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     if program.mode == "array":
         owned_arrays(gradients, others, context)
         owned_arrays(gradients_2, {**others, **_arrays(list(values), "the value")}, context)
-    if pairs:
-        check_pairs(program, source, context, gradients, expected_values)
-    if program.helpers and zlib.crc32(source.encode()) % 2:
-        check_split(program, annotated, context)
+    return gradients, expected_values
 
 
 def check_split(program: Program, annotated: bool, context: str) -> None:
@@ -798,7 +839,7 @@ def _function_texts(text: str) -> dict[str, str]:
 
 def check_pairs(
     program: Program,
-    source: str,
+    module: dict[str, Any],
     context: str,
     gradients: dict[str, Any],
     expected_values: tuple[Any, ...],
@@ -807,9 +848,6 @@ def check_pairs(
     ``f_backward(*upstreams, cache)`` the gradients the recomputing backward gives, without
     writing into the cache (it can be called again), an argument or an upstream, and owning
     what it returns; ``f_value_and_grad`` is the two."""
-    generated = gradgen.generate(source, "forward.py", pairs=True)
-    context += f"\ngenerated with pairs=True:\n{generated}"
-    module = run_module(generated, "pairs.py")
     names = [n for n, _ in program.params]
     count = len(expected_values)
     args = {n: _copy(v) for n, v in program.args.items()}
@@ -897,13 +935,16 @@ PAIRS = 4 if _THOROUGH else 16
 # One program in LOOPS has a loop (program_strategy.build_program), in both profiles: a
 # loop costs little more than the statements it holds.
 LOOPS = 3
+# One program in BRANCHES has ``if`` statements (program_strategy.build_program), in both
+# profiles: checked at every combination of its flags' values (two or three runs).
+BRANCHES = 3
 
 
 @pytest.mark.parametrize("form", SCALAR_FORMS, ids=_form_id)
 @given(data=st.data())
 def test_scalar_programs(form: Form, data: st.DataObject) -> None:
     program = data.draw(
-        programs("scalar", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS), label="program"
+        programs("scalar", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS, BRANCHES), label="program"
     )
     annotated = data.draw(st.booleans(), label="annotated")
     pairs = _pairs(program, data)
@@ -915,7 +956,8 @@ def test_scalar_programs(form: Form, data: st.DataObject) -> None:
 @given(data=st.data())
 def test_array_programs(form: Form, data: st.DataObject) -> None:
     program = data.draw(
-        programs("array", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS), label="program"
+        programs("array", EXCLUSIONS, form, MODULES, SEVERAL, LOOPS, BRANCHES),
+        label="program",
     )
     annotated = data.draw(st.booleans(), label="annotated")
     pairs = _pairs(program, data)
@@ -1226,6 +1268,68 @@ def test_programs_have_loops() -> None:
     assert not missing, f"no program has: {missing}"
     read = [f for f in found if f.startswith("loop: a list read by ")]
     assert {f.split()[-1].rpartition(".")[2] for f in read} >= {"stack", "concatenate", "sum"}, read
+
+
+# What the branches of the programs must exercise: a strategy that stopped building one of
+# them (or branches at all) fails here, not silently.
+BRANCH_FEATURES = (
+    "branch: at the top",
+    "branch: in a loop",
+    "branch: nested",
+    "branch: in a helper",
+    "branch: elif",
+    "branch: else",
+    "branch: no else",
+    "branch: on a flag",
+    "branch: on a string",
+    "branch: on a string (in)",
+    "branch: on the loop's step",
+    "branch: on a value",
+    "branch: on and/or",
+    "branch: a loop in a side",
+    "branch: a new name bound in every side",
+    "branch: a value from before left as it was by a side",
+    "branch: in-place update in a side",
+    "branch: a call of a helper in a side",
+)
+
+
+def test_programs_have_branches() -> None:
+    """About one program in ``BRANCHES`` has ``if`` statements (at the top, in a loop,
+    nested, in a helper; on a flag, a string, the loop's step, a value; with ``elif`` and
+    ``else``), in scalar and in array code, and a program whose tests read flags is checked
+    at every combination of their values: 300 programs, built the way the property tests
+    build theirs."""
+    found: collections.Counter[str] = collections.Counter()
+    built = {"scalar": 0, "array": 0}
+    branched = {"scalar": 0, "array": 0}
+    for seed in range(300):
+        mode = "scalar" if seed % 3 == 0 else "array"
+        try:
+            program = build_program(
+                RandomChooser(seed), mode, EXCLUSIONS, modules=4, loops=LOOPS, branches=BRANCHES
+            )
+        except Unfit:
+            continue
+        built[mode] += 1
+        source = program.source(annotated=False)
+        branched[mode] += bool(re.search(r"^ +if ", source, re.MULTILINE))
+        found.update(features(program))
+        flags = {
+            n for n in ("flag", "mode") if re.search(rf"\b{n}\b", program.main().source(False))
+        }
+        combinations = 1
+        for name in flags:
+            combinations *= 2 if name == "flag" else 3
+            assert program.defaults.keys() >= {name} and name in program.labels, source
+        assert len(program.variants) == combinations, (program.variants, source)
+        for name in flags:  # every value of every flag is checked
+            values = {v[name] for v in program.variants}
+            assert values == ({True, False} if name == "flag" else {"a", "b", "c"}), source
+    for mode in built:
+        assert branched[mode] >= built[mode] / (2 * BRANCHES), f"{branched} of {built} branch"
+    missing = [feature for feature in BRANCH_FEATURES if not found[feature]]
+    assert not missing, f"no program has: {missing}"
 
 
 def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:

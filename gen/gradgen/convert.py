@@ -217,6 +217,13 @@ def _convert_condition_bare(node: cst.BaseExpression, resolver: Resolver) -> Exp
         return UnaryOp("not", convert_condition(node.expression, resolver), origin=node)
     if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
         return Const(cst.Module([]).code_for_node(node), origin=node)
+    if isinstance(node, (cst.Tuple, cst.List)) and not any(
+        isinstance(e, cst.StarredElement) for e in node.elements
+    ):
+        # what ``in`` looks in: mode in ("relu", "tanh"), strings among the items
+        items = tuple(convert_condition(e.value, resolver) for e in node.elements)
+        brackets = "()" if isinstance(node, cst.Tuple) else "[]"
+        return Sequence_(items, brackets, origin=node)
     if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
         target = node.comparisons[0]
         spelled = _COMPARE.get(type(target.operator)) or _IDENTITY.get(type(target.operator))

@@ -70,6 +70,9 @@ class Value:
     # Where it has no axes, an immutable number (a Python or numpy scalar), never a 0-d
     # array: arithmetic makes one; a function's result may be a 0-d array.
     number: bool = False
+    # Where it may be a Python number or may be an array (a number a loop carried that a
+    # step may make an array, an 'if' whose sides differ): copied by np.copy, never .copy().
+    maybe_number: bool = False
 
     def shares(self, other: Value) -> bool:
         return bool(self.storages & other.storages)
@@ -185,7 +188,7 @@ class _Ownership:
             others = (read - {name}) & set(self.held)
             shared = any(value.shares(self.held[other]) for other in others)
             if shared or not self.writable(name, index):
-                if value.number or CALLER in value.storages:
+                if value.number or value.maybe_number or CALLER in value.storages:
                     # Maybe a Python number (an upstream of a number, a number carried by a
                     # loop): np.copy takes both.
                     copy = Call(Func("numpy", "copy", None), (Name(name),))
@@ -228,6 +231,7 @@ class _Ownership:
                 frozenset().union(*(end.storages for end in ends)),
                 whole=all(end.whole for end in ends),
                 number=all(end.number for end in ends),
+                maybe_number=any(end.number or end.maybe_number for end in ends),
             )
         return replace(statement, loop=replace(loop, body=safe))
 
@@ -252,6 +256,7 @@ class _Ownership:
                 frozenset().union(*(v.storages for v in values)),
                 whole=all(v.whole for v in values),
                 number=all(v.number for v in values),
+                maybe_number=any(v.number or v.maybe_number for v in values),
             )
         return replace(statement, branch=AdjointBranch(safe[0], safe[1]))
 
@@ -322,7 +327,7 @@ class _Ownership:
             if shape == SCALAR and value.whole and value.number:
                 continue  # a number: immutable, nothing to protect
             if not value.whole or CALLER in value.storages or value.storages & given:
-                if shape == SCALAR or (shape is None and value.whole):
+                if shape == SCALAR or (shape is None and (value.whole or value.maybe_number)):
                     # Maybe a Python number (the default upstream 1.0, or what a backward
                     # called gave for a number) or a 0-d array: np.copy takes both.
                     copy = Call(Func("numpy", "copy", None), (Name(name),))

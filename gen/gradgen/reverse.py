@@ -979,11 +979,16 @@ def _written(statement: AdjointStatement) -> list[str]:
 
 def _differentiated_reads(stages: tuple[Stage, ...]) -> list[str]:
     """The names that ``stages`` (those in loops and branches too) hand gradients to: the
-    operands of operations and calls, the values an ``if`` joins."""
+    operands of operations and calls, the values an ``if`` joins, the values a loop starts
+    its carried variables from and ends a step with, and the items it appends."""
     found: list[str] = []
     for stage in all_stages(stages):
         if stage.rule is not None or stage.call is not None:
             found += [o.id for o in stage.operands if isinstance(o, Name)]
+        if stage.loop is not None:
+            for carry in stage.loop.carried:
+                found += [*_name_of(carry.initial), *_name_of(carry.last)]
+            found += [n for c in stage.loop.collected for i in c.items for n in _name_of(i)]
         if stage.branch is not None:
             for join in stage.branch.joins:
                 found += [*_name_of(join.then), *_name_of(join.orelse)]

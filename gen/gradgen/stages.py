@@ -775,6 +775,7 @@ class _Block:
         else:
             variable = self.bind(loop.target)
             current[loop.target] = Name(variable)
+            self.loop_locals.pop(loop.target, None)  # bound again, by the loop, at every step
         self.loop_variable = variable
         for phi, initial in carried.values():
             start = Stage(phi, None, (), initial, builder.default_library, index, False)
