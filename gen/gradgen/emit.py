@@ -727,6 +727,9 @@ def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:
             return f"{', '.join(adjoint.bound)} = {render(expr)}"
         case Kind.SCATTER:
             return _scatter_line(target, adjoint.index, expr, helpers, adjoint.distinct)
+        case Kind.SET_ITEM:
+            entry = render(Subscript(Name(target), adjoint.index))
+            return f"{entry} = {render(helpers.resolve(expr))}"
         case Kind.LOOP | Kind.BRANCH:
             raise AssertionError("a loop or an 'if' is written by _adjoint_lines")
         case _:

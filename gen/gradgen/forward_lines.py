@@ -208,7 +208,7 @@ def _lines(
             forward = Call(Func(USER, name, name), expr.args)
             lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         else:
-            lines.append(ForwardLine(stage.target, expr))
+            lines.append(ForwardLine(stage.target, expr, stage.item))
     return lines
 
 
@@ -280,7 +280,7 @@ def bound_by(stage: Stage) -> tuple[str, ...]:
     if stage.call is not None:
         cache = (stage.call.cache,) if stage.call.cache else ()
         return (*stage.call.results, *cache)
-    return (stage.target,)
+    return stage.item or (stage.target,)
 
 
 def _inlined_operands(stage: Stage, inline: set[str]) -> list[str]:

@@ -27,6 +27,9 @@ class Kind(enum.Enum):
     ADD_NEW = "= +"  # target = target + expr: a new object; the old one is left alone
     COPY = "copy"  # target = target.copy(): from here on target is an array of its own
     SCATTER = "scatter"  # add expr into target at index (``dx[i] += g`` or ``np.add.at``)
+    # target[index] = expr: a list's item (``dlayers[i] = [dW, db]``); the values it holds
+    # are handed back with it
+    SET_ITEM = "set item"
     # targets = expr: a callee's backward binds several new gradients, each an array of
     # its own (a backward hands back gradients its caller owns)
     CALL = "call"

@@ -139,6 +139,9 @@ class _Ownership:
         self.held: dict[str, Value] = dict.fromkeys(upstreams, _CALLERS)
         self.last_read = _last_reads(statements, returned)
         self.last_read.update(read_again)
+        # Storages set into a list handed back (dlayers[i] = [dW, db]): the caller's from
+        # then on, never written into again.
+        self.stored: set[int] = set()
 
     def run(self, hand_back: bool = True) -> tuple[AdjointStatement, ...]:
         result: list[AdjointStatement] = []
@@ -170,6 +173,8 @@ class _Ownership:
                     statement = self.loop(statement)
                 case Kind.BRANCH:
                     statement = self.branch(statement, index)
+                case Kind.SET_ITEM:
+                    statement = self.set_item(statement, index)
                 case _:
                     _unhandled(statement.kind)
             result.append(statement)
@@ -212,7 +217,7 @@ class _Ownership:
         outside = _names_read(body) - {name for s in body for name in s.bound}
         again = dict.fromkeys([*loop.carried, *loop.accumulated, *outside], float("inf"))
         inner = _Ownership(body, (), {}, again)
-        inner.fresh = self.fresh
+        inner.fresh, inner.stored = self.fresh, self.stored
         unknown = Value(frozenset({CALLER}), whole=False)
         started = {name: self.held.get(name, _CALLERS) for name in loop.carried}
         inner.held = dict(self.held) | dict.fromkeys(loop.carried, unknown)
@@ -246,7 +251,7 @@ class _Ownership:
         held: list[dict[str, Value]] = []
         for side in (sides.then, sides.orelse):
             inner = _Ownership(list(side), (), {}, again)
-            inner.fresh = self.fresh
+            inner.fresh, inner.stored = self.fresh, self.stored
             inner.held = dict(self.held)
             safe.append(inner.run(hand_back=False))
             held.append(inner.held)
@@ -273,10 +278,27 @@ class _Ownership:
         no axes an immutable number)."""
         return Value(frozenset({next(self.fresh)}), whole=True, number=number)
 
+    def set_item(self, statement: AdjointStatement, index: int) -> AdjointStatement:
+        """``dlayers[i] = [dW, db]``: each value handed back in the list is an array of its
+        own, shared with nothing still read and with no other value handed back (a copy
+        where it may be); from then on nothing writes into it."""
+        expr = statement.expr
+        items = expr.items if isinstance(expr, Sequence_) else (expr,)
+        handed: list[Expr] = []
+        for item in items:
+            if isinstance(item, Name) and not self.writable(item.id, index):
+                item = Call(Func("numpy", "copy", None), (item,))
+            elif isinstance(item, Name):
+                self.stored |= self.held.get(item.id, _CALLERS).storages
+            handed.append(item)
+        if isinstance(expr, Sequence_):
+            return replace(statement, expr=Sequence_(tuple(handed), expr.brackets))
+        return replace(statement, expr=handed[0])
+
     def writable(self, target: str, index: int) -> bool:
         """May statement ``index`` write into what ``target`` holds?"""
         value = self.held.get(target, _CALLERS)
-        if not value.whole or CALLER in value.storages:
+        if not value.whole or CALLER in value.storages or value.storages & self.stored:
             return False
         return not any(
             value.shares(other) and self.last_read.get(name, -1) > index

@@ -162,6 +162,23 @@ class Loop:
 
 
 @dataclass(frozen=True)
+class Item:
+    """``W, b = layers[i]``: the item of a list parameter a loop over it reads at step
+    ``index`` (``for W, b in layers:``, read as a loop over ``range(len(layers))``)."""
+
+    names: tuple[str, ...]  # the names it is unpacked into
+    sequence: str  # the list parameter
+    index: str  # the loop's variable
+    text: str
+    origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def value(self) -> Expr:
+        """``layers[i]``: what it reads."""
+        return Subscript(Name(self.sequence), (Name(self.index),))
+
+
+@dataclass(frozen=True)
 class Branch:
     """``if test:`` its statements, ``else:`` the others (an ``elif`` is a Branch there)."""
 
@@ -172,10 +189,10 @@ class Branch:
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
 
 
-Statement = Assignment | Append | Loop | Branch
+Statement = Assignment | Append | Loop | Branch | Item
 
 
-def flat_statements(body: Sequence[Statement]) -> Iterator[Assignment | Append]:
+def flat_statements(body: Sequence[Statement]) -> Iterator[Assignment | Append | Item]:
     """The assignments and appends of ``body``, those inside loops and branches too, in
     order."""
     for statement in body:
@@ -709,6 +726,8 @@ class _FunctionResolver:
         self.conditionals: dict[int, str] = {}
         self.taken: set[str] = set()  # every name the function's text uses
         self.returned: list[str] = []  # the names returns in the sides of an if bind
+        self.parameters: set[str] = set()
+        self.rebound: set[str] = set()  # every name some statement of the function binds
 
     def conditional(self, node: cst.IfExp) -> Expr | None:
         name = self.conditionals.get(id(node))
@@ -1010,6 +1029,8 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     resolver.taken = _names_in(function)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
+    resolver.parameters = {p.name for p in signature}
+    resolver.rebound = set(assigned)
     small = [s for s in flat if not isinstance(s, (_ForBlock, _IfBlock, _Returned))]
     parameters = _with_leaves(parsed, function, signature, small, resolver)
     # A parameter the body never rebinds can be a generator: rng.normal(size=3) draws.
@@ -1475,6 +1496,12 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     node = block.node
     if isinstance(node, cst.While):
         return _read_while(parsed, node, block, resolver)
+    if (
+        isinstance(node.iter, cst.Name)
+        and node.iter.value in resolver.parameters
+        and node.iter.value not in resolver.rebound
+    ):
+        return _read_items_loop(parsed, node, block, resolver)
     iterable = convert(node.iter, resolver)
     if not isinstance(node.target, cst.Name):
         parsed.refuse(
@@ -1496,6 +1523,43 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     text = f"for {target} in {render(iterable)}:"
     return Loop(target, iterable, tuple(body), text, origin=node)
+
+
+def _read_items_loop(
+    parsed: ParsedModule, node: cst.For, block: _ForBlock, resolver: _FunctionResolver
+) -> Loop | None:
+    """``for W, b in layers:`` over a list parameter: a loop over ``range(len(layers))``
+    whose steps first read their item (``W, b = layers[i]``)."""
+    assert isinstance(node.iter, cst.Name)
+    sequence = node.iter.value
+    target = node.target
+    index = resolver.fresh("i")
+    steps = Func("builtins", "range", "range")
+    length = Func("builtins", "len", "len")
+    iterable = Call(steps, (Call(length, (Name(sequence),), ()),), ())
+    read = Subscript(Name(sequence), (Name(index),))
+    first: Statement
+    if isinstance(target, cst.Name):
+        # An array's rows (or a list of arrays of one shape): indexed, as numpy does.
+        name = target.value
+        first = Assignment(name, read, f"{name} = {render(read)}", origin=target)
+        names = [name]
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        # A list of tuples of arrays (for W, b in layers:): its gradient a list of lists.
+        unpacked = _unpacked_names(parsed, target)
+        if unpacked is None:
+            return None
+        names = unpacked
+        text = f"{', '.join(names)} = {render(read)}"
+        first = Item(tuple(names), sequence, index, text, origin=target)
+    else:
+        parsed.refuse(target, "loop over a list with names: for W, b in layers:")
+        return None
+    resolver.local.update([*names, index])
+    resolver.assigned_later.difference_update(names)
+    body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
+    header = f"for {cst.Module([]).code_for_node(target).strip()} in {sequence}:"
+    return Loop(index, iterable, (first, *body), header, origin=node)
 
 
 def _read_while(

@@ -151,6 +151,10 @@ class _ReversePass:
         self.known = infer_shapes(function, callees)
         self.floating = floating_values(function)
         self.temporaries = {s.target for s in function.all_stages if s.temporary}
+        # The lists whose items loops read (for W, b in layers:): their gradients are lists.
+        self.sequences = {
+            o.id for s in function.all_stages if s.item for o in s.operands if isinstance(o, Name)
+        }
         self.gradient: dict[str, str] = {}
         self.statements: list[AdjointStatement | None] = []
         self.masks: dict[str, _Mask | None] = {}
@@ -197,6 +201,8 @@ class _ReversePass:
                 self.differentiate_branch(stage)
             elif stage.call is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate_call(stage)
+            elif stage.item and any(t in self.relevant for t in stage.item):
+                self.differentiate_item(stage)
             elif stage.rule is not None and stage.target in self.relevant:
                 self.differentiate(stage)
 
@@ -207,7 +213,11 @@ class _ReversePass:
         return name
 
     def zeros(self, variable: str) -> Expr:
-        """A zero gradient for ``variable``: an array of its shape, or the number 0.0."""
+        """A zero gradient for ``variable``: an array of its shape, or the number 0.0; for a
+        list of items a loop reads (``for W, b in layers:``), a list of Nones to set."""
+        if variable in self.sequences:
+            length = Call(Func("builtins", "len", "len"), (Name(variable),))
+            return BinOp("*", Sequence_((Const("None"),), "[]"), length)
         if not self.function.array_mode or self.known.get(variable) == SCALAR:
             return Const("0.0", 0.0)
         zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
@@ -326,7 +336,8 @@ class _ReversePass:
             (),
             tuple(body),
             tuple(self.forced[c.name] for c in carried),
-            tuple(self.gradient[name] for name in accumulated),
+            # a list of items' gradients is set item by item, never added into
+            tuple(self.gradient[name] for name in accumulated if name not in self.sequences),
         )
         self.statements.append(
             AdjointStatement(
@@ -431,6 +442,28 @@ class _ReversePass:
                 self.contribute(result.id, Name(upstream), statement, None)
             else:
                 self.gradient[result.id] = upstream
+
+    def differentiate_item(self, stage: Stage) -> None:
+        """``dlayers[i] = [dW, db]``: the gradients of a step's item (None where one has
+        none), set in the list parameter's gradient (made before the loop, ``zeros``)."""
+        (sequence,) = (o.id for o in stage.operands if isinstance(o, Name))
+        if sequence not in self.relevant or sequence not in self.gradient:
+            return
+        read = unwrap(stage.expr)
+        assert isinstance(read, Subscript)
+        parts = tuple(
+            Name(self.gradient[name]) if name in self.gradient else Const("None")
+            for name in stage.item
+        )
+        self.statements.append(
+            AdjointStatement(
+                self.gradient[sequence],
+                Kind.SET_ITEM,
+                Sequence_(parts, "[]"),
+                stage.statement,
+                read.index,
+            )
+        )
 
     def differentiate_call(self, stage: Stage) -> None:
         """``dx, dw = f_backward(dh, h_cache)``: the callee's backward, from its cache, for
@@ -626,7 +659,7 @@ class _ReversePass:
         returned = {
             g: known.get(name)
             for name, g in zip(wanted, gradients, strict=True)
-            if g in gradient.values()
+            if g in gradient.values() and name not in self.sequences  # a list: its own
         }
         kept = [s for s in self.statements if s is not None]
         adjoints = protect_shared(kept, self.upstreams, returned, numbers=not function.array_mode)
@@ -927,6 +960,8 @@ def _spread_active(stages: tuple[Stage, ...], active: set[str], callees: Callees
                 for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
             ):
                 active.update(stage.targets)
+        elif stage.item and any(isinstance(o, Name) and o.id in active for o in stage.operands):
+            active.update(stage.item)
         # An opaque call is active too: where it is also needed, it is refused.
         elif (stage.rule is not None or stage.opaque) and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
@@ -963,6 +998,8 @@ def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees
                 for parameter, o in zip(stage.call.parameters, stage.operands, strict=True)
                 if isinstance(o, Name) and parameter in differentiable
             )
+        elif stage.item and any(t in needed for t in stage.item):
+            needed.update(o.id for o in stage.operands if isinstance(o, Name))
         elif stage.target in needed and (stage.rule is not None or stage.opaque):
             # Through an opaque call too: a value reaching the result only through one
             # needs a gradient all the same, which ``opaque_refusals`` refuses.
@@ -983,7 +1020,7 @@ def _differentiated_reads(stages: tuple[Stage, ...]) -> list[str]:
     its carried variables from and ends a step with, and the items it appends."""
     found: list[str] = []
     for stage in all_stages(stages):
-        if stage.rule is not None or stage.call is not None:
+        if stage.rule is not None or stage.call is not None or stage.item:
             found += [o.id for o in stage.operands if isinstance(o, Name)]
         if stage.loop is not None:
             for carry in stage.loop.carried:

@@ -44,6 +44,7 @@ from gradgen.parse import (
     Assignment,
     Branch,
     ForwardFunction,
+    Item,
     Loop,
     Parameter,
     Statement,
@@ -168,6 +169,9 @@ class Stage:
     # that its body reads or starts from).
     loop: LoopSite | None = None
     branch: BranchSite | None = None  # an ``if`` (``expr`` its test)
+    # ``W, b = layers[i]``: the names an item of a list parameter is unpacked into (``expr``
+    # reads it; ``operands`` is the list). Its adjoint sets the item of the list's gradient.
+    item: tuple[str, ...] = ()
 
     @property
     def reads(self) -> list[str]:
@@ -188,6 +192,8 @@ class Stage:
             )
         if self.branch is not None:
             return (self.target, *(j.name for j in self.branch.joins))
+        if self.item:
+            return self.item
         return self.call.results if self.call is not None else (self.target,)
 
 
@@ -424,6 +430,8 @@ def _names_bound(statement: Statement) -> tuple[str, ...]:
         return ()
     if isinstance(statement, Append):
         return ()
+    if isinstance(statement, Item):
+        return statement.names
     return statement.names
 
 
@@ -475,8 +483,33 @@ class _Block:
                 self.stage_branch(statement)
             elif isinstance(statement, Append):
                 self.stage_append(statement)
+            elif isinstance(statement, Item):
+                self.stage_item(statement)
             else:
                 self.stage_assignment(statement)
+
+    def stage_item(self, item: Item) -> None:
+        """``W, b = layers[i]``: one stage binding each name (``Stage.item``)."""
+        builder, current = self.builder, self.current
+        index = len(self.statements)
+        self.statements.append(item.text)
+        names = tuple(self.bind(name) for name in item.names)
+        for user, name in zip(item.names, names, strict=True):
+            current[user] = Name(name)
+            self.loop_locals.pop(user, None)
+        read = substitute(item.value, current)
+        builder.stages.append(
+            Stage(
+                names[0],
+                None,
+                (Name(item.sequence),),
+                read,
+                builder.default_library,
+                index,
+                False,
+                item=names,
+            )
+        )
 
     def stage_assignment(self, assignment: Assignment) -> None:
         builder, current = self.builder, self.current
