@@ -9,6 +9,8 @@ text; each refused loop is located where it is written.
 from __future__ import annotations
 
 import inspect
+import itertools
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import gradgen
 from gradgen.format import check_module
 from gradgen.testing import assert_gradients_match
 from test_programs import assert_close, draw, expected_gradients
-from test_rules import run_module
+from test_rules import numeric_gradient, run_module
 
 RNN = """\
 import numpy as np
@@ -662,3 +664,181 @@ def test_a_cache_keeps_only_the_shape_of_what_the_backward_reads_for_its_shape()
         assert all(not v.flags.writeable and v.dtype == dtype for v in stand_ins)
         gradients = namespace["lstm_backward"](x, h0, Wx, Wh, b, dout.astype(dtype))
         assert [g.dtype for g in gradients] == [dtype] * 5
+
+
+# --- loops over the items of a list parameter (for W, b in layers:) ---------------------------
+
+LIST_LOOPS = {
+    "mlp": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for W, b in layers:
+        h = np.maximum(h @ W + b, 0.0)
+    return np.sum(h * h)
+""",
+    "regularized-tanh": """\
+import numpy as np
+
+
+def f(x, layers, reg=0.1):
+    h = x
+    loss = 0.0
+    for W, b in layers:
+        h = np.tanh(h @ W + b)
+        loss = loss + reg * np.sum(W * W)
+    return loss + np.sum(h * h)
+""",
+    "helper-per-layer": """\
+import numpy as np
+
+
+def affine(x, W, b):
+    return x @ W + b
+
+
+def f(x, layers):
+    h = x
+    for W, b in layers:
+        h = np.tanh(affine(h, W, b))
+    return np.sum(h)
+""",
+    "weight-read-twice": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for W, b in layers:
+        h = np.tanh(h @ W + b)
+        h = h @ W.T
+    return np.sum(h * h)
+""",
+    "bias-unused": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for W, b in layers:
+        h = np.sin(h @ W)
+    return np.sum(h)
+""",
+}
+
+
+def _layers(seed: str) -> tuple[Any, list[tuple[Any, Any]]]:
+    """An input and three layers: of sizes 3 -> 4 -> 2 -> 3, or 3 -> 3 where a case
+    multiplies by a weight and its transpose."""
+    rng = numpy.random.default_rng(zlib.crc32(seed.encode()))
+    sizes = [3, 3, 3, 3] if "twice" in seed else [3, 4, 2, 3]
+    layers = [
+        (0.5 * rng.standard_normal((m, n)), rng.standard_normal(n))
+        for m, n in itertools.pairwise(sizes)
+    ]
+    return rng.standard_normal((2, 3)), layers
+
+
+def _list_gradients(forward: Any, x: Any, layers: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Central differences for x and each array of each layer (``W0``, ``b0``, ...)."""
+    args: dict[str, Any] = {"x": x}
+    for k, (W, b) in enumerate(layers):
+        args[f"W{k}"], args[f"b{k}"] = W, b
+
+    def loss(**a: Any) -> float:
+        rebuilt = [(a[f"W{k}"], a[f"b{k}"]) for k in range(len(layers))]
+        return float(forward(a["x"], rebuilt))
+
+    return {name: numeric_gradient(loss, args, name) for name in args}
+
+
+def _check_list_gradients(case: str, dx: Any, dlayers: Any, x: Any, layers: Any) -> None:
+    forward = run_module(LIST_LOOPS[case], "lists.py")["f"]
+    expected = _list_gradients(forward, x, layers)
+    assert isinstance(dlayers, list) and len(dlayers) == len(layers)
+    got = {"x": dx}
+    for k, item in enumerate(dlayers):
+        assert isinstance(item, list) and len(item) == 2, item
+        got[f"W{k}"] = item[0]
+        got[f"b{k}"] = 0.0 * layers[k][1] if item[1] is None else item[1]
+    assert_close(got, expected, f" ({case})")
+    for first, second in itertools.combinations([dx, *(g for i in dlayers for g in i)], 2):
+        if first is not None and second is not None:
+            assert not numpy.shares_memory(first, second), "two gradients share memory"
+
+
+@pytest.mark.parametrize("case", list(LIST_LOOPS))
+def test_a_loop_over_a_list_of_layers_matches_central_differences(case: str) -> None:
+    text = gradgen.generate(LIST_LOOPS[case], "lists.py")
+    backward = run_module(text, "lists_backward.py")["f_backward"]
+    x, layers = _layers(case)
+    kept = [tuple(numpy.copy(a) for a in layer) for layer in layers]
+    dx, dlayers = backward(x, layers)[:2]  # and the other parameters' (reg)
+    for layer, before in zip(layers, kept, strict=True):
+        for array, old in zip(layer, before, strict=True):
+            numpy.testing.assert_array_equal(array, old, err_msg="a layer changed")
+    _check_list_gradients(case, dx, dlayers, x, layers)
+
+
+@pytest.mark.parametrize("case", ["mlp", "helper-per-layer"])
+def test_a_loop_over_a_list_of_layers_with_pairs(case: str) -> None:
+    namespace = run_module(gradgen.generate(LIST_LOOPS[case], "lists.py", pairs=True), "lp.py")
+    x, layers = _layers(f"pairs {case}")
+    value, cache = namespace["f_forward"](x, layers)
+    assert value == pytest.approx(run_module(LIST_LOOPS[case], "lists.py")["f"](x, layers))
+    dx, dlayers = namespace["f_backward"](1.0, cache)[:2]
+    _check_list_gradients(case, dx, dlayers, x, layers)
+
+
+def test_a_loop_over_a_list_of_layers_decorated(load: Any) -> None:
+    source = LIST_LOOPS["regularized-tanh"].replace(
+        "import numpy as np\n", "import numpy as np\nimport gradgen\n"
+    )
+    f = load(source.replace("\ndef f(", "\n@gradgen.differentiable\ndef f(")).f
+    x, layers = _layers("decorated")
+    value, (dx, dlayers, _) = f.value_and_grad(x, layers)
+    assert value == pytest.approx(f(x, layers))
+    _check_list_gradients("regularized-tanh", dx, dlayers, x, layers)
+
+
+def test_a_loop_over_a_list_of_layers_reads_as_written() -> None:
+    """The backward's forward part unpacks each layer as the loop did, and the reversed loop
+    sets each layer's gradients into a list of the layers' gradients."""
+    text = gradgen.generate(LIST_LOOPS["mlp"], "lists.py")
+    assert "    for i in range(len(layers)):\n        W, b = layers[i]\n" in text
+    assert "    dlayers = [None] * len(layers)\n" in text
+    assert "        dlayers[i] = [dW, db]\n" in text
+
+
+LIST_LOOP_REFUSALS = {
+    "inside-another-loop": (
+        "    for epoch in range(2):\n        for W, b in layers:\n            h = h @ W + b\n",
+        (7, 9),
+        "a loop over 'layers' inside another loop",
+    ),
+    "a-second-time": (
+        "    for W, b in layers:\n        h = h @ W + b\n    for W, b in layers:\n"
+        "        h = h + b\n",
+        (8, 5),
+        "a loop over 'layers' a second time",
+    ),
+    "read-besides": (
+        "    for W, b in layers:\n        h = h @ W + b\n    h = h + np.sum(layers[0][1])\n",
+        (6, 5),
+        "is read besides by this loop",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIST_LOOP_REFUSALS))
+def test_a_list_read_other_than_by_one_loop_over_it_is_refused(case: str) -> None:
+    """Each step sets its item's gradient: a second read of an item would overwrite it."""
+    body, (line, column), words = LIST_LOOP_REFUSALS[case]
+    source = f"import numpy as np\n\n\ndef f(x, layers):\n    h = x\n{body}    return np.sum(h)\n"
+    with pytest.raises(gradgen.GradgenError) as caught:
+        gradgen.generate(source, "bad.py")
+    diagnostic = caught.value.diagnostics[0]
+    assert words in diagnostic.message, diagnostic.message
+    assert (diagnostic.line, diagnostic.column) == (line, column), diagnostic.message

@@ -31,6 +31,7 @@ from gradgen.expr import (
     Name,
     Sequence_,
     Subscript,
+    children,
     is_constant,
     names_in,
     render,
@@ -42,6 +43,7 @@ from gradgen.rules import (
     DRAW_METHODS,
     DRAW_MODULES,
     GENERATOR,
+    LENGTH,
     METHODS,
     NONDIFFERENTIABLE,
     REVERSED,
@@ -1057,6 +1059,8 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
             f"function '{function.name.value}' has no return statement: gradgen "
             "differentiates the value a function returns",
         )
+    if result is not None:
+        _check_item_loops(parsed, body, result[0])
     if len(parsed.problems) != errors_before or result is None:
         return None
     values, names, text = result
@@ -1533,9 +1537,16 @@ def _read_items_loop(
     assert isinstance(node.iter, cst.Name)
     sequence = node.iter.value
     target = node.target
+    if sequence in resolver.layout.structured:
+        parsed.refuse(
+            node.iter,
+            f"'{sequence}' is read by its entries elsewhere ({sequence}[0]...): read its items "
+            "in this loop only",
+        )
+        return None
     index = resolver.fresh("i")
-    steps = Func("builtins", "range", "range")
-    length = Func("builtins", "len", "len")
+    steps = Func(*STEPS, STEPS[1])
+    length = Func(*LENGTH, LENGTH[1])
     iterable = Call(steps, (Call(length, (Name(sequence),), ()),), ())
     read = Subscript(Name(sequence), (Name(index),))
     first: Statement
@@ -1560,6 +1571,60 @@ def _read_items_loop(
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     header = f"for {cst.Module([]).code_for_node(target).strip()} in {sequence}:"
     return Loop(index, iterable, (first, *body), header, origin=node)
+
+
+def _check_item_loops(
+    parsed: ParsedModule, body: Sequence[Statement], results: Sequence[Expr]
+) -> None:
+    """A list a loop goes over (``for W, b in layers:``) is read by that loop alone (and
+    ``len``), once: each step sets its item's gradient in the list's, which a second read
+    of an item (another loop, an outer loop's next step, ``layers[0]``) would overwrite."""
+    loops: dict[str, Loop] = {}
+
+    def visit(statements: Sequence[Statement], depth: int) -> None:
+        for statement in statements:
+            if isinstance(statement, Loop):
+                item = statement.body[0] if statement.body else None
+                if isinstance(item, Item):
+                    name = item.sequence
+                    if depth or name in loops:
+                        where = "inside another loop" if depth else "a second time"
+                        parsed.refuse(
+                            statement.origin or parsed.module,
+                            f"a loop over '{name}' {where} is not supported: each item's "
+                            "gradient is set once; loop over the list once, at the top",
+                        )
+                    loops.setdefault(name, statement)
+                visit(statement.body, depth + 1)
+            elif isinstance(statement, Branch):
+                visit(statement.body, depth)
+                visit(statement.orelse, depth)
+
+    visit(body, 0)
+    if not loops:
+        return
+    exprs: list[Expr] = [*results]
+    for statement in flat_statements(body):
+        if isinstance(statement, Append):
+            exprs += [statement.value, *(statement.index or ())]
+        elif isinstance(statement, Assignment):
+            exprs.append(statement.value)
+    for name, loop in loops.items():
+        if any(_reads_besides_len(expr, name) for expr in exprs):
+            parsed.refuse(
+                loop.origin or parsed.module,
+                f"'{name}' is read besides by this loop over its items: read its items in "
+                "the loop only (len() aside)",
+            )
+
+
+def _reads_besides_len(expr: Expr, name: str) -> bool:
+    """Does ``expr`` read ``name`` other than as ``len(name)``?"""
+    if isinstance(expr, Name):
+        return expr.id == name
+    if isinstance(expr, Call) and (expr.func.lib, expr.func.name) == LENGTH:
+        return False
+    return any(_reads_besides_len(child, name) for child in children(expr))
 
 
 def _read_while(

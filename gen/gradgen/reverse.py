@@ -66,6 +66,7 @@ from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
 from gradgen.rules import (
     DISTINCT_ENTRIES,
+    LENGTH,
     OPERATION_LIBRARIES,
     Adjoint,
     AdjointContext,
@@ -216,7 +217,7 @@ class _ReversePass:
         """A zero gradient for ``variable``: an array of its shape, or the number 0.0; for a
         list of items a loop reads (``for W, b in layers:``), a list of Nones to set."""
         if variable in self.sequences:
-            length = Call(Func("builtins", "len", "len"), (Name(variable),))
+            length = Call(Func(*LENGTH, LENGTH[1]), (Name(variable),))
             return BinOp("*", Sequence_((Const("None"),), "[]"), length)
         if not self.function.array_mode or self.known.get(variable) == SCALAR:
             return Const("0.0", 0.0)
