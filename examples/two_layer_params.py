@@ -6,7 +6,8 @@ in a list of ``(W, b)`` pairs: parameters that are containers of arrays.
 so a training step is ``for k in grads: params[k] -= lr * grads[k]``. The literal
 annotation of ``params`` gives each array's shape (for ``gradgen check``; gradgen never
 needs it). ``mlp_loss`` unpacks its list of layers; its gradient is a list of ``[dW, db]``
-pairs.
+pairs. ``mlp_over_layers`` loops over a list of layers of any length (``for W, b in
+layers:``); its backward walks the layers back, setting each one's ``[dW, db]``.
 """
 
 # Shape annotations ("N, D") are strings gradgen reads, not type expressions.
@@ -40,4 +41,12 @@ def mlp_loss(x: "N, D", layers: [("D, H", "H"), ("H, C", "C")], target: "N, C"):
     h = np.tanh(x @ W1 + b1)
     out = h @ W2 + b2
     loss = 0.5 * np.sum((out - target) ** 2)
+    return loss
+
+
+def mlp_over_layers(x: "N, D", layers: [("D, H", "H"), ("H, C", "C")], target: "N, C"):
+    h = x
+    for W, b in layers:
+        h = np.tanh(h @ W + b)
+    loss = 0.5 * np.sum((h - target) ** 2)
     return loss

@@ -3,8 +3,47 @@
 # Forward source digests (a mismatch means this file is stale):
 #   two_layer_loss: ee64d97e423ebeef
 #   mlp_loss: 778d68278bde50b9
+#   mlp_over_layers: 8d8cf26e043f0fac
 
 import numpy as np
+
+
+def _matmul_dx(grad, x, y):
+    """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
+    y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
+    grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
+    grad2 = np.expand_dims(grad2, -2) if np.ndim(x) == 1 else grad2
+    dx = _unbroadcast(grad2 @ np.swapaxes(y2, -1, -2), x2)
+    return np.reshape(dx, np.shape(x))
+
+
+def _matmul_dy(grad, x, y):
+    """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
+    y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
+    grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
+    grad2 = np.expand_dims(grad2, -2) if np.ndim(x) == 1 else grad2
+    dy = _unbroadcast(np.swapaxes(x2, -1, -2) @ grad2, y2)
+    return np.reshape(dy, np.shape(y))
+
+
+def _unbroadcast(grad, like):
+    """grad summed over the axes numpy broadcast like along."""
+    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
+    if isinstance(grad, np.ndarray) and grad.shape == shape:
+        return grad  # the common case, without a numpy call
+    if np.shape(grad) == shape:
+        return grad
+    extra = np.ndim(grad) - len(shape)
+    if extra > 0:
+        grad = np.sum(grad, axis=tuple(range(extra)))
+    kept = tuple(
+        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
+    )
+    if kept:
+        grad = np.sum(grad, axis=kept, keepdims=True)
+    return grad
 
 
 def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
@@ -174,3 +213,83 @@ def mlp_loss_value_and_grad(x, layers, target, dloss=1.0):
     dx = dh_add @ W1.T
     dW1 = x.T @ dh_add
     return loss, (dx, [[dW1, db1], [dW2, db2]], dtarget)
+
+
+def mlp_over_layers_backward(x, layers, target, dloss=1.0):
+    """Gradients of mlp_over_layers with respect to (x, layers, target)."""
+    # Recomputes: i_steps, loss_sub, loss_pow.
+    h = x
+    i_steps = []
+    for i in range(len(layers)):
+        W, b = layers[i]
+        h_matmul = h @ W
+        h_2 = np.tanh(h_matmul + b)
+        i_steps.append((i, h, W, b, h_matmul, h_2))
+        h = h_2
+    loss_sub = h - target
+    loss_pow = loss_sub**2
+
+    # backprop loss = 0.5 * np.sum((h - target) ** 2)
+    dloss_sum = 0.5 * dloss
+    dloss_pow = np.full_like(
+        loss_pow, dloss_sum, dtype=np.result_type(loss_pow, dloss_sum)
+    )
+    dloss_sub = (2 * loss_sub) * dloss_pow
+    dh = _unbroadcast(dloss_sub, h)
+    dtarget = _unbroadcast(-dloss_sub, target)
+    # backprop for W, b in layers:
+    dlayers = [None] * len(layers)
+    for i, h, W, b, h_matmul, h_2 in reversed(i_steps):
+        # backprop for W, b in layers:
+        dh_2 = dh
+        # backprop h = np.tanh(h @ W + b)
+        dh_add = (1 - h_2**2) * dh_2
+        dh_matmul = _unbroadcast(dh_add, h_matmul)
+        db = _unbroadcast(dh_add, b)
+        dh = _matmul_dx(dh_matmul, h, W)
+        dW = _matmul_dy(dh_matmul, h, W)
+        # backprop W, b = layers[i]
+        dlayers[i] = [dW, db]
+    # backprop for W, b in layers:
+    dx = dh
+    return dx, dlayers, dtarget
+
+
+def mlp_over_layers_value_and_grad(x, layers, target, dloss=1.0):
+    """mlp_over_layers and its gradients with respect to (x, layers, target)."""
+    h = x
+    i_steps = []
+    for i in range(len(layers)):
+        W, b = layers[i]
+        h_matmul = h @ W
+        h_2 = np.tanh(h_matmul + b)
+        i_steps.append((i, h, W, b, h_matmul, h_2))
+        h = h_2
+    loss_sub = h - target
+    loss_pow = loss_sub**2
+    loss = 0.5 * np.sum(loss_pow)
+
+    # backprop loss = 0.5 * np.sum((h - target) ** 2)
+    dloss_sum = 0.5 * dloss
+    dloss_pow = np.full_like(
+        loss_pow, dloss_sum, dtype=np.result_type(loss_pow, dloss_sum)
+    )
+    dloss_sub = (2 * loss_sub) * dloss_pow
+    dh = _unbroadcast(dloss_sub, h)
+    dtarget = _unbroadcast(-dloss_sub, target)
+    # backprop for W, b in layers:
+    dlayers = [None] * len(layers)
+    for i, h, W, b, h_matmul, h_2 in reversed(i_steps):
+        # backprop for W, b in layers:
+        dh_2 = dh
+        # backprop h = np.tanh(h @ W + b)
+        dh_add = (1 - h_2**2) * dh_2
+        dh_matmul = _unbroadcast(dh_add, h_matmul)
+        db = _unbroadcast(dh_add, b)
+        dh = _matmul_dx(dh_matmul, h, W)
+        dW = _matmul_dy(dh_matmul, h, W)
+        # backprop W, b = layers[i]
+        dlayers[i] = [dW, db]
+    # backprop for W, b in layers:
+    dx = dh
+    return loss, (dx, dlayers, dtarget)

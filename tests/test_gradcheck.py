@@ -1089,3 +1089,18 @@ def test_a_parameter_tested_against_none_and_the_else_of_a_string_are_checked(
     assert status == 0, out
     assert "(3,), None" in out
     assert "'a', 'other'" in out
+
+
+def test_a_list_of_layers_is_checked_array_by_array(tmp_path: Path, run: Run) -> None:
+    """``for W, b in layers:`` with ``layers: [("D, H", "H"), ...]``: each layer's arrays
+    are drawn at their shapes and checked; a backward wrong in one layer's bias fails."""
+    forward = copy_example(tmp_path, "two_layer_params")
+    status, out, _ = run(forward, "--function", "mlp_over_layers")
+    assert status == 0, out
+    assert "layers[1][1]" in out
+    edited = broken(
+        forward, "mlp_over_layers", "dlayers[i] = [dW, db]", "dlayers[i] = [dW, 2.0 * db]"
+    )
+    status, out, _ = run(forward, "--backward", edited, "--function", "mlp_over_layers")
+    assert status == 1, out
+    assert "layers[0][1]" in out and "FAIL" in out

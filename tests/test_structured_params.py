@@ -677,18 +677,18 @@ def test_example_committed_backward(seed: str) -> None:
         numpy.testing.assert_allclose(
             grads[key], numeric(loss, args, 2, (key,)), rtol=RTOL, atol=ATOL, err_msg=key
         )
-    args = example_arguments("mlp_loss", seed)
-    check(
-        forward.mlp_loss,
-        backward.mlp_loss_backward,
-        args,
-        [None, [[LEAF, LEAF], [LEAF, LEAF]], None],
-        upstream=0.8,
-    )
+    for name in ("mlp_loss", "mlp_over_layers"):
+        check(
+            getattr(forward, name),
+            getattr(backward, f"{name}_backward"),
+            example_arguments(name, seed),
+            [None, [[LEAF, LEAF], [LEAF, LEAF]], None],
+            upstream=0.8,
+        )
 
 
 @pytest.mark.usefixtures("fresh_gradgen_state")
-@pytest.mark.parametrize("name", ["two_layer_loss", "mlp_loss"])
+@pytest.mark.parametrize("name", ["two_layer_loss", "mlp_loss", "mlp_over_layers"])
 def test_example_through_the_decorator_and_testing(name: str, tmp_path: Path) -> None:
     """Committed (strict: the reviewed file runs), in memory, and plain."""
     import shutil
@@ -708,7 +708,7 @@ def test_example_gradgen_check(monkeypatch: pytest.MonkeyPatch, run: Run) -> Non
     monkeypatch.chdir(ROOT)
     status, out, err = run("check", "examples/two_layer_params.py")
     assert status == 0, out + err
-    assert "FAIL" not in out and "all 10 gradients match" in out, out
+    assert "FAIL" not in out and "all 16 gradients match" in out, out
 
 
 def test_training_step_on_the_dict_of_gradients() -> None:

@@ -1094,9 +1094,16 @@ def _with_leaves(
     loops = _Loops()
     function.body.visit(loops)
     statements = [*statements, *(cst.Expr(iterable) for iterable in loops.iterables)]
-    layout = find_structure(
-        function.params, statements, taken, parsed.function_names, parsed.refuse
+    # A list a loop goes over (for W, b in layers:) is no structured parameter: its items
+    # are read by the loop (Item), whatever its annotation says of their shapes.
+    iterated = set(loops.names) - resolver.rebound
+    params = function.params.with_changes(
+        params=[
+            p.with_changes(annotation=None) if p.name.value in iterated else p
+            for p in function.params.params
+        ]
     )
+    layout = find_structure(params, statements, taken, parsed.function_names, parsed.refuse)
     resolver.layout = layout
     parameters = []
     for parameter, param in zip(signature, function.params.params, strict=True):
@@ -1117,9 +1124,12 @@ class _Loops(cst.CSTVisitor):
 
     def __init__(self) -> None:
         self.iterables: list[cst.BaseExpression] = []
+        self.names: list[str] = []  # what loops go over the items of (for W, b in layers:)
 
     def visit_For(self, node: cst.For) -> None:
         self.iterables.append(node.iter)
+        if isinstance(node.iter, cst.Name):
+            self.names.append(node.iter.value)
 
     def visit_While(self, node: cst.While) -> None:
         self.iterables.append(node.test)
@@ -1517,8 +1527,9 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     if not _counted(iterable):
         parsed.refuse(
             node.iter,
-            "gradgen loops over range(...) or reversed(range(...)), whose steps the forward "
-            "can count: loop over range(len(xs)) and index",
+            "gradgen loops over range(...), reversed(range(...)) or the items of a parameter "
+            "the function never rebinds (for W, b in layers:), whose steps the forward can "
+            "count: loop over range(len(xs)) and index",
         )
         return None
     target = node.target.value

@@ -32,6 +32,7 @@ from gradgen.gradcheck.inputs import (
     choice_settings,
     dimension_names,
     draw_arguments,
+    item_shapes,
     parameter_specs,
     redrawn,
     shape_text,
@@ -210,6 +211,10 @@ def check_function(
     if backward.staged.structured:
         forward, wrapped = _by_leaves(backward, forward, wrapped)
     specs = parameter_specs(backward, source, shapes, ints)
+    slots = backward.parameter_gradients()
+    items = item_shapes(source, name)
+    if items:
+        forward, wrapped, specs, slots = _by_items(backward, forward, wrapped, specs, items)
     fixed = {
         k: int(v[0]) for k, v in shapes.items() if len(v) == 1 and k not in {s.name for s in specs}
     }
@@ -236,7 +241,7 @@ def check_function(
         values, sizes = found
         if not sized:
             fixed, sized = {**fixed, **sizes}, True  # the other shapes: at the same sizes
-        run, flat = check.run(variant, values, sizes, backward.parameter_gradients())
+        run, flat = check.run(variant, values, sizes, slots)
         if guessed and run.refusal is not None:
             trial.refusal = run.refusal
             continue
@@ -273,6 +278,53 @@ def _by_leaves(
         return forward(*rebuild(values))
 
     return by_leaves, flat
+
+
+def _by_items(
+    backward: BackwardFunction,
+    forward: Callable[..., Any],
+    wrapped: Backward,
+    specs: list[ParameterSpec],
+    items: dict[str, list[tuple[Dims, ...]]],
+) -> tuple[Callable[..., Any], Backward, list[ParameterSpec], tuple[str, ...]]:
+    """A function with a list a loop goes over the items of (``for W, b in layers:``),
+    checked as the arrays of its items (``layers[0][0]``, ...), at the shapes its annotation
+    gives them: the forward and the backward take those arrays and build the list, and the
+    list of the items' gradients is read back per array."""
+    from gradgen.structure import Leaf, Structured
+
+    lists = [
+        Structured(
+            name,
+            tuple(
+                Leaf(f"{name}[{k}][{j}]", (k, j), dims)
+                for k, item in enumerate(shapes)
+                for j, dims in enumerate(item)
+            ),
+        )
+        for name, shapes in items.items()
+    ]
+    leaves = {s.name: s.leaves for s in lists}
+    arguments = [p.name for p in backward.staged.arguments]
+    flat = [x for n in arguments for x in ([f.name for f in leaves[n]] if n in leaves else [n])]
+    rebuild = static_forward(lists, arguments, flat)
+    wanted = backward.wrt or tuple(arguments)
+    flat_backward = FlatBackward.around(wrapped, rebuild, static_flatten(lists, wanted))
+
+    def by_items(*values: Any) -> Any:
+        return forward(*rebuild(values))
+
+    expanded: list[ParameterSpec] = []
+    expanded_slots: list[str] = []
+    for spec, slot in zip(specs, backward.parameter_gradients(), strict=True):
+        if spec.name not in leaves:
+            expanded.append(spec)
+            expanded_slots.append(slot)
+            continue
+        for leaf in leaves[spec.name]:
+            expanded.append(ParameterSpec(leaf.name, leaf.shape))
+            expanded_slots.append(slot)
+    return by_items, flat_backward, expanded, tuple(expanded_slots)
 
 
 @dataclass

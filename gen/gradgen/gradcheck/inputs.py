@@ -153,6 +153,39 @@ def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
     return {name: values for name, values in found.items() if values}
 
 
+def item_shapes(source: str, function: str) -> dict[str, list[tuple[Dims, ...]]]:
+    """Parameter -> the shapes of its items' arrays, for a list a loop goes over the items of
+    (``for W, b in layers:``) annotated with them: ``layers: [("D, H", "H"), ("H, C", "C")]``."""
+    found: dict[str, list[tuple[Dims, ...]]] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.FunctionDef) and node.name == function):
+            continue
+        iterated = {
+            loop.iter.id
+            for loop in ast.walk(node)
+            if isinstance(loop, ast.For) and isinstance(loop.iter, ast.Name)
+        }
+        for arg in node.args.args:
+            if arg.arg not in iterated or arg.annotation is None:
+                continue
+            try:
+                literal = ast.literal_eval(arg.annotation)
+            except (ValueError, SyntaxError):
+                continue
+            if not isinstance(literal, (list, tuple)):
+                continue
+            items: list[tuple[Dims, ...]] = []
+            for item in literal:
+                parts = item if isinstance(item, (list, tuple)) else (item,)
+                dims = [parse_annotation(part) if isinstance(part, str) else None for part in parts]
+                if any(d is None for d in dims):
+                    break
+                items.append(tuple(d for d in dims if d is not None))
+            else:
+                found[arg.arg] = items
+    return found
+
+
 def optional_parameters(source: str, function: str) -> set[str]:
     """The parameters defaulting to None that the function tests with ``is None`` or ``is
     not None`` (``dropout_mask=None``): checked drawn, and as None, so that both sides of
