@@ -1952,6 +1952,8 @@ def _function_body(
             return True
         return shape(b.env[name]) == shape(term.value) and is_float(term.value)
 
+    same_target: list[str] = []  # the name the other side of a conditional expression binds
+
     def fresh() -> list[tuple[str, int]]:
         return [(n, w) for n, w in LOCAL_NAMES if n not in b.env]
 
@@ -1959,6 +1961,8 @@ def _function_body(
         """``count`` distinct names to bind: new ones, or names bound already (often one
         the value reads: ``h, c = g(h)``)."""
         chosen: list[str] = []
+        if count == 1 and same_target:  # the other side of a conditional expression
+            return list(same_target)
         for position in range(count):
             old = [n for n in rebindable() if n not in chosen]
             new = [(n, w) for n, w in fresh() if n not in chosen]
@@ -2231,6 +2235,8 @@ def _function_body(
         for _ in range(choose.weighted([(1, 5), (2, 2)])):
             tests.append(_draw_test(b, tests))
         has_else = choose.index(3) != 0
+        # Sometimes one statement a side: where both bind one name, a conditional expression.
+        single = has_else and len(tests) == 1 and choose.index(2) == 0
         taken: int | None = len(tests) if has_else else None
         for index, test in enumerate(tests):
             if test.decide(b):
@@ -2246,9 +2252,14 @@ def _function_body(
                 locals_[:] = before_locals
                 at = len(body)
                 actions = ["statement"] * choose.weighted([(1, 4), (2, 3), (3, 1)])
-                if depth == 0 and choose.index(5) == 0:
+                if single:
+                    actions = ["statement"]
+                    first = arms[0][0] if arms else []
+                    bound_first = re.match(r"(\w+) = ", first[0]) if len(first) == 1 else None
+                    same_target[:] = [bound_first.group(1)] if bound_first else []
+                elif depth == 0 and choose.index(5) == 0:
                     actions.insert(choose.index(len(actions) + 1), "nested")
-                if not b.loops and choose.index(6) == 0:
+                if not single and not b.loops and choose.index(6) == 0:
                     actions.insert(choose.index(len(actions) + 1), "loop")
                 for action in actions:
                     if action == "statement":
@@ -2265,6 +2276,7 @@ def _function_body(
                 arms.append((lines, checks, dict(b.env), list(b.names)))
         finally:
             b.branches.pop()
+            same_target.clear()
         bound = [{n for line in arm[0] for n in _entry_parts(line)[0]} for arm in arms]
         envs = [arm[2] for arm in arms] + ([] if has_else else [before])
         joined = []
@@ -2286,6 +2298,20 @@ def _function_body(
         b.env = {n: v for n, v in after.items() if n in before or n in joined}
         b.names = [n for n in after_names if n in b.env]
         locals_[:] = [*before_locals, *(n for n in joined if n not in before_locals)]
+        bindings = [re.fullmatch(r"(\w+) = ([^\n]+)", arm[0][0]) for arm in arms]
+        if (
+            len(arms) == 2
+            and has_else
+            and all(len(arm[0]) == 1 for arm in arms)
+            and bindings[0] is not None
+            and bindings[1] is not None
+            and bindings[0].group(1) == bindings[1].group(1)
+        ):
+            # The same, as a conditional expression: y = a if test else b.
+            name, then, orelse = bindings[0].group(1), bindings[0].group(2), bindings[1].group(2)
+            body.append(f"{name} = {then} if {tests[0].text} else {orelse}")
+            line_checks.append((Branch([t.decide for t in tests], [a[:2] for a in arms]),))
+            return called
         parts = []
         for index, (lines, _, _, _) in enumerate(arms):
             if index == 0:
@@ -3062,6 +3088,9 @@ def _branch_features(function: ast.FunctionDef, helper: bool) -> set[str]:
 
     def visit(statements: list[ast.stmt], bound: set[str], where: str) -> None:
         for statement in statements:
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.IfExp):
+                found.add("branch: a conditional expression")
+                found.update(f"branch: on {k}" for k in _test_kinds(statement.value.test))
             if isinstance(statement, ast.For):
                 visit(statement.body, bound | _stored([statement]), "in a loop")
             elif isinstance(statement, ast.If):

@@ -1291,6 +1291,7 @@ BRANCH_FEATURES = (
     "branch: a value from before left as it was by a side",
     "branch: in-place update in a side",
     "branch: a call of a helper in a side",
+    "branch: a conditional expression",
 )
 
 
