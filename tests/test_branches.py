@@ -17,7 +17,7 @@ import numpy
 import pytest
 
 import gradgen
-from test_loops import assert_refused_at
+from test_loops import assert_refused_at, assert_source_refused_at
 from test_programs import assert_close, draw, expected_gradients
 from test_rules import run_module
 
@@ -552,11 +552,7 @@ def test_a_conditional_expression_reads_as_an_if() -> None:
 
 def test_a_side_that_does_not_return_while_another_does_is_refused() -> None:
     source = "def f(x, c):\n    if c > 0:\n        return x * 2.0\n    y = x\n"
-    with pytest.raises(gradgen.GradgenError) as caught:
-        gradgen.generate(source, "bad.py")
-    diagnostic = caught.value.diagnostics[0]
-    assert "ends without 'return' while another returns" in diagnostic.message
-    assert (diagnostic.line, diagnostic.column) == (2, 5)
+    assert_source_refused_at(source, 2, 5, "ends without 'return' while another returns")
 
 
 def test_an_elif_chain_reads_as_one() -> None:

@@ -559,6 +559,11 @@ def assert_refused_at(body: str, line: int, column: int, words: str) -> None:
     """``body`` in ``def f(x: '3')`` (line 4) is refused at ``line``:``column``, saying
     ``words``."""
     source = f"import numpy as np\n\n\ndef f(x: '3'):\n    {body}\n    return np.sum(x)\n"
+    assert_source_refused_at(source, line, column, words)
+
+
+def assert_source_refused_at(source: str, line: int, column: int, words: str) -> None:
+    """``source`` is refused, first at ``line``:``column``, saying ``words``."""
     with pytest.raises(gradgen.GradgenError) as caught:
         gradgen.generate(source, "bad.py")
     diagnostic = caught.value.diagnostics[0]
@@ -577,11 +582,7 @@ def test_a_while_test_calling_a_function_of_the_module_is_refused() -> None:
         "def g(x):\n    return x * x\n\n\ndef f(x):\n    while g(x) > 1.0:\n"
         "        x = x * 0.5\n    return x\n"
     )
-    with pytest.raises(gradgen.GradgenError) as caught:
-        gradgen.generate(source, "bad.py")
-    diagnostic = caught.value.diagnostics[0]
-    assert "in a 'while' test is not supported" in diagnostic.message
-    assert (diagnostic.line, diagnostic.column) == (6, 11)
+    assert_source_refused_at(source, 6, 11, "in a 'while' test is not supported")
 
 
 # A loop in a function others call: its F_forward keeps the steps the backwards its callers
@@ -837,8 +838,4 @@ def test_a_list_read_other_than_by_one_loop_over_it_is_refused(case: str) -> Non
     """Each step sets its item's gradient: a second read of an item would overwrite it."""
     body, (line, column), words = LIST_LOOP_REFUSALS[case]
     source = f"import numpy as np\n\n\ndef f(x, layers):\n    h = x\n{body}    return np.sum(h)\n"
-    with pytest.raises(gradgen.GradgenError) as caught:
-        gradgen.generate(source, "bad.py")
-    diagnostic = caught.value.diagnostics[0]
-    assert words in diagnostic.message, diagnostic.message
-    assert (diagnostic.line, diagnostic.column) == (line, column), diagnostic.message
+    assert_source_refused_at(source, line, column, words)
