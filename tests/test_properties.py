@@ -518,8 +518,9 @@ FIXED_BUGS += [
 KNOWN_BUGS.append(
     KnownBug(
         name="power-of-a-tuple",
-        symptom="np.shape(x) ** y or y ** np.shape(x) (numpy takes the tuple for an array): "
-        "the backward raises TypeError, from the adjoints' abs(x) and y - 1.0 on the tuple",
+        symptom="np.shape(x) ** y or y ** np.shape(x), np.minimum(np.shape(x), y) (numpy takes "
+        "the tuple for an array): the backward raises TypeError, from the adjoints' abs(x), "
+        "y - 1.0 and x > y on the tuple",
         forward=_module("np.sum(np.shape(x) ** y)", "x, y"),
         args=lambda: {"x": numpy.ones(2), "y": numpy.array([0.5, 1.5])},
         upstream=lambda: None,
@@ -528,7 +529,8 @@ KNOWN_BUGS.append(
         recognizes=lambda failure: (
             re.search(
                 r"raised TypeError\(\"(bad operand type for abs\(\): 'tuple'|unsupported "
-                r"operand type\(s\) for -: 'tuple' and 'float')",
+                r"operand type\(s\) for -: 'tuple' and 'float'|'[<>]=?' not supported between "
+                r"instances of 'tuple' and)",
                 failure.partition("\n")[0],
             )
             is not None
