@@ -113,6 +113,7 @@ import re
 import textwrap
 import types
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -511,9 +512,53 @@ class Function:
             if default is not None:
                 text += f" = {default}" if text != name else f"={default}"
             params.append(text)
-        lines = [*self.body, f"return {', '.join(self.results)}"]
+        returned = f"return {', '.join(self.results)}"
+        lines = [*self.body, returned]
+        last = self.body[-1] if self.body else ""
+        if _ends_in_an_else(last) and zlib.crc32(last.encode()) % 2 == 0:
+            # The same function, its return written at the end of each side of its last
+            # ``if`` (as activation functions are often written): gradgen folds them back.
+            lines = [*self.body[:-1], _returning_in_each_side(last, returned)]
         text = textwrap.indent("\n".join(lines), "    ")  # a loop's statements deeper
         return f"def {self.name}({', '.join(params)}):\n{text}\n"
+
+
+def _returned_at_the_end(body: list[ast.stmt]) -> tuple[list[ast.stmt], ast.Return]:
+    """A function's statements and its ``return``: the last statement, or the ``return``
+    at the end of each side of its last ``if`` (``_returning_in_each_side``), taken out."""
+    *top, last = body
+    if isinstance(last, ast.Return):
+        return top, last
+    assert isinstance(last, ast.If), ast.dump(last)
+    returned = last.body[-1]
+    assert isinstance(returned, ast.Return)
+
+    def without_returns(node: ast.If) -> ast.If:
+        orelse = node.orelse
+        if len(orelse) == 1 and isinstance(orelse[0], ast.If):
+            orelse = [without_returns(orelse[0])]
+        else:
+            orelse = [s for s in orelse if not isinstance(s, ast.Return)]
+        body = [s for s in node.body if not isinstance(s, ast.Return)]
+        return ast.If(node.test, body, orelse)
+
+    return [*top, without_returns(last)], returned
+
+
+def _ends_in_an_else(block: str) -> bool:
+    """Is ``block`` an ``if`` statement with an ``else`` (a side taken whatever the tests)?"""
+    return block.startswith("if ") and "\nelse:\n" in f"\n{block}\n"
+
+
+def _returning_in_each_side(block: str, returned: str) -> str:
+    """``block`` (an ``if``/``elif``/``else``) with ``returned`` at the end of each side."""
+    lines: list[str] = []
+    for line in block.split("\n"):
+        if lines and not line.startswith(" "):  # the next side's header
+            lines.append(f"    {returned}")
+        lines.append(line)
+    lines.append(f"    {returned}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -2877,8 +2922,7 @@ def features(program: Program) -> list[str]:
     calls: dict[str, set[str]] = {}
     for name, function in functions.items():
         calls[name] = set()
-        *top, last = function.body
-        assert isinstance(last, ast.Return)
+        top, last = _returned_at_the_end(function.body)
         found |= _loop_features(top, {a.arg for a in function.args.args})
         found |= _branch_features(function, name != "f")
         statements = _flattened(top)
@@ -3088,6 +3132,10 @@ def _branch_features(function: ast.FunctionDef, helper: bool) -> set[str]:
 
     def visit(statements: list[ast.stmt], bound: set[str], where: str) -> None:
         for statement in statements:
+            if isinstance(statement, ast.If) and any(
+                isinstance(inner, ast.Return) for inner in statement.body
+            ):
+                found.add("branch: a return in each side")
             if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.IfExp):
                 found.add("branch: a conditional expression")
                 found.update(f"branch: on {k}" for k in _test_kinds(statement.value.test))

@@ -1294,6 +1294,7 @@ BRANCH_FEATURES = (
     "branch: in-place update in a side",
     "branch: a call of a helper in a side",
     "branch: a conditional expression",
+    "branch: a return in each side",
 )
 
 
