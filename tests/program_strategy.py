@@ -95,7 +95,10 @@ only is not (gradgen refuses that, and is right to). The forward runs an ``if`` 
 ``Branch`` says (the test, then the side it takes, each statement after its checks); the
 program is built at one value of each flag, then run at every other combination of their
 values (``_run_at``), where each of its checks must hold too: ``Program.variants`` lists the
-combinations, at each of which the property tests check it.
+combinations, at each of which the property tests check it. Two spellings of the same
+``if`` are written too: an ``if``/``else`` of one statement a side binding one name as a
+conditional expression (``h = a if test else b``), and a function ending in an ``if`` with an
+``else`` (about half of them, by the text's hash) with its ``return`` at the end of each side.
 """
 
 from __future__ import annotations
