@@ -1104,3 +1104,15 @@ def test_a_list_of_layers_is_checked_array_by_array(tmp_path: Path, run: Run) ->
     status, out, _ = run(forward, "--backward", edited, "--function", "mlp_over_layers")
     assert status == 1, out
     assert "layers[0][1]" in out and "FAIL" in out
+
+
+def test_a_list_of_layers_with_no_shapes_asks_for_them(tmp_path: Path, run: Run) -> None:
+    forward = tmp_path / "layers.py"
+    forward.write_text(
+        "import numpy as np\n\n\ndef net(x, layers):\n    h = x\n"
+        "    for W, b in layers:\n        h = np.tanh(h @ W + b)\n    return np.sum(h)\n",
+        encoding="utf-8",
+    )
+    status, out, _ = run(forward)
+    assert status == 1, out
+    assert 'layers: [("D, H", "H"), ("H, C", "C")]' in out

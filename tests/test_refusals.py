@@ -225,3 +225,14 @@ def test_a_variable_named_like_a_generated_helper_is_refused() -> None:
     )
     with pytest.raises(gradgen.GradgenError, match="'_unbroadcast' is the name of a helper"):
         gradgen.generate(source, "f.py")
+
+
+def test_a_problem_of_a_function_called_twice_is_reported_once() -> None:
+    """A function staged for each of its callers meets its problem each time: one line."""
+    source = (
+        "import numpy as np\n\n\ndef predict(params, x):\n    h = x\n"
+        "    for W, b in params:\n        out = h @ W + b\n        h = np.tanh(out)\n"
+        "    return out\n\n\ndef loss(params, x):\n    return np.sum(predict(params, x))\n"
+    )
+    error = refusal(source)
+    assert [(d.line, d.column) for d in error.diagnostics] == [(9, 12)], error.render()

@@ -309,7 +309,9 @@ class ParsedModule:
             else:  # not a node of any module read: a bug, reported at the top of the file
                 found.append(Diagnostic(self.filename, 1, 1, message))
         found.sort(key=lambda d: (d.filename != self.filename, d.filename, d.line, d.column))
-        raise GradgenError(found)
+        # One problem met twice (a function staged for each of its callers) is said once.
+        said = {(d.filename, d.line, d.column, d.message): d for d in found}
+        raise GradgenError(list(said.values()))
 
     def _diagnostic(self, where: CodeRange, message: str) -> Diagnostic:
         line = where.start.line + self.line_offset

@@ -33,6 +33,7 @@ from gradgen.gradcheck.inputs import (
     dimension_names,
     draw_arguments,
     item_shapes,
+    looped_lists,
     parameter_specs,
     redrawn,
     shape_text,
@@ -213,6 +214,14 @@ def check_function(
     specs = parameter_specs(backward, source, shapes, ints)
     slots = backward.parameter_gradients()
     items = item_shapes(source, name)
+    unknown = [p for p in looped_lists(source, name) if p not in items]
+    if unknown:
+        report.error = (
+            f"{name} loops over the items of {unknown[0]}, whose shapes only an annotation "
+            f'can give: {unknown[0]}: [("D, H", "H"), ("H, C", "C")] (one tuple of shapes per '
+            "item)"
+        )
+        return report
     if items:
         forward, wrapped, specs, slots = _by_items(backward, forward, wrapped, specs, items)
     fixed = {

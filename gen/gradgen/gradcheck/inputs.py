@@ -153,6 +153,24 @@ def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
     return {name: values for name, values in found.items() if values}
 
 
+def looped_lists(source: str, function: str) -> list[str]:
+    """The parameters a loop goes over the items of, unpacking each (``for W, b in
+    layers:``): lists of tuples of arrays, which only an annotation can give shapes."""
+    found: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            parameters = {a.arg for a in node.args.args}
+            for loop in ast.walk(node):
+                if (
+                    isinstance(loop, ast.For)
+                    and isinstance(loop.iter, ast.Name)
+                    and loop.iter.id in parameters
+                    and isinstance(loop.target, (ast.Tuple, ast.List))
+                ):
+                    found.append(loop.iter.id)
+    return list(dict.fromkeys(found))
+
+
 def item_shapes(source: str, function: str) -> dict[str, list[tuple[Dims, ...]]]:
     """Parameter -> the shapes of its items' arrays, for a list a loop goes over the items of
     (``for W, b in layers:``) annotated with them: ``layers: [("D, H", "H"), ("H, C", "C")]``."""
