@@ -17,7 +17,9 @@ x=2,3`` or ``--shapes N=4`` and ``--ints y=3`` override all of this. A flag (def
 ``True``/``False`` or annotated ``bool``) is checked both ways, a string (defaulting to one
 or annotated ``str``) at its default, at each string it is compared with and at one equal to
 none of them (the ``else`` side), a parameter defaulting to None and tested ``is None`` drawn
-and as None; one parameter at a time: every side of an ``if`` on them is checked. When the forward
+and as None; one parameter at a time: every side of an ``if`` on them is checked. A list a
+loop goes over the items of is drawn at the shapes its literal annotation gives
+(``layers: [("D, H", "H"), ("H, C", "C")]``), and each array of it checked as a parameter. When the forward
 raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where one
 dimension is 1 to 4 times another are tried too; when it gives NaN or infinity (a log of a
 negative number), other values are drawn, positive ones last. When some gradient is zero
