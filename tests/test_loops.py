@@ -162,6 +162,11 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "def f(x, y):\n    h = x\n    while h > 1e9:\n        h = h * y\n    return h * y\n",
         {"x": (), "y": ()},
     ),
+    "last-value-of-a-loop": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    for i in range(3):\n"
+        "        z = np.tanh(x * w * i)\n        x = x + z\n    return np.sum(z * x)\n",
+        {"x": (3,), "w": (3,)},
+    ),
     "filled-partly-read-whole": (
         "import numpy as np\n\n\ndef f(x: 'T, D', w: 'D'):\n    hs = np.ones_like(x)\n"
         "    for t in range(1, x.shape[0], 2):\n        hs[t, :] = x[t] * w\n"
@@ -477,9 +482,9 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         (8, 13),
         "read in the loop that fills it",
     ),
-    "loop-local-read-after": (
-        "for i in range(3):\n        z = x * i\n    x = z",
-        (7, 9),
+    "loop-local-read-after-a-nested-loop": (
+        "for i in range(3):\n        for j in range(2):\n            z = x * j\n        x = z",
+        (8, 13),
         "only inside the loop",
     ),
     "list-read-twice": (
@@ -717,6 +722,20 @@ def f(x, layers):
         h = h @ W.T
     return np.sum(h * h)
 """,
+    "last-value-passed-to-a-helper": """\
+import numpy as np
+
+
+def predict(layers, inputs):
+    for W, b in layers:
+        outputs = inputs @ W + b
+        inputs = np.tanh(outputs)
+    return outputs
+
+
+def f(x, layers):
+    return np.sum(predict(layers, x) ** 2)
+""",
     "bias-unused": """\
 import numpy as np
 
@@ -839,3 +858,19 @@ def test_a_list_read_other_than_by_one_loop_over_it_is_refused(case: str) -> Non
     body, (line, column), words = LIST_LOOP_REFUSALS[case]
     source = f"import numpy as np\n\n\ndef f(x, layers):\n    h = x\n{body}    return np.sum(h)\n"
     assert_source_refused_at(source, line, column, words)
+
+
+def test_a_list_passed_twice_to_a_loop_over_its_items_is_refused() -> None:
+    """Its gradient is the list the callee hands back: two would be joined, not added."""
+    source = LIST_LOOPS["last-value-passed-to-a-helper"].replace(
+        "    return np.sum(predict(layers, x) ** 2)\n",
+        "    return np.sum(predict(layers, x) ** 2) + np.sum(predict(layers, x * 2.0))\n",
+    )
+    assert_source_refused_at(source, 12, 53, "is passed a second time")
+
+
+def test_a_value_bound_in_a_loop_and_read_after_it_is_the_last_steps() -> None:
+    """``return outputs`` after ``for W, b in layers: outputs = ...``: bound to None before
+    the loop, carried, the last step's value after it (as Python has it)."""
+    text = gradgen.generate(LIST_LOOPS["last-value-passed-to-a-helper"], "lists.py")
+    assert "    outputs = None\n" in text

@@ -227,12 +227,11 @@ def test_a_variable_named_like_a_generated_helper_is_refused() -> None:
         gradgen.generate(source, "f.py")
 
 
-def test_a_problem_of_a_function_called_twice_is_reported_once() -> None:
-    """A function staged for each of its callers meets its problem each time: one line."""
+def test_a_problem_met_twice_is_reported_once() -> None:
+    """A name bound in one side of an ``if`` and returned is met by the statement and by
+    the result (and a function is staged for each caller): one line."""
     source = (
-        "import numpy as np\n\n\ndef predict(params, x):\n    h = x\n"
-        "    for W, b in params:\n        out = h @ W + b\n        h = np.tanh(out)\n"
-        "    return out\n\n\ndef loss(params, x):\n    return np.sum(predict(params, x))\n"
+        "import numpy as np\n\n\ndef g(x, c):\n    if c > 0:\n        z = x * 2.0\n    return z\n"
     )
     error = refusal(source)
-    assert [(d.line, d.column) for d in error.diagnostics] == [(9, 12)], error.render()
+    assert [(d.line, d.column) for d in error.diagnostics] == [(7, 12)], error.render()

@@ -1063,6 +1063,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         )
     if result is not None:
         _check_item_loops(parsed, body, result[0])
+        body = _last_values(body, result[0], {p.name for p in signature})
     if len(parsed.problems) != errors_before or result is None:
         return None
     values, names, text = result
@@ -1584,6 +1585,61 @@ def _read_items_loop(
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     header = f"for {cst.Module([]).code_for_node(target).strip()} in {sequence}:"
     return Loop(index, iterable, (first, *body), header, origin=node)
+
+
+def _last_values(
+    body: list[Statement], results: Sequence[Expr], parameters: set[str]
+) -> list[Statement]:
+    """``body`` where a name a top-level loop binds, bound nowhere before it and read after
+    it, is first bound to None (``outputs = None``): after the loop it holds what the last
+    step bound (``for W, b in params: outputs = ...`` then ``return outputs``), as in
+    Python; the loop carries it, and with no step it is None (Python: a NameError)."""
+    found: list[Statement] = []
+    bound = set(parameters)
+    for position, statement in enumerate(body):
+        if isinstance(statement, Loop):
+            inside = {n for s in _statements_within(statement.body) for n in _binds(s)}
+            later = [e for s in body[position + 1 :] for e in _exprs_of(s)] + list(results)
+            read = {n for e in later for n in names_in(e)}
+            for name in sorted(inside - bound - {statement.target} & read):
+                found.append(Assignment(name, Const("None"), f"{name} = None"))
+        found.append(statement)
+        bound |= {n for s in _statements_within((statement,)) for n in _binds(s)}
+    return found
+
+
+def _statements_within(body: Sequence[Statement]) -> list[Statement]:
+    found: list[Statement] = []
+    for statement in body:
+        found.append(statement)
+        if isinstance(statement, Loop):
+            found += _statements_within(statement.body)
+        elif isinstance(statement, Branch):
+            found += _statements_within(statement.body) + _statements_within(statement.orelse)
+    return found
+
+
+def _binds(statement: Statement) -> tuple[str, ...]:
+    if isinstance(statement, (Assignment, Item)):
+        return statement.names
+    if isinstance(statement, Loop) and statement.target:
+        return (statement.target,)
+    return ()
+
+
+def _exprs_of(statement: Statement) -> list[Expr]:
+    """Every expression ``statement`` reads, those of the statements inside it too."""
+    found: list[Expr] = []
+    for inner in _statements_within((statement,)):
+        if isinstance(inner, Assignment):
+            found.append(inner.value)
+        elif isinstance(inner, Append):
+            found += [inner.value, *(inner.index or ())]
+        elif isinstance(inner, Loop):
+            found.append(inner.iterable)
+        elif isinstance(inner, Branch):
+            found.append(inner.test)
+    return found
 
 
 def _check_item_loops(

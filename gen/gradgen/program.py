@@ -31,6 +31,8 @@ from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import Namer, cached_backward_name, forward_function_name
 from gradgen.parse import (
     ForwardFunction,
+    Item,
+    Loop,
     ModuleContext,
     ParsedModule,
     is_array_code,
@@ -333,7 +335,14 @@ def _stage(
             count = signatures[returned.func.name].results
             names = signatures[returned.func.name].names
         structured = tuple(s.name for s in function.structured)
-        signatures[name] = Signature(function.parameters, count, names=names, structured=structured)
+        sequences = tuple(
+            loop.body[0].sequence
+            for loop in function.body
+            if isinstance(loop, Loop) and loop.body and isinstance(loop.body[0], Item)
+        )
+        signatures[name] = Signature(
+            function.parameters, count, names=names, structured=structured, sequences=sequences
+        )
     staged: dict[str, StagedFunction] = {}
     for name in order:
         function = functions[name]

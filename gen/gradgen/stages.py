@@ -79,6 +79,8 @@ class Signature:
     rule: bool = False  # a user rule: its backward is the user's, called with its arguments
     names: tuple[str | None, ...] = ()  # the names it returns, where ``return`` names them
     structured: tuple[str, ...] = ()  # its parameters that are dicts or lists of arrays
+    # its parameters a loop goes over the items of (for W, b in layers:): lists of gradients
+    sequences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1116,6 +1118,7 @@ class _Builder:
         self.stages: list[Stage] = []
         self.lists: set[str] = set()  # the lists loops filled (``hs`` of ``hs.append(h)``)
         self.lists_read: set[str] = set()
+        self.passed_lists: set[str] = set()  # lists passed to a loop over their items
         # The stages of the blocks around the loop being staged, and each carried value's
         # start as a rename: what an in-place update checks for shared memory.
         self.enclosing: list[list[Stage]] = []
@@ -1175,6 +1178,20 @@ class _Builder:
         arguments = self.bind_arguments(call, signature)
         if arguments is None:
             return Const("0", 0)
+        for parameter, value in zip(signature.parameters, arguments, strict=True):
+            if parameter.name not in signature.sequences:
+                continue
+            # Its gradient is a list the callee hands back: one such read makes it whole;
+            # two would be added as lists are (joined), not item by item.
+            names = names_in(value)
+            if names and names[0] in self.passed_lists:
+                self.refuse(
+                    call.origin,
+                    f"'{names[0]}' is passed a second time to a function that loops over its "
+                    f"items ('{call.func.name}'): pass a list of layers to one such call",
+                )
+                return Const("0", 0)
+            self.passed_lists.update(names)
         operands = tuple(
             self.lower(value, targets[0], user_target, statement, top=False) for value in arguments
         )

@@ -19,8 +19,8 @@ or annotated ``str``) at its default, at each string it is compared with and at 
 none of them (the ``else`` side), a parameter defaulting to None and tested ``is None`` drawn
 and as None; one parameter at a time: every side of an ``if`` on them is checked. A list a
 loop goes over the items of is drawn at the shapes its literal annotation gives
-(``layers: [("D, H", "H"), ("H, C", "C")]``), and each array of it checked as a parameter. When the forward
-raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where one
+(``layers: [("D, H", "H"), ("H, C", "C")]``), and each array of it checked as a parameter.
+When the forward raises on the drawn sizes (``a[:, 3 * H :]`` needs ``G == 4 * H``), sizes where one
 dimension is 1 to 4 times another are tried too; when it gives NaN or infinity (a log of a
 negative number), other values are drawn, positive ones last. When some gradient is zero
 everywhere at the drawn values (every ReLU inactive), which checks nothing, other values are
