@@ -1404,7 +1404,7 @@ def _read_statements(
     if isinstance(statement, (cst.Assign, cst.AnnAssign)) and statement.value is not None:
         targets = _targets(statement)
         value = statement.value
-        if len(targets) == 1 and isinstance(targets[0], cst.Name) and _is_conditional(value):
+        if len(targets) == 1 and isinstance(targets[0], cst.Name) and isinstance(value, cst.IfExp):
             name = targets[0].value
             if resolver.layout.bindings.get(id(statement)) is None:
                 return _bound_to(parsed, value, name, resolver)
@@ -1419,10 +1419,6 @@ def _read_statements(
             hoisted += _hoisted_conditionals(parsed, argument.value, "item", resolver)
     read = _read_statement(parsed, statement, resolver)
     return hoisted if read is None else [*hoisted, read]
-
-
-def _is_conditional(node: cst.BaseExpression) -> bool:
-    return isinstance(node, cst.IfExp)
 
 
 def _bound_to(

@@ -432,9 +432,7 @@ def _names_bound(statement: Statement) -> tuple[str, ...]:
         return ()
     if isinstance(statement, Append):
         return ()
-    if isinstance(statement, Item):
-        return statement.names
-    return statement.names
+    return statement.names  # an assignment's, or an item's (W, b = layers[i])
 
 
 class _Block:
