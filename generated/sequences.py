@@ -17,6 +17,15 @@ def _everywhere(grad, like):
     return grad + np.zeros_like(like)
 
 
+def _item_gradient(grad, like):
+    """The gradient of like, written into entries whose gradient is grad: summed
+    where numpy broadcast it, in its shape (numpy drops its leading 1s)."""
+    missing = np.ndim(like) - np.ndim(grad)
+    if missing > 0:
+        grad = np.reshape(grad, (1,) * missing + np.shape(grad))
+    return _unbroadcast(grad, like)
+
+
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -184,7 +193,7 @@ def rnn_filled_backward(x, h0, Wx, Wh, b, dh=1.0):
     for t in range(T):
         next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
         h[:, t, :] = next_h
-        t_steps.append((t, next_h_cache))
+        t_steps.append((t, next_h, next_h_cache))
         prev_h = next_h
 
     # backprop return
@@ -195,10 +204,10 @@ def rnn_filled_backward(x, h0, Wx, Wh, b, dh=1.0):
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, next_h_cache in reversed(t_steps):
+    for t, next_h, next_h_cache in reversed(t_steps):
         # backprop for t in range(T):
         dnext_h = dprev_h
-        dnext_h = dnext_h + dh[:, t, :]
+        dnext_h = dnext_h + _item_gradient(dh[:, t, :], next_h)
         # backprop next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
         dnext_h_index, dprev_h, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
             rnn_step_cached_backward(dnext_h, next_h_cache)
@@ -223,7 +232,7 @@ def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh=1.0):
     for t in range(T):
         next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
         h[:, t, :] = next_h
-        t_steps.append((t, next_h_cache))
+        t_steps.append((t, next_h, next_h_cache))
         prev_h = next_h
 
     # backprop return
@@ -234,10 +243,10 @@ def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh=1.0):
     dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
     dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, next_h_cache in reversed(t_steps):
+    for t, next_h, next_h_cache in reversed(t_steps):
         # backprop for t in range(T):
         dnext_h = dprev_h
-        dnext_h = dnext_h + dh[:, t, :]
+        dnext_h = dnext_h + _item_gradient(dh[:, t, :], next_h)
         # backprop next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
         dnext_h_index, dprev_h, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
             rnn_step_cached_backward(dnext_h, next_h_cache)

@@ -283,6 +283,21 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        h = math.sin(h + y)\n    return x * h\n",
         {"x": (3, 4), "y": ()},
     ),
+    # An item numpy spreads over the entries it is written to (a number into a row) or
+    # whose leading 1s it drops ((1, 3) into (3,)): its gradient was the entries' as they
+    # are (a (3,) added into a number: ValueError; into (1, 3) through _unbroadcast: the
+    # wrong sums; found writing the property tests' filled arrays).
+    "filled-with-a-number-spread-over-a-row": (
+        "import numpy as np\n\n\ndef f(x, w):\n    hs = np.zeros((3, 3))\n"
+        "    for t in range(3):\n        hs[t] = w * t\n    return np.sum(hs * x)\n",
+        {"x": (3,), "w": ()},
+    ),
+    "filled-with-leading-ones-dropped": (
+        "import numpy as np\n\n\ndef f(x: '3', w: '1, 3'):\n    hs = np.zeros((3, 2, 3))\n"
+        "    for t in range(3):\n        hs[t, 1] = w * t\n        hs[t, 0] = x\n"
+        "    return np.sum(hs * x)\n",
+        {"x": (3,), "w": (1, 3)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

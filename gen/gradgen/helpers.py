@@ -30,6 +30,15 @@ def _unbroadcast(grad, like):
         grad = numpy.sum(grad, axis=kept, keepdims=True)
     return grad
 ''',
+    "_item_gradient": '''
+def _item_gradient(grad, like):
+    """The gradient of like, written into entries whose gradient is grad: summed
+    where numpy broadcast it, in its shape (numpy drops its leading 1s)."""
+    missing = numpy.ndim(like) - numpy.ndim(grad)
+    if missing > 0:
+        grad = numpy.reshape(grad, (1,) * missing + numpy.shape(grad))
+    return _unbroadcast(grad, like)
+''',
     "_keepdims": '''
 def _keepdims(value, like, axis):
     """value, like reduced over axis, shaped as keepdims=True gives it."""
@@ -111,6 +120,7 @@ def _dot_ranks(x, y):
 HELPER_ALIASING: dict[str, Aliasing] = {
     "_unbroadcast": Aliasing.FIRST_OR_NEW,
     "_everywhere": Aliasing.VIEW_OF_FIRST,
+    "_item_gradient": Aliasing.VIEW_OF_FIRST,
     "_upstream": Aliasing.VIEW_OF_FIRST,
     "_or_zero": Aliasing.VIEW_OF_FIRST,
     "_keepdims": Aliasing.VIEW_OF_FIRST,
@@ -123,6 +133,7 @@ HELPER_ALIASING: dict[str, Aliasing] = {
 
 # Helpers that call other helpers: defining one defines these too.
 NEEDS: dict[str, tuple[str, ...]] = {
+    "_item_gradient": ("_unbroadcast",),
     "_matmul_dx": ("_unbroadcast",),
     "_matmul_dy": ("_unbroadcast",),
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),

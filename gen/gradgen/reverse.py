@@ -72,7 +72,7 @@ from gradgen.rules import (
     draw_parameters,
     written_arguments,
 )
-from gradgen.shapes import SCALAR, Shape
+from gradgen.shapes import SCALAR, Dim, Shape
 from gradgen.stages import Stage, StagedFunction, all_stages, gradient_names
 
 
@@ -285,7 +285,15 @@ class _ReversePass:
                 self.spreads.pop(collected.name, None)
                 for item, index in zip(collected.items, collected.indexes, strict=True):
                     if isinstance(item, Name) and item.id in relevant:
-                        entries = Subscript(Name(items), index)
+                        entries: Expr = Subscript(Name(items), index)
+                        if self.function.array_mode:
+                            entries = _item_gradient(
+                                entries,
+                                item,
+                                self.known.get(item.id),
+                                self.known.get(collected.name),
+                                index,
+                            )
                         self.contribute(item.id, entries, statement, None)
                 continue
             for item in reversed(collected.items):
@@ -829,6 +837,34 @@ def _template_values(stage: Stage) -> dict[str, Expr]:
     values.update(stage.nondiff)
     values["out"] = Name(stage.target)
     return values
+
+
+def _entries_shape(filled: Shape | None, index: tuple[Expr, ...]) -> Shape | None:
+    """The shape of ``filled[index]``, an index of numbers (the step's variable, a
+    constant) and whole slices (``:``), where the filled array's shape is known."""
+    if filled is None or len(index) > len(filled):
+        return None
+    kept: list[Dim] = []
+    for size, part in zip(filled, index, strict=False):
+        if isinstance(part, Slice):
+            if part.lower is not None or part.upper is not None or part.step is not None:
+                return None
+            kept.append(size)
+        elif not isinstance(part, (Name, Const)):
+            return None
+    return (*kept, *filled[len(index) :])
+
+
+def _item_gradient(
+    entries: Expr, item: Name, shape: Shape | None, filled: Shape | None, index: tuple[Expr, ...]
+) -> Expr:
+    """The gradient of ``item``, written into ``filled[index]`` whose gradient is
+    ``entries``: numpy broadcasts the item over the entries (``hs[t] = w``, ``w`` a number:
+    summed back) and drops its leading 1s (``hs[t] = v``, ``v`` of shape (1, D): reshaped)."""
+    written = _entries_shape(filled, index)
+    if shape is not None and written is not None and len(shape) <= len(written):
+        return _unbroadcast(entries, item, shape, written)
+    return Call(Func("helper", "_item_gradient", "_item_gradient"), (entries, item))
 
 
 def _unbroadcast(adjoint: Expr, operand: Name, shape: Shape | None, out: Shape | None) -> Expr:
