@@ -1201,13 +1201,29 @@ LOOP_FEATURES = (
     "loop: a list appended to",
     "loop: in-place update",
     "loop: a call of a helper",
+    "loop: while",
+    "loop: while <test> and n < K",
+    "nested loop: while",
+    "loop: a list appended to in a while loop",
+    "loop: an array filled (hs[t] = h)",
+    "loop: an array filled at a later axis (hs[:, t] = v)",
+    "loop: an array filled twice a step (hs[t, 0], hs[t, 1])",
+    "loop: an array made by zeros",
+    "loop: an array made by ones",
+    "loop: an array made by empty",
+    "loop: an array made by a _like (np.zeros_like(x))",
+    "a helper with a loop",
+    "a helper with a loop called with different arguments varying",
 )
 
 
 def test_programs_have_loops() -> None:
     """About one program in ``LOOPS`` has a ``for`` loop (some nested, reading a sequence at
-    its step, filling a list read after it by np.stack, np.concatenate or sum), in scalar and
-    in array code: 300 programs, built the way the property tests build theirs."""
+    its step, filling a list read after it by np.stack, np.concatenate or sum, or an array
+    made for it by np.zeros, np.ones, np.empty or their ``_like``) or a ``while`` loop
+    stopped by a test of a carried value and a counter, in scalar and in array code, in
+    ``f`` and in the functions it calls (one called with different arguments carrying
+    gradients): 300 programs, built the way the property tests build theirs."""
     found: collections.Counter[str] = collections.Counter()
     built = {"scalar": 0, "array": 0}
     looped = {"scalar": 0, "array": 0}
