@@ -78,6 +78,21 @@ list made empty before the loop and read whole after it (``np.stack``, ``np.conc
 well-conditioned at the first step, as a helper's statements are at each call; a carried
 value must keep its shape. Names bound only in the loop are not read after it (gradgen
 refuses that, and is right to).
+
+A loop may also fill an array made just before it (``filling``): ``rows = np.zeros((4, 3))``
+(``np.ones``, ``np.empty`` where the steps write every entry, or their ``_like`` of a value
+of that shape), written once per entry at the loop's step (``rows[t] = h``, ``rows[:, t] =
+v``, or ``rows[t, 0] = a`` and ``rows[t, 1] = c``), with items of the entries' shape or one
+numpy spreads over them (a number into a row, leading 1s dropped), and read after the loop
+as any value. A loop over ``range(K)`` is sometimes a ``while`` loop (``_bounded_while``):
+``n = 0`` before it, ``while np.sum(h * h) > 0.35 and n < K:`` (``<``, ``abs(h)``, the
+counter first), ``n = n + 1`` ending each step, the counter read as the step's number; the
+threshold is drawn so that the test stops the loop after a number of steps drawn (or the
+counter does), at least ``_while_margin`` from every value the test decides by, so that
+central differences take as many steps (``WhileBlock`` checks this again wherever the loop
+runs: a helper's calls). Helpers have a loop too (for or while) one time in three, and ``f``
+sometimes calls one with a loop once more, most often with other arguments carrying
+gradients (several backwards reading the steps its one ``F_forward`` keeps).
 """
 
 from __future__ import annotations

@@ -21,9 +21,12 @@ before the loop rebound from itself through a bounded function or a small factor
 accumulator ``s = 0.0``), read a parameter with an axis of steps at its step (``xs[t]``,
 ``xs[:, t]``), index values and compute with the loop's variable, and append to a list made
 empty before the loop, read whole after it (``np.stack(hs, axis=1)``, ``np.concatenate``,
-``sum(hs)``); every step is checked as the first is (domains, bounds, kinks and ties), and a
-carried value keeps its shape. ``test_programs_have_loops`` checks that the programs have
-them.
+``sum(hs)``) or write at their step into an array made for the loop (``rows[t] = h``,
+``rows[:, t] = v``, ``np.zeros``/``np.ones``/``np.empty`` or their ``_like``), read after it;
+some loops are ``while <test of a carried value> and n < K:`` with the test kept away from
+its threshold, and helpers have loops too; every step is checked as the first is (domains,
+bounds, kinks and ties), and a carried value keeps its shape. ``test_programs_have_loops``
+checks that the programs have them.
 
 For each program:
 
