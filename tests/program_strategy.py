@@ -1753,6 +1753,9 @@ def _write(b: Builder, line: str) -> None:
     """``hs[t] = h``: the item written into the filled array at the step's entries (numpy
     spreads it over them, or drops its leading 1s); Unfit where numpy cannot."""
     target, _, value = line.partition(" = ")
+    if not is_float(b.env[target.partition("[")[0]]):
+        # np.zeros_like(x) of an integer x (a helper's call): the items would be truncated
+        raise Unfit(f"{line}: into an array of integers")
     namespace = {**b.env, "_item": b.evaluate(_parse(value))}
     try:
         exec(_write_code(target), namespace)  # into the array b.env holds
