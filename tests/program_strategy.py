@@ -99,6 +99,21 @@ combinations, at each of which the property tests check it. Two spellings of the
 ``if`` are written too: an ``if``/``else`` of one statement a side binding one name as a
 conditional expression (``h = a if test else b``), and a function ending in an ``if`` with an
 ``else`` (about half of them, by the text's hash) with its ``return`` at the end of each side.
+
+A loop may also fill an array made just before it (``filling``): ``rows = np.zeros((4, 3))``
+(``np.ones``, ``np.empty`` where the steps write every entry, or their ``_like`` of a value
+of that shape), written once per entry at the loop's step (``rows[t] = h``, ``rows[:, t] =
+v``, or ``rows[t, 0] = a`` and ``rows[t, 1] = c``), with items of the entries' shape or one
+numpy spreads over them (a number into a row, leading 1s dropped), and read after the loop
+as any value. A loop over ``range(K)`` is sometimes a ``while`` loop (``_bounded_while``):
+``n = 0`` before it, ``while np.sum(h * h) > 0.35 and n < K:`` (``<``, ``abs(h)``, the
+counter first), ``n = n + 1`` ending each step, the counter read as the step's number; the
+threshold is drawn so that the test stops the loop after a number of steps drawn (or the
+counter does), at least ``_while_margin`` from every value the test decides by, so that
+central differences take as many steps (``WhileBlock`` checks this again wherever the loop
+runs: a helper's calls). Helpers have a loop too (for or while) one time in three, and ``f``
+sometimes calls one with a loop once more, most often with other arguments carrying
+gradients (several backwards reading the steps its one ``F_forward`` keeps).
 """
 
 from __future__ import annotations
@@ -391,6 +406,7 @@ def _value_text(text: str) -> str:
 
 
 _APPEND = re.compile(r"^(\w+)\.append\((.*)\)$")
+_WRITE = re.compile(r"^(\w+)\[([^=]*)\] = (.*)$")  # hs[t] = h: into an array a loop fills
 
 
 def _is_loop(line: str) -> bool:
@@ -402,7 +418,7 @@ def _is_loop(line: str) -> bool:
 def _tree(text: str) -> ast.AST:
     """A body entry (a statement, a loop, an append) or a returned expression, parsed: what
     it reads and calls."""
-    if _is_loop(text) or _APPEND.match(text):
+    if _is_loop(text) or _APPEND.match(text) or _WRITE.match(text):
         return ast.parse(text)
     return _parse(_value_text(text))
 
@@ -410,7 +426,7 @@ def _tree(text: str) -> ast.AST:
 def _entry_parts(line: str) -> tuple[list[str], set[str]]:
     """The names a body entry binds and those it reads (a loop: everything bound and read in
     it; an append: nothing bound, the list and the item read)."""
-    if _is_loop(line) or _APPEND.match(line):
+    if _is_loop(line) or _APPEND.match(line) or _WRITE.match(line):
         nodes = [n for n in ast.walk(ast.parse(line)) if isinstance(n, ast.Name)]
         bound = [n.id for n in nodes if isinstance(n.ctx, ast.Store)]
         return list(dict.fromkeys(bound)), {n.id for n in nodes if isinstance(n.ctx, ast.Load)}
@@ -1659,6 +1675,9 @@ def _execute(b: Builder, line: str) -> None:
     if append:
         b.env[append.group(1)].append(b.evaluate(_parse(append.group(2))))
         return
+    if _WRITE.match(line):
+        _write(b, line)
+        return
     targets, text = _statement_parts(line)
     names = targets.split(", ")
     value = b.evaluate(_parse(text))
@@ -1673,6 +1692,7 @@ def _build_helper(
     callees: Sequence[Helper],
     rng: numpy.random.Generator,
     like: Sequence[tuple[int, ...]],
+    loops: bool = False,
 ) -> Helper | None:
     """A helper function of 1 to 3 parameters (the last ones numbers with a default
     sometimes, the others most often of a shape in ``like``) that may call ``callees``,
@@ -1701,9 +1721,21 @@ def _build_helper(
         results = choose.weighted([(1, 5), (2, 3), (3, 1)])
         calls = bool(callees) and choose.boolean()  # a helper calling another: depth 2, 3
         branches = int(setting.branching and choose.index(3) == 0)  # tests of values only
+        # A loop in a helper: its F_forward keeps the steps every caller's backward reads
+        loop = _literal_steps(choose, 1 + choose.index(MAX_STEPS)) if loops else None
+        if loops and choose.index(3):
+            loop = None
         try:
             body = _function_body(
-                b, list(prototype), None, statements, results, calls, True, branches=branches
+                b,
+                list(prototype),
+                None,
+                statements,
+                results,
+                calls,
+                True,
+                branches=branches,
+                loop=loop,
             )
         except Unfit:
             continue
@@ -1782,10 +1814,13 @@ class Block:
     lines: list[str]
     checks: list[tuple[Check, ...]]
     carried: tuple[str, ...]
+    made: tuple[tuple[str, str], ...] = ()  # arrays it fills, made first (hs = np.zeros(3))
 
     def __call__(self, b: Builder) -> None:
         for name in self.lists:
             b.env[name] = []
+        for name, text in self.made:
+            b.env[name] = b.evaluate(_parse(text))
         shapes = {name: shape(b.env[name]) for name in self.carried}
         for value in self.steps.values:
             b.env[self.variable] = value
@@ -1799,6 +1834,7 @@ class Block:
 
     def source(self) -> str:
         lists = "".join(f"{name} = []\n" for name in self.lists)
+        lists += "".join(f"{name} = {text}\n" for name, text in self.made)
         body = textwrap.indent("\n".join(self.lines), "    ")
         return f"{lists}for {self.variable} in {self.steps.iterable}:\n{body}"
 
@@ -1941,6 +1977,144 @@ class Branch:
             return
 
 
+FILLED_NAMES = ("rows", "acc", "cols")  # arrays a loop fills (hs[t] = h)
+COUNTER_NAMES = ("n", "m", "count")  # a while loop's counter: while ... and n < 3
+
+
+@functools.lru_cache(maxsize=4096)
+def _write_code(target: str) -> types.CodeType:
+    return compile(f"{target} = _item", "<write>", "exec")
+
+
+def _write(b: Builder, line: str) -> None:
+    """``hs[t] = h``: the item written into the filled array at the step's entries (numpy
+    spreads it over them, or drops its leading 1s); Unfit where numpy cannot."""
+    target, _, value = line.partition(" = ")
+    if not is_float(b.env[target.partition("[")[0]]):
+        # np.zeros_like(x) of an integer x (a helper's call): the items would be truncated
+        raise Unfit(f"{line}: into an array of integers")
+    namespace = {**b.env, "_item": b.evaluate(_parse(value))}
+    try:
+        exec(_write_code(target), namespace)  # into the array b.env holds
+    except Exception as error:
+        raise Unfit(f"{line}: {error}") from error
+
+
+def _whiling(choose: Chooser, steps: Steps) -> bool:
+    """Is a loop over ``range(K)`` written as ``while <test> and n < K:`` (``n = 0`` before
+    it, ``n = n + 1`` ending each step; the counter is the loop's variable)?"""
+    count = len(steps.values)
+    return steps.iterable == f"range({count})" and choose.index(3) == 0
+
+
+def _while_margin(threshold: float) -> float:
+    """How far every test a while loop decides by stays from its threshold: central
+    differences (a relative step of 1e-4) must take as many steps as the forward."""
+    return MARGIN * max(1.0, abs(threshold))
+
+
+@dataclass
+class WhileBlock(Block):
+    """``while <quantity> > <threshold> and n < K:`` (``<``; the count first sometimes):
+    the steps of a ``Block`` over ``range(K)``, its variable the counter, run while the
+    test holds. Every test that decides stays ``_while_margin`` from the threshold (Unfit
+    otherwise), so that central differences take as many steps."""
+
+    quantity: str = ""  # of a carried value: np.sum(h * h), abs(h)
+    threshold: float = 0.0
+    above: bool = True
+    test_first: bool = True
+
+    def __call__(self, b: Builder) -> None:
+        self.run(b, checked=True)
+
+    def run(self, b: Builder, checked: bool) -> list[float]:
+        """Runs the steps (all of them unless ``checked``): the quantity at each one's
+        start."""
+        for name in self.lists:
+            b.env[name] = []
+        for name, text in self.made:
+            b.env[name] = b.evaluate(_parse(text))
+        shapes = {name: shape(b.env[name]) for name in self.carried}
+        node = _parse(self.quantity)
+        seen: list[float] = []
+        limit = len(self.steps.values)
+        for count in range(limit + 1):
+            b.env[self.variable] = count
+            if count == limit:
+                if checked and self.test_first:
+                    b.evaluate(node)  # the forward tests once more: it must not warn
+                break
+            quantity = float(b.evaluate(node))
+            seen.append(quantity)
+            if checked:
+                if abs(quantity - self.threshold) < _while_margin(self.threshold):
+                    raise Unfit(f"{self.quantity} too near {self.threshold}")
+                if (quantity > self.threshold) != self.above:
+                    break
+            for line, checks in zip(self.lines, self.checks, strict=True):
+                for check in checks:
+                    check(b)
+                _execute(b, line)
+            for name in self.carried:
+                if shape(b.env[name]) != shapes[name] or not is_float(b.env[name]):
+                    raise Unfit(f"{name} changes shape (or dtype) from step to step")
+        if checked and any(not b.env[name] for name in self.lists):
+            raise Unfit("a list the loop left empty (np.stack of none)")
+        return seen
+
+    def source(self) -> str:
+        lists = "".join(f"{name} = []\n" for name in self.lists)
+        lists += "".join(f"{name} = {text}\n" for name, text in self.made)
+        body = textwrap.indent("\n".join(self.lines), "    ")
+        test = f"{self.quantity} {'>' if self.above else '<'} {self.threshold!r}"
+        counted = f"{self.variable} < {len(self.steps.values)}"
+        tests = (test, counted) if self.test_first else (counted, test)
+        return f"{lists}while {' and '.join(tests)}:\n{body}"
+
+
+def _bounded_while(b: Builder, block: Block, outside: dict[str, Any]) -> WhileBlock:
+    """``block`` (over ``range(K)``, its variable a counter) as a while loop stopped by a
+    test of a carried value after a number of steps drawn (by the counter after K), the
+    threshold apart from every value the test sees (Unfit where none is)."""
+    choose = b.choose
+    counter = block.variable
+    name = choose.pick(block.carried)
+    if ndim(outside[name]):
+        texts = [f"{b.alias}.{r}({name})" for r in ("sum", "max", "mean")]
+        texts.append(f"{b.alias}.sum({name} * {name})")
+    else:
+        texts = [name, f"{name} * {name}", f"abs({name})"]
+    draft = WhileBlock(
+        counter,
+        block.steps,
+        block.lists,
+        [*block.lines, f"{counter} = {counter} + 1"],
+        [*block.checks, ()],
+        block.carried,
+        (*block.made, (counter, "0")),
+        quantity=choose.pick(texts),
+    )
+    b.env = dict(outside)
+    seen = draft.run(b, checked=False)
+    b.env = dict(outside)
+    count = len(seen)
+    stop = choose.weighted([(count, 1), *((m, 2) for m in range(1 if block.lists else 0, count))])
+    for steps in dict.fromkeys((stop, count)):
+        for above in (True, False) if choose.boolean() else (False, True):
+            sign = 1.0 if above else -1.0
+            taken = [sign * q for q in seen[:steps]]  # the test holds: above the threshold
+            low = sign * seen[steps] if steps < count else min(taken) - 2.0
+            high = min(taken) if taken else low + 2.0
+            threshold = sign * round((low + high) / 2, 2)
+            margin = _while_margin(threshold)
+            if all(abs(q - threshold) >= margin for q in seen[: steps + 1]) and high - low > 0:
+                return dataclasses.replace(
+                    draft, threshold=threshold, above=above, test_first=choose.boolean()
+                )
+    raise Unfit("no threshold apart from the values the test sees")
+
+
 # The bounded functions a carried value goes through (h = np.tanh(h * w + xs[t])), so that
 # it stays bounded however many steps run.
 SQUASHING = ("tanh", "sin", "cos", "sigmoid", "arctan")
@@ -1970,6 +2144,7 @@ def _function_body(
     rules: list[str] = []
     line_checks: list[tuple[Check, ...]] = []
     locals_: list[str] = []
+    reserved: set[str] = set()  # the names of arrays loops fill
     kinds = [("new", 5), ("rebind", 3), ("alias", 1), ("unpack", 1)]
     if updates:
         # In place (h += v): in f only, whose values' dtypes are the ones planned (a helper
@@ -2186,6 +2361,9 @@ def _function_body(
                     locals_.append(target)
         taken = {s.variable for s in b.loops}
         variable = next((v for v in LOOP_VARIABLES if v not in b.env and v not in taken), None)
+        whiling = _whiling(choose, steps)  # while <test> and n < K: its counter the variable
+        if whiling:
+            variable = next((v for v in COUNTER_NAMES if v not in b.env and v not in taken), None)
         filled = {n for line in body for n in _entry_parts(line)[0]}
         filled |= {n for scope in b.loops for n in scope.lists}
         name = next((n for n in LIST_NAMES if n not in b.env and n not in filled), None)
@@ -2202,6 +2380,9 @@ def _function_body(
         actions.insert(count - choose.index(min(count, 2) + 1), "carry")  # most often last
         if lists:
             actions.insert(choose.index(len(actions) + 1), "append")
+        arrays: list[tuple[str, str]] = []  # the arrays it fills: their names, how made
+        if b.mode == "array" and not whiling and choose.index(3) == 0:
+            actions.insert(choose.index(len(actions) + 1), "fill")
         if depth == 0 and choose.index(4) == 0:
             actions.insert(choose.index(len(actions) + 1), "nested")
         if b.branching and not b.branches and choose.boolean():
@@ -2226,6 +2407,8 @@ def _function_body(
                     called |= _calls(item.node, b.callees)
                 elif action == "branch":
                     called |= branched(number, 0)
+                elif action == "fill":
+                    called |= filling(variable, steps, arrays)
                 else:
                     inner = _literal_steps(choose, 1 + choose.index(3))
                     called |= looped(number, inner, depth + 1)
@@ -2237,8 +2420,10 @@ def _function_body(
         carried = tuple(n for n in dict.fromkeys(bound) if n in outside)
         if not carried:
             raise Unfit("a loop carrying nothing")
-        block = Block(variable, steps, lists, lines, checks, carried)
+        block = Block(variable, steps, lists, lines, checks, carried, tuple(arrays))
         b.env = dict(outside)
+        if whiling:
+            block = _bounded_while(b, block, outside)
         block(b)  # every step, from the values before the loop
         after = b.env
         b.env = {n: after[n] for n in outside}
@@ -2246,6 +2431,9 @@ def _function_body(
         locals_[:] = [n for n in locals_ if n in outside]
         body.append(block.source())
         line_checks.append((block,))
+        for array, _ in arrays:  # read after the loop as any value
+            b.bind(array, after[array])
+            locals_.append(array)
         for filled_list in lists:
             b.env[filled_list] = after[filled_list]
             combined(filled_list)
@@ -2455,6 +2643,77 @@ def _function_body(
         target = choose.weighted(fresh()) if fresh() else f"t{len(body)}"
         bind([target], term, [term.value])
 
+    def filling(variable: str, steps: Steps, made: list[tuple[str, str]]) -> bool:
+        """Writes at the loop's step into an array made just before the loop (``hs[t] =
+        h``, ``hs[:, t] = v``, or ``hs[t, 0] = a`` and ``hs[t, 1] = c``): of the item's
+        shape, or one numpy spreads it over; made by np.zeros, np.ones, np.empty (where the
+        loop writes every entry) or their ``_like`` of a value of its shape. Whether it
+        calls a function of the module."""
+        written = {n for line in body for part in _entry_parts(line) for n in part}
+        names = [n for n in FILLED_NAMES if n not in b.env and n not in written]
+        names = [n for n in names if n not in {m for scope in b.loops for m in scope.lists}]
+        names = [n for n in names if n not in {m for m, _ in made} and n not in reserved]
+        if not names:
+            raise Unfit("no name for a filled array")
+        name = names[0]
+        item = b.variable(lambda t: is_float(t.value)) if choose.index(3) else b.apply(1)
+        if not is_float(item.value):
+            raise Unfit("an array of values with no gradient")
+        dims = shape(item.value)
+        entries = dims
+        if dims and dims[0] == 1 and choose.index(3) == 0:
+            entries = dims[1:]  # numpy drops the item's leading 1s
+        elif choose.index(4) == 0:  # numpy spreads the item over its entries
+            wider = {shape(b.env[n]) for n in b.names if n in b.env and is_float(b.env[n])}
+            wider = {w for w in wider if w != dims and len(w) <= 2 and _broadcasts_into(dims, w)}
+            if wider:
+                entries = choose.pick(sorted(wider))
+        size = max(steps.values) + 1
+        kind = choose.weighted([("row", 4), ("column", 2 if entries else 0), ("pair", 2)])
+        items = [item]
+        if kind == "pair":  # two entries of one step, apart in a number
+            items.append(
+                b.operand(
+                    1,
+                    lambda t: is_float(t.value) and _broadcasts_into(shape(t.value), entries),
+                )
+            )
+            indexes = [f"{variable}, 0", f"{variable}, 1"]
+            if choose.boolean():
+                indexes.reverse()
+            dims = (size, 2, *entries)
+        else:
+            axis = 1 + choose.index(len(entries)) if kind == "column" else 0
+            pieces = [":"] * axis + [variable]
+            if axis < len(entries) and choose.boolean():
+                pieces.append(":")  # hs[:, t, :] as the RNN's example writes it
+            indexes = [", ".join(pieces)]
+            dims = (*entries[:axis], size, *entries[axis:])
+        how = [("zeros", 3), ("ones", 2)]
+        if set(steps.values) == set(range(size)):
+            how.append(("empty", 2))  # every entry written: none left as it was
+        function = choose.weighted(how)
+        like = [
+            n
+            for n in b.loops[-1].outside
+            if is_float(b.env.get(n)) and shape(b.env.get(n)) == dims and n not in b.labels
+        ]
+        if like and choose.boolean():
+            made.append((name, f"{b.alias}.{function}_like({choose.pick(sorted(like))})"))
+        elif len(dims) == 1 and choose.boolean():
+            made.append((name, f"{b.alias}.{function}({dims[0]})"))
+        else:
+            made.append((name, f"{b.alias}.{function}({dims!r})"))
+        reserved.add(name)
+        called = False
+        for index, term in zip(indexes, items, strict=True):
+            body.append(f"{name}[{index}] = {term.text}")
+            line_checks.append(term.checks)
+            rules.extend(term.rules)
+            b.read |= term.variables
+            called |= _calls(term.node, b.callees)
+        return called
+
     called = False
     loop_at = -1 if loop is None else choose.index(statements + 1)
     branch_at = [choose.index(statements + 1) for _ in range(branches)]
@@ -2469,6 +2728,15 @@ def _function_body(
         called |= drawn_statement(number)
     if must_call and not called:
         called = statement(max(statements, 1), "call")  # (not the first: focus's)
+    again = [h for h in b.callees if any(_is_loop(line) for line in h.body.lines)]
+    if must_call and again and choose.boolean():
+        # A helper with a loop called once more, most often with other arguments carrying
+        # gradients: several backwards of it read its one F_forward's steps.
+        callees, b.callees = b.callees, [choose.pick(again)]
+        try:
+            statement(max(statements, 1) + 1, "call")
+        finally:
+            b.callees = callees
 
     if body and choose.index(3) != 0:
         first = b.variable(lambda t: is_float(t.value))  # most often the last statement's
@@ -2595,7 +2863,7 @@ def build_program(
         names = list(HELPER_NAMES)
         for _ in range(1 + choose.index(3)):
             name = names.pop(choose.index(len(names)))
-            helper = _build_helper(choose, setting, name, helpers, rng, shapes)
+            helper = _build_helper(choose, setting, name, helpers, rng, shapes, bool(loops))
             if helper is not None:
                 helpers.append(helper)
         if not helpers:
@@ -2928,6 +3196,8 @@ def features(program: Program) -> list[str]:
         top, last = _returned_at_the_end(function.body)
         found |= _loop_features(top, {a.arg for a in function.args.args})
         found |= _branch_features(function, name != "f")
+        if name != "f" and any(isinstance(s, (ast.For, ast.While)) for s in top):
+            found.add("a helper with a loop")
         statements = _flattened(top)
         if isinstance(last.value, ast.Tuple):
             found.add("f returns several" if name == "f" else "a helper returns several")
@@ -2998,6 +3268,7 @@ def features(program: Program) -> list[str]:
 
     if helpers:
         found.add(f"call depth {depth('f')}")
+    found |= _made_features(functions)
     if program.several:
         found.add(f"f returns {len(program.results)}")
         if any(u is None for u in program.upstreams):
@@ -3011,7 +3282,7 @@ def _flattened(statements: list[ast.stmt]) -> list[ast.Assign | ast.AugAssign]:
     """The assignments of ``statements``, those of loops' bodies in their place."""
     found: list[ast.Assign | ast.AugAssign] = []
     for statement in statements:
-        if isinstance(statement, ast.For):
+        if isinstance(statement, (ast.For, ast.While)):
             found += _flattened(statement.body)
         elif isinstance(statement, ast.If):
             found += _flattened([*statement.body, *statement.orelse])
@@ -3037,6 +3308,8 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
     found: set[str] = set()
     statements = _unbranched(statements)
     for index, loop in enumerate(statements):
+        if isinstance(loop, ast.While):
+            found |= _while_features(loop, outside | _stored(statements[:index]), depth)
         if not isinstance(loop, ast.For):
             continue
         assert isinstance(loop.target, ast.Name)
@@ -3081,6 +3354,7 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
         for s in body:
             if isinstance(s, ast.Expr):
                 found.add("loop: a list appended to")
+        found |= _filling_features(body, variable)
         found |= _loop_features(body, before | {variable}, depth + 1)
     for statement in statements:
         if isinstance(statement, ast.Assign):
@@ -3178,6 +3452,71 @@ def _branch_features(function: ast.FunctionDef, helper: bool) -> set[str]:
             bound = bound | _stored([statement])
 
     visit(function.body, {a.arg for a in function.args.args}, "at the top")
+    return found
+
+
+def _made_features(functions: dict[str, ast.FunctionDef]) -> set[str]:
+    """How the arrays loops fill are made, and whether a helper with a loop is called with
+    different arguments carrying gradients (non-constant ones): several backwards of it
+    read its one F_forward's steps."""
+    found: set[str] = set()
+    makers = {f"{k}{like}" for k in ("zeros", "ones", "empty") for like in ("", "_like")}
+    looped = {
+        name
+        for name, function in functions.items()
+        if any(isinstance(n, (ast.For, ast.While)) for n in ast.walk(function))
+    }
+    given: dict[str, set[frozenset[str]]] = {}
+    for function in functions.values():
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Attribute) and node.func.attr in makers:
+                found.add(f"loop: an array made by {node.func.attr.removesuffix('_like')}")
+                if node.func.attr.endswith("_like"):
+                    found.add("loop: an array made by a _like (np.zeros_like(x))")
+            callee = functions.get(node.func.id) if isinstance(node.func, ast.Name) else None
+            if callee is None or callee.name not in looped or callee.name == "f":
+                continue
+            params = [a.arg for a in callee.args.args]
+            positional = zip(params, node.args, strict=False)  # (defaults left out)
+            varying = {p for p, a in positional if not isinstance(a, ast.Constant)}
+            varying |= {k.arg for k in node.keywords if not isinstance(k.value, ast.Constant)}
+            given.setdefault(callee.name, set()).add(frozenset(v for v in varying if v))
+    if any(len(g) > 1 for g in given.values()):
+        found.add("a helper with a loop called with different arguments varying")
+    return found
+
+
+def _while_features(loop: ast.While, outside: set[str], depth: int) -> set[str]:
+    """What a ``while`` loop does: its test, its steps' statements (loops too)."""
+    found = {"loop: while" if depth == 0 else "nested loop: while"}
+    tests = loop.test.values if isinstance(loop.test, ast.BoolOp) else [loop.test]
+    counted = [t for t in tests if ast.unparse(t).split(" < ")[0] in COUNTER_NAMES]
+    if counted and len(tests) == 2:
+        found.add("loop: while <test> and n < K")
+    if any(isinstance(s, ast.Expr) for s in loop.body):
+        found.add("loop: a list appended to in a while loop")
+    return found | _loop_features(loop.body, outside, depth + 1)
+
+
+def _filling_features(body: list[ast.stmt], variable: str) -> set[str]:
+    """How a loop's steps write into an array made for it (hs[t] = h, hs[:, t] = v, hs[t,
+    0] = a with hs[t, 1] = b)."""
+    found: set[str] = set()
+    writes = [
+        s.targets[0]
+        for s in body
+        if isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Subscript)
+    ]
+    for write in writes:
+        found.add("loop: an array filled (hs[t] = h)")
+        parts = write.slice.elts if isinstance(write.slice, ast.Tuple) else [write.slice]
+        first = parts[0]
+        if isinstance(first, ast.Slice):
+            found.add("loop: an array filled at a later axis (hs[:, t] = v)")
+        if any(isinstance(p, ast.Constant) for p in parts):
+            found.add("loop: an array filled twice a step (hs[t, 0], hs[t, 1])")
     return found
 
 

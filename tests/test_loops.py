@@ -308,6 +308,24 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return np.sum(hs * x)\n",
         {"x": (3,), "w": (1, 3)},
     ),
+    # A filled array has the shape of the array made for it (np.zeros((1, 5, 4)), the
+    # dimensions written out or N = x.shape[0] of an annotated x), not of its items stacked:
+    # read with a value of (1, 4) it was taken for (4, 1, 4), and the value's gradient summed
+    # over the wrong axis (found by the property tests).
+    "filled-array-read-with-a-broadcast-value": (
+        "import numpy as np\n\n\ndef f(w: '1, 4'):\n    a = np.sin(w)\n"
+        "    t = np.sum(a, keepdims=True)\n    rows = np.zeros((1, 5, 4))\n"
+        "    for i in range(1, 5):\n        rows[:, i] = a\n        a = a - t\n"
+        "    return a * rows\n",
+        {"w": (1, 4)},
+    ),
+    "filled-array-at-dimensions-of-a-parameter": (
+        "import numpy as np\n\n\ndef f(x: 'N, T', w: '1, T'):\n    N, T = x.shape\n"
+        "    hs = np.zeros((N, T, T))\n    h = w\n    for t in range(T):\n"
+        "        h = np.tanh(h * x[:, t : t + 1])\n        hs[:, t] = h\n"
+        "    return hs * w\n",
+        {"x": (3, 4), "w": (1, 4)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

@@ -7,31 +7,35 @@ and array code (``import numpy as np``, float64 arrays broadcasting between (N, 
 (N, 1), (1, D) and numbers, reductions over axes, matrix products, masks and np.where,
 indexing, reshapes), with fan-out, rebinding (``h = h * 2``), aliases (``h = x``), tuple
 unpacking (``a, b = b, a``) and nested expressions, returning one value or several
-(``return h, c``), parameters annotated with their shapes or not. One program in ``MODULES`` is
-a module: ``f`` calls 1 to 3 other functions of it (built the same way, calling each other up
-to 3 deep, defined before or after their callers), in statements and nested in expressions,
-by keyword or position, with defaults left out or given, the same argument twice, a weight
-used by two calls, helpers returning several values unpacked (``u, v = g(x)``) with some
-left unread. One program in ``LOOPS`` has a ``for`` loop of 1 to 4 steps (``for t in
-range(3)``, ``reversed(range(n))`` with ``n`` an integer parameter, ``range(1, 5, 2)``,
-``range(len(xs))``, ``range(xs.shape[1])``), sometimes with a loop nested in it, whose
-statements are built like the others (calls, in-place updates of fresh values, unpacking
-too) and carry values from step to step (``h = np.tanh(h * w + xs[t])``: a value bound
-before the loop rebound from itself through a bounded function or a small factor, or an
-accumulator ``s = 0.0``), read a parameter with an axis of steps at its step (``xs[t]``,
-``xs[:, t]``), index values and compute with the loop's variable, and append to a list made
-empty before the loop, read whole after it (``np.stack(hs, axis=1)``, ``np.concatenate``,
-``sum(hs)``); every step is checked as the first is (domains, bounds, kinks and ties), and a
-carried value keeps its shape. ``test_programs_have_loops`` checks that the programs have
-them. One program in ``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in
-its loop, nested, in a helper, with a loop in a side) on a flag parameter (``flag: bool``),
-a string parameter (``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``)
-or a value (``np.sum(h) > 0.5``, ``x < 0.0``, kept away from its threshold), or ``and``/
-``or`` of two; a side rebinds values from before the ``if`` or leaves them as they were,
-binds new names in every side or in some only (not read after the ``if`` then). Such a
-program is checked at every combination of its flags' values (``Program.variants``: each
-side of each test on a flag), generated once; ``test_programs_have_branches`` checks that
-the programs have them.
+(``return h, c``), parameters annotated with their shapes or not. One program in
+``MODULES`` is a module: ``f`` calls 1 to 3 other functions of it (built the same way,
+calling each other up to 3 deep, defined before or after their callers), in statements and
+nested in expressions, by keyword or position, with defaults left out or given, the same
+argument twice, a weight used by two calls, helpers returning several values unpacked (``u,
+v = g(x)``) with some left unread. One program in ``LOOPS`` has a ``for`` loop of 1 to 4
+steps (``for t in range(3)``, ``reversed(range(n))`` with ``n`` an integer parameter,
+``range(1, 5, 2)``, ``range(len(xs))``, ``range(xs.shape[1])``), sometimes with a loop
+nested in it, whose statements are built like the others (calls, in-place updates of fresh
+values, unpacking too) and carry values from step to step (``h = np.tanh(h * w + xs[t])``:
+a value bound before the loop rebound from itself through a bounded function or a small
+factor, or an accumulator ``s = 0.0``), read a parameter with an axis of steps at its step
+(``xs[t]``, ``xs[:, t]``), index values and compute with the loop's variable, and append to
+a list made empty before the loop, read whole after it (``np.stack(hs, axis=1)``,
+``np.concatenate``, ``sum(hs)``) or write at their step into an array made for the loop
+(``rows[t] = h``, ``rows[:, t] = v``, ``np.zeros``/``np.ones``/``np.empty`` or their
+``_like``), read after it; some loops are ``while <test of a carried value> and n < K:``
+with the test kept away from its threshold, and helpers have loops too; every step is
+checked as the first is (domains, bounds, kinks and ties), and a carried value keeps its
+shape. ``test_programs_have_loops`` checks that the programs have them. One program in
+``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a
+helper, with a loop in a side) on a flag parameter (``flag: bool``), a string parameter
+(``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``) or a value
+(``np.sum(h) > 0.5``, ``x < 0.0``, kept away from its threshold), or ``and``/``or`` of
+two; a side rebinds values from before the ``if`` or leaves them as they were, binds new
+names in every side or in some only (not read after the ``if`` then). Such a program is
+checked at every combination of its flags' values (``Program.variants``: each side of each
+test on a flag), generated once; ``test_programs_have_branches`` checks that the programs
+have them.
 
 For each program:
 
@@ -1245,13 +1249,29 @@ LOOP_FEATURES = (
     "loop: a list appended to",
     "loop: in-place update",
     "loop: a call of a helper",
+    "loop: while",
+    "loop: while <test> and n < K",
+    "nested loop: while",
+    "loop: a list appended to in a while loop",
+    "loop: an array filled (hs[t] = h)",
+    "loop: an array filled at a later axis (hs[:, t] = v)",
+    "loop: an array filled twice a step (hs[t, 0], hs[t, 1])",
+    "loop: an array made by zeros",
+    "loop: an array made by ones",
+    "loop: an array made by empty",
+    "loop: an array made by a _like (np.zeros_like(x))",
+    "a helper with a loop",
+    "a helper with a loop called with different arguments varying",
 )
 
 
 def test_programs_have_loops() -> None:
     """About one program in ``LOOPS`` has a ``for`` loop (some nested, reading a sequence at
-    its step, filling a list read after it by np.stack, np.concatenate or sum), in scalar and
-    in array code: 300 programs, built the way the property tests build theirs."""
+    its step, filling a list read after it by np.stack, np.concatenate or sum, or an array
+    made for it by np.zeros, np.ones, np.empty or their ``_like``) or a ``while`` loop
+    stopped by a test of a carried value and a counter, in scalar and in array code, in
+    ``f`` and in the functions it calls (one called with different arguments carrying
+    gradients): 300 programs, built the way the property tests build theirs."""
     found: collections.Counter[str] = collections.Counter()
     built = {"scalar": 0, "array": 0}
     looped = {"scalar": 0, "array": 0}

@@ -33,6 +33,7 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.rules import (
+    ARRAY_MAKERS,
     ELEMENTWISE_MASKS,
     INDEX,
     NUMBER_ATTRIBUTES,
@@ -48,6 +49,9 @@ from gradgen.shapes import SCALAR, Shape
 from gradgen.stages import Stage, StagedFunction
 
 Shapes = dict[str, Shape | None]
+# The names bound to a dimension of a known shape (``N = x.shape[0]``, ``H = 3``), so that an
+# array made at them (``np.zeros((N, T, H))``) has a known shape too.
+Dimensions = dict[str, shapes.Dim]
 
 
 class ResultShapes(Protocol):
@@ -78,7 +82,7 @@ def infer_shapes(
         parameters = {p.name: p.shape for p in function.parameters}
     known: Shapes = dict(parameters)
     steps = frozenset(s.loop.variable for s in function.all_stages if s.loop is not None)
-    _infer_stages(function.stages, known, callees, steps)
+    _infer_stages(function.stages, known, callees, steps, {})
     return known
 
 
@@ -87,14 +91,15 @@ def _infer_stages(
     known: Shapes,
     callees: ResultShapes | None,
     steps: frozenset[str],
+    dimensions: Dimensions,
 ) -> None:
     """``steps``: the loops' variables (whole numbers, from ``range``)."""
     for stage in stages:
         if stage.loop is not None:
-            _infer_loop(stage, known, callees, steps)
+            _infer_loop(stage, known, callees, steps, dimensions)
         elif stage.branch is not None:
-            _infer_stages(stage.branch.then, known, callees, steps)
-            _infer_stages(stage.branch.orelse, known, callees, steps)
+            _infer_stages(stage.branch.then, known, callees, steps, dimensions)
+            _infer_stages(stage.branch.orelse, known, callees, steps, dimensions)
             known[stage.target] = None
             for join in stage.branch.joins:
                 then = expression_shape(join.then, known)
@@ -106,7 +111,12 @@ def _infer_stages(
                 results = callees.result_shapes(stage.call.function, arguments)
             known.update(zip(stage.targets, results, strict=True))
         elif stage.rule is None:
-            known[stage.target] = expression_shape(stage.expr, known)
+            known[stage.target] = _made_shape(stage.expr, dimensions)
+            if known[stage.target] is None:
+                known[stage.target] = expression_shape(stage.expr, known)
+            dimension = _dimension(stage.expr, known)
+            if dimension is not None:
+                dimensions[stage.target] = dimension
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
@@ -137,7 +147,11 @@ def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | 
 
 
 def _infer_loop(
-    stage: Stage, known: Shapes, callees: ResultShapes | None, steps: frozenset[str]
+    stage: Stage,
+    known: Shapes,
+    callees: ResultShapes | None,
+    steps: frozenset[str],
+    dimensions: Dimensions,
 ) -> None:
     """A carried value has its starting shape where every step keeps it; a filled list has
     the shape of its items stacked (``_list_shape``); what the steps keep has none."""
@@ -149,7 +163,7 @@ def _infer_loop(
     for carry in loop.carried:
         known[carry.name] = expression_shape(carry.initial, known)
     for _ in range(len(loop.carried) + 1):
-        _infer_stages(loop.body, known, callees, steps)
+        _infer_stages(loop.body, known, callees, steps, dimensions)
         changed = False
         for carry in loop.carried:
             if known[carry.name] is not None and (
@@ -160,7 +174,60 @@ def _infer_loop(
         if not changed:
             break
     for collected in loop.collected:
-        known[collected.name] = _list_shape(stage, collected.name, collected.items, known)
+        if collected.made is not None:  # filled in place: the array made for it keeps its shape
+            made = collected.made
+            known[collected.name] = _made_shape(made, dimensions)
+            if known[collected.name] is None:
+                known[collected.name] = expression_shape(made, known)
+        else:
+            known[collected.name] = _list_shape(stage, collected.name, collected.items, known)
+
+
+def _dimension(expr: Expr, known: Shapes) -> shapes.Dim | None:
+    """The dimension a number is, where evident: ``x.shape[1]`` of a known shape, a whole
+    number written out."""
+    expr = unwrap(expr)
+    number = literal_value(expr)
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number
+    if not (
+        isinstance(expr, Subscript)
+        and isinstance(expr.value, Attribute)
+        and expr.value.name == SHAPE_ATTRIBUTE
+        and len(expr.index) == 1
+    ):
+        return None
+    shape = expression_shape(expr.value.value, known)
+    axis = literal_value(expr.index[0])
+    if shape is None or type(axis) is not int or not -len(shape) <= axis < len(shape):
+        return None
+    return shape[axis]
+
+
+def _made_shape(expr: Expr, dimensions: Dimensions) -> Shape | None:
+    """The shape of ``np.zeros((N, T, H))`` (``ones``, ``empty``; a tuple or one number),
+    where each dimension is written out or a name bound to a known one."""
+    expr = unwrap(expr)
+    if not (
+        isinstance(expr, Call)
+        and (expr.func.lib, expr.func.name) in ARRAY_MAKERS
+        and not expr.func.name.endswith("_like")
+    ):
+        return None
+    given = expr.args[0] if expr.args else dict(expr.kwargs).get("shape")
+    given = None if given is None else unwrap(given)
+    parts = given.items if isinstance(given, Sequence_) else (given,)
+    found: list[shapes.Dim] = []
+    for part in parts:
+        part = None if part is None else unwrap(part)
+        number = NOT_LITERAL if part is None else literal_value(part)
+        if isinstance(number, int) and not isinstance(number, bool):
+            found.append(number)
+        elif isinstance(part, Name) and part.id in dimensions:
+            found.append(dimensions[part.id])
+        else:
+            return None
+    return tuple(found)
 
 
 def _list_shape(stage: Stage, name: str, items: tuple[Expr, ...], known: Shapes) -> Shape | None:
