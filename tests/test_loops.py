@@ -326,6 +326,20 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return hs * w\n",
         {"x": (3, 4), "w": (1, 4)},
     ),
+    # A loop's variable read after it is the last step's: the loop was dropped from the
+    # backward where nothing else of it was read (NameError), and a nested loop's variable
+    # carried as an outer loop's last value too.
+    "variable-read-after-a-loop": (
+        "import math\n\n\ndef f(x: float):\n    for t in range(1, 3):\n        h = x * 2\n"
+        "    return x * t\n",
+        {"x": ()},
+    ),
+    "nested-variable-read-after-a-while-loop": (
+        "import math\n\n\ndef f(x: float):\n    n = 0\n    while n < 2 and x < 2.35:\n"
+        "        for t in range(1, 3):\n            h = x * 2\n"
+        "        x = 1 / (1 + math.exp(-x))\n        n = n + 1\n    return x * t\n",
+        {"x": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -907,3 +921,18 @@ def test_a_value_bound_in_a_loop_and_read_after_it_is_the_last_steps() -> None:
     the loop, carried, the last step's value after it (as Python has it)."""
     text = gradgen.generate(LIST_LOOPS["last-value-passed-to-a-helper"], "lists.py")
     assert "    outputs = None\n" in text
+
+
+def test_a_name_bound_again_after_a_loop_is_not_its_last_value() -> None:
+    """``t = np.stack(hs)`` after a loop over ``t`` reads none of the loop's ``t``: nothing
+    is carried for it (it was, from a loop the backward dropped: a NameError)."""
+    source = (
+        "import numpy as np\n\n\ndef f(x: '2'):\n    hs = []\n    for t in range(2):\n"
+        "        for t in range(1, 2):\n            h = x * 2\n        hs.append(x * t)\n"
+        "    t = np.stack(hs)\n    return t * x\n"
+    )
+    text = gradgen.generate(source, "loops.py")
+    assert "t = None" not in text
+    backward = run_module(text, "loops_backward.py")["f_backward"]
+    x = numpy.array([0.5, -1.5])
+    numpy.testing.assert_allclose(backward(x, numpy.ones((2, 2))), 2 * numpy.array([2.0, 2.0]) * x)

@@ -276,7 +276,10 @@ def bound_by(stage: Stage) -> tuple[str, ...]:
         inside = [bound_by(s) for s in (*stage.branch.then, *stage.branch.orelse)]
         return tuple(dict.fromkeys([*(j.name for j in stage.branch.joins), *sum(inside, ())]))
     if stage.loop is not None:
-        return stage.targets
+        # Its variable too: read after the loop, it is the last step's (for t in ...: then
+        # x * t), and only the loop binds it.
+        variable = (stage.loop.variable,) if stage.loop.variable else ()
+        return (*stage.targets, *variable)
     if stage.call is not None:
         cache = (stage.call.cache,) if stage.call.cache else ()
         return (*stage.call.results, *cache)

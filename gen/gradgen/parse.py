@@ -1595,13 +1595,25 @@ def _last_values(
     for position, statement in enumerate(body):
         if isinstance(statement, Loop):
             inside = {n for s in _statements_within(statement.body) for n in _binds(s)}
-            later = [e for s in body[position + 1 :] for e in _exprs_of(s)] + list(results)
-            read = {n for e in later for n in names_in(e)}
-            for name in sorted(inside - bound - {statement.target} & read):
+            read = _read_before_bound(body[position + 1 :], results)
+            for name in sorted((inside - bound - {statement.target}) & read):
                 found.append(Assignment(name, Const("None"), f"{name} = None"))
         found.append(statement)
         bound |= {n for s in _statements_within((statement,)) for n in _binds(s)}
     return found
+
+
+def _read_before_bound(body: Sequence[Statement], results: Sequence[Expr]) -> set[str]:
+    """The names ``body`` (then ``results``) reads before an assignment of its own level
+    binds them again (``t = np.stack(hs)`` after a loop over ``t`` does not read the loop's
+    ``t``). A binding inside a loop or an ``if`` may not run, so it hides nothing."""
+    read: set[str] = set()
+    rebound: set[str] = set()
+    for statement in body:
+        read |= {n for e in _exprs_of(statement) for n in names_in(e)} - rebound
+        if isinstance(statement, (Assignment, Item)):
+            rebound |= set(statement.names)
+    return read | {n for e in results for n in names_in(e)} - rebound
 
 
 def _statements_within(body: Sequence[Statement]) -> list[Statement]:
