@@ -2429,6 +2429,13 @@ def _function_body(
         b.env = {n: after[n] for n in outside}
         b.names = [n for n in b.names if n in outside]
         locals_[:] = [n for n in locals_ if n in outside]
+        if depth == 0 and not b.branches and choose.boolean():
+            # Values its steps bind, read after it: the last step's, as in Python (gradgen
+            # binds them to None before a loop of the function's body and carries them).
+            for name in _last_values(lines, outside, (variable, *lists)):
+                if name in after and is_float(after[name]) and choose.boolean():
+                    b.bind(name, after[name])
+                    locals_.append(name)
         body.append(block.source())
         line_checks.append((block,))
         for array, _ in arrays:  # read after the loop as any value
@@ -2781,6 +2788,18 @@ def _function_body(
         if not is_float(term.value):
             raise Unfit("a result is not a float")
     return Body(body, outs, rules, line_checks, [t.checks for t in outs])
+
+
+def _last_values(lines: list[str], outside: dict[str, Any], others: tuple[str, ...]) -> list[str]:
+    """The names the statements of a loop's steps bind (not in a nested loop or an ``if``)
+    that were not bound before it, other than ``others`` (its variable, its lists)."""
+    found = [
+        name
+        for line in lines
+        if "\n" not in line and not _APPEND.match(line) and not _WRITE.match(line)
+        for name in _entry_parts(line)[0]
+    ]
+    return [n for n in dict.fromkeys(found) if n not in outside and n not in others]
 
 
 def _calls(node: ast.AST, callees: Sequence[Helper]) -> bool:
@@ -3194,7 +3213,7 @@ def features(program: Program) -> list[str]:
     for name, function in functions.items():
         calls[name] = set()
         top, last = _returned_at_the_end(function.body)
-        found |= _loop_features(top, {a.arg for a in function.args.args})
+        found |= _loop_features([*top, last], {a.arg for a in function.args.args})
         found |= _branch_features(function, name != "f")
         if name != "f" and any(isinstance(s, (ast.For, ast.While)) for s in top):
             found.add("a helper with a loop")
@@ -3308,6 +3327,16 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
     found: set[str] = set()
     statements = _unbranched(statements)
     for index, loop in enumerate(statements):
+        if depth == 0 and isinstance(loop, (ast.For, ast.While)):
+            inside = _stored(loop.body) - outside - _stored(statements[:index])
+            later = {
+                n.id
+                for s in statements[index + 1 :]
+                for n in ast.walk(s)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            }
+            if inside & later - _stored(statements[index + 1 :]):
+                found.add("loop: a value bound in it read after it (its last step's)")
         if isinstance(loop, ast.While):
             found |= _while_features(loop, outside | _stored(statements[:index]), depth)
         if not isinstance(loop, ast.For):

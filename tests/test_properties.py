@@ -1249,6 +1249,7 @@ LOOP_FEATURES = (
     "loop: a list appended to",
     "loop: in-place update",
     "loop: a call of a helper",
+    "loop: a value bound in it read after it (its last step's)",
     "loop: while",
     "loop: while <test> and n < K",
     "nested loop: while",
