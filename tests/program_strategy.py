@@ -76,8 +76,9 @@ values by the loop's variable (``_index``) or compute with it as a number; some 
 list made empty before the loop and read whole after it (``np.stack``, ``np.concatenate``,
 ``sum``). Then every step is run (``Block``), each statement after the checks that made it
 well-conditioned at the first step, as a helper's statements are at each call; a carried
-value must keep its shape. Names bound only in the loop are not read after it (gradgen
-refuses that, and is right to).
+value must keep its shape. A name a loop of the function's body binds in its own
+statements (not in a nested loop or an ``if``) is sometimes read after it: the last step's
+value, as in Python.
 
 Programs with branches (``build_program(..., branches=n)``: one program in n) have ``if``
 statements (``_function_body``'s ``branching``): at the top of ``f``, in its loop, nested in

@@ -23,19 +23,19 @@ factor, or an accumulator ``s = 0.0``), read a parameter with an axis of steps a
 a list made empty before the loop, read whole after it (``np.stack(hs, axis=1)``,
 ``np.concatenate``, ``sum(hs)``) or write at their step into an array made for the loop
 (``rows[t] = h``, ``rows[:, t] = v``, ``np.zeros``/``np.ones``/``np.empty`` or their
-``_like``), read after it; some loops are ``while <test of a carried value> and n < K:``
-with the test kept away from its threshold, and helpers have loops too; every step is
-checked as the first is (domains, bounds, kinks and ties), and a carried value keeps its
-shape. ``test_programs_have_loops`` checks that the programs have them. One program in
-``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a
-helper, with a loop in a side) on a flag parameter (``flag: bool``), a string parameter
-(``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``) or a value
-(``np.sum(h) > 0.5``, ``x < 0.0``, kept away from its threshold), or ``and``/``or`` of
-two; a side rebinds values from before the ``if`` or leaves them as they were, binds new
-names in every side or in some only (not read after the ``if`` then). Such a program is
-checked at every combination of its flags' values (``Program.variants``: each side of each
-test on a flag), generated once; ``test_programs_have_branches`` checks that the programs
-have them.
+``_like``), read after it, as the values a loop binds sometimes are (the last step's); some
+loops are ``while <test of a carried value> and n < K:`` with the test kept away from its
+threshold, and helpers have loops too; every step is checked as the first is (domains,
+bounds, kinks and ties), and a carried value keeps its shape. ``test_programs_have_loops``
+checks that the programs have them. One program in ``BRANCHES`` has
+``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a helper, with a
+loop in a side) on a flag parameter (``flag: bool``), a string parameter (``mode == "a"``,
+``mode in ("a", "b")``), the loop's step (``t > 0``) or a value (``np.sum(h) > 0.5``, ``x <
+0.0``, kept away from its threshold), or ``and``/``or`` of two; a side rebinds values from
+before the ``if`` or leaves them as they were, binds new names in every side or in some
+only (not read after the ``if`` then). Such a program is checked at every combination of
+its flags' values (``Program.variants``: each side of each test on a flag), generated once;
+``test_programs_have_branches`` checks that the programs have them.
 
 For each program:
 
