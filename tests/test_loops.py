@@ -340,6 +340,25 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        x = 1 / (1 + math.exp(-x))\n        n = n + 1\n    return x * t\n",
         {"x": ()},
     ),
+    # zip(xs, ys): over the shortest's length, each step reading each one's row.
+    "zip-of-two-arrays": (
+        "import numpy as np\n\n\ndef f(w, xs, ys):\n    total = 0.0\n"
+        "    for x, y in zip(xs, ys):\n        total = total + (np.dot(w, x) - y) ** 2\n"
+        "    return total\n",
+        {"w": (3,), "xs": (4, 3), "ys": (4,)},
+    ),
+    "zip-of-arrays-of-two-lengths": (
+        "import numpy as np\n\n\ndef f(w, xs, ys):\n    total = 0.0\n"
+        "    for x, y in zip(xs, ys):\n        total = total + np.tanh(w * x) * y\n"
+        "    return total\n",
+        {"w": (3,), "xs": (2, 3), "ys": (5, 3)},
+    ),
+    "enumerate-rows": (
+        "import numpy as np\n\n\ndef f(w, xs):\n    total = 0.0\n"
+        "    for t, x in enumerate(xs):\n        total = total + t * np.sum(np.sin(w * x))\n"
+        "    return total\n",
+        {"w": (3,), "xs": (3, 3)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -744,6 +763,19 @@ def f(x, layers, reg=0.1):
         loss = loss + reg * np.sum(W * W)
     return loss + np.sum(h * h)
 """,
+    # enumerate's number is the loop's (each layer's activation but the last's).
+    "enumerate-relu-but-the-last": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for i, (W, b) in enumerate(layers):
+        h = h @ W + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return np.sum(h * h)
+""",
     "helper-per-layer": """\
 import numpy as np
 
@@ -895,6 +927,22 @@ LIST_LOOP_REFUSALS = {
         "    for W, b in layers:\n        h = h @ W + b\n    h = h + np.sum(layers[0][1])\n",
         (6, 5),
         "is read besides by this loop",
+    ),
+    "enumerated-inside-another-loop": (
+        "    for epoch in range(2):\n        for i, (W, b) in enumerate(layers):\n"
+        "            h = h @ W + b\n",
+        (7, 9),
+        "a loop over 'layers' inside another loop",
+    ),
+    "zip-of-lists-of-tuples": (
+        "    for (W, b), (V, c) in zip(layers, layers):\n        h = h @ W + b\n",
+        (6, 10),
+        "zip over lists of tuples is not supported",
+    ),
+    "enumerate-from-one": (
+        "    for i, (W, b) in enumerate(layers, 1):\n        h = h @ W + b\n",
+        (6, 9),
+        "enumerate(layers) or zip(xs, ys) of parameters",
     ),
 }
 

@@ -19,7 +19,7 @@ def refusal(source: str) -> GradgenError:
 # (id, function body line, column of the caret in that line, words the message must contain)
 BODY_REFUSALS = [
     ("for-over-values", "for v in x:\n        x = x * v", 14, "range(len(xs))"),
-    ("for-unpacking", "for i, v in range(3):\n        x = x * v", 9, "unpacked"),
+    ("for-unpacking", "for i, v in range(3):\n        x = x * v", 9, "several names"),
     ("for-over-dict", "for k in range(3, step=1):\n        x = x * 2", 14, "range(len(xs))"),
     ("while-true", "while True:\n        x = x * 2", 11, "this 'while' never ends"),
     ("return-in-loop", "for i in range(2): return -x", 24, "'return' inside a loop"),

@@ -46,7 +46,10 @@ from gradgen.rules import (
     LENGTH,
     METHODS,
     NONDIFFERENTIABLE,
+    NUMBERED,
     REVERSED,
+    SHORTEST,
+    SIDE_BY_SIDE,
     STEPS,
     STOP_GRADIENT,
     VALUE_ATTRIBUTES,
@@ -1509,18 +1512,16 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     node = block.node
     if isinstance(node, cst.While):
         return _read_while(parsed, node, block, resolver)
-    if (
-        isinstance(node.iter, cst.Name)
-        and node.iter.value in resolver.parameters
-        and node.iter.value not in resolver.rebound
-    ):
-        return _read_items_loop(parsed, node, block, resolver)
+    looped = _looped_items(node, resolver)
+    if looped is not None:
+        return _read_items_loop(parsed, node, block, resolver, *looped)
     iterable = convert(node.iter, resolver)
     if not isinstance(node.target, cst.Name):
         parsed.refuse(
             node.target,
-            "a loop over items unpacked into several names is not supported yet: loop over "
-            "range(len(layers)) and index",
+            "a loop unpacking into several names goes over the items of a parameter (for W, "
+            "b in layers:), enumerate(layers) or zip(xs, ys) of parameters the function "
+            "never rebinds; else loop over range(len(xs)) and index",
         )
         return None
     if not _counted(iterable):
@@ -1539,48 +1540,116 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
     return Loop(target, iterable, tuple(body), text, origin=node)
 
 
+_Looped = tuple[list[tuple[cst.Name, cst.BaseExpression]], cst.Name | None]
+
+
+def _looped_items(node: cst.For | cst.While, resolver: _FunctionResolver) -> _Looped | None:
+    """What a loop over the items of parameters goes over: each parameter with the target
+    its items are bound to, and the name that numbers them (``enumerate``'s) or None. For
+    ``for W, b in layers:``, ``for i, (W, b) in enumerate(layers):`` and ``for x, y in
+    zip(xs, ys):`` of parameters the function never rebinds; None for any other loop."""
+    if not isinstance(node, cst.For):
+        return None
+
+    def parameter(expr: cst.BaseExpression) -> bool:
+        return (
+            isinstance(expr, cst.Name)
+            and expr.value in resolver.parameters
+            and expr.value not in resolver.rebound
+        )
+
+    looped = node.iter
+    if parameter(looped):
+        assert isinstance(looped, cst.Name)
+        return [(looped, node.target)], None
+    if not (
+        isinstance(looped, cst.Call)
+        and isinstance(looped.func, cst.Name)
+        and looped.func.value not in resolver.local
+        and looped.func.value not in resolver.parameters
+        and all(arg.keyword is None and not arg.star for arg in looped.args)
+        and all(parameter(arg.value) for arg in looped.args)
+        and isinstance(node.target, (cst.Tuple, cst.List))
+    ):
+        return None
+    sequences = [arg.value for arg in looped.args if isinstance(arg.value, cst.Name)]
+    targets = [element.value for element in node.target.elements]
+    if any(isinstance(e, cst.StarredElement) for e in node.target.elements):
+        return None
+    if looped.func.value == NUMBERED and len(sequences) == 1 and len(targets) == 2:
+        number, items = targets
+        return ([(sequences[0], items)], number) if isinstance(number, cst.Name) else None
+    if looped.func.value == SIDE_BY_SIDE and len(sequences) == len(targets) >= 2:
+        return list(zip(sequences, targets, strict=True)), None
+    return None
+
+
 def _read_items_loop(
-    parsed: ParsedModule, node: cst.For, block: _ForBlock, resolver: _FunctionResolver
+    parsed: ParsedModule,
+    node: cst.For,
+    block: _ForBlock,
+    resolver: _FunctionResolver,
+    sequences: list[tuple[cst.Name, cst.BaseExpression]],
+    number: cst.Name | None,
 ) -> Loop | None:
     """``for W, b in layers:`` over a list parameter: a loop over ``range(len(layers))``
-    whose steps first read their item (``W, b = layers[i]``)."""
-    assert isinstance(node.iter, cst.Name)
-    sequence = node.iter.value
-    target = node.target
-    if sequence in resolver.layout.structured:
-        parsed.refuse(
-            node.iter,
-            f"'{sequence}' is read by its entries elsewhere ({sequence}[0]...): read its items "
-            "in this loop only",
-        )
-        return None
-    index = resolver.fresh("i")
+    whose steps first read their item (``W, b = layers[i]``); the loop's variable is
+    ``enumerate``'s number where given. ``zip(xs, ys)``: over the shortest's length, each
+    step reading each one's item."""
+    for sequence, _ in sequences:
+        if sequence.value in resolver.layout.structured:
+            parsed.refuse(
+                sequence,
+                f"'{sequence.value}' is read by its entries elsewhere ({sequence.value}[0]...): "
+                "read its items in this loop only",
+            )
+            return None
+    if len(sequences) > 1:
+        for _, target in sequences:
+            if not isinstance(target, cst.Name):
+                # Each list's items set its gradient's once per step, by a statement of its
+                # own: one loop over one list of tuples is what that is built for.
+                parsed.refuse(
+                    target,
+                    "zip over lists of tuples is not supported: name each item (for x, y in "
+                    "zip(xs, ys):), or loop over the list of tuples alone",
+                )
+                return None
+    index = number.value if number is not None else resolver.fresh("i")
     steps = Func(*STEPS, STEPS[1])
     length = Func(*LENGTH, LENGTH[1])
-    iterable = Call(steps, (Call(length, (Name(sequence),), ()),), ())
-    read = Subscript(Name(sequence), (Name(index),))
-    first: Statement
-    if isinstance(target, cst.Name):
-        # An array's rows (or a list of arrays of one shape): indexed, as numpy does.
-        name = target.value
-        first = Assignment(name, read, f"{name} = {render(read)}", origin=target)
-        names = [name]
-    elif isinstance(target, (cst.Tuple, cst.List)):
-        # A list of tuples of arrays (for W, b in layers:): its gradient a list of lists.
-        unpacked = _unpacked_names(parsed, target)
-        if unpacked is None:
+    lengths = tuple(Call(length, (Name(s.value),), ()) for s, _ in sequences)
+    count = lengths[0] if len(lengths) == 1 else Call(Func(*SHORTEST, SHORTEST[1]), lengths, ())
+    iterable = Call(steps, (count,), ())
+    first: list[Statement] = []
+    names: list[str] = []
+    for sequence, target in sequences:
+        read = Subscript(Name(sequence.value), (Name(index),))
+        if isinstance(target, cst.Name):
+            # An array's rows (or a list of arrays of one shape): indexed, as numpy does.
+            name = target.value
+            first.append(Assignment(name, read, f"{name} = {render(read)}", origin=target))
+            names.append(name)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            # A list of tuples of arrays (for W, b in layers:): its gradient a list of lists.
+            unpacked = _unpacked_names(parsed, target)
+            if unpacked is None:
+                return None
+            names += unpacked
+            text = f"{', '.join(unpacked)} = {render(read)}"
+            first.append(Item(tuple(unpacked), sequence.value, index, text, origin=target))
+        else:
+            parsed.refuse(target, "loop over a list with names: for W, b in layers:")
             return None
-        names = unpacked
-        text = f"{', '.join(names)} = {render(read)}"
-        first = Item(tuple(names), sequence, index, text, origin=target)
-    else:
-        parsed.refuse(target, "loop over a list with names: for W, b in layers:")
+    if index in names or len(set(names)) != len(names):
+        parsed.refuse(node.target, "a name is bound twice by this loop")
         return None
     resolver.local.update([*names, index])
     resolver.assigned_later.difference_update(names)
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
-    header = f"for {cst.Module([]).code_for_node(target).strip()} in {sequence}:"
-    return Loop(index, iterable, (first, *body), header, origin=node)
+    code = cst.Module([]).code_for_node
+    header = f"for {code(node.target).strip()} in {code(node.iter).strip()}:"
+    return Loop(index, iterable, (*first, *body), header, origin=node)
 
 
 def _last_values(

@@ -776,6 +776,12 @@ STEPS = ("builtins", "range")
 REVERSED = ("builtins", "reversed")
 # How many items a list has (len(hs) of a list a loop filled): a number, no gradient.
 LENGTH = ("builtins", "len")
+# How many steps a loop over zip(xs, ys) takes: the shortest's length, as zip stops there.
+SHORTEST = ("builtins", "min")
+# What a loop may go over besides range: the items of parameters, numbered or side by side
+# (for i, (W, b) in enumerate(layers), for x, y in zip(xs, ys)).
+NUMBERED = "enumerate"
+SIDE_BY_SIDE = "zip"
 # What makes an array a loop may fill (hs = np.zeros(...), then hs[:, t, :] = h): constants.
 ARRAY_MAKERS = frozenset(
     ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")

@@ -153,6 +153,30 @@ def choices(source: str, function: str) -> dict[str, tuple[bool | str, ...]]:
     return {name: values for name, values in found.items() if values}
 
 
+def _iterated(loop: ast.AST) -> list[tuple[str, ast.expr]]:
+    """The names a ``for`` loop goes over the items of, each with the target its items are
+    bound to: ``for W, b in layers:``, ``enumerate(layers)``, ``zip(xs, ys)``."""
+    if not isinstance(loop, ast.For):
+        return []
+    if isinstance(loop.iter, ast.Name):
+        return [(loop.iter.id, loop.target)]
+    call = loop.iter
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and all(isinstance(a, ast.Name) for a in call.args)
+        and isinstance(loop.target, (ast.Tuple, ast.List))
+    ):
+        return []
+    names = [a.id for a in call.args if isinstance(a, ast.Name)]
+    targets = loop.target.elts
+    if call.func.id == "enumerate" and len(names) == 1 and len(targets) == 2:
+        return [(names[0], targets[1])]
+    if call.func.id == "zip" and len(names) == len(targets):
+        return list(zip(names, targets, strict=True))
+    return []
+
+
 def looped_lists(source: str, function: str) -> list[str]:
     """The parameters a loop goes over the items of, unpacking each (``for W, b in
     layers:``): lists of tuples of arrays, which only an annotation can give shapes."""
@@ -161,13 +185,9 @@ def looped_lists(source: str, function: str) -> list[str]:
         if isinstance(node, ast.FunctionDef) and node.name == function:
             parameters = {a.arg for a in node.args.args}
             for loop in ast.walk(node):
-                if (
-                    isinstance(loop, ast.For)
-                    and isinstance(loop.iter, ast.Name)
-                    and loop.iter.id in parameters
-                    and isinstance(loop.target, (ast.Tuple, ast.List))
-                ):
-                    found.append(loop.iter.id)
+                for name, target in _iterated(loop):
+                    if name in parameters and isinstance(target, (ast.Tuple, ast.List)):
+                        found.append(name)
     return list(dict.fromkeys(found))
 
 
@@ -178,11 +198,7 @@ def item_shapes(source: str, function: str) -> dict[str, list[tuple[Dims, ...]]]
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.FunctionDef) and node.name == function):
             continue
-        iterated = {
-            loop.iter.id
-            for loop in ast.walk(node)
-            if isinstance(loop, ast.For) and isinstance(loop.iter, ast.Name)
-        }
+        iterated = {name for loop in ast.walk(node) for name, _ in _iterated(loop)}
         for arg in node.args.args:
             if arg.arg not in iterated or arg.annotation is None:
                 continue
