@@ -303,6 +303,49 @@ def f(x, w, s):
     return x * w
 """
 
+RAISES_IN_A_SIDE = """\
+import numpy as np
+
+
+def f(x, w, activation="relu"):
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D, got shape {x.shape}")
+    z = x * w
+    if activation == "relu":
+        out = np.maximum(z, 0.0)
+    elif activation == "sigmoid":
+        out = 1 / (1 + np.exp(-z))
+    else:
+        raise ValueError(f"unknown activation {activation!r}")
+    return np.sum(out * z)
+"""
+
+RETURNS_OR_RAISES = """\
+import numpy as np
+
+
+def f(x, w, kind="tanh"):
+    h = x * w
+    if kind == "tanh":
+        return np.tanh(h)
+    elif kind == "square":
+        return h * h
+    raise NotImplementedError(kind)
+"""
+
+RAISES_IN_A_LOOP = """\
+import numpy as np
+
+
+def f(x, w, steps: int = 3):
+    h = x
+    for t in range(steps):
+        if t >= 10:
+            raise RuntimeError("at most 10 steps")
+        h = np.tanh(h * w)
+    return h
+"""
+
 # id: (source, the drawn parameters' shapes, the others as given: one run per mapping)
 ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]] = {
     "flag-bias": (
@@ -377,6 +420,14 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]], list[dict[str, Any]]]
         {"x": (3,), "w": (3,)},
         [{"squash": True}, {"squash": False}],
     ),
+    # A side that raises makes the 'if' a guard: the other side's statements follow it.
+    "raises-in-a-side": (
+        RAISES_IN_A_SIDE,
+        {"x": (4,), "w": (4,)},
+        [{}, {"activation": "sigmoid"}],
+    ),
+    "returns-or-raises": (RETURNS_OR_RAISES, {"x": (3,), "w": (3,)}, [{}, {"kind": "square"}]),
+    "raises-in-a-loop": (RAISES_IN_A_LOOP, {"x": (3,), "w": (3,)}, [{}, {"steps": 0}]),
 }
 
 RUNS = [(case, run) for case, (_, _, given) in ACCEPTED.items() for run in range(len(given))]
@@ -439,7 +490,7 @@ def test_branches_with_pairs(case: str, run: int) -> None:
     _check(case, run, namespace["f_backward"], forward, pairs=namespace["f_forward"])
 
 
-@pytest.mark.parametrize("case", ["flag-bias", "data-test-in-loop"])
+@pytest.mark.parametrize("case", ["flag-bias", "data-test-in-loop", "raises-in-a-side"])
 def test_branches_decorated(load: Any, case: str) -> None:
     source, shapes, given = ACCEPTED[case]
     source = source.replace("import numpy as np\n", "import numpy as np\nimport gradgen\n")
@@ -531,6 +582,28 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         (6, 12),
         "np.where",
     ),
+    "raise-outside-an-if": ("raise ValueError('no')", (5, 5), "last statement of a side"),
+    "bare-raise": ("if x[0] > 0:\n        raise", (6, 9), "a bare 'raise'"),
+    "raise-reading-a-local": (
+        "y = x * 2\n    if x[0] > 0:\n        raise ValueError(y)",
+        (7, 9),
+        "this 'raise' reads 'y'",
+    ),
+    "statements-before-a-raise": (
+        "if x[0] > 0:\n        y = x * 2\n        raise ValueError('no')",
+        (6, 9),
+        "may hold the 'raise' only",
+    ),
+    "every-side-raises": (
+        "if x[0] > 0:\n        raise ValueError('a')\n    else:\n        raise ValueError('b')",
+        (5, 5),
+        "every side of this 'if' raises",
+    ),
+    "code-after-a-raise": (
+        "if x[0] > 0:\n        raise ValueError('a')\n        y = x",
+        (7, 9),
+        "code after 'raise' never runs",
+    ),
 }
 
 
@@ -593,3 +666,21 @@ def test_a_test_of_an_array_against_none_is_one_decision(masked: bool) -> None:
     got = backward(**args)
     expected = expected_gradients(forward, args, drawn, None)
     assert_close(dict(zip(drawn, got, strict=False)), expected, f" (masked={masked})")
+
+
+def test_a_side_that_raises_is_raised_again_by_the_backward() -> None:
+    """The backward raises what the forward raises, where it would: a guard (``if
+    activation not in ...: raise``) before the other side's statements, written as a
+    person would (``!=``, not ``not ... ==``)."""
+    text = gradgen.generate(RAISES_IN_A_SIDE, "b.py")
+    assert '    if x.ndim != 1:\n        raise ValueError(f"x must be 1-D' in text
+    assert '        if activation != "sigmoid":\n            raise ValueError(' in text
+    backward = run_module(text, "b_backward.py")["f_backward"]
+    x = numpy.ones(3)
+    with pytest.raises(ValueError, match="unknown activation 'elu'"):
+        backward(x, x, "elu", dout=1.0)
+    with pytest.raises(ValueError, match="must be 1-D"):
+        backward(numpy.ones((2, 2)), x, dout=1.0)
+    pairs = run_module(gradgen.generate(RAISES_IN_A_SIDE, "b.py", pairs=True), "bp.py")
+    with pytest.raises(ValueError, match="unknown activation"):
+        pairs["f_forward"](x, x, "elu")

@@ -19,6 +19,7 @@ from typing import NoReturn
 from gradgen.expr import (
     BinOp,
     Call,
+    Compare,
     Const,
     Expr,
     Func,
@@ -32,6 +33,7 @@ from gradgen.expr import (
     map_funcs,
     names_in,
     render,
+    unwrap,
     walk,
 )
 from gradgen.forward_lines import names_read
@@ -542,6 +544,8 @@ def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
                 _forward_body(line.branch.orelse, helpers),
             )
             body += _if_lines(helpers.resolve(line.expr), *sides)
+        elif line.raises:
+            body.append(f"raise {render(line.expr)}")
         else:
             body.append(f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}")
     return body
@@ -582,7 +586,7 @@ def _forward_loop(line: ForwardLine, loop: ForwardLoop, helpers: _Helpers) -> li
 def _if_lines(test: Expr, then: list[str], orelse: list[str]) -> list[str]:
     """``if test:`` then ``else:``, either side left out where it has no lines."""
     if not then:
-        return [f"if {render(UnaryOp('not', test))}:", *_indented(orelse)] if orelse else []
+        return [f"if {render(_negated(test))}:", *_indented(orelse)] if orelse else []
     lines = [f"if {render(test)}:", *_indented(then)]
     chained = _sole_if(orelse)
     if chained:  # else: if ...: read as the elif the user wrote
@@ -590,6 +594,22 @@ def _if_lines(test: Expr, then: list[str], orelse: list[str]) -> list[str]:
     elif orelse:
         lines += ["else:", *_indented(orelse)]
     return lines
+
+
+# The comparisons whose negation is another comparison, whatever the values (not so < and
+# >=: both are False for a NaN).
+_NEGATED = {"==": "!=", "!=": "==", "in": "not in", "not in": "in", "is": "is not"}
+_NEGATED["is not"] = "is"
+
+
+def _negated(test: Expr) -> Expr:
+    """``not test`` as a person writes it: ``mode != "a"``, ``flag`` for ``not not flag``."""
+    test = unwrap(test)
+    if isinstance(test, Compare) and test.op in _NEGATED:
+        return Compare(_NEGATED[test.op], test.left, test.right)
+    if isinstance(test, UnaryOp) and test.op == "not":
+        return test.operand
+    return UnaryOp("not", test)
 
 
 def _sole_if(lines: list[str]) -> list[str]:

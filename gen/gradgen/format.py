@@ -60,7 +60,9 @@ def _needs_black(line: str) -> bool:
     # black measures width in terminal cells; a non-ASCII line is left to black to measure.
     # An indented line is part of a block: a helper defined in the body (short lines,
     # written as black writes them) or a loop's body, whose long lines black formats.
-    return len(INDENT) + len(line) > LINE_LENGTH or not line.isascii()
+    # A raise is the user's expression as ast writes it (quotes, spacing): black's to write.
+    long = len(INDENT) + len(line) > LINE_LENGTH or not line.isascii()
+    return long or line.lstrip().startswith("raise ")
 
 
 def _format_bodies(bodies: list[list[str]]) -> list[list[str]]:

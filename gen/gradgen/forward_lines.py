@@ -165,6 +165,11 @@ def _lines(
     needed: set[str] = set()
     demanded = set(wanted)  # what is read: of an 'if', its sides compute only that
     pending = sorted(read)
+    # A raise (and the 'if' or loop it is in) runs whatever is read: the backward raises
+    # where the forward would, for the same arguments.
+    raising = [stage for stage in stages if _raises(stage)]
+    for stage in raising:
+        pending.extend(n for n in stage.reads if n in by_target)
     while pending:
         name = pending.pop()
         demanded.add(name)
@@ -174,7 +179,8 @@ def _lines(
         pending.extend(n for n in by_target[name].reads if n in by_target)
         needed.update(bound_by(by_target[name]))
     uses: Counter[str] = Counter()
-    kept_stages = [s for s in stages if any(t in needed for t in bound_by(s))]
+    forced = {id(stage) for stage in raising}
+    kept_stages = [s for s in stages if id(s) in forced or any(t in needed for t in bound_by(s))]
     for stage in kept_stages:
         for read_name in stage.reads:
             uses[read_name] += 1
@@ -201,6 +207,8 @@ def _lines(
             assert isinstance(expr, Call)
             forward = Call(Func(RULE, stage.call.function, stage.call.function), expr.args)
             lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
+        elif stage.raises:
+            lines.append(ForwardLine(stage.target, expr, raises=True))
         elif stage.call is not None:
             # h, h_cache = affine_forward(x, w, b): the value, and what its backward reads
             assert isinstance(expr, Call)
@@ -261,12 +269,23 @@ def _branch_line(
         sides.append(lines)
     bound = [[t for line in side for t in line.targets] for side in sides]
     for side, other in ((0, 1), (1, 0)):
+        if any(line.raises for line in sides[side]):
+            continue  # nothing after it runs
         missing = [n for n in bound[other] if n not in bound[side]]
         sides[side] += [ForwardLine(name, Const("None")) for name in missing]
     names = tuple(dict.fromkeys([*bound[0], *bound[1]]))
     return ForwardLine(
         stage.target, test, names, branch=ForwardBranch(tuple(sides[0]), tuple(sides[1]))
     )
+
+
+def _raises(stage: Stage) -> bool:
+    """Does ``stage`` raise, or hold a stage that does (in a side of an ``if``, in a loop)?"""
+    if stage.branch is not None:
+        return any(_raises(s) for s in (*stage.branch.then, *stage.branch.orelse))
+    if stage.loop is not None:
+        return any(_raises(s) for s in stage.loop.body)
+    return stage.raises
 
 
 def bound_by(stage: Stage) -> tuple[str, ...]:

@@ -100,10 +100,15 @@ class ForwardLine:
     names: tuple[str, ...] = ()  # a call's values and its cache, ``target`` first
     loop: ForwardLoop | None = None  # a loop: ``target`` is the list of what steps keep
     branch: ForwardBranch | None = None  # an ``if``: ``expr`` is its test
+    raises: bool = False  # ``raise expr``: it binds nothing
 
     @property
     def targets(self) -> tuple[str, ...]:
         """Every name the line binds."""
+        if self.raises:
+            return ()
+        if self.branch is not None:
+            return self.names  # an 'if' raising where the forward would binds none
         return self.names or (self.target,)
 
 

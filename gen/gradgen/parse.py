@@ -185,13 +185,17 @@ class Item:
 
 @dataclass(frozen=True)
 class Branch:
-    """``if test:`` its statements, ``else:`` the others (an ``elif`` is a Branch there)."""
+    """``if test:`` its statements, ``else:`` the others (an ``elif`` is a Branch there).
+    A guard (``if mode not in ...: raise ValueError(...)``, read from an ``if`` a side of
+    which raises, the other side's statements following it) has no statements: ``raises``
+    holds, for each side, what it raises (the text after ``raise``), or None."""
 
     test: Expr
     body: tuple[Statement, ...]
     orelse: tuple[Statement, ...]
     text: str  # ``if t > 0:``
     origin: cst.CSTNode | None = field(default=None, compare=False, repr=False)
+    raises: tuple[str | None, str | None] = (None, None)
 
 
 Statement = Assignment | Append | Loop | Branch | Item
@@ -702,7 +706,7 @@ _REFUSED_STATEMENTS: dict[type[cst.CSTNode], str] = {
     cst.Del: "'del' is not supported",
     cst.Import: "imports inside functions are not supported: import at module level",
     cst.ImportFrom: "imports inside functions are not supported: import at module level",
-    cst.Raise: "'raise' is not supported: gradgen differentiates straight-line code",
+    cst.Raise: "'raise' is supported as the last statement of a side of an 'if' only",
     cst.Assert: "'assert' is not supported: the backward would silently skip the check",
     cst.Break: "'break' is not supported",
     cst.Continue: "'continue' is not supported",
@@ -1241,6 +1245,10 @@ def _folded_returns(
                 parsed.refuse(_node_of(block[position + 1]), "code after 'return' never runs")
             folded.append(_Returned(statement))
             return folded
+        if isinstance(statement, cst.Raise) and within is not None:
+            # A side that raises ends there: what follows the 'if' is not its to run.
+            folded += block[position:]
+            return folded
         if isinstance(statement, _IfBlock) and _returns_inside(statement):
             after = (block[position + 1 :], *rest)
             body = _folded_returns(parsed, statement.body, after, statement.node)
@@ -1420,6 +1428,8 @@ def _read_statements(
     elif isinstance(statement, cst.Expr) and isinstance(statement.value, cst.Call):
         for argument in statement.value.args:
             hoisted += _hoisted_conditionals(parsed, argument.value, "item", resolver)
+    if isinstance(statement, _IfBlock):
+        return [*hoisted, *_read_branch(parsed, statement, resolver)]
     read = _read_statement(parsed, statement, resolver)
     return hoisted if read is None else [*hoisted, read]
 
@@ -1485,8 +1495,7 @@ def _read_statement(
     assert not isinstance(statement, _Returned)  # read by _read_statements
     if isinstance(statement, _ForBlock):
         return _read_loop(parsed, statement, resolver)
-    if isinstance(statement, _IfBlock):
-        return _read_branch(parsed, statement, resolver)
+    assert not isinstance(statement, _IfBlock)  # read by _read_statements
     if isinstance(statement, cst.Return):
         parsed.refuse(
             statement,
@@ -1812,18 +1821,68 @@ def _node_binds(statement: _Node) -> list[str]:
     return []
 
 
-def _read_branch(parsed: ParsedModule, block: _IfBlock, resolver: _FunctionResolver) -> Branch:
-    """``if test: ... else: ...``: the backward takes the branch the forward took."""
+def _read_branch(
+    parsed: ParsedModule, block: _IfBlock, resolver: _FunctionResolver
+) -> list[Statement]:
+    """``if test: ... else: ...``: the backward takes the branch the forward took. A side
+    that raises (``else: raise ValueError(...)``) makes the ``if`` a guard, which raises
+    where the forward would, followed by the other side's statements, which run whenever
+    the guard does not raise (and the backward raises it again for the same arguments)."""
     test = convert_condition(block.node.test, resolver)
-    body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
-    orelse = [read for s in block.orelse for read in _read_statements(parsed, s, resolver)]
-    return Branch(
-        test,
-        tuple(body),
-        tuple(orelse),
-        f"if {render(test)}:",
-        origin=block.node,
-    )
+    sides: list[list[Statement]] = []
+    raises: list[str | None] = []
+    for side in (block.body, block.orelse):
+        raised = None
+        if side and isinstance(side[-1], cst.Raise):
+            raised = _raised(parsed, side[-1], resolver)
+            if len(side) > 1:
+                parsed.refuse(
+                    _node_of(side[0]),
+                    "a side of an 'if' that raises may hold the 'raise' only: compute its "
+                    "message in the 'raise' itself",
+                )
+            side = []
+        for position, statement in enumerate(side[:-1]):
+            if isinstance(statement, cst.Raise):
+                parsed.refuse(_node_of(side[position + 1]), "code after 'raise' never runs")
+                side = side[:position]
+                break
+        sides.append([read for s in side for read in _read_statements(parsed, s, resolver)])
+        raises.append(raised)
+    text = f"if {render(test)}:"
+    if raises[0] is not None and raises[1] is not None:
+        parsed.refuse(
+            block.node, "every side of this 'if' raises: nothing after it runs (raise before it)"
+        )
+        return []
+    if raises[0] is not None or raises[1] is not None:
+        guard = Branch(test, (), (), text, origin=block.node, raises=(raises[0], raises[1]))
+        return [guard, *sides[0], *sides[1]]
+    return [Branch(test, tuple(sides[0]), tuple(sides[1]), text, origin=block.node)]
+
+
+def _raised(parsed: ParsedModule, node: cst.Raise, resolver: _FunctionResolver) -> str | None:
+    """What ``raise`` raises, as it is written again in the backward (``ValueError(f"...
+    {mode}")``): it may read the function's parameters (never rebound) and builtins only,
+    which the backward has under the same names."""
+    if node.exc is None:
+        parsed.refuse(node, "a bare 'raise' is not supported: raise an exception here")
+        return None
+    statement = ast.parse(cst.Module([]).code_for_node(node).strip()).body[0]
+    assert isinstance(statement, ast.Raise)
+    readable = (resolver.parameters - resolver.rebound) | set(dir(builtins))
+    for name in ast.walk(statement):
+        if isinstance(name, ast.Name) and name.id not in readable:
+            parsed.refuse(
+                node,
+                f"this 'raise' reads '{name.id}': an exception raised in a side of an 'if' "
+                "may read the function's parameters (never rebound) and builtins only, as "
+                "the backward raises it again",
+            )
+            return None
+    assert statement.exc is not None
+    text = ast.unparse(statement.exc)
+    return text if statement.cause is None else f"{text} from {ast.unparse(statement.cause)}"
 
 
 def _counted(iterable: Expr) -> bool:

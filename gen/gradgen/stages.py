@@ -174,6 +174,10 @@ class Stage:
     # ``W, b = layers[i]``: the names an item of a list parameter is unpacked into (``expr``
     # reads it; ``operands`` is the list). Its adjoint sets the item of the list's gradient.
     item: tuple[str, ...] = ()
+    # ``raise ValueError(...)`` ending a side of an ``if`` (``expr`` is what it raises, a
+    # Const of its text): it binds nothing, has no adjoint, and the backward raises it
+    # again where the forward would.
+    raises: bool = False
 
     @property
     def reads(self) -> list[str]:
@@ -656,10 +660,22 @@ class _Block:
         builder.enclosing.append(outer_stages)
         hidden = dict(self.loop_locals)
         self.branch_depth += 1
-        for statements in (branch.body, branch.orelse):
+        for statements, raised in zip((branch.body, branch.orelse), branch.raises, strict=True):
             builder.stages = []
             self.current = dict(before)
             self.stage_all(statements)
+            if raised is not None:
+                raising = Stage(
+                    builder.namer.fresh("raised"),
+                    None,
+                    (),
+                    Const(raised),
+                    builder.default_library,
+                    index,
+                    False,
+                    raises=True,
+                )
+                builder.stages.append(raising)
             sides.append((tuple(builder.stages), self.current))
             bound_sides.append({n for s in _all_statements(statements) for n in _names_bound(s)})
             # What one side binds, the other cannot read.
