@@ -141,6 +141,12 @@ SPELLINGS: dict[str, Spelling] = {
         NUMPY + "def f(x):\n    return x * np.random.randn(2, 3)\n",
         {"x": (2, 3)},
     ),
+    # CS231n's dropout: the shape unpacked into the draw's arguments.
+    "shape-unpacked-into-rand": Spelling(
+        NUMPY + "def f(x, p):\n    mask = (np.random.rand(*x.shape) < p) / p\n"
+        "    return np.sum((x * mask) ** 2)\n",
+        {"x": (4, 3), "p": ()},
+    ),
     "nested-draw-argument": Spelling(
         NUMPY + "def f(x):\n    return np.sum(x * np.random.normal(np.random.rand(), 1.0, 3))\n",
         {"x": (3,)},
@@ -577,6 +583,16 @@ OTHER_REFUSALS = [
         "z = np.random.seed(0)", "'np.random.seed' does not draw random numbers", id="seed"
     ),
     pytest.param("z, b = np.random.randn(2)", "unpacking works on a call", id="unpacking-a-draw"),
+    pytest.param(
+        "z = np.maximum(*x)",
+        "unpacking arguments with * is supported in the shape of a random draw only",
+        id="unpacked-operands",
+    ),
+    pytest.param(
+        "z = np.random.normal(*x)",
+        "unpacking arguments with * is supported in the shape of a random draw only",
+        id="unpacked-distribution-parameters",
+    ),
 ]
 
 

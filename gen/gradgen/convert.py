@@ -257,7 +257,9 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
         func = resolver.function(node.func, dotted)
     kwargs: list[tuple[str, Expr]] = []
     for arg in node.args:
-        if arg.star:
+        if arg.star == "*" and not kwargs:
+            args.append(UnaryOp("*", convert(arg.value, resolver), origin=arg))
+        elif arg.star:
             resolver.refuse(arg, "unpacking arguments with * or ** is not supported")
         elif arg.keyword is not None:
             kwargs.append((arg.keyword.value, convert(arg.value, resolver)))
@@ -267,6 +269,8 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
             args.append(convert(arg.value, resolver))
     if func is None:
         return PLACEHOLDER
+    # An argument unpacked (np.random.rand(*x.shape)) is UnaryOp("*"): parse.py refuses it
+    # anywhere but in a random draw's shape (parse._refuse_unpacked_arguments).
     return Call(func, tuple(args), tuple(kwargs), origin=node)
 
 

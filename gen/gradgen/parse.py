@@ -31,6 +31,7 @@ from gradgen.expr import (
     Name,
     Sequence_,
     Subscript,
+    UnaryOp,
     children,
     is_constant,
     names_in,
@@ -53,6 +54,8 @@ from gradgen.rules import (
     STEPS,
     STOP_GRADIENT,
     VALUE_ATTRIBUTES,
+    draw_parameters,
+    is_draw,
 )
 from gradgen.shapes import SCALAR, Shape, parse_annotation
 from gradgen.structure import Layout, Structured, find_structure
@@ -1070,6 +1073,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
         )
     if result is not None:
         _check_item_loops(parsed, body, result[0])
+        _refuse_unpacked_arguments(parsed, body, result[0])
         body = _last_values(body, result[0], {p.name for p in signature})
     if len(parsed.problems) != errors_before or result is None:
         return None
@@ -1679,6 +1683,26 @@ def _last_values(
         found.append(statement)
         bound |= {n for s in _statements_within((statement,)) for n in _binds(s)}
     return found
+
+
+def _refuse_unpacked_arguments(
+    parsed: ParsedModule, body: Sequence[Statement], results: Sequence[Expr]
+) -> None:
+    """An argument unpacked with ``*`` is data in a random draw's shape
+    (``np.random.rand(*x.shape)``); anywhere else it would hide from the rules how many
+    operands there are."""
+    exprs = [e for s in body for e in _exprs_of(s)] + list(results)
+    for expr in exprs:
+        for node in walk(expr):
+            if not isinstance(node, Call):
+                continue
+            unpacked = [a for a in node.args if isinstance(a, UnaryOp) and a.op == "*"]
+            if unpacked and not (is_draw(node.func) and not draw_parameters(node)):
+                parsed.refuse(
+                    unpacked[0].origin or parsed.module,
+                    "unpacking arguments with * is supported in the shape of a random draw "
+                    "only (np.random.rand(*x.shape))",
+                )
 
 
 def _read_before_bound(body: Sequence[Statement], results: Sequence[Expr]) -> set[str]:
