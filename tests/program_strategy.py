@@ -3581,6 +3581,12 @@ DRAW_SPELLINGS: dict[str, tuple[str, str | None, str]] = {
         "RS.uniform(0.5, 1.5, size={size})",
     ),
     "default_rng.random": ("array", "RS = {np}.random.default_rng(3)", "0.5 + RS.random({size})"),
+    # A shape unpacked into the arguments (CS231n's dropout: np.random.rand(*x.shape)).
+    "RandomState.rand-unpacked": (
+        "array",
+        "RS = {np}.random.RandomState(3)",
+        "0.5 + RS.rand(*{size})",
+    ),
     "random.uniform": ("scalar", None, "random.uniform(0.5, 1.5)"),
     "random.Random.uniform": ("scalar", "RS = random.Random(3)", "RS.uniform(0.5, 1.5)"),
 }
@@ -3595,6 +3601,7 @@ def drawing_source(program: Program, annotated: bool, spelling: str) -> str:
     draw_text = draw_text.format(np=program.alias, size=size)
     if program.mode == "scalar" or not program.out_shape:
         draw_text = draw_text.replace(", size=None", "").replace("(None)", "()")
+        draw_text = draw_text.replace("(*None)", "()")
     drawing = dataclasses.replace(
         program,
         body=[*program.body, f"{DRAWN} = {draw_text}"],
