@@ -359,6 +359,21 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return total\n",
         {"w": (3,), "xs": (3, 3)},
     ),
+    # continue ends a step: what follows the 'if' goes on in its other side (CS231n's
+    # svm_loss_naive: if j == y[i]: continue).
+    "continue-in-an-if": (
+        "import numpy as np\n\n\ndef f(x, w):\n    total = 0.0\n    for t in range(4):\n"
+        "        if t == 2:\n            continue\n        h = np.tanh(x * w * t)\n"
+        "        if t == 3:\n            if np.sum(h) > -100.0:\n                continue\n"
+        "        total = total + np.sum(h * h)\n    return total\n",
+        {"x": (3,), "w": (3,)},
+    ),
+    "continue-in-a-while-loop": (
+        "import numpy as np\n\n\ndef f(x, w):\n    n = 0\n    h = x\n    while n < 3:\n"
+        "        n = n + 1\n        if n == 2:\n            h = h * w\n            continue\n"
+        "        h = np.sin(h + w)\n    return h\n",
+        {"x": (3,), "w": (3,)},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",
@@ -540,7 +555,11 @@ REFUSED: dict[str, tuple[str, tuple[int, int], str]] = {
         "for ... else",
     ),
     "break": ("for i in range(3):\n        break", (6, 9), "'break' is not supported"),
-    "continue": ("for i in range(3):\n        continue", (6, 9), "'continue' is not supported"),
+    "code-after-continue": (
+        "for i in range(3):\n        continue\n        x = x * 2",
+        (7, 9),
+        "code after 'continue' never runs",
+    ),
     "return-in-loop": ("for i in range(3):\n        return x", (6, 9), "'return' inside a loop"),
     "append-outside-loop": ("hs = []\n    hs.append(x)", (6, 5), "only inside a loop"),
     "list-read-in-its-loop": (

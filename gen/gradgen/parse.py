@@ -1271,6 +1271,37 @@ def _folded_returns(
     return folded
 
 
+def _continues_inside(block: _IfBlock) -> bool:
+    """Does a side of ``block`` (or of an ``if`` in it, not of a loop) ``continue``?"""
+    return any(
+        isinstance(s, cst.Continue) or (isinstance(s, _IfBlock) and _continues_inside(s))
+        for s in (*block.body, *block.orelse)
+    )
+
+
+def _folded_continues(
+    parsed: ParsedModule, block: list[_Node], rest: Sequence[_Node] = ()
+) -> list[_Node]:
+    """A loop's statements (``block``, then ``rest``: those after the ``if`` it is a side
+    of) with each ``continue`` the end of its step: the statements after an ``if`` a side
+    of which continues go on in its other sides (``if j == y[i]: continue`` then ``loss +=
+    margin`` reads as ``if j == y[i]: pass else: loss += margin``), as Python runs them."""
+    folded: list[_Node] = []
+    for position, statement in enumerate(block):
+        if isinstance(statement, cst.Continue):
+            if position + 1 < len(block):
+                parsed.refuse(_node_of(block[position + 1]), "code after 'continue' never runs")
+            return folded
+        if isinstance(statement, _IfBlock) and _continues_inside(statement):
+            after = [*block[position + 1 :], *rest]
+            body = _folded_continues(parsed, statement.body, after)
+            orelse = _folded_continues(parsed, statement.orelse, after)
+            folded.append(_IfBlock(statement.node, body, orelse))
+            return folded
+        folded.append(statement)
+    return folded + _folded_continues(parsed, list(rest)) if rest else folded
+
+
 def _flat_nodes(statements: list[_Node]) -> Iterator[_Node]:
     """Every statement, those inside loops and branches too, in order."""
     for statement in statements:
@@ -1304,12 +1335,14 @@ def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = Fa
         if isinstance(line, cst.For) and line.asynchronous is None:
             if line.orelse is not None:
                 parsed.refuse(line.orelse, "'for ... else' is not supported")
-            found.append(_ForBlock(line, _block_statements(parsed, line.body)))
+            body = _folded_continues(parsed, _block_statements(parsed, line.body))
+            found.append(_ForBlock(line, body))
             continue
         if isinstance(line, cst.While):
             if line.orelse is not None:
                 parsed.refuse(line.orelse, "'while ... else' is not supported")
-            found.append(_ForBlock(line, _block_statements(parsed, line.body)))
+            body = _folded_continues(parsed, _block_statements(parsed, line.body))
+            found.append(_ForBlock(line, body))
             continue
         if isinstance(line, cst.If):
             found.append(_if_block(parsed, line))
@@ -1323,13 +1356,15 @@ def _block_statements(parsed: ParsedModule, block: cst.BaseSuite, top: bool = Fa
         for small in line.body:
             if isinstance(small, cst.Pass):
                 continue
-            if isinstance(small, (cst.Break, cst.Continue)) and not top:
-                word = "break" if isinstance(small, cst.Break) else "continue"
+            if isinstance(small, cst.Break) and not top:
                 parsed.refuse(
                     small,
-                    f"'{word}' is not supported: a loop runs all its steps (compute the "
+                    "'break' is not supported: a loop runs all its steps (compute the "
                     "number of steps first, or use np.where inside the step)",
                 )
+                continue
+            if isinstance(small, cst.Continue) and not top:
+                found.append(small)  # read by the loop it ends a step of (_folded_continues)
                 continue
             if isinstance(small, cst.Expr):
                 if _is_append(small):

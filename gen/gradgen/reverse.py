@@ -724,7 +724,7 @@ def _with_kept(
             body = _with_kept(statement.loop.body, stages)
             loop = stages[statement.target].loop
             assert loop is not None
-            read = names_read(body)
+            read = _read_by_a_step(body)
             step_values = [c.name for c in loop.carried]
             for inside in loop.body:
                 step_values += bound_by(inside)
@@ -732,6 +732,22 @@ def _with_kept(
             statement = replace(statement, loop=replace(statement.loop, body=body, kept=kept))
         result.append(statement)
     return tuple(result)
+
+
+def _read_by_a_step(body: tuple[AdjointStatement, ...]) -> set[str]:
+    """The names a step's adjoints read, but those a loop inside reads of its own steps
+    (its variable, what it keeps), which its own list of steps holds."""
+    found: set[str] = set()
+    for statement in body:
+        found.update(names_in(statement.expr))
+        found.update(m for part in statement.index for m in names_in(part))
+        if statement.loop is not None:
+            own = {statement.loop.variable, *statement.loop.kept}
+            found |= _read_by_a_step(statement.loop.body) - own
+            continue
+        for block in statement.blocks:
+            found |= _read_by_a_step(block)
+    return found
 
 
 def _selects_distinct(index: tuple[Expr, ...], known: Shapes) -> bool:
