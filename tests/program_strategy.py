@@ -550,8 +550,9 @@ def _returned_at_the_end(body: list[ast.stmt]) -> tuple[list[ast.stmt], ast.Retu
     if isinstance(last, ast.Return):
         return top, last
     assert isinstance(last, ast.If), ast.dump(last)
-    returned = last.body[-1]
-    assert isinstance(returned, ast.Return)
+    returns = [n for n in ast.walk(last) if isinstance(n, ast.Return)]
+    assert returns, ast.dump(last)  # (a side that raises has none)
+    returned = returns[0]
 
     def without_returns(node: ast.If) -> ast.If:
         orelse = node.orelse
@@ -574,10 +575,11 @@ def _returning_in_each_side(block: str, returned: str) -> str:
     """``block`` (an ``if``/``elif``/``else``) with ``returned`` at the end of each side."""
     lines: list[str] = []
     for line in block.split("\n"):
-        if lines and not line.startswith(" "):  # the next side's header
-            lines.append(f"    {returned}")
+        if lines and not line.startswith(" ") and lines[-1] != f"    {RAISED}":
+            lines.append(f"    {returned}")  # at the end of the side before this header
         lines.append(line)
-    lines.append(f"    {returned}")
+    if lines[-1] != f"    {RAISED}":
+        lines.append(f"    {returned}")
     return "\n".join(lines)
 
 
@@ -610,6 +612,7 @@ class Program:
     # values of the flags to check the program at (every combination; ``args`` has the first).
     defaults: dict[str, str | None] = field(default_factory=dict)
     variants: tuple[dict[str, Any], ...] = ({},)
+    raising: tuple[dict[str, Any], ...] = ()  # the variants at which f raises (``RAISED``)
 
     def main(self) -> Function:
         """``f`` as written in the module."""
@@ -622,7 +625,10 @@ class Program:
 
     def at(self, variant: dict[str, Any]) -> Program:
         """The program with its flags at ``variant``'s values."""
-        return dataclasses.replace(self, args={**self.args, **variant}, variants=(variant,))
+        raising = (variant,) if variant in self.raising else ()
+        return dataclasses.replace(
+            self, args={**self.args, **variant}, variants=(variant,), raising=raising
+        )
 
     @property
     def several(self) -> bool:
@@ -1962,7 +1968,7 @@ def _simple_test(b: Builder, kind: str) -> Test:
 class Branch:
     """An ``if`` as the forward runs it, the check of its statement: the tests in order,
     then the statements of the first side whose test holds (the ``else`` side's where none
-    does, if there is one), each after its checks."""
+    does, if there is one), each after its checks; ``Raised`` for a side that raises."""
 
     tests: list[Check]
     sides: list[tuple[list[str], list[tuple[Check, ...]]]]  # each arm's, an ``else`` last
@@ -1971,11 +1977,22 @@ class Branch:
         for index, (lines, checks) in enumerate(self.sides):
             if index < len(self.tests) and not self.tests[index](b):
                 continue
+            if lines == [RAISED]:
+                raise Raised(RAISED)
             for line, line_checks in zip(lines, checks, strict=True):
                 for check in line_checks:
                     check(b)
                 _execute(b, line)
             return
+
+
+# A side of an ``if`` on flags that raises (``else: raise ValueError(...)``): where the flags
+# take it, the forward raises, and so must the backward (``Program.raising``).
+RAISED = 'raise ValueError("not for these flags")'
+
+
+class Raised(Exception):
+    """The forward raised where a side that raises was taken (``RAISED``)."""
 
 
 FILLED_NAMES = ("rows", "acc", "cols")  # arrays a loop fills (hs[t] = h)
@@ -2489,11 +2506,20 @@ def _function_body(
         before, before_names, before_locals = dict(b.env), list(b.names), list(locals_)
         arms: list[tuple[list[str], list[tuple[Check, ...]], dict[str, Any], list[str]]] = []
         called = False
+        # A side that raises, one the flags do not take here: at the top of f, on flags.
+        raising = -1
+        flagged = all(t.kind in ("flag", "mode") for t in tests)
+        if flagged and depth == 0 and not b.loops and not single and choose.index(3) == 0:
+            others = [i for i in range(len(tests) + has_else) if i != taken]
+            raising = choose.pick(others) if others else -1
         b.branches.append(before)
         try:
-            for _ in range(len(tests) + has_else):
+            for arm in range(len(tests) + has_else):
                 b.env, b.names = dict(before), list(before_names)
                 locals_[:] = before_locals
+                if arm == raising:
+                    arms.append(([RAISED], [()], dict(before), list(before_names)))
+                    continue
                 at = len(body)
                 actions = ["statement"] * choose.weighted([(1, 4), (2, 3), (3, 1)])
                 if single:
@@ -2521,8 +2547,10 @@ def _function_body(
         finally:
             b.branches.pop()
             same_target.clear()
-        bound = [{n for line in arm[0] for n in _entry_parts(line)[0]} for arm in arms]
-        envs = [arm[2] for arm in arms] + ([] if has_else else [before])
+        ran = [arm for arm in arms if arm[0] != [RAISED]]
+        bound = [{n for line in arm[0] for n in _entry_parts(line)[0]} for arm in ran]
+        # After the 'if', only the sides that do not raise have run.
+        envs = [arm[2] for arm in ran] + ([] if has_else else [before])
         joined = []
         for name in dict.fromkeys(n for names in bound for n in sorted(names)):
             if name in before:
@@ -2922,8 +2950,12 @@ def build_program(
         defaults[name] = repr(choose.pick(values)) if with_defaults else None
     variants = [dict(zip(flags, v, strict=True)) for v in itertools.product(*flags.values())]
     out_shapes = tuple(shape(t.value) for t in body.results)
+    raising = []
     for variant in variants[1:]:  # the program at the other values of its flags
-        _run_at(setting, helpers, {**args, **variant}, body, out_shapes)
+        try:
+            _run_at(setting, helpers, {**args, **variant}, body, out_shapes)
+        except Raised:
+            raising.append(variant)
 
     # The helpers f calls, at any depth, in the module in any order (before or after f).
     reached: list[Helper] = []
@@ -2981,6 +3013,7 @@ def build_program(
         main_at=main_at,
         defaults=defaults,
         variants=tuple(variants),
+        raising=tuple(raising),
     )
 
 
@@ -3308,7 +3341,7 @@ def _flattened(statements: list[ast.stmt]) -> list[ast.Assign | ast.AugAssign]:
             found += _flattened([*statement.body, *statement.orelse])
         elif isinstance(statement, (ast.Assign, ast.AugAssign)):
             found.append(statement)
-        else:
+        elif not isinstance(statement, ast.Raise):  # (a side that raises binds nothing)
             assert isinstance(statement, ast.Expr), ast.unparse(statement)  # hs.append(h)
     return found
 
@@ -3471,6 +3504,8 @@ def _branch_features(function: ast.FunctionDef, helper: bool) -> set[str]:
                 if (set.union(*stored) - every) & bound:
                     found.add("branch: a value from before left as it was by a side")
                 for arm in arms:
+                    if any(isinstance(s, ast.Raise) for s in arm):
+                        found.add("branch: a side that raises")
                     for node in ast.walk(ast.Module(arm, [])):
                         if isinstance(node, ast.AugAssign):
                             found.add("branch: in-place update in a side")

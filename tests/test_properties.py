@@ -680,6 +680,9 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     for variant in program.variants:
         at = program.at(variant)
         where = context if len(program.variants) == 1 else f"\nat {variant!r}:{context}"
+        if at.raising:
+            check_raises(at, forward, module, pair_module if paired is not None else None, where)
+            continue
         gradients, expected_values = check_backward(at, forward, module, where)
         if paired is not None:
             check_pairs(
@@ -691,6 +694,40 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
             )
     if program.helpers and zlib.crc32(source.encode()) % 2:
         check_split(program, annotated, context)
+
+
+def check_raises(
+    program: Program,
+    forward: Callable[..., Any],
+    module: dict[str, Any],
+    pairs: dict[str, Any] | None,
+    context: str,
+) -> None:
+    """At flags that take a side that raises (``RAISED``), the forward raises; so do
+    ``f_backward`` and ``f_value_and_grad`` (whatever the upstream: the forward's part comes
+    first) and, with pairs, ``f_forward``, the same exception, and none writes into an
+    argument."""
+    names = [n for n, _ in program.params]
+    functions = [("f", forward), ("f_backward", module["f_backward"])]
+    functions.append(("f_value_and_grad", module["f_value_and_grad"]))
+    if pairs is not None:
+        functions.append(("f_forward (pairs)", pairs["f_forward"]))
+    for what, function in functions:
+        args = {n: _copy(v) for n, v in program.args.items()}
+        signature = inspect.signature(function).parameters
+        upstream = {
+            p.name: 1.0
+            for p in signature.values()
+            if p.name not in names and p.default is inspect.Parameter.empty
+        }
+        try:
+            function(**args, **upstream)
+        except ValueError as error:
+            assert "not for these flags" in str(error), f"{what} raised {error!r}{context}"
+        else:
+            raise AssertionError(f"{what} did not raise{context}")
+        for name in names:
+            _unchanged(program.args[name], args[name], f"argument {name} of {what}", context)
 
 
 def check_backward(
@@ -1316,6 +1353,7 @@ BRANCH_FEATURES = (
     "branch: a call of a helper in a side",
     "branch: a conditional expression",
     "branch: a return in each side",
+    "branch: a side that raises",
 )
 
 
