@@ -407,6 +407,8 @@ def _value_text(text: str) -> str:
 
 
 _APPEND = re.compile(r"^(\w+)\.append\((.*)\)$")
+# ``if t == 2: continue``: the rest of the step skipped at one step (``Block``).
+_CONTINUE = re.compile(r"if (\w+) == (\d+):\n    continue")
 _WRITE = re.compile(r"^(\w+)\[([^=]*)\] = (.*)$")  # hs[t] = h: into an array a loop fills
 
 
@@ -1832,6 +1834,11 @@ class Block:
         for value in self.steps.values:
             b.env[self.variable] = value
             for line, checks in zip(self.lines, self.checks, strict=True):
+                skipping = _CONTINUE.fullmatch(line)
+                if skipping is not None:
+                    if value == int(skipping.group(2)):
+                        break
+                    continue
                 for check in checks:
                     check(b)
                 _execute(b, line)
@@ -2405,6 +2412,11 @@ def _function_body(
             actions.insert(choose.index(len(actions) + 1), "nested")
         if b.branching and not b.branches and choose.boolean():
             actions.insert(choose.index(len(actions) + 1), "branch")
+        if not whiling and len(steps.values) > 1 and choose.index(4) == 0:
+            # if t == 2: continue, before no append or fill (gradgen refuses those in an
+            # if, which the rest of the step is read as)
+            last = max((i for i, a in enumerate(actions) if a in ("append", "fill")), default=-1)
+            actions.insert(last + 1 + choose.index(len(actions) - last), "continue")
         try:
             for action in actions:
                 if action == "statement":
@@ -2427,6 +2439,9 @@ def _function_body(
                     called |= branched(number, 0)
                 elif action == "fill":
                     called |= filling(variable, steps, arrays)
+                elif action == "continue":
+                    body.append(f"if {variable} == {choose.pick(steps.values[1:])}:\n    continue")
+                    line_checks.append(())
                 else:
                     inner = _literal_steps(choose, 1 + choose.index(3))
                     called |= looped(number, inner, depth + 1)
@@ -3341,7 +3356,7 @@ def _flattened(statements: list[ast.stmt]) -> list[ast.Assign | ast.AugAssign]:
             found += _flattened([*statement.body, *statement.orelse])
         elif isinstance(statement, (ast.Assign, ast.AugAssign)):
             found.append(statement)
-        elif not isinstance(statement, ast.Raise):  # (a side that raises binds nothing)
+        elif not isinstance(statement, (ast.Raise, ast.Continue)):  # (they bind nothing)
             assert isinstance(statement, ast.Expr), ast.unparse(statement)  # hs.append(h)
     return found
 
@@ -3388,6 +3403,8 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
         if SEQUENCE_NAME in counted:
             found.add("loop: range over a length (len(xs), xs.shape[k])")
         body = loop.body
+        if any(isinstance(node, ast.Continue) for node in ast.walk(ast.Module(body, []))):
+            found.add("loop: a step ended early (if t == 2: continue)")
         before = outside | _stored(statements[:index])
         if len(_stored(body) & before) > 1:
             found.add("loop: several values carried")

@@ -534,7 +534,7 @@ KNOWN_BUGS.append(
             re.search(
                 r"raised TypeError\(\"(bad operand type for abs\(\): 'tuple'|unsupported "
                 r"operand type\(s\) for -: 'tuple' and 'float'|'[<>]=?' not supported between "
-                r"instances of 'tuple' and)",
+                r"instances of ('tuple' and|'float' and 'tuple'))",
                 failure.partition("\n")[0],
             )
             is not None
@@ -1287,6 +1287,7 @@ LOOP_FEATURES = (
     "loop: in-place update",
     "loop: a call of a helper",
     "loop: a value bound in it read after it (its last step's)",
+    "loop: a step ended early (if t == 2: continue)",
     "loop: while",
     "loop: while <test> and n < K",
     "nested loop: while",
