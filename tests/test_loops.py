@@ -8,6 +8,7 @@ text; each refused loop is located where it is written.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import zlib
@@ -844,45 +845,87 @@ def f(x, layers):
         h = np.sin(h @ W)
     return np.sum(h)
 """,
+    # Items that are tuples of one array (for (W,) in layers:): the backward's forward
+    # bound W to the tuple itself (W = layers[i]), and dW came back of shape (1, 3, 4),
+    # through a broadcast the forward never made (found by the property tests' loops over
+    # the items of lists).
+    "tuple-of-one": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for (W,) in layers:
+        h = np.tanh(h @ W)
+    return np.sum(h * h)
+""",
 }
 
 
-def _layers(seed: str) -> tuple[Any, list[tuple[Any, Any]]]:
-    """An input and three layers: of sizes 3 -> 4 -> 2 -> 3, or 3 -> 3 where a case
-    multiplies by a weight and its transpose."""
+def _layers(seed: str) -> tuple[Any, list[Any]]:
+    """An input and three layers (W, b): of sizes 3 -> 4 -> 2 -> 3, or 3 -> 3 where a case
+    multiplies by a weight and its transpose or its layers are arrays of one shape (W);
+    (W,) where they are tuples of one."""
     rng = numpy.random.default_rng(zlib.crc32(seed.encode()))
-    sizes = [3, 3, 3, 3] if "twice" in seed else [3, 4, 2, 3]
-    layers = [
+    sizes = [3, 3, 3, 3] if "twice" in seed or "arrays" in seed else [3, 4, 2, 3]
+    layers: list[Any] = [
         (0.5 * rng.standard_normal((m, n)), rng.standard_normal(n))
         for m, n in itertools.pairwise(sizes)
     ]
+    if "arrays" in seed:
+        layers = [W for W, _ in layers]
+    elif "tuple-of-one" in seed:
+        layers = [(W,) for W, _ in layers]
     return rng.standard_normal((2, 3)), layers
 
 
-def _list_gradients(forward: Any, x: Any, layers: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """Central differences for x and each array of each layer (``W0``, ``b0``, ...)."""
+def _places(layers: list[Any]) -> dict[str, tuple[int, ...]]:
+    """Each array of each layer by its name (``layers[0][1]``) and place in the list."""
+    if not isinstance(layers[0], tuple):
+        return {f"layers[{k}]": (k,) for k in range(len(layers))}
+    return {f"layers[{k}][{j}]": (k, j) for k, item in enumerate(layers) for j in range(len(item))}
+
+
+def _list_gradients(forward: Any, x: Any, layers: list[Any]) -> dict[str, Any]:
+    """Central differences for x and each array of each layer (``layers[0][1]``, ...)."""
+    places = _places(layers)
     args: dict[str, Any] = {"x": x}
-    for k, (W, b) in enumerate(layers):
-        args[f"W{k}"], args[f"b{k}"] = W, b
+    for name, place in places.items():
+        args[name] = layers[place[0]] if len(place) == 1 else layers[place[0]][place[1]]
 
     def loss(**a: Any) -> float:
-        rebuilt = [(a[f"W{k}"], a[f"b{k}"]) for k in range(len(layers))]
+        if len(places) == len(layers) and not isinstance(layers[0], tuple):
+            rebuilt: list[Any] = [a[name] for name in places]
+        else:
+            rebuilt = [
+                tuple(a[f"layers[{k}][{j}]"] for j in range(len(item)))
+                for k, item in enumerate(layers)
+            ]
         return float(forward(a["x"], rebuilt))
 
     return {name: numeric_gradient(loss, args, name) for name in args}
 
 
 def _check_list_gradients(case: str, dx: Any, dlayers: Any, x: Any, layers: Any) -> None:
+    """Items that are tuples (``for W, b in layers:``) get a list of lists of their arrays'
+    gradients (None for one unread); items that are arrays (``for W in layers:``) an
+    array, one row per item, as an array's rows do."""
     forward = run_module(LIST_LOOPS[case], "lists.py")["f"]
     expected = _list_gradients(forward, x, layers)
-    assert isinstance(dlayers, list) and len(dlayers) == len(layers)
     got = {"x": dx}
-    for k, item in enumerate(dlayers):
-        assert isinstance(item, list) and len(item) == 2, item
-        got[f"W{k}"] = item[0]
-        got[f"b{k}"] = 0.0 * layers[k][1] if item[1] is None else item[1]
+    if isinstance(layers[0], tuple):
+        assert isinstance(dlayers, list) and len(dlayers) == len(layers)
+        for k, item in enumerate(dlayers):
+            assert isinstance(item, list) and len(item) == len(layers[k]), item
+            for j, grad in enumerate(item):
+                got[f"layers[{k}][{j}]"] = 0.0 * layers[k][j] if grad is None else grad
+        returned = [dx, *(g for i in dlayers for g in i)]
+    else:
+        assert isinstance(dlayers, numpy.ndarray) and len(dlayers) == len(layers)
+        got.update({f"layers[{k}]": dlayers[k] for k in range(len(layers))})
+        returned = [dx, dlayers]
     assert_close(got, expected, f" ({case})")
-    for first, second in itertools.combinations([dx, *(g for i in dlayers for g in i)], 2):
+    for first, second in itertools.combinations(returned, 2):
         if first is not None and second is not None:
             assert not numpy.shares_memory(first, second), "two gradients share memory"
 
@@ -892,10 +935,12 @@ def test_a_loop_over_a_list_of_layers_matches_central_differences(case: str) -> 
     text = gradgen.generate(LIST_LOOPS[case], "lists.py")
     backward = run_module(text, "lists_backward.py")["f_backward"]
     x, layers = _layers(case)
-    kept = [tuple(numpy.copy(a) for a in layer) for layer in layers]
+    kept = copy.deepcopy(layers)
     dx, dlayers = backward(x, layers)[:2]  # and the other parameters' (reg)
     for layer, before in zip(layers, kept, strict=True):
-        for array, old in zip(layer, before, strict=True):
+        assert type(layer) is type(before)
+        arrays, olds = (v if isinstance(v, tuple) else (v,) for v in (layer, before))
+        for array, old in zip(arrays, olds, strict=True):
             numpy.testing.assert_array_equal(array, old, err_msg="a layer changed")
     _check_list_gradients(case, dx, dlayers, x, layers)
 

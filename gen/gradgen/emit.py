@@ -547,7 +547,10 @@ def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
         elif line.raises:
             body.append(f"raise {render(line.expr)}")
         else:
-            body.append(f"{', '.join(line.targets)} = {render(helpers.resolve(line.expr))}")
+            targets = ", ".join(line.targets)
+            if line.unpacks and len(line.targets) == 1:
+                targets = f"({targets},)"  # for (W,) in layers: the item's one array
+            body.append(f"{targets} = {render(helpers.resolve(line.expr))}")
     return body
 
 

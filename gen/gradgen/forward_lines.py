@@ -216,7 +216,7 @@ def _lines(
             forward = Call(Func(USER, name, name), expr.args)
             lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         else:
-            lines.append(ForwardLine(stage.target, expr, stage.item))
+            lines.append(ForwardLine(stage.target, expr, stage.item, unpacks=bool(stage.item)))
     return lines
 
 

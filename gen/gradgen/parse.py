@@ -1684,7 +1684,8 @@ def _read_items_loop(
             if unpacked is None:
                 return None
             names += unpacked
-            text = f"{', '.join(unpacked)} = {render(read)}"
+            targets = f"({unpacked[0]},)" if len(unpacked) == 1 else ", ".join(unpacked)
+            text = f"{targets} = {render(read)}"
             first.append(Item(tuple(unpacked), sequence.value, index, text, origin=target))
         else:
             parsed.refuse(target, "loop over a list with names: for W, b in layers:")
