@@ -859,6 +859,20 @@ def f(x, layers):
         h = np.tanh(h @ W)
     return np.sum(h * h)
 """,
+    # Items that are arrays of one shape (for W in layers:, its gradient an array, as an
+    # array's rows'): the zeros of the gradient took their dtype from
+    # np.result_type(layers, 1.0), which reads a list as the description of a dtype
+    # (TypeError; found by the property tests' loops over the items of lists).
+    "list-of-arrays": """\
+import numpy as np
+
+
+def f(x, layers):
+    h = x
+    for W in layers:
+        h = np.tanh(h @ W)
+    return np.sum(h * h)
+""",
 }
 
 

@@ -221,14 +221,23 @@ class _ReversePass:
             return BinOp("*", Sequence_((Const("None"),), "[]"), length)
         if not self.function.array_mode or self.known.get(variable) == SCALAR:
             return Const("0.0", 0.0)
+        return self.array_zeros(variable)
+
+    def array_zeros(self, variable: str) -> Expr:
+        """``numpy.zeros_like(variable)``, in the floating type numpy gives it where it may
+        be integers (float64 for integers, float32 stays): an integer array would truncate
+        what is added into it. Of a parameter of no known shape, that type is read from it
+        made an array: its argument may be a list (``for W in weights:`` over a list of
+        arrays), which ``numpy.result_type`` takes for a description of a type."""
         zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
-        if variable not in self.floating:
-            # An integer array would truncate what is added into it: zeros in the
-            # floating type numpy gives it (float64 for integers, float32 stays).
-            one = Const("1.0", 1.0)
-            dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
-            zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
-        return zeros
+        if variable in self.floating:
+            return zeros
+        typed: Expr = Name(variable)
+        parameters = {p.name for p in self.function.parameters}
+        if variable in parameters and self.known.get(variable) is None:
+            typed = Call(Func("numpy", "asarray", None), (typed,))
+        dtype = Call(Func("numpy", "result_type", None), (typed, Const("1.0", 1.0)))
+        return Call(zeros.func, zeros.args, (("dtype", dtype),))
 
     def differentiate_loop(self, stage: Stage) -> None:
         """``for t, ... in reversed(t_steps):`` the body's adjoints, last step first.
@@ -633,13 +642,7 @@ class _ReversePass:
         """Add into ``variable``'s gradient at the adjoint's index (zeros first)."""
         if variable not in self.gradient:
             target = self.new_gradient(variable)
-            zeros = Call(Func("numpy", "zeros_like", None), (Name(variable),))
-            if variable not in self.floating:
-                # An integer array would truncate what is added into it: zeros in the
-                # floating type numpy gives it (float64 for integers, float32 stays).
-                one = Const("1.0", 1.0)
-                dtype = Call(Func("numpy", "result_type", None), (Name(variable), one))
-                zeros = Call(zeros.func, zeros.args, (("dtype", dtype),))
+            zeros = self.array_zeros(variable)
             self.statements.append(AdjointStatement(target, Kind.ASSIGN, zeros, statement))
         elif not self.known.get(variable):
             # A value with no axes (or none known) may have a gradient that is a number:
