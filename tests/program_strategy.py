@@ -115,6 +115,18 @@ central differences take as many steps (``WhileBlock`` checks this again whereve
 runs: a helper's calls). Helpers have a loop too (for or while) one time in three, and ``f``
 sometimes calls one with a loop once more, most often with other arguments carrying
 gradients (several backwards reading the steps its one ``F_forward`` keeps).
+
+``f``'s loop sometimes goes over the items of a list parameter instead (``_plan_items``):
+``for W, bias in layers:`` (parenthesized sometimes; ``for (W,) in layers:`` a tuple of one)
+or ``for W in weights:`` (one array an item), 1 to ``MAX_ITEMS`` items of 1 to 3 arrays, of
+one shape per position in every item (one of ``f``'s parameters', a square matrix ``h @ W``
+keeps, a row, a number; numbers in scalar code), so that a carried value keeps its shape.
+Its statements are built at the first item as another loop's (``item_looping``: an
+accumulator, an append, an ``if``, a nested loop, a call of a helper with the item's arrays;
+those rebound sometimes, and most often reaching what the step hands on), then every item is
+run after their checks (``ItemBlock``). The list is read by that loop and ``len(layers)``
+only (gradgen refuses any other read, and is right to); an annotated program annotates it
+as ``gradgen check`` reads it (``layers: [("4, 4", "4"), ("4, 4", "4")]``).
 """
 
 from __future__ import annotations
@@ -526,11 +538,15 @@ class Function:
     params: list[tuple[str, tuple[int, ...] | None, str | None]]
     body: list[str]
     results: list[str]
+    # Annotations written as they are (a list parameter's: ``Items.annotation``), by name.
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def source(self, annotated: bool) -> str:
         params = []
         for name, dims, default in self.params:
             text = _annotation(name, dims, annotated)
+            if annotated and name in self.annotations:
+                text = self.annotations[name]
             if default is not None:
                 text += f" = {default}" if text != name else f"={default}"
             params.append(text)
@@ -615,6 +631,9 @@ class Program:
     defaults: dict[str, str | None] = field(default_factory=dict)
     variants: tuple[dict[str, Any], ...] = ({},)
     raising: tuple[dict[str, Any], ...] = ()  # the variants at which f raises (``RAISED``)
+    # The list parameter f's loop goes over the items of (its argument a list of tuples of
+    # arrays, or of arrays), if any.
+    item_lists: tuple[Items, ...] = ()
 
     def main(self) -> Function:
         """``f`` as written in the module."""
@@ -623,6 +642,7 @@ class Program:
             [(n, s, self.defaults.get(n)) for n, s in self.params],
             self.body,
             list(self.results or (self.result,)),
+            {items.iterable: items.annotation() for items in self.item_lists},
         )
 
     def at(self, variant: dict[str, Any]) -> Program:
@@ -665,6 +685,9 @@ class Program:
 
     def __repr__(self) -> str:
         def text(value: Any) -> str:
+            if isinstance(value, (list, tuple)):  # a list parameter's items
+                inner = ", ".join(map(text, value))
+                return f"[{inner}]" if isinstance(value, list) else f"({inner},)"
             return numpy.array2string(numpy.asarray(value), precision=17, separator=", ")
 
         args = ", ".join(
@@ -727,6 +750,10 @@ class Builder:
         # read as xs[t] or xs[:, t]) and a number of steps; neither is a variable.
         self.sequences: dict[str, int] = {}
         self.hidden: set[str] = set()
+        # A list parameter ``f``'s loop goes over the items of (``for W, bias in layers:``):
+        # its name -> its value. Not a value of ``env`` (no statement reads it but that loop
+        # and ``len(layers)``, gradgen refuses the others); ``evaluate`` sees it.
+        self.item_lists: dict[str, list[Any]] = {}
         self.loops: list[Scope] = []  # the loops the statements being built are in
         # Branches: whether the statements may hold ``if``s, whether their tests may read a
         # flag parameter (``f`` only: a flag -> the values it is checked with, the one built
@@ -744,6 +771,7 @@ class Builder:
         ``strict``, warns or leaves its domain)."""
         namespace = {"np": numpy, "numpy": numpy, "math": math}
         namespace.update((name, values[0]) for name, values in self.flags.items())
+        namespace.update(self.item_lists)
         namespace.update(self.env)
         namespace.update((h.function.name, h) for h in self.callees)
         try:
@@ -763,6 +791,11 @@ class Builder:
                 raise Unfit(f"{application.text}: excluded")
 
     # --- leaves -------------------------------------------------------------------------
+
+    def counted(self) -> list[Scope]:
+        """The loops being built whose variable counts their steps (a number, an index): not
+        a loop over a list's items, which has none."""
+        return [scope for scope in self.loops if scope.variable]
 
     def variables(self) -> list[str]:
         """Names of float values, the most recent first (so shrinking prefers it)."""
@@ -784,7 +817,7 @@ class Builder:
         """In a loop, each sequence read at its step: ``xs[t]``, ``xs[:, t]``,
         ``xs[:, t, :]``."""
         found = []
-        for scope in self.loops:
+        for scope in self.counted():
             for name, axis in self.sequences.items():
                 dims = shape(self.env[name])
                 if len(dims) <= axis or max(scope.values) >= dims[axis]:
@@ -801,11 +834,16 @@ class Builder:
 
     def constant(self) -> Term:
         kinds = [("number", 6), ("named", 1), ("module", 1)]
-        if self.loops:
+        if self.counted():
             kinds.append(("step", 4))  # the loop's variable, a number with no gradient
+        if self.item_lists:
+            kinds.append(("length", 4))  # len(layers): the one other read gradgen allows
         kind = self.choose.weighted(kinds)
         if kind == "step":
             return self.step_number()
+        if kind == "length":
+            node = _parse(f"len({self.choose.pick(sorted(self.item_lists))})")
+            return Term(node, self.evaluate(node))
         if kind == "named":
             library = self.choose.pick(["math", "numpy"] if self.mode == "array" else ["math"])
             name = self.choose.pick(_named_constants(library))
@@ -820,7 +858,7 @@ class Builder:
 
     def step_number(self) -> Term:
         """In a loop, its variable: a number with no gradient (``h * t``)."""
-        variable = self.choose.pick(self.loops).variable
+        variable = self.choose.pick(self.counted()).variable
         return Term(ast.Name(variable, ast.Load()), self.env[variable])
 
     def source(self, depth: int, fits: Callable[[Term], bool] | None = None) -> Term:
@@ -896,7 +934,7 @@ class Builder:
                 kinds.append(("call", 4))
         if none_ok:
             kinds.append(("none", 1))
-        if self.loops:
+        if self.counted():
             kinds.append(("step", 1))
         kind = self.choose.weighted(kinds)
         term: Term | None = None
@@ -1279,11 +1317,11 @@ def _index(c: Context) -> str:
         )
 
     kinds = ["slices", "number", "list", "arange", "mask", "ellipsis", "label"]
-    if b.loops:
+    if b.counted():
         kinds += ["step"] * 4
     kind = choose.pick(kinds)
     if kind == "step":  # x[t], x[:, t]: the loop's variable, where every step is in range
-        scope = choose.pick(b.loops)
+        scope = choose.pick(b.counted())
         fitting = [axis for axis, d in enumerate(dims[:2]) if max(scope.values) < d]
         if fitting:
             return ", ".join([":"] * choose.pick(fitting) + [scope.variable])
@@ -1801,8 +1839,9 @@ def _literal_steps(choose: Chooser, count: int) -> Steps:
 
 @dataclass
 class Scope:
-    """A loop whose statements are being built: its variable, the values it takes, and the
-    names bound before it (rebinding one of them carries it from step to step)."""
+    """A loop whose statements are being built: its variable (none, "", for a loop over a
+    list's items), the values it takes, and the names bound before it (rebinding one of
+    them carries it from step to step)."""
 
     variable: str
     values: tuple[int, ...]
@@ -1853,6 +1892,115 @@ class Block:
         return f"{lists}for {self.variable} in {self.steps.iterable}:\n{body}"
 
 
+# --- loops over the items of a list parameter --------------------------------------------------
+
+ITEM_LIST_NAMES = ("layers", "weights", "blocks")  # f's list parameter its loop goes over
+ITEM_NAMES = ("W", "bias", "gain")  # the names of an item's arrays, by position
+ITEM_AT = "item_at"  # the place of the item a step reads: in the checks only, never written
+MAX_ITEMS = 4
+
+
+@dataclass(frozen=True)
+class Items(Steps):
+    """The items of a list parameter of ``f`` (``iterable``: its name; ``values``: the
+    items' places), each a tuple of arrays bound to ``targets`` (``for W, bias in layers:``,
+    ``for (W,) in layers:``) or, not ``tupled``, one array (``for W in weights:``); numbers
+    in scalar code. Each position has one shape (``shapes``) in every item, so that a value
+    carried through them keeps its shape."""
+
+    targets: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, ...], ...] = ()
+    tupled: bool = True
+    target: str = ""  # as written: "W, bias", "(W, bias)", "W,", "(W,)", "W"
+
+    def read(self) -> str:
+        """The statement that binds a step's item (``W, bias = layers[item_at]``)."""
+        if self.tupled and len(self.targets) == 1:
+            return f"{self.targets[0]} = {self.iterable}[{ITEM_AT}][0]"
+        return f"{', '.join(self.targets)} = {self.iterable}[{ITEM_AT}]"
+
+    def annotation(self) -> str:
+        """The list's shapes as ``gradgen check`` reads them: a tuple of shapes per item
+        (``layers: [("4, 4", "4"), ("4, 4", "4")]``), a shape per item where an item is one
+        array (``weights: ["3, 4", "3, 4"]``); ``"()"`` for a number."""
+        texts = [f'"{", ".join(map(str, dims)) or "()"}"' for dims in self.shapes]
+        item = texts[0]
+        if self.tupled:
+            item = f"({', '.join(texts)}{',' if len(texts) == 1 else ''})"
+        return f"{self.iterable}: [{', '.join([item] * len(self.values))}]"
+
+
+@dataclass
+class ItemBlock(Block):
+    """A loop over the items of a list parameter as the forward runs it: a ``Block`` over
+    the items' places whose first line binds the item (``Items.read``), which the loop's
+    header does in the source (``for W, bias in layers:``)."""
+
+    def source(self) -> str:
+        items = self.steps
+        assert isinstance(items, Items) and self.lines[0] == items.read()
+        lists = "".join(f"{name} = []\n" for name in self.lists)
+        body = textwrap.indent("\n".join(self.lines[1:]), "    ")
+        return f"{lists}for {items.target} in {items.iterable}:\n{body}"
+
+
+def _plan_items(
+    choose: Chooser,
+    b: Builder,
+    rng: numpy.random.Generator,
+    params: list[tuple[str, tuple[int, ...]]],
+    args: dict[str, Any],
+    shapes: list[tuple[int, ...]],
+) -> Items:
+    """The list parameter ``f``'s loop goes over the items of: 1 to ``MAX_ITEMS`` items,
+    each a tuple of 1 to 3 arrays or one array, of shapes drawn by ``_item_shape`` (numbers
+    in scalar code). Read by that loop and ``len()`` only (``Builder.item_lists``)."""
+    name = choose.pick(ITEM_LIST_NAMES)
+    tupled = choose.index(4) != 0
+    width = 1 + choose.index(3) if tupled else 1
+    count = 1 + choose.index(MAX_ITEMS)
+    dims = tuple(_item_shape(choose, b.mode, shapes, position) for position in range(width))
+    items: list[Any] = []
+    for _ in range(count):
+        arrays = [rng.uniform(0.2, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d) for d in dims]
+        arrays = [float(a) if d == () else a for a, d in zip(arrays, dims, strict=True)]
+        items.append(tuple(arrays) if tupled else arrays[0])
+    targets = ITEM_NAMES[:width]
+    target = ", ".join(targets) + ("," if tupled and width == 1 else "")
+    if tupled and choose.index(4) == 0:
+        target = f"({target})"  # for (W, bias) in layers:, for (W,) in layers:
+    args[name] = items
+    params.append((name, ()))
+    b.item_lists[name] = items
+    b.hidden.add(name)  # never rebound, never a variable
+    return Items(name, tuple(range(count)), targets, dims, tupled, target)
+
+
+def _item_shape(
+    choose: Chooser, mode: str, shapes: list[tuple[int, ...]], position: int
+) -> tuple[int, ...]:
+    """The shape of the arrays at ``position`` of a list's items: one of ``f``'s
+    parameters' (to combine with them), a square matrix a value of theirs is multiplied by
+    (``h @ W`` keeps ``h``'s shape; the first position most often), a row, a number."""
+    arrays = [dims for dims in shapes if dims]
+    if mode != "array":
+        return ()
+    last = choose.pick([dims[-1] for dims in arrays]) if arrays else 4
+    kind = choose.weighted(
+        [
+            ("like", 4 if arrays else 0),
+            ("square", 3 if position == 0 else 1),
+            ("row", 2),
+            ("number", 1),
+        ]
+    )
+    if kind == "like":
+        return tuple(choose.pick(arrays))
+    if kind == "square":
+        return (last, last)
+    return (last,) if kind == "row" else ()
+
+
 # --- branches ---------------------------------------------------------------------------------
 
 FLAG_TYPES = {"flag": "bool", "mode": "str"}  # f's parameters its tests read, never data
@@ -1900,7 +2048,7 @@ def _draw_test(b: Builder, before: Sequence[Test] = ()) -> Test:
     kinds = [("data", 3)]
     if b.flaggable:
         kinds += [("flag", 3), ("mode", 2)]
-    if b.loops:
+    if b.counted():
         kinds += [("step", 3)]
     if choose.index(6) == 0:
         first, second = _simple_test(b, choose.weighted(kinds)), None
@@ -1945,7 +2093,7 @@ def _simple_test(b: Builder, kind: str) -> Test:
         )
         return _mode_test(b, text)
     if kind == "step":
-        variable = choose.pick(b.loops).variable
+        variable = choose.pick(b.counted()).variable
         op, bound = choose.pick(((">", 0), ("==", 0), (">", 1), ("<", 2), (">=", 1), ("!=", 1)))
         node = _parse(f"{variable} {op} {bound}")
         return Test(ast.unparse(node), kind, lambda b: bool(b.evaluate(node)))
@@ -2360,6 +2508,8 @@ def _function_body(
             state = (dict(b.env), list(b.names), set(b.read), set(b.unused), list(b.called))
             flags = dict(b.flags)
             try:
+                if isinstance(steps, Items):
+                    return item_looping(number, steps)
                 return looping(number, steps, depth)
             except Unfit:
                 del body[saved[0] :], line_checks[saved[1] :], rules[saved[2] :]
@@ -2765,6 +2915,90 @@ def _function_body(
             called |= _calls(term.node, b.callees)
         return called
 
+    def item_looping(number: int, items: Items) -> bool:
+        """``for W, bias in layers:`` over the items of ``f``'s list parameter
+        (``_plan_items``; ``for W in weights:``), its statements built at the first item as
+        ``looping`` builds a loop's: the item's arrays read as values (and rebound
+        sometimes), a value from before the loop carried through them, sometimes an
+        accumulator made before it, an append, an ``if``, a loop nested in it, a call of a
+        helper most likely reading the item; the item's arrays most often reach what the
+        step hands on (``_reaches``). Then every item is run after the checks of its
+        statements (``ItemBlock``). Whether it calls a function of the module."""
+        if choose.index(4) == 0 and fresh():  # an accumulator: loss = loss + np.sum(W * W)
+            target = choose.weighted(fresh())
+            body.append(f"{target} = 0.0")
+            line_checks.append(())
+            b.bind(target, 0.0)
+            locals_.append(target)
+        filled = {n for line in body for n in _entry_parts(line)[0]}
+        name = next((n for n in LIST_NAMES if n not in b.env and n not in filled), None)
+        lists = (name,) if name is not None and choose.boolean() else ()
+        outside = dict(b.env)
+        start = len(body)
+        b.loops.append(Scope("", items.values, frozenset(outside), lists))  # nothing counts
+        b.env[ITEM_AT] = items.values[0]
+        body.append(items.read())
+        line_checks.append(())
+        _execute(b, items.read())
+        locals_.extend(items.targets)
+        del b.env[ITEM_AT]
+        called = False
+        actions = ["statement"] * choose.weighted([(0, 1), (1, 3), (2, 3), (3, 1)])
+        actions.insert(len(actions) - choose.index(min(len(actions), 2) + 1), "carry")
+        if b.callees and choose.index(4):
+            actions.insert(0, "call")  # first: the item's arrays the most recent values
+        if lists:
+            actions.insert(choose.index(len(actions) + 1), "append")
+        if choose.index(4) == 0:
+            actions.insert(choose.index(len(actions) + 1), "nested")
+        if b.branching and not b.branches and choose.index(4):
+            actions.insert(choose.index(len(actions) + 1), "branch")
+        try:
+            for action in actions:
+                if action == "statement":
+                    called |= drawn_statement(number)
+                    number += 1
+                elif action == "call":
+                    called |= statement(number, "call")
+                    number += 1
+                elif action == "carry":
+                    called |= carry()
+                elif action == "append":
+                    item = b.variable(lambda t: is_float(t.value))
+                    body.append(f"{lists[0]}.append({item.text})")
+                    line_checks.append(item.checks)
+                    b.read |= item.variables
+                elif action == "branch":
+                    called |= branched(number, 0)
+                else:
+                    called |= looped(number, _literal_steps(choose, 1 + choose.index(3)), 1)
+        finally:
+            b.loops.pop()
+        lines, checks = body[start:], line_checks[start:]
+        del body[start:], line_checks[start:]
+        bound = [n for line in lines for n in _entry_parts(line)[0]]
+        carried = tuple(n for n in dict.fromkeys(bound) if n in outside)
+        if not carried:
+            raise Unfit("a loop carrying nothing")
+        # The items' arrays reach what the step hands on (most often: otherwise the list's
+        # gradient is None, which a few programs check).
+        if not _reaches(lines[1:], items.targets, (*carried, *lists)) and choose.index(6):
+            raise Unfit("a loop over a list's items whose steps hand none of them on")
+        block = ItemBlock(ITEM_AT, items, lists, lines, checks, carried)
+        b.env = dict(outside)
+        block(b)  # every item, from the values before the loop
+        after = b.env
+        b.env = {n: after[n] for n in outside}
+        b.names = [n for n in b.names if n in outside]
+        locals_[:] = [n for n in locals_ if n in outside]
+        body.append(block.source())
+        line_checks.append((block,))
+        for filled_list in lists:
+            b.env[filled_list] = after[filled_list]
+            combined(filled_list)
+            del b.env[filled_list]
+        return called
+
     called = False
     loop_at = -1 if loop is None else choose.index(statements + 1)
     branch_at = [choose.index(statements + 1) for _ in range(branches)]
@@ -2956,6 +3190,10 @@ def build_program(
         branches=ifs,
     )
     returned = [t.text for t in body.results]
+    item_lists = (steps,) if isinstance(steps, Items) else ()
+    for items in item_lists:  # its loop could not be built: the list would go unread
+        if not any(f" in {items.iterable}:\n" in line for line in body.lines):
+            raise Unfit(f"no loop over the items of {items.iterable}")
     flags = dict(b.flags)
     defaults: dict[str, str | None] = {}
     with_defaults = choose.index(4) != 0
@@ -3029,6 +3267,7 @@ def build_program(
         defaults=defaults,
         variants=tuple(variants),
         raising=tuple(raising),
+        item_lists=item_lists,
     )
 
 
@@ -3067,10 +3306,13 @@ def _plan_loop(
     """The steps of ``f``'s loop: 1 to ``MAX_STEPS``, counted by a range written out
     (``range(1, 5, 2)``, ``reversed(range(3))``), by the integer parameter ``n`` (gradient
     None) or by the length of the sequence ``xs``, a parameter with an axis of steps read at
-    each step (``xs[t]``, ``xs[:, t]``; array code, sometimes with the other bounds too)."""
+    each step (``xs[t]``, ``xs[:, t]``; array code, sometimes with the other bounds too); or
+    the items of a list parameter (``_plan_items``)."""
     count = 1 + choose.index(MAX_STEPS)
     bounds = [("literal", 3), ("sequence", 2 if b.mode == "array" else 0), ("parameter", 1)]
-    bound = choose.weighted(bounds)
+    bound = choose.weighted([*bounds, ("items", 2)])
+    if bound == "items":
+        return _plan_items(choose, b, rng, params, args, shapes)
     steps = _literal_steps(choose, count)
     size = max(steps.values) + 1
     backwards = choose.index(3) == 0
@@ -3337,6 +3579,8 @@ def features(program: Program) -> list[str]:
     if helpers:
         found.add(f"call depth {depth('f')}")
     found |= _made_features(functions)
+    if program.item_lists and program.mode == "scalar":
+        found.add(f"{ITEM_LOOP}, of numbers")
     if program.several:
         found.add(f"f returns {len(program.results)}")
         if any(u is None for u in program.upstreams):
@@ -3390,6 +3634,10 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
             found |= _while_features(loop, outside | _stored(statements[:index]), depth)
         if not isinstance(loop, ast.For):
             continue
+        before = outside | _stored(statements[:index])
+        if isinstance(loop.iter, ast.Name):  # for W, bias in layers:
+            found |= _item_loop_features(loop, statements, before, depth)
+            continue
         assert isinstance(loop.target, ast.Name)
         variable = loop.target.id
         found.add("loop" if depth == 0 else "nested loop")
@@ -3405,7 +3653,6 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
         body = loop.body
         if any(isinstance(node, ast.Continue) for node in ast.walk(ast.Module(body, []))):
             found.add("loop: a step ended early (if t == 2: continue)")
-        before = outside | _stored(statements[:index])
         if len(_stored(body) & before) > 1:
             found.add("loop: several values carried")
         for node in ast.walk(loop):
@@ -3444,6 +3691,78 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
                     assert isinstance(node, ast.Call)
                     found.add(f"loop: a list read by {ast.unparse(node.func)}")
     return found
+
+
+def _reaches(lines: list[str], sources: Sequence[str], sinks: Sequence[str]) -> bool:
+    """Does a value computed from ``sources`` reach one of ``sinks`` through ``lines`` run
+    in order (a loop or an ``if`` as a whole, an append into its list)?"""
+    tainted = set(sources)
+    for line in lines:
+        bound, read = _entry_parts(line)
+        append = _APPEND.match(line)
+        if append:
+            bound = [append.group(1)]
+        if read & tainted:
+            tainted.update(bound)
+        elif not _is_loop(line):
+            tainted.difference_update(bound)  # bound again from other values
+    return bool(tainted & set(sinks))
+
+
+ITEM_LOOP = "loop: over the items of a list parameter"
+
+
+def _item_loop_features(
+    loop: ast.For, statements: list[ast.stmt], before: set[str], depth: int
+) -> set[str]:
+    """What a loop over the items of a list parameter (``for W, bias in layers:``) does:
+    its target, the item's arrays unread or passed to a helper, ``len()`` of the list read
+    (in ``statements``, the function's), what its statements do."""
+    assert isinstance(loop.iter, ast.Name)
+    found = {ITEM_LOOP}
+    target = loop.target
+    if isinstance(target, ast.Name):
+        found.add(f"{ITEM_LOOP}, one array per item")
+        names = [target.id]
+    else:
+        assert isinstance(target, ast.Tuple)
+        found.add(
+            f"{ITEM_LOOP}, a tuple of one"
+            if len(target.elts) == 1
+            else f"{ITEM_LOOP}, with a tuple target"
+        )
+        names = [e.id for e in target.elts if isinstance(e, ast.Name)]
+    read = {
+        n.id
+        for s in loop.body
+        for n in ast.walk(s)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    if set(names) - read:
+        found.add(f"{ITEM_LOOP}, an item's array unread")
+    if set(names) & _stored(loop.body):
+        found.add(f"{ITEM_LOOP}, an item's array rebound")
+    for node in ast.walk(ast.Module(statements, [])):
+        if isinstance(node, ast.Call) and ast.unparse(node) == f"len({loop.iter.id})":
+            found.add(f"{ITEM_LOOP}, its len() read")
+    for node in ast.walk(loop):
+        if _calls_one_of(node, set(HELPER_NAMES)):
+            assert isinstance(node, ast.Call)
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if {n.id for a in arguments for n in ast.walk(a) if isinstance(n, ast.Name)} & set(
+                names
+            ):
+                found.add(f"{ITEM_LOOP}, a helper called with an item's array")
+        if isinstance(node, ast.If):
+            found.add(f"{ITEM_LOOP}, an if in it")
+    if any(isinstance(s, ast.Expr) for s in loop.body):
+        found.add(f"{ITEM_LOOP}, a list appended to")
+    if len(_stored(loop.body) & before) > 1:
+        found.add(f"{ITEM_LOOP}, several values carried")
+    inner = _loop_features(loop.body, before | set(names), depth + 1)
+    if "nested loop" in inner:
+        found.add(f"{ITEM_LOOP}, a loop nested in it")
+    return found | inner
 
 
 def _unbranched(statements: list[ast.stmt]) -> list[ast.stmt]:
@@ -3714,6 +4033,7 @@ def structured_program(
         or not names
         or "params" in program.body
         or program.defaults
+        or program.item_lists  # read by its loop only: gradgen refuses it in a container
     ):
         raise Unfit("no parameter to wrap")
     count = 1 + choose.index(len(names))

@@ -25,17 +25,21 @@ a list made empty before the loop, read whole after it (``np.stack(hs, axis=1)``
 (``rows[t] = h``, ``rows[:, t] = v``, ``np.zeros``/``np.ones``/``np.empty`` or their
 ``_like``), read after it, as the values a loop binds sometimes are (the last step's); some
 loops are ``while <test of a carried value> and n < K:`` with the test kept away from its
-threshold, and helpers have loops too; every step is checked as the first is (domains,
-bounds, kinks and ties), and a carried value keeps its shape. ``test_programs_have_loops``
-checks that the programs have them. One program in ``BRANCHES`` has
-``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a helper, with a
-loop in a side) on a flag parameter (``flag: bool``), a string parameter (``mode == "a"``,
-``mode in ("a", "b")``), the loop's step (``t > 0``) or a value (``np.sum(h) > 0.5``, ``x <
-0.0``, kept away from its threshold), or ``and``/``or`` of two; a side rebinds values from
-before the ``if`` or leaves them as they were, binds new names in every side or in some
-only (not read after the ``if`` then). Such a program is checked at every combination of
-its flags' values (``Program.variants``: each side of each test on a flag), generated once;
-``test_programs_have_branches`` checks that the programs have them.
+threshold, and helpers have loops too; some go over the items of a list parameter (``for W,
+bias in layers:``, ``for (W,) in layers:``, ``for W in weights:``: tuples of 1 to 3 arrays,
+or arrays, numbers in scalar code; read besides by ``len(layers)`` only), annotated as
+``gradgen check`` reads it (``layers: [("4, 4", "4"), ("4, 4", "4")]``) or not; every step
+is checked as the first is (domains, bounds, kinks and ties), and a carried value keeps its
+shape. ``test_programs_have_loops`` checks that the programs have them. One program in
+``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a
+helper, with a loop in a side) on a flag parameter (``flag: bool``), a string parameter
+(``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``) or a value
+(``np.sum(h) > 0.5``, ``x < 0.0``, kept away from its threshold), or ``and``/``or`` of
+two; a side rebinds values from before the ``if`` or leaves them as they were, binds new
+names in every side or in some only (not read after the ``if`` then). Such a program is
+checked at every combination of its flags' values (``Program.variants``: each side of each
+test on a flag), generated once; ``test_programs_have_branches`` checks that the programs
+have them.
 
 For each program:
 
@@ -46,9 +50,13 @@ For each program:
   du=..., dv=...)``; a None upstream, passed or left out, counts as zero), one per parameter,
   in order, of the parameter's shape (``None`` or ``0.0`` only where the result does not move
   with the parameter), and ``f_value_and_grad`` gives ``f``'s value(s) and the same gradients;
-- neither writes into an argument or an upstream gradient, and (array code) no returned
-  gradient shares memory with an argument, an upstream gradient, a value or another
-  gradient;
+- a list parameter's gradient is gradgen's structure (a list of ``[dW, db]`` lists, one per
+  item, None for an array the result does not move with; for ``for W in weights:`` an
+  array, one row per item), each leaf (``layers[0][1]``) against central differences of
+  that leaf;
+- neither writes into an argument (a list's arrays too) or an upstream gradient, and (array
+  code, or a list's) no returned gradient (nor leaf of a list's) shares memory with an
+  argument, an upstream gradient, a value or another gradient;
 - with ``pairs=True`` (always for a module or several results, one in ``PAIRS`` of the
   others): ``f_forward(*args)`` gives ``(*values, cache)`` and ``f_backward(*upstreams,
   cache)`` the gradients of the recomputing backward, twice from the same cache, which it does
@@ -102,12 +110,14 @@ from program_strategy import (  # noqa: E402
     DRAW_SPELLINGS,
     FORMS,
     HELPER_NAMES,
+    ITEM_LOOP,
     NONDIFF_GENERATORS,
     SCALAR_FORMS,
     STRUCTURED_FORMS,
     Application,
     Form,
     HypothesisChooser,
+    Items,
     MissingGenerator,
     Program,
     RandomChooser,
@@ -548,29 +558,76 @@ EXCLUSIONS = [*(bug.excludes for bug in KNOWN_BUGS), *UNSUPPORTED]
 # --- finite differences -------------------------------------------------------------------------
 
 
-def _moved(args: dict[str, Any], name: str, index: tuple[int, ...], value: float) -> Any:
-    """The arguments with entry ``index`` of ``name`` set to ``value``."""
-    moved = numpy.array(args[name], dtype=numpy.float64)
+# A place in an argument: () for an array or a number, (k, j) for the j-th array of the
+# k-th item of a list of tuples (``layers[k][j]``), (k,) for the k-th of a list of arrays.
+Place = tuple[int, ...]
+
+
+def _leaves(value: Any) -> dict[Place, Any]:
+    """An argument's arrays (or numbers) by their places: a list parameter's, or itself."""
+    if not isinstance(value, list):
+        return {(): value}
+    found: dict[Place, Any] = {}
+    for k, item in enumerate(value):
+        if isinstance(item, tuple):
+            found.update({(k, j): leaf for j, leaf in enumerate(item)})
+        else:
+            found[(k,)] = item
+    return found
+
+
+def _place_text(place: Place) -> str:
+    return "".join(f"[{k}]" for k in place)
+
+
+def _moved(
+    args: dict[str, Any], name: str, index: tuple[int, ...], value: float, place: Place = ()
+) -> Any:
+    """The arguments with entry ``index`` of ``name`` (of its leaf at ``place``) set to
+    ``value``; the other leaves of a list the same objects."""
+    leaf = _leaves(args[name])[place]
+    moved = numpy.array(leaf, dtype=numpy.float64)
     moved[index] = value
     # a number stays a Python float, an array an array
-    return {**args, name: moved if isinstance(args[name], numpy.ndarray) else float(moved)}
+    new = moved if isinstance(leaf, numpy.ndarray) else float(moved)
+    if not place:
+        return {**args, name: new}
+    items = list(args[name])
+    if len(place) == 1:
+        items[place[0]] = new
+    else:
+        item = list(items[place[0]])
+        item[place[1]] = new
+        items[place[0]] = tuple(item)
+    return {**args, name: items}
+
+
+def _numeric_leaf(
+    loss: Callable[..., float], args: dict[str, Any], name: str, place: Place, step: float
+) -> Any:
+    """Five-point central differences of ``loss`` for the leaf of ``name`` at ``place``."""
+    base = numpy.asarray(_leaves(args[name])[place], dtype=numpy.float64)
+    grad = numpy.zeros(base.shape)
+    for index in numpy.ndindex(base.shape):
+        value = float(base[index])
+        h = step * max(1.0, abs(value))
+        h = (value + h) - value  # a step the floats represent exactly
+        f = [loss(**_moved(args, name, index, value + k * h, place)) for k in (-2, -1, 1, 2)]
+        grad[index] = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
+    return grad
 
 
 def numeric_gradients(
     loss: Callable[..., float], args: dict[str, Any], names: list[str], step: float
 ) -> dict[str, Any]:
-    """Five-point central differences of ``loss`` for each parameter in ``names``."""
-    result = {}
+    """Five-point central differences of ``loss`` for each parameter in ``names``; for a
+    list parameter, for each of its leaves, by place (``_leaves``)."""
+    result: dict[str, Any] = {}
     for name in names:
-        base = numpy.asarray(args[name], dtype=numpy.float64)
-        grad = numpy.zeros(base.shape)
-        for index in numpy.ndindex(base.shape):
-            value = float(base[index])
-            h = step * max(1.0, abs(value))
-            h = (value + h) - value  # a step the floats represent exactly
-            f = [loss(**_moved(args, name, index, value + k * h)) for k in (-2, -1, 1, 2)]
-            grad[index] = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
-        result[name] = grad
+        grads = {
+            place: _numeric_leaf(loss, args, name, place, step) for place in _leaves(args[name])
+        }
+        result[name] = grads if isinstance(args[name], list) else grads[()]
     return result
 
 
@@ -624,20 +681,35 @@ def _arrays(value: Any, what: str) -> dict[str, Any]:
     return {what: value} if isinstance(value, numpy.ndarray) else {}
 
 
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """The arrays of ``values`` (a list parameter's or its gradient's leaves too), named by
+    where they are (``layers[0][1]``)."""
+    return {k: v for name, value in values.items() for k, v in _arrays(value, name).items()}
+
+
 def _same_gradients(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
     for name, grad in expected.items():
-        other = actual[name]
-        if grad is None or other is None:
-            assert grad is None and other is None, f"None from one function only: d{name}{what}"
-            continue
-        assert numpy.shape(other) == numpy.shape(grad), f"shape of d{name}{what}"
-        numpy.testing.assert_allclose(
-            other,
-            grad,
-            rtol=1e-12,
-            atol=1e-12 * max(1.0, float(numpy.max(numpy.abs(grad), initial=0.0))),
-            err_msg=f"d{name}{what}",
-        )
+        _same_tree(actual[name], grad, f"d{name}", what)
+
+
+def _same_tree(other: Any, grad: Any, name: str, what: str) -> None:
+    """``other`` is ``grad`` (a list parameter's: leaf by leaf, of the same structure)."""
+    if isinstance(grad, list) or isinstance(other, list):
+        assert type(other) is type(grad) and len(other) == len(grad), f"{name}{what}"
+        for i, (one, two) in enumerate(zip(other, grad, strict=True)):
+            _same_tree(one, two, f"{name}[{i}]", what)
+        return
+    if grad is None or other is None:
+        assert grad is None and other is None, f"None from one function only: {name}{what}"
+        return
+    assert numpy.shape(other) == numpy.shape(grad), f"shape of {name}{what}"
+    numpy.testing.assert_allclose(
+        other,
+        grad,
+        rtol=1e-12,
+        atol=1e-12 * max(1.0, float(numpy.max(numpy.abs(grad), initial=0.0))),
+        err_msg=f"{name}{what}",
+    )
 
 
 def _assert_close_gradient(
@@ -647,12 +719,14 @@ def _assert_close_gradient(
     args: dict[str, Any],
     name: str,
     where: str,
+    place: Place = (),
 ) -> None:
-    """``grad`` against central differences; where they disagree, a second step size tells
-    a wrong gradient from unreliable differences (the program is discarded, counted)."""
+    """``grad`` against central differences (of ``name``'s leaf at ``place``); where they
+    disagree, a second step size tells a wrong gradient from unreliable differences (the
+    program is discarded, counted)."""
     if _close(grad, expected):
         return
-    again = numeric_gradients(loss, args, [name], STEP / 4)[name]
+    again = _numeric_leaf(loss, args, name, place, STEP / 4)
     if not _close(again, expected):
         event("discarded: finite differences disagree between step sizes")
         reject()
@@ -777,7 +851,7 @@ def check_backward(
     except Exception as error:  # the program, not only the traceback into generated code
         raise AssertionError(f"the backward raised {error!r}{context}") from error
     for name in names:
-        _unchanged(program.args[name], args[name], f"argument {name}", context)
+        _unchanged_tree(program.args[name], args[name], f"argument {name}", context)
     given = program.upstreams if program.several else [program.upstream]
     for position, (before, after) in enumerate(zip(given, upstreams, strict=True)):
         if before is not None:
@@ -821,9 +895,15 @@ def check_backward(
         reject()
         raise AssertionError from error  # unreachable: reject() raises
 
+    lists = {items.iterable: items for items in program.item_lists}
     for name in names:
         grad, grad_2 = gradients[name], gradients_2[name]
         where = f"d{name}{context}"
+        if name in lists:
+            check_list_gradient(
+                lists[name], (grad, grad_2), expected[name], loss, program.args, context
+            )
+            continue
         if grad is None or grad_2 is None:
             assert grad is None and grad_2 is None, f"None from one function only: {where}"
         else:
@@ -841,11 +921,76 @@ def check_backward(
         assert numpy.asarray(grad).dtype == numpy.float64, f"dtype of {where}"
         _assert_close_gradient(grad, expected[name], loss, program.args, name, where)
 
-    others: dict[str, Any] = {**args, **_arrays(upstreams, "the upstream gradients")}
-    if program.mode == "array":
-        owned_arrays(gradients, others, context)
-        owned_arrays(gradients_2, {**others, **_arrays(list(values), "the value")}, context)
+    others: dict[str, Any] = {**_flat(args), **_arrays(upstreams, "the upstream gradients")}
+    if program.mode == "array" or program.item_lists:
+        owned_arrays(_flat(gradients), others, context)
+        owned_arrays(_flat(gradients_2), {**others, **_arrays(list(values), "the value")}, context)
     return gradients, expected_values
+
+
+def check_list_gradient(
+    items: Items,
+    grads: tuple[Any, Any],
+    expected: dict[Place, Any],
+    loss: Callable[..., float],
+    args: dict[str, Any],
+    context: str = "",
+) -> None:
+    """The gradient of a list parameter a loop goes over the items of (``f_backward``'s
+    and ``f_value_and_grad``'s, the same), leaf by leaf against central differences:
+    None (or 0.0) where no leaf moves the result; otherwise, items that are tuples
+    (``for W, bias in layers:``) give a list of lists, one per item, each with its arrays'
+    gradients in order (None for one the result does not move with: unread); items that
+    are arrays (``for W in weights:``) give an array, one row per item (as an array's rows
+    do)."""
+    name = items.iterable
+    where = f"d{name}{context}"
+    both = [_gradient_leaves(items, grad, where) for grad in grads]
+    if both[0] is None or both[1] is None:
+        assert both[0] is None and both[1] is None, f"None from one function only: {where}"
+        moved = [p for p, e in expected.items() if not _close(0.0, e)]
+        assert not moved, (
+            f"{grads[0]!r}, but {name}{_place_text(moved[0])} moves the result: {where}"
+        )
+        return
+    leaves, again = both
+    for place, leaf in leaves.items():
+        there = f"d{name}{_place_text(place)}{context}"
+        other = again[place]
+        if leaf is None or other is None:
+            assert leaf is None and other is None, f"None from one function only: {there}"
+        else:
+            numpy.testing.assert_array_equal(other, leaf, err_msg=f"two answers for {there}")
+        dims = numpy.shape(_leaves(args[name])[place])
+        if leaf is None or (isinstance(leaf, float) and leaf == 0.0 and dims != ()):
+            assert _close(0.0, expected[place]), f"{leaf!r}, but it moves the result: {there}"
+            continue
+        assert numpy.shape(leaf) == dims, f"shape {numpy.shape(leaf)}, not {dims}: {there}"
+        assert numpy.asarray(leaf).dtype == numpy.float64, f"dtype of {there}"
+        _assert_close_gradient(leaf, expected[place], loss, args, name, there, place)
+
+
+def _gradient_leaves(items: Items, grad: Any, where: str) -> dict[Place, Any] | None:
+    """A list parameter's gradient by the places of its leaves (``check_list_gradient``
+    says what it is); None for None or 0.0."""
+    if grad is None or (isinstance(grad, float) and grad == 0.0):
+        return None
+    count = len(items.values)
+    if not items.tupled:
+        dims = (count, *items.shapes[0])
+        assert isinstance(grad, numpy.ndarray) and grad.shape == dims, (
+            f"not an array of shape {dims} (one row per item): {grad!r} {where}"
+        )
+        return {(k,): grad[k] for k in range(count)}
+    assert isinstance(grad, list) and len(grad) == count, f"not a list of {count}: {where}"
+    found: dict[Place, Any] = {}
+    for k, item in enumerate(grad):
+        width = len(items.targets)
+        assert isinstance(item, list) and len(item) == width, (
+            f"item {k}: not a list of {width}: {where}"
+        )
+        found.update({(k, j): leaf for j, leaf in enumerate(item)})
+    return found
 
 
 def check_split(program: Program, annotated: bool, context: str) -> None:
@@ -912,7 +1057,7 @@ def check_pairs(
             got, expected_one, rtol=1e-12, atol=1e-12, err_msg=f"f_forward's value{context}"
         )
     for name in names:
-        _unchanged(program.args[name], args[name], f"argument {name}", context)
+        _unchanged_tree(program.args[name], args[name], f"argument {name}", context)
     for position, (before, after) in enumerate(zip(given, upstreams, strict=True)):
         if before is not None:
             _unchanged(before, after, f"upstream gradient {position}", context)
@@ -923,14 +1068,14 @@ def check_pairs(
         gradients,
         f" from the cache, called again (pairs=True){context}",
     )
-    if program.mode == "array":
+    if program.mode == "array" or program.item_lists:
         others = {
-            **args,
+            **_flat(args),
             **_arrays(upstreams, "the upstream gradients"),
             **_arrays(values, "the value"),
             **_arrays(cache, "the cache"),
         }
-        owned_arrays(from_cache, others, context)
+        owned_arrays(_flat(from_cache), others, context)
 
 
 # --- the properties ----------------------------------------------------------------------------
@@ -953,6 +1098,8 @@ def _events(program: Program, annotated: bool, pairs: bool) -> None:
     event(f"program: {'a module' if program.helpers else 'one function'}")
     event(f"program: {len(program.results) if program.several else 1} results")
     event("annotated" if annotated else "plain")
+    if program.item_lists:
+        event(f"program: a list parameter, {'annotated' if annotated else 'plain'}")
     if pairs:
         event("pairs checked")
 
@@ -1112,9 +1259,16 @@ def check_drawing_program(program: Program, annotated: bool, spelling: str) -> N
         except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
             event("discarded: finite differences leave the domain")
             reject()
+        lists = {items.iterable: items for items in program.item_lists}
         for parameter in differentiable:
             grad = gradients[parameter]
             where = f"d{parameter}{context}"
+            if parameter in lists:
+                twice = (grad, grad)  # the pair's gradients are the same (above)
+                check_list_gradient(
+                    lists[parameter], twice, expected[parameter], loss, program.args, context
+                )
+                continue
             shape = numpy.shape(program.args[parameter])
             if grad is None or (isinstance(grad, float) and grad == 0.0 and shape != ()):
                 assert _close(0.0, expected[parameter]), f"{grad!r}, but it moves: {where}"
@@ -1301,6 +1455,18 @@ LOOP_FEATURES = (
     "loop: an array made by a _like (np.zeros_like(x))",
     "a helper with a loop",
     "a helper with a loop called with different arguments varying",
+    ITEM_LOOP,
+    f"{ITEM_LOOP}, with a tuple target",
+    f"{ITEM_LOOP}, a tuple of one",
+    f"{ITEM_LOOP}, one array per item",
+    f"{ITEM_LOOP}, of numbers",
+    f"{ITEM_LOOP}, an item's array unread",
+    f"{ITEM_LOOP}, an item's array rebound",
+    f"{ITEM_LOOP}, its len() read",
+    f"{ITEM_LOOP}, a helper called with an item's array",
+    f"{ITEM_LOOP}, a list appended to",
+    f"{ITEM_LOOP}, a loop nested in it",
+    f"{ITEM_LOOP}, several values carried",
 )
 
 
@@ -1310,11 +1476,16 @@ def test_programs_have_loops() -> None:
     made for it by np.zeros, np.ones, np.empty or their ``_like``) or a ``while`` loop
     stopped by a test of a carried value and a counter, in scalar and in array code, in
     ``f`` and in the functions it calls (one called with different arguments carrying
-    gradients): 300 programs, built the way the property tests build theirs."""
+    gradients), or a ``for`` loop over the items of a list parameter (tuples, tuples of
+    one, arrays, numbers): 300 programs, built the way the property tests build theirs,
+    and up to 300 more while a construct is missing (the rarest come once in a few hundred
+    programs, and which programs a seed gives changes with any change of the strategy)."""
     found: collections.Counter[str] = collections.Counter()
     built = {"scalar": 0, "array": 0}
     looped = {"scalar": 0, "array": 0}
-    for seed in range(300):
+    for seed in range(600):
+        if seed >= 300 and all(found[feature] for feature in LOOP_FEATURES):
+            break
         mode = "scalar" if seed % 3 == 0 else "array"
         try:
             program = build_program(RandomChooser(seed), mode, EXCLUSIONS, modules=4, loops=LOOPS)
@@ -1355,19 +1526,23 @@ BRANCH_FEATURES = (
     "branch: a conditional expression",
     "branch: a return in each side",
     "branch: a side that raises",
+    f"{ITEM_LOOP}, an if in it",
 )
 
 
 def test_programs_have_branches() -> None:
     """About one program in ``BRANCHES`` has ``if`` statements (at the top, in a loop,
     nested, in a helper; on a flag, a string, the loop's step, a value; with ``elif`` and
-    ``else``), in scalar and in array code, and a program whose tests read flags is checked
-    at every combination of their values: 300 programs, built the way the property tests
-    build theirs."""
+    ``else``; in a loop over the items of a list), in scalar and in array code, and a
+    program whose tests read flags is checked at every combination of their values: 300
+    programs, built the way the property tests build theirs, and up to 300 more while a
+    construct is missing (as ``test_programs_have_loops``)."""
     found: collections.Counter[str] = collections.Counter()
     built = {"scalar": 0, "array": 0}
     branched = {"scalar": 0, "array": 0}
-    for seed in range(300):
+    for seed in range(600):
+        if seed >= 300 and all(found[feature] for feature in BRANCH_FEATURES):
+            break
         mode = "scalar" if seed % 3 == 0 else "array"
         try:
             program = build_program(
@@ -1394,6 +1569,32 @@ def test_programs_have_branches() -> None:
         assert branched[mode] >= built[mode] / (2 * BRANCHES), f"{branched} of {built} branch"
     missing = [feature for feature in BRANCH_FEATURES if not found[feature]]
     assert not missing, f"no program has: {missing}"
+
+
+def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:
+    """In an annotated program, a list parameter a loop goes over the items of is annotated
+    with the shapes of its items' arrays (``layers: [("4, 4", "4"), ("4, 4", "4")]``,
+    ``weights: ["3, 4", "3, 4"]``): those ``gradgen check`` draws them at (``item_shapes``);
+    in a plain one it is not. gradgen generates both."""
+    from gradgen.gradcheck.inputs import item_shapes
+
+    seen: collections.Counter[tuple[bool, bool]] = collections.Counter()
+    for seed in range(300):
+        mode = "scalar" if seed % 3 == 0 else "array"
+        try:
+            program = build_program(RandomChooser(seed), mode, EXCLUSIONS, loops=LOOPS)
+        except Unfit:
+            continue
+        for items in program.item_lists:
+            for annotated in (False, True):
+                source = program.source(annotated)
+                gradgen.generate(source, "forward.py")  # a refusal raises
+                read = item_shapes(source, "f").get(items.iterable)
+                assert read == ([items.shapes] * len(items.values) if annotated else None), source
+                seen[(annotated, items.tupled)] += 1
+        if len(seen) == 4:
+            return
+    pytest.fail(f"not every kind of list parameter, annotated and plain: {seen}")
 
 
 def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:
