@@ -2615,7 +2615,11 @@ def _function_body(
         if depth == 0 and not b.branches and choose.boolean():
             # Values its steps bind, read after it: the last step's, as in Python (gradgen
             # binds them to None before a loop of the function's body and carries them).
-            for name in _last_values(lines, outside, (variable, *lists)):
+            # Not a name an earlier statement binds where it may not run (in some sides of
+            # an ``if``, in a loop): gradgen refuses it, rightly (bound before the loop or
+            # not, depending on a test).
+            earlier = [n for line in body for n in _entry_parts(line)[0]]
+            for name in _last_values(lines, outside, (variable, *lists, *earlier)):
                 if name in after and is_float(after[name]) and choose.boolean():
                     b.bind(name, after[name])
                     locals_.append(name)
