@@ -118,15 +118,17 @@ gradients (several backwards reading the steps its one ``F_forward`` keeps).
 
 ``f``'s loop sometimes goes over the items of a list parameter instead (``_plan_items``):
 ``for W, bias in layers:`` (parenthesized sometimes; ``for (W,) in layers:`` a tuple of one)
-or ``for W in weights:`` (one array an item), 1 to ``MAX_ITEMS`` items of 1 to 3 arrays, of
-one shape per position in every item (one of ``f``'s parameters', a square matrix ``h @ W``
-keeps, a row, a number; numbers in scalar code), so that a carried value keeps its shape.
-Its statements are built at the first item as another loop's (``item_looping``: an
-accumulator, an append, an ``if``, a nested loop, a call of a helper with the item's arrays;
-those rebound sometimes, and most often reaching what the step hands on), then every item is
-run after their checks (``ItemBlock``). The list is read by that loop and ``len(layers)``
-only (gradgen refuses any other read, and is right to); an annotated program annotates it
-as ``gradgen check`` reads it (``layers: [("4, 4", "4"), ("4, 4", "4")]``).
+or ``for W in weights:`` (one array an item), numbered sometimes (``for i, (W, bias) in
+enumerate(layers):``, ``i`` read as a range loop's variable is), 1 to ``MAX_ITEMS`` items of
+1 to 3 arrays, of one shape per position in every item (one of ``f``'s parameters', a square
+matrix ``h @ W`` keeps, a row, a number; numbers in scalar code), so that a carried value
+keeps its shape. Its statements are built at the first item as another loop's
+(``item_looping``: an accumulator, an append, an ``if``, a nested loop, a call of a helper
+with the item's arrays; those rebound sometimes, most often reaching what the step hands on,
+read after the loop sometimes: the last item's), then every item is run after their checks
+(``ItemBlock``). The list is read by that loop and ``len(layers)`` only (gradgen refuses any
+other read, and is right to); an annotated program annotates it as ``gradgen check`` reads
+it (``layers: [("4, 4", "4"), ("4, 4", "4")]``).
 """
 
 from __future__ import annotations
@@ -1912,12 +1914,28 @@ class Items(Steps):
     shapes: tuple[tuple[int, ...], ...] = ()
     tupled: bool = True
     target: str = ""  # as written: "W, bias", "(W, bias)", "W,", "(W,)", "W"
+    number: str = ""  # enumerate's (for i, (W, bias) in enumerate(layers):), if numbered
+
+    @property
+    def index(self) -> str:
+        """What numbers the items in a step: enumerate's number, else ``ITEM_AT`` (the
+        checks' only)."""
+        return self.number or ITEM_AT
 
     def read(self) -> str:
         """The statement that binds a step's item (``W, bias = layers[item_at]``)."""
         if self.tupled and len(self.targets) == 1:
-            return f"{self.targets[0]} = {self.iterable}[{ITEM_AT}][0]"
-        return f"{', '.join(self.targets)} = {self.iterable}[{ITEM_AT}]"
+            return f"{self.targets[0]} = {self.iterable}[{self.index}][0]"
+        return f"{', '.join(self.targets)} = {self.iterable}[{self.index}]"
+
+    def header(self) -> str:
+        """``for W, bias in layers:``, ``for i, (W, bias) in enumerate(layers):``."""
+        if not self.number:
+            return f"for {self.target} in {self.iterable}:"
+        target = self.target
+        if self.tupled and not target.startswith("("):
+            target = f"({target})"
+        return f"for {self.number}, {target} in enumerate({self.iterable}):"
 
     def annotation(self) -> str:
         """The list's shapes as ``gradgen check`` reads them: a tuple of shapes per item
@@ -1941,7 +1959,7 @@ class ItemBlock(Block):
         assert isinstance(items, Items) and self.lines[0] == items.read()
         lists = "".join(f"{name} = []\n" for name in self.lists)
         body = textwrap.indent("\n".join(self.lines[1:]), "    ")
-        return f"{lists}for {items.target} in {items.iterable}:\n{body}"
+        return f"{lists}{items.header()}\n{body}"
 
 
 def _plan_items(
@@ -1969,11 +1987,13 @@ def _plan_items(
     target = ", ".join(targets) + ("," if tupled and width == 1 else "")
     if tupled and choose.index(4) == 0:
         target = f"({target})"  # for (W, bias) in layers:, for (W,) in layers:
+    # for i, (W, bias) in enumerate(layers): the number a value, an index, a test's
+    number = LOOP_VARIABLES[1] if choose.index(4) == 0 else ""
     args[name] = items
     params.append((name, ()))
     b.item_lists[name] = items
     b.hidden.add(name)  # never rebound, never a variable
-    return Items(name, tuple(range(count)), targets, dims, tupled, target)
+    return Items(name, tuple(range(count)), targets, dims, tupled, target, number)
 
 
 def _item_shape(
@@ -2921,13 +2941,15 @@ def _function_body(
 
     def item_looping(number: int, items: Items) -> bool:
         """``for W, bias in layers:`` over the items of ``f``'s list parameter
-        (``_plan_items``; ``for W in weights:``), its statements built at the first item as
-        ``looping`` builds a loop's: the item's arrays read as values (and rebound
-        sometimes), a value from before the loop carried through them, sometimes an
-        accumulator made before it, an append, an ``if``, a loop nested in it, a call of a
-        helper most likely reading the item; the item's arrays most often reach what the
-        step hands on (``_reaches``). Then every item is run after the checks of its
-        statements (``ItemBlock``). Whether it calls a function of the module."""
+        (``_plan_items``; ``for W in weights:``, ``for i, (W, bias) in enumerate(layers):``),
+        its statements built at the first item as ``looping`` builds a loop's: the item's
+        arrays read as values (and rebound sometimes), a value from before the loop carried
+        through them, sometimes an accumulator made before it, an append, an ``if``, a loop
+        nested in it, a call of a helper most likely reading the item; the item's arrays
+        most often reach what the step hands on (``_reaches``). Then every item is run after
+        the checks of its statements (``ItemBlock``); what the steps bind (the item's arrays
+        too) is read after the loop sometimes, the last item's. Whether it calls a function
+        of the module."""
         if choose.index(4) == 0 and fresh():  # an accumulator: loss = loss + np.sum(W * W)
             target = choose.weighted(fresh())
             body.append(f"{target} = 0.0")
@@ -2939,13 +2961,15 @@ def _function_body(
         lists = (name,) if name is not None and choose.boolean() else ()
         outside = dict(b.env)
         start = len(body)
-        b.loops.append(Scope("", items.values, frozenset(outside), lists))  # nothing counts
-        b.env[ITEM_AT] = items.values[0]
+        # Nothing counts the steps but enumerate's number, where it is written.
+        b.loops.append(Scope(items.number, items.values, frozenset(outside), lists))
+        b.env[items.index] = items.values[0]
         body.append(items.read())
         line_checks.append(())
         _execute(b, items.read())
         locals_.extend(items.targets)
-        del b.env[ITEM_AT]
+        if not items.number:
+            del b.env[ITEM_AT]
         called = False
         actions = ["statement"] * choose.weighted([(0, 1), (1, 3), (2, 3), (3, 1)])
         actions.insert(len(actions) - choose.index(min(len(actions), 2) + 1), "carry")
@@ -2988,13 +3012,21 @@ def _function_body(
         # gradient is None, which a few programs check).
         if not _reaches(lines[1:], items.targets, (*carried, *lists)) and choose.index(6):
             raise Unfit("a loop over a list's items whose steps hand none of them on")
-        block = ItemBlock(ITEM_AT, items, lists, lines, checks, carried)
+        block = ItemBlock(items.index, items, lists, lines, checks, carried)
         b.env = dict(outside)
         block(b)  # every item, from the values before the loop
         after = b.env
         b.env = {n: after[n] for n in outside}
         b.names = [n for n in b.names if n in outside]
         locals_[:] = [n for n in locals_ if n in outside]
+        if not b.branches and choose.boolean():
+            # Values its steps bind (the item's arrays too), read after it: the last item's,
+            # as after ``looping``'s loops.
+            earlier = [n for line in body for n in _entry_parts(line)[0]]
+            for name in _last_values(lines, outside, (items.index, *lists, *earlier)):
+                if name in after and is_float(after[name]) and choose.boolean():
+                    b.bind(name, after[name])
+                    locals_.append(name)
         body.append(block.source())
         line_checks.append((block,))
         for filled_list in lists:
@@ -3196,7 +3228,7 @@ def build_program(
     returned = [t.text for t in body.results]
     item_lists = (steps,) if isinstance(steps, Items) else ()
     for items in item_lists:  # its loop could not be built: the list would go unread
-        if not any(f" in {items.iterable}:\n" in line for line in body.lines):
+        if not any(f"{items.header()}\n" in f"\n{line}" for line in body.lines):
             raise Unfit(f"no loop over the items of {items.iterable}")
     flags = dict(b.flags)
     defaults: dict[str, str | None] = {}
@@ -3639,7 +3671,7 @@ def _loop_features(statements: list[ast.stmt], outside: set[str], depth: int = 0
         if not isinstance(loop, ast.For):
             continue
         before = outside | _stored(statements[:index])
-        if isinstance(loop.iter, ast.Name):  # for W, bias in layers:
+        if _over_items(loop) is not None:  # for W, bias in layers:
             found |= _item_loop_features(loop, statements, before, depth)
             continue
         assert isinstance(loop.target, ast.Name)
@@ -3716,15 +3748,38 @@ def _reaches(lines: list[str], sources: Sequence[str], sinks: Sequence[str]) -> 
 ITEM_LOOP = "loop: over the items of a list parameter"
 
 
+def _over_items(loop: ast.For) -> tuple[str, ast.expr, str] | None:
+    """The list parameter a loop goes over the items of, the target of its items, and
+    enumerate's number ("" for none): ``for W, bias in layers:``, ``for i, (W, bias) in
+    enumerate(layers):``; None for another loop."""
+    if isinstance(loop.iter, ast.Name):
+        return loop.iter.id, loop.target, ""
+    call, target = loop.iter, loop.target
+    if (
+        isinstance(call, ast.Call)
+        and ast.unparse(call.func) == "enumerate"
+        and len(call.args) == 1
+        and isinstance(call.args[0], ast.Name)
+        and isinstance(target, ast.Tuple)
+        and isinstance(target.elts[0], ast.Name)
+    ):
+        return call.args[0].id, target.elts[1], target.elts[0].id
+    return None
+
+
 def _item_loop_features(
     loop: ast.For, statements: list[ast.stmt], before: set[str], depth: int
 ) -> set[str]:
     """What a loop over the items of a list parameter (``for W, bias in layers:``) does:
-    its target, the item's arrays unread or passed to a helper, ``len()`` of the list read
-    (in ``statements``, the function's), what its statements do."""
-    assert isinstance(loop.iter, ast.Name)
+    its target, enumerate's number, the item's arrays unread, read after it or passed to
+    a helper, ``len()`` of the list read (in ``statements``, the function's), what its
+    statements do."""
+    over = _over_items(loop)
+    assert over is not None
+    sequence, target, number = over
     found = {ITEM_LOOP}
-    target = loop.target
+    if number:
+        found.add(f"{ITEM_LOOP}, numbered by enumerate")
     if isinstance(target, ast.Name):
         found.add(f"{ITEM_LOOP}, one array per item")
         names = [target.id]
@@ -3747,8 +3802,17 @@ def _item_loop_features(
     if set(names) & _stored(loop.body):
         found.add(f"{ITEM_LOOP}, an item's array rebound")
     for node in ast.walk(ast.Module(statements, [])):
-        if isinstance(node, ast.Call) and ast.unparse(node) == f"len({loop.iter.id})":
+        if isinstance(node, ast.Call) and ast.unparse(node) == f"len({sequence})":
             found.add(f"{ITEM_LOOP}, its len() read")
+    index = next(i for i, s in enumerate(statements) if s is loop)
+    later = {
+        n.id
+        for s in statements[index + 1 :]
+        for n in ast.walk(s)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    if set(names) & later:  # the last item's: no statement but the loop binds them
+        found.add(f"{ITEM_LOOP}, an item's array read after it")
     for node in ast.walk(loop):
         if _calls_one_of(node, set(HELPER_NAMES)):
             assert isinstance(node, ast.Call)

@@ -25,12 +25,13 @@ a list made empty before the loop, read whole after it (``np.stack(hs, axis=1)``
 (``rows[t] = h``, ``rows[:, t] = v``, ``np.zeros``/``np.ones``/``np.empty`` or their
 ``_like``), read after it, as the values a loop binds sometimes are (the last step's); some
 loops are ``while <test of a carried value> and n < K:`` with the test kept away from its
-threshold, and helpers have loops too; some go over the items of a list parameter (``for W,
-bias in layers:``, ``for (W,) in layers:``, ``for W in weights:``: tuples of 1 to 3 arrays,
-or arrays, numbers in scalar code; read besides by ``len(layers)`` only), annotated as
-``gradgen check`` reads it (``layers: [("4, 4", "4"), ("4, 4", "4")]``) or not; every step
-is checked as the first is (domains, bounds, kinks and ties), and a carried value keeps its
-shape. ``test_programs_have_loops`` checks that the programs have them. One program in
+threshold, and helpers have loops too; some go over the items of a list parameter
+(``for W, bias in layers:``, ``for (W,) in layers:``, ``for W in weights:``, ``for i, (W,
+bias) in enumerate(layers):``: tuples of 1 to 3 arrays, or arrays, numbers in scalar code;
+read besides by ``len(layers)`` only), annotated as ``gradgen check`` reads it
+(``layers: [("4, 4", "4"), ("4, 4", "4")]``) or not; every step is checked as the first is
+(domains, bounds, kinks and ties), and a carried value keeps its shape.
+``test_programs_have_loops`` checks that the programs have them. One program in
 ``BRANCHES`` has ``if``/``elif``/``else`` statements (at the top, in its loop, nested, in a
 helper, with a loop in a side) on a flag parameter (``flag: bool``), a string parameter
 (``mode == "a"``, ``mode in ("a", "b")``), the loop's step (``t > 0``) or a value
@@ -1459,6 +1460,8 @@ LOOP_FEATURES = (
     f"{ITEM_LOOP}, with a tuple target",
     f"{ITEM_LOOP}, a tuple of one",
     f"{ITEM_LOOP}, one array per item",
+    f"{ITEM_LOOP}, numbered by enumerate",
+    f"{ITEM_LOOP}, an item's array read after it",
     f"{ITEM_LOOP}, of numbers",
     f"{ITEM_LOOP}, an item's array unread",
     f"{ITEM_LOOP}, an item's array rebound",
