@@ -375,6 +375,17 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "        h = np.sin(h + w)\n    return h\n",
         {"x": (3,), "w": (3,)},
     ),
+    # A product of arrays with no gradient, (x > 1.0) @ (y > x), a number, was given the
+    # shape of its operands broadcast, (4,), as if @ were elementwise: carried through a
+    # loop and stacked, its gradients were summed over an axis they do not have (AxisError),
+    # or wrong (found by the property tests' thorough profile).
+    "product-of-masks-carried-and-stacked": (
+        "import math\nimport numpy as np\n\n\ndef f(x: '4', y: float):\n"
+        "    z = y + (x > 1.0) @ (y > x)\n    t = 1 / (1 + math.exp(-z))\n    hs = []\n"
+        "    for i in range(2):\n        hs.append(t)\n        t = 1 / (1 + math.exp(-(t + t)))\n"
+        "    return np.sum(np.stack(hs, -1) + t) + np.sum(x * t)\n",
+        {"x": (4,), "y": ()},
+    ),
     "zero-steps": (
         "import numpy as np\n\n\ndef f(x: '3', w: '3'):\n    h = x\n"
         "    for t in range(0):\n        h = h * w\n    return np.sum(h * w)\n",

@@ -285,6 +285,9 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         return SCALAR  # a number, a module constant
     if isinstance(expr, Name):
         return known.get(expr.id)
+    if isinstance(expr, BinOp) and expr.op == "@":  # not elementwise: numpy's matmul rules
+        left, right = (expression_shape(e, known) for e in (expr.left, expr.right))
+        return shapes.matmul(left, right)
     if isinstance(expr, (BinOp, Compare)):
         return shapes.broadcast(
             expression_shape(expr.left, known), expression_shape(expr.right, known)
