@@ -2143,10 +2143,15 @@ def _simple_test(b: Builder, kind: str) -> Test:
 class Branch:
     """An ``if`` as the forward runs it, the check of its statement: the tests in order,
     then the statements of the first side whose test holds (the ``else`` side's where none
-    does, if there is one), each after its checks; ``Raised`` for a side that raises."""
+    does, if there is one), each after its checks; ``Raised`` for a side that raises. Of a
+    conditional expression (``y = math.tanh(y) if x > 1.0 else math.log(y, math.exp(y))``)
+    only the side's checks: its line binds the side's value itself (run here too, it
+    rebound ``y``, which the line's own run then read: the log of another value than the
+    forward's)."""
 
     tests: list[Check]
     sides: list[tuple[list[str], list[tuple[Check, ...]]]]  # each arm's, an ``else`` last
+    expression: bool = False  # a conditional expression's
 
     def __call__(self, b: Builder) -> None:
         for index, (lines, checks) in enumerate(self.sides):
@@ -2157,7 +2162,8 @@ class Branch:
             for line, line_checks in zip(lines, checks, strict=True):
                 for check in line_checks:
                     check(b)
-                _execute(b, line)
+                if not self.expression:
+                    _execute(b, line)
             return
 
 
@@ -2771,7 +2777,8 @@ def _function_body(
             # The same, as a conditional expression: y = a if test else b.
             name, then, orelse = bindings[0].group(1), bindings[0].group(2), bindings[1].group(2)
             body.append(f"{name} = {then} if {tests[0].text} else {orelse}")
-            line_checks.append((Branch([t.decide for t in tests], [a[:2] for a in arms]),))
+            sides = [a[:2] for a in arms]
+            line_checks.append((Branch([t.decide for t in tests], sides, expression=True),))
             return called
         parts = []
         for index, (lines, _, _, _) in enumerate(arms):

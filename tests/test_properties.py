@@ -1600,6 +1600,25 @@ def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:
     pytest.fail(f"not every kind of list parameter, annotated and plain: {seen}")
 
 
+def test_a_conditional_expression_binds_its_value_once() -> None:
+    """The check of ``y = math.tanh(y) if x > 1.0 else math.log(y, math.exp(y))`` (in a
+    helper, at a call's arguments) runs its side's checks, not its side: the thorough
+    profile built a forward that raised, its check having run the side (rebinding ``y``),
+    then the line, which read that ``y`` (the log of another value than the forward's)."""
+    import math
+
+    from program_strategy import Branch, Builder, _execute
+
+    b = Builder(RandomChooser(0), "scalar")
+    b.bind("x", -1.4)
+    b.bind("y", 1.6)
+    sides = [(["y = math.tanh(y)"], [()]), (["y = math.log(y, math.exp(y))"], [()])]
+    check = Branch([lambda b: bool(b.env["x"] > 1.0)], sides, expression=True)
+    check(b)
+    _execute(b, "y = math.tanh(y) if x > 1.0 else math.log(y, math.exp(y))")
+    assert b.env["y"] == pytest.approx(math.log(1.6, math.exp(1.6)))
+
+
 def test_a_helper_tells_numpy_booleans_from_python_booleans() -> None:
     """A helper's results are memoized by its arguments: numpy's booleans (``x > 0.0`` of a
     numpy number) and Python's compute differently (``np.True_ - np.False_`` raises), so a
