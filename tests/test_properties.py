@@ -802,7 +802,7 @@ def check_raises(
         else:
             raise AssertionError(f"{what} did not raise{context}")
         for name in names:
-            _unchanged(program.args[name], args[name], f"argument {name} of {what}", context)
+            _unchanged_tree(program.args[name], args[name], f"argument {name} of {what}", context)
 
 
 def check_backward(
