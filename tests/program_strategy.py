@@ -119,7 +119,9 @@ gradients (several backwards reading the steps its one ``F_forward`` keeps).
 ``f``'s loop sometimes goes over the items of a list parameter instead (``_plan_items``):
 ``for W, bias in layers:`` (parenthesized sometimes; ``for (W,) in layers:`` a tuple of one)
 or ``for W in weights:`` (one array an item), numbered sometimes (``for i, (W, bias) in
-enumerate(layers):``, ``i`` read as a range loop's variable is), 1 to ``MAX_ITEMS`` items of
+enumerate(layers):``, ``i`` read as a range loop's variable is), or over two or three lists
+of arrays side by side (``for W, bias in zip(Ws, biases):``, numbered too; the lists of
+lengths drawn apart sometimes, the shortest setting the steps), 1 to ``MAX_ITEMS`` items of
 1 to 3 arrays, of one shape per position in every item (one of ``f``'s parameters', a square
 matrix ``h @ W`` keeps, a row, a number; numbers in scalar code), so that a carried value
 keeps its shape. Its statements are built at the first item as another loop's
@@ -644,7 +646,7 @@ class Program:
             [(n, s, self.defaults.get(n)) for n, s in self.params],
             self.body,
             list(self.results or (self.result,)),
-            {items.iterable: items.annotation() for items in self.item_lists},
+            {n: a for items in self.item_lists for n, a in items.annotations().items()},
         )
 
     def at(self, variant: dict[str, Any]) -> Program:
@@ -1898,6 +1900,7 @@ class Block:
 
 ITEM_LIST_NAMES = ("layers", "weights", "blocks")  # f's list parameter its loop goes over
 ITEM_NAMES = ("W", "bias", "gain")  # the names of an item's arrays, by position
+ZIPPED_NAMES = ("Ws", "biases", "gains")  # zip's lists, by position (for W, bias in zip(...)
 ITEM_AT = "item_at"  # the place of the item a step reads: in the checks only, never written
 MAX_ITEMS = 4
 
@@ -1915,6 +1918,10 @@ class Items(Steps):
     tupled: bool = True
     target: str = ""  # as written: "W, bias", "(W, bias)", "W,", "(W,)", "W"
     number: str = ""  # enumerate's (for i, (W, bias) in enumerate(layers):), if numbered
+    # zip's lists, one per target, each item one array (for W, bias in zip(Ws, biases):),
+    # with their lengths (the steps: the shortest's; the longer ones' last items unread).
+    zipped: tuple[str, ...] = ()
+    lengths: tuple[int, ...] = ()
 
     @property
     def index(self) -> str:
@@ -1924,18 +1931,39 @@ class Items(Steps):
 
     def read(self) -> str:
         """The statement that binds a step's item (``W, bias = layers[item_at]``)."""
+        if self.zipped:
+            reads = [f"{name}[{self.index}]" for name in self.zipped]
+            return f"{', '.join(self.targets)} = {', '.join(reads)}"
         if self.tupled and len(self.targets) == 1:
             return f"{self.targets[0]} = {self.iterable}[{self.index}][0]"
         return f"{', '.join(self.targets)} = {self.iterable}[{self.index}]"
 
     def header(self) -> str:
-        """``for W, bias in layers:``, ``for i, (W, bias) in enumerate(layers):``."""
+        """``for W, bias in layers:``, ``for i, (W, bias) in enumerate(layers):``, ``for W,
+        bias in zip(Ws, biases):``, ``for i, (W, bias) in enumerate(zip(Ws, biases)):``."""
+        iterable = f"zip({', '.join(self.zipped)})" if self.zipped else self.iterable
         if not self.number:
-            return f"for {self.target} in {self.iterable}:"
+            return f"for {self.target} in {iterable}:"
         target = self.target
-        if self.tupled and not target.startswith("("):
+        if (self.tupled or self.zipped) and not target.startswith("("):
             target = f"({target})"
-        return f"for {self.number}, {target} in enumerate({self.iterable}):"
+        return f"for {self.number}, {target} in enumerate({iterable}):"
+
+    def lists(self) -> tuple[Items, ...]:
+        """The list parameters the loop reads, each as a loop over it alone would: zip's
+        lists one by one (each item one array, all its items), else this one."""
+        if not self.zipped:
+            return (self,)
+        return tuple(
+            Items(name, tuple(range(length)), (target,), (dims,), False, target)
+            for name, length, target, dims in zip(
+                self.zipped, self.lengths, self.targets, self.shapes, strict=True
+            )
+        )
+
+    def annotations(self) -> dict[str, str]:
+        """Each list parameter's annotation (``annotation``), by name."""
+        return {items.iterable: items.annotation() for items in self.lists()}
 
     def annotation(self) -> str:
         """The list's shapes as ``gradgen check`` reads them: a tuple of shapes per item
@@ -1973,27 +2001,44 @@ def _plan_items(
     """The list parameter ``f``'s loop goes over the items of: 1 to ``MAX_ITEMS`` items,
     each a tuple of 1 to 3 arrays or one array, of shapes drawn by ``_item_shape`` (numbers
     in scalar code). Read by that loop and ``len()`` only (``Builder.item_lists``)."""
+    zipped = choose.index(5) == 0  # for W, bias in zip(Ws, biases):
     name = choose.pick(ITEM_LIST_NAMES)
-    tupled = choose.index(4) != 0
-    width = 1 + choose.index(3) if tupled else 1
+    tupled = not zipped and choose.index(4) != 0
+    width = 2 + choose.index(2) if zipped else 1 + choose.index(3) if tupled else 1
     count = 1 + choose.index(MAX_ITEMS)
     dims = tuple(_item_shape(choose, b.mode, shapes, position) for position in range(width))
-    items: list[Any] = []
-    for _ in range(count):
-        arrays = [rng.uniform(0.2, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d) for d in dims]
-        arrays = [float(a) if d == () else a for a, d in zip(arrays, dims, strict=True)]
-        items.append(tuple(arrays) if tupled else arrays[0])
+    # zip's lists: the shortest sets the steps, the others have an item or two more sometimes
+    lengths = tuple(count + choose.pick([0, 0, 0, 1, 2]) for _ in dims) if zipped else ()
+    if zipped and min(lengths) > count:
+        lengths = (count, *lengths[1:])
+
+    def array(d: tuple[int, ...]) -> Any:
+        a = rng.uniform(0.2, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d)
+        return float(a) if d == () else a
+
     targets = ITEM_NAMES[:width]
     target = ", ".join(targets) + ("," if tupled and width == 1 else "")
     if tupled and choose.index(4) == 0:
         target = f"({target})"  # for (W, bias) in layers:, for (W,) in layers:
     # for i, (W, bias) in enumerate(layers): the number a value, an index, a test's
     number = LOOP_VARIABLES[1] if choose.index(4) == 0 else ""
-    args[name] = items
-    params.append((name, ()))
-    b.item_lists[name] = items
-    b.hidden.add(name)  # never rebound, never a variable
-    return Items(name, tuple(range(count)), targets, dims, tupled, target, number)
+    if zipped:
+        names = ZIPPED_NAMES[:width]
+        drawn = zip(names, dims, lengths, strict=True)
+        lists = {n: [array(d) for _ in range(k)] for n, d, k in drawn}
+    else:
+        names = (name,)
+        items = [tuple(array(d) for d in dims) for _ in range(count)]
+        lists = {name: items if tupled else [item[0] for item in items]}
+    for listed, values in lists.items():
+        args[listed] = values
+        params.append((listed, ()))
+        b.item_lists[listed] = values
+        b.hidden.add(listed)  # never rebound, never a variable
+    zip_names = names if zipped else ()
+    return Items(
+        names[0], tuple(range(count)), targets, dims, tupled, target, number, zip_names, lengths
+    )
 
 
 def _item_shape(
@@ -3755,23 +3800,35 @@ def _reaches(lines: list[str], sources: Sequence[str], sinks: Sequence[str]) -> 
 ITEM_LOOP = "loop: over the items of a list parameter"
 
 
-def _over_items(loop: ast.For) -> tuple[str, ast.expr, str] | None:
-    """The list parameter a loop goes over the items of, the target of its items, and
+def _over_items(loop: ast.For) -> tuple[list[str], ast.expr, str] | None:
+    """The list parameters a loop goes over the items of, the target of their items, and
     enumerate's number ("" for none): ``for W, bias in layers:``, ``for i, (W, bias) in
-    enumerate(layers):``; None for another loop."""
-    if isinstance(loop.iter, ast.Name):
-        return loop.iter.id, loop.target, ""
+    enumerate(layers):``, ``for W, bias in zip(Ws, biases):`` (and enumerated); None for
+    another loop."""
+
+    def lists(iterable: ast.expr) -> list[str] | None:
+        if isinstance(iterable, ast.Name):
+            return [iterable.id]
+        if (
+            isinstance(iterable, ast.Call)
+            and ast.unparse(iterable.func) == "zip"
+            and all(isinstance(a, ast.Name) for a in iterable.args)
+        ):
+            return [a.id for a in iterable.args if isinstance(a, ast.Name)]
+        return None
+
     call, target = loop.iter, loop.target
     if (
         isinstance(call, ast.Call)
         and ast.unparse(call.func) == "enumerate"
         and len(call.args) == 1
-        and isinstance(call.args[0], ast.Name)
         and isinstance(target, ast.Tuple)
         and isinstance(target.elts[0], ast.Name)
     ):
-        return call.args[0].id, target.elts[1], target.elts[0].id
-    return None
+        listed = lists(call.args[0])
+        return None if listed is None else (listed, target.elts[1], target.elts[0].id)
+    listed = lists(call)
+    return None if listed is None else (listed, target, "")
 
 
 def _item_loop_features(
@@ -3783,11 +3840,15 @@ def _item_loop_features(
     statements do."""
     over = _over_items(loop)
     assert over is not None
-    sequence, target, number = over
+    sequences, target, number = over
     found = {ITEM_LOOP}
     if number:
         found.add(f"{ITEM_LOOP}, numbered by enumerate")
-    if isinstance(target, ast.Name):
+    if len(sequences) > 1:
+        found.add(f"{ITEM_LOOP}, zip of lists{', numbered' if number else ''}")
+        assert isinstance(target, ast.Tuple)
+        names = [e.id for e in target.elts if isinstance(e, ast.Name)]
+    elif isinstance(target, ast.Name):
         found.add(f"{ITEM_LOOP}, one array per item")
         names = [target.id]
     else:
@@ -3809,7 +3870,7 @@ def _item_loop_features(
     if set(names) & _stored(loop.body):
         found.add(f"{ITEM_LOOP}, an item's array rebound")
     for node in ast.walk(ast.Module(statements, [])):
-        if isinstance(node, ast.Call) and ast.unparse(node) == f"len({sequence})":
+        if isinstance(node, ast.Call) and ast.unparse(node) in {f"len({s})" for s in sequences}:
             found.add(f"{ITEM_LOOP}, its len() read")
     index = next(i for i, s in enumerate(statements) if s is loop)
     later = {

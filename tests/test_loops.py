@@ -354,6 +354,13 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return total\n",
         {"w": (3,), "xs": (2, 3), "ys": (5, 3)},
     ),
+    "enumerate-zip": (
+        "import numpy as np\n\n\ndef f(w, xs, ys):\n    total = 0.0\n"
+        "    for t, (x, y) in enumerate(zip(xs, ys)):\n"
+        "        total = total + (t + 1) * np.tanh(w * x) * y\n"
+        "    return total\n",
+        {"w": (3,), "xs": (4, 3), "ys": (3, 3)},
+    ),
     "enumerate-rows": (
         "import numpy as np\n\n\ndef f(w, xs):\n    total = 0.0\n"
         "    for t, x in enumerate(xs):\n        total = total + t * np.sum(np.sin(w * x))\n"

@@ -896,7 +896,7 @@ def check_backward(
         reject()
         raise AssertionError from error  # unreachable: reject() raises
 
-    lists = {items.iterable: items for items in program.item_lists}
+    lists = {one.iterable: one for items in program.item_lists for one in items.lists()}
     for name in names:
         grad, grad_2 = gradients[name], gradients_2[name]
         where = f"d{name}{context}"
@@ -1260,7 +1260,7 @@ def check_drawing_program(program: Program, annotated: bool, spelling: str) -> N
         except (ArithmeticError, ValueError, TypeError, RuntimeWarning):
             event("discarded: finite differences leave the domain")
             reject()
-        lists = {items.iterable: items for items in program.item_lists}
+        lists = {one.iterable: one for items in program.item_lists for one in items.lists()}
         for parameter in differentiable:
             grad = gradients[parameter]
             where = f"d{parameter}{context}"
@@ -1461,6 +1461,8 @@ LOOP_FEATURES = (
     f"{ITEM_LOOP}, a tuple of one",
     f"{ITEM_LOOP}, one array per item",
     f"{ITEM_LOOP}, numbered by enumerate",
+    f"{ITEM_LOOP}, zip of lists",
+    f"{ITEM_LOOP}, zip of lists, numbered",
     f"{ITEM_LOOP}, an item's array read after it",
     f"{ITEM_LOOP}, of numbers",
     f"{ITEM_LOOP}, an item's array unread",
@@ -1581,7 +1583,7 @@ def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:
     in a plain one it is not. gradgen generates both."""
     from gradgen.gradcheck.inputs import item_shapes
 
-    seen: collections.Counter[tuple[bool, bool]] = collections.Counter()
+    seen: collections.Counter[tuple[bool, bool | str]] = collections.Counter()
     for seed in range(300):
         mode = "scalar" if seed % 3 == 0 else "array"
         try:
@@ -1592,10 +1594,12 @@ def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:
             for annotated in (False, True):
                 source = program.source(annotated)
                 gradgen.generate(source, "forward.py")  # a refusal raises
-                read = item_shapes(source, "f").get(items.iterable)
-                assert read == ([items.shapes] * len(items.values) if annotated else None), source
-                seen[(annotated, items.tupled)] += 1
-        if len(seen) == 4:
+                for one in items.lists():
+                    read = item_shapes(source, "f").get(one.iterable)
+                    expected = [one.shapes] * len(one.values) if annotated else None
+                    assert read == expected, source
+                seen[(annotated, "zip" if items.zipped else items.tupled)] += 1
+        if len(seen) == 6:
             return
     pytest.fail(f"not every kind of list parameter, annotated and plain: {seen}")
 

@@ -1606,30 +1606,52 @@ def _looped_items(node: cst.For | cst.While, resolver: _FunctionResolver) -> _Lo
             and expr.value not in resolver.rebound
         )
 
+    def called(expr: cst.BaseExpression, function: str) -> list[cst.BaseExpression] | None:
+        """The arguments of ``function(...)`` (a builtin: not rebound), if ``expr`` is one."""
+        if not (
+            isinstance(expr, cst.Call)
+            and isinstance(expr.func, cst.Name)
+            and expr.func.value == function
+            and expr.func.value not in resolver.local
+            and expr.func.value not in resolver.parameters
+            and all(arg.keyword is None and not arg.star for arg in expr.args)
+        ):
+            return None
+        return [arg.value for arg in expr.args]
+
+    def names(target: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+        if not isinstance(target, (cst.Tuple, cst.List)) or any(
+            isinstance(e, cst.StarredElement) for e in target.elements
+        ):
+            return None
+        return [element.value for element in target.elements]
+
+    def side_by_side(expr: cst.BaseExpression, target: cst.BaseExpression) -> _Looped | None:
+        """``zip(xs, ys)`` of parameters, each bound to its own target."""
+        sequences, targets = called(expr, SIDE_BY_SIDE), names(target)
+        if sequences is None or targets is None or not len(sequences) == len(targets) >= 2:
+            return None
+        if not all(parameter(s) for s in sequences):
+            return None
+        named = [s for s in sequences if isinstance(s, cst.Name)]
+        return list(zip(named, targets, strict=True)), None
+
     looped = node.iter
     if parameter(looped):
         assert isinstance(looped, cst.Name)
         return [(looped, node.target)], None
-    if not (
-        isinstance(looped, cst.Call)
-        and isinstance(looped.func, cst.Name)
-        and looped.func.value not in resolver.local
-        and looped.func.value not in resolver.parameters
-        and all(arg.keyword is None and not arg.star for arg in looped.args)
-        and all(parameter(arg.value) for arg in looped.args)
-        and isinstance(node.target, (cst.Tuple, cst.List))
-    ):
-        return None
-    sequences = [arg.value for arg in looped.args if isinstance(arg.value, cst.Name)]
-    targets = [element.value for element in node.target.elements]
-    if any(isinstance(e, cst.StarredElement) for e in node.target.elements):
-        return None
-    if looped.func.value == NUMBERED and len(sequences) == 1 and len(targets) == 2:
+    numbered, targets = called(looped, NUMBERED), names(node.target)
+    if numbered is not None and targets is not None and len(numbered) == len(targets) - 1 == 1:
         number, items = targets
-        return ([(sequences[0], items)], number) if isinstance(number, cst.Name) else None
-    if looped.func.value == SIDE_BY_SIDE and len(sequences) == len(targets) >= 2:
-        return list(zip(sequences, targets, strict=True)), None
-    return None
+        if not isinstance(number, cst.Name):
+            return None
+        sequence = numbered[0]
+        if parameter(sequence):
+            assert isinstance(sequence, cst.Name)
+            return [(sequence, items)], number
+        zipped = side_by_side(sequence, items)  # for i, (x, y) in enumerate(zip(xs, ys)):
+        return (zipped[0], number) if zipped is not None else None
+    return side_by_side(looped, node.target)
 
 
 def _read_items_loop(
