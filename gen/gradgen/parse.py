@@ -100,11 +100,20 @@ class ModuleContext:
     relative_imports: dict[str, Import] = field(default_factory=dict)
 
     def module_alias(self, library: str) -> str | None:
-        """The name the module binds to ``library`` (``np`` for numpy), if any."""
+        """The name the module binds to ``library`` (``np`` for numpy), if any; for a
+        submodule, its own name (``la`` of ``import numpy.linalg as la``, ``linalg`` of
+        ``from numpy import linalg``) or its parent's (``np.linalg``)."""
         for binding in self.imports.values():
             if binding.module == library and binding.attr is None:
                 return binding.name
-        return None
+        parent, _, child = library.rpartition(".")
+        if not parent:
+            return None
+        for binding in self.imports.values():
+            if binding.module == parent and binding.attr == child:
+                return binding.name
+        alias = self.module_alias(parent)
+        return None if alias is None else f"{alias}.{child}"
 
     def imports_library(self, library: str) -> bool:
         """Does the module import ``library`` or one of its submodules, in any form?

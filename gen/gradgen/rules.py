@@ -45,7 +45,7 @@ from gradgen.expr import (
 )
 from gradgen.shapes import Shape
 
-LIBRARIES = ("math", "numpy")
+LIBRARIES = ("math", "numpy", "numpy.linalg", "scipy.special")
 BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 
@@ -195,7 +195,7 @@ def _template_text(source: Template | Depends) -> str:
 
 class _TemplateResolver:
     def is_value_name(self, name: str) -> bool:
-        return name not in LIBRARIES
+        return name not in {library.partition(".")[0] for library in LIBRARIES}
 
     def attribute(self, node: cst.Attribute, value: Expr, name: str) -> Expr:
         return Attribute(value, name)
