@@ -1922,6 +1922,10 @@ class Items(Steps):
     # with their lengths (the steps: the shortest's; the longer ones' last items unread).
     zipped: tuple[str, ...] = ()
     lengths: tuple[int, ...] = ()
+    # enumerate's first number (``enumerate(layers, start=1)``: ``values`` count from it),
+    # and zip's check that the lengths agree (``zip(Ws, biases, strict=True)``).
+    start: int = 0
+    strict: bool = False
 
     @property
     def index(self) -> str:
@@ -1931,23 +1935,26 @@ class Items(Steps):
 
     def read(self) -> str:
         """The statement that binds a step's item (``W, bias = layers[item_at]``)."""
+        at = f"{self.index} - {self.start}" if self.start else self.index
         if self.zipped:
-            reads = [f"{name}[{self.index}]" for name in self.zipped]
+            reads = [f"{name}[{at}]" for name in self.zipped]
             return f"{', '.join(self.targets)} = {', '.join(reads)}"
         if self.tupled and len(self.targets) == 1:
-            return f"{self.targets[0]} = {self.iterable}[{self.index}][0]"
-        return f"{', '.join(self.targets)} = {self.iterable}[{self.index}]"
+            return f"{self.targets[0]} = {self.iterable}[{at}][0]"
+        return f"{', '.join(self.targets)} = {self.iterable}[{at}]"
 
     def header(self) -> str:
         """``for W, bias in layers:``, ``for i, (W, bias) in enumerate(layers):``, ``for W,
         bias in zip(Ws, biases):``, ``for i, (W, bias) in enumerate(zip(Ws, biases)):``."""
-        iterable = f"zip({', '.join(self.zipped)})" if self.zipped else self.iterable
+        strict = ", strict=True" if self.strict else ""
+        iterable = f"zip({', '.join(self.zipped)}{strict})" if self.zipped else self.iterable
         if not self.number:
             return f"for {self.target} in {iterable}:"
         target = self.target
         if (self.tupled or self.zipped) and not target.startswith("("):
             target = f"({target})"
-        return f"for {self.number}, {target} in enumerate({iterable}):"
+        start = f", start={self.start}" if self.start else ""
+        return f"for {self.number}, {target} in enumerate({iterable}{start}):"
 
     def lists(self) -> tuple[Items, ...]:
         """The list parameters the loop reads, each as a loop over it alone would: zip's
@@ -2036,8 +2043,21 @@ def _plan_items(
         b.item_lists[listed] = values
         b.hidden.add(listed)  # never rebound, never a variable
     zip_names = names if zipped else ()
+    start = 1 if number and choose.index(3) == 0 else 0  # enumerate(layers, start=1)
+    # zip(Ws, biases, strict=True), of lists of one length (else the forward raises)
+    strict = zipped and len(set(lengths)) == 1 and choose.index(3) == 0
     return Items(
-        names[0], tuple(range(count)), targets, dims, tupled, target, number, zip_names, lengths
+        names[0],
+        tuple(range(start, start + count)),
+        targets,
+        dims,
+        tupled,
+        target,
+        number,
+        zip_names,
+        lengths,
+        start,
+        strict,
     )
 
 
@@ -3846,6 +3866,11 @@ def _item_loop_features(
         found.add(f"{ITEM_LOOP}, numbered by enumerate")
     if len(sequences) > 1:
         found.add(f"{ITEM_LOOP}, zip of lists{', numbered' if number else ''}")
+    written = ast.unparse(loop.iter)
+    if "start=" in written:
+        found.add(f"{ITEM_LOOP}, numbered from a start")
+    if "strict=True" in written:
+        found.add(f"{ITEM_LOOP}, zip checking the lengths")
         assert isinstance(target, ast.Tuple)
         names = [e.id for e in target.elts if isinstance(e, ast.Name)]
     elif isinstance(target, ast.Name):

@@ -361,6 +361,25 @@ ACCEPTED: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
         "    return total\n",
         {"w": (3,), "xs": (4, 3), "ys": (3, 3)},
     ),
+    "enumerate-zip-from-one": (
+        "import numpy as np\n\n\ndef f(w, xs, ys):\n    total = 0.0\n"
+        "    for t, (x, y) in enumerate(zip(xs, ys, strict=False), start=1):\n"
+        "        total = total + t * np.tanh(w * x) * y\n"
+        "    return total\n",
+        {"w": (3,), "xs": (4, 3), "ys": (3, 3)},
+    ),
+    "enumerate-from-minus-one": (
+        "import numpy as np\n\n\ndef f(w, xs):\n    total = 0.0\n"
+        "    for t, x in enumerate(xs, -1):\n        total = total + t * np.sum(np.sin(w * x))\n"
+        "    return total\n",
+        {"w": (3,), "xs": (3, 3)},
+    ),
+    "zip-strict": (
+        "import numpy as np\n\n\ndef f(w, xs, ys):\n    total = 0.0\n"
+        "    for x, y in zip(xs, ys, strict=True):\n        total = total + np.tanh(w * x) * y\n"
+        "    return total\n",
+        {"w": (3,), "xs": (4, 3), "ys": (4, 3)},
+    ),
     "enumerate-rows": (
         "import numpy as np\n\n\ndef f(w, xs):\n    total = 0.0\n"
         "    for t, x in enumerate(xs):\n        total = total + t * np.sum(np.sin(w * x))\n"
@@ -537,6 +556,15 @@ def test_a_long_comment_in_a_nested_loop_is_left_as_it_is() -> None:
     text = gradgen.generate(LONG_COMMENT, "comment.py")
     check_module(text, "comment_backward.py")
     assert "            # backprop h = np.tanh(h * w + np.sin(w * 0.5)" in text
+
+
+@pytest.mark.parametrize("function", ["f", "f_backward", "f_value_and_grad"])
+def test_zip_strict_of_different_lengths_raises_as_zip_does(function: str) -> None:
+    source, _ = ACCEPTED["zip-strict"]
+    namespace = {**run_module(source, "loops.py"), **run_module(gradgen.generate(source), "b.py")}
+    w, xs, ys = numpy.ones(3), numpy.ones((4, 3)), numpy.ones((3, 3))
+    with pytest.raises(ValueError, match="zip"):
+        namespace[function](w, xs, ys)
 
 
 def test_loops_are_deterministic() -> None:
@@ -1035,8 +1063,8 @@ LIST_LOOP_REFUSALS = {
         (6, 10),
         "zip over lists of tuples is not supported",
     ),
-    "enumerate-from-one": (
-        "    for i, (W, b) in enumerate(layers, 1):\n        h = h @ W + b\n",
+    "enumerate-from-a-value": (
+        "    for i, (W, b) in enumerate(layers, len(layers)):\n        h = h @ W + b\n",
         (6, 9),
         "enumerate(layers) or zip(xs, ys) of parameters",
     ),

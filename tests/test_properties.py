@@ -1463,6 +1463,8 @@ LOOP_FEATURES = (
     f"{ITEM_LOOP}, numbered by enumerate",
     f"{ITEM_LOOP}, zip of lists",
     f"{ITEM_LOOP}, zip of lists, numbered",
+    f"{ITEM_LOOP}, numbered from a start",
+    f"{ITEM_LOOP}, zip checking the lengths",
     f"{ITEM_LOOP}, an item's array read after it",
     f"{ITEM_LOOP}, of numbers",
     f"{ITEM_LOOP}, an item's array unread",

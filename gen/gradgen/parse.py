@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import io
 import tokenize
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from gradgen.expr import (
     Attribute,
     BinOp,
     Call,
+    Compare,
     Const,
     Expr,
     Func,
@@ -1478,6 +1480,8 @@ def _read_statements(
             hoisted += _hoisted_conditionals(parsed, argument.value, "item", resolver)
     if isinstance(statement, _IfBlock):
         return [*hoisted, *_read_branch(parsed, statement, resolver)]
+    if isinstance(statement, _ForBlock):
+        return [*hoisted, *_read_loop(parsed, statement, resolver)]
     read = _read_statement(parsed, statement, resolver)
     return hoisted if read is None else [*hoisted, read]
 
@@ -1540,10 +1544,8 @@ def _names_in(function: cst.FunctionDef) -> set[str]:
 def _read_statement(
     parsed: ParsedModule, statement: _Node, resolver: _FunctionResolver
 ) -> Statement | None:
-    assert not isinstance(statement, _Returned)  # read by _read_statements
-    if isinstance(statement, _ForBlock):
-        return _read_loop(parsed, statement, resolver)
-    assert not isinstance(statement, _IfBlock)  # read by _read_statements
+    # read by _read_statements
+    assert not isinstance(statement, (_Returned, _ForBlock, _IfBlock))
     if isinstance(statement, cst.Return):
         parsed.refuse(
             statement,
@@ -1564,14 +1566,18 @@ def _read_statement(
     return _read_assignment(parsed, statement, resolver, 0)
 
 
-def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolver) -> Loop | None:
-    """``for t in range(...):``: the steps are numbers the forward can count."""
+def _read_loop(
+    parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolver
+) -> list[Statement]:
+    """``for t in range(...):``: the steps are numbers the forward can count (a loop over
+    ``zip(xs, ys, strict=True)`` follows the guard that its lengths agree)."""
     node = block.node
     if isinstance(node, cst.While):
-        return _read_while(parsed, node, block, resolver)
+        read = _read_while(parsed, node, block, resolver)
+        return [] if read is None else [read]
     looped = _looped_items(node, resolver)
     if looped is not None:
-        return _read_items_loop(parsed, node, block, resolver, *looped)
+        return _read_items_loop(parsed, node, block, resolver, looped)
     iterable = convert(node.iter, resolver)
     if not isinstance(node.target, cst.Name):
         parsed.refuse(
@@ -1580,7 +1586,7 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
             "b in layers:), enumerate(layers) or zip(xs, ys) of parameters the function "
             "never rebinds; else loop over range(len(xs)) and index",
         )
-        return None
+        return []
     if not _counted(iterable):
         parsed.refuse(
             node.iter,
@@ -1588,23 +1594,40 @@ def _read_loop(parsed: ParsedModule, block: _ForBlock, resolver: _FunctionResolv
             "the function never rebinds (for W, b in layers:), whose steps the forward can "
             "count: loop over range(len(xs)) and index",
         )
-        return None
+        return []
     target = node.target.value
     resolver.local.add(target)
     resolver.assigned_later.discard(target)
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     text = f"for {target} in {render(iterable)}:"
-    return Loop(target, iterable, tuple(body), text, origin=node)
+    return [Loop(target, iterable, tuple(body), text, origin=node)]
 
 
-_Looped = tuple[list[tuple[cst.Name, cst.BaseExpression]], cst.Name | None]
+@dataclass(frozen=True)
+class _Looped:
+    """What a loop over the items of parameters goes over: each parameter with the target
+    its items are bound to, the name that numbers them (``enumerate``'s) or None, the number
+    of the first (``enumerate(xs, start=1)``), and whether ``zip`` checks that the lengths
+    agree (``zip(xs, ys, strict=True)``)."""
+
+    sequences: list[tuple[cst.Name, cst.BaseExpression]]
+    number: cst.Name | None = None
+    start: int = 0
+    strict: bool = False
+
+
+def _integer(node: cst.BaseExpression) -> int | None:
+    """The value of an integer literal (``1``, ``-1``), else None."""
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        value = _integer(node.expression)
+        return None if value is None else -value
+    return int(node.value, 0) if isinstance(node, cst.Integer) else None
 
 
 def _looped_items(node: cst.For | cst.While, resolver: _FunctionResolver) -> _Looped | None:
-    """What a loop over the items of parameters goes over: each parameter with the target
-    its items are bound to, and the name that numbers them (``enumerate``'s) or None. For
-    ``for W, b in layers:``, ``for i, (W, b) in enumerate(layers):`` and ``for x, y in
-    zip(xs, ys):`` of parameters the function never rebinds; None for any other loop."""
+    """What a loop over the items of parameters goes over (``_Looped``), for ``for W, b in
+    layers:``, ``for i, (W, b) in enumerate(layers, start=1):`` and ``for x, y in zip(xs,
+    ys, strict=True):`` of parameters the function never rebinds; None for any other loop."""
     if not isinstance(node, cst.For):
         return None
 
@@ -1615,18 +1638,24 @@ def _looped_items(node: cst.For | cst.While, resolver: _FunctionResolver) -> _Lo
             and expr.value not in resolver.rebound
         )
 
-    def called(expr: cst.BaseExpression, function: str) -> list[cst.BaseExpression] | None:
-        """The arguments of ``function(...)`` (a builtin: not rebound), if ``expr`` is one."""
+    def called(
+        expr: cst.BaseExpression, function: str, keyword: str
+    ) -> tuple[list[cst.BaseExpression], cst.BaseExpression | None] | None:
+        """The arguments of ``function(...)`` (a builtin: not rebound), if ``expr`` is one,
+        and the value of its one ``keyword`` argument, if given."""
         if not (
             isinstance(expr, cst.Call)
             and isinstance(expr.func, cst.Name)
             and expr.func.value == function
             and expr.func.value not in resolver.local
             and expr.func.value not in resolver.parameters
-            and all(arg.keyword is None and not arg.star for arg in expr.args)
+            and not any(arg.star for arg in expr.args)
         ):
             return None
-        return [arg.value for arg in expr.args]
+        given = {arg.keyword.value: arg.value for arg in expr.args if arg.keyword is not None}
+        if set(given) - {keyword}:
+            return None
+        return [arg.value for arg in expr.args if arg.keyword is None], given.get(keyword)
 
     def names(target: cst.BaseExpression) -> list[cst.BaseExpression] | None:
         if not isinstance(target, (cst.Tuple, cst.List)) or any(
@@ -1636,31 +1665,44 @@ def _looped_items(node: cst.For | cst.While, resolver: _FunctionResolver) -> _Lo
         return [element.value for element in target.elements]
 
     def side_by_side(expr: cst.BaseExpression, target: cst.BaseExpression) -> _Looped | None:
-        """``zip(xs, ys)`` of parameters, each bound to its own target."""
-        sequences, targets = called(expr, SIDE_BY_SIDE), names(target)
-        if sequences is None or targets is None or not len(sequences) == len(targets) >= 2:
+        """``zip(xs, ys)`` of parameters, each bound to its own target (``strict=True``
+        or ``False`` written out)."""
+        zipped, targets = called(expr, SIDE_BY_SIDE, "strict"), names(target)
+        if zipped is None or targets is None:
             return None
-        if not all(parameter(s) for s in sequences):
+        sequences, strict = zipped
+        if not len(sequences) == len(targets) >= 2 or not all(parameter(s) for s in sequences):
+            return None
+        if strict is not None and not (
+            isinstance(strict, cst.Name) and strict.value in ("True", "False")
+        ):
             return None
         named = [s for s in sequences if isinstance(s, cst.Name)]
-        return list(zip(named, targets, strict=True)), None
+        checked = isinstance(strict, cst.Name) and strict.value == "True"
+        return _Looped(list(zip(named, targets, strict=True)), strict=checked)
 
     looped = node.iter
     if parameter(looped):
         assert isinstance(looped, cst.Name)
-        return [(looped, node.target)], None
-    numbered, targets = called(looped, NUMBERED), names(node.target)
-    if numbered is not None and targets is not None and len(numbered) == len(targets) - 1 == 1:
-        number, items = targets
-        if not isinstance(number, cst.Name):
-            return None
-        sequence = numbered[0]
-        if parameter(sequence):
-            assert isinstance(sequence, cst.Name)
-            return [(sequence, items)], number
-        zipped = side_by_side(sequence, items)  # for i, (x, y) in enumerate(zip(xs, ys)):
-        return (zipped[0], number) if zipped is not None else None
-    return side_by_side(looped, node.target)
+        return _Looped([(looped, node.target)])
+    numbered, targets = called(looped, NUMBERED, "start"), names(node.target)
+    if numbered is None or targets is None or len(targets) != 2:
+        return side_by_side(looped, node.target)
+    arguments, start = numbered
+    if len(arguments) == 2 and start is None:
+        arguments, start = arguments[:1], arguments[1]  # enumerate(xs, 1)
+    first = 0 if start is None else _integer(start)
+    number, items = targets
+    if len(arguments) != 1 or first is None or not isinstance(number, cst.Name):
+        return None
+    sequence = arguments[0]
+    if parameter(sequence):
+        assert isinstance(sequence, cst.Name)
+        return _Looped([(sequence, items)], number, first)
+    zipped = side_by_side(sequence, items)  # for i, (x, y) in enumerate(zip(xs, ys)):
+    if zipped is None:
+        return None
+    return dataclasses.replace(zipped, number=number, start=first)
 
 
 def _read_items_loop(
@@ -1668,13 +1710,15 @@ def _read_items_loop(
     node: cst.For,
     block: _ForBlock,
     resolver: _FunctionResolver,
-    sequences: list[tuple[cst.Name, cst.BaseExpression]],
-    number: cst.Name | None,
-) -> Loop | None:
+    looped: _Looped,
+) -> list[Statement]:
     """``for W, b in layers:`` over a list parameter: a loop over ``range(len(layers))``
     whose steps first read their item (``W, b = layers[i]``); the loop's variable is
-    ``enumerate``'s number where given. ``zip(xs, ys)``: over the shortest's length, each
-    step reading each one's item."""
+    ``enumerate``'s number where given (counting from 0: else the step binds it, ``i = k +
+    1``). ``zip(xs, ys)``: over the shortest's length, each step reading each one's item;
+    with ``strict=True``, after the guard that raises where the lengths differ, as zip
+    does."""
+    sequences, number = looped.sequences, looped.number
     for sequence, _ in sequences:
         if sequence.value in resolver.layout.structured:
             parsed.refuse(
@@ -1682,7 +1726,7 @@ def _read_items_loop(
                 f"'{sequence.value}' is read by its entries elsewhere ({sequence.value}[0]...): "
                 "read its items in this loop only",
             )
-            return None
+            return []
     if len(sequences) > 1:
         for _, target in sequences:
             if not isinstance(target, cst.Name):
@@ -1693,8 +1737,9 @@ def _read_items_loop(
                     "zip over lists of tuples is not supported: name each item (for x, y in "
                     "zip(xs, ys):), or loop over the list of tuples alone",
                 )
-                return None
-    index = number.value if number is not None else resolver.fresh("i")
+                return []
+    counted = number is not None and not looped.start
+    index = number.value if number is not None and counted else resolver.fresh("i")
     steps = Func(*STEPS, STEPS[1])
     length = Func(*LENGTH, LENGTH[1])
     lengths = tuple(Call(length, (Name(s.value),), ()) for s, _ in sequences)
@@ -1713,23 +1758,39 @@ def _read_items_loop(
             # A list of tuples of arrays (for W, b in layers:): its gradient a list of lists.
             unpacked = _unpacked_names(parsed, target)
             if unpacked is None:
-                return None
+                return []
             names += unpacked
             targets = f"({unpacked[0]},)" if len(unpacked) == 1 else ", ".join(unpacked)
             text = f"{targets} = {render(read)}"
             first.append(Item(tuple(unpacked), sequence.value, index, text, origin=target))
         else:
             parsed.refuse(target, "loop over a list with names: for W, b in layers:")
-            return None
+            return []
+    if number is not None and not counted:
+        # enumerate(xs, start=1): the step's number, bound first (i = i_2 + 1)
+        value = BinOp("+", Name(index), Const(str(looped.start)))
+        text = f"{number.value} = {render(value)}"
+        first.insert(0, Assignment(number.value, value, text, origin=number))
+        names.append(number.value)
     if index in names or len(set(names)) != len(names):
         parsed.refuse(node.target, "a name is bound twice by this loop")
-        return None
+        return []
     resolver.local.update([*names, index])
     resolver.assigned_later.difference_update(names)
     body = [read for s in block.body for read in _read_statements(parsed, s, resolver)]
     code = cst.Module([]).code_for_node
     header = f"for {code(node.target).strip()} in {code(node.iter).strip()}:"
-    return Loop(index, iterable, (*first, *body), header, origin=node)
+    loop = Loop(index, iterable, (*first, *body), header, origin=node)
+    if not (looped.strict and len(lengths) > 1):
+        return [loop]
+    # zip(..., strict=True) raises ValueError where the lengths differ: so does the guard
+    # before the loop (zip raises after the shortest's steps, which change nothing else).
+    test: Expr = Compare("!=", lengths[0], lengths[1])
+    for other in lengths[2:]:
+        test = BinOp("or", test, Compare("!=", lengths[0], other))
+    raised = 'ValueError("zip() arguments have different lengths")'
+    guard = Branch(test, (), (), f"if {render(test)}:", origin=node.iter, raises=(raised, None))
+    return [guard, loop]
 
 
 def _last_values(
