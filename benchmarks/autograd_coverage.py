@@ -385,6 +385,11 @@ def report(
     t = totals(results)
     out("")
     out(f"covered: {t.covered} of the {t.real} functions with a real gradient, {t.percent:.1f}%")
+    tested = totals([r for r in results if r.entry.tests])
+    out(
+        f"  of those autograd's tests exercise: {tested.covered} of {tested.real}, "
+        f"{tested.percent:.1f}%"
+    )
     for status, title in [
         ("wrong", "generated, but the gradient is wrong or the backward raises"),
         ("refused", "claimed by gradgen.rules.known_functions(), yet refused"),
