@@ -1278,7 +1278,25 @@ def _shape(c: Context) -> str:
     if c.function == "squeeze":
         ones = [i for i, d in enumerate(dims) if d == 1]
         return c.choose.pick([OMIT, *[str(i) for i in ones], *[str(i - rank) for i in ones]])
+    if c.function == "full":  # a shape the fill value broadcasts to
+        choices = [str(dims), str((2, *dims)), str((3, *dims))] if dims else ["3", "(2, 3)"]
+        return c.choose.pick(choices)
     raise MissingGenerator(f"no generator for the 'shape' argument of {c.form.text!r}")
+
+
+def _like(c: Context) -> str:
+    """A value the fill value broadcasts to (``np.full_like(h, x)``): its shape only."""
+    dims = shape(c.first.value)
+    names = sorted(
+        name
+        for name, value in c.builder.env.items()
+        if name not in c.builder.hidden
+        and isinstance(value, (float, numpy.ndarray))
+        and _broadcasts_into(dims, shape(value))
+    )
+    if not names:
+        raise Unfit("no value the fill value broadcasts to")
+    return c.choose.pick(names)
 
 
 def _dtype(c: Context) -> str:
@@ -1369,6 +1387,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis1": _swapped_axis,
     "axis2": _swapped_axis,
     "shape": _shape,
+    "like": _like,
     "dtype": _dtype,
     "c": _condition,
     "i": _index,
@@ -1518,6 +1537,8 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "amin": _unique_extreme,
     "std": lambda app: bool(numpy.all(numpy.asarray(app.value) >= 0.1)),
     "astype": _astype_apart,
+    "full": _astype_apart,  # np.full(shape, x, dtype=int): x off whole numbers
+    "full_like": _astype_apart,
 }
 
 

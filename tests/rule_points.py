@@ -293,4 +293,17 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         ),
         case("x[:, m]", x=M, labels={"m": [True, False, True, True]}, explicit=False),
     ],
+    # --- a fill value spread over a shape: its gradient sums the upstream back -------------
+    "full": [
+        case("np.full((3, 4), x)", x=ZERO_D, explicit=False),
+        case("np.full((2, 3, 4), x)", x=(4,), explicit=False),
+        case("np.full((3, 4), x, dtype=np.float64)", x=(1, 4), explicit=False),
+        case("np.full(x.shape, y) * x", x=M, y=ZERO_D, explicit=False),
+        case("np.full(3, x)", x=ZERO_D, explicit=False),
+    ],
+    "full_like": [
+        case("np.full_like(x, y) * x", x=M, y=ZERO_D),
+        case("np.full_like(x, y)", labels={"x": [[0.5] * 4] * 3}, y=(4,)),
+        case("np.full_like(x, y, dtype=float) + x", x=T, y=(3, 1)),
+    ],
 }

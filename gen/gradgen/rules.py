@@ -585,6 +585,34 @@ def _to_whole_numbers(bound: dict[str, Expr]) -> bool:
     return False
 
 
+def _fill_adjoint(c: AdjointContext) -> str:
+    """The gradient of a fill value: the upstream summed over the entries it filled (over
+    the axes written out where both shapes are known)."""
+    x, out = c.shapes.get("x"), c.shapes.get("out")
+    if x == shapes.SCALAR:
+        return "numpy.sum(g)"
+    if x is None or out is None or len(out) < len(x):
+        return "_unbroadcast(g, x)"
+    extra = len(out) - len(x)
+    summed = "g" if not extra else f"numpy.sum(g, axis={tuple(range(extra))})"
+    ones = tuple(i for i, (d, o) in enumerate(zip(x, out[extra:], strict=True)) if d != o)
+    return summed if not ones else f"numpy.sum({summed}, axis={ones}, keepdims=True)"
+
+
+def _like_shape(c: AdjointContext) -> Shape | None:
+    return c.shapes.get("like")
+
+
+def _full_shape(c: AdjointContext) -> Shape | None:
+    """``np.full((2, 3), x)``, ``np.full(3, x)``: a shape written out."""
+    written = c.literals.get("shape")
+    if isinstance(written, int):
+        return (written,)
+    if isinstance(written, tuple) and all(isinstance(d, int) for d in written):
+        return written
+    return None
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -710,6 +738,14 @@ RULES: tuple[Rule, ...] = (
     # indexing: the gradient is added back at the index (np.add.at for integer arrays, so
     # repeated indices add up).
     rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
+    # full/full_like: the fill value spread over a shape; its gradient is the upstream summed
+    # back to the fill value's shape (none for a whole-number dtype).
+    rule("full", "numpy.full(shape, x, dtype)", nondiff=("shape", "dtype"),
+         no_gradient_when=_to_whole_numbers, shape=_full_shape,
+         x=Depends("g summed to x's shape", _fill_adjoint)),
+    rule("full_like", "numpy.full_like(like, x, dtype)", nondiff=("like", "dtype"),
+         no_gradient_when=_to_whole_numbers, shape=_like_shape,
+         x=Depends("g summed to x's shape", _fill_adjoint)),
 )
 # fmt: on
 
@@ -735,6 +771,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "astype"): ("a", "dtype"),
     ("numpy", "where"): ("condition", "x", "y"),
     ("numpy", "concatenate"): ("arrays", "axis=0"),
+    ("numpy", "full"): ("shape", "fill_value", "dtype=None"),
+    ("numpy", "full_like"): ("a", "fill_value", "dtype=None"),
     ("numpy", "stack"): ("arrays", "axis=0"),
 }
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
@@ -748,8 +786,6 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
             "ones",
             "zeros_like",
             "ones_like",
-            "full",
-            "full_like",
             "eye",
             "shape",
             "ndim",
