@@ -2071,6 +2071,8 @@ _AUGMENTED = {
     cst.SubtractAssign: "-",
     cst.MultiplyAssign: "*",
     cst.DivideAssign: "/",
+    cst.FloorDivideAssign: "//",
+    cst.ModuloAssign: "%",
     cst.PowerAssign: "**",
     cst.MatrixMultiplyAssign: "@",
 }
