@@ -663,8 +663,9 @@ RULES: tuple[Rule, ...] = (
          shape=_broadcast, x="(x / out) * g", y="(y / out) * g"),
     # (cos(pi x) - sinc(x)) / x, and its series near 0, where the difference cancels.
     rule("sinc", "numpy.sinc(x)", floating=True, shape=_same, x="_sinc_derivative(x) * g"),
-    # x, not out: numpy.reciprocal of whole numbers is whole numbers (1 // x).
-    rule("reciprocal", "numpy.reciprocal(x)", shape=_same, x="-g / x**2"),
+    # -1 / x**2 as -out**2: of whole numbers, numpy.reciprocal gives whole numbers (0 for 2),
+    # constant where out is 0, and out**2 says so.
+    rule("reciprocal", "numpy.reciprocal(x)", shape=_same, x="-(out**2) * g"),
     rule("cbrt", "numpy.cbrt(x)", floating=True, shape=_same, x="g / (3 * out**2)"),
     # Linear maps: their derivative is the map itself, at 1.
     rule("deg2rad", "numpy.deg2rad(x)", "numpy.radians(x)", "math.radians(x)", floating=True,
