@@ -141,3 +141,32 @@ def test_floor_division_passes_no_gradient() -> None:
     quotient = (x // y) // 0.5
     numpy.testing.assert_allclose(dx, quotient + 1.0)
     numpy.testing.assert_allclose(dy, -(x // y))
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        "np.isinf(x)",
+        "np.isposinf(x)",
+        "np.isneginf(x)",
+        "np.greater(x, 0.5)",
+        "np.greater_equal(x, 0.5)",
+        "np.less(x, 0.5)",
+        "np.less_equal(x, 0.5)",
+        "np.equal(x, 0.4)",
+        "np.not_equal(x, 0.4)",
+        "np.logical_xor(x > 0, x > 1)",
+        "np.isclose(x, 0.4)",
+    ],
+)
+def test_comparison_functions_pass_no_gradient(mask: str) -> None:
+    x = numpy.array([-1.7, -0.3, 0.4, 2.6])
+    source = f"""
+        import numpy as np
+
+
+        def f(x):
+            return np.sum(np.where({mask}, x, 2 * x))
+        """
+    expected = numpy.where(eval(mask, {"np": numpy, "x": x}), 1.0, 2.0)
+    numpy.testing.assert_array_equal(gradient(source, x), expected)

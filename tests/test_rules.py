@@ -768,6 +768,10 @@ TIE_CASES = [
     pytest.param("numpy.fmin(x, y)", ("x", "y"), (1.0, math.nan), (1.0, 0.0), id="fmin-y-nan"),
     # sinc is smooth at 0, its derivative 0 there (no 0 / 0)
     pytest.param("numpy.sinc(x)", ("x",), (0.0,), 0.0, id="sinc-at-zero"),
+    # nan_to_num: what was not a number gets none
+    pytest.param("numpy.nan_to_num(x)", ("x",), (math.nan,), 0.0, id="nan_to_num-nan"),
+    pytest.param("numpy.nan_to_num(x)", ("x",), (math.inf,), 0.0, id="nan_to_num-inf"),
+    pytest.param("numpy.nan_to_num(x)", ("x",), (-2.0,), 1.0, id="nan_to_num-number"),
 ]
 
 

@@ -688,13 +688,15 @@ RULES: tuple[Rule, ...] = (
     rule("erf", "math.erf(x)", floating=True, shape=_same, x="1.1283791670955126 * exp(-x**2) * g"),
     rule("erfc", "math.erfc(x)", floating=True, shape=_same,
          x="-1.1283791670955126 * exp(-x**2) * g"),
+    # nan and infinities are replaced by constants: the gradient passes where x is finite.
+    rule("nan_to_num", "numpy.nan_to_num(x)", shape=_same, x="isfinite(x) * g"),
     # The math module has no digamma: the generated module defines one (helpers.py).
     rule("lgamma", "math.lgamma(x)", floating=True, shape=_same, x="_digamma(x) * g"),
     rule("gamma", "math.gamma(x)", floating=True, shape=_same, x="(out * _digamma(x)) * g"),
 
     # --- piecewise: one documented sub-gradient at the kinks -------------------------------
     # abs: 0 at x == 0 (numpy's sign convention).
-    rule("abs", "abs(x)", "math.fabs(x)", "numpy.abs(x)", "numpy.absolute(x)",
+    rule("abs", "abs(x)", "math.fabs(x)", "numpy.abs(x)", "numpy.absolute(x)", "numpy.fabs(x)",
          shape=_same, x="(x > 0) * g - (x < 0) * g"),
     # max/min: the gradient goes to the winner; a tie goes to the first argument, the one
     # Python's max() and min() return.
@@ -826,9 +828,20 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
             "floor_divide",
             "isfinite",
             "isnan",
+            "isinf",
+            "isneginf",
+            "isposinf",
             "logical_and",
             "logical_or",
             "logical_not",
+            "logical_xor",
+            "greater",
+            "greater_equal",
+            "less",
+            "less_equal",
+            "equal",
+            "not_equal",
+            "isclose",
         )
     ]
     # Whole numbers: piecewise constant, their derivative 0 almost everywhere.
@@ -1081,10 +1094,26 @@ SHAPE_OF_FIRST = frozenset(
         "fix",
         "isfinite",
         "isnan",
+        "isinf",
+        "isneginf",
+        "isposinf",
         "logical_not",
     }
 )
-ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+ELEMENTWISE_MASKS = frozenset(
+    [
+        "logical_and",
+        "logical_or",
+        "logical_xor",
+        "greater",
+        "greater_equal",
+        "less",
+        "less_equal",
+        "equal",
+        "not_equal",
+        "isclose",
+    ]
+)
 # Values that are numbers whatever their argument's shape: len(x), np.size(x), x.size,
 # x.shape[0].
 NUMBER_VALUED = frozenset({("builtins", "len"), ("numpy", "size"), ("numpy", "ndim")})
