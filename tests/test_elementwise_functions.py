@@ -170,3 +170,20 @@ def test_comparison_functions_pass_no_gradient(mask: str) -> None:
         """
     expected = numpy.where(eval(mask, {"np": numpy, "x": x}), 1.0, 2.0)
     numpy.testing.assert_array_equal(gradient(source, x), expected)
+
+
+def test_digamma_leaves_an_array_argument_as_it_was() -> None:
+    """math.lgamma takes a 0-d array; the backward must not write into it."""
+    x = numpy.array(2.5)
+    source = """
+        import math
+
+
+        def f(x):
+            return math.lgamma(x) + math.gamma(x)
+        """
+    dx = gradient(source, x)
+    assert x == 2.5
+    special = pytest.importorskip("scipy.special")
+    expected = special.digamma(2.5) * (1 + special.gamma(2.5))
+    assert float(numpy.squeeze(dx)) == pytest.approx(expected, rel=1e-13)

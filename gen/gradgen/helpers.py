@@ -130,9 +130,9 @@ def _digamma(x):
         turn = math.tan(math.pi * (x - math.floor(x)))
         return _digamma(1.0 - x) - math.pi / turn
     total = 0.0
-    while x < 10.0:  # digamma(x) = digamma(x + 1) - 1 / x
-        total -= 1.0 / x
-        x += 1.0
+    while x < 10.0:  # digamma(x) = digamma(x + 1) - 1 / x; never x += 1: x may be an array
+        total = total - 1.0 / x
+        x = x + 1.0
     s = 1.0 / (x * x)
     tail = 1 / 240 - s * (1 / 132 - s * (691 / 32760 - s / 12))
     series = s * (1 / 12 - s * (1 / 120 - s * (1 / 252 - s * tail)))
