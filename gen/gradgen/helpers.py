@@ -1,6 +1,7 @@
 """Small functions a generated module may define for itself (never imported from gradgen).
 
-They are written with ``numpy.``; the emitter spells that with the module's own alias. Each
+They are written with ``numpy.`` and ``math.``; the emitter spells those with the module's own
+aliases (importing the library where the module does not). Each
 is added only to modules whose backward code calls it. Lines stay short so that the
 decorator can also define them inside a backward function, indented, as they are.
 """
