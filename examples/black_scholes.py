@@ -1,7 +1,7 @@
 """The Black-Scholes price of a European call, and its Greeks as gradients.
 
-The normal CDF is written with ``math.erf``, which gradgen has no rule for: the user rule
-``norm_cdf_backward`` gives its derivative, the normal density. The price's backward calls
+The normal CDF is written with ``math.erf``; the user rule ``norm_cdf_backward`` gives its
+derivative, the normal density, in one line. The price's backward calls
 it once per ``norm_cdf`` of the forward. Its gradients are the option's Greeks: delta
 (S), the dual delta (K), minus theta (T), rho (r) and vega (sigma).
 """

@@ -161,6 +161,7 @@ from gradgen.rules import (
     CONSTANTS,
     LIBRARIES,
     METHODS,
+    NO_GRADIENT_OPERATORS,
     NONDIFFERENTIABLE,
     NONDIFFERENTIABLE_ATTRIBUTES,
     RULES,
@@ -887,10 +888,17 @@ class Builder:
             lib, name = self.choose.pick(FLOW_FUNCTIONS)
             if lib == "numpy" and self.mode != "array":
                 raise Unfit("no numpy in scalar code")
-            prefix = f"{self.alias}." if lib == "numpy" else ""
+            prefix = {"numpy": f"{self.alias}.", "math": "math."}.get(lib, "")
             node = _parse(f"{prefix}{name}({source.text})")
             check = FLOW_KINKS.get(name)
             what = f"{lib}.{name}"
+        elif self.choose.index(4) == 0:
+            # an operator with no gradient (x // 0.5), away from its jumps
+            op = self.choose.pick(sorted(NO_GRADIENT_OPERATORS))
+            divisor = self.choose.pick((0.5, 2.0, 3))
+            node = _parse(f"({source.text}) {op} {divisor}")
+            check = functools.partial(_off_whole_quotients, divisor=divisor)
+            what = op
         else:
             attribute = self.choose.pick(FLOW_ATTRIBUTES)
             what = f".{attribute}"
@@ -1453,6 +1461,17 @@ def _tan_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"x": x}
 
 
+def _above_one(b: Builder, term: Term) -> Term:
+    if term.value is not None and _minimum(term) >= 1.1:
+        return term
+    return _wrap(b, term, "1.5 + v * v")
+
+
+def _inside_one(b: Builder, term: Term) -> Term:
+    """Inside (-1, 1), away from its ends (arcsin, arctanh)."""
+    return _small(b, term, 0.8)
+
+
 def _log1p_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
     x = inputs["x"]
     return {"x": x if _minimum(x) >= -0.9 else _wrap(b, x, "v * v")}
@@ -1470,6 +1489,19 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "tan": _tan_domain,
     "exp": _domain(x=lambda b, t: _small(b, t, 4.0)),
     "expm1": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    "exp2": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    "sinh": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    "cosh": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    "arcsin": _domain(x=_inside_one),
+    "arccos": _domain(x=_inside_one),
+    "arctanh": _domain(x=_inside_one),
+    "arccosh": _domain(x=_above_one),
+    "reciprocal": _domain(x=_away_from_zero),
+    "cbrt": _domain(x=_away_from_zero),
+    "mod": _domain(y=_away_from_zero),
+    "fmod": _domain(y=_away_from_zero),
+    "lgamma": _domain(x=_positive),
+    "gamma": _domain(x=_positive),
 }
 
 
@@ -1512,6 +1544,35 @@ def _off_integers(x: Any) -> bool:
     return bool(numpy.all(numpy.abs(x - numpy.round(x)) >= MARGIN))
 
 
+def _off_half_integers(x: Any) -> bool:
+    return _off_integers(numpy.asarray(x) + 0.5)
+
+
+def _off_whole_quotients(x: Any, divisor: Any) -> bool:
+    """x // divisor, x % divisor: x at least MARGIN from a multiple of divisor, where the
+    whole quotient jumps (and, for a divisor that is a value, so is divisor's move)."""
+    x, divisor = numpy.asarray(x, dtype=float), numpy.asarray(divisor, dtype=float)
+    quotient = x / divisor
+    gap = numpy.abs(quotient - numpy.round(quotient))
+    moves = numpy.minimum(numpy.abs(divisor), divisor**2 / numpy.maximum(numpy.abs(x), 1e-300))
+    return bool(numpy.all(gap * moves >= MARGIN))
+
+
+def _arctan2_apart(app: Application) -> bool:
+    """arctan2(x, y) jumps by 2 pi where x crosses 0 with y < 0, and has no derivative at
+    (0, 0): every point at least MARGIN from both."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    y = numpy.asarray(app.inputs["y"], dtype=float)
+    off_cut = (numpy.abs(x) >= MARGIN) | (y >= MARGIN)
+    return bool(numpy.all(off_cut & (x**2 + y**2 >= MARGIN**2)))
+
+
+def _floats(app: Application) -> bool:
+    """numpy.reciprocal of whole numbers is whole numbers (0 for 2): never one to take
+    central differences of as if its neighbours were floats."""
+    return numpy.asarray(app.inputs["x"]).dtype.kind == "f"
+
+
 def _unique_top(x: Any, extreme: Callable[..., Any]) -> bool:
     return bool(numpy.sum(numpy.abs(x - extreme(x)) < MARGIN) == 1)
 
@@ -1523,6 +1584,11 @@ FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
     "logical_not": lambda x: _apart(x, 0.0),
     "floor": _off_integers,
     "ceil": _off_integers,
+    "trunc": _off_integers,
+    "fix": _off_integers,
+    "round": _off_half_integers,
+    "around": _off_half_integers,
+    "rint": _off_half_integers,
     "int": _off_integers,
     "argmax": lambda x: _unique_top(x, numpy.max),
     "argmin": lambda x: _unique_top(x, numpy.min),
@@ -1539,6 +1605,13 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "astype": _astype_apart,
     "full": _astype_apart,  # np.full(shape, x, dtype=int): x off whole numbers
     "full_like": _astype_apart,
+    "arctan2": _arctan2_apart,
+    "hypot": lambda app: bool(numpy.all(numpy.asarray(app.value) >= MARGIN)),
+    "fmax": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
+    "fmin": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
+    "mod": lambda app: _off_whole_quotients(app.inputs["x"], app.inputs["y"]),
+    "fmod": lambda app: _off_whole_quotients(app.inputs["x"], app.inputs["y"]),
+    "reciprocal": _floats,
 }
 
 

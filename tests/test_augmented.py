@@ -114,7 +114,7 @@ REFUSED: dict[str, tuple[str, int, str]] = {
         "the caller's array 'x'",
     ),
     "an-element": ("h = x * 2.0\n    h[0] += 1.0\n    return np.sum(h)", 7, "to an element"),
-    "floor-division": ("h = x * 2.0\n    h //= 2.0\n    return np.sum(h)", 7, "'//='"),
+    "left-shift": ("h = x * 2.0\n    h <<= 2\n    return np.sum(h)", 7, "'<<='"),
 }
 
 

@@ -239,7 +239,7 @@ def test_folder_leaves_out_files_that_define_no_function(project: Path, run, sou
     [
         pytest.param("X = (1 +\n", "1:", id="syntax-error"),
         pytest.param("X = 1\x00\n", "NUL", id="nul-byte"),
-        pytest.param("def f(x):\n    return x // 2\n", "2:", id="refused-function"),
+        pytest.param("def f(x):\n    return x << 2\n", "2:", id="refused-function"),
     ],
 )
 def test_folder_still_refuses_a_broken_file(project: Path, run, source: str, message: str) -> None:
@@ -309,7 +309,7 @@ def test_several_files_to_folder(project: Path, run) -> None:
 
 def test_good_and_refused_files_together(project: Path, run) -> None:
     write(project / "a.py", GOOD)
-    write(project / "bad.py", "def h(x):\n    return x // 2\n")
+    write(project / "bad.py", "def h(x):\n    return x << 2\n")
     status, _, err = run("a.py", "bad.py", "-o", "out")
     assert status == 123
     assert "bad.py:2:" in err
@@ -409,7 +409,7 @@ REFUSED = [
         id="while-that-never-ends",
     ),
     pytest.param("def f(x):\n    return foo(x)\n", (2, 12), id="unknown-function"),
-    pytest.param("def f(x):\n    return x // 2\n", (2, 14), id="floor-division"),
+    pytest.param("def f(x):\n    return x << 2\n", (2, 14), id="left-shift"),
     pytest.param("def f(x)\n    return x\n", (1, 9), id="syntax-error"),
 ]
 
@@ -454,7 +454,7 @@ def test_refused_input_creates_no_output(
 
 @pytest.mark.parametrize("flag", ["--check", "--diff"])
 def test_refused_input_with_check_or_diff(project: Path, run, flag: str) -> None:
-    write(project / "bad.py", "def f(x):\n    return x // 2\n")
+    write(project / "bad.py", "def f(x):\n    return x << 2\n")
     status, out, err = run(flag, "bad.py", "-o", "out.py")
     assert status == 123
     assert out == ""
@@ -466,7 +466,7 @@ def test_all_problems_reported_in_one_run(project: Path, run) -> None:
     write(
         project / "bad.py",
         "def f(x):\n"
-        "    a = x // 2\n"  # line 2
+        "    a = x << 2\n"  # line 2
         "    b = foo(a)\n"  # line 3
         "    while True:\n"  # line 4
         "        b = b * 2.0\n"
@@ -482,7 +482,7 @@ def test_all_problems_reported_in_one_run(project: Path, run) -> None:
 def test_problems_in_several_functions_reported(project: Path, run) -> None:
     write(
         project / "bad.py",
-        "def f(x):\n    return x // 2\n\n\ndef g(y):\n    return bar(y)\n",
+        "def f(x):\n    return x << 2\n\n\ndef g(y):\n    return bar(y)\n",
     )
     status, _, err = run("bad.py")
     assert status == 123

@@ -190,7 +190,7 @@ def test_refused_function_raises_at_import(load, tmp_path: Path) -> None:
         "@gradgen.differentiable\n"  # 4
         "def f(x):\n"  # 5
         "    y = x * 2.0\n"  # 6
-        "    z = y // 3\n"  # 7: the '//' is at column 11
+        "    z = y << 3\n"  # 7: the '<<' is at column 11
         "    return z\n"  # 8
     )
     with pytest.raises(gradgen.GradgenError) as info:
@@ -201,16 +201,16 @@ def test_refused_function_raises_at_import(load, tmp_path: Path) -> None:
     assert Path(error.filename) == module_file
     assert error.lineno == 7
     assert error.offset == 11
-    assert error.text is not None and error.text.strip() == "z = y // 3"
-    assert "//" in str(error)
+    assert error.text is not None and error.text.strip() == "z = y << 3"
+    assert "<<" in str(error)
     assert error.render().startswith(f"{module_file}:7:11: error: ")
-    assert "    z = y // 3" in error.render()
+    assert "    z = y << 3" in error.render()
 
 
 def test_python_shows_refusal_at_the_user_line(tmp_path: Path) -> None:
     # Uncaught, the refusal is displayed by Python as a SyntaxError in the user's file.
     (tmp_path / "badmod.py").write_text(
-        "import gradgen\n\n\n@gradgen.differentiable\ndef f(x):\n    return x // 3\n"
+        "import gradgen\n\n\n@gradgen.differentiable\ndef f(x):\n    return x << 3\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", "import badmod"],
@@ -222,8 +222,8 @@ def test_python_shows_refusal_at_the_user_line(tmp_path: Path) -> None:
     assert completed.returncode == 1
     err = completed.stderr
     assert f'File "{tmp_path / "badmod.py"}", line 6' in err
-    assert "    return x // 3\n" in err
-    assert "GradgenError: the operator '//' is not supported" in err
+    assert "    return x << 3\n" in err
+    assert "GradgenError: the operator '<<' is not supported" in err
 
 
 def test_refusal_position_in_indented_function(load, tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_refusal_position_in_indented_function(load, tmp_path: Path) -> None:
         "def outer():\n"  # 4
         "    @gradgen.differentiable\n"  # 5
         "    def f(x):\n"  # 6
-        "        return x // 3\n"  # 7: the '//' is at column 18
+        "        return x << 3\n"  # 7: the '<<' is at column 18
         "\n"
         "    return f\n"
     )
@@ -251,7 +251,7 @@ def test_every_problem_in_the_function_is_reported(load) -> None:
         "\n"
         "@gradgen.differentiable\n"
         "def f(x):\n"
-        "    a = x // 2\n"  # 6
+        "    a = x << 2\n"  # 6
         "    b = foo(a)\n"  # 7
         "    return b\n"
     )

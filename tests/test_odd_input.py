@@ -136,13 +136,13 @@ def test_error_line_after_a_form_feed_or_line_separator_in_a_comment(
     write(
         project / "f.py",
         "import math\n\x0c\n# a comment \u2028 with a line separator\n"
-        "def f(x):\n    y = x // 2\n    return y\n",
+        "def f(x):\n    y = x << 2\n    return y\n",
     )
     status, _, err = run("f.py")
     assert status == 123
     assert err.splitlines() == [
-        "f.py:5:11: error: the operator '//' is not supported",
-        "        y = x // 2",
+        "f.py:5:11: error: the operator '<<' is not supported",
+        "        y = x << 2",
         "              ^",
     ]
 

@@ -758,6 +758,20 @@ TIE_CASES = [
     pytest.param("abs(x)", ("x",), (-0.0,), 0.0, id="abs-at-minus-zero"),
     pytest.param("abs(x)", ("x",), (2.0,), 1.0, id="abs-positive"),
     pytest.param("abs(x)", ("x",), (-2.0,), -1.0, id="abs-negative"),
+    # fmax/fmin: a tie goes to the first, as for max/min; a nan loses to a number, as numpy
+    # takes the number
+    pytest.param("numpy.fmax(x, y)", ("x", "y"), (2.0, 2.0), (1.0, 0.0), id="fmax-tie"),
+    pytest.param("numpy.fmin(x, y)", ("x", "y"), (2.0, 2.0), (1.0, 0.0), id="fmin-tie"),
+    pytest.param("numpy.fmax(x, y)", ("x", "y"), (math.nan, 1.0), (0.0, 1.0), id="fmax-x-nan"),
+    pytest.param("numpy.fmax(x, y)", ("x", "y"), (1.0, math.nan), (1.0, 0.0), id="fmax-y-nan"),
+    pytest.param("numpy.fmin(x, y)", ("x", "y"), (math.nan, 1.0), (0.0, 1.0), id="fmin-x-nan"),
+    pytest.param("numpy.fmin(x, y)", ("x", "y"), (1.0, math.nan), (1.0, 0.0), id="fmin-y-nan"),
+    # sinc is smooth at 0, its derivative 0 there (no 0 / 0)
+    pytest.param("numpy.sinc(x)", ("x",), (0.0,), 0.0, id="sinc-at-zero"),
+    # nan_to_num: what was not a number gets none
+    pytest.param("numpy.nan_to_num(x)", ("x",), (math.nan,), 0.0, id="nan_to_num-nan"),
+    pytest.param("numpy.nan_to_num(x)", ("x",), (math.inf,), 0.0, id="nan_to_num-inf"),
+    pytest.param("numpy.nan_to_num(x)", ("x",), (-2.0,), 1.0, id="nan_to_num-number"),
 ]
 
 

@@ -30,6 +30,8 @@ _BINARY = {
     cst.Subtract: "-",
     cst.Multiply: "*",
     cst.Divide: "/",
+    cst.FloorDivide: "//",
+    cst.Modulo: "%",
     cst.Power: "**",
     cst.MatrixMultiply: "@",
 }

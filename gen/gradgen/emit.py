@@ -37,7 +37,7 @@ from gradgen.expr import (
     walk,
 )
 from gradgen.forward_lines import names_read
-from gradgen.helpers import helper_source, helper_uses_numpy, with_needs
+from gradgen.helpers import helper_libraries, helper_source, with_needs
 from gradgen.ir import AdjointStatement, BackwardFunction, ForwardLine, ForwardLoop, Kind
 from gradgen.naming import (
     Namer,
@@ -96,11 +96,11 @@ class _Helpers:
         self.used: set[str] = set()  # module names the helpers are spelled with
         self.defined: set[str] = set()  # helper functions the module must define
 
-    def numpy_alias(self) -> str:
-        alias = self.context.module_alias("numpy")
+    def library_alias(self, library: str) -> str:
+        alias = self.context.module_alias(library)
         if alias is None:
-            self.added.add("numpy")
-            alias = "numpy"
+            self.added.add(library)
+            alias = library
         self.used.add(alias)
         return alias
 
@@ -109,8 +109,8 @@ class _Helpers:
         lines: list[str] = []
         for name in sorted(with_needs(self.defined)):
             # A helper that needs no numpy (``_or_zero``) imports none into scalar code.
-            alias = self.numpy_alias() if helper_uses_numpy(name) else "numpy"
-            lines += ["", "", *helper_source(name, alias)]
+            aliases = {lib: self.library_alias(lib) for lib in helper_libraries(name)}
+            lines += ["", "", *helper_source(name, aliases)]
         return lines
 
     def resolve(self, expr: Expr) -> Expr:
@@ -775,7 +775,7 @@ def _scatter_line(
         return f"{render(Subscript(Name(target), index))} += {render(value)}"
     parts = tuple(_as_slice_call(part) for part in index)
     where = parts[0] if len(parts) == 1 else Sequence_(parts)
-    alias = helpers.numpy_alias()
+    alias = helpers.library_alias("numpy")
     return f"{alias}.add.at({target}, {render(where)}, {render(value)})"
 
 

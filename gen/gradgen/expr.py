@@ -395,6 +395,8 @@ _BINARY_PRECEDENCE = {
     "-": _ADD,
     "*": _MUL,
     "/": _MUL,
+    "//": _MUL,
+    "%": _MUL,
     "@": _MUL,
     "**": _POW,
 }

@@ -1,6 +1,7 @@
 """Small functions a generated module may define for itself (never imported from gradgen).
 
-They are written with ``numpy.``; the emitter spells that with the module's own alias. Each
+They are written with ``numpy.`` and ``math.``; the emitter spells those with the module's own
+aliases (importing the library where the module does not). Each
 is added only to modules whose backward code calls it. Lines stay short so that the
 decorator can also define them inside a backward function, indented, as they are.
 """
@@ -121,6 +122,36 @@ def _dot_ranks(x, y):
     if not (1 <= numpy.ndim(x) <= 2 and 1 <= numpy.ndim(y) <= 2):
         raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
 ''',
+    # The derivative of lgamma, which the math module lacks: the recurrence takes x to 10 or
+    # more, where seven terms of the asymptotic series are exact in float64 (error < 1e-15).
+    "_digamma": '''
+def _digamma(x):
+    """The digamma function, the derivative of lgamma (and gamma = exp(lgamma))."""
+    if x < 0.5:  # reflected: digamma(1 - x) - pi / tan(pi * x), tan of period pi
+        turn = math.tan(math.pi * (x - math.floor(x)))
+        return _digamma(1.0 - x) - math.pi / turn
+    total = 0.0
+    while x < 10.0:  # digamma(x) = digamma(x + 1) - 1 / x; never x += 1: x may be an array
+        total = total - 1.0 / x
+        x = x + 1.0
+    s = 1.0 / (x * x)
+    tail = 1 / 240 - s * (1 / 132 - s * (691 / 32760 - s / 12))
+    series = s * (1 / 12 - s * (1 / 120 - s * (1 / 252 - s * tail)))
+    return total + math.log(x) - 0.5 / x - series
+''',
+    # (cos(pi x) - sinc(x)) / x loses its digits near 0, where the two nearly cancel; there
+    # its Taylor series is exact in float64 (the first term left out is below 1e-17).
+    "_sinc_derivative": '''
+def _sinc_derivative(x):
+    """The derivative of numpy.sinc at x."""
+    x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))
+    near = numpy.abs(x) < 0.02
+    far = numpy.where(near, 1.0, x)
+    slope = (numpy.cos(numpy.pi * far) - numpy.sinc(far)) / far
+    s = (numpy.pi * x) ** 2
+    taylor = -1 / 3 + s * (1 / 30 - s * (1 / 840 - s / 45360))
+    return numpy.where(near, numpy.pi**2 * x * taylor, slope)
+''',
 }
 
 
@@ -140,6 +171,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
+    "_digamma": Aliasing.NEW,
+    "_sinc_derivative": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -171,12 +204,19 @@ def with_needs(names: set[str]) -> set[str]:
     return found
 
 
-def helper_source(name: str, numpy_alias: str) -> list[str]:
-    """The lines defining helper ``name``, with numpy spelled ``numpy_alias``."""
-    text = HELPERS[name].strip("\n").replace("numpy.", f"{numpy_alias}.")
+def helper_source(name: str, aliases: dict[str, str]) -> list[str]:
+    """The lines defining helper ``name``, with each library (numpy, math) spelled by its
+    alias in ``aliases``."""
+    text = HELPERS[name].strip("\n")
+    for library, alias in aliases.items():
+        text = text.replace(f"{library}.", f"{alias}.")
     return text.splitlines()
 
 
-def helper_uses_numpy(name: str) -> bool:
-    """Does helper ``name`` (or one it calls) spell a numpy function?"""
-    return any("numpy." in HELPERS[needed] for needed in with_needs({name}))
+HELPER_LIBRARIES = ("numpy", "math")
+
+
+def helper_libraries(name: str) -> tuple[str, ...]:
+    """The libraries of ``HELPER_LIBRARIES`` helper ``name`` (or one it calls) spells."""
+    texts = [HELPERS[needed] for needed in with_needs({name})]
+    return tuple(lib for lib in HELPER_LIBRARIES if any(f"{lib}." in text for text in texts))

@@ -2132,6 +2132,8 @@ _AUGMENTED = {
     cst.SubtractAssign: "-",
     cst.MultiplyAssign: "*",
     cst.DivideAssign: "/",
+    cst.FloorDivideAssign: "//",
+    cst.ModuloAssign: "%",
     cst.PowerAssign: "**",
     cst.MatrixMultiplyAssign: "@",
 }

@@ -628,19 +628,21 @@ RULES: tuple[Rule, ...] = (
          floating=True, shape=_same, x="((1 - out) * out) * g"),
 
     # --- arithmetic operators --------------------------------------------------------------
-    rule("add", "x + y", broadcasts=True, shape=_broadcast, x="g", y="g"),
-    rule("sub", "x - y", broadcasts=True, shape=_broadcast, x="g", y="-g"),
+    rule("add", "x + y", "numpy.add(x, y)", broadcasts=True, shape=_broadcast, x="g", y="g"),
+    rule("sub", "x - y", "numpy.subtract(x, y)", broadcasts=True, shape=_broadcast, x="g", y="-g"),
     rule("mul_self", "x * x", shape=_same, x="(2 * x) * g"),  # one pass, not two
-    rule("mul", "x * y", broadcasts=True, shape=_broadcast, x="y * g", y="x * g"),
-    rule("div", "x / y", broadcasts=True, floating=True, shape=_broadcast, x="g / y",
+    rule("mul", "x * y", "numpy.multiply(x, y)", broadcasts=True, shape=_broadcast,
+         x="y * g", y="x * g"),
+    rule("div", "x / y", "numpy.divide(x, y)", "numpy.true_divide(x, y)",
+         broadcasts=True, floating=True, shape=_broadcast, x="g / y",
          y=Depends("(-x / y**2) * g", _div_right)),
     rule("pow", "x ** y", "math.pow(x, y)", "numpy.power(x, y)",
          broadcasts=True, shape=_broadcast,
          # d(x**y)/dy = x**y log x, whose limit at x == 0 is 0: log(1) there, no -inf.
          x=Depends("(y * x ** (y - 1)) * g", _pow_base),
          y="(out * log(abs(x) + (x == 0))) * g"),
-    rule("neg", "-x", shape=_same, x="-g"),
-    rule("pos", "+x", shape=_same, x="g"),
+    rule("neg", "-x", "numpy.negative(x)", shape=_same, x="-g"),
+    rule("pos", "+x", "numpy.positive(x)", shape=_same, x="g"),
 
     # --- exponentials and logarithms -------------------------------------------------------
     rule("exp", "math.exp(x)", "numpy.exp(x)", floating=True, shape=_same, x="out * g"),
@@ -663,9 +665,66 @@ RULES: tuple[Rule, ...] = (
     rule("arctan", "math.atan(x)", "numpy.arctan(x)", floating=True, shape=_same,
          x="g / (1 + x**2)"),
 
+    # --- more elementwise functions ----------------------------------------------------------
+    # arctan2(x, y) is the angle of the point (y, x): numpy's x1 is the ordinate.
+    rule("arctan2", "math.atan2(x, y)", "numpy.arctan2(x, y)", floating=True, broadcasts=True,
+         shape=_broadcast, x="(y / (x**2 + y**2)) * g", y="-(x / (x**2 + y**2)) * g"),
+    rule("arcsin", "math.asin(x)", "numpy.arcsin(x)", floating=True, shape=_same,
+         x="g / sqrt(1 - x**2)"),
+    rule("arccos", "math.acos(x)", "numpy.arccos(x)", floating=True, shape=_same,
+         x="-g / sqrt(1 - x**2)"),
+    rule("sinh", "math.sinh(x)", "numpy.sinh(x)", floating=True, shape=_same, x="cosh(x) * g"),
+    rule("cosh", "math.cosh(x)", "numpy.cosh(x)", floating=True, shape=_same, x="sinh(x) * g"),
+    rule("arcsinh", "math.asinh(x)", "numpy.arcsinh(x)", floating=True, shape=_same,
+         x="g / sqrt(x**2 + 1)"),
+    rule("arccosh", "math.acosh(x)", "numpy.arccosh(x)", floating=True, shape=_same,
+         x="g / sqrt(x**2 - 1)"),
+    rule("arctanh", "math.atanh(x)", "numpy.arctanh(x)", floating=True, shape=_same,
+         x="g / (1 - x**2)"),
+    rule("exp2", "numpy.exp2(x)", floating=True, shape=_same, x="(out * log(2)) * g"),
+    # Each input's share of the sum of exponentials, computed from out: no overflow.
+    rule("logaddexp", "numpy.logaddexp(x, y)", floating=True, broadcasts=True, shape=_broadcast,
+         x="exp(x - out) * g", y="exp(y - out) * g"),
+    rule("logaddexp2", "numpy.logaddexp2(x, y)", floating=True, broadcasts=True,
+         shape=_broadcast, x="exp2(x - out) * g", y="exp2(y - out) * g"),
+    rule("hypot", "math.hypot(x, y)", "numpy.hypot(x, y)", floating=True, broadcasts=True,
+         shape=_broadcast, x="(x / out) * g", y="(y / out) * g"),
+    # (cos(pi x) - sinc(x)) / x, and its series near 0, where the difference cancels.
+    rule("sinc", "numpy.sinc(x)", floating=True, shape=_same, x="_sinc_derivative(x) * g"),
+    # -1 / x**2 as -out**2: of whole numbers, numpy.reciprocal gives whole numbers (0 for 2),
+    # constant where out is 0, and out**2 says so.
+    rule("reciprocal", "numpy.reciprocal(x)", shape=_same, x="-(out**2) * g"),
+    rule("cbrt", "numpy.cbrt(x)", floating=True, shape=_same, x="g / (3 * out**2)"),
+    # Linear maps: their derivative is the map itself, at 1.
+    rule("deg2rad", "numpy.deg2rad(x)", "numpy.radians(x)", "math.radians(x)", floating=True,
+         shape=_same, x="radians(1.0) * g"),
+    rule("rad2deg", "numpy.rad2deg(x)", "numpy.degrees(x)", "math.degrees(x)", floating=True,
+         shape=_same, x="degrees(1.0) * g"),
+    # fmax/fmin take the number where the other is nan; a tie goes to the first argument, as
+    # max/min give it. out == x holds exactly where x was taken (where x is nan, never).
+    rule("fmax", "numpy.fmax(x, y)", broadcasts=True, shape=_broadcast,
+         x="(out == x) * g", y="(out != x) * g"),
+    rule("fmin", "numpy.fmin(x, y)", broadcasts=True, shape=_broadcast,
+         x="(out == x) * g", y="(out != x) * g"),
+    # x % y is x - (x // y) * y, whose whole part x // y is constant between the jumps.
+    rule("mod", "x % y", "numpy.mod(x, y)", "numpy.remainder(x, y)", broadcasts=True,
+         shape=_broadcast, x="g", y="-(x // y) * g"),
+    # fmod's whole part is x / y rounded toward 0.
+    rule("fmod", "math.fmod(x, y)", "numpy.fmod(x, y)", broadcasts=True, shape=_broadcast,
+         x="g", y="-trunc(x / y) * g"),
+    # 1.1283791670955126 is 2 / sqrt(pi).
+    rule("erf", "math.erf(x)", floating=True, shape=_same, x="1.1283791670955126 * exp(-x**2) * g"),
+    rule("erfc", "math.erfc(x)", floating=True, shape=_same,
+         x="-1.1283791670955126 * exp(-x**2) * g"),
+    # nan and infinities are replaced by constants: the gradient passes where x is finite.
+    rule("nan_to_num", "numpy.nan_to_num(x)", shape=_same, x="isfinite(x) * g"),
+    # The math module has no digamma: the generated module defines one (helpers.py).
+    rule("lgamma", "math.lgamma(x)", floating=True, shape=_same, x="_digamma(x) * g"),
+    rule("gamma", "math.gamma(x)", floating=True, shape=_same, x="(out * _digamma(x)) * g"),
+
     # --- piecewise: one documented sub-gradient at the kinks -------------------------------
     # abs: 0 at x == 0 (numpy's sign convention).
-    rule("abs", "abs(x)", "math.fabs(x)", "numpy.abs(x)", "numpy.absolute(x)",
+    rule("abs", "abs(x)", "math.fabs(x)", "numpy.abs(x)", "numpy.absolute(x)", "numpy.fabs(x)",
          shape=_same, x="(x > 0) * g - (x < 0) * g"),
     # max/min: the gradient goes to the winner; a tie goes to the first argument, the one
     # Python's max() and min() return.
@@ -776,6 +835,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "stack"): ("arrays", "axis=0"),
 }
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
+# Operators whose results have no gradient (x // y: whole numbers), as comparisons have none.
+NO_GRADIENT_OPERATORS = frozenset({"//"})
 # Functions whose results have no gradient: their values flow, no adjoint is computed.
 NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
     [
@@ -795,14 +856,33 @@ NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
             "sign",
             "floor",
             "ceil",
+            "round",
+            "around",
+            "rint",
+            "trunc",
+            "fix",
+            "floor_divide",
             "isfinite",
             "isnan",
+            "isinf",
+            "isneginf",
+            "isposinf",
             "logical_and",
             "logical_or",
             "logical_not",
+            "logical_xor",
+            "greater",
+            "greater_equal",
+            "less",
+            "less_equal",
+            "equal",
+            "not_equal",
+            "isclose",
         )
     ]
-    + [("builtins", "len"), ("builtins", "int")]
+    # Whole numbers: piecewise constant, their derivative 0 almost everywhere.
+    + [("math", f) for f in ("floor", "ceil", "trunc")]
+    + [("builtins", "len"), ("builtins", "int"), ("builtins", "round")]
     # The steps of a loop (for t in range(T)): numbers.
     + [("builtins", "range"), ("builtins", "reversed")]
 )
@@ -1043,12 +1123,33 @@ SHAPE_OF_FIRST = frozenset(
         "sign",
         "floor",
         "ceil",
+        "round",
+        "around",
+        "rint",
+        "trunc",
+        "fix",
         "isfinite",
         "isnan",
+        "isinf",
+        "isneginf",
+        "isposinf",
         "logical_not",
     }
 )
-ELEMENTWISE_MASKS = frozenset(["logical_and", "logical_or"])
+ELEMENTWISE_MASKS = frozenset(
+    [
+        "logical_and",
+        "logical_or",
+        "logical_xor",
+        "greater",
+        "greater_equal",
+        "less",
+        "less_equal",
+        "equal",
+        "not_equal",
+        "isclose",
+    ]
+)
 # Values that are numbers whatever their argument's shape: len(x), np.size(x), x.size,
 # x.shape[0].
 NUMBER_VALUED = frozenset({("builtins", "len"), ("numpy", "size"), ("numpy", "ndim")})

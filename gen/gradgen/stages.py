@@ -53,6 +53,7 @@ from gradgen.rules import (
     ARRAY_MAKERS,
     LENGTH,
     LIST_RULES,
+    NO_GRADIENT_OPERATORS,
     NONDIFFERENTIABLE_ATTRIBUTES,
     STOP_GRADIENT,
     Rule,
@@ -1477,6 +1478,8 @@ def is_inactive(expr: Expr) -> bool:
     pending = [expr]
     while pending:
         node = unwrap(pending.pop())
+        if isinstance(node, BinOp) and node.op in NO_GRADIENT_OPERATORS:
+            continue  # x // y: whole numbers, piecewise constant, like a comparison
         if isinstance(node, (BinOp, UnaryOp)):
             # Inactive when every operand is (a constant operation's operands are constant).
             pending.extend(children(node))

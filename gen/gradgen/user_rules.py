@@ -1,7 +1,7 @@
 """What forward code writes to give gradgen a rule of its own: ``@gradgen.backward_of``.
 
 A *user rule* is a function whose backward the user writes: one gradgen cannot see into
-(``math.erf``, ``scipy.special.gammaln``, a C extension) or should not (a fused
+(a library function with no rule, a C extension) or should not (a fused
 softmax-cross-entropy, whose backward is one line). gradgen reads the rule from the text,
 never running it: the forward function's body is taken as it is, and callers' backwards call
 the function given here, ``F_backward(<F's parameters>, <one upstream per result>)``,
