@@ -208,6 +208,132 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.std()", x=M),
         case("x.std(axis=0, ddof=1, keepdims=True)", x=M),
     ],
+    # --- more reductions and scans ---------------------------------------------------------
+    "prod": [
+        case("np.prod(x)", x=M, explicit=False),
+        case("np.prod(x, axis=0)", x=M, explicit=False),
+        case("np.prod(x, axis=1, keepdims=True)", x=M, explicit=False),
+        case("np.prod(x, axis=(0, 2))", x=T, explicit=False),
+        case("np.prod(x, axis=-1)", x=T, explicit=False),
+        case("np.prod(x, keepdims=True)", x=M, explicit=False),
+        case("x.prod(axis=0)", x=M, explicit=False),
+        case("x.prod(1)", x=T, explicit=False),
+        case("np.prod(x, 0)", x=ZERO_D, explicit=False),
+        # zeros: the gradient at a zero is the product of the others, 0 elsewhere in its row
+        case(
+            "np.prod(np.where(m, x, 0.0), axis=1)",
+            x=M,
+            labels={"m": [True, False, True, True]},
+            explicit=False,
+        ),
+        case(
+            "np.prod(np.where(m, x, 0.0))",
+            x=(4,),
+            labels={"m": [True, False, True, True]},
+            explicit=False,
+        ),
+        # two zeros: every gradient is 0
+        case(
+            "np.prod(np.where(m, x, 0.0), axis=-1)",
+            x=M,
+            labels={"m": [False, True, False, True]},
+            explicit=False,
+        ),
+        case(
+            "np.prod(np.where(m, x, 0.0), axis=0)",
+            x=M,
+            labels={"m": [[False], [True], [False]]},
+            explicit=False,
+        ),
+    ],
+    "cumsum": [
+        case("np.cumsum(x)", x=M),
+        case("np.cumsum(x, axis=0)", x=M),
+        case("np.cumsum(x, axis=-1)", x=T),
+        case("np.cumsum(x, 1)", x=T),
+        case("x.cumsum(1)", x=M),
+        case("x.cumsum()", x=T),
+        case("x.cumsum(axis=0)", x=(4,)),
+    ],
+    "cumprod": [
+        case("np.cumprod(x)", x=M, explicit=False),
+        case("np.cumprod(x, axis=0)", x=M, explicit=False),
+        case("np.cumprod(x, axis=-1)", x=T, explicit=False),
+        case("x.cumprod(1)", x=M, explicit=False),
+        case("x.cumprod()", x=(4,), explicit=False),
+        # zeros: still the exact gradient (no division by x)
+        case(
+            "np.cumprod(np.where(m, x, 0.0), axis=1)",
+            x=M,
+            labels={"m": [True, False, True, True]},
+            explicit=False,
+        ),
+        case(
+            "np.cumprod(np.where(m, x, 0.0))",
+            x=(5,),
+            labels={"m": [True, False, True, False, True]},
+            explicit=False,
+        ),
+    ],
+    "nansum": [
+        case("np.nansum(x)", x=M),
+        case("np.nansum(x, axis=0)", x=M),
+        case("np.nansum(x, axis=(0, 2), keepdims=True)", x=T),
+        # nans (where m is False) get gradient 0
+        case("np.nansum(np.where(m, x, np.nan))", x=(4,), labels={"m": [True, False, True, True]}),
+        case(
+            "np.nansum(np.where(m, x, np.nan), axis=1)",
+            x=M,
+            labels={"m": [True, False, True, False]},
+        ),
+    ],
+    "nanmean": [
+        case("np.nanmean(x)", x=M),
+        case("np.nanmean(x, axis=1)", x=M),
+        case("np.nanmean(x, axis=-1, keepdims=True)", x=T),
+        case("np.nanmean(np.where(m, x, np.nan))", x=(4,), labels={"m": [True, False, True, True]}),
+        case(
+            "np.nanmean(np.where(m, x, np.nan), axis=1, keepdims=True)",
+            x=M,
+            labels={"m": [True, False, True, False]},
+        ),
+    ],
+    "ptp": [
+        case("np.ptp(x)", x=M),
+        case("np.ptp(x, axis=0)", x=M),
+        case("np.ptp(x, axis=1, keepdims=True)", x=M),
+        case("np.ptp(x, axis=(0, 2))", x=T),
+    ],
+    "trace": [
+        case("np.trace(x)", x=M),
+        case("np.trace(x, 1)", x=M),
+        case("np.trace(x, offset=-1)", x=M),
+        case("np.trace(x, axis1=1, axis2=0)", x=M),
+        case("np.trace(x, 0, 1, 2)", x=T),
+        case("np.trace(x, offset=1, axis1=0, axis2=-1)", x=T),
+        case("x.trace()", x=(3, 3)),
+        case("x.trace(1, 2, 0)", x=T),
+    ],
+    "diff": [
+        case("np.diff(x)", x=M),
+        case("np.diff(x, axis=0)", x=M),
+        case("np.diff(x, 2)", x=M),
+        case("np.diff(x, n=2, axis=1)", x=T),
+        case("np.diff(x, n=3, axis=0)", x=(5, 2)),
+    ],
+    # values drawn at random: no ties
+    "sort": [
+        case("np.sort(x)", x=M),
+        case("np.sort(x, axis=0)", x=M),
+        case("np.sort(x, axis=None)", x=M),
+        case("np.sort(x, axis=1)", x=T),
+    ],
+    "partition": [
+        case("np.partition(x, 1)", x=M),
+        case("np.partition(x, 2, axis=0)", x=M),
+        case("np.partition(x, -1, axis=None)", x=M),
+        case("np.partition(x, (0, 2), axis=1)", x=T),
+    ],
     # --- shapes ---------------------------------------------------------------------------
     "transpose_attribute": [
         case("x.T", x=M),

@@ -121,6 +121,47 @@ def _dot_ranks(x, y):
     if not (1 <= numpy.ndim(x) <= 2 and 1 <= numpy.ndim(y) <= 2):
         raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
 ''',
+    "_prod_others": '''
+def _prod_others(x, axis):
+    """Each entry of x replaced by the product of the others numpy.prod(x, axis)
+    multiplies it with: products from either side, no division, so exact where x
+    has zeros."""
+    x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))
+    rank = numpy.ndim(x)
+    axes = range(rank) if axis is None else numpy.atleast_1d(axis)
+    reduced = sorted({int(a) % rank for a in axes}) if rank else []
+    kept = [a for a in range(rank) if a not in reduced]
+    moved = numpy.transpose(x, kept + reduced)
+    rows = numpy.reshape(moved, moved.shape[: len(kept)] + (-1,))
+    ones = numpy.ones(rows.shape[:-1] + (1,), dtype=rows.dtype)
+    left = numpy.cumprod(numpy.concatenate([ones, rows[..., :-1]], -1), -1)
+    right = numpy.concatenate([ones, rows[..., :0:-1]], -1)
+    right = numpy.cumprod(right, -1)[..., ::-1]
+    others = numpy.reshape(left * right, moved.shape)
+    return numpy.transpose(others, numpy.argsort(kept + reduced))
+''',
+    "_cumprod_dx": '''
+def _cumprod_dx(grad, x, axis):
+    """Gradient of numpy.cumprod(x, axis) with respect to x, no division by x (exact
+    where x has zeros): entry i gets the sum over j >= i of grad[j] times the product
+    of x[k] for k <= j, k != i, that is the product before i times a reversed
+    running sum."""
+    if axis is None:
+        flat = _cumprod_dx(grad, numpy.ravel(x), 0)
+        return numpy.reshape(flat, numpy.shape(x))
+    x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))
+    grad = numpy.moveaxis(grad + numpy.zeros_like(x), axis, -1)
+    x = numpy.moveaxis(x, axis, -1)
+    before = numpy.ones_like(x)
+    before[..., 1:] = numpy.cumprod(x[..., :-1], axis=-1)
+    after = numpy.zeros_like(x)
+    running = numpy.zeros(x.shape[:-1], dtype=x.dtype)
+    for i in range(x.shape[-1] - 1, -1, -1):
+        running = grad[..., i] + running
+        after[..., i] = running
+        running = running * x[..., i]
+    return numpy.moveaxis(before * after, -1, axis)
+''',
 }
 
 
@@ -140,6 +181,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
+    "_prod_others": Aliasing.NEW,
+    "_cumprod_dx": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).

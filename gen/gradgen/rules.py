@@ -305,6 +305,10 @@ METHODS: dict[str, str] = {
         "astype",
         "ravel",
         "swapaxes",
+        "prod",
+        "cumsum",
+        "cumprod",
+        "trace",
     )
 }
 METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gradient
@@ -585,6 +589,147 @@ def _to_whole_numbers(bound: dict[str, Expr]) -> bool:
     return False
 
 
+# --- more reductions and scans: shapes and adjoints -------------------------------------
+
+
+def _normal_axes(c: AdjointContext) -> tuple[int, ...] | None:
+    """The reduced axes, counted from 0, where the axis and x's rank are known."""
+    axis, rank = c.literals.get("axis"), c.rank("x")
+    if rank is None:
+        return None
+    if axis is None:
+        return tuple(range(rank))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        return None
+    return tuple(sorted({a % rank for a in axes})) if rank else ()
+
+
+def _scanned(c: AdjointContext) -> Shape | None:
+    """np.cumsum, np.cumprod: x's shape along an axis; flattened with axis None."""
+    shape = c.shapes.get("x")
+    if shape is None:
+        return None
+    if c.literals.get("axis") is None:
+        size = 1
+        for d in shape:
+            size *= d
+        return (size,)
+    return shape if isinstance(c.literals.get("axis"), int) else None
+
+
+def _scan_adjoint(c: AdjointContext) -> str:
+    # x's entry i reaches every later entry of the running total: the reversed running
+    # total of g. axis None: numpy flattens x first.
+    if c.literals.get("axis") is None:
+        return "numpy.reshape(numpy.cumsum(g[::-1])[::-1], numpy.shape(x))"
+    return "numpy.flip(numpy.cumsum(numpy.flip(g, axis), axis), axis)"
+
+
+def _prod_adjoint(c: AdjointContext) -> str:
+    # The product of the other entries, by products from either side: no division by x,
+    # so exact where x has zeros (one zero: its gradient is the product of the others,
+    # every other entry's is 0; two zeros: all 0).
+    return f"_prod_others(x, axis) * {_expanded(c, 'g')}"
+
+
+def _nansum_adjoint(c: AdjointContext) -> str:
+    return f"numpy.where(numpy.isnan(x), 0.0, {_expanded(c, 'g')})"
+
+
+def _nanmean_adjoint(c: AdjointContext) -> str:
+    count = "numpy.sum(numpy.logical_not(numpy.isnan(x)), axis=axis, keepdims=True)"
+    return f"numpy.where(numpy.isnan(x), 0.0, {_expanded(c, 'g')} / {count})"
+
+
+def _ptp_adjoint(c: AdjointContext) -> str:
+    # max - min: the gradient goes to the maximum and, negated, to the minimum; ties share
+    # it equally as np.max's do.
+    def share(extreme: str) -> str:
+        winners = f"(x == numpy.{extreme}(x, axis=axis, keepdims=True))"
+        count = f"numpy.sum({winners}, axis=axis, keepdims=True, dtype=numpy.result_type(x))"
+        return f"{winners} / {count}"
+
+    return f"({share('max')} - {share('min')}) * {_expanded(c, 'g')}"
+
+
+def _sorted_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    if shape is None:
+        return None
+    if c.literals.get("axis") is None:
+        return _scanned(c)
+    return shape if shape else None
+
+
+def _sort_adjoint(c: AdjointContext) -> str:
+    # Entry j of the result is x's entry argsort(x)[j]: g goes back through the inverse
+    # permutation, argsort(argsort(x)). Ties: one of the tied entries gets each share.
+    if c.literals.get("axis") is None:
+        return "numpy.reshape(g[numpy.argsort(numpy.argsort(x, axis=None))], numpy.shape(x))"
+    return "numpy.take_along_axis(g, numpy.argsort(numpy.argsort(x, axis), axis), axis)"
+
+
+def _partition_adjoint(c: AdjointContext) -> str:
+    # The result is a permutation of x along the axis (the kth entry in place, the others
+    # on their sides in no set order): sorting both says where each entry went, whatever
+    # order the partition left them in.
+    if c.literals.get("axis") is None:
+        back = "g[numpy.argsort(out)][numpy.argsort(numpy.argsort(x, axis=None))]"
+        return f"numpy.reshape({back}, numpy.shape(x))"
+    by_value = "numpy.take_along_axis(g, numpy.argsort(out, axis), axis)"
+    return f"numpy.take_along_axis({by_value}, numpy.argsort(numpy.argsort(x, axis), axis), axis)"
+
+
+def _diffed(c: AdjointContext) -> Shape | None:
+    shape, n, axis = c.shapes.get("x"), c.literals.get("n"), c.literals.get("axis")
+    if shape is None or not shape or not isinstance(n, int) or not isinstance(axis, int):
+        return None
+    if not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    return (*shape[:axis], max(shape[axis] - n, 0), *shape[axis + 1 :])
+
+
+def _diff_adjoint(c: AdjointContext) -> str:
+    # np.diff is linear: y[i] = x[i + 1] - x[i], whose transpose gives x's entry i the
+    # gradient g[i - 1] - g[i] (0 beyond the ends): a difference of g padded with zeros.
+    # n differences: n transposes, in turn.
+    n = c.literals.get("n")
+    assert isinstance(n, int)
+    adjoint = "g"
+    for _ in range(n):
+        adjoint = f"-numpy.diff({adjoint}, axis=axis, prepend=0, append=0)"
+    return adjoint
+
+
+def _traced(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    offset, axis1, axis2 = (c.literals.get(n) for n in ("offset", "axis1", "axis2"))
+    known = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, axis1, axis2))
+    if shape is None or len(shape) < 2 or not known:
+        return None
+    assert isinstance(offset, int) and isinstance(axis1, int) and isinstance(axis2, int)
+    first, second = axis1 % len(shape), axis2 % len(shape)
+    if first == second:
+        return None
+    return tuple(d for i, d in enumerate(shape) if i not in (first, second))
+
+
+def _trace_adjoint(c: AdjointContext) -> str:
+    # g on the diagonal the trace added up (numpy.eye's k is the offset), zeros elsewhere.
+    eye = "numpy.eye(x.shape[axis1], x.shape[axis2], offset)"
+    axis1, axis2 = c.literals.get("axis1"), c.literals.get("axis2")
+    if c.rank("x") == 2 and (axis1, axis2) in ((0, 1), (-2, -1), (0, -1), (-2, 1)):
+        return f"{eye} * g"
+    if c.rank("x") == 2 and (axis1, axis2) in ((1, 0), (-1, -2), (-1, 0), (1, -2)):
+        return f"numpy.transpose({eye}) * g"
+    # the trace's result has x's other axes: g entry by entry times the diagonal's mask,
+    # whose two axes then go back where axis1 and axis2 were
+    spread = f"numpy.expand_dims(g, (-2, -1)) * {eye}"
+    return f"numpy.moveaxis({spread}, (-2, -1), (axis1, axis2))"
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -680,6 +825,44 @@ RULES: tuple[Rule, ...] = (
          literal=("axis", "ddof", "keepdims"),
          floating=True, shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
 
+    # --- more reductions and scans ---------------------------------------------------------
+    # prod: the product of the other entries, never out / x (exact where x has zeros).
+    rule("prod", "numpy.prod(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
+         shape=_reduced, x=Depends("product of the other entries (no division) * g, over axis",
+                                   _prod_adjoint)),
+    rule("cumsum", "numpy.cumsum(x, axis)", nondiff=("axis",), literal=("axis",), shape=_scanned,
+         axes=True, x=Depends("reversed running total of reversed g, along axis (None: flat)",
+                              _scan_adjoint)),
+    # cumprod: exact where x has zeros (a helper runs the reversed recurrence, no division).
+    rule("cumprod", "numpy.cumprod(x, axis)", nondiff=("axis",), literal=("axis",),
+         shape=_scanned, axes=True, x="_cumprod_dx(g, x, axis)"),
+    # nansum, nanmean: nans are left out, and get gradient 0.
+    rule("nansum", "numpy.nansum(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, shape=_reduced,
+         x=Depends("numpy.where(numpy.isnan(x), 0, g), expanded over axis", _nansum_adjoint)),
+    rule("nanmean", "numpy.nanmean(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, floating=True, shape=_reduced,
+         x=Depends("numpy.where(numpy.isnan(x), 0, g / count of non-nans), expanded over axis",
+                   _nanmean_adjoint)),
+    rule("ptp", "numpy.ptp(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
+         shape=_reduced,
+         x=Depends("((x == max) / ties - (x == min) / ties) * g, expanded over axis",
+                   _ptp_adjoint)),
+    rule("trace", "numpy.trace(x, offset, axis1, axis2)", nondiff=("offset", "axis1", "axis2"),
+         literal=("offset", "axis1", "axis2"), shape=_traced,
+         x=Depends("numpy.eye(n, m, offset) * g, its axes at axis1 and axis2", _trace_adjoint)),
+    rule("diff", "numpy.diff(x, n, axis)", nondiff=("n", "axis"), literal=("n", "axis"),
+         shape=_diffed, axes=True,
+         x=Depends("-numpy.diff(g, axis=axis, prepend=0, append=0), n times", _diff_adjoint)),
+    # sort, partition: the gradient goes back to where each entry came from (ties: to one).
+    rule("sort", "numpy.sort(x, axis)", nondiff=("axis",), literal=("axis",),
+         shape=_sorted_shape, axes=True,
+         x=Depends("numpy.take_along_axis(g, argsort(argsort(x)), axis)", _sort_adjoint)),
+    rule("partition", "numpy.partition(x, kth, axis)", nondiff=("kth", "axis"),
+         literal=("axis",), shape=_sorted_shape, axes=True,
+         x=Depends("g taken by argsort(out), then by argsort(argsort(x)), along axis",
+                   _partition_adjoint)),
+
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
          x=Depends("numpy.transpose(g)", _transpose_adjoint)),
@@ -726,6 +909,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     },
     ("numpy", "var"): ("a", "axis=None", "ddof=0", "keepdims=False"),
     ("numpy", "std"): ("a", "axis=None", "ddof=0", "keepdims=False"),
+    **{("numpy", f): ("a", "axis=None", "keepdims=False") for f in ("prod", "ptp", "nansum")},
+    ("numpy", "nanmean"): ("a", "axis=None", "keepdims=False"),
+    ("numpy", "cumsum"): ("a", "axis=None"),
+    ("numpy", "cumprod"): ("a", "axis=None"),
+    ("numpy", "trace"): ("a", "offset=0", "axis1=0", "axis2=1"),
+    ("numpy", "diff"): ("a", "n=1", "axis=-1"),
+    ("numpy", "sort"): ("a", "axis=-1"),
+    ("numpy", "partition"): ("a", "kth", "axis=-1"),
     ("numpy", "transpose"): ("a", "axes=None"),
     ("numpy", "swapaxes"): ("a", "axis1", "axis2"),
     ("numpy", "reshape"): ("a", "shape"),
@@ -1046,7 +1237,17 @@ class Aliasing(enum.Enum):
 TEMPLATE_ALIASING: dict[str, Aliasing] = {
     "asarray": Aliasing.FIRST_OR_NEW,
     **dict.fromkeys(
-        ("reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "ravel"),
+        (
+            "reshape",
+            "transpose",
+            "swapaxes",
+            "expand_dims",
+            "squeeze",
+            "broadcast_to",
+            "ravel",
+            "flip",
+            "moveaxis",
+        ),
         Aliasing.VIEW_OF_FIRST,
     ),
     **dict.fromkeys(
@@ -1066,6 +1267,15 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "cos",
             "sin",
             "abs",
+            "cumsum",
+            "diff",
+            "take_along_axis",
+            "argsort",
+            "eye",
+            "isnan",
+            "logical_not",
+            "max",
+            "min",
         ),
         Aliasing.NEW,
     ),
@@ -1078,7 +1288,7 @@ NONDIFFERENTIABLE_ATTRIBUTES = ("shape", "ndim", "size", "dtype")
 # Module attributes that are constants: no derivative, copied as written.
 CONSTANTS: dict[str, tuple[str, ...]] = {
     "math": ("pi", "e", "tau", "inf"),
-    "numpy": ("pi", "e", "inf", "newaxis", "float32", "float64", "int64", "int32"),
+    "numpy": ("pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int64", "int32"),
 }
 
 
