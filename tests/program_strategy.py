@@ -1361,6 +1361,26 @@ def _index(c: Context) -> str:
     return ":"
 
 
+def _differences(c: Context) -> str:
+    """np.diff's n: how many differences, fewer than the axis is long (checked when run)."""
+    return c.choose.pick((OMIT, "0", "1", "2"))
+
+
+def _offset(c: Context) -> str:
+    """np.trace's offset: a diagonal above or below the main one."""
+    return c.choose.pick((OMIT, "0", "1", "-1"))
+
+
+def _kth(c: Context) -> str:
+    """np.partition's kth: an entry (or entries) along the axis, counted from either end."""
+    dims = shape(c.first.value)
+    length = min(dims) if dims else 1
+    choices = [str(k) for k in range(-length, length)]
+    if length >= 2:
+        choices.append(str((0, length - 1)))
+    return c.choose.pick(choices)
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis": _axis,
     "keepdims": _keepdims,
@@ -1372,6 +1392,9 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "dtype": _dtype,
     "c": _condition,
     "i": _index,
+    "n": _differences,
+    "offset": _offset,
+    "kth": _kth,
 }
 
 
@@ -1509,6 +1532,24 @@ FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
     "argmin": lambda x: _unique_top(x, numpy.min),
 }
 
+def _distinct_along(app: Application) -> bool:
+    """No two entries that sorting compares (along the axis; all with axis None) are
+    within MARGIN of each other: the order is the same within the differences' steps."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    axis = literal(app.nondiff.get("axis"))
+    if app.nondiff.get("axis") == OMIT:
+        axis = -1
+    if axis is None or x.ndim == 0:
+        x, axis = numpy.ravel(x), -1
+    ordered = numpy.sort(x, axis=axis)
+    return bool(numpy.all(numpy.abs(numpy.diff(ordered, axis=axis)) >= MARGIN))
+
+
+def _unique_max_and_min(app: Application) -> bool:
+    as_max = dataclasses.replace(app, rule="amax")
+    return _unique_extreme(as_max) and _unique_extreme(dataclasses.replace(app, rule="amin"))
+
+
 KINKS: dict[str, Callable[[Application], bool]] = {
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
@@ -1518,6 +1559,9 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "amin": _unique_extreme,
     "std": lambda app: bool(numpy.all(numpy.asarray(app.value) >= 0.1)),
     "astype": _astype_apart,
+    "ptp": _unique_max_and_min,
+    "sort": _distinct_along,
+    "partition": _distinct_along,
 }
 
 
