@@ -1474,6 +1474,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "tan": _tan_domain,
     "exp": _domain(x=lambda b, t: _small(b, t, 4.0)),
     "expm1": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    # weights summing to about 0 divide by it; None: no weights
+    "average": _domain(w=lambda b, t: t if t.value is None else _positive(b, t)),
 }
 
 

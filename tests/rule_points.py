@@ -334,6 +334,18 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.partition(x, -1, axis=None)", x=M),
         case("np.partition(x, (0, 2), axis=1)", x=T),
     ],
+    "average": [
+        case("np.average(x)", x=M),
+        case("np.average(x, axis=0)", x=M),
+        case("np.average(x, 1, keepdims=True)", x=T),
+        case("np.average(x, weights=w)", x=M, w=M),
+        case("np.average(x, axis=0, weights=w)", x=M, w=M),
+        case("np.average(x, 1, w)", x=M, w=(4,)),
+        case("np.average(x, axis=0, weights=w, keepdims=True)", x=T, w=(2,)),
+        case("np.average(x, axis=-2, weights=w)", x=T, w=(3,)),
+        case("np.average(x, axis=(0, 2), weights=w)", x=T, w=T),
+        case("np.average(x, axis=1, weights=w * w)", x=M, w=(4,), explicit=False),
+    ],
     # --- shapes ---------------------------------------------------------------------------
     "transpose_attribute": [
         case("x.T", x=M),

@@ -162,6 +162,16 @@ def _cumprod_dx(grad, x, axis):
         running = running * x[..., i]
     return numpy.moveaxis(before * after, -1, axis)
 ''',
+    "_average_weights": '''
+def _average_weights(w, x, axis):
+    """The weights of numpy.average(x, axis, weights=w) lined up with x: as they
+    are, or 1-D weights along axis."""
+    if numpy.ndim(w) == numpy.ndim(x):
+        return w
+    shape = [1] * numpy.ndim(x)
+    shape[axis] = -1
+    return numpy.reshape(w, shape)
+''',
 }
 
 
@@ -183,6 +193,7 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_dot_dy": Aliasing.NEW,
     "_prod_others": Aliasing.NEW,
     "_cumprod_dx": Aliasing.NEW,
+    "_average_weights": Aliasing.VIEW_OF_FIRST,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).

@@ -730,6 +730,55 @@ def _trace_adjoint(c: AdjointContext) -> str:
     return f"numpy.moveaxis({spread}, (-2, -1), (axis1, axis2))"
 
 
+def _weights_along(c: AdjointContext) -> tuple[str, tuple[int, ...] | None] | None:
+    """np.average's weights lined up with x: ``w`` itself where it has x's shape, ``w``
+    reshaped along the axis where it is 1-D (numpy's other case), with the axes the
+    reshaped weights are spread over; None where the ranks are not known."""
+    rank, weights_rank, axis = c.rank("x"), c.rank("w"), c.literals.get("axis")
+    if rank is None or weights_rank is None:
+        return None
+    if weights_rank == rank:
+        return "w", None
+    if weights_rank == 1 and isinstance(axis, int) and rank >= 1:
+        along = axis % rank
+        trailing = rank - 1 - along
+        lined = f"numpy.reshape(w, (-1,{' 1,' * trailing}))" if trailing else "w"
+        return lined, tuple(a for a in range(rank) if a != along)
+    return None
+
+
+def _weights_total(
+    c: AdjointContext, lined: tuple[str, tuple[int, ...] | None] | None, weights: str
+) -> str:
+    """The sum of the weights each entry of np.average's result divides by."""
+    if lined is not None and (lined[1] is not None or _full_reduction(c)):
+        return "numpy.sum(w)"  # 1-D weights, or all of them
+    return f"numpy.sum({weights}, axis=axis, keepdims=True)"
+
+
+def _average_x_adjoint(c: AdjointContext) -> str | Spread:
+    if c.literals.get("w", NOT_LITERAL) is None:
+        return _mean_adjoint(c)
+    lined = _weights_along(c)
+    weights = "_average_weights(w, x, axis)" if lined is None else lined[0]
+    total = _weights_total(c, lined, weights)
+    return f"{weights} / {total} * {_expanded(c, 'g')}"
+
+
+def _average_w_adjoint(c: AdjointContext) -> str:
+    # d(sum(w x) / sum(w)) / dw = (x - out) / sum(w), summed back over the axes 1-D
+    # weights were spread over.
+    lined = _weights_along(c)
+    weights = "_average_weights(w, x, axis)" if lined is None else lined[0]
+    total = _weights_total(c, lined, weights)
+    local = f"(x - {_expanded(c, 'out')}) / {total} * {_expanded(c, 'g')}"
+    if lined is None:
+        return f"numpy.reshape(_unbroadcast({local}, {weights}), numpy.shape(w))"
+    if lined[1] is None:
+        return local
+    return f"numpy.sum({local}, axis={lined[1]})"
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -862,6 +911,13 @@ RULES: tuple[Rule, ...] = (
          literal=("axis",), shape=_sorted_shape, axes=True,
          x=Depends("g taken by argsort(out), then by argsort(argsort(x)), along axis",
                    _partition_adjoint)),
+    # average: the mean without weights; with them, sum(w * x) / sum(w), whose weights get a
+    # gradient too (weights of x's shape, or 1-D along an int axis, as numpy takes them).
+    rule("average", "numpy.average(x, axis, w, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, floating=True, shape=_reduced,
+         x=Depends("w / sum(w) * g, expanded over axis (the mean's without w)",
+                   _average_x_adjoint),
+         w=Depends("(x - out) / sum(w) * g, expanded over axis", _average_w_adjoint)),
 
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
@@ -911,6 +967,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "std"): ("a", "axis=None", "ddof=0", "keepdims=False"),
     **{("numpy", f): ("a", "axis=None", "keepdims=False") for f in ("prod", "ptp", "nansum")},
     ("numpy", "nanmean"): ("a", "axis=None", "keepdims=False"),
+    ("numpy", "average"): ("a", "axis=None", "weights=None", "keepdims=False"),
     ("numpy", "cumsum"): ("a", "axis=None"),
     ("numpy", "cumprod"): ("a", "axis=None"),
     ("numpy", "trace"): ("a", "offset=0", "axis1=0", "axis2=1"),
@@ -928,6 +985,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "concatenate"): ("arrays", "axis=0"),
     ("numpy", "stack"): ("arrays", "axis=0"),
 }
+# Functions whose last parameters numpy takes by keyword only: how many it takes by position
+# (np.average's fourth is ``returned``, not ``keepdims``: refused, never misread).
+POSITIONAL: dict[tuple[str, str], int] = {("numpy", "average"): 3}
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Functions whose results have no gradient: their values flow, no adjoint is computed.
 NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
@@ -1312,6 +1372,11 @@ def canonical_call(call: Call) -> Call:
     names = [p.split("=")[0] for p in signature]
     if len(args) > len(names):
         raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
+    positional = POSITIONAL.get(key, len(names))
+    if len(args) > positional:
+        raise ValueError(
+            f"'{call.func.spelling}' takes at most {positional} arguments by position here"
+        )
     filled: dict[str, Expr] = dict(zip(names, args, strict=False))
     aliases = KEYWORD_ALIASES.get(key, {})
     for written, value in call.kwargs:
