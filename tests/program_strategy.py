@@ -1534,6 +1534,7 @@ FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
     "argmin": lambda x: _unique_top(x, numpy.min),
 }
 
+
 def _distinct_along(app: Application) -> bool:
     """No two entries that sorting compares (along the axis; all with axis None) are
     within MARGIN of each other: the order is the same within the differences' steps."""

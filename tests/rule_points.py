@@ -346,6 +346,43 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.average(x, axis=(0, 2), weights=w)", x=T, w=T),
         case("np.average(x, axis=1, weights=w * w)", x=M, w=(4,), explicit=False),
     ],
+    # norms: values drawn at random are away from 0, and no two |x|, row or column sums
+    # or singular values tie
+    "norm": [
+        case("np.linalg.norm(v)", v=(4,)),
+        case("np.linalg.norm(x)", x=M),
+        case("np.linalg.norm(x)", x=T),
+        case("np.linalg.norm(x, axis=1)", x=M),
+        case("np.linalg.norm(x, axis=-1, keepdims=True)", x=T),
+        case("np.linalg.norm(x, axis=(0, 2))", x=T),
+        case("np.linalg.norm(x, axis=(1, 2), keepdims=True)", x=T),
+        case("np.linalg.norm(x, keepdims=True)", x=M),
+        case("np.linalg.norm(x, 'fro')", x=M),
+        case("np.linalg.norm(x, ord='fro', axis=(0, 1), keepdims=True)", x=T),
+        case("np.linalg.norm(v, 2)", v=(4,)),
+        case("np.linalg.norm(x, ord=2, axis=0)", x=M),
+        case("np.linalg.norm(v, 1)", v=(4,)),
+        case("np.linalg.norm(x, ord=1, axis=1)", x=M),
+        case("np.linalg.norm(v, np.inf)", v=(4,)),
+        case("np.linalg.norm(x, ord=-np.inf, axis=0, keepdims=True)", x=M),
+        case("np.linalg.norm(v, 3)", v=(4,)),
+        case("np.linalg.norm(v, 0.5)", v=(4,)),
+        case("np.linalg.norm(x, ord=1)", x=M),  # the largest column sum of |x|
+        case("np.linalg.norm(x, -1)", x=M),
+        case("np.linalg.norm(x, np.inf)", x=M),  # the largest row sum
+        case("np.linalg.norm(x, ord=-np.inf, keepdims=True)", x=M),
+        case("np.linalg.norm(x, ord=1, axis=(2, 0))", x=T),
+        case("np.linalg.norm(x, np.inf, axis=(1, 2), keepdims=True)", x=T),
+        case("np.linalg.norm(x, 2)", x=M, explicit=False),
+        case("np.linalg.norm(x, -2)", x=M, explicit=False),
+        case("np.linalg.norm(x, 'nuc')", x=M, explicit=False),
+        case("np.linalg.norm(x, ord=2, axis=(2, 1))", x=T, explicit=False),
+        case("np.linalg.norm(x, ord='nuc', axis=(0, 2), keepdims=True)", x=T, explicit=False),
+        # a norm of a value of unknown rank: the helper decides by it when it runs
+        case("np.linalg.norm(np.reshape(x, (4, 3)), 1)", x=M, explicit=False),
+        case("np.linalg.norm(np.ravel(x), np.inf)", x=M, explicit=False),
+        case("np.linalg.norm(np.reshape(x, (4, 3)), 2)", x=M, explicit=False),
+    ],
     # --- shapes ---------------------------------------------------------------------------
     "transpose_attribute": [
         case("x.T", x=M),

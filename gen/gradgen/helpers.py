@@ -172,6 +172,48 @@ def _average_weights(w, x, axis):
     shape[axis] = -1
     return numpy.reshape(w, shape)
 ''',
+    "_norm_dx": '''
+def _norm_dx(x, ord, axis, norm):
+    """d numpy.linalg.norm(x, ord, axis) / dx, where x's rank (which says whether
+    the norm is of vectors or matrices) is known only when it runs; norm is the
+    norm with the reduced axes kept."""
+    if axis is None:
+        axis = tuple(range(numpy.ndim(x)))
+    if numpy.ndim(axis) == 0 or len(axis) == 1:
+        if ord == 2:
+            return x / norm
+        if ord == 1:
+            return numpy.sign(x)
+        if ord in (numpy.inf, -numpy.inf):
+            winners = numpy.abs(x) == norm
+            count = numpy.sum(winners, axis=axis, keepdims=True)
+            return numpy.sign(x) * winners / count
+        if ord == 0:
+            return numpy.zeros_like(x, dtype=numpy.result_type(x, 1.0))
+        return numpy.sign(x) * (numpy.abs(x) / norm) ** (ord - 1)
+    rows, columns = axis
+    if ord in (1, -1, numpy.inf, -numpy.inf):
+        summed, across = (rows, columns) if ord in (1, -1) else (columns, rows)
+        sums = numpy.sum(numpy.abs(x), axis=summed, keepdims=True)
+        winners = sums == norm
+        count = numpy.sum(winners, axis=across, keepdims=True)
+        return numpy.sign(x) * winners / count
+    return _singular_norm_dx(x, ord, axis)
+''',
+    "_singular_norm_dx": '''
+def _singular_norm_dx(x, ord, axis):
+    """d numpy.linalg.norm(x, ord, axis) / dx for ord 2, -2 and "nuc" (the largest,
+    the smallest and the sum of the singular values): u v^T of the singular
+    vectors the norm reads (singular values distinct, and not 0 for "nuc")."""
+    rows, columns = (-2, -1) if axis is None else axis
+    moved = numpy.moveaxis(x, (rows, columns), (-2, -1))
+    u, _, vt = numpy.linalg.svd(moved, full_matrices=False)
+    if ord == 2:
+        u, vt = u[..., :, :1], vt[..., :1, :]
+    elif ord == -2:
+        u, vt = u[..., :, -1:], vt[..., -1:, :]
+    return numpy.moveaxis(u @ vt, (-2, -1), (rows, columns))
+''',
 }
 
 
@@ -194,6 +236,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_prod_others": Aliasing.NEW,
     "_cumprod_dx": Aliasing.NEW,
     "_average_weights": Aliasing.VIEW_OF_FIRST,
+    "_norm_dx": Aliasing.NEW,
+    "_singular_norm_dx": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -210,6 +254,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_matmul_dy": ("_unbroadcast",),
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
+    "_norm_dx": ("_singular_norm_dx",),
 }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -779,6 +780,56 @@ def _average_w_adjoint(c: AdjointContext) -> str:
     return f"numpy.sum({local}, axis={lined[1]})"
 
 
+def _norm_adjoint(c: AdjointContext) -> str:
+    """np.linalg.norm: a vector norm along an int axis (or of a 1-D x), a matrix norm over
+    two axes (or of a 2-D x); x / norm for the 2-norm and the Frobenius norm, whatever x's
+    rank, the sign of x where the norm sums absolute values, the sign where it takes the
+    largest (ties share). Where the rank numpy decides by is not known, a helper decides
+    when it runs. At x == 0 the 2-norm's gradient is nan (0 / 0): no gradient there."""
+    order, axis, rank = c.literals.get("ord"), c.literals.get("axis"), c.rank("x")
+    g, norm = _expanded(c, "g"), _expanded(c, "out")
+    if order is None or order == "fro":
+        return f"x / {norm} * {g}"
+    if isinstance(axis, int) or (axis is None and rank == 1) or _one_axis(axis):
+        local = _vector_norm_local(order, norm)
+    elif (isinstance(axis, tuple) and len(axis) == 2) or (axis is None and rank == 2):
+        rows, columns = axis if isinstance(axis, tuple) else (0, 1)
+        local = _matrix_norm_local(order, norm, rows, columns)
+    else:
+        local = f"_norm_dx(x, ord, axis, {norm})"
+    return f"{local} * {g}"
+
+
+def _one_axis(axis: object) -> bool:
+    return isinstance(axis, tuple) and len(axis) == 1
+
+
+def _vector_norm_local(order: object, norm: str) -> str:
+    if order == 2:
+        return f"x / {norm}"
+    if order == 1:
+        return "numpy.sign(x)"
+    if order in (math.inf, -math.inf):
+        winners = f"(numpy.abs(x) == {norm})"
+        count = f"numpy.sum({winners}, axis=axis, keepdims=True)"
+        return f"numpy.sign(x) * {winners} / {count}"
+    if order == 0:  # how many entries are not 0: piecewise constant
+        return "numpy.zeros_like(x, dtype=numpy.result_type(x, 1.0))"
+    return f"numpy.sign(x) * (numpy.abs(x) / {norm}) ** (ord - 1)"
+
+
+def _matrix_norm_local(order: object, norm: str, rows: object, columns: object) -> str:
+    if order in (1, -1, math.inf, -math.inf):
+        # 1: the largest column sum of |x|; inf: the largest row sum; -1, -inf: smallest
+        summed, across = (rows, columns) if order in (1, -1) else (columns, rows)
+        sums = f"numpy.sum(numpy.abs(x), axis={summed}, keepdims=True)"
+        winners = f"({sums} == {norm})"
+        count = f"numpy.sum({winners}, axis={across}, keepdims=True)"
+        return f"numpy.sign(x) * {winners} / {count}"
+    # 2, -2, "nuc": the singular vectors of the largest or smallest singular value, or all
+    return "_singular_norm_dx(x, ord, axis)"
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -918,6 +969,13 @@ RULES: tuple[Rule, ...] = (
          x=Depends("w / sum(w) * g, expanded over axis (the mean's without w)",
                    _average_x_adjoint),
          w=Depends("(x - out) / sum(w) * g, expanded over axis", _average_w_adjoint)),
+    # linalg.norm: vector norms (ord None, 1, 2, inf, -inf, other p) along an axis, matrix
+    # norms (None, "fro", 1, -1, inf, -inf, and 2, -2, "nuc" by the singular vectors, which
+    # need distinct singular values) over two.
+    rule("norm", "numpy.linalg.norm(x, ord, axis, keepdims)", nondiff=("ord", "axis", "keepdims"),
+         literal=("ord", "axis", "keepdims"), floating=True, shape=_reduced,
+         x=Depends("x / norm * g (2-norm, Frobenius); sign(x) * winners * g (1, inf)",
+                   _norm_adjoint)),
 
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
@@ -968,6 +1026,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     **{("numpy", f): ("a", "axis=None", "keepdims=False") for f in ("prod", "ptp", "nansum")},
     ("numpy", "nanmean"): ("a", "axis=None", "keepdims=False"),
     ("numpy", "average"): ("a", "axis=None", "weights=None", "keepdims=False"),
+    ("numpy.linalg", "norm"): ("x", "ord=None", "axis=None", "keepdims=False"),
     ("numpy", "cumsum"): ("a", "axis=None"),
     ("numpy", "cumprod"): ("a", "axis=None"),
     ("numpy", "trace"): ("a", "offset=0", "axis1=0", "axis2=1"),
@@ -1336,6 +1395,7 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "logical_not",
             "max",
             "min",
+            "sign",
         ),
         Aliasing.NEW,
     ),
