@@ -1381,6 +1381,15 @@ def _kth(c: Context) -> str:
     return c.choose.pick(choices)
 
 
+def _ord(c: Context) -> str:
+    """np.linalg.norm's ord: vector and matrix norms (one that does not fit x's rank and
+    axis is an error numpy raises: the application is drawn again)."""
+    inf = f"{c.builder.alias}.inf"
+    return c.choose.pick(
+        (OMIT, "None", "1", "2", "-1", "-2", "3", inf, f"-{inf}", "'fro'", "'nuc'")
+    )
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis": _axis,
     "keepdims": _keepdims,
@@ -1395,6 +1404,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "n": _differences,
     "offset": _offset,
     "kth": _kth,
+    "ord": _ord,
 }
 
 
@@ -1548,6 +1558,39 @@ def _distinct_along(app: Application) -> bool:
     return bool(numpy.all(numpy.abs(numpy.diff(ordered, axis=axis)) >= MARGIN))
 
 
+def _norm_apart(app: Application) -> bool:
+    """np.linalg.norm away from its kinks: the norm from 0 (the 2-norm's), entries from 0
+    (where the sign of x enters), the largest |x|, row or column sum unique, singular
+    values distinct and away from 0."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    text = app.nondiff.get("ord")
+    order = literal(text)
+    if isinstance(order, str) and order.endswith(".inf"):
+        order = -math.inf if order.startswith("-") else math.inf
+    axis = literal(app.nondiff.get("axis"))
+    if axis is None:
+        axis = tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if not bool(numpy.all(numpy.asarray(app.value) >= 0.1)):
+        return False
+    if order is None or order == "fro" or (order == 2 and len(axes) == 1):
+        return True
+    if not _apart(x, 0.0):
+        return False
+    moved = numpy.moveaxis(x, axes, tuple(range(-len(axes), 0)))
+    if len(axes) == 1:
+        lined = numpy.abs(moved)
+    elif order in (2, -2, "nuc"):
+        lined = numpy.linalg.svd(moved, compute_uv=False)
+        if not _apart(lined, 0.0):
+            return False
+    else:
+        summed = -2 if order in (1, -1) else -1
+        lined = numpy.sum(numpy.abs(moved), axis=summed)
+    ordered = numpy.sort(lined, axis=-1)
+    return bool(numpy.all(numpy.diff(ordered, axis=-1) >= MARGIN))
+
+
 def _unique_max_and_min(app: Application) -> bool:
     as_max = dataclasses.replace(app, rule="amax")
     return _unique_extreme(as_max) and _unique_extreme(dataclasses.replace(app, rule="amin"))
@@ -1565,6 +1608,7 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "ptp": _unique_max_and_min,
     "sort": _distinct_along,
     "partition": _distinct_along,
+    "norm": _norm_apart,
 }
 
 

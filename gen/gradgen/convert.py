@@ -281,7 +281,8 @@ def _convert_argument(node: cst.BaseExpression, resolver: Resolver) -> Expr:
         value = node.evaluated_value
         plain = isinstance(value, str) and value.isprintable() and not set(value) & set("\"'\\")
         # in double quotes, as black writes a string
-        return Const(f'"{value}"' if plain else node.value, origin=node)
+        text = f'"{value!s}"' if plain and isinstance(value, str) else node.value
+        return Const(text, origin=node)
     return convert(node, resolver)
 
 

@@ -614,6 +614,8 @@ def _scanned(c: AdjointContext) -> Shape | None:
     if c.literals.get("axis") is None:
         size = 1
         for d in shape:
+            if not isinstance(d, int):
+                return None  # a dimension named, not known
             size *= d
         return (size,)
     return shape if isinstance(c.literals.get("axis"), int) else None
@@ -689,7 +691,10 @@ def _diffed(c: AdjointContext) -> Shape | None:
     if not -len(shape) <= axis < len(shape):
         return None
     axis %= len(shape)
-    return (*shape[:axis], max(shape[axis] - n, 0), *shape[axis + 1 :])
+    length = shape[axis]
+    if not isinstance(length, int):
+        return None  # a dimension named, not known
+    return (*shape[:axis], max(length - n, 0), *shape[axis + 1 :])
 
 
 def _diff_adjoint(c: AdjointContext) -> str:
