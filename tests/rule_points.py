@@ -254,6 +254,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.cumsum(1)", x=M),
         case("x.cumsum()", x=T),
         case("x.cumsum(axis=0)", x=(4,)),
+        case("np.cumsum(x, axis=0)", x=ZERO_D),  # a number: an array of one entry
+        case("np.cumsum(x, -1) * y", x=ZERO_D, y=(3,), explicit=False),
     ],
     "cumprod": [
         case("np.cumprod(x)", x=M, explicit=False),
@@ -261,6 +263,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.cumprod(x, axis=-1)", x=T, explicit=False),
         case("x.cumprod(1)", x=M, explicit=False),
         case("x.cumprod()", x=(4,), explicit=False),
+        case("np.cumprod(x, axis=0)", x=ZERO_D, explicit=False),
         # zeros: still the exact gradient (no division by x)
         case(
             "np.cumprod(np.where(m, x, 0.0), axis=1)",

@@ -146,7 +146,7 @@ def _cumprod_dx(grad, x, axis):
     where x has zeros): entry i gets the sum over j >= i of grad[j] times the product
     of x[k] for k <= j, k != i, that is the product before i times a reversed
     running sum."""
-    if axis is None:
+    if axis is None or numpy.ndim(x) == 0:
         flat = _cumprod_dx(grad, numpy.ravel(x), 0)
         return numpy.reshape(flat, numpy.shape(x))
     x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))

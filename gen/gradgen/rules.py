@@ -618,15 +618,21 @@ def _scanned(c: AdjointContext) -> Shape | None:
                 return None  # a dimension named, not known
             size *= d
         return (size,)
-    return shape if isinstance(c.literals.get("axis"), int) else None
+    if not isinstance(c.literals.get("axis"), int):
+        return None
+    return shape or (1,)  # numpy scans a number as an array of one entry
 
 
 def _scan_adjoint(c: AdjointContext) -> str:
     # x's entry i reaches every later entry of the running total: the reversed running
-    # total of g. axis None: numpy flattens x first.
-    if c.literals.get("axis") is None:
+    # total of g. axis None: numpy flattens x first; so it does a number, along any axis.
+    rank = c.rank("x")
+    if c.literals.get("axis") is None or rank == 0:
         return "numpy.reshape(numpy.cumsum(g[::-1])[::-1], numpy.shape(x))"
-    return "numpy.flip(numpy.cumsum(numpy.flip(g, axis), axis), axis)"
+    reversed_total = "numpy.flip(numpy.cumsum(numpy.flip(g, axis), axis), axis)"
+    if rank is None:
+        return f"numpy.reshape({reversed_total}, numpy.shape(x))"  # x may be a number
+    return reversed_total
 
 
 def _prod_adjoint(c: AdjointContext) -> str:
@@ -957,7 +963,7 @@ RULES: tuple[Rule, ...] = (
          literal=("offset", "axis1", "axis2"), shape=_traced,
          x=Depends("numpy.eye(n, m, offset) * g, its axes at axis1 and axis2", _trace_adjoint)),
     rule("diff", "numpy.diff(x, n, axis)", nondiff=("n", "axis"), literal=("n", "axis"),
-         shape=_diffed, axes=True,
+         shape=_diffed,  # n=0 gives x back, a number too
          x=Depends("-numpy.diff(g, axis=axis, prepend=0, append=0), n times", _diff_adjoint)),
     # sort, partition: the gradient goes back to where each entry came from (ties: to one).
     rule("sort", "numpy.sort(x, axis)", nondiff=("axis",), literal=("axis",),
