@@ -730,7 +730,8 @@ def _traced(c: AdjointContext) -> Shape | None:
 
 def _trace_adjoint(c: AdjointContext) -> str:
     # g on the diagonal the trace added up (numpy.eye's k is the offset), zeros elsewhere.
-    eye = "numpy.eye(x.shape[axis1], x.shape[axis2], offset)"
+    diagonal = "" if c.literals.get("offset") == 0 else ", offset"
+    eye = f"numpy.eye(x.shape[axis1], x.shape[axis2]{diagonal})"
     axis1, axis2 = c.literals.get("axis1"), c.literals.get("axis2")
     if c.rank("x") == 2 and (axis1, axis2) in ((0, 1), (-2, -1), (0, -1), (-2, 1)):
         return f"{eye} * g"
@@ -786,9 +787,10 @@ def _average_w_adjoint(c: AdjointContext) -> str:
     local = f"(x - {_expanded(c, 'out')}) / {total} * {_expanded(c, 'g')}"
     if lined is None:
         return f"numpy.reshape(_unbroadcast({local}, {weights}), numpy.shape(w))"
-    if lined[1] is None:
+    spread = lined[1]
+    if not spread:
         return local
-    return f"numpy.sum({local}, axis={lined[1]})"
+    return f"numpy.sum({local}, axis={spread[0] if len(spread) == 1 else spread})"
 
 
 def _norm_adjoint(c: AdjointContext) -> str:
