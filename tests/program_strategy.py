@@ -287,6 +287,8 @@ def _analyse(rule: Rule, text: str) -> Form:
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 if func.value.id in LIBRARIES:
                     library = func.value.id
+            elif isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
+                library = ast.unparse(func.value)  # a submodule's: numpy.linalg.norm
             elif isinstance(func, ast.Name) and func.id in BUILTINS:
                 library = "builtins"
     function = None
@@ -350,9 +352,12 @@ for _method, _function in METHODS.items():
     METHODS_OF.setdefault(_function, []).append(_method)
 
 
-def _numpy_parameters(function: str) -> list[str]:
+def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
+    module: Any = numpy
+    for part in library.split(".")[1:]:  # numpy.linalg
+        module = getattr(module, part)
     try:
-        return list(inspect.signature(getattr(numpy, function)).parameters)
+        return list(inspect.signature(getattr(module, function)).parameters)
     except (AttributeError, TypeError, ValueError):
         return []
 
@@ -1076,7 +1081,8 @@ class Builder:
             else:
                 mapping[name] = value.node
         signature = form.signature
-        if signature is not None and isinstance(form.tree, ast.Call) and form.library == "numpy":
+        in_numpy = (form.library or "").split(".")[0] == "numpy"
+        if signature is not None and isinstance(form.tree, ast.Call) and in_numpy:
             return self._render_call(form, signature, mapping, inputs, nondiff, spelling)
         for name, text in nondiff.items():
             if text == OMIT:
@@ -1094,7 +1100,8 @@ class Builder:
         spelling: int,
     ) -> ast.expr:
         assert isinstance(form.tree, ast.Call) and form.function is not None
-        numpy_names = _numpy_parameters(form.function)
+        assert form.library is not None
+        numpy_names = _numpy_parameters(form.function, form.library)
         positional: list[ast.expr] = []
         keywords: list[ast.keyword] = []
         in_order = True
@@ -1121,7 +1128,7 @@ class Builder:
                 keywords.append(ast.keyword(parameter, node))
             else:
                 positional.append(node)
-        methods = METHODS_OF.get(form.function)
+        methods = METHODS_OF.get(form.function) if form.library == "numpy" else None
         first = form.tree.args[0]
         if (
             methods
@@ -1136,7 +1143,10 @@ class Builder:
             if splat and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
                 rest = list(rest[0].elts)  # x.reshape(2, -1)
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
-        func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
+        module: ast.expr = ast.Name(self.alias, ast.Load())
+        for part in form.library.split(".")[1:]:  # np.linalg.norm
+            module = ast.Attribute(module, part, ast.Load())
+        func = ast.Attribute(module, form.function, ast.Load())
         return ast.Call(func, positional, keywords)
 
     # --- calls of the module's other functions --------------------------------------------
