@@ -647,16 +647,20 @@ def _nansum_adjoint(c: AdjointContext) -> str:
 
 
 def _nanmean_adjoint(c: AdjointContext) -> str:
-    count = "numpy.sum(numpy.logical_not(numpy.isnan(x)), axis=axis, keepdims=True)"
+    along = "" if c.literals.get("axis") is None else ", axis=axis, keepdims=True"
+    count = f"numpy.sum(numpy.logical_not(numpy.isnan(x)){along})"
     return f"numpy.where(numpy.isnan(x), 0.0, {_expanded(c, 'g')} / {count})"
 
 
 def _ptp_adjoint(c: AdjointContext) -> str:
     # max - min: the gradient goes to the maximum and, negated, to the minimum; ties share
     # it equally as np.max's do.
+    whole = c.literals.get("axis") is None
+    along = "" if whole else ", axis=axis, keepdims=True"
+
     def share(extreme: str) -> str:
-        winners = f"(x == numpy.{extreme}(x, axis=axis, keepdims=True))"
-        count = f"numpy.sum({winners}, axis=axis, keepdims=True, dtype=numpy.result_type(x))"
+        winners = f"(x == numpy.{extreme}(x{along}))"
+        count = f"numpy.sum({winners}{along}, dtype=numpy.result_type(x))"
         return f"{winners} / {count}"
 
     return f"({share('max')} - {share('min')}) * {_expanded(c, 'g')}"
