@@ -288,6 +288,8 @@ def _analyse(rule: Rule, text: str) -> Form:
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 if func.value.id in LIBRARIES:
                     library = func.value.id
+            elif isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
+                library = ast.unparse(func.value)  # a submodule's: numpy.linalg.norm
             elif isinstance(func, ast.Name) and func.id in BUILTINS:
                 library = "builtins"
     function = None
@@ -351,9 +353,12 @@ for _method, _function in METHODS.items():
     METHODS_OF.setdefault(_function, []).append(_method)
 
 
-def _numpy_parameters(function: str) -> list[str]:
+def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
+    module: Any = numpy
+    for part in library.split(".")[1:]:  # numpy.linalg
+        module = getattr(module, part)
     try:
-        return list(inspect.signature(getattr(numpy, function)).parameters)
+        return list(inspect.signature(getattr(module, function)).parameters)
     except (AttributeError, TypeError, ValueError):
         return []
 
@@ -1084,7 +1089,8 @@ class Builder:
             else:
                 mapping[name] = value.node
         signature = form.signature
-        if signature is not None and isinstance(form.tree, ast.Call) and form.library == "numpy":
+        in_numpy = (form.library or "").split(".")[0] == "numpy"
+        if signature is not None and isinstance(form.tree, ast.Call) and in_numpy:
             return self._render_call(form, signature, mapping, inputs, nondiff, spelling)
         for name, text in nondiff.items():
             if text == OMIT:
@@ -1102,7 +1108,8 @@ class Builder:
         spelling: int,
     ) -> ast.expr:
         assert isinstance(form.tree, ast.Call) and form.function is not None
-        numpy_names = _numpy_parameters(form.function)
+        assert form.library is not None
+        numpy_names = _numpy_parameters(form.function, form.library)
         positional: list[ast.expr] = []
         keywords: list[ast.keyword] = []
         in_order = True
@@ -1129,7 +1136,7 @@ class Builder:
                 keywords.append(ast.keyword(parameter, node))
             else:
                 positional.append(node)
-        methods = METHODS_OF.get(form.function)
+        methods = METHODS_OF.get(form.function) if form.library == "numpy" else None
         first = form.tree.args[0]
         if (
             methods
@@ -1144,7 +1151,10 @@ class Builder:
             if splat and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
                 rest = list(rest[0].elts)  # x.reshape(2, -1)
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
-        func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
+        module: ast.expr = ast.Name(self.alias, ast.Load())
+        for part in form.library.split(".")[1:]:  # np.linalg.norm
+            module = ast.Attribute(module, part, ast.Load())
+        func = ast.Attribute(module, form.function, ast.Load())
         return ast.Call(func, positional, keywords)
 
     # --- calls of the module's other functions --------------------------------------------
@@ -1387,6 +1397,35 @@ def _index(c: Context) -> str:
     return ":"
 
 
+def _differences(c: Context) -> str:
+    """np.diff's n: how many differences, fewer than the axis is long (checked when run)."""
+    return c.choose.pick((OMIT, "0", "1", "2"))
+
+
+def _offset(c: Context) -> str:
+    """np.trace's offset: a diagonal above or below the main one."""
+    return c.choose.pick((OMIT, "0", "1", "-1"))
+
+
+def _kth(c: Context) -> str:
+    """np.partition's kth: an entry (or entries) along the axis, counted from either end."""
+    dims = shape(c.first.value)
+    length = min(dims) if dims else 1
+    choices = [str(k) for k in range(-length, length)]
+    if length >= 2:
+        choices.append(str((0, length - 1)))
+    return c.choose.pick(choices)
+
+
+def _ord(c: Context) -> str:
+    """np.linalg.norm's ord: vector and matrix norms (one that does not fit x's rank and
+    axis is an error numpy raises: the application is drawn again)."""
+    inf = f"{c.builder.alias}.inf"
+    return c.choose.pick(
+        (OMIT, "None", "1", "2", "-1", "-2", "3", inf, f"-{inf}", "'fro'", "'nuc'")
+    )
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis": _axis,
     "keepdims": _keepdims,
@@ -1399,6 +1438,10 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "dtype": _dtype,
     "c": _condition,
     "i": _index,
+    "n": _differences,
+    "offset": _offset,
+    "kth": _kth,
+    "ord": _ord,
 }
 
 
@@ -1502,6 +1545,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "fmod": _domain(y=_away_from_zero),
     "lgamma": _domain(x=_positive),
     "gamma": _domain(x=_positive),
+    # weights summing to about 0 divide by it; None: no weights
+    "average": _domain(w=lambda b, t: t if t.value is None else _positive(b, t)),
 }
 
 
@@ -1594,6 +1639,58 @@ FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
     "argmin": lambda x: _unique_top(x, numpy.min),
 }
 
+
+def _distinct_along(app: Application) -> bool:
+    """No two entries that sorting compares (along the axis; all with axis None) are
+    within MARGIN of each other: the order is the same within the differences' steps."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    axis = literal(app.nondiff.get("axis"))
+    if app.nondiff.get("axis") == OMIT:
+        axis = -1
+    if axis is None or x.ndim == 0:
+        x, axis = numpy.ravel(x), -1
+    ordered = numpy.sort(x, axis=axis)
+    return bool(numpy.all(numpy.abs(numpy.diff(ordered, axis=axis)) >= MARGIN))
+
+
+def _norm_apart(app: Application) -> bool:
+    """np.linalg.norm away from its kinks: the norm from 0 (the 2-norm's), entries from 0
+    (where the sign of x enters), the largest |x|, row or column sum unique, singular
+    values distinct and away from 0."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    text = app.nondiff.get("ord")
+    order = literal(text)
+    if isinstance(order, str) and order.endswith(".inf"):
+        order = -math.inf if order.startswith("-") else math.inf
+    axis = literal(app.nondiff.get("axis"))
+    if axis is None:
+        axis = tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if not bool(numpy.all(numpy.asarray(app.value) >= 0.1)):
+        return False
+    if order is None or order == "fro" or (order == 2 and len(axes) == 1):
+        return True
+    if not _apart(x, 0.0):
+        return False
+    moved = numpy.moveaxis(x, axes, tuple(range(-len(axes), 0)))
+    if len(axes) == 1:
+        lined = numpy.abs(moved)
+    elif order in (2, -2, "nuc"):
+        lined = numpy.linalg.svd(moved, compute_uv=False)
+        if not _apart(lined, 0.0):
+            return False
+    else:
+        summed = -2 if order in (1, -1) else -1
+        lined = numpy.sum(numpy.abs(moved), axis=summed)
+    ordered = numpy.sort(lined, axis=-1)
+    return bool(numpy.all(numpy.diff(ordered, axis=-1) >= MARGIN))
+
+
+def _unique_max_and_min(app: Application) -> bool:
+    as_max = dataclasses.replace(app, rule="amax")
+    return _unique_extreme(as_max) and _unique_extreme(dataclasses.replace(app, rule="amin"))
+
+
 KINKS: dict[str, Callable[[Application], bool]] = {
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
@@ -1612,6 +1709,10 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "mod": lambda app: _off_whole_quotients(app.inputs["x"], app.inputs["y"]),
     "fmod": lambda app: _off_whole_quotients(app.inputs["x"], app.inputs["y"]),
     "reciprocal": _floats,
+    "ptp": _unique_max_and_min,
+    "sort": _distinct_along,
+    "partition": _distinct_along,
+    "norm": _norm_apart,
 }
 
 

@@ -45,10 +45,14 @@ BODY_REFUSALS = [
     ("builtin-call", "y = print(x)", 9, "'print' is not an operation"),
     ("chained-comparison", "y = 0 < x < 1", 9, "chained comparisons"),
     ("unknown-attribute", "y = x.real", 11, "the attribute '.real'"),
-    ("unknown-method", "y = x.cumsum()", 11, "the method '.cumsum()'"),
+    ("unknown-method", "y = x.searchsorted(x)", 11, "the method '.searchsorted()'"),
     ("keyword-argument", "y = max(x, x, default=1.0)", 9, "takes no keyword arguments"),
     ("unknown-keyword", "y = np.sum(x, where=x)", 9, "has no argument 'where'"),
     ("variable-axis", "y = np.sum(x, axis=x)", 9, "'axis' must be a literal"),
+    # np.average's fourth positional argument is 'returned' (a tuple), not keepdims
+    ("average-returned", "y = np.average(x, 0, x, True)", 9, "at most 3 arguments by position"),
+    ("average-returned-keyword", "y = np.average(x, returned=True)", 9, "no argument 'returned'"),
+    ("variable-diff-count", "y = np.diff(x, n=x.shape[0])", 22, "'n' must be a literal"),
     ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
     ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
     (

@@ -264,16 +264,28 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
         elif arg.star:
             resolver.refuse(arg, "unpacking arguments with * or ** is not supported")
         elif arg.keyword is not None:
-            kwargs.append((arg.keyword.value, convert(arg.value, resolver)))
+            kwargs.append((arg.keyword.value, _convert_argument(arg.value, resolver)))
         elif kwargs:
             resolver.refuse(arg, "a positional argument after a keyword argument")
         else:
-            args.append(convert(arg.value, resolver))
+            args.append(_convert_argument(arg.value, resolver))
     if func is None:
         return PLACEHOLDER
     # An argument unpacked (np.random.rand(*x.shape)) is UnaryOp("*"): parse.py refuses it
     # anywhere but in a random draw's shape (parse._refuse_unpacked_arguments).
     return Call(func, tuple(args), tuple(kwargs), origin=node)
+
+
+def _convert_argument(node: cst.BaseExpression, resolver: Resolver) -> Expr:
+    """An argument of a call: an expression, or a string written out, which chooses what
+    the function computes (``ord="fro"``, ``dtype="float32"``): a constant."""
+    if isinstance(node, cst.SimpleString) and not node.lpar:
+        value = node.evaluated_value
+        plain = isinstance(value, str) and value.isprintable() and not set(value) & set("\"'\\")
+        # in double quotes, as black writes a string
+        text = f'"{value!s}"' if plain and isinstance(value, str) else node.value
+        return Const(text, origin=node)
+    return convert(node, resolver)
 
 
 def _convert_subscript(node: cst.Subscript, resolver: Resolver) -> Expr:

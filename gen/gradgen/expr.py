@@ -9,6 +9,7 @@ need no trip through black (see ``format.py``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -262,6 +263,11 @@ def literal_value(expr: Expr) -> object:
     if isinstance(expr, Const):
         if expr.value is not None:
             return expr.value
+        quote = expr.text[:1]
+        if quote in ("'", '"') and expr.text[-1:] == quote and expr.text[:3] != quote * 3:
+            return expr.text[1:-1]  # a string argument written out (ord="fro")
+        if "." in expr.text and expr.text.rpartition(".")[2] == "inf":
+            return math.inf  # a library's constant (np.inf, math.inf): a module's has no dot
         return {"None": None, "True": True, "False": False}.get(expr.text, NOT_LITERAL)
     if isinstance(expr, UnaryOp) and expr.op == "-":
         inner = literal_value(expr.operand)

@@ -152,6 +152,99 @@ def _sinc_derivative(x):
     taylor = -1 / 3 + s * (1 / 30 - s * (1 / 840 - s / 45360))
     return numpy.where(near, numpy.pi**2 * x * taylor, slope)
 ''',
+    "_prod_others": '''
+def _prod_others(x, axis):
+    """Each entry of x replaced by the product of the others numpy.prod(x, axis)
+    multiplies it with: products from either side, no division, so exact where x
+    has zeros."""
+    x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))
+    rank = numpy.ndim(x)
+    axes = range(rank) if axis is None else numpy.atleast_1d(axis)
+    reduced = sorted({int(a) % rank for a in axes}) if rank else []
+    kept = [a for a in range(rank) if a not in reduced]
+    moved = numpy.transpose(x, kept + reduced)
+    rows = numpy.reshape(moved, moved.shape[: len(kept)] + (-1,))
+    ones = numpy.ones(rows.shape[:-1] + (1,), dtype=rows.dtype)
+    left = numpy.cumprod(numpy.concatenate([ones, rows[..., :-1]], -1), -1)
+    right = numpy.concatenate([ones, rows[..., :0:-1]], -1)
+    right = numpy.cumprod(right, -1)[..., ::-1]
+    others = numpy.reshape(left * right, moved.shape)
+    return numpy.transpose(others, numpy.argsort(kept + reduced))
+''',
+    "_cumprod_dx": '''
+def _cumprod_dx(grad, x, axis):
+    """Gradient of numpy.cumprod(x, axis) with respect to x, no division by x (exact
+    where x has zeros): entry i gets the sum over j >= i of grad[j] times the product
+    of x[k] for k <= j, k != i, that is the product before i times a reversed
+    running sum."""
+    if axis is None or numpy.ndim(x) == 0:
+        flat = _cumprod_dx(grad, numpy.ravel(x), 0)
+        return numpy.reshape(flat, numpy.shape(x))
+    x = numpy.asarray(x, dtype=numpy.result_type(x, 1.0))
+    grad = numpy.moveaxis(grad + numpy.zeros_like(x), axis, -1)
+    x = numpy.moveaxis(x, axis, -1)
+    before = numpy.ones_like(x)
+    before[..., 1:] = numpy.cumprod(x[..., :-1], axis=-1)
+    after = numpy.zeros_like(x)
+    running = numpy.zeros(x.shape[:-1], dtype=x.dtype)
+    for i in range(x.shape[-1] - 1, -1, -1):
+        running = grad[..., i] + running
+        after[..., i] = running
+        running = running * x[..., i]
+    return numpy.moveaxis(before * after, -1, axis)
+''',
+    "_average_weights": '''
+def _average_weights(w, x, axis):
+    """The weights of numpy.average(x, axis, weights=w) lined up with x: as they
+    are, or 1-D weights along axis."""
+    if numpy.ndim(w) == numpy.ndim(x):
+        return w
+    shape = [1] * numpy.ndim(x)
+    shape[axis] = -1
+    return numpy.reshape(w, shape)
+''',
+    "_norm_dx": '''
+def _norm_dx(x, ord, axis, norm):
+    """d numpy.linalg.norm(x, ord, axis) / dx, where x's rank (which says whether
+    the norm is of vectors or matrices) is known only when it runs; norm is the
+    norm with the reduced axes kept."""
+    if axis is None:
+        axis = tuple(range(numpy.ndim(x)))
+    if numpy.ndim(axis) == 0 or len(axis) == 1:
+        if ord == 2:
+            return x / norm
+        if ord == 1:
+            return numpy.sign(x)
+        if ord in (numpy.inf, -numpy.inf):
+            winners = numpy.abs(x) == norm
+            count = numpy.sum(winners, axis=axis, keepdims=True)
+            return numpy.sign(x) * winners / count
+        if ord == 0:
+            return numpy.zeros_like(x, dtype=numpy.result_type(x, 1.0))
+        return numpy.sign(x) * (numpy.abs(x) / norm) ** (ord - 1)
+    rows, columns = axis
+    if ord in (1, -1, numpy.inf, -numpy.inf):
+        summed, across = (rows, columns) if ord in (1, -1) else (columns, rows)
+        sums = numpy.sum(numpy.abs(x), axis=summed, keepdims=True)
+        winners = sums == norm
+        count = numpy.sum(winners, axis=across, keepdims=True)
+        return numpy.sign(x) * winners / count
+    return _singular_norm_dx(x, ord, axis)
+''',
+    "_singular_norm_dx": '''
+def _singular_norm_dx(x, ord, axis):
+    """d numpy.linalg.norm(x, ord, axis) / dx for ord 2, -2 and "nuc" (the largest,
+    the smallest and the sum of the singular values): u v^T of the singular
+    vectors the norm reads (singular values distinct, and not 0 for "nuc")."""
+    rows, columns = (-2, -1) if axis is None else axis
+    moved = numpy.moveaxis(x, (rows, columns), (-2, -1))
+    u, _, vt = numpy.linalg.svd(moved, full_matrices=False)
+    if ord == 2:
+        u, vt = u[..., :, :1], vt[..., :1, :]
+    elif ord == -2:
+        u, vt = u[..., :, -1:], vt[..., -1:, :]
+    return numpy.moveaxis(u @ vt, (-2, -1), (rows, columns))
+''',
 }
 
 
@@ -173,6 +266,11 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_dot_dy": Aliasing.NEW,
     "_digamma": Aliasing.NEW,
     "_sinc_derivative": Aliasing.NEW,
+    "_prod_others": Aliasing.NEW,
+    "_cumprod_dx": Aliasing.NEW,
+    "_average_weights": Aliasing.VIEW_OF_FIRST,
+    "_norm_dx": Aliasing.NEW,
+    "_singular_norm_dx": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -189,6 +287,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_matmul_dy": ("_unbroadcast",),
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
+    "_norm_dx": ("_singular_norm_dx",),
 }
 
 

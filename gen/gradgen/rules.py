@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -305,6 +306,10 @@ METHODS: dict[str, str] = {
         "astype",
         "ravel",
         "swapaxes",
+        "prod",
+        "cumsum",
+        "cumprod",
+        "trace",
     )
 }
 METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gradient
@@ -613,6 +618,263 @@ def _full_shape(c: AdjointContext) -> Shape | None:
     return None
 
 
+# --- more reductions and scans: shapes and adjoints -------------------------------------
+
+
+def _normal_axes(c: AdjointContext) -> tuple[int, ...] | None:
+    """The reduced axes, counted from 0, where the axis and x's rank are known."""
+    axis, rank = c.literals.get("axis"), c.rank("x")
+    if rank is None:
+        return None
+    if axis is None:
+        return tuple(range(rank))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        return None
+    return tuple(sorted({a % rank for a in axes})) if rank else ()
+
+
+def _scanned(c: AdjointContext) -> Shape | None:
+    """np.cumsum, np.cumprod: x's shape along an axis; flattened with axis None."""
+    shape = c.shapes.get("x")
+    if shape is None:
+        return None
+    if c.literals.get("axis") is None:
+        size = 1
+        for d in shape:
+            if not isinstance(d, int):
+                return None  # a dimension named, not known
+            size *= d
+        return (size,)
+    if not isinstance(c.literals.get("axis"), int):
+        return None
+    return shape or (1,)  # numpy scans a number as an array of one entry
+
+
+def _scan_adjoint(c: AdjointContext) -> str:
+    # x's entry i reaches every later entry of the running total: the reversed running
+    # total of g. axis None: numpy flattens x first; so it does a number, along any axis.
+    rank = c.rank("x")
+    if c.literals.get("axis") is None or rank == 0:
+        return "numpy.reshape(numpy.cumsum(g[::-1])[::-1], numpy.shape(x))"
+    reversed_total = "numpy.flip(numpy.cumsum(numpy.flip(g, axis), axis), axis)"
+    if rank is None:
+        return f"numpy.reshape({reversed_total}, numpy.shape(x))"  # x may be a number
+    return reversed_total
+
+
+def _prod_adjoint(c: AdjointContext) -> str:
+    # The product of the other entries, by products from either side: no division by x,
+    # so exact where x has zeros (one zero: its gradient is the product of the others,
+    # every other entry's is 0; two zeros: all 0).
+    return f"_prod_others(x, axis) * {_expanded(c, 'g')}"
+
+
+def _nansum_adjoint(c: AdjointContext) -> str:
+    return f"numpy.where(numpy.isnan(x), 0.0, {_expanded(c, 'g')})"
+
+
+def _nanmean_adjoint(c: AdjointContext) -> str:
+    along = "" if c.literals.get("axis") is None else ", axis=axis, keepdims=True"
+    count = f"numpy.sum(numpy.logical_not(numpy.isnan(x)){along})"
+    return f"numpy.where(numpy.isnan(x), 0.0, {_expanded(c, 'g')} / {count})"
+
+
+def _ptp_adjoint(c: AdjointContext) -> str:
+    # max - min: the gradient goes to the maximum and, negated, to the minimum; ties share
+    # it equally as np.max's do.
+    whole = c.literals.get("axis") is None
+    along = "" if whole else ", axis=axis, keepdims=True"
+
+    def share(extreme: str) -> str:
+        winners = f"(x == numpy.{extreme}(x{along}))"
+        count = f"numpy.sum({winners}{along}, dtype=numpy.result_type(x))"
+        return f"{winners} / {count}"
+
+    return f"({share('max')} - {share('min')}) * {_expanded(c, 'g')}"
+
+
+def _sorted_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    if shape is None:
+        return None
+    if c.literals.get("axis") is None:
+        return _scanned(c)
+    return shape if shape else None
+
+
+def _sort_adjoint(c: AdjointContext) -> str:
+    # Entry j of the result is x's entry argsort(x)[j]: g goes back through the inverse
+    # permutation, argsort(argsort(x)). Ties: one of the tied entries gets each share.
+    if c.literals.get("axis") is None:
+        return "numpy.reshape(g[numpy.argsort(numpy.argsort(x, axis=None))], numpy.shape(x))"
+    return "numpy.take_along_axis(g, numpy.argsort(numpy.argsort(x, axis), axis), axis)"
+
+
+def _partition_adjoint(c: AdjointContext) -> str:
+    # The result is a permutation of x along the axis (the kth entry in place, the others
+    # on their sides in no set order): sorting both says where each entry went, whatever
+    # order the partition left them in.
+    if c.literals.get("axis") is None:
+        back = "g[numpy.argsort(out)][numpy.argsort(numpy.argsort(x, axis=None))]"
+        return f"numpy.reshape({back}, numpy.shape(x))"
+    by_value = "numpy.take_along_axis(g, numpy.argsort(out, axis), axis)"
+    return f"numpy.take_along_axis({by_value}, numpy.argsort(numpy.argsort(x, axis), axis), axis)"
+
+
+def _diffed(c: AdjointContext) -> Shape | None:
+    shape, n, axis = c.shapes.get("x"), c.literals.get("n"), c.literals.get("axis")
+    if shape is None or not shape or not isinstance(n, int) or not isinstance(axis, int):
+        return None
+    if not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    length = shape[axis]
+    if not isinstance(length, int):
+        return None  # a dimension named, not known
+    return (*shape[:axis], max(length - n, 0), *shape[axis + 1 :])
+
+
+def _diff_adjoint(c: AdjointContext) -> str:
+    # np.diff is linear: y[i] = x[i + 1] - x[i], whose transpose gives x's entry i the
+    # gradient g[i - 1] - g[i] (0 beyond the ends): a difference of g padded with zeros.
+    # n differences: n transposes, in turn.
+    n = c.literals.get("n")
+    assert isinstance(n, int)
+    adjoint = "g"
+    for _ in range(n):
+        adjoint = f"-numpy.diff({adjoint}, axis=axis, prepend=0, append=0)"
+    return adjoint
+
+
+def _traced(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    offset, axis1, axis2 = (c.literals.get(n) for n in ("offset", "axis1", "axis2"))
+    known = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, axis1, axis2))
+    if shape is None or len(shape) < 2 or not known:
+        return None
+    assert isinstance(offset, int) and isinstance(axis1, int) and isinstance(axis2, int)
+    first, second = axis1 % len(shape), axis2 % len(shape)
+    if first == second:
+        return None
+    return tuple(d for i, d in enumerate(shape) if i not in (first, second))
+
+
+def _trace_adjoint(c: AdjointContext) -> str:
+    # g on the diagonal the trace added up (numpy.eye's k is the offset), zeros elsewhere.
+    diagonal = "" if c.literals.get("offset") == 0 else ", offset"
+    eye = f"numpy.eye(x.shape[axis1], x.shape[axis2]{diagonal})"
+    axis1, axis2 = c.literals.get("axis1"), c.literals.get("axis2")
+    if c.rank("x") == 2 and (axis1, axis2) in ((0, 1), (-2, -1), (0, -1), (-2, 1)):
+        return f"{eye} * g"
+    if c.rank("x") == 2 and (axis1, axis2) in ((1, 0), (-1, -2), (-1, 0), (1, -2)):
+        return f"numpy.transpose({eye}) * g"
+    # the trace's result has x's other axes: g entry by entry times the diagonal's mask,
+    # whose two axes then go back where axis1 and axis2 were
+    spread = f"numpy.expand_dims(g, (-2, -1)) * {eye}"
+    return f"numpy.moveaxis({spread}, (-2, -1), (axis1, axis2))"
+
+
+def _weights_along(c: AdjointContext) -> tuple[str, tuple[int, ...] | None] | None:
+    """np.average's weights lined up with x: ``w`` itself where it has x's shape, ``w``
+    reshaped along the axis where it is 1-D (numpy's other case), with the axes the
+    reshaped weights are spread over; None where the ranks are not known."""
+    rank, weights_rank, axis = c.rank("x"), c.rank("w"), c.literals.get("axis")
+    if rank is None or weights_rank is None:
+        return None
+    if weights_rank == rank:
+        return "w", None
+    if weights_rank == 1 and isinstance(axis, int) and rank >= 1:
+        along = axis % rank
+        trailing = rank - 1 - along
+        lined = f"numpy.reshape(w, (-1,{' 1,' * trailing}))" if trailing else "w"
+        return lined, tuple(a for a in range(rank) if a != along)
+    return None
+
+
+def _weights_total(
+    c: AdjointContext, lined: tuple[str, tuple[int, ...] | None] | None, weights: str
+) -> str:
+    """The sum of the weights each entry of np.average's result divides by."""
+    if lined is not None and (lined[1] is not None or _full_reduction(c)):
+        return "numpy.sum(w)"  # 1-D weights, or all of them
+    return f"numpy.sum({weights}, axis=axis, keepdims=True)"
+
+
+def _average_x_adjoint(c: AdjointContext) -> str | Spread:
+    if c.literals.get("w", NOT_LITERAL) is None:
+        return _mean_adjoint(c)
+    lined = _weights_along(c)
+    weights = "_average_weights(w, x, axis)" if lined is None else lined[0]
+    total = _weights_total(c, lined, weights)
+    return f"{weights} / {total} * {_expanded(c, 'g')}"
+
+
+def _average_w_adjoint(c: AdjointContext) -> str:
+    # d(sum(w x) / sum(w)) / dw = (x - out) / sum(w), summed back over the axes 1-D
+    # weights were spread over.
+    lined = _weights_along(c)
+    weights = "_average_weights(w, x, axis)" if lined is None else lined[0]
+    total = _weights_total(c, lined, weights)
+    local = f"(x - {_expanded(c, 'out')}) / {total} * {_expanded(c, 'g')}"
+    if lined is None:
+        return f"numpy.reshape(_unbroadcast({local}, {weights}), numpy.shape(w))"
+    spread = lined[1]
+    if not spread:
+        return local
+    return f"numpy.sum({local}, axis={spread[0] if len(spread) == 1 else spread})"
+
+
+def _norm_adjoint(c: AdjointContext) -> str:
+    """np.linalg.norm: a vector norm along an int axis (or of a 1-D x), a matrix norm over
+    two axes (or of a 2-D x); x / norm for the 2-norm and the Frobenius norm, whatever x's
+    rank, the sign of x where the norm sums absolute values, the sign where it takes the
+    largest (ties share). Where the rank numpy decides by is not known, a helper decides
+    when it runs. At x == 0 the 2-norm's gradient is nan (0 / 0): no gradient there."""
+    order, axis, rank = c.literals.get("ord"), c.literals.get("axis"), c.rank("x")
+    g, norm = _expanded(c, "g"), _expanded(c, "out")
+    if order is None or order == "fro":
+        return f"x / {norm} * {g}"
+    if isinstance(axis, int) or (axis is None and rank == 1) or _one_axis(axis):
+        local = _vector_norm_local(order, norm)
+    elif (isinstance(axis, tuple) and len(axis) == 2) or (axis is None and rank == 2):
+        rows, columns = axis if isinstance(axis, tuple) else (0, 1)
+        local = _matrix_norm_local(order, norm, rows, columns)
+    else:
+        local = f"_norm_dx(x, ord, axis, {norm})"
+    return f"{local} * {g}"
+
+
+def _one_axis(axis: object) -> bool:
+    return isinstance(axis, tuple) and len(axis) == 1
+
+
+def _vector_norm_local(order: object, norm: str) -> str:
+    if order == 2:
+        return f"x / {norm}"
+    if order == 1:
+        return "numpy.sign(x)"
+    if order in (math.inf, -math.inf):
+        winners = f"(numpy.abs(x) == {norm})"
+        count = f"numpy.sum({winners}, axis=axis, keepdims=True)"
+        return f"numpy.sign(x) * {winners} / {count}"
+    if order == 0:  # how many entries are not 0: piecewise constant
+        return "numpy.zeros_like(x, dtype=numpy.result_type(x, 1.0))"
+    return f"numpy.sign(x) * (numpy.abs(x) / {norm}) ** (ord - 1)"
+
+
+def _matrix_norm_local(order: object, norm: str, rows: object, columns: object) -> str:
+    if order in (1, -1, math.inf, -math.inf):
+        # 1: the largest column sum of |x|; inf: the largest row sum; -1, -inf: smallest
+        summed, across = (rows, columns) if order in (1, -1) else (columns, rows)
+        sums = f"numpy.sum(numpy.abs(x), axis={summed}, keepdims=True)"
+        winners = f"({sums} == {norm})"
+        count = f"numpy.sum({winners}, axis={across}, keepdims=True)"
+        return f"numpy.sign(x) * {winners} / {count}"
+    # 2, -2, "nuc": the singular vectors of the largest or smallest singular value, or all
+    return "_singular_norm_dx(x, ord, axis)"
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -767,6 +1029,58 @@ RULES: tuple[Rule, ...] = (
          literal=("axis", "ddof", "keepdims"),
          floating=True, shape=_reduced, x=Depends("(x - mean) / (count * out) * g", _std_adjoint)),
 
+    # --- more reductions and scans ---------------------------------------------------------
+    # prod: the product of the other entries, never out / x (exact where x has zeros).
+    rule("prod", "numpy.prod(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
+         shape=_reduced, x=Depends("product of the other entries (no division) * g, over axis",
+                                   _prod_adjoint)),
+    rule("cumsum", "numpy.cumsum(x, axis)", nondiff=("axis",), literal=("axis",), shape=_scanned,
+         axes=True, x=Depends("reversed running total of reversed g, along axis (None: flat)",
+                              _scan_adjoint)),
+    # cumprod: exact where x has zeros (a helper runs the reversed recurrence, no division).
+    rule("cumprod", "numpy.cumprod(x, axis)", nondiff=("axis",), literal=("axis",),
+         shape=_scanned, axes=True, x="_cumprod_dx(g, x, axis)"),
+    # nansum, nanmean: nans are left out, and get gradient 0.
+    rule("nansum", "numpy.nansum(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, shape=_reduced,
+         x=Depends("numpy.where(numpy.isnan(x), 0, g), expanded over axis", _nansum_adjoint)),
+    rule("nanmean", "numpy.nanmean(x, axis, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, floating=True, shape=_reduced,
+         x=Depends("numpy.where(numpy.isnan(x), 0, g / count of non-nans), expanded over axis",
+                   _nanmean_adjoint)),
+    rule("ptp", "numpy.ptp(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
+         shape=_reduced,
+         x=Depends("((x == max) / ties - (x == min) / ties) * g, expanded over axis",
+                   _ptp_adjoint)),
+    rule("trace", "numpy.trace(x, offset, axis1, axis2)", nondiff=("offset", "axis1", "axis2"),
+         literal=("offset", "axis1", "axis2"), shape=_traced,
+         x=Depends("numpy.eye(n, m, offset) * g, its axes at axis1 and axis2", _trace_adjoint)),
+    rule("diff", "numpy.diff(x, n, axis)", nondiff=("n", "axis"), literal=("n", "axis"),
+         shape=_diffed,  # n=0 gives x back, a number too
+         x=Depends("-numpy.diff(g, axis=axis, prepend=0, append=0), n times", _diff_adjoint)),
+    # sort, partition: the gradient goes back to where each entry came from (ties: to one).
+    rule("sort", "numpy.sort(x, axis)", nondiff=("axis",), literal=("axis",),
+         shape=_sorted_shape, axes=True,
+         x=Depends("numpy.take_along_axis(g, argsort(argsort(x)), axis)", _sort_adjoint)),
+    rule("partition", "numpy.partition(x, kth, axis)", nondiff=("kth", "axis"),
+         literal=("axis",), shape=_sorted_shape, axes=True,
+         x=Depends("g taken by argsort(out), then by argsort(argsort(x)), along axis",
+                   _partition_adjoint)),
+    # average: the mean without weights; with them, sum(w * x) / sum(w), whose weights get a
+    # gradient too (weights of x's shape, or 1-D along an int axis, as numpy takes them).
+    rule("average", "numpy.average(x, axis, w, keepdims)", nondiff=("axis", "keepdims"),
+         literal=_AXES, floating=True, shape=_reduced,
+         x=Depends("w / sum(w) * g, expanded over axis (the mean's without w)",
+                   _average_x_adjoint),
+         w=Depends("(x - out) / sum(w) * g, expanded over axis", _average_w_adjoint)),
+    # linalg.norm: vector norms (ord None, 1, 2, inf, -inf, other p) along an axis, matrix
+    # norms (None, "fro", 1, -1, inf, -inf, and 2, -2, "nuc" by the singular vectors, which
+    # need distinct singular values) over two.
+    rule("norm", "numpy.linalg.norm(x, ord, axis, keepdims)", nondiff=("ord", "axis", "keepdims"),
+         literal=("ord", "axis", "keepdims"), floating=True, shape=_reduced,
+         x=Depends("x / norm * g (2-norm, Frobenius); sign(x) * winners * g (1, inf)",
+                   _norm_adjoint)),
+
     # --- shapes: the gradient is reshaped or transposed back ------------------------------
     rule("transpose_attribute", "x.T", shape=_transpose_shape, view=True,
          x=Depends("numpy.transpose(g)", _transpose_adjoint)),
@@ -821,6 +1135,16 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     },
     ("numpy", "var"): ("a", "axis=None", "ddof=0", "keepdims=False"),
     ("numpy", "std"): ("a", "axis=None", "ddof=0", "keepdims=False"),
+    **{("numpy", f): ("a", "axis=None", "keepdims=False") for f in ("prod", "ptp", "nansum")},
+    ("numpy", "nanmean"): ("a", "axis=None", "keepdims=False"),
+    ("numpy", "average"): ("a", "axis=None", "weights=None", "keepdims=False"),
+    ("numpy.linalg", "norm"): ("x", "ord=None", "axis=None", "keepdims=False"),
+    ("numpy", "cumsum"): ("a", "axis=None"),
+    ("numpy", "cumprod"): ("a", "axis=None"),
+    ("numpy", "trace"): ("a", "offset=0", "axis1=0", "axis2=1"),
+    ("numpy", "diff"): ("a", "n=1", "axis=-1"),
+    ("numpy", "sort"): ("a", "axis=-1"),
+    ("numpy", "partition"): ("a", "kth", "axis=-1"),
     ("numpy", "transpose"): ("a", "axes=None"),
     ("numpy", "swapaxes"): ("a", "axis1", "axis2"),
     ("numpy", "reshape"): ("a", "shape"),
@@ -834,6 +1158,9 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "full_like"): ("a", "fill_value", "dtype=None"),
     ("numpy", "stack"): ("arrays", "axis=0"),
 }
+# Functions whose last parameters numpy takes by keyword only: how many it takes by position
+# (np.average's fourth is ``returned``, not ``keepdims``: refused, never misread).
+POSITIONAL: dict[tuple[str, str], int] = {("numpy", "average"): 3}
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Operators whose results have no gradient (x // y: whole numbers), as comparisons have none.
 NO_GRADIENT_OPERATORS = frozenset({"//"})
@@ -1183,7 +1510,17 @@ class Aliasing(enum.Enum):
 TEMPLATE_ALIASING: dict[str, Aliasing] = {
     "asarray": Aliasing.FIRST_OR_NEW,
     **dict.fromkeys(
-        ("reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "ravel"),
+        (
+            "reshape",
+            "transpose",
+            "swapaxes",
+            "expand_dims",
+            "squeeze",
+            "broadcast_to",
+            "ravel",
+            "flip",
+            "moveaxis",
+        ),
         Aliasing.VIEW_OF_FIRST,
     ),
     **dict.fromkeys(
@@ -1203,6 +1540,16 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "cos",
             "sin",
             "abs",
+            "cumsum",
+            "diff",
+            "take_along_axis",
+            "argsort",
+            "eye",
+            "isnan",
+            "logical_not",
+            "max",
+            "min",
+            "sign",
         ),
         Aliasing.NEW,
     ),
@@ -1215,7 +1562,7 @@ NONDIFFERENTIABLE_ATTRIBUTES = ("shape", "ndim", "size", "dtype")
 # Module attributes that are constants: no derivative, copied as written.
 CONSTANTS: dict[str, tuple[str, ...]] = {
     "math": ("pi", "e", "tau", "inf"),
-    "numpy": ("pi", "e", "inf", "newaxis", "float32", "float64", "int64", "int32"),
+    "numpy": ("pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int64", "int32"),
 }
 
 
@@ -1239,6 +1586,11 @@ def canonical_call(call: Call) -> Call:
     names = [p.split("=")[0] for p in signature]
     if len(args) > len(names):
         raise ValueError(f"'{call.func.spelling}' takes at most {len(names)} arguments")
+    positional = POSITIONAL.get(key, len(names))
+    if len(args) > positional:
+        raise ValueError(
+            f"'{call.func.spelling}' takes at most {positional} arguments by position here"
+        )
     filled: dict[str, Expr] = dict(zip(names, args, strict=False))
     aliases = KEYWORD_ALIASES.get(key, {})
     for written, value in call.kwargs:

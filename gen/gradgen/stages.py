@@ -1300,7 +1300,7 @@ class _Builder:
                     self.refuse(
                         getattr(value, "origin", None) or getattr(plain, "origin", None),
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
-                        "True, False or None): the backward is written for it",
+                        "a string, True, False or None): the backward is written for it",
                     )
             name = target if top else temporary_name(self.namer, user_target, rule.name)
             inputs = [bindings[i] for i in rule.inputs]
