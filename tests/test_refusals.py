@@ -49,6 +49,8 @@ BODY_REFUSALS = [
     ("keyword-argument", "y = max(x, x, default=1.0)", 9, "takes no keyword arguments"),
     ("unknown-keyword", "y = np.sum(x, where=x)", 9, "has no argument 'where'"),
     ("variable-axis", "y = np.sum(x, axis=x)", 9, "'axis' must be a literal"),
+    ("pad-reflect", "y = np.pad(x, 1, mode='reflect')", 9, "mode 'constant'"),
+    ("pad-edge", "y = np.pad(x, 1, 'edge')", 9, "mode 'constant'"),
     ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
     ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
     (

@@ -262,16 +262,28 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
         elif arg.star:
             resolver.refuse(arg, "unpacking arguments with * or ** is not supported")
         elif arg.keyword is not None:
-            kwargs.append((arg.keyword.value, convert(arg.value, resolver)))
+            kwargs.append((arg.keyword.value, _argument(arg.value, resolver)))
         elif kwargs:
             resolver.refuse(arg, "a positional argument after a keyword argument")
         else:
-            args.append(convert(arg.value, resolver))
+            args.append(_argument(arg.value, resolver))
     if func is None:
         return PLACEHOLDER
     # An argument unpacked (np.random.rand(*x.shape)) is UnaryOp("*"): parse.py refuses it
     # anywhere but in a random draw's shape (parse._refuse_unpacked_arguments).
     return Call(func, tuple(args), tuple(kwargs), origin=node)
+
+
+def _argument(node: cst.BaseExpression, resolver: Resolver) -> Expr:
+    """An argument of a call: a string written out is a constant there (np.pad's mode
+    'constant'), which the call's rule reads; anywhere else it has no gradient to carry."""
+    if isinstance(node, cst.SimpleString) and not node.lpar:
+        text = node.value
+        inner = text[1:-1]
+        if text[0] == "'" and '"' not in inner and "\\" not in inner:
+            text = f'"{inner}"'  # as black writes it
+        return Const(text, origin=node)
+    return convert(node, resolver)
 
 
 def _convert_subscript(node: cst.Subscript, resolver: Resolver) -> Expr:

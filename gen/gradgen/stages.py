@@ -1301,6 +1301,10 @@ class _Builder:
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
                         "True, False or None): the backward is written for it",
                     )
+            refusal = rule.refuse_when(bindings) if rule.refuse_when is not None else None
+            if refusal is not None:
+                self.refuse(getattr(plain, "origin", None), refusal)
+                return Const("0", 0)
             name = target if top else temporary_name(self.namer, user_target, rule.name)
             inputs = [bindings[i] for i in rule.inputs]
             if rule.variadic:
