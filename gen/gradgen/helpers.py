@@ -170,7 +170,8 @@ def _untake_along_axis(grad, like, indices, axis):
     "_unpad": '''
 def _unpad(grad, pad_width):
     """grad of np.pad(like, pad_width): the part that was like."""
-    widths = numpy.broadcast_to(pad_width, (numpy.ndim(grad), 2))
+    grad = numpy.asarray(grad)  # np.pad of a number is a number
+    widths = numpy.broadcast_to(pad_width, (grad.ndim, 2))
     return grad[tuple(slice(b, n - a) for (b, a), n in zip(widths, grad.shape))]
 ''',
     "_pad_values_grad": '''
@@ -178,7 +179,8 @@ def _pad_values_grad(grad, pad_width, values):
     """grad of np.pad's constant_values: each value's padded entries summed. numpy
     pads axis after axis, each over what the axes before it padded (the corners
     are the later axis's)."""
-    ndim = numpy.ndim(grad)
+    grad = numpy.asarray(grad)  # np.pad of a number is a number
+    ndim = grad.ndim
     widths = numpy.broadcast_to(pad_width, (ndim, 2))
     inner = [slice(b, n - a) for (b, a), n in zip(widths, grad.shape)]
     sums = numpy.zeros((ndim, 2), numpy.result_type(grad, 1.0))

@@ -871,7 +871,7 @@ def _tile_adjoint(c: AdjointContext) -> str:
     copies = tuple(range(0, 2 * ndim, 2))
     axes = str(copies[0]) if ndim == 1 else str(copies)
     summed = f"numpy.sum(numpy.reshape(g, {_tuple_text(split)}), axis={axes})"
-    return summed if ndim == len(shape) else f"numpy.reshape({summed}, x.shape)"
+    return summed if ndim == len(shape) else f"numpy.reshape({summed}, numpy.shape(x))"
 
 
 def _repeat_adjoint(c: AdjointContext) -> str:
@@ -881,7 +881,7 @@ def _repeat_adjoint(c: AdjointContext) -> str:
         return "_unrepeat(g, x, repeats, axis)"
     if axis is None:
         summed = f"numpy.sum(numpy.reshape(g, (-1, {repeats})), axis=1)"
-        return summed if len(shape) == 1 else f"numpy.reshape({summed}, x.shape)"
+        return summed if len(shape) == 1 else f"numpy.reshape({summed}, numpy.shape(x))"
     if not _whole(axis) or not -len(shape) <= axis < len(shape):
         return "_unrepeat(g, x, repeats, axis)"
     axis %= len(shape)
