@@ -1625,6 +1625,9 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "amin": _unique_extreme,
     "std": lambda app: bool(numpy.all(numpy.asarray(app.value) >= 0.1)),
     "astype": _astype_apart,
+    "array": _astype_apart,
+    "array_of_value": _astype_apart,
+    "asarray": _astype_apart,
 }
 
 

@@ -427,6 +427,22 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             explicit=False,
         ),
     ],
+    "array": [
+        case("np.array([[c, -s], [s, c]])", c=(), s=()),
+        case("np.array([x, y, x])", x=M, y=M),
+        case("np.asarray((u, 2 * u))", u=(4,)),
+        case("np.array([[s, 1.0], [0.5, s * s]], dtype=float)", s=()),
+        case("np.array([s, c])", s=(), c=(), explicit=False),
+    ],
+    "array_of_value": [
+        case("np.array(x)", x=M),
+        case("np.array(x, dtype=np.float64) + np.array(x, dtype=int) * y", x=M, y=M),
+    ],
+    "asarray": [
+        case("np.asarray(x)", x=M),
+        case("np.asarray(s)", s=()),
+        case("np.asarray(x, float)", x=M),
+    ],
     # --- indexing: the gradient is added back at the index --------------------------------
     "index": [
         case("x[:, :2]", x=M, explicit=False),

@@ -133,6 +133,9 @@ class Rule:
     # The one input that is a list of operands (np.concatenate([a, b])); in its adjoint,
     # ``x`` is the item, ``x0``, ``x1``, ... all items, and literals["position"] its index.
     variadic: bool = False
+    # Its list's items may be lists written out, each read as the same call of its own
+    # (np.array([[c, -s], [s, c]]) as np.array([np.array([c, -s]), np.array([s, c])])).
+    nests: bool = False
     # A selection (np.where): the form variable holding the condition; the first input is
     # taken where it holds, the second where it does not. Gradients flowing into the
     # branches stay masked by it (see reverse.py).
@@ -257,6 +260,7 @@ def rule(
     shape: Callable[[AdjointContext], Shape | None] | None = None,
     broadcasts: bool = False,
     variadic: bool = False,
+    nests: bool = False,
     selects_by: str | None = None,
     view: bool = False,
     literal: tuple[str, ...] = (),
@@ -292,6 +296,7 @@ def rule(
         shape=shape,
         broadcasts=broadcasts,
         variadic=variadic,
+        nests=nests,
         selects_by=selects_by,
         view=view,
         literal=literal,
@@ -1093,6 +1098,29 @@ def _window_shape(c: AdjointContext) -> Shape | None:
     return (*trimmed, *windows)
 
 
+def _as_array_adjoint(c: AdjointContext) -> str:
+    # With a dtype, the gradient goes back in x's floating type (float32 stays float32);
+    # x may be a number, which has no .dtype of its own.
+    if c.literals.get("dtype") is None:
+        return "g"
+    return "numpy.array(g, dtype=numpy.result_type(numpy.asarray(x).dtype, 1.0))"
+
+
+_AS_ARRAY = Depends("g, in x's floating type where a dtype is given", _as_array_adjoint)
+
+
+def _listed_shape(c: AdjointContext) -> Shape | None:
+    """np.array([a, b, ...]) of items of one known shape: their count, then that shape."""
+    items = [c.shapes.get(name) for name in _items(c)]
+    if not items or items[0] is None or any(item != items[0] for item in items):
+        return None
+    return (len(items), *items[0])
+
+
+def _listed_adjoint(c: AdjointContext) -> str:
+    return f"g[{c.literals['position']}]"
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -1279,7 +1307,7 @@ RULES: tuple[Rule, ...] = (
     rule("rollaxis", "numpy.rollaxis(x, axis, start)", nondiff=("axis", "start"), view=True,
          shape=_rollaxis_shape, x=Depends("numpy.moveaxis(g, start, axis)", _rollaxis_adjoint)),
     # A diagonal's gradient is on that diagonal, zeros elsewhere.
-    rule("diag", "numpy.diag(x, k)", nondiff=("k",), shape=_diag_shape,
+    rule("diag", "numpy.diag(x, k)", nondiff=("k",), view=True, shape=_diag_shape,
          x=Depends("numpy.diag(g, k) (x 1-D); g on the diagonal (x 2-D)", _diag_adjoint)),
     rule("diagonal", "numpy.diagonal(x, offset, axis1, axis2)",
          nondiff=("offset", "axis1", "axis2"), view=True, shape=_diagonal_shape,
@@ -1304,6 +1332,15 @@ RULES: tuple[Rule, ...] = (
          "numpy.lib.stride_tricks.sliding_window_view(x, window_shape, axis)",
          nondiff=("window_shape", "axis"), view=True, shape=_window_shape,
          x="_unslide(g, x, window_shape, axis)"),
+    # An array written out of values (np.array([[c, -s], [s, c]])): each gets its entry of g.
+    rule("array", "numpy.array(x, dtype)", "numpy.asarray(x, dtype)", nondiff=("dtype",),
+         variadic=True, nests=True, axes=True, shape=_listed_shape,
+         no_gradient_when=_to_whole_numbers, x=Depends("g[position of x]", _listed_adjoint)),
+    # An array of a value: a copy (np.array) or the value itself (np.asarray), as astype.
+    rule("array_of_value", "numpy.array(x, dtype)", nondiff=("dtype",), shape=_same,
+         no_gradient_when=_to_whole_numbers, x=_AS_ARRAY),
+    rule("asarray", "numpy.asarray(x, dtype)", nondiff=("dtype",), shape=_same, view=True,
+         no_gradient_when=_to_whole_numbers, x=_AS_ARRAY),
     # The gradient goes back as a new array (never the upstream object itself) in x's
     # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
@@ -1352,6 +1389,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "tril"): ("m", "k=0"),
     ("numpy", "take"): ("a", "indices", "axis=None"),
     ("numpy", "take_along_axis"): ("arr", "indices", "axis=-1"),
+    ("numpy", "array"): ("object", "dtype=None"),
+    ("numpy", "asarray"): ("a", "dtype=None"),
     ("numpy", "pad"): ("array", "pad_width", "mode='constant'", "constant_values=0"),
     ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
 }
@@ -1619,6 +1658,8 @@ OPERATION_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"
 SHAPE_OF_FIRST = frozenset(
     {
         "astype",
+        "array",  # np.array(x, dtype=int): of a value; of a list written out, unknown
+        "asarray",
         "stop_gradient",
         "zeros_like",
         "ones_like",
