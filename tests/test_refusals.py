@@ -90,7 +90,7 @@ BODY_REFUSALS = [
     ),
     (
         "unknown-function-keyword",
-        "x = np.asarray(1.0, dtype=x) * x",
+        "x = np.require(1.0, dtype=x) * x",
         9,
         "its argument 'dtype=x' needs a gradient here, from 'x'",
     ),
