@@ -1249,10 +1249,14 @@ def _axis(c: Context) -> str:
     if c.function == "stack":
         rank += 1  # a new axis
     choices: list[str] = [OMIT, "None"] + [str(a) for a in range(-rank, rank)]
-    if rank >= 2 and c.function not in ("concatenate", "stack"):
+    if rank >= 2 and c.function not in _ONE_AXIS:
         choices += [str(p) for p in itertools.combinations(range(rank), 2)]
         choices += [f"({a}, {b - rank})" for a, b in itertools.combinations(range(rank), 2)]
     return c.choose.pick(choices)
+
+
+# Functions whose axis is one axis (or None), never a tuple of them.
+_ONE_AXIS = ("concatenate", "stack", "repeat", "take", "take_along_axis", "rollaxis")
 
 
 def _keepdims(c: Context) -> str:
@@ -1299,6 +1303,9 @@ def _shape(c: Context) -> str:
     if c.function == "full":  # a shape the fill value broadcasts to
         choices = [str(dims), str((2, *dims)), str((3, *dims))] if dims else ["3", "(2, 3)"]
         return c.choose.pick(choices)
+    if c.function == "broadcast_to":  # a shape x broadcasts to: axes added, 1s spread
+        spread = tuple(3 if d == 1 else d for d in dims)
+        return c.choose.pick([str(dims), str((2, *dims)), str(spread), str((2, *spread))])
     raise MissingGenerator(f"no generator for the 'shape' argument of {c.form.text!r}")
 
 
@@ -1426,6 +1433,94 @@ def _ord(c: Context) -> str:
     )
 
 
+def _whole_number(low: int, high: int, omit: bool = False) -> Callable[[Context], str]:
+    """A whole number in [low, high] (or left out, for an argument with a default)."""
+
+    def generate(c: Context) -> str:
+        return c.choose.pick([*([OMIT] if omit else []), *map(str, range(low, high + 1))])
+
+    return generate
+
+
+def _small_axis(c: Context) -> str:
+    """One axis of the first input, counted from either end (np.moveaxis, np.rollaxis)."""
+    rank = ndim(c.first.value)
+    return c.choose.pick([str(a) for a in range(-rank, rank)] or ["0"])
+
+
+def _start(c: Context) -> str:
+    """Where np.rollaxis puts the axis: before any axis, or at the end."""
+    rank = ndim(c.first.value)
+    return c.choose.pick([OMIT, *[str(a) for a in range(-rank, rank + 1)]])
+
+
+def _shift(c: Context) -> str:
+    """np.roll's shift: a whole number (for every axis rolled), or one per axis of a pair."""
+    choices = ["1", "-1", "2", "5"]
+    if ndim(c.first.value) >= 2:
+        choices.append("(1, -2)")
+    return c.choose.pick(choices)
+
+
+def _reps(c: Context) -> str:
+    """np.tile's copies: a whole number, or one per axis (fewer or more than x has)."""
+    rank = ndim(c.first.value)
+    tuples = [tuple(c.choose.pick((1, 2)) for _ in range(n)) for n in range(1, rank + 2)]
+    return c.choose.pick(["2", "(1,)", *map(str, tuples)])
+
+
+def _repeats(c: Context) -> str:
+    """np.repeat's copies: as many of each entry, or a count per entry along the axis."""
+    choices = ["2", "1", "3", "[2]"]
+    dims = shape(c.first.value)
+    if dims:
+        choices.append(str([c.choose.pick((0, 1, 2)) for _ in range(dims[0])]))
+    return c.choose.pick(choices)
+
+
+def _pad_width(c: Context) -> str:
+    """np.pad's widths: one for all, (before, after) for all, or a pair per axis."""
+    rank = ndim(c.first.value)
+    pairs = tuple((c.choose.pick((0, 1, 2)), c.choose.pick((0, 1))) for _ in range(rank))
+    return c.choose.pick(["1", "(2, 1)", "((0, 1),)", str(pairs)])
+
+
+def _mode(c: Context) -> str:
+    return c.choose.pick((OMIT, "'constant'"))
+
+
+def _window_shape(c: Context) -> str:
+    """sliding_window_view's window: one length (for one axis), or one per axis; never longer
+    than the axes it slides along."""
+    dims = shape(c.first.value)
+    if not dims:
+        raise Unfit("no window over a number")
+    smallest = min(dims)
+    choices = [str(c.choose.pick(range(1, smallest + 1)))]
+    choices.append(str(tuple(c.choose.pick(range(1, d + 1)) for d in dims)))
+    return c.choose.pick(choices)
+
+
+def _indices(c: Context) -> str:
+    """Indices valid along any axis of the first input (entries below its smallest dimension,
+    repeated ones too): a list for np.take; for np.take_along_axis, of the input's rank."""
+    dims = shape(c.first.value)
+    smallest = min(dims) if dims else 1
+    choose = c.choose
+
+    def entry() -> int:
+        return choose.pick(range(smallest))
+
+    if c.function == "take_along_axis":
+        if not dims:
+            raise Unfit("np.take_along_axis of a number")
+        ones = numpy.full((1,) * len(dims), entry())
+        full = numpy.array([entry() for _ in range(int(numpy.prod(dims)))]).reshape(dims)
+        # an array: np.take_along_axis reads its indices' ndim
+        return f"{c.builder.alias}.array({choose.pick((ones, full)).tolist()})"
+    return choose.pick([str(entry()), str([entry() for _ in range(1 + choose.index(4))])])
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis": _axis,
     "keepdims": _keepdims,
@@ -1442,6 +1537,17 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "offset": _offset,
     "kth": _kth,
     "ord": _ord,
+    "shift": _shift,
+    "reps": _reps,
+    "repeats": _repeats,
+    "source": _small_axis,
+    "destination": _small_axis,
+    "start": _start,
+    "k": _whole_number(-2, 2, omit=True),
+    "indices": _indices,
+    "pad_width": _pad_width,
+    "mode": _mode,
+    "window_shape": _window_shape,
 }
 
 
@@ -1713,6 +1819,9 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "sort": _distinct_along,
     "partition": _distinct_along,
     "norm": _norm_apart,
+    "array": _astype_apart,
+    "array_of_value": _astype_apart,
+    "asarray": _astype_apart,
 }
 
 

@@ -473,6 +473,181 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         # whole numbers are piecewise constant: no gradient flows through int or bool
         case("x.astype(np.float64) + x.astype(int) * y", x=M, y=M),
     ],
+    # --- more shapes ----------------------------------------------------------------------
+    "vstack": [
+        case("np.vstack([x, y])", x=M, y=(2, 4)),
+        case("np.vstack((u, x, u))", u=(4,), x=M),
+        case("np.vstack([u, v])", u=(4,), v=(4,)),
+        case("np.vstack([x, y])", x=M, y=(2, 4), explicit=False),
+    ],
+    "hstack": [
+        case("np.hstack([x, y])", x=M, y=(3, 2)),
+        case("np.hstack((u, v, u))", u=(4,), v=(2,)),
+        case("np.hstack([t, s])", t=T, s=(2, 1, 4)),
+        case("np.hstack([u, s])", u=(2,), s=()),
+    ],
+    "dstack": [
+        case("np.dstack([x, y])", x=M, y=M),
+        case("np.dstack((t, x))", t=(3, 4, 2), x=M),
+        case("np.dstack([u, v])", u=(4,), v=(4,)),
+    ],
+    "column_stack": [
+        case("np.column_stack([u, v])", u=(3,), v=(3,)),
+        case("np.column_stack((x, u))", x=M, u=(3,)),
+        case("np.column_stack([u, x, u])", u=(3,), x=(3, 2)),
+    ],
+    "atleast_1d": [
+        case("np.atleast_1d(s)", s=()),
+        case("np.atleast_1d(x)", x=M),
+    ],
+    "atleast_2d": [
+        case("np.atleast_2d(u)", u=(4,)),
+        case("np.atleast_2d(s)", s=()),
+        case("np.atleast_2d(x)", x=M),
+    ],
+    "atleast_3d": [
+        case("np.atleast_3d(u)", u=(4,)),
+        case("np.atleast_3d(x)", x=M),
+        case("np.atleast_3d(t)", t=T),
+    ],
+    "flip": [
+        case("np.flip(x)", x=M),
+        case("np.flip(x, 0)", x=M),
+        case("np.flip(x, axis=(0, 2))", x=T),
+        case("np.flip(x, axis=-1)", x=T),
+    ],
+    "fliplr": [case("np.fliplr(x)", x=M), case("np.fliplr(x)", x=T)],
+    "flipud": [case("np.flipud(x)", x=M), case("np.flipud(u)", u=(4,))],
+    "roll": [
+        case("np.roll(x, 1)", x=M),
+        case("np.roll(x, -2, axis=1)", x=M),
+        case("np.roll(x, (1, 2), axis=(0, 2))", x=T),
+        case("np.roll(x, shift=5, axis=0)", x=M),
+    ],
+    "tile": [
+        case("np.tile(x, 2)", x=M),
+        case("np.tile(x, (2, 1))", x=M),
+        case("np.tile(u, (3, 2))", u=(4,)),
+        case("np.tile(x, (2, 1, 3))", x=M),
+        case("np.tile(x, (2,))", x=T),
+    ],
+    "repeat": [
+        case("np.repeat(x, 2)", x=M),
+        case("np.repeat(x, 3, axis=1)", x=M),
+        case("np.repeat(x, [1, 0, 2], axis=0)", x=M, explicit=False),
+        case("x.repeat(2, axis=-1)", x=T),
+        case("np.repeat(x, 2, axis=0)", x=M, explicit=False),
+    ],
+    "broadcast_to": [
+        case("np.broadcast_to(u, (3, 4))", u=(4,)),
+        case("np.broadcast_to(x, (2, 3, 4))", x=(3, 1)),
+        case("np.broadcast_to(x, (3, 4))", x=M),
+        case("np.broadcast_to(x, (2, 3, 4))", x=(1, 4), explicit=False),
+    ],
+    "moveaxis": [
+        case("np.moveaxis(x, 0, -1)", x=T),
+        case("np.moveaxis(x, (0, 1), (2, 0))", x=T),
+        case("np.moveaxis(x, source=1, destination=0)", x=M),
+    ],
+    "rollaxis": [
+        case("np.rollaxis(x, 2)", x=T),
+        case("np.rollaxis(x, 0, 3)", x=T),
+        case("np.rollaxis(x, -1, 1)", x=T),
+        case("np.rollaxis(x, 1, 1)", x=T),
+        case("np.rollaxis(x, 2, 0)", x=T, explicit=False),
+    ],
+    "diag": [
+        case("np.diag(u)", u=(4,)),
+        case("np.diag(u, 1)", u=(3,)),
+        case("np.diag(u, k=-2)", u=(3,)),
+        case("np.diag(x)", x=M),
+        case("np.diag(x, 1)", x=M),
+        case("np.diag(x, k=-1)", x=M),
+        case("np.diag(x, 2)", x=M, explicit=False),
+    ],
+    "diagonal": [
+        case("np.diagonal(x)", x=M),
+        case("np.diagonal(x, 1)", x=M),
+        case("x.diagonal(offset=-1)", x=M),
+        case("np.diagonal(x, 0, 1, 2)", x=T, explicit=False),
+        case("np.diagonal(x, offset=1, axis1=2, axis2=0)", x=T, explicit=False),
+    ],
+    "triu": [
+        case("np.triu(x)", x=M),
+        case("np.triu(x, 1)", x=M),
+        case("np.triu(x, k=-1)", x=T),
+        case("np.triu(u)", u=(4,)),
+        case("np.triu(u, 1)", u=(4,), explicit=False),
+    ],
+    "tril": [
+        case("np.tril(x)", x=M),
+        case("np.tril(x, -1)", x=M),
+        case("np.tril(u, k=1)", u=(3,)),
+    ],
+    "take": [
+        case("np.take(x, [0, 5, 5, 11])", x=M, explicit=False),
+        case("np.take(x, i, axis=1)", x=M, labels={"i": [3, 0, 3]}),
+        case("np.take(x, [[0, 1], [1, 1]], axis=0)", x=M),
+        case("x.take(i, axis=-1)", x=T, labels={"i": [2, 2]}),
+        case("np.take(x, 2, axis=1)", x=M),
+    ],
+    "take_along_axis": [
+        case(
+            "np.take_along_axis(x, i, axis=1)", x=M, labels={"i": [[0], [3], [3]]}, explicit=False
+        ),
+        case(
+            "np.take_along_axis(x, i, 0)",
+            x=M,
+            labels={"i": [[0, 1, 2, 2], [0, 0, 1, 2]]},
+            explicit=False,
+        ),
+        case(
+            "np.take_along_axis(u, i, axis=None)", u=(4,), labels={"i": [3, 3, 0]}, explicit=False
+        ),
+        case("np.take_along_axis(x, i, -1)", x=M, labels={"i": [[1, 1]]}, explicit=False),
+    ],
+    "pad": [
+        case("np.pad(x, 1)", x=M),
+        case("np.pad(x, ((1, 0), (2, 3)))", x=M),
+        case("np.pad(x, (2, 1), constant_values=0.5)", x=M),
+        case("np.pad(x, [(0, 0), (1, 1), (2, 0)])", x=T),
+        case("np.pad(x, 1, mode='constant', constant_values=c)", x=M, c=()),
+        case("np.pad(x, ((1, 2), (0, 1)), constant_values=c)", x=M, c=(2,), explicit=False),
+        case("np.pad(x, ((1, 2), (3, 1)), constant_values=c)", x=M, c=(2, 2), explicit=False),
+        case("np.pad(u, 2, 'constant', constant_values=c)", u=(4,), c=()),
+        case("np.pad(x, 1)", x=M, explicit=False),
+    ],
+    "sliding_window_view": [
+        case("np.lib.stride_tricks.sliding_window_view(u, 3)", u=(6,), explicit=False),
+        case("np.lib.stride_tricks.sliding_window_view(x, (2, 2))", x=M, explicit=False),
+        case("np.lib.stride_tricks.sliding_window_view(x, 3, axis=1)", x=M, explicit=False),
+        case(
+            "np.lib.stride_tricks.sliding_window_view(t, (2, 3), axis=(1, 2))",
+            t=(2, 4, 5),
+            explicit=False,
+        ),
+        case(
+            "np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 1))",
+            x=(2, 5),
+            explicit=False,
+        ),
+    ],
+    "array": [
+        case("np.array([[c, -s], [s, c]])", c=(), s=()),
+        case("np.array([x, y, x])", x=M, y=M),
+        case("np.asarray((u, 2 * u))", u=(4,)),
+        case("np.array([[s, 1.0], [0.5, s * s]], dtype=float)", s=()),
+        case("np.array([s, c])", s=(), c=(), explicit=False),
+    ],
+    "array_of_value": [
+        case("np.array(x)", x=M),
+        case("np.array(x, dtype=np.float64) + np.array(x, dtype=int) * y", x=M, y=M),
+    ],
+    "asarray": [
+        case("np.asarray(x)", x=M),
+        case("np.asarray(s)", s=()),
+        case("np.asarray(x, float)", x=M),
+    ],
     # --- indexing: the gradient is added back at the index --------------------------------
     "index": [
         case("x[:, :2]", x=M, explicit=False),

@@ -53,6 +53,8 @@ BODY_REFUSALS = [
     ("average-returned", "y = np.average(x, 0, x, True)", 9, "at most 3 arguments by position"),
     ("average-returned-keyword", "y = np.average(x, returned=True)", 9, "no argument 'returned'"),
     ("variable-diff-count", "y = np.diff(x, n=x.shape[0])", 22, "'n' must be a literal"),
+    ("pad-reflect", "y = np.pad(x, 1, mode='reflect')", 9, "mode 'constant'"),
+    ("pad-edge", "y = np.pad(x, 1, 'edge')", 9, "mode 'constant'"),
     ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
     ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
     (
@@ -92,7 +94,7 @@ BODY_REFUSALS = [
     ),
     (
         "unknown-function-keyword",
-        "x = np.asarray(1.0, dtype=x) * x",
+        "x = np.require(1.0, dtype=x) * x",
         9,
         "its argument 'dtype=x' needs a gradient here, from 'x'",
     ),

@@ -79,6 +79,144 @@ def _split_like(grad, items, axis):
     sizes = [numpy.shape(item)[axis] for item in items]
     return numpy.split(grad, numpy.cumsum(sizes)[:-1], axis=axis)
 ''',
+    "_joined_piece": '''
+def _joined_piece(grad, items, position, axis, ndmin):
+    """The part of grad that items[position] became where numpy made each item
+    at least ndmin-D and joined them along axis (np.vstack, np.hstack, np.dstack,
+    np.column_stack), in the item's shape. np.hstack's axis (None) is the first
+    for 1-D items, else the second."""
+    if axis is None:
+        axis = 0 if numpy.ndim(items[0]) <= 1 else 1
+    sizes = [numpy.shape(i)[axis] if numpy.ndim(i) >= ndmin else 1 for i in items]
+    start = sum(sizes[:position])
+    piece = numpy.take(grad, numpy.arange(start, start + sizes[position]), axis)
+    return numpy.reshape(piece, numpy.shape(items[position]))
+''',
+    "_untile": '''
+def _untile(grad, like, reps):
+    """grad of np.tile(like, reps): the copies summed back into like's shape."""
+    reps = tuple(numpy.atleast_1d(reps))
+    shape = numpy.shape(like)
+    ndim = max(len(reps), len(shape))
+    reps = (1,) * (ndim - len(reps)) + reps
+    dims = (1,) * (ndim - len(shape)) + shape
+    split = [n for pair in zip(reps, dims) for n in pair]  # (copy, entry) per axis
+    copies = tuple(range(0, 2 * ndim, 2))
+    return numpy.reshape(numpy.sum(numpy.reshape(grad, split), axis=copies), shape)
+''',
+    "_unrepeat": '''
+def _unrepeat(grad, like, repeats, axis):
+    """grad of np.repeat(like, repeats, axis): each entry's copies summed."""
+    shape = numpy.shape(like)
+    if axis is None:
+        grad, axis = numpy.reshape(grad, (-1,)), 0
+        dims = (numpy.size(like),)
+    else:
+        axis, dims = axis % len(shape), shape
+    if numpy.size(repeats) == 1:  # as many copies of each: side by side
+        split = dims[:axis] + (dims[axis], -1) + dims[axis + 1 :]
+        summed = numpy.sum(numpy.reshape(grad, split), axis=axis + 1)
+        return numpy.reshape(summed, shape)
+    moved = numpy.moveaxis(grad, axis, 0)
+    summed = numpy.zeros((dims[axis],) + moved.shape[1:], moved.dtype)
+    numpy.add.at(summed, numpy.repeat(numpy.arange(dims[axis]), repeats), moved)
+    return numpy.reshape(numpy.moveaxis(summed, 0, axis), shape)
+''',
+    "_undiagonal": '''
+def _undiagonal(grad, like, offset, axis1, axis2):
+    """grad of np.diagonal(like, offset, axis1, axis2): on that diagonal, zeros
+    elsewhere."""
+    out = numpy.zeros(numpy.shape(like), numpy.result_type(numpy.asarray(like), 1.0))
+    planes = numpy.moveaxis(out, (axis1, axis2), (-2, -1))  # a view: written into
+    steps = numpy.arange(numpy.shape(grad)[-1])
+    planes[..., steps + max(-offset, 0), steps + max(offset, 0)] = grad
+    return out
+''',
+    "_undiag": '''
+def _undiag(grad, like, k):
+    """grad of np.diag(like, k): a 1-D like made a matrix, a matrix's diagonal."""
+    if numpy.ndim(like) == 1:
+        return numpy.diag(grad, k)
+    return _undiagonal(grad, like, k, 0, 1)
+''',
+    "_untake": '''
+def _untake(grad, like, indices, axis):
+    """grad of np.take(like, indices, axis): added back at the indices (repeated
+    ones add up)."""
+    out = numpy.zeros(numpy.shape(like), numpy.result_type(numpy.asarray(like), 1.0))
+    if axis is None:
+        numpy.add.at(numpy.reshape(out, (-1,)), indices, grad)  # a view of out
+    else:
+        axis %= out.ndim
+        numpy.add.at(out, (slice(None),) * axis + (indices,), grad)
+    return out
+''',
+    "_untake_along_axis": '''
+def _untake_along_axis(grad, like, indices, axis):
+    """grad of np.take_along_axis(like, indices, axis): added back at the indices
+    (repeated ones add up)."""
+    out = numpy.zeros(numpy.shape(like), numpy.result_type(numpy.asarray(like), 1.0))
+    if axis is None:
+        numpy.add.at(numpy.reshape(out, (-1,)), indices, grad)  # a view of out
+        return out
+    axis %= out.ndim
+    index = []
+    for dim, size in enumerate(out.shape):  # the entries each index entry read
+        steps = (1,) * dim + (-1,) + (1,) * (out.ndim - dim - 1)
+        index.append(numpy.reshape(numpy.arange(size), steps))
+    index[axis] = indices
+    numpy.add.at(out, tuple(index), grad)
+    return out
+''',
+    "_unpad": '''
+def _unpad(grad, pad_width):
+    """grad of np.pad(like, pad_width): the part that was like."""
+    grad = numpy.asarray(grad)  # np.pad of a number is a number
+    widths = numpy.broadcast_to(pad_width, (grad.ndim, 2))
+    return grad[tuple(slice(b, n - a) for (b, a), n in zip(widths, grad.shape))]
+''',
+    "_pad_values_grad": '''
+def _pad_values_grad(grad, pad_width, values):
+    """grad of np.pad's constant_values: each value's padded entries summed. numpy
+    pads axis after axis, each over what the axes before it padded (the corners
+    are the later axis's)."""
+    grad = numpy.asarray(grad)  # np.pad of a number is a number
+    ndim = grad.ndim
+    widths = numpy.broadcast_to(pad_width, (ndim, 2))
+    inner = [slice(b, n - a) for (b, a), n in zip(widths, grad.shape)]
+    sums = numpy.zeros((ndim, 2), numpy.result_type(grad, 1.0))
+    for axis, ((before, after), n) in enumerate(zip(widths, grad.shape)):
+        for side, part in enumerate((slice(0, before), slice(n - after, n))):
+            region = (slice(None),) * axis + (part,) + tuple(inner[axis + 1 :])
+            sums[axis, side] = numpy.sum(grad[region])
+    return _unbroadcast(sums, values)  # values: a number, a pair, pairs per axis
+''',
+    "_unslide": '''
+def _unslide(grad, like, window_shape, axis):
+    """grad of sliding_window_view(like, window_shape, axis): each window's entries
+    added back where they were read, one offset in the window at a time."""
+    shape = numpy.shape(like)
+    windows = tuple(numpy.atleast_1d(window_shape))
+    axes = range(len(shape)) if axis is None else numpy.atleast_1d(axis)
+    axes = [a % len(shape) for a in axes]
+    out = numpy.zeros(shape, numpy.result_type(numpy.asarray(like), 1.0))
+    starts = numpy.shape(grad)[: len(shape)]  # the windows' first entries
+    for offsets in numpy.ndindex(*windows):
+        first = [0] * len(shape)
+        for a, offset in zip(axes, offsets):
+            first[a] += offset
+        read = tuple(slice(f, f + n) for f, n in zip(first, starts))
+        out[read] += grad[(Ellipsis,) + offsets]
+    return out
+''',
+    "_unrollaxis": '''
+def _unrollaxis(grad, like, axis, start):
+    """grad of np.rollaxis(like, axis, start): the axis moved back."""
+    ndim = numpy.ndim(like)
+    axis, start = axis % ndim, start + ndim if start < 0 else start
+    start = start - 1 if axis < start else start
+    return numpy.moveaxis(grad, start, axis)
+''',
     "_or_zero": '''
 def _or_zero(grad):
     """The upstream gradient of a number: 0.0 when None (it does not reach the loss)."""
@@ -261,6 +399,17 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_split_like": Aliasing.VIEW_OF_FIRST,
     "_like": Aliasing.VIEW_OF_FIRST,  # a read-only view (of a number of its own)
     "_matmul_dx": Aliasing.NEW,
+    "_joined_piece": Aliasing.NEW,
+    "_untile": Aliasing.NEW,
+    "_unrepeat": Aliasing.NEW,
+    "_undiagonal": Aliasing.NEW,
+    "_undiag": Aliasing.VIEW_OF_FIRST,  # the diagonal of a matrix grad is a view of it
+    "_untake": Aliasing.NEW,
+    "_untake_along_axis": Aliasing.NEW,
+    "_unpad": Aliasing.VIEW_OF_FIRST,
+    "_pad_values_grad": Aliasing.NEW,
+    "_unslide": Aliasing.NEW,
+    "_unrollaxis": Aliasing.VIEW_OF_FIRST,
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
@@ -278,11 +427,22 @@ HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
     "_unbroadcast": (1,),
     "_everywhere": (1,),
     "_upstream": (1,),
+    "_untile": (1,),
+    "_unrepeat": (1,),
+    "_undiagonal": (1,),
+    "_undiag": (1,),
+    "_untake": (1,),
+    "_untake_along_axis": (1,),
+    "_pad_values_grad": (2,),
+    "_unslide": (1,),
+    "_unrollaxis": (1,),
 }
 
 # Helpers that call other helpers: defining one defines these too.
 NEEDS: dict[str, tuple[str, ...]] = {
     "_item_gradient": ("_unbroadcast",),
+    "_undiag": ("_undiagonal",),
+    "_pad_values_grad": ("_unbroadcast",),
     "_matmul_dx": ("_unbroadcast",),
     "_matmul_dy": ("_unbroadcast",),
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),

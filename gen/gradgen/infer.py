@@ -307,6 +307,8 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         if function in NUMBER_VALUED:
             return SCALAR
         if expr.func.name in SHAPE_OF_FIRST and expr.args:
+            if isinstance(unwrap(expr.args[0]), Sequence_):
+                return None  # np.array([1.0, 2.0]): an array, not a number
             return expression_shape(expr.args[0], known)
         if expr.func.name in ELEMENTWISE_MASKS:
             return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))

@@ -24,6 +24,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import libcst as cst
 
@@ -40,13 +41,14 @@ from gradgen.expr import (
     Func,
     Name,
     Sequence_,
+    Subscript,
     names_in,
     unwrap,
     walk,
 )
-from gradgen.shapes import Shape
+from gradgen.shapes import Dim, Shape
 
-LIBRARIES = ("math", "numpy", "numpy.linalg", "scipy.special")
+LIBRARIES = ("math", "numpy", "numpy.linalg", "numpy.lib.stride_tricks", "scipy.special")
 BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 
@@ -132,6 +134,9 @@ class Rule:
     # The one input that is a list of operands (np.concatenate([a, b])); in its adjoint,
     # ``x`` is the item, ``x0``, ``x1``, ... all items, and literals["position"] its index.
     variadic: bool = False
+    # Its list's items may be lists written out, each read as the same call of its own
+    # (np.array([[c, -s], [s, c]]) as np.array([np.array([c, -s]), np.array([s, c])])).
+    nests: bool = False
     # A selection (np.where): the form variable holding the condition; the first input is
     # taken where it holds, the second where it does not. Gradients flowing into the
     # branches stay masked by it (see reverse.py).
@@ -145,6 +150,9 @@ class Rule:
     # The arguments with which the operation has no gradient at all (an astype to whole
     # numbers): a predicate on the values bound to the form's variables.
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None
+    # The arguments it is not differentiated with (np.pad in a mode other than 'constant'):
+    # a predicate on the values bound to the form's variables, giving the refusal's words.
+    refuse_when: Callable[[dict[str, Expr]], str | None] | None = None
     # Its result is floating point whatever its inputs' dtypes (exp, division, mean); the
     # other operations give floats when one of their inputs is (infer.floating_values).
     floating: bool = False
@@ -179,7 +187,7 @@ class Rule:
         if isinstance(template, Spread):
             return SpreadAdjoint(_parse(template.full), _parse(template.value))
         if isinstance(template, Scatter):
-            return ScatterAdjoint(_parse(template.index), _parse(template.value))
+            return ScatterAdjoint(_parse_index(template.index), _parse(template.value))
         return _parse(template)
 
 
@@ -234,6 +242,18 @@ def _parse(text: str) -> Expr:
     return convert(cst.parse_expression(text), _TemplateResolver())
 
 
+@functools.cache
+def _parse_index(text: str) -> Expr:
+    """A scatter's index: an expression (``i``, the index as the user wrote it), or the
+    parts of a subscript written out (``:, indices``; ``indices,`` one part, which a list
+    of indices written out is too), as a tuple of them."""
+    if ":" not in text and "..." not in text and not text.endswith(","):
+        return _parse(text)
+    subscript = _parse(f"_[{text}]")
+    assert isinstance(subscript, Subscript)
+    return Sequence_(subscript.index)
+
+
 def rule(
     name: str,
     *forms: str,
@@ -241,10 +261,12 @@ def rule(
     shape: Callable[[AdjointContext], Shape | None] | None = None,
     broadcasts: bool = False,
     variadic: bool = False,
+    nests: bool = False,
     selects_by: str | None = None,
     view: bool = False,
     literal: tuple[str, ...] = (),
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
+    refuse_when: Callable[[dict[str, Expr]], str | None] | None = None,
     floating: bool = False,
     axes: bool = False,
     **adjoints: Template | Depends,
@@ -264,7 +286,7 @@ def rule(
         elif isinstance(source, Spread):
             _parse(source.full), _parse(source.value)
         elif isinstance(source, Scatter):
-            _parse(source.index), _parse(source.value)
+            _parse_index(source.index), _parse(source.value)
     return Rule(
         name=name,
         forms=parsed_forms,
@@ -275,10 +297,12 @@ def rule(
         shape=shape,
         broadcasts=broadcasts,
         variadic=variadic,
+        nests=nests,
         selects_by=selects_by,
         view=view,
         literal=literal,
         no_gradient_when=no_gradient_when,
+        refuse_when=refuse_when,
         floating=floating,
         axes=axes,
     )
@@ -310,6 +334,9 @@ METHODS: dict[str, str] = {
         "cumsum",
         "cumprod",
         "trace",
+        "repeat",
+        "take",
+        "diagonal",
     )
 }
 METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gradient
@@ -557,6 +584,546 @@ def _outer_right(c: AdjointContext) -> str:
 
 def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
+
+
+# --- more shapes: joins, copies, flips, diagonals, takes, pads, windows ---------------------
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wholes(value: object) -> tuple[int, ...] | None:
+    """A literal whole number or tuple of them, as a tuple; None if it is not one."""
+    if _whole(value):
+        return (value,)
+    if isinstance(value, tuple) and all(_whole(v) for v in value):
+        return value
+    return None
+
+
+def _at_least(shape: Shape, ndmin: int, columns: bool = False) -> Shape:
+    """``shape`` made at least ``ndmin``-D as numpy's atleast_1d/2d/3d make it (a 1-D array
+    a row of a matrix, a matrix a plane of depth 1), or as np.column_stack (a column)."""
+    if len(shape) >= ndmin:
+        return shape
+    if columns:
+        return (*shape, 1) if shape else (1, 1)
+    if ndmin == 3:
+        return {0: (1, 1, 1), 1: (1, *shape, 1), 2: (*shape, 1)}[len(shape)]
+    return (1,) * (ndmin - len(shape)) + shape
+
+
+def _items(c: AdjointContext) -> list[str]:
+    """The names of a variadic rule's items, ``x0``, ``x1``, ..."""
+    count = sum(1 for name in c.shapes if name[:1] == "x" and name[1:].isdigit())
+    return [f"x{j}" for j in range(count)]
+
+
+def _join_axis(c: AdjointContext, axis: int | None) -> int | None:
+    """The axis np.hstack (axis None) joins along: the first of 1-D items, else the second."""
+    if axis is not None:
+        return axis
+    rank = c.rank("x0")
+    return None if rank is None else (0 if rank <= 1 else 1)
+
+
+def _joined_shape(axis: int | None, ndmin: int) -> Callable[[AdjointContext], Shape | None]:
+    def shape(c: AdjointContext) -> Shape | None:
+        along = _join_axis(c, axis)
+        items = [c.shapes.get(name) for name in _items(c)]
+        if along is None or not items:
+            return None
+        made = []
+        for item in items:
+            if item is None:
+                return None
+            made.append(_at_least(item, ndmin, columns=ndmin == 2 and axis == 1))
+        sizes = [m[along] for m in made]
+        total = 0
+        for size in sizes:
+            if not _whole(size):
+                return None
+            total += size
+        first = made[0]
+        return (*first[:along], total, *first[along + 1 :])
+
+    return shape
+
+
+def _join_adjoint(axis: int | None, ndmin: int) -> Callable[[AdjointContext], str]:
+    """The part of g an item of np.vstack (axis 0, ndmin 2), np.hstack (None, 1), np.dstack
+    (2, 3) or np.column_stack (1, 2) became: a slice of g for an item of ``ndmin``
+    dimensions, an entry along the axis for an item made one dimension more."""
+
+    def choose(c: AdjointContext) -> str:
+        position = c.literals["position"]
+        assert isinstance(position, int)
+        items = _items(c)
+        along = _join_axis(c, axis)
+        known = [c.rank(f"x{j}") for j in range(position + 1)]
+        ranks = [rank for rank in known if rank is not None]
+        if along is None or len(ranks) < len(known):
+            written = "None" if axis is None else str(axis)
+            listed = ", ".join(items) + ("," if len(items) == 1 else "")
+            return f"_joined_piece(g, ({listed}), {position}, {written}, {ndmin})"
+        ones = sum(1 for rank in ranks[:position] if rank < ndmin)
+        sizes = [
+            f"numpy.shape(x{j})[{along}]"
+            for j, rank in enumerate(ranks[:position])
+            if rank >= ndmin
+        ]
+        start = " + ".join([*sizes, str(ones)] if ones else sizes) or "0"
+        before = "g[" + ":, " * along
+        rank = ranks[position]
+        if rank >= ndmin:
+            stop = f"x.shape[{along}]" if start == "0" else f"{start} + x.shape[{along}]"
+            return before + (f":{stop}]" if start == "0" else f"{start} : {stop}]")
+        entry = before + f"{start}]"
+        return entry if rank == ndmin - 1 else f"numpy.reshape({entry}, numpy.shape(x))"
+
+    return choose
+
+
+def _at_least_shape(ndmin: int) -> Callable[[AdjointContext], Shape | None]:
+    def shape(c: AdjointContext) -> Shape | None:
+        given = c.shapes.get("x")
+        return None if given is None else _at_least(given, ndmin)
+
+    return shape
+
+
+def _at_least_adjoint(ndmin: int) -> Callable[[AdjointContext], str]:
+    def choose(c: AdjointContext) -> str:
+        rank = c.rank("x")
+        return "g" if rank is not None and rank >= ndmin else "numpy.reshape(g, numpy.shape(x))"
+
+    return choose
+
+
+def _flip_adjoint(c: AdjointContext) -> str:
+    return "numpy.flip(g)" if c.literals.get("axis") is None else "numpy.flip(g, axis)"
+
+
+def _roll_adjoint(c: AdjointContext) -> str:
+    shift = c.literals.get("shift", NOT_LITERAL)
+    if _whole(shift):
+        back = str(-shift)
+    elif isinstance(shift, tuple) and all(_whole(s) for s in shift):
+        back = str(tuple(-s for s in shift))
+    else:
+        back = "-shift"  # a whole number; np.negative(shift) for a tuple that is a value
+    if c.literals.get("axis") is None:
+        return f"numpy.roll(g, {back})"
+    return f"numpy.roll(g, {back}, axis)"
+
+
+def _tile_shape(c: AdjointContext) -> Shape | None:
+    shape, reps = c.shapes.get("x"), _wholes(c.literals.get("reps"))
+    if shape is None or reps is None:
+        return None
+    ndim = max(len(reps), len(shape))
+    reps = (1,) * (ndim - len(reps)) + reps
+    dims = (1,) * (ndim - len(shape)) + shape
+    if any(r != 1 and not _whole(d) for r, d in zip(reps, dims, strict=True)):
+        return None
+    return tuple(d if r == 1 else r * d for r, d in zip(reps, dims, strict=True))
+
+
+def _repeat_shape(c: AdjointContext) -> Shape | None:
+    shape, repeats, axis = c.shapes.get("x"), c.literals.get("repeats"), c.literals.get("axis")
+    if shape is None or not _whole(repeats):
+        return None
+    if axis is None:
+        if not all(_whole(d) for d in shape):
+            return None
+        return (int(numpy_size(shape)) * repeats,)
+    if not _whole(axis) or not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    dim = shape[axis]
+    if not _whole(dim):
+        return None
+    return (*shape[:axis], dim * repeats, *shape[axis + 1 :])
+
+
+def numpy_size(shape: Shape) -> int:
+    size = 1
+    for d in shape:
+        assert isinstance(d, int)
+        size *= d
+    return size
+
+
+def _broadcast_to_shape(c: AdjointContext) -> Shape | None:
+    return _wholes(c.literals.get("shape"))
+
+
+def _broadcast_to_adjoint(c: AdjointContext) -> str:
+    """g summed back over the axes x was spread along, written out where the shapes are
+    known; else the helper looks at run time."""
+    given, out = c.shapes.get("x"), c.shapes.get("out")
+    if given is None or out is None or len(given) > len(out):
+        return "_unbroadcast(g, x)"
+    if given == out:
+        return "g"
+    leading, kept = shapes.unbroadcast_axes(given, out)
+    summed = "g"
+    if leading:
+        axes = str(leading[0]) if len(leading) == 1 else str(leading)
+        summed = f"numpy.sum({summed}, axis={axes})"
+    if kept:
+        axes = str(kept[0]) if len(kept) == 1 else str(kept)
+        summed = f"numpy.sum({summed}, axis={axes}, keepdims=True)"
+    return summed
+
+
+def _moved_order(rank: int, source: object, destination: object) -> list[int] | None:
+    """The axes of x in the order np.moveaxis(x, source, destination) puts them."""
+    sources, destinations = _wholes(source), _wholes(destination)
+    if sources is None or destinations is None or len(sources) != len(destinations):
+        return None
+    if not all(-rank <= a < rank for a in (*sources, *destinations)):
+        return None
+    sources = tuple(a % rank for a in sources)
+    destinations = tuple(a % rank for a in destinations)
+    order = [n for n in range(rank) if n not in sources]
+    for destination_, source_ in sorted(zip(destinations, sources, strict=True)):
+        order.insert(destination_, source_)
+    return order
+
+
+def _moveaxis_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    if shape is None:
+        return None
+    order = _moved_order(len(shape), c.literals.get("source"), c.literals.get("destination"))
+    return None if order is None else tuple(shape[a] for a in order)
+
+
+def _rolled(c: AdjointContext) -> tuple[int, int] | None:
+    """np.rollaxis(x, axis, start) as np.moveaxis(x, axis, to): (axis, to), where x's rank
+    is known and the arguments are written out."""
+    rank, axis, start = c.rank("x"), c.literals.get("axis"), c.literals.get("start")
+    if rank is None or not _whole(axis) or not _whole(start):
+        return None
+    if not -rank <= axis < rank or not -rank <= start <= rank:
+        return None
+    axis %= rank
+    start = start + rank if start < 0 else start
+    return axis, start - 1 if axis < start else start
+
+
+def _rollaxis_shape(c: AdjointContext) -> Shape | None:
+    shape, rolled = c.shapes.get("x"), _rolled(c)
+    if shape is None or rolled is None:
+        return None
+    axis, to = rolled
+    order = [a for a in range(len(shape)) if a != axis]
+    order.insert(to, axis)
+    return tuple(shape[a] for a in order)
+
+
+def _rollaxis_adjoint(c: AdjointContext) -> str:
+    rolled = _rolled(c)
+    if rolled is None:
+        return "_unrollaxis(g, x, axis, start)"
+    axis, to = rolled
+    return "g" if axis == to else f"numpy.moveaxis(g, {to}, {axis})"
+
+
+def _diagonal_length(rows: Dim, columns: Dim, offset: object) -> Dim | None:
+    if not _whole(offset):
+        return None
+    if offset == 0 and rows == columns:
+        return rows
+    if not (_whole(rows) and _whole(columns)):
+        return None
+    length = min(rows, columns - offset) if offset >= 0 else min(rows + offset, columns)
+    return max(length, 0)
+
+
+def _diag_shape(c: AdjointContext) -> Shape | None:
+    shape, k = c.shapes.get("x"), c.literals.get("k")
+    if shape is None or not _whole(k):
+        return None
+    if len(shape) == 1:
+        if k == 0:
+            return (shape[0], shape[0])
+        if not _whole(shape[0]):
+            return None
+        side = shape[0] + abs(k)
+        return (side, side)
+    if len(shape) == 2:
+        length = _diagonal_length(shape[0], shape[1], k)
+        return None if length is None else (length,)
+    return None
+
+
+def _dims_text(c: AdjointContext, dims: Shape, name: str = "x") -> list[str]:
+    """Each dimension written out: a number as it is, a name as ``x.shape[i]``."""
+    return [str(d) if _whole(d) else f"{name}.shape[{i}]" for i, d in enumerate(dims)]
+
+
+def _tuple_text(parts: list[str]) -> str:
+    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def _tile_adjoint(c: AdjointContext) -> str:
+    """g cut into (copy, entry) along each axis and summed over the copies."""
+    shape, reps = c.shapes.get("x"), _wholes(c.literals.get("reps"))
+    if shape is None or reps is None:
+        return "_untile(g, x, reps)"
+    ndim = max(len(reps), len(shape))
+    reps = (1,) * (ndim - len(reps)) + reps
+    dims = ["1"] * (ndim - len(shape)) + _dims_text(c, shape)
+    split = [part for r, d in zip(reps, dims, strict=True) for part in (str(r), d)]
+    copies = tuple(range(0, 2 * ndim, 2))
+    axes = str(copies[0]) if ndim == 1 else str(copies)
+    summed = f"numpy.sum(numpy.reshape(g, {_tuple_text(split)}), axis={axes})"
+    return summed if ndim == len(shape) else f"numpy.reshape({summed}, numpy.shape(x))"
+
+
+def _repeat_adjoint(c: AdjointContext) -> str:
+    """g cut into (entry, copy) along the axis and summed over the copies."""
+    shape, repeats, axis = c.shapes.get("x"), c.literals.get("repeats"), c.literals.get("axis")
+    if shape is None or not _whole(repeats):
+        return "_unrepeat(g, x, repeats, axis)"
+    if axis is None:
+        summed = f"numpy.sum(numpy.reshape(g, (-1, {repeats})), axis=1)"
+        return summed if len(shape) == 1 else f"numpy.reshape({summed}, numpy.shape(x))"
+    if not _whole(axis) or not -len(shape) <= axis < len(shape):
+        return "_unrepeat(g, x, repeats, axis)"
+    axis %= len(shape)
+    dims = _dims_text(c, shape)
+    split = [*dims[:axis], dims[axis], str(repeats), *dims[axis + 1 :]]
+    return f"numpy.sum(numpy.reshape(g, {_tuple_text(split)}), axis={axis + 1})"
+
+
+def _diagonal_scatter(offset: object) -> Scatter | None:
+    """g added along the diagonal ``offset`` of a matrix (rows, then columns)."""
+    if not _whole(offset):
+        return None
+    steps = "numpy.arange(len(g))"
+    rows = f"{steps} + {-offset}" if offset < 0 else steps
+    columns = f"{steps} + {offset}" if offset > 0 else steps
+    return Scatter(f"{rows}, {columns}", "g")
+
+
+def _diag_adjoint(c: AdjointContext) -> Template:
+    rank = c.rank("x")
+    k = "" if c.literals.get("k") == 0 else ", k"
+    if rank == 1:
+        return f"numpy.diag(g{k})"
+    if rank == 2:
+        return _diagonal_scatter(c.literals.get("k")) or "_undiagonal(g, x, k, 0, 1)"
+    return "_undiag(g, x, k)"
+
+
+def _diagonal_adjoint(c: AdjointContext) -> Template:
+    axes = (c.literals.get("axis1"), c.literals.get("axis2"))
+    if c.rank("x") == 2 and axes in ((0, 1), (0, -1), (-2, 1), (-2, -1)):
+        return _diagonal_scatter(c.literals.get("offset")) or "_undiagonal(g, x, offset, 0, 1)"
+    return "_undiagonal(g, x, offset, axis1, axis2)"
+
+
+def _take_adjoint(c: AdjointContext) -> Template:
+    """g added back at the indices (np.add.at: repeated ones add up), along the axis."""
+    rank, axis = c.rank("x"), c.literals.get("axis")
+    if rank is None or (axis is None and rank != 1):
+        return "_untake(g, x, indices, axis)"
+    if axis is None:
+        return Scatter("indices,", "g")  # one part, even a list written out
+    if not _whole(axis) or not -rank <= axis < rank:
+        return "_untake(g, x, indices, axis)"
+    return Scatter(":, " * (axis % rank) + "indices,", "g")
+
+
+def _diagonal_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    first, second = c.literals.get("axis1"), c.literals.get("axis2")
+    if shape is None or not _whole(first) or not _whole(second) or len(shape) < 2:
+        return None
+    rank = len(shape)
+    if not (-rank <= first < rank and -rank <= second < rank):
+        return None
+    first, second = first % rank, second % rank
+    if first == second:
+        return None
+    length = _diagonal_length(shape[first], shape[second], c.literals.get("offset"))
+    if length is None:
+        return None
+    return (*(d for a, d in enumerate(shape) if a not in (first, second)), length)
+
+
+def _triangle_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    if shape is None or not shape:
+        return None
+    return (shape[0], shape[0]) if len(shape) == 1 else shape
+
+
+def _triangle_adjoint(triangle: str) -> Callable[[AdjointContext], str]:
+    # A 1-D x is the row of every row of the matrix: its gradient sums the rows.
+    def choose(c: AdjointContext) -> str:
+        kept = f"numpy.{triangle}(g)" if c.literals.get("k") == 0 else f"numpy.{triangle}(g, k)"
+        rank = c.rank("x")
+        if rank is not None and rank >= 2:
+            return kept
+        if rank == 1:
+            return f"numpy.sum({kept}, axis=0)"
+        return f"_unbroadcast({kept}, x)"
+
+    return choose
+
+
+def _indices_shape(c: AdjointContext) -> Shape | None:
+    """The shape of the indices: of a list written out, its nesting (the shapes the
+    context holds take a constant for a number)."""
+    written = c.literals.get("indices", NOT_LITERAL)
+    if written is NOT_LITERAL:
+        return c.shapes.get("indices")
+    dims: list[Dim] = []
+    while isinstance(written, tuple):
+        dims.append(len(written))
+        nested = {isinstance(w, tuple) for w in written}
+        lengths = {len(w) for w in written if isinstance(w, tuple)}
+        if not written or len(nested) > 1 or len(lengths) > 1:
+            return None
+        written = written[0] if written else None
+    return tuple(dims)
+
+
+def _take_shape(c: AdjointContext) -> Shape | None:
+    shape, indices, axis = c.shapes.get("x"), _indices_shape(c), c.literals.get("axis")
+    if shape is None or indices is None:
+        return None
+    if axis is None:
+        return indices
+    if not _whole(axis) or not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    return (*shape[:axis], *indices, *shape[axis + 1 :])
+
+
+def _take_along_axis_shape(c: AdjointContext) -> Shape | None:
+    shape, indices, axis = c.shapes.get("x"), _indices_shape(c), c.literals.get("axis")
+    if shape is None or indices is None:
+        return None
+    if axis is None:
+        return indices
+    if len(shape) != len(indices) or not _whole(axis) or not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    rest = (*shape[:axis], *shape[axis + 1 :])
+    others = shapes.broadcast(rest, (*indices[:axis], *indices[axis + 1 :]))
+    if others is None:
+        return None
+    return (*others[:axis], indices[axis], *others[axis:])
+
+
+def _pad_widths(c: AdjointContext) -> list[tuple[int, int]] | None:
+    """The literal pad_width as (before, after) per axis, where x's rank is known."""
+    rank, widths = c.rank("x"), c.literals.get("pad_width")
+    if rank is None:
+        return None
+    if _whole(widths):
+        return [(widths, widths)] * rank
+    if not isinstance(widths, tuple):
+        return None
+    if len(widths) == 1 and isinstance(widths[0], tuple):
+        widths = widths[0]  # ((before, after),) for every axis
+    if len(widths) in (1, 2) and all(_whole(w) for w in widths):
+        before, after = widths[0], widths[-1]
+        return [(before, after)] * rank
+    if len(widths) == rank and all(_wholes(w) is not None and len(w) in (1, 2) for w in widths):
+        return [(w[0], w[-1]) for w in widths]
+    return None
+
+
+def _pad_shape(c: AdjointContext) -> Shape | None:
+    shape, widths = c.shapes.get("x"), _pad_widths(c)
+    if shape is None or widths is None:
+        return None
+    padded: list[Dim] = []
+    for d, (before, after) in zip(shape, widths, strict=True):
+        if before + after == 0:
+            padded.append(d)
+        elif _whole(d):
+            padded.append(d + before + after)
+        else:
+            return None
+    return tuple(padded)
+
+
+def _unpadded(c: AdjointContext) -> str:
+    """The part of g that was x: a slice of it, written out where the widths are known."""
+    widths = _pad_widths(c)
+    if widths is None:
+        return "_unpad(g, pad_width)"
+    parts = []
+    for before, after in widths:
+        start = str(before) if before else ""
+        parts.append(f"{start}:{-after}" if after else f"{start}:")
+    while parts and parts[-1] == ":":
+        parts.pop()
+    return f"g[{', '.join(parts)}]" if parts else "g"
+
+
+def _pad_values_adjoint(c: AdjointContext) -> str:
+    if c.shapes.get("c") == () and _pad_widths(c) is not None:
+        return f"numpy.sum(g) - numpy.sum({_unpadded(c)})"
+    return "_pad_values_grad(g, pad_width, c)"
+
+
+def _only_constant_mode(bound: dict[str, Expr]) -> str | None:
+    """np.pad is differentiated in its constant mode only (what it pads with is given)."""
+    mode = unwrap(bound["mode"])
+    if isinstance(mode, Const) and mode.text.strip("'\"") == "constant":
+        return None
+    return "np.pad is differentiated in mode 'constant' (written out) only"
+
+
+def _window_shape(c: AdjointContext) -> Shape | None:
+    shape, windows = c.shapes.get("x"), _wholes(c.literals.get("window_shape"))
+    if shape is None or windows is None:
+        return None
+    written = c.literals.get("axis")
+    axes = tuple(range(len(shape))) if written is None else _wholes(written)
+    if axes is None or len(axes) != len(windows):
+        return None
+    if not all(-len(shape) <= a < len(shape) for a in axes):
+        return None
+    trimmed = list(shape)
+    for a, w in zip(axes, windows, strict=True):
+        dim = trimmed[a % len(shape)]
+        if not _whole(dim):
+            return None
+        trimmed[a % len(shape)] = dim - w + 1
+    return (*trimmed, *windows)
+
+
+def _as_array_adjoint(c: AdjointContext) -> str:
+    # With a dtype, the gradient goes back in x's floating type (float32 stays float32);
+    # x may be a number, which has no .dtype of its own.
+    if c.literals.get("dtype") is None:
+        return "g"
+    return "numpy.array(g, dtype=numpy.result_type(numpy.asarray(x).dtype, 1.0))"
+
+
+_AS_ARRAY = Depends("g, in x's floating type where a dtype is given", _as_array_adjoint)
+
+
+def _listed_shape(c: AdjointContext) -> Shape | None:
+    """np.array([a, b, ...]) of items of one known shape: their count, then that shape."""
+    items = [c.shapes.get(name) for name in _items(c)]
+    if not items or items[0] is None or any(item != items[0] for item in items):
+        return None
+    return (len(items), *items[0])
+
+
+def _listed_adjoint(c: AdjointContext) -> str:
+    return f"g[{c.literals['position']}]"
 
 
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
@@ -1103,6 +1670,78 @@ RULES: tuple[Rule, ...] = (
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
          axes=True, x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
+    # --- more shapes ---------------------------------------------------------------------
+    # numpy makes each item at least 2-D (vstack), 1-D (hstack), 3-D (dstack) or a column
+    # (column_stack), then joins them: an item's gradient is its part of g.
+    rule("vstack", "numpy.vstack(x)", variadic=True, axes=True, shape=_joined_shape(0, 2),
+         x=Depends("the rows of g that were x", _join_adjoint(0, 2))),
+    rule("hstack", "numpy.hstack(x)", variadic=True, axes=True, shape=_joined_shape(None, 1),
+         x=Depends("the columns of g that were x", _join_adjoint(None, 1))),
+    rule("dstack", "numpy.dstack(x)", variadic=True, axes=True, shape=_joined_shape(2, 3),
+         x=Depends("the planes of g that were x", _join_adjoint(2, 3))),
+    rule("column_stack", "numpy.column_stack(x)", variadic=True, axes=True,
+         shape=_joined_shape(1, 2),
+         x=Depends("the columns of g that were x", _join_adjoint(1, 2))),
+    rule("atleast_1d", "numpy.atleast_1d(x)", view=True, shape=_at_least_shape(1),
+         x=Depends("numpy.reshape(g, numpy.shape(x))", _at_least_adjoint(1))),
+    rule("atleast_2d", "numpy.atleast_2d(x)", view=True, shape=_at_least_shape(2),
+         x=Depends("numpy.reshape(g, numpy.shape(x))", _at_least_adjoint(2))),
+    rule("atleast_3d", "numpy.atleast_3d(x)", view=True, shape=_at_least_shape(3),
+         x=Depends("numpy.reshape(g, numpy.shape(x))", _at_least_adjoint(3))),
+    rule("flip", "numpy.flip(x, axis)", nondiff=("axis",), view=True, shape=_same,
+         x=Depends("numpy.flip(g, axis)", _flip_adjoint)),
+    rule("fliplr", "numpy.fliplr(x)", view=True, shape=_same, x="numpy.fliplr(g)"),
+    rule("flipud", "numpy.flipud(x)", view=True, shape=_same, x="numpy.flipud(g)"),
+    rule("roll", "numpy.roll(x, shift, axis)", nondiff=("shift", "axis"), shape=_same,
+         x=Depends("numpy.roll(g, -shift, axis)", _roll_adjoint)),
+    # The copies' gradients add up: g cut into (copy, entry) per axis, summed over copies.
+    rule("tile", "numpy.tile(x, reps)", nondiff=("reps",), shape=_tile_shape,
+         x=Depends("g summed over the copies", _tile_adjoint)),
+    rule("repeat", "numpy.repeat(x, repeats, axis)", nondiff=("repeats", "axis"),
+         shape=_repeat_shape, x=Depends("g summed over each entry's copies", _repeat_adjoint)),
+    rule("broadcast_to", "numpy.broadcast_to(x, shape)", nondiff=("shape",), view=True,
+         shape=_broadcast_to_shape,
+         x=Depends("g summed over the axes x was spread along", _broadcast_to_adjoint)),
+    rule("moveaxis", "numpy.moveaxis(x, source, destination)",
+         nondiff=("source", "destination"), view=True, shape=_moveaxis_shape,
+         x="numpy.moveaxis(g, destination, source)"),
+    rule("rollaxis", "numpy.rollaxis(x, axis, start)", nondiff=("axis", "start"), view=True,
+         shape=_rollaxis_shape, x=Depends("numpy.moveaxis(g, start, axis)", _rollaxis_adjoint)),
+    # A diagonal's gradient is on that diagonal, zeros elsewhere.
+    rule("diag", "numpy.diag(x, k)", nondiff=("k",), view=True, shape=_diag_shape,
+         x=Depends("numpy.diag(g, k) (x 1-D); g on the diagonal (x 2-D)", _diag_adjoint)),
+    rule("diagonal", "numpy.diagonal(x, offset, axis1, axis2)",
+         nondiff=("offset", "axis1", "axis2"), view=True, shape=_diagonal_shape,
+         x=Depends("g on that diagonal, zeros elsewhere", _diagonal_adjoint)),
+    rule("triu", "numpy.triu(x, k)", nondiff=("k",), shape=_triangle_shape,
+         x=Depends("numpy.triu(g, k)", _triangle_adjoint("triu"))),
+    rule("tril", "numpy.tril(x, k)", nondiff=("k",), shape=_triangle_shape,
+         x=Depends("numpy.tril(g, k)", _triangle_adjoint("tril"))),
+    # Taken entries: the gradient is added back where they were (repeated ones add up).
+    rule("take", "numpy.take(x, indices, axis)", nondiff=("indices", "axis"),
+         shape=_take_shape, x=Depends("g added at the indices along axis", _take_adjoint)),
+    rule("take_along_axis", "numpy.take_along_axis(x, indices, axis)",
+         nondiff=("indices", "axis"), shape=_take_along_axis_shape,
+         x="_untake_along_axis(g, x, indices, axis)"),
+    # mode 'constant' only; c (constant_values) gets the gradient of the entries it filled.
+    rule("pad", "numpy.pad(x, pad_width, mode, c)", nondiff=("pad_width", "mode"),
+         refuse_when=_only_constant_mode, shape=_pad_shape,
+         x=Depends("the part of g that was x", _unpadded),
+         c=Depends("numpy.sum(g) - numpy.sum(the part of g that was x)", _pad_values_adjoint)),
+    # A window's entries are x's: each is added back where it was read.
+    rule("sliding_window_view",
+         "numpy.lib.stride_tricks.sliding_window_view(x, window_shape, axis)",
+         nondiff=("window_shape", "axis"), view=True, shape=_window_shape,
+         x="_unslide(g, x, window_shape, axis)"),
+    # An array written out of values (np.array([[c, -s], [s, c]])): each gets its entry of g.
+    rule("array", "numpy.array(x, dtype)", "numpy.asarray(x, dtype)", nondiff=("dtype",),
+         variadic=True, nests=True, axes=True, shape=_listed_shape,
+         no_gradient_when=_to_whole_numbers, x=Depends("g[position of x]", _listed_adjoint)),
+    # An array of a value: a copy (np.array) or the value itself (np.asarray), as astype.
+    rule("array_of_value", "numpy.array(x, dtype)", nondiff=("dtype",), shape=_same,
+         no_gradient_when=_to_whole_numbers, x=_AS_ARRAY),
+    rule("asarray", "numpy.asarray(x, dtype)", nondiff=("dtype",), shape=_same, view=True,
+         no_gradient_when=_to_whole_numbers, x=_AS_ARRAY),
     # The gradient goes back as a new array (never the upstream object itself) in x's
     # floating type: float32 stays float32, an integer x gets float64, not truncated.
     rule("astype", "numpy.astype(x, dtype)", nondiff=("dtype",), shape=_same,
@@ -1157,6 +1796,24 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "full"): ("shape", "fill_value", "dtype=None"),
     ("numpy", "full_like"): ("a", "fill_value", "dtype=None"),
     ("numpy", "stack"): ("arrays", "axis=0"),
+    **{("numpy", f): ("tup",) for f in ("vstack", "hstack", "dstack", "column_stack")},
+    ("numpy", "flip"): ("m", "axis=None"),
+    ("numpy", "roll"): ("a", "shift", "axis=None"),
+    ("numpy", "tile"): ("A", "reps"),
+    ("numpy", "repeat"): ("a", "repeats", "axis=None"),
+    ("numpy", "broadcast_to"): ("array", "shape"),
+    ("numpy", "moveaxis"): ("a", "source", "destination"),
+    ("numpy", "rollaxis"): ("a", "axis", "start=0"),
+    ("numpy", "diag"): ("v", "k=0"),
+    ("numpy", "diagonal"): ("a", "offset=0", "axis1=0", "axis2=1"),
+    ("numpy", "triu"): ("m", "k=0"),
+    ("numpy", "tril"): ("m", "k=0"),
+    ("numpy", "take"): ("a", "indices", "axis=None"),
+    ("numpy", "take_along_axis"): ("arr", "indices", "axis=-1"),
+    ("numpy", "array"): ("object", "dtype=None"),
+    ("numpy", "asarray"): ("a", "dtype=None"),
+    ("numpy", "pad"): ("array", "pad_width", "mode='constant'", "constant_values=0"),
+    ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
 }
 # Functions whose last parameters numpy takes by keyword only: how many it takes by position
 # (np.average's fourth is ``returned``, not ``keepdims``: refused, never misread).
@@ -1444,6 +2101,8 @@ OPERATION_LIBRARIES = frozenset({"math", "numpy", "scipy", "cmath", "statistics"
 SHAPE_OF_FIRST = frozenset(
     {
         "astype",
+        "array",  # np.array(x, dtype=int): of a value; of a list written out, unknown
+        "asarray",
         "stop_gradient",
         "zeros_like",
         "ones_like",
@@ -1519,7 +2178,10 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "broadcast_to",
             "ravel",
             "flip",
+            "fliplr",
+            "flipud",
             "moveaxis",
+            "diag",  # of a matrix: a view of its diagonal
         ),
         Aliasing.VIEW_OF_FIRST,
     ),
@@ -1531,6 +2193,9 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "mean",
             "where",
             "take",
+            "roll",
+            "triu",
+            "tril",
             "array",
             "copy",
             "outer",

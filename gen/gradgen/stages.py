@@ -1290,9 +1290,13 @@ class _Builder:
         except ValueError as problem:
             self.refuse(getattr(plain, "origin", None), str(problem))
             return Const("0", 0)
+        unlisted: Rule | None = None  # a variadic rule given no list written out
         for rule, form in _PRIORITY:
             bindings: dict[str, Expr] = {}
             if not _match(form, canonical, bindings):
+                continue
+            if rule.variadic and not isinstance(unwrap(bindings[rule.inputs[0]]), Sequence_):
+                unlisted = unlisted or rule  # np.array(x) is another row's
                 continue
             nondiff = tuple((n, bindings[n]) for n in rule.nondiff)
             for variable, value in nondiff:
@@ -1302,19 +1306,27 @@ class _Builder:
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
                         "a string, True, False or None): the backward is written for it",
                     )
+            refusal = rule.refuse_when(bindings) if rule.refuse_when is not None else None
+            if refusal is not None:
+                self.refuse(getattr(plain, "origin", None), refusal)
+                return Const("0", 0)
             name = target if top else temporary_name(self.namer, user_target, rule.name)
             inputs = [bindings[i] for i in rule.inputs]
+            lowered = inputs
             if rule.variadic:
                 items = unwrap(inputs[0])
-                if not isinstance(items, Sequence_):
-                    self.refuse(
-                        getattr(plain, "origin", None),
-                        f"'{rule.name}' needs a list or tuple written out: [a, b, ...]",
-                    )
-                    return Const("0", 0)
+                assert isinstance(items, Sequence_) and isinstance(plain, Call)
                 inputs = list(items.items)
+                # np.array([[c, -s], [s, c]]): each row a call of its own, as if written
+                # np.array([np.array([c, -s]), np.array([s, c])])
+                lowered = [
+                    Call(plain.func, (item,), (), origin=getattr(item, "origin", None))
+                    if rule.nests and isinstance(unwrap(item), Sequence_)
+                    else item
+                    for item in inputs
+                ]
             operands = tuple(
-                self.lower(value, name, user_target, statement, top=False) for value in inputs
+                self.lower(value, name, user_target, statement, top=False) for value in lowered
             )
             # An axis, a condition or an index is computed as written: a call inside it
             # (np.where(g(x) > 0, ...)) is a stage of its own all the same.
@@ -1333,6 +1345,12 @@ class _Builder:
                 Stage(name, rule, operands, computed, library, statement, not top, nondiff)
             )
             return Name(name)
+        if unlisted is not None:
+            self.refuse(
+                getattr(plain, "origin", None),
+                f"'{unlisted.name}' needs a list or tuple written out: [a, b, ...]",
+            )
+            return Const("0", 0)
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
 
