@@ -136,6 +136,63 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.dot(v)", x=M, v=(4,)),
         case("u.dot(w)", u=(4,), w=(4, 2)),
     ],
+    # --- more products and linear algebra ---------------------------------------------------
+    # Square matrices are made well-conditioned by a multiple of the identity (x + 5 * I),
+    # symmetric positive definite ones as x @ x.T + 3 * I.
+    "einsum": [
+        case("np.einsum('ij,jk->ik', x, w)", x=M, w=(4, 2)),
+        case("np.einsum('ij,jk', x, w)", x=M, w=(4, 2)),  # implicit result: 'ik'
+        case("np.einsum('ba', x)", x=M),  # implicit: 'ab', a transpose
+        case("np.einsum('ij->ji', x)", x=M),
+        case("np.einsum('ij->i', x)", x=M),  # j summed in x alone: spread back
+        case("np.einsum('ij->', x)", x=M),
+        case("np.einsum('i,i', u, v)", u=(4,), v=(4,)),
+        case("np.einsum('i,j->ij', u, v)", u=(3,), v=(4,)),
+        case("np.einsum('ij,j->i', x, v)", x=M, v=(4,)),
+        case("np.einsum('ij,ij->i', x, x)", x=M),  # one operand twice
+        case("np.einsum('ij,jk,kl->il', x, w, y)", x=M, w=(4, 2), y=(2, 3)),
+        case("np.einsum('bij,bjk->bik', t, s)", t=T, s=(2, 4, 2)),
+        case("np.einsum('Ab,bA', x, y)", x=M, y=(4, 3)),  # capitals before small letters
+        # traces and diagonals: a label repeated in an operand
+        case("np.einsum('ii', s)", s=(3, 3)),
+        case("np.einsum('ii->i', s)", s=(3, 3)),
+        case("np.einsum('iij->j', t)", t=(3, 3, 2)),
+        case("np.einsum('ij,jj->i', x, s)", x=M, s=(4, 4)),
+        # '...': the operands' broadcast axes
+        case("np.einsum('...ij,...jk->...ik', t, s)", t=T, s=(2, 4, 2)),
+        case("np.einsum('...ij,jk->...ik', t, w)", t=T, w=(4, 2)),
+        case("np.einsum('...ij,...jk', t, w)", t=T, w=(4, 2)),
+        case("np.einsum('...ii->...i', s)", s=(2, 3, 3)),
+        case("np.einsum('...ij,...jk->...ik', t, s)", t=T, s=(1, 4, 2), explicit=False),
+        # numpy spreads a dimension 1 of a label over the others' (unknown to gradgen here)
+        case("np.einsum('ij,ij->ij', c, x)", c=(3, 1), x=M, explicit=False),
+    ],
+    "inv": [
+        case("np.linalg.inv(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.inv(x @ x.T + 3 * np.eye(3)) @ x", x=M),
+        case("np.linalg.inv(t + 5 * np.eye(3))", t=(2, 3, 3)),  # a stack of matrices
+    ],
+    "det": [
+        case("np.linalg.det(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.det(x @ x.T + np.eye(3))", x=M),
+        case("np.linalg.det(t + 5 * np.eye(3))", t=(2, 3, 3)),
+    ],
+    "solve": [
+        case("np.linalg.solve(s + 5 * np.eye(3), v)", s=(3, 3), v=(3,)),
+        case("np.linalg.solve(s + 5 * np.eye(3), x)", s=(3, 3), x=M),
+        case("np.linalg.solve(t + 5 * np.eye(3), r)", t=(2, 3, 3), r=(2, 3, 4)),
+        # b broadcast against a stack of matrices, and a vector: helpers unbroadcast
+        case("np.linalg.solve(t + 5 * np.eye(3), x)", t=(2, 3, 3), x=M, explicit=False),
+        case("np.linalg.solve(t + 5 * np.eye(3), v)", t=(2, 3, 3), v=(3,), explicit=False),
+        case("np.linalg.solve(s + 5 * np.eye(3), r)", s=(3, 3), r=(2, 3, 4), explicit=False),
+    ],
+    # The gradient's steps are a helper's named lines (cases not "explicit": a helper).
+    "cholesky": [
+        case("np.linalg.cholesky(x @ x.T + 3 * np.eye(3))", x=M, explicit=False),
+        # numpy reads the lower triangle: an upper entry has no gradient
+        case("np.linalg.cholesky(s + 8 * np.eye(3))", s=(3, 3), explicit=False),
+        case("np.linalg.cholesky(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False),
+    ],
     # --- reductions -------------------------------------------------------------------------
     "sum": [
         case("np.sum(x)", x=M),

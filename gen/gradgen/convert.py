@@ -262,16 +262,28 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
         elif arg.star:
             resolver.refuse(arg, "unpacking arguments with * or ** is not supported")
         elif arg.keyword is not None:
-            kwargs.append((arg.keyword.value, convert(arg.value, resolver)))
+            kwargs.append((arg.keyword.value, _convert_argument(arg.value, resolver)))
         elif kwargs:
             resolver.refuse(arg, "a positional argument after a keyword argument")
         else:
-            args.append(convert(arg.value, resolver))
+            args.append(_convert_argument(arg.value, resolver))
     if func is None:
         return PLACEHOLDER
     # An argument unpacked (np.random.rand(*x.shape)) is UnaryOp("*"): parse.py refuses it
     # anywhere but in a random draw's shape (parse._refuse_unpacked_arguments).
     return Call(func, tuple(args), tuple(kwargs), origin=node)
+
+
+def _convert_argument(node: cst.BaseExpression, resolver: Resolver) -> Expr:
+    """An argument of a call: a string written out is a literal there (the subscripts of
+    ``np.einsum("ij,jk->ik", a, b)``), with no gradient; anywhere else it is refused."""
+    if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
+        value = node.evaluated_value
+        plain = value.isprintable() and not any(c in value for c in "\"'\\")
+        # in double quotes, as black writes it
+        text = f'"{value}"' if plain else cst.Module([]).code_for_node(node)
+        return Const(text, origin=node)
+    return convert(node, resolver)
 
 
 def _convert_subscript(node: cst.Subscript, resolver: Resolver) -> Expr:

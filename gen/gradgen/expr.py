@@ -8,6 +8,7 @@ need no trip through black (see ``format.py``).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +263,9 @@ def literal_value(expr: Expr) -> object:
     if isinstance(expr, Const):
         if expr.value is not None:
             return expr.value
+        if expr.text[-1:] in ("'", '"'):  # a string written out ("ij,jk->ik")
+            text = ast.literal_eval(expr.text)
+            return text if isinstance(text, str) else NOT_LITERAL
         return {"None": None, "True": True, "False": False}.get(expr.text, NOT_LITERAL)
     if isinstance(expr, UnaryOp) and expr.op == "-":
         inner = literal_value(expr.operand)

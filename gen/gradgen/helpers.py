@@ -121,6 +121,34 @@ def _dot_ranks(x, y):
     if not (1 <= numpy.ndim(x) <= 2 and 1 <= numpy.ndim(y) <= 2):
         raise ValueError("gradgen: np.dot is differentiated for 1-D and 2-D arrays; use @")
 ''',
+    "_solve_db": '''
+def _solve_db(grad, a, b):
+    """Gradient of numpy.linalg.solve(a, b) with respect to b: a^-T grad."""
+    vector = numpy.ndim(b) == 1  # numpy 2: b is a vector only where it is 1-D
+    grad2 = grad[..., None] if vector else grad
+    db = numpy.linalg.solve(numpy.swapaxes(a, -1, -2), grad2)
+    return _unbroadcast(db[..., 0] if vector else db, b)
+''',
+    "_solve_da": '''
+def _solve_da(grad, a, b, out):
+    """Gradient of out = numpy.linalg.solve(a, b) with respect to a: -db out^T."""
+    vector = numpy.ndim(b) == 1
+    grad2 = grad[..., None] if vector else grad
+    out2 = out[..., None] if vector else out
+    db = numpy.linalg.solve(numpy.swapaxes(a, -1, -2), grad2)
+    return _unbroadcast(-db @ numpy.swapaxes(out2, -1, -2), a)
+''',
+    "_cholesky_grad": '''
+def _cholesky_grad(grad, lower):
+    """Gradient of lower = numpy.linalg.cholesky(a), which reads a's lower triangle:
+    s = L^-T phi(L^T grad) L^-1 (phi: the lower triangle, its diagonal halved), and
+    the lower triangle of s + s^T, its diagonal halved."""
+    half = 1 + numpy.eye(numpy.shape(lower)[-1])
+    lower_t = numpy.swapaxes(lower, -1, -2)
+    phi = numpy.tril(lower_t @ grad) / half
+    s = numpy.linalg.solve(lower_t, numpy.swapaxes(numpy.linalg.solve(lower_t, phi), -1, -2))
+    return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / half
+''',
 }
 
 
@@ -140,6 +168,9 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
+    "_solve_db": Aliasing.NEW,
+    "_solve_da": Aliasing.NEW,
+    "_cholesky_grad": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -156,6 +187,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_matmul_dy": ("_unbroadcast",),
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
+    "_solve_db": ("_unbroadcast",),
+    "_solve_da": ("_unbroadcast",),
 }
 
 

@@ -22,6 +22,7 @@ from gradgen.expr import (
     Compare,
     Const,
     Expr,
+    Func,
     Name,
     Sequence_,
     Slice,
@@ -35,6 +36,7 @@ from gradgen.expr import (
 from gradgen.rules import (
     ARRAY_MAKERS,
     ELEMENTWISE_MASKS,
+    IDENTITY,
     INDEX,
     NUMBER_ATTRIBUTES,
     NUMBER_VALUED,
@@ -208,6 +210,12 @@ def _made_shape(expr: Expr, dimensions: Dimensions) -> Shape | None:
     """The shape of ``np.zeros((N, T, H))`` (``ones``, ``empty``; a tuple or one number),
     where each dimension is written out or a name bound to a known one."""
     expr = unwrap(expr)
+    if isinstance(expr, Call) and (expr.func.lib, expr.func.name) == IDENTITY:
+        # np.eye(N): an N x N matrix (with N alone)
+        if len(expr.args) == 1 and not expr.kwargs:
+            side = _made_shape(Call(Func("numpy", "zeros", None), expr.args), dimensions)
+            return None if side is None or len(side) != 1 else (side[0], side[0])
+        return None
     if not (
         isinstance(expr, Call)
         and (expr.func.lib, expr.func.name) in ARRAY_MAKERS
@@ -310,6 +318,8 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
             return expression_shape(expr.args[0], known)
         if expr.func.name in ELEMENTWISE_MASKS:
             return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
+        if function == IDENTITY:
+            return _made_shape(expr, {})
     return None
 
 

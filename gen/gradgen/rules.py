@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,10 +40,12 @@ from gradgen.expr import (
     Func,
     Name,
     Sequence_,
+    literal_value,
     names_in,
     unwrap,
     walk,
 )
+from gradgen.shapes import SCALAR as SCALAR_SHAPE
 from gradgen.shapes import Shape
 
 LIBRARIES = ("math", "numpy", "numpy.linalg", "scipy.special")
@@ -150,6 +153,9 @@ class Rule:
     # Its result always has axes, whatever the shapes of its inputs (np.stack): a backward
     # of a function returning it takes an upstream array, with no default.
     axes: bool = False
+    # What is wrong with the literal arguments of a call (``rule_literals``: np.einsum's
+    # subscripts that do not fit its operands), refused where it is written; None: fine.
+    check: Callable[[dict[str, object]], str | None] | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -246,6 +252,7 @@ def rule(
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
     floating: bool = False,
     axes: bool = False,
+    check: Callable[[dict[str, object]], str | None] | None = None,
     **adjoints: Template | Depends,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -280,7 +287,19 @@ def rule(
         no_gradient_when=no_gradient_when,
         floating=floating,
         axes=axes,
+        check=check,
     )
+
+
+def rule_literals(rule_: Rule, bindings: dict[str, Expr]) -> dict[str, object]:
+    """The literal values of ``rule_``'s nondiff arguments as a call binds them
+    (NOT_LITERAL where not literals) and, for a variadic rule, how many operands it has
+    (``"operands"``): what its ``check`` looks at."""
+    found: dict[str, object] = {n: literal_value(bindings[n]) for n in rule_.nondiff}
+    if rule_.variadic:
+        items = unwrap(bindings[rule_.inputs[0]])
+        found["operands"] = len(items.items) if isinstance(items, Sequence_) else NOT_LITERAL
+    return found
 
 
 # Other names numpy accepts for an argument: np.clip(x, min=0.0) since numpy 2.1.
@@ -554,6 +573,280 @@ def _transpose_shape(c: AdjointContext) -> Shape | None:
     return shapes.transpose(c.shapes.get("x"), c.literals.get("axes"))
 
 
+# --- more products and linear algebra: shapes, adjoints, checks -----------------------------
+# Where the ranks are known to be 2, a matrix's transpose is written ``.T``; otherwise (a
+# stack of matrices, or a rank not known) ``numpy.swapaxes(a, -1, -2)``, numpy's own
+# transpose of the last two axes, which is ``.T`` on a matrix too.
+
+
+def _t(c: AdjointContext, name: str) -> str:
+    """The transpose of matrix ``name`` (of the last two axes of a stack)."""
+    return f"{name}.T" if c.rank(name) == 2 else f"numpy.swapaxes({name}, -1, -2)"
+
+
+def _square_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape if shape is not None and len(shape) >= 2 else None
+
+
+def _det_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape[:-2] if shape is not None and len(shape) >= 2 else None
+
+
+def _inv_adjoint(c: AdjointContext) -> str:
+    # d(A^-1) = -A^-1 dA A^-1: the gradient is -A^-T g A^-T, with out = A^-1.
+    return f"-({_t(c, 'out')} @ g @ {_t(c, 'out')})"
+
+
+def _det_adjoint(c: AdjointContext) -> str:
+    # d det(A) = det(A) tr(A^-1 dA): the gradient is g det(A) A^-T (A invertible).
+    if c.rank("x") == 2:
+        return "(g * out) * numpy.linalg.inv(x).T"
+    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
+    return f"numpy.expand_dims(g * out, (-1, -2)) * {inverse}"
+
+
+def _solve_shape(c: AdjointContext) -> Shape | None:
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    if a is None or b is None or len(a) < 2 or not b:
+        return None
+    if len(b) == 1:  # numpy 2: b is a vector only where it is 1-D
+        batch = a[:-2]
+        return (*batch, a[-1]) if batch == () else None
+    batch = shapes.broadcast(a[:-2], b[:-2])
+    return None if batch is None else (*batch, *b[-2:])
+
+
+def _solve_right(c: AdjointContext) -> str:
+    # x = A^-1 b: db = A^-T g, one solve with the transpose, never an inverse.
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks in ((2, 1), (2, 2)):
+        return "numpy.linalg.solve(a.T, g)"
+    if ranks[0] is not None and ranks[0] == ranks[1] and c.shapes.get("a", ())[:-2] == c.shapes.get(
+        "b", ()
+    )[:-2]:
+        return "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
+    return "_solve_db(g, a, b)"
+
+
+def _solve_left(c: AdjointContext) -> str:
+    # dA = -db x^T, with db = A^-T g as for b.
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks == (2, 1):
+        return "-numpy.outer(numpy.linalg.solve(a.T, g), out)"
+    if ranks == (2, 2):
+        return "-numpy.linalg.solve(a.T, g) @ out.T"
+    if ranks[0] is not None and ranks[0] == ranks[1] and c.shapes.get("a", ())[:-2] == c.shapes.get(
+        "b", ()
+    )[:-2]:
+        solved = "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
+        return f"-{solved} @ numpy.swapaxes(out, -1, -2)"
+    return "_solve_da(g, a, b, out)"
+
+
+# --- np.einsum: the adjoint of each operand is an einsum with the subscripts rearranged -----
+
+_ELLIPSIS = "..."
+
+
+@dataclass(frozen=True)
+class _Subscripts:
+    """np.einsum's subscripts read: each operand's labels (``...`` one label) and the
+    result's, made explicit where numpy infers it."""
+
+    operands: tuple[tuple[str, ...], ...]
+    result: tuple[str, ...]
+
+
+def _labels(part: str) -> tuple[str, ...] | None:
+    """``"...ij"`` as ("...", "i", "j"); None where it is not letters after an optional
+    ``...`` (gradgen reads ``...`` at the start only)."""
+    start = (_ELLIPSIS,) if part.startswith(_ELLIPSIS) else ()
+    rest = part[len(_ELLIPSIS) :] if start else part
+    if not all(letter in string.ascii_letters for letter in rest):
+        return None
+    return (*start, *rest)
+
+
+def _einsum_subscripts(subscripts: object, count: object) -> _Subscripts | str:
+    """The subscripts of an einsum of ``count`` operands, or why gradgen cannot read them."""
+    if not isinstance(subscripts, str):
+        return "np.einsum's subscripts must be a string written out ('ij,jk->ik')"
+    left, arrow, right = subscripts.replace(" ", "").partition("->")
+    parts = left.split(",")
+    if len(parts) != count:
+        return f"np.einsum's subscripts '{subscripts}' name {len(parts)} operands, not {count}"
+    operands = tuple(_labels(part) for part in parts)
+    result = _labels(right) if arrow else ()
+    if result is None or any(o is None for o in operands):
+        return (
+            f"np.einsum's subscripts '{subscripts}': gradgen reads letters, with '...' only "
+            "at the start of an operand's or the result's"
+        )
+    read = tuple(o for o in operands if o is not None)
+    everywhere = [label for o in read for label in o]
+    ellipsis = _ELLIPSIS in everywhere
+    if not arrow:  # numpy's implicit result: the labels used once, in alphabetical order
+        once = sorted(label for label in set(everywhere) - {_ELLIPSIS} if everywhere.count(label) == 1)
+        result = ((_ELLIPSIS,) if ellipsis else ()) + tuple(once)
+    if len(set(result)) != len(result) or not set(result) <= set(everywhere) | {_ELLIPSIS}:
+        return f"np.einsum's subscripts '{subscripts}': a label of the result is not an operand's"
+    if ellipsis and _ELLIPSIS not in result:
+        return f"np.einsum's subscripts '{subscripts}': '...' of an operand must be in the result"
+    return _Subscripts(read, result)
+
+
+def _einsum_check(literals: dict[str, object]) -> str | None:
+    found = _einsum_subscripts(literals.get("subscripts"), literals.get("operands"))
+    return found if isinstance(found, str) else None
+
+
+def _operand_count(c: AdjointContext) -> int:
+    return sum(1 for name in c.shapes if name[:1] == "x" and name[1:].isdigit())
+
+
+def _label_dims(
+    subscripts: _Subscripts, operand_shapes: list[Shape]
+) -> tuple[dict[str, shapes.Dim | None], list[Shape | None]]:
+    """The dimension of each label (None where operands disagree beyond numpy's 1s), and
+    the dimensions each operand's ``...`` stands for."""
+    dims: dict[str, shapes.Dim | None] = {}
+    ellipses: list[Shape | None] = []
+    for labels, shape in zip(subscripts.operands, operand_shapes, strict=True):
+        named = [label for label in labels if label != _ELLIPSIS]
+        if len(shape) < len(named) or (_ELLIPSIS not in labels and len(shape) != len(named)):
+            return {}, []
+        ellipses.append(shape[: len(shape) - len(named)] if _ELLIPSIS in labels else None)
+        for label, dim in zip(named, shape[len(shape) - len(named) :], strict=True):
+            seen = dims.get(label, 1)
+            dims[label] = dim if seen == 1 else seen if dim in (1, seen) else None
+    return dims, ellipses
+
+
+def _einsum_shape(c: AdjointContext) -> Shape | None:
+    subscripts = _einsum_subscripts(c.literals.get("subscripts"), _operand_count(c))
+    if isinstance(subscripts, str):
+        return None
+    if not subscripts.result:
+        return SCALAR_SHAPE
+    given = [c.shapes.get(f"x{j}") for j in range(len(subscripts.operands))]
+    if any(shape is None for shape in given):
+        return None
+    dims, ellipses = _label_dims(subscripts, [s for s in given if s is not None])
+    if not dims and not ellipses:
+        return None
+    found: list[shapes.Dim] = []
+    for label in subscripts.result:
+        if label == _ELLIPSIS:
+            batch = shapes.broadcast(*(e for e in ellipses if e is not None))
+            if batch is None:
+                return None
+            found += batch
+        elif dims.get(label) is None:
+            return None
+        else:
+            found.append(dims[label])  # type: ignore[arg-type]
+    return tuple(found)
+
+
+def _einsum_adjoint(c: AdjointContext) -> str:
+    """``numpy.einsum("<result>,<the others>->x", g, <the others>)``: the gradient of an
+    operand contracts the result's gradient with the other operands. A label the operand
+    repeats (``"ii->i"``, a diagonal) gets a fresh label and an identity matrix joining
+    the two; a label summed in the operand alone (``"ij->i"``) comes from ones of its
+    shape (the gradient is spread along it)."""
+    count = _operand_count(c)
+    subscripts = _einsum_subscripts(c.literals.get("subscripts"), count)
+    assert not isinstance(subscripts, str), subscripts  # refused where it is written
+    position = c.literals["position"]
+    assert isinstance(position, int)
+    used = {label for o in (*subscripts.operands, subscripts.result) for label in o}
+    fresh = [letter for letter in string.ascii_letters if letter not in used]
+    ranks = [c.rank(f"x{j}") for j in range(count)]
+    if _ELLIPSIS in used and all(rank is not None for rank in ranks):
+        subscripts = _spelled_out(subscripts, [r for r in ranks if r is not None], fresh)
+    own = subscripts.operands[position]
+    target: list[str] = []
+    inputs: list[tuple[str, ...]] = [subscripts.result]
+    arguments = ["g"]
+    for j, labels in enumerate(subscripts.operands):
+        if j != position:
+            inputs.append(labels)
+            arguments.append(f"x{j}")
+    for place, label in enumerate(own):
+        if label in target:
+            axis = place - len(own) if _ELLIPSIS in own else place
+            new = fresh.pop(0)
+            inputs.append((label, new))
+            arguments.append(f"numpy.eye(x.shape[{axis}])")
+            target.append(new)
+        else:
+            target.append(label)
+    present = {label for labels in inputs for label in labels}
+    if any(label not in present for label in target):
+        inputs.append(own)
+        arguments.append("numpy.ones_like(x)")
+    batch = _ELLIPSIS in subscripts.result and _ELLIPSIS not in own
+    if batch:
+        # The others broadcast over axes this operand has not: its gradient is summed
+        # over them (numpy's einsum keeps a '...' of its operands).
+        target.insert(0, _ELLIPSIS)
+    text = ",".join("".join(labels) for labels in inputs) + "->" + "".join(target)
+    adjoint = f'numpy.einsum("{text}", {", ".join(arguments)})'
+    if _einsum_fits(c, subscripts, position, count):
+        return adjoint
+    return f"_unbroadcast({adjoint}, x)"
+
+
+def _spelled_out(subscripts: _Subscripts, ranks: list[int], fresh: list[str]) -> _Subscripts:
+    """The subscripts with each ``...`` written as labels of its own (taken from ``fresh``),
+    where the operands' ranks are known: numpy lines them up from the right."""
+    counts = [rank - (len(labels) - 1) for labels, rank in zip(subscripts.operands, ranks, strict=True) if _ELLIPSIS in labels]
+    batch = [fresh.pop(0) for _ in range(max(counts, default=0))]
+
+    def written(labels: tuple[str, ...], rank: int | None) -> tuple[str, ...]:
+        if _ELLIPSIS not in labels:
+            return labels
+        many = len(batch) if rank is None else rank - (len(labels) - 1)
+        return (*batch[len(batch) - many :], *labels[1:])
+
+    return _Subscripts(
+        tuple(written(o, r) for o, r in zip(subscripts.operands, ranks, strict=True)),
+        written(subscripts.result, None),
+    )
+
+
+def _einsum_fits(c: AdjointContext, subscripts: _Subscripts, position: int, count: int) -> bool:
+    """Is the adjoint einsum known to have the operand's shape (no broadcasting of a
+    ``...`` or of a dimension 1 against a longer one to undo)?"""
+    given = [c.shapes.get(f"x{j}") for j in range(count)]
+    if any(shape is None for shape in given):
+        return False
+    known = [s for s in given if s is not None]
+    if any(_ELLIPSIS in labels for labels in subscripts.operands):
+        used = {label for o in (*subscripts.operands, subscripts.result) for label in o}
+        fresh = [letter for letter in string.ascii_letters if letter not in used]
+        subscripts = _spelled_out(subscripts, [len(s) for s in known], fresh)
+    dims, ellipses = _label_dims(subscripts, known)
+    if not dims and not ellipses:
+        return False
+    own = known[position]
+    expected: list[shapes.Dim | None] = []
+    labels = subscripts.operands[position]
+    if _ELLIPSIS in subscripts.result and _ELLIPSIS not in labels:
+        labels = (_ELLIPSIS, *labels)  # the axes the others broadcast it over: none?
+    for label in labels:
+        if label == _ELLIPSIS:
+            batch = shapes.broadcast(*(e for e in ellipses if e is not None))
+            if batch is None:
+                return False
+            expected += batch
+        else:
+            expected.append(dims.get(label))
+    return tuple(expected) == own
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -662,6 +955,27 @@ RULES: tuple[Rule, ...] = (
     rule("dot", "numpy.dot(x, y)", shape=_dot_shape,
          x=Depends("g @ y.T (1-D or 2-D)", functools.partial(_matmul_left, helper="_dot_dx")),
          y=Depends("x.T @ g (1-D or 2-D)", functools.partial(_matmul_right, helper="_dot_dy"))),
+
+    # --- more products and linear algebra ------------------------------------------------
+    # einsum: the gradient of each operand is an einsum of the result's gradient with the
+    # others, its subscripts rearranged when the backward is written (they are literal).
+    rule("einsum", "numpy.einsum(subscripts, *x)", nondiff=("subscripts",),
+         literal=("subscripts",), variadic=True, view=True, shape=_einsum_shape,
+         check=_einsum_check,
+         x=Depends('numpy.einsum("<result>,<others>-><operand>", g, <others>)',
+                   _einsum_adjoint)),
+    # The matrix-calculus adjoints, by solves where an inverse would be applied to a value;
+    # A invertible (det, solve), symmetric positive definite (cholesky).
+    rule("inv", "numpy.linalg.inv(x)", floating=True, shape=_square_shape,
+         x=Depends("-(out.T @ g @ out.T)", _inv_adjoint)),
+    rule("det", "numpy.linalg.det(x)", floating=True, shape=_det_shape,
+         x=Depends("(g * out) * numpy.linalg.inv(x).T", _det_adjoint)),
+    rule("solve", "numpy.linalg.solve(a, b)", floating=True, shape=_solve_shape,
+         a=Depends("-numpy.linalg.solve(a.T, g) @ out.T", _solve_left),
+         b=Depends("numpy.linalg.solve(a.T, g)", _solve_right)),
+    # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
+    rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
+         x="_cholesky_grad(g, out)"),
 
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
@@ -786,6 +1100,8 @@ SIDE_BY_SIDE = "zip"
 ARRAY_MAKERS = frozenset(
     ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")
 )
+# An identity matrix (np.eye(N)): its shape is (N, N).
+IDENTITY = ("numpy", "eye")
 # The user's mark on a value that is constant for gradients (the max-shift of a softmax):
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
@@ -1066,6 +1382,11 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "cos",
             "sin",
             "abs",
+            "inv",
+            "solve",
+            "eye",
+            "ones_like",
+            "tril",
         ),
         Aliasing.NEW,
     ),

@@ -61,6 +61,7 @@ from gradgen.rules import (
     form_library,
     is_draw,
     is_opaque,
+    rule_literals,
     rules_by_priority,
     without_gradient,
     written_arguments,
@@ -1301,6 +1302,10 @@ class _Builder:
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
                         "True, False or None): the backward is written for it",
                     )
+            problem = rule.check(rule_literals(rule, bindings)) if rule.check else None
+            if problem is not None:
+                self.refuse(getattr(plain, "origin", None), problem)
+                return Const("0", 0)
             name = target if top else temporary_name(self.namer, user_target, rule.name)
             inputs = [bindings[i] for i in rule.inputs]
             if rule.variadic:
@@ -1576,7 +1581,20 @@ def _match(pattern: Expr, expr: Expr, bindings: dict[str, Expr]) -> bool:
     if isinstance(pattern, Call):
         assert isinstance(plain, Call)
         same_function = (pattern.func.lib, pattern.func.name) == (plain.func.lib, plain.func.name)
-        if not same_function or len(pattern.args) != len(plain.args):
+        if not same_function:
+            return False
+        starred = pattern.args[-1] if pattern.args else None
+        if isinstance(starred, UnaryOp) and starred.op == "*":
+            # ``numpy.einsum(subscripts, *x)``: x stands for the arguments after the others
+            # (one at least), as a tuple of them, which a variadic rule's x is.
+            fixed = len(pattern.args) - 1
+            if len(plain.args) <= fixed or not _match(
+                starred.operand, Sequence_(plain.args[fixed:]), bindings
+            ):
+                return False
+            pairs = zip(pattern.args[:fixed], plain.args[:fixed], strict=True)
+            return all(_match(p, e, bindings) for p, e in pairs)
+        if len(pattern.args) != len(plain.args):
             return False
         pairs = zip(pattern.args, plain.args, strict=True)
         return all(_match(p, e, bindings) for p, e in pairs)
