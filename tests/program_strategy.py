@@ -287,6 +287,8 @@ def _analyse(rule: Rule, text: str) -> Form:
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 if func.value.id in LIBRARIES:
                     library = func.value.id
+            elif isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
+                library = ast.unparse(func.value)  # numpy.linalg.inv(x)
             elif isinstance(func, ast.Name) and func.id in BUILTINS:
                 library = "builtins"
     function = None
@@ -507,6 +509,9 @@ class Context:
     form: Form
     first: Term  # the first differentiable input (the first item of a list of them)
     checks: list[Check] = field(default_factory=list)  # of the values a generator drew
+    # How many operands a variadic form takes, where a literal argument says so
+    # (np.einsum's subscripts); None: 2 or 3 (a list of them).
+    operands: int | None = None
 
     @property
     def choose(self) -> Chooser:
@@ -981,6 +986,10 @@ class Builder:
         inputs: dict[str, Term | list[Term]] = {}
         first_name = rule.inputs[0]
         first = given[first_name] if first_name in given else self.operand(depth)
+        early = getattr(DOMAINS.get(rule.name), "wraps", {}).get(first_name)
+        if early is not None and first_name not in given:
+            # In its domain before the others are drawn to fit it (a square matrix).
+            first = early(self, first)
         inputs[first_name] = [first] if rule.variadic else first
         context = Context(self, form, first)
         nondiff: dict[str, str] = {}
@@ -1022,7 +1031,8 @@ class Builder:
             else:
                 inputs[name] = self.operand(depth, fits_as(name), none_ok=none_ok)
         if rule.variadic:
-            for _ in range(self.choose.pick((1, 1, 2))):
+            more = self.choose.pick((1, 1, 2)) if context.operands is None else context.operands - 1
+            for _ in range(more):
                 inputs[first_name].append(self.operand(depth, fits_as(first_name)))  # type: ignore[union-attr]
 
         adapt = DOMAINS.get(rule.name)
@@ -1082,7 +1092,13 @@ class Builder:
             if text == OMIT:
                 raise Unfit(f"{form.text} cannot leave {name} out")
             mapping[name] = _parse(text)
-        return _Substitute(mapping, self.alias).visit(copy.deepcopy(form.tree))
+        node = _Substitute(mapping, self.alias).visit(copy.deepcopy(form.tree))
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[-1], ast.Starred):
+            # numpy.einsum(subscripts, *x): the operands written one by one
+            listed = node.args[-1].value
+            assert isinstance(listed, (ast.List, ast.Tuple))
+            node.args[-1:] = listed.elts
+        return node
 
     def _render_call(
         self,
@@ -1361,7 +1377,39 @@ def _index(c: Context) -> str:
     return ":"
 
 
+def _subscripts(c: Context) -> str:
+    """np.einsum's subscripts for the first operand's rank, and how many operands they
+    take (``Context.operands``): transposes, sums, traces and diagonals of one operand,
+    products with a second that fits (a matrix product, a vector contracted), implicit
+    results, '...'."""
+    dims = shape(c.first.value)
+    rank = len(dims)
+    if rank == 0 or rank > 3:
+        raise Unfit("np.einsum here takes operands with axes")
+    letters = "ijk"[:rank]
+    last, rest = letters[-1], letters[:-1]
+    options: list[tuple[str, int]] = [
+        (f"{letters}->{letters[::-1]}", 1),
+        (f"{letters}->{rest}", 1),
+        (f"{letters}", 1),  # implicit: the labels in alphabetical order
+        (f"{letters}->", 1),
+        (f"...{last}->...", 1),
+        (f"{letters},{last}->{rest}", 2),
+        (f"{letters},{letters}->{letters}", 2),
+        (f"{letters},{letters}", 2),  # implicit
+        (f"{letters},{last}m->{rest}m", 2),  # a matrix product over the last axis
+        (f"...{last},...{last}->...", 2),
+        (f"{letters},{last}m,m->{rest}", 3),
+    ]
+    if rank >= 2 and dims[-1] == dims[-2]:  # a diagonal and a trace
+        options += [(f"{rest[:-1]}mm->{rest[:-1]}m", 1), (f"...mm", 1), (f"{rest[:-1]}mm", 1)]
+    text, count = c.choose.pick(options)
+    c.operands = count
+    return repr(text)
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
+    "subscripts": _subscripts,
     "axis": _axis,
     "keepdims": _keepdims,
     "ddof": _ddof,
@@ -1410,7 +1458,42 @@ def _domain(**wraps: Callable[[Builder, Term], Term]) -> Callable[[Builder, dict
     def adapt(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
         return {n: wraps[n](b, t) if n in wraps else t for n, t in inputs.items()}
 
+    adapt.wraps = wraps  # type: ignore[attr-defined]  # the first input's: applied early
     return adapt
+
+
+def _square_template(dims: tuple[int, ...]) -> str:
+    """A symmetric positive definite matrix (a stack of them) made of ``v``: v v^T + 3 I,
+    its eigenvalues 3 and more."""
+    if len(dims) == 0:
+        return "(1 + v * v) * numpy.eye(2)"
+    if len(dims) == 1:
+        return f"numpy.outer(v, v) + 3 * numpy.eye({dims[0]})"
+    if len(dims) == 2:
+        return f"v @ v.T + 3 * numpy.eye({dims[0]})"
+    return f"v @ numpy.swapaxes(v, -1, -2) + 3 * numpy.eye({dims[-2]})"
+
+
+def _invertible(b: Builder, term: Term) -> Term:
+    """A square matrix (a stack of them) well away from singular, or one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
+        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
+            return term
+    return _wrap(b, term, _square_template(shape(value)))
+
+
+def _positive_definite(b: Builder, term: Term) -> Term:
+    """A symmetric positive definite matrix well away from singular, or one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        array = numpy.asarray(value, dtype=float)
+        if numpy.allclose(array, numpy.swapaxes(array, -1, -2), rtol=0, atol=1e-12):
+            eigenvalues = numpy.linalg.eigvalsh(array)
+            if numpy.min(eigenvalues) >= 0.5 and numpy.max(eigenvalues) <= 50:
+                return term
+    return _wrap(b, term, _square_template(shape(value)))
 
 
 def _pow_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -1451,6 +1534,10 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "tan": _tan_domain,
     "exp": _domain(x=lambda b, t: _small(b, t, 4.0)),
     "expm1": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    "inv": _domain(x=_invertible),
+    "det": _domain(x=_invertible),
+    "solve": _domain(a=_invertible),
+    "cholesky": _domain(x=_positive_definite),
 }
 
 
