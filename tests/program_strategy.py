@@ -1263,6 +1263,13 @@ def _ddof(c: Context) -> str:
 
 def _axes(c: Context) -> str:
     rank = ndim(c.first.value)
+    if c.function == "tensordot":
+        # how many of x's last axes meet y's first, or which meet which
+        choices = [OMIT, *(str(n) for n in range(min(rank, 2) + 1))]
+        choices += [f"([{a}], [0])" for a in range(-rank, rank)]
+        if rank >= 2:
+            choices += [f"([{rank - 1}, 0], [0, 1])", f"((0, -1), (1, 0))"]
+        return c.choose.pick(choices)
     choices = [OMIT, "None"]
     for permutation in itertools.permutations(range(rank)):
         choices.append(str(permutation))
@@ -1295,6 +1302,11 @@ def _shape(c: Context) -> str:
         ones = [i for i, d in enumerate(dims) if d == 1]
         return c.choose.pick([OMIT, *[str(i) for i in ones], *[str(i - rank) for i in ones]])
     raise MissingGenerator(f"no generator for the 'shape' argument of {c.form.text!r}")
+
+
+def _power(c: Context) -> str:
+    """np.linalg.matrix_power's n: a small whole number."""
+    return c.choose.pick(("2", "1", "3"))
 
 
 def _dtype(c: Context) -> str:
@@ -1410,6 +1422,7 @@ def _subscripts(c: Context) -> str:
 
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "subscripts": _subscripts,
+    "n": _power,
     "axis": _axis,
     "keepdims": _keepdims,
     "ddof": _ddof,
@@ -1484,6 +1497,31 @@ def _invertible(b: Builder, term: Term) -> Term:
     return _wrap(b, term, _square_template(shape(value)))
 
 
+def _square(b: Builder, term: Term) -> Term:
+    """A square matrix (a stack of them), or a small one made of it (v v^T / 8)."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        return term
+    dims = shape(value)
+    if len(dims) == 0:
+        return _wrap(b, term, "v * numpy.eye(2)")
+    if len(dims) == 1:
+        return _wrap(b, term, "numpy.outer(v, v) / 8")
+    if len(dims) == 2:
+        return _wrap(b, term, "v @ v.T / 8")
+    return _wrap(b, term, "v @ numpy.swapaxes(v, -1, -2) / 8")
+
+
+def _three_vectors(b: Builder, term: Term) -> Term:
+    """Vectors of 3 entries along the last axis (np.cross): the first 3 of longer ones."""
+    dims = shape(term.value)
+    if dims and dims[-1] == 3:
+        return term
+    if not dims or dims[-1] < 3:
+        raise Unfit("np.cross takes vectors of 3 entries")
+    return _wrap(b, term, "v[..., :3]")
+
+
 def _positive_definite(b: Builder, term: Term) -> Term:
     """A symmetric positive definite matrix well away from singular, or one made of it."""
     value = term.value
@@ -1538,6 +1576,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "det": _domain(x=_invertible),
     "solve": _domain(a=_invertible),
     "cholesky": _domain(x=_positive_definite),
+    "matrix_power": _domain(x=lambda b, t: _square(b, t)),
+    "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
 }
 
 

@@ -167,6 +167,41 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         # numpy spreads a dimension 1 of a label over the others' (unknown to gradgen here)
         case("np.einsum('ij,ij->ij', c, x)", c=(3, 1), x=M, explicit=False),
     ],
+    "tensordot": [
+        case("np.tensordot(x, w, 1)", x=M, w=(4, 2)),
+        case("np.tensordot(t, x, axes=2)", t=T, x=M),
+        case("np.tensordot(t, x)", t=T, x=M),  # axes=2 by default
+        case("np.tensordot(x, y, 0)", x=(2, 2), y=(3,)),  # an outer product
+        case("np.tensordot(t, w, axes=([2], [0]))", t=T, w=(4, 2)),
+        case("np.tensordot(t, x, axes=([0, 2], [0, 1]))", t=T, x=(2, 4)),
+        case("np.tensordot(t, y, axes=([-1, 1], [0, 2]))", t=T, y=(4, 2, 3)),
+        case("np.tensordot(t, w, axes=1)", t=T, w=(4, 2), explicit=False),
+    ],
+    "inner": [
+        case("np.inner(u, v)", u=(4,), v=(4,)),
+        case("np.inner(x, v)", x=M, v=(4,)),
+        case("np.inner(x, y)", x=M, y=(2, 4)),
+        case("np.inner(t, x)", t=T, x=M),
+        case("np.inner(x, c)", x=M, c=()),  # a number: a product
+        case("np.inner(c, t)", c=(), t=T),
+        case("np.inner(x, t)", x=M, t=T, explicit=False),
+    ],
+    "vdot": [
+        case("np.vdot(u, v)", u=(4,), v=(4,)),
+        case("np.vdot(x, y)", x=M, y=M),
+        case("np.vdot(x, y)", x=M, y=(12,)),  # both flattened
+    ],
+    "kron": [
+        case("np.kron(u, v)", u=(2,), v=(3,)),
+        case("np.kron(x, y)", x=(2, 3), y=(3, 2)),
+        case("np.kron(x, v)", x=(2, 3), v=(2,), explicit=False),  # v as a row
+        case("np.kron(t, x)", t=T, x=(2, 2), explicit=False),
+    ],
+    "cross": [
+        case("np.cross(u, v)", u=(3,), v=(3,)),
+        case("np.cross(x, y)", x=(4, 3), y=(4, 3)),
+        case("np.cross(x, v)", x=(4, 3), v=(3,)),  # v crossed with each row
+    ],
     "inv": [
         case("np.linalg.inv(s + 5 * np.eye(3))", s=(3, 3)),
         case("np.linalg.inv(x @ x.T + 3 * np.eye(3)) @ x", x=M),
@@ -185,6 +220,12 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.linalg.solve(t + 5 * np.eye(3), x)", t=(2, 3, 3), x=M, explicit=False),
         case("np.linalg.solve(t + 5 * np.eye(3), v)", t=(2, 3, 3), v=(3,), explicit=False),
         case("np.linalg.solve(s + 5 * np.eye(3), r)", s=(3, 3), r=(2, 3, 4), explicit=False),
+    ],
+    "matrix_power": [
+        case("np.linalg.matrix_power(s, 1)", s=(3, 3)),
+        case("np.linalg.matrix_power(s, 2)", s=(3, 3)),
+        case("np.linalg.matrix_power(s, n=3)", s=(3, 3)),
+        case("np.linalg.matrix_power(t, 3)", t=(2, 3, 3)),
     ],
     # The gradient's steps are a helper's named lines (cases not "explicit": a helper).
     "cholesky": [

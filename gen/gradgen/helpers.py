@@ -149,6 +149,76 @@ def _cholesky_grad(grad, lower):
     s = numpy.linalg.solve(lower_t, numpy.swapaxes(numpy.linalg.solve(lower_t, phi), -1, -2))
     return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / half
 ''',
+    "_tensordot_axes": '''
+def _tensordot_axes(x, y, axes):
+    """The axes numpy.tensordot(x, y, axes) sums over, of x and of y, paired."""
+    if isinstance(axes, int):
+        return list(range(numpy.ndim(x) - axes, numpy.ndim(x))), list(range(axes))
+    left, right = ([a] if isinstance(a, int) else list(a) for a in axes)
+    return [a % numpy.ndim(x) for a in left], [b % numpy.ndim(y) for b in right]
+''',
+    "_tensordot_dx": '''
+def _tensordot_dx(grad, x, y, axes):
+    """Gradient of numpy.tensordot(x, y, axes) with respect to x."""
+    summed_x, summed_y = _tensordot_axes(x, y, axes)
+    free_x = [a for a in range(numpy.ndim(x)) if a not in summed_x]
+    free_y = [b for b in range(numpy.ndim(y)) if b not in summed_y]
+    kept = list(range(len(free_x), numpy.ndim(grad)))
+    dx = numpy.tensordot(grad, y, axes=(kept, free_y))
+    order = free_x + [summed_x[summed_y.index(b)] for b in sorted(summed_y)]
+    return numpy.transpose(dx, numpy.argsort(order))
+''',
+    "_tensordot_dy": '''
+def _tensordot_dy(grad, x, y, axes):
+    """Gradient of numpy.tensordot(x, y, axes) with respect to y."""
+    summed_x, summed_y = _tensordot_axes(x, y, axes)
+    free_x = [a for a in range(numpy.ndim(x)) if a not in summed_x]
+    free_y = [b for b in range(numpy.ndim(y)) if b not in summed_y]
+    dy = numpy.tensordot(x, grad, axes=(free_x, list(range(len(free_x)))))
+    order = [summed_y[summed_x.index(a)] for a in sorted(summed_x)] + free_y
+    return numpy.transpose(dy, numpy.argsort(order))
+''',
+    "_inner_dx": '''
+def _inner_dx(grad, x, y):
+    """Gradient of numpy.inner(x, y) with respect to x."""
+    if numpy.ndim(x) == 0 or numpy.ndim(y) == 0:
+        return _unbroadcast(grad * y, x)  # a number: a product
+    free_x, free_y = numpy.ndim(x) - 1, numpy.ndim(y) - 1
+    summed = list(range(free_x, free_x + free_y))
+    return numpy.tensordot(grad, y, axes=(summed, list(range(free_y))))
+''',
+    "_inner_dy": '''
+def _inner_dy(grad, x, y):
+    """Gradient of numpy.inner(x, y) with respect to y."""
+    if numpy.ndim(x) == 0 or numpy.ndim(y) == 0:
+        return _unbroadcast(grad * x, y)  # a number: a product
+    free_x = list(range(numpy.ndim(x) - 1))
+    return numpy.tensordot(grad, x, axes=(free_x, free_x))
+''',
+    "_kron_blocks": '''
+def _kron_blocks(grad, x, y):
+    """grad of numpy.kron(x, y) as blocks (x's axes and y's interleaved), and x and y
+    with the leading 1s numpy gives the one of lower rank."""
+    rank = max(numpy.ndim(x), numpy.ndim(y))
+    xs = (1,) * (rank - numpy.ndim(x)) + numpy.shape(x)
+    ys = (1,) * (rank - numpy.ndim(y)) + numpy.shape(y)
+    blocks = numpy.reshape(grad, [d for pair in zip(xs, ys) for d in pair])
+    return blocks, numpy.reshape(x, xs), numpy.reshape(y, ys), rank
+''',
+    "_kron_dx": '''
+def _kron_dx(grad, x, y):
+    """Gradient of numpy.kron(x, y) with respect to x."""
+    blocks, _, y2, rank = _kron_blocks(grad, x, y)
+    dx = numpy.tensordot(blocks, y2, axes=(list(range(1, 2 * rank, 2)), list(range(rank))))
+    return numpy.reshape(dx, numpy.shape(x))
+''',
+    "_kron_dy": '''
+def _kron_dy(grad, x, y):
+    """Gradient of numpy.kron(x, y) with respect to y."""
+    blocks, x2, _, rank = _kron_blocks(grad, x, y)
+    dy = numpy.tensordot(x2, blocks, axes=(list(range(rank)), list(range(0, 2 * rank, 2))))
+    return numpy.reshape(dy, numpy.shape(y))
+''',
 }
 
 
@@ -171,6 +241,12 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_solve_db": Aliasing.NEW,
     "_solve_da": Aliasing.NEW,
     "_cholesky_grad": Aliasing.NEW,
+    "_tensordot_dx": Aliasing.NEW,
+    "_tensordot_dy": Aliasing.NEW,
+    "_kron_dx": Aliasing.NEW,
+    "_inner_dx": Aliasing.NEW,
+    "_inner_dy": Aliasing.NEW,
+    "_kron_dy": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -189,6 +265,12 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
     "_solve_db": ("_unbroadcast",),
     "_solve_da": ("_unbroadcast",),
+    "_tensordot_dx": ("_tensordot_axes",),
+    "_tensordot_dy": ("_tensordot_axes",),
+    "_kron_dx": ("_kron_blocks",),
+    "_inner_dx": ("_unbroadcast",),
+    "_inner_dy": ("_unbroadcast",),
+    "_kron_dy": ("_kron_blocks",),
 }
 
 

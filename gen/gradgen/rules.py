@@ -847,6 +847,202 @@ def _einsum_fits(c: AdjointContext, subscripts: _Subscripts, position: int, coun
     return tuple(expected) == own
 
 
+# --- tensordot, inner, vdot, kron, cross, matrix_power -----------------------------------
+
+
+def _summed_axes(axes: object, left: int, right: int) -> tuple[list[int], list[int]] | None:
+    """The axes ``numpy.tensordot(x, y, axes)`` sums over, of x (rank ``left``) and of y
+    (``right``), paired in order; None where ``axes`` is not a literal gradgen reads."""
+    if isinstance(axes, int) and not isinstance(axes, bool):
+        return list(range(left - axes, left)), list(range(axes))
+    if not (isinstance(axes, tuple) and len(axes) == 2):
+        return None
+    pairs = [list(part) if isinstance(part, tuple) else [part] for part in axes]
+    if not all(isinstance(a, int) for part in pairs for a in part):
+        return None
+    if len(pairs[0]) != len(pairs[1]):
+        return None
+    return [a % left for a in pairs[0]], [b % right for b in pairs[1]]  # type: ignore[operator]
+
+
+def _tensordot_parts(
+    c: AdjointContext, axes: object
+) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    left, right = c.rank("x"), c.rank("y")
+    if left is None or right is None:
+        return None
+    summed = _summed_axes(axes, left, right)
+    if summed is None:
+        return None
+    summed_x, summed_y = summed
+    free_x = [a for a in range(left) if a not in summed_x]
+    free_y = [b for b in range(right) if b not in summed_y]
+    return summed_x, summed_y, free_x, free_y
+
+
+def _put_back(value: str, order: list[int]) -> str:
+    """``value`` whose axes are ``order`` of the operand's, transposed to the operand's."""
+    inverse = tuple(sorted(range(len(order)), key=lambda i: order[i]))
+    return value if inverse == tuple(range(len(order))) else f"numpy.transpose({value}, {inverse})"
+
+
+def _tensordot_left(c: AdjointContext, axes: object = NOT_LITERAL) -> str:
+    # x's gradient: g contracted with y over y's free axes; x's summed axes come after,
+    # in the order of y's, and are put back in place.
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    if parts is None:
+        return f"_tensordot_dx(g, x, y, {axes!r})"
+    summed_x, summed_y, free_x, free_y = parts
+    g_axes = list(range(len(free_x), len(free_x) + len(free_y)))
+    value = f"numpy.tensordot(g, y, axes=({g_axes}, {free_y}))"
+    order = free_x + [summed_x[summed_y.index(b)] for b in sorted(summed_y)]
+    return _put_back(value, order)
+
+
+def _tensordot_right(c: AdjointContext, axes: object = NOT_LITERAL) -> str:
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    if parts is None:
+        return f"_tensordot_dy(g, x, y, {axes!r})"
+    summed_x, summed_y, free_x, free_y = parts
+    value = f"numpy.tensordot(x, g, axes=({free_x}, {list(range(len(free_x)))}))"
+    order = [summed_y[summed_x.index(a)] for a in sorted(summed_x)] + free_y
+    return _put_back(value, order)
+
+
+def _tensordot_shape(c: AdjointContext, axes: object = NOT_LITERAL) -> Shape | None:
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if parts is None or x is None or y is None:
+        return None
+    _, _, free_x, free_y = parts
+    return (*(x[a] for a in free_x), *(y[b] for b in free_y))
+
+
+def _tensordot_check(literals: dict[str, object]) -> str | None:
+    if _summed_axes(literals.get("axes"), 64, 64) is None:
+        return "np.tensordot's axes must be a whole number or a pair of lists of them"
+    return None
+
+
+_INNER = ((-1,), (-1,))  # np.inner(x, y) is np.tensordot(x, y, axes=([-1], [-1]))
+
+
+# np.inner of a number is a product: with a rank unknown, a helper looks.
+def _inner_left(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1) or ranks[1] == 0:
+        return "g * y"
+    if ranks[0] == 0:
+        return "numpy.sum(g * y)"
+    if None in ranks:
+        return "_inner_dx(g, x, y)"
+    return _tensordot_left(c, _INNER)
+
+
+def _inner_right(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1) or ranks[0] == 0:
+        return "g * x"
+    if ranks[1] == 0:
+        return "numpy.sum(g * x)"
+    if None in ranks:
+        return "_inner_dy(g, x, y)"
+    return _tensordot_right(c, _INNER)
+
+
+def _inner_shape(c: AdjointContext) -> Shape | None:
+    if c.rank("x") == 0:
+        return c.shapes.get("y")
+    if c.rank("y") == 0:
+        return c.shapes.get("x")
+    return _tensordot_shape(c, _INNER)
+
+
+def _vdot_left(c: AdjointContext) -> str:
+    # np.vdot flattens both: each entry of x meets the entry of y at its place.
+    if c.shapes.get("x") is not None and c.shapes.get("x") == c.shapes.get("y"):
+        return "g * y"
+    return "g * numpy.reshape(y, numpy.shape(x))"
+
+
+def _vdot_right(c: AdjointContext) -> str:
+    if c.shapes.get("x") is not None and c.shapes.get("x") == c.shapes.get("y"):
+        return "g * x"
+    return "g * numpy.reshape(x, numpy.shape(y))"
+
+
+def _kron_shape(c: AdjointContext) -> Shape | None:
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if x is None or y is None or len(x) != len(y):
+        return None
+    if not all(isinstance(d, int) for d in (*x, *y)):
+        return None
+    return tuple(a * b for a, b in zip(x, y, strict=True))  # type: ignore[operator]
+
+
+# np.kron(x, y) of vectors is the outer product flattened, of matrices the blocks x[i, j] y:
+# g is cut back into those (x's axes and y's interleaved) and contracted with the other.
+def _kron_left(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1):
+        return "numpy.reshape(g, (len(x), len(y))) @ y"
+    if ranks == (2, 2):
+        blocks = "numpy.reshape(g, (x.shape[0], y.shape[0], x.shape[1], y.shape[1]))"
+        return f'numpy.einsum("ikjl,kl->ij", {blocks}, y)'
+    return "_kron_dx(g, x, y)"
+
+
+def _kron_right(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1):
+        return "x @ numpy.reshape(g, (len(x), len(y)))"
+    if ranks == (2, 2):
+        blocks = "numpy.reshape(g, (x.shape[0], y.shape[0], x.shape[1], y.shape[1]))"
+        return f'numpy.einsum("ikjl,ij->kl", {blocks}, x)'
+    return "_kron_dy(g, x, y)"
+
+
+def _cross_shape(c: AdjointContext) -> Shape | None:
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if x is None or y is None or not x or not y or x[-1] != 3 or y[-1] != 3:
+        return None
+    return shapes.broadcast(x, y)
+
+
+def _matrix_power_check(literals: dict[str, object]) -> str | None:
+    n = literals.get("n")
+    if type(n) is not int or n < 1:
+        return (
+            "np.linalg.matrix_power is differentiated for a whole number n >= 1 written out "
+            "(for a negative power, take the power of np.linalg.inv(a))"
+        )
+    return None
+
+
+def _matrix_power_adjoint(c: AdjointContext) -> str:
+    # d(A^n) = sum over k of A^k dA A^(n-1-k): the gradient is the sum of
+    # (A^k)^T g (A^(n-1-k))^T.
+    n = c.literals.get("n")
+    assert isinstance(n, int) and n >= 1, n
+
+    def power(k: int) -> str | None:
+        if k == 0:
+            return None
+        value = "x" if k == 1 else f"numpy.linalg.matrix_power(x, {k})"
+        if c.rank("x") == 2:
+            return f"{value}.T" if k == 1 else f"{value}.T"
+        return f"numpy.swapaxes({value}, -1, -2)"
+
+    terms = []
+    for k in range(n):
+        factors = [f for f in (power(k), "g", power(n - 1 - k)) if f is not None]
+        terms.append(" @ ".join(factors))
+    return " + ".join(terms)
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -964,6 +1160,24 @@ RULES: tuple[Rule, ...] = (
          check=_einsum_check,
          x=Depends('numpy.einsum("<result>,<others>-><operand>", g, <others>)',
                    _einsum_adjoint)),
+    rule("tensordot", "numpy.tensordot(x, y, axes)", nondiff=("axes",), literal=("axes",),
+         shape=_tensordot_shape, check=_tensordot_check,
+         x=Depends("numpy.tensordot(g, y, axes=(y's free axes in g, y's free axes))",
+                   _tensordot_left),
+         y=Depends("numpy.tensordot(x, g, axes=(x's free axes, x's free axes in g))",
+                   _tensordot_right)),
+    rule("inner", "numpy.inner(x, y)", shape=_inner_shape,
+         x=Depends("g * y (vectors); as tensordot over the last axes", _inner_left),
+         y=Depends("g * x (vectors); as tensordot over the last axes", _inner_right)),
+    rule("vdot", "numpy.vdot(x, y)", shape=lambda c: SCALAR_SHAPE,
+         x=Depends("g * y, in x's shape", _vdot_left),
+         y=Depends("g * x, in y's shape", _vdot_right)),
+    rule("kron", "numpy.kron(x, y)", shape=_kron_shape,
+         x=Depends('numpy.einsum("ikjl,kl->ij", g in blocks, y)', _kron_left),
+         y=Depends('numpy.einsum("ikjl,ij->kl", g in blocks, x)', _kron_right)),
+    # <g, x × y> = <x, y × g> = <y, g × x>
+    rule("cross", "numpy.cross(x, y)", broadcasts=True, shape=_cross_shape,
+         x="numpy.cross(y, g)", y="numpy.cross(g, x)"),
     # The matrix-calculus adjoints, by solves where an inverse would be applied to a value;
     # A invertible (det, solve), symmetric positive definite (cholesky).
     rule("inv", "numpy.linalg.inv(x)", floating=True, shape=_square_shape,
@@ -973,6 +1187,9 @@ RULES: tuple[Rule, ...] = (
     rule("solve", "numpy.linalg.solve(a, b)", floating=True, shape=_solve_shape,
          a=Depends("-numpy.linalg.solve(a.T, g) @ out.T", _solve_left),
          b=Depends("numpy.linalg.solve(a.T, g)", _solve_right)),
+    rule("matrix_power", "numpy.linalg.matrix_power(x, n)", nondiff=("n",), literal=("n",),
+         shape=_square_shape, check=_matrix_power_check,
+         x=Depends("sum over k of (x^k).T @ g @ (x^(n-1-k)).T", _matrix_power_adjoint)),
     # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
     rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
          x="_cholesky_grad(g, out)"),
@@ -1050,6 +1267,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "where"): ("condition", "x", "y"),
     ("numpy", "concatenate"): ("arrays", "axis=0"),
     ("numpy", "stack"): ("arrays", "axis=0"),
+    ("numpy", "tensordot"): ("a", "b", "axes=2"),
+    ("numpy.linalg", "matrix_power"): ("a", "n"),
 }
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Functions whose results have no gradient: their values flow, no adjoint is computed.
@@ -1387,6 +1606,9 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "eye",
             "ones_like",
             "tril",
+            "tensordot",
+            "cross",
+            "kron",
         ),
         Aliasing.NEW,
     ),
