@@ -227,6 +227,26 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.linalg.matrix_power(s, n=3)", s=(3, 3)),
         case("np.linalg.matrix_power(t, 3)", t=(2, 3, 3)),
     ],
+    # Several results: unpacked, or one taken by its place.
+    "slogdet": [
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[1]", s=(3, 3)),
+        case("np.linalg.slogdet(s - 5 * np.eye(3))[1]", s=(3, 3)),  # a negative determinant
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[-1] * x", s=(3, 3), x=M),
+        case("np.linalg.slogdet(t + 5 * np.eye(3))[1]", t=(2, 3, 3)),
+        # the sign passes no gradient back
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[0] * x + s", s=(3, 3), x=(3, 3)),
+    ],
+    # Distinct eigenvalues (x x^T + diag(1, 3, 5) has them well apart).
+    "eigh": [
+        case("np.linalg.eigh(x @ x.T + 3 * np.eye(3))[0]", x=M),
+        case("np.linalg.eigh(x @ x.T + 3 * np.eye(3))[1] * x[:, :3]", x=M, explicit=False),
+        # (np.diag's shape is not known to gradgen)
+        case("np.linalg.eigh(x @ x.T + np.diag([1.0, 3.0, 5.0]))[0]", x=M, explicit=False),
+        case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[0]", s=(3, 3), explicit=False),
+        case("np.linalg.eigh(x @ x.T + np.diag([1.0, 3.0, 5.0]))[1] ** 2", x=M, explicit=False),
+        case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[1] ** 2", s=(3, 3), explicit=False),
+        case("np.abs(np.linalg.eigh(t @ np.swapaxes(t, -1, -2) + np.diag([1.0, 3.0, 5.0]))[1])", t=T, explicit=False),
+    ],
     # The gradient's steps are a helper's named lines (cases not "explicit": a helper).
     "cholesky": [
         case("np.linalg.cholesky(x @ x.T + 3 * np.eye(3))", x=M, explicit=False),

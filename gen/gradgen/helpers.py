@@ -195,6 +195,17 @@ def _inner_dy(grad, x, y):
     free_x = list(range(numpy.ndim(x) - 1))
     return numpy.tensordot(grad, x, axes=(free_x, free_x))
 ''',
+    "_eigh_dv": '''
+def _eigh_dv(grad, w, v):
+    """Gradient of w, v = numpy.linalg.eigh(a) from v's gradient (distinct
+    eigenvalues): s = v (f * v^T grad) v^T, f = 1 / (w_j - w_i) off the diagonal; numpy
+    reads a's lower triangle: the lower triangle of s + s^T, its diagonal halved."""
+    eye = numpy.eye(numpy.shape(w)[-1])
+    f = (1 - eye) / (numpy.expand_dims(w, -2) - numpy.expand_dims(w, -1) + eye)
+    v_t = numpy.swapaxes(v, -1, -2)
+    s = v @ (f * (v_t @ grad)) @ v_t
+    return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / (1 + eye)
+''',
     "_kron_blocks": '''
 def _kron_blocks(grad, x, y):
     """grad of numpy.kron(x, y) as blocks (x's axes and y's interleaved), and x and y
@@ -244,6 +255,7 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_tensordot_dx": Aliasing.NEW,
     "_tensordot_dy": Aliasing.NEW,
     "_kron_dx": Aliasing.NEW,
+    "_eigh_dv": Aliasing.NEW,
     "_inner_dx": Aliasing.NEW,
     "_inner_dy": Aliasing.NEW,
     "_kron_dy": Aliasing.NEW,

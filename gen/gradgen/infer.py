@@ -119,6 +119,12 @@ def _infer_stages(
             dimension = _dimension(stage.expr, known)
             if dimension is not None:
                 dimensions[stage.target] = dimension
+        elif stage.results:  # several results: the rule says each one's shape
+            assert stage.rule is not None
+            found: tuple[Shape | None, ...] = (None,) * len(stage.results)
+            if stage.rule.result_shapes is not None:
+                found = stage.rule.result_shapes(stage_context(stage, known))
+            known.update(zip(stage.results, found, strict=True))
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
@@ -275,7 +281,7 @@ def floating_values(function: StagedFunction) -> set[str]:
         if stage.rule is not None and (
             stage.rule.floating or any(_is_float(o, floating) for o in stage.operands)
         ):
-            floating.add(stage.target)
+            floating.update(stage.targets)
     return floating
 
 

@@ -100,6 +100,22 @@ class Depends:
 
 
 @dataclass(frozen=True)
+class Each:
+    """The adjoint of an input of an operation with several results (``sign, logdet =
+    np.linalg.slogdet(x)``): one template per result, in the order of ``Rule.results``,
+    added up over the results that reach the loss. In each, ``g`` is that result's
+    gradient and ``out`` that result; the results are read by their names. None: no
+    gradient flows back from that result (slogdet's sign)."""
+
+    templates: tuple[tuple[str, Template | Depends | None], ...]
+
+
+def each(**templates: Template | Depends | None) -> Each:
+    """``each(sign=None, logdet="g * ...")``: the templates of ``Each`` by result."""
+    return Each(tuple(templates.items()))
+
+
+@dataclass(frozen=True)
 class SpreadAdjoint:
     """A ``Spread`` with its names filled in: ``full`` and ``value`` are expressions."""
 
@@ -127,7 +143,7 @@ class Rule:
     forms: tuple[Expr, ...]
     form_texts: tuple[str, ...]
     inputs: tuple[str, ...]  # differentiable inputs, in the order their adjoints are written
-    adjoint_sources: tuple[Template | Depends, ...]  # aligned with ``inputs``
+    adjoint_sources: tuple[Template | Depends | Each, ...]  # aligned with ``inputs``
     nondiff: tuple[str, ...] = ()  # form variables with no gradient (axis, condition, index)
     shape: Callable[[AdjointContext], Shape | None] | None = None
     broadcasts: bool = False  # elementwise on several operands: gradients are unbroadcast
@@ -156,6 +172,11 @@ class Rule:
     # What is wrong with the literal arguments of a call (``rule_literals``: np.einsum's
     # subscripts that do not fit its operands), refused where it is written; None: fine.
     check: Callable[[dict[str, object]], str | None] | None = None
+    # Several results (``w, v = np.linalg.eigh(x)``): their names, each input's adjoint an
+    # ``Each``, and their shapes. A call is unpacked into as many names, or one result is
+    # taken (``np.linalg.slogdet(x)[1]``); anything else is refused.
+    results: tuple[str, ...] = ()
+    result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -171,15 +192,28 @@ class Rule:
     def adjoint_texts(self) -> tuple[str, ...]:
         return tuple(_template_text(a) for a in self.adjoint_sources)
 
+    def passes_gradient(self, result: int) -> bool:
+        """Does a gradient flow back from result ``result`` (of several) to some input?"""
+        return any(
+            isinstance(source, Each) and source.templates[result][1] is not None
+            for source in self.adjoint_sources
+        )
+
     @property
     def scatters(self) -> bool:
         """Does an adjoint add into the input at an index (so a number ``g`` broadcasts)?"""
         return any(isinstance(a, Scatter) for a in self.adjoint_sources)
 
-    def adjoint(self, index: int, context: AdjointContext) -> Adjoint:
+    def adjoint(self, index: int, context: AdjointContext, result: int = 0) -> Adjoint | None:
         """The template of input ``index``'s adjoint, parsed: an expression over the form's
-        variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter)."""
+        variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter). Of an
+        operation with several results, the term of result ``result`` (None: it has none)."""
         source = self.adjoint_sources[index]
+        if isinstance(source, Each):
+            chosen = source.templates[result][1]
+            if chosen is None:
+                return None
+            source = chosen
         template = source.choose(context) if isinstance(source, Depends) else source
         if isinstance(template, Spread):
             return SpreadAdjoint(_parse(template.full), _parse(template.value))
@@ -188,8 +222,13 @@ class Rule:
         return _parse(template)
 
 
-def _template_text(source: Template | Depends) -> str:
+def _template_text(source: Template | Depends | Each) -> str:
     """How the README's table writes an adjoint."""
+    if isinstance(source, Each):
+        return "; ".join(
+            f"from {result}: {'none' if t is None else _template_text(t)}"
+            for result, t in source.templates
+        )
     if isinstance(source, Depends):
         return source.doc
     if isinstance(source, Spread):
@@ -253,7 +292,9 @@ def rule(
     floating: bool = False,
     axes: bool = False,
     check: Callable[[dict[str, object]], str | None] | None = None,
-    **adjoints: Template | Depends,
+    results: tuple[str, ...] = (),
+    result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None,
+    **adjoints: Template | Depends | Each,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
@@ -263,7 +304,17 @@ def rule(
             raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs + nondiff}")
     if not set(literal) <= set(nondiff):
         raise ValueError(f"rule {name}: literal arguments must be nondiff ones")
+    sources: list[Template | Depends | None] = []
     for source in adjoints.values():
+        if isinstance(source, Each):
+            if tuple(r for r, _ in source.templates) != results:
+                raise ValueError(f"rule {name}: an Each must name the results {results}")
+            sources += [t for _, t in source.templates]
+        elif results:
+            raise ValueError(f"rule {name}: with several results, each adjoint is an Each")
+        else:
+            sources.append(source)
+    for source in sources:
         # a typo in a template fails at import, not at use
         if isinstance(source, str):
             _parse(source)
@@ -288,7 +339,14 @@ def rule(
         floating=floating,
         axes=axes,
         check=check,
+        results=results,
+        result_shapes=result_shapes,
     )
+
+
+def several_results(call: Call) -> Rule | None:
+    """The row of an operation with several results that ``call`` calls, if it is one."""
+    return _SEVERAL.get((call.func.lib or "", call.func.name))
 
 
 def rule_literals(rule_: Rule, bindings: dict[str, Expr]) -> dict[str, object]:
@@ -1043,6 +1101,27 @@ def _matrix_power_adjoint(c: AdjointContext) -> str:
     return " + ".join(terms)
 
 
+
+def _logdet_adjoint(c: AdjointContext) -> str:
+    if c.rank("x") == 2:
+        return "g * numpy.linalg.inv(x).T"
+    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
+    return f"numpy.expand_dims(g, (-1, -2)) * {inverse}"
+
+
+def _eigenvalues_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape[:-1] if shape is not None and len(shape) >= 2 else None
+
+
+def _eigh_w_adjoint(c: AdjointContext) -> str:
+    # x = v diag(w) v^T: from w, v diag(g) v^T, a symmetric matrix; numpy reads x's lower
+    # triangle, so an entry below the diagonal stands for two of it.
+    if c.rank("x") == 2:
+        return "numpy.tril((v * g) @ v.T) * (2 - numpy.eye(len(w)))"
+    spread = "(v * numpy.expand_dims(g, -2)) @ numpy.swapaxes(v, -1, -2)"
+    return f"numpy.tril({spread}) * (2 - numpy.eye(w.shape[-1]))"
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -1190,6 +1269,16 @@ RULES: tuple[Rule, ...] = (
     rule("matrix_power", "numpy.linalg.matrix_power(x, n)", nondiff=("n",), literal=("n",),
          shape=_square_shape, check=_matrix_power_check,
          x=Depends("sum over k of (x^k).T @ g @ (x^(n-1-k)).T", _matrix_power_adjoint)),
+    # Several results: the sign has no gradient; log|det| has A^-T.
+    rule("slogdet", "numpy.linalg.slogdet(x)", floating=True, results=("sign", "logdet"),
+         result_shapes=lambda c: (_det_shape(c), _det_shape(c)),
+         x=each(sign=None, logdet=Depends("g * numpy.linalg.inv(x).T", _logdet_adjoint))),
+    # Distinct eigenvalues; numpy reads the lower triangle of x (as for cholesky).
+    rule("eigh", "numpy.linalg.eigh(x)", floating=True, results=("w", "v"),
+         result_shapes=lambda c: (_eigenvalues_shape(c), _square_shape(c)),
+         x=each(w=Depends("numpy.tril((v * g) @ v.T) * (2 - numpy.eye(len(w)))",
+                          _eigh_w_adjoint),
+                v="_eigh_dv(g, w, v)")),
     # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
     rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
          x="_cholesky_grad(g, out)"),
@@ -1243,6 +1332,15 @@ RULES: tuple[Rule, ...] = (
     rule("index", "x[i]", nondiff=("i",), view=True, x=Scatter("i", "g")),
 )
 # fmt: on
+
+# Operations with several results, by the function their form calls.
+_SEVERAL: dict[tuple[str, str], Rule] = {
+    (form.func.lib or "", form.func.name): r
+    for r in RULES
+    if r.results
+    for form in r.forms
+    if isinstance(form, Call)
+}
 
 # x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
 # away), which infer.py knows.
