@@ -1039,6 +1039,9 @@ class Builder:
         if adapt is not None:
             inputs = adapt(self, inputs)
         node = self.render(form, inputs, nondiff, spelling=self.choose.index(8))
+        if rule.results:  # several results (np.linalg.slogdet): one taken by its place
+            taken = ast.Constant(self.choose.index(len(rule.results)))
+            node = ast.Subscript(node, taken, ast.Load())
         value = self.evaluate(node)
         if not well_conditioned(value):
             raise Unfit(f"{ast.unparse(node)}: ill-conditioned value")
@@ -1576,6 +1579,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "det": _domain(x=_invertible),
     "solve": _domain(a=_invertible),
     "cholesky": _domain(x=_positive_definite),
+    "slogdet": _domain(x=_invertible),
+    "eigh": _domain(x=_positive_definite),
     "matrix_power": _domain(x=lambda b, t: _square(b, t)),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
 }
@@ -1624,6 +1629,13 @@ def _unique_top(x: Any, extreme: Callable[..., Any]) -> bool:
     return bool(numpy.sum(numpy.abs(x - extreme(x)) < MARGIN) == 1)
 
 
+def _distinct_eigenvalues(x: Any) -> bool:
+    """np.linalg.eigh's eigenvalues well apart (its eigenvectors' gradient divides by
+    their gaps)."""
+    eigenvalues = numpy.linalg.eigvalsh(numpy.asarray(x, dtype=float))
+    return bool(numpy.all(numpy.diff(eigenvalues, axis=-1) >= 0.3))
+
+
 # Jumps of the functions with no gradient, by name: their values must not change within the
 # finite differences' steps.
 FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
@@ -1645,6 +1657,7 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "amin": _unique_extreme,
     "std": lambda app: bool(numpy.all(numpy.asarray(app.value) >= 0.1)),
     "astype": _astype_apart,
+    "eigh": lambda app: _distinct_eigenvalues(app.inputs["x"]),
 }
 
 
