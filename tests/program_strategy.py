@@ -1271,7 +1271,7 @@ def _axes(c: Context) -> str:
         choices = [OMIT, *(str(n) for n in range(min(rank, 2) + 1))]
         choices += [f"([{a}], [0])" for a in range(-rank, rank)]
         if rank >= 2:
-            choices += [f"([{rank - 1}, 0], [0, 1])", f"((0, -1), (1, 0))"]
+            choices += [f"([{rank - 1}, 0], [0, 1])", "((0, -1), (1, 0))"]
         return c.choose.pick(choices)
     choices = [OMIT, "None"]
     for permutation in itertools.permutations(range(rank)):
@@ -1417,7 +1417,7 @@ def _subscripts(c: Context) -> str:
         (f"{letters},{last}m,m->{rest}", 3),
     ]
     if rank >= 2 and dims[-1] == dims[-2]:  # a diagonal and a trace
-        options += [(f"{rest[:-1]}mm->{rest[:-1]}m", 1), (f"...mm", 1), (f"{rest[:-1]}mm", 1)]
+        options += [(f"{rest[:-1]}mm->{rest[:-1]}m", 1), ("...mm", 1), (f"{rest[:-1]}mm", 1)]
     text, count = c.choose.pick(options)
     c.operands = count
     return repr(text)

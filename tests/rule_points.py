@@ -245,7 +245,11 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[0]", s=(3, 3), explicit=False),
         case("np.linalg.eigh(x @ x.T + np.diag([1.0, 3.0, 5.0]))[1] ** 2", x=M, explicit=False),
         case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[1] ** 2", s=(3, 3), explicit=False),
-        case("np.abs(np.linalg.eigh(t @ np.swapaxes(t, -1, -2) + np.diag([1.0, 3.0, 5.0]))[1])", t=T, explicit=False),
+        case(
+            "np.abs(np.linalg.eigh(t @ np.swapaxes(t, -1, -2) + np.diag([1.0, 3.0, 5.0]))[1])",
+            t=T,
+            explicit=False,
+        ),
     ],
     # The gradient's steps are a helper's named lines (cases not "explicit": a helper).
     "cholesky": [

@@ -815,6 +815,6 @@ def test_several_results_unpacked_match_finite_differences(source: str, shapes: 
     rng = numpy.random.default_rng(7)
     args = {name: rng.uniform(0.2, 2.0, size=shape) for name, shape in shapes.items()}
     gradients = as_tuple(backward(**args), len(args))
-    for (name, value), grad in zip(args.items(), gradients, strict=True):
+    for name, grad in zip(args, gradients, strict=True):
         expected = numeric_gradient(lambda **a: float(forward(**a)), args, name)
         numpy.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL, err_msg=generated)

@@ -813,7 +813,9 @@ def _adjoint(stage: Stage, position: int, g: Expr, known: Shapes) -> Adjoint: ..
 
 
 @overload
-def _adjoint(stage: Stage, position: int, g: Expr, known: Shapes, result: int) -> Adjoint | None: ...
+def _adjoint(
+    stage: Stage, position: int, g: Expr, known: Shapes, result: int
+) -> Adjoint | None: ...
 
 
 def _adjoint(

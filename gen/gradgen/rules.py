@@ -314,14 +314,14 @@ def rule(
             raise ValueError(f"rule {name}: with several results, each adjoint is an Each")
         else:
             sources.append(source)
-    for source in sources:
+    for template in sources:
         # a typo in a template fails at import, not at use
-        if isinstance(source, str):
-            _parse(source)
-        elif isinstance(source, Spread):
-            _parse(source.full), _parse(source.value)
-        elif isinstance(source, Scatter):
-            _parse(source.index), _parse(source.value)
+        if isinstance(template, str):
+            _parse(template)
+        elif isinstance(template, Spread):
+            _parse(template.full), _parse(template.value)
+        elif isinstance(template, Scatter):
+            _parse(template.index), _parse(template.value)
     return Rule(
         name=name,
         forms=parsed_forms,
@@ -670,8 +670,7 @@ def _solve_shape(c: AdjointContext) -> Shape | None:
     if a is None or b is None or len(a) < 2 or not b:
         return None
     if len(b) == 1:  # numpy 2: b is a vector only where it is 1-D
-        batch = a[:-2]
-        return (*batch, a[-1]) if batch == () else None
+        return (*a[:-2], a[-1])
     batch = shapes.broadcast(a[:-2], b[:-2])
     return None if batch is None else (*batch, *b[-2:])
 
@@ -681,11 +680,15 @@ def _solve_right(c: AdjointContext) -> str:
     ranks = (c.rank("a"), c.rank("b"))
     if ranks in ((2, 1), (2, 2)):
         return "numpy.linalg.solve(a.T, g)"
-    if ranks[0] is not None and ranks[0] == ranks[1] and c.shapes.get("a", ())[:-2] == c.shapes.get(
-        "b", ()
-    )[:-2]:
+    if _same_stacks(c):
         return "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
     return "_solve_db(g, a, b)"
+
+
+def _same_stacks(c: AdjointContext) -> bool:
+    """Are a and b known stacks of matrices of the same stack shape (nothing broadcast)?"""
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    return a is not None and b is not None and len(a) == len(b) >= 2 and a[:-2] == b[:-2]
 
 
 def _solve_left(c: AdjointContext) -> str:
@@ -695,9 +698,7 @@ def _solve_left(c: AdjointContext) -> str:
         return "-numpy.outer(numpy.linalg.solve(a.T, g), out)"
     if ranks == (2, 2):
         return "-numpy.linalg.solve(a.T, g) @ out.T"
-    if ranks[0] is not None and ranks[0] == ranks[1] and c.shapes.get("a", ())[:-2] == c.shapes.get(
-        "b", ()
-    )[:-2]:
+    if _same_stacks(c):
         solved = "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
         return f"-{solved} @ numpy.swapaxes(out, -1, -2)"
     return "_solve_da(g, a, b, out)"
@@ -746,7 +747,9 @@ def _einsum_subscripts(subscripts: object, count: object) -> _Subscripts | str:
     everywhere = [label for o in read for label in o]
     ellipsis = _ELLIPSIS in everywhere
     if not arrow:  # numpy's implicit result: the labels used once, in alphabetical order
-        once = sorted(label for label in set(everywhere) - {_ELLIPSIS} if everywhere.count(label) == 1)
+        once = sorted(
+            label for label in set(everywhere) - {_ELLIPSIS} if everywhere.count(label) == 1
+        )
         result = ((_ELLIPSIS,) if ellipsis else ()) + tuple(once)
     if len(set(result)) != len(result) or not set(result) <= set(everywhere) | {_ELLIPSIS}:
         return f"np.einsum's subscripts '{subscripts}': a label of the result is not an operand's"
@@ -860,7 +863,11 @@ def _einsum_adjoint(c: AdjointContext) -> str:
 def _spelled_out(subscripts: _Subscripts, ranks: list[int], fresh: list[str]) -> _Subscripts:
     """The subscripts with each ``...`` written as labels of its own (taken from ``fresh``),
     where the operands' ranks are known: numpy lines them up from the right."""
-    counts = [rank - (len(labels) - 1) for labels, rank in zip(subscripts.operands, ranks, strict=True) if _ELLIPSIS in labels]
+    counts = [
+        rank - (len(labels) - 1)
+        for labels, rank in zip(subscripts.operands, ranks, strict=True)
+        if _ELLIPSIS in labels
+    ]
     batch = [fresh.pop(0) for _ in range(max(counts, default=0))]
 
     def written(labels: tuple[str, ...], rank: int | None) -> tuple[str, ...]:
@@ -920,7 +927,7 @@ def _summed_axes(axes: object, left: int, right: int) -> tuple[list[int], list[i
         return None
     if len(pairs[0]) != len(pairs[1]):
         return None
-    return [a % left for a in pairs[0]], [b % right for b in pairs[1]]  # type: ignore[operator]
+    return [a % left for a in pairs[0]], [b % right for b in pairs[1]]
 
 
 def _tensordot_parts(
@@ -1091,7 +1098,7 @@ def _matrix_power_adjoint(c: AdjointContext) -> str:
             return None
         value = "x" if k == 1 else f"numpy.linalg.matrix_power(x, {k})"
         if c.rank("x") == 2:
-            return f"{value}.T" if k == 1 else f"{value}.T"
+            return f"{value}.T"
         return f"numpy.swapaxes({value}, -1, -2)"
 
     terms = []
@@ -1099,7 +1106,6 @@ def _matrix_power_adjoint(c: AdjointContext) -> str:
         factors = [f for f in (power(k), "g", power(n - 1 - k)) if f is not None]
         terms.append(" @ ".join(factors))
     return " + ".join(terms)
-
 
 
 def _logdet_adjoint(c: AdjointContext) -> str:
@@ -1121,6 +1127,7 @@ def _eigh_w_adjoint(c: AdjointContext) -> str:
         return "numpy.tril((v * g) @ v.T) * (2 - numpy.eye(len(w)))"
     spread = "(v * numpy.expand_dims(g, -2)) @ numpy.swapaxes(v, -1, -2)"
     return f"numpy.tril({spread}) * (2 - numpy.eye(w.shape[-1]))"
+
 
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
@@ -1254,7 +1261,7 @@ RULES: tuple[Rule, ...] = (
     rule("kron", "numpy.kron(x, y)", shape=_kron_shape,
          x=Depends('numpy.einsum("ikjl,kl->ij", g in blocks, y)', _kron_left),
          y=Depends('numpy.einsum("ikjl,ij->kl", g in blocks, x)', _kron_right)),
-    # <g, x × y> = <x, y × g> = <y, g × x>
+    # <g, x cross y> = <x, y cross g> = <y, g cross x>
     rule("cross", "numpy.cross(x, y)", broadcasts=True, shape=_cross_shape,
          x="numpy.cross(y, g)", y="numpy.cross(g, x)"),
     # The matrix-calculus adjoints, by solves where an inverse would be applied to a value;

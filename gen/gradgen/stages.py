@@ -1345,15 +1345,15 @@ class _Builder:
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
                         "True, False or None): the backward is written for it",
                     )
-            problem = rule.check(rule_literals(rule, bindings)) if rule.check else None
+            wrong = rule.check(rule_literals(rule, bindings)) if rule.check else None
             if rule.results and len(results) != len(rule.results):
                 listed = ", ".join(rule.results)
-                problem = (
+                wrong = (
                     f"'{_spelling(plain)}' returns {len(rule.results)} values ({listed}): "
                     f"unpack them ({listed} = ...) or take one ([{len(rule.results) - 1}])"
                 )
-            if problem is not None:
-                self.refuse(getattr(plain, "origin", None), problem)
+            if wrong is not None:
+                self.refuse(getattr(plain, "origin", None), wrong)
                 return Const("0", 0)
             if results:
                 name = results[0]
@@ -1422,8 +1422,9 @@ class _Builder:
             )
             return Const("0", 0)
         names = tuple(
-            target if top and place == position % count else
-            temporary_name(self.namer, user_target, result)
+            target
+            if top and place == position % count
+            else temporary_name(self.namer, user_target, result)
             for place, result in enumerate(several.results)
         )
         self.lower(call, names[0], user_target, statement, top=False, results=names)
