@@ -1525,6 +1525,17 @@ def _three_vectors(b: Builder, term: Term) -> Term:
     return _wrap(b, term, "v[..., :3]")
 
 
+def _full_rank(b: Builder, term: Term) -> Term:
+    """A matrix (a stack of them) of full rank, well away from a lower one, or a square
+    one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2:
+        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
+        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
+            return term
+    return _wrap(b, term, _square_template(shape(value)))
+
+
 def _positive_definite(b: Builder, term: Term) -> Term:
     """A symmetric positive definite matrix well away from singular, or one made of it."""
     value = term.value
@@ -1580,6 +1591,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "solve": _domain(a=_invertible),
     "cholesky": _domain(x=_positive_definite),
     "slogdet": _domain(x=_invertible),
+    "pinv": _domain(x=lambda b, t: _full_rank(b, t)),
     "eigh": _domain(x=_positive_definite),
     "matrix_power": _domain(x=lambda b, t: _square(b, t)),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
@@ -2655,6 +2667,14 @@ def _function_body(
             terms = [b.apply(choose.pick((1, 2, 0)))]
         called = False
         for term in terms:
+            several = _taken_from(term.node)
+            if several is not None and choose.boolean():
+                # w, v = np.linalg.eigh(...): every result bound, rather than one taken
+                whole = Term(several[0], b.evaluate(several[0]), term.variables)
+                whole = dataclasses.replace(whole, rules=term.rules, checks=term.checks)
+                called |= _calls(term.node, b.callees)
+                bind(targets(several[1], term.variables), whole, list(whole.value))
+                continue
             old = [n for n in rebindable() if keeps(n, term)]
             read = [n for n in old if n in term.variables]
             if kind == "rebind" and read and choose.boolean():
@@ -3315,6 +3335,23 @@ def _calls(node: ast.AST, callees: Sequence[Helper]) -> bool:
         isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names
         for n in ast.walk(node)
     )
+
+
+# The functions of the rules with several results (np.linalg.slogdet): how many each has.
+SEVERAL_RESULTS = {
+    form.function: len(form.rule.results) for form in FORMS if form.rule.results and form.function
+}
+
+
+def _taken_from(node: ast.expr) -> tuple[ast.expr, int] | None:
+    """``np.linalg.eigh(...)[1]``: the call of an operation with several results, and how
+    many it has; None for any other value."""
+    if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call)):
+        return None
+    func = node.value.func
+    if isinstance(func, ast.Attribute) and func.attr in SEVERAL_RESULTS:
+        return node.value, SEVERAL_RESULTS[func.attr]
+    return None
 
 
 def _unpacked(

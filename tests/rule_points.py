@@ -227,6 +227,12 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.linalg.matrix_power(s, n=3)", s=(3, 3)),
         case("np.linalg.matrix_power(t, 3)", t=(2, 3, 3)),
     ],
+    "pinv": [
+        case("np.linalg.pinv(x)", x=M),  # wide, of full rank
+        case("np.linalg.pinv(w)", w=(4, 2)),  # tall
+        case("np.linalg.pinv(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.pinv(t)", t=T),
+    ],
     # Several results: unpacked, or one taken by its place.
     "slogdet": [
         case("np.linalg.slogdet(s + 5 * np.eye(3))[1]", s=(3, 3)),

@@ -1129,6 +1129,23 @@ def _eigh_w_adjoint(c: AdjointContext) -> str:
     return f"numpy.tril({spread}) * (2 - numpy.eye(w.shape[-1]))"
 
 
+def _pinv_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return (*shape[:-2], shape[-1], shape[-2]) if shape is not None and len(shape) >= 2 else None
+
+
+def _pinv_adjoint(c: AdjointContext) -> str:
+    # dX = -X dA X + X X^T dA^T (I - A X) + (I - X A) dA^T X^T X (Golub and Pereyra): the
+    # gradient is -X^T g X^T + (I - A X) g^T X X^T + X^T X g^T (I - X A).
+    matrix = c.rank("x") == 2
+    x_t = _t(c, "out")
+    g_t = "g.T" if matrix else "numpy.swapaxes(g, -1, -2)"
+    rows, columns = ("len(x)", "x.shape[1]") if matrix else ("x.shape[-2]", "x.shape[-1]")
+    left = f"(numpy.eye({rows}) - x @ out)"
+    right = f"(numpy.eye({columns}) - out @ x)"
+    return f"-({x_t} @ g @ {x_t}) + {left} @ {g_t} @ out @ {x_t} + {x_t} @ out @ {g_t} @ {right}"
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -1276,6 +1293,11 @@ RULES: tuple[Rule, ...] = (
     rule("matrix_power", "numpy.linalg.matrix_power(x, n)", nondiff=("n",), literal=("n",),
          shape=_square_shape, check=_matrix_power_check,
          x=Depends("sum over k of (x^k).T @ g @ (x^(n-1-k)).T", _matrix_power_adjoint)),
+    # pinv of a matrix of full rank (of a rank constant nearby: numpy's pinv jumps where the
+    # rank changes); X = pinv(A) of A m x n.
+    rule("pinv", "numpy.linalg.pinv(x)", floating=True, shape=_pinv_shape,
+         x=Depends("-X^T g X^T + (I - A X) g^T X X^T + X^T X g^T (I - X A)",
+                   _pinv_adjoint)),
     # Several results: the sign has no gradient; log|det| has A^-T.
     rule("slogdet", "numpy.linalg.slogdet(x)", floating=True, results=("sign", "logdet"),
          result_shapes=lambda c: (_det_shape(c), _det_shape(c)),
