@@ -142,6 +142,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
     "einsum": [
         case("np.einsum('ij,jk->ik', x, w)", x=M, w=(4, 2)),
         case("np.einsum('ij,jk', x, w)", x=M, w=(4, 2)),  # implicit result: 'ik'
+        case("np.einsum('ij,jk,kl->il', x, w, y, optimize=True)", x=M, w=(4, 2), y=(2, 3)),
         case("np.einsum('ba', x)", x=M),  # implicit: 'ab', a transpose
         case("np.einsum('ij->ji', x)", x=M),
         case("np.einsum('ij->i', x)", x=M),  # j summed in x alone: spread back
@@ -166,6 +167,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.einsum('...ij,...jk->...ik', t, s)", t=T, s=(1, 4, 2), explicit=False),
         # numpy spreads a dimension 1 of a label over the others' (unknown to gradgen here)
         case("np.einsum('ij,ij->ij', c, x)", c=(3, 1), x=M, explicit=False),
+        case("np.einsum('ij,j->i', c, v)", c=(3, 1), v=(4,), explicit=False),  # j: 1 and 4
+        case("np.einsum('...ij,...j->...i', t, c)", t=(2, 3, 1), c=(1, 4), explicit=False),
     ],
     "tensordot": [
         case("np.tensordot(x, w, 1)", x=M, w=(4, 2)),

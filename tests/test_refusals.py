@@ -122,7 +122,7 @@ BODY_REFUSALS = [
     ("einsum-operand-count", "y = np.einsum('ij,jk', x)", 9, "name 2 operands, not 1"),
     ("einsum-ellipsis-inside", "y = np.einsum('i...j', x)", 9, "only at the start"),
     ("einsum-result-label", "y = np.einsum('ij->k', x)", 9, "a label of the result"),
-    ("einsum-keyword", "y = np.einsum('ij', x, optimize=True)", 9, "no keyword arguments"),
+    ("einsum-keyword", "y = np.einsum('ij', x, out=x)", 9, "no keyword arguments"),
     ("matrix-power-negative", "y = np.linalg.matrix_power(x, -1)", 9, "n >= 1"),
     ("tensordot-axes", "y = np.tensordot(x, x, axes=x)", 9, "'axes' must be a literal"),
 ]

@@ -206,6 +206,15 @@ def _eigh_dv(grad, w, v):
     s = v @ (f * (v_t @ grad)) @ v_t
     return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / (1 + eye)
 ''',
+    "_spread_or_sum": '''
+def _spread_or_sum(grad, like):
+    """grad in like's shape, where numpy spread a dimension 1 of either over the
+    other's (np.einsum's labels, its '...'): summed where like has the 1, spread where
+    grad has it."""
+    if numpy.shape(grad) == numpy.shape(like):
+        return grad
+    return numpy.broadcast_to(_unbroadcast(grad, like), numpy.shape(like))
+''',
     "_kron_blocks": '''
 def _kron_blocks(grad, x, y):
     """grad of numpy.kron(x, y) as blocks (x's axes and y's interleaved), and x and y
@@ -255,6 +264,9 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_tensordot_dx": Aliasing.NEW,
     "_tensordot_dy": Aliasing.NEW,
     "_kron_dx": Aliasing.NEW,
+    "_spread_or_sum": Aliasing.VIEW_OF_FIRST,
+    "_tensordot_axes": Aliasing.NEW,
+    "_kron_blocks": Aliasing.NEW,
     "_eigh_dv": Aliasing.NEW,
     "_inner_dx": Aliasing.NEW,
     "_inner_dy": Aliasing.NEW,
@@ -280,6 +292,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_tensordot_dx": ("_tensordot_axes",),
     "_tensordot_dy": ("_tensordot_axes",),
     "_kron_dx": ("_kron_blocks",),
+    "_spread_or_sum": ("_unbroadcast",),
     "_inner_dx": ("_unbroadcast",),
     "_inner_dy": ("_unbroadcast",),
     "_kron_dy": ("_kron_blocks",),

@@ -857,7 +857,7 @@ def _einsum_adjoint(c: AdjointContext) -> str:
     adjoint = f'numpy.einsum("{text}", {", ".join(arguments)})'
     if _einsum_fits(c, subscripts, position, count):
         return adjoint
-    return f"_unbroadcast({adjoint}, x)"
+    return f"_spread_or_sum({adjoint}, x)"
 
 
 def _spelled_out(subscripts: _Subscripts, ranks: list[int], fresh: list[str]) -> _Subscripts:
@@ -883,8 +883,9 @@ def _spelled_out(subscripts: _Subscripts, ranks: list[int], fresh: list[str]) ->
 
 
 def _einsum_fits(c: AdjointContext, subscripts: _Subscripts, position: int, count: int) -> bool:
-    """Is the adjoint einsum known to have the operand's shape (no broadcasting of a
-    ``...`` or of a dimension 1 against a longer one to undo)?"""
+    """Is the adjoint einsum known to have the operand's shape? Every shape known, and each
+    label (each axis of a ``...``, spelled out) of one dimension wherever it is: none a 1
+    numpy spread over a longer one (which the gradient is summed or spread back over)."""
     given = [c.shapes.get(f"x{j}") for j in range(count)]
     if any(shape is None for shape in given):
         return False
@@ -893,23 +894,13 @@ def _einsum_fits(c: AdjointContext, subscripts: _Subscripts, position: int, coun
         used = {label for o in (*subscripts.operands, subscripts.result) for label in o}
         fresh = [letter for letter in string.ascii_letters if letter not in used]
         subscripts = _spelled_out(subscripts, [len(s) for s in known], fresh)
-    dims, ellipses = _label_dims(subscripts, known)
-    if not dims and not ellipses:
-        return False
-    own = known[position]
-    expected: list[shapes.Dim | None] = []
-    labels = subscripts.operands[position]
-    if _ELLIPSIS in subscripts.result and _ELLIPSIS not in labels:
-        labels = (_ELLIPSIS, *labels)  # the axes the others broadcast it over: none?
-    for label in labels:
-        if label == _ELLIPSIS:
-            batch = shapes.broadcast(*(e for e in ellipses if e is not None))
-            if batch is None:
-                return False
-            expected += batch
-        else:
-            expected.append(dims.get(label))
-    return tuple(expected) == own
+    dims: dict[str, set[shapes.Dim]] = {}
+    for labels, shape in zip(subscripts.operands, known, strict=True):
+        if len(labels) != len(shape):
+            return False
+        for label, dim in zip(labels, shape, strict=True):
+            dims.setdefault(label, set()).add(dim)
+    return all(len(found) == 1 for found in dims.values())
 
 
 # --- tensordot, inner, vdot, kron, cross, matrix_power -----------------------------------
@@ -1397,6 +1388,11 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "tensordot"): ("a", "b", "axes=2"),
     ("numpy.linalg", "matrix_power"): ("a", "n"),
 }
+# Keywords that say how numpy computes a value, not what it is (np.einsum's optimize): the
+# rule's form is matched without them, and the forward line keeps them as written.
+HOW_KEYWORDS: dict[tuple[str, str], frozenset[str]] = {
+    ("numpy", "einsum"): frozenset({"optimize"}),
+}
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Functions whose results have no gradient: their values flow, no adjoint is computed.
 NONDIFFERENTIABLE: frozenset[tuple[str, str]] = frozenset(
@@ -1766,8 +1762,11 @@ def canonical_call(call: Call) -> Call:
         args = [args[0], Sequence_(tuple(args[1:]))]
     signature = SIGNATURES.get(key)
     if signature is None:
-        if call.kwargs:
+        how = HOW_KEYWORDS.get(key, frozenset())
+        if any(keyword not in how for keyword, _ in call.kwargs):
             raise ValueError(f"'{call.func.spelling}' takes no keyword arguments here")
+        if call.kwargs:  # read past: the forward keeps them as written
+            return Call(call.func, call.args, (), origin=call.origin)
         return call
     names = [p.split("=")[0] for p in signature]
     if len(args) > len(names):
