@@ -125,6 +125,9 @@ BODY_REFUSALS = [
     ("einsum-keyword", "y = np.einsum('ij', x, out=x)", 9, "no keyword arguments"),
     ("matrix-power-negative", "y = np.linalg.matrix_power(x, -1)", 9, "n >= 1"),
     ("tensordot-axes", "y = np.tensordot(x, x, axes=x)", 9, "'axes' must be a literal"),
+    # QR's and least squares' gradients: not in the table (see README's operations)
+    ("qr-unpacked", "q, r = np.linalg.qr(x)", 12, "'np.linalg.qr' is not an operation"),
+    ("lstsq-taken", "x = np.linalg.lstsq(x, x)[0]", 9, "'np.linalg.lstsq' is not an operation"),
 ]
 
 

@@ -1086,7 +1086,14 @@ def _unpack(
             entry = Subscript(plain, (Const(str(position), position),))
             _assign(entry, name, bind(name), index, current, builder)
         return
-    builder.refuse(getattr(plain, "origin", None) or assignment.origin, _UNPACKABLE)
+    message = _UNPACKABLE
+    if isinstance(plain, Call) and is_opaque(plain.func):
+        # q, r = np.linalg.qr(a): a function of a library the table does not know
+        message = (
+            f"'{_spelling(plain)}' is not an operation gradgen can differentiate, and what "
+            "it is given needs a gradient here"
+        )
+    builder.refuse(getattr(plain, "origin", None) or assignment.origin, message)
     for name in names:
         current[name] = Const("0", 0)
 
