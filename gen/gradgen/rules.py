@@ -1287,8 +1287,8 @@ RULES: tuple[Rule, ...] = (
     # pinv of a matrix of full rank (of a rank constant nearby: numpy's pinv jumps where the
     # rank changes); X = pinv(A) of A m x n.
     rule("pinv", "numpy.linalg.pinv(x)", floating=True, shape=_pinv_shape,
-         x=Depends("-X^T g X^T + (I - A X) g^T X X^T + X^T X g^T (I - X A)",
-                   _pinv_adjoint)),
+         x=Depends("-out.T @ g @ out.T + (I - x @ out) @ g.T @ out @ out.T"
+                   " + out.T @ out @ g.T @ (I - out @ x)", _pinv_adjoint)),
     # Several results: the sign has no gradient; log|det| has A^-T.
     rule("slogdet", "numpy.linalg.slogdet(x)", floating=True, results=("sign", "logdet"),
          result_shapes=lambda c: (_det_shape(c), _det_shape(c)),
@@ -1880,7 +1880,7 @@ _KNOWN = known_functions()
 
 def is_opaque(func: Func) -> bool:
     """Is ``func`` a library function the table knows nothing of (``scipy.special.gammaln``,
-    ``np.linalg.slogdet``)? Its value is computed as written, and no gradient flows through
+    ``np.linalg.qr``)? Its value is computed as written, and no gradient flows through
     it: gradgen refuses it only where one would have to (``reverse.opaque_refusals``)."""
     if func.lib is None or func.lib in ("builtins", "helper", USER, RULE):
         return False
