@@ -1087,11 +1087,10 @@ def _unpack(
             _assign(entry, name, bind(name), index, current, builder)
         return
     message = _UNPACKABLE
-    if isinstance(plain, Call) and is_opaque(plain.func):
+    if isinstance(plain, Call) and is_opaque(plain.func) and not is_draw(plain.func):
         # q, r = np.linalg.qr(a): a function of a library the table does not know
         message = (
-            f"'{_spelling(plain)}' is not an operation gradgen can differentiate, and what "
-            "it is given needs a gradient here"
+            f"'{_spelling(plain)}' is not an operation gradgen can differentiate; {_UNPACKABLE}"
         )
     builder.refuse(getattr(plain, "origin", None) or assignment.origin, message)
     for name in names:
