@@ -513,6 +513,9 @@ class Context:
     form: Form
     first: Term  # the first differentiable input (the first item of a list of them)
     checks: list[Check] = field(default_factory=list)  # of the values a generator drew
+    # How many operands a variadic form takes, where a literal argument says so
+    # (np.einsum's subscripts); None: 2 or 3 (a list of them).
+    operands: int | None = None
 
     @property
     def choose(self) -> Chooser:
@@ -994,6 +997,10 @@ class Builder:
         inputs: dict[str, Term | list[Term]] = {}
         first_name = rule.inputs[0]
         first = given[first_name] if first_name in given else self.operand(depth)
+        early = getattr(DOMAINS.get(rule.name), "wraps", {}).get(first_name)
+        if early is not None and first_name not in given:
+            # In its domain before the others are drawn to fit it (a square matrix).
+            first = early(self, first)
         inputs[first_name] = [first] if rule.variadic else first
         context = Context(self, form, first)
         nondiff: dict[str, str] = {}
@@ -1035,13 +1042,17 @@ class Builder:
             else:
                 inputs[name] = self.operand(depth, fits_as(name), none_ok=none_ok)
         if rule.variadic:
-            for _ in range(self.choose.pick((1, 1, 2))):
+            more = self.choose.pick((1, 1, 2)) if context.operands is None else context.operands - 1
+            for _ in range(more):
                 inputs[first_name].append(self.operand(depth, fits_as(first_name)))  # type: ignore[union-attr]
 
         adapt = DOMAINS.get(rule.name)
         if adapt is not None:
             inputs = adapt(self, inputs)
         node = self.render(form, inputs, nondiff, spelling=self.choose.index(8))
+        if rule.results:  # several results (np.linalg.slogdet): one taken by its place
+            taken = ast.Constant(self.choose.index(len(rule.results)))
+            node = ast.Subscript(node, taken, ast.Load())
         value = self.evaluate(node)
         if not well_conditioned(value):
             raise Unfit(f"{ast.unparse(node)}: ill-conditioned value")
@@ -1096,7 +1107,13 @@ class Builder:
             if text == OMIT:
                 raise Unfit(f"{form.text} cannot leave {name} out")
             mapping[name] = _parse(text)
-        return _Substitute(mapping, self.alias).visit(copy.deepcopy(form.tree))
+        node = _Substitute(mapping, self.alias).visit(copy.deepcopy(form.tree))
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[-1], ast.Starred):
+            # numpy.einsum(subscripts, *x): the operands written one by one
+            listed = node.args[-1].value
+            assert isinstance(listed, (ast.List, ast.Tuple))
+            node.args[-1:] = listed.elts
+        return node
 
     def _render_call(
         self,
@@ -1269,6 +1286,13 @@ def _ddof(c: Context) -> str:
 
 def _axes(c: Context) -> str:
     rank = ndim(c.first.value)
+    if c.function == "tensordot":
+        # how many of x's last axes meet y's first, or which meet which
+        choices = [OMIT, *(str(n) for n in range(min(rank, 2) + 1))]
+        choices += [f"([{a}], [0])" for a in range(-rank, rank)]
+        if rank >= 2:
+            choices += [f"([{rank - 1}, 0], [0, 1])", "((0, -1), (1, 0))"]
+        return c.choose.pick(choices)
     choices = [OMIT, "None"]
     for permutation in itertools.permutations(range(rank)):
         choices.append(str(permutation))
@@ -1322,6 +1346,11 @@ def _like(c: Context) -> str:
     if not names:
         raise Unfit("no value the fill value broadcasts to")
     return c.choose.pick(names)
+
+
+def _power(c: Context) -> str:
+    """np.linalg.matrix_power's n: a small whole number."""
+    return c.choose.pick(("2", "1", "3"))
 
 
 def _dtype(c: Context) -> str:
@@ -1405,7 +1434,10 @@ def _index(c: Context) -> str:
 
 
 def _differences(c: Context) -> str:
-    """np.diff's n: how many differences, fewer than the axis is long (checked when run)."""
+    """np.diff's n: how many differences, fewer than the axis is long (checked when run);
+    np.linalg.matrix_power's: a small power."""
+    if c.function == "matrix_power":
+        return _power(c)
     return c.choose.pick((OMIT, "0", "1", "2"))
 
 
@@ -1521,7 +1553,39 @@ def _indices(c: Context) -> str:
     return choose.pick([str(entry()), str([entry() for _ in range(1 + choose.index(4))])])
 
 
+def _subscripts(c: Context) -> str:
+    """np.einsum's subscripts for the first operand's rank, and how many operands they
+    take (``Context.operands``): transposes, sums, traces and diagonals of one operand,
+    products with a second that fits (a matrix product, a vector contracted), implicit
+    results, '...'."""
+    dims = shape(c.first.value)
+    rank = len(dims)
+    if rank == 0 or rank > 3:
+        raise Unfit("np.einsum here takes operands with axes")
+    letters = "ijk"[:rank]
+    last, rest = letters[-1], letters[:-1]
+    options: list[tuple[str, int]] = [
+        (f"{letters}->{letters[::-1]}", 1),
+        (f"{letters}->{rest}", 1),
+        (f"{letters}", 1),  # implicit: the labels in alphabetical order
+        (f"{letters}->", 1),
+        (f"...{last}->...", 1),
+        (f"{letters},{last}->{rest}", 2),
+        (f"{letters},{letters}->{letters}", 2),
+        (f"{letters},{letters}", 2),  # implicit
+        (f"{letters},{last}m->{rest}m", 2),  # a matrix product over the last axis
+        (f"...{last},...{last}->...", 2),
+        (f"{letters},{last}m,m->{rest}", 3),
+    ]
+    if rank >= 2 and dims[-1] == dims[-2]:  # a diagonal and a trace
+        options += [(f"{rest[:-1]}mm->{rest[:-1]}m", 1), ("...mm", 1), (f"{rest[:-1]}mm", 1)]
+    text, count = c.choose.pick(options)
+    c.operands = count
+    return repr(text)
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
+    "subscripts": _subscripts,
     "axis": _axis,
     "keepdims": _keepdims,
     "ddof": _ddof,
@@ -1586,7 +1650,78 @@ def _domain(**wraps: Callable[[Builder, Term], Term]) -> Callable[[Builder, dict
     def adapt(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
         return {n: wraps[n](b, t) if n in wraps else t for n, t in inputs.items()}
 
+    adapt.wraps = wraps  # type: ignore[attr-defined]  # the first input's: applied early
     return adapt
+
+
+def _square_template(dims: tuple[int, ...]) -> str:
+    """A symmetric positive definite matrix (a stack of them) made of ``v``: v v^T + 3 I,
+    its eigenvalues 3 and more."""
+    if len(dims) == 0:
+        return "(1 + v * v) * numpy.eye(2)"
+    if len(dims) == 1:
+        return f"numpy.outer(v, v) + 3 * numpy.eye({dims[0]})"
+    if len(dims) == 2:
+        return f"v @ v.T + 3 * numpy.eye({dims[0]})"
+    return f"v @ numpy.swapaxes(v, -1, -2) + 3 * numpy.eye({dims[-2]})"
+
+
+def _invertible(b: Builder, term: Term) -> Term:
+    """A square matrix (a stack of them) well away from singular, or one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
+        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
+            return term
+    return _wrap(b, term, _square_template(shape(value)))
+
+
+def _square(b: Builder, term: Term) -> Term:
+    """A square matrix (a stack of them), or a small one made of it (v v^T / 8)."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        return term
+    dims = shape(value)
+    if len(dims) == 0:
+        return _wrap(b, term, "v * numpy.eye(2)")
+    if len(dims) == 1:
+        return _wrap(b, term, "numpy.outer(v, v) / 8")
+    if len(dims) == 2:
+        return _wrap(b, term, "v @ v.T / 8")
+    return _wrap(b, term, "v @ numpy.swapaxes(v, -1, -2) / 8")
+
+
+def _three_vectors(b: Builder, term: Term) -> Term:
+    """Vectors of 3 entries along the last axis (np.cross): the first 3 of longer ones."""
+    dims = shape(term.value)
+    if dims and dims[-1] == 3:
+        return term
+    if not dims or dims[-1] < 3:
+        raise Unfit("np.cross takes vectors of 3 entries")
+    return _wrap(b, term, "v[..., :3]")
+
+
+def _full_rank(b: Builder, term: Term) -> Term:
+    """A matrix (a stack of them) of full rank, well away from a lower one, or a square
+    one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2:
+        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
+        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
+            return term
+    return _wrap(b, term, _square_template(shape(value)))
+
+
+def _positive_definite(b: Builder, term: Term) -> Term:
+    """A symmetric positive definite matrix well away from singular, or one made of it."""
+    value = term.value
+    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
+        array = numpy.asarray(value, dtype=float)
+        if numpy.allclose(array, numpy.swapaxes(array, -1, -2), rtol=0, atol=1e-12):
+            eigenvalues = numpy.linalg.eigvalsh(array)
+            if numpy.min(eigenvalues) >= 0.5 and numpy.max(eigenvalues) <= 50:
+                return term
+    return _wrap(b, term, _square_template(shape(value)))
 
 
 def _pow_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -1653,6 +1788,15 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "gamma": _domain(x=_positive),
     # weights summing to about 0 divide by it; None: no weights
     "average": _domain(w=lambda b, t: t if t.value is None else _positive(b, t)),
+    "inv": _domain(x=_invertible),
+    "det": _domain(x=_invertible),
+    "solve": _domain(a=_invertible),
+    "cholesky": _domain(x=_positive_definite),
+    "slogdet": _domain(x=_invertible),
+    "pinv": _domain(x=lambda b, t: _full_rank(b, t)),
+    "eigh": _domain(x=_positive_definite),
+    "matrix_power": _domain(x=lambda b, t: _square(b, t)),
+    "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
 }
 
 
@@ -1726,6 +1870,13 @@ def _floats(app: Application) -> bool:
 
 def _unique_top(x: Any, extreme: Callable[..., Any]) -> bool:
     return bool(numpy.sum(numpy.abs(x - extreme(x)) < MARGIN) == 1)
+
+
+def _distinct_eigenvalues(x: Any) -> bool:
+    """np.linalg.eigh's eigenvalues well apart (its eigenvectors' gradient divides by
+    their gaps)."""
+    eigenvalues = numpy.linalg.eigvalsh(numpy.asarray(x, dtype=float))
+    return bool(numpy.all(numpy.diff(eigenvalues, axis=-1) >= 0.3))
 
 
 # Jumps of the functions with no gradient, by name: their values must not change within the
@@ -1822,6 +1973,7 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "array": _astype_apart,
     "array_of_value": _astype_apart,
     "asarray": _astype_apart,
+    "eigh": lambda app: _distinct_eigenvalues(app.inputs["x"]),
 }
 
 
@@ -2839,6 +2991,14 @@ def _function_body(
             terms = [b.apply(choose.pick((1, 2, 0)))]
         called = False
         for term in terms:
+            several = _taken_from(term.node)
+            if several is not None and choose.boolean():
+                # w, v = np.linalg.eigh(...): every result bound, rather than one taken
+                whole = Term(several[0], b.evaluate(several[0]), term.variables)
+                whole = dataclasses.replace(whole, rules=term.rules, checks=term.checks)
+                called |= _calls(term.node, b.callees)
+                bind(targets(several[1], term.variables), whole, list(whole.value))
+                continue
             old = [n for n in rebindable() if keeps(n, term)]
             read = [n for n in old if n in term.variables]
             if kind == "rebind" and read and choose.boolean():
@@ -3499,6 +3659,23 @@ def _calls(node: ast.AST, callees: Sequence[Helper]) -> bool:
         isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names
         for n in ast.walk(node)
     )
+
+
+# The functions of the rules with several results (np.linalg.slogdet): how many each has.
+SEVERAL_RESULTS = {
+    form.function: len(form.rule.results) for form in FORMS if form.rule.results and form.function
+}
+
+
+def _taken_from(node: ast.expr) -> tuple[ast.expr, int] | None:
+    """``np.linalg.eigh(...)[1]``: the call of an operation with several results, and how
+    many it has; None for any other value."""
+    if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call)):
+        return None
+    func = node.value.func
+    if isinstance(func, ast.Attribute) and func.attr in SEVERAL_RESULTS:
+        return node.value, SEVERAL_RESULTS[func.attr]
+    return None
 
 
 def _unpacked(

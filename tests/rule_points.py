@@ -163,6 +163,137 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.dot(v)", x=M, v=(4,)),
         case("u.dot(w)", u=(4,), w=(4, 2)),
     ],
+    # --- more products and linear algebra ---------------------------------------------------
+    # Square matrices are made well-conditioned by a multiple of the identity (x + 5 * I),
+    # symmetric positive definite ones as x @ x.T + 3 * I.
+    "einsum": [
+        case("np.einsum('ij,jk->ik', x, w)", x=M, w=(4, 2)),
+        case("np.einsum('ij,jk', x, w)", x=M, w=(4, 2)),  # implicit result: 'ik'
+        case("np.einsum('ij,jk,kl->il', x, w, y, optimize=True)", x=M, w=(4, 2), y=(2, 3)),
+        case("np.einsum('ba', x)", x=M),  # implicit: 'ab', a transpose
+        case("np.einsum('ij->ji', x)", x=M),
+        case("np.einsum('ij->i', x)", x=M),  # j summed in x alone: spread back
+        case("np.einsum('ij->', x)", x=M),
+        case("np.einsum('i,i', u, v)", u=(4,), v=(4,)),
+        case("np.einsum('i,j->ij', u, v)", u=(3,), v=(4,)),
+        case("np.einsum('ij,j->i', x, v)", x=M, v=(4,)),
+        case("np.einsum('ij,ij->i', x, x)", x=M),  # one operand twice
+        case("np.einsum('ij,jk,kl->il', x, w, y)", x=M, w=(4, 2), y=(2, 3)),
+        case("np.einsum('bij,bjk->bik', t, s)", t=T, s=(2, 4, 2)),
+        case("np.einsum('Ab,bA', x, y)", x=M, y=(4, 3)),  # capitals before small letters
+        # traces and diagonals: a label repeated in an operand
+        case("np.einsum('ii', s)", s=(3, 3)),
+        case("np.einsum('ii->i', s)", s=(3, 3)),
+        case("np.einsum('iij->j', t)", t=(3, 3, 2)),
+        case("np.einsum('ij,jj->i', x, s)", x=M, s=(4, 4)),
+        # '...': the operands' broadcast axes
+        case("np.einsum('...ij,...jk->...ik', t, s)", t=T, s=(2, 4, 2)),
+        case("np.einsum('...ij,jk->...ik', t, w)", t=T, w=(4, 2)),
+        case("np.einsum('...ij,...jk', t, w)", t=T, w=(4, 2)),
+        case("np.einsum('...ii->...i', s)", s=(2, 3, 3)),
+        case("np.einsum('...ij,...jk->...ik', t, s)", t=T, s=(1, 4, 2), explicit=False),
+        # numpy spreads a dimension 1 of a label over the others' (unknown to gradgen here)
+        case("np.einsum('ij,ij->ij', c, x)", c=(3, 1), x=M, explicit=False),
+        case("np.einsum('ij,j->i', c, v)", c=(3, 1), v=(4,), explicit=False),  # j: 1 and 4
+        case("np.einsum('...ij,...j->...i', t, c)", t=(2, 3, 1), c=(1, 4), explicit=False),
+    ],
+    "tensordot": [
+        case("np.tensordot(x, w, 1)", x=M, w=(4, 2)),
+        case("np.tensordot(t, x, axes=2)", t=T, x=M),
+        case("np.tensordot(t, x)", t=T, x=M),  # axes=2 by default
+        case("np.tensordot(x, y, 0)", x=(2, 2), y=(3,)),  # an outer product
+        case("np.tensordot(t, w, axes=([2], [0]))", t=T, w=(4, 2)),
+        case("np.tensordot(t, x, axes=([0, 2], [0, 1]))", t=T, x=(2, 4)),
+        case("np.tensordot(t, y, axes=([-1, 1], [0, 2]))", t=T, y=(4, 2, 3)),
+        case("np.tensordot(t, w, axes=1)", t=T, w=(4, 2), explicit=False),
+    ],
+    "inner": [
+        case("np.inner(u, v)", u=(4,), v=(4,)),
+        case("np.inner(x, v)", x=M, v=(4,)),
+        case("np.inner(x, y)", x=M, y=(2, 4)),
+        case("np.inner(t, x)", t=T, x=M),
+        case("np.inner(x, c)", x=M, c=()),  # a number: a product
+        case("np.inner(c, t)", c=(), t=T),
+        case("np.inner(x, t)", x=M, t=T, explicit=False),
+    ],
+    "vdot": [
+        case("np.vdot(u, v)", u=(4,), v=(4,)),
+        case("np.vdot(x, y)", x=M, y=M),
+        case("np.vdot(x, y)", x=M, y=(12,)),  # both flattened
+    ],
+    "kron": [
+        case("np.kron(u, v)", u=(2,), v=(3,)),
+        case("np.kron(x, y)", x=(2, 3), y=(3, 2)),
+        case("np.kron(x, v)", x=(2, 3), v=(2,), explicit=False),  # v as a row
+        case("np.kron(t, x)", t=T, x=(2, 2), explicit=False),
+    ],
+    "cross": [
+        case("np.cross(u, v)", u=(3,), v=(3,)),
+        case("np.cross(x, y)", x=(4, 3), y=(4, 3)),
+        case("np.cross(x, v)", x=(4, 3), v=(3,)),  # v crossed with each row
+    ],
+    "inv": [
+        case("np.linalg.inv(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.inv(x @ x.T + 3 * np.eye(3)) @ x", x=M),
+        case("np.linalg.inv(t + 5 * np.eye(3))", t=(2, 3, 3)),  # a stack of matrices
+    ],
+    "det": [
+        case("np.linalg.det(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.det(x @ x.T + np.eye(3))", x=M),
+        case("np.linalg.det(t + 5 * np.eye(3))", t=(2, 3, 3)),
+    ],
+    "solve": [
+        case("np.linalg.solve(s + 5 * np.eye(3), v)", s=(3, 3), v=(3,)),
+        case("np.linalg.solve(s + 5 * np.eye(3), x)", s=(3, 3), x=M),
+        case("np.linalg.solve(t + 5 * np.eye(3), r)", t=(2, 3, 3), r=(2, 3, 4)),
+        # b broadcast against a stack of matrices, and a vector: helpers unbroadcast
+        case("np.linalg.solve(t + 5 * np.eye(3), x)", t=(2, 3, 3), x=M, explicit=False),
+        case("np.linalg.solve(t + 5 * np.eye(3), v)", t=(2, 3, 3), v=(3,), explicit=False),
+        case("np.linalg.solve(s + 5 * np.eye(3), r)", s=(3, 3), r=(2, 3, 4), explicit=False),
+    ],
+    "matrix_power": [
+        case("np.linalg.matrix_power(s, 1)", s=(3, 3)),
+        case("np.linalg.matrix_power(s, 2)", s=(3, 3)),
+        case("np.linalg.matrix_power(s, n=3)", s=(3, 3)),
+        case("np.linalg.matrix_power(t, 3)", t=(2, 3, 3)),
+    ],
+    "pinv": [
+        case("np.linalg.pinv(x)", x=M),  # wide, of full rank
+        case("np.linalg.pinv(w)", w=(4, 2)),  # tall
+        case("np.linalg.pinv(s + 5 * np.eye(3))", s=(3, 3)),
+        case("np.linalg.pinv(t)", t=T),
+    ],
+    # Several results: unpacked, or one taken by its place.
+    "slogdet": [
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[1]", s=(3, 3)),
+        case("np.linalg.slogdet(s - 5 * np.eye(3))[1]", s=(3, 3)),  # a negative determinant
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[-1] * x", s=(3, 3), x=M),
+        case("np.linalg.slogdet(t + 5 * np.eye(3))[1]", t=(2, 3, 3)),
+        # the sign passes no gradient back
+        case("np.linalg.slogdet(s + 5 * np.eye(3))[0] * x + s", s=(3, 3), x=(3, 3)),
+    ],
+    # Distinct eigenvalues (x x^T + diag(1, 3, 5) has them well apart).
+    "eigh": [
+        case("np.linalg.eigh(x @ x.T + 3 * np.eye(3))[0]", x=M),
+        case("np.linalg.eigh(x @ x.T + 3 * np.eye(3))[1] * x[:, :3]", x=M, explicit=False),
+        # (np.diag's shape is not known to gradgen)
+        case("np.linalg.eigh(x @ x.T + np.diag([1.0, 3.0, 5.0]))[0]", x=M, explicit=False),
+        case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[0]", s=(3, 3), explicit=False),
+        case("np.linalg.eigh(x @ x.T + np.diag([1.0, 3.0, 5.0]))[1] ** 2", x=M, explicit=False),
+        case("np.linalg.eigh(s + np.diag([1.0, 4.0, 8.0]))[1] ** 2", s=(3, 3), explicit=False),
+        case(
+            "np.abs(np.linalg.eigh(t @ np.swapaxes(t, -1, -2) + np.diag([1.0, 3.0, 5.0]))[1])",
+            t=T,
+            explicit=False,
+        ),
+    ],
+    # The gradient's steps are a helper's named lines (cases not "explicit": a helper).
+    "cholesky": [
+        case("np.linalg.cholesky(x @ x.T + 3 * np.eye(3))", x=M, explicit=False),
+        # numpy reads the lower triangle: an upper entry has no gradient
+        case("np.linalg.cholesky(s + 8 * np.eye(3))", s=(3, 3), explicit=False),
+        case("np.linalg.cholesky(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False),
+    ],
     # --- reductions -------------------------------------------------------------------------
     "sum": [
         case("np.sum(x)", x=M),

@@ -80,9 +80,9 @@ BODY_REFUSALS = [
     ),
     (
         "unknown-function-of-a-value",
-        "x = np.linalg.slogdet(x * 2)",
+        "x = np.linalg.eig(x * 2)",
         9,
-        "'np.linalg.slogdet' is not an operation gradgen can differentiate; its argument "
+        "'np.linalg.eig' is not an operation gradgen can differentiate; its argument "
         "'x * 2' needs a gradient here, from 'x'",
     ),
     (
@@ -115,6 +115,25 @@ BODY_REFUSALS = [
     ("unpacking-one-result", "a, b = helper(x)", 5, "2 names, but 'helper' returns one value"),
     ("unknown-keyword-of-user-function", "y = helper(x, s=1)", 9, "no parameter 's'"),
     ("yield", "y = yield x", 9, "'yield'"),
+    (
+        "several-results-bound-to-one-name",
+        "y = np.linalg.slogdet(x)",
+        9,
+        "'np.linalg.slogdet' returns 2 values (sign, logdet): unpack them (sign, logdet = ...) "
+        "or take one ([1])",
+    ),
+    ("several-results-count", "a, b, c = np.linalg.eigh(x)", 5, "3 names, but 'np.linalg.eigh'"),
+    ("several-results-taken-by-a-value", "y = np.linalg.slogdet(x)[len(x)]", 9, "take one of"),
+    ("several-results-out-of-range", "y = np.linalg.eigh(x)[2]", 9, "([0] to [1])"),
+    ("einsum-operand-count", "y = np.einsum('ij,jk', x)", 9, "name 2 operands, not 1"),
+    ("einsum-ellipsis-inside", "y = np.einsum('i...j', x)", 9, "only at the start"),
+    ("einsum-result-label", "y = np.einsum('ij->k', x)", 9, "a label of the result"),
+    ("einsum-keyword", "y = np.einsum('ij', x, out=x)", 9, "no keyword arguments"),
+    ("matrix-power-negative", "y = np.linalg.matrix_power(x, -1)", 9, "n >= 1"),
+    ("tensordot-axes", "y = np.tensordot(x, x, axes=x)", 9, "'axes' must be a literal"),
+    # QR's and least squares' gradients: not in the table (see README's operations)
+    ("qr-unpacked", "q, r = np.linalg.qr(x)", 12, "'np.linalg.qr' is not an operation"),
+    ("lstsq-taken", "x = np.linalg.lstsq(x, x)[0]", 9, "'np.linalg.lstsq' is not an operation"),
 ]
 
 

@@ -782,3 +782,53 @@ def test_tie_and_kink_gradients_are_exact(form, inputs, point, expected) -> None
     actual = backward(*point)
     actual = tuple(float(a) for a in actual) if isinstance(actual, tuple) else float(actual)
     assert actual == expected, generated
+
+
+# --- operations with several results, unpacked -------------------------------------------------
+
+SEVERAL_RESULTS = [
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(a, x):
+            sign, logdet = np.linalg.slogdet(a @ a.T + 2 * np.eye(3))
+            return logdet * np.sum(x) + sign
+        """,
+        {"a": (3, 4), "x": (2,)},
+        id="slogdet-unpacked",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(a):
+            w, v = np.linalg.eigh(a @ a.T + 2 * np.eye(3))
+            return np.sum(w * w) + np.sum(v[:, 0] ** 2 * np.arange(3.0)) + np.sum(v[0] ** 3)
+        """,
+        {"a": (3, 4)},
+        id="eigh-both-results",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(a):
+            w, v = np.linalg.eigh(a @ a.T + 2 * np.eye(3))
+            return np.sum(v * v * np.arange(3.0))
+        """,
+        {"a": (3, 4)},
+        id="eigh-vectors-only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "shapes"), SEVERAL_RESULTS)
+def test_several_results_unpacked_match_finite_differences(source: str, shapes: dict) -> None:
+    forward, backward, generated = forward_and_backward(module(source))
+    rng = numpy.random.default_rng(7)
+    args = {name: rng.uniform(0.2, 2.0, size=shape) for name, shape in shapes.items()}
+    gradients = as_tuple(backward(**args), len(args))
+    for name, grad in zip(args, gradients, strict=True):
+        expected = numeric_gradient(lambda **a: float(forward(**a)), args, name)
+        numpy.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL, err_msg=generated)

@@ -278,12 +278,17 @@ def _convert_call(node: cst.Call, resolver: Resolver) -> Expr:
 
 def _convert_argument(node: cst.BaseExpression, resolver: Resolver) -> Expr:
     """An argument of a call: an expression, or a string written out, which chooses what
-    the function computes (``ord="fro"``, ``dtype="float32"``): a constant."""
-    if isinstance(node, cst.SimpleString) and not node.lpar:
+    the function computes (``ord="fro"``, the subscripts of ``np.einsum("ij,jk->ik", a,
+    b)``): a constant with no gradient. Anywhere else a string is refused."""
+    if (
+        isinstance(node, cst.SimpleString)
+        and not node.lpar
+        and isinstance(node.evaluated_value, str)
+    ):
         value = node.evaluated_value
-        plain = isinstance(value, str) and value.isprintable() and not set(value) & set("\"'\\")
-        # in double quotes, as black writes a string
-        text = f'"{value!s}"' if plain and isinstance(value, str) else node.value
+        plain = value.isprintable() and not any(c in value for c in "\"'\\")
+        # in double quotes, as black writes it
+        text = f'"{value}"' if plain else cst.Module([]).code_for_node(node)
         return Const(text, origin=node)
     return convert(node, resolver)
 

@@ -8,6 +8,7 @@ need no trip through black (see ``format.py``).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -263,9 +264,9 @@ def literal_value(expr: Expr) -> object:
     if isinstance(expr, Const):
         if expr.value is not None:
             return expr.value
-        quote = expr.text[:1]
-        if quote in ("'", '"') and expr.text[-1:] == quote and expr.text[:3] != quote * 3:
-            return expr.text[1:-1]  # a string argument written out (ord="fro")
+        if expr.text[-1:] in ("'", '"'):  # a string written out ("ij,jk->ik", ord="fro")
+            text = ast.literal_eval(expr.text)
+            return text if isinstance(text, str) else NOT_LITERAL
         if "." in expr.text and expr.text.rpartition(".")[2] == "inf":
             return math.inf  # a library's constant (np.inf, math.inf): a module's has no dot
         return {"None": None, "True": True, "False": False}.get(expr.text, NOT_LITERAL)

@@ -189,6 +189,7 @@ def _lines(
         for stage in kept_stages
         if stage.temporary
         and stage.call is None
+        and not stage.results
         and stage.target not in read
         and uses[stage.target] == 1
     }
@@ -216,7 +217,8 @@ def _lines(
             forward = Call(Func(USER, name, name), expr.args)
             lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         else:
-            lines.append(ForwardLine(stage.target, expr, stage.item, unpacks=bool(stage.item)))
+            names = stage.item or stage.results  # W, b = layers[i]; sign, logdet = ...
+            lines.append(ForwardLine(stage.target, expr, names, unpacks=bool(stage.item)))
     return lines
 
 
@@ -302,7 +304,7 @@ def bound_by(stage: Stage) -> tuple[str, ...]:
     if stage.call is not None:
         cache = (stage.call.cache,) if stage.call.cache else ()
         return (*stage.call.results, *cache)
-    return stage.item or (stage.target,)
+    return stage.item or stage.results or (stage.target,)
 
 
 def _inlined_operands(stage: Stage, inline: set[str]) -> list[str]:

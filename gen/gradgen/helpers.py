@@ -383,6 +383,124 @@ def _singular_norm_dx(x, ord, axis):
         u, vt = u[..., :, -1:], vt[..., -1:, :]
     return numpy.moveaxis(u @ vt, (-2, -1), (rows, columns))
 ''',
+    "_solve_db": '''
+def _solve_db(grad, a, b):
+    """Gradient of numpy.linalg.solve(a, b) with respect to b: a^-T grad."""
+    vector = numpy.ndim(b) == 1  # numpy 2: b is a vector only where it is 1-D
+    grad2 = grad[..., None] if vector else grad
+    db = numpy.linalg.solve(numpy.swapaxes(a, -1, -2), grad2)
+    return _unbroadcast(db[..., 0] if vector else db, b)
+''',
+    "_solve_da": '''
+def _solve_da(grad, a, b, out):
+    """Gradient of out = numpy.linalg.solve(a, b) with respect to a: -db out^T."""
+    vector = numpy.ndim(b) == 1
+    grad2 = grad[..., None] if vector else grad
+    out2 = out[..., None] if vector else out
+    db = numpy.linalg.solve(numpy.swapaxes(a, -1, -2), grad2)
+    return _unbroadcast(-db @ numpy.swapaxes(out2, -1, -2), a)
+''',
+    "_cholesky_grad": '''
+def _cholesky_grad(grad, lower):
+    """Gradient of lower = numpy.linalg.cholesky(a), which reads a's lower triangle:
+    s = L^-T phi(L^T grad) L^-1 (phi: the lower triangle, its diagonal halved), and
+    the lower triangle of s + s^T, its diagonal halved."""
+    half = 1 + numpy.eye(numpy.shape(lower)[-1])
+    lower_t = numpy.swapaxes(lower, -1, -2)
+    phi = numpy.tril(lower_t @ grad) / half
+    s = numpy.linalg.solve(lower_t, numpy.swapaxes(numpy.linalg.solve(lower_t, phi), -1, -2))
+    return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / half
+''',
+    "_tensordot_axes": '''
+def _tensordot_axes(x, y, axes):
+    """The axes numpy.tensordot(x, y, axes) sums over, of x and of y, paired."""
+    if isinstance(axes, int):
+        return list(range(numpy.ndim(x) - axes, numpy.ndim(x))), list(range(axes))
+    left, right = ([a] if isinstance(a, int) else list(a) for a in axes)
+    return [a % numpy.ndim(x) for a in left], [b % numpy.ndim(y) for b in right]
+''',
+    "_tensordot_dx": '''
+def _tensordot_dx(grad, x, y, axes):
+    """Gradient of numpy.tensordot(x, y, axes) with respect to x."""
+    summed_x, summed_y = _tensordot_axes(x, y, axes)
+    free_x = [a for a in range(numpy.ndim(x)) if a not in summed_x]
+    free_y = [b for b in range(numpy.ndim(y)) if b not in summed_y]
+    kept = list(range(len(free_x), numpy.ndim(grad)))
+    dx = numpy.tensordot(grad, y, axes=(kept, free_y))
+    order = free_x + [summed_x[summed_y.index(b)] for b in sorted(summed_y)]
+    return numpy.transpose(dx, numpy.argsort(order))
+''',
+    "_tensordot_dy": '''
+def _tensordot_dy(grad, x, y, axes):
+    """Gradient of numpy.tensordot(x, y, axes) with respect to y."""
+    summed_x, summed_y = _tensordot_axes(x, y, axes)
+    free_x = [a for a in range(numpy.ndim(x)) if a not in summed_x]
+    free_y = [b for b in range(numpy.ndim(y)) if b not in summed_y]
+    dy = numpy.tensordot(x, grad, axes=(free_x, list(range(len(free_x)))))
+    order = [summed_y[summed_x.index(a)] for a in sorted(summed_x)] + free_y
+    return numpy.transpose(dy, numpy.argsort(order))
+''',
+    "_inner_dx": '''
+def _inner_dx(grad, x, y):
+    """Gradient of numpy.inner(x, y) with respect to x."""
+    if numpy.ndim(x) == 0 or numpy.ndim(y) == 0:
+        return _unbroadcast(grad * y, x)  # a number: a product
+    free_x, free_y = numpy.ndim(x) - 1, numpy.ndim(y) - 1
+    summed = list(range(free_x, free_x + free_y))
+    return numpy.tensordot(grad, y, axes=(summed, list(range(free_y))))
+''',
+    "_inner_dy": '''
+def _inner_dy(grad, x, y):
+    """Gradient of numpy.inner(x, y) with respect to y."""
+    if numpy.ndim(x) == 0 or numpy.ndim(y) == 0:
+        return _unbroadcast(grad * x, y)  # a number: a product
+    free_x = list(range(numpy.ndim(x) - 1))
+    return numpy.tensordot(grad, x, axes=(free_x, free_x))
+''',
+    "_eigh_dv": '''
+def _eigh_dv(grad, w, v):
+    """Gradient of w, v = numpy.linalg.eigh(a) from v's gradient (distinct
+    eigenvalues): s = v (f * v^T grad) v^T, f = 1 / (w_j - w_i) off the diagonal; numpy
+    reads a's lower triangle: the lower triangle of s + s^T, its diagonal halved."""
+    eye = numpy.eye(numpy.shape(w)[-1])
+    f = (1 - eye) / (numpy.expand_dims(w, -2) - numpy.expand_dims(w, -1) + eye)
+    v_t = numpy.swapaxes(v, -1, -2)
+    s = v @ (f * (v_t @ grad)) @ v_t
+    return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / (1 + eye)
+''',
+    "_spread_or_sum": '''
+def _spread_or_sum(grad, like):
+    """grad in like's shape, where numpy spread a dimension 1 of either over the
+    other's (np.einsum's labels, its '...'): summed where like has the 1, spread where
+    grad has it."""
+    if numpy.shape(grad) == numpy.shape(like):
+        return grad
+    return numpy.broadcast_to(_unbroadcast(grad, like), numpy.shape(like))
+''',
+    "_kron_blocks": '''
+def _kron_blocks(grad, x, y):
+    """grad of numpy.kron(x, y) as blocks (x's axes and y's interleaved), and x and y
+    with the leading 1s numpy gives the one of lower rank."""
+    rank = max(numpy.ndim(x), numpy.ndim(y))
+    xs = (1,) * (rank - numpy.ndim(x)) + numpy.shape(x)
+    ys = (1,) * (rank - numpy.ndim(y)) + numpy.shape(y)
+    blocks = numpy.reshape(grad, [d for pair in zip(xs, ys) for d in pair])
+    return blocks, numpy.reshape(x, xs), numpy.reshape(y, ys), rank
+''',
+    "_kron_dx": '''
+def _kron_dx(grad, x, y):
+    """Gradient of numpy.kron(x, y) with respect to x."""
+    blocks, _, y2, rank = _kron_blocks(grad, x, y)
+    dx = numpy.tensordot(blocks, y2, axes=(list(range(1, 2 * rank, 2)), list(range(rank))))
+    return numpy.reshape(dx, numpy.shape(x))
+''',
+    "_kron_dy": '''
+def _kron_dy(grad, x, y):
+    """Gradient of numpy.kron(x, y) with respect to y."""
+    blocks, x2, _, rank = _kron_blocks(grad, x, y)
+    dy = numpy.tensordot(x2, blocks, axes=(list(range(rank)), list(range(0, 2 * rank, 2))))
+    return numpy.reshape(dy, numpy.shape(y))
+''',
 }
 
 
@@ -420,6 +538,19 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_average_weights": Aliasing.VIEW_OF_FIRST,
     "_norm_dx": Aliasing.NEW,
     "_singular_norm_dx": Aliasing.NEW,
+    "_solve_db": Aliasing.NEW,
+    "_solve_da": Aliasing.NEW,
+    "_cholesky_grad": Aliasing.NEW,
+    "_tensordot_dx": Aliasing.NEW,
+    "_tensordot_dy": Aliasing.NEW,
+    "_kron_dx": Aliasing.NEW,
+    "_spread_or_sum": Aliasing.VIEW_OF_FIRST,
+    "_tensordot_axes": Aliasing.NEW,
+    "_kron_blocks": Aliasing.NEW,
+    "_eigh_dv": Aliasing.NEW,
+    "_inner_dx": Aliasing.NEW,
+    "_inner_dy": Aliasing.NEW,
+    "_kron_dy": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -448,6 +579,15 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
     "_norm_dx": ("_singular_norm_dx",),
+    "_solve_db": ("_unbroadcast",),
+    "_solve_da": ("_unbroadcast",),
+    "_tensordot_dx": ("_tensordot_axes",),
+    "_tensordot_dy": ("_tensordot_axes",),
+    "_kron_dx": ("_kron_blocks",),
+    "_spread_or_sum": ("_unbroadcast",),
+    "_inner_dx": ("_unbroadcast",),
+    "_inner_dy": ("_unbroadcast",),
+    "_kron_dy": ("_kron_blocks",),
 }
 
 

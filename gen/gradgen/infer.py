@@ -22,6 +22,7 @@ from gradgen.expr import (
     Compare,
     Const,
     Expr,
+    Func,
     Name,
     Sequence_,
     Slice,
@@ -35,6 +36,7 @@ from gradgen.expr import (
 from gradgen.rules import (
     ARRAY_MAKERS,
     ELEMENTWISE_MASKS,
+    IDENTITY,
     INDEX,
     NUMBER_ATTRIBUTES,
     NUMBER_VALUED,
@@ -117,6 +119,12 @@ def _infer_stages(
             dimension = _dimension(stage.expr, known)
             if dimension is not None:
                 dimensions[stage.target] = dimension
+        elif stage.results:  # several results: the rule says each one's shape
+            assert stage.rule is not None
+            found: tuple[Shape | None, ...] = (None,) * len(stage.results)
+            if stage.rule.result_shapes is not None:
+                found = stage.rule.result_shapes(stage_context(stage, known))
+            known.update(zip(stage.results, found, strict=True))
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
@@ -208,6 +216,12 @@ def _made_shape(expr: Expr, dimensions: Dimensions) -> Shape | None:
     """The shape of ``np.zeros((N, T, H))`` (``ones``, ``empty``; a tuple or one number),
     where each dimension is written out or a name bound to a known one."""
     expr = unwrap(expr)
+    if isinstance(expr, Call) and (expr.func.lib, expr.func.name) == IDENTITY:
+        # np.eye(N): an N x N matrix (with N alone)
+        if len(expr.args) == 1 and not expr.kwargs:
+            side = _made_shape(Call(Func("numpy", "zeros", None), expr.args), dimensions)
+            return None if side is None or len(side) != 1 else (side[0], side[0])
+        return None
     if not (
         isinstance(expr, Call)
         and (expr.func.lib, expr.func.name) in ARRAY_MAKERS
@@ -267,7 +281,7 @@ def floating_values(function: StagedFunction) -> set[str]:
         if stage.rule is not None and (
             stage.rule.floating or any(_is_float(o, floating) for o in stage.operands)
         ):
-            floating.add(stage.target)
+            floating.update(stage.targets)
     return floating
 
 
@@ -312,6 +326,8 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
             return expression_shape(expr.args[0], known)
         if expr.func.name in ELEMENTWISE_MASKS:
             return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
+        if function == IDENTITY:
+            return _made_shape(expr, {})
     return None
 
 

@@ -23,7 +23,7 @@ turns into NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, overload
 
 import libcst as cst
 
@@ -204,7 +204,7 @@ class _ReversePass:
                 self.differentiate_call(stage)
             elif stage.item and any(t in self.relevant for t in stage.item):
                 self.differentiate_item(stage)
-            elif stage.rule is not None and stage.target in self.relevant:
+            elif stage.rule is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate(stage)
 
     def new_gradient(self, variable: str) -> str:
@@ -572,6 +572,9 @@ class _ReversePass:
     def differentiate(self, stage: Stage) -> None:
         """The adjoints of ``stage`` for each of its operands that needs a gradient."""
         assert stage.rule is not None
+        if stage.results:
+            self.differentiate_results(stage)
+            return
         known = self.known
         g: Expr = Name(self.gradient[stage.target])
         spread = self.spreads.get(stage.target)
@@ -601,6 +604,20 @@ class _ReversePass:
             ):
                 adjoint = _unbroadcast(adjoint, operand, known.get(operand.id), known[stage.target])
             self.contribute(operand.id, adjoint, stage.statement, mask)
+
+    def differentiate_results(self, stage: Stage) -> None:
+        """An operation with several results: each operand's gradient is a term per result
+        that has a gradient, added up (slogdet's sign gives none)."""
+        for which, result in enumerate(stage.results):
+            if result not in self.gradient:
+                continue  # it does not reach the loss
+            g = Name(self.gradient[result])
+            for position, operand in enumerate(stage.operands):
+                if not (isinstance(operand, Name) and operand.id in self.relevant):
+                    continue
+                adjoint = _adjoint(stage, position, g, self.known, which)
+                if adjoint is not None:
+                    self.contribute(operand.id, adjoint, stage.statement, None)
 
     def contribute(
         self, variable: str, adjoint: Adjoint, statement: int, mask: _Mask | None
@@ -791,18 +808,34 @@ def _reads_entries(expr: Expr, names: set[str]) -> bool:
     return any(_reads_entries(child, names) for child in children(expr))
 
 
-def _adjoint(stage: Stage, position: int, g: Expr, known: Shapes) -> Adjoint:
-    """The adjoint ``stage`` gives its operand at ``position`` when its gradient is ``g``."""
+@overload
+def _adjoint(stage: Stage, position: int, g: Expr, known: Shapes) -> Adjoint: ...
+
+
+@overload
+def _adjoint(
+    stage: Stage, position: int, g: Expr, known: Shapes, result: int
+) -> Adjoint | None: ...
+
+
+def _adjoint(
+    stage: Stage, position: int, g: Expr, known: Shapes, result: int | None = None
+) -> Adjoint | None:
+    """The adjoint ``stage`` gives its operand at ``position`` when its gradient is ``g``
+    (of its result ``result``, where it has several: None if that one gives none)."""
     assert stage.rule is not None
     context = stage_context(stage, known)
-    values = _template_values(stage)
+    values = _template_values(stage, result or 0)
     values["g"] = g
     if stage.rule.variadic:
         values["x"] = stage.operands[position]
         literals = {**context.literals, "position": position}
         template = stage.rule.adjoint(0, AdjointContext(literals, context.shapes))
     else:
-        template = stage.rule.adjoint(position, context)
+        template = stage.rule.adjoint(position, context, result or 0)
+    if template is None:
+        assert result is not None, stage.rule.name
+        return None
 
     def fill(expr: Expr) -> Expr:
         return _with_library(simplify(substitute(expr, values)), stage.library)
@@ -899,8 +932,9 @@ def _masked(adjoint: Expr, mask: _Mask, g: Expr) -> Expr:
     return Call(Func("numpy", "where", None), (mask.condition, *branches))
 
 
-def _template_values(stage: Stage) -> dict[str, Expr]:
-    """What the names of a rule's templates stand for at this stage."""
+def _template_values(stage: Stage, result: int = 0) -> dict[str, Expr]:
+    """What the names of a rule's templates stand for at this stage (``out``: its result
+    ``result``, where it has several, each also read by its name)."""
     assert stage.rule is not None
     values: dict[str, Expr] = {}
     if stage.rule.variadic:
@@ -908,7 +942,8 @@ def _template_values(stage: Stage) -> dict[str, Expr]:
     else:
         values.update(zip(stage.rule.inputs, stage.operands, strict=True))
     values.update(stage.nondiff)
-    values["out"] = Name(stage.target)
+    values.update((n, Name(t)) for n, t in zip(stage.rule.results, stage.results, strict=False))
+    values["out"] = Name(stage.results[result] if stage.results else stage.target)
     return values
 
 
@@ -1022,7 +1057,13 @@ def _spread_active(stages: tuple[Stage, ...], active: set[str], callees: Callees
         elif (stage.rule is not None or stage.opaque) and any(
             isinstance(o, Name) and o.id in active for o in stage.operands
         ):
-            active.add(stage.target)
+            # Of several results, those a gradient flows back from (not slogdet's sign).
+            rule = stage.rule
+            active.update(
+                t
+                for i, t in enumerate(stage.targets)
+                if rule is None or not stage.results or rule.passes_gradient(i)
+            )
 
 
 def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees) -> None:
@@ -1056,6 +1097,12 @@ def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees
             )
         elif stage.item and any(t in needed for t in stage.item):
             needed.update(o.id for o in stage.operands if isinstance(o, Name))
+        elif stage.results and stage.rule is not None:
+            # Through the results a gradient flows back from (not slogdet's sign).
+            if any(
+                t in needed and stage.rule.passes_gradient(i) for i, t in enumerate(stage.results)
+            ):
+                needed.update(o.id for o in stage.operands if isinstance(o, Name))
         elif stage.target in needed and (stage.rule is not None or stage.opaque):
             # Through an opaque call too: a value reaching the result only through one
             # needs a gradient all the same, which ``opaque_refusals`` refuses.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeGuard
@@ -42,10 +43,12 @@ from gradgen.expr import (
     Name,
     Sequence_,
     Subscript,
+    literal_value,
     names_in,
     unwrap,
     walk,
 )
+from gradgen.shapes import SCALAR as SCALAR_SHAPE
 from gradgen.shapes import Dim, Shape
 
 LIBRARIES = ("math", "numpy", "numpy.linalg", "numpy.lib.stride_tricks", "scipy.special")
@@ -100,6 +103,22 @@ class Depends:
 
 
 @dataclass(frozen=True)
+class Each:
+    """The adjoint of an input of an operation with several results (``sign, logdet =
+    np.linalg.slogdet(x)``): one template per result, in the order of ``Rule.results``,
+    added up over the results that reach the loss. In each, ``g`` is that result's
+    gradient and ``out`` that result; the results are read by their names. None: no
+    gradient flows back from that result (slogdet's sign)."""
+
+    templates: tuple[tuple[str, Template | Depends | None], ...]
+
+
+def each(**templates: Template | Depends | None) -> Each:
+    """``each(sign=None, logdet="g * ...")``: the templates of ``Each`` by result."""
+    return Each(tuple(templates.items()))
+
+
+@dataclass(frozen=True)
 class SpreadAdjoint:
     """A ``Spread`` with its names filled in: ``full`` and ``value`` are expressions."""
 
@@ -127,7 +146,7 @@ class Rule:
     forms: tuple[Expr, ...]
     form_texts: tuple[str, ...]
     inputs: tuple[str, ...]  # differentiable inputs, in the order their adjoints are written
-    adjoint_sources: tuple[Template | Depends, ...]  # aligned with ``inputs``
+    adjoint_sources: tuple[Template | Depends | Each, ...]  # aligned with ``inputs``
     nondiff: tuple[str, ...] = ()  # form variables with no gradient (axis, condition, index)
     shape: Callable[[AdjointContext], Shape | None] | None = None
     broadcasts: bool = False  # elementwise on several operands: gradients are unbroadcast
@@ -159,6 +178,14 @@ class Rule:
     # Its result always has axes, whatever the shapes of its inputs (np.stack): a backward
     # of a function returning it takes an upstream array, with no default.
     axes: bool = False
+    # What is wrong with the literal arguments of a call (``rule_literals``: np.einsum's
+    # subscripts that do not fit its operands), refused where it is written; None: fine.
+    check: Callable[[dict[str, object]], str | None] | None = None
+    # Several results (``w, v = np.linalg.eigh(x)``): their names, each input's adjoint an
+    # ``Each``, and their shapes. A call is unpacked into as many names, or one result is
+    # taken (``np.linalg.slogdet(x)[1]``); anything else is refused.
+    results: tuple[str, ...] = ()
+    result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -174,15 +201,28 @@ class Rule:
     def adjoint_texts(self) -> tuple[str, ...]:
         return tuple(_template_text(a) for a in self.adjoint_sources)
 
+    def passes_gradient(self, result: int) -> bool:
+        """Does a gradient flow back from result ``result`` (of several) to some input?"""
+        return any(
+            isinstance(source, Each) and source.templates[result][1] is not None
+            for source in self.adjoint_sources
+        )
+
     @property
     def scatters(self) -> bool:
         """Does an adjoint add into the input at an index (so a number ``g`` broadcasts)?"""
         return any(isinstance(a, Scatter) for a in self.adjoint_sources)
 
-    def adjoint(self, index: int, context: AdjointContext) -> Adjoint:
+    def adjoint(self, index: int, context: AdjointContext, result: int = 0) -> Adjoint | None:
         """The template of input ``index``'s adjoint, parsed: an expression over the form's
-        variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter)."""
+        variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter). Of an
+        operation with several results, the term of result ``result`` (None: it has none)."""
         source = self.adjoint_sources[index]
+        if isinstance(source, Each):
+            chosen = source.templates[result][1]
+            if chosen is None:
+                return None
+            source = chosen
         template = source.choose(context) if isinstance(source, Depends) else source
         if isinstance(template, Spread):
             return SpreadAdjoint(_parse(template.full), _parse(template.value))
@@ -191,8 +231,13 @@ class Rule:
         return _parse(template)
 
 
-def _template_text(source: Template | Depends) -> str:
+def _template_text(source: Template | Depends | Each) -> str:
     """How the README's table writes an adjoint."""
+    if isinstance(source, Each):
+        return "; ".join(
+            f"from {result}: {'none' if t is None else _template_text(t)}"
+            for result, t in source.templates
+        )
     if isinstance(source, Depends):
         return source.doc
     if isinstance(source, Spread):
@@ -269,7 +314,10 @@ def rule(
     refuse_when: Callable[[dict[str, Expr]], str | None] | None = None,
     floating: bool = False,
     axes: bool = False,
-    **adjoints: Template | Depends,
+    check: Callable[[dict[str, object]], str | None] | None = None,
+    results: tuple[str, ...] = (),
+    result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None,
+    **adjoints: Template | Depends | Each,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
@@ -279,14 +327,24 @@ def rule(
             raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs + nondiff}")
     if not set(literal) <= set(nondiff):
         raise ValueError(f"rule {name}: literal arguments must be nondiff ones")
+    sources: list[Template | Depends | None] = []
     for source in adjoints.values():
+        if isinstance(source, Each):
+            if tuple(r for r, _ in source.templates) != results:
+                raise ValueError(f"rule {name}: an Each must name the results {results}")
+            sources += [t for _, t in source.templates]
+        elif results:
+            raise ValueError(f"rule {name}: with several results, each adjoint is an Each")
+        else:
+            sources.append(source)
+    for template in sources:
         # a typo in a template fails at import, not at use
-        if isinstance(source, str):
-            _parse(source)
-        elif isinstance(source, Spread):
-            _parse(source.full), _parse(source.value)
-        elif isinstance(source, Scatter):
-            _parse_index(source.index), _parse(source.value)
+        if isinstance(template, str):
+            _parse(template)
+        elif isinstance(template, Spread):
+            _parse(template.full), _parse(template.value)
+        elif isinstance(template, Scatter):
+            _parse_index(template.index), _parse(template.value)
     return Rule(
         name=name,
         forms=parsed_forms,
@@ -305,7 +363,26 @@ def rule(
         refuse_when=refuse_when,
         floating=floating,
         axes=axes,
+        check=check,
+        results=results,
+        result_shapes=result_shapes,
     )
+
+
+def several_results(call: Call) -> Rule | None:
+    """The row of an operation with several results that ``call`` calls, if it is one."""
+    return _SEVERAL.get((call.func.lib or "", call.func.name))
+
+
+def rule_literals(rule_: Rule, bindings: dict[str, Expr]) -> dict[str, object]:
+    """The literal values of ``rule_``'s nondiff arguments as a call binds them
+    (NOT_LITERAL where not literals) and, for a variadic rule, how many operands it has
+    (``"operands"``): what its ``check`` looks at."""
+    found: dict[str, object] = {n: literal_value(bindings[n]) for n in rule_.nondiff}
+    if rule_.variadic:
+        items = unwrap(bindings[rule_.inputs[0]])
+        found["operands"] = len(items.items) if isinstance(items, Sequence_) else NOT_LITERAL
+    return found
 
 
 # Other names numpy accepts for an argument: np.clip(x, min=0.0) since numpy 2.1.
@@ -1126,6 +1203,512 @@ def _listed_adjoint(c: AdjointContext) -> str:
     return f"g[{c.literals['position']}]"
 
 
+# --- more products and linear algebra: shapes, adjoints, checks -----------------------------
+# Where the ranks are known to be 2, a matrix's transpose is written ``.T``; otherwise (a
+# stack of matrices, or a rank not known) ``numpy.swapaxes(a, -1, -2)``, numpy's own
+# transpose of the last two axes, which is ``.T`` on a matrix too.
+
+
+def _t(c: AdjointContext, name: str) -> str:
+    """The transpose of matrix ``name`` (of the last two axes of a stack)."""
+    return f"{name}.T" if c.rank(name) == 2 else f"numpy.swapaxes({name}, -1, -2)"
+
+
+def _square_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape if shape is not None and len(shape) >= 2 else None
+
+
+def _det_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape[:-2] if shape is not None and len(shape) >= 2 else None
+
+
+def _inv_adjoint(c: AdjointContext) -> str:
+    # d(A^-1) = -A^-1 dA A^-1: the gradient is -A^-T g A^-T, with out = A^-1.
+    return f"-({_t(c, 'out')} @ g @ {_t(c, 'out')})"
+
+
+def _det_adjoint(c: AdjointContext) -> str:
+    # d det(A) = det(A) tr(A^-1 dA): the gradient is g det(A) A^-T (A invertible).
+    if c.rank("x") == 2:
+        return "(g * out) * numpy.linalg.inv(x).T"
+    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
+    return f"numpy.expand_dims(g * out, (-1, -2)) * {inverse}"
+
+
+def _solve_shape(c: AdjointContext) -> Shape | None:
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    if a is None or b is None or len(a) < 2 or not b:
+        return None
+    if len(b) == 1:  # numpy 2: b is a vector only where it is 1-D
+        return (*a[:-2], a[-1])
+    batch = shapes.broadcast(a[:-2], b[:-2])
+    return None if batch is None else (*batch, *b[-2:])
+
+
+def _solve_right(c: AdjointContext) -> str:
+    # x = A^-1 b: db = A^-T g, one solve with the transpose, never an inverse.
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks in ((2, 1), (2, 2)):
+        return "numpy.linalg.solve(a.T, g)"
+    if _same_stacks(c):
+        return "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
+    return "_solve_db(g, a, b)"
+
+
+def _same_stacks(c: AdjointContext) -> bool:
+    """Are a and b known stacks of matrices of the same stack shape (nothing broadcast)?"""
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    return a is not None and b is not None and len(a) == len(b) >= 2 and a[:-2] == b[:-2]
+
+
+def _solve_left(c: AdjointContext) -> str:
+    # dA = -db x^T, with db = A^-T g as for b.
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks == (2, 1):
+        return "-numpy.outer(numpy.linalg.solve(a.T, g), out)"
+    if ranks == (2, 2):
+        return "-numpy.linalg.solve(a.T, g) @ out.T"
+    if _same_stacks(c):
+        solved = "numpy.linalg.solve(numpy.swapaxes(a, -1, -2), g)"
+        return f"-{solved} @ numpy.swapaxes(out, -1, -2)"
+    return "_solve_da(g, a, b, out)"
+
+
+# --- np.einsum: the adjoint of each operand is an einsum with the subscripts rearranged -----
+
+_ELLIPSIS = "..."
+
+
+@dataclass(frozen=True)
+class _Subscripts:
+    """np.einsum's subscripts read: each operand's labels (``...`` one label) and the
+    result's, made explicit where numpy infers it."""
+
+    operands: tuple[tuple[str, ...], ...]
+    result: tuple[str, ...]
+
+
+def _labels(part: str) -> tuple[str, ...] | None:
+    """``"...ij"`` as ("...", "i", "j"); None where it is not letters after an optional
+    ``...`` (gradgen reads ``...`` at the start only)."""
+    start = (_ELLIPSIS,) if part.startswith(_ELLIPSIS) else ()
+    rest = part[len(_ELLIPSIS) :] if start else part
+    if not all(letter in string.ascii_letters for letter in rest):
+        return None
+    return (*start, *rest)
+
+
+def _einsum_subscripts(subscripts: object, count: object) -> _Subscripts | str:
+    """The subscripts of an einsum of ``count`` operands, or why gradgen cannot read them."""
+    if not isinstance(subscripts, str):
+        return "np.einsum's subscripts must be a string written out ('ij,jk->ik')"
+    left, arrow, right = subscripts.replace(" ", "").partition("->")
+    parts = left.split(",")
+    if len(parts) != count:
+        return f"np.einsum's subscripts '{subscripts}' name {len(parts)} operands, not {count}"
+    operands = tuple(_labels(part) for part in parts)
+    result = _labels(right) if arrow else ()
+    if result is None or any(o is None for o in operands):
+        return (
+            f"np.einsum's subscripts '{subscripts}': gradgen reads letters, with '...' only "
+            "at the start of an operand's or the result's"
+        )
+    read = tuple(o for o in operands if o is not None)
+    everywhere = [label for o in read for label in o]
+    ellipsis = _ELLIPSIS in everywhere
+    if not arrow:  # numpy's implicit result: the labels used once, in alphabetical order
+        once = sorted(
+            label for label in set(everywhere) - {_ELLIPSIS} if everywhere.count(label) == 1
+        )
+        result = ((_ELLIPSIS,) if ellipsis else ()) + tuple(once)
+    if len(set(result)) != len(result) or not set(result) <= set(everywhere) | {_ELLIPSIS}:
+        return f"np.einsum's subscripts '{subscripts}': a label of the result is not an operand's"
+    if ellipsis and _ELLIPSIS not in result:
+        return f"np.einsum's subscripts '{subscripts}': '...' of an operand must be in the result"
+    return _Subscripts(read, result)
+
+
+def _einsum_check(literals: dict[str, object]) -> str | None:
+    found = _einsum_subscripts(literals.get("subscripts"), literals.get("operands"))
+    return found if isinstance(found, str) else None
+
+
+def _operand_count(c: AdjointContext) -> int:
+    return sum(1 for name in c.shapes if name[:1] == "x" and name[1:].isdigit())
+
+
+def _label_dims(
+    subscripts: _Subscripts, operand_shapes: list[Shape]
+) -> tuple[dict[str, shapes.Dim | None], list[Shape | None]]:
+    """The dimension of each label (None where operands disagree beyond numpy's 1s), and
+    the dimensions each operand's ``...`` stands for."""
+    dims: dict[str, shapes.Dim | None] = {}
+    ellipses: list[Shape | None] = []
+    for labels, shape in zip(subscripts.operands, operand_shapes, strict=True):
+        named = [label for label in labels if label != _ELLIPSIS]
+        if len(shape) < len(named) or (_ELLIPSIS not in labels and len(shape) != len(named)):
+            return {}, []
+        ellipses.append(shape[: len(shape) - len(named)] if _ELLIPSIS in labels else None)
+        for label, dim in zip(named, shape[len(shape) - len(named) :], strict=True):
+            seen = dims.get(label, 1)
+            dims[label] = dim if seen == 1 else seen if dim in (1, seen) else None
+    return dims, ellipses
+
+
+def _einsum_shape(c: AdjointContext) -> Shape | None:
+    subscripts = _einsum_subscripts(c.literals.get("subscripts"), _operand_count(c))
+    if isinstance(subscripts, str):
+        return None
+    if not subscripts.result:
+        return SCALAR_SHAPE
+    given = [c.shapes.get(f"x{j}") for j in range(len(subscripts.operands))]
+    if any(shape is None for shape in given):
+        return None
+    dims, ellipses = _label_dims(subscripts, [s for s in given if s is not None])
+    if not dims and not ellipses:
+        return None
+    found: list[shapes.Dim] = []
+    for label in subscripts.result:
+        if label == _ELLIPSIS:
+            batch = shapes.broadcast(*(e for e in ellipses if e is not None))
+            if batch is None:
+                return None
+            found += batch
+        elif dims.get(label) is None:
+            return None
+        else:
+            found.append(dims[label])  # type: ignore[arg-type]
+    return tuple(found)
+
+
+def _einsum_adjoint(c: AdjointContext) -> str:
+    """``numpy.einsum("<result>,<the others>->x", g, <the others>)``: the gradient of an
+    operand contracts the result's gradient with the other operands. A label the operand
+    repeats (``"ii->i"``, a diagonal) gets a fresh label and an identity matrix joining
+    the two; a label summed in the operand alone (``"ij->i"``) comes from ones of its
+    shape (the gradient is spread along it)."""
+    count = _operand_count(c)
+    subscripts = _einsum_subscripts(c.literals.get("subscripts"), count)
+    assert not isinstance(subscripts, str), subscripts  # refused where it is written
+    position = c.literals["position"]
+    assert isinstance(position, int)
+    used = {label for o in (*subscripts.operands, subscripts.result) for label in o}
+    fresh = [letter for letter in string.ascii_letters if letter not in used]
+    ranks = [c.rank(f"x{j}") for j in range(count)]
+    if _ELLIPSIS in used and all(rank is not None for rank in ranks):
+        subscripts = _spelled_out(subscripts, [r for r in ranks if r is not None], fresh)
+    own = subscripts.operands[position]
+    target: list[str] = []
+    inputs: list[tuple[str, ...]] = [subscripts.result]
+    arguments = ["g"]
+    for j, labels in enumerate(subscripts.operands):
+        if j != position:
+            inputs.append(labels)
+            arguments.append(f"x{j}")
+    for place, label in enumerate(own):
+        if label in target:
+            axis = place - len(own) if _ELLIPSIS in own else place
+            new = fresh.pop(0)
+            inputs.append((label, new))
+            arguments.append(f"numpy.eye(x.shape[{axis}])")
+            target.append(new)
+        else:
+            target.append(label)
+    present = {label for labels in inputs for label in labels}
+    if any(label not in present for label in target):
+        inputs.append(own)
+        arguments.append("numpy.ones_like(x)")
+    batch = _ELLIPSIS in subscripts.result and _ELLIPSIS not in own
+    if batch:
+        # The others broadcast over axes this operand has not: its gradient is summed
+        # over them (numpy's einsum keeps a '...' of its operands).
+        target.insert(0, _ELLIPSIS)
+    text = ",".join("".join(labels) for labels in inputs) + "->" + "".join(target)
+    adjoint = f'numpy.einsum("{text}", {", ".join(arguments)})'
+    if _einsum_fits(c, subscripts, position, count):
+        return adjoint
+    return f"_spread_or_sum({adjoint}, x)"
+
+
+def _spelled_out(subscripts: _Subscripts, ranks: list[int], fresh: list[str]) -> _Subscripts:
+    """The subscripts with each ``...`` written as labels of its own (taken from ``fresh``),
+    where the operands' ranks are known: numpy lines them up from the right."""
+    counts = [
+        rank - (len(labels) - 1)
+        for labels, rank in zip(subscripts.operands, ranks, strict=True)
+        if _ELLIPSIS in labels
+    ]
+    batch = [fresh.pop(0) for _ in range(max(counts, default=0))]
+
+    def written(labels: tuple[str, ...], rank: int | None) -> tuple[str, ...]:
+        if _ELLIPSIS not in labels:
+            return labels
+        many = len(batch) if rank is None else rank - (len(labels) - 1)
+        return (*batch[len(batch) - many :], *labels[1:])
+
+    return _Subscripts(
+        tuple(written(o, r) for o, r in zip(subscripts.operands, ranks, strict=True)),
+        written(subscripts.result, None),
+    )
+
+
+def _einsum_fits(c: AdjointContext, subscripts: _Subscripts, position: int, count: int) -> bool:
+    """Is the adjoint einsum known to have the operand's shape? Every shape known, and each
+    label (each axis of a ``...``, spelled out) of one dimension wherever it is: none a 1
+    numpy spread over a longer one (which the gradient is summed or spread back over)."""
+    given = [c.shapes.get(f"x{j}") for j in range(count)]
+    if any(shape is None for shape in given):
+        return False
+    known = [s for s in given if s is not None]
+    if any(_ELLIPSIS in labels for labels in subscripts.operands):
+        used = {label for o in (*subscripts.operands, subscripts.result) for label in o}
+        fresh = [letter for letter in string.ascii_letters if letter not in used]
+        subscripts = _spelled_out(subscripts, [len(s) for s in known], fresh)
+    dims: dict[str, set[shapes.Dim]] = {}
+    for labels, shape in zip(subscripts.operands, known, strict=True):
+        if len(labels) != len(shape):
+            return False
+        for label, dim in zip(labels, shape, strict=True):
+            dims.setdefault(label, set()).add(dim)
+    return all(len(found) == 1 for found in dims.values())
+
+
+# --- tensordot, inner, vdot, kron, cross, matrix_power -----------------------------------
+
+
+def _summed_axes(axes: object, left: int, right: int) -> tuple[list[int], list[int]] | None:
+    """The axes ``numpy.tensordot(x, y, axes)`` sums over, of x (rank ``left``) and of y
+    (``right``), paired in order; None where ``axes`` is not a literal gradgen reads."""
+    if isinstance(axes, int) and not isinstance(axes, bool):
+        return list(range(left - axes, left)), list(range(axes))
+    if not (isinstance(axes, tuple) and len(axes) == 2):
+        return None
+    pairs = [list(part) if isinstance(part, tuple) else [part] for part in axes]
+    if not all(isinstance(a, int) for part in pairs for a in part):
+        return None
+    if len(pairs[0]) != len(pairs[1]):
+        return None
+    return [a % left for a in pairs[0]], [b % right for b in pairs[1]]
+
+
+def _tensordot_parts(
+    c: AdjointContext, axes: object
+) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    left, right = c.rank("x"), c.rank("y")
+    if left is None or right is None:
+        return None
+    summed = _summed_axes(axes, left, right)
+    if summed is None:
+        return None
+    summed_x, summed_y = summed
+    free_x = [a for a in range(left) if a not in summed_x]
+    free_y = [b for b in range(right) if b not in summed_y]
+    return summed_x, summed_y, free_x, free_y
+
+
+def _put_back(value: str, order: list[int]) -> str:
+    """``value`` whose axes are ``order`` of the operand's, transposed to the operand's."""
+    inverse = tuple(sorted(range(len(order)), key=lambda i: order[i]))
+    return value if inverse == tuple(range(len(order))) else f"numpy.transpose({value}, {inverse})"
+
+
+def _tensordot_left(c: AdjointContext, axes: object = NOT_LITERAL) -> str:
+    # x's gradient: g contracted with y over y's free axes; x's summed axes come after,
+    # in the order of y's, and are put back in place.
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    if parts is None:
+        return f"_tensordot_dx(g, x, y, {axes!r})"
+    summed_x, summed_y, free_x, free_y = parts
+    g_axes = list(range(len(free_x), len(free_x) + len(free_y)))
+    value = f"numpy.tensordot(g, y, axes=({g_axes}, {free_y}))"
+    order = free_x + [summed_x[summed_y.index(b)] for b in sorted(summed_y)]
+    return _put_back(value, order)
+
+
+def _tensordot_right(c: AdjointContext, axes: object = NOT_LITERAL) -> str:
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    if parts is None:
+        return f"_tensordot_dy(g, x, y, {axes!r})"
+    summed_x, summed_y, free_x, free_y = parts
+    value = f"numpy.tensordot(x, g, axes=({free_x}, {list(range(len(free_x)))}))"
+    order = [summed_y[summed_x.index(a)] for a in sorted(summed_x)] + free_y
+    return _put_back(value, order)
+
+
+def _tensordot_shape(c: AdjointContext, axes: object = NOT_LITERAL) -> Shape | None:
+    axes = c.literals.get("axes") if axes is NOT_LITERAL else axes
+    parts = _tensordot_parts(c, axes)
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if parts is None or x is None or y is None:
+        return None
+    _, _, free_x, free_y = parts
+    return (*(x[a] for a in free_x), *(y[b] for b in free_y))
+
+
+def _tensordot_check(literals: dict[str, object]) -> str | None:
+    if _summed_axes(literals.get("axes"), 64, 64) is None:
+        return "np.tensordot's axes must be a whole number or a pair of lists of them"
+    return None
+
+
+_INNER = ((-1,), (-1,))  # np.inner(x, y) is np.tensordot(x, y, axes=([-1], [-1]))
+
+
+# np.inner of a number is a product: with a rank unknown, a helper looks.
+def _inner_left(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1) or ranks[1] == 0:
+        return "g * y"
+    if ranks[0] == 0:
+        return "numpy.sum(g * y)"
+    if None in ranks:
+        return "_inner_dx(g, x, y)"
+    return _tensordot_left(c, _INNER)
+
+
+def _inner_right(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1) or ranks[0] == 0:
+        return "g * x"
+    if ranks[1] == 0:
+        return "numpy.sum(g * x)"
+    if None in ranks:
+        return "_inner_dy(g, x, y)"
+    return _tensordot_right(c, _INNER)
+
+
+def _inner_shape(c: AdjointContext) -> Shape | None:
+    if c.rank("x") == 0:
+        return c.shapes.get("y")
+    if c.rank("y") == 0:
+        return c.shapes.get("x")
+    return _tensordot_shape(c, _INNER)
+
+
+def _vdot_left(c: AdjointContext) -> str:
+    # np.vdot flattens both: each entry of x meets the entry of y at its place.
+    if c.shapes.get("x") is not None and c.shapes.get("x") == c.shapes.get("y"):
+        return "g * y"
+    return "g * numpy.reshape(y, numpy.shape(x))"
+
+
+def _vdot_right(c: AdjointContext) -> str:
+    if c.shapes.get("x") is not None and c.shapes.get("x") == c.shapes.get("y"):
+        return "g * x"
+    return "g * numpy.reshape(x, numpy.shape(y))"
+
+
+def _kron_shape(c: AdjointContext) -> Shape | None:
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if x is None or y is None or len(x) != len(y):
+        return None
+    if not all(isinstance(d, int) for d in (*x, *y)):
+        return None
+    return tuple(a * b for a, b in zip(x, y, strict=True))  # type: ignore[operator]
+
+
+# np.kron(x, y) of vectors is the outer product flattened, of matrices the blocks x[i, j] y:
+# g is cut back into those (x's axes and y's interleaved) and contracted with the other.
+def _kron_left(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1):
+        return "numpy.reshape(g, (len(x), len(y))) @ y"
+    if ranks == (2, 2):
+        blocks = "numpy.reshape(g, (x.shape[0], y.shape[0], x.shape[1], y.shape[1]))"
+        return f'numpy.einsum("ikjl,kl->ij", {blocks}, y)'
+    return "_kron_dx(g, x, y)"
+
+
+def _kron_right(c: AdjointContext) -> str:
+    ranks = (c.rank("x"), c.rank("y"))
+    if ranks == (1, 1):
+        return "x @ numpy.reshape(g, (len(x), len(y)))"
+    if ranks == (2, 2):
+        blocks = "numpy.reshape(g, (x.shape[0], y.shape[0], x.shape[1], y.shape[1]))"
+        return f'numpy.einsum("ikjl,ij->kl", {blocks}, x)'
+    return "_kron_dy(g, x, y)"
+
+
+def _cross_shape(c: AdjointContext) -> Shape | None:
+    x, y = c.shapes.get("x"), c.shapes.get("y")
+    if x is None or y is None or not x or not y or x[-1] != 3 or y[-1] != 3:
+        return None
+    return shapes.broadcast(x, y)
+
+
+def _matrix_power_check(literals: dict[str, object]) -> str | None:
+    n = literals.get("n")
+    if type(n) is not int or n < 1:
+        return (
+            "np.linalg.matrix_power is differentiated for a whole number n >= 1 written out "
+            "(for a negative power, take the power of np.linalg.inv(a))"
+        )
+    return None
+
+
+def _matrix_power_adjoint(c: AdjointContext) -> str:
+    # d(A^n) = sum over k of A^k dA A^(n-1-k): the gradient is the sum of
+    # (A^k)^T g (A^(n-1-k))^T.
+    n = c.literals.get("n")
+    assert isinstance(n, int) and n >= 1, n
+
+    def power(k: int) -> str | None:
+        if k == 0:
+            return None
+        value = "x" if k == 1 else f"numpy.linalg.matrix_power(x, {k})"
+        if c.rank("x") == 2:
+            return f"{value}.T"
+        return f"numpy.swapaxes({value}, -1, -2)"
+
+    terms = []
+    for k in range(n):
+        factors = [f for f in (power(k), "g", power(n - 1 - k)) if f is not None]
+        terms.append(" @ ".join(factors))
+    return " + ".join(terms)
+
+
+def _logdet_adjoint(c: AdjointContext) -> str:
+    if c.rank("x") == 2:
+        return "g * numpy.linalg.inv(x).T"
+    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
+    return f"numpy.expand_dims(g, (-1, -2)) * {inverse}"
+
+
+def _eigenvalues_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return shape[:-1] if shape is not None and len(shape) >= 2 else None
+
+
+def _eigh_w_adjoint(c: AdjointContext) -> str:
+    # x = v diag(w) v^T: from w, v diag(g) v^T, a symmetric matrix; numpy reads x's lower
+    # triangle, so an entry below the diagonal stands for two of it.
+    if c.rank("x") == 2:
+        return "numpy.tril((v * g) @ v.T) * (2 - numpy.eye(len(w)))"
+    spread = "(v * numpy.expand_dims(g, -2)) @ numpy.swapaxes(v, -1, -2)"
+    return f"numpy.tril({spread}) * (2 - numpy.eye(w.shape[-1]))"
+
+
+def _pinv_shape(c: AdjointContext) -> Shape | None:
+    shape = c.shapes.get("x")
+    return (*shape[:-2], shape[-1], shape[-2]) if shape is not None and len(shape) >= 2 else None
+
+
+def _pinv_adjoint(c: AdjointContext) -> str:
+    # dX = -X dA X + X X^T dA^T (I - A X) + (I - X A) dA^T X^T X (Golub and Pereyra): the
+    # gradient is -X^T g X^T + (I - A X) g^T X X^T + X^T X g^T (I - X A).
+    matrix = c.rank("x") == 2
+    x_t = _t(c, "out")
+    g_t = "g.T" if matrix else "numpy.swapaxes(g, -1, -2)"
+    rows, columns = ("len(x)", "x.shape[1]") if matrix else ("x.shape[-2]", "x.shape[-1]")
+    left = f"(numpy.eye({rows}) - x @ out)"
+    right = f"(numpy.eye({columns}) - out @ x)"
+    return f"-({x_t} @ g @ {x_t}) + {left} @ {g_t} @ out @ {x_t} + {x_t} @ out @ {g_t} @ {right}"
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -1579,6 +2162,63 @@ RULES: tuple[Rule, ...] = (
          x=Depends("g @ y.T (1-D or 2-D)", functools.partial(_matmul_left, helper="_dot_dx")),
          y=Depends("x.T @ g (1-D or 2-D)", functools.partial(_matmul_right, helper="_dot_dy"))),
 
+    # --- more products and linear algebra ------------------------------------------------
+    # einsum: the gradient of each operand is an einsum of the result's gradient with the
+    # others, its subscripts rearranged when the backward is written (they are literal).
+    rule("einsum", "numpy.einsum(subscripts, *x)", nondiff=("subscripts",),
+         literal=("subscripts",), variadic=True, view=True, shape=_einsum_shape,
+         check=_einsum_check,
+         x=Depends('numpy.einsum("<result>,<others>-><operand>", g, <others>)',
+                   _einsum_adjoint)),
+    rule("tensordot", "numpy.tensordot(x, y, axes)", nondiff=("axes",), literal=("axes",),
+         shape=_tensordot_shape, check=_tensordot_check,
+         x=Depends("numpy.tensordot(g, y, axes=(y's free axes in g, y's free axes))",
+                   _tensordot_left),
+         y=Depends("numpy.tensordot(x, g, axes=(x's free axes, x's free axes in g))",
+                   _tensordot_right)),
+    rule("inner", "numpy.inner(x, y)", shape=_inner_shape,
+         x=Depends("g * y (vectors); as tensordot over the last axes", _inner_left),
+         y=Depends("g * x (vectors); as tensordot over the last axes", _inner_right)),
+    rule("vdot", "numpy.vdot(x, y)", shape=lambda c: SCALAR_SHAPE,
+         x=Depends("g * y, in x's shape", _vdot_left),
+         y=Depends("g * x, in y's shape", _vdot_right)),
+    rule("kron", "numpy.kron(x, y)", shape=_kron_shape,
+         x=Depends('numpy.einsum("ikjl,kl->ij", g in blocks, y)', _kron_left),
+         y=Depends('numpy.einsum("ikjl,ij->kl", g in blocks, x)', _kron_right)),
+    # <g, x cross y> = <x, y cross g> = <y, g cross x>
+    rule("cross", "numpy.cross(x, y)", broadcasts=True, shape=_cross_shape,
+         x="numpy.cross(y, g)", y="numpy.cross(g, x)"),
+    # The matrix-calculus adjoints, by solves where an inverse would be applied to a value;
+    # A invertible (det, solve), symmetric positive definite (cholesky).
+    rule("inv", "numpy.linalg.inv(x)", floating=True, shape=_square_shape,
+         x=Depends("-(out.T @ g @ out.T)", _inv_adjoint)),
+    rule("det", "numpy.linalg.det(x)", floating=True, shape=_det_shape,
+         x=Depends("(g * out) * numpy.linalg.inv(x).T", _det_adjoint)),
+    rule("solve", "numpy.linalg.solve(a, b)", floating=True, shape=_solve_shape,
+         a=Depends("-numpy.linalg.solve(a.T, g) @ out.T", _solve_left),
+         b=Depends("numpy.linalg.solve(a.T, g)", _solve_right)),
+    rule("matrix_power", "numpy.linalg.matrix_power(x, n)", nondiff=("n",), literal=("n",),
+         shape=_square_shape, check=_matrix_power_check,
+         x=Depends("sum over k of (x^k).T @ g @ (x^(n-1-k)).T", _matrix_power_adjoint)),
+    # pinv of a matrix of full rank (of a rank constant nearby: numpy's pinv jumps where the
+    # rank changes); X = pinv(A) of A m x n.
+    rule("pinv", "numpy.linalg.pinv(x)", floating=True, shape=_pinv_shape,
+         x=Depends("-out.T @ g @ out.T + (I - x @ out) @ g.T @ out @ out.T"
+                   " + out.T @ out @ g.T @ (I - out @ x)", _pinv_adjoint)),
+    # Several results: the sign has no gradient; log|det| has A^-T.
+    rule("slogdet", "numpy.linalg.slogdet(x)", floating=True, results=("sign", "logdet"),
+         result_shapes=lambda c: (_det_shape(c), _det_shape(c)),
+         x=each(sign=None, logdet=Depends("g * numpy.linalg.inv(x).T", _logdet_adjoint))),
+    # Distinct eigenvalues; numpy reads the lower triangle of x (as for cholesky).
+    rule("eigh", "numpy.linalg.eigh(x)", floating=True, results=("w", "v"),
+         result_shapes=lambda c: (_eigenvalues_shape(c), _square_shape(c)),
+         x=each(w=Depends("numpy.tril((v * g) @ v.T) * (2 - numpy.eye(len(w)))",
+                          _eigh_w_adjoint),
+                v="_eigh_dv(g, w, v)")),
+    # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
+    rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
+         x="_cholesky_grad(g, out)"),
+
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
          shape=_reduced, x=_SUM),
@@ -1761,6 +2401,15 @@ RULES: tuple[Rule, ...] = (
 )
 # fmt: on
 
+# Operations with several results, by the function their form calls.
+_SEVERAL: dict[tuple[str, str], Rule] = {
+    (form.func.lib or "", form.func.name): r
+    for r in RULES
+    if r.results
+    for form in r.forms
+    if isinstance(form, Call)
+}
+
 # x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
 # away), which infer.py knows.
 INDEX = next(r for r in RULES if r.name == "index")
@@ -1814,6 +2463,13 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "asarray"): ("a", "dtype=None"),
     ("numpy", "pad"): ("array", "pad_width", "mode='constant'", "constant_values=0"),
     ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
+    ("numpy", "tensordot"): ("a", "b", "axes=2"),
+    ("numpy.linalg", "matrix_power"): ("a", "n"),
+}
+# Keywords that say how numpy computes a value, not what it is (np.einsum's optimize): the
+# rule's form is matched without them, and the forward line keeps them as written.
+HOW_KEYWORDS: dict[tuple[str, str], frozenset[str]] = {
+    ("numpy", "einsum"): frozenset({"optimize"}),
 }
 # Functions whose last parameters numpy takes by keyword only: how many it takes by position
 # (np.average's fourth is ``returned``, not ``keepdims``: refused, never misread).
@@ -1886,6 +2542,8 @@ SIDE_BY_SIDE = "zip"
 ARRAY_MAKERS = frozenset(
     ("numpy", f"{kind}{like}") for kind in ("zeros", "ones", "empty") for like in ("", "_like")
 )
+# An identity matrix (np.eye(N)): its shape is (N, N).
+IDENTITY = ("numpy", "eye")
 # The user's mark on a value that is constant for gradients (the max-shift of a softmax):
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
@@ -2215,6 +2873,14 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "max",
             "min",
             "sign",
+            "inv",
+            "solve",
+            "eye",
+            "ones_like",
+            "tril",
+            "tensordot",
+            "cross",
+            "kron",
         ),
         Aliasing.NEW,
     ),
@@ -2245,8 +2911,11 @@ def canonical_call(call: Call) -> Call:
         args = [args[0], Sequence_(tuple(args[1:]))]
     signature = SIGNATURES.get(key)
     if signature is None:
-        if call.kwargs:
+        how = HOW_KEYWORDS.get(key, frozenset())
+        if any(keyword not in how for keyword, _ in call.kwargs):
             raise ValueError(f"'{call.func.spelling}' takes no keyword arguments here")
+        if call.kwargs:  # read past: the forward keeps them as written
+            return Call(call.func, call.args, (), origin=call.origin)
         return call
     names = [p.split("=")[0] for p in signature]
     if len(args) > len(names):
@@ -2365,7 +3034,7 @@ _KNOWN = known_functions()
 
 def is_opaque(func: Func) -> bool:
     """Is ``func`` a library function the table knows nothing of (``scipy.special.gammaln``,
-    ``np.linalg.slogdet``)? Its value is computed as written, and no gradient flows through
+    ``np.linalg.qr``)? Its value is computed as written, and no gradient flows through
     it: gradgen refuses it only where one would have to (``reverse.opaque_refusals``)."""
     if func.lib is None or func.lib in ("builtins", "helper", USER, RULE):
         return False

@@ -62,7 +62,9 @@ from gradgen.rules import (
     form_library,
     is_draw,
     is_opaque,
+    rule_literals,
     rules_by_priority,
+    several_results,
     without_gradient,
     written_arguments,
 )
@@ -179,6 +181,9 @@ class Stage:
     # Const of its text): it binds nothing, has no adjoint, and the backward raises it
     # again where the forward would.
     raises: bool = False
+    # An operation with several results (``sign, logdet = np.linalg.slogdet(a)``, its rule's
+    # ``results``): the names they are bound to, ``target`` first.
+    results: tuple[str, ...] = ()
 
     @property
     def reads(self) -> list[str]:
@@ -201,6 +206,8 @@ class Stage:
             return (self.target, *(j.name for j in self.branch.joins))
         if self.item:
             return self.item
+        if self.results:
+            return self.results
         return self.call.results if self.call is not None else (self.target,)
 
 
@@ -959,6 +966,13 @@ def _reads_list(call: Call, lists: set[str]) -> bool:
     return isinstance(first, Name) and first.id in lists
 
 
+def _spelling(call: Expr) -> str:
+    """How the user's code names the function ``call`` calls (np.linalg.slogdet)."""
+    if isinstance(call, Call):
+        return call.func.spelling or call.func.name
+    return "it"
+
+
 def _is_stop_gradient(expr: Expr) -> bool:
     return (
         isinstance(expr, Call)
@@ -1048,6 +1062,23 @@ def _unpack(
             current[name] = Name(target)
         builder.lower_call(plain, targets, names[0], index, top=True)
         return
+    several = several_results(plain) if isinstance(plain, Call) else None
+    if several is not None:
+        # sign, logdet = np.linalg.slogdet(a): one stage binding both
+        if len(several.results) != len(names):
+            builder.refuse(
+                assignment.origin,
+                f"{len(names)} names, but '{_spelling(plain)}' returns "
+                f"{len(several.results)} values ({', '.join(several.results)})",
+            )
+            for name in names:
+                current[name] = Const("0", 0)
+            return
+        targets = tuple(bind(name) for name in names)
+        for name, target in zip(names, targets, strict=True):
+            current[name] = Name(target)
+        builder.lower(plain, targets[0], names[0], index, top=True, results=targets)
+        return
     if is_inactive(plain):
         # N, D = x.shape: each name is an entry of a value with no gradient. A call inside
         # it (N, D = g(x).shape) is made once, before the value is split into its entries.
@@ -1056,7 +1087,13 @@ def _unpack(
             entry = Subscript(plain, (Const(str(position), position),))
             _assign(entry, name, bind(name), index, current, builder)
         return
-    builder.refuse(getattr(plain, "origin", None) or assignment.origin, _UNPACKABLE)
+    message = _UNPACKABLE
+    if isinstance(plain, Call) and is_opaque(plain.func) and not is_draw(plain.func):
+        # q, r = np.linalg.qr(a): a function of a library the table does not know
+        message = (
+            f"'{_spelling(plain)}' is not an operation gradgen can differentiate; {_UNPACKABLE}"
+        )
+    builder.refuse(getattr(plain, "origin", None) or assignment.origin, message)
     for name in names:
         current[name] = Const("0", 0)
 
@@ -1258,8 +1295,17 @@ class _Builder:
                 return None
         return arguments
 
-    def lower(self, expr: Expr, target: str, user_target: str, statement: int, top: bool) -> Expr:
-        """Stages computing ``expr``; returns the operand that holds its value."""
+    def lower(
+        self,
+        expr: Expr,
+        target: str,
+        user_target: str,
+        statement: int,
+        top: bool,
+        results: tuple[str, ...] = (),
+    ) -> Expr:
+        """Stages computing ``expr``; returns the operand that holds its value. ``results``:
+        the names of the several results of the operation ``expr`` is (unpacked)."""
         plain = unwrap(expr)
         if isinstance(plain, Call) and _is_stop_gradient(plain):
             return self.stopped(plain, target, user_target, statement, top)
@@ -1285,6 +1331,10 @@ class _Builder:
             return self.draw(plain, target, user_target, statement, top)
         if isinstance(plain, Call) and is_opaque(plain.func):
             return self.opaque(plain, target, user_target, statement, top)
+        if isinstance(plain, Subscript):
+            taken = self.taken_result(plain, target, user_target, statement, top)
+            if taken is not None:
+                return taken
         try:
             canonical = canonical_call(plain) if isinstance(plain, Call) else plain
         except ValueError as problem:
@@ -1306,11 +1356,22 @@ class _Builder:
                         f"'{variable}' must be a literal here (a number, a tuple of numbers, "
                         "a string, True, False or None): the backward is written for it",
                     )
-            refusal = rule.refuse_when(bindings) if rule.refuse_when is not None else None
-            if refusal is not None:
-                self.refuse(getattr(plain, "origin", None), refusal)
+            wrong = rule.check(rule_literals(rule, bindings)) if rule.check else None
+            if wrong is None and rule.refuse_when is not None:
+                wrong = rule.refuse_when(bindings)
+            if rule.results and len(results) != len(rule.results):
+                listed = ", ".join(rule.results)
+                wrong = (
+                    f"'{_spelling(plain)}' returns {len(rule.results)} values ({listed}): "
+                    f"unpack them ({listed} = ...) or take one ([{len(rule.results) - 1}])"
+                )
+            if wrong is not None:
+                self.refuse(getattr(plain, "origin", None), wrong)
                 return Const("0", 0)
-            name = target if top else temporary_name(self.namer, user_target, rule.name)
+            if results:
+                name = results[0]
+            else:
+                name = target if top else temporary_name(self.namer, user_target, rule.name)
             inputs = [bindings[i] for i in rule.inputs]
             lowered = inputs
             if rule.variadic:
@@ -1342,7 +1403,17 @@ class _Builder:
             )
             library = form_library(form) or self.default_library
             self.stages.append(
-                Stage(name, rule, operands, computed, library, statement, not top, nondiff)
+                Stage(
+                    name,
+                    rule,
+                    operands,
+                    computed,
+                    library,
+                    statement,
+                    not top,
+                    nondiff,
+                    results=results,
+                )
             )
             return Name(name)
         if unlisted is not None:
@@ -1353,6 +1424,34 @@ class _Builder:
             return Const("0", 0)
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
+
+    def taken_result(
+        self, index: Subscript, target: str, user_target: str, statement: int, top: bool
+    ) -> Expr | None:
+        """``np.linalg.slogdet(a)[1]``: one of an operation's several results, all bound to
+        names of their own (the one taken to ``target`` at the top of a statement); None
+        where ``index`` is not of such a call."""
+        call = unwrap(index.value)
+        several = several_results(call) if isinstance(call, Call) else None
+        if several is None:
+            return None
+        position = literal_value(index.index[0]) if len(index.index) == 1 else None
+        count = len(several.results)
+        if type(position) is not int or not -count <= position < count:
+            self.refuse(
+                index.origin,
+                f"take one of the {count} results of '{_spelling(call)}' by a whole number "
+                f"written out ([0] to [{count - 1}]), or unpack them",
+            )
+            return Const("0", 0)
+        names = tuple(
+            target
+            if top and place == position % count
+            else temporary_name(self.namer, user_target, result)
+            for place, result in enumerate(several.results)
+        )
+        self.lower(call, names[0], user_target, statement, top=False, results=names)
+        return Name(names[position])
 
     def list_read(
         self, call: Call, target: str, user_target: str, statement: int, top: bool
@@ -1597,7 +1696,20 @@ def _match(pattern: Expr, expr: Expr, bindings: dict[str, Expr]) -> bool:
     if isinstance(pattern, Call):
         assert isinstance(plain, Call)
         same_function = (pattern.func.lib, pattern.func.name) == (plain.func.lib, plain.func.name)
-        if not same_function or len(pattern.args) != len(plain.args):
+        if not same_function:
+            return False
+        starred = pattern.args[-1] if pattern.args else None
+        if isinstance(starred, UnaryOp) and starred.op == "*":
+            # ``numpy.einsum(subscripts, *x)``: x stands for the arguments after the others
+            # (one at least), as a tuple of them, which a variadic rule's x is.
+            fixed = len(pattern.args) - 1
+            if len(plain.args) <= fixed or not _match(
+                starred.operand, Sequence_(plain.args[fixed:]), bindings
+            ):
+                return False
+            pairs = zip(pattern.args[:fixed], plain.args[:fixed], strict=True)
+            return all(_match(p, e, bindings) for p, e in pairs)
+        if len(pattern.args) != len(plain.args):
             return False
         pairs = zip(pattern.args, plain.args, strict=True)
         return all(_match(p, e, bindings) for p, e in pairs)
