@@ -195,6 +195,34 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
             "reg": Scalar(0.1, 1.0),
         },
     },
+    "convolution": {
+        "conv_forward": {
+            "x": Array(("N", "C", "H", "W")),
+            "w": Array(("F", "C", "3", "3")),
+            "b": Array(("F",)),
+        },
+        "max_pool_forward": {"x": Array(("N", "C", "H", "W"))},
+        "conv_relu_pool": {
+            "x": Array(("N", "C", "H", "W")),
+            "w": Array(("F", "C", "3", "3")),
+            "b": Array(("F",)),
+        },
+    },
+    "gaussian_process": {
+        name: {
+            "log_length": Scalar(-0.5, 0.5),
+            "log_signal": Scalar(-0.5, 0.5),
+            "log_noise": Scalar(-1.0, 0.0),
+            "X": Array(("N", "D")),
+            "y": Array(("N",)),
+        }
+        for name in ("gp_nll", "gp_nll_slogdet")
+    },
+    "similarity": {
+        "cosine_similarity": {"a": Array(("D",)), "b": Array(("D",))},
+        "pairwise_cosine": {"A": Array(("N", "D")), "B": Array(("M", "D"))},
+        "rotate": {"points": Array(("N", "2")), "theta": Scalar(-3.0, 3.0)},
+    },
 }
 
 # Examples that draw random numbers: checked with the draws fixed (below).
@@ -345,12 +373,13 @@ def mapped_wrt(stem: str, name: str) -> tuple[str, ...] | None:
 def draw(stem: str, name: str, seed: str) -> dict[str, Any]:
     """Random float64 arguments of ``name``, of small random shapes, deterministic."""
     generator = numpy.random.default_rng(zlib.crc32(f"{stem} {name} {seed}".encode()))
-    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCHT"}
+    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCHTWF"}
     sizes["4H"] = 4 * sizes["H"]  # the LSTM's four gates side by side
     args: dict[str, Any] = {}
     for param, spec in PROGRAMS[stem][name].items():
         if isinstance(spec, Array):
-            shape = tuple(sizes[d] for d in spec.dims)
+            # a dimension named, or written out ("3": a 3 x 3 filter, "2": points in a plane)
+            shape = tuple(int(d) if d.isdigit() else sizes[d] for d in spec.dims)
             if spec.positive:
                 args[param] = generator.uniform(0.5, 1.5, size=shape)
             else:

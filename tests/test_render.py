@@ -23,6 +23,7 @@ import numpy
 import pytest
 
 import gradgen
+from gradgen.emit import FunctionText, ModuleText
 from gradgen.expr import (
     Attribute,
     BinOp,
@@ -41,6 +42,8 @@ from gradgen.expr import (
     simplify,
     walk,
 )
+from gradgen.format import INDENT, format_module
+from gradgen.helpers import HELPERS, helper_source
 from test_rules import ATOL, RTOL, numeric_gradient, run_module
 
 MODE = black.Mode()
@@ -581,3 +584,17 @@ def test_simplified_tree_renders_as_black_writes_it(seed: int) -> None:
     if len(line) >= SHORT:
         return
     assert black_line(line) == line
+
+
+@pytest.mark.parametrize("name", sorted(HELPERS))
+def test_a_helper_defined_in_a_function_is_written_as_it_is(name: str) -> None:
+    """A function generated alone (the decorator's) defines the helpers it calls in its own
+    body, indented: a long line there (the middle of a docstring) is not given to black one
+    by one, which cannot read it (np.einsum's helper failed so, an internal error)."""
+    lines = helper_source(name, {"numpy": "np", "math": "math"})
+    body = ["import numpy as np", "import math", *lines, "return 1.0"]
+    signature = "def f_backward(x):"
+    function = FunctionText("f_backward", signature, "Doc.", body, verbatim=len(body) - 1)
+    text = format_module(ModuleText([], [], [function]))
+    compile(text, "generated.py", "exec")
+    assert all(f"{INDENT}{line}".rstrip() in text for line in lines)

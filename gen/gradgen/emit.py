@@ -78,6 +78,10 @@ class FunctionText:
     # Comment lines written above the ``def`` (without the "# "): why a function the reader
     # may look for is absent.
     comment: list[str] = field(default_factory=list)
+    # How many of the body's first lines are written as they are (the imports and helpers a
+    # function defines for itself, already in black's style): never given to black one by
+    # one, which cannot read a line from the middle of a docstring.
+    verbatim: int = 0
 
 
 @dataclass
@@ -232,6 +236,7 @@ def emit_functions_only(program: Program, own: ModuleContext, pairs: bool = Fals
             local = [line for line in helpers.definitions() if line]
             local = [f"import {library}" for library in sorted(helpers.added)] + local
             text.body[:0] = local
+            text.verbatim = len(local)
             # An import is a statement, a helper's def line starts one; its body is indented.
             text.ties[:0] = [None for line in local if not line.startswith(" ")]
             texts.append(text)

@@ -44,7 +44,7 @@ def format_module(text: ModuleText) -> str:
             f"{INDENT}{_PLACEHOLDER.format(index)}",
         ]
     formatted = black.format_str("\n".join(skeleton) + "\n", mode=_MODE)
-    bodies = _format_bodies([f.body for f in text.functions])
+    bodies = _format_bodies([f.body for f in text.functions], [f.verbatim for f in text.functions])
     out: list[str] = []
     for line in formatted.splitlines():
         stripped = line.strip()
@@ -65,20 +65,21 @@ def _needs_black(line: str) -> bool:
     return long or line.lstrip().startswith("raise ")
 
 
-def _format_bodies(bodies: list[list[str]]) -> list[list[str]]:
+def _format_bodies(bodies: list[list[str]], verbatim: list[int]) -> list[list[str]]:
     """Indented body lines; the long ones formatted by black in a single call, each
-    different one once (F_value_and_grad repeats F_backward's statements)."""
+    different one once (F_value_and_grad repeats F_backward's statements); the first
+    ``verbatim`` lines of each body as they are."""
     long_lines = {
         line: None
-        for body in bodies
-        for line in body
+        for body, kept in zip(bodies, verbatim, strict=True)
+        for line in body[kept:]
         if line and not line.lstrip().startswith("#") and _needs_black(line)
     }
     formatted = dict(zip(long_lines, _format_statements(list(long_lines)), strict=True))
     result = []
-    for body in bodies:
-        lines: list[str] = []
-        for line in body:
+    for body, kept in zip(bodies, verbatim, strict=True):
+        lines: list[str] = [INDENT + line if line else "" for line in body[:kept]]
+        for line in body[kept:]:
             if not line:
                 lines.append("")
             elif line in formatted:
