@@ -56,6 +56,19 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "abs": [(1.5,), (-0.7,), (3.0,)],
     "max": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
     "min": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
+    # scipy.special
+    "expit": [(0.3,), (-1.7,), (2.4,), (0.0,)],
+    "logit": [(0.3,), (0.75,), (0.05,)],  # 0 < x < 1
+    "special_erf": [(0.3,), (-1.2,), (2.0,)],
+    "special_erfc": [(0.3,), (-1.2,), (2.0,)],
+    "erfinv": [(0.3,), (-0.8,), (0.95,)],  # -1 < x < 1
+    "gammaln": [(0.4,), (2.5,), (11.0,), (-1.5,)],  # log |gamma(x)| off the poles
+    "digamma": [(0.4,), (2.5,), (11.0,), (-1.5,)],
+    "xlogy": [(1.5, 0.7), (-0.75, 3.0), (0.2, 12.0)],  # y > 0
+    "xlog1py": [(1.5, 0.7), (-0.75, -0.5), (0.2, 12.0)],  # y > -1
+    "entr": [(0.4,), (1.7,), (0.05,)],  # x > 0
+    "ndtr": [(0.3,), (-1.7,), (2.4,)],
+    "log_ndtr": [(0.3,), (-1.7,), (2.4,), (-20.0,)],  # far in the lower tail too
 }
 
 
@@ -112,6 +125,65 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.clip(x, lo, hi)", x=M, lo=(4,), hi=()),
         case("np.clip(x, lo, None)", x=(4,), lo=M),
         case("np.clip(x, -0.5, hi)", x=M, hi=(3, 1)),
+    ],
+    # --- scipy.special and scipy.stats ---------------------------------------------------
+    # Weights and scales squared (plus 0.5): positive, as the functions need.
+    "logsumexp": [
+        case("logsumexp(x)", x=M),
+        case("logsumexp(x, axis=1)", x=M),
+        case("sc.logsumexp(x, axis=0, keepdims=True)", x=M),
+        case("logsumexp(x, axis=(0, 2))", x=T),
+        case("logsumexp(x, -1)", x=T),
+        case("logsumexp(x, keepdims=True)", x=M),
+        case("logsumexp(x, axis=1, b=w * w)", x=M, w=M),
+        case("scipy.special.logsumexp(x, 0, w * w, True)", x=M, w=M),
+        case("logsumexp(x, b=w * w + 0.5)", x=M, w=(4,)),  # b broadcast against x
+        case("logsumexp(x, axis=-1, b=w * w + 0.5)", x=(4,), w=(3, 1)),  # x against b
+        case("logsumexp(x, axis=0, b=w * w + 0.5)", x=(3, 1), w=M),
+        case("logsumexp(x, axis=1, b=w * w + 0.5)", x=M, w=()),
+    ],
+    "norm_logpdf": [
+        case("norm.logpdf(x)", x=M),
+        case("norm.logpdf(x, m)", x=M, m=(4,)),
+        case("norm.logpdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.logpdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.logpdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_pdf": [
+        case("norm.pdf(x)", x=M),
+        case("norm.pdf(x, m)", x=M, m=(4,)),
+        case("norm.pdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.pdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.pdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_cdf": [
+        case("norm.cdf(x)", x=M),
+        case("norm.cdf(x, m)", x=M, m=(4,)),
+        case("norm.cdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.cdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.cdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_logcdf": [
+        case("norm.logcdf(x)", x=M),
+        case("norm.logcdf(x, m)", x=M, m=(4,)),
+        case("norm.logcdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.logcdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.logcdf(x, scale=s * s + 0.5)", x=M, s=M),
+        case("norm.logcdf(x * 10)", x=M),  # far in the lower tail too
+    ],
+    "softmax": [
+        case("softmax(x)", x=M),
+        case("softmax(x, axis=1)", x=M),
+        case("sc.softmax(x, axis=0)", x=T),
+        case("scipy.special.softmax(x, -1)", x=T),
+        case("softmax(x, axis=(0, 2))", x=T),
+    ],
+    "log_softmax": [
+        case("log_softmax(x)", x=M),
+        case("log_softmax(x, axis=1)", x=M),
+        case("sc.log_softmax(x, axis=0)", x=T),
+        case("scipy.special.log_softmax(x, -1)", x=T),
+        case("log_softmax(x, axis=(0, 2))", x=T),
     ],
     # --- linear algebra -------------------------------------------------------------------
     "matmul": [

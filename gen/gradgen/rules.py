@@ -45,7 +45,20 @@ from gradgen.expr import (
 )
 from gradgen.shapes import Shape
 
-LIBRARIES = ("math", "numpy", "numpy.linalg", "scipy.special")
+LIBRARIES = (
+    "math",
+    "numpy",
+    "numpy.linalg",
+    "scipy.special",
+    "scipy.stats.norm",
+    "scipy.stats.multivariate_normal",
+)
+# Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
+# of scipy.stats): the generated code imports their module.
+LIBRARY_MODULES = {
+    "scipy.stats.norm": "scipy.stats",
+    "scipy.stats.multivariate_normal": "scipy.stats",
+}
 BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 
@@ -585,6 +598,73 @@ def _to_whole_numbers(bound: dict[str, Expr]) -> bool:
     return False
 
 
+# --- scipy.special and scipy.stats ------------------------------------------------------------
+
+# 2 / sqrt(pi), sqrt(pi) / 2 and 1 / sqrt(2 pi), written as numbers: a template names no
+# module constant.
+_TWO_OVER_ROOT_PI = "1.1283791670955126"
+_ROOT_PI_OVER_TWO = "0.886226925452758"
+_ONE_OVER_ROOT_TWO_PI = "0.3989422804014327"
+
+
+def _logsumexp_shape(c: AdjointContext) -> Shape | None:
+    spread = c.shapes.get("x")
+    if c.literals.get("b", NOT_LITERAL) is not None:
+        spread = shapes.broadcast(spread, c.shapes.get("b"))
+    return shapes.reduce(spread, c.literals.get("axis"), c.literals.get("keepdims"))
+
+
+def _summed_to(c: AdjointContext, value: str, name: str) -> str:
+    """``value``, of the shape of x and b broadcast, summed back to input ``name``'s shape
+    (scipy broadcasts the weights b against x)."""
+    if c.literals.get("b", NOT_LITERAL) is None:
+        return value
+    spread, own = shapes.broadcast(c.shapes.get("x"), c.shapes.get("b")), c.shapes.get(name)
+    if spread is None or own is None or len(own) > len(spread):
+        return f"_unbroadcast({value}, {name})"
+    if own == spread:
+        return value
+    if not own:
+        return f"numpy.sum({value})"
+    leading, kept = shapes.unbroadcast_axes(own, spread)
+    if leading:
+        value = f"numpy.sum({value}, axis={leading[0] if len(leading) == 1 else leading})"
+    if kept:
+        value = f"numpy.sum({value}, axis={kept[0] if len(kept) == 1 else kept}, keepdims=True)"
+    return value
+
+
+def _logsumexp_x(c: AdjointContext) -> str:
+    # The softmax of x (weighted by b) along the axes, times g: exp(x - out) cannot
+    # overflow, as out is at least the largest x of its group (with b = None).
+    weights = f"numpy.exp(x - {_expanded(c, 'out')})"
+    if c.literals.get("b", NOT_LITERAL) is not None:
+        weights = f"b * {weights}"
+    return _summed_to(c, f"{weights} * {_expanded(c, 'g')}", "x")
+
+
+def _logsumexp_b(c: AdjointContext) -> str:
+    return _summed_to(c, f"numpy.exp(x - {_expanded(c, 'out')}) * {_expanded(c, 'g')}", "b")
+
+
+def _normal(template: str) -> Depends:
+    """An adjoint of ``norm.<f>(x, loc, scale)``, written without a default loc (0) or scale
+    (1): ``-x * g`` for ``norm.logpdf(x)``."""
+
+    def choose(c: AdjointContext) -> str:
+        text = template
+        standard_loc = c.literals.get("loc", NOT_LITERAL) == 0
+        standard_scale = c.literals.get("scale", NOT_LITERAL) == 1
+        if standard_loc:
+            text = text.replace("(x - loc)", "x")
+        if standard_scale:
+            text = text.replace(" / scale**2", "").replace(" / scale", "")
+            text = text.replace(", loc, scale)", ")" if standard_loc else ", loc)")
+        return text
+
+    return Depends(template, choose)
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -653,6 +733,64 @@ RULES: tuple[Rule, ...] = (
          x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
          low=Depends("((x < low) * (low <= high)) * g", _clip_low_adjoint),
          high=Depends("(numpy.maximum(x, low) > high) * g", _clip_high_adjoint)),
+
+    # --- scipy.special and scipy.stats ---------------------------------------------------
+    rule("logsumexp", "scipy.special.logsumexp(x, axis, b, keepdims)",
+         nondiff=("axis", "keepdims"), literal=_AXES, floating=True, shape=_logsumexp_shape,
+         x=Depends("b * numpy.exp(x - out) * g, expanded over axis", _logsumexp_x),
+         b=Depends("numpy.exp(x - out) * g, expanded over axis", _logsumexp_b)),
+    # norm's loc and scale default to 0 and 1; z = (x - loc) / scale.
+    rule("norm_logpdf", "scipy.stats.norm.logpdf(x, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("-(x - loc) / scale**2 * g"),
+         loc=_normal("(x - loc) / scale**2 * g"),
+         scale=_normal("(((x - loc) / scale) ** 2 - 1) / scale * g")),
+    rule("norm_pdf", "scipy.stats.norm.pdf(x, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x=_normal("-out * (x - loc) / scale**2 * g"),
+         loc=_normal("out * (x - loc) / scale**2 * g"),
+         scale=_normal("out * (((x - loc) / scale) ** 2 - 1) / scale * g")),
+    rule("norm_cdf", "scipy.stats.norm.cdf(x, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x=_normal("pdf(x, loc, scale) * g"),
+         loc=_normal("-pdf(x, loc, scale) * g"),
+         scale=_normal("-pdf(x, loc, scale) * (x - loc) / scale * g")),
+    # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
+    rule("norm_logcdf", "scipy.stats.norm.logcdf(x, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         loc=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         scale=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * (x - loc) / scale * g")),
+    rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
+         x="((1 - out) * out) * g"),
+    rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
+         x="g / (x * (1 - x))"),
+    rule("special_erf", "scipy.special.erf(x)", floating=True, shape=_same,
+         x=f"({_TWO_OVER_ROOT_PI} * numpy.exp(-(x**2))) * g"),
+    rule("special_erfc", "scipy.special.erfc(x)", floating=True, shape=_same,
+         x=f"(-{_TWO_OVER_ROOT_PI} * numpy.exp(-(x**2))) * g"),
+    rule("erfinv", "scipy.special.erfinv(x)", floating=True, shape=_same,
+         x=f"({_ROOT_PI_OVER_TWO} * numpy.exp(out**2)) * g"),
+    rule("gammaln", "scipy.special.gammaln(x)", floating=True, shape=_same,
+         x="digamma(x) * g"),
+    rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
+         shape=_same, x="polygamma(1, x) * g"),
+    rule("xlogy", "scipy.special.xlogy(x, y)", broadcasts=True, floating=True,
+         shape=_broadcast, x="numpy.log(y) * g", y="(x / y) * g"),
+    rule("xlog1py", "scipy.special.xlog1py(x, y)", broadcasts=True, floating=True,
+         shape=_broadcast, x="numpy.log1p(y) * g", y="(x / (1 + y)) * g"),
+    rule("entr", "scipy.special.entr(x)", floating=True, shape=_same,
+         x="-(numpy.log(x) + 1) * g"),
+    rule("ndtr", "scipy.special.ndtr(x)", floating=True, shape=_same,
+         x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2)) * g"),
+    # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
+    rule("log_ndtr", "scipy.special.log_ndtr(x)", floating=True, shape=_same,
+         x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2 - out)) * g"),
+    rule("softmax", "scipy.special.softmax(x, axis)", nondiff=("axis",), floating=True,
+         shape=_same, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
+    rule("log_softmax", "scipy.special.log_softmax(x, axis)", nondiff=("axis",),
+         floating=True, shape=_same,
+         x="g - numpy.exp(out) * numpy.sum(g, axis=axis, keepdims=True)"),
 
     # --- linear algebra ------------------------------------------------------------------
     rule("matmul", "x @ y", "numpy.matmul(x, y)", shape=_matmul_shape,
@@ -736,6 +874,13 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "where"): ("condition", "x", "y"),
     ("numpy", "concatenate"): ("arrays", "axis=0"),
     ("numpy", "stack"): ("arrays", "axis=0"),
+    ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
+    ("scipy.special", "softmax"): ("x", "axis=None"),
+    ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    **{
+        ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
+        for f in ("logpdf", "pdf", "cdf", "logcdf")
+    },
 }
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Functions whose results have no gradient: their values flow, no adjoint is computed.
