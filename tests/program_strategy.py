@@ -154,6 +154,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
+import scipy.special
+import scipy.stats
 from hypothesis import strategies as st
 
 from gradgen.rules import (
@@ -284,9 +286,8 @@ def _analyse(rule: Rule, text: str) -> Form:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-                if func.value.id in LIBRARIES:
-                    library = func.value.id
+            if isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
+                library = ast.unparse(func.value)  # "numpy", "scipy.special", ...
             elif isinstance(func, ast.Name) and func.id in BUILTINS:
                 library = "builtins"
     function = None
@@ -350,10 +351,22 @@ for _method, _function in METHODS.items():
     METHODS_OF.setdefault(_function, []).append(_method)
 
 
-def _numpy_parameters(function: str) -> list[str]:
+# The modules (or objects) of the libraries forms name: how a program evaluates them, and
+# the parameters of their functions.
+LIBRARY_OBJECTS: dict[str, Any] = {
+    "math": math,
+    "numpy": numpy,
+    "scipy.special": scipy.special,
+    "scipy.stats.norm": scipy.stats.norm,
+}
+# What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
+SCIPY_MODULES = ("scipy.special", "scipy.stats")
+
+
+def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
     try:
-        return list(inspect.signature(getattr(numpy, function)).parameters)
-    except (AttributeError, TypeError, ValueError):
+        return list(inspect.signature(getattr(LIBRARY_OBJECTS[library], function)).parameters)
+    except (AttributeError, KeyError, TypeError, ValueError):
         return []
 
 
@@ -669,10 +682,14 @@ class Program:
         main = self.main()
         functions = list(self.helpers)
         functions.insert(self.main_at, main)
+        texts = [f.source(annotated) for f in functions]
+        for module in SCIPY_MODULES:
+            if any(f"{module}." in text for text in texts):
+                imports += f"import {module}\n"
         constants = "".join(f"{line}\n" for line in self.constants)
         if constants:
             constants = "\n" + constants
-        return f"{imports}{constants}\n\n" + "\n\n".join(f.source(annotated) for f in functions)
+        return f"{imports}{constants}\n\n" + "\n\n".join(texts)
 
     def split_sources(self, annotated: bool) -> tuple[str, str]:
         """The module as two forward modules: ``helpers.py`` holding the functions ``f``
@@ -773,7 +790,7 @@ class Builder:
     def evaluate(self, node: ast.expr, strict: bool = True) -> Any:
         """The value of ``node`` at the program's arguments; Unfit if it fails (or, when
         ``strict``, warns or leaves its domain)."""
-        namespace = {"np": numpy, "numpy": numpy, "math": math}
+        namespace = {"np": numpy, "numpy": numpy, "math": math, "scipy": scipy}
         namespace.update((name, values[0]) for name, values in self.flags.items())
         namespace.update(self.item_lists)
         namespace.update(self.env)
@@ -1076,7 +1093,7 @@ class Builder:
             else:
                 mapping[name] = value.node
         signature = form.signature
-        if signature is not None and isinstance(form.tree, ast.Call) and form.library == "numpy":
+        if signature is not None and isinstance(form.tree, ast.Call):
             return self._render_call(form, signature, mapping, inputs, nondiff, spelling)
         for name, text in nondiff.items():
             if text == OMIT:
@@ -1094,7 +1111,8 @@ class Builder:
         spelling: int,
     ) -> ast.expr:
         assert isinstance(form.tree, ast.Call) and form.function is not None
-        numpy_names = _numpy_parameters(form.function)
+        assert form.library is not None
+        numpy_names = _numpy_parameters(form.function, form.library)
         positional: list[ast.expr] = []
         keywords: list[ast.keyword] = []
         in_order = True
@@ -1121,7 +1139,7 @@ class Builder:
                 keywords.append(ast.keyword(parameter, node))
             else:
                 positional.append(node)
-        methods = METHODS_OF.get(form.function)
+        methods = METHODS_OF.get(form.function) if form.library == "numpy" else None
         first = form.tree.args[0]
         if (
             methods
@@ -1136,7 +1154,10 @@ class Builder:
             if splat and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
                 rest = list(rest[0].elts)  # x.reshape(2, -1)
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
-        func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
+        if form.library == "numpy":
+            func = ast.Attribute(ast.Name(self.alias, ast.Load()), form.function, ast.Load())
+        else:
+            func = copy.deepcopy(form.tree.func)  # scipy.special.logsumexp, as the form is
         return ast.Call(func, positional, keywords)
 
     # --- calls of the module's other functions --------------------------------------------
@@ -1439,6 +1460,23 @@ def _log1p_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"x": x if _minimum(x) >= -0.9 else _wrap(b, x, "v * v")}
 
 
+def _probability(b: Builder, term: Term) -> Term:
+    """Inside (0, 1), away from its ends: in [0.25, 0.75] once wrapped."""
+    value = numpy.asarray(term.value, dtype=float)
+    if float(numpy.min(value)) >= 0.1 and float(numpy.max(value)) <= 0.9:
+        return term
+    return _wrap(b, term, "0.5 + 0.5 * v / (1 + v * v)")
+
+
+def _above_minus_one(b: Builder, term: Term) -> Term:
+    return term if _minimum(term) >= -0.9 else _wrap(b, term, "v * v")
+
+
+def _positive_or_none(b: Builder, term: Term) -> Term:
+    """A positive value, or None where the argument may be left None (logsumexp's b)."""
+    return term if term.value is None else _positive(b, term)
+
+
 DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "log": _domain(x=_positive),
     "log2": _domain(x=_positive),
@@ -1451,6 +1489,19 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "tan": _tan_domain,
     "exp": _domain(x=lambda b, t: _small(b, t, 4.0)),
     "expm1": _domain(x=lambda b, t: _small(b, t, 4.0)),
+    # scipy.special and scipy.stats
+    "logsumexp": _domain(b=_positive_or_none),
+    "norm_logpdf": _domain(scale=_positive),
+    "norm_pdf": _domain(scale=_positive),
+    "norm_cdf": _domain(scale=_positive),
+    "norm_logcdf": _domain(scale=_positive),
+    "logit": _domain(x=_probability),
+    "erfinv": _domain(x=lambda b, t: _small(b, t, 0.9)),
+    "gammaln": _domain(x=_positive),
+    "digamma": _domain(x=_positive),
+    "xlogy": _domain(y=_positive),
+    "xlog1py": _domain(y=_above_minus_one),
+    "entr": _domain(x=_positive),
 }
 
 

@@ -141,6 +141,12 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("logsumexp(x, axis=-1, b=w * w + 0.5)", x=(4,), w=(3, 1)),  # x against b
         case("logsumexp(x, axis=0, b=w * w + 0.5)", x=(3, 1), w=M),
         case("logsumexp(x, axis=1, b=w * w + 0.5)", x=M, w=()),
+        # b has axes the sum takes away that x lacks: each of b's entries gets its own
+        case("logsumexp(x, b=w * w + 0.5)", x=(4,), w=M),
+        case("logsumexp(x, axis=0, b=w * w + 0.5)", x=(4,), w=(4, 1)),
+        case("logsumexp(x, b=w * w + 0.5)", x=(3, 1), w=(1, 4)),
+        case("logsumexp(x, keepdims=True)", x=ZERO_D),  # scipy makes it 1-D: (1,)
+        case("logsumexp(x, axis=0, b=w * w + 0.5, keepdims=True)", x=ZERO_D, w=ZERO_D),
     ],
     "norm_logpdf": [
         case("norm.logpdf(x)", x=M),
@@ -177,6 +183,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.softmax(x, axis=0)", x=T),
         case("scipy.special.softmax(x, -1)", x=T),
         case("softmax(x, axis=(0, 2))", x=T),
+        # a masked gradient of the result is not masked in x's: every entry of a row counts
+        case("np.where(x > 0, softmax(x, axis=1), 0.0)", x=M),
     ],
     "log_softmax": [
         case("log_softmax(x)", x=M),
@@ -184,6 +192,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.log_softmax(x, axis=0)", x=T),
         case("scipy.special.log_softmax(x, -1)", x=T),
         case("log_softmax(x, axis=(0, 2))", x=T),
+        case("np.where(x > 0, log_softmax(x, axis=1), 0.0)", x=M),
     ],
     # --- linear algebra -------------------------------------------------------------------
     "matmul": [

@@ -330,6 +330,12 @@ def _same(c: AdjointContext) -> Shape | None:
     return c.shapes.get("x")
 
 
+def _same_not_elementwise(c: AdjointContext) -> Shape | None:
+    """x's shape, of a result whose entries each depend on several of x's (a softmax): not
+    ``_same``, which says the operation is elementwise (masks pass through it)."""
+    return c.shapes.get("x")
+
+
 def _broadcast(c: AdjointContext) -> Shape | None:
     # Every operand counts, the condition of np.where too: it can be the widest.
     return shapes.broadcast(*(shape for name, shape in c.shapes.items() if name != "out"))
@@ -607,19 +613,27 @@ _ROOT_PI_OVER_TWO = "0.886226925452758"
 _ONE_OVER_ROOT_TWO_PI = "0.3989422804014327"
 
 
-def _logsumexp_shape(c: AdjointContext) -> Shape | None:
+def _logsumexp_spread(c: AdjointContext) -> Shape | None:
+    """The shape logsumexp reduces: x and b broadcast; at least 1-D with keepdims (scipy
+    gives a number's logsumexp with keepdims=True the shape (1,))."""
     spread = c.shapes.get("x")
     if c.literals.get("b", NOT_LITERAL) is not None:
         spread = shapes.broadcast(spread, c.shapes.get("b"))
-    return shapes.reduce(spread, c.literals.get("axis"), c.literals.get("keepdims"))
+    if spread == () and c.literals.get("keepdims") is True:
+        return (1,)
+    return spread
+
+
+def _logsumexp_shape(c: AdjointContext) -> Shape | None:
+    return shapes.reduce(_logsumexp_spread(c), c.literals.get("axis"), c.literals.get("keepdims"))
 
 
 def _summed_to(c: AdjointContext, value: str, name: str) -> str:
     """``value``, of the shape of x and b broadcast, summed back to input ``name``'s shape
-    (scipy broadcasts the weights b against x)."""
-    if c.literals.get("b", NOT_LITERAL) is None:
+    (scipy broadcasts the weights b against x, and makes a number 1-D with keepdims)."""
+    if c.literals.get("b", NOT_LITERAL) is None and c.literals.get("keepdims") is not True:
         return value
-    spread, own = shapes.broadcast(c.shapes.get("x"), c.shapes.get("b")), c.shapes.get(name)
+    spread, own = _logsumexp_spread(c), c.shapes.get(name)
     if spread is None or own is None or len(own) > len(spread):
         return f"_unbroadcast({value}, {name})"
     if own == spread:
@@ -644,7 +658,14 @@ def _logsumexp_x(c: AdjointContext) -> str:
 
 
 def _logsumexp_b(c: AdjointContext) -> str:
-    return _summed_to(c, f"numpy.exp(x - {_expanded(c, 'out')}) * {_expanded(c, 'g')}", "b")
+    value = f"numpy.exp(x - {_expanded(c, 'out')}) * {_expanded(c, 'g')}"
+    # Where b has axes that x lacks and the sum takes away, value lacks them: spread it
+    # over b's shape (numpy.ones_like(b)), so that each of b's entries gets its own.
+    spread, x = _logsumexp_spread(c), c.shapes.get("x")
+    kept = shapes.reduce(spread, c.literals.get("axis"), True)
+    if spread is None or x is None or shapes.broadcast(x, kept) != spread:
+        value = f"{value} * numpy.ones_like(b)"
+    return _summed_to(c, value, "b")
 
 
 def _normal(template: str) -> Depends:
@@ -775,10 +796,14 @@ RULES: tuple[Rule, ...] = (
          x="digamma(x) * g"),
     rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
          shape=_same, x="polygamma(1, x) * g"),
+    # numpy takes the log of a mask or of small integers (int8) in float16: the dtype says
+    # y's floating type (float64 for those).
     rule("xlogy", "scipy.special.xlogy(x, y)", broadcasts=True, floating=True,
-         shape=_broadcast, x="numpy.log(y) * g", y="(x / y) * g"),
+         shape=_broadcast, x="numpy.log(y, dtype=numpy.result_type(y, 1.0)) * g",
+         y="(x / y) * g"),
     rule("xlog1py", "scipy.special.xlog1py(x, y)", broadcasts=True, floating=True,
-         shape=_broadcast, x="numpy.log1p(y) * g", y="(x / (1 + y)) * g"),
+         shape=_broadcast, x="numpy.log1p(y, dtype=numpy.result_type(y, 1.0)) * g",
+         y="(x / (1 + y)) * g"),
     rule("entr", "scipy.special.entr(x)", floating=True, shape=_same,
          x="-(numpy.log(x) + 1) * g"),
     rule("ndtr", "scipy.special.ndtr(x)", floating=True, shape=_same,
@@ -787,9 +812,9 @@ RULES: tuple[Rule, ...] = (
     rule("log_ndtr", "scipy.special.log_ndtr(x)", floating=True, shape=_same,
          x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2 - out)) * g"),
     rule("softmax", "scipy.special.softmax(x, axis)", nondiff=("axis",), floating=True,
-         shape=_same, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
+         shape=_same_not_elementwise, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
     rule("log_softmax", "scipy.special.log_softmax(x, axis)", nondiff=("axis",),
-         floating=True, shape=_same,
+         floating=True, shape=_same_not_elementwise,
          x="g - numpy.exp(out) * numpy.sum(g, axis=axis, keepdims=True)"),
 
     # --- linear algebra ------------------------------------------------------------------
