@@ -358,6 +358,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "numpy": numpy,
     "scipy.special": scipy.special,
     "scipy.stats.norm": scipy.stats.norm,
+    "scipy.stats.multivariate_normal": scipy.stats.multivariate_normal,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
 SCIPY_MODULES = ("scipy.special", "scipy.stats")
@@ -1021,6 +1022,9 @@ class Builder:
                 if rule.variadic:
                     trial[first_name] = [*inputs[first_name], term]  # type: ignore[misc]
                 try:
+                    fit = FIT_DOMAINS.get(rule.name)
+                    if fit is not None:
+                        trial = fit(self, trial)
                     node = self.render(form, trial, nondiff, spelling=0)
                     self.evaluate(node, strict=False)
                 except Unfit:
@@ -1477,6 +1481,23 @@ def _positive_or_none(b: Builder, term: Term) -> Term:
     return term if term.value is None else _positive(b, term)
 
 
+def _covariance(b: Builder, term: Term) -> Term:
+    """A positive definite matrix made of ``term``: v @ v.T + I (np.outer(v, v) + I)."""
+    rank = numpy.ndim(term.value)
+    if rank == 2:
+        return _wrap(b, term, "v @ v.T + numpy.eye(len(v))")
+    if rank == 1:
+        return _wrap(b, term, "numpy.outer(v, v) + numpy.eye(len(v))")
+    raise Unfit(f"{term.text}: no covariance")
+
+
+# Domains an input is put into before the form is tried with it: where almost no value
+# drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
+FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
+    "multivariate_normal_logpdf": _domain(cov=_covariance),
+}
+
+
 DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "log": _domain(x=_positive),
     "log2": _domain(x=_positive),
@@ -1502,6 +1523,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "xlogy": _domain(y=_positive),
     "xlog1py": _domain(y=_above_minus_one),
     "entr": _domain(x=_positive),
+    "multivariate_normal_logpdf": _domain(cov=_covariance),
 }
 
 

@@ -177,6 +177,59 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("norm.logcdf(x, scale=s * s + 0.5)", x=M, s=M),
         case("norm.logcdf(x * 10)", x=M),  # far in the lower tail too
     ],
+    # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
+    # triangle, and so does the gradient.
+    "multivariate_normal_logpdf": [
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(4,),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, 0.2 * c + 2 * np.eye(4))",
+            x=(3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "scipy.stats.multivariate_normal.logpdf(x, None, c @ c.T + np.eye(4))",
+            x=(2, 4),
+            c=(4, 4),
+            explicit=False,
+        ),
+        # points in any array; a number broadcast against the mean
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(2, 3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, mean=m, cov=c @ c.T + np.eye(4))",
+            x=(1, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+    ],
     "softmax": [
         case("softmax(x)", x=M),
         case("softmax(x, axis=1)", x=M),

@@ -686,6 +686,73 @@ def _normal(template: str) -> Depends:
     return Depends(template, choose)
 
 
+# multivariate_normal.logpdf(x, mean, cov) = -(d log 2 pi + log det C + r C^-1 r) / 2 with
+# r = x - mean, per row of x. scipy reads cov's lower triangle alone (it is symmetric), so
+# the adjoints use that symmetric matrix, and cov's gradient is the derivative with respect
+# to the entries scipy reads: the symmetric gradient S, doubled below the diagonal, 0 above.
+_MVN_COV = "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+
+
+def _mvn_solved(c: AdjointContext) -> str:
+    """C^-1 r, point by point (x is one point or any array of them): the whitened
+    residuals."""
+    residual = "x" if c.literals.get("mean", NOT_LITERAL) is None else "(x - mean)"
+    if c.rank("x") in (1, 2) and _mvn_rows(c) is not None:
+        return f"numpy.linalg.solve({_MVN_COV}, {residual}.T).T"
+    return f"numpy.linalg.solve({_MVN_COV}, numpy.expand_dims({residual}, -1))[..., 0]"
+
+
+def _mvn_rows(c: AdjointContext) -> int | None:
+    """How many rows the result has: 0 for one point (a number), n for n > 1 rows, None
+    where not known (scipy makes the logpdf of one row a number too). Known where x is one
+    point or rows of points of cov's dimension and mean (if any) is one point of it: scipy
+    also broadcasts x and mean against each other, which the adjoints then sum back."""
+    x, cov = c.shapes.get("x"), c.shapes.get("cov")
+    mean = c.shapes.get("mean") if c.literals.get("mean", NOT_LITERAL) is not None else cov
+    if x is None or cov is None or mean is None or len(x) not in (1, 2) or len(cov) != 2:
+        return None
+    dimension = cov[0]
+    if x[-1] != dimension or mean[-1:] != (dimension,) or not isinstance(dimension, int):
+        return None
+    if len(x) == 1:
+        return 0 if dimension > 1 else None  # of dimension 1, x holds points
+    rows = x[0]
+    return rows if isinstance(rows, int) and rows > 1 else (0 if rows == 1 else None)
+
+
+def _mvn_shape(c: AdjointContext) -> Shape | None:
+    rows = _mvn_rows(c)
+    return None if rows is None else (() if rows == 0 else (rows,))
+
+
+def _mvn_x(c: AdjointContext) -> str:
+    value = f"-numpy.expand_dims(g, -1) * {_mvn_solved(c)}"
+    return value if _mvn_rows(c) is not None else f"_unbroadcast({value}, x)"
+
+
+def _mvn_mean(c: AdjointContext) -> str:
+    rows, solved = _mvn_rows(c), _mvn_solved(c)
+    if rows == 0 and c.rank("x") == 1:
+        return f"g * {solved}"
+    if rows is not None and rows > 1 and c.rank("mean") == 1:
+        return f"g @ {solved}"
+    return f"_unbroadcast(numpy.expand_dims(g, -1) * {solved}, mean)"
+
+
+def _mvn_cov(c: AdjointContext) -> str:
+    solved = _mvn_solved(c)
+    # the sum over rows of g times the outer product of each row's solved residual
+    if c.rank("x") == 1:
+        outer = f"g * numpy.outer({solved}, {solved})"
+    elif c.rank("x") == 2:
+        outer = f"(numpy.expand_dims(g, -1) * {solved}).T @ {solved}"
+    else:
+        rows = f"numpy.reshape({solved}, (-1, len(cov)))"
+        outer = f"(numpy.reshape(g, (-1, 1)) * {rows}).T @ {rows}"
+    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_MVN_COV}))"
+    return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -782,6 +849,13 @@ RULES: tuple[Rule, ...] = (
          x=_normal("numpy.exp(logpdf(x, loc, scale) - out) * g"),
          loc=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * g"),
          scale=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * (x - loc) / scale * g")),
+    rule("multivariate_normal_logpdf",
+         "scipy.stats.multivariate_normal.logpdf(x, mean, cov)", floating=True,
+         shape=_mvn_shape,
+         x=Depends("-g * solve(cov, x - mean)", _mvn_x),
+         mean=Depends("g * solve(cov, x - mean), summed over rows", _mvn_mean),
+         cov=Depends("(outer(a, a) * g - g * inv(cov)) / 2 for a = solve(cov, x - mean), "
+                     "on cov's lower triangle (which scipy reads)", _mvn_cov)),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
@@ -902,6 +976,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    # cov has a default (1: the identity) that gradgen does not read: refused without one.
+    ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
     **{
         ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
         for f in ("logpdf", "pdf", "cdf", "logcdf")
