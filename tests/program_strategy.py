@@ -359,6 +359,10 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.special": scipy.special,
     "scipy.stats.norm": scipy.stats.norm,
     "scipy.stats.multivariate_normal": scipy.stats.multivariate_normal,
+    "scipy.stats.t": scipy.stats.t,
+    "scipy.stats.gamma": scipy.stats.gamma,
+    "scipy.stats.beta": scipy.stats.beta,
+    "scipy.stats.poisson": scipy.stats.poisson,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
 SCIPY_MODULES = ("scipy.special", "scipy.stats")
@@ -1386,6 +1390,12 @@ def _index(c: Context) -> str:
     return ":"
 
 
+def _counts(c: Context) -> str:
+    """Counts (poisson's k): whole numbers. (Not a list written out: gradgen takes a list
+    literal operand for a number, and undoes no broadcasting against it.)"""
+    return str(c.choose.pick(["0", "1", "3", "2.0"]))
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "axis": _axis,
     "keepdims": _keepdims,
@@ -1397,6 +1407,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "dtype": _dtype,
     "c": _condition,
     "i": _index,
+    "k": _counts,
 }
 
 
@@ -1495,6 +1506,10 @@ def _covariance(b: Builder, term: Term) -> Term:
 # drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "t_logpdf": _domain(df=_positive, scale=_positive),
+    "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
+    "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
+    "poisson_logpmf": _domain(mu=_positive),
 }
 
 

@@ -69,6 +69,8 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "entr": [(0.4,), (1.7,), (0.05,)],  # x > 0
     "ndtr": [(0.3,), (-1.7,), (2.4,)],
     "log_ndtr": [(0.3,), (-1.7,), (2.4,), (-20.0,)],  # far in the lower tail too
+    # scipy.stats
+    "beta_logpdf": [(0.3, 2.0, 3.0), (0.7, 0.5, 1.5), (0.5, 1.2, 0.8)],  # 0 < x < 1
 }
 
 
@@ -176,6 +178,39 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("scipy.stats.norm.logcdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
         case("norm.logcdf(x, scale=s * s + 0.5)", x=M, s=M),
         case("norm.logcdf(x * 10)", x=M),  # far in the lower tail too
+    ],
+    "t_logpdf": [
+        case("t.logpdf(x, d * d + 1)", x=M, d=(4,)),
+        case("t.logpdf(x, d * d + 1, m, s * s + 0.5)", x=M, d=(), m=(4,), s=(3, 1)),
+        case("scipy.stats.t.logpdf(x, df=d * d + 1, scale=s * s + 0.5)", x=(4,), d=M, s=()),
+        case("t.logpdf(x, 3.0, loc=m)", x=M, m=M),
+    ],
+    # gamma's x above its loc
+    "gamma_logpdf": [
+        case("gamma.logpdf(x * x + 0.1, a * a + 0.5)", x=M, a=(4,)),
+        case(
+            "gamma.logpdf(x * x + 2.5, a * a + 0.5, 0.5 * m, s * s + 0.5)",
+            x=M,
+            a=(),
+            m=(4,),
+            s=(3, 1),
+        ),
+        case(
+            "scipy.stats.gamma.logpdf(x * x + 0.1, a=a * a + 0.5, scale=s * s + 0.5)",
+            x=(4,),
+            a=M,
+            s=(),
+        ),
+    ],
+    # counts k: labels, no gradient
+    "poisson_logpmf": [
+        case(
+            "poisson.logpmf(k, m * m + 0.5)",
+            m=M,
+            labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2], [1, 1, 1, 5]]},
+        ),
+        case("poisson.logpmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
+        case("scipy.stats.poisson.logpmf(3, m * m + 0.5)", m=M),
     ],
     # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
     # triangle, and so does the gradient.

@@ -269,7 +269,10 @@ SCIPY_NAMES = {
     "scipy": "import scipy.special\nimport scipy.stats\n",
     "sc": "import scipy.special as sc\n",
     "norm": "from scipy.stats import norm\n",
-    "multivariate_normal": "from scipy.stats import multivariate_normal\n",
+    **{
+        name: f"from scipy.stats import {name}\n"
+        for name in ("multivariate_normal", "t", "gamma", "poisson")
+    },
     **{
         name: f"from scipy.special import {name}\n"
         for name in ("logsumexp", "softmax", "log_softmax", "expit", "xlogy")

@@ -52,12 +52,15 @@ LIBRARIES = (
     "scipy.special",
     "scipy.stats.norm",
     "scipy.stats.multivariate_normal",
+    "scipy.stats.t",
+    "scipy.stats.gamma",
+    "scipy.stats.beta",
+    "scipy.stats.poisson",
 )
 # Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
 # of scipy.stats): the generated code imports their module.
 LIBRARY_MODULES = {
-    "scipy.stats.norm": "scipy.stats",
-    "scipy.stats.multivariate_normal": "scipy.stats",
+    library: "scipy.stats" for library in LIBRARIES if library.startswith("scipy.stats.")
 }
 BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
@@ -669,8 +672,9 @@ def _logsumexp_b(c: AdjointContext) -> str:
 
 
 def _normal(template: str) -> Depends:
-    """An adjoint of ``norm.<f>(x, loc, scale)``, written without a default loc (0) or scale
-    (1): ``-x * g`` for ``norm.logpdf(x)``."""
+    """An adjoint of ``norm.<f>(x, loc, scale)`` (or of another distribution with a loc and
+    a scale), written without a default loc (0) or scale (1): ``-x * g`` for
+    ``norm.logpdf(x)``."""
 
     def choose(c: AdjointContext) -> str:
         text = template
@@ -680,6 +684,7 @@ def _normal(template: str) -> Depends:
             text = text.replace("(x - loc)", "x")
         if standard_scale:
             text = text.replace(" / scale**2", "").replace(" / scale", "")
+            text = text.replace("scale**2 * ", "")
             text = text.replace(", loc, scale)", ")" if standard_loc else ", loc)")
         return text
 
@@ -856,6 +861,33 @@ RULES: tuple[Rule, ...] = (
          mean=Depends("g * solve(cov, x - mean), summed over rows", _mvn_mean),
          cov=Depends("(outer(a, a) * g - g * inv(cov)) / 2 for a = solve(cov, x - mean), "
                      "on cov's lower triangle (which scipy reads)", _mvn_cov)),
+    # Student's t: with z = (x - loc) / scale, log pdf = -(df + 1) / 2 * log1p(z**2 / df)
+    # - log(scale) + terms of df alone.
+    rule("t_logpdf", "scipy.stats.t.logpdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("-(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
+         df=_normal("0.5 * (scipy.special.digamma((df + 1) / 2) - scipy.special.digamma(df / 2)"
+                    " - 1 / df - numpy.log1p((x - loc) ** 2 / (scale**2 * df))"
+                    " + (df + 1) * (x - loc) ** 2 / (df * (scale**2 * df + (x - loc) ** 2))) * g"),
+         loc=_normal("(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
+         scale=_normal("((df + 1) * (x - loc) ** 2 / (scale**2 * df + (x - loc) ** 2) - 1)"
+                       " / scale * g")),
+    # gamma: with y = (x - loc) / scale, log pdf = (a - 1) log y - y - gammaln(a) - log scale.
+    rule("gamma_logpdf", "scipy.stats.gamma.logpdf(x, a, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("((a - 1) / (x - loc) - 1 / scale) * g"),
+         a=_normal("(numpy.log((x - loc) / scale) - scipy.special.digamma(a)) * g"),
+         loc=_normal("(1 / scale - (a - 1) / (x - loc)) * g"),
+         scale=_normal("((x - loc) / scale - a) / scale * g")),
+    # beta on (0, 1) (no loc or scale): (a - 1) log x + (b - 1) log(1 - x) - betaln(a, b).
+    rule("beta_logpdf", "scipy.stats.beta.logpdf(x, a, b)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x="((a - 1) / x - (b - 1) / (1 - x)) * g",
+         a="(numpy.log(x) - scipy.special.digamma(a) + scipy.special.digamma(a + b)) * g",
+         b="(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g"),
+    # poisson: k log mu - mu - gammaln(k + 1); the counts k have no gradient.
+    rule("poisson_logpmf", "scipy.stats.poisson.logpmf(k, mu)", nondiff=("k",),
+         broadcasts=True, floating=True, shape=_broadcast, mu="(k / mu - 1) * g"),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
@@ -976,6 +1008,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    ("scipy.stats.t", "logpdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.gamma", "logpdf"): ("x", "a", "loc=0", "scale=1"),
+    ("scipy.stats.beta", "logpdf"): ("x", "a", "b"),
+    ("scipy.stats.poisson", "logpmf"): ("k", "mu"),
     # cov has a default (1: the identity) that gradgen does not read: refused without one.
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
     **{
