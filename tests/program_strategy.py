@@ -363,6 +363,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.stats.gamma": scipy.stats.gamma,
     "scipy.stats.beta": scipy.stats.beta,
     "scipy.stats.poisson": scipy.stats.poisson,
+    "scipy.stats.dirichlet": scipy.stats.dirichlet,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
 SCIPY_MODULES = ("scipy.special", "scipy.stats")
@@ -1502,14 +1503,18 @@ def _covariance(b: Builder, term: Term) -> Term:
     raise Unfit(f"{term.text}: no covariance")
 
 
+def _simplex(b: Builder, term: Term) -> Term:
+    """Points of the simplex made of ``term``: its softmax over the first axis."""
+    if numpy.ndim(term.value) not in (1, 2):
+        raise Unfit(f"{term.text}: no points of a simplex")
+    return _wrap(b, term, "scipy.special.softmax(v, axis=0)")
+
+
 # Domains an input is put into before the form is tried with it: where almost no value
 # drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_logpdf": _domain(cov=_covariance),
-    "t_logpdf": _domain(df=_positive, scale=_positive),
-    "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
-    "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
-    "poisson_logpmf": _domain(mu=_positive),
+    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
 }
 
 
@@ -1539,6 +1544,11 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "xlog1py": _domain(y=_above_minus_one),
     "entr": _domain(x=_positive),
     "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "t_logpdf": _domain(df=_positive, scale=_positive),
+    "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
+    "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
+    "poisson_logpmf": _domain(mu=_positive),
 }
 
 

@@ -212,6 +212,12 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("poisson.logpmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
         case("scipy.stats.poisson.logpmf(3, m * m + 0.5)", m=M),
     ],
+    # points of the simplex: softmax over the first axis, whose adjoint keeps them there
+    "dirichlet_logpdf": [
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 3), a=(4,)),
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
+    ],
     # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
     # triangle, and so does the gradient.
     "multivariate_normal_logpdf": [

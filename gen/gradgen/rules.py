@@ -56,6 +56,7 @@ LIBRARIES = (
     "scipy.stats.gamma",
     "scipy.stats.beta",
     "scipy.stats.poisson",
+    "scipy.stats.dirichlet",
 )
 # Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
 # of scipy.stats): the generated code imports their module.
@@ -758,6 +759,15 @@ def _mvn_cov(c: AdjointContext) -> str:
     return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
 
 
+def _dirichlet_shape(c: AdjointContext) -> Shape | None:
+    """One point (d,) gives a number; points as the columns of a (d, n) array, n values
+    (a number for n = 1: scipy squeezes it)."""
+    x = c.shapes.get("x")
+    if x is None or len(x) not in (1, 2):
+        return None
+    return () if len(x) == 1 or x[1] == 1 else (x[1],)
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -888,6 +898,14 @@ RULES: tuple[Rule, ...] = (
     # poisson: k log mu - mu - gammaln(k + 1); the counts k have no gradient.
     rule("poisson_logpmf", "scipy.stats.poisson.logpmf(k, mu)", nondiff=("k",),
          broadcasts=True, floating=True, shape=_broadcast, mu="(k / mu - 1) * g"),
+    # dirichlet: x a point of the simplex (d,) or points as columns (d, n); x's gradient is
+    # one of the simplex (any multiple of ones may be added: sum(x) stays 1).
+    rule("dirichlet_logpdf", "scipy.stats.dirichlet.logpdf(x, alpha)", floating=True,
+         shape=_dirichlet_shape,
+         x="((alpha - 1) / x.T).T * g",
+         alpha="numpy.reshape(numpy.log(x), (len(alpha), -1)) @ numpy.ravel(g)"
+               " + numpy.sum(g) * (scipy.special.digamma(numpy.sum(alpha))"
+               " - scipy.special.digamma(alpha))"),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
