@@ -1607,7 +1607,15 @@ FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
     "argmin": lambda x: _unique_top(x, numpy.min),
 }
 
+
+def _inside_gamma_support(app: Application) -> bool:
+    """gamma's x above its loc, not at the edge (x == loc: 0 / 0 in the gradient)."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    return bool(numpy.all(x - numpy.asarray(app.inputs["loc"], dtype=float) >= MARGIN))
+
+
 KINKS: dict[str, Callable[[Application], bool]] = {
+    "gamma_logpdf": _inside_gamma_support,
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
     "min": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
