@@ -1,7 +1,7 @@
 """Poisson regression: the negative log-likelihood of counts y at rates exp(X @ beta).
 
-log p(y | mu) = y log(mu) - mu - log(y!), and log(y!) = gammaln(y + 1). gradgen has no rule
-for ``scipy.special.gammaln`` and needs none: the counts are data, so no gradient flows
+log p(y | mu) = y log(mu) - mu - log(y!), and log(y!) = gammaln(y + 1). gradgen has a rule
+for ``scipy.special.gammaln`` but needs none here: the counts are data, so no gradient flows
 through it, and it is computed as a constant. The backward is generated with respect to
 ``beta`` only (``wrt = { poisson_nll = ["beta"] }`` in pyproject.toml, or
 ``--wrt poisson_nll=beta``), and is the textbook ``X.T @ (mu - y)``.

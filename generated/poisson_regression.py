@@ -7,37 +7,17 @@ import numpy as np
 from scipy.special import gammaln
 
 
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def poisson_nll_backward(beta, X, y, dnll=1.0):
     """Gradient of poisson_nll with respect to beta."""
-    # Recomputes: eta, mu, nll_sub, nll_add.
+    # Recomputes: eta, mu, nll_add.
     eta = X @ beta
     mu = np.exp(eta)
-    nll_sub = mu - y * eta
-    nll_add = nll_sub + gammaln(y + 1)
+    nll_add = mu - y * eta + gammaln(y + 1)
 
     # backprop nll = np.sum(mu - y * eta + gammaln(y + 1))
     dnll_add = np.full_like(nll_add, dnll, dtype=np.result_type(nll_add, dnll))
-    dnll_sub = _unbroadcast(dnll_add, nll_sub)
-    dmu = dnll_sub
-    dnll_mul = -dnll_sub
+    dmu = dnll_add
+    dnll_mul = -dnll_add
     deta = y * dnll_mul
     # backprop mu = np.exp(eta)
     deta += mu * dmu
@@ -50,15 +30,13 @@ def poisson_nll_value_and_grad(beta, X, y, dnll=1.0):
     """poisson_nll and its gradient with respect to beta."""
     eta = X @ beta
     mu = np.exp(eta)
-    nll_sub = mu - y * eta
-    nll_add = nll_sub + gammaln(y + 1)
+    nll_add = mu - y * eta + gammaln(y + 1)
     nll = np.sum(nll_add)
 
     # backprop nll = np.sum(mu - y * eta + gammaln(y + 1))
     dnll_add = np.full_like(nll_add, dnll, dtype=np.result_type(nll_add, dnll))
-    dnll_sub = _unbroadcast(dnll_add, nll_sub)
-    dmu = dnll_sub
-    dnll_mul = -dnll_sub
+    dmu = dnll_add
+    dnll_mul = -dnll_add
     deta = y * dnll_mul
     # backprop mu = np.exp(eta)
     deta += mu * dmu

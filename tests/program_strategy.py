@@ -154,6 +154,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
+import numpy.lib.stride_tricks
+import scipy.special
+import scipy.stats
 from hypothesis import strategies as st
 
 from gradgen.rules import (
@@ -285,11 +288,8 @@ def _analyse(rule: Rule, text: str) -> Form:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-                if func.value.id in LIBRARIES:
-                    library = func.value.id
-            elif isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
-                library = ast.unparse(func.value)  # a submodule's: numpy.linalg.norm
+            if isinstance(func, ast.Attribute) and ast.unparse(func.value) in LIBRARIES:
+                library = ast.unparse(func.value)  # "numpy", "scipy.special", ...
             elif isinstance(func, ast.Name) and func.id in BUILTINS:
                 library = "builtins"
     function = None
@@ -353,13 +353,30 @@ for _method, _function in METHODS.items():
     METHODS_OF.setdefault(_function, []).append(_method)
 
 
+# The modules (or objects) of the libraries forms name: how a program evaluates them, and
+# the parameters of their functions.
+LIBRARY_OBJECTS: dict[str, Any] = {
+    "math": math,
+    "numpy": numpy,
+    "numpy.linalg": numpy.linalg,
+    "numpy.lib.stride_tricks": numpy.lib.stride_tricks,
+    "scipy.special": scipy.special,
+    "scipy.stats.norm": scipy.stats.norm,
+    "scipy.stats.multivariate_normal": scipy.stats.multivariate_normal,
+    "scipy.stats.t": scipy.stats.t,
+    "scipy.stats.gamma": scipy.stats.gamma,
+    "scipy.stats.beta": scipy.stats.beta,
+    "scipy.stats.poisson": scipy.stats.poisson,
+    "scipy.stats.dirichlet": scipy.stats.dirichlet,
+}
+# What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
+SCIPY_MODULES = ("scipy.special", "scipy.stats")
+
+
 def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
-    module: Any = numpy
-    for part in library.split(".")[1:]:  # numpy.linalg
-        module = getattr(module, part)
     try:
-        return list(inspect.signature(getattr(module, function)).parameters)
-    except (AttributeError, TypeError, ValueError):
+        return list(inspect.signature(getattr(LIBRARY_OBJECTS[library], function)).parameters)
+    except (AttributeError, KeyError, TypeError, ValueError):
         return []
 
 
@@ -678,10 +695,14 @@ class Program:
         main = self.main()
         functions = list(self.helpers)
         functions.insert(self.main_at, main)
+        texts = [f.source(annotated) for f in functions]
+        for module in SCIPY_MODULES:
+            if any(f"{module}." in text for text in texts):
+                imports += f"import {module}\n"
         constants = "".join(f"{line}\n" for line in self.constants)
         if constants:
             constants = "\n" + constants
-        return f"{imports}{constants}\n\n" + "\n\n".join(f.source(annotated) for f in functions)
+        return f"{imports}{constants}\n\n" + "\n\n".join(texts)
 
     def split_sources(self, annotated: bool) -> tuple[str, str]:
         """The module as two forward modules: ``helpers.py`` holding the functions ``f``
@@ -782,7 +803,7 @@ class Builder:
     def evaluate(self, node: ast.expr, strict: bool = True) -> Any:
         """The value of ``node`` at the program's arguments; Unfit if it fails (or, when
         ``strict``, warns or leaves its domain)."""
-        namespace = {"np": numpy, "numpy": numpy, "math": math}
+        namespace = {"np": numpy, "numpy": numpy, "math": math, "scipy": scipy}
         namespace.update((name, values[0]) for name, values in self.flags.items())
         namespace.update(self.item_lists)
         namespace.update(self.env)
@@ -1024,6 +1045,9 @@ class Builder:
                 if rule.variadic:
                     trial[first_name] = [*inputs[first_name], term]  # type: ignore[misc]
                 try:
+                    fit = FIT_DOMAINS.get(rule.name)
+                    if fit is not None:
+                        trial = fit(self, trial)
                     node = self.render(form, trial, nondiff, spelling=0)
                     self.evaluate(node, strict=False)
                 except Unfit:
@@ -1100,8 +1124,7 @@ class Builder:
             else:
                 mapping[name] = value.node
         signature = form.signature
-        in_numpy = (form.library or "").split(".")[0] == "numpy"
-        if signature is not None and isinstance(form.tree, ast.Call) and in_numpy:
+        if signature is not None and isinstance(form.tree, ast.Call):
             return self._render_call(form, signature, mapping, inputs, nondiff, spelling)
         for name, text in nondiff.items():
             if text == OMIT:
@@ -1168,10 +1191,13 @@ class Builder:
             if splat and len(rest) == 1 and isinstance(rest[0], ast.Tuple):
                 rest = list(rest[0].elts)  # x.reshape(2, -1)
             return ast.Call(ast.Attribute(receiver, method, ast.Load()), rest, keywords)
-        module: ast.expr = ast.Name(self.alias, ast.Load())
-        for part in form.library.split(".")[1:]:  # np.linalg.norm
-            module = ast.Attribute(module, part, ast.Load())
-        func = ast.Attribute(module, form.function, ast.Load())
+        if form.library.split(".")[0] == "numpy":  # np.exp, np.linalg.norm
+            module: ast.expr = ast.Name(self.alias, ast.Load())
+            for part in form.library.split(".")[1:]:
+                module = ast.Attribute(module, part, ast.Load())
+            func: ast.expr = ast.Attribute(module, form.function, ast.Load())
+        else:
+            func = copy.deepcopy(form.tree.func)  # scipy.special.logsumexp, as the form is
         return ast.Call(func, positional, keywords)
 
     # --- calls of the module's other functions --------------------------------------------
@@ -1584,6 +1610,19 @@ def _subscripts(c: Context) -> str:
     return repr(text)
 
 
+def _k(c: Context) -> str:
+    """``k``: poisson's counts; the diagonal of np.triu, np.tril, np.diag."""
+    if c.form.library == "scipy.stats.poisson":
+        return _counts(c)
+    return _whole_number(-2, 2, omit=True)(c)
+
+
+def _counts(c: Context) -> str:
+    """Counts (poisson's k): whole numbers. (Not a list written out: gradgen takes a list
+    literal operand for a number, and undoes no broadcasting against it.)"""
+    return str(c.choose.pick(["0", "1", "3", "2.0"]))
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "subscripts": _subscripts,
     "axis": _axis,
@@ -1607,7 +1646,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "source": _small_axis,
     "destination": _small_axis,
     "start": _start,
-    "k": _whole_number(-2, 2, omit=True),
+    "k": _k,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1761,6 +1800,48 @@ def _log1p_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"x": x if _minimum(x) >= -0.9 else _wrap(b, x, "v * v")}
 
 
+def _probability(b: Builder, term: Term) -> Term:
+    """Inside (0, 1), away from its ends: in [0.25, 0.75] once wrapped."""
+    value = numpy.asarray(term.value, dtype=float)
+    if float(numpy.min(value)) >= 0.1 and float(numpy.max(value)) <= 0.9:
+        return term
+    return _wrap(b, term, "0.5 + 0.5 * v / (1 + v * v)")
+
+
+def _above_minus_one(b: Builder, term: Term) -> Term:
+    return term if _minimum(term) >= -0.9 else _wrap(b, term, "v * v")
+
+
+def _positive_or_none(b: Builder, term: Term) -> Term:
+    """A positive value, or None where the argument may be left None (logsumexp's b)."""
+    return term if term.value is None else _positive(b, term)
+
+
+def _covariance(b: Builder, term: Term) -> Term:
+    """A positive definite matrix made of ``term``: v @ v.T + I (np.outer(v, v) + I)."""
+    rank = numpy.ndim(term.value)
+    if rank == 2:
+        return _wrap(b, term, "v @ v.T + numpy.eye(len(v))")
+    if rank == 1:
+        return _wrap(b, term, "numpy.outer(v, v) + numpy.eye(len(v))")
+    raise Unfit(f"{term.text}: no covariance")
+
+
+def _simplex(b: Builder, term: Term) -> Term:
+    """Points of the simplex made of ``term``: its softmax over the first axis."""
+    if numpy.ndim(term.value) not in (1, 2):
+        raise Unfit(f"{term.text}: no points of a simplex")
+    return _wrap(b, term, "scipy.special.softmax(v, axis=0)")
+
+
+# Domains an input is put into before the form is tried with it: where almost no value
+# drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
+FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
+    "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+}
+
+
 DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "log": _domain(x=_positive),
     "log2": _domain(x=_positive),
@@ -1797,6 +1878,25 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "eigh": _domain(x=_positive_definite),
     "matrix_power": _domain(x=lambda b, t: _square(b, t)),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
+    # scipy.special and scipy.stats
+    "logsumexp": _domain(b=_positive_or_none),
+    "norm_logpdf": _domain(scale=_positive),
+    "norm_pdf": _domain(scale=_positive),
+    "norm_cdf": _domain(scale=_positive),
+    "norm_logcdf": _domain(scale=_positive),
+    "logit": _domain(x=_probability),
+    "erfinv": _domain(x=lambda b, t: _small(b, t, 0.9)),
+    "gammaln": _domain(x=_positive),
+    "digamma": _domain(x=_positive),
+    "xlogy": _domain(y=_positive),
+    "xlog1py": _domain(y=_above_minus_one),
+    "entr": _domain(x=_positive),
+    "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "t_logpdf": _domain(df=_positive, scale=_positive),
+    "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
+    "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
+    "poisson_logpmf": _domain(mu=_positive),
 }
 
 
@@ -1948,7 +2048,14 @@ def _unique_max_and_min(app: Application) -> bool:
     return _unique_extreme(as_max) and _unique_extreme(dataclasses.replace(app, rule="amin"))
 
 
+def _inside_gamma_support(app: Application) -> bool:
+    """gamma's x above its loc, not at the edge (x == loc: 0 / 0 in the gradient)."""
+    x = numpy.asarray(app.inputs["x"], dtype=float)
+    return bool(numpy.all(x - numpy.asarray(app.inputs["loc"], dtype=float) >= MARGIN))
+
+
 KINKS: dict[str, Callable[[Application], bool]] = {
+    "gamma_logpdf": _inside_gamma_support,
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
     "min": lambda app: _apart(app.inputs["x"], app.inputs["y"]),

@@ -83,6 +83,21 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "abs": [(1.5,), (-0.7,), (3.0,)],
     "max": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
     "min": [(1.5, -0.5), (-0.5, 1.5), (2.0, 1.0), (-3.0, -1.0)],
+    # scipy.special
+    "expit": [(0.3,), (-1.7,), (2.4,), (0.0,)],
+    "logit": [(0.3,), (0.75,), (0.05,)],  # 0 < x < 1
+    "special_erf": [(0.3,), (-1.2,), (2.0,)],
+    "special_erfc": [(0.3,), (-1.2,), (2.0,)],
+    "erfinv": [(0.3,), (-0.8,), (0.95,)],  # -1 < x < 1
+    "gammaln": [(0.4,), (2.5,), (11.0,), (-1.5,)],  # log |gamma(x)| off the poles
+    "digamma": [(0.4,), (2.5,), (11.0,), (-1.5,)],
+    "xlogy": [(1.5, 0.7), (-0.75, 3.0), (0.2, 12.0)],  # y > 0
+    "xlog1py": [(1.5, 0.7), (-0.75, -0.5), (0.2, 12.0)],  # y > -1
+    "entr": [(0.4,), (1.7,), (0.05,)],  # x > 0
+    "ndtr": [(0.3,), (-1.7,), (2.4,)],
+    "log_ndtr": [(0.3,), (-1.7,), (2.4,), (-20.0,)],  # far in the lower tail too
+    # scipy.stats
+    "beta_logpdf": [(0.3, 2.0, 3.0), (0.7, 0.5, 1.5), (0.5, 1.2, 0.8)],  # 0 < x < 1
 }
 
 
@@ -139,6 +154,166 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.clip(x, lo, hi)", x=M, lo=(4,), hi=()),
         case("np.clip(x, lo, None)", x=(4,), lo=M),
         case("np.clip(x, -0.5, hi)", x=M, hi=(3, 1)),
+    ],
+    # --- scipy.special and scipy.stats ---------------------------------------------------
+    # Weights and scales squared (plus 0.5): positive, as the functions need.
+    "logsumexp": [
+        case("logsumexp(x)", x=M),
+        case("logsumexp(x, axis=1)", x=M),
+        case("sc.logsumexp(x, axis=0, keepdims=True)", x=M),
+        case("logsumexp(x, axis=(0, 2))", x=T),
+        case("logsumexp(x, -1)", x=T),
+        case("logsumexp(x, keepdims=True)", x=M),
+        case("logsumexp(x, axis=1, b=w * w)", x=M, w=M),
+        case("scipy.special.logsumexp(x, 0, w * w, True)", x=M, w=M),
+        case("logsumexp(x, b=w * w + 0.5)", x=M, w=(4,)),  # b broadcast against x
+        case("logsumexp(x, axis=-1, b=w * w + 0.5)", x=(4,), w=(3, 1)),  # x against b
+        case("logsumexp(x, axis=0, b=w * w + 0.5)", x=(3, 1), w=M),
+        case("logsumexp(x, axis=1, b=w * w + 0.5)", x=M, w=()),
+        # b has axes the sum takes away that x lacks: each of b's entries gets its own
+        case("logsumexp(x, b=w * w + 0.5)", x=(4,), w=M),
+        case("logsumexp(x, axis=0, b=w * w + 0.5)", x=(4,), w=(4, 1)),
+        case("logsumexp(x, b=w * w + 0.5)", x=(3, 1), w=(1, 4)),
+        case("logsumexp(x, keepdims=True)", x=ZERO_D),  # scipy makes it 1-D: (1,)
+        case("logsumexp(x, axis=0, b=w * w + 0.5, keepdims=True)", x=ZERO_D, w=ZERO_D),
+    ],
+    "norm_logpdf": [
+        case("norm.logpdf(x)", x=M),
+        case("norm.logpdf(x, m)", x=M, m=(4,)),
+        case("norm.logpdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.logpdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.logpdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_pdf": [
+        case("norm.pdf(x)", x=M),
+        case("norm.pdf(x, m)", x=M, m=(4,)),
+        case("norm.pdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.pdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.pdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_cdf": [
+        case("norm.cdf(x)", x=M),
+        case("norm.cdf(x, m)", x=M, m=(4,)),
+        case("norm.cdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.cdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.cdf(x, scale=s * s + 0.5)", x=M, s=M),
+    ],
+    "norm_logcdf": [
+        case("norm.logcdf(x)", x=M),
+        case("norm.logcdf(x, m)", x=M, m=(4,)),
+        case("norm.logcdf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.logcdf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.logcdf(x, scale=s * s + 0.5)", x=M, s=M),
+        case("norm.logcdf(x * 10)", x=M),  # far in the lower tail too
+    ],
+    "t_logpdf": [
+        case("t.logpdf(x, d * d + 1)", x=M, d=(4,)),
+        case("t.logpdf(x, d * d + 1, m, s * s + 0.5)", x=M, d=(), m=(4,), s=(3, 1)),
+        case("scipy.stats.t.logpdf(x, df=d * d + 1, scale=s * s + 0.5)", x=(4,), d=M, s=()),
+        case("t.logpdf(x, 3.0, loc=m)", x=M, m=M),
+    ],
+    # gamma's x above its loc
+    "gamma_logpdf": [
+        case("gamma.logpdf(x * x + 0.1, a * a + 0.5)", x=M, a=(4,)),
+        case(
+            "gamma.logpdf(x * x + 2.5, a * a + 0.5, 0.5 * m, s * s + 0.5)",
+            x=M,
+            a=(),
+            m=(4,),
+            s=(3, 1),
+        ),
+        case(
+            "scipy.stats.gamma.logpdf(x * x + 0.1, a=a * a + 0.5, scale=s * s + 0.5)",
+            x=(4,),
+            a=M,
+            s=(),
+        ),
+    ],
+    # counts k: labels, no gradient
+    "poisson_logpmf": [
+        case(
+            "poisson.logpmf(k, m * m + 0.5)",
+            m=M,
+            labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2], [1, 1, 1, 5]]},
+        ),
+        case("poisson.logpmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
+        case("scipy.stats.poisson.logpmf(3, m * m + 0.5)", m=M),
+    ],
+    # points of the simplex: softmax over the first axis, whose adjoint keeps them there
+    "dirichlet_logpdf": [
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 3), a=(4,)),
+        case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
+    ],
+    # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
+    # triangle, and so does the gradient.
+    "multivariate_normal_logpdf": [
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(4,),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, 0.2 * c + 2 * np.eye(4))",
+            x=(3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "scipy.stats.multivariate_normal.logpdf(x, None, c @ c.T + np.eye(4))",
+            x=(2, 4),
+            c=(4, 4),
+            explicit=False,
+        ),
+        # points in any array; a number broadcast against the mean
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(2, 3, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, m, c @ c.T + np.eye(4))",
+            x=(),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.logpdf(x, mean=m, cov=c @ c.T + np.eye(4))",
+            x=(1, 4),
+            m=(4,),
+            c=(4, 4),
+            explicit=False,
+        ),
+    ],
+    "softmax": [
+        case("softmax(x)", x=M),
+        case("softmax(x, axis=1)", x=M),
+        case("sc.softmax(x, axis=0)", x=T),
+        case("scipy.special.softmax(x, -1)", x=T),
+        case("softmax(x, axis=(0, 2))", x=T),
+        # a masked gradient of the result is not masked in x's: every entry of a row counts
+        case("np.where(x > 0, softmax(x, axis=1), 0.0)", x=M),
+    ],
+    "log_softmax": [
+        case("log_softmax(x)", x=M),
+        case("log_softmax(x, axis=1)", x=M),
+        case("sc.log_softmax(x, axis=0)", x=T),
+        case("scipy.special.log_softmax(x, -1)", x=T),
+        case("log_softmax(x, axis=(0, 2))", x=T),
+        case("np.where(x > 0, log_softmax(x, axis=1), 0.0)", x=M),
     ],
     # --- linear algebra -------------------------------------------------------------------
     "matmul": [

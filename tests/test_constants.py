@@ -108,18 +108,24 @@ def test_poisson_regression_with_wrt_beta_matches_central_differences() -> None:
     numpy.testing.assert_array_equal(dbeta_again, dbeta)
 
 
-def test_poisson_regression_without_wrt_is_refused_at_the_call() -> None:
-    # The refusal needs no scipy: gradgen reads the source and runs nothing.
-    with pytest.raises(GradgenError) as caught:
-        generated(POISSON)
-    (diagnostic,) = caught.value.diagnostics
-    assert (diagnostic.line, diagnostic.column) == (7, 43)
-    assert diagnostic.message == (
-        "'gammaln' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
-        "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the "
-        "function a rule with @gradgen.backward_of)"
+def test_poisson_regression_without_wrt_differentiates_the_counts_through_gammaln() -> None:
+    # gammaln has a rule (its derivative is digamma): without wrt, y gets its gradient too.
+    text = generated(POISSON)
+    forward = run_module(POISSON, "forward.py")["poisson_nll"]
+    namespace = run_module(text, "generated.py")
+    generator = rng("poisson counts")
+    X = generator.normal(size=(6, 3)) * 0.5
+    y = generator.uniform(0.5, 4.0, size=6)
+    beta = generator.normal(size=3) * 0.5
+    dX, dy, dbeta = namespace["poisson_nll_backward"](X, y, beta)
+    assert "scipy.special.digamma(" in text, text  # imported for the backward
+
+    def nll(X: Any, y: Any, beta: Any) -> float:
+        return float(forward(X, y, beta))
+
+    assert_matches_central_differences(
+        nll, {"X": dX, "y": dy, "beta": dbeta}, {"X": X, "y": y, "beta": beta}
     )
-    assert caught.value.render().startswith("forward.py:7:43: error: 'gammaln' is not")
 
 
 def test_scalar_poisson_log_likelihood_with_a_math_function_gradgen_has_no_rule_for() -> None:

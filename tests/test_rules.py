@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import re
 import textwrap
 import zlib
 from collections.abc import Callable
@@ -31,14 +32,44 @@ ATOL = 1e-8
 # --- helpers ------------------------------------------------------------------------------
 
 
-def forward_module(form: str, inputs: tuple[str, ...], *, assign: bool, alias: bool) -> str:
-    """``def f(<inputs>)`` returning ``form``, directly or through ``out = <form>``."""
+def forward_module(
+    form: str, inputs: tuple[str, ...], *, assign: bool, alias: bool, scipy: str = "import"
+) -> str:
+    """``def f(<inputs>)`` returning ``form``, directly or through ``out = <form>``; a
+    scipy form spelled ``scipy.special.expit`` under ``import scipy.special`` (``scipy``
+    "import"), ``expit`` under ``from scipy.special import expit`` and ``norm.logpdf`` under
+    ``from scipy.stats import norm`` ("from"), or ``sc.expit``, ``st.norm.logpdf`` ("alias")."""
     imports = "import math\nimport numpy as np\n" if alias else "import math\nimport numpy\n"
     if alias:
         form = form.replace("numpy.", "np.")
+    if "scipy." in form:
+        imports += _scipy_imports(form, scipy)
+        form = _scipy_spelled(form, scipy)
     params = ", ".join(inputs)
     body = f"    out = {form}\n    return out\n" if assign else f"    return {form}\n"
     return f"{imports}\n\ndef f({params}):\n{body}"
+
+
+SCIPY_CALL = re.compile(r"scipy\.(special|stats)\.(\w+)")
+
+
+def _scipy_imports(form: str, spelling: str) -> str:
+    modules = sorted({m.group(1) for m in SCIPY_CALL.finditer(form)})
+    if spelling == "import":
+        return "".join(f"import scipy.{module}\n" for module in modules)
+    if spelling == "alias":
+        aliases = {"special": "sc", "stats": "st"}
+        return "".join(f"import scipy.{module} as {aliases[module]}\n" for module in modules)
+    names = sorted({(m.group(1), m.group(2)) for m in SCIPY_CALL.finditer(form)})
+    return "".join(f"from scipy.{module} import {name}\n" for module, name in names)
+
+
+def _scipy_spelled(form: str, spelling: str) -> str:
+    if spelling == "import":
+        return form
+    if spelling == "alias":
+        return form.replace("scipy.special.", "sc.").replace("scipy.stats.", "st.")
+    return form.replace("scipy.special.", "").replace("scipy.stats.", "")
 
 
 def run_module(text: str, filename: str = "<module>") -> dict[str, Any]:
@@ -120,17 +151,21 @@ def test_sample_points_have_one_value_per_input() -> None:
 
 # --- every form, every point, against finite differences ----------------------------------
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "return": {"assign": False, "alias": False},  # return <form>
     "assign": {"assign": True, "alias": False},  # out = <form>; return out
     "np-alias": {"assign": False, "alias": True},  # numpy spelled np
     "np-alias-assign": {"assign": True, "alias": True},
+    "scipy-from": {"assign": False, "alias": False, "scipy": "from"},  # from scipy.x import f
+    "scipy-alias": {"assign": True, "alias": True, "scipy": "alias"},  # sc.f, st.norm.f
 }
 
 
 def _variants_for(form: str) -> list[str]:
+    if "scipy." in form:
+        return ["return", "assign", "scipy-from", "scipy-alias"]
     if "numpy." in form:
-        return list(VARIANTS)
+        return ["return", "assign", "np-alias", "np-alias-assign"]
     return ["return", "assign"]
 
 
@@ -225,7 +260,37 @@ def array_module(
     """``def f(<parameters>)`` returning the case's expression, or ``np.sum((expr) * C)``."""
     params = [f'{n}: "{dims(s)}"' if annotated else n for n, s in shapes.items()]
     body = f"np.sum(({case.expr}) * C)" if weighted else case.expr
-    return f"import numpy as np\n\n\ndef f({', '.join(params)}):\n    return {body}\n"
+    imports = "import numpy as np\n" + scipy_imports(case.expr)
+    return f"{imports}\n\ndef f({', '.join(params)}):\n    return {body}\n"
+
+
+# The names array cases spell scipy with, and how a module imports each.
+SCIPY_NAMES = {
+    "scipy": "import scipy.special\nimport scipy.stats\n",
+    "sc": "import scipy.special as sc\n",
+    "norm": "from scipy.stats import norm\n",
+    **{
+        name: f"from scipy.stats import {name}\n"
+        for name in ("multivariate_normal", "t", "gamma", "poisson", "dirichlet")
+    },
+    **{
+        name: f"from scipy.special import {name}\n"
+        for name in ("logsumexp", "softmax", "log_softmax", "expit", "xlogy")
+    },
+}
+
+
+def scipy_imports(expr: str) -> str:
+    """The imports of the scipy names ``expr`` reads (an attribute is no name of its own)."""
+    return "".join(
+        line for name, line in SCIPY_NAMES.items() if re.search(rf"(?<![\w.]){name}\b", expr)
+    )
+
+
+def scipy_namespace(expr: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    exec(scipy_imports(expr), namespace)
+    return namespace
 
 
 def numeric_gradient(loss: Callable[..., float], args: dict[str, Any], name: str) -> Any:
@@ -266,7 +331,8 @@ def owned_arrays(gradients: dict[str, Any], others: dict[str, Any], generated: s
 
 def check_array_case(case: ArrayCase, *, weighted: bool, annotated: bool) -> None:
     values = array_values(case)
-    expr_value = eval(case.expr, {"np": numpy}, dict(values))  # the expression's own value
+    # the expression's own value
+    expr_value = eval(case.expr, {"np": numpy, **scipy_namespace(case.expr)}, dict(values))
     out_shape = numpy.shape(expr_value)
     shapes = {name: numpy.shape(value) for name, value in values.items()}
     if weighted:
@@ -370,7 +436,8 @@ def test_array_cases_use_their_rule(rule_name: str) -> None:
     """Every case of a rule is differentiated by that rule (not by another one)."""
     for case in ARRAY_CASES[rule_name]:
         params = ", ".join([*case.shapes, *case.labels])
-        source = f"import numpy as np\n\n\ndef f({params}):\n    return {case.expr}\n"
+        imports = "import numpy as np\n" + scipy_imports(case.expr)
+        source = f"{imports}\n\ndef f({params}):\n    return {case.expr}\n"
         (backward,) = backward_functions(parse_module(source, "forward.py"))
         used = {s.rule.name for s in backward.staged.stages if s.rule is not None}
         assert rule_name in used, f"{case.expr}: staged with {sorted(used)}"
@@ -385,6 +452,8 @@ def _spellings(form: str) -> list[str]:
         if name in methods:
             found.append(f".{methods[name]}(")
         return found
+    if form.startswith("scipy."):  # spelled in any of the ways the module imports it
+        return [form[form.rindex(".", 0, form.index("(")) + 1 : form.index("(") + 1]]
     return {"x @ y": [" @ "], "x.T": [".T"], "x[i]": ["["]}[form]
 
 

@@ -47,7 +47,7 @@ from gradgen.naming import (
 )
 from gradgen.parse import ModuleContext, ParsedModule
 from gradgen.program import FunctionBackwards, Program
-from gradgen.rules import STOP_GRADIENT
+from gradgen.rules import LIBRARY_MODULES, STOP_GRADIENT
 from gradgen.stages import StagedFunction
 from gradgen.structure import grouped, user_names
 
@@ -132,7 +132,7 @@ class _Helpers:
         alias = self.context.module_alias(func.lib)
         if alias is None:
             alias = func.lib
-            self.added.add(func.lib)
+            self.added.add(LIBRARY_MODULES.get(func.lib, func.lib))
         self.used.add(alias)
         return Func(func.lib, func.name, f"{alias}.{func.name}")
 
@@ -149,7 +149,7 @@ class _Helpers:
             and binding.attr is None
             and binding.name == binding.module
         ):
-            self.added.add(func.lib)
+            self.added.add(LIBRARY_MODULES.get(func.lib, func.lib))
 
 
 def _without_stop_gradient(expr: Expr) -> Expr:

@@ -362,11 +362,12 @@ class ParsedModule:
 
 
 def is_array_code(context: ModuleContext, functions: Sequence[ForwardFunction]) -> bool:
-    """Are the module's values numpy arrays? When it imports numpy in any form, or when its
-    functions use syntax that only arrays support (``x @ w``, ``x.T``, ``x.sum()``,
-    ``x[i]``): such values are not Python numbers, and scalar code would neither undo
-    broadcasting nor keep ``+=`` out of arrays it does not own."""
-    if context.imports_library("numpy"):
+    """Are the module's values numpy arrays? When it imports numpy or scipy (whose
+    functions take and give arrays) in any form, or when its functions use syntax that only
+    arrays support (``x @ w``, ``x.T``, ``x.sum()``, ``x[i]``): such values are not Python
+    numbers, and scalar code would neither undo broadcasting nor keep ``+=`` out of arrays it
+    does not own."""
+    if context.imports_library("numpy") or context.imports_library("scipy"):
         return True
     return any(
         _array_syntax(expr)

@@ -51,7 +51,25 @@ from gradgen.expr import (
 from gradgen.shapes import SCALAR as SCALAR_SHAPE
 from gradgen.shapes import Dim, Shape
 
-LIBRARIES = ("math", "numpy", "numpy.linalg", "numpy.lib.stride_tricks", "scipy.special")
+LIBRARIES = (
+    "math",
+    "numpy",
+    "numpy.linalg",
+    "numpy.lib.stride_tricks",
+    "scipy.special",
+    "scipy.stats.norm",
+    "scipy.stats.multivariate_normal",
+    "scipy.stats.t",
+    "scipy.stats.gamma",
+    "scipy.stats.beta",
+    "scipy.stats.poisson",
+    "scipy.stats.dirichlet",
+)
+# Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
+# of scipy.stats): the generated code imports their module.
+LIBRARY_MODULES = {
+    library: "scipy.stats" for library in LIBRARIES if library.startswith("scipy.stats.")
+}
 BUILTINS = ("abs", "max", "min", "float", "sum")
 HELPER_PREFIX = "_"  # template calls to helpers defined in the generated module: _unbroadcast
 
@@ -423,6 +441,12 @@ METHODS["flatten"] = "ravel"  # a copy where ravel may give a view: the same gra
 
 
 def _same(c: AdjointContext) -> Shape | None:
+    return c.shapes.get("x")
+
+
+def _same_not_elementwise(c: AdjointContext) -> Shape | None:
+    """x's shape, of a result whose entries each depend on several of x's (a softmax): not
+    ``_same``, which says the operation is elementwise (masks pass through it)."""
     return c.shapes.get("x")
 
 
@@ -2025,6 +2049,166 @@ def _matrix_norm_local(order: object, norm: str, rows: object, columns: object) 
     return "_singular_norm_dx(x, ord, axis)"
 
 
+# --- scipy.special and scipy.stats ------------------------------------------------------------
+
+# 2 / sqrt(pi), sqrt(pi) / 2 and 1 / sqrt(2 pi), written as numbers: a template names no
+# module constant.
+_TWO_OVER_ROOT_PI = "1.1283791670955126"
+_ROOT_PI_OVER_TWO = "0.886226925452758"
+_ONE_OVER_ROOT_TWO_PI = "0.3989422804014327"
+
+
+def _logsumexp_spread(c: AdjointContext) -> Shape | None:
+    """The shape logsumexp reduces: x and b broadcast; at least 1-D with keepdims (scipy
+    gives a number's logsumexp with keepdims=True the shape (1,))."""
+    spread = c.shapes.get("x")
+    if c.literals.get("b", NOT_LITERAL) is not None:
+        spread = shapes.broadcast(spread, c.shapes.get("b"))
+    if spread == () and c.literals.get("keepdims") is True:
+        return (1,)
+    return spread
+
+
+def _logsumexp_shape(c: AdjointContext) -> Shape | None:
+    return shapes.reduce(_logsumexp_spread(c), c.literals.get("axis"), c.literals.get("keepdims"))
+
+
+def _summed_to(c: AdjointContext, value: str, name: str) -> str:
+    """``value``, of the shape of x and b broadcast, summed back to input ``name``'s shape
+    (scipy broadcasts the weights b against x, and makes a number 1-D with keepdims)."""
+    if c.literals.get("b", NOT_LITERAL) is None and c.literals.get("keepdims") is not True:
+        return value
+    spread, own = _logsumexp_spread(c), c.shapes.get(name)
+    if spread is None or own is None or len(own) > len(spread):
+        return f"_unbroadcast({value}, {name})"
+    if own == spread:
+        return value
+    if not own:
+        return f"numpy.sum({value})"
+    leading, kept = shapes.unbroadcast_axes(own, spread)
+    if leading:
+        value = f"numpy.sum({value}, axis={leading[0] if len(leading) == 1 else leading})"
+    if kept:
+        value = f"numpy.sum({value}, axis={kept[0] if len(kept) == 1 else kept}, keepdims=True)"
+    return value
+
+
+def _logsumexp_x(c: AdjointContext) -> str:
+    # The softmax of x (weighted by b) along the axes, times g: exp(x - out) cannot
+    # overflow, as out is at least the largest x of its group (with b = None).
+    weights = f"numpy.exp(x - {_expanded(c, 'out')})"
+    if c.literals.get("b", NOT_LITERAL) is not None:
+        weights = f"b * {weights}"
+    return _summed_to(c, f"{weights} * {_expanded(c, 'g')}", "x")
+
+
+def _logsumexp_b(c: AdjointContext) -> str:
+    value = f"numpy.exp(x - {_expanded(c, 'out')}) * {_expanded(c, 'g')}"
+    # Where b has axes that x lacks and the sum takes away, value lacks them: spread it
+    # over b's shape (numpy.ones_like(b)), so that each of b's entries gets its own.
+    spread, x = _logsumexp_spread(c), c.shapes.get("x")
+    kept = shapes.reduce(spread, c.literals.get("axis"), True)
+    if spread is None or x is None or shapes.broadcast(x, kept) != spread:
+        value = f"{value} * numpy.ones_like(b)"
+    return _summed_to(c, value, "b")
+
+
+def _normal(template: str) -> Depends:
+    """An adjoint of ``norm.<f>(x, loc, scale)`` (or of another distribution with a loc and
+    a scale), written without a default loc (0) or scale (1): ``-x * g`` for
+    ``norm.logpdf(x)``."""
+
+    def choose(c: AdjointContext) -> str:
+        text = template
+        standard_loc = c.literals.get("loc", NOT_LITERAL) == 0
+        standard_scale = c.literals.get("scale", NOT_LITERAL) == 1
+        if standard_loc:
+            text = text.replace("(x - loc)", "x")
+        if standard_scale:
+            text = text.replace(" / scale**2", "").replace(" / scale", "")
+            text = text.replace("scale**2 * ", "")
+            text = text.replace(", loc, scale)", ")" if standard_loc else ", loc)")
+        return text
+
+    return Depends(template, choose)
+
+
+# multivariate_normal.logpdf(x, mean, cov) = -(d log 2 pi + log det C + r C^-1 r) / 2 with
+# r = x - mean, per row of x. scipy reads cov's lower triangle alone (it is symmetric), so
+# the adjoints use that symmetric matrix, and cov's gradient is the derivative with respect
+# to the entries scipy reads: the symmetric gradient S, doubled below the diagonal, 0 above.
+_MVN_COV = "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+
+
+def _mvn_solved(c: AdjointContext) -> str:
+    """C^-1 r, point by point (x is one point or any array of them): the whitened
+    residuals."""
+    residual = "x" if c.literals.get("mean", NOT_LITERAL) is None else "(x - mean)"
+    if c.rank("x") in (1, 2) and _mvn_rows(c) is not None:
+        return f"numpy.linalg.solve({_MVN_COV}, {residual}.T).T"
+    return f"numpy.linalg.solve({_MVN_COV}, numpy.expand_dims({residual}, -1))[..., 0]"
+
+
+def _mvn_rows(c: AdjointContext) -> int | None:
+    """How many rows the result has: 0 for one point (a number), n for n > 1 rows, None
+    where not known (scipy makes the logpdf of one row a number too). Known where x is one
+    point or rows of points of cov's dimension and mean (if any) is one point of it: scipy
+    also broadcasts x and mean against each other, which the adjoints then sum back."""
+    x, cov = c.shapes.get("x"), c.shapes.get("cov")
+    mean = c.shapes.get("mean") if c.literals.get("mean", NOT_LITERAL) is not None else cov
+    if x is None or cov is None or mean is None or len(x) not in (1, 2) or len(cov) != 2:
+        return None
+    dimension = cov[0]
+    if x[-1] != dimension or mean[-1:] != (dimension,) or not isinstance(dimension, int):
+        return None
+    if len(x) == 1:
+        return 0 if dimension > 1 else None  # of dimension 1, x holds points
+    rows = x[0]
+    return rows if isinstance(rows, int) and rows > 1 else (0 if rows == 1 else None)
+
+
+def _mvn_shape(c: AdjointContext) -> Shape | None:
+    rows = _mvn_rows(c)
+    return None if rows is None else (() if rows == 0 else (rows,))
+
+
+def _mvn_x(c: AdjointContext) -> str:
+    value = f"-numpy.expand_dims(g, -1) * {_mvn_solved(c)}"
+    return value if _mvn_rows(c) is not None else f"_unbroadcast({value}, x)"
+
+
+def _mvn_mean(c: AdjointContext) -> str:
+    rows, solved = _mvn_rows(c), _mvn_solved(c)
+    if rows == 0 and c.rank("x") == 1:
+        return f"g * {solved}"
+    if rows is not None and rows > 1 and c.rank("mean") == 1:
+        return f"g @ {solved}"
+    return f"_unbroadcast(numpy.expand_dims(g, -1) * {solved}, mean)"
+
+
+def _mvn_cov(c: AdjointContext) -> str:
+    solved = _mvn_solved(c)
+    # the sum over rows of g times the outer product of each row's solved residual
+    if c.rank("x") == 1:
+        outer = f"g * numpy.outer({solved}, {solved})"
+    elif c.rank("x") == 2:
+        outer = f"(numpy.expand_dims(g, -1) * {solved}).T @ {solved}"
+    else:
+        rows = f"numpy.reshape({solved}, (-1, len(cov)))"
+        outer = f"(numpy.reshape(g, (-1, 1)) * {rows}).T @ {rows}"
+    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_MVN_COV}))"
+    return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+
+
+def _dirichlet_shape(c: AdjointContext) -> Shape | None:
+    """One point (d,) gives a number; points as the columns of a (d, n) array, n values
+    (a number for n = 1: scipy squeezes it)."""
+    x = c.shapes.get("x")
+    if x is None or len(x) not in (1, 2):
+        return None
+    return () if len(x) == 1 or x[1] == 1 else (x[1],)
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -2152,6 +2336,110 @@ RULES: tuple[Rule, ...] = (
          x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
          low=Depends("((x < low) * (low <= high)) * g", _clip_low_adjoint),
          high=Depends("(numpy.maximum(x, low) > high) * g", _clip_high_adjoint)),
+
+    # --- scipy.special and scipy.stats ---------------------------------------------------
+    rule("logsumexp", "scipy.special.logsumexp(x, axis, b, keepdims)",
+         nondiff=("axis", "keepdims"), literal=_AXES, floating=True, shape=_logsumexp_shape,
+         x=Depends("b * numpy.exp(x - out) * g, expanded over axis", _logsumexp_x),
+         b=Depends("numpy.exp(x - out) * g, expanded over axis", _logsumexp_b)),
+    # norm's loc and scale default to 0 and 1; z = (x - loc) / scale.
+    rule("norm_logpdf", "scipy.stats.norm.logpdf(x, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("-(x - loc) / scale**2 * g"),
+         loc=_normal("(x - loc) / scale**2 * g"),
+         scale=_normal("(((x - loc) / scale) ** 2 - 1) / scale * g")),
+    rule("norm_pdf", "scipy.stats.norm.pdf(x, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x=_normal("-out * (x - loc) / scale**2 * g"),
+         loc=_normal("out * (x - loc) / scale**2 * g"),
+         scale=_normal("out * (((x - loc) / scale) ** 2 - 1) / scale * g")),
+    rule("norm_cdf", "scipy.stats.norm.cdf(x, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x=_normal("pdf(x, loc, scale) * g"),
+         loc=_normal("-pdf(x, loc, scale) * g"),
+         scale=_normal("-pdf(x, loc, scale) * (x - loc) / scale * g")),
+    # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
+    rule("norm_logcdf", "scipy.stats.norm.logcdf(x, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         loc=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         scale=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * (x - loc) / scale * g")),
+    rule("multivariate_normal_logpdf",
+         "scipy.stats.multivariate_normal.logpdf(x, mean, cov)", floating=True,
+         shape=_mvn_shape,
+         x=Depends("-g * solve(cov, x - mean)", _mvn_x),
+         mean=Depends("g * solve(cov, x - mean), summed over rows", _mvn_mean),
+         cov=Depends("(outer(a, a) * g - g * inv(cov)) / 2 for a = solve(cov, x - mean), "
+                     "on cov's lower triangle (which scipy reads)", _mvn_cov)),
+    # Student's t: with z = (x - loc) / scale, log pdf = -(df + 1) / 2 * log1p(z**2 / df)
+    # - log(scale) + terms of df alone.
+    rule("t_logpdf", "scipy.stats.t.logpdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("-(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
+         df=_normal("0.5 * (scipy.special.digamma((df + 1) / 2) - scipy.special.digamma(df / 2)"
+                    " - 1 / df - numpy.log1p((x - loc) ** 2 / (scale**2 * df))"
+                    " + (df + 1) * (x - loc) ** 2 / (df * (scale**2 * df + (x - loc) ** 2))) * g"),
+         loc=_normal("(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
+         scale=_normal("((df + 1) * (x - loc) ** 2 / (scale**2 * df + (x - loc) ** 2) - 1)"
+                       " / scale * g")),
+    # gamma: with y = (x - loc) / scale, log pdf = (a - 1) log y - y - gammaln(a) - log scale.
+    rule("gamma_logpdf", "scipy.stats.gamma.logpdf(x, a, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("((a - 1) / (x - loc) - 1 / scale) * g"),
+         a=_normal("(numpy.log((x - loc) / scale) - scipy.special.digamma(a)) * g"),
+         loc=_normal("(1 / scale - (a - 1) / (x - loc)) * g"),
+         scale=_normal("((x - loc) / scale - a) / scale * g")),
+    # beta on (0, 1) (no loc or scale): (a - 1) log x + (b - 1) log(1 - x) - betaln(a, b).
+    rule("beta_logpdf", "scipy.stats.beta.logpdf(x, a, b)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x="((a - 1) / x - (b - 1) / (1 - x)) * g",
+         a="(numpy.log(x) - scipy.special.digamma(a) + scipy.special.digamma(a + b)) * g",
+         b="(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g"),
+    # poisson: k log mu - mu - gammaln(k + 1); the counts k have no gradient.
+    rule("poisson_logpmf", "scipy.stats.poisson.logpmf(k, mu)", nondiff=("k",),
+         broadcasts=True, floating=True, shape=_broadcast, mu="(k / mu - 1) * g"),
+    # dirichlet: x a point of the simplex (d,) or points as columns (d, n); x's gradient is
+    # one of the simplex (any multiple of ones may be added: sum(x) stays 1).
+    rule("dirichlet_logpdf", "scipy.stats.dirichlet.logpdf(x, alpha)", floating=True,
+         shape=_dirichlet_shape,
+         x="((alpha - 1) / x.T).T * g",
+         alpha="numpy.reshape(numpy.log(x), (len(alpha), -1)) @ numpy.ravel(g)"
+               " + numpy.sum(g) * (scipy.special.digamma(numpy.sum(alpha))"
+               " - scipy.special.digamma(alpha))"),
+    rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
+         x="((1 - out) * out) * g"),
+    rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
+         x="g / (x * (1 - x))"),
+    rule("special_erf", "scipy.special.erf(x)", floating=True, shape=_same,
+         x=f"({_TWO_OVER_ROOT_PI} * numpy.exp(-(x**2))) * g"),
+    rule("special_erfc", "scipy.special.erfc(x)", floating=True, shape=_same,
+         x=f"(-{_TWO_OVER_ROOT_PI} * numpy.exp(-(x**2))) * g"),
+    rule("erfinv", "scipy.special.erfinv(x)", floating=True, shape=_same,
+         x=f"({_ROOT_PI_OVER_TWO} * numpy.exp(out**2)) * g"),
+    rule("gammaln", "scipy.special.gammaln(x)", floating=True, shape=_same,
+         x="digamma(x) * g"),
+    rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
+         shape=_same, x="polygamma(1, x) * g"),
+    # numpy takes the log of a mask or of small integers (int8) in float16: the dtype says
+    # y's floating type (float64 for those).
+    rule("xlogy", "scipy.special.xlogy(x, y)", broadcasts=True, floating=True,
+         shape=_broadcast, x="numpy.log(y, dtype=numpy.result_type(y, 1.0)) * g",
+         y="(x / y) * g"),
+    rule("xlog1py", "scipy.special.xlog1py(x, y)", broadcasts=True, floating=True,
+         shape=_broadcast, x="numpy.log1p(y, dtype=numpy.result_type(y, 1.0)) * g",
+         y="(x / (1 + y)) * g"),
+    rule("entr", "scipy.special.entr(x)", floating=True, shape=_same,
+         x="-(numpy.log(x) + 1) * g"),
+    rule("ndtr", "scipy.special.ndtr(x)", floating=True, shape=_same,
+         x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2)) * g"),
+    # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
+    rule("log_ndtr", "scipy.special.log_ndtr(x)", floating=True, shape=_same,
+         x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2 - out)) * g"),
+    rule("softmax", "scipy.special.softmax(x, axis)", nondiff=("axis",), floating=True,
+         shape=_same_not_elementwise, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
+    rule("log_softmax", "scipy.special.log_softmax(x, axis)", nondiff=("axis",),
+         floating=True, shape=_same_not_elementwise,
+         x="g - numpy.exp(out) * numpy.sum(g, axis=axis, keepdims=True)"),
 
     # --- linear algebra ------------------------------------------------------------------
     rule("matmul", "x @ y", "numpy.matmul(x, y)", shape=_matmul_shape,
@@ -2465,6 +2753,19 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
     ("numpy", "tensordot"): ("a", "b", "axes=2"),
     ("numpy.linalg", "matrix_power"): ("a", "n"),
+    ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
+    ("scipy.special", "softmax"): ("x", "axis=None"),
+    ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    ("scipy.stats.t", "logpdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.gamma", "logpdf"): ("x", "a", "loc=0", "scale=1"),
+    ("scipy.stats.beta", "logpdf"): ("x", "a", "b"),
+    ("scipy.stats.poisson", "logpmf"): ("k", "mu"),
+    # cov has a default (1: the identity) that gradgen does not read: refused without one.
+    ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
+    **{
+        ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
+        for f in ("logpdf", "pdf", "cdf", "logcdf")
+    },
 }
 # Keywords that say how numpy computes a value, not what it is (np.einsum's optimize): the
 # rule's form is matched without them, and the forward line keeps them as written.
