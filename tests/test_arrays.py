@@ -701,3 +701,41 @@ def test_a_rebound_parameter_returned_leaves_its_name_to_its_gradient() -> None:
     generated = forward_and_backward(source, "layer")[2]
     assert "def layer_backward(x, W, b, dout=1.0):" in generated
     assert "return dx, dW, db" in generated
+
+
+# Lists written out as operands: numpy makes them arrays, of the shape their nesting gives
+# (they were taken for numbers, so the gradient of what they broadcast against was not
+# summed back: the backward raised, or gave a number's gradient an array's shape).
+LIST_OPERANDS = [
+    "m = np.maximum([0.0, 2.0, 1.0, 5.0], np.exp(w))\n    return np.sum(m * m)",
+    "r = x * [[1.0], [2.0]] + np.minimum([[1.0], [3.0]], np.exp(w))\n    return np.sum(r * r)",
+    "s = np.tanh(x) + [0.5, 1.5, -0.5]\n    return s * w",
+]
+
+
+@pytest.mark.parametrize("body", LIST_OPERANDS)
+def test_a_list_written_out_as_an_operand_is_an_array(body: str) -> None:
+    import gradgen
+    from test_rules import run_module
+
+    source = f"import numpy as np\n\n\ndef f(w: float, x: '3'):\n    {body}\n"
+    forward = run_module(source, "lists.py")["f"]
+    backward = run_module(gradgen.generate(source, "lists.py"), "lists_backward.py")
+    rng = numpy.random.default_rng(zlib.crc32(body.encode()))
+    w, x = float(rng.uniform(0.2, 0.8)), rng.normal(size=3)
+    out = forward(w, x)
+    upstream = rng.normal(size=numpy.shape(out)) if numpy.ndim(out) else 1.3
+    dw, dx = backward["f_backward"](w, x, upstream)
+
+    def loss(w: float, x: Any) -> float:
+        return float(numpy.sum(forward(w, x) * upstream))
+
+    unread = dx is None or (isinstance(dx, float) and dx == 0.0)  # x is not read
+    assert numpy.ndim(dw) == 0 and (unread or numpy.shape(dx) == (3,))
+    expected_w = (loss(w + 1e-6, x) - loss(w - 1e-6, x)) / 2e-6
+    assert numpy.isclose(dw, expected_w, rtol=RTOL, atol=ATOL)
+    for i in range(3):
+        step = 1e-6 * numpy.eye(3)[i]
+        expected = (loss(w, x + step) - loss(w, x - step)) / 2e-6
+        got = 0.0 if unread else dx[i]
+        assert numpy.isclose(got, expected, rtol=RTOL, atol=ATOL)

@@ -295,6 +295,8 @@ def _is_float(expr: Expr, floating: set[str]) -> bool:
 def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
     """The shape of ``expr``, a value with no gradient or an adjoint, where evident."""
     expr = unwrap(expr)
+    if isinstance(expr, Sequence_):
+        return _literal_shape(expr)  # [0.0, 2.0] as an operand: numpy makes it an array
     if is_constant(expr) and not any(_may_make_an_array(node) for node in walk(expr)):
         return SCALAR  # a number, a module constant
     if isinstance(expr, Name):
@@ -329,6 +331,23 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         if function == IDENTITY:
             return _made_shape(expr, {})
     return None
+
+
+def _literal_shape(expr: Sequence_) -> Shape | None:
+    """The shape numpy gives a list (or tuple) written out: its length, then its items'
+    common shape (``[[0.0, 2.0], [1.0, 5.0]]``: (2, 2)); None where they differ, or where
+    an item is not a number or such a list."""
+    inner: set[Shape | None] = set()
+    for item in expr.items:
+        item = unwrap(item)
+        if isinstance(item, Sequence_):
+            inner.add(_literal_shape(item))
+        elif is_constant(item) and not any(_may_make_an_array(n) for n in walk(item)):
+            inner.add(SCALAR)
+        else:
+            return None
+    items: Shape | None = inner.pop() if len(inner) == 1 else SCALAR if not inner else None
+    return None if items is None else (len(expr.items), *items)
 
 
 def _may_make_an_array(expr: Expr) -> bool:
