@@ -218,6 +218,26 @@ PROGRAMS: dict[str, dict[str, dict[str, Spec]]] = {
         }
         for name in ("gp_nll", "gp_nll_slogdet")
     },
+    "distributions": {
+        "call_price": {
+            "S": Scalar(80.0, 120.0),
+            "K": Scalar(90.0, 110.0),
+            "T": Scalar(0.25, 2.0),
+            "r": Scalar(0.0, 0.08),
+            "sigma": Scalar(0.1, 0.5),
+        },
+        "negative_binomial_nll": {
+            "log_mu": Array(("N",)),
+            "log_r": Scalar(-0.5, 1.0),
+            "y": Array(("N",), positive=True),
+        },
+        "gaussian_nll": {
+            "x": Array(("N",)),
+            "mu": Scalar(-1.0, 1.0),
+            "log_sigma": Scalar(-0.5, 0.5),
+        },
+        "mixture_nll": {"x": Array(("N",)), "means": Array(("K",)), "log_weights": Array(("K",))},
+    },
     "similarity": {
         "cosine_similarity": {"a": Array(("D",)), "b": Array(("D",))},
         "pairwise_cosine": {"A": Array(("N", "D")), "B": Array(("M", "D"))},
@@ -373,7 +393,7 @@ def mapped_wrt(stem: str, name: str) -> tuple[str, ...] | None:
 def draw(stem: str, name: str, seed: str) -> dict[str, Any]:
     """Random float64 arguments of ``name``, of small random shapes, deterministic."""
     generator = numpy.random.default_rng(zlib.crc32(f"{stem} {name} {seed}".encode()))
-    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCHTWF"}
+    sizes = {d: int(generator.integers(2, 5)) for d in "NDMCHTWFK"}
     sizes["4H"] = 4 * sizes["H"]  # the LSTM's four gates side by side
     args: dict[str, Any] = {}
     for param, spec in PROGRAMS[stem][name].items():
