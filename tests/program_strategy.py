@@ -1705,14 +1705,22 @@ def _square_template(dims: tuple[int, ...]) -> str:
     return f"v @ numpy.swapaxes(v, -1, -2) + 3 * numpy.eye({dims[-2]})"
 
 
+def _well_conditioned(value: Any, square: bool) -> bool:
+    """Is ``value`` a matrix (a stack of them), square where asked, whose singular values
+    lie in [0.5, 20]: well away from a lower rank, central differences accurate?"""
+    if value is None or numpy.ndim(value) < 2:
+        return False
+    if square and shape(value)[-1] != shape(value)[-2]:
+        return False
+    singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
+    return bool(numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20)
+
+
 def _invertible(b: Builder, term: Term) -> Term:
     """A square matrix (a stack of them) well away from singular, or one made of it."""
-    value = term.value
-    if value is not None and numpy.ndim(value) >= 2 and shape(value)[-1] == shape(value)[-2]:
-        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
-        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
-            return term
-    return _wrap(b, term, _square_template(shape(value)))
+    if _well_conditioned(term.value, square=True):
+        return term
+    return _wrap(b, term, _square_template(shape(term.value)))
 
 
 def _square(b: Builder, term: Term) -> Term:
@@ -1743,12 +1751,9 @@ def _three_vectors(b: Builder, term: Term) -> Term:
 def _full_rank(b: Builder, term: Term) -> Term:
     """A matrix (a stack of them) of full rank, well away from a lower one, or a square
     one made of it."""
-    value = term.value
-    if value is not None and numpy.ndim(value) >= 2:
-        singular = numpy.linalg.svd(numpy.asarray(value, dtype=float), compute_uv=False)
-        if numpy.min(singular) >= 0.5 and numpy.max(singular) <= 20:
-            return term
-    return _wrap(b, term, _square_template(shape(value)))
+    if _well_conditioned(term.value, square=False):
+        return term
+    return _wrap(b, term, _square_template(shape(term.value)))
 
 
 def _positive_definite(b: Builder, term: Term) -> Term:

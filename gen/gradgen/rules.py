@@ -1253,12 +1253,17 @@ def _inv_adjoint(c: AdjointContext) -> str:
     return f"-({_t(c, 'out')} @ g @ {_t(c, 'out')})"
 
 
+def _times_inverse_t(c: AdjointContext, factor: str) -> str:
+    """``factor`` times x^-T (each matrix's, for a stack: ``factor`` one number each)."""
+    if c.rank("x") == 2:
+        return f"{factor} * numpy.linalg.inv(x).T"
+    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
+    return f"numpy.expand_dims({factor.strip('()')}, (-1, -2)) * {inverse}"
+
+
 def _det_adjoint(c: AdjointContext) -> str:
     # d det(A) = det(A) tr(A^-1 dA): the gradient is g det(A) A^-T (A invertible).
-    if c.rank("x") == 2:
-        return "(g * out) * numpy.linalg.inv(x).T"
-    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
-    return f"numpy.expand_dims(g * out, (-1, -2)) * {inverse}"
+    return _times_inverse_t(c, "(g * out)")
 
 
 def _solve_shape(c: AdjointContext) -> Shape | None:
@@ -1696,10 +1701,8 @@ def _matrix_power_adjoint(c: AdjointContext) -> str:
 
 
 def _logdet_adjoint(c: AdjointContext) -> str:
-    if c.rank("x") == 2:
-        return "g * numpy.linalg.inv(x).T"
-    inverse = "numpy.swapaxes(numpy.linalg.inv(x), -1, -2)"
-    return f"numpy.expand_dims(g, (-1, -2)) * {inverse}"
+    # d log|det(A)| = tr(A^-1 dA): the gradient is g A^-T.
+    return _times_inverse_t(c, "g")
 
 
 def _eigenvalues_shape(c: AdjointContext) -> Shape | None:
