@@ -1464,6 +1464,8 @@ def _differences(c: Context) -> str:
     np.linalg.matrix_power's: a small power."""
     if c.function == "matrix_power":
         return _power(c)
+    if c.function == "polygamma":  # the order of the derivative of digamma
+        return c.choose.pick(("0", "1", "2"))
     return c.choose.pick((OMIT, "0", "1", "2"))
 
 
@@ -1893,6 +1895,12 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "erfinv": _domain(x=lambda b, t: _small(b, t, 0.9)),
     "gammaln": _domain(x=_positive),
     "digamma": _domain(x=_positive),
+    "polygamma": _domain(x=_positive),
+    "special_gamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
+    "rgamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
+    "erfcinv": _domain(x=lambda b, t: _wrap(b, t, "1 + v / (1 + v * v)")),
+    "beta": _domain(x=_positive, y=_positive),
+    "betaln": _domain(x=_positive, y=_positive),
     "xlogy": _domain(y=_positive),
     "xlog1py": _domain(y=_above_minus_one),
     "entr": _domain(x=_positive),

@@ -91,6 +91,11 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "erfinv": [(0.3,), (-0.8,), (0.95,)],  # -1 < x < 1
     "gammaln": [(0.4,), (2.5,), (11.0,), (-1.5,)],  # log |gamma(x)| off the poles
     "digamma": [(0.4,), (2.5,), (11.0,), (-1.5,)],
+    "special_gamma": [(0.4,), (2.5,), (4.2,), (-1.5,)],
+    "rgamma": [(0.4,), (2.5,), (4.2,), (-1.5,)],
+    "erfcinv": [(0.3,), (1.2,), (1.9,)],  # 0 < x < 2
+    "beta": [(0.4, 2.5), (1.5, 1.5), (3.0, 0.7)],
+    "betaln": [(0.4, 2.5), (1.5, 1.5), (3.0, 0.7)],
     "xlogy": [(1.5, 0.7), (-0.75, 3.0), (0.2, 12.0)],  # y > 0
     "xlog1py": [(1.5, 0.7), (-0.75, -0.5), (0.2, 12.0)],  # y > -1
     "entr": [(0.4,), (1.7,), (0.05,)],  # x > 0
@@ -157,6 +162,12 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
     ],
     # --- scipy.special and scipy.stats ---------------------------------------------------
     # Weights and scales squared (plus 0.5): positive, as the functions need.
+    # polygamma(n, x): the n-th derivative of digamma, x away from the poles (x > 0)
+    "polygamma": [
+        case("sc.polygamma(0, 1 + x * x)", x=M),
+        case("sc.polygamma(1, 1 + x * x)", x=(4,)),
+        case("sc.polygamma(2, 0.5 + x * x)", x=ZERO_D),
+    ],
     "logsumexp": [
         case("logsumexp(x)", x=M),
         case("logsumexp(x, axis=1)", x=M),

@@ -2423,6 +2423,21 @@ RULES: tuple[Rule, ...] = (
          x="digamma(x) * g"),
     rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
          shape=_same, x="polygamma(1, x) * g"),
+    rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), floating=True,
+         shape=_broadcast, x="polygamma(n + 1, x) * g"),
+    rule("special_gamma", "scipy.special.gamma(x)", floating=True, shape=_same,
+         x="(out * digamma(x)) * g"),
+    rule("rgamma", "scipy.special.rgamma(x)", floating=True, shape=_same,  # 1 / gamma(x)
+         x="(-out * digamma(x)) * g"),
+    rule("erfcinv", "scipy.special.erfcinv(x)", floating=True, shape=_same,
+         x=f"(-{_ROOT_PI_OVER_TWO} * numpy.exp(out**2)) * g"),
+    # beta(x, y) = gamma(x) gamma(y) / gamma(x + y); betaln its log
+    rule("beta", "scipy.special.beta(x, y)", broadcasts=True, floating=True, shape=_broadcast,
+         x="(out * (digamma(x) - digamma(x + y))) * g",
+         y="(out * (digamma(y) - digamma(x + y))) * g"),
+    rule("betaln", "scipy.special.betaln(x, y)", broadcasts=True, floating=True,
+         shape=_broadcast, x="(digamma(x) - digamma(x + y)) * g",
+         y="(digamma(y) - digamma(x + y)) * g"),
     # numpy takes the log of a mask or of small integers (int8) in float16: the dtype says
     # y's floating type (float64 for those).
     rule("xlogy", "scipy.special.xlogy(x, y)", broadcasts=True, floating=True,
