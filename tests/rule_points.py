@@ -217,6 +217,17 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("norm.logcdf(x, scale=s * s + 0.5)", x=M, s=M),
         case("norm.logcdf(x * 10)", x=M),  # far in the lower tail too
     ],
+    "norm_sf": [
+        case("norm.sf(x)", x=M),
+        case("norm.sf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.sf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+    ],
+    "norm_logsf": [
+        case("norm.logsf(x)", x=M),
+        case("norm.logsf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.logsf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
+        case("norm.logsf(x * 10)", x=M),  # far in the upper tail too
+    ],
     "t_logpdf": [
         case("t.logpdf(x, d * d + 1)", x=M, d=(4,)),
         case("t.logpdf(x, d * d + 1, m, s * s + 0.5)", x=M, d=(), m=(4,), s=(3, 1)),

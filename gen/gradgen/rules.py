@@ -2367,6 +2367,17 @@ RULES: tuple[Rule, ...] = (
          x=_normal("numpy.exp(logpdf(x, loc, scale) - out) * g"),
          loc=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * g"),
          scale=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * (x - loc) / scale * g")),
+    # sf = 1 - cdf: the cdf's gradients negated; logsf from the logarithms, as logcdf.
+    rule("norm_sf", "scipy.stats.norm.sf(x, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         x=_normal("-pdf(x, loc, scale) * g"),
+         loc=_normal("pdf(x, loc, scale) * g"),
+         scale=_normal("pdf(x, loc, scale) * (x - loc) / scale * g")),
+    rule("norm_logsf", "scipy.stats.norm.logsf(x, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast,
+         x=_normal("-numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         loc=_normal("numpy.exp(logpdf(x, loc, scale) - out) * g"),
+         scale=_normal("numpy.exp(logpdf(x, loc, scale) - out) * (x - loc) / scale * g")),
     rule("multivariate_normal_logpdf",
          "scipy.stats.multivariate_normal.logpdf(x, mean, cov)", floating=True,
          shape=_mvn_shape,
@@ -2782,7 +2793,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
     **{
         ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
-        for f in ("logpdf", "pdf", "cdf", "logcdf")
+        for f in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")
     },
 }
 # Keywords that say how numpy computes a value, not what it is (np.einsum's optimize): the
