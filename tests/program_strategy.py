@@ -1912,6 +1912,10 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
     "poisson_logpmf": _domain(mu=_positive),
+    "t_pdf": _domain(df=_positive, scale=_positive),
+    "gamma_pdf": _domain(x=_positive, a=_positive, scale=_positive),
+    "beta_pdf": _domain(x=_probability, a=_positive, b=_positive),
+    "poisson_pmf": _domain(mu=_positive),
 }
 
 
@@ -2071,6 +2075,7 @@ def _inside_gamma_support(app: Application) -> bool:
 
 KINKS: dict[str, Callable[[Application], bool]] = {
     "gamma_logpdf": _inside_gamma_support,
+    "gamma_pdf": _inside_gamma_support,
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
     "min": lambda app: _apart(app.inputs["x"], app.inputs["y"]),

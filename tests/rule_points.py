@@ -103,6 +103,7 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "log_ndtr": [(0.3,), (-1.7,), (2.4,), (-20.0,)],  # far in the lower tail too
     # scipy.stats
     "beta_logpdf": [(0.3, 2.0, 3.0), (0.7, 0.5, 1.5), (0.5, 1.2, 0.8)],  # 0 < x < 1
+    "beta_pdf": [(0.3, 2.0, 3.0), (0.7, 0.5, 1.5), (0.5, 1.2, 0.8)],
 }
 
 
@@ -227,6 +228,17 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("norm.logsf(x, m, s * s + 0.5)", x=M, m=(4,), s=(3, 1)),
         case("scipy.stats.norm.logsf(x, loc=m, scale=s * s + 0.5)", x=(4,), m=M, s=()),
         case("norm.logsf(x * 10)", x=M),  # far in the upper tail too
+    ],
+    "t_pdf": [
+        case("t.pdf(x, d * d + 1)", x=M, d=(4,)),
+        case("t.pdf(x, d * d + 1, m, s * s + 0.5)", x=M, d=(), m=(4,), s=(3, 1)),
+    ],
+    "gamma_pdf": [
+        case("gamma.pdf(x * x + 0.1, a * a + 0.5)", x=M, a=(4,)),
+        case("gamma.pdf(x * x + 2.5, a * a + 0.5, 0.5 * m, s * s + 0.5)", x=M, a=(), m=(4,), s=()),
+    ],
+    "poisson_pmf": [
+        case("poisson.pmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
     ],
     "t_logpdf": [
         case("t.logpdf(x, d * d + 1)", x=M, d=(4,)),

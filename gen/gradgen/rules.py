@@ -25,7 +25,7 @@ import math
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import libcst as cst
 
@@ -2116,6 +2116,49 @@ def _logsumexp_b(c: AdjointContext) -> str:
     return _summed_to(c, value, "b")
 
 
+# The adjoints of the log densities of scipy.stats, as data: their densities' adjoints are
+# the same times the density (``_times_density``). Student's t: with z = (x - loc) / scale,
+# log pdf = -(df + 1) / 2 * log1p(z**2 / df) - log(scale) + terms of df alone.
+_T_LOGPDF = {
+    "x": "-(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g",
+    "df": "0.5 * (scipy.special.digamma((df + 1) / 2) - scipy.special.digamma(df / 2)"
+    " - 1 / df - numpy.log1p((x - loc) ** 2 / (scale**2 * df))"
+    " + (df + 1) * (x - loc) ** 2 / (df * (scale**2 * df + (x - loc) ** 2))) * g",
+    "loc": "(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g",
+    "scale": "((df + 1) * (x - loc) ** 2 / (scale**2 * df + (x - loc) ** 2) - 1) / scale * g",
+}
+_GAMMA_LOGPDF = {
+    "x": "((a - 1) / (x - loc) - 1 / scale) * g",
+    "a": "(numpy.log((x - loc) / scale) - scipy.special.digamma(a)) * g",
+    "loc": "(1 / scale - (a - 1) / (x - loc)) * g",
+    "scale": "((x - loc) / scale - a) / scale * g",
+}
+_BETA_LOGPDF = {
+    "x": "((a - 1) / x - (b - 1) / (1 - x)) * g",
+    "a": "(numpy.log(x) - scipy.special.digamma(a) + scipy.special.digamma(a + b)) * g",
+    "b": "(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g",
+}
+_POISSON_LOGPMF = {"mu": "(k / mu - 1) * g"}
+
+
+def _times_density(template: str) -> str:
+    """A log density's adjoint (``... * g``) made its density's: ``... * (out * g)``."""
+    assert template.endswith(" * g"), template
+    return template[: -len(" * g")] + " * (out * g)"
+
+
+def _located(templates: dict[str, str], change: Callable[[str], str] = str) -> dict[str, Any]:
+    """A distribution's adjoints with a loc and a scale (``_normal``), each changed by
+    ``change`` first: keyword arguments of ``rule``."""
+    return {name: _normal(change(template)) for name, template in templates.items()}
+
+
+def _plain(templates: dict[str, str], change: Callable[[str], str] = str) -> dict[str, Any]:
+    """A distribution's adjoints as they are (no loc or scale), each changed by ``change``
+    first: keyword arguments of ``rule``."""
+    return {name: change(template) for name, template in templates.items()}
+
+
 def _normal(template: str) -> Depends:
     """An adjoint of ``norm.<f>(x, loc, scale)`` (or of another distribution with a loc and
     a scale), written without a default loc (0) or scale (1): ``-x * g`` for
@@ -2388,30 +2431,27 @@ RULES: tuple[Rule, ...] = (
     # Student's t: with z = (x - loc) / scale, log pdf = -(df + 1) / 2 * log1p(z**2 / df)
     # - log(scale) + terms of df alone.
     rule("t_logpdf", "scipy.stats.t.logpdf(x, df, loc, scale)", broadcasts=True,
-         floating=True, shape=_broadcast,
-         x=_normal("-(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
-         df=_normal("0.5 * (scipy.special.digamma((df + 1) / 2) - scipy.special.digamma(df / 2)"
-                    " - 1 / df - numpy.log1p((x - loc) ** 2 / (scale**2 * df))"
-                    " + (df + 1) * (x - loc) ** 2 / (df * (scale**2 * df + (x - loc) ** 2))) * g"),
-         loc=_normal("(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g"),
-         scale=_normal("((df + 1) * (x - loc) ** 2 / (scale**2 * df + (x - loc) ** 2) - 1)"
-                       " / scale * g")),
+         floating=True, shape=_broadcast, **_located(_T_LOGPDF)),
     # gamma: with y = (x - loc) / scale, log pdf = (a - 1) log y - y - gammaln(a) - log scale.
     rule("gamma_logpdf", "scipy.stats.gamma.logpdf(x, a, loc, scale)", broadcasts=True,
-         floating=True, shape=_broadcast,
-         x=_normal("((a - 1) / (x - loc) - 1 / scale) * g"),
-         a=_normal("(numpy.log((x - loc) / scale) - scipy.special.digamma(a)) * g"),
-         loc=_normal("(1 / scale - (a - 1) / (x - loc)) * g"),
-         scale=_normal("((x - loc) / scale - a) / scale * g")),
+         floating=True, shape=_broadcast, **_located(_GAMMA_LOGPDF)),
     # beta on (0, 1) (no loc or scale): (a - 1) log x + (b - 1) log(1 - x) - betaln(a, b).
     rule("beta_logpdf", "scipy.stats.beta.logpdf(x, a, b)", broadcasts=True, floating=True,
-         shape=_broadcast,
-         x="((a - 1) / x - (b - 1) / (1 - x)) * g",
-         a="(numpy.log(x) - scipy.special.digamma(a) + scipy.special.digamma(a + b)) * g",
-         b="(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g"),
+         shape=_broadcast, **_plain(_BETA_LOGPDF)),
     # poisson: k log mu - mu - gammaln(k + 1); the counts k have no gradient.
     rule("poisson_logpmf", "scipy.stats.poisson.logpmf(k, mu)", nondiff=("k",),
-         broadcasts=True, floating=True, shape=_broadcast, mu="(k / mu - 1) * g"),
+         broadcasts=True, floating=True, shape=_broadcast, **_plain(_POISSON_LOGPMF)),
+    # The densities themselves: exp of their logarithms, so each adjoint is the logarithm's
+    # times the density (out).
+    rule("t_pdf", "scipy.stats.t.pdf(x, df, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast, **_located(_T_LOGPDF, _times_density)),
+    rule("gamma_pdf", "scipy.stats.gamma.pdf(x, a, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast, **_located(_GAMMA_LOGPDF, _times_density)),
+    rule("beta_pdf", "scipy.stats.beta.pdf(x, a, b)", broadcasts=True, floating=True,
+         shape=_broadcast, **_plain(_BETA_LOGPDF, _times_density)),
+    rule("poisson_pmf", "scipy.stats.poisson.pmf(k, mu)", nondiff=("k",), broadcasts=True,
+         floating=True, shape=_broadcast,
+         **_plain(_POISSON_LOGPMF, _times_density)),
     # dirichlet: x a point of the simplex (d,) or points as columns (d, n); x's gradient is
     # one of the simplex (any multiple of ones may be added: sum(x) stays 1).
     rule("dirichlet_logpdf", "scipy.stats.dirichlet.logpdf(x, alpha)", floating=True,
@@ -2789,6 +2829,10 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.stats.gamma", "logpdf"): ("x", "a", "loc=0", "scale=1"),
     ("scipy.stats.beta", "logpdf"): ("x", "a", "b"),
     ("scipy.stats.poisson", "logpmf"): ("k", "mu"),
+    ("scipy.stats.t", "pdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.gamma", "pdf"): ("x", "a", "loc=0", "scale=1"),
+    ("scipy.stats.beta", "pdf"): ("x", "a", "b"),
+    ("scipy.stats.poisson", "pmf"): ("k", "mu"),
     # cov has a default (1: the identity) that gradgen does not read: refused without one.
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
     **{
