@@ -544,7 +544,8 @@ KNOWN_BUGS.append(
         recognizes=lambda failure: (
             re.search(
                 r"raised TypeError\(\"(bad operand type for abs\(\): 'tuple'|unsupported "
-                r"operand type\(s\) for -: 'tuple' and 'float'|'[<>]=?' not supported between "
+                r"operand type\(s\) for (-|\*\* or pow\(\)): 'tuple' and '(float|int)'|"
+                r"'[<>]=?' not supported between "
                 r"instances of ('tuple' and|'float' and 'tuple'))",
                 failure.partition("\n")[0],
             )
