@@ -2127,6 +2127,11 @@ _T_LOGPDF = {
     "loc": "(df + 1) * (x - loc) / (scale**2 * df + (x - loc) ** 2) * g",
     "scale": "((df + 1) * (x - loc) ** 2 / (scale**2 * df + (x - loc) ** 2) - 1) / scale * g",
 }
+_NORM_LOGPDF = {
+    "x": "-(x - loc) / scale**2 * g",
+    "loc": "(x - loc) / scale**2 * g",
+    "scale": "(((x - loc) / scale) ** 2 - 1) / scale * g",
+}
 _GAMMA_LOGPDF = {
     "x": "((a - 1) / (x - loc) - 1 / scale) * g",
     "a": "(numpy.log((x - loc) / scale) - scipy.special.digamma(a)) * g",
@@ -2390,15 +2395,9 @@ RULES: tuple[Rule, ...] = (
          b=Depends("numpy.exp(x - out) * g, expanded over axis", _logsumexp_b)),
     # norm's loc and scale default to 0 and 1; z = (x - loc) / scale.
     rule("norm_logpdf", "scipy.stats.norm.logpdf(x, loc, scale)", broadcasts=True,
-         floating=True, shape=_broadcast,
-         x=_normal("-(x - loc) / scale**2 * g"),
-         loc=_normal("(x - loc) / scale**2 * g"),
-         scale=_normal("(((x - loc) / scale) ** 2 - 1) / scale * g")),
+         floating=True, shape=_broadcast, **_located(_NORM_LOGPDF)),
     rule("norm_pdf", "scipy.stats.norm.pdf(x, loc, scale)", broadcasts=True, floating=True,
-         shape=_broadcast,
-         x=_normal("-out * (x - loc) / scale**2 * g"),
-         loc=_normal("out * (x - loc) / scale**2 * g"),
-         scale=_normal("out * (((x - loc) / scale) ** 2 - 1) / scale * g")),
+         shape=_broadcast, **_located(_NORM_LOGPDF, _times_density)),
     rule("norm_cdf", "scipy.stats.norm.cdf(x, loc, scale)", broadcasts=True, floating=True,
          shape=_broadcast,
          x=_normal("pdf(x, loc, scale) * g"),
