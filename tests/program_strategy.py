@@ -1625,6 +1625,11 @@ def _counts(c: Context) -> str:
     return str(c.choose.pick(["0", "1", "3", "2.0"]))
 
 
+def _shape_number(c: Context) -> str:
+    """gammainc's a: a positive number, data (gradgen has no gradient with respect to it)."""
+    return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "subscripts": _subscripts,
     "axis": _axis,
@@ -1649,6 +1654,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "destination": _small_axis,
     "start": _start,
     "k": _k,
+    "a": _shape_number,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1898,6 +1904,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "gammaln": _domain(x=_positive),
     "digamma": _domain(x=_positive),
     "polygamma": _domain(x=_positive),
+    "gammainc": _domain(x=_positive),
+    "gammaincc": _domain(x=_positive),
     "special_gamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
     "rgamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
     "erfcinv": _domain(x=lambda b, t: _wrap(b, t, "1 + v / (1 + v * v)")),

@@ -169,6 +169,15 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.polygamma(1, 1 + x * x)", x=(4,)),
         case("sc.polygamma(2, 0.5 + x * x)", x=ZERO_D),
     ],
+    # gammainc(a, x), gammaincc(a, x): x > 0; a a number or an array with no gradient.
+    "gammainc": [
+        case("sc.gammainc(2.5, x * x + 0.1)", x=M),
+        case("sc.gammainc(np.arange(1.0, 4.0)[:, None], x * x + 0.1)", False, x=(4,)),
+    ],
+    "gammaincc": [
+        case("sc.gammaincc(0.7, x * x + 0.1)", x=(4,)),
+        case("sc.gammaincc(np.arange(0.5, 4.0), x * x + 0.1)", False, x=M),
+    ],
     "logsumexp": [
         case("logsumexp(x)", x=M),
         case("logsumexp(x, axis=1)", x=M),

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 import gradgen
+from gradgen.api import Options, compile_source
 from gradgen.errors import GradgenError
 
 
@@ -182,6 +183,15 @@ FUNCTION_REFUSALS = [
         "function a rule with @gradgen.backward_of)",
     ),
     (
+        "gradient-through-an-argument-gradgen-has-no-rule-for",
+        "import scipy.special\n\n\ndef f(x, alpha):\n"
+        "    return scipy.special.gammainc(alpha * 2, x)\n",
+        5,
+        35,
+        "gradgen has no gradient of 'scipy.special.gammainc' with respect to its argument "
+        "'a' (only with respect to 'x'), and 'alpha * 2' needs one here, from 'alpha'",
+    ),
+    (
         "stop-gradient-of-two-values",
         "import gradgen\n\n\ndef f(x):\n    return x * gradgen.stop_gradient(x, 1)\n",
         5,
@@ -260,3 +270,13 @@ def test_a_problem_met_twice_is_reported_once() -> None:
     )
     error = refusal(source)
     assert [(d.line, d.column) for d in error.diagnostics] == [(7, 12)], error.render()
+
+
+def test_an_argument_with_no_rule_is_accepted_where_it_needs_no_gradient() -> None:
+    """gammainc's a is accepted where it is data (left out of wrt): x's gradient alone."""
+    source = (
+        "import scipy.special\n\n\n"
+        "def f(x, alpha):\n    return scipy.special.gammainc(alpha * 2, x)\n"
+    )
+    text = compile_source(source, "forward.py", Options(wrt={"f": ("x",)})).text
+    assert "dalpha" not in text and "dx = " in text

@@ -1016,9 +1016,14 @@ def relevant_values(
     gradients."""
     active = set(wrt) if wrt is not None else {p.name for p in function.parameters}
     _spread_active(function.stages, active, callees)
+    return active & _needed_values(function, callees)
+
+
+def _needed_values(function: StagedFunction, callees: Callees) -> set[str]:
+    """Variables a gradient of the result would flow back into, from any parameter."""
     needed: set[str] = {result.id for result in function.results if isinstance(result, Name)}
     _spread_needed(function.stages, needed, callees)
-    return active & needed
+    return needed
 
 
 def _spread_active(stages: tuple[Stage, ...], active: set[str], callees: Callees) -> None:
@@ -1156,7 +1161,43 @@ def opaque_refusals(
     sources: dict[str, set[str]] = {name: {name} for name in differentiated}
     refusals: dict[int, tuple[object, str]] = {}
     _trace_sources(function.stages, sources, relevant, refusals)
+    needed = _needed_values(function, callees)
+    for stage in all_stages(function.stages):
+        if stage.rule is not None and stage.rule.no_rule_for and stage.target in needed:
+            refusal = _no_rule_refusal(stage, sources)
+            if refusal is not None:
+                refusals[id(stage)] = refusal
     return list(refusals.values())
+
+
+def _no_rule_refusal(stage: Stage, sources: dict[str, set[str]]) -> tuple[object, str] | None:
+    """``gammainc(a, x)`` where ``a`` needs a gradient: the function is smooth in ``a``, but
+    gradgen has no gradient for it, and dropping it would be a silently wrong gradient."""
+    assert stage.rule is not None
+    bound = dict(stage.nondiff)
+    for variable in stage.rule.no_rule_for:
+        value = bound[variable]
+        parameters = sorted(set().union(*(sources.get(n, ()) for n in gradient_names(value))))
+        if not parameters:
+            continue
+        node = getattr(value, "origin", None)
+        written = (
+            " ".join(cst.Module([]).code_for_node(node).split())
+            if isinstance(node, cst.CSTNode)
+            else render(value)
+        )
+        origin = "" if parameters == [written] else f", from {_listed(parameters)}"
+        function = stage.expr.func.spelling if isinstance(stage.expr, Call) else stage.rule.name
+        others = _listed(list(stage.rule.inputs))
+        message = (
+            f"gradgen has no gradient of '{function}' with respect to its argument "
+            f"'{variable}' (only with respect to {others}), and '{written}' needs one "
+            f"here{origin}; pass a value that does not depend on the differentiated "
+            "parameters (leave a parameter that is data out of wrt), or give the function "
+            "a rule with @gradgen.backward_of"
+        )
+        return (node or getattr(stage.expr, "origin", None), message)
+    return None
 
 
 def array_test_refusals(function: StagedFunction, callees: Callees) -> list[tuple[object, str]]:

@@ -190,6 +190,10 @@ class Rule:
     # The arguments it is not differentiated with (np.pad in a mode other than 'constant'):
     # a predicate on the values bound to the form's variables, giving the refusal's words.
     refuse_when: Callable[[dict[str, Expr]], str | None] | None = None
+    # Nondiff arguments the function is smooth in but gradgen has no gradient for
+    # (gammainc's shape a): accepted as data, refused where a gradient would have to flow
+    # into them (reverse.opaque_refusals), never silently dropped.
+    no_rule_for: tuple[str, ...] = ()
     # Its result is floating point whatever its inputs' dtypes (exp, division, mean); the
     # other operations give floats when one of their inputs is (infer.floating_values).
     floating: bool = False
@@ -330,6 +334,7 @@ def rule(
     literal: tuple[str, ...] = (),
     no_gradient_when: Callable[[dict[str, Expr]], bool] | None = None,
     refuse_when: Callable[[dict[str, Expr]], str | None] | None = None,
+    no_rule_for: tuple[str, ...] = (),
     floating: bool = False,
     axes: bool = False,
     check: Callable[[dict[str, object]], str | None] | None = None,
@@ -345,6 +350,8 @@ def rule(
             raise ValueError(f"rule {name}: form {text!r} must use exactly {inputs + nondiff}")
     if not set(literal) <= set(nondiff):
         raise ValueError(f"rule {name}: literal arguments must be nondiff ones")
+    if not set(no_rule_for) <= set(nondiff):
+        raise ValueError(f"rule {name}: arguments without a gradient must be nondiff ones")
     sources: list[Template | Depends | None] = []
     for source in adjoints.values():
         if isinstance(source, Each):
@@ -379,6 +386,7 @@ def rule(
         literal=literal,
         no_gradient_when=no_gradient_when,
         refuse_when=refuse_when,
+        no_rule_for=no_rule_for,
         floating=floating,
         axes=axes,
         check=check,
@@ -2475,6 +2483,15 @@ RULES: tuple[Rule, ...] = (
          shape=_same, x="polygamma(1, x) * g"),
     rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), floating=True,
          shape=_broadcast, x="polygamma(n + 1, x) * g"),
+    # The regularized incomplete gamma functions, differentiated with respect to x: the
+    # integrand x**(a-1) exp(-x) / gamma(a), from logarithms to stay finite for large a.
+    # In a they are smooth too, with no closed form: refused where a needs a gradient.
+    rule("gammainc", "scipy.special.gammainc(a, x)", nondiff=("a",), no_rule_for=("a",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="numpy.exp((a - 1) * numpy.log(x) - x - gammaln(a)) * g"),
+    rule("gammaincc", "scipy.special.gammaincc(a, x)", nondiff=("a",), no_rule_for=("a",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="-numpy.exp((a - 1) * numpy.log(x) - x - gammaln(a)) * g"),
     rule("special_gamma", "scipy.special.gamma(x)", floating=True, shape=_same,
          x="(out * digamma(x)) * g"),
     rule("rgamma", "scipy.special.rgamma(x)", floating=True, shape=_same,  # 1 / gamma(x)
