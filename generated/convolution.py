@@ -33,33 +33,6 @@ def _like(value):
     return like
 
 
-def _spread_or_sum(grad, like):
-    """grad in like's shape, where numpy spread a dimension 1 of either over the
-    other's (np.einsum's labels, its '...'): summed where like has the 1, spread where
-    grad has it."""
-    if np.shape(grad) == np.shape(like):
-        return grad
-    return np.broadcast_to(_unbroadcast(grad, like), np.shape(like))
-
-
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def _unslide(grad, like, window_shape, axis):
     """grad of sliding_window_view(like, window_shape, axis): each window's entries
     added back where they were read, one offset in the window at a time."""
@@ -78,25 +51,20 @@ def _unslide(grad, like, window_shape, axis):
     return out
 
 
-def conv_forward_backward(x, w, b, dout=1.0):
+def conv_forward_backward(x, w, b, dout):
     """Gradients of conv_forward with respect to (x, w, b)."""
-    # Recomputes: padded, HH, WW, windows, out_einsum, out_index, out.
+    # Recomputes: padded, HH, WW, windows.
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     HH = w.shape[2]
     WW = w.shape[3]
     windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
-    out_einsum = np.einsum("nchwij,fcij->nfhw", windows, w)
-    out_index = b[None, :, None, None]
-    out = out_einsum + out_index
 
     # backprop out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
-    dout = _everywhere(dout, out)
-    dout_einsum = _unbroadcast(dout, out_einsum)
-    dout_index = _unbroadcast(dout, out_index)
+    dout_index = dout.sum(axis=(0, 2, 3), keepdims=True)
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
     db[None, :, None, None] += dout_index
-    dwindows = _spread_or_sum(np.einsum("nfhw,fcij->nchwij", dout_einsum, w), windows)
-    dw = _spread_or_sum(np.einsum("nfhw,nchwij->fcij", dout_einsum, windows), w)
+    dwindows = np.einsum("nfhw,fcij->nchwij", dout, w)
+    dw = np.einsum("nfhw,nchwij->fcij", dout, windows)
     # backprop windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
     dpadded = _unslide(dwindows, padded, (HH, WW), (2, 3))
     # backprop padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -106,24 +74,20 @@ def conv_forward_backward(x, w, b, dout=1.0):
     return dx, dw, db
 
 
-def conv_forward_value_and_grad(x, w, b, dout=1.0):
+def conv_forward_value_and_grad(x, w, b, dout):
     """conv_forward and its gradients with respect to (x, w, b)."""
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     HH = w.shape[2]
     WW = w.shape[3]
     windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
-    out_einsum = np.einsum("nchwij,fcij->nfhw", windows, w)
-    out_index = b[None, :, None, None]
-    out = out_einsum + out_index
+    out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
 
     # backprop out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
-    dout = _everywhere(dout, out)
-    dout_einsum = _unbroadcast(dout, out_einsum)
-    dout_index = _unbroadcast(dout, out_index)
+    dout_index = dout.sum(axis=(0, 2, 3), keepdims=True)
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
     db[None, :, None, None] += dout_index
-    dwindows = _spread_or_sum(np.einsum("nfhw,fcij->nchwij", dout_einsum, w), windows)
-    dw = _spread_or_sum(np.einsum("nfhw,nchwij->fcij", dout_einsum, windows), w)
+    dwindows = np.einsum("nfhw,fcij->nchwij", dout, w)
+    dw = np.einsum("nfhw,nchwij->fcij", dout, windows)
     # backprop windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
     dpadded = _unslide(dwindows, padded, (HH, WW), (2, 3))
     # backprop padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -134,39 +98,25 @@ def conv_forward_value_and_grad(x, w, b, dout=1.0):
 
 
 def conv_forward_forward(x, w, b):
-    """conv_forward and the cache of the values its backward reads."""
+    """conv_forward and the cache its backward reads: (w, b, padded, HH, WW, windows)."""
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     HH = w.shape[2]
     WW = w.shape[3]
     windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
-    out_einsum = np.einsum("nchwij,fcij->nfhw", windows, w)
-    out_index = b[None, :, None, None]
-    out = out_einsum + out_index
-    return out, (
-        w,
-        b,
-        _like(padded),
-        HH,
-        WW,
-        windows,
-        _like(out_einsum),
-        _like(out_index),
-        _like(out),
-    )
+    out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
+    return out, (w, b, _like(padded), HH, WW, windows)
 
 
 def conv_forward_cached_backward(dout, cache):
     """Gradients of conv_forward with respect to (x, w, b)."""
-    w, b, padded, HH, WW, windows, out_einsum, out_index, out = cache
+    w, b, padded, HH, WW, windows = cache
 
     # backprop out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
-    dout = _everywhere(dout, out)
-    dout_einsum = _unbroadcast(dout, out_einsum)
-    dout_index = _unbroadcast(dout, out_index)
+    dout_index = dout.sum(axis=(0, 2, 3), keepdims=True)
     db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
     db[None, :, None, None] += dout_index
-    dwindows = _spread_or_sum(np.einsum("nfhw,fcij->nchwij", dout_einsum, w), windows)
-    dw = _spread_or_sum(np.einsum("nfhw,nchwij->fcij", dout_einsum, windows), w)
+    dwindows = np.einsum("nfhw,fcij->nchwij", dout, w)
+    dw = np.einsum("nfhw,nchwij->fcij", dout, windows)
     # backprop windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
     dpadded = _unslide(dwindows, padded, (HH, WW), (2, 3))
     # backprop padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))

@@ -13,31 +13,6 @@ from scipy.stats import norm
 import scipy.special
 
 
-def _keepdims(value, like, axis):
-    """value, like reduced over axis, shaped as keepdims=True gives it."""
-    if np.ndim(like) == 0:
-        return value  # numpy reduces a number over axis 0 or -1 to itself
-    return np.expand_dims(value, axis)
-
-
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def call_price_backward(S, K, T, r, sigma, dout=1.0):
     """Gradients of call_price with respect to (S, K, T, r, sigma)."""
     # Recomputes: vol_sqrt, vol, d1_div, d1_add_2, d1_add, d1, d2, N1_div, N1,
@@ -297,17 +272,14 @@ def gaussian_nll_value_and_grad(x, mu, log_sigma, dout=1.0):
 def mixture_nll_backward(x, means, log_weights, dout=1.0):
     """Gradients of mixture_nll with respect to (x, means, log_weights)."""
     # Recomputes: log_w_logsumexp, log_w, log_components_index,
-    # log_components_index_2, log_components_norm_logpdf,
-    # log_components_index_3, log_components, out_logsumexp.
+    # log_components_index_2, log_components, out_logsumexp.
     log_w_logsumexp = logsumexp(log_weights)
     log_w = log_weights - log_w_logsumexp
     log_components_index = x[:, None]
     log_components_index_2 = means[None, :]
-    log_components_norm_logpdf = norm.logpdf(
-        log_components_index, log_components_index_2, 1.0
+    log_components = (
+        norm.logpdf(log_components_index, log_components_index_2, 1.0) + log_w[None, :]
     )
-    log_components_index_3 = log_w[None, :]
-    log_components = log_components_norm_logpdf + log_components_index_3
     out_logsumexp = logsumexp(log_components, axis=1)
 
     # backprop return -np.sum(logsumexp(log_components, axis=1))
@@ -316,23 +288,18 @@ def mixture_nll_backward(x, means, log_weights, dout=1.0):
         out_logsumexp, dout_sum, dtype=np.result_type(out_logsumexp, dout_sum)
     )
     dlog_components = np.exp(
-        log_components - _keepdims(out_logsumexp, log_components, 1)
-    ) * _keepdims(dout_logsumexp, log_components, 1)
+        log_components - np.expand_dims(out_logsumexp, 1)
+    ) * np.expand_dims(dout_logsumexp, 1)
     # backprop log_components = norm.logpdf(x[:, None], means[None, :], 1.0) + log_w[No ...
-    dlog_components_norm_logpdf = _unbroadcast(
-        dlog_components, log_components_norm_logpdf
-    )
-    dlog_components_index_3 = _unbroadcast(dlog_components, log_components_index_3)
+    dlog_components_index_3 = dlog_components.sum(axis=0, keepdims=True)
     dlog_w = np.zeros_like(log_w)
     dlog_w[None, :] += dlog_components_index_3
-    dlog_components_index = _unbroadcast(
-        -(log_components_index - log_components_index_2) * dlog_components_norm_logpdf,
-        log_components_index,
-    )
-    dlog_components_index_2 = _unbroadcast(
-        (log_components_index - log_components_index_2) * dlog_components_norm_logpdf,
-        log_components_index_2,
-    )
+    dlog_components_index = (
+        -(log_components_index - log_components_index_2) * dlog_components
+    ).sum(axis=1, keepdims=True)
+    dlog_components_index_2 = (
+        (log_components_index - log_components_index_2) * dlog_components
+    ).sum(axis=0, keepdims=True)
     dmeans = np.zeros_like(means, dtype=np.result_type(means, 1.0))
     dmeans[None, :] += dlog_components_index_2
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
@@ -350,11 +317,9 @@ def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
     log_w = log_weights - log_w_logsumexp
     log_components_index = x[:, None]
     log_components_index_2 = means[None, :]
-    log_components_norm_logpdf = norm.logpdf(
-        log_components_index, log_components_index_2, 1.0
+    log_components = (
+        norm.logpdf(log_components_index, log_components_index_2, 1.0) + log_w[None, :]
     )
-    log_components_index_3 = log_w[None, :]
-    log_components = log_components_norm_logpdf + log_components_index_3
     out_logsumexp = logsumexp(log_components, axis=1)
     out = -np.sum(out_logsumexp)
 
@@ -364,23 +329,18 @@ def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
         out_logsumexp, dout_sum, dtype=np.result_type(out_logsumexp, dout_sum)
     )
     dlog_components = np.exp(
-        log_components - _keepdims(out_logsumexp, log_components, 1)
-    ) * _keepdims(dout_logsumexp, log_components, 1)
+        log_components - np.expand_dims(out_logsumexp, 1)
+    ) * np.expand_dims(dout_logsumexp, 1)
     # backprop log_components = norm.logpdf(x[:, None], means[None, :], 1.0) + log_w[No ...
-    dlog_components_norm_logpdf = _unbroadcast(
-        dlog_components, log_components_norm_logpdf
-    )
-    dlog_components_index_3 = _unbroadcast(dlog_components, log_components_index_3)
+    dlog_components_index_3 = dlog_components.sum(axis=0, keepdims=True)
     dlog_w = np.zeros_like(log_w)
     dlog_w[None, :] += dlog_components_index_3
-    dlog_components_index = _unbroadcast(
-        -(log_components_index - log_components_index_2) * dlog_components_norm_logpdf,
-        log_components_index,
-    )
-    dlog_components_index_2 = _unbroadcast(
-        (log_components_index - log_components_index_2) * dlog_components_norm_logpdf,
-        log_components_index_2,
-    )
+    dlog_components_index = (
+        -(log_components_index - log_components_index_2) * dlog_components
+    ).sum(axis=1, keepdims=True)
+    dlog_components_index_2 = (
+        (log_components_index - log_components_index_2) * dlog_components
+    ).sum(axis=0, keepdims=True)
     dmeans = np.zeros_like(means, dtype=np.result_type(means, 1.0))
     dmeans[None, :] += dlog_components_index_2
     dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))

@@ -25,13 +25,6 @@ def _everywhere(grad, like):
     return grad + np.zeros_like(like)
 
 
-def _keepdims(value, like, axis):
-    """value, like reduced over axis, shaped as keepdims=True gives it."""
-    if np.ndim(like) == 0:
-        return value  # numpy reduces a number over axis 0 or -1 to itself
-    return np.expand_dims(value, axis)
-
-
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
@@ -99,17 +92,14 @@ def _undiagonal(grad, like, offset, axis1, axis2):
 
 def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll with respect to (log_length, log_signal, log_noise, X, y)."""
-    # Recomputes: length, signal, noise, diffs_index, diffs_index_2, diffs,
-    # sqdist_pow, sqdist_sum, sqdist_pow_2, sqdist, K_exp, K_mul, K_mul_3, K, L,
-    # z, data_fit_pow, data_fit, complexity_diagonal, complexity, nll_add, nll.
+    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
+    # sqdist, K_exp, K_mul, K_mul_3, K, L, z, data_fit_pow, data_fit,
+    # complexity_diagonal, complexity, nll_add, nll.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
-    diffs_index = X[:, None, :]
-    diffs_index_2 = X[None, :, :]
-    diffs = diffs_index - diffs_index_2
-    sqdist_pow = diffs**2
-    sqdist_sum = np.sum(sqdist_pow, axis=2)
+    diffs = X[:, None, :] - X[None, :, :]
+    sqdist_sum = np.sum(diffs**2, axis=2)
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
@@ -148,23 +138,18 @@ def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     dK_mul = _unbroadcast(dK, K_mul)
     dK_mul_3 = _unbroadcast(dK, K_mul_3)
     dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = _unbroadcast(K_exp * dK_mul, signal)
+    dsignal = np.sum(K_exp * dK_mul)
     dK_exp = signal * dK_mul
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
     dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = _unbroadcast(
-        -(sqdist_sum / sqdist_pow_2**2) * dsqdist, sqdist_pow_2
-    )
+    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
     dlength = (2 * length) * dsqdist_pow_2
-    dsqdist_pow = np.broadcast_to(
-        _keepdims(dsqdist_sum, sqdist_pow, 2), np.shape(sqdist_pow)
-    )
-    ddiffs = (2 * diffs) * dsqdist_pow
+    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
     # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = _unbroadcast(ddiffs, diffs_index)
-    ddiffs_index_2 = _unbroadcast(-ddiffs, diffs_index_2)
+    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
+    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
     dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
     dX[None, :, :] += ddiffs_index_2
     dX[:, None, :] += ddiffs_index
@@ -182,11 +167,8 @@ def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
-    diffs_index = X[:, None, :]
-    diffs_index_2 = X[None, :, :]
-    diffs = diffs_index - diffs_index_2
-    sqdist_pow = diffs**2
-    sqdist_sum = np.sum(sqdist_pow, axis=2)
+    diffs = X[:, None, :] - X[None, :, :]
+    sqdist_sum = np.sum(diffs**2, axis=2)
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
@@ -225,23 +207,18 @@ def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
     dK_mul = _unbroadcast(dK, K_mul)
     dK_mul_3 = _unbroadcast(dK, K_mul_3)
     dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = _unbroadcast(K_exp * dK_mul, signal)
+    dsignal = np.sum(K_exp * dK_mul)
     dK_exp = signal * dK_mul
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
     dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = _unbroadcast(
-        -(sqdist_sum / sqdist_pow_2**2) * dsqdist, sqdist_pow_2
-    )
+    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
     dlength = (2 * length) * dsqdist_pow_2
-    dsqdist_pow = np.broadcast_to(
-        _keepdims(dsqdist_sum, sqdist_pow, 2), np.shape(sqdist_pow)
-    )
-    ddiffs = (2 * diffs) * dsqdist_pow
+    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
     # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = _unbroadcast(ddiffs, diffs_index)
-    ddiffs_index_2 = _unbroadcast(-ddiffs, diffs_index_2)
+    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
+    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
     dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
     dX[None, :, :] += ddiffs_index_2
     dX[:, None, :] += ddiffs_index
@@ -256,17 +233,14 @@ def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
 
 def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll_slogdet with respect to its parameters, in order."""
-    # Recomputes: length, signal, noise, diffs_index, diffs_index_2, diffs,
-    # sqdist_pow, sqdist_sum, sqdist_pow_2, sqdist, K_exp, K_mul, K_mul_3, K,
-    # alpha, sign, nll_mul, nll_mul_2, nll_add, nll.
+    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
+    # sqdist, K_exp, K_mul, K_mul_3, K, alpha, sign, nll_mul, nll_mul_2,
+    # nll_add, nll.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
-    diffs_index = X[:, None, :]
-    diffs_index_2 = X[None, :, :]
-    diffs = diffs_index - diffs_index_2
-    sqdist_pow = diffs**2
-    sqdist_sum = np.sum(sqdist_pow, axis=2)
+    diffs = X[:, None, :] - X[None, :, :]
+    sqdist_sum = np.sum(diffs**2, axis=2)
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
@@ -298,23 +272,18 @@ def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     dK_mul = _unbroadcast(dK, K_mul)
     dK_mul_3 = _unbroadcast(dK, K_mul_3)
     dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = _unbroadcast(K_exp * dK_mul, signal)
+    dsignal = np.sum(K_exp * dK_mul)
     dK_exp = signal * dK_mul
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
     dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = _unbroadcast(
-        -(sqdist_sum / sqdist_pow_2**2) * dsqdist, sqdist_pow_2
-    )
+    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
     dlength = (2 * length) * dsqdist_pow_2
-    dsqdist_pow = np.broadcast_to(
-        _keepdims(dsqdist_sum, sqdist_pow, 2), np.shape(sqdist_pow)
-    )
-    ddiffs = (2 * diffs) * dsqdist_pow
+    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
     # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = _unbroadcast(ddiffs, diffs_index)
-    ddiffs_index_2 = _unbroadcast(-ddiffs, diffs_index_2)
+    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
+    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
     dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
     dX[None, :, :] += ddiffs_index_2
     dX[:, None, :] += ddiffs_index
@@ -332,11 +301,8 @@ def gp_nll_slogdet_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
-    diffs_index = X[:, None, :]
-    diffs_index_2 = X[None, :, :]
-    diffs = diffs_index - diffs_index_2
-    sqdist_pow = diffs**2
-    sqdist_sum = np.sum(sqdist_pow, axis=2)
+    diffs = X[:, None, :] - X[None, :, :]
+    sqdist_sum = np.sum(diffs**2, axis=2)
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
@@ -368,23 +334,18 @@ def gp_nll_slogdet_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=
     dK_mul = _unbroadcast(dK, K_mul)
     dK_mul_3 = _unbroadcast(dK, K_mul_3)
     dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = _unbroadcast(K_exp * dK_mul, signal)
+    dsignal = np.sum(K_exp * dK_mul)
     dK_exp = signal * dK_mul
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
     dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = _unbroadcast(
-        -(sqdist_sum / sqdist_pow_2**2) * dsqdist, sqdist_pow_2
-    )
+    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
     dlength = (2 * length) * dsqdist_pow_2
-    dsqdist_pow = np.broadcast_to(
-        _keepdims(dsqdist_sum, sqdist_pow, 2), np.shape(sqdist_pow)
-    )
-    ddiffs = (2 * diffs) * dsqdist_pow
+    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
     # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = _unbroadcast(ddiffs, diffs_index)
-    ddiffs_index_2 = _unbroadcast(-ddiffs, diffs_index_2)
+    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
+    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
     dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
     dX[None, :, :] += ddiffs_index_2
     dX[:, None, :] += ddiffs_index

@@ -97,6 +97,8 @@ def _infer_stages(
 ) -> None:
     """``steps``: the loops' variables (whole numbers, from ``range``)."""
     for stage in stages:
+        for target in stage.targets:  # bound again: a dimension no more, unless found below
+            dimensions.pop(target, None)
         if stage.loop is not None:
             _infer_loop(stage, known, callees, steps, dimensions)
         elif stage.branch is not None:
@@ -123,35 +125,49 @@ def _infer_stages(
             assert stage.rule is not None
             found: tuple[Shape | None, ...] = (None,) * len(stage.results)
             if stage.rule.result_shapes is not None:
-                found = stage.rule.result_shapes(stage_context(stage, known))
+                found = stage.rule.result_shapes(stage_context(stage, known, dimensions))
             known.update(zip(stage.results, found, strict=True))
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
-            known[stage.target] = stage.rule.shape(stage_context(stage, known))
+            known[stage.target] = stage.rule.shape(stage_context(stage, known, dimensions))
         else:
             known[stage.target] = None
 
 
 def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | None:
-    """``x[:, t, :]``, ``x[t]``, ``x[0]``: a whole slice keeps its axis, a loop's step or a
-    whole number written out takes one away. Anything else (a partial slice, an array of
-    indices, ``None``, ``...``, a number that may be a flag) leaves the shape unknown."""
+    """``x[:, t, :]``, ``x[t]``, ``x[0]``, ``b[None, :]``: a whole slice keeps its axis, a
+    loop's step or a whole number written out takes one away, ``None`` adds one of length
+    1. Anything else (a partial slice, an array of indices, ``...``, a number that may be
+    a flag) leaves the shape unknown."""
     shape = expression_shape(stage.operands[0], known)
     index = unwrap(dict(stage.nondiff)["i"])
     parts = index.items if isinstance(index, Sequence_) and index.brackets == "()" else (index,)
-    if shape is None or len(parts) > len(shape):
+    new_axes = sum(_new_axis(part) for part in parts)
+    if shape is None or len(parts) - new_axes > len(shape):
         return None
     kept: list[shapes.Dim] = []
-    for part, dim in zip(parts, shape, strict=False):
-        part = unwrap(part)
+    axis = 0  # of x, the next one a part of the index reads
+    for part in map(unwrap, parts):
+        if _new_axis(part):
+            kept.append(1)
+            continue
+        dim, axis = shape[axis], axis + 1
         if isinstance(part, Slice) and part.lower is part.upper is part.step is None:
             kept.append(dim)
         elif not (
             (isinstance(part, Name) and part.id in steps) or type(literal_value(part)) is int
         ):
             return None
-    return (*kept, *shape[len(parts) :])
+    return (*kept, *shape[axis:])
+
+
+def _new_axis(part: Expr) -> bool:
+    """``None`` or ``np.newaxis`` in an index: a new axis of length 1."""
+    part = unwrap(part)
+    return literal_value(part) is None or (
+        isinstance(part, Const) and part.text.endswith(".newaxis")
+    )
 
 
 def _infer_loop(
@@ -356,9 +372,29 @@ def _may_make_an_array(expr: Expr) -> bool:
     return isinstance(expr, Call) and expr.func.lib not in ("math", "builtins")
 
 
-def stage_context(stage: Stage, known: Shapes) -> AdjointContext:
+def _dimensions_value(value: Expr, dimensions: Dimensions) -> object:
+    """The literal value of ``value``, with the names of known dimensions read as them."""
+    written = literal_value(value)
+    value = unwrap(value)
+    if written is not NOT_LITERAL or not isinstance(value, Sequence_ | Name):
+        return written
+    items = value.items if isinstance(value, Sequence_) else (value,)
+    found: list[object] = []
+    for item in items:
+        item = unwrap(item)
+        found.append(dimensions.get(item.id) if isinstance(item, Name) else literal_value(item))
+    if any(f is None or f is NOT_LITERAL for f in found):
+        return NOT_LITERAL
+    return tuple(found) if isinstance(value, Sequence_) else found[0]
+
+
+def stage_context(
+    stage: Stage, known: Shapes, dimensions: Dimensions | None = None
+) -> AdjointContext:
     """What the stage's rule may look at to choose a template or a shape: the literal
-    values of its arguments and the shapes of its inputs and result."""
+    values of its arguments and the shapes of its inputs and result. With ``dimensions``
+    (for a shape, never for a template, which writes the names), an argument of names
+    bound to known dimensions reads as those: ``(HH, WW)`` after ``HH, WW = w.shape[2:]``."""
     assert stage.rule is not None
     names = (
         [f"x{j}" for j in range(len(stage.operands))] if stage.rule.variadic else stage.rule.inputs
@@ -370,7 +406,9 @@ def stage_context(stage: Stage, known: Shapes) -> AdjointContext:
     for name, value in stage.nondiff:
         operand_shapes.setdefault(name, expression_shape(value, known))
     operand_shapes["out"] = known.get(stage.target)
-    literals = {name: literal_value(value) for name, value in stage.nondiff}
+    literals = {
+        name: _dimensions_value(value, dimensions or {}) for name, value in stage.nondiff
+    }
     # Literal operands too: np.clip(x, None, 1.0) has no lower bound.
     literals.update(
         (name, literal_value(operand))

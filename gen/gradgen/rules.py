@@ -1156,12 +1156,10 @@ def _pad_shape(c: AdjointContext) -> Shape | None:
         return None
     padded: list[Dim] = []
     for d, (before, after) in zip(shape, widths, strict=True):
-        if before + after == 0:
-            padded.append(d)
-        elif _whole(d):
-            padded.append(d + before + after)
-        else:
+        grown = shapes.offset(d, before + after)  # "H" padded by 1 and 1 is "H+2"
+        if grown is None:
             return None
+        padded.append(grown)
     return tuple(padded)
 
 
@@ -1205,10 +1203,10 @@ def _window_shape(c: AdjointContext) -> Shape | None:
         return None
     trimmed = list(shape)
     for a, w in zip(axes, windows, strict=True):
-        dim = trimmed[a % len(shape)]
-        if not _whole(dim):
+        starts = shapes.offset(trimmed[a % len(shape)], 1 - w)  # "H+2" by 3 gives "H"
+        if starts is None:
             return None
-        trimmed[a % len(shape)] = dim - w + 1
+        trimmed[a % len(shape)] = starts
     return (*trimmed, *windows)
 
 

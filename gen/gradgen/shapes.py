@@ -45,6 +45,23 @@ def _looks_like_a_type(word: str) -> bool:
     return word[0].isupper() and any(c.islower() for c in word)
 
 
+# A dimension a padding or a window moved by a whole number: "H", "H+2", "T-1".
+_OFFSET = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)([+-][0-9]+)?$")
+
+
+def offset(dim: Dim, by: int) -> Dim | None:
+    """``dim + by``, written as an annotation would write it (``H`` and 2 give ``H+2``,
+    ``H+2`` and -2 give ``H``); None where ``dim`` is not a name or a name moved by a
+    whole number (``4H``, ``N*T``): those stay unknown rather than be guessed."""
+    if isinstance(dim, int):
+        return dim + by
+    match = _OFFSET.match(dim)
+    if match is None:
+        return None
+    total = int(match.group(2) or 0) + by
+    return match.group(1) if total == 0 else f"{match.group(1)}{total:+d}"
+
+
 def broadcast(*shapes: Shape | None) -> Shape | None:
     """numpy's broadcast of ``shapes``; None when unknown or not provably compatible."""
     if any(s is None for s in shapes):
