@@ -1847,11 +1847,22 @@ def _simplex(b: Builder, term: Term) -> Term:
     return _wrap(b, term, "scipy.special.softmax(v, axis=0)")
 
 
+def _dirichlet_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Points of the simplex and positive alphas; x one row short of alpha (scipy appends the
+    row 1 - sum(x)) sums to 0.8, so that the appended row is 0.2, not 0."""
+    alpha, x = _positive(b, inputs["alpha"]), inputs["x"]
+    if numpy.ndim(x.value) not in (1, 2):
+        raise Unfit(f"{x.text}: no points of a simplex")
+    short = numpy.ndim(alpha.value) == 1 and len(x.value) == len(alpha.value) - 1
+    x = _wrap(b, x, "0.8 * scipy.special.softmax(v, axis=0)") if short else _simplex(b, x)
+    return {"x": x, "alpha": alpha}
+
+
 # Domains an input is put into before the form is tried with it: where almost no value
 # drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_logpdf": _domain(cov=_covariance),
-    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_logpdf": _dirichlet_domain,
 }
 
 
@@ -1915,7 +1926,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "xlog1py": _domain(y=_above_minus_one),
     "entr": _domain(x=_positive),
     "multivariate_normal_logpdf": _domain(cov=_covariance),
-    "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_logpdf": _dirichlet_domain,
     "t_logpdf": _domain(df=_positive, scale=_positive),
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),

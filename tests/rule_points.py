@@ -287,6 +287,10 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 3), a=(4,)),
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
+        # one row short of alpha: scipy appends the row 1 - sum(x)
+        case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", v=(3,), a=(4,)),
+        case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", v=(3, 2), a=(4,)),
+        case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", False, v=(3,), a=(4,)),
     ],
     # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
     # triangle, and so does the gradient.

@@ -529,6 +529,30 @@ FIXED_BUGS += [
         excludes=lambda app: False,
         raises=AssertionError,
     ),
+    KnownBug(
+        name="dirichlet-x-one-row-short",
+        symptom="scipy.stats.dirichlet.logpdf(x, alpha) with x one row short of alpha (scipy "
+        "appends the row 1 - sum(x)): the backward raised ValueError (operands could not be "
+        "broadcast), from (alpha - 1) / x and log(x) of the short x",
+        forward=(
+            "import numpy as np\nimport scipy.stats\n\n\n"
+            "def f(x, alpha):\n    return scipy.stats.dirichlet.logpdf(x, alpha)\n"
+        ),
+        args=lambda: {"x": numpy.array([0.2, 0.3, 0.1]), "alpha": numpy.array([1.5, 2, 0.7, 3])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
+    KnownBug(
+        name="pad-a-mask-with-a-differentiable-constant",
+        symptom="np.pad(h > 0.3, 1, constant_values=x): numpy casts x to the mask's bool, a "
+        "step with no gradient; the backward gave dx the sum of the padded upstream",
+        forward=_module("np.pad(y > 0.3, pad_width=1, constant_values=x)", "x, y"),
+        args=lambda: {"x": 1.4, "y": numpy.array([0.1, 0.5, 0.9])},
+        upstream=lambda: None,
+        excludes=lambda app: False,
+        raises=AssertionError,
+    ),
 ]
 KNOWN_BUGS.append(
     KnownBug(

@@ -176,10 +176,13 @@ def _unpad(grad, pad_width):
     return grad[tuple(slice(b, n - a) for (b, a), n in zip(widths, grad.shape))]
 ''',
     "_pad_values_grad": '''
-def _pad_values_grad(grad, pad_width, values):
+def _pad_values_grad(grad, pad_width, values, padded):
     """grad of np.pad's constant_values: each value's padded entries summed. numpy
     pads axis after axis, each over what the axes before it padded (the corners
-    are the later axis's)."""
+    are the later axis's). Padding a mask or whole numbers casts the values to
+    their dtype: a step, with no gradient."""
+    if not numpy.issubdtype(numpy.result_type(padded), numpy.inexact):
+        return _unbroadcast(numpy.zeros((numpy.ndim(grad), 2)), values)
     grad = numpy.asarray(grad)  # np.pad of a number is a number
     ndim = grad.ndim
     widths = numpy.broadcast_to(pad_width, (ndim, 2))
@@ -289,6 +292,24 @@ def _sinc_derivative(x):
     s = (numpy.pi * x) ** 2
     taylor = -1 / 3 + s * (1 / 30 - s * (1 / 840 - s / 45360))
     return numpy.where(near, numpy.pi**2 * x * taylor, slope)
+''',
+    # scipy.stats.dirichlet reads an x one row short of alpha as x with the row 1 - sum(x)
+    # appended: that row depends on every other one.
+    "_dirichlet_points": '''
+def _dirichlet_points(x, alpha):
+    """x as scipy.stats.dirichlet reads it: the last row 1 - sum(x) appended when x is one row
+    short of alpha."""
+    if len(x) == len(alpha) - 1:
+        return numpy.concatenate([x, [1 - numpy.sum(x, axis=0)]])
+    return x
+''',
+    "_dirichlet_dx": '''
+def _dirichlet_dx(grad, x, alpha):
+    """The gradient of dirichlet.logpdf(x, alpha) with respect to x, x full or one row short."""
+    full = ((alpha - 1) / _dirichlet_points(x, alpha).T).T * grad
+    if len(x) == len(alpha) - 1:  # the appended row's gradient flows back into every row
+        return full[:-1] - full[-1]
+    return full
 ''',
     "_prod_others": '''
 def _prod_others(x, axis):
@@ -534,6 +555,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_digamma": Aliasing.NEW,
     "_sinc_derivative": Aliasing.NEW,
     "_prod_others": Aliasing.NEW,
+    "_dirichlet_points": Aliasing.VIEW_OF_FIRST,  # x itself when it is full
+    "_dirichlet_dx": Aliasing.NEW,
     "_cumprod_dx": Aliasing.NEW,
     "_average_weights": Aliasing.VIEW_OF_FIRST,
     "_norm_dx": Aliasing.NEW,
@@ -564,7 +587,7 @@ HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
     "_undiag": (1,),
     "_untake": (1,),
     "_untake_along_axis": (1,),
-    "_pad_values_grad": (2,),
+    "_pad_values_grad": (2, 3),
     "_unslide": (1,),
     "_unrollaxis": (1,),
 }
@@ -579,6 +602,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_dot_dx": ("_dot_ranks", "_matmul_dx"),
     "_dot_dy": ("_dot_ranks", "_matmul_dy"),
     "_norm_dx": ("_singular_norm_dx",),
+    "_dirichlet_dx": ("_dirichlet_points",),
     "_solve_db": ("_unbroadcast",),
     "_solve_da": ("_unbroadcast",),
     "_tensordot_dx": ("_tensordot_axes",),

@@ -1178,9 +1178,15 @@ def _unpadded(c: AdjointContext) -> str:
 
 
 def _pad_values_adjoint(c: AdjointContext) -> str:
+    # Padding a mask or whole numbers casts c to their dtype, a step with no gradient:
+    # only x's dtype at run time says which, the shapes do not.
     if c.shapes.get("c") == () and _pad_widths(c) is not None:
-        return f"numpy.sum(g) - numpy.sum({_unpadded(c)})"
-    return "_pad_values_grad(g, pad_width, c)"
+        return (
+            f"(numpy.sum(g) - numpy.sum({_unpadded(c)}))"
+            # x's dtype takes in a float unchanged: it is floating or complex
+            " * (numpy.result_type(x, 1.0) == numpy.result_type(x))"
+        )
+    return "_pad_values_grad(g, pad_width, c, x)"
 
 
 def _only_constant_mode(bound: dict[str, Expr]) -> str | None:
@@ -2266,6 +2272,41 @@ def _dirichlet_shape(c: AdjointContext) -> Shape | None:
     return () if len(x) == 1 or x[1] == 1 else (x[1],)
 
 
+def _dirichlet_rows(c: AdjointContext) -> str:
+    """ "full" where x has a row for each of alpha's entries, "short" where it has one fewer
+    (scipy appends the row 1 - sum(x)), "unknown" where the shapes do not say."""
+    x, alpha = c.shapes.get("x"), c.shapes.get("alpha")
+    if not x or not alpha or len(alpha) != 1:
+        return "unknown"
+    if x[0] == alpha[0]:
+        return "full"
+    if isinstance(x[0], int) and isinstance(alpha[0], int) and x[0] == alpha[0] - 1:
+        return "short"
+    return "unknown"
+
+
+def _dirichlet_x(c: AdjointContext) -> str:
+    rows = _dirichlet_rows(c)
+    if rows == "full":
+        return "((alpha - 1) / x.T).T * g"
+    if rows == "short":  # the appended row's gradient flows back into every row
+        first = "alpha[:-1, None]" if c.rank("x") == 2 else "alpha[:-1]"
+        return f"(({first} - 1) / x - (alpha[-1] - 1) / (1 - numpy.sum(x, axis=0))) * g"
+    return "_dirichlet_dx(g, x, alpha)"
+
+
+def _dirichlet_alpha(c: AdjointContext) -> str:
+    points = {
+        "full": "x",
+        "short": "numpy.concatenate([x, [1 - numpy.sum(x, axis=0)]])",
+    }.get(_dirichlet_rows(c), "_dirichlet_points(x, alpha)")
+    return (
+        f"numpy.reshape(numpy.log({points}), (len(alpha), -1)) @ numpy.ravel(g)"
+        " + numpy.sum(g) * (scipy.special.digamma(numpy.sum(alpha))"
+        " - scipy.special.digamma(alpha))"
+    )
+
+
 _SUM = Depends(
     "numpy.full_like(x, g) for a total; numpy.broadcast_to(g, x.shape) over axis", _sum_adjoint
 )
@@ -2457,14 +2498,15 @@ RULES: tuple[Rule, ...] = (
     rule("poisson_pmf", "scipy.stats.poisson.pmf(k, mu)", nondiff=("k",), broadcasts=True,
          floating=True, shape=_broadcast,
          **_plain(_POISSON_LOGPMF, _times_density)),
-    # dirichlet: x a point of the simplex (d,) or points as columns (d, n); x's gradient is
-    # one of the simplex (any multiple of ones may be added: sum(x) stays 1).
+    # dirichlet: x a point of the simplex (d,) or points as columns (d, n), or one row short
+    # of alpha (scipy appends 1 - sum(x)); a full x's gradient is one of the simplex (any
+    # multiple of ones may be added: sum(x) stays 1).
     rule("dirichlet_logpdf", "scipy.stats.dirichlet.logpdf(x, alpha)", floating=True,
          shape=_dirichlet_shape,
-         x="((alpha - 1) / x.T).T * g",
-         alpha="numpy.reshape(numpy.log(x), (len(alpha), -1)) @ numpy.ravel(g)"
-               " + numpy.sum(g) * (scipy.special.digamma(numpy.sum(alpha))"
-               " - scipy.special.digamma(alpha))"),
+         x=Depends("((alpha - 1) / x.T).T * g, x one row short of alpha as scipy reads it",
+                   _dirichlet_x),
+         alpha=Depends("log(x) @ g + sum(g) * (digamma(sum(alpha)) - digamma(alpha))",
+                       _dirichlet_alpha)),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
@@ -2738,7 +2780,8 @@ RULES: tuple[Rule, ...] = (
     rule("pad", "numpy.pad(x, pad_width, mode, c)", nondiff=("pad_width", "mode"),
          refuse_when=_only_constant_mode, shape=_pad_shape,
          x=Depends("the part of g that was x", _unpadded),
-         c=Depends("numpy.sum(g) - numpy.sum(the part of g that was x)", _pad_values_adjoint)),
+         c=Depends("the padded entries of g summed (none if x is a mask or whole numbers)",
+                   _pad_values_adjoint)),
     # A window's entries are x's: each is added back where it was read.
     rule("sliding_window_view",
          "numpy.lib.stride_tricks.sliding_window_view(x, window_shape, axis)",
