@@ -889,6 +889,78 @@ SEVERAL_RESULTS = [
         {"a": (3, 4)},
         id="eigh-vectors-only",
     ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            a, b = np.split(x, 2)
+            return np.sum(a * a) + 3.0 * np.sum(b)
+        """,
+        {"x": (4,)},
+        id="split-unpacked",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x, w):
+            a, b, c = np.split(x, [2, 5], axis=1)
+            return np.sum(a * w) + np.sum(np.tanh(c))
+        """,
+        {"x": (3, 7), "w": (3, 2)},
+        id="split-indices-a-piece-unread",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            parts = np.array_split(x, 3)
+            return np.sum(parts[1] * parts[2]) + np.sum(parts[0] ** 3) + np.sum(parts[-1])
+        """,
+        {"x": (7,)},
+        id="array_split-bound-to-a-list",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            parts = np.hsplit(x, 2)
+            left, right = parts
+            return np.sum(np.stack(parts) ** 2) + np.sum(left * right * len(parts))
+        """,
+        {"x": (3, 4)},
+        id="hsplit-list-stacked-and-unpacked",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            top, bottom = np.vsplit(x, 2)
+            front, back = np.dsplit(x[:, :, None] * x[:, None, :], [2])
+            return np.sum(top * bottom) + np.sum(front ** 2) - np.sum(np.sin(back))
+        """,
+        {"x": (4, 3)},
+        id="vsplit-dsplit",
+    ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            a, b = np.split(x, 2)
+            total = 0.0
+            for t in range(3):
+                a = a * b + t
+                total = total + np.sum(a)
+            return total
+        """,
+        {"x": (4,)},
+        id="split-pieces-in-a-loop",
+    ),
 ]
 
 
