@@ -408,9 +408,7 @@ def stage_context(
     for name, value in stage.nondiff:
         operand_shapes.setdefault(name, expression_shape(value, known))
     operand_shapes["out"] = known.get(stage.target)
-    literals = {
-        name: _dimensions_value(value, dimensions or {}) for name, value in stage.nondiff
-    }
+    literals = {name: _dimensions_value(value, dimensions or {}) for name, value in stage.nondiff}
     # Literal operands too: np.clip(x, None, 1.0) has no lower bound.
     literals.update(
         (name, literal_value(operand))

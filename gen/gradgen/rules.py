@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
 import string
 from collections.abc import Callable
@@ -433,12 +434,14 @@ def several_results(call: Call) -> Rule | None:
     return _SEVERAL.get((call.func.lib or "", call.func.name))
 
 
-def result_count(rule_: Rule, call: Call) -> int | None:
+def result_count(rule_: Rule, call: Expr) -> int | None:
     """How many results ``call`` of ``rule_`` has (several for an operation such as
     np.linalg.eigh, as many as its literal sections say for np.split); None where that is
     not written out (refused where the call is lowered)."""
     if rule_.pieces is None:
         return rule_.result_count({})
+    if not isinstance(call, Call):
+        return None
     try:
         canonical = canonical_call(call)
     except ValueError:
@@ -892,9 +895,7 @@ def _split_axis(kind: str, rank: int | None, literals: dict[str, object]) -> int
         return axis % rank
     if rank is None:
         return None
-    least, along = {"hsplit": (1, 0 if rank == 1 else 1), "vsplit": (2, 0), "dsplit": (3, 2)}[
-        kind
-    ]
+    least, along = {"hsplit": (1, 0 if rank == 1 else 1), "vsplit": (2, 0), "dsplit": (3, 2)}[kind]
     return along if rank >= least else None
 
 
@@ -908,7 +909,7 @@ def _piece_sizes(size: int, sections: int | tuple[int, ...], even: bool) -> list
             return None
         return [each + 1] * extra + [each] * (sections - extra)
     bounds = [0, *sections, size]
-    return [len(range(size)[start:stop]) for start, stop in zip(bounds, bounds[1:], strict=False)]
+    return [len(range(size)[start:stop]) for start, stop in itertools.pairwise(bounds)]
 
 
 def _pieces_shapes(kind: str) -> Callable[[AdjointContext], tuple[Shape | None, ...]]:
@@ -916,9 +917,10 @@ def _pieces_shapes(kind: str) -> Callable[[AdjointContext], tuple[Shape | None, 
         count = _piece_count(c.literals) or 0
         shape, sections = c.shapes.get("x"), _sections(c.literals.get("sections"))
         axis = _split_axis(kind, None if shape is None else len(shape), c.literals)
-        if shape is None or axis is None or sections is None or not _whole(shape[axis]):
+        along = None if shape is None or axis is None else shape[axis]
+        if shape is None or axis is None or sections is None or not isinstance(along, int):
             return (None,) * count
-        sizes = _piece_sizes(shape[axis], sections, even=kind != "array_split")
+        sizes = _piece_sizes(along, sections, even=kind != "array_split")
         if sizes is None:
             return (None,) * count
         return tuple((*shape[:axis], size, *shape[axis + 1 :]) for size in sizes)

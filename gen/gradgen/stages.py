@@ -62,9 +62,9 @@ from gradgen.rules import (
     form_library,
     is_draw,
     is_opaque,
+    result_count,
     rule_literals,
     rules_by_priority,
-    result_count,
     several_results,
     without_gradient,
     written_arguments,
@@ -1381,14 +1381,13 @@ class _Builder:
                     f"unpack them ({listed} = ...) or take one ([{len(rule.results) - 1}])"
                 )
             count = rule.result_count(rule_literals(rule, bindings))
-            if wrong is None and rule.pieces is not None and count is not None:
-                if len(results) != count:
-                    listed = ", ".join(f"p{k}" for k in range(count))
-                    wrong = (
-                        f"'{_spelling(plain)}' returns {count} pieces: unpack them ({listed} "
-                        f"= ...), take one ([0] to [{count - 1}]), or bind them to a name "
-                        "and take them by place (parts[0])"
-                    )
+            if wrong is None and rule.pieces is not None and count not in (None, len(results)):
+                listed = ", ".join(f"p{k}" for k in range(count or 0))
+                wrong = (
+                    f"'{_spelling(plain)}' returns {count} pieces: unpack them ({listed} "
+                    f"= ...), take one ([0] to [{(count or 0) - 1}]), or bind them to a name "
+                    "and take them by place (parts[0])"
+                )
             if wrong is not None:
                 self.refuse(getattr(plain, "origin", None), wrong)
                 return Const("0", 0)
