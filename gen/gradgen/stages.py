@@ -748,6 +748,7 @@ class _Block:
         values = [value for _, *pair in joins for value in pair]
         result = []
         for name, then_value, else_value in joins:
+            self.refuse_joined_pieces(name, (then_value, else_value), "bound in a side of an if")
             own = [
                 _sole_binding(side, value, values)
                 for side, value in ((then, then_value), (orelse, else_value))
@@ -764,6 +765,20 @@ class _Block:
                 else_value = Name(joined)
             result.append(Join(joined, then_value, else_value))
         return then, orelse, result
+
+    def refuse_joined_pieces(self, name: str, values: tuple[Expr, ...], how: str) -> None:
+        """A list of pieces (``parts = np.split(x, 2)``) is a list written out, which no
+        join of an ``if`` or carried value of a loop holds: refused where it is made."""
+        for value in values:
+            listed = unwrap(value)
+            if isinstance(listed, Sequence_) and self.builder.are_pieces(listed):
+                self.builder.refuse(
+                    listed.origin,
+                    f"'{name}', a list of pieces, is {how}: gradgen does not carry a list of "
+                    "pieces across an if or the steps of a loop; unpack them into names "
+                    f"(a, b = ...) and rebind those",
+                )
+                return
 
     def stage_loop(self, loop: Loop) -> None:
         builder, current = self.builder, self.current
@@ -861,6 +876,8 @@ class _Block:
                     f"'{shared[0]}' (what '{name}' is at the end of a step): write "
                     f"{name} = {name} {op[:-1]} ...",
                 )
+        for name, (_, initial) in carried.items():
+            self.refuse_joined_pieces(name, (initial, current[name]), "rebound by a loop")
         carries = tuple(
             Carry(phi, initial, current[name]) for name, (phi, initial) in carried.items()
         )
@@ -1014,7 +1031,8 @@ def _assign(
         # parts[0] reads (and np.stack(parts), a, b, c = parts: the list written out)
         pieces = tuple(piece_name(builder.namer, user_name, k) for k in range(count))
         builder.pieces.add(pieces)
-        current[user_name] = Sequence_(tuple(Name(p) for p in pieces), "[]")
+        origin = getattr(plain, "origin", None)
+        current[user_name] = Sequence_(tuple(Name(p) for p in pieces), "[]", origin)
         builder.lower(plain, pieces[0], user_name, index, top=True, results=pieces)
         return
     if isinstance(plain, Name):
@@ -1324,6 +1342,17 @@ class _Builder:
         plain = self.taken_piece(unwrap(expr))
         if isinstance(plain, Call) and _is_stop_gradient(plain):
             return self.stopped(plain, target, user_target, statement, top)
+        if isinstance(plain, Sequence_) and self.are_pieces(plain):
+            # `return parts`, `np.sum(parts)` of parts = np.split(x, 2): where the list is
+            # made (the names it is read by are gone once substituted)
+            self.refuse(
+                plain.origin,
+                f"the pieces made here are read as a list (to compute '{user_target}'): "
+                "read them by place "
+                "(parts[0]), unpack them (a, b = parts) or join them (np.stack(parts), "
+                "np.concatenate(parts)); gradgen reads a list of pieces no other way",
+            )
+            return Const("0", 0)
         if isinstance(plain, Name):
             # `(h) * c`: the operand is the variable itself, parentheses aside; a Group
             # around it would not be taken for a variable, and its gradient lost.
@@ -1448,6 +1477,10 @@ class _Builder:
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
 
+    def are_pieces(self, listed: Sequence_) -> bool:
+        """Is ``listed`` the list of pieces of a ``parts = np.split(x, 3)``?"""
+        return tuple(i.id for i in listed.items if isinstance(i, Name)) in self.pieces
+
     def taken_piece(self, expr: Expr) -> Expr:
         """``parts[1]`` of ``parts = np.split(x, 3)`` (the pieces' list written out, read
         by a whole number written out): the piece's name; ``expr`` itself otherwise."""
@@ -1456,10 +1489,9 @@ class _Builder:
         listed = unwrap(expr.value)
         if not isinstance(listed, Sequence_):
             return expr
-        names = tuple(item.id for item in listed.items if isinstance(item, Name))
-        if names not in self.pieces:
+        if not self.are_pieces(listed):
             return expr
-        count = len(names)
+        count = len(listed.items)
         position = literal_value(expr.index[0]) if len(expr.index) == 1 else None
         if type(position) is not int or not -count <= position < count:
             self.refuse(
