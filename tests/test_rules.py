@@ -973,3 +973,28 @@ def test_several_results_unpacked_match_finite_differences(source: str, shapes: 
     for name, grad in zip(args, gradients, strict=True):
         expected = numeric_gradient(lambda **a: float(forward(**a)), args, name)
         numpy.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL, err_msg=generated)
+
+
+def test_a_split_gradient_is_the_pieces_gradients_joined_with_zeros_for_the_others() -> None:
+    """np.split's adjoint as a person writes it: the pieces' gradients joined back along the
+    axis, zeros of a piece's shape where no gradient reaches it; the joined array is the
+    backward's own, so a later contribution is added into it in place."""
+    source = module(
+        """
+        import numpy as np
+
+        def f(x, w):
+            s = np.sum(x * x)
+            a, b, c = np.split(x, [2, 5], axis=1)
+            return np.sum(a * w) + np.sum(np.tanh(c)) + s
+        """
+    )
+    forward, backward, generated = forward_and_backward(source)
+    assert "dx = np.concatenate([da, np.zeros_like(b), dc], axis=1)" in generated
+    assert "dx += " in generated and "dx = dx + " not in generated
+    rng = numpy.random.default_rng(3)
+    args = {"x": rng.normal(size=(3, 7)), "w": rng.normal(size=(3, 2))}
+    gradients = as_tuple(backward(**args), 2)
+    for name, grad in zip(args, gradients, strict=True):
+        expected = numeric_gradient(lambda **a: float(forward(**a)), args, name)
+        numpy.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL, err_msg=generated)
