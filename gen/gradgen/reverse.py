@@ -189,7 +189,8 @@ class _ReversePass:
         operation whose result always has some (``np.stack``), whatever its shape?"""
         if self.known.get(variable):
             return True
-        stage = next((s for s in self.function.stages if s.target == variable), None)
+        # (a piece of np.split is one of its stage's several results)
+        stage = next((s for s in self.function.stages if variable in s.targets), None)
         return stage is not None and stage.rule is not None and stage.rule.axes
 
     def reverse_stages(self, stages: tuple[Stage, ...]) -> None:

@@ -955,6 +955,7 @@ def _split_rule(kind: str, axis: bool) -> Rule:
         nondiff=("sections", "axis") if axis else ("sections",),
         literal=("sections", "axis") if axis else ("sections",),
         view=True,
+        axes=True,  # every piece is an array with the input's axes
         check=_sections_check,
         pieces=_piece_count,
         result_shapes=_pieces_shapes(kind),
