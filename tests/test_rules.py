@@ -961,6 +961,21 @@ SEVERAL_RESULTS = [
         {"x": (4,)},
         id="split-pieces-in-a-loop",
     ),
+    pytest.param(
+        """
+        import numpy as np
+
+        def f(x):
+            sign, logdet = np.linalg.slogdet(np.eye(3) * 2.0)
+            a, b = np.split(np.arange(4.0), 2)
+            parts = np.split(np.arange(6.0), 3)
+            return np.sum(x) * logdet * sign + np.sum(x[:2] * b * parts[2])
+        """,
+        {"x": (3,)},
+        # bound by a stage of their own all the same (the results were never bound: a
+        # NameError in the backward)
+        id="several-results-of-data",
+    ),
 ]
 
 

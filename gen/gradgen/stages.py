@@ -1364,7 +1364,9 @@ class _Builder:
             if (plain.func.lib, plain.func.name) == LENGTH:
                 return plain  # how many items: a number, read as written (no gradient)
             return self.list_read(plain, target, user_target, statement, top)
-        if is_inactive(plain):
+        if is_inactive(plain) and not results:
+            # (several results are bound by a stage of their own, with a gradient or not:
+            # sign, logdet = np.linalg.slogdet(A) of data)
             return self.lower_calls_inside(expr, user_target, statement)
         if isinstance(plain, Call) and plain.func.lib == USER:
             if not self.check_result_count(plain, 1):
