@@ -2230,7 +2230,8 @@ def _read_assignment(
     if names is None:
         assert isinstance(target, cst.Name)
         return Assignment(target.value, value, f"{target.value} = {render(value)}")
-    text = f"{', '.join(names)} = {render(value)}"
+    unpacked = f"({names[0]},)" if len(names) == 1 else ", ".join(names)  # (a,) = ...
+    text = f"{unpacked} = {render(value)}"
     return Assignment(names[0], value, text, tuple(names), origin=statement)
 
 
