@@ -1481,7 +1481,9 @@ class _Builder:
 
     def are_pieces(self, listed: Sequence_) -> bool:
         """Is ``listed`` the list of pieces of a ``parts = np.split(x, 3)``?"""
-        return tuple(i.id for i in listed.items if isinstance(i, Name)) in self.pieces
+        if not all(isinstance(item, Name) for item in listed.items):
+            return False
+        return tuple(item.id for item in listed.items) in self.pieces  # type: ignore[union-attr]
 
     def taken_piece(self, expr: Expr) -> Expr:
         """``parts[1]`` of ``parts = np.split(x, 3)`` (the pieces' list written out, read
