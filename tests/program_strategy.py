@@ -1077,6 +1077,11 @@ class Builder:
         if rule.results:  # several results (np.linalg.slogdet): one taken by its place
             taken = ast.Constant(self.choose.index(len(rule.results)))
             node = ast.Subscript(node, taken, ast.Load())
+        if rule.pieces is not None:  # pieces (np.split): one taken by its place
+            sections = ast.literal_eval(nondiff["sections"])
+            sections = tuple(sections) if isinstance(sections, list) else sections
+            count = rule.result_count({"sections": sections}) or 1
+            node = ast.Subscript(node, ast.Constant(self.choose.index(count)), ast.Load())
         value = self.evaluate(node)
         if not well_conditioned(value):
             raise Unfit(f"{ast.unparse(node)}: ill-conditioned value")
@@ -1292,6 +1297,8 @@ def _axis(c: Context) -> str:
     if c.function == "stack":
         rank += 1  # a new axis
     choices: list[str] = [OMIT, "None"] + [str(a) for a in range(-rank, rank)]
+    if c.function in ("split", "array_split"):  # one axis of x, never None
+        choices = [OMIT] + [str(a) for a in range(-rank, rank)]
     if rank >= 2 and c.function not in _ONE_AXIS:
         choices += [str(p) for p in itertools.combinations(range(rank), 2)]
         choices += [f"({a}, {b - rank})" for a, b in itertools.combinations(range(rank), 2)]
@@ -1299,7 +1306,26 @@ def _axis(c: Context) -> str:
 
 
 # Functions whose axis is one axis (or None), never a tuple of them.
-_ONE_AXIS = ("concatenate", "stack", "repeat", "take", "take_along_axis", "rollaxis")
+_ONE_AXIS = (
+    "concatenate",
+    "stack",
+    "repeat",
+    "take",
+    "take_along_axis",
+    "rollaxis",
+    "split",
+    "array_split",
+)
+
+
+def _sections(c: Context) -> str:
+    """np.split's sections: a number of pieces (one dividing every axis of x, as np.split
+    needs of the one it splits; any for np.array_split), or the indices to split at (past
+    the end too: an empty piece)."""
+    dims = shape(c.first.value)
+    common = math.gcd(*dims) if dims else 1
+    counts = [str(n) for n in (1, 2, 3) if c.function == "array_split" or common % n == 0]
+    return c.choose.pick([*counts, "[1]", "[1, 2]", "[0, 2]", "(1, 3)", "[-1]", "[2, 9]"])
 
 
 def _keepdims(c: Context) -> str:
@@ -1632,6 +1658,7 @@ def _shape_number(c: Context) -> str:
 
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "subscripts": _subscripts,
+    "sections": _sections,
     "axis": _axis,
     "keepdims": _keepdims,
     "ddof": _ddof,

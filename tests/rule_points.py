@@ -808,6 +808,34 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.outer(x, v)", x=(2, 2), v=(3,), explicit=False),
         case("np.outer(u, x)", u=(2,), x=M, explicit=False),
     ],
+    # Pieces: one taken by its place here (unpacked and bound to a list: tests/test_rules.py).
+    "split": [
+        case("np.split(x, 2, axis=1)[1]", x=M),
+        case("np.split(x, [1, 3])[0] * 2.0 + np.split(x, [1, 3])[2]", x=(4,)),
+        case("np.split(t, [1, 3], axis=-1)[1]", t=T),
+        case("np.split(x, [2, 9], axis=1)[2]", x=M),  # past the end: an empty piece
+        case("np.split(x, 1)[0] ** 2", x=M),
+        case("np.tanh(np.split(x, [-1])[0])", x=(5,)),
+    ],
+    "array_split": [
+        case("np.array_split(x, 3)[0] ** 2", x=(7,)),  # pieces of 3, 2, 2
+        case("np.array_split(x, 3, axis=1)[2]", x=M),  # of 2, 1, 1
+        case("np.array_split(x, 5)[4]", x=M),  # more pieces than rows: the last is empty
+        case("np.array_split(t, [2], axis=0)[0]", t=T),
+    ],
+    "hsplit": [
+        case("np.hsplit(x, 2)[0] ** 2", x=M),
+        case("np.hsplit(u, [1])[1]", u=(4,)),  # a 1-D array is split along its first axis
+        case("np.hsplit(t, 3)[2]", t=T),
+    ],
+    "vsplit": [
+        case("np.vsplit(x, 3)[1] ** 2", x=M),
+        case("np.vsplit(t, [1])[0]", t=T),
+    ],
+    "dsplit": [
+        case("np.dsplit(t, 2)[1] ** 2", t=T),
+        case("np.dsplit(t, [1, 3])[0]", t=T),
+    ],
     "concatenate": [
         case("np.concatenate([x, y])", x=M, y=(2, 4), explicit=False),
         case("np.concatenate([x, y], axis=1)", x=M, y=(3, 2), explicit=False),

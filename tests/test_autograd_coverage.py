@@ -123,6 +123,23 @@ def test_functions_covered_today_are_reported_covered(results: dict[str, Any]) -
         assert results[name].status == "covered", (name, results[name].reasons)
 
 
+# Covered since the pieces of a split have a rule (several results, as many as the sections
+# say): every probe of each, unpacked and taken by place.
+SPLITS = ["numpy.split", "numpy.array_split", "numpy.hsplit", "numpy.vsplit", "numpy.dsplit"]
+
+
+def test_the_splits_are_covered(results: dict[str, Any]) -> None:
+    for name in SPLITS:
+        assert results[name].status == "covered", (name, results[name].reasons)
+    entries = {e.name: e for e in ac.load_entries()}
+    for name in SPLITS:
+        entry = entries[name]
+        for probe in entry.probes:
+            callee = ac.import_styles(name)[0][1]
+            source = ac.probe_source(entry, probe, "", callee)
+            assert ac.check_probe(entry, source) == ("covered", ""), (name, probe)
+
+
 def test_the_covered_count_does_not_fall(results: dict[str, Any]) -> None:
     totals = ac.totals(list(results.values()))
     assert totals.covered >= COVERED_TODAY

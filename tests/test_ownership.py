@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradgen.expr import BinOp, Call, Expr, Func, Name, Subscript, UnaryOp, number
+from gradgen.expr import BinOp, Call, Expr, Func, Name, Sequence_, Subscript, UnaryOp, number
 from gradgen.helpers import HELPER_ALIASING, HELPERS
 from gradgen.ir import AdjointStatement, Kind
 from gradgen.ownership import protect_shared
@@ -203,6 +203,29 @@ CASES = [
             ("dw", Kind.ASSIGN),  # dw = np.copy(dw): np.where of numbers is a 0-d array
         ],
         id="gradients-of-numbers-that-are-one-0d-array-are-copied",
+    ),
+    *(
+        pytest.param(
+            [
+                s("da", Kind.ASSIGN, Name("dout")),
+                s("db", Kind.ASSIGN, Name("dout")),
+                s("dx", Kind.ASSIGN, _call(join, Sequence_((Name("da"), Name("db")), "[]"))),
+                s("dx", Kind.ADD, _fresh("b")),
+                s("da", Kind.ADD, _fresh("b")),
+            ],
+            {"dx": (4,)},
+            [
+                ("da", Kind.ASSIGN),
+                ("db", Kind.ASSIGN),
+                ("dx", Kind.ASSIGN),
+                ("dx", Kind.ADD),
+                ("da", Kind.ADD_NEW),
+            ],
+            # np.split's adjoint joins the pieces' gradients: a copy the backward owns,
+            # whatever the pieces' gradients share (here the upstream)
+            id=f"{join}-of-gradients-is-a-new-array",
+        )
+        for join in ("concatenate", "hstack", "vstack", "dstack", "stack")
     ),
 ]
 

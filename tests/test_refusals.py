@@ -126,6 +126,21 @@ BODY_REFUSALS = [
     ("several-results-count", "a, b, c = np.linalg.eigh(x)", 5, "3 names, but 'np.linalg.eigh'"),
     ("several-results-taken-by-a-value", "y = np.linalg.slogdet(x)[len(x)]", 9, "take one of"),
     ("several-results-out-of-range", "y = np.linalg.eigh(x)[2]", 9, "([0] to [1])"),
+    # Pieces of a split: as many as the literal sections say
+    ("split-count", "a, b = np.split(x, 3)", 5, "2 names, but 'np.split' returns 3 values"),
+    ("split-sections-not-literal", "a, b = np.split(x, len(x))", 24, "must be a literal"),
+    ("split-no-pieces", "a, b = np.array_split(x, 0)", 12, "a whole number of pieces"),
+    ("split-sections-fraction", "a, b = np.split(x, [1.5])", 12, "a whole number of pieces"),
+    ("split-axis-none", "a, b = np.split(x, [1], axis=None)", 12, "one whole number"),
+    ("split-taken-out-of-range", "y = np.hsplit(x, 2)[2]", 9, "([0] to [1])"),
+    ("split-read-whole", "parts = np.split(x, 2)\n    x = np.sum(parts)", 13, "read as a list"),
+    (
+        "split-list-rebound-in-a-loop",
+        "parts = np.split(x, 2)\n    for t in range(2):\n        parts = np.split(parts[0], 2)",
+        13,
+        "'parts', a list of pieces, is rebound by a loop",
+    ),
+    ("split-loop", "for p in np.split(x, 4):\n        x = x * p", 14, "pieces of a split"),
     ("einsum-operand-count", "y = np.einsum('ij,jk', x)", 9, "name 2 operands, not 1"),
     ("einsum-ellipsis-inside", "y = np.einsum('i...j', x)", 9, "only at the start"),
     ("einsum-result-label", "y = np.einsum('ij->k', x)", 9, "a label of the result"),
@@ -190,6 +205,22 @@ FUNCTION_REFUSALS = [
         35,
         "gradgen has no gradient of 'scipy.special.gammainc' with respect to its argument "
         "'a' (only with respect to 'x'), and 'alpha * 2' needs one here, from 'alpha'",
+    ),
+    (
+        "split-piece-taken-by-a-value",
+        "import numpy as np\n\n\ndef f(x, i):\n    parts = np.split(x, 2)\n"
+        "    return np.sum(parts[i])\n",
+        6,
+        19,
+        "take one of the 2 pieces by a whole number written out ([0] to [1])",
+    ),
+    (
+        "split-list-bound-in-a-side",
+        "import numpy as np\n\n\ndef f(x, c):\n    if c > 0:\n        parts = np.split(x, 2)\n"
+        "    else:\n        parts = np.split(-x, 2)\n    return np.sum(parts[0])\n",
+        6,
+        17,
+        "'parts', a list of pieces, is bound in a side of an if",
     ),
     (
         "stop-gradient-of-two-values",

@@ -554,7 +554,7 @@ def _forward_body(lines: Iterable[ForwardLine], helpers: _Helpers) -> list[str]:
         else:
             targets = ", ".join(line.targets)
             if line.unpacks and len(line.targets) == 1:
-                targets = f"({targets},)"  # for (W,) in layers: the item's one array
+                targets = f"({targets},)"  # for (W,) in layers:, (a,) = np.split(x, 1)
             body.append(f"{targets} = {render(helpers.resolve(line.expr))}")
     return body
 

@@ -218,7 +218,8 @@ def _lines(
             lines.append(ForwardLine(stage.target, forward, bound_by(stage)))
         else:
             names = stage.item or stage.results  # W, b = layers[i]; sign, logdet = ...
-            lines.append(ForwardLine(stage.target, expr, names, unpacks=bool(stage.item)))
+            unpacks = bool(stage.item or stage.results)  # (a,) = np.split(x, 1) too
+            lines.append(ForwardLine(stage.target, expr, names, unpacks=unpacks))
     return lines
 
 

@@ -126,6 +126,8 @@ def _infer_stages(
             found: tuple[Shape | None, ...] = (None,) * len(stage.results)
             if stage.rule.result_shapes is not None:
                 found = stage.rule.result_shapes(stage_context(stage, known, dimensions))
+            if len(found) != len(stage.results):  # pieces a refusal left uncounted
+                found = (None,) * len(stage.results)
             known.update(zip(stage.results, found, strict=True))
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)

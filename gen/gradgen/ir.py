@@ -101,8 +101,9 @@ class ForwardLine:
     loop: ForwardLoop | None = None  # a loop: ``target`` is the list of what steps keep
     branch: ForwardBranch | None = None  # an ``if``: ``expr`` is its test
     raises: bool = False  # ``raise expr``: it binds nothing
-    # An item of a list a loop goes over (``W, b = layers[i]``): unpacked into ``names``,
-    # one name too (``(W,) = layers[i]`` for ``for (W,) in layers:``).
+    # An item of a list a loop goes over (``W, b = layers[i]``), or the results of an
+    # operation with several: unpacked into ``names``, one name too (``(W,) = layers[i]``
+    # for ``for (W,) in layers:``, ``(a,) = np.split(x, 1)``).
     unpacks: bool = False
 
     @property

@@ -53,6 +53,11 @@ def temporary_name(namer: Namer, target: str, operation: str) -> str:
     return namer.fresh(f"{target}_{operation}")
 
 
+def piece_name(namer: Namer, list_name: str, position: int) -> str:
+    """Name of a piece of ``parts = np.split(x, 3)``: ``parts0``, ``parts1``, ..."""
+    return namer.fresh(f"{list_name}{position}")
+
+
 def gradient_name(namer: Namer, variable: str) -> str:
     """``dx`` for ``x``; ``d_x`` if the forward code already uses ``dx``."""
     return namer.fresh(f"d{variable}", f"d_{variable}")

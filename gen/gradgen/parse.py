@@ -38,6 +38,7 @@ from gradgen.expr import (
     is_constant,
     names_in,
     render,
+    unwrap,
     walk,
 )
 from gradgen.rules import (
@@ -58,6 +59,7 @@ from gradgen.rules import (
     VALUE_ATTRIBUTES,
     draw_parameters,
     is_draw,
+    several_results,
 )
 from gradgen.shapes import SCALAR, Shape, parse_annotation
 from gradgen.structure import Layout, Structured, find_structure
@@ -1588,6 +1590,16 @@ def _read_loop(
             "never rebinds; else loop over range(len(xs)) and index",
         )
         return []
+    plain = unwrap(iterable)
+    several = several_results(plain) if isinstance(plain, Call) else None
+    if several is not None and several.pieces is not None:
+        parsed.refuse(
+            node.iter,
+            "gradgen does not loop over the pieces of a split: unpack them into names "
+            "(a, b, c = np.split(x, 3)) and write each step out, or loop over range(...) "
+            "and slice x",
+        )
+        return []
     if not _counted(iterable):
         parsed.refuse(
             node.iter,
@@ -2218,7 +2230,8 @@ def _read_assignment(
     if names is None:
         assert isinstance(target, cst.Name)
         return Assignment(target.value, value, f"{target.value} = {render(value)}")
-    text = f"{', '.join(names)} = {render(value)}"
+    unpacked = f"({names[0]},)" if len(names) == 1 else ", ".join(names)  # (a,) = ...
+    text = f"{unpacked} = {render(value)}"
     return Assignment(names[0], value, text, tuple(names), origin=statement)
 
 

@@ -189,7 +189,8 @@ class _ReversePass:
         operation whose result always has some (``np.stack``), whatever its shape?"""
         if self.known.get(variable):
             return True
-        stage = next((s for s in self.function.stages if s.target == variable), None)
+        # (a piece of np.split is one of its stage's several results)
+        stage = next((s for s in self.function.stages if variable in s.targets), None)
         return stage is not None and stage.rule is not None and stage.rule.axes
 
     def reverse_stages(self, stages: tuple[Stage, ...]) -> None:
@@ -607,7 +608,12 @@ class _ReversePass:
 
     def differentiate_results(self, stage: Stage) -> None:
         """An operation with several results: each operand's gradient is a term per result
-        that has a gradient, added up (slogdet's sign gives none)."""
+        that has a gradient, added up (slogdet's sign gives none); of pieces (np.split),
+        one adjoint joining all the pieces' gradients."""
+        assert stage.rule is not None
+        if stage.rule.pieces is not None:
+            self.differentiate_pieces(stage)
+            return
         for which, result in enumerate(stage.results):
             if result not in self.gradient:
                 continue  # it does not reach the loss
@@ -618,6 +624,29 @@ class _ReversePass:
                 adjoint = _adjoint(stage, position, g, self.known, which)
                 if adjoint is not None:
                     self.contribute(operand.id, adjoint, stage.statement, None)
+
+    def differentiate_pieces(self, stage: Stage) -> None:
+        """``a, b = np.split(x, 2)``: x's gradient is the pieces' gradients joined back
+        (``np.concatenate([da, np.zeros_like(b)])``), zeros for a piece none reaches."""
+        assert stage.rule is not None
+        reached = tuple(result in self.gradient for result in stage.results)
+        if not any(reached):
+            return
+        context = stage_context(stage, self.known)
+        literals = {**context.literals, "reached": reached}
+        values = _template_values(stage)
+        for k, result in enumerate(stage.results):
+            values[f"out{k}"] = Name(result)
+            if result in self.gradient:
+                values[f"g{k}"] = Name(self.gradient[result])
+        for position, operand in enumerate(stage.operands):
+            if not (isinstance(operand, Name) and operand.id in self.relevant):
+                continue
+            template = stage.rule.adjoint(position, AdjointContext(literals, context.shapes))
+            assert template is not None
+            assert not isinstance(template, (SpreadAdjoint, ScatterAdjoint))
+            adjoint = _with_library(simplify(substitute(template, values)), stage.library)
+            self.contribute(operand.id, adjoint, stage.statement, None)
 
     def contribute(
         self, variable: str, adjoint: Adjoint, statement: int, mask: _Mask | None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import math
 import string
 from collections.abc import Callable
@@ -131,6 +132,18 @@ class Each:
     templates: tuple[tuple[str, Template | Depends | None], ...]
 
 
+@dataclass(frozen=True)
+class Joined:
+    """The adjoint of the input of an operation that splits it into pieces (``a, b =
+    np.split(x, 2)``): one template over all the pieces at once, written by ``choose``. In
+    it, ``g0``, ``g1``, ... are the pieces' gradients and ``out0``, ``out1``, ... the pieces;
+    ``literals["reached"]`` says, piece by piece, whether a gradient reaches it (the
+    template writes zeros of its shape for one that none reaches)."""
+
+    doc: str
+    choose: Callable[[AdjointContext], str]
+
+
 def each(**templates: Template | Depends | None) -> Each:
     """``each(sign=None, logdet="g * ...")``: the templates of ``Each`` by result."""
     return Each(tuple(templates.items()))
@@ -164,7 +177,7 @@ class Rule:
     forms: tuple[Expr, ...]
     form_texts: tuple[str, ...]
     inputs: tuple[str, ...]  # differentiable inputs, in the order their adjoints are written
-    adjoint_sources: tuple[Template | Depends | Each, ...]  # aligned with ``inputs``
+    adjoint_sources: tuple[Template | Depends | Each | Joined, ...]  # aligned with ``inputs``
     nondiff: tuple[str, ...] = ()  # form variables with no gradient (axis, condition, index)
     shape: Callable[[AdjointContext], Shape | None] | None = None
     broadcasts: bool = False  # elementwise on several operands: gradients are unbroadcast
@@ -208,6 +221,16 @@ class Rule:
     # taken (``np.linalg.slogdet(x)[1]``); anything else is refused.
     results: tuple[str, ...] = ()
     result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None
+    # Pieces (``a, b, c = np.split(x, [2, 5], axis=1)``): as many results as its literal
+    # arguments say (None: not literals), each a view of its input, read like several
+    # results; the input's adjoint is a ``Joined``. ``result_shapes`` gives their shapes.
+    pieces: Callable[[dict[str, object]], int | None] | None = None
+
+    def result_count(self, literals: dict[str, object]) -> int | None:
+        """How many results a call with these literal arguments has (1: one result)."""
+        if self.pieces is not None:
+            return self.pieces(literals)
+        return len(self.results) or 1
 
     @property
     def elementwise(self) -> bool:
@@ -226,7 +249,8 @@ class Rule:
     def passes_gradient(self, result: int) -> bool:
         """Does a gradient flow back from result ``result`` (of several) to some input?"""
         return any(
-            isinstance(source, Each) and source.templates[result][1] is not None
+            isinstance(source, Joined)
+            or (isinstance(source, Each) and source.templates[result][1] is not None)
             for source in self.adjoint_sources
         )
 
@@ -240,6 +264,8 @@ class Rule:
         variables, ``g`` and ``out``, or a structured adjoint (a spread, a scatter). Of an
         operation with several results, the term of result ``result`` (None: it has none)."""
         source = self.adjoint_sources[index]
+        if isinstance(source, Joined):
+            return _parse(source.choose(context))
         if isinstance(source, Each):
             chosen = source.templates[result][1]
             if chosen is None:
@@ -253,8 +279,10 @@ class Rule:
         return _parse(template)
 
 
-def _template_text(source: Template | Depends | Each) -> str:
+def _template_text(source: Template | Depends | Each | Joined) -> str:
     """How the README's table writes an adjoint."""
+    if isinstance(source, Joined):
+        return source.doc
     if isinstance(source, Each):
         return "; ".join(
             f"from {result}: {'none' if t is None else _template_text(t)}"
@@ -340,7 +368,8 @@ def rule(
     check: Callable[[dict[str, object]], str | None] | None = None,
     results: tuple[str, ...] = (),
     result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None,
-    **adjoints: Template | Depends | Each,
+    pieces: Callable[[dict[str, object]], int | None] | None = None,
+    **adjoints: Template | Depends | Each | Joined,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
     parsed_forms = tuple(_parse(form) for form in forms)
@@ -354,6 +383,10 @@ def rule(
         raise ValueError(f"rule {name}: arguments without a gradient must be nondiff ones")
     sources: list[Template | Depends | None] = []
     for source in adjoints.values():
+        if isinstance(source, Joined) != (pieces is not None):
+            raise ValueError(f"rule {name}: an operation into pieces has a Joined adjoint")
+        if isinstance(source, Joined):
+            continue
         if isinstance(source, Each):
             if tuple(r for r, _ in source.templates) != results:
                 raise ValueError(f"rule {name}: an Each must name the results {results}")
@@ -392,12 +425,36 @@ def rule(
         check=check,
         results=results,
         result_shapes=result_shapes,
+        pieces=pieces,
     )
 
 
 def several_results(call: Call) -> Rule | None:
     """The row of an operation with several results that ``call`` calls, if it is one."""
     return _SEVERAL.get((call.func.lib or "", call.func.name))
+
+
+def result_count(rule_: Rule, call: Expr) -> int | None:
+    """How many results ``call`` of ``rule_`` has (several for an operation such as
+    np.linalg.eigh, as many as its literal sections say for np.split); None where that is
+    not written out (refused where the call is lowered)."""
+    if rule_.pieces is None:
+        return rule_.result_count({})
+    if not isinstance(call, Call):
+        return None
+    try:
+        canonical = canonical_call(call)
+    except ValueError:
+        return None
+    form = rule_.forms[0]
+    assert isinstance(form, Call)
+    if len(canonical.args) != len(form.args):
+        return None
+    bound = {
+        unwrap(variable).id: value  # type: ignore[union-attr]
+        for variable, value in zip(form.args, canonical.args, strict=True)
+    }
+    return rule_.result_count(rule_literals(rule_, bound))
 
 
 def rule_literals(rule_: Rule, bindings: dict[str, Expr]) -> dict[str, object]:
@@ -792,6 +849,122 @@ def _join_adjoint(axis: int | None, ndmin: int) -> Callable[[AdjointContext], st
         return entry if rank == ndmin - 1 else f"numpy.reshape({entry}, numpy.shape(x))"
 
     return choose
+
+
+# --- pieces: np.split and its kin ------------------------------------------------------------
+
+
+def _sections(value: object) -> int | tuple[int, ...] | None:
+    """np.split's sections as written: a whole number of pieces (1 or more), or the indices
+    it splits at (a list or tuple of whole numbers); None where it is neither."""
+    if _whole(value):
+        return value if value >= 1 else None
+    if isinstance(value, tuple) and all(_whole(v) for v in value):
+        return value
+    return None
+
+
+def _piece_count(literals: dict[str, object]) -> int | None:
+    """How many pieces: the whole number written, or one more than the indices."""
+    sections = _sections(literals.get("sections"))
+    if sections is None:
+        return None
+    return sections if isinstance(sections, int) else len(sections) + 1
+
+
+def _sections_check(literals: dict[str, object]) -> str | None:
+    value, axis = literals.get("sections"), literals.get("axis", 0)
+    if value is not NOT_LITERAL and _sections(value) is None:
+        return (
+            "the sections must be a whole number of pieces (1 or more) or a list of the "
+            "indices to split at, written out (np.split(x, [2, 5]))"
+        )
+    if axis is not NOT_LITERAL and not _whole(axis):
+        return "'axis' must be one whole number written out here: the backward is written for it"
+    return None
+
+
+def _split_axis(kind: str, rank: int | None, literals: dict[str, object]) -> int | None:
+    """The axis ``kind`` splits along, counted from the start (None where not known):
+    np.hsplit's is the first of a 1-D array, else the second; vsplit's the first (2-D or
+    more), dsplit's the third (3-D or more)."""
+    if kind in ("split", "array_split"):
+        axis = literals.get("axis")
+        if not _whole(axis) or rank is None or not -rank <= axis < rank:
+            return None
+        return axis % rank
+    if rank is None:
+        return None
+    least, along = {"hsplit": (1, 0 if rank == 1 else 1), "vsplit": (2, 0), "dsplit": (3, 2)}[kind]
+    return along if rank >= least else None
+
+
+def _piece_sizes(size: int, sections: int | tuple[int, ...], even: bool) -> list[int] | None:
+    """The pieces' lengths along the axis: equal ones (np.split: None if they cannot be),
+    the first ``size % sections`` one longer (np.array_split), or between the indices as
+    slices take them."""
+    if isinstance(sections, int):
+        each, extra = divmod(size, sections)
+        if even and extra:
+            return None
+        return [each + 1] * extra + [each] * (sections - extra)
+    bounds = [0, *sections, size]
+    return [len(range(size)[start:stop]) for start, stop in itertools.pairwise(bounds)]
+
+
+def _pieces_shapes(kind: str) -> Callable[[AdjointContext], tuple[Shape | None, ...]]:
+    def shapes_of(c: AdjointContext) -> tuple[Shape | None, ...]:
+        count = _piece_count(c.literals) or 0
+        shape, sections = c.shapes.get("x"), _sections(c.literals.get("sections"))
+        axis = _split_axis(kind, None if shape is None else len(shape), c.literals)
+        along = None if shape is None or axis is None else shape[axis]
+        if shape is None or axis is None or sections is None or not isinstance(along, int):
+            return (None,) * count
+        sizes = _piece_sizes(along, sections, even=kind != "array_split")
+        if sizes is None:
+            return (None,) * count
+        return tuple((*shape[:axis], size, *shape[axis + 1 :]) for size in sizes)
+
+    return shapes_of
+
+
+def _joined_adjoint(kind: str) -> Callable[[AdjointContext], str]:
+    """The pieces' gradients joined back along the axis they were split along, zeros of a
+    piece's shape where no gradient reaches it: np.hstack undoes np.hsplit whatever the
+    rank (as vstack vsplit, dstack dsplit), np.concatenate along the axis np.split."""
+
+    def choose(c: AdjointContext) -> str:
+        reached = c.literals["reached"]
+        assert isinstance(reached, tuple)
+        parts = ", ".join(
+            f"g{k}" if hit else f"numpy.zeros_like(out{k})" for k, hit in enumerate(reached)
+        )
+        if kind in ("hsplit", "vsplit", "dsplit"):
+            return f"numpy.{kind[0]}stack([{parts}])"
+        axis = c.literals.get("axis")
+        return f"numpy.concatenate([{parts}]" + ("" if axis == 0 else f", axis={axis}") + ")"
+
+    return choose
+
+
+def _split_rule(kind: str, axis: bool) -> Rule:
+    joined = "numpy.concatenate" if axis else f"numpy.{kind[0]}stack"
+    return rule(
+        kind,
+        f"numpy.{kind}(x, sections, axis)" if axis else f"numpy.{kind}(x, sections)",
+        nondiff=("sections", "axis") if axis else ("sections",),
+        literal=("sections", "axis") if axis else ("sections",),
+        view=True,
+        axes=True,  # every piece is an array with the input's axes
+        check=_sections_check,
+        pieces=_piece_count,
+        result_shapes=_pieces_shapes(kind),
+        x=Joined(
+            f"{joined}([g0, g1, ...]{', axis' if axis else ''}), numpy.zeros_like(piece) "
+            "for a piece no gradient reaches",
+            _joined_adjoint(kind),
+        ),
+    )
 
 
 def _at_least_shape(ndmin: int) -> Callable[[AdjointContext], Shape | None]:
@@ -2618,6 +2791,13 @@ RULES: tuple[Rule, ...] = (
     rule("pinv", "numpy.linalg.pinv(x)", floating=True, shape=_pinv_shape,
          x=Depends("-out.T @ g @ out.T + (I - x @ out) @ g.T @ out @ out.T"
                    " + out.T @ out @ g.T @ (I - out @ x)", _pinv_adjoint)),
+    # Pieces (views of x, as many as the literal sections say): unpacked (a, b = ...), or
+    # one taken by its place; their gradients joined back along the axis.
+    _split_rule("split", axis=True),
+    _split_rule("array_split", axis=True),
+    _split_rule("hsplit", axis=False),
+    _split_rule("vsplit", axis=False),
+    _split_rule("dsplit", axis=False),
     # Several results: the sign has no gradient; log|det| has A^-T.
     rule("slogdet", "numpy.linalg.slogdet(x)", floating=True, results=("sign", "logdet"),
          result_shapes=lambda c: (_det_shape(c), _det_shape(c)),
@@ -2819,7 +2999,7 @@ RULES: tuple[Rule, ...] = (
 _SEVERAL: dict[tuple[str, str], Rule] = {
     (form.func.lib or "", form.func.name): r
     for r in RULES
-    if r.results
+    if r.results or r.pieces is not None
     for form in r.forms
     if isinstance(form, Call)
 }
@@ -2841,6 +3021,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "nanmean"): ("a", "axis=None", "keepdims=False"),
     ("numpy", "average"): ("a", "axis=None", "weights=None", "keepdims=False"),
     ("numpy.linalg", "norm"): ("x", "ord=None", "axis=None", "keepdims=False"),
+    **{("numpy", f): ("ary", "indices_or_sections", "axis=0") for f in ("split", "array_split")},
+    **{("numpy", f): ("ary", "indices_or_sections") for f in ("hsplit", "vsplit", "dsplit")},
     ("numpy", "cumsum"): ("a", "axis=None"),
     ("numpy", "cumprod"): ("a", "axis=None"),
     ("numpy", "trace"): ("a", "offset=0", "axis1=0", "axis2=1"),
@@ -3312,6 +3494,13 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "tensordot",
             "cross",
             "kron",
+            # joins always copy their items into an array of their own
+            "concatenate",
+            "stack",
+            "hstack",
+            "vstack",
+            "dstack",
+            "zeros",
         ),
         Aliasing.NEW,
     ),

@@ -38,7 +38,7 @@ from gradgen.expr import (
     unwrap,
     walk,
 )
-from gradgen.naming import Namer, rebinding_name, temporary_name
+from gradgen.naming import Namer, piece_name, rebinding_name, temporary_name
 from gradgen.parse import (
     Append,
     Assignment,
@@ -62,6 +62,7 @@ from gradgen.rules import (
     form_library,
     is_draw,
     is_opaque,
+    result_count,
     rule_literals,
     rules_by_priority,
     several_results,
@@ -747,6 +748,7 @@ class _Block:
         values = [value for _, *pair in joins for value in pair]
         result = []
         for name, then_value, else_value in joins:
+            self.refuse_joined_pieces(name, (then_value, else_value), "bound in a side of an if")
             own = [
                 _sole_binding(side, value, values)
                 for side, value in ((then, then_value), (orelse, else_value))
@@ -763,6 +765,20 @@ class _Block:
                 else_value = Name(joined)
             result.append(Join(joined, then_value, else_value))
         return then, orelse, result
+
+    def refuse_joined_pieces(self, name: str, values: tuple[Expr, ...], how: str) -> None:
+        """A list of pieces (``parts = np.split(x, 2)``) is a list written out, which no
+        join of an ``if`` or carried value of a loop holds: refused where it is made."""
+        for value in values:
+            listed = unwrap(value)
+            if isinstance(listed, Sequence_) and self.builder.are_pieces(listed):
+                self.builder.refuse(
+                    listed.origin,
+                    f"'{name}', a list of pieces, is {how}: gradgen does not carry a list of "
+                    "pieces across an if or the steps of a loop; unpack them into names "
+                    f"(a, b = ...) and rebind those",
+                )
+                return
 
     def stage_loop(self, loop: Loop) -> None:
         builder, current = self.builder, self.current
@@ -860,6 +876,8 @@ class _Block:
                     f"'{shared[0]}' (what '{name}' is at the end of a step): write "
                     f"{name} = {name} {op[:-1]} ...",
                 )
+        for name, (_, initial) in carried.items():
+            self.refuse_joined_pieces(name, (initial, current[name]), "rebound by a loop")
         carries = tuple(
             Carry(phi, initial, current[name]) for name, (phi, initial) in carried.items()
         )
@@ -1005,7 +1023,18 @@ def _assign(
 ) -> None:
     """The stages of ``user_name = value`` (``value`` over stage names), bound to ``target``."""
     value = builder.extract_draws(value, user_name, index)
-    plain = unwrap(value)
+    plain = builder.taken_piece(unwrap(value))
+    several = several_results(plain) if isinstance(plain, Call) else None
+    count = result_count(several, plain) if several is not None else None
+    if several is not None and several.pieces is not None and count is not None:
+        # parts = np.split(x, 3): the pieces bound to names of their own (parts0, ...), which
+        # parts[0] reads (and np.stack(parts), a, b, c = parts: the list written out)
+        pieces = tuple(piece_name(builder.namer, user_name, k) for k in range(count))
+        builder.pieces.add(pieces)
+        origin = getattr(plain, "origin", None)
+        current[user_name] = Sequence_(tuple(Name(p) for p in pieces), "[]", origin)
+        builder.lower(plain, pieces[0], user_name, index, top=True, results=pieces)
+        return
     if isinstance(plain, Name):
         # `h = x` only names a value again; the gradient flows to x unchanged.
         current[user_name] = plain
@@ -1064,12 +1093,14 @@ def _unpack(
         return
     several = several_results(plain) if isinstance(plain, Call) else None
     if several is not None:
-        # sign, logdet = np.linalg.slogdet(a): one stage binding both
-        if len(several.results) != len(names):
+        # sign, logdet = np.linalg.slogdet(a): one stage binding both (a, b = np.split(x, 2)
+        # too: as many as the sections say, refused where it is lowered if not written out)
+        count = result_count(several, plain)
+        if count is not None and count != len(names):
+            listed = f" ({', '.join(several.results)})" if several.results else ""
             builder.refuse(
                 assignment.origin,
-                f"{len(names)} names, but '{_spelling(plain)}' returns "
-                f"{len(several.results)} values ({', '.join(several.results)})",
+                f"{len(names)} names, but '{_spelling(plain)}' returns {count} values{listed}",
             )
             for name in names:
                 current[name] = Const("0", 0)
@@ -1171,6 +1202,8 @@ class _Builder:
         self.lists: set[str] = set()  # the lists loops filled (``hs`` of ``hs.append(h)``)
         self.lists_read: set[str] = set()
         self.passed_lists: set[str] = set()  # lists passed to a loop over their items
+        # The names the pieces of each ``parts = np.split(x, 3)`` are bound to.
+        self.pieces: set[tuple[str, ...]] = set()
         # The stages of the blocks around the loop being staged, and each carried value's
         # start as a rename: what an in-place update checks for shared memory.
         self.enclosing: list[list[Stage]] = []
@@ -1306,9 +1339,20 @@ class _Builder:
     ) -> Expr:
         """Stages computing ``expr``; returns the operand that holds its value. ``results``:
         the names of the several results of the operation ``expr`` is (unpacked)."""
-        plain = unwrap(expr)
+        plain = self.taken_piece(unwrap(expr))
         if isinstance(plain, Call) and _is_stop_gradient(plain):
             return self.stopped(plain, target, user_target, statement, top)
+        if isinstance(plain, Sequence_) and self.are_pieces(plain):
+            # `return parts`, `np.sum(parts)` of parts = np.split(x, 2): where the list is
+            # made (the names it is read by are gone once substituted)
+            self.refuse(
+                plain.origin,
+                f"the pieces made here are read as a list (to compute '{user_target}'): "
+                "read them by place "
+                "(parts[0]), unpack them (a, b = parts) or join them (np.stack(parts), "
+                "np.concatenate(parts)); gradgen reads a list of pieces no other way",
+            )
+            return Const("0", 0)
         if isinstance(plain, Name):
             # `(h) * c`: the operand is the variable itself, parentheses aside; a Group
             # around it would not be taken for a variable, and its gradient lost.
@@ -1320,7 +1364,9 @@ class _Builder:
             if (plain.func.lib, plain.func.name) == LENGTH:
                 return plain  # how many items: a number, read as written (no gradient)
             return self.list_read(plain, target, user_target, statement, top)
-        if is_inactive(plain):
+        if is_inactive(plain) and not results:
+            # (several results are bound by a stage of their own, with a gradient or not:
+            # sign, logdet = np.linalg.slogdet(A) of data)
             return self.lower_calls_inside(expr, user_target, statement)
         if isinstance(plain, Call) and plain.func.lib == USER:
             if not self.check_result_count(plain, 1):
@@ -1364,6 +1410,14 @@ class _Builder:
                 wrong = (
                     f"'{_spelling(plain)}' returns {len(rule.results)} values ({listed}): "
                     f"unpack them ({listed} = ...) or take one ([{len(rule.results) - 1}])"
+                )
+            count = rule.result_count(rule_literals(rule, bindings))
+            if wrong is None and rule.pieces is not None and count not in (None, len(results)):
+                listed = ", ".join(f"p{k}" for k in range(count or 0))
+                wrong = (
+                    f"'{_spelling(plain)}' returns {count} pieces: unpack them ({listed} "
+                    f"= ...), take one ([0] to [{(count or 0) - 1}]), or bind them to a name "
+                    "and take them by place (parts[0])"
                 )
             if wrong is not None:
                 self.refuse(getattr(plain, "origin", None), wrong)
@@ -1425,6 +1479,33 @@ class _Builder:
         self.refuse(getattr(plain, "origin", None), _no_rule_message(plain))
         return Const("0", 0)
 
+    def are_pieces(self, listed: Sequence_) -> bool:
+        """Is ``listed`` the list of pieces of a ``parts = np.split(x, 3)``?"""
+        if not all(isinstance(item, Name) for item in listed.items):
+            return False
+        return tuple(item.id for item in listed.items) in self.pieces  # type: ignore[union-attr]
+
+    def taken_piece(self, expr: Expr) -> Expr:
+        """``parts[1]`` of ``parts = np.split(x, 3)`` (the pieces' list written out, read
+        by a whole number written out): the piece's name; ``expr`` itself otherwise."""
+        if not isinstance(expr, Subscript):
+            return expr
+        listed = unwrap(expr.value)
+        if not isinstance(listed, Sequence_):
+            return expr
+        if not self.are_pieces(listed):
+            return expr
+        count = len(listed.items)
+        position = literal_value(expr.index[0]) if len(expr.index) == 1 else None
+        if type(position) is not int or not -count <= position < count:
+            self.refuse(
+                expr.origin,
+                f"take one of the {count} pieces by a whole number written out ([0] to "
+                f"[{count - 1}]), or unpack them",
+            )
+            return Const("0", 0)
+        return listed.items[position]
+
     def taken_result(
         self, index: Subscript, target: str, user_target: str, statement: int, top: bool
     ) -> Expr | None:
@@ -1436,7 +1517,10 @@ class _Builder:
         if several is None:
             return None
         position = literal_value(index.index[0]) if len(index.index) == 1 else None
-        count = len(several.results)
+        count = result_count(several, call)
+        if count is None:  # sections not written out: refused where the call is lowered
+            self.lower(call, target, user_target, statement, top=False, results=(target,))
+            return Const("0", 0)
         if type(position) is not int or not -count <= position < count:
             self.refuse(
                 index.origin,
@@ -1444,11 +1528,12 @@ class _Builder:
                 f"written out ([0] to [{count - 1}]), or unpack them",
             )
             return Const("0", 0)
+        results = several.results or tuple(several.name for _ in range(count))
         names = tuple(
             target
             if top and place == position % count
             else temporary_name(self.namer, user_target, result)
-            for place, result in enumerate(several.results)
+            for place, result in enumerate(results)
         )
         self.lower(call, names[0], user_target, statement, top=False, results=names)
         return Name(names[position])
