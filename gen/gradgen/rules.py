@@ -2490,6 +2490,44 @@ RULES: tuple[Rule, ...] = (
     rule("gammaincc", "scipy.special.gammaincc(a, x)", nondiff=("a",), no_rule_for=("a",),
          broadcasts=True, floating=True, shape=_broadcast,
          x="-numpy.exp((a - 1) * numpy.log(x) - x - gammaln(a)) * g"),
+    # The regularized incomplete beta function, differentiated with respect to x: the beta
+    # density x**(a-1) (1-x)**(b-1) / beta(a, b), from logarithms (xlogy: finite at x = 0
+    # with a = 1). In a and b it is smooth too, with no closed form: refused there.
+    rule("betainc", "scipy.special.betainc(a, b, x)", nondiff=("a", "b"),
+         no_rule_for=("a", "b"), broadcasts=True, floating=True, shape=_broadcast,
+         x="numpy.exp(xlogy(a - 1, x) + xlog1py(b - 1, -x) - betaln(a, b)) * g"),
+    # The log of the multivariate gamma function of x (scipy's a): a sum of gammaln(x - j/2),
+    # j < d. The dimension d is a whole number (scipy refuses others): it has no gradient.
+    rule("multigammaln", "scipy.special.multigammaln(x, d)", nondiff=("d",), floating=True,
+         shape=_same,
+         x="numpy.sum(digamma(numpy.expand_dims(x, -1) - numpy.arange(d) / 2), axis=-1) * g"),
+    # Bessel functions: I (modified, first kind), J (first kind), Y (second kind), by the
+    # recurrences C_n' = (C_{n-1} - C_{n+1}) / 2 (J, Y) and (I_{n-1} + I_{n+1}) / 2 (I), with
+    # C_{-1} = -C_1 for J and Y and I_{-1} = I_1.
+    rule("i0", "scipy.special.i0(x)", floating=True, shape=_same, x="i1(x) * g"),
+    rule("i1", "scipy.special.i1(x)", floating=True, shape=_same,
+         x="((i0(x) + iv(2, x)) / 2) * g"),
+    rule("j0", "scipy.special.j0(x)", floating=True, shape=_same, x="-j1(x) * g"),
+    rule("j1", "scipy.special.j1(x)", floating=True, shape=_same,
+         x="((j0(x) - jn(2, x)) / 2) * g"),
+    rule("y0", "scipy.special.y0(x)", floating=True, shape=_same, x="-y1(x) * g"),
+    rule("y1", "scipy.special.y1(x)", floating=True, shape=_same,
+         x="((y0(x) - yn(2, x)) / 2) * g"),
+    # Of the order (jn is jv, of any real order; yn truncates it to a whole number) gradgen
+    # has no gradient: refused where it would need one.
+    rule("jn", "scipy.special.jn(n, x)", "scipy.special.jv(n, x)", nondiff=("n",),
+         no_rule_for=("n",), broadcasts=True, floating=True, shape=_broadcast,
+         x="((jn(n - 1, x) - jn(n + 1, x)) / 2) * g"),
+    rule("yn", "scipy.special.yn(n, x)", nondiff=("n",), no_rule_for=("n",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((yn(n - 1, x) - yn(n + 1, x)) / 2) * g"),
+    rule("iv", "scipy.special.iv(v, x)", nondiff=("v",), no_rule_for=("v",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((iv(v - 1, x) + iv(v + 1, x)) / 2) * g"),
+    # ive(v, x) = iv(v, x) exp(-|x|)
+    rule("ive", "scipy.special.ive(v, x)", nondiff=("v",), no_rule_for=("v",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((ive(v - 1, x) + ive(v + 1, x)) / 2 - numpy.sign(x) * out) * g"),
     rule("special_gamma", "scipy.special.gamma(x)", floating=True, shape=_same,
          x="(out * digamma(x)) * g"),
     rule("rgamma", "scipy.special.rgamma(x)", floating=True, shape=_same,  # 1 / gamma(x)
@@ -2839,6 +2877,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    ("scipy.special", "multigammaln"): ("a", "d"),
     ("scipy.stats.t", "logpdf"): ("x", "df", "loc=0", "scale=1"),
     ("scipy.stats.gamma", "logpdf"): ("x", "a", "loc=0", "scale=1"),
     ("scipy.stats.beta", "logpdf"): ("x", "a", "b"),
