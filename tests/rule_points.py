@@ -209,6 +209,9 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.yn(2, x * x + 0.3)", x=M),
         case("sc.yn(0, x * x + 0.3)", x=ZERO_D),
         case("sc.yn(np.arange(3), x * x + 0.3)", False, x=(4, 1)),
+        # a fractional order is truncated towards 0 (with a warning): the gradient is that
+        # of the whole order's function
+        case("sc.yn(np.array([-1.5, -0.5, 0.5, 1.7]), x * x + 0.3)", False, x=(4,)),
     ],
     "iv": [
         case("sc.iv(1, x)", x=M),

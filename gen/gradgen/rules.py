@@ -2513,14 +2513,15 @@ RULES: tuple[Rule, ...] = (
     rule("y0", "scipy.special.y0(x)", floating=True, shape=_same, x="-y1(x) * g"),
     rule("y1", "scipy.special.y1(x)", floating=True, shape=_same,
          x="((y0(x) - yn(2, x)) / 2) * g"),
-    # Of the order (jn is jv, of any real order; yn truncates it to a whole number) gradgen
-    # has no gradient: refused where it would need one.
+    # Of the order (jn is jv, of any real order) gradgen has no gradient: refused where it
+    # would need one. yn truncates a fractional order towards 0 (yn(0.5, x) is y0(x)): the
+    # orders either side are those of the truncated one (yn(-0.5, x) is not its neighbour).
     rule("jn", "scipy.special.jn(n, x)", "scipy.special.jv(n, x)", nondiff=("n",),
          no_rule_for=("n",), broadcasts=True, floating=True, shape=_broadcast,
          x="((jn(n - 1, x) - jn(n + 1, x)) / 2) * g"),
     rule("yn", "scipy.special.yn(n, x)", nondiff=("n",), no_rule_for=("n",),
          broadcasts=True, floating=True, shape=_broadcast,
-         x="((yn(n - 1, x) - yn(n + 1, x)) / 2) * g"),
+         x="((yn(numpy.trunc(n) - 1, x) - yn(numpy.trunc(n) + 1, x)) / 2) * g"),
     rule("iv", "scipy.special.iv(v, x)", nondiff=("v",), no_rule_for=("v",),
          broadcasts=True, floating=True, shape=_broadcast,
          x="((iv(v - 1, x) + iv(v + 1, x)) / 2) * g"),
