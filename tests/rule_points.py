@@ -174,6 +174,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.polygamma(0, 1 + x * x)", x=M),
         case("sc.polygamma(1, 1 + x * x)", x=(4,)),
         case("sc.polygamma(2, 0.5 + x * x)", x=ZERO_D),
+        case("sc.polygamma(np.arange(3)[:, None], 1 + x * x)", False, x=(4,)),
+        case("sc.polygamma(np.arange(3), 1 + x * x)", False, x=ZERO_D),
     ],
     # gammainc(a, x), gammaincc(a, x): x > 0; a a number or an array with no gradient.
     "gammainc": [
@@ -204,6 +206,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.jn(0, 3 * x)", x=(4,)),
         case("sc.jv(np.arange(3)[:, None], x)", False, x=(4,)),
         case("sc.jv(1.5, x * x + 0.1)", x=ZERO_D),
+        case("sc.jn(np.arange(3), x)", False, x=ZERO_D),
     ],
     "yn": [
         case("sc.yn(2, x * x + 0.3)", x=M),

@@ -2479,8 +2479,9 @@ RULES: tuple[Rule, ...] = (
          x="digamma(x) * g"),
     rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
          shape=_same, x="polygamma(1, x) * g"),
-    rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), floating=True,
-         shape=_broadcast, x="polygamma(n + 1, x) * g"),
+    # n may be an array of orders x broadcasts against: x's gradient is unbroadcast.
+    rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), broadcasts=True,
+         floating=True, shape=_broadcast, x="polygamma(n + 1, x) * g"),
     # The regularized incomplete gamma functions, differentiated with respect to x: the
     # integrand x**(a-1) exp(-x) / gamma(a), from logarithms to stay finite for large a.
     # In a they are smooth too, with no closed form: refused where a needs a gradient.
