@@ -1492,6 +1492,8 @@ def _differences(c: Context) -> str:
         return _power(c)
     if c.function == "polygamma":  # the order of the derivative of digamma
         return c.choose.pick(("0", "1", "2"))
+    if c.function in ("jn", "jv", "yn"):  # the order of a Bessel function: data
+        return c.choose.pick(("0", "1", "2", "3"))
     return c.choose.pick((OMIT, "0", "1", "2"))
 
 
@@ -1652,8 +1654,19 @@ def _counts(c: Context) -> str:
 
 
 def _shape_number(c: Context) -> str:
-    """gammainc's a: a positive number, data (gradgen has no gradient with respect to it)."""
+    """gammainc's a, betainc's a and b: a positive number, data (gradgen has no gradient
+    with respect to it)."""
     return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
+
+
+def _bessel_order(c: Context) -> str:
+    """iv's and ive's order v: a number, data (x > 0 makes fractional ones real)."""
+    return str(c.choose.pick(["0", "1", "2", "0.5", "1.5"]))
+
+
+def _dimension(c: Context) -> str:
+    """multigammaln's d: a small whole number (its x is kept above (d - 1) / 2)."""
+    return str(c.choose.pick(["1", "2", "3"]))
 
 
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
@@ -1682,6 +1695,9 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "start": _start,
     "k": _k,
     "a": _shape_number,
+    "b": _shape_number,
+    "v": _bessel_order,
+    "d": _dimension,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1706,6 +1722,14 @@ def _positive(b: Builder, term: Term) -> Term:
     if term.value is not None and _minimum(term) >= 0.1:
         return term
     return _wrap(b, term, "1 + v * v")
+
+
+def _away_from_singularity(b: Builder, term: Term) -> Term:
+    """x >= 0.5: the Bessel functions of the second kind and their derivatives (yn(3, x)
+    grows as x**-3) stay of moderate size for finite differences."""
+    if term.value is not None and _minimum(term) >= 0.5:
+        return term
+    return _wrap(b, term, "0.5 + v * v")
 
 
 def _away_from_zero(b: Builder, term: Term) -> Term:
@@ -1944,6 +1968,15 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "polygamma": _domain(x=_positive),
     "gammainc": _domain(x=_positive),
     "gammaincc": _domain(x=_positive),
+    "betainc": _domain(x=_probability),
+    # x - (d - 1) / 2 >= 0.5 for d <= 3: digamma well away from its poles
+    "multigammaln": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v * v")),
+    # Y's log singularity at 0; fractional orders of I are complex for x < 0; ive's kink at 0
+    "y0": _domain(x=_away_from_singularity),
+    "y1": _domain(x=_away_from_singularity),
+    "yn": _domain(x=_away_from_singularity),
+    "iv": _domain(x=_positive),
+    "ive": _domain(x=_positive),
     "special_gamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
     "rgamma": _domain(x=lambda b, t: _wrap(b, t, "1.5 + v / (1 + v * v)")),
     "erfcinv": _domain(x=lambda b, t: _wrap(b, t, "1 + v / (1 + v * v)")),

@@ -94,6 +94,12 @@ RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     "special_gamma": [(0.4,), (2.5,), (4.2,), (-1.5,)],
     "rgamma": [(0.4,), (2.5,), (4.2,), (-1.5,)],
     "erfcinv": [(0.3,), (1.2,), (1.9,)],  # 0 < x < 2
+    "i0": [(0.3,), (-1.2,), (2.5,), (0.0,)],
+    "i1": [(0.3,), (-1.2,), (2.5,), (0.0,)],
+    "j0": [(0.3,), (-1.2,), (2.5,), (7.0,)],
+    "j1": [(0.3,), (-1.2,), (2.5,), (0.0,)],
+    "y0": [(0.3,), (1.2,), (2.5,), (7.0,)],  # x > 0
+    "y1": [(0.3,), (1.2,), (2.5,), (7.0,)],
     "beta": [(0.4, 2.5), (1.5, 1.5), (3.0, 0.7)],
     "betaln": [(0.4, 2.5), (1.5, 1.5), (3.0, 0.7)],
     "xlogy": [(1.5, 0.7), (-0.75, 3.0), (0.2, 12.0)],  # y > 0
@@ -168,6 +174,8 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("sc.polygamma(0, 1 + x * x)", x=M),
         case("sc.polygamma(1, 1 + x * x)", x=(4,)),
         case("sc.polygamma(2, 0.5 + x * x)", x=ZERO_D),
+        case("sc.polygamma(np.arange(3)[:, None], 1 + x * x)", False, x=(4,)),
+        case("sc.polygamma(np.arange(3), 1 + x * x)", False, x=ZERO_D),
     ],
     # gammainc(a, x), gammaincc(a, x): x > 0; a a number or an array with no gradient.
     "gammainc": [
@@ -177,6 +185,46 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
     "gammaincc": [
         case("sc.gammaincc(0.7, x * x + 0.1)", x=(4,)),
         case("sc.gammaincc(np.arange(0.5, 4.0), x * x + 0.1)", False, x=M),
+    ],
+    # betainc(a, b, x): 0 < x < 1; a, b > 0 numbers or arrays with no gradient.
+    "betainc": [
+        case("sc.betainc(2.5, 0.7, 0.5 + 0.4 * np.sin(x))", x=M),
+        case("sc.betainc(1.0, 3.0, 0.5 + 0.4 * np.sin(x))", x=ZERO_D),
+        case("sc.betainc(np.arange(1.0, 4.0)[:, None], 0.5, 0.5 + 0.4 * np.sin(x))", False, x=(4,)),
+    ],
+    # multigammaln(a, d): a > (d - 1) / 2, d a whole number.
+    "multigammaln": [
+        case("sc.multigammaln(x * x + 1.5, 3)", x=M),
+        case("sc.multigammaln(x * x + 0.3, 1)", x=(4,)),
+        case("sc.multigammaln(x * x + 2.0, 4)", x=ZERO_D),
+        case("sc.multigammaln(a=x * x + 1.0, d=2)", x=(4,)),
+    ],
+    # Bessel functions of an order with no gradient: jn (jv) and iv of any x (iv of a
+    # whole order), yn and iv, ive of a fractional order for x > 0.
+    "jn": [
+        case("sc.jn(2, x)", x=M),
+        case("sc.jn(0, 3 * x)", x=(4,)),
+        case("sc.jv(np.arange(3)[:, None], x)", False, x=(4,)),
+        case("sc.jv(1.5, x * x + 0.1)", x=ZERO_D),
+        case("sc.jn(np.arange(3), x)", False, x=ZERO_D),
+    ],
+    "yn": [
+        case("sc.yn(2, x * x + 0.3)", x=M),
+        case("sc.yn(0, x * x + 0.3)", x=ZERO_D),
+        case("sc.yn(np.arange(3), x * x + 0.3)", False, x=(4, 1)),
+        # a fractional order is truncated towards 0 (with a warning): the gradient is that
+        # of the whole order's function
+        case("sc.yn(np.array([-1.5, -0.5, 0.5, 1.7]), x * x + 0.3)", False, x=(4,)),
+    ],
+    "iv": [
+        case("sc.iv(1, x)", x=M),
+        case("sc.iv(2.5, x * x + 0.1)", x=(4,)),
+        case("sc.iv(np.arange(3)[:, None], x)", False, x=(4,)),
+    ],
+    "ive": [
+        case("sc.ive(0, x)", x=M),
+        case("sc.ive(1.5, x * x + 0.1)", x=(4,)),
+        case("sc.ive(np.arange(3)[:, None], 2 * x)", False, x=(4,)),
     ],
     "logsumexp": [
         case("logsumexp(x)", x=M),

@@ -190,10 +190,10 @@ FUNCTION_REFUSALS = [
     ("syntax-error", "def f(x):\n    return (x\n", 2, 12, "invalid syntax"),
     (
         "gradient-through-a-library-function",
-        "from scipy.special import j0\n\n\ndef f(y):\n    return 2.0 * j0(y + 1)\n",
+        "from scipy.special import dawsn\n\n\ndef f(y):\n    return 2.0 * dawsn(y + 1)\n",
         5,
         18,
-        "'j0' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
+        "'dawsn' is not an operation gradgen can differentiate; its argument 'y + 1' needs "
         "a gradient here, from 'y' (leave a parameter that is data out of wrt, or give the "
         "function a rule with @gradgen.backward_of)",
     ),
@@ -221,6 +221,22 @@ FUNCTION_REFUSALS = [
         6,
         17,
         "'parts', a list of pieces, is bound in a side of an if",
+    ),
+    (
+        "gradient-through-an-order-gradgen-has-no-rule-for",
+        "import scipy.special as sc\n\n\ndef f(x, order):\n    return sc.jn(order + 1, x)\n",
+        5,
+        18,
+        "gradgen has no gradient of 'sc.jn' with respect to its argument 'n' (only with "
+        "respect to 'x'), and 'order + 1' needs one here, from 'order'",
+    ),
+    (
+        "gradient-through-the-second-of-two-arguments-with-no-rule",
+        "import scipy.special as sc\n\n\ndef f(x, b):\n    return sc.betainc(2.0, b + 1, x)\n",
+        5,
+        28,
+        "gradgen has no gradient of 'sc.betainc' with respect to its argument 'b' (only with "
+        "respect to 'x'), and 'b + 1' needs one here, from 'b'",
     ),
     (
         "stop-gradient-of-two-values",

@@ -2694,8 +2694,9 @@ RULES: tuple[Rule, ...] = (
          x="digamma(x) * g"),
     rule("digamma", "scipy.special.digamma(x)", "scipy.special.psi(x)", floating=True,
          shape=_same, x="polygamma(1, x) * g"),
-    rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), floating=True,
-         shape=_broadcast, x="polygamma(n + 1, x) * g"),
+    # n may be an array of orders x broadcasts against: x's gradient is unbroadcast.
+    rule("polygamma", "scipy.special.polygamma(n, x)", nondiff=("n",), broadcasts=True,
+         floating=True, shape=_broadcast, x="polygamma(n + 1, x) * g"),
     # The regularized incomplete gamma functions, differentiated with respect to x: the
     # integrand x**(a-1) exp(-x) / gamma(a), from logarithms to stay finite for large a.
     # In a they are smooth too, with no closed form: refused where a needs a gradient.
@@ -2705,6 +2706,45 @@ RULES: tuple[Rule, ...] = (
     rule("gammaincc", "scipy.special.gammaincc(a, x)", nondiff=("a",), no_rule_for=("a",),
          broadcasts=True, floating=True, shape=_broadcast,
          x="-numpy.exp((a - 1) * numpy.log(x) - x - gammaln(a)) * g"),
+    # The regularized incomplete beta function, differentiated with respect to x: the beta
+    # density x**(a-1) (1-x)**(b-1) / beta(a, b), from logarithms (xlogy: finite at x = 0
+    # with a = 1). In a and b it is smooth too, with no closed form: refused there.
+    rule("betainc", "scipy.special.betainc(a, b, x)", nondiff=("a", "b"),
+         no_rule_for=("a", "b"), broadcasts=True, floating=True, shape=_broadcast,
+         x="numpy.exp(xlogy(a - 1, x) + xlog1py(b - 1, -x) - betaln(a, b)) * g"),
+    # The log of the multivariate gamma function of x (scipy's a): a sum of gammaln(x - j/2),
+    # j < d. The dimension d is a whole number (scipy refuses others): it has no gradient.
+    rule("multigammaln", "scipy.special.multigammaln(x, d)", nondiff=("d",), floating=True,
+         shape=_same,
+         x="numpy.sum(digamma(numpy.expand_dims(x, -1) - numpy.arange(d) / 2), axis=-1) * g"),
+    # Bessel functions: I (modified, first kind), J (first kind), Y (second kind), by the
+    # recurrences C_n' = (C_{n-1} - C_{n+1}) / 2 (J, Y) and (I_{n-1} + I_{n+1}) / 2 (I), with
+    # C_{-1} = -C_1 for J and Y and I_{-1} = I_1.
+    rule("i0", "scipy.special.i0(x)", floating=True, shape=_same, x="i1(x) * g"),
+    rule("i1", "scipy.special.i1(x)", floating=True, shape=_same,
+         x="((i0(x) + iv(2, x)) / 2) * g"),
+    rule("j0", "scipy.special.j0(x)", floating=True, shape=_same, x="-j1(x) * g"),
+    rule("j1", "scipy.special.j1(x)", floating=True, shape=_same,
+         x="((j0(x) - jn(2, x)) / 2) * g"),
+    rule("y0", "scipy.special.y0(x)", floating=True, shape=_same, x="-y1(x) * g"),
+    rule("y1", "scipy.special.y1(x)", floating=True, shape=_same,
+         x="((y0(x) - yn(2, x)) / 2) * g"),
+    # Of the order (jn is jv, of any real order) gradgen has no gradient: refused where it
+    # would need one. yn truncates a fractional order towards 0 (yn(0.5, x) is y0(x)): the
+    # orders either side are those of the truncated one (yn(-0.5, x) is not its neighbour).
+    rule("jn", "scipy.special.jn(n, x)", "scipy.special.jv(n, x)", nondiff=("n",),
+         no_rule_for=("n",), broadcasts=True, floating=True, shape=_broadcast,
+         x="((jn(n - 1, x) - jn(n + 1, x)) / 2) * g"),
+    rule("yn", "scipy.special.yn(n, x)", nondiff=("n",), no_rule_for=("n",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((yn(numpy.trunc(n) - 1, x) - yn(numpy.trunc(n) + 1, x)) / 2) * g"),
+    rule("iv", "scipy.special.iv(v, x)", nondiff=("v",), no_rule_for=("v",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((iv(v - 1, x) + iv(v + 1, x)) / 2) * g"),
+    # ive(v, x) = iv(v, x) exp(-|x|)
+    rule("ive", "scipy.special.ive(v, x)", nondiff=("v",), no_rule_for=("v",),
+         broadcasts=True, floating=True, shape=_broadcast,
+         x="((ive(v - 1, x) + ive(v + 1, x)) / 2 - numpy.sign(x) * out) * g"),
     rule("special_gamma", "scipy.special.gamma(x)", floating=True, shape=_same,
          x="(out * digamma(x)) * g"),
     rule("rgamma", "scipy.special.rgamma(x)", floating=True, shape=_same,  # 1 / gamma(x)
@@ -3064,6 +3104,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
+    ("scipy.special", "multigammaln"): ("a", "d"),
     ("scipy.stats.t", "logpdf"): ("x", "df", "loc=0", "scale=1"),
     ("scipy.stats.gamma", "logpdf"): ("x", "a", "loc=0", "scale=1"),
     ("scipy.stats.beta", "logpdf"): ("x", "a", "b"),
