@@ -368,6 +368,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.stats.beta": scipy.stats.beta,
     "scipy.stats.poisson": scipy.stats.poisson,
     "scipy.stats.dirichlet": scipy.stats.dirichlet,
+    "scipy.stats.chi2": scipy.stats.chi2,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
 SCIPY_MODULES = ("scipy.special", "scipy.stats")
@@ -1626,7 +1627,8 @@ def _counts(c: Context) -> str:
 
 
 def _shape_number(c: Context) -> str:
-    """gammainc's a: a positive number, data (gradgen has no gradient with respect to it)."""
+    """A shape with no gradient rule (gammainc's a; the cdfs' df, a and b): a positive
+    number, data (gradgen has no gradient with respect to it)."""
     return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
 
 
@@ -1655,6 +1657,8 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "start": _start,
     "k": _k,
     "a": _shape_number,
+    "b": _shape_number,
+    "df": _shape_number,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1924,6 +1928,16 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "gamma_pdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_pdf": _domain(x=_probability, a=_positive, b=_positive),
     "poisson_pmf": _domain(mu=_positive),
+    "norm_ppf": _domain(q=_probability, scale=_positive),
+    "norm_isf": _domain(q=_probability, scale=_positive),
+    "t_cdf": _domain(scale=_positive),
+    "t_logcdf": _domain(scale=_positive),
+    "gamma_cdf": _domain(x=_positive, scale=_positive),
+    "beta_cdf": _domain(x=_probability),
+    "chi2_logpdf": _domain(x=_positive, df=_positive, scale=_positive),
+    "chi2_pdf": _domain(x=_positive, df=_positive, scale=_positive),
+    "chi2_cdf": _domain(x=_positive, scale=_positive),
+    "poisson_cdf": _domain(mu=_positive),
 }
 
 
@@ -2076,7 +2090,8 @@ def _unique_max_and_min(app: Application) -> bool:
 
 
 def _inside_gamma_support(app: Application) -> bool:
-    """gamma's x above its loc, not at the edge (x == loc: 0 / 0 in the gradient)."""
+    """gamma's (and chi2's) x above its loc, not at the edge (x == loc: 0 / 0 in the
+    gradient)."""
     x = numpy.asarray(app.inputs["x"], dtype=float)
     return bool(numpy.all(x - numpy.asarray(app.inputs["loc"], dtype=float) >= MARGIN))
 
@@ -2084,6 +2099,10 @@ def _inside_gamma_support(app: Application) -> bool:
 KINKS: dict[str, Callable[[Application], bool]] = {
     "gamma_logpdf": _inside_gamma_support,
     "gamma_pdf": _inside_gamma_support,
+    "gamma_cdf": _inside_gamma_support,
+    "chi2_logpdf": _inside_gamma_support,
+    "chi2_pdf": _inside_gamma_support,
+    "chi2_cdf": _inside_gamma_support,
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
     "min": lambda app: _apart(app.inputs["x"], app.inputs["y"]),

@@ -282,6 +282,90 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("poisson.logpmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
         case("scipy.stats.poisson.logpmf(3, m * m + 0.5)", m=M),
     ],
+    # quantiles: q = expit(...) inside (0, 1), away from its ends
+    "norm_ppf": [
+        case("norm.ppf(expit(q))", q=M),
+        case("norm.ppf(expit(q), m)", q=M, m=(4,)),
+        case("norm.ppf(expit(q), m, s * s + 0.5)", q=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.ppf(expit(q), loc=m, scale=s * s + 0.5)", q=(4,), m=M, s=()),
+        case("norm.ppf(expit(q), scale=s * s + 0.5)", q=M, s=M),
+    ],
+    "norm_isf": [
+        case("norm.isf(expit(q))", q=M),
+        case("norm.isf(expit(q), m, s * s + 0.5)", q=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.isf(expit(q), loc=m, scale=s * s + 0.5)", q=(4,), m=M, s=()),
+        case("norm.isf(expit(q), scale=s * s + 0.5)", q=M, s=M),
+    ],
+    # cdfs: their shapes (df, a, b) are numbers or arrays with no gradient
+    "t_cdf": [
+        case("t.cdf(x, 3.0)", x=M),
+        case("t.cdf(x, np.arange(2.0, 6.0), m, s * s + 0.5)", False, x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.t.cdf(x, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+        case("t.cdf(x, 3.0, loc=m)", x=M, m=M),
+    ],
+    "t_logcdf": [
+        case("t.logcdf(x, 3.0)", x=M),
+        case("t.logcdf(x, np.arange(2.0, 6.0), m, s * s + 0.5)", False, x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.t.logcdf(x, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+        case("t.logcdf(x * 10, 3.0, loc=m)", x=M, m=M),  # far in the lower tail too
+    ],
+    "gamma_cdf": [
+        case("gamma.cdf(x * x + 0.1, 2.5)", x=M),
+        case(
+            "gamma.cdf(x * x + 2.5, np.arange(1.0, 5.0), 0.5 * m, s * s + 0.5)",
+            False,
+            x=M,
+            m=(4,),
+            s=(3, 1),
+        ),
+        case("scipy.stats.gamma.cdf(x * x + 0.1, a=1.5, scale=s * s + 0.5)", x=(4,), s=()),
+    ],
+    "beta_cdf": [
+        case("scipy.stats.beta.cdf(expit(x), 2.0, 3.0)", x=M),
+        case("scipy.stats.beta.cdf(expit(x), np.arange(1.0, 5.0), b=0.7)", False, x=M),
+    ],
+    # chi2's x above its loc
+    "chi2_logpdf": [
+        case("chi2.logpdf(x * x + 0.1, d * d + 0.5)", x=M, d=(4,)),
+        case(
+            "chi2.logpdf(x * x + 2.5, d * d + 0.5, 0.5 * m, s * s + 0.5)",
+            x=M,
+            d=(),
+            m=(4,),
+            s=(3, 1),
+        ),
+        case(
+            "scipy.stats.chi2.logpdf(x * x + 0.1, df=d * d + 0.5, scale=s * s + 0.5)",
+            x=(4,),
+            d=M,
+            s=(),
+        ),
+    ],
+    "chi2_pdf": [
+        case("chi2.pdf(x * x + 0.1, d * d + 0.5)", x=M, d=(4,)),
+        case("chi2.pdf(x * x + 2.5, d * d + 0.5, 0.5 * m, s * s + 0.5)", x=M, d=(), m=(4,), s=()),
+    ],
+    "chi2_cdf": [
+        case("chi2.cdf(x * x + 0.1, 3.0)", x=M),
+        case(
+            "chi2.cdf(x * x + 2.5, np.arange(1.0, 5.0), 0.5 * m, s * s + 0.5)",
+            False,
+            x=M,
+            m=(4,),
+            s=(3, 1),
+        ),
+        case("scipy.stats.chi2.cdf(x * x + 0.1, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+    ],
+    # counts k: labels, no gradient; scipy sums up to floor(k), 0 below 0
+    "poisson_cdf": [
+        case("poisson.cdf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
+        case(
+            "poisson.cdf(k, m * m + 0.5)",
+            m=M,
+            labels={"k": [[-1, 0, 2, 7], [4.5, 1, 0, 2], [1, 1.7, 1, 5]]},
+        ),
+        case("scipy.stats.poisson.cdf(2.5, m * m + 0.5)", m=M),
+    ],
     # points of the simplex: softmax over the first axis, whose adjoint keeps them there
     "dirichlet_logpdf": [
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),

@@ -271,7 +271,7 @@ SCIPY_NAMES = {
     "norm": "from scipy.stats import norm\n",
     **{
         name: f"from scipy.stats import {name}\n"
-        for name in ("multivariate_normal", "t", "gamma", "poisson", "dirichlet")
+        for name in ("multivariate_normal", "t", "gamma", "poisson", "dirichlet", "chi2")
     },
     **{
         name: f"from scipy.special import {name}\n"

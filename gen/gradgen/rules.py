@@ -64,6 +64,7 @@ LIBRARIES = (
     "scipy.stats.beta",
     "scipy.stats.poisson",
     "scipy.stats.dirichlet",
+    "scipy.stats.chi2",
 )
 # Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
 # of scipy.stats): the generated code imports their module.
@@ -2065,6 +2066,8 @@ def _matrix_norm_local(order: object, norm: str, rows: object, columns: object) 
 _TWO_OVER_ROOT_PI = "1.1283791670955126"
 _ROOT_PI_OVER_TWO = "0.886226925452758"
 _ONE_OVER_ROOT_TWO_PI = "0.3989422804014327"
+_ROOT_TWO_PI = "2.5066282746310002"
+_LOG_TWO = "0.6931471805599453"
 
 
 def _logsumexp_spread(c: AdjointContext) -> Shape | None:
@@ -2150,6 +2153,33 @@ _BETA_LOGPDF = {
     "b": "(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g",
 }
 _POISSON_LOGPMF = {"mu": "(k / mu - 1) * g"}
+# chi2: gamma with shape df / 2 and scale 2 (times scale): with y = (x - loc) / scale,
+# log pdf = (df / 2 - 1) log y - y / 2 - log scale + terms of df alone.
+_CHI2_LOGPDF = {
+    "x": "((df / 2 - 1) / (x - loc) - 0.5 / scale) * g",
+    "df": f"0.5 * (numpy.log((x - loc) / scale) - {_LOG_TWO} - scipy.special.digamma(df / 2)) * g",
+    "loc": "(0.5 / scale - (df / 2 - 1) / (x - loc)) * g",
+    "scale": "0.5 * ((x - loc) / scale - df) / scale * g",
+}
+# The adjoints of a cdf of a distribution with a loc and a scale whose density is ``pdf``
+# (with the same arguments): the density at x, the negated density for loc, and for scale
+# the negated density times (x - loc) / scale. A logcdf's are the same over the cdf, from
+# the logarithms (finite far in the lower tail too).
+_CDF = {
+    "x": "pdf(ARGS) * g",
+    "loc": "-pdf(ARGS) * g",
+    "scale": "-pdf(ARGS) * (x - loc) / scale * g",
+}
+_LOGCDF = {
+    "x": "numpy.exp(logpdf(ARGS) - out) * g",
+    "loc": "-numpy.exp(logpdf(ARGS) - out) * g",
+    "scale": "-numpy.exp(logpdf(ARGS) - out) * (x - loc) / scale * g",
+}
+
+
+def _with_arguments(arguments: str) -> Callable[[str], str]:
+    """A change of ``_CDF``'s and ``_LOGCDF``'s templates: the distribution's arguments."""
+    return lambda template: template.replace("ARGS", arguments)
 
 
 def _times_density(template: str) -> str:
@@ -2185,6 +2215,21 @@ def _normal(template: str) -> Depends:
             text = text.replace(" / scale**2", "").replace(" / scale", "")
             text = text.replace("scale**2 * ", "")
             text = text.replace(", loc, scale)", ")" if standard_loc else ", loc)")
+        return text
+
+    return Depends(template, choose)
+
+
+def _quantile(template: str) -> Depends:
+    """An adjoint of ``norm.ppf(q, loc, scale)`` or ``norm.isf``, written with the standard
+    normal quantile z = (out - loc) / scale and without a default loc (0) or scale (1)."""
+
+    def choose(c: AdjointContext) -> str:
+        text = template
+        if c.literals.get("loc", NOT_LITERAL) == 0:
+            text = text.replace("(out - loc)", "out")
+        if c.literals.get("scale", NOT_LITERAL) == 1:
+            text = text.replace(" / scale", "").replace("scale * ", "")
         return text
 
     return Depends(template, choose)
@@ -2457,6 +2502,42 @@ RULES: tuple[Rule, ...] = (
     rule("poisson_pmf", "scipy.stats.poisson.pmf(k, mu)", nondiff=("k",), broadcasts=True,
          floating=True, shape=_broadcast,
          **_plain(_POISSON_LOGPMF, _times_density)),
+    # The normal quantiles: ppf(q) = loc + scale * z with z = ndtri(q), whose derivative is
+    # scale over the standard density at z; isf(q) = ppf(1 - q).
+    rule("norm_ppf", "scipy.stats.norm.ppf(q, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         q=_quantile(f"{_ROOT_TWO_PI} * scale * numpy.exp(((out - loc) / scale) ** 2 / 2) * g"),
+         loc="g", scale=_quantile("(out - loc) / scale * g")),
+    rule("norm_isf", "scipy.stats.norm.isf(q, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         q=_quantile(f"-{_ROOT_TWO_PI} * scale * numpy.exp(((out - loc) / scale) ** 2 / 2) * g"),
+         loc="g", scale=_quantile("(out - loc) / scale * g")),
+    # The cdfs of t, gamma and beta: smooth in their shapes (df, a, b) too, with no closed
+    # form: those are refused where they need a gradient.
+    rule("t_cdf", "scipy.stats.t.cdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, df, loc, scale"))),
+    rule("t_logcdf", "scipy.stats.t.logcdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_LOGCDF, _with_arguments("x, df, loc, scale"))),
+    rule("gamma_cdf", "scipy.stats.gamma.cdf(x, a, loc, scale)", nondiff=("a",),
+         no_rule_for=("a",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, a, loc, scale"))),
+    rule("beta_cdf", "scipy.stats.beta.cdf(x, a, b)", nondiff=("a", "b"),
+         no_rule_for=("a", "b"), broadcasts=True, floating=True, shape=_broadcast,
+         x="pdf(x, a, b) * g"),
+    # chi2: gamma with shape df / 2 and scale 2; its cdf has no closed form in df.
+    rule("chi2_logpdf", "scipy.stats.chi2.logpdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast, **_located(_CHI2_LOGPDF)),
+    rule("chi2_pdf", "scipy.stats.chi2.pdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast, **_located(_CHI2_LOGPDF, _times_density)),
+    rule("chi2_cdf", "scipy.stats.chi2.cdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, df, loc, scale"))),
+    # poisson's cdf sums the pmf up to floor(k): in mu, the last term's derivative is left,
+    # -pmf(floor(k), mu) (the sum telescopes). The counts k have no gradient.
+    rule("poisson_cdf", "scipy.stats.poisson.cdf(k, mu)", nondiff=("k",), broadcasts=True,
+         floating=True, shape=_broadcast, mu="-pmf(numpy.floor(k), mu) * g"),
     # dirichlet: x a point of the simplex (d,) or points as columns (d, n); x's gradient is
     # one of the simplex (any multiple of ones may be added: sum(x) stays 1).
     rule("dirichlet_logpdf", "scipy.stats.dirichlet.logpdf(x, alpha)", floating=True,
@@ -2847,6 +2928,13 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.stats.gamma", "pdf"): ("x", "a", "loc=0", "scale=1"),
     ("scipy.stats.beta", "pdf"): ("x", "a", "b"),
     ("scipy.stats.poisson", "pmf"): ("k", "mu"),
+    ("scipy.stats.poisson", "cdf"): ("k", "mu"),
+    ("scipy.stats.t", "cdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.t", "logcdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.gamma", "cdf"): ("x", "a", "loc=0", "scale=1"),
+    ("scipy.stats.beta", "cdf"): ("x", "a", "b"),
+    **{("scipy.stats.chi2", f): ("x", "df", "loc=0", "scale=1") for f in ("logpdf", "pdf", "cdf")},
+    **{("scipy.stats.norm", f): ("q", "loc=0", "scale=1") for f in ("ppf", "isf")},
     # cov has a default (1: the identity) that gradgen does not read: refused without one.
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
     **{
