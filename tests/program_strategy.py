@@ -1632,6 +1632,11 @@ def _shape_number(c: Context) -> str:
     return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
 
 
+def _no_mean(c: Context) -> str:
+    """multivariate_normal.entropy's mean, which its value does not depend on: None."""
+    return "None"
+
+
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "subscripts": _subscripts,
     "axis": _axis,
@@ -1659,6 +1664,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "a": _shape_number,
     "b": _shape_number,
     "df": _shape_number,
+    "mean": _no_mean,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1855,6 +1861,8 @@ def _simplex(b: Builder, term: Term) -> Term:
 # drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "multivariate_normal_pdf": _domain(cov=_covariance),
+    "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
 }
 
@@ -1919,6 +1927,8 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "xlog1py": _domain(y=_above_minus_one),
     "entr": _domain(x=_positive),
     "multivariate_normal_logpdf": _domain(cov=_covariance),
+    "multivariate_normal_pdf": _domain(cov=_covariance),
+    "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
     "t_logpdf": _domain(df=_positive, scale=_positive),
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),

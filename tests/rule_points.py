@@ -424,6 +424,49 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             c=(4, 4),
             explicit=False,
         ),
+        # a 1-D cov is a diagonal (scipy's): its gradient is the diagonal's
+        case("multivariate_normal.logpdf(x, m, c * c + 0.5)", x=(3, 4), m=(4,), c=(4,)),
+        case("multivariate_normal.logpdf(x, m, c * c + 0.5)", x=(4,), m=(4,), c=(4,)),
+    ],
+    # pdf: exp of logpdf; of dimension 2 and 3 (the densities of 4 are small)
+    "multivariate_normal_pdf": [
+        case("multivariate_normal.pdf(x, m, c @ c.T + np.eye(2))", x=(2,), m=(2,), c=(2, 2)),
+        case(
+            "multivariate_normal.pdf(x, m, 0.2 * c + np.eye(3))",
+            x=(4, 3),
+            m=(3,),
+            c=(3, 3),
+            explicit=False,
+        ),
+        case(
+            "scipy.stats.multivariate_normal.pdf(x, None, c @ c.T + np.eye(2))",
+            x=(3, 2),
+            c=(2, 2),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.pdf(x, mean=m, cov=c @ c.T + np.eye(2))",
+            x=(2, 3, 2),
+            m=(2,),
+            c=(2, 2),
+            explicit=False,
+        ),
+        case("multivariate_normal.pdf(x, m, c * c + 0.5)", x=(3, 3), m=(3,), c=(3,)),
+    ],
+    # entropy: of cov alone (mean, if given, has no gradient)
+    "multivariate_normal_entropy": [
+        case("multivariate_normal.entropy(None, c @ c.T + np.eye(4))", c=(4, 4)),
+        case(
+            "scipy.stats.multivariate_normal.entropy(m, 0.2 * c + 2 * np.eye(3))",
+            c=(3, 3),
+            labels={"m": [0.5, -1.0, 2.0]},
+        ),
+        # a 1-D cov is a diagonal (with a mean to say its dimension: without, scipy reads 1)
+        case(
+            "multivariate_normal.entropy(m, cov=c * c + 0.5)",
+            c=(4,),
+            labels={"m": [0.5, -1.0, 2.0, 0.0]},
+        ),
     ],
     "softmax": [
         case("softmax(x)", x=M),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -2239,7 +2240,24 @@ def _quantile(template: str) -> Depends:
 # r = x - mean, per row of x. scipy reads cov's lower triangle alone (it is symmetric), so
 # the adjoints use that symmetric matrix, and cov's gradient is the derivative with respect
 # to the entries scipy reads: the symmetric gradient S, doubled below the diagonal, 0 above.
-_MVN_COV = "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+# A 1-D cov is a diagonal (scipy's): the matrix is numpy.diag(cov), the gradient S's
+# diagonal. Where cov's rank is not known, helpers tell the two apart when the code runs.
+
+
+def _mvn_matrix(c: AdjointContext) -> str:
+    """The covariance matrix scipy reads of cov."""
+    rank = c.rank("cov")
+    if rank == 2:
+        return "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+    return "numpy.diag(cov)" if rank == 1 else "_mvn_covariance(cov)"
+
+
+def _mvn_read(c: AdjointContext, symmetric: str) -> str:
+    """cov's gradient, of the symmetric matrix's ``symmetric``: of the entries scipy reads."""
+    rank = c.rank("cov")
+    if rank == 2:
+        return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+    return f"numpy.diag({symmetric})" if rank == 1 else f"_mvn_cov_gradient({symmetric}, cov)"
 
 
 def _mvn_solved(c: AdjointContext) -> str:
@@ -2247,8 +2265,8 @@ def _mvn_solved(c: AdjointContext) -> str:
     residuals."""
     residual = "x" if c.literals.get("mean", NOT_LITERAL) is None else "(x - mean)"
     if c.rank("x") in (1, 2) and _mvn_rows(c) is not None:
-        return f"numpy.linalg.solve({_MVN_COV}, {residual}.T).T"
-    return f"numpy.linalg.solve({_MVN_COV}, numpy.expand_dims({residual}, -1))[..., 0]"
+        return f"numpy.linalg.solve({_mvn_matrix(c)}, {residual}.T).T"
+    return f"numpy.linalg.solve({_mvn_matrix(c)}, numpy.expand_dims({residual}, -1))[..., 0]"
 
 
 def _mvn_rows(c: AdjointContext) -> int | None:
@@ -2258,7 +2276,9 @@ def _mvn_rows(c: AdjointContext) -> int | None:
     also broadcasts x and mean against each other, which the adjoints then sum back."""
     x, cov = c.shapes.get("x"), c.shapes.get("cov")
     mean = c.shapes.get("mean") if c.literals.get("mean", NOT_LITERAL) is not None else cov
-    if x is None or cov is None or mean is None or len(x) not in (1, 2) or len(cov) != 2:
+    if x is None or cov is None or mean is None or len(x) not in (1, 2):
+        return None
+    if len(cov) not in (1, 2):
         return None
     dimension = cov[0]
     if x[-1] != dimension or mean[-1:] != (dimension,) or not isinstance(dimension, int):
@@ -2298,8 +2318,19 @@ def _mvn_cov(c: AdjointContext) -> str:
     else:
         rows = f"numpy.reshape({solved}, (-1, len(cov)))"
         outer = f"(numpy.reshape(g, (-1, 1)) * {rows}).T @ {rows}"
-    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_MVN_COV}))"
-    return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_mvn_matrix(c)}))"
+    return _mvn_read(c, symmetric)
+
+
+def _mvn_entropy_cov(c: AdjointContext) -> str:
+    """entropy = (d (1 + log 2 pi) + log det C) / 2: C^-1 / 2 on the entries scipy reads."""
+    return _mvn_read(c, f"0.5 * g * numpy.linalg.inv({_mvn_matrix(c)})")
+
+
+def _density_of(log_adjoint: Callable[[AdjointContext], str]) -> Callable[[AdjointContext], str]:
+    """A density's adjoint made of its logarithm's: each g there is out * g (the
+    density's derivative is the density times its logarithm's)."""
+    return lambda c: re.sub(r"\bg\b", "(out * g)", log_adjoint(c))
 
 
 def _dirichlet_shape(c: AdjointContext) -> Shape | None:
@@ -2478,6 +2509,18 @@ RULES: tuple[Rule, ...] = (
          mean=Depends("g * solve(cov, x - mean), summed over rows", _mvn_mean),
          cov=Depends("(outer(a, a) * g - g * inv(cov)) / 2 for a = solve(cov, x - mean), "
                      "on cov's lower triangle (which scipy reads)", _mvn_cov)),
+    rule("multivariate_normal_pdf",
+         "scipy.stats.multivariate_normal.pdf(x, mean, cov)", floating=True,
+         shape=_mvn_shape,
+         x=Depends("-out * g * solve(cov, x - mean)", _density_of(_mvn_x)),
+         mean=Depends("out * g * solve(cov, x - mean), summed over rows",
+                      _density_of(_mvn_mean)),
+         cov=Depends("logpdf's, with out * g for g", _density_of(_mvn_cov))),
+    # The entropy depends on cov alone: mean has no gradient.
+    rule("multivariate_normal_entropy", "scipy.stats.multivariate_normal.entropy(mean, cov)",
+         nondiff=("mean",), floating=True, shape=lambda c: (),
+         cov=Depends("g * inv(cov) / 2, on cov's lower triangle (which scipy reads)",
+                     _mvn_entropy_cov)),
     # Student's t: with z = (x - loc) / scale, log pdf = -(df + 1) / 2 * log1p(z**2 / df)
     # - log(scale) + terms of df alone.
     rule("t_logpdf", "scipy.stats.t.logpdf(x, df, loc, scale)", broadcasts=True,
@@ -2937,6 +2980,8 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     **{("scipy.stats.norm", f): ("q", "loc=0", "scale=1") for f in ("ppf", "isf")},
     # cov has a default (1: the identity) that gradgen does not read: refused without one.
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
+    ("scipy.stats.multivariate_normal", "pdf"): ("x", "mean=None", "cov"),
+    ("scipy.stats.multivariate_normal", "entropy"): ("mean=None", "cov"),
     **{
         ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
         for f in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")
