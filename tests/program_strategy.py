@@ -1864,6 +1864,7 @@ FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_pdf": _domain(cov=_covariance),
     "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_pdf": _domain(x=_simplex, alpha=_positive),
 }
 
 
@@ -1930,6 +1931,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_pdf": _domain(cov=_covariance),
     "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_pdf": _domain(x=_simplex, alpha=_positive),
     "t_logpdf": _domain(df=_positive, scale=_positive),
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),

@@ -372,6 +372,11 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 3), a=(4,)),
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
     ],
+    "dirichlet_pdf": [
+        case("dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
+        case("scipy.stats.dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(3, 3), a=(3,)),
+        case("dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
+    ],
     # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
     # triangle, and so does the gradient.
     "multivariate_normal_logpdf": [

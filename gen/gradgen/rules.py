@@ -2589,6 +2589,13 @@ RULES: tuple[Rule, ...] = (
          alpha="numpy.reshape(numpy.log(x), (len(alpha), -1)) @ numpy.ravel(g)"
                " + numpy.sum(g) * (scipy.special.digamma(numpy.sum(alpha))"
                " - scipy.special.digamma(alpha))"),
+    # dirichlet's density: its adjoints are logpdf's with out * g for g.
+    rule("dirichlet_pdf", "scipy.stats.dirichlet.pdf(x, alpha)", floating=True,
+         shape=_dirichlet_shape,
+         x="((alpha - 1) / x.T).T * (out * g)",
+         alpha="numpy.reshape(numpy.log(x), (len(alpha), -1)) @ numpy.ravel(out * g)"
+               " + numpy.sum(out * g) * (scipy.special.digamma(numpy.sum(alpha))"
+               " - scipy.special.digamma(alpha))"),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
