@@ -1857,6 +1857,16 @@ def _simplex(b: Builder, term: Term) -> Term:
     return _wrap(b, term, "scipy.special.softmax(v, axis=0)")
 
 
+def _dirichlet_full_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
+    """dirichlet.pdf's x with a row for each of alpha's entries. (scipy also reads x one row
+    short of alpha, appending 1 - sum(x): dirichlet.logpdf's fix on main handles that, and
+    dirichlet.pdf will reuse it; until then that case is not drawn.)"""
+    alpha, x = _positive(b, inputs["alpha"]), _simplex(b, inputs["x"])
+    if numpy.ndim(alpha.value) == 1 and len(x.value) != len(alpha.value):
+        raise Unfit(f"{x.text}: not a row for each of alpha's entries")
+    return {"x": x, "alpha": alpha}
+
+
 # Domains an input is put into before the form is tried with it: where almost no value
 # drawn as it is fits (a covariance), the inputs are drawn among those that fit once wrapped.
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
@@ -1864,7 +1874,7 @@ FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_pdf": _domain(cov=_covariance),
     "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
-    "dirichlet_pdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_pdf": _dirichlet_full_domain,
 }
 
 
@@ -1931,7 +1941,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_pdf": _domain(cov=_covariance),
     "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_logpdf": _domain(x=_simplex, alpha=_positive),
-    "dirichlet_pdf": _domain(x=_simplex, alpha=_positive),
+    "dirichlet_pdf": _dirichlet_full_domain,
     "t_logpdf": _domain(df=_positive, scale=_positive),
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
