@@ -368,6 +368,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.stats.beta": scipy.stats.beta,
     "scipy.stats.poisson": scipy.stats.poisson,
     "scipy.stats.dirichlet": scipy.stats.dirichlet,
+    "scipy.stats.chi2": scipy.stats.chi2,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
 SCIPY_MODULES = ("scipy.special", "scipy.stats")
@@ -1654,8 +1655,8 @@ def _counts(c: Context) -> str:
 
 
 def _shape_number(c: Context) -> str:
-    """gammainc's a, betainc's a and b: a positive number, data (gradgen has no gradient
-    with respect to it)."""
+    """A shape with no gradient rule (gammainc's a, betainc's a and b; the cdfs' df, a and
+    b): a positive number, data (gradgen has no gradient with respect to it)."""
     return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
 
 
@@ -1667,6 +1668,11 @@ def _bessel_order(c: Context) -> str:
 def _dimension(c: Context) -> str:
     """multigammaln's d: a small whole number (its x is kept above (d - 1) / 2)."""
     return str(c.choose.pick(["1", "2", "3"]))
+
+
+def _no_mean(c: Context) -> str:
+    """multivariate_normal.entropy's mean, which its value does not depend on: None."""
+    return "None"
 
 
 NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
@@ -1698,6 +1704,8 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "b": _shape_number,
     "v": _bessel_order,
     "d": _dimension,
+    "df": _shape_number,
+    "mean": _no_mean,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
@@ -1914,6 +1922,9 @@ def _dirichlet_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
 FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_logpdf": _domain(cov=_covariance),
     "dirichlet_logpdf": _dirichlet_domain,
+    "multivariate_normal_pdf": _domain(cov=_covariance),
+    "multivariate_normal_entropy": _domain(cov=_covariance),
+    "dirichlet_pdf": _dirichlet_domain,
 }
 
 
@@ -1987,6 +1998,9 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "entr": _domain(x=_positive),
     "multivariate_normal_logpdf": _domain(cov=_covariance),
     "dirichlet_logpdf": _dirichlet_domain,
+    "multivariate_normal_pdf": _domain(cov=_covariance),
+    "multivariate_normal_entropy": _domain(cov=_covariance),
+    "dirichlet_pdf": _dirichlet_domain,
     "t_logpdf": _domain(df=_positive, scale=_positive),
     "gamma_logpdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_logpdf": _domain(x=_probability, a=_positive, b=_positive),
@@ -1995,6 +2009,16 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "gamma_pdf": _domain(x=_positive, a=_positive, scale=_positive),
     "beta_pdf": _domain(x=_probability, a=_positive, b=_positive),
     "poisson_pmf": _domain(mu=_positive),
+    "norm_ppf": _domain(q=_probability, scale=_positive),
+    "norm_isf": _domain(q=_probability, scale=_positive),
+    "t_cdf": _domain(scale=_positive),
+    "t_logcdf": _domain(scale=_positive),
+    "gamma_cdf": _domain(x=_positive, scale=_positive),
+    "beta_cdf": _domain(x=_probability),
+    "chi2_logpdf": _domain(x=_positive, df=_positive, scale=_positive),
+    "chi2_pdf": _domain(x=_positive, df=_positive, scale=_positive),
+    "chi2_cdf": _domain(x=_positive, scale=_positive),
+    "poisson_cdf": _domain(mu=_positive),
 }
 
 
@@ -2147,7 +2171,8 @@ def _unique_max_and_min(app: Application) -> bool:
 
 
 def _inside_gamma_support(app: Application) -> bool:
-    """gamma's x above its loc, not at the edge (x == loc: 0 / 0 in the gradient)."""
+    """gamma's (and chi2's) x above its loc, not at the edge (x == loc: 0 / 0 in the
+    gradient)."""
     x = numpy.asarray(app.inputs["x"], dtype=float)
     return bool(numpy.all(x - numpy.asarray(app.inputs["loc"], dtype=float) >= MARGIN))
 
@@ -2155,6 +2180,10 @@ def _inside_gamma_support(app: Application) -> bool:
 KINKS: dict[str, Callable[[Application], bool]] = {
     "gamma_logpdf": _inside_gamma_support,
     "gamma_pdf": _inside_gamma_support,
+    "gamma_cdf": _inside_gamma_support,
+    "chi2_logpdf": _inside_gamma_support,
+    "chi2_pdf": _inside_gamma_support,
+    "chi2_cdf": _inside_gamma_support,
     "abs": lambda app: _apart(app.inputs["x"], 0.0),
     "max": lambda app: _apart(app.inputs["x"], app.inputs["y"]),
     "min": lambda app: _apart(app.inputs["x"], app.inputs["y"]),

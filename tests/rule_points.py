@@ -330,6 +330,90 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("poisson.logpmf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
         case("scipy.stats.poisson.logpmf(3, m * m + 0.5)", m=M),
     ],
+    # quantiles: q = expit(...) inside (0, 1), away from its ends
+    "norm_ppf": [
+        case("norm.ppf(expit(q))", q=M),
+        case("norm.ppf(expit(q), m)", q=M, m=(4,)),
+        case("norm.ppf(expit(q), m, s * s + 0.5)", q=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.ppf(expit(q), loc=m, scale=s * s + 0.5)", q=(4,), m=M, s=()),
+        case("norm.ppf(expit(q), scale=s * s + 0.5)", q=M, s=M),
+    ],
+    "norm_isf": [
+        case("norm.isf(expit(q))", q=M),
+        case("norm.isf(expit(q), m, s * s + 0.5)", q=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.norm.isf(expit(q), loc=m, scale=s * s + 0.5)", q=(4,), m=M, s=()),
+        case("norm.isf(expit(q), scale=s * s + 0.5)", q=M, s=M),
+    ],
+    # cdfs: their shapes (df, a, b) are numbers or arrays with no gradient
+    "t_cdf": [
+        case("t.cdf(x, 3.0)", x=M),
+        case("t.cdf(x, np.arange(2.0, 6.0), m, s * s + 0.5)", False, x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.t.cdf(x, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+        case("t.cdf(x, 3.0, loc=m)", x=M, m=M),
+    ],
+    "t_logcdf": [
+        case("t.logcdf(x, 3.0)", x=M),
+        case("t.logcdf(x, np.arange(2.0, 6.0), m, s * s + 0.5)", False, x=M, m=(4,), s=(3, 1)),
+        case("scipy.stats.t.logcdf(x, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+        case("t.logcdf(x * 10, 3.0, loc=m)", x=M, m=M),  # far in the lower tail too
+    ],
+    "gamma_cdf": [
+        case("gamma.cdf(x * x + 0.1, 2.5)", x=M),
+        case(
+            "gamma.cdf(x * x + 2.5, np.arange(1.0, 5.0), 0.5 * m, s * s + 0.5)",
+            False,
+            x=M,
+            m=(4,),
+            s=(3, 1),
+        ),
+        case("scipy.stats.gamma.cdf(x * x + 0.1, a=1.5, scale=s * s + 0.5)", x=(4,), s=()),
+    ],
+    "beta_cdf": [
+        case("scipy.stats.beta.cdf(expit(x), 2.0, 3.0)", x=M),
+        case("scipy.stats.beta.cdf(expit(x), np.arange(1.0, 5.0), b=0.7)", False, x=M),
+    ],
+    # chi2's x above its loc
+    "chi2_logpdf": [
+        case("chi2.logpdf(x * x + 0.1, d * d + 0.5)", x=M, d=(4,)),
+        case(
+            "chi2.logpdf(x * x + 2.5, d * d + 0.5, 0.5 * m, s * s + 0.5)",
+            x=M,
+            d=(),
+            m=(4,),
+            s=(3, 1),
+        ),
+        case(
+            "scipy.stats.chi2.logpdf(x * x + 0.1, df=d * d + 0.5, scale=s * s + 0.5)",
+            x=(4,),
+            d=M,
+            s=(),
+        ),
+    ],
+    "chi2_pdf": [
+        case("chi2.pdf(x * x + 0.1, d * d + 0.5)", x=M, d=(4,)),
+        case("chi2.pdf(x * x + 2.5, d * d + 0.5, 0.5 * m, s * s + 0.5)", x=M, d=(), m=(4,), s=()),
+    ],
+    "chi2_cdf": [
+        case("chi2.cdf(x * x + 0.1, 3.0)", x=M),
+        case(
+            "chi2.cdf(x * x + 2.5, np.arange(1.0, 5.0), 0.5 * m, s * s + 0.5)",
+            False,
+            x=M,
+            m=(4,),
+            s=(3, 1),
+        ),
+        case("scipy.stats.chi2.cdf(x * x + 0.1, df=2.5, scale=s * s + 0.5)", x=(4,), s=()),
+    ],
+    # counts k: labels, no gradient; scipy sums up to floor(k), 0 below 0
+    "poisson_cdf": [
+        case("poisson.cdf(k, m * m + 0.5)", m=(4,), labels={"k": [[0, 1, 2, 3], [4, 1, 0, 2]]}),
+        case(
+            "poisson.cdf(k, m * m + 0.5)",
+            m=M,
+            labels={"k": [[-1, 0, 2, 7], [4.5, 1, 0, 2], [1, 1.7, 1, 5]]},
+        ),
+        case("scipy.stats.poisson.cdf(2.5, m * m + 0.5)", m=M),
+    ],
     # points of the simplex: softmax over the first axis, whose adjoint keeps them there
     "dirichlet_logpdf": [
         case("dirichlet.logpdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
@@ -339,6 +423,13 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", v=(3,), a=(4,)),
         case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", v=(3, 2), a=(4,)),
         case("dirichlet.logpdf(0.8 * softmax(v, axis=0), a * a + 0.5)", False, v=(3,), a=(4,)),
+    ],
+    "dirichlet_pdf": [
+        case("dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(4,), a=(4,)),
+        case("scipy.stats.dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(3, 3), a=(3,)),
+        case("dirichlet.pdf(softmax(v, axis=0), a * a + 0.5)", v=(4, 1), a=(4,)),
+        case("dirichlet.pdf(0.8 * softmax(v, axis=0), a * a + 0.5)", v=(3, 2), a=(4,)),
+        case("dirichlet.pdf(0.8 * softmax(v, axis=0), a * a + 0.5)", False, v=(3,), a=(4,)),
     ],
     # Covariances c @ c.T + I (positive definite), or not symmetric: scipy reads the lower
     # triangle, and so does the gradient.
@@ -391,6 +482,49 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             m=(4,),
             c=(4, 4),
             explicit=False,
+        ),
+        # a 1-D cov is a diagonal (scipy's): its gradient is the diagonal's
+        case("multivariate_normal.logpdf(x, m, c * c + 0.5)", x=(3, 4), m=(4,), c=(4,)),
+        case("multivariate_normal.logpdf(x, m, c * c + 0.5)", x=(4,), m=(4,), c=(4,)),
+    ],
+    # pdf: exp of logpdf; of dimension 2 and 3 (the densities of 4 are small)
+    "multivariate_normal_pdf": [
+        case("multivariate_normal.pdf(x, m, c @ c.T + np.eye(2))", x=(2,), m=(2,), c=(2, 2)),
+        case(
+            "multivariate_normal.pdf(x, m, 0.2 * c + np.eye(3))",
+            x=(4, 3),
+            m=(3,),
+            c=(3, 3),
+            explicit=False,
+        ),
+        case(
+            "scipy.stats.multivariate_normal.pdf(x, None, c @ c.T + np.eye(2))",
+            x=(3, 2),
+            c=(2, 2),
+            explicit=False,
+        ),
+        case(
+            "multivariate_normal.pdf(x, mean=m, cov=c @ c.T + np.eye(2))",
+            x=(2, 3, 2),
+            m=(2,),
+            c=(2, 2),
+            explicit=False,
+        ),
+        case("multivariate_normal.pdf(x, m, c * c + 0.5)", x=(3, 3), m=(3,), c=(3,)),
+    ],
+    # entropy: of cov alone (mean, if given, has no gradient)
+    "multivariate_normal_entropy": [
+        case("multivariate_normal.entropy(None, c @ c.T + np.eye(4))", c=(4, 4)),
+        case(
+            "scipy.stats.multivariate_normal.entropy(m, 0.2 * c + 2 * np.eye(3))",
+            c=(3, 3),
+            labels={"m": [0.5, -1.0, 2.0]},
+        ),
+        # a 1-D cov is a diagonal (with a mean to say its dimension: without, scipy reads 1)
+        case(
+            "multivariate_normal.entropy(m, cov=c * c + 0.5)",
+            c=(4,),
+            labels={"m": [0.5, -1.0, 2.0, 0.0]},
         ),
     ],
     "softmax": [

@@ -239,6 +239,14 @@ FUNCTION_REFUSALS = [
         "respect to 'x'), and 'b + 1' needs one here, from 'b'",
     ),
     (
+        "gradient-through-a-cdf-shape-gradgen-has-no-rule-for",
+        "import scipy.stats\n\n\ndef f(x, nu):\n    return scipy.stats.t.cdf(x, nu + 1)\n",
+        5,
+        33,
+        "gradgen has no gradient of 'scipy.stats.t.cdf' with respect to its argument 'df' "
+        "(only with respect to 'x', 'loc' and 'scale'), and 'nu + 1' needs one here, from 'nu'",
+    ),
+    (
         "stop-gradient-of-two-values",
         "import gradgen\n\n\ndef f(x):\n    return x * gradgen.stop_gradient(x, 1)\n",
         5,

@@ -271,7 +271,7 @@ SCIPY_NAMES = {
     "norm": "from scipy.stats import norm\n",
     **{
         name: f"from scipy.stats import {name}\n"
-        for name in ("multivariate_normal", "t", "gamma", "poisson", "dirichlet")
+        for name in ("multivariate_normal", "t", "gamma", "poisson", "dirichlet", "chi2")
     },
     **{
         name: f"from scipy.special import {name}\n"
@@ -1013,3 +1013,18 @@ def test_a_split_gradient_is_the_pieces_gradients_joined_with_zeros_for_the_othe
     for name, grad in zip(args, gradients, strict=True):
         expected = numeric_gradient(lambda **a: float(forward(**a)), args, name)
         numpy.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL, err_msg=generated)
+
+
+@pytest.mark.parametrize("annotation", ["", ': "()"'], ids=["unknown-shape", "known-number"])
+def test_multivariate_normal_with_a_number_for_cov_fails_when_run(annotation: str) -> None:
+    """scipy reads a number cov as cov * I; the backward takes a matrix or a diagonal (1-D)
+    and says so when it meets a number, never giving a wrong gradient."""
+    source = (
+        "import numpy as np\nfrom scipy.stats import multivariate_normal\n\n\n"
+        f"def f(x, m, s{annotation}):\n"
+        "    return multivariate_normal.logpdf(x, m, s * s + 0.5)\n"
+    )
+    _, backward, _ = forward_and_backward(source)
+    x, m = numpy.array([[0.3, -0.5], [1.2, 0.1]]), numpy.array([0.2, -0.1])
+    with pytest.raises(ValueError, match="cov as a matrix or its diagonal"):
+        backward(x, m, 0.7, numpy.ones(2))

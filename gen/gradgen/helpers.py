@@ -522,6 +522,27 @@ def _kron_dy(grad, x, y):
     dy = numpy.tensordot(x2, blocks, axes=(list(range(rank)), list(range(0, 2 * rank, 2))))
     return numpy.reshape(dy, numpy.shape(y))
 ''',
+    "_mvn_covariance": '''
+def _mvn_covariance(cov):
+    """The covariance matrix scipy's multivariate_normal reads of cov: the
+    symmetric matrix of its lower triangle, or the diagonal one of a 1-D cov."""
+    if numpy.ndim(cov) == 1:
+        return numpy.diag(cov)
+    if numpy.ndim(cov) != 2:
+        raise ValueError(
+            "gradgen: the gradient of multivariate_normal takes cov as a matrix"
+            " or its diagonal (1-D), not a number: write c * numpy.eye(d)"
+        )
+    return numpy.tril(cov) + numpy.tril(cov, -1).T
+''',
+    "_mvn_cov_gradient": '''
+def _mvn_cov_gradient(grad, cov):
+    """cov's gradient, of grad the symmetric matrix's: of the entries scipy
+    reads (the diagonal of a 1-D cov; the lower triangle of a matrix)."""
+    if numpy.ndim(cov) == 1:
+        return numpy.diagonal(grad).copy()
+    return numpy.tril(grad) * (2 - numpy.eye(len(cov)))
+''',
 }
 
 
@@ -574,6 +595,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_inner_dx": Aliasing.NEW,
     "_inner_dy": Aliasing.NEW,
     "_kron_dy": Aliasing.NEW,
+    "_mvn_covariance": Aliasing.NEW,
+    "_mvn_cov_gradient": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
@@ -590,6 +613,7 @@ HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
     "_pad_values_grad": (2, 3),
     "_unslide": (1,),
     "_unrollaxis": (1,),
+    "_mvn_cov_gradient": (1,),
 }
 
 # Helpers that call other helpers: defining one defines these too.

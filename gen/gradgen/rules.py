@@ -23,6 +23,7 @@ import enum
 import functools
 import itertools
 import math
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ LIBRARIES = (
     "scipy.stats.beta",
     "scipy.stats.poisson",
     "scipy.stats.dirichlet",
+    "scipy.stats.chi2",
 )
 # Libraries that are objects of a module, not modules (scipy.stats.norm is a distribution
 # of scipy.stats): the generated code imports their module.
@@ -2244,6 +2246,8 @@ def _matrix_norm_local(order: object, norm: str, rows: object, columns: object) 
 _TWO_OVER_ROOT_PI = "1.1283791670955126"
 _ROOT_PI_OVER_TWO = "0.886226925452758"
 _ONE_OVER_ROOT_TWO_PI = "0.3989422804014327"
+_ROOT_TWO_PI = "2.5066282746310002"
+_LOG_TWO = "0.6931471805599453"
 
 
 def _logsumexp_spread(c: AdjointContext) -> Shape | None:
@@ -2329,6 +2333,33 @@ _BETA_LOGPDF = {
     "b": "(numpy.log1p(-x) - scipy.special.digamma(b) + scipy.special.digamma(a + b)) * g",
 }
 _POISSON_LOGPMF = {"mu": "(k / mu - 1) * g"}
+# chi2: gamma with shape df / 2 and scale 2 (times scale): with y = (x - loc) / scale,
+# log pdf = (df / 2 - 1) log y - y / 2 - log scale + terms of df alone.
+_CHI2_LOGPDF = {
+    "x": "((df / 2 - 1) / (x - loc) - 0.5 / scale) * g",
+    "df": f"0.5 * (numpy.log((x - loc) / scale) - {_LOG_TWO} - scipy.special.digamma(df / 2)) * g",
+    "loc": "(0.5 / scale - (df / 2 - 1) / (x - loc)) * g",
+    "scale": "0.5 * ((x - loc) / scale - df) / scale * g",
+}
+# The adjoints of a cdf of a distribution with a loc and a scale whose density is ``pdf``
+# (with the same arguments): the density at x, the negated density for loc, and for scale
+# the negated density times (x - loc) / scale. A logcdf's are the same over the cdf, from
+# the logarithms (finite far in the lower tail too).
+_CDF = {
+    "x": "pdf(ARGS) * g",
+    "loc": "-pdf(ARGS) * g",
+    "scale": "-pdf(ARGS) * (x - loc) / scale * g",
+}
+_LOGCDF = {
+    "x": "numpy.exp(logpdf(ARGS) - out) * g",
+    "loc": "-numpy.exp(logpdf(ARGS) - out) * g",
+    "scale": "-numpy.exp(logpdf(ARGS) - out) * (x - loc) / scale * g",
+}
+
+
+def _with_arguments(arguments: str) -> Callable[[str], str]:
+    """A change of ``_CDF``'s and ``_LOGCDF``'s templates: the distribution's arguments."""
+    return lambda template: template.replace("ARGS", arguments)
 
 
 def _times_density(template: str) -> str:
@@ -2369,11 +2400,43 @@ def _normal(template: str) -> Depends:
     return Depends(template, choose)
 
 
+def _quantile(template: str) -> Depends:
+    """An adjoint of ``norm.ppf(q, loc, scale)`` or ``norm.isf``, written with the standard
+    normal quantile z = (out - loc) / scale and without a default loc (0) or scale (1)."""
+
+    def choose(c: AdjointContext) -> str:
+        text = template
+        if c.literals.get("loc", NOT_LITERAL) == 0:
+            text = text.replace("(out - loc)", "out")
+        if c.literals.get("scale", NOT_LITERAL) == 1:
+            text = text.replace(" / scale", "").replace("scale * ", "")
+        return text
+
+    return Depends(template, choose)
+
+
 # multivariate_normal.logpdf(x, mean, cov) = -(d log 2 pi + log det C + r C^-1 r) / 2 with
 # r = x - mean, per row of x. scipy reads cov's lower triangle alone (it is symmetric), so
 # the adjoints use that symmetric matrix, and cov's gradient is the derivative with respect
 # to the entries scipy reads: the symmetric gradient S, doubled below the diagonal, 0 above.
-_MVN_COV = "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+# A 1-D cov is a diagonal (scipy's): the matrix is numpy.diag(cov), the gradient S's
+# diagonal. Where cov's rank is not known, helpers tell the two apart when the code runs.
+
+
+def _mvn_matrix(c: AdjointContext) -> str:
+    """The covariance matrix scipy reads of cov."""
+    rank = c.rank("cov")
+    if rank == 2:
+        return "(numpy.tril(cov) + numpy.tril(cov, -1).T)"
+    return "numpy.diag(cov)" if rank == 1 else "_mvn_covariance(cov)"
+
+
+def _mvn_read(c: AdjointContext, symmetric: str) -> str:
+    """cov's gradient, of the symmetric matrix's ``symmetric``: of the entries scipy reads."""
+    rank = c.rank("cov")
+    if rank == 2:
+        return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+    return f"numpy.diag({symmetric})" if rank == 1 else f"_mvn_cov_gradient({symmetric}, cov)"
 
 
 def _mvn_solved(c: AdjointContext) -> str:
@@ -2381,8 +2444,8 @@ def _mvn_solved(c: AdjointContext) -> str:
     residuals."""
     residual = "x" if c.literals.get("mean", NOT_LITERAL) is None else "(x - mean)"
     if c.rank("x") in (1, 2) and _mvn_rows(c) is not None:
-        return f"numpy.linalg.solve({_MVN_COV}, {residual}.T).T"
-    return f"numpy.linalg.solve({_MVN_COV}, numpy.expand_dims({residual}, -1))[..., 0]"
+        return f"numpy.linalg.solve({_mvn_matrix(c)}, {residual}.T).T"
+    return f"numpy.linalg.solve({_mvn_matrix(c)}, numpy.expand_dims({residual}, -1))[..., 0]"
 
 
 def _mvn_rows(c: AdjointContext) -> int | None:
@@ -2392,7 +2455,9 @@ def _mvn_rows(c: AdjointContext) -> int | None:
     also broadcasts x and mean against each other, which the adjoints then sum back."""
     x, cov = c.shapes.get("x"), c.shapes.get("cov")
     mean = c.shapes.get("mean") if c.literals.get("mean", NOT_LITERAL) is not None else cov
-    if x is None or cov is None or mean is None or len(x) not in (1, 2) or len(cov) != 2:
+    if x is None or cov is None or mean is None or len(x) not in (1, 2):
+        return None
+    if len(cov) not in (1, 2):
         return None
     dimension = cov[0]
     if x[-1] != dimension or mean[-1:] != (dimension,) or not isinstance(dimension, int):
@@ -2432,8 +2497,19 @@ def _mvn_cov(c: AdjointContext) -> str:
     else:
         rows = f"numpy.reshape({solved}, (-1, len(cov)))"
         outer = f"(numpy.reshape(g, (-1, 1)) * {rows}).T @ {rows}"
-    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_MVN_COV}))"
-    return f"numpy.tril({symmetric}) * (2 - numpy.eye(len(cov)))"
+    symmetric = f"0.5 * ({outer} - numpy.sum(g) * numpy.linalg.inv({_mvn_matrix(c)}))"
+    return _mvn_read(c, symmetric)
+
+
+def _mvn_entropy_cov(c: AdjointContext) -> str:
+    """entropy = (d (1 + log 2 pi) + log det C) / 2: C^-1 / 2 on the entries scipy reads."""
+    return _mvn_read(c, f"0.5 * g * numpy.linalg.inv({_mvn_matrix(c)})")
+
+
+def _density_of(log_adjoint: Callable[[AdjointContext], str]) -> Callable[[AdjointContext], str]:
+    """A density's adjoint made of its logarithm's: each g there is out * g (the
+    density's derivative is the density times its logarithm's)."""
+    return lambda c: re.sub(r"\bg\b", "(out * g)", log_adjoint(c))
 
 
 def _dirichlet_shape(c: AdjointContext) -> Shape | None:
@@ -2466,6 +2542,13 @@ def _dirichlet_x(c: AdjointContext) -> str:
         first = "alpha[:-1, None]" if c.rank("x") == 2 else "alpha[:-1]"
         return f"(({first} - 1) / x - (alpha[-1] - 1) / (1 - numpy.sum(x, axis=0))) * g"
     return "_dirichlet_dx(g, x, alpha)"
+
+
+def _of_density(
+    log_density_adjoint: Callable[[AdjointContext], str],
+) -> Callable[[AdjointContext], str]:
+    """A log density's chosen adjoint made its density's: out * g read for g."""
+    return lambda c: re.sub(r"\bg\b", "(out * g)", log_density_adjoint(c))
 
 
 def _dirichlet_alpha(c: AdjointContext) -> str:
@@ -2647,6 +2730,18 @@ RULES: tuple[Rule, ...] = (
          mean=Depends("g * solve(cov, x - mean), summed over rows", _mvn_mean),
          cov=Depends("(outer(a, a) * g - g * inv(cov)) / 2 for a = solve(cov, x - mean), "
                      "on cov's lower triangle (which scipy reads)", _mvn_cov)),
+    rule("multivariate_normal_pdf",
+         "scipy.stats.multivariate_normal.pdf(x, mean, cov)", floating=True,
+         shape=_mvn_shape,
+         x=Depends("-out * g * solve(cov, x - mean)", _density_of(_mvn_x)),
+         mean=Depends("out * g * solve(cov, x - mean), summed over rows",
+                      _density_of(_mvn_mean)),
+         cov=Depends("logpdf's, with out * g for g", _density_of(_mvn_cov))),
+    # The entropy depends on cov alone: mean has no gradient.
+    rule("multivariate_normal_entropy", "scipy.stats.multivariate_normal.entropy(mean, cov)",
+         nondiff=("mean",), floating=True, shape=lambda c: (),
+         cov=Depends("g * inv(cov) / 2, on cov's lower triangle (which scipy reads)",
+                     _mvn_entropy_cov)),
     # Student's t: with z = (x - loc) / scale, log pdf = -(df + 1) / 2 * log1p(z**2 / df)
     # - log(scale) + terms of df alone.
     rule("t_logpdf", "scipy.stats.t.logpdf(x, df, loc, scale)", broadcasts=True,
@@ -2671,6 +2766,42 @@ RULES: tuple[Rule, ...] = (
     rule("poisson_pmf", "scipy.stats.poisson.pmf(k, mu)", nondiff=("k",), broadcasts=True,
          floating=True, shape=_broadcast,
          **_plain(_POISSON_LOGPMF, _times_density)),
+    # The normal quantiles: ppf(q) = loc + scale * z with z = ndtri(q), whose derivative is
+    # scale over the standard density at z; isf(q) = ppf(1 - q).
+    rule("norm_ppf", "scipy.stats.norm.ppf(q, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         q=_quantile(f"{_ROOT_TWO_PI} * scale * numpy.exp(((out - loc) / scale) ** 2 / 2) * g"),
+         loc="g", scale=_quantile("(out - loc) / scale * g")),
+    rule("norm_isf", "scipy.stats.norm.isf(q, loc, scale)", broadcasts=True, floating=True,
+         shape=_broadcast,
+         q=_quantile(f"-{_ROOT_TWO_PI} * scale * numpy.exp(((out - loc) / scale) ** 2 / 2) * g"),
+         loc="g", scale=_quantile("(out - loc) / scale * g")),
+    # The cdfs of t, gamma and beta: smooth in their shapes (df, a, b) too, with no closed
+    # form: those are refused where they need a gradient.
+    rule("t_cdf", "scipy.stats.t.cdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, df, loc, scale"))),
+    rule("t_logcdf", "scipy.stats.t.logcdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_LOGCDF, _with_arguments("x, df, loc, scale"))),
+    rule("gamma_cdf", "scipy.stats.gamma.cdf(x, a, loc, scale)", nondiff=("a",),
+         no_rule_for=("a",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, a, loc, scale"))),
+    rule("beta_cdf", "scipy.stats.beta.cdf(x, a, b)", nondiff=("a", "b"),
+         no_rule_for=("a", "b"), broadcasts=True, floating=True, shape=_broadcast,
+         x="pdf(x, a, b) * g"),
+    # chi2: gamma with shape df / 2 and scale 2; its cdf has no closed form in df.
+    rule("chi2_logpdf", "scipy.stats.chi2.logpdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast, **_located(_CHI2_LOGPDF)),
+    rule("chi2_pdf", "scipy.stats.chi2.pdf(x, df, loc, scale)", broadcasts=True,
+         floating=True, shape=_broadcast, **_located(_CHI2_LOGPDF, _times_density)),
+    rule("chi2_cdf", "scipy.stats.chi2.cdf(x, df, loc, scale)", nondiff=("df",),
+         no_rule_for=("df",), broadcasts=True, floating=True, shape=_broadcast,
+         **_located(_CDF, _with_arguments("x, df, loc, scale"))),
+    # poisson's cdf sums the pmf up to floor(k): in mu, the last term's derivative is left,
+    # -pmf(floor(k), mu) (the sum telescopes). The counts k have no gradient.
+    rule("poisson_cdf", "scipy.stats.poisson.cdf(k, mu)", nondiff=("k",), broadcasts=True,
+         floating=True, shape=_broadcast, mu="-pmf(numpy.floor(k), mu) * g"),
     # dirichlet: x a point of the simplex (d,) or points as columns (d, n), or one row short
     # of alpha (scipy appends 1 - sum(x)); a full x's gradient is one of the simplex (any
     # multiple of ones may be added: sum(x) stays 1).
@@ -2680,6 +2811,11 @@ RULES: tuple[Rule, ...] = (
                    _dirichlet_x),
          alpha=Depends("log(x) @ g + sum(g) * (digamma(sum(alpha)) - digamma(alpha))",
                        _dirichlet_alpha)),
+    # dirichlet's density: its adjoints are logpdf's with out * g for g.
+    rule("dirichlet_pdf", "scipy.stats.dirichlet.pdf(x, alpha)", floating=True,
+         shape=_dirichlet_shape,
+         x=Depends("logpdf's with out * g for g", _of_density(_dirichlet_x)),
+         alpha=Depends("logpdf's with out * g for g", _of_density(_dirichlet_alpha))),
     rule("expit", "scipy.special.expit(x)", floating=True, shape=_same,
          x="((1 - out) * out) * g"),
     rule("logit", "scipy.special.logit(x)", floating=True, shape=_same,
@@ -3113,8 +3249,17 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("scipy.stats.gamma", "pdf"): ("x", "a", "loc=0", "scale=1"),
     ("scipy.stats.beta", "pdf"): ("x", "a", "b"),
     ("scipy.stats.poisson", "pmf"): ("k", "mu"),
+    ("scipy.stats.poisson", "cdf"): ("k", "mu"),
+    ("scipy.stats.t", "cdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.t", "logcdf"): ("x", "df", "loc=0", "scale=1"),
+    ("scipy.stats.gamma", "cdf"): ("x", "a", "loc=0", "scale=1"),
+    ("scipy.stats.beta", "cdf"): ("x", "a", "b"),
+    **{("scipy.stats.chi2", f): ("x", "df", "loc=0", "scale=1") for f in ("logpdf", "pdf", "cdf")},
+    **{("scipy.stats.norm", f): ("q", "loc=0", "scale=1") for f in ("ppf", "isf")},
     # cov has a default (1: the identity) that gradgen does not read: refused without one.
     ("scipy.stats.multivariate_normal", "logpdf"): ("x", "mean=None", "cov"),
+    ("scipy.stats.multivariate_normal", "pdf"): ("x", "mean=None", "cov"),
+    ("scipy.stats.multivariate_normal", "entropy"): ("mean=None", "cov"),
     **{
         ("scipy.stats.norm", f): ("x", "loc=0", "scale=1")
         for f in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")
