@@ -812,6 +812,8 @@ class Builder:
             code = _compiled(node)
             with warnings.catch_warnings():
                 warnings.simplefilter("error" if strict else "ignore")
+                # numpy 2 deprecates np.row_stack, an alias of np.vstack it still has
+                warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
                 with numpy.errstate(all="raise" if strict else "ignore"):
                     return eval(code, namespace)
         except Exception as error:
@@ -1289,8 +1291,10 @@ def _values(value: Term | list[Term]) -> Any:
 
 def _axis(c: Context) -> str:
     rank = ndim(c.first.value)
-    if c.function == "stack":
+    if c.function in ("stack", "linspace"):
         rank += 1  # a new axis
+    if c.function == "gradient":  # one axis; None for a 1-D x only
+        return c.choose.pick([OMIT, *(str(a) for a in range(-rank, rank))])
     choices: list[str] = [OMIT, "None"] + [str(a) for a in range(-rank, rank)]
     if rank >= 2 and c.function not in _ONE_AXIS:
         choices += [str(p) for p in itertools.combinations(range(rank), 2)]
@@ -1299,7 +1303,16 @@ def _axis(c: Context) -> str:
 
 
 # Functions whose axis is one axis (or None), never a tuple of them.
-_ONE_AXIS = ("concatenate", "stack", "repeat", "take", "take_along_axis", "rollaxis")
+_ONE_AXIS = (
+    "concatenate",
+    "stack",
+    "repeat",
+    "take",
+    "take_along_axis",
+    "rollaxis",
+    "append",
+    "linspace",
+)
 
 
 def _keepdims(c: Context) -> str:
@@ -1319,6 +1332,11 @@ def _axes(c: Context) -> str:
         if rank >= 2:
             choices += [f"([{rank - 1}, 0], [0, 1])", "((0, -1), (1, 0))"]
         return c.choose.pick(choices)
+    if c.function == "rot90":  # the plane of two distinct axes, from either end
+        pairs = [(a, b) for a in range(rank) for b in range(rank) if a != b]
+        return c.choose.pick(
+            [OMIT, *(str(p) for p in pairs), *(f"({a - rank}, {b})" for a, b in pairs)]
+        )
     choices = [OMIT, "None"]
     for permutation in itertools.permutations(range(rank)):
         choices.append(str(permutation))
@@ -1625,6 +1643,20 @@ def _counts(c: Context) -> str:
     return str(c.choose.pick(["0", "1", "3", "2.0"]))
 
 
+def _num(c: Context) -> str:
+    """np.linspace's count of values."""
+    return c.choose.pick([OMIT, "1", "2", "3", "5"])
+
+
+def _endpoint(c: Context) -> str:
+    return c.choose.pick((OMIT, "True", "False"))
+
+
+def _edge_order(c: Context) -> str:
+    """np.gradient's edges: one-sided differences of order 1 (order 2 is refused)."""
+    return c.choose.pick((OMIT, "1"))
+
+
 def _shape_number(c: Context) -> str:
     """gammainc's a: a positive number, data (gradgen has no gradient with respect to it)."""
     return str(c.choose.pick(["0.5", "1.0", "2.5", "4"]))
@@ -1659,6 +1691,9 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "pad_width": _pad_width,
     "mode": _mode,
     "window_shape": _window_shape,
+    "num": _num,
+    "endpoint": _endpoint,
+    "edge_order": _edge_order,
 }
 
 
