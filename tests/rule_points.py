@@ -899,7 +899,7 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("x.repeat(2, axis=-1)", x=T),
         case("np.repeat(x, 2, axis=0)", x=M, explicit=False),
     ],
-    "append": [
+    "array_append": [
         case("np.append(u, v)", u=(3,), v=(2,)),
         case("np.append(x, y)", x=M, y=(2,)),
         case("np.append(x, y, axis=0)", x=M, y=(2, 4)),

@@ -2899,8 +2899,8 @@ RULES: tuple[Rule, ...] = (
     rule("repeat", "numpy.repeat(x, repeats, axis)", nondiff=("repeats", "axis"),
          shape=_repeat_shape, x=Depends("g summed over each entry's copies", _repeat_adjoint)),
     # np.append is np.concatenate of x and y (both flattened where axis is None).
-    rule("append", "numpy.append(x, y, axis)", nondiff=("axis",), literal=("axis",), axes=True,
-         shape=_append_shape,
+    rule("array_append", "numpy.append(x, y, axis)", nondiff=("axis",), literal=("axis",),
+         axes=True, shape=_append_shape,
          x=Depends("the part of g that was x", _append_adjoint(True)),
          y=Depends("the part of g that was y", _append_adjoint(False))),
     # The values are x * (1 - t) + y * t, t = numpy.linspace(0, 1, num, endpoint).
