@@ -3211,6 +3211,7 @@ def _function_body(
         try:  # as the forward runs it: in place into an array (a copy here), else rebinding
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
+                warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
                 new = update(
                     numpy.copy(value) if isinstance(value, numpy.ndarray) else value, b.env[other]
                 )
