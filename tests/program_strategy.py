@@ -1293,8 +1293,10 @@ def _axis(c: Context) -> str:
     rank = ndim(c.first.value)
     if c.function in ("stack", "linspace"):
         rank += 1  # a new axis
-    if c.function == "gradient":  # one axis; None for a 1-D x only
-        return c.choose.pick([OMIT, *(str(a) for a in range(-rank, rank))])
+    if c.function == "gradient":  # one axis; None for a 1-D x only (else a list of arrays,
+        # whose backward raises)
+        omitted = [OMIT, "None"] if rank == 1 else []
+        return c.choose.pick([*omitted, *(str(a) for a in range(-rank, rank))] or [OMIT])
     choices: list[str] = [OMIT, "None"] + [str(a) for a in range(-rank, rank)]
     if rank >= 2 and c.function not in _ONE_AXIS:
         choices += [str(p) for p in itertools.combinations(range(rank), 2)]
