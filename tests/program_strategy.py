@@ -1404,7 +1404,17 @@ def _dtype(c: Context) -> str:
 
 
 def _condition(c: Context) -> str:
-    """A mask (np.where's condition): a comparison of values, away from ties."""
+    """A mask (np.where's condition): a comparison of values, away from ties; for
+    np.select, a list of one to three of them (as many as its choices)."""
+    if c.function == "select":
+        c.operands = c.choose.pick((1, 2, 3))
+        masks = []
+        for _ in range(c.operands):
+            like = c.first if c.choose.boolean() and c.first.variables else None
+            mask = c.builder.mask(like)
+            c.checks.extend(mask.checks)
+            masks.append(mask.text)
+        return f"[{', '.join(masks)}]"
     like = c.first if c.choose.boolean() and c.first.variables else None
     mask = c.builder.mask(like)
     c.checks.extend(mask.checks)
@@ -1654,6 +1664,11 @@ def _endpoint(c: Context) -> str:
     return c.choose.pick((OMIT, "True", "False"))
 
 
+def _default(c: Context) -> str:
+    """np.select's default: data (a number), or left out (0)."""
+    return c.choose.pick((OMIT, "0.5", "-1.0"))
+
+
 def _edge_order(c: Context) -> str:
     """np.gradient's edges: one-sided differences of order 1 (order 2 is refused)."""
     return c.choose.pick((OMIT, "1"))
@@ -1696,6 +1711,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "num": _num,
     "endpoint": _endpoint,
     "edge_order": _edge_order,
+    "d": _default,
 }
 
 

@@ -1020,6 +1020,13 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             explicit=False,
         ),
     ],
+    # the conditions' shape is not inferred (a list of comparisons): nor the result's
+    "select": [
+        case("np.select([x > 0, y > 0], [x, y])", x=M, y=M, explicit=False),
+        case("np.select([x > 0], [2.0 * x], 0.5)", x=M, explicit=False),
+        case("np.select((u > 0, x > 0), (u, x), 0.5)", u=(4,), x=M, explicit=False),
+        case("np.select([y < 0, x > 0], [y, x])", x=M, y=(3, 1), explicit=False),
+    ],
     "array": [
         case("np.array([[c, -s], [s, c]])", c=(), s=()),
         case("np.array([x, y, x])", x=M, y=M),

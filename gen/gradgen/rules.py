@@ -1352,6 +1352,23 @@ def _linspace_adjoint(first: bool) -> Callable[[AdjointContext], str]:
     return choose
 
 
+def _select_shape(c: AdjointContext) -> Shape | None:
+    """np.select's result: the conditions, choices and default broadcast together."""
+    conditions = c.shapes.get("c")
+    if conditions is None or not conditions:
+        return None
+    return shapes.broadcast(
+        conditions[1:], *(c.shapes.get(name) for name in _items(c)), c.shapes.get("d")
+    )
+
+
+def _select_adjoint(c: AdjointContext) -> str:
+    """g where the item was chosen (its condition the first to hold), 0 elsewhere."""
+    position = c.literals["position"]
+    assert isinstance(position, int)
+    choices = ["g" if j == position else "0.0" for j in range(len(_items(c)))]
+    return f"numpy.select(c, [{', '.join(choices)}])"
+
 def _gradient_axis(c: AdjointContext) -> int | None:
     """The one axis np.gradient differentiates along, counted from the start, where x's
     rank is known (axis None: x must be 1-D, or numpy gives a list of arrays)."""
@@ -2572,6 +2589,11 @@ RULES: tuple[Rule, ...] = (
     rule("where", "numpy.where(c, x, y)", nondiff=("c",), broadcasts=True, shape=_broadcast,
          selects_by="c",
          x="numpy.where(c, g, 0)", y="numpy.where(c, 0, g)"),
+    # np.select: an item gets g where its condition is the first to hold; the default is
+    # data (refused where a gradient would have to flow into it).
+    rule("select", "numpy.select(c, x, d)", nondiff=("c", "d"), no_rule_for=("d",),
+         variadic=True, broadcasts=True, shape=_select_shape,
+         x=Depends("numpy.select(c, [0.0, ..., g at x's place, ..., 0.0])", _select_adjoint)),
     rule("clip", "numpy.clip(x, low, high)", broadcasts=True, shape=_broadcast,
          x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
          low=Depends("((x < low) * (low <= high)) * g", _clip_low_adjoint),
@@ -3031,6 +3053,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "linspace"): ("start", "stop", "num=50", "endpoint=True", "axis=0"),
     # the spacings (numpy's *varargs) are not read: refused where written.
     ("numpy", "gradient"): ("f", "axis=None", "edge_order=1"),
+    ("numpy", "select"): ("condlist", "choicelist", "default=0"),
     ("numpy", "flip"): ("m", "axis=None"),
     ("numpy", "roll"): ("a", "shift", "axis=None"),
     ("numpy", "tile"): ("A", "reps"),
