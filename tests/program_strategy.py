@@ -813,6 +813,8 @@ class Builder:
             code = _compiled(node)
             with warnings.catch_warnings():
                 warnings.simplefilter("error" if strict else "ignore")
+                # numpy 2 deprecates np.row_stack, an alias of np.vstack it still has
+                warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
                 with numpy.errstate(all="raise" if strict else "ignore"):
                     return eval(code, namespace)
         except Exception as error:
@@ -1295,8 +1297,12 @@ def _values(value: Term | list[Term]) -> Any:
 
 def _axis(c: Context) -> str:
     rank = ndim(c.first.value)
-    if c.function == "stack":
+    if c.function in ("stack", "linspace"):
         rank += 1  # a new axis
+    if c.function == "gradient":  # one axis; None for a 1-D x only (else a list of arrays,
+        # whose backward raises)
+        omitted = [OMIT, "None"] if rank == 1 else []
+        return c.choose.pick([*omitted, *(str(a) for a in range(-rank, rank))] or [OMIT])
     choices: list[str] = [OMIT, "None"] + [str(a) for a in range(-rank, rank)]
     if c.function in ("split", "array_split"):  # one axis of x, never None
         choices = [OMIT] + [str(a) for a in range(-rank, rank)]
@@ -1316,6 +1322,8 @@ _ONE_AXIS = (
     "rollaxis",
     "split",
     "array_split",
+    "append",
+    "linspace",
 )
 
 
@@ -1346,6 +1354,11 @@ def _axes(c: Context) -> str:
         if rank >= 2:
             choices += [f"([{rank - 1}, 0], [0, 1])", "((0, -1), (1, 0))"]
         return c.choose.pick(choices)
+    if c.function == "rot90":  # the plane of two distinct axes, from either end
+        pairs = [(a, b) for a in range(rank) for b in range(rank) if a != b]
+        return c.choose.pick(
+            [OMIT, *(str(p) for p in pairs), *(f"({a - rank}, {b})" for a, b in pairs)]
+        )
     choices = [OMIT, "None"]
     for permutation in itertools.permutations(range(rank)):
         choices.append(str(permutation))
@@ -1411,7 +1424,17 @@ def _dtype(c: Context) -> str:
 
 
 def _condition(c: Context) -> str:
-    """A mask (np.where's condition): a comparison of values, away from ties."""
+    """A mask (np.where's condition): a comparison of values, away from ties; for
+    np.select, a list of one to three of them (as many as its choices)."""
+    if c.function == "select":
+        c.operands = c.choose.pick((1, 2, 3))
+        masks = []
+        for _ in range(c.operands):
+            like = c.first if c.choose.boolean() and c.first.variables else None
+            mask = c.builder.mask(like)
+            c.checks.extend(mask.checks)
+            masks.append(mask.text)
+        return f"[{', '.join(masks)}]"
     like = c.first if c.choose.boolean() and c.first.variables else None
     mask = c.builder.mask(like)
     c.checks.extend(mask.checks)
@@ -1654,6 +1677,30 @@ def _counts(c: Context) -> str:
     return str(c.choose.pick(["0", "1", "3", "2.0"]))
 
 
+def _num(c: Context) -> str:
+    """np.linspace's count of values."""
+    return c.choose.pick([OMIT, "1", "2", "3", "5"])
+
+
+def _endpoint(c: Context) -> str:
+    return c.choose.pick((OMIT, "True", "False"))
+
+
+def _default(c: Context) -> str:
+    """np.select's default: data (a number), or left out (0)."""
+    return c.choose.pick((OMIT, "0.5", "-1.0"))
+
+
+def _dimension_or_default(c: Context) -> str:
+    """The pattern variable d: multigammaln's dimension, np.select's default."""
+    return _dimension(c) if c.function == "multigammaln" else _default(c)
+
+
+def _edge_order(c: Context) -> str:
+    """np.gradient's edges: one-sided differences of order 1 (order 2 is refused)."""
+    return c.choose.pick((OMIT, "1"))
+
+
 def _shape_number(c: Context) -> str:
     """A shape with no gradient rule (gammainc's a, betainc's a and b; the cdfs' df, a and
     b): a positive number, data (gradgen has no gradient with respect to it)."""
@@ -1703,13 +1750,16 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "a": _shape_number,
     "b": _shape_number,
     "v": _bessel_order,
-    "d": _dimension,
     "df": _shape_number,
     "mean": _no_mean,
     "indices": _indices,
     "pad_width": _pad_width,
     "mode": _mode,
     "window_shape": _window_shape,
+    "num": _num,
+    "endpoint": _endpoint,
+    "edge_order": _edge_order,
+    "d": _dimension_or_default,
 }
 
 
@@ -3276,6 +3326,7 @@ def _function_body(
         try:  # as the forward runs it: in place into an array (a copy here), else rebinding
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
+                warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
                 new = update(
                     numpy.copy(value) if isinstance(value, numpy.ndarray) else value, b.env[other]
                 )

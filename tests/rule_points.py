@@ -1042,6 +1042,9 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.vstack((u, x, u))", u=(4,), x=M),
         case("np.vstack([u, v])", u=(4,), v=(4,)),
         case("np.vstack([x, y])", x=M, y=(2, 4), explicit=False),
+        # numpy 2 deprecates the alias (a DeprecationWarning), but still has it
+        case("np.row_stack([x, y])", x=M, y=(2, 4)),
+        case("np.row_stack((u, v))", u=(4,), v=(4,)),
     ],
     "hstack": [
         case("np.hstack([x, y])", x=M, y=(3, 2)),
@@ -1079,6 +1082,15 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.flip(x, axis=(0, 2))", x=T),
         case("np.flip(x, axis=-1)", x=T),
     ],
+    "rot90": [
+        case("np.rot90(x)", x=M),
+        case("np.rot90(x, 2)", x=M),
+        case("np.rot90(x, k=-1)", x=M),
+        case("np.rot90(x, 4)", x=M),
+        case("np.rot90(x, 1, axes=(1, 2))", x=T),
+        case("np.rot90(x, k=3, axes=(2, 0))", x=T),
+        case("np.rot90(x, -1, (-1, -3))", x=T),
+    ],
     "fliplr": [case("np.fliplr(x)", x=M), case("np.fliplr(x)", x=T)],
     "flipud": [case("np.flipud(x)", x=M), case("np.flipud(u)", u=(4,))],
     "roll": [
@@ -1100,6 +1112,33 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         case("np.repeat(x, [1, 0, 2], axis=0)", x=M, explicit=False),
         case("x.repeat(2, axis=-1)", x=T),
         case("np.repeat(x, 2, axis=0)", x=M, explicit=False),
+    ],
+    "array_append": [
+        case("np.append(u, v)", u=(3,), v=(2,)),
+        case("np.append(x, y)", x=M, y=(2,)),
+        case("np.append(x, y, axis=0)", x=M, y=(2, 4)),
+        case("np.append(x, y, axis=-1)", x=M, y=(3, 2)),
+        case("np.append(t, y, 1)", t=T, y=(2, 1, 4)),
+        case("np.append(x, 1.5)", x=M),
+        case("np.append(s, u)", s=(), u=(3,)),
+    ],
+    "linspace": [
+        case("np.linspace(s, t, 5)", s=(), t=()),
+        case("np.linspace(s, t, num=4, endpoint=False)", s=(), t=()),
+        case("np.linspace(s, t, 1)", s=(), t=()),
+        case("np.linspace(s, t)", s=(), t=()),
+        case("np.linspace(u, v, 3)", u=(3,), v=(3,)),
+        case("np.linspace(u, t, 4, axis=1)", u=(3,), t=()),
+        case("np.linspace(x, u, 3, False, axis=-1)", x=(2, 1), u=(3,)),
+        case("np.linspace(0.5, t, 6)", t=()),
+    ],
+    "gradient": [
+        case("np.gradient(u)", u=(5,)),
+        case("np.gradient(u, axis=0)", u=(2,)),
+        case("np.gradient(u, edge_order=1)", u=(3,)),
+        case("np.gradient(x, axis=1)", x=M),
+        case("np.gradient(t, axis=-2)", t=T),
+        case("np.gradient(t, axis=0)", t=T),
     ],
     "broadcast_to": [
         case("np.broadcast_to(u, (3, 4))", u=(4,)),
@@ -1194,6 +1233,13 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             x=(2, 5),
             explicit=False,
         ),
+    ],
+    # the conditions' shape is not inferred (a list of comparisons): nor the result's
+    "select": [
+        case("np.select([x > 0, y > 0], [x, y])", x=M, y=M, explicit=False),
+        case("np.select([x > 0], [2.0 * x], 0.5)", x=M, explicit=False),
+        case("np.select((u > 0, x > 0), (u, x), 0.5)", u=(4,), x=M, explicit=False),
+        case("np.select([y < 0, x > 0], [y, x])", x=M, y=(3, 1), explicit=False),
     ],
     "array": [
         case("np.array([[c, -s], [s, c]])", c=(), s=()),

@@ -27,6 +27,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gen" / "gradgen"
 # Names of types, which are also operations (``float(x)``, ``np.array``): outside the rules
 # module they are read as annotations (``x: float``, ``x: "array"``) and dtypes, not as calls.
 TYPE_NAMES = frozenset({"float", "int", "bool", "array"})
+# Methods of lists, which are also numpy functions (``np.append``): parse.py reads
+# ``hs.append(h)`` in a loop as a list filled, never as the numpy function.
+LIST_METHODS = frozenset({"append"})
 
 
 def operation_names() -> frozenset[str]:
@@ -36,7 +39,7 @@ def operation_names() -> frozenset[str]:
     names |= {name for _, name in NONDIFFERENTIABLE}
     names |= set(METHODS) | set(METHODS.values()) | {name for _, name in SIGNATURES}
     names |= set(TEMPLATE_ALIASING)  # the functions adjoint templates call
-    return frozenset(names - TYPE_NAMES)
+    return frozenset(names - TYPE_NAMES - LIST_METHODS)
 
 
 def _strings_compared(tree: ast.AST) -> list[tuple[int, str]]:

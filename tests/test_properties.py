@@ -900,6 +900,7 @@ def check_backward(
     def loss(**arguments: Any) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
+            warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
             with numpy.errstate(all="raise"):
                 out = forward(**arguments)
                 outs = out if program.several else (out,)
@@ -1276,6 +1277,7 @@ def check_drawing_program(program: Program, annotated: bool, spelling: str) -> N
             restore()
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
+                warnings.filterwarnings("ignore", "`row_stack`", DeprecationWarning)
                 with numpy.errstate(all="raise"):
                     return float(numpy.sum(forward(**arguments) * weight))
 

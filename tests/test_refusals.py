@@ -56,6 +56,12 @@ BODY_REFUSALS = [
     ("variable-diff-count", "y = np.diff(x, n=x.shape[0])", 22, "'n' must be a literal"),
     ("pad-reflect", "y = np.pad(x, 1, mode='reflect')", 9, "mode 'constant'"),
     ("pad-edge", "y = np.pad(x, 1, 'edge')", 9, "mode 'constant'"),
+    ("gradient-spacing", "y = np.gradient(x, 0.5)", 9, "at most 1 arguments by position"),
+    ("gradient-edge-order", "y = np.gradient(x, edge_order=2)", 9, "edge_order=1 only"),
+    ("gradient-axes", "y = np.gradient(x, axis=(0, 1))", 9, "along one axis"),
+    ("linspace-retstep", "y = np.linspace(x, x, 5, retstep=True)", 9, "no argument 'retstep'"),
+    ("linspace-dtype", "y = np.linspace(x, x, 5, dtype=float)", 9, "no argument 'dtype'"),
+    ("append-variable-axis", "y = np.append(x, x, axis=x.ndim)", 30, "'axis' must be a literal"),
     ("lambda", "y = (lambda t: t)(x)", 10, "lambdas"),
     ("comprehension", "y = [t for t in x]", 9, "comprehensions"),
     (

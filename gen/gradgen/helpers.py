@@ -212,6 +212,20 @@ def _unslide(grad, like, window_shape, axis):
         out[read] += grad[(Ellipsis,) + offsets]
     return out
 ''',
+    "_ungradient": '''
+def _ungradient(grad, like, axis):
+    """grad of np.gradient(like, axis=axis) (unit spacing, edge_order 1)."""
+    if axis is None:
+        if numpy.ndim(like) != 1:
+            raise ValueError(
+                "np.gradient of an array of several axes without an axis gives"
+                " a list: gradgen differentiates it along one axis (axis=...)"
+            )
+        axis = 0
+    g = numpy.moveaxis(grad, axis, 0)
+    w = numpy.concatenate((-g[:1], g[:1], g[1:-1] / 2, g[-1:], -g[-1:]))
+    return numpy.moveaxis(w[:-2] - w[2:], 0, axis)
+''',
     "_unrollaxis": '''
 def _unrollaxis(grad, like, axis, start):
     """grad of np.rollaxis(like, axis, start): the axis moved back."""
@@ -570,6 +584,7 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_pad_values_grad": Aliasing.NEW,
     "_unslide": Aliasing.NEW,
     "_unrollaxis": Aliasing.VIEW_OF_FIRST,
+    "_ungradient": Aliasing.NEW,
     "_matmul_dy": Aliasing.NEW,
     "_dot_dx": Aliasing.NEW,
     "_dot_dy": Aliasing.NEW,
@@ -614,6 +629,7 @@ HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
     "_unslide": (1,),
     "_unrollaxis": (1,),
     "_mvn_cov_gradient": (1,),
+    "_ungradient": (1,),
 }
 
 # Helpers that call other helpers: defining one defines these too.

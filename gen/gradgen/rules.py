@@ -1391,6 +1391,207 @@ def _window_shape(c: AdjointContext) -> Shape | None:
     return (*trimmed, *windows)
 
 
+# --- rotations, appends, evenly spaced values, differences ----------------------
+
+
+def _rot90_axes(c: AdjointContext) -> tuple[int, int] | None:
+    """np.rot90's two axes, counted from the start, where x's rank is known and they are
+    written out (or left to their default)."""
+    rank, axes = c.rank("x"), c.literals.get("axes")
+    if rank is None or not isinstance(axes, tuple) or len(axes) != 2:
+        return None
+    if not all(_whole(a) and -rank <= a < rank for a in axes):
+        return None
+    first, second = axes[0] % rank, axes[1] % rank
+    return None if first == second else (first, second)
+
+
+def _rot90_shape(c: AdjointContext) -> Shape | None:
+    shape, axes, k = c.shapes.get("x"), _rot90_axes(c), c.literals.get("k")
+    if shape is None or axes is None or not _whole(k):
+        return None
+    if k % 2 == 0:
+        return shape
+    turned = list(shape)
+    turned[axes[0]], turned[axes[1]] = shape[axes[1]], shape[axes[0]]
+    return tuple(turned)
+
+
+def _rot90_adjoint(c: AdjointContext) -> str:
+    """g turned back: np.rot90(g, -k) in the same plane."""
+    k = c.literals.get("k")
+    back = str(-k % 4) if _whole(k) else "-k"
+    if back == "0":
+        return "g"
+    return (
+        f"numpy.rot90(g, {back})"
+        if c.literals.get("axes") == (0, 1)
+        else (f"numpy.rot90(g, {back}, axes)")
+    )
+
+
+def _append_axis(c: AdjointContext) -> int | None:
+    """np.append's axis counted from the start, where it and x's rank are known."""
+    axis, rank = c.literals.get("axis"), c.rank("x")
+    if not _whole(axis) or rank is None or not -rank <= axis < rank:
+        return None
+    return axis % rank
+
+
+def _append_shape(c: AdjointContext) -> Shape | None:
+    x, y, axis = c.shapes.get("x"), c.shapes.get("y"), c.literals.get("axis")
+    if x is None or y is None:
+        return None
+    if axis is None:  # both flattened
+        if not all(_whole(d) for d in (*x, *y)):
+            return None
+        return (numpy_size(x) + numpy_size(y),)
+    along = _append_axis(c)
+    if along is None or len(y) != len(x):
+        return None
+    first, second = x[along], y[along]
+    if not (_whole(first) and _whole(second)):
+        return None
+    if any(x[i] != y[i] for i in range(len(x)) if i != along):
+        return None
+    return (*x[:along], first + second, *x[along + 1 :])
+
+
+def _append_adjoint(first: bool) -> Callable[[AdjointContext], str]:
+    """The part of g that was x (``first``) or y: np.append is np.concatenate of the two,
+    flattened first where axis is None."""
+
+    def choose(c: AdjointContext) -> str:
+        name = "x" if first else "y"
+        if c.literals.get("axis") is None:
+            span = "g[: numpy.size(x)]" if first else "g[numpy.size(x) :]"
+            return span if c.rank(name) == 1 else f"numpy.reshape({span}, numpy.shape({name}))"
+        along = _append_axis(c)
+        if along is None:
+            if first:
+                return "numpy.take(g, numpy.arange(numpy.shape(x)[axis]), axis=axis)"
+            return (
+                "numpy.take(g, numpy.arange(numpy.shape(x)[axis], numpy.shape(g)[axis]), axis=axis)"
+            )
+        shape = c.shapes.get("x")
+        size = shape[along] if shape is not None else None
+        # numpy.shape, not .shape: x may be a list written out
+        stop = str(size) if _whole(size) else f"numpy.shape(x)[{along}]"
+        return "g[" + ":, " * along + (f":{stop}]" if first else f"{stop}:]")
+
+    return choose
+
+
+def _linspace_axis(c: AdjointContext) -> int | None:
+    """The axis np.linspace puts its values along, counted from the start, where the
+    broadcast shape of start and stop is known."""
+    axis = c.literals.get("axis")
+    spread = shapes.broadcast(c.shapes.get("x"), c.shapes.get("y"))
+    if not _whole(axis) or spread is None or not -len(spread) - 1 <= axis <= len(spread):
+        return None
+    return axis % (len(spread) + 1)
+
+
+def _linspace_shape(c: AdjointContext) -> Shape | None:
+    num, axis = c.literals.get("num"), _linspace_axis(c)
+    spread = shapes.broadcast(c.shapes.get("x"), c.shapes.get("y"))
+    if not _whole(num) or axis is None or spread is None:
+        return None
+    return (*spread[:axis], num, *spread[axis:])
+
+
+def _linspace_adjoint(first: bool) -> Callable[[AdjointContext], str]:
+    """Each value is start * (1 - t) + stop * t, t = np.linspace(0, 1, num, endpoint): g
+    weighted by 1 - t (start) or t (stop), summed along the axis, then summed back to the
+    argument's shape where start and stop broadcast."""
+
+    def choose(c: AdjointContext) -> str:
+        name = "x" if first else "y"
+        ends = "1.0, 0.0" if first else "0.0, 1.0"
+        endpoint = "" if c.literals.get("endpoint") is True else ", endpoint=endpoint"
+        weights = f"numpy.linspace({ends}, num{endpoint})"
+        axis = _linspace_axis(c)
+        given = c.shapes.get(name)
+        spread = shapes.broadcast(c.shapes.get("x"), c.shapes.get("y"))
+        if axis is not None and given == () and spread == ():
+            return f"{weights} @ g"
+        along = "axis" if axis is None else str(axis)
+        total = f"numpy.tensordot({weights}, g, (0, {along}))"
+        if given is None or spread is None or len(given) > len(spread):
+            return f"_unbroadcast({total}, {name})"
+        if given == spread:
+            return total
+        leading, kept = shapes.unbroadcast_axes(given, spread)
+        if leading:
+            axes = str(leading[0]) if len(leading) == 1 else str(leading)
+            total = f"numpy.sum({total}, axis={axes})"
+        if kept:
+            axes = str(kept[0]) if len(kept) == 1 else str(kept)
+            total = f"numpy.sum({total}, axis={axes}, keepdims=True)"
+        return total
+
+    return choose
+
+
+def _select_shape(c: AdjointContext) -> Shape | None:
+    """np.select's result: the conditions, choices and default broadcast together."""
+    conditions = c.shapes.get("c")
+    if conditions is None or not conditions:
+        return None
+    return shapes.broadcast(
+        conditions[1:], *(c.shapes.get(name) for name in _items(c)), c.shapes.get("d")
+    )
+
+
+def _select_adjoint(c: AdjointContext) -> str:
+    """g where the item was chosen (its condition the first to hold), 0 elsewhere."""
+    position = c.literals["position"]
+    assert isinstance(position, int)
+    choices = ["g" if j == position else "0.0" for j in range(len(_items(c)))]
+    return f"numpy.select(c, [{', '.join(choices)}])"
+
+
+def _gradient_axis(c: AdjointContext) -> int | None:
+    """The one axis np.gradient differentiates along, counted from the start, where x's
+    rank is known (axis None: x must be 1-D, or numpy gives a list of arrays)."""
+    rank, axis = c.rank("x"), c.literals.get("axis")
+    if rank is None:
+        return None
+    if axis is None:
+        return 0 if rank == 1 else None
+    if not _whole(axis) or not -rank <= axis < rank:
+        return None
+    return axis % rank
+
+
+def _gradient_shape(c: AdjointContext) -> Shape | None:
+    return c.shapes.get("x") if _gradient_axis(c) is not None else None
+
+
+def _gradient_adjoint(c: AdjointContext) -> str:
+    """np.gradient's differences (unit spacing, edge_order 1) taken back: interior entries
+    are (x[i+1] - x[i-1]) / 2, the edges x[1] - x[0] and x[-1] - x[-2]. With w = [-g[0],
+    g[0], g[1:-1] / 2, g[-1], -g[-1]] along the axis, x's gradient is w[:-2] - w[2:], which
+    is -2 times the interior of np.gradient(w)."""
+    axis = _gradient_axis(c)
+    if axis is None:
+        return "_ungradient(g, x, axis)"
+    at = "g[" + ":, " * axis
+    parts = f"-{at}:1], {at}:1], {at}1:-1] / 2, {at}-1:], -{at}-1:]"
+    along = "" if c.rank("x") == 1 else f", axis={axis}"
+    inner = "[" + ":, " * axis + "1:-1]"
+    return f"-2 * numpy.gradient(numpy.concatenate(({parts}){along}){along}){inner}"
+
+
+def _gradient_check(literals: dict[str, object]) -> str | None:
+    if literals.get("edge_order") != 1:
+        return "np.gradient is differentiated with edge_order=1 only"
+    axis = literals.get("axis")
+    if axis is not None and not _whole(axis):
+        return "np.gradient is differentiated along one axis (an int, or None for 1-D x)"
+    return None
+
+
 def _as_array_adjoint(c: AdjointContext) -> str:
     # With a dtype, the gradient goes back in x's floating type (float32 stays float32);
     # x may be a number, which has no .dtype of its own.
@@ -2686,6 +2887,11 @@ RULES: tuple[Rule, ...] = (
     rule("where", "numpy.where(c, x, y)", nondiff=("c",), broadcasts=True, shape=_broadcast,
          selects_by="c",
          x="numpy.where(c, g, 0)", y="numpy.where(c, 0, g)"),
+    # np.select: an item gets g where its condition is the first to hold; the default is
+    # data (refused where a gradient would have to flow into it).
+    rule("select", "numpy.select(c, x, d)", nondiff=("c", "d"), no_rule_for=("d",),
+         variadic=True, broadcasts=True, shape=_select_shape,
+         x=Depends("numpy.select(c, [0.0, ..., g at x's place, ..., 0.0])", _select_adjoint)),
     rule("clip", "numpy.clip(x, low, high)", broadcasts=True, shape=_broadcast,
          x=Depends("((x >= low) * (x <= high)) * g, without an absent bound", _clip_adjoint),
          low=Depends("((x < low) * (low <= high)) * g", _clip_low_adjoint),
@@ -3082,7 +3288,9 @@ RULES: tuple[Rule, ...] = (
     # --- more shapes ---------------------------------------------------------------------
     # numpy makes each item at least 2-D (vstack), 1-D (hstack), 3-D (dstack) or a column
     # (column_stack), then joins them: an item's gradient is its part of g.
-    rule("vstack", "numpy.vstack(x)", variadic=True, axes=True, shape=_joined_shape(0, 2),
+    # np.row_stack: numpy 2 deprecates the alias (a DeprecationWarning) but still has it.
+    rule("vstack", "numpy.vstack(x)", "numpy.row_stack(x)", variadic=True, axes=True,
+         shape=_joined_shape(0, 2),
          x=Depends("the rows of g that were x", _join_adjoint(0, 2))),
     rule("hstack", "numpy.hstack(x)", variadic=True, axes=True, shape=_joined_shape(None, 1),
          x=Depends("the columns of g that were x", _join_adjoint(None, 1))),
@@ -3099,6 +3307,9 @@ RULES: tuple[Rule, ...] = (
          x=Depends("numpy.reshape(g, numpy.shape(x))", _at_least_adjoint(3))),
     rule("flip", "numpy.flip(x, axis)", nondiff=("axis",), view=True, shape=_same,
          x=Depends("numpy.flip(g, axis)", _flip_adjoint)),
+    # A quarter turn k times in the plane of axes: turned back -k times.
+    rule("rot90", "numpy.rot90(x, k, axes)", nondiff=("k", "axes"), view=True, axes=True,
+         shape=_rot90_shape, x=Depends("numpy.rot90(g, -k, axes)", _rot90_adjoint)),
     rule("fliplr", "numpy.fliplr(x)", view=True, shape=_same, x="numpy.fliplr(g)"),
     rule("flipud", "numpy.flipud(x)", view=True, shape=_same, x="numpy.flipud(g)"),
     rule("roll", "numpy.roll(x, shift, axis)", nondiff=("shift", "axis"), shape=_same,
@@ -3108,6 +3319,26 @@ RULES: tuple[Rule, ...] = (
          x=Depends("g summed over the copies", _tile_adjoint)),
     rule("repeat", "numpy.repeat(x, repeats, axis)", nondiff=("repeats", "axis"),
          shape=_repeat_shape, x=Depends("g summed over each entry's copies", _repeat_adjoint)),
+    # np.append is np.concatenate of x and y (both flattened where axis is None).
+    rule("array_append", "numpy.append(x, y, axis)", nondiff=("axis",), literal=("axis",),
+         axes=True, shape=_append_shape,
+         x=Depends("the part of g that was x", _append_adjoint(True)),
+         y=Depends("the part of g that was y", _append_adjoint(False))),
+    # The values are x * (1 - t) + y * t, t = numpy.linspace(0, 1, num, endpoint).
+    rule("linspace", "numpy.linspace(x, y, num, endpoint, axis)",
+         nondiff=("num", "endpoint", "axis"), literal=("axis",), floating=True, axes=True,
+         shape=_linspace_shape,
+         x=Depends("numpy.linspace(1.0, 0.0, num, endpoint) @ g, along axis",
+                   _linspace_adjoint(True)),
+         y=Depends("numpy.linspace(0.0, 1.0, num, endpoint) @ g, along axis",
+                   _linspace_adjoint(False))),
+    # Unit spacing, edge_order 1, along one axis: central differences inside, one-sided at
+    # the edges (other spacings and orders are refused).
+    rule("gradient", "numpy.gradient(x, axis, edge_order)", nondiff=("axis", "edge_order"),
+         literal=("axis", "edge_order"), floating=True, axes=True, check=_gradient_check,
+         shape=_gradient_shape,
+         x=Depends("w[:-2] - w[2:], w = [-g[0], g[0], g[1:-1] / 2, g[-1], -g[-1]] along axis",
+                   _gradient_adjoint)),
     rule("broadcast_to", "numpy.broadcast_to(x, shape)", nondiff=("shape",), view=True,
          shape=_broadcast_to_shape,
          x=Depends("g summed over the axes x was spread along", _broadcast_to_adjoint)),
@@ -3217,7 +3448,14 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy", "full"): ("shape", "fill_value", "dtype=None"),
     ("numpy", "full_like"): ("a", "fill_value", "dtype=None"),
     ("numpy", "stack"): ("arrays", "axis=0"),
-    **{("numpy", f): ("tup",) for f in ("vstack", "hstack", "dstack", "column_stack")},
+    **{("numpy", f): ("tup",) for f in ("vstack", "row_stack", "hstack", "dstack", "column_stack")},
+    ("numpy", "rot90"): ("m", "k=1", "axes=(0, 1)"),
+    ("numpy", "append"): ("arr", "values", "axis=None"),
+    # retstep (the fifth by position) and dtype are not read: refused where written.
+    ("numpy", "linspace"): ("start", "stop", "num=50", "endpoint=True", "axis=0"),
+    # the spacings (numpy's *varargs) are not read: refused where written.
+    ("numpy", "gradient"): ("f", "axis=None", "edge_order=1"),
+    ("numpy", "select"): ("condlist", "choicelist", "default=0"),
     ("numpy", "flip"): ("m", "axis=None"),
     ("numpy", "roll"): ("a", "shift", "axis=None"),
     ("numpy", "tile"): ("A", "reps"),
@@ -3272,7 +3510,11 @@ HOW_KEYWORDS: dict[tuple[str, str], frozenset[str]] = {
 }
 # Functions whose last parameters numpy takes by keyword only: how many it takes by position
 # (np.average's fourth is ``returned``, not ``keepdims``: refused, never misread).
-POSITIONAL: dict[tuple[str, str], int] = {("numpy", "average"): 3}
+POSITIONAL: dict[tuple[str, str], int] = {
+    ("numpy", "average"): 3,
+    ("numpy", "linspace"): 4,
+    ("numpy", "gradient"): 1,
+}
 VARIADIC_METHODS = ("reshape", "transpose")  # x.reshape(N, -1) is x.reshape((N, -1))
 # Operators whose results have no gradient (x // y: whole numbers), as comparisons have none.
 NO_GRADIENT_OPERATORS = frozenset({"//"})
@@ -3638,6 +3880,7 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "fliplr",
             "flipud",
             "moveaxis",
+            "rot90",
             "diag",  # of a matrix: a view of its diagonal
         ),
         Aliasing.VIEW_OF_FIRST,
@@ -3687,6 +3930,8 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "vstack",
             "dstack",
             "zeros",
+            "linspace",
+            "gradient",
         ),
         Aliasing.NEW,
     ),
@@ -3743,7 +3988,12 @@ def canonical_call(call: Call) -> Call:
         if name not in filled:
             if not default:
                 raise ValueError(f"'{call.func.spelling}' needs its argument '{name}'")
-            filled[name] = Const(default, literal_number(default))
+            # a tuple (np.rot90's axes=(0, 1)) as its items, so its literal value is read
+            filled[name] = (
+                _parse(default)
+                if default.startswith("(")
+                else Const(default, literal_number(default))
+            )
     return Call(call.func, tuple(filled[n] for n in names), (), origin=call.origin)
 
 
