@@ -468,6 +468,57 @@ def _eigh_dv(grad, w, v):
     s = v @ (f * (v_t @ grad)) @ v_t
     return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / (1 + eye)
 ''',
+    "_svd_values_dx": '''
+def _svd_values_dx(grad, a):
+    """Gradient of numpy.linalg.svd(a, compute_uv=False): u diag(grad) vh."""
+    u, _, vh = numpy.linalg.svd(a, full_matrices=False)
+    return (u * numpy.expand_dims(grad, -2)) @ vh
+''',
+    "_svd_gaps": '''
+def _svd_gaps(s):
+    """f[i, j] = 1 / (s_j^2 - s_i^2) off the diagonal, 0 on it (distinct singular
+    values)."""
+    eye = numpy.eye(numpy.shape(s)[-1])
+    squares = s**2
+    return (1 - eye) / (numpy.expand_dims(squares, -2) - numpy.expand_dims(squares, -1) + eye)
+''',
+    "_svd_du": '''
+def _svd_du(grad, u, s, vh):
+    """Gradient of u, s, vh = numpy.linalg.svd(a, full_matrices=False) from u's
+    gradient (distinct singular values, none 0): u (f * (u^T grad - grad^T u)) s vh,
+    and the part of grad outside u's columns, (grad - u u^T grad) / s vh."""
+    inner = numpy.swapaxes(u, -1, -2) @ grad
+    j = _svd_gaps(s) * (inner - numpy.swapaxes(inner, -1, -2))
+    return (u @ (j * numpy.expand_dims(s, -2)) + (grad - u @ inner) / numpy.expand_dims(s, -2)) @ vh
+''',
+    "_svd_dvh": '''
+def _svd_dvh(grad, u, s, vh):
+    """Gradient of u, s, vh = numpy.linalg.svd(a, full_matrices=False) from vh's
+    gradient (distinct singular values, none 0): u s (f * (vh grad^T - grad vh^T)) vh,
+    and the part of grad outside vh's rows, u (grad - grad vh^T vh) / s."""
+    inner = vh @ numpy.swapaxes(grad, -1, -2)
+    k = _svd_gaps(s) * (inner - numpy.swapaxes(inner, -1, -2))
+    outside = grad - numpy.swapaxes(inner, -1, -2) @ vh
+    return u @ (numpy.expand_dims(s, -1) * k @ vh + outside / numpy.expand_dims(s, -1))
+''',
+    "_solve_triangular_product": '''
+def _solve_triangular_product(solved, out, a):
+    """solved out^T for out = scipy.linalg.solve_triangular(a, b) of one matrix a and b a
+    vector or a matrix (the outer product for a vector)."""
+    if numpy.ndim(a) != 2:
+        raise ValueError("the gradient of solve_triangular is written for one matrix a")
+    rows = numpy.shape(a)[0]
+    return numpy.reshape(solved, (rows, -1)) @ numpy.reshape(out, (rows, -1)).T
+''',
+    "_convolve_full": '''
+def _convolve_full(grad, x, y):
+    """grad of scipy.signal.convolve(x, y, mode) (or correlate) put back in the full
+    result's place: zeros where the mode cut the full result, centred as scipy cuts it."""
+    full = numpy.add(numpy.shape(x), numpy.shape(y)) - 1
+    missing = full - numpy.shape(grad)
+    before = missing // 2
+    return numpy.pad(grad, list(zip(before, missing - before)))
+''',
     "_spread_or_sum": '''
 def _spread_or_sum(grad, like):
     """grad in like's shape, where numpy spread a dimension 1 of either over the
@@ -551,10 +602,17 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_inner_dx": Aliasing.NEW,
     "_inner_dy": Aliasing.NEW,
     "_kron_dy": Aliasing.NEW,
+    "_svd_values_dx": Aliasing.NEW,
+    "_svd_gaps": Aliasing.NEW,
+    "_svd_du": Aliasing.NEW,
+    "_svd_dvh": Aliasing.NEW,
+    "_solve_triangular_product": Aliasing.NEW,
+    "_convolve_full": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
 HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
+    "_convolve_full": (1, 2),
     "_unbroadcast": (1,),
     "_everywhere": (1,),
     "_upstream": (1,),
@@ -588,6 +646,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_inner_dx": ("_unbroadcast",),
     "_inner_dy": ("_unbroadcast",),
     "_kron_dy": ("_kron_blocks",),
+    "_svd_du": ("_svd_gaps",),
+    "_svd_dvh": ("_svd_gaps",),
 }
 
 

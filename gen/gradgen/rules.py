@@ -57,6 +57,8 @@ LIBRARIES = (
     "numpy.linalg",
     "numpy.lib.stride_tricks",
     "scipy.special",
+    "scipy.linalg",
+    "scipy.signal",
     "scipy.stats.norm",
     "scipy.stats.multivariate_normal",
     "scipy.stats.t",
@@ -208,6 +210,16 @@ class Rule:
     # taken (``np.linalg.slogdet(x)[1]``); anything else is refused.
     results: tuple[str, ...] = ()
     result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None
+    # The literal arguments with which this row is the operation, where another row of the
+    # same function is another one (np.linalg.svd with compute_uv=False gives the singular
+    # values alone): a predicate on ``rule_literals``; a call it fails is not this row's.
+    applies_when: Callable[[dict[str, object]], bool] | None = None
+    # The shapes (and literals) with which gradgen has no correct gradient (the columns
+    # np.linalg.svd's full_matrices=True adds to u of a matrix that is not square): given
+    # the stage's context and the results a gradient flows back from (of an operation with
+    # one result, "out"), the refusal's words; None: fine. reverse.opaque_refusals refuses
+    # it, located at the call, only where a gradient flows through.
+    refuse_shapes: Callable[[AdjointContext, frozenset[str]], str | None] | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -340,6 +352,8 @@ def rule(
     check: Callable[[dict[str, object]], str | None] | None = None,
     results: tuple[str, ...] = (),
     result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None,
+    applies_when: Callable[[dict[str, object]], bool] | None = None,
+    refuse_shapes: Callable[[AdjointContext, frozenset[str]], str | None] | None = None,
     **adjoints: Template | Depends | Each,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -392,12 +406,31 @@ def rule(
         check=check,
         results=results,
         result_shapes=result_shapes,
+        applies_when=applies_when,
+        refuse_shapes=refuse_shapes,
     )
 
 
 def several_results(call: Call) -> Rule | None:
-    """The row of an operation with several results that ``call`` calls, if it is one."""
-    return _SEVERAL.get((call.func.lib or "", call.func.name))
+    """The row of an operation with several results that ``call`` calls, if it is one (not
+    where its literal arguments make it another row's: np.linalg.svd with compute_uv=False)."""
+    found = _SEVERAL.get((call.func.lib or "", call.func.name))
+    if found is None or found.applies_when is None:
+        return found
+    try:
+        canonical = canonical_call(call)
+    except ValueError:
+        return found  # refused where the call is staged
+    literals = rule_literals(found, call_bindings(found, canonical))
+    return found if found.applies_when(literals) else None
+
+
+def call_bindings(rule_: Rule, canonical: Call) -> dict[str, Expr]:
+    """The values a canonical call (``canonical_call``) binds to the variables of the
+    rule's first form, a call of names (``numpy.linalg.svd(x, full_matrices, ...)``)."""
+    form = rule_.forms[0]
+    assert isinstance(form, Call) and all(isinstance(a, Name) for a in form.args)
+    return {a.id: v for a, v in zip(form.args, canonical.args, strict=False) if isinstance(a, Name)}
 
 
 def rule_literals(rule_: Rule, bindings: dict[str, Expr]) -> dict[str, object]:
@@ -1742,6 +1775,202 @@ def _pinv_adjoint(c: AdjointContext) -> str:
     return f"-({x_t} @ g @ {x_t}) + {left} @ {g_t} @ out @ {x_t} + {x_t} @ out @ {g_t} @ {right}"
 
 
+# --- scipy.linalg, np.linalg.svd, scipy.signal: shapes, adjoints, checks ----------------------
+
+_TRANSPOSED = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}  # real: C is T
+
+
+def _solve_triangular_check(literals: dict[str, object]) -> str | None:
+    trans = literals.get("trans")
+    if isinstance(trans, bool) or trans not in _TRANSPOSED:
+        return (
+            "scipy.linalg.solve_triangular is differentiated for trans written out as 0, 1, "
+            "2, 'N', 'T' or 'C'"
+        )
+    for name in ("lower", "unit_diagonal"):
+        if not isinstance(literals.get(name), bool):
+            return f"scipy.linalg.solve_triangular's {name} must be True or False written out"
+    return None
+
+
+def _solve_triangular_shape(c: AdjointContext) -> Shape | None:
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    return b if a is not None and len(a) == 2 and b is not None and len(b) in (1, 2) else None
+
+
+def _solve_triangular_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """A stack of triangular matrices: scipy solves each, gradgen's gradient is of one."""
+    a = c.shapes.get("a")
+    if a is None or len(a) == 2:
+        return None
+    return (
+        "the gradient of scipy.linalg.solve_triangular is written for one matrix a (2-D), "
+        f"and a has {len(a)} axes here"
+    )
+
+
+def _triangular_call(c: AdjointContext, right: str) -> str:
+    """a solved against ``right``: transposed where the forward is not."""
+    transposed = _TRANSPOSED[c.literals["trans"]]
+    keywords = "" if transposed else ", trans=1"
+    if c.literals.get("lower"):
+        keywords += ", lower=True"
+    if c.literals.get("unit_diagonal"):
+        keywords += ", unit_diagonal=True"
+    return f"scipy.linalg.solve_triangular(a, {right}{keywords})"
+
+
+def _solve_triangular_right(c: AdjointContext) -> str:
+    # x = op(A)^-1 b: db = op(A)^-T g, one triangular solve with the other transpose.
+    return _triangular_call(c, "g")
+
+
+def _solve_triangular_left(c: AdjointContext) -> str:
+    # d op(A) = -db x^T, on the triangle scipy reads (its diagonal not, with a unit one).
+    solved = _triangular_call(c, "g")
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks == (2, 1):
+        product = f"numpy.outer({solved}, out)"
+    elif ranks == (2, 2):
+        product = f"{solved} @ out.T"
+    else:
+        product = f"_solve_triangular_product({solved}, out, a)"
+    if _TRANSPOSED[c.literals["trans"]]:
+        product = f"({product}).T"  # a is a matrix: so is the product
+    triangle = "tril" if c.literals.get("lower") else "triu"
+    diagonal = c.literals.get("unit_diagonal")
+    offset = "" if not diagonal else (", -1" if triangle == "tril" else ", 1")
+    return f"-numpy.{triangle}({product}{offset})"
+
+
+def _sylvester_shape(c: AdjointContext) -> Shape | None:
+    a, b, q = c.shapes.get("a"), c.shapes.get("b"), c.shapes.get("q")
+    if a is None or b is None or q is None or min(len(a), len(b), len(q)) < 2:
+        return None
+    batch = shapes.broadcast(shapes.broadcast(a[:-2], b[:-2]) or (), q[:-2])
+    return None if batch is None else (*batch, *q[-2:])
+
+
+def _sylvester_solved(c: AdjointContext) -> str:
+    # X solves A X + X B = Q: its adjoint Y solves A^T Y + Y B^T = g.
+    return f"scipy.linalg.solve_sylvester({_t(c, 'a')}, {_t(c, 'b')}, g)"
+
+
+def _sylvester_unbroadcast(c: AdjointContext, name: str, adjoint: str) -> str:
+    """``adjoint`` summed back to ``name``'s shape where scipy broadcast a stack of them."""
+    shape = c.shapes.get(name)
+    if shape is not None and (shape == c.shapes.get("out") or c.rank("out") == len(shape) == 2):
+        return adjoint
+    return f"_unbroadcast({adjoint}, {name})"
+
+
+def _sylvester_a(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "a", f"-({_sylvester_solved(c)} @ {_t(c, 'out')})")
+
+
+def _sylvester_b(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "b", f"-({_t(c, 'out')} @ {_sylvester_solved(c)})")
+
+
+def _sylvester_q(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "q", _sylvester_solved(c))
+
+
+def _sqrtm_adjoint(c: AdjointContext) -> str:
+    # S S = A: dS S + S dS = dA, so the adjoint solves S^T Y + Y S^T = g.
+    return f"scipy.linalg.solve_sylvester({_t(c, 'out')}, {_t(c, 'out')}, g)"
+
+
+def _svd_literals(literals: dict[str, object]) -> str | None:
+    for name in ("full_matrices", "compute_uv", "hermitian"):
+        if not isinstance(literals.get(name), bool):
+            return f"np.linalg.svd's {name} must be True or False written out"
+    if literals.get("hermitian"):
+        return (
+            "np.linalg.svd is differentiated with hermitian=False (with True, numpy reads one "
+            "triangle of a and its singular vectors' signs differ): leave it out"
+        )
+    return None
+
+
+def _smaller(m: Dim, n: Dim) -> Dim | None:
+    if m == n:
+        return m
+    if isinstance(m, int) and isinstance(n, int):
+        return min(m, n)
+    return None
+
+
+def _singular_values_shape(c: AdjointContext) -> Shape | None:
+    x = c.shapes.get("x")
+    if x is None or len(x) < 2:
+        return None
+    k = _smaller(x[-2], x[-1])
+    return None if k is None else (*x[:-2], k)
+
+
+def _svd_shapes(c: AdjointContext) -> tuple[Shape | None, ...]:
+    x = c.shapes.get("x")
+    s = _singular_values_shape(c)
+    if x is None or s is None:
+        return (None, s, None)
+    k = s[-1]
+    m, n = x[-2], x[-1]
+    full = c.literals.get("full_matrices") is not False
+    return ((*x[:-2], m, m if full else k), s, (*x[:-2], n if full else k, n))
+
+
+def _svd_full_refusal(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """u and vh of full_matrices=True of a matrix not square: the columns (rows) added to
+    make them square are any basis of what x leaves out, with no gradient."""
+    if c.literals.get("full_matrices") is False or not results & {"u", "vh"}:
+        return None
+    x = c.shapes.get("x")
+    if x is not None and len(x) >= 2 and x[-1] == x[-2]:
+        return None
+    return (
+        "the gradient of np.linalg.svd's u and vh is written for full_matrices=False (or a "
+        "matrix known to be square): with full_matrices=True (numpy's default), u and vh "
+        "get columns that x does not determine; write full_matrices=False"
+    )
+
+
+def _svd_s_adjoint(c: AdjointContext) -> str:
+    # x = u diag(s) vh: from s, u diag(g) vh (u's and vh's first len(s) columns and rows).
+    square = c.literals.get("full_matrices") is False or (
+        (x := c.shapes.get("x")) is not None and len(x) >= 2 and x[-1] == x[-2]
+    )
+    if c.rank("x") == 2:
+        return "(u * g) @ vh" if square else "(u[:, : len(s)] * g) @ vh[: len(s)]"
+    if square:
+        return "(u * numpy.expand_dims(g, -2)) @ vh"
+    return "(u[..., : s.shape[-1]] * numpy.expand_dims(g, -2)) @ vh[..., : s.shape[-1], :]"
+
+
+def _convolve_shape(c: AdjointContext) -> Shape | None:
+    """scipy.signal's result: x's shape plus y's less 1 (full), x's (same), or the
+    difference plus 1 (valid), axis by axis."""
+    x, y, mode = c.shapes.get("x"), c.shapes.get("y"), c.literals.get("mode")
+    if x is None or y is None or len(x) != len(y):
+        return None
+    if mode == "same":
+        return x
+    if not all(isinstance(d, int) for d in (*x, *y)):
+        return None
+    pairs = list(zip(x, y, strict=True))
+    if mode == "full":
+        return tuple(m + n - 1 for m, n in pairs)  # type: ignore[operator]
+    if mode == "valid":
+        return tuple(abs(m - n) + 1 for m, n in pairs)  # type: ignore[operator]
+    return None
+
+
+def _convolve_check(literals: dict[str, object]) -> str | None:
+    if literals.get("mode") not in ("full", "valid", "same"):
+        return "scipy.signal's mode must be 'full', 'valid' or 'same' written out"
+    return None
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -2518,6 +2747,35 @@ RULES: tuple[Rule, ...] = (
     # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
     rule("log_ndtr", "scipy.special.log_ndtr(x)", floating=True, shape=_same,
          x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2 - out)) * g"),
+    # scipy.linalg: triangular solves (a's triangle read, its diagonal not with a unit
+    # one), Sylvester equations A X + X B = Q, the square root of a matrix (A symmetric
+    # positive definite, as the tests take it: one with a real square root), by solves.
+    rule("solve_triangular", "scipy.linalg.solve_triangular(a, b, trans, lower, unit_diagonal)",
+         nondiff=("trans", "lower", "unit_diagonal"),
+         literal=("trans", "lower", "unit_diagonal"), floating=True,
+         shape=_solve_triangular_shape, check=_solve_triangular_check,
+         refuse_shapes=_solve_triangular_matrix,
+         a=Depends("-numpy.tril(solve_triangular(a, g, other trans) @ out.T) (lower)",
+                   _solve_triangular_left),
+         b=Depends("scipy.linalg.solve_triangular(a, g, other trans, lower, unit_diagonal)",
+                   _solve_triangular_right)),
+    rule("solve_sylvester", "scipy.linalg.solve_sylvester(a, b, q)", floating=True,
+         shape=_sylvester_shape,
+         a=Depends("-scipy.linalg.solve_sylvester(a.T, b.T, g) @ out.T", _sylvester_a),
+         b=Depends("-out.T @ scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_b),
+         q=Depends("scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_q)),
+    rule("sqrtm", "scipy.linalg.sqrtm(x)", floating=True, shape=_square_shape,
+         x=Depends("scipy.linalg.solve_sylvester(out.T, out.T, g)", _sqrtm_adjoint)),
+    # scipy.signal: the gradient put back where the mode cut it from the full result, then
+    # correlated (convolved) with the other input over the valid part.
+    rule("convolve", "scipy.signal.convolve(x, y, mode)", nondiff=("mode",),
+         literal=("mode",), floating=True, check=_convolve_check, shape=_convolve_shape,
+         x='scipy.signal.correlate(_convolve_full(g, x, y), y, mode="valid")',
+         y='scipy.signal.correlate(_convolve_full(g, x, y), x, mode="valid")'),
+    rule("correlate", "scipy.signal.correlate(x, y, mode)", nondiff=("mode",),
+         literal=("mode",), floating=True, check=_convolve_check, shape=_convolve_shape,
+         x='scipy.signal.convolve(_convolve_full(g, x, y), y, mode="valid")',
+         y='numpy.flip(scipy.signal.correlate(_convolve_full(g, x, y), x, mode="valid"))'),
     rule("softmax", "scipy.special.softmax(x, axis)", nondiff=("axis",), floating=True,
          shape=_same_not_elementwise, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
     rule("log_softmax", "scipy.special.log_softmax(x, axis)", nondiff=("axis",),
@@ -2589,6 +2847,24 @@ RULES: tuple[Rule, ...] = (
     # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
     rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
          x="_cholesky_grad(g, out)"),
+    # The singular values alone (compute_uv=False): u diag(g) vh of x's own svd.
+    rule("svd_values", "numpy.linalg.svd(x, full_matrices, compute_uv, hermitian)",
+         nondiff=("full_matrices", "compute_uv", "hermitian"),
+         literal=("full_matrices", "compute_uv", "hermitian"), floating=True,
+         shape=_singular_values_shape, check=_svd_literals,
+         applies_when=lambda literals: literals.get("compute_uv") is False,
+         x="_svd_values_dx(g, x)"),
+    # u, s, vh with distinct singular values, none 0 (Townsend's adjoints; as eigh's);
+    # u and vh of full_matrices=True only of a square matrix (refused otherwise).
+    rule("svd", "numpy.linalg.svd(x, full_matrices, compute_uv, hermitian)",
+         nondiff=("full_matrices", "compute_uv", "hermitian"),
+         literal=("full_matrices", "compute_uv", "hermitian"), floating=True,
+         results=("u", "s", "vh"), result_shapes=_svd_shapes, check=_svd_literals,
+         applies_when=lambda literals: literals.get("compute_uv") is not False,
+         refuse_shapes=_svd_full_refusal,
+         x=each(u="_svd_du(g, u, s, vh)",
+                s=Depends("(u * g) @ vh", _svd_s_adjoint),
+                vh="_svd_dvh(g, u, s, vh)")),
 
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
@@ -2836,6 +3112,18 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
     ("numpy", "tensordot"): ("a", "b", "axes=2"),
     ("numpy.linalg", "matrix_power"): ("a", "n"),
+    ("numpy.linalg", "svd"): ("a", "full_matrices=True", "compute_uv=True", "hermitian=False"),
+    ("scipy.linalg", "solve_triangular"): (
+        "a",
+        "b",
+        "trans=0",
+        "lower=False",
+        "unit_diagonal=False",
+    ),
+    ("scipy.linalg", "solve_sylvester"): ("a", "b", "q"),
+    ("scipy.linalg", "sqrtm"): ("A",),
+    ("scipy.signal", "convolve"): ("in1", "in2", "mode='full'"),
+    ("scipy.signal", "correlate"): ("in1", "in2", "mode='full'"),
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
@@ -3235,6 +3523,10 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
         (
             "full_like",
             "zeros_like",
+            "solve_triangular",
+            "solve_sylvester",
+            "convolve",
+            "correlate",
             "sum",
             "mean",
             "where",
