@@ -155,6 +155,8 @@ from typing import Any
 
 import numpy
 import numpy.lib.stride_tricks
+import scipy.linalg
+import scipy.signal
 import scipy.special
 import scipy.stats
 from hypothesis import strategies as st
@@ -361,6 +363,8 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "numpy.linalg": numpy.linalg,
     "numpy.lib.stride_tricks": numpy.lib.stride_tricks,
     "scipy.special": scipy.special,
+    "scipy.linalg": scipy.linalg,
+    "scipy.signal": scipy.signal,
     "scipy.stats.norm": scipy.stats.norm,
     "scipy.stats.multivariate_normal": scipy.stats.multivariate_normal,
     "scipy.stats.t": scipy.stats.t,
@@ -370,7 +374,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.stats.dirichlet": scipy.stats.dirichlet,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
-SCIPY_MODULES = ("scipy.special", "scipy.stats")
+SCIPY_MODULES = ("scipy.special", "scipy.stats", "scipy.linalg", "scipy.signal")
 
 
 def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
@@ -1546,7 +1550,39 @@ def _pad_width(c: Context) -> str:
 
 
 def _mode(c: Context) -> str:
+    """np.pad's mode ('constant'); scipy.signal's (the part of the full result kept)."""
+    if c.form.library == "scipy.signal":
+        return c.choose.pick((OMIT, "'full'", "'valid'", "'same'"))
     return c.choose.pick((OMIT, "'constant'"))
+
+
+def _trans(c: Context) -> str:
+    """scipy.linalg.solve_triangular's trans: a solved as it is, or transposed."""
+    return c.choose.pick((OMIT, "0", "1", "2", "'N'", "'T'", "'C'"))
+
+
+def _true_or_false(c: Context) -> str:
+    """A True/False keyword (solve_triangular's lower, unit_diagonal), or left out."""
+    return c.choose.pick((OMIT, "True", "False"))
+
+
+def _full_matrices(c: Context) -> str:
+    """np.linalg.svd's full_matrices: False where u or vh may be taken (gradgen refuses their
+    gradient for True, numpy's default, unless x is known square); any with compute_uv=False."""
+    if c.form.rule.name == "svd_values":
+        return c.choose.pick((OMIT, "True", "False"))
+    return "False"
+
+
+def _compute_uv(c: Context) -> str:
+    """np.linalg.svd's compute_uv: which of its rows the call is (u, s, vh or s alone)."""
+    if c.form.rule.name == "svd_values":
+        return "False"
+    return c.choose.pick((OMIT, "True"))
+
+
+def _hermitian(c: Context) -> str:
+    return c.choose.pick((OMIT, "False"))
 
 
 def _window_shape(c: Context) -> str:
@@ -1659,6 +1695,12 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "pad_width": _pad_width,
     "mode": _mode,
     "window_shape": _window_shape,
+    "trans": _trans,
+    "lower": _true_or_false,
+    "unit_diagonal": _true_or_false,
+    "full_matrices": _full_matrices,
+    "compute_uv": _compute_uv,
+    "hermitian": _hermitian,
 }
 
 
@@ -1776,6 +1818,31 @@ def _positive_definite(b: Builder, term: Term) -> Term:
     return _wrap(b, term, _square_template(shape(value)))
 
 
+def _triangular(b: Builder, term: Term) -> Term:
+    """A matrix both of whose triangles (with its diagonal, or ones in its place) are well
+    away from singular, or one made of it: 3 I + v / (1 + v v) of a square v."""
+    value = term.value
+    dims = shape(value)
+    if len(dims) != 2:
+        raise Unfit("solve_triangular takes one matrix a")
+    if dims[0] == dims[1]:
+        array = numpy.asarray(value, dtype=float)
+        eye = numpy.eye(dims[0])
+        triangles = [numpy.tril(array), numpy.triu(array)]
+        triangles += [numpy.tril(array, -1) + eye, numpy.triu(array, 1) + eye]
+        if all(_well_conditioned(t, square=True) for t in triangles):
+            return term
+        return _wrap(b, term, f"3 * numpy.eye({dims[0]}) + v / (1 + v * v)")
+    return _wrap(b, term, f"3 * numpy.eye({dims[0]}) + v @ v.T / (4 + v @ v.T)")
+
+
+def _right_side(b: Builder, term: Term) -> Term:
+    """solve_triangular's b: a vector or a matrix (scipy takes more axes as a stack)."""
+    if numpy.ndim(term.value) not in (1, 2):
+        raise Unfit("solve_triangular's b here is 1-D or 2-D")
+    return term
+
+
 def _pow_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
     x, y = inputs["x"], inputs["y"]
     y = _small(b, y, 3.0)
@@ -1890,6 +1957,11 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "pinv": _domain(x=lambda b, t: _full_rank(b, t)),
     "eigh": _domain(x=_positive_definite),
     "matrix_power": _domain(x=lambda b, t: _square(b, t)),
+    "svd": _domain(x=lambda b, t: _full_rank(b, t)),
+    "svd_values": _domain(x=lambda b, t: _full_rank(b, t)),
+    "solve_triangular": _domain(a=_triangular, b=_right_side),
+    "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite),
+    "sqrtm": _domain(x=_positive_definite),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
     # scipy.special and scipy.stats
     "logsumexp": _domain(b=_positive_or_none),
@@ -2006,6 +2078,13 @@ def _distinct_eigenvalues(x: Any) -> bool:
     return bool(numpy.all(numpy.diff(eigenvalues, axis=-1) >= 0.3))
 
 
+def _distinct_singular_values(x: Any) -> bool:
+    """np.linalg.svd's singular values well apart (the gradient of its vectors divides by
+    the gaps between their squares)."""
+    singular = numpy.linalg.svd(numpy.asarray(x, dtype=float), compute_uv=False)
+    return bool(numpy.all(numpy.abs(numpy.diff(singular, axis=-1)) >= 0.3))
+
+
 # Jumps of the functions with no gradient, by name: their values must not change within the
 # finite differences' steps.
 FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
@@ -2109,6 +2188,8 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "array_of_value": _astype_apart,
     "asarray": _astype_apart,
     "eigh": lambda app: _distinct_eigenvalues(app.inputs["x"]),
+    "svd": lambda app: _distinct_singular_values(app.inputs["x"]),
+    "svd_values": lambda app: _distinct_singular_values(app.inputs["x"]),
 }
 
 

@@ -222,6 +222,14 @@ FUNCTION_REFUSALS = [
         "written for one matrix a (2-D), and a has 3 axes here",
     ),
     (
+        "solve-triangular-of-stacked-right-sides",
+        "import scipy.linalg\n\n\n"
+        'def f(a: "3, 3", b: "2, 3, 4"):\n    return scipy.linalg.solve_triangular(a, b)\n',
+        5,
+        12,
+        "b a vector or a matrix (1-D or 2-D), and b has 3 axes here",
+    ),
+    (
         "solve-triangular-trans-unknown",
         "import scipy.linalg\n\n\n"
         "def f(a, b):\n    return scipy.linalg.solve_triangular(a, b, trans='X')\n",

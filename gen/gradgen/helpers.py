@@ -505,8 +505,10 @@ def _svd_dvh(grad, u, s, vh):
 def _solve_triangular_product(solved, out, a):
     """solved out^T for out = scipy.linalg.solve_triangular(a, b) of one matrix a and b a
     vector or a matrix (the outer product for a vector)."""
-    if numpy.ndim(a) != 2:
-        raise ValueError("the gradient of solve_triangular is written for one matrix a")
+    if numpy.ndim(a) != 2 or numpy.ndim(out) > 2:
+        raise ValueError(
+            "the gradient of solve_triangular is written for one matrix a and b 1-D or 2-D"
+        )
     rows = numpy.shape(a)[0]
     return numpy.reshape(solved, (rows, -1)) @ numpy.reshape(out, (rows, -1)).T
 ''',
@@ -514,7 +516,9 @@ def _solve_triangular_product(solved, out, a):
 def _convolve_full(grad, x, y):
     """grad of scipy.signal.convolve(x, y, mode) (or correlate) put back in the full
     result's place: zeros where the mode cut the full result, centred as scipy cuts it."""
-    full = numpy.add(numpy.shape(x), numpy.shape(y)) - 1
+    if numpy.ndim(grad) == 0:
+        return grad  # of numbers: their product
+    full = numpy.array(numpy.shape(x), dtype=int) + numpy.shape(y) - 1
     missing = full - numpy.shape(grad)
     before = missing // 2
     return numpy.pad(grad, list(zip(before, missing - before)))

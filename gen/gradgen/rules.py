@@ -1799,14 +1799,20 @@ def _solve_triangular_shape(c: AdjointContext) -> Shape | None:
 
 
 def _solve_triangular_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
-    """A stack of triangular matrices: scipy solves each, gradgen's gradient is of one."""
-    a = c.shapes.get("a")
-    if a is None or len(a) == 2:
-        return None
-    return (
-        "the gradient of scipy.linalg.solve_triangular is written for one matrix a (2-D), "
-        f"and a has {len(a)} axes here"
-    )
+    """A stack of triangular matrices, or of right-hand sides: scipy solves each, gradgen's
+    gradient is of one matrix a and one vector or matrix b."""
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    if a is not None and len(a) != 2:
+        return (
+            "the gradient of scipy.linalg.solve_triangular is written for one matrix a "
+            f"(2-D), and a has {len(a)} axes here"
+        )
+    if b is not None and len(b) > 2:
+        return (
+            "the gradient of scipy.linalg.solve_triangular is written for b a vector or a "
+            f"matrix (1-D or 2-D), and b has {len(b)} axes here"
+        )
+    return None
 
 
 def _triangular_call(c: AdjointContext, right: str) -> str:
