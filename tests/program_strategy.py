@@ -1566,6 +1566,16 @@ def _true_or_false(c: Context) -> str:
     return c.choose.pick((OMIT, "True", "False"))
 
 
+def _bands(c: Context) -> str:
+    """scipy.linalg.solve_banded's (lower, upper): as many bands as ab has rows, its
+    middle row the diagonal (the one ``_banded`` makes large)."""
+    dims = shape(c.first.value)
+    if len(dims) != 2:
+        raise Unfit("solve_banded takes one banded matrix ab")
+    upper = dims[0] // 2
+    return str((dims[0] - 1 - upper, upper))
+
+
 def _full_matrices(c: Context) -> str:
     """np.linalg.svd's full_matrices: False where u or vh may be taken (gradgen refuses their
     gradient for True, numpy's default, unless x is known square); any with compute_uv=False."""
@@ -1696,6 +1706,7 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "mode": _mode,
     "window_shape": _window_shape,
     "trans": _trans,
+    "l_and_u": _bands,
     "lower": _true_or_false,
     "unit_diagonal": _true_or_false,
     "full_matrices": _full_matrices,
@@ -1836,10 +1847,25 @@ def _triangular(b: Builder, term: Term) -> Term:
     return _wrap(b, term, f"3 * numpy.eye({dims[0]}) + v @ v.T / (4 + v @ v.T)")
 
 
+def _banded(b: Builder, term: Term) -> Term:
+    """A banded matrix in scipy's storage (at most 4 rows of bands) whose middle row, the
+    diagonal, is large and the others small (away from singular), or one made of it."""
+    dims = shape(term.value)
+    if len(dims) != 2 or not 1 <= dims[0] <= 4:
+        raise Unfit("solve_banded's ab here is 2-D, with 1 to 4 rows of bands")
+    middle = dims[0] // 2
+    array = numpy.asarray(term.value, dtype=float)
+    others = numpy.delete(array, middle, axis=0)
+    if numpy.min(numpy.abs(array[middle])) >= 2.5 and numpy.all(numpy.abs(others) <= 0.5):
+        return term
+    return _wrap(b, term, f"v / (4 * (1 + v * v)) + 3 * numpy.eye({dims[0]}, 1, -{middle})")
+
+
 def _right_side(b: Builder, term: Term) -> Term:
-    """solve_triangular's b: a vector or a matrix (scipy takes more axes as a stack)."""
+    """solve_triangular's and solve_banded's b: a vector or a matrix (scipy takes more
+    axes as a stack)."""
     if numpy.ndim(term.value) not in (1, 2):
-        raise Unfit("solve_triangular's b here is 1-D or 2-D")
+        raise Unfit("b here is 1-D or 2-D")
     return term
 
 
@@ -1961,6 +1987,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "svd_values": _domain(x=lambda b, t: _full_rank(b, t)),
     "solve_triangular": _domain(a=_triangular, b=_right_side),
     "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite),
+    "solve_banded": _domain(ab=_banded, b=_right_side),
     "sqrtm": _domain(x=_positive_definite),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
     # scipy.special and scipy.stats

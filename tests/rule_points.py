@@ -547,6 +547,35 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             explicit=False,
         ),
     ],
+    # Bands in scipy's storage, the diagonal's row large (away from singular); the entries
+    # outside the matrix are not read: their gradient is 0.
+    "solve_banded": [
+        case(
+            "sl.solve_banded((1, 1), ab + [[0.0], [5.0], [0.0]], v)",
+            ab=(3, 4),
+            v=(4,),
+            explicit=False,
+        ),
+        case(
+            "sl.solve_banded((1, 1), ab + [[0.0], [5.0], [0.0]], x)",
+            ab=(3, 4),
+            x=(4, 2),
+            explicit=False,
+        ),
+        case(
+            "scipy.linalg.solve_banded((0, 2), ab + [[0.0], [0.0], [5.0]], v)",
+            ab=(3, 4),
+            v=(4,),
+            explicit=False,
+        ),
+        case(
+            "sl.solve_banded((2, 1), ab + [[0.0], [5.0], [0.0], [0.0]], x)",
+            ab=(4, 5),
+            x=(5, 3),
+            explicit=False,
+        ),
+        case("sl.solve_banded((0, 0), ab + 5, v)", ab=(1, 4), v=(4,), explicit=False),
+    ],
     # A X + X B = Q with the eigenvalues of A and -B well apart.
     "solve_sylvester": [
         case(

@@ -230,6 +230,22 @@ FUNCTION_REFUSALS = [
         "b a vector or a matrix (1-D or 2-D), and b has 3 axes here",
     ),
     (
+        "solve-banded-of-a-stack",
+        "import scipy.linalg\n\n\n"
+        'def f(ab: "2, 3, 4", b: "4"):\n    return scipy.linalg.solve_banded((1, 1), ab, b)\n',
+        5,
+        12,
+        "one banded matrix ab (2-D), and ab has 3 axes here",
+    ),
+    (
+        "solve-banded-bands-variable",
+        "import scipy.linalg\n\n\n"
+        "def f(ab, b):\n    return scipy.linalg.solve_banded((1, len(b)), ab, b)\n",
+        5,
+        12,
+        "l_and_u written out as a pair of whole numbers",
+    ),
+    (
         "solve-triangular-trans-unknown",
         "import scipy.linalg\n\n\n"
         "def f(a, b):\n    return scipy.linalg.solve_triangular(a, b, trans='X')\n",

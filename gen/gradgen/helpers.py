@@ -512,6 +512,41 @@ def _solve_triangular_product(solved, out, a):
     rows = numpy.shape(a)[0]
     return numpy.reshape(solved, (rows, -1)) @ numpy.reshape(out, (rows, -1)).T
 ''',
+    "_banded_transpose": '''
+def _banded_transpose(ab, lower, upper):
+    """The storage scipy.linalg.solve_banded reads of the transpose of the matrix ab
+    stores with (lower, upper) bands: its bands are (upper, lower), each row shifted."""
+    if numpy.ndim(ab) != 2:
+        raise ValueError("the gradient of solve_banded is written for one banded matrix")
+    columns = numpy.shape(ab)[1]
+    transposed = numpy.zeros_like(ab)
+    for row in range(lower + upper + 1):
+        shift = upper - row
+        if shift >= 0:
+            transposed[lower + upper - row, : columns - shift] = ab[row, shift:]
+        else:
+            transposed[lower + upper - row, -shift:] = ab[row, : columns + shift]
+    return transposed
+''',
+    "_banded_grad": '''
+def _banded_grad(solved, out, ab, lower, upper):
+    """Gradient of out = scipy.linalg.solve_banded((lower, upper), ab, b) with respect to
+    ab, from solved = a^-T grad: -solved out^T on the band, in ab's storage (0 at the
+    entries outside the matrix, which scipy does not read)."""
+    if numpy.ndim(out) > 2:
+        raise ValueError("the gradient of solve_banded is written for b 1-D or 2-D")
+    rows = len(out)
+    solved = numpy.reshape(solved, (rows, -1))
+    out = numpy.reshape(out, (rows, -1))
+    grad = numpy.zeros(numpy.shape(ab), dtype=numpy.result_type(ab, out))
+    for row in range(lower + upper + 1):
+        shift = upper - row
+        if shift >= 0:
+            grad[row, shift:] = -numpy.sum(solved[: rows - shift] * out[shift:], axis=1)
+        else:
+            grad[row, : rows + shift] = -numpy.sum(solved[-shift:] * out[: rows + shift], axis=1)
+    return grad
+''',
     "_convolve_full": '''
 def _convolve_full(grad, x, y):
     """grad of scipy.signal.convolve(x, y, mode) (or correlate) put back in the full
@@ -612,6 +647,8 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_svd_dvh": Aliasing.NEW,
     "_solve_triangular_product": Aliasing.NEW,
     "_convolve_full": Aliasing.NEW,
+    "_banded_transpose": Aliasing.NEW,
+    "_banded_grad": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).

@@ -1849,6 +1849,55 @@ def _solve_triangular_left(c: AdjointContext) -> str:
     return f"-numpy.{triangle}({product}{offset})"
 
 
+def _bands(c: AdjointContext) -> tuple[int, int]:
+    bands = c.literals["l_and_u"]
+    assert isinstance(bands, tuple) and len(bands) == 2, bands
+    return bands[0], bands[1]
+
+
+def _solve_banded_check(literals: dict[str, object]) -> str | None:
+    bands = literals.get("l_and_u")
+    if not (
+        isinstance(bands, tuple)
+        and len(bands) == 2
+        and all(type(n) is int and n >= 0 for n in bands)
+    ):
+        return (
+            "scipy.linalg.solve_banded is differentiated for l_and_u written out as a pair of "
+            "whole numbers (lower, upper)"
+        )
+    return None
+
+
+def _solve_banded_shape(c: AdjointContext) -> Shape | None:
+    ab, b = c.shapes.get("ab"), c.shapes.get("b")
+    return b if ab is not None and len(ab) == 2 and b is not None and len(b) in (1, 2) else None
+
+
+def _solve_banded_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """A stack of banded matrices (scipy solves each): gradgen's gradient is of one."""
+    ab = c.shapes.get("ab")
+    if ab is not None and len(ab) != 2:
+        return (
+            "the gradient of scipy.linalg.solve_banded is written for one banded matrix ab "
+            f"(2-D), and ab has {len(ab)} axes here"
+        )
+    return None
+
+
+def _banded_solved(c: AdjointContext) -> str:
+    # x = A^-1 b: db = A^-T g, a banded solve with the transpose (its bands swapped).
+    lower, upper = _bands(c)
+    transposed = f"_banded_transpose(ab, {lower}, {upper})"
+    return f"scipy.linalg.solve_banded(({upper}, {lower}), {transposed}, g)"
+
+
+def _banded_ab(c: AdjointContext) -> str:
+    # dA = -db x^T, on A's band, in ab's storage.
+    lower, upper = _bands(c)
+    return f"_banded_grad({_banded_solved(c)}, out, ab, {lower}, {upper})"
+
+
 def _sylvester_shape(c: AdjointContext) -> Shape | None:
     a, b, q = c.shapes.get("a"), c.shapes.get("b"), c.shapes.get("q")
     if a is None or b is None or q is None or min(len(a), len(b), len(q)) < 2:
@@ -2765,6 +2814,12 @@ RULES: tuple[Rule, ...] = (
                    _solve_triangular_left),
          b=Depends("scipy.linalg.solve_triangular(a, g, other trans, lower, unit_diagonal)",
                    _solve_triangular_right)),
+    # A banded matrix in scipy's storage (ab[upper + i - j, j] = A[i, j]): its band only.
+    rule("solve_banded", "scipy.linalg.solve_banded(l_and_u, ab, b)", nondiff=("l_and_u",),
+         literal=("l_and_u",), floating=True, shape=_solve_banded_shape,
+         check=_solve_banded_check, refuse_shapes=_solve_banded_matrix,
+         ab=Depends("-(A^-T g) out^T on the band, in ab's storage", _banded_ab),
+         b=Depends("scipy.linalg.solve_banded((upper, lower), ab of A^T, g)", _banded_solved)),
     rule("solve_sylvester", "scipy.linalg.solve_sylvester(a, b, q)", floating=True,
          shape=_sylvester_shape,
          a=Depends("-scipy.linalg.solve_sylvester(a.T, b.T, g) @ out.T", _sylvester_a),
@@ -3127,6 +3182,7 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
         "unit_diagonal=False",
     ),
     ("scipy.linalg", "solve_sylvester"): ("a", "b", "q"),
+    ("scipy.linalg", "solve_banded"): ("l_and_u", "ab", "b"),
     ("scipy.linalg", "sqrtm"): ("A",),
     ("scipy.signal", "convolve"): ("in1", "in2", "mode='full'"),
     ("scipy.signal", "correlate"): ("in1", "in2", "mode='full'"),
@@ -3531,6 +3587,7 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
             "zeros_like",
             "solve_triangular",
             "solve_sylvester",
+            "solve_banded",
             "convolve",
             "correlate",
             "sum",
