@@ -2810,10 +2810,10 @@ RULES: tuple[Rule, ...] = (
          literal=("trans", "lower", "unit_diagonal"), floating=True,
          shape=_solve_triangular_shape, check=_solve_triangular_check,
          refuse_shapes=_solve_triangular_matrix,
-         a=Depends("-numpy.tril(solve_triangular(a, g, other trans) @ out.T) (lower)",
-                   _solve_triangular_left),
-         b=Depends("scipy.linalg.solve_triangular(a, g, other trans, lower, unit_diagonal)",
-                   _solve_triangular_right)),
+         a=Depends("-numpy.tril(db @ out.T), db as b's: triu for an upper a, transposed "
+                   "for trans 'T', without the diagonal for a unit one", _solve_triangular_left),
+         b=Depends("scipy.linalg.solve_triangular(a, g, the other trans, lower, "
+                   "unit_diagonal)", _solve_triangular_right)),
     # A banded matrix in scipy's storage (ab[upper + i - j, j] = A[i, j]): its band only.
     rule("solve_banded", "scipy.linalg.solve_banded(l_and_u, ab, b)", nondiff=("l_and_u",),
          literal=("l_and_u",), floating=True, shape=_solve_banded_shape,
