@@ -23,6 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import scipy
+
+# scipy.linalg takes stacks of matrices (batches) since scipy 1.16, which needs Python 3.11:
+# the cases of stacks are tried where it does.
+SCIPY_BATCHES = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 16)
+
 RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     # fused gates
     "sigmoid": [(0.3,), (-1.7,), (2.4,), (0.0,)],
@@ -590,19 +596,29 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
             r=(3, 3),
             q=(3, 3),
         ),
-        case(
-            "sl.solve_sylvester(t + 5 * np.eye(3), s + 5 * np.eye(3), x)",
-            t=(2, 3, 3),
-            s=(3, 3),
-            x=(2, 3, 3),
-            explicit=False,
+        *(
+            [
+                case(
+                    "sl.solve_sylvester(t + 5 * np.eye(3), s + 5 * np.eye(3), x)",
+                    t=(2, 3, 3),
+                    s=(3, 3),
+                    x=(2, 3, 3),
+                    explicit=False,
+                )
+            ]
+            if SCIPY_BATCHES
+            else []
         ),
     ],
     # Symmetric positive definite: a real square root.
     "sqrtm": [
         case("sl.sqrtm(x @ x.T + 3 * np.eye(3))", x=M),
         case("sl.sqrtm(s @ s.T + np.eye(3)) * s", s=(3, 3)),
-        case("sl.sqrtm(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False),
+        *(
+            [case("sl.sqrtm(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False)]
+            if SCIPY_BATCHES
+            else []
+        ),
     ],
     # --- scipy.signal ------------------------------------------------------------------------
     "convolve": [
