@@ -1861,6 +1861,14 @@ def _banded(b: Builder, term: Term) -> Term:
     return _wrap(b, term, f"v / (4 * (1 + v * v)) + 3 * numpy.eye({dims[0]}, 1, -{middle})")
 
 
+def _matrices(b: Builder, term: Term) -> Term:
+    """solve_sylvester's q: a matrix or a stack of them (scipy reads a number as a
+    multiple of I, not spread as numpy broadcasts)."""
+    if numpy.ndim(term.value) < 2:
+        raise Unfit("q here is a matrix")
+    return term
+
+
 def _right_side(b: Builder, term: Term) -> Term:
     """solve_triangular's and solve_banded's b: a vector or a matrix (scipy takes more
     axes as a stack)."""
@@ -1986,7 +1994,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "svd": _domain(x=lambda b, t: _full_rank(b, t)),
     "svd_values": _domain(x=lambda b, t: _full_rank(b, t)),
     "solve_triangular": _domain(a=_triangular, b=_right_side),
-    "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite),
+    "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite, q=_matrices),
     "solve_banded": _domain(ab=_banded, b=_right_side),
     "sqrtm": _domain(x=_positive_definite),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),

@@ -246,6 +246,15 @@ FUNCTION_REFUSALS = [
         "l_and_u written out as a pair of whole numbers",
     ),
     (
+        "solve-sylvester-of-a-number",
+        "import scipy.linalg\n\n\n"
+        'def f(a: "3, 3", b: "3, 3", q: float):\n'
+        "    return scipy.linalg.solve_sylvester(a, b, q)\n",
+        5,
+        12,
+        "written for matrices (or stacks of them), and q has 0 axes here",
+    ),
+    (
         "solve-triangular-trans-unknown",
         "import scipy.linalg\n\n\n"
         "def f(a, b):\n    return scipy.linalg.solve_triangular(a, b, trans='X')\n",

@@ -547,6 +547,14 @@ def _banded_grad(solved, out, ab, lower, upper):
             grad[row, : rows + shift] = -numpy.sum(solved[-shift:] * out[: rows + shift], axis=1)
     return grad
 ''',
+    "_matrices_unbroadcast": '''
+def _matrices_unbroadcast(grad, like):
+    """grad summed back over the stack scipy.linalg broadcast a matrix like along; a
+    number or a vector is not a matrix scipy broadcasts as numpy does."""
+    if numpy.ndim(like) < 2:
+        raise ValueError("the gradient of solve_sylvester is written for matrices")
+    return _unbroadcast(grad, like)
+''',
     "_convolve_full": '''
 def _convolve_full(grad, x, y):
     """grad of scipy.signal.convolve(x, y, mode) (or correlate) put back in the full
@@ -647,12 +655,14 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_svd_dvh": Aliasing.NEW,
     "_solve_triangular_product": Aliasing.NEW,
     "_convolve_full": Aliasing.NEW,
+    "_matrices_unbroadcast": Aliasing.FIRST_OR_NEW,
     "_banded_transpose": Aliasing.NEW,
     "_banded_grad": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
 HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
+    "_matrices_unbroadcast": (1,),
     "_convolve_full": (1, 2),
     "_unbroadcast": (1,),
     "_everywhere": (1,),
@@ -688,6 +698,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_inner_dy": ("_unbroadcast",),
     "_kron_dy": ("_kron_blocks",),
     "_svd_du": ("_svd_gaps",),
+    "_matrices_unbroadcast": ("_unbroadcast",),
     "_svd_dvh": ("_svd_gaps",),
 }
 

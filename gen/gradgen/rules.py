@@ -1916,7 +1916,20 @@ def _sylvester_unbroadcast(c: AdjointContext, name: str, adjoint: str) -> str:
     shape = c.shapes.get(name)
     if shape is not None and (shape == c.shapes.get("out") or c.rank("out") == len(shape) == 2):
         return adjoint
-    return f"_unbroadcast({adjoint}, {name})"
+    return f"_matrices_unbroadcast({adjoint}, {name})"
+
+
+def _sylvester_matrices(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """scipy does not spread a number or a vector over a matrix of the equation as numpy
+    broadcasts (a number q reads as a multiple of I): gradgen's gradient is of matrices."""
+    for name in ("a", "b", "q"):
+        shape = c.shapes.get(name)
+        if shape is not None and len(shape) < 2:
+            return (
+                "the gradient of scipy.linalg.solve_sylvester is written for matrices (or "
+                f"stacks of them), and {name} has {len(shape)} axes here"
+            )
+    return None
 
 
 def _sylvester_a(c: AdjointContext) -> str:
@@ -2821,7 +2834,7 @@ RULES: tuple[Rule, ...] = (
          ab=Depends("-(A^-T g) out^T on the band, in ab's storage", _banded_ab),
          b=Depends("scipy.linalg.solve_banded((upper, lower), ab of A^T, g)", _banded_solved)),
     rule("solve_sylvester", "scipy.linalg.solve_sylvester(a, b, q)", floating=True,
-         shape=_sylvester_shape,
+         shape=_sylvester_shape, refuse_shapes=_sylvester_matrices,
          a=Depends("-scipy.linalg.solve_sylvester(a.T, b.T, g) @ out.T", _sylvester_a),
          b=Depends("-out.T @ scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_b),
          q=Depends("scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_q)),
