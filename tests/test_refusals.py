@@ -255,6 +255,13 @@ FUNCTION_REFUSALS = [
         "written for matrices (or stacks of them), and q has 0 axes here",
     ),
     (
+        "sqrtm-of-a-number",
+        "import scipy.linalg\n\n\ndef f(x: float):\n    return scipy.linalg.sqrtm(x)\n",
+        5,
+        12,
+        "written for a square matrix (or a stack), and x has 0 axes here",
+    ),
+    (
         "solve-triangular-trans-unknown",
         "import scipy.linalg\n\n\n"
         "def f(a, b):\n    return scipy.linalg.solve_triangular(a, b, trans='X')\n",

@@ -1944,6 +1944,17 @@ def _sylvester_q(c: AdjointContext) -> str:
     return _sylvester_unbroadcast(c, "q", _sylvester_solved(c))
 
 
+def _sqrtm_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """scipy.linalg.sqrtm of a number is not its square root as a matrix of one entry."""
+    x = c.shapes.get("x")
+    if x is not None and len(x) < 2:
+        return (
+            "the gradient of scipy.linalg.sqrtm is written for a square matrix (or a stack), "
+            f"and x has {len(x)} axes here"
+        )
+    return None
+
+
 def _sqrtm_adjoint(c: AdjointContext) -> str:
     # S S = A: dS S + S dS = dA, so the adjoint solves S^T Y + Y S^T = g.
     return f"scipy.linalg.solve_sylvester({_t(c, 'out')}, {_t(c, 'out')}, g)"
@@ -2839,6 +2850,7 @@ RULES: tuple[Rule, ...] = (
          b=Depends("-out.T @ scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_b),
          q=Depends("scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_q)),
     rule("sqrtm", "scipy.linalg.sqrtm(x)", floating=True, shape=_square_shape,
+         refuse_shapes=_sqrtm_matrix,
          x=Depends("scipy.linalg.solve_sylvester(out.T, out.T, g)", _sqrtm_adjoint)),
     # scipy.signal: the gradient put back where the mode cut it from the full result, then
     # correlated (convolved) with the other input over the valid part.
