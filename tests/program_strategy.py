@@ -155,6 +155,8 @@ from typing import Any
 
 import numpy
 import numpy.lib.stride_tricks
+import scipy.linalg
+import scipy.signal
 import scipy.special
 import scipy.stats
 from hypothesis import strategies as st
@@ -361,6 +363,8 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "numpy.linalg": numpy.linalg,
     "numpy.lib.stride_tricks": numpy.lib.stride_tricks,
     "scipy.special": scipy.special,
+    "scipy.linalg": scipy.linalg,
+    "scipy.signal": scipy.signal,
     "scipy.stats.norm": scipy.stats.norm,
     "scipy.stats.multivariate_normal": scipy.stats.multivariate_normal,
     "scipy.stats.t": scipy.stats.t,
@@ -371,7 +375,7 @@ LIBRARY_OBJECTS: dict[str, Any] = {
     "scipy.stats.chi2": scipy.stats.chi2,
 }
 # What a program imports to read ``scipy.special.expit``, ``scipy.stats.norm.pdf``.
-SCIPY_MODULES = ("scipy.special", "scipy.stats")
+SCIPY_MODULES = ("scipy.special", "scipy.stats", "scipy.linalg", "scipy.signal")
 
 
 def _numpy_parameters(function: str, library: str = "numpy") -> list[str]:
@@ -1598,7 +1602,49 @@ def _pad_width(c: Context) -> str:
 
 
 def _mode(c: Context) -> str:
+    """np.pad's mode ('constant'); scipy.signal's (the part of the full result kept)."""
+    if c.form.library == "scipy.signal":
+        return c.choose.pick((OMIT, "'full'", "'valid'", "'same'"))
     return c.choose.pick((OMIT, "'constant'"))
+
+
+def _trans(c: Context) -> str:
+    """scipy.linalg.solve_triangular's trans: a solved as it is, or transposed."""
+    return c.choose.pick((OMIT, "0", "1", "2", "'N'", "'T'", "'C'"))
+
+
+def _true_or_false(c: Context) -> str:
+    """A True/False keyword (solve_triangular's lower, unit_diagonal), or left out."""
+    return c.choose.pick((OMIT, "True", "False"))
+
+
+def _bands(c: Context) -> str:
+    """scipy.linalg.solve_banded's (lower, upper): as many bands as ab has rows, its
+    middle row the diagonal (the one ``_banded`` makes large)."""
+    dims = shape(c.first.value)
+    if len(dims) != 2:
+        raise Unfit("solve_banded takes one banded matrix ab")
+    upper = dims[0] // 2
+    return str((dims[0] - 1 - upper, upper))
+
+
+def _full_matrices(c: Context) -> str:
+    """np.linalg.svd's full_matrices: False where u or vh may be taken (gradgen refuses their
+    gradient for True, numpy's default, unless x is known square); any with compute_uv=False."""
+    if c.form.rule.name == "svd_values":
+        return c.choose.pick((OMIT, "True", "False"))
+    return "False"
+
+
+def _compute_uv(c: Context) -> str:
+    """np.linalg.svd's compute_uv: which of its rows the call is (u, s, vh or s alone)."""
+    if c.form.rule.name == "svd_values":
+        return "False"
+    return c.choose.pick((OMIT, "True"))
+
+
+def _hermitian(c: Context) -> str:
+    return c.choose.pick((OMIT, "False"))
 
 
 def _window_shape(c: Context) -> str:
@@ -1760,6 +1806,13 @@ NONDIFF_GENERATORS: dict[str, Callable[[Context], str]] = {
     "endpoint": _endpoint,
     "edge_order": _edge_order,
     "d": _dimension_or_default,
+    "trans": _trans,
+    "l_and_u": _bands,
+    "lower": _true_or_false,
+    "unit_diagonal": _true_or_false,
+    "full_matrices": _full_matrices,
+    "compute_uv": _compute_uv,
+    "hermitian": _hermitian,
 }
 
 
@@ -1883,6 +1936,54 @@ def _positive_definite(b: Builder, term: Term) -> Term:
             if numpy.min(eigenvalues) >= 0.5 and numpy.max(eigenvalues) <= 50:
                 return term
     return _wrap(b, term, _square_template(shape(value)))
+
+
+def _triangular(b: Builder, term: Term) -> Term:
+    """A matrix both of whose triangles (with its diagonal, or ones in its place) are well
+    away from singular, or one made of it: 3 I + v / (1 + v v) of a square v."""
+    value = term.value
+    dims = shape(value)
+    if len(dims) != 2:
+        raise Unfit("solve_triangular takes one matrix a")
+    if dims[0] == dims[1]:
+        array = numpy.asarray(value, dtype=float)
+        eye = numpy.eye(dims[0])
+        triangles = [numpy.tril(array), numpy.triu(array)]
+        triangles += [numpy.tril(array, -1) + eye, numpy.triu(array, 1) + eye]
+        if all(_well_conditioned(t, square=True) for t in triangles):
+            return term
+        return _wrap(b, term, f"3 * numpy.eye({dims[0]}) + v / (1 + v * v)")
+    return _wrap(b, term, f"3 * numpy.eye({dims[0]}) + v @ v.T / (4 + v @ v.T)")
+
+
+def _banded(b: Builder, term: Term) -> Term:
+    """A banded matrix in scipy's storage (at most 4 rows of bands) whose middle row, the
+    diagonal, is large and the others small (away from singular), or one made of it."""
+    dims = shape(term.value)
+    if len(dims) != 2 or not 1 <= dims[0] <= 4:
+        raise Unfit("solve_banded's ab here is 2-D, with 1 to 4 rows of bands")
+    middle = dims[0] // 2
+    array = numpy.asarray(term.value, dtype=float)
+    others = numpy.delete(array, middle, axis=0)
+    if numpy.min(numpy.abs(array[middle])) >= 2.5 and numpy.all(numpy.abs(others) <= 0.5):
+        return term
+    return _wrap(b, term, f"v / (4 * (1 + v * v)) + 3 * numpy.eye({dims[0]}, 1, -{middle})")
+
+
+def _matrices(b: Builder, term: Term) -> Term:
+    """solve_sylvester's q: a matrix or a stack of them (scipy reads a number as a
+    multiple of I, not spread as numpy broadcasts)."""
+    if numpy.ndim(term.value) < 2:
+        raise Unfit("q here is a matrix")
+    return term
+
+
+def _right_side(b: Builder, term: Term) -> Term:
+    """solve_triangular's and solve_banded's b: a vector or a matrix (scipy takes more
+    axes as a stack)."""
+    if numpy.ndim(term.value) not in (1, 2):
+        raise Unfit("b here is 1-D or 2-D")
+    return term
 
 
 def _pow_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -2013,6 +2114,12 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "pinv": _domain(x=lambda b, t: _full_rank(b, t)),
     "eigh": _domain(x=_positive_definite),
     "matrix_power": _domain(x=lambda b, t: _square(b, t)),
+    "svd": _domain(x=lambda b, t: _full_rank(b, t)),
+    "svd_values": _domain(x=lambda b, t: _full_rank(b, t)),
+    "solve_triangular": _domain(a=_triangular, b=_right_side),
+    "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite, q=_matrices),
+    "solve_banded": _domain(ab=_banded, b=_right_side),
+    "sqrtm": _domain(x=_positive_definite),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
     # scipy.special and scipy.stats
     "logsumexp": _domain(b=_positive_or_none),
@@ -2151,6 +2258,13 @@ def _distinct_eigenvalues(x: Any) -> bool:
     return bool(numpy.all(numpy.diff(eigenvalues, axis=-1) >= 0.3))
 
 
+def _distinct_singular_values(x: Any) -> bool:
+    """np.linalg.svd's singular values well apart (the gradient of its vectors divides by
+    the gaps between their squares)."""
+    singular = numpy.linalg.svd(numpy.asarray(x, dtype=float), compute_uv=False)
+    return bool(numpy.all(numpy.abs(numpy.diff(singular, axis=-1)) >= 0.3))
+
+
 # Jumps of the functions with no gradient, by name: their values must not change within the
 # finite differences' steps.
 FLOW_KINKS: dict[str, Callable[[Any], bool]] = {
@@ -2259,6 +2373,8 @@ KINKS: dict[str, Callable[[Application], bool]] = {
     "array_of_value": _astype_apart,
     "asarray": _astype_apart,
     "eigh": lambda app: _distinct_eigenvalues(app.inputs["x"]),
+    "svd": lambda app: _distinct_singular_values(app.inputs["x"]),
+    "svd_values": lambda app: _distinct_singular_values(app.inputs["x"]),
 }
 
 

@@ -23,6 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import scipy
+
+# scipy.linalg takes stacks of matrices (batches) since scipy 1.16, which needs Python 3.11:
+# the cases of stacks are tried where it does.
+SCIPY_BATCHES = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 16)
+
 RULE_POINTS: dict[str, list[tuple[float, ...]]] = {
     # fused gates
     "sigmoid": [(0.3,), (-1.7,), (2.4,), (0.0,)],
@@ -697,6 +703,128 @@ ARRAY_CASES: dict[str, list[ArrayCase]] = {
         # numpy reads the lower triangle: an upper entry has no gradient
         case("np.linalg.cholesky(s + 8 * np.eye(3))", s=(3, 3), explicit=False),
         case("np.linalg.cholesky(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False),
+    ],
+    # np.linalg.svd: singular values distinct, none 0 (random matrices have them apart).
+    "svd_values": [
+        case("np.linalg.svd(x, compute_uv=False)", x=M, explicit=False),
+        case("np.linalg.svd(w, full_matrices=False, compute_uv=False)", w=(4, 2), explicit=False),
+        case("np.linalg.svd(t, compute_uv=False)", t=T, explicit=False),
+    ],
+    "svd": [
+        case("np.linalg.svd(x, full_matrices=False)[1]", x=M),
+        case("np.linalg.svd(x)[1]", x=M),  # u and vh square: s reads their first columns
+        case("np.linalg.svd(w, full_matrices=False)[0]", w=(4, 2), explicit=False),
+        case("np.linalg.svd(x, full_matrices=False)[0]", x=M, explicit=False),
+        case("np.linalg.svd(x, full_matrices=False)[2]", x=M, explicit=False),
+        case("np.linalg.svd(w, full_matrices=False)[2]", w=(4, 2), explicit=False),
+        case("np.linalg.svd(s, False)[0] + np.linalg.svd(s, False)[2]", s=(3, 3), explicit=False),
+        case("np.linalg.svd(t, full_matrices=False)[0]", t=T, explicit=False),
+        case("np.linalg.svd(t, full_matrices=False)[2]", t=T, explicit=False),
+        case("np.linalg.svd(t, full_matrices=False)[1]", t=T),
+    ],
+    # --- scipy.linalg ------------------------------------------------------------------------
+    # Triangles with a large diagonal (away from singular); an upper one by default.
+    "solve_triangular": [
+        case("scipy.linalg.solve_triangular(s + 5 * np.eye(3), v, lower=True)", s=(3, 3), v=(3,)),
+        case("sl.solve_triangular(s + 5 * np.eye(3), x)", s=(3, 3), x=M),
+        case("sl.solve_triangular(s + 5 * np.eye(3), x, trans='T', lower=True)", s=(3, 3), x=M),
+        case("sl.solve_triangular(s + 5 * np.eye(3), v, trans=1)", s=(3, 3), v=(3,)),
+        case("sl.solve_triangular(s + 5 * np.eye(3), x, 2, True)", s=(3, 3), x=M),
+        case("sl.solve_triangular(s, x, lower=True, unit_diagonal=True)", s=(3, 3), x=M),
+        case("sl.solve_triangular(s, v, trans='N', unit_diagonal=True)", s=(3, 3), v=(3,)),
+        case(
+            "sl.solve_triangular(s + 5 * np.eye(3), x[:, :2], trans='T')",
+            s=(3, 3),
+            x=M,
+            explicit=False,
+        ),
+    ],
+    # Bands in scipy's storage, the diagonal's row large (away from singular); the entries
+    # outside the matrix are not read: their gradient is 0.
+    "solve_banded": [
+        case(
+            "sl.solve_banded((1, 1), ab + [[0.0], [5.0], [0.0]], v)",
+            ab=(3, 4),
+            v=(4,),
+            explicit=False,
+        ),
+        case(
+            "sl.solve_banded((1, 1), ab + [[0.0], [5.0], [0.0]], x)",
+            ab=(3, 4),
+            x=(4, 2),
+            explicit=False,
+        ),
+        case(
+            "scipy.linalg.solve_banded((0, 2), ab + [[0.0], [0.0], [5.0]], v)",
+            ab=(3, 4),
+            v=(4,),
+            explicit=False,
+        ),
+        case(
+            "sl.solve_banded((2, 1), ab + [[0.0], [5.0], [0.0], [0.0]], x)",
+            ab=(4, 5),
+            x=(5, 3),
+            explicit=False,
+        ),
+        case("sl.solve_banded((0, 0), ab + 5, v)", ab=(1, 4), v=(4,), explicit=False),
+    ],
+    # A X + X B = Q with the eigenvalues of A and -B well apart.
+    "solve_sylvester": [
+        case(
+            "sl.solve_sylvester(s + 5 * np.eye(3), r + 5 * np.eye(4), x)",
+            s=(3, 3),
+            r=(4, 4),
+            x=M,
+        ),
+        case(
+            "sl.solve_sylvester(s + 5 * np.eye(3), r + 5 * np.eye(3), q + 5 * np.eye(3))",
+            s=(3, 3),
+            r=(3, 3),
+            q=(3, 3),
+        ),
+        *(
+            [
+                case(
+                    "sl.solve_sylvester(t + 5 * np.eye(3), s + 5 * np.eye(3), x)",
+                    t=(2, 3, 3),
+                    s=(3, 3),
+                    x=(2, 3, 3),
+                    explicit=False,
+                )
+            ]
+            if SCIPY_BATCHES
+            else []
+        ),
+    ],
+    # Symmetric positive definite: a real square root.
+    "sqrtm": [
+        case("sl.sqrtm(x @ x.T + 3 * np.eye(3))", x=M),
+        case("sl.sqrtm(s @ s.T + np.eye(3)) * s", s=(3, 3)),
+        *(
+            [case("sl.sqrtm(t @ np.swapaxes(t, -1, -2) + np.eye(3))", t=T, explicit=False)]
+            if SCIPY_BATCHES
+            else []
+        ),
+    ],
+    # --- scipy.signal ------------------------------------------------------------------------
+    "convolve": [
+        case("signal.convolve(u, v)", u=(5,), v=(3,), explicit=False),
+        case("signal.convolve(u, v, mode='valid')", u=(5,), v=(3,), explicit=False),
+        case("signal.convolve(u, v, 'valid')", u=(3,), v=(5,), explicit=False),
+        case("signal.convolve(u, v, mode='same')", u=(5,), v=(4,), explicit=False),
+        case("signal.convolve(u, v, mode='same')", u=(3,), v=(4,), explicit=False),
+        case("scipy.signal.convolve(x, y, mode='same')", x=M, y=(2, 3), explicit=False),
+        case("scipy.signal.convolve(x, y)", x=M, y=(2, 2), explicit=False),
+        case("scipy.signal.convolve(x, y, mode='valid')", x=M, y=(2, 3), explicit=False),
+    ],
+    "correlate": [
+        case("signal.correlate(u, v)", u=(5,), v=(3,), explicit=False),
+        case("signal.correlate(u, v, mode='valid')", u=(5,), v=(3,), explicit=False),
+        case("signal.correlate(u, v, 'valid')", u=(4,), v=(6,), explicit=False),
+        case("signal.correlate(u, v, mode='same')", u=(5,), v=(4,), explicit=False),
+        case("signal.correlate(u, v, mode='same')", u=(3,), v=(4,), explicit=False),
+        case("scipy.signal.correlate(x, y, mode='same')", x=M, y=(2, 3), explicit=False),
+        case("scipy.signal.correlate(x, y, mode='valid')", x=M, y=(2, 2), explicit=False),
     ],
     # --- reductions -------------------------------------------------------------------------
     "sum": [

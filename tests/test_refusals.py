@@ -156,6 +156,12 @@ BODY_REFUSALS = [
     # QR's and least squares' gradients: not in the table (see README's operations)
     ("qr-unpacked", "q, r = np.linalg.qr(x)", 12, "'np.linalg.qr' is not an operation"),
     ("lstsq-taken", "x = np.linalg.lstsq(x, x)[0]", 9, "'np.linalg.lstsq' is not an operation"),
+    # svd's u and vh of full_matrices=True (the default) of a matrix not known to be square
+    ("svd-full-u", "x = np.linalg.svd(x)[0]", 9, "write full_matrices=False"),
+    ("svd-full-vh", "x = np.linalg.svd(x, True)[2]", 9, "write full_matrices=False"),
+    ("svd-hermitian", "x = np.linalg.svd(x, hermitian=True)[1]", 9, "hermitian=False"),
+    ("svd-variable-compute-uv", "x = np.linalg.svd(x, compute_uv=x)", 9, "must be a literal"),
+    ("svd-unpacked-values", "u, s, vh = np.linalg.svd(x, compute_uv=False)", 16, "unpack"),
 ]
 
 
@@ -260,6 +266,79 @@ FUNCTION_REFUSALS = [
         "'gradgen.stop_gradient' with 2 arguments is not supported",
     ),
     (
+        "svd-full-u-of-a-matrix-not-square",
+        'import numpy as np\n\n\ndef f(x: "3, 4"):\n'
+        "    u, s, vh = np.linalg.svd(x)\n    return u\n",
+        5,
+        16,
+        "with full_matrices=True (numpy's default), u and vh get columns that x does not "
+        "determine; write full_matrices=False",
+    ),
+    (
+        "solve-triangular-of-a-stack",
+        "import scipy.linalg\n\n\n"
+        'def f(a: "2, 3, 3", b: "2, 3, 4"):\n    return scipy.linalg.solve_triangular(a, b)\n',
+        5,
+        12,
+        "written for one matrix a (2-D), and a has 3 axes here",
+    ),
+    (
+        "solve-triangular-of-stacked-right-sides",
+        "import scipy.linalg\n\n\n"
+        'def f(a: "3, 3", b: "2, 3, 4"):\n    return scipy.linalg.solve_triangular(a, b)\n',
+        5,
+        12,
+        "b a vector or a matrix (1-D or 2-D), and b has 3 axes here",
+    ),
+    (
+        "solve-banded-of-a-stack",
+        "import scipy.linalg\n\n\n"
+        'def f(ab: "2, 3, 4", b: "4"):\n    return scipy.linalg.solve_banded((1, 1), ab, b)\n',
+        5,
+        12,
+        "one banded matrix ab (2-D), and ab has 3 axes here",
+    ),
+    (
+        "solve-banded-bands-variable",
+        "import scipy.linalg\n\n\n"
+        "def f(ab, b):\n    return scipy.linalg.solve_banded((1, len(b)), ab, b)\n",
+        5,
+        12,
+        "l_and_u written out as a pair of whole numbers",
+    ),
+    (
+        "solve-sylvester-of-a-number",
+        "import scipy.linalg\n\n\n"
+        'def f(a: "3, 3", b: "3, 3", q: float):\n'
+        "    return scipy.linalg.solve_sylvester(a, b, q)\n",
+        5,
+        12,
+        "written for matrices (or stacks of them), and q has 0 axes here",
+    ),
+    (
+        "sqrtm-of-a-number",
+        "import scipy.linalg\n\n\ndef f(x: float):\n    return scipy.linalg.sqrtm(x)\n",
+        5,
+        12,
+        "written for a square matrix (or a stack), and x has 0 axes here",
+    ),
+    (
+        "solve-triangular-trans-unknown",
+        "import scipy.linalg\n\n\n"
+        "def f(a, b):\n    return scipy.linalg.solve_triangular(a, b, trans='X')\n",
+        5,
+        12,
+        "trans written out as 0, 1, 2, 'N', 'T' or 'C'",
+    ),
+    (
+        "convolve-mode",
+        "import scipy.signal\n\n\n"
+        "def f(a, b):\n    return scipy.signal.convolve(a, b, mode='wrap')\n",
+        5,
+        12,
+        "'full', 'valid' or 'same'",
+    ),
+    (
         "other-gradgen-function",
         "import gradgen\n\n\ndef f(x):\n    return x * gradgen.generate(x)\n",
         5,
@@ -341,3 +420,11 @@ def test_an_argument_with_no_rule_is_accepted_where_it_needs_no_gradient() -> No
     )
     text = compile_source(source, "forward.py", Options(wrt={"f": ("x",)})).text
     assert "dalpha" not in text and "dx = " in text
+
+
+def test_svd_u_of_full_matrices_is_accepted_where_a_is_known_square_or_only_s_flows() -> None:
+    """full_matrices=True's u and vh are the reduced ones of a square matrix; s needs none."""
+    square = 'import numpy as np\n\n\ndef f(x: "3, 3"):\n    return np.linalg.svd(x)[0]\n'
+    assert "_svd_du(" in compile_source(square, "forward.py", Options()).text
+    wide = "import numpy as np\n\n\ndef f(x):\n    return np.linalg.svd(x)[1]\n"
+    assert "_svd_du(" not in compile_source(wide, "forward.py", Options()).text

@@ -266,8 +266,10 @@ def array_module(
 
 # The names array cases spell scipy with, and how a module imports each.
 SCIPY_NAMES = {
-    "scipy": "import scipy.special\nimport scipy.stats\n",
+    "scipy": "import scipy.linalg\nimport scipy.signal\nimport scipy.special\nimport scipy.stats\n",
     "sc": "import scipy.special as sc\n",
+    "sl": "import scipy.linalg as sl\n",
+    "signal": "from scipy import signal\n",
     "norm": "from scipy.stats import norm\n",
     **{
         name: f"from scipy.stats import {name}\n"

@@ -503,6 +503,104 @@ def _eigh_dv(grad, w, v):
     s = v @ (f * (v_t @ grad)) @ v_t
     return numpy.tril(s + numpy.swapaxes(s, -1, -2)) / (1 + eye)
 ''',
+    "_svd_values_dx": '''
+def _svd_values_dx(grad, a):
+    """Gradient of numpy.linalg.svd(a, compute_uv=False): u diag(grad) vh."""
+    u, _, vh = numpy.linalg.svd(a, full_matrices=False)
+    return (u * numpy.expand_dims(grad, -2)) @ vh
+''',
+    "_svd_gaps": '''
+def _svd_gaps(s):
+    """f[i, j] = 1 / (s_j^2 - s_i^2) off the diagonal, 0 on it (distinct singular
+    values)."""
+    eye = numpy.eye(numpy.shape(s)[-1])
+    squares = s**2
+    return (1 - eye) / (numpy.expand_dims(squares, -2) - numpy.expand_dims(squares, -1) + eye)
+''',
+    "_svd_du": '''
+def _svd_du(grad, u, s, vh):
+    """Gradient of u, s, vh = numpy.linalg.svd(a, full_matrices=False) from u's
+    gradient (distinct singular values, none 0): u (f * (u^T grad - grad^T u)) s vh,
+    and the part of grad outside u's columns, (grad - u u^T grad) / s vh."""
+    inner = numpy.swapaxes(u, -1, -2) @ grad
+    j = _svd_gaps(s) * (inner - numpy.swapaxes(inner, -1, -2))
+    return (u @ (j * numpy.expand_dims(s, -2)) + (grad - u @ inner) / numpy.expand_dims(s, -2)) @ vh
+''',
+    "_svd_dvh": '''
+def _svd_dvh(grad, u, s, vh):
+    """Gradient of u, s, vh = numpy.linalg.svd(a, full_matrices=False) from vh's
+    gradient (distinct singular values, none 0): u s (f * (vh grad^T - grad vh^T)) vh,
+    and the part of grad outside vh's rows, u (grad - grad vh^T vh) / s."""
+    inner = vh @ numpy.swapaxes(grad, -1, -2)
+    k = _svd_gaps(s) * (inner - numpy.swapaxes(inner, -1, -2))
+    outside = grad - numpy.swapaxes(inner, -1, -2) @ vh
+    return u @ (numpy.expand_dims(s, -1) * k @ vh + outside / numpy.expand_dims(s, -1))
+''',
+    "_solve_triangular_product": '''
+def _solve_triangular_product(solved, out, a):
+    """solved out^T for out = scipy.linalg.solve_triangular(a, b) of one matrix a and b a
+    vector or a matrix (the outer product for a vector)."""
+    if numpy.ndim(a) != 2 or numpy.ndim(out) > 2:
+        raise ValueError(
+            "the gradient of solve_triangular is written for one matrix a and b 1-D or 2-D"
+        )
+    rows = numpy.shape(a)[0]
+    return numpy.reshape(solved, (rows, -1)) @ numpy.reshape(out, (rows, -1)).T
+''',
+    "_banded_transpose": '''
+def _banded_transpose(ab, lower, upper):
+    """The storage scipy.linalg.solve_banded reads of the transpose of the matrix ab
+    stores with (lower, upper) bands: its bands are (upper, lower), each row shifted."""
+    if numpy.ndim(ab) != 2:
+        raise ValueError("the gradient of solve_banded is written for one banded matrix")
+    columns = numpy.shape(ab)[1]
+    transposed = numpy.zeros_like(ab)
+    for row in range(lower + upper + 1):
+        shift = upper - row
+        if shift >= 0:
+            transposed[lower + upper - row, : columns - shift] = ab[row, shift:]
+        else:
+            transposed[lower + upper - row, -shift:] = ab[row, : columns + shift]
+    return transposed
+''',
+    "_banded_grad": '''
+def _banded_grad(solved, out, ab, lower, upper):
+    """Gradient of out = scipy.linalg.solve_banded((lower, upper), ab, b) with respect to
+    ab, from solved = a^-T grad: -solved out^T on the band, in ab's storage (0 at the
+    entries outside the matrix, which scipy does not read)."""
+    if numpy.ndim(out) > 2:
+        raise ValueError("the gradient of solve_banded is written for b 1-D or 2-D")
+    rows = len(out)
+    solved = numpy.reshape(solved, (rows, -1))
+    out = numpy.reshape(out, (rows, -1))
+    grad = numpy.zeros(numpy.shape(ab), dtype=numpy.result_type(ab, out))
+    for row in range(lower + upper + 1):
+        shift = upper - row
+        if shift >= 0:
+            grad[row, shift:] = -numpy.sum(solved[: rows - shift] * out[shift:], axis=1)
+        else:
+            grad[row, : rows + shift] = -numpy.sum(solved[-shift:] * out[: rows + shift], axis=1)
+    return grad
+''',
+    "_matrices_unbroadcast": '''
+def _matrices_unbroadcast(grad, like):
+    """grad summed back over the stack scipy.linalg broadcast a matrix like along; a
+    number or a vector is not a matrix scipy broadcasts as numpy does."""
+    if numpy.ndim(like) < 2:
+        raise ValueError("the gradient of solve_sylvester is written for matrices")
+    return _unbroadcast(grad, like)
+''',
+    "_convolve_full": '''
+def _convolve_full(grad, x, y):
+    """grad of scipy.signal.convolve(x, y, mode) (or correlate) put back in the full
+    result's place: zeros where the mode cut the full result, centred as scipy cuts it."""
+    if numpy.ndim(grad) == 0:
+        return grad  # of numbers: their product
+    full = numpy.array(numpy.shape(x), dtype=int) + numpy.shape(y) - 1
+    missing = full - numpy.shape(grad)
+    before = missing // 2
+    return numpy.pad(grad, list(zip(before, missing - before)))
+''',
     "_spread_or_sum": '''
 def _spread_or_sum(grad, like):
     """grad in like's shape, where numpy spread a dimension 1 of either over the
@@ -612,10 +710,21 @@ HELPER_ALIASING: dict[str, Aliasing] = {
     "_kron_dy": Aliasing.NEW,
     "_mvn_covariance": Aliasing.NEW,
     "_mvn_cov_gradient": Aliasing.NEW,
+    "_svd_values_dx": Aliasing.NEW,
+    "_svd_gaps": Aliasing.NEW,
+    "_svd_du": Aliasing.NEW,
+    "_svd_dvh": Aliasing.NEW,
+    "_solve_triangular_product": Aliasing.NEW,
+    "_convolve_full": Aliasing.NEW,
+    "_matrices_unbroadcast": Aliasing.FIRST_OR_NEW,
+    "_banded_transpose": Aliasing.NEW,
+    "_banded_grad": Aliasing.NEW,
 }
 
 # The arguments of each helper that it reads for their shape and dtype alone (``like``).
 HELPER_SHAPE_READS: dict[str, tuple[int, ...]] = {
+    "_matrices_unbroadcast": (1,),
+    "_convolve_full": (1, 2),
     "_unbroadcast": (1,),
     "_everywhere": (1,),
     "_upstream": (1,),
@@ -652,6 +761,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "_inner_dx": ("_unbroadcast",),
     "_inner_dy": ("_unbroadcast",),
     "_kron_dy": ("_kron_blocks",),
+    "_svd_du": ("_svd_gaps",),
+    "_matrices_unbroadcast": ("_unbroadcast",),
+    "_svd_dvh": ("_svd_gaps",),
 }
 
 

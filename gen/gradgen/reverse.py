@@ -1196,7 +1196,37 @@ def opaque_refusals(
             refusal = _no_rule_refusal(stage, sources)
             if refusal is not None:
                 refusals[id(stage)] = refusal
+    refusals.update(_shape_refusals(function, relevant, callees))
     return list(refusals.values())
+
+
+def _shape_refusals(
+    function: StagedFunction, relevant: set[str], callees: Callees
+) -> dict[int, tuple[object, str]]:
+    """Operations a gradient flows through with shapes (or literals) their rule has no
+    correct gradient for (``Rule.refuse_shapes``: np.linalg.svd's u of full_matrices=True
+    of a matrix not square), each refused at its call."""
+    stages = [s for s in all_stages(function.stages) if s.rule is not None and s.rule.refuse_shapes]
+    if not stages:
+        return {}
+    known = infer_shapes(function, callees)
+    found: dict[int, tuple[object, str]] = {}
+    for stage in stages:
+        assert stage.rule is not None and stage.rule.refuse_shapes is not None
+        if stage.results:
+            flowing = frozenset(
+                name
+                for name, target in zip(stage.rule.results, stage.results, strict=True)
+                if target in relevant
+            )
+        else:
+            flowing = frozenset({"out"}) if stage.target in relevant else frozenset()
+        if not flowing:
+            continue
+        message = stage.rule.refuse_shapes(stage_context(stage, known), flowing)
+        if message is not None:
+            found[id(stage)] = (getattr(stage.expr, "origin", None), message)
+    return found
 
 
 def _no_rule_refusal(stage: Stage, sources: dict[str, set[str]]) -> tuple[object, str] | None:

@@ -59,6 +59,8 @@ LIBRARIES = (
     "numpy.linalg",
     "numpy.lib.stride_tricks",
     "scipy.special",
+    "scipy.linalg",
+    "scipy.signal",
     "scipy.stats.norm",
     "scipy.stats.multivariate_normal",
     "scipy.stats.t",
@@ -228,6 +230,17 @@ class Rule:
     # results; the input's adjoint is a ``Joined``. ``result_shapes`` gives their shapes.
     pieces: Callable[[dict[str, object]], int | None] | None = None
 
+    # The literal arguments with which this row is the operation, where another row of the
+    # same function is another one (np.linalg.svd with compute_uv=False gives the singular
+    # values alone): a predicate on ``rule_literals``; a call it fails is not this row's.
+    applies_when: Callable[[dict[str, object]], bool] | None = None
+    # The shapes (and literals) with which gradgen has no correct gradient (the columns
+    # np.linalg.svd's full_matrices=True adds to u of a matrix that is not square): given
+    # the stage's context and the results a gradient flows back from (of an operation with
+    # one result, "out"), the refusal's words; None: fine. reverse.opaque_refusals refuses
+    # it, located at the call, only where a gradient flows through.
+    refuse_shapes: Callable[[AdjointContext, frozenset[str]], str | None] | None = None
+
     def result_count(self, literals: dict[str, object]) -> int | None:
         """How many results a call with these literal arguments has (1: one result)."""
         if self.pieces is not None:
@@ -371,6 +384,8 @@ def rule(
     results: tuple[str, ...] = (),
     result_shapes: Callable[[AdjointContext], tuple[Shape | None, ...]] | None = None,
     pieces: Callable[[dict[str, object]], int | None] | None = None,
+    applies_when: Callable[[dict[str, object]], bool] | None = None,
+    refuse_shapes: Callable[[AdjointContext, frozenset[str]], str | None] | None = None,
     **adjoints: Template | Depends | Each | Joined,
 ) -> Rule:
     """A row of the table: ``rule("mul", "x * y", x="y * g", y="x * g")``."""
@@ -428,12 +443,31 @@ def rule(
         results=results,
         result_shapes=result_shapes,
         pieces=pieces,
+        applies_when=applies_when,
+        refuse_shapes=refuse_shapes,
     )
 
 
 def several_results(call: Call) -> Rule | None:
-    """The row of an operation with several results that ``call`` calls, if it is one."""
-    return _SEVERAL.get((call.func.lib or "", call.func.name))
+    """The row of an operation with several results that ``call`` calls, if it is one (not
+    where its literal arguments make it another row's: np.linalg.svd with compute_uv=False)."""
+    found = _SEVERAL.get((call.func.lib or "", call.func.name))
+    if found is None or found.applies_when is None:
+        return found
+    try:
+        canonical = canonical_call(call)
+    except ValueError:
+        return found  # refused where the call is staged
+    literals = rule_literals(found, call_bindings(found, canonical))
+    return found if found.applies_when(literals) else None
+
+
+def call_bindings(rule_: Rule, canonical: Call) -> dict[str, Expr]:
+    """The values a canonical call (``canonical_call``) binds to the variables of the
+    rule's first form, a call of names (``numpy.linalg.svd(x, full_matrices, ...)``)."""
+    form = rule_.forms[0]
+    assert isinstance(form, Call) and all(isinstance(a, Name) for a in form.args)
+    return {a.id: v for a, v in zip(form.args, canonical.args, strict=False) if isinstance(a, Name)}
 
 
 def result_count(rule_: Rule, call: Expr) -> int | None:
@@ -2124,6 +2158,281 @@ def _pinv_adjoint(c: AdjointContext) -> str:
     return f"-({x_t} @ g @ {x_t}) + {left} @ {g_t} @ out @ {x_t} + {x_t} @ out @ {g_t} @ {right}"
 
 
+# --- scipy.linalg, np.linalg.svd, scipy.signal: shapes, adjoints, checks ----------------------
+
+_TRANSPOSED = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}  # real: C is T
+
+
+def _solve_triangular_check(literals: dict[str, object]) -> str | None:
+    trans = literals.get("trans")
+    if isinstance(trans, bool) or trans not in _TRANSPOSED:
+        return (
+            "scipy.linalg.solve_triangular is differentiated for trans written out as 0, 1, "
+            "2, 'N', 'T' or 'C'"
+        )
+    for name in ("lower", "unit_diagonal"):
+        if not isinstance(literals.get(name), bool):
+            return f"scipy.linalg.solve_triangular's {name} must be True or False written out"
+    return None
+
+
+def _solve_triangular_shape(c: AdjointContext) -> Shape | None:
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    return b if a is not None and len(a) == 2 and b is not None and len(b) in (1, 2) else None
+
+
+def _solve_triangular_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """A stack of triangular matrices, or of right-hand sides: scipy solves each, gradgen's
+    gradient is of one matrix a and one vector or matrix b."""
+    a, b = c.shapes.get("a"), c.shapes.get("b")
+    if a is not None and len(a) != 2:
+        return (
+            "the gradient of scipy.linalg.solve_triangular is written for one matrix a "
+            f"(2-D), and a has {len(a)} axes here"
+        )
+    if b is not None and len(b) > 2:
+        return (
+            "the gradient of scipy.linalg.solve_triangular is written for b a vector or a "
+            f"matrix (1-D or 2-D), and b has {len(b)} axes here"
+        )
+    return None
+
+
+def _triangular_call(c: AdjointContext, right: str) -> str:
+    """a solved against ``right``: transposed where the forward is not."""
+    transposed = _TRANSPOSED[c.literals["trans"]]
+    keywords = "" if transposed else ", trans=1"
+    if c.literals.get("lower"):
+        keywords += ", lower=True"
+    if c.literals.get("unit_diagonal"):
+        keywords += ", unit_diagonal=True"
+    return f"scipy.linalg.solve_triangular(a, {right}{keywords})"
+
+
+def _solve_triangular_right(c: AdjointContext) -> str:
+    # x = op(A)^-1 b: db = op(A)^-T g, one triangular solve with the other transpose.
+    return _triangular_call(c, "g")
+
+
+def _solve_triangular_left(c: AdjointContext) -> str:
+    # d op(A) = -db x^T, on the triangle scipy reads (its diagonal not, with a unit one).
+    solved = _triangular_call(c, "g")
+    ranks = (c.rank("a"), c.rank("b"))
+    if ranks == (2, 1):
+        product = f"numpy.outer({solved}, out)"
+    elif ranks == (2, 2):
+        product = f"{solved} @ out.T"
+    else:
+        product = f"_solve_triangular_product({solved}, out, a)"
+    if _TRANSPOSED[c.literals["trans"]]:
+        product = f"({product}).T"  # a is a matrix: so is the product
+    triangle = "tril" if c.literals.get("lower") else "triu"
+    diagonal = c.literals.get("unit_diagonal")
+    offset = "" if not diagonal else (", -1" if triangle == "tril" else ", 1")
+    return f"-numpy.{triangle}({product}{offset})"
+
+
+def _bands(c: AdjointContext) -> tuple[int, int]:
+    bands = c.literals["l_and_u"]
+    assert isinstance(bands, tuple) and len(bands) == 2, bands
+    return bands[0], bands[1]
+
+
+def _solve_banded_check(literals: dict[str, object]) -> str | None:
+    bands = literals.get("l_and_u")
+    if not (
+        isinstance(bands, tuple)
+        and len(bands) == 2
+        and all(type(n) is int and n >= 0 for n in bands)
+    ):
+        return (
+            "scipy.linalg.solve_banded is differentiated for l_and_u written out as a pair of "
+            "whole numbers (lower, upper)"
+        )
+    return None
+
+
+def _solve_banded_shape(c: AdjointContext) -> Shape | None:
+    ab, b = c.shapes.get("ab"), c.shapes.get("b")
+    return b if ab is not None and len(ab) == 2 and b is not None and len(b) in (1, 2) else None
+
+
+def _solve_banded_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """A stack of banded matrices (scipy solves each): gradgen's gradient is of one."""
+    ab = c.shapes.get("ab")
+    if ab is not None and len(ab) != 2:
+        return (
+            "the gradient of scipy.linalg.solve_banded is written for one banded matrix ab "
+            f"(2-D), and ab has {len(ab)} axes here"
+        )
+    return None
+
+
+def _banded_solved(c: AdjointContext) -> str:
+    # x = A^-1 b: db = A^-T g, a banded solve with the transpose (its bands swapped).
+    lower, upper = _bands(c)
+    transposed = f"_banded_transpose(ab, {lower}, {upper})"
+    return f"scipy.linalg.solve_banded(({upper}, {lower}), {transposed}, g)"
+
+
+def _banded_ab(c: AdjointContext) -> str:
+    # dA = -db x^T, on A's band, in ab's storage.
+    lower, upper = _bands(c)
+    return f"_banded_grad({_banded_solved(c)}, out, ab, {lower}, {upper})"
+
+
+def _sylvester_shape(c: AdjointContext) -> Shape | None:
+    a, b, q = c.shapes.get("a"), c.shapes.get("b"), c.shapes.get("q")
+    if a is None or b is None or q is None or min(len(a), len(b), len(q)) < 2:
+        return None
+    batch = shapes.broadcast(shapes.broadcast(a[:-2], b[:-2]) or (), q[:-2])
+    return None if batch is None else (*batch, *q[-2:])
+
+
+def _sylvester_solved(c: AdjointContext) -> str:
+    # X solves A X + X B = Q: its adjoint Y solves A^T Y + Y B^T = g.
+    return f"scipy.linalg.solve_sylvester({_t(c, 'a')}, {_t(c, 'b')}, g)"
+
+
+def _sylvester_unbroadcast(c: AdjointContext, name: str, adjoint: str) -> str:
+    """``adjoint`` summed back to ``name``'s shape where scipy broadcast a stack of them."""
+    shape = c.shapes.get(name)
+    if shape is not None and (shape == c.shapes.get("out") or c.rank("out") == len(shape) == 2):
+        return adjoint
+    return f"_matrices_unbroadcast({adjoint}, {name})"
+
+
+def _sylvester_matrices(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """scipy does not spread a number or a vector over a matrix of the equation as numpy
+    broadcasts (a number q reads as a multiple of I): gradgen's gradient is of matrices."""
+    for name in ("a", "b", "q"):
+        shape = c.shapes.get(name)
+        if shape is not None and len(shape) < 2:
+            return (
+                "the gradient of scipy.linalg.solve_sylvester is written for matrices (or "
+                f"stacks of them), and {name} has {len(shape)} axes here"
+            )
+    return None
+
+
+def _sylvester_a(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "a", f"-({_sylvester_solved(c)} @ {_t(c, 'out')})")
+
+
+def _sylvester_b(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "b", f"-({_t(c, 'out')} @ {_sylvester_solved(c)})")
+
+
+def _sylvester_q(c: AdjointContext) -> str:
+    return _sylvester_unbroadcast(c, "q", _sylvester_solved(c))
+
+
+def _sqrtm_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """scipy.linalg.sqrtm of a number is not its square root as a matrix of one entry."""
+    x = c.shapes.get("x")
+    if x is not None and len(x) < 2:
+        return (
+            "the gradient of scipy.linalg.sqrtm is written for a square matrix (or a stack), "
+            f"and x has {len(x)} axes here"
+        )
+    return None
+
+
+def _sqrtm_adjoint(c: AdjointContext) -> str:
+    # S S = A: dS S + S dS = dA, so the adjoint solves S^T Y + Y S^T = g.
+    return f"scipy.linalg.solve_sylvester({_t(c, 'out')}, {_t(c, 'out')}, g)"
+
+
+def _svd_literals(literals: dict[str, object]) -> str | None:
+    for name in ("full_matrices", "compute_uv", "hermitian"):
+        if not isinstance(literals.get(name), bool):
+            return f"np.linalg.svd's {name} must be True or False written out"
+    if literals.get("hermitian"):
+        return (
+            "np.linalg.svd is differentiated with hermitian=False (with True, numpy reads one "
+            "triangle of a and its singular vectors' signs differ): leave it out"
+        )
+    return None
+
+
+def _smaller(m: Dim, n: Dim) -> Dim | None:
+    if m == n:
+        return m
+    if isinstance(m, int) and isinstance(n, int):
+        return min(m, n)
+    return None
+
+
+def _singular_values_shape(c: AdjointContext) -> Shape | None:
+    x = c.shapes.get("x")
+    if x is None or len(x) < 2:
+        return None
+    k = _smaller(x[-2], x[-1])
+    return None if k is None else (*x[:-2], k)
+
+
+def _svd_shapes(c: AdjointContext) -> tuple[Shape | None, ...]:
+    x = c.shapes.get("x")
+    s = _singular_values_shape(c)
+    if x is None or s is None:
+        return (None, s, None)
+    k = s[-1]
+    m, n = x[-2], x[-1]
+    full = c.literals.get("full_matrices") is not False
+    return ((*x[:-2], m, m if full else k), s, (*x[:-2], n if full else k, n))
+
+
+def _svd_full_refusal(c: AdjointContext, results: frozenset[str]) -> str | None:
+    """u and vh of full_matrices=True of a matrix not square: the columns (rows) added to
+    make them square are any basis of what x leaves out, with no gradient."""
+    if c.literals.get("full_matrices") is False or not results & {"u", "vh"}:
+        return None
+    x = c.shapes.get("x")
+    if x is not None and len(x) >= 2 and x[-1] == x[-2]:
+        return None
+    return (
+        "the gradient of np.linalg.svd's u and vh is written for full_matrices=False (or a "
+        "matrix known to be square): with full_matrices=True (numpy's default), u and vh "
+        "get columns that x does not determine; write full_matrices=False"
+    )
+
+
+def _svd_s_adjoint(c: AdjointContext) -> str:
+    # x = u diag(s) vh: from s, u diag(g) vh (u's and vh's first len(s) columns and rows).
+    square = c.literals.get("full_matrices") is False or (
+        (x := c.shapes.get("x")) is not None and len(x) >= 2 and x[-1] == x[-2]
+    )
+    if c.rank("x") == 2:
+        return "(u * g) @ vh" if square else "(u[:, : len(s)] * g) @ vh[: len(s)]"
+    if square:
+        return "(u * numpy.expand_dims(g, -2)) @ vh"
+    return "(u[..., : s.shape[-1]] * numpy.expand_dims(g, -2)) @ vh[..., : s.shape[-1], :]"
+
+
+def _convolve_shape(c: AdjointContext) -> Shape | None:
+    """scipy.signal's result: x's shape plus y's less 1 (full), x's (same), or the
+    difference plus 1 (valid), axis by axis."""
+    x, y, mode = c.shapes.get("x"), c.shapes.get("y"), c.literals.get("mode")
+    if x is None or y is None or len(x) != len(y):
+        return None
+    if mode == "same":
+        return x
+    if not all(isinstance(d, int) for d in (*x, *y)):
+        return None
+    pairs = list(zip(x, y, strict=True))
+    if mode == "full":
+        return tuple(m + n - 1 for m, n in pairs)  # type: ignore[operator]
+    if mode == "valid":
+        return tuple(abs(m - n) + 1 for m, n in pairs)  # type: ignore[operator]
+    return None
+
+
+def _convolve_check(literals: dict[str, object]) -> str | None:
+    if literals.get("mode") not in ("full", "valid", "same"):
+        return "scipy.signal's mode must be 'full', 'valid' or 'same' written out"
+    return None
+
+
 _AXES = ("axis", "keepdims")  # a reduction's backward is written for its axes
 
 # dtypes whose values are whole numbers: an astype to one is piecewise constant.
@@ -3115,6 +3424,42 @@ RULES: tuple[Rule, ...] = (
     # The pdf over the cdf, from their logarithms: finite far in the lower tail too.
     rule("log_ndtr", "scipy.special.log_ndtr(x)", floating=True, shape=_same,
          x=f"({_ONE_OVER_ROOT_TWO_PI} * numpy.exp(-(x**2) / 2 - out)) * g"),
+    # scipy.linalg: triangular solves (a's triangle read, its diagonal not with a unit
+    # one), Sylvester equations A X + X B = Q, the square root of a matrix (A symmetric
+    # positive definite, as the tests take it: one with a real square root), by solves.
+    rule("solve_triangular", "scipy.linalg.solve_triangular(a, b, trans, lower, unit_diagonal)",
+         nondiff=("trans", "lower", "unit_diagonal"),
+         literal=("trans", "lower", "unit_diagonal"), floating=True,
+         shape=_solve_triangular_shape, check=_solve_triangular_check,
+         refuse_shapes=_solve_triangular_matrix,
+         a=Depends("-numpy.tril(db @ out.T), db as b's: triu for an upper a, transposed "
+                   "for trans 'T', without the diagonal for a unit one", _solve_triangular_left),
+         b=Depends("scipy.linalg.solve_triangular(a, g, the other trans, lower, "
+                   "unit_diagonal)", _solve_triangular_right)),
+    # A banded matrix in scipy's storage (ab[upper + i - j, j] = A[i, j]): its band only.
+    rule("solve_banded", "scipy.linalg.solve_banded(l_and_u, ab, b)", nondiff=("l_and_u",),
+         literal=("l_and_u",), floating=True, shape=_solve_banded_shape,
+         check=_solve_banded_check, refuse_shapes=_solve_banded_matrix,
+         ab=Depends("-(A^-T g) out^T on the band, in ab's storage", _banded_ab),
+         b=Depends("scipy.linalg.solve_banded((upper, lower), ab of A^T, g)", _banded_solved)),
+    rule("solve_sylvester", "scipy.linalg.solve_sylvester(a, b, q)", floating=True,
+         shape=_sylvester_shape, refuse_shapes=_sylvester_matrices,
+         a=Depends("-scipy.linalg.solve_sylvester(a.T, b.T, g) @ out.T", _sylvester_a),
+         b=Depends("-out.T @ scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_b),
+         q=Depends("scipy.linalg.solve_sylvester(a.T, b.T, g)", _sylvester_q)),
+    rule("sqrtm", "scipy.linalg.sqrtm(x)", floating=True, shape=_square_shape,
+         refuse_shapes=_sqrtm_matrix,
+         x=Depends("scipy.linalg.solve_sylvester(out.T, out.T, g)", _sqrtm_adjoint)),
+    # scipy.signal: the gradient put back where the mode cut it from the full result, then
+    # correlated (convolved) with the other input over the valid part.
+    rule("convolve", "scipy.signal.convolve(x, y, mode)", nondiff=("mode",),
+         literal=("mode",), floating=True, check=_convolve_check, shape=_convolve_shape,
+         x='scipy.signal.correlate(_convolve_full(g, x, y), y, mode="valid")',
+         y='scipy.signal.correlate(_convolve_full(g, x, y), x, mode="valid")'),
+    rule("correlate", "scipy.signal.correlate(x, y, mode)", nondiff=("mode",),
+         literal=("mode",), floating=True, check=_convolve_check, shape=_convolve_shape,
+         x='scipy.signal.convolve(_convolve_full(g, x, y), y, mode="valid")',
+         y='numpy.flip(scipy.signal.correlate(_convolve_full(g, x, y), x, mode="valid"))'),
     rule("softmax", "scipy.special.softmax(x, axis)", nondiff=("axis",), floating=True,
          shape=_same_not_elementwise, x="out * (g - numpy.sum(g * out, axis=axis, keepdims=True))"),
     rule("log_softmax", "scipy.special.log_softmax(x, axis)", nondiff=("axis",),
@@ -3193,6 +3538,24 @@ RULES: tuple[Rule, ...] = (
     # numpy reads the lower triangle of x only: the gradient is there (the diagonal once).
     rule("cholesky", "numpy.linalg.cholesky(x)", floating=True, shape=_square_shape,
          x="_cholesky_grad(g, out)"),
+    # The singular values alone (compute_uv=False): u diag(g) vh of x's own svd.
+    rule("svd_values", "numpy.linalg.svd(x, full_matrices, compute_uv, hermitian)",
+         nondiff=("full_matrices", "compute_uv", "hermitian"),
+         literal=("full_matrices", "compute_uv", "hermitian"), floating=True,
+         shape=_singular_values_shape, check=_svd_literals,
+         applies_when=lambda literals: literals.get("compute_uv") is False,
+         x="_svd_values_dx(g, x)"),
+    # u, s, vh with distinct singular values, none 0 (Townsend's adjoints; as eigh's);
+    # u and vh of full_matrices=True only of a square matrix (refused otherwise).
+    rule("svd", "numpy.linalg.svd(x, full_matrices, compute_uv, hermitian)",
+         nondiff=("full_matrices", "compute_uv", "hermitian"),
+         literal=("full_matrices", "compute_uv", "hermitian"), floating=True,
+         results=("u", "s", "vh"), result_shapes=_svd_shapes, check=_svd_literals,
+         applies_when=lambda literals: literals.get("compute_uv") is not False,
+         refuse_shapes=_svd_full_refusal,
+         x=each(u="_svd_du(g, u, s, vh)",
+                s=Depends("(u * g) @ vh", _svd_s_adjoint),
+                vh="_svd_dvh(g, u, s, vh)")),
 
     # --- reductions: the gradient spreads back over the reduced axes ---------------------
     rule("sum", "numpy.sum(x, axis, keepdims)", nondiff=("axis", "keepdims"), literal=_AXES,
@@ -3475,6 +3838,19 @@ SIGNATURES: dict[tuple[str, str], tuple[str, ...]] = {
     ("numpy.lib.stride_tricks", "sliding_window_view"): ("x", "window_shape", "axis=None"),
     ("numpy", "tensordot"): ("a", "b", "axes=2"),
     ("numpy.linalg", "matrix_power"): ("a", "n"),
+    ("numpy.linalg", "svd"): ("a", "full_matrices=True", "compute_uv=True", "hermitian=False"),
+    ("scipy.linalg", "solve_triangular"): (
+        "a",
+        "b",
+        "trans=0",
+        "lower=False",
+        "unit_diagonal=False",
+    ),
+    ("scipy.linalg", "solve_sylvester"): ("a", "b", "q"),
+    ("scipy.linalg", "solve_banded"): ("l_and_u", "ab", "b"),
+    ("scipy.linalg", "sqrtm"): ("A",),
+    ("scipy.signal", "convolve"): ("in1", "in2", "mode='full'"),
+    ("scipy.signal", "correlate"): ("in1", "in2", "mode='full'"),
     ("scipy.special", "logsumexp"): ("a", "axis=None", "b=None", "keepdims=False"),
     ("scipy.special", "softmax"): ("x", "axis=None"),
     ("scipy.special", "log_softmax"): ("x", "axis=None"),
@@ -3889,6 +4265,11 @@ TEMPLATE_ALIASING: dict[str, Aliasing] = {
         (
             "full_like",
             "zeros_like",
+            "solve_triangular",
+            "solve_sylvester",
+            "solve_banded",
+            "convolve",
+            "correlate",
             "sum",
             "mean",
             "where",

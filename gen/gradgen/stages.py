@@ -1394,6 +1394,10 @@ class _Builder:
             if rule.variadic and not isinstance(unwrap(bindings[rule.inputs[0]]), Sequence_):
                 unlisted = unlisted or rule  # np.array(x) is another row's
                 continue
+            if rule.applies_when is not None and not rule.applies_when(
+                rule_literals(rule, bindings)
+            ):
+                continue  # np.linalg.svd(x, compute_uv=False) is another row's
             nondiff = tuple((n, bindings[n]) for n in rule.nondiff)
             for variable, value in nondiff:
                 if variable in rule.literal and literal_value(value) is NOT_LITERAL:
