@@ -23,7 +23,7 @@ from gradgen.rules import known_functions
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "autograd_coverage.py"
 
 # What the report counted when this test was written (28ee9f8's rules): it may only grow.
-COVERED_TODAY = 48
+COVERED_TODAY = 187
 
 # Functions gradgen covered then, by a rule of the table: they must stay covered.
 COVERED = [
