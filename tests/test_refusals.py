@@ -320,7 +320,7 @@ FUNCTION_REFUSALS = [
         "import scipy.linalg\n\n\ndef f(x: float):\n    return scipy.linalg.sqrtm(x)\n",
         5,
         12,
-        "written for a square matrix (or a stack), and x has 0 axes here",
+        "written for matrices (or stacks of them), and x has 0 axes here",
     ),
     (
         "solve-triangular-trans-unknown",

@@ -2302,17 +2302,37 @@ def _sylvester_unbroadcast(c: AdjointContext, name: str, adjoint: str) -> str:
     return f"_matrices_unbroadcast({adjoint}, {name})"
 
 
-def _sylvester_matrices(c: AdjointContext, results: frozenset[str]) -> str | None:
-    """scipy does not spread a number or a vector over a matrix of the equation as numpy
-    broadcasts (a number q reads as a multiple of I): gradgen's gradient is of matrices."""
-    for name in ("a", "b", "q"):
-        shape = c.shapes.get(name)
-        if shape is not None and len(shape) < 2:
-            return (
-                "the gradient of scipy.linalg.solve_sylvester is written for matrices (or "
-                f"stacks of them), and {name} has {len(shape)} axes here"
-            )
-    return None
+def _matrices_only(
+    function: str, names: tuple[str, ...], why: str
+) -> Callable[[AdjointContext, frozenset[str]], str | None]:
+    """A refusal (``refuse_shapes``) of a number or a vector where the gradient is written
+    for matrices (or stacks of them): ``why`` says what scipy does with one instead."""
+
+    def refusal(c: AdjointContext, results: frozenset[str]) -> str | None:
+        for name in names:
+            shape = c.shapes.get(name)
+            if shape is not None and len(shape) < 2:
+                return (
+                    f"the gradient of {function} is written for matrices (or stacks of them),"
+                    f" and {name} has {len(shape)} axes here"
+                )
+        return None
+
+    refusal.__doc__ = why
+    return refusal
+
+
+_sylvester_matrices = _matrices_only(
+    "scipy.linalg.solve_sylvester",
+    ("a", "b", "q"),
+    "scipy does not spread a number or a vector over a matrix of the equation as numpy "
+    "broadcasts (a number q reads as a multiple of I).",
+)
+_sqrtm_matrix = _matrices_only(
+    "scipy.linalg.sqrtm",
+    ("x",),
+    "scipy.linalg.sqrtm of a number is not its square root as a matrix of one entry.",
+)
 
 
 def _sylvester_a(c: AdjointContext) -> str:
@@ -2325,17 +2345,6 @@ def _sylvester_b(c: AdjointContext) -> str:
 
 def _sylvester_q(c: AdjointContext) -> str:
     return _sylvester_unbroadcast(c, "q", _sylvester_solved(c))
-
-
-def _sqrtm_matrix(c: AdjointContext, results: frozenset[str]) -> str | None:
-    """scipy.linalg.sqrtm of a number is not its square root as a matrix of one entry."""
-    x = c.shapes.get("x")
-    if x is not None and len(x) < 2:
-        return (
-            "the gradient of scipy.linalg.sqrtm is written for a square matrix (or a stack), "
-            f"and x has {len(x)} axes here"
-        )
-    return None
 
 
 def _sqrtm_adjoint(c: AdjointContext) -> str:
