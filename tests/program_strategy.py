@@ -1978,6 +1978,19 @@ def _matrices(b: Builder, term: Term) -> Term:
     return term
 
 
+def _sylvester_domain(b: Builder, inputs: dict[str, Any]) -> dict[str, Any]:
+    """a and b positive definite; q a matrix (a stack) with a's rows and b's columns: one
+    with a's rows made square (v v^T) where a and b have the same size."""
+    a, b_ = _positive_definite(b, inputs["a"]), _positive_definite(b, inputs["b"])
+    q = _matrices(b, inputs["q"])
+    rows, columns = shape(a.value)[-1], shape(b_.value)[-1]
+    if shape(q.value)[-2:] != (rows, columns):
+        if shape(q.value)[-2] != rows or rows != columns:
+            raise Unfit("q here has a's rows and b's columns")
+        q = _wrap(b, q, "v @ numpy.swapaxes(v, -1, -2)")
+    return {"a": a, "b": b_, "q": q}
+
+
 def _right_side(b: Builder, term: Term) -> Term:
     """solve_triangular's and solve_banded's b: a vector or a matrix (scipy takes more
     axes as a stack)."""
@@ -2076,6 +2089,8 @@ FIT_DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "multivariate_normal_pdf": _domain(cov=_covariance),
     "multivariate_normal_entropy": _domain(cov=_covariance),
     "dirichlet_pdf": _dirichlet_domain,
+    # b must be square too: drawn to fit it as it will be made, not left to chance
+    "solve_sylvester": _sylvester_domain,
 }
 
 
@@ -2117,7 +2132,7 @@ DOMAINS: dict[str, Callable[[Builder, dict[str, Any]], dict[str, Any]]] = {
     "svd": _domain(x=lambda b, t: _full_rank(b, t)),
     "svd_values": _domain(x=lambda b, t: _full_rank(b, t)),
     "solve_triangular": _domain(a=_triangular, b=_right_side),
-    "solve_sylvester": _domain(a=_positive_definite, b=_positive_definite, q=_matrices),
+    "solve_sylvester": _sylvester_domain,
     "solve_banded": _domain(ab=_banded, b=_right_side),
     "sqrtm": _domain(x=_positive_definite),
     "cross": _domain(x=lambda b, t: _three_vectors(b, t)),
