@@ -1080,20 +1080,22 @@ def _broadcast_to_shape(c: AdjointContext) -> Shape | None:
 def _broadcast_to_adjoint(c: AdjointContext) -> str:
     """g summed back over the axes x was spread along, written out where the shapes are
     known; else the helper looks at run time."""
-    given, out = c.shapes.get("x"), c.shapes.get("out")
-    if given is None or out is None or len(given) > len(out):
-        return "_unbroadcast(g, x)"
-    if given == out:
-        return "g"
-    leading, kept = shapes.unbroadcast_axes(given, out)
-    summed = "g"
+    return _summed_back("g", "x", c.shapes.get("x"), c.shapes.get("out"))
+
+
+def _summed_back(total: str, name: str, given: Shape | None, spread: Shape | None) -> str:
+    """``total``, of the broadcast shape ``spread``, summed back to ``name``'s shape
+    ``given``: the sums written out where both are known, else ``_unbroadcast``."""
+    if given is None or spread is None or len(given) > len(spread):
+        return f"_unbroadcast({total}, {name})"
+    leading, kept = shapes.unbroadcast_axes(given, spread)
     if leading:
         axes = str(leading[0]) if len(leading) == 1 else str(leading)
-        summed = f"numpy.sum({summed}, axis={axes})"
+        total = f"numpy.sum({total}, axis={axes})"
     if kept:
         axes = str(kept[0]) if len(kept) == 1 else str(kept)
-        summed = f"numpy.sum({summed}, axis={axes}, keepdims=True)"
-    return summed
+        total = f"numpy.sum({total}, axis={axes}, keepdims=True)"
+    return total
 
 
 def _moved_order(rank: int, source: object, destination: object) -> list[int] | None:
@@ -1551,18 +1553,7 @@ def _linspace_adjoint(first: bool) -> Callable[[AdjointContext], str]:
             return f"{weights} @ g"
         along = "axis" if axis is None else str(axis)
         total = f"numpy.tensordot({weights}, g, (0, {along}))"
-        if given is None or spread is None or len(given) > len(spread):
-            return f"_unbroadcast({total}, {name})"
-        if given == spread:
-            return total
-        leading, kept = shapes.unbroadcast_axes(given, spread)
-        if leading:
-            axes = str(leading[0]) if len(leading) == 1 else str(leading)
-            total = f"numpy.sum({total}, axis={axes})"
-        if kept:
-            axes = str(kept[0]) if len(kept) == 1 else str(kept)
-            total = f"numpy.sum({total}, axis={axes}, keepdims=True)"
-        return total
+        return _summed_back(total, name, given, spread)
 
     return choose
 
