@@ -653,6 +653,9 @@ class Program:
     # Array code may leave numpy unimported where it uses only array syntax (x @ w, x.T,
     # x[i], x.sum()): gradgen must still take its values for arrays.
     numpy_import: bool = True
+    # Scalar code in a module that also imports numpy: a function whose values are all
+    # numbers is scalar code still (gradgen proves it of the values, whatever the imports).
+    scalar_with_numpy: bool = False
     # ``f`` returning several values (``return h, c``): each one, its shape, and its upstream
     # (None: zero, passed as None or, where ``omitted``, left out); empty for one value.
     results: tuple[str, ...] = ()
@@ -695,7 +698,7 @@ class Program:
         if self.verbatim is not None:
             return self.verbatim
         imports = "import math\n"
-        if self.mode == "array" and self.numpy_import:
+        if self.numpy_import and (self.mode == "array" or self.scalar_with_numpy):
             imports += "import numpy\n" if self.alias == "numpy" else "import numpy as np\n"
         main = self.main()
         functions = list(self.helpers)
@@ -4251,7 +4254,11 @@ def build_program(
     for function in ordered:
         texts += [*function.body, *function.results]
     drop_import = mode == "array" and choose.index(4) == 0
+    # Scalar code in a module that also imports numpy: a function of numbers is still
+    # scalar code (what gradgen proves of its values decides, not the module's imports).
+    scalar_with_numpy = mode == "scalar" and choose.index(3) == 0
     return Program(
+        scalar_with_numpy=scalar_with_numpy,
         numpy_import=not (drop_import and _array_syntax_only(texts, b.alias)),
         mode=mode,
         alias=b.alias,

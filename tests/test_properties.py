@@ -1605,6 +1605,30 @@ def test_programs_have_branches() -> None:
     assert not missing, f"no program has: {missing}"
 
 
+def test_scalar_programs_in_numpy_modules_are_scalar_code() -> None:
+    """Some scalar programs import numpy too (``Program.scalar_with_numpy``), and of those,
+    gradgen proves some functions' values all numbers (math functions take numbers only)
+    and compiles them to scalar code: the property tests check that path against central
+    differences as any other. 150 programs, built as the property tests build theirs."""
+    with_numpy = proven = 0
+    for seed in range(0, 450, 3):
+        try:
+            program = build_program(RandomChooser(seed), "scalar", EXCLUSIONS, modules=4)
+        except Unfit:
+            continue
+        source = program.source(annotated=False)
+        if "import numpy" not in source:
+            continue
+        with_numpy += 1
+        try:
+            compiled = compile_source(source, "forward.py", Options())
+        except gradgen.GradgenError:
+            continue
+        proven += any(not staged.array_mode for staged in compiled.staged)
+    assert with_numpy >= 20, with_numpy
+    assert proven >= 5, (proven, with_numpy)
+
+
 def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:
     """In an annotated program, a list parameter a loop goes over the items of is annotated
     with the shapes of its items' arrays (``layers: [("4, 4", "4"), ("4, 4", "4")]``,

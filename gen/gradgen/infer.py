@@ -33,6 +33,7 @@ from gradgen.expr import (
     unwrap,
     walk,
 )
+from gradgen.parse import Parameter
 from gradgen.rules import (
     ARRAY_MAKERS,
     ELEMENTWISE_MASKS,
@@ -45,6 +46,7 @@ from gradgen.rules import (
     SHAPE_OF_FIRST,
     STEPS,
     AdjointContext,
+    is_elementwise,
     is_opaque,
 )
 from gradgen.shapes import SCALAR, Shape
@@ -81,11 +83,70 @@ def infer_shapes(
                 names.append(stage.loop.variable)
         return dict.fromkeys(names, SCALAR)
     if parameters is None:
-        parameters = {p.name: p.shape for p in function.parameters}
-    known: Shapes = dict(parameters)
+        parameters = {p.name: _parameter_shape(p) for p in function.parameters}
     steps = frozenset(s.loop.variable for s in function.all_stages if s.loop is not None)
-    _infer_stages(function.stages, known, callees, steps, {})
-    return known
+    given = dict(parameters)
+    while True:
+        known: Shapes = dict(given)
+        _infer_stages(function.stages, known, callees, steps, {})
+        # What the code says of a parameter by its uses (``math.exp(-x)``: x is a number)
+        # holds for every value it takes: with it, the values computed from it may be known.
+        found = {
+            name: SCALAR
+            for name in numbers_by_use(function, known)
+            if name in given and given[name] is None
+        }
+        if not found:
+            return known
+        given.update(found)
+
+
+def _parameter_shape(parameter: Parameter) -> Shape | None:
+    """A parameter's annotated shape; a parameter defaulting to a number (``eps=1e-5``) is a
+    number, as a reader takes it (documented: pass an array for it and annotate it)."""
+    if parameter.shape is not None:
+        return parameter.shape
+    default = None if parameter.default is None else literal_value(parameter.default)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return SCALAR
+    return None
+
+
+def numbers_by_use(function: StagedFunction, known: Shapes) -> set[str]:
+    """The values the code uses as numbers: what a ``math`` function is given (it takes
+    numbers only), and the inputs of an elementwise operation whose result is a number
+    (numpy's broadcast of shapes gives ``()`` only from ``()``), back to the values they
+    came from, through a loop's steps and an ``if``'s sides."""
+    numbers = {name for name, shape in known.items() if shape == SCALAR}
+    stages = list(function.all_stages)
+    changed = True
+    while changed:
+        changed = False
+        for stage in reversed(stages):
+            taken: list[Expr] = []
+            if stage.rule is not None and is_elementwise(stage.rule):
+                if stage.library == "math" or stage.target in numbers:
+                    taken = list(stage.operands)
+            elif stage.loop is not None:
+                taken = [
+                    e
+                    for carry in stage.loop.carried
+                    if carry.name in numbers
+                    for e in (carry.initial, carry.last)
+                ]
+            elif stage.branch is not None:
+                taken = [
+                    e
+                    for join in stage.branch.joins
+                    if join.name in numbers
+                    for e in (join.then, join.orelse)
+                ]
+            for expr in taken:
+                expr = unwrap(expr)
+                if isinstance(expr, Name) and expr.id not in numbers:
+                    numbers.add(expr.id)
+                    changed = True
+    return numbers
 
 
 def _infer_stages(
@@ -129,12 +190,19 @@ def _infer_stages(
             if len(found) != len(stage.results):  # pieces a refusal left uncounted
                 found = (None,) * len(stage.results)
             known.update(zip(stage.results, found, strict=True))
+        elif _calls_math(stage.expr):  # the math module gives numbers only
+            known[stage.target] = SCALAR
         elif stage.rule is INDEX:
             known[stage.target] = _index_shape(stage, known, steps)
         elif stage.rule.shape is not None:
             known[stage.target] = stage.rule.shape(stage_context(stage, known, dimensions))
         else:
             known[stage.target] = None
+
+
+def _calls_math(expr: Expr) -> bool:
+    expr = unwrap(expr)
+    return isinstance(expr, Call) and expr.func.lib == "math"
 
 
 def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | None:

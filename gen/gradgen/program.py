@@ -400,6 +400,11 @@ class _Program:
         self._result_shapes: dict[
             tuple[str, tuple[Shape | None, ...]], tuple[Shape | None, ...]
         ] = {}
+        for name, function in staged.items():  # callees first
+            # A function of numbers alone is scalar code, whatever the module imports:
+            # no helpers, no zeros of an array's shape, += on its own numbers.
+            if function.array_mode and _all_numbers(function, infer_shapes(function, self)):
+                staged[name] = replace(function, array_mode=False)
 
     def differentiable(self, function: str) -> frozenset[str]:
         return self._differentiable[function]
@@ -543,6 +548,17 @@ def _draw_site(function: StagedFunction, known: Mapping[str, DrawSite | None]) -
             if site is not None:
                 return site
     return None
+
+
+def _all_numbers(function: StagedFunction, known: Mapping[str, Shape | None]) -> bool:
+    """Is every value of ``function`` (its parameters, what each stage binds, its loops'
+    variables) known to be a number?"""
+    names = [p.name for p in function.parameters]
+    for stage in function.all_stages:
+        names += stage.targets
+        if stage.loop is not None and stage.loop.variable:
+            names.append(stage.loop.variable)
+    return all(known.get(name) == SCALAR for name in names)
 
 
 def rule_backward(rule: UserRule, array_mode: bool) -> BackwardFunction:

@@ -545,6 +545,11 @@ def _same(c: AdjointContext) -> Shape | None:
     return c.shapes.get("x")
 
 
+def _number(c: AdjointContext) -> Shape | None:
+    """A Python number, whatever the input: ``float(x)``."""
+    return shapes.SCALAR
+
+
 def _same_not_elementwise(c: AdjointContext) -> Shape | None:
     """x's shape, of a result whose entries each depend on several of x's (a softmax): not
     ``_same``, which says the operation is elementwise (masks pass through it)."""
@@ -554,6 +559,12 @@ def _same_not_elementwise(c: AdjointContext) -> Shape | None:
 def _broadcast(c: AdjointContext) -> Shape | None:
     # Every operand counts, the condition of np.where too: it can be the widest.
     return shapes.broadcast(*(shape for name, shape in c.shapes.items() if name != "out"))
+
+
+def is_elementwise(rule: Rule) -> bool:
+    """Does ``rule`` act entry by entry, its result of its inputs' broadcast shape? Then a
+    result that is a number was computed from numbers only (infer.py reads types back)."""
+    return rule.shape in (_same, _broadcast)
 
 
 def _reduced(c: AdjointContext) -> Shape | None:
@@ -3640,7 +3651,7 @@ RULES: tuple[Rule, ...] = (
     rule("ravel", "numpy.ravel(x)", shape=_ravel_shape, view=True,
          x="numpy.reshape(g, numpy.shape(x))"),
     # float(x) is x as a Python number: the gradient passes through (int(x) has none).
-    rule("float", "float(x)", shape=_same, x="g"),
+    rule("float", "float(x)", shape=_number, x="g"),
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), literal=("axis",),

@@ -26,45 +26,14 @@ SCALE = 2 * pi
 HALF = SCALE / 2
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
-
-
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def f_backward(x, y=0.5, *, da=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: a_mul, a_cos, a_max, a.
+    # Recomputes: a_mul.
     a_mul = x * SCALE
-    a_cos = cos(a_mul)
-    a_max = np.maximum(y, HALF)
-    a = a_cos + a_max
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    da = _everywhere(da, a)
-    da_cos = _unbroadcast(da, a_cos)
-    da_max = _unbroadcast(da, a_max)
-    dy = (y >= HALF) * da_max
-    da_mul = -math.sin(a_mul) * da_cos
+    dy = (y >= HALF) * da
+    da_mul = -math.sin(a_mul) * da
     dx = SCALE * da_mul
     return dx, dy
 
@@ -72,15 +41,10 @@ def f_backward(x, y=0.5, *, da=1.0):
 def f_value_and_grad(x, y=0.5, *, da=1.0):
     """f and its gradients with respect to (x, y)."""
     a_mul = x * SCALE
-    a_cos = cos(a_mul)
-    a_max = np.maximum(y, HALF)
-    a = a_cos + a_max
+    a = cos(a_mul) + np.maximum(y, HALF)
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    da = _everywhere(da, a)
-    da_cos = _unbroadcast(da, a_cos)
-    da_max = _unbroadcast(da, a_max)
-    dy = (y >= HALF) * da_max
-    da_mul = -math.sin(a_mul) * da_cos
+    dy = (y >= HALF) * da
+    da_mul = -math.sin(a_mul) * da
     dx = SCALE * da_mul
     return a, (dx, dy)

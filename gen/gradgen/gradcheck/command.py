@@ -242,7 +242,7 @@ def _check_file(args: argparse.Namespace) -> int:
             shapes,
             ints,
             args,
-            compiled.array_code,
+            backward.staged.array_mode,
             ties,
             backward_function=named,
         )

@@ -520,7 +520,8 @@ def _numbers_only_note(
     them = ", ".join(numbers)
     if not array_code:
         return [
-            f"only numbers were tried for {them} (the module does not import numpy); to check "
+            f"only numbers were tried for {them} ({name} is scalar code: the module does not "
+            f"import numpy, or its code uses them as numbers); to check "
             f"arrays, {_SHAPES_ADVICE}"
         ]
     # Arrays were to be tried for each of them: skipped, or not reached.
