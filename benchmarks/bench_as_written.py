@@ -151,29 +151,27 @@ def twolayer_hand(W1: Any, b1: Any, W2: Any, b2: Any, X: Any, y: Any, reg: float
 
 
 def chain_hand(a: Any, b: Any, dout: Any) -> Any:
-    """Seven rounds forward keeping t and e, then back round by round."""
+    """The rounds forward keeping what the backward reads (t and e), then back round by
+    round in the notes' staged style: a gradient per forward value, named after it."""
     h = a
-    kept = []
+    cache = []
     for _ in range(7):
         t = np.tanh(h)
         e = np.exp(t)
-        kept.append((t, e))
-        h = e * b + a
-    da = dout.copy()  # h = m + a, last round
-    dm = dout
-    db = None
-    for i in range(6, -1, -1):
-        t, e = kept[i]
-        if db is None:
-            db = e * dm
-        else:
-            db += e * dm
-        dh = (1 - t * t) * (e * (b * dm))
-        if i > 0:
-            da += dh
-            dm = dh
-        else:
-            da += dh
+        m = e * b
+        h = m + a
+        cache.append((t, e))
+    dh = dout
+    da = np.zeros_like(a)
+    db = np.zeros_like(b)
+    for t, e in reversed(cache):
+        dm = dh
+        da += dh
+        de = b * dm
+        db += e * dm
+        dt = e * de
+        dh = (1 - t**2) * dt
+    da += dh
     return da, db
 
 

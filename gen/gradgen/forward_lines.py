@@ -154,7 +154,50 @@ def forward_lines(
     A temporary read only by the one stage that consumes it is written inline there, so the
     recomputed forward reads like the user's own lines.
     """
-    return tuple(_lines(function.stages, wanted, kept or {}))
+    lines = _lines(function.stages, wanted, kept or {})
+    fixed = wanted | {p.name for p in function.parameters}
+    return tuple(_reuse_names(lines, fixed, dict(function.versions)))
+
+
+def _reuse_names(
+    lines: list[ForwardLine], fixed: set[str], versions: Mapping[str, str]
+) -> list[ForwardLine]:
+    """Of the values the user's code calls by one name (``h``, then ``h_2``, ...), those no
+    later line reads any more and nothing after the lines reads are bound to that name
+    again, as the user's code does: the memory of a value done with is freed, not held to
+    the end of the function. Only plain lines of the top level are renamed; a value a
+    loop or an ``if`` reads keeps its name, as does what ``fixed`` names (read after the
+    lines: by the adjoints, returned, cached; the parameters)."""
+    reads = [_names_of(line) for line in lines]
+    last_read: dict[str, int] = {}
+    for position, names in enumerate(reads):
+        for name in names:
+            last_read[name] = position
+    for line, names in zip(lines, reads, strict=True):
+        if not _is_plain(line):
+            fixed = fixed | names
+    renamed: dict[str, str] = {}
+    holder: dict[str, str] = {}  # a name as written -> the value it holds now
+    found: list[ForwardLine] = []
+    for position, line in enumerate(lines):
+        if renamed and _is_plain(line):
+            written: dict[str, Expr] = {k: Name(v) for k, v in renamed.items()}
+            line = replace(line, expr=substitute(line.expr, written))
+        user = versions.get(line.target)
+        if (
+            user is not None
+            and _is_plain(line)
+            and line.target not in fixed
+            and user not in fixed
+            and last_read.get(holder.get(user, user), -1) <= position
+        ):
+            renamed[line.target] = user
+            holder[user] = line.target
+            line = replace(line, target=user)
+        else:
+            holder.update((target, target) for target in line.targets)
+        found.append(line)
+    return found
 
 
 def _lines(
@@ -221,6 +264,33 @@ def _lines(
             unpacks = bool(stage.item or stage.results)  # (a,) = np.split(x, 1) too
             lines.append(ForwardLine(stage.target, expr, names, unpacks=unpacks))
     return lines
+
+
+def _is_plain(line: ForwardLine) -> bool:
+    """``target = expr``, nothing more."""
+    return (
+        line.loop is None
+        and line.branch is None
+        and not line.names
+        and not line.raises
+        and not line.unpacks
+    )
+
+
+def _names_of(item: object) -> set[str]:
+    """Every name a forward line mentions, in the lines inside it too (what a loop keeps,
+    starts from and hands on): all it may read."""
+    if isinstance(item, ForwardLine) and _is_plain(item):
+        return set(names_in(item.expr))
+    if isinstance(item, str):
+        return {item}
+    if isinstance(item, (tuple, list)):
+        return set().union(*(_names_of(part) for part in item))
+    if isinstance(item, (Name, Const, Call, Attribute)) or type(item).__module__ == "gradgen.expr":
+        return set(names_in(item))  # type: ignore[arg-type]
+    if hasattr(item, "__dataclass_fields__"):
+        return set().union(*(_names_of(getattr(item, f)) for f in item.__dataclass_fields__))
+    return set()
 
 
 def _loop_line(

@@ -52,6 +52,8 @@ def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""
     if isinstance(grad, numpy.ndarray) and grad.shape == numpy.shape(like):
         return grad
+    if isinstance(like, float) and isinstance(grad, float):  # no array to fill
+        return numpy.float64(grad)
     return grad + numpy.zeros_like(like)
 ''',
     "_upstream": '''
@@ -242,6 +244,8 @@ def _or_zero(grad):
     "_matmul_dx": '''
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    if numpy.ndim(x) == 2 and numpy.ndim(y) == 2:  # the common case, nothing broadcast
+        return grad @ numpy.transpose(y)
     x2 = numpy.expand_dims(x, 0) if numpy.ndim(x) == 1 else x
     y2 = numpy.expand_dims(y, -1) if numpy.ndim(y) == 1 else y
     grad2 = numpy.expand_dims(grad, -1) if numpy.ndim(y) == 1 else grad
@@ -252,6 +256,8 @@ def _matmul_dx(grad, x, y):
     "_matmul_dy": '''
 def _matmul_dy(grad, x, y):
     """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    if numpy.ndim(x) == 2 and numpy.ndim(y) == 2:  # the common case, nothing broadcast
+        return numpy.transpose(x) @ grad
     x2 = numpy.expand_dims(x, 0) if numpy.ndim(x) == 1 else x
     y2 = numpy.expand_dims(y, -1) if numpy.ndim(y) == 1 else y
     grad2 = numpy.expand_dims(grad, -1) if numpy.ndim(y) == 1 else grad

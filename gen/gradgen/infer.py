@@ -10,7 +10,9 @@ where a broadcast cannot be ruled out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from gradgen import shapes
@@ -41,7 +43,9 @@ from gradgen.rules import (
     INDEX,
     NUMBER_ATTRIBUTES,
     NUMBER_VALUED,
+    REDUCED_SHAPE,
     REVERSED,
+    SAME_SHAPE,
     SHAPE_ATTRIBUTE,
     SHAPE_OF_FIRST,
     STEPS,
@@ -179,7 +183,7 @@ def _infer_stages(
             known[stage.target] = _made_shape(stage.expr, dimensions)
             if known[stage.target] is None:
                 known[stage.target] = expression_shape(stage.expr, known)
-            dimension = _dimension(stage.expr, known)
+            dimension = _dimension(stage.expr, known, dimensions)
             if dimension is not None:
                 dimensions[stage.target] = dimension
         elif stage.results:  # several results: the rule says each one's shape
@@ -192,12 +196,67 @@ def _infer_stages(
             known.update(zip(stage.results, found, strict=True))
         elif _calls_math(stage.expr):  # the math module gives numbers only
             known[stage.target] = SCALAR
+        elif _reshapes(stage):
+            known[stage.target] = _reshaped(stage, known, dimensions)
         elif stage.rule is INDEX:
-            known[stage.target] = _index_shape(stage, known, steps)
+            known[stage.target] = _index_shape(stage, known, steps, dimensions)
         elif stage.rule.shape is not None:
             known[stage.target] = stage.rule.shape(stage_context(stage, known, dimensions))
         else:
             known[stage.target] = None
+
+
+def _reshapes(stage: Stage) -> bool:
+    """``np.reshape(x, shape)`` or ``x.reshape(...)`` (not the other forms of its rule)."""
+    expr = unwrap(stage.expr)
+    return (
+        stage.rule is not None
+        and stage.rule.name == "reshape"
+        and isinstance(expr, Call)
+        and expr.func.name == "reshape"
+    )
+
+
+def _reshaped(stage: Stage, known: Shapes, dimensions: Dimensions) -> Shape | None:
+    """The shape ``x.reshape(N, -1)`` gives, where x's is known and each dimension asked
+    for is one (a name bound to one, ``x.shape[0]``, a whole number): a ``-1`` is what is
+    left of x's dimensions once the others are taken out of them."""
+    source = expression_shape(stage.operands[0], known)
+    given = unwrap(dict(stage.nondiff)["shape"])
+    parts = given.items if isinstance(given, Sequence_) else (given,)
+    if source is None:
+        return None
+    asked: list[shapes.Dim | None] = []
+    for part in parts:
+        if literal_value(part) == -1:
+            asked.append(None)
+            continue
+        dim = _dimension(part, known, dimensions)
+        if dim is None:
+            return None
+        asked.append(dim)
+    if asked.count(None) > 1:
+        return None
+    left = list(source)
+    for dim in asked:
+        if dim is not None and dim in left:
+            left.remove(dim)
+        elif dim is not None and dim != 1:
+            return None if None in asked else tuple(d for d in asked if d is not None)
+    if None not in asked:
+        return tuple(d for d in asked if d is not None)
+    numbers = math.prod(d for d in left if isinstance(d, int))
+    named = [d for d in left if not isinstance(d, int)]
+    if not named:
+        rest: shapes.Dim = numbers
+    elif len(named) == 1:
+        combined = shapes.combine((numbers, named[0]))
+        if combined is None:
+            return None
+        rest = combined
+    else:  # a product of names, written as an annotation writes it ("C*H*W")
+        rest = "*".join([*([str(numbers)] if numbers != 1 else []), *map(str, named)])
+    return tuple(rest if d is None else d for d in asked)
 
 
 def _calls_math(expr: Expr) -> bool:
@@ -205,11 +264,15 @@ def _calls_math(expr: Expr) -> bool:
     return isinstance(expr, Call) and expr.func.lib == "math"
 
 
-def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | None:
-    """``x[:, t, :]``, ``x[t]``, ``x[0]``, ``b[None, :]``: a whole slice keeps its axis, a
-    loop's step or a whole number written out takes one away, ``None`` adds one of length
-    1. Anything else (a partial slice, an array of indices, ``...``, a number that may be
-    a flag) leaves the shape unknown."""
+def _index_shape(
+    stage: Stage, known: Shapes, steps: frozenset[str], dimensions: Dimensions
+) -> Shape | None:
+    """``x[:, t, :]``, ``x[t]``, ``x[0]``, ``b[None, :]``, ``a[:, H:2 * H]``: a whole slice
+    keeps its axis, a slice between dimensions (names bound to known ones, whole numbers,
+    sums and multiples of them) has their difference for length, a loop's step or a whole
+    number written out takes one away, ``None`` adds one of length 1. Anything else (a
+    slice with a step, an array of indices, ``...``, a number that may be a flag) leaves
+    the shape unknown."""
     shape = expression_shape(stage.operands[0], known)
     index = unwrap(dict(stage.nondiff)["i"])
     parts = index.items if isinstance(index, Sequence_) and index.brackets == "()" else (index,)
@@ -225,6 +288,11 @@ def _index_shape(stage: Stage, known: Shapes, steps: frozenset[str]) -> Shape | 
         dim, axis = shape[axis], axis + 1
         if isinstance(part, Slice) and part.lower is part.upper is part.step is None:
             kept.append(dim)
+        elif isinstance(part, Slice):
+            length = _slice_length(part, dim, known, dimensions)
+            if length is None:
+                return None
+            kept.append(length)
         elif not (
             (isinstance(part, Name) and part.id in steps) or type(literal_value(part)) is int
         ):
@@ -277,13 +345,55 @@ def _infer_loop(
             known[collected.name] = _list_shape(stage, collected.name, collected.items, known)
 
 
-def _dimension(expr: Expr, known: Shapes) -> shapes.Dim | None:
+def _slice_length(
+    part: Slice, dim: shapes.Dim, known: Shapes, dimensions: Dimensions
+) -> shapes.Dim | None:
+    """The length of ``lower:upper`` along an axis of length ``dim`` (no step), where
+    both bounds are dimensions (a negative whole number counts from the end)."""
+    if part.step is not None and literal_value(part.step) != 1:
+        return None
+    bounds: list[shapes.Dim] = []
+    for bound, default in ((part.upper, dim), (part.lower, 0)):
+        if bound is None:
+            bounds.append(default)
+            continue
+        found = _dimension(bound, known, dimensions, signed=True)
+        if found is None:
+            return None
+        if isinstance(found, int) and found < 0:
+            found = shapes.combine((1, dim), (1, found))  # from the end
+            if found is None:
+                return None
+        bounds.append(found)
+    return shapes.combine((1, bounds[0]), (-1, bounds[1]))
+
+
+def _dimension(
+    expr: Expr, known: Shapes, dimensions: Dimensions | None = None, signed: bool = False
+) -> shapes.Dim | None:
     """The dimension a number is, where evident: ``x.shape[1]`` of a known shape, a whole
-    number written out."""
+    number written out, a name bound to a dimension, sums and whole multiples of those
+    (``2 * H``, ``H + 1``); with ``signed``, a negative whole number too (a slice's bound
+    from the end)."""
     expr = unwrap(expr)
     number = literal_value(expr)
     if isinstance(number, int) and not isinstance(number, bool):
-        return number
+        return number if number >= 0 or signed else None
+    if isinstance(expr, Name) and dimensions is not None and expr.id in dimensions:
+        return dimensions[expr.id]
+    if isinstance(expr, UnaryOp) and expr.op == "-":
+        inner = _dimension(expr.operand, known, dimensions)
+        return -inner if signed and isinstance(inner, int) else None
+    if isinstance(expr, BinOp) and expr.op in ("+", "-", "*"):
+        left = _dimension(expr.left, known, dimensions)
+        right = _dimension(expr.right, known, dimensions)
+        if left is None or right is None:
+            return None
+        if expr.op == "*":
+            if isinstance(left, int):
+                return shapes.combine((left, right))
+            return shapes.combine((right, left)) if isinstance(right, int) else None
+        return shapes.combine((1, left), (1 if expr.op == "+" else -1, right))
     if not (
         isinstance(expr, Subscript)
         and isinstance(expr.value, Attribute)
@@ -356,6 +466,132 @@ def _number_of_steps(over: Expr) -> int | None:
     if not 1 <= len(numbers) == len(bounds) <= 3 or 0 in numbers[2:]:
         return None
     return len(range(*numbers))
+
+
+# What a value's shape is made of, where it is not known: the shapes numpy broadcast
+# together to give it, each a parameter's or another value's of no evident shape
+# (``("?", name)``), or a known shape (``("=", shape)``); a number adds none. Broadcasting
+# is associative, commutative and idempotent, so two values made of the same shapes have
+# the same shape: ``h = x * w`` and ``h > 0`` alike, ``m = e * b`` and ``m + a`` too when
+# ``e`` came from ``a`` elementwise.
+Alike = dict[str, frozenset[object]]
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """``r = np.max(x, axis=1, keepdims=True)``: r broadcasts into x's shape (``within``,
+    x's ``Alike`` set), and a gradient of x's shape sums back to r's over ``axis``."""
+
+    within: frozenset[object]
+    axis: object  # the literal axis: an int, a tuple of them, or None (every axis)
+
+
+@dataclass(frozen=True)
+class ShapeRelations:
+    """What the code shows of shapes it does not make evident: which values have the same
+    shape (``alike``), which are reductions kept broadcastable (``reduced``)."""
+
+    alike: Alike
+    reduced: dict[str, Reduced]
+
+    def same(self, first: str, second: str) -> bool:
+        made = self.alike.get(first)
+        return made is not None and made == self.alike.get(second)
+
+
+def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
+    """Of each value, the shapes it was broadcast from (see ``Alike``): two values with the
+    same set have the same shape, evident or not. A reduction with ``keepdims=True`` adds
+    nothing to what it is broadcast with when that holds the shape it was reduced from
+    (``scores - np.max(scores, axis=1, keepdims=True)`` has the shape of ``scores``)."""
+    found: Alike = {}
+    reduced: dict[str, Reduced] = {}
+
+    def base(name: str) -> frozenset[object]:
+        shape = known.get(name)
+        if shape == SCALAR:
+            return frozenset()
+        return frozenset({("=", shape) if shape is not None else ("?", name)})
+
+    def union(operands: list[Expr]) -> frozenset[object] | None:
+        parts = [of(o) for o in operands]
+        total: frozenset[object] = frozenset()
+        for position, (operand, part) in enumerate(zip(operands, parts, strict=True)):
+            if part is None:
+                return None
+            plain = unwrap(operand)
+            if isinstance(plain, Name) and plain.id in reduced:
+                others = [p for k, p in enumerate(parts) if k != position and p is not None]
+                if reduced[plain.id].within <= frozenset().union(*others):
+                    continue  # it broadcasts into the others, adding no axis or length
+            total |= part
+        return total
+
+    def of(expr: Expr) -> frozenset[object] | None:
+        expr = unwrap(expr)
+        if isinstance(expr, Name) and expr.id in found:
+            return found[expr.id]
+        if isinstance(expr, (BinOp, Compare)) and not (isinstance(expr, BinOp) and expr.op == "@"):
+            left, right = of(expr.left), of(expr.right)
+            return None if left is None or right is None else left | right
+        if isinstance(expr, UnaryOp):
+            return of(expr.operand)
+        shape = expression_shape(expr, known)
+        if shape is None:
+            return None
+        return frozenset() if shape == SCALAR else frozenset({("=", shape)})
+
+    for parameter in function.parameters:
+        found[parameter.name] = base(parameter.name)
+    for stage in function.all_stages:
+        made: frozenset[object] | None = None
+        rule = stage.rule
+        if rule is not None and not stage.results and is_elementwise(rule):
+            values = dict(zip(rule.inputs, stage.operands, strict=False))
+            values.update(stage.nondiff)
+            if rule.variadic or rule.shape is not SAME_SHAPE:
+                made = union([*stage.operands, *(v for _, v in stage.nondiff)])
+            elif "x" in values:
+                made = of(values["x"])
+        elif (
+            rule is None
+            and stage.loop is None
+            and stage.branch is None
+            and stage.call is None
+            and not stage.opaque
+            and not stage.item
+        ):
+            made = of(stage.expr)
+        if (
+            rule is not None
+            and rule.shape is REDUCED_SHAPE
+            and "x" in rule.inputs
+            and literal_value(dict(stage.nondiff).get("keepdims", Const("False"))) is True
+        ):
+            source = of(stage.operands[rule.inputs.index("x")])
+            axis = literal_value(dict(stage.nondiff).get("axis", Const("None")))
+            if source is not None and _is_axis(axis):
+                reduced[stage.target] = Reduced(source, axis)
+        if made is not None and known.get(stage.target) is None:
+            found[stage.target] = made
+        for target in (*stage.targets, *_loop_names(stage)):
+            found.setdefault(target, base(target))
+    return ShapeRelations(found, reduced)
+
+
+def _is_axis(axis: object) -> bool:
+    """A literal axis argument: None, a whole number, or a tuple of them."""
+    if axis is None or type(axis) is int:
+        return True
+    return isinstance(axis, tuple) and all(type(a) is int for a in axis)
+
+
+def _loop_names(stage: Stage) -> list[str]:
+    if stage.loop is None:
+        return []
+    names = [carry.name for carry in stage.loop.carried]
+    names += [collected.name for collected in stage.loop.collected]
+    return [*names, stage.loop.variable] if stage.loop.variable else names
 
 
 def floating_values(function: StagedFunction) -> set[str]:

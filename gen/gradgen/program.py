@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap
+from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap, walk
 from gradgen.forward_lines import every_kept, forward_lines, shape_only, with_steps_kept
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
@@ -552,9 +552,15 @@ def _draw_site(function: StagedFunction, known: Mapping[str, DrawSite | None]) -
 
 def _all_numbers(function: StagedFunction, known: Mapping[str, Shape | None]) -> bool:
     """Is every value of ``function`` (its parameters, what each stage binds, its loops'
-    variables) known to be a number?"""
+    variables) known to be a number, and computed without numpy or scipy (whose functions
+    may give a 0-d array, even a read-only view, for a number)?"""
     names = [p.name for p in function.parameters]
     for stage in function.all_stages:
+        if any(
+            isinstance(node, Call) and node.func.lib not in (None, "math", "builtins")
+            for node in walk(stage.expr)
+        ):
+            return False
         names += stage.targets
         if stage.loop is not None and stage.loop.variable:
             names.append(stage.loop.variable)

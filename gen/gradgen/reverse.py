@@ -56,6 +56,7 @@ from gradgen.expr import (
 from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read, shape_only
 from gradgen.infer import (
     Shapes,
+    alike_shapes,
     expression_shape,
     floating_values,
     infer_shapes,
@@ -151,6 +152,22 @@ class _ReversePass:
         self.calls: dict[tuple[str, tuple[str, ...]], None] = {}
         self.known = infer_shapes(function, callees)
         self.floating = floating_values(function)
+        self.relations = alike_shapes(function, self.known)
+        # The user's name of each value of the function's top level (not in a loop or an
+        # 'if'): a gradient named after it (``dh``) is bound again for each earlier value
+        # the name held, once the later one's is read no more, as by hand: the arrays of
+        # gradients done with are freed, not kept to the end.
+        self.user_name = {
+            stage.target: dict(function.versions).get(stage.target, stage.target)
+            for stage in function.stages
+            if _plain(stage) and not stage.temporary
+        }
+        self.user_name.update((p.name, p.name) for p in function.parameters)
+        self.released: dict[str, str] = {}  # user's name -> its gradient's name, free again
+        # A gradient's name -> the values whose gradient it is now (a temporary's gradient
+        # may be another's, unchanged), and of a name made of a user's name, that name.
+        self.holders: dict[str, set[str]] = {}
+        self.canonical: dict[str, str] = {}
         self.temporaries = {s.target for s in function.all_stages if s.temporary}
         # The lists whose items loops read (for W, b in layers:): their gradients are lists.
         self.sequences = {
@@ -173,6 +190,9 @@ class _ReversePass:
             result = function.results[0]
             if isinstance(result, Name) and result.id in self.relevant:
                 self.gradient[result.id] = self.upstreams[0]
+                self.holders[self.upstreams[0]] = {result.id}
+                if self.upstreams[0] == f"d{self.user_name.get(result.id)}":
+                    self.canonical[self.upstreams[0]] = self.user_name[result.id]
                 if (
                     function.array_mode
                     and known.get(result.id) is None
@@ -183,6 +203,36 @@ class _ReversePass:
             self.several_upstreams()
         self.reverse_stages(function.stages)
         return self.backward_function()
+
+    def same_shape(self, first: str, second: str) -> bool:
+        """Do ``first`` and ``second`` have the same shape, evident or not: broadcast from
+        the same shapes (``infer.Alike``)?"""
+        return self.relations.same(first, second)
+
+    def same_shape_or_known(self, first: str, second: str) -> bool:
+        """The same shape: known equal, or broadcast from the same shapes."""
+        shape = self.known.get(first)
+        return (shape is not None and shape == self.known.get(second)) or self.same_shape(
+            first, second
+        )
+
+    def summed_back(self, adjoint: Expr, operand: Name, result: str) -> Expr:
+        """``adjoint`` (of ``result``'s shape) summed back to the shape of ``operand``,
+        which numpy broadcast to it: over the axes it was reduced along, where it is a
+        reduction kept broadcastable of a value of ``result``'s shape; else as the shapes
+        say (``_unbroadcast`` where they are not known)."""
+        reduced = self.relations.reduced.get(operand.id)
+        if isinstance(adjoint, UnaryOp) and adjoint.op == "-" and reduced is not None:
+            return UnaryOp("-", self.summed_back(adjoint.operand, operand, result))  # sum first
+        if reduced is not None and reduced.within == self.relations.alike.get(result):
+            kwargs: tuple[tuple[str, Expr], ...] = (("keepdims", Const("True")),)
+            axis = reduced.axis
+            if isinstance(axis, int):
+                kwargs = (("axis", number(axis)), *kwargs)
+            elif isinstance(axis, tuple):
+                kwargs = (("axis", Sequence_(tuple(number(a) for a in axis), "()")), *kwargs)
+            return Call(Func("numpy", "sum", ".sum"), (adjoint,), kwargs)
+        return _unbroadcast(adjoint, operand, self.known.get(operand.id), self.known.get(result))
 
     def has_axes(self, variable: str) -> bool:
         """Is ``variable`` known to be an array with axes: of a known shape, or made by an
@@ -207,12 +257,39 @@ class _ReversePass:
                 self.differentiate_item(stage)
             elif stage.rule is not None and any(t in self.relevant for t in stage.targets):
                 self.differentiate(stage)
+                self.release(stage)
 
     def new_gradient(self, variable: str) -> str:
-        """The name of ``variable``'s gradient, at its first contribution."""
-        name = self.forced.get(variable) or gradient_name(self.namer, variable)
+        """The name of ``variable``'s gradient, at its first contribution: ``dh`` for every
+        value the user's ``h`` holds (see ``user_name``) where it is free."""
+        name = self.forced.get(variable)
+        user = self.user_name.get(variable)
+        if name is None and user is not None and variable not in self.pinned:
+            wanted = f"d{user}"
+            if self.released.get(user) == wanted:
+                name = self.released.pop(user)
+            elif not self.namer.is_taken(wanted):
+                self.namer.take(wanted)
+                name = wanted
+            elif wanted in self.canonical:  # in use still: the next one of its kind (db_2)
+                name = self.namer.fresh(wanted)
+        name = name or gradient_name(self.namer, variable)
         self.gradient[variable] = name
+        self.holders[name] = {variable}
+        if user is not None and name == f"d{user}":
+            self.canonical[name] = user
         return name
+
+    def release(self, stage: Stage) -> None:
+        """``stage`` is differentiated: its value's gradient is read no more (nothing before
+        it in the forward can read the value), so its name may serve an earlier value."""
+        name = self.gradient.get(stage.target)
+        holders = self.holders.get(name or "")
+        if name is None or holders is None:
+            return
+        holders.discard(stage.target)
+        if not holders and name in self.canonical:
+            self.released[self.canonical[name]] = name
 
     def zeros(self, variable: str) -> Expr:
         """A zero gradient for ``variable``: an array of its shape, or the number 0.0; for a
@@ -579,6 +656,21 @@ class _ReversePass:
         known = self.known
         g: Expr = Name(self.gradient[stage.target])
         spread = self.spreads.get(stage.target)
+        if spread is not None and stage.target in names_in(spread.value):
+            # The count a mean divides by may read the result's size: an input's of the
+            # same shape has it too (``x`` of ``np.log(x)``, ``xmu`` of ``xmu**2``).
+            alike = next(
+                (
+                    o
+                    for o in stage.operands
+                    if isinstance(o, Name)
+                    and (stage.rule.keeps_shape or stage.rule.elementwise)
+                    and self.same_shape_or_known(o.id, stage.target)
+                ),
+                None,
+            )
+            if alike is not None:
+                spread = replace(spread, value=substitute(spread.value, {stage.target: alike}))
         if spread is not None and _spread_fits(stage, spread.value, self.relevant, known):
             # The number itself times the local gradients already has the operand's shape:
             # `(2 * W1) * dreg` rather than `(2 * W1) * np.full_like(W1 * W1, dreg)`.
@@ -602,8 +694,9 @@ class _ReversePass:
                 stage.rule.broadcasts
                 and self.function.array_mode
                 and not all(expression_shape(o, known) == SCALAR for o in others)
+                and not self.same_shape(operand.id, stage.target)
             ):
-                adjoint = _unbroadcast(adjoint, operand, known.get(operand.id), known[stage.target])
+                adjoint = self.summed_back(adjoint, operand, stage.target)
             self.contribute(operand.id, adjoint, stage.statement, mask)
 
     def differentiate_results(self, stage: Stage) -> None:
@@ -669,6 +762,21 @@ class _ReversePass:
             # A temporary's gradient that is another gradient unchanged needs no copy
             # statement: use that gradient's name.
             self.gradient[variable] = adjoint.id
+            self.holders.setdefault(adjoint.id, set()).add(variable)
+            return
+        if (
+            first
+            and isinstance(adjoint, Name)
+            and variable not in self.forced
+            and variable not in self.pinned
+            and self.user_name.get(variable) is not None
+            and adjoint.id in self.canonical
+            and self.canonical[adjoint.id] == self.user_name[variable]
+        ):
+            # ``scores = scores - shift``: the earlier value's gradient is the later one's,
+            # under the same name (``dscores``), which the stage's other adjoints read first.
+            self.gradient[variable] = adjoint.id
+            self.holders.setdefault(adjoint.id, set()).add(variable)
             return
         if first:
             self.new_gradient(variable)
@@ -1002,6 +1110,18 @@ def _item_gradient(
     if shape is not None and written is not None and len(shape) <= len(written):
         return _unbroadcast(entries, item, shape, written)
     return Call(Func("helper", "_item_gradient", "_item_gradient"), (entries, item))
+
+
+def _plain(stage: Stage) -> bool:
+    """One operation binding one value: no loop, ``if``, call, item or several results."""
+    return (
+        stage.rule is not None
+        and not stage.results
+        and stage.loop is None
+        and stage.branch is None
+        and stage.call is None
+        and not stage.item
+    )
 
 
 def _unbroadcast(adjoint: Expr, operand: Name, shape: Shape | None, out: Shape | None) -> Expr:

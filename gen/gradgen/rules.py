@@ -567,6 +567,9 @@ def is_elementwise(rule: Rule) -> bool:
     return rule.shape in (_same, _broadcast)
 
 
+SAME_SHAPE = _same  # the shape of a result of an elementwise function of one input, x
+
+
 def _reduced(c: AdjointContext) -> Shape | None:
     return shapes.reduce(c.shapes.get("x"), c.literals.get("axis"), c.literals.get("keepdims"))
 
@@ -597,6 +600,9 @@ def _count(c: AdjointContext) -> str:
     count = "numpy.size(x)" if axis is None else " * ".join(f"x.shape[{a}]" for a in axes)
     ddof = c.literals.get("ddof", 0)
     return f"({count} - {ddof})" if ddof else (f"({count})" if " " in count else count)
+
+
+REDUCED_SHAPE = _reduced  # the shape of a reduction of x over axis, keepdims or not
 
 
 def _full_reduction(c: AdjointContext) -> bool:
@@ -852,16 +858,48 @@ def _joined_shape(axis: int | None, ndmin: int) -> Callable[[AdjointContext], Sh
             if item is None:
                 return None
             made.append(_at_least(item, ndmin, columns=ndmin == 2 and axis == 1))
-        sizes = [m[along] for m in made]
-        total = 0
-        for size in sizes:
-            if not _whole(size):
-                return None
-            total += size
-        first = made[0]
-        return (*first[:along], total, *first[along + 1 :])
+        return _joined(made, along)
 
     return shape
+
+
+def _joined(items: list[Shape], along: int) -> Shape | None:
+    """The shape of ``items`` joined along axis ``along`` (their lengths there added up,
+    ``D`` and ``D`` to ``2D``), where they agree on every other axis."""
+    first = items[0]
+    if not -len(first) <= along < len(first):
+        return None
+    along %= len(first)
+    for item in items:
+        if len(item) != len(first) or item[:along] + item[along + 1 :] != (
+            first[:along] + first[along + 1 :]
+        ):
+            return None
+    total = shapes.combine(*((1, item[along]) for item in items))
+    return None if total is None else (*first[:along], total, *first[along + 1 :])
+
+
+def _concatenated_shape(c: AdjointContext) -> Shape | None:
+    """``np.concatenate([a, b], axis)`` of known shapes (axis 0 unless given)."""
+    axis = c.literals.get("axis", 0)
+    items = [c.shapes.get(name) for name in _items(c)]
+    if not _whole(axis) or not items or any(item is None for item in items):
+        return None
+    return _joined([item for item in items if item is not None], axis)
+
+
+def _stacked_shape(c: AdjointContext) -> Shape | None:
+    """``np.stack([a, b], axis)`` of one known shape: a new axis of their number."""
+    axis = c.literals.get("axis", 0)
+    items = {c.shapes.get(name) for name in _items(c)}
+    if not _whole(axis) or len(items) != 1 or None in items:
+        return None
+    item = items.pop()
+    assert item is not None
+    if not -len(item) - 1 <= axis <= len(item):
+        return None
+    axis %= len(item) + 1
+    return (*item[:axis], len(_items(c)), *item[axis:])
 
 
 def _join_adjoint(axis: int | None, ndmin: int) -> Callable[[AdjointContext], str]:
@@ -3655,10 +3693,11 @@ RULES: tuple[Rule, ...] = (
     rule("outer", "numpy.outer(x, y)", shape=_outer_shape,
          x=Depends("g @ y (x, y 1-D)", _outer_left), y=Depends("x @ g (x, y 1-D)", _outer_right)),
     rule("concatenate", "numpy.concatenate(x, axis)", nondiff=("axis",), literal=("axis",),
-         variadic=True, axes=True,
+         variadic=True, axes=True, shape=_concatenated_shape,
          x=Depends("the slice of g that was x", _concatenate_adjoint)),
     rule("stack", "numpy.stack(x, axis)", nondiff=("axis",), literal=("axis",), variadic=True,
-         axes=True, x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
+         axes=True, shape=_stacked_shape,
+         x=Depends("numpy.take(g, position of x, axis)", _stack_adjoint)),
     # --- more shapes ---------------------------------------------------------------------
     # numpy makes each item at least 2-D (vstack), 1-D (hstack), 3-D (dstack) or a column
     # (column_stack), then joins them: an item's gradient is its part of g.

@@ -20,6 +20,69 @@ SCALAR: Shape = ()
 _DIMENSION = re.compile(r"^[A-Za-z0-9_*+\-]+$")
 
 
+# A dimension as a sum of whole multiples of names and a number: "4H" is {H: 4}, "H+2" is
+# {H: 1} and 2, "2*H-1" is {H: 2} and -1. Dimensions written differently but equal ("4*H",
+# "4H") are written one way (``canonical``), so that they compare equal.
+_TERM = re.compile(r"([+-]?)(\d*)\*?([A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def _linear(dim: Dim) -> tuple[dict[str, int], int] | None:
+    if isinstance(dim, int):
+        return {}, dim
+    names: dict[str, int] = {}
+    number = 0
+    for term in re.split(r"(?=[+-])", dim.replace(" ", "")):
+        if not term:
+            continue
+        match = _TERM.fullmatch(term)
+        if match is None or not (match.group(2) or match.group(3)):
+            return None
+        sign = -1 if match.group(1) == "-" else 1
+        if match.group(3):
+            coefficient = sign * int(match.group(2) or 1)
+            names[match.group(3)] = names.get(match.group(3), 0) + coefficient
+        else:
+            number += sign * int(match.group(2))
+    return {k: v for k, v in names.items() if v}, number
+
+
+def _written(names: dict[str, int], number: int) -> Dim:
+    if not names:
+        return number
+    terms = []
+    for name in sorted(names):
+        coefficient = names[name]
+        text = name if abs(coefficient) == 1 else f"{abs(coefficient)}{name}"
+        terms.append(("-" if coefficient < 0 else "+") + text)
+    text = "".join(terms).lstrip("+")
+    return f"{text}{number:+d}" if number else text
+
+
+def canonical(dim: Dim) -> Dim:
+    """``dim`` written the one way gradgen writes dimensions ("4*H" as "4H")."""
+    form = _linear(dim)
+    return dim if form is None else _written(*form)
+
+
+def combine(*terms: tuple[int, Dim]) -> Dim | None:
+    """The sum of ``coefficient * dim`` over ``terms`` (a slice's length ``upper - lower``,
+    a length joined), where each is a whole multiple of names and a number; None where a
+    dimension is not such a sum, or where the result is not a size (negative)."""
+    names: dict[str, int] = {}
+    number = 0
+    for coefficient, dim in terms:
+        form = _linear(dim)
+        if form is None:
+            return None
+        for name, value in form[0].items():
+            names[name] = names.get(name, 0) + coefficient * value
+        number += coefficient * form[1]
+    names = {k: v for k, v in names.items() if v}
+    if (not names and number < 0) or any(v < 0 for v in names.values()):
+        return None
+    return _written(names, number)
+
+
 def parse_annotation(text: str) -> Shape | None:
     """``"N, D"``, ``"N D"``, ``"(N, D)"``, ``"N, 4H"`` or ``"()"`` -> a shape; None if it
     is not one. A lone word that reads as a type (``"ndarray"``, ``"Tensor"``) is not a
@@ -32,7 +95,7 @@ def parse_annotation(text: str) -> Shape | None:
         if word.isdigit():
             dims.append(int(word))
         elif _DIMENSION.match(word):
-            dims.append(word)
+            dims.append(canonical(word))
         else:
             return None
     return tuple(dims)

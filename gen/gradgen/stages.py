@@ -253,6 +253,9 @@ class StagedFunction:
     # their place (structure.py); ``signature`` is the parameters as the user wrote them.
     structured: tuple[Structured, ...] = ()
     signature: tuple[Parameter, ...] = ()
+    # Each later binding of a user's name and that name (``h_2`` -> ``h``): the values the
+    # user's code calls by one name, one after the other.
+    versions: tuple[tuple[str, str], ...] = ()
 
     @property
     def arguments(self) -> tuple[Parameter, ...]:
@@ -372,6 +375,7 @@ def stage_function(
         data=function.data,
         structured=function.structured,
         signature=function.signature,
+        versions=tuple(builder.versions.items()),
     )
 
 
@@ -476,7 +480,9 @@ class _Block:
     def bind(self, user_name: str) -> str:
         """The stage name of a new binding of ``user_name``."""
         if user_name in self.bound:
-            return rebinding_name(self.builder.namer, user_name)
+            name = rebinding_name(self.builder.namer, user_name)
+            self.builder.versions[name] = user_name
+            return name
         self.bound.add(user_name)
         return user_name
 
@@ -1209,6 +1215,7 @@ class _Builder:
         self.enclosing: list[list[Stage]] = []
         self.carried_from: dict[str, Stage] = {}
         self.updates: list[tuple[Assignment, str]] = []  # h += x on a carried value
+        self.versions: dict[str, str] = {}  # h_2 -> h: a later binding of a user's name
 
     def every_stage(self) -> dict[str, Stage]:
         """Each name bound so far, in this block and those around it, and its stage."""

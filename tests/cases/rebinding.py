@@ -26,14 +26,12 @@ def f_backward(x, h, dout=1.0):
     h_exp = math.exp(h_3)
 
     # backprop h = math.exp(h) + x
-    dx_2 = dout
-    dh_3 = h_exp * dout
+    dx = dout
+    dh = h_exp * dout
     # backprop h = h * h
-    dh_2 = (2 * h_2) * dh_3
+    dh_2 = (2 * h_2) * dh
     # backprop h = h * 2
     dh = 2 * dh_2
-    # backprop x = x + 1
-    dx = dx_2
     return dx, dh
 
 
@@ -46,12 +44,10 @@ def f_value_and_grad(x, h, dout=1.0):
     h_4 = h_exp + x_2
 
     # backprop h = math.exp(h) + x
-    dx_2 = dout
-    dh_3 = h_exp * dout
+    dx = dout
+    dh = h_exp * dout
     # backprop h = h * h
-    dh_2 = (2 * h_2) * dh_3
+    dh_2 = (2 * h_2) * dh
     # backprop h = h * 2
     dh = 2 * dh_2
-    # backprop x = x + 1
-    dx = dx_2
     return h_4, (dx, dh)

@@ -30,11 +30,15 @@ def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""
     if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
         return grad
+    if isinstance(like, float) and isinstance(grad, float):  # no array to fill
+        return np.float64(grad)
     return grad + np.zeros_like(like)
 
 
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return grad @ np.transpose(y)
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
@@ -45,6 +49,8 @@ def _matmul_dx(grad, x, y):
 
 def _matmul_dy(grad, x, y):
     """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return np.transpose(x) @ grad
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
@@ -116,8 +122,8 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     dprobs = np.zeros_like(probs)
     np.add.at(dprobs, (np.arange(N), y), ddata_loss_index)
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
-    dprobs_exp = _unbroadcast(dprobs / probs_sum, probs_exp)
-    dprobs_sum = _unbroadcast(-(probs_exp / probs_sum**2) * dprobs, probs_sum)
+    dprobs_exp = dprobs / probs_sum
+    dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dscores = probs_exp_2 * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
@@ -176,8 +182,8 @@ def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
     dprobs = np.zeros_like(probs)
     np.add.at(dprobs, (np.arange(N), y), ddata_loss_index)
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
-    dprobs_exp = _unbroadcast(dprobs / probs_sum, probs_exp)
-    dprobs_sum = _unbroadcast(-(probs_exp / probs_sum**2) * dprobs, probs_sum)
+    dprobs_exp = dprobs / probs_sum
+    dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dscores = probs_exp_2 * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
@@ -260,6 +266,8 @@ def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""
     if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
         return grad
+    if isinstance(like, float) and isinstance(grad, float):  # no array to fill
+        return np.float64(grad)
     return grad + np.zeros_like(like)
 
 
@@ -275,6 +283,8 @@ def _like(value):
 
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return grad @ np.transpose(y)
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
@@ -285,6 +295,8 @@ def _matmul_dx(grad, x, y):
 
 def _matmul_dy(grad, x, y):
     """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return np.transpose(x) @ grad
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
@@ -403,8 +415,8 @@ def two_layer_loss_backward(dloss, cache):
     dprobs = np.zeros_like(probs)
     np.add.at(dprobs, (np.arange(N), y), ddata_loss_index)
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
-    dprobs_exp = _unbroadcast(dprobs / probs_sum, probs_exp)
-    dprobs_sum = _unbroadcast(-(probs_exp / probs_sum**2) * dprobs, probs_sum)
+    dprobs_exp = dprobs / probs_sum
+    dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
     dscores = probs_exp_2 * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
