@@ -27,14 +27,14 @@ def attention_backward(q, k, v, dout):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
+    dshift = -dshifted.sum(axis=-1, keepdims=True)
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
@@ -68,14 +68,14 @@ def attention_value_and_grad(q, k, v, dout):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
+    dshift = -dshifted.sum(axis=-1, keepdims=True)
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
@@ -118,14 +118,14 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
+    dshift = -dshifted.sum(axis=-1, keepdims=True)
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)
@@ -167,14 +167,14 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     dv = weights.T @ dout
     # backprop weights = exps / sums
     dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=1, keepdims=True)
+    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
     # backprop sums = np.sum(exps, axis=-1, keepdims=True)
     dexps += dsums
     # backprop exps = np.exp(shifted)
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
+    dshift = -dshifted.sum(axis=-1, keepdims=True)
     # backprop shift = np.max(scores, axis=-1, keepdims=True)
     dscores += (
         (scores == shift)

@@ -13,6 +13,8 @@ def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""
     if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
         return grad
+    if isinstance(like, float) and isinstance(grad, float):  # no array to fill
+        return np.float64(grad)
     return grad + np.zeros_like(like)
 
 

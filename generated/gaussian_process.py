@@ -18,83 +18,10 @@ def _cholesky_grad(grad, lower):
     return np.tril(s + np.swapaxes(s, -1, -2)) / half
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
-
-
-def _matmul_dx(grad, x, y):
-    """Gradient of x @ y with respect to x, by numpy's matmul rules."""
-    x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
-    y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
-    grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
-    grad2 = np.expand_dims(grad2, -2) if np.ndim(x) == 1 else grad2
-    dx = _unbroadcast(grad2 @ np.swapaxes(y2, -1, -2), x2)
-    return np.reshape(dx, np.shape(x))
-
-
-def _matmul_dy(grad, x, y):
-    """Gradient of x @ y with respect to y, by numpy's matmul rules."""
-    x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
-    y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
-    grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
-    grad2 = np.expand_dims(grad2, -2) if np.ndim(x) == 1 else grad2
-    dy = _unbroadcast(np.swapaxes(x2, -1, -2) @ grad2, y2)
-    return np.reshape(dy, np.shape(y))
-
-
-def _solve_da(grad, a, b, out):
-    """Gradient of out = np.linalg.solve(a, b) with respect to a: -db out^T."""
-    vector = np.ndim(b) == 1
-    grad2 = grad[..., None] if vector else grad
-    out2 = out[..., None] if vector else out
-    db = np.linalg.solve(np.swapaxes(a, -1, -2), grad2)
-    return _unbroadcast(-db @ np.swapaxes(out2, -1, -2), a)
-
-
-def _solve_db(grad, a, b):
-    """Gradient of np.linalg.solve(a, b) with respect to b: a^-T grad."""
-    vector = np.ndim(b) == 1  # numpy 2: b is a vector only where it is 1-D
-    grad2 = grad[..., None] if vector else grad
-    db = np.linalg.solve(np.swapaxes(a, -1, -2), grad2)
-    return _unbroadcast(db[..., 0] if vector else db, b)
-
-
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
-def _undiagonal(grad, like, offset, axis1, axis2):
-    """grad of np.diagonal(like, offset, axis1, axis2): on that diagonal, zeros
-    elsewhere."""
-    out = np.zeros(np.shape(like), np.result_type(np.asarray(like), 1.0))
-    planes = np.moveaxis(out, (axis1, axis2), (-2, -1))  # a view: written into
-    steps = np.arange(np.shape(grad)[-1])
-    planes[..., steps + max(-offset, 0), steps + max(offset, 0)] = grad
-    return out
-
-
 def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll with respect to (log_length, log_signal, log_noise, X, y)."""
     # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K_mul, K_mul_3, K, L, z, data_fit_pow, data_fit,
-    # complexity_diagonal, complexity, nll_add, nll.
+    # sqdist, K_exp, K, L, z, complexity_diagonal.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -103,43 +30,32 @@ def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
+    K = signal * K_exp + noise * np.eye(X.shape[0])
     L = np.linalg.cholesky(K)
     z = np.linalg.solve(L, y)
-    data_fit_pow = z**2
-    data_fit = 0.5 * np.sum(data_fit_pow)
     complexity_diagonal = np.diagonal(L)
-    complexity = np.sum(np.log(complexity_diagonal))
-    nll_add = data_fit + complexity
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
 
     # backprop nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    ddata_fit = dnll_add
-    dcomplexity = dnll_add
+    ddata_fit = dnll
+    dcomplexity = dnll
     # backprop complexity = np.sum(np.log(np.diagonal(L)))
     dcomplexity_diagonal = dcomplexity / complexity_diagonal
-    dL = _undiagonal(dcomplexity_diagonal, L, 0, 0, 1)
+    dL = np.zeros_like(L)
+    dL[
+        np.arange(len(dcomplexity_diagonal)), np.arange(len(dcomplexity_diagonal))
+    ] += dcomplexity_diagonal
     # backprop data_fit = 0.5 * np.sum(z**2)
     ddata_fit_sum = 0.5 * ddata_fit
-    ddata_fit_pow = np.full_like(
-        data_fit_pow, ddata_fit_sum, dtype=np.result_type(data_fit_pow, ddata_fit_sum)
-    )
-    dz = (2 * z) * ddata_fit_pow
+    dz = (2 * z) * ddata_fit_sum
     # backprop z = np.linalg.solve(L, y)
-    dL += _solve_da(dz, L, y, z)
-    dy = _solve_db(dz, L, y)
+    dL -= np.outer(np.linalg.solve(L.T, dz), z)
+    dy = np.linalg.solve(L.T, dz)
     # backprop L = np.linalg.cholesky(K)
     dK = _cholesky_grad(dL, L)
     # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
+    dnoise = np.sum(np.eye(X.shape[0]) * dK)
+    dsignal = np.sum(K_exp * dK)
+    dK_exp = signal * dK
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
@@ -172,43 +88,35 @@ def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
+    K = signal * K_exp + noise * np.eye(X.shape[0])
     L = np.linalg.cholesky(K)
     z = np.linalg.solve(L, y)
-    data_fit_pow = z**2
-    data_fit = 0.5 * np.sum(data_fit_pow)
+    data_fit = 0.5 * np.sum(z**2)
     complexity_diagonal = np.diagonal(L)
     complexity = np.sum(np.log(complexity_diagonal))
-    nll_add = data_fit + complexity
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
+    nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
 
     # backprop nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    ddata_fit = dnll_add
-    dcomplexity = dnll_add
+    ddata_fit = dnll
+    dcomplexity = dnll
     # backprop complexity = np.sum(np.log(np.diagonal(L)))
     dcomplexity_diagonal = dcomplexity / complexity_diagonal
-    dL = _undiagonal(dcomplexity_diagonal, L, 0, 0, 1)
+    dL = np.zeros_like(L)
+    dL[
+        np.arange(len(dcomplexity_diagonal)), np.arange(len(dcomplexity_diagonal))
+    ] += dcomplexity_diagonal
     # backprop data_fit = 0.5 * np.sum(z**2)
     ddata_fit_sum = 0.5 * ddata_fit
-    ddata_fit_pow = np.full_like(
-        data_fit_pow, ddata_fit_sum, dtype=np.result_type(data_fit_pow, ddata_fit_sum)
-    )
-    dz = (2 * z) * ddata_fit_pow
+    dz = (2 * z) * ddata_fit_sum
     # backprop z = np.linalg.solve(L, y)
-    dL += _solve_da(dz, L, y, z)
-    dy = _solve_db(dz, L, y)
+    dL -= np.outer(np.linalg.solve(L.T, dz), z)
+    dy = np.linalg.solve(L.T, dz)
     # backprop L = np.linalg.cholesky(K)
     dK = _cholesky_grad(dL, L)
     # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
+    dnoise = np.sum(np.eye(X.shape[0]) * dK)
+    dsignal = np.sum(K_exp * dK)
+    dK_exp = signal * dK
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
@@ -234,8 +142,7 @@ def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
 def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll_slogdet with respect to its parameters, in order."""
     # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K_mul, K_mul_3, K, alpha, sign, nll_mul, nll_mul_2,
-    # nll_add, nll.
+    # sqdist, K_exp, K, alpha.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -244,36 +151,23 @@ def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
+    K = signal * K_exp + noise * np.eye(X.shape[0])
     alpha = np.linalg.solve(K, y)
-    sign, logdet = np.linalg.slogdet(K)
-    nll_mul = 0.5 * (y @ alpha)
-    nll_mul_2 = 0.5 * logdet
-    nll_add = nll_mul + nll_mul_2
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
 
     # backprop nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * n ...
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    dnll_mul = _unbroadcast(dnll_add, nll_mul)
-    dnll_mul_2 = _unbroadcast(dnll_add, nll_mul_2)
-    dlogdet = 0.5 * dnll_mul_2
-    dnll_matmul = 0.5 * dnll_mul
-    dy = _matmul_dx(dnll_matmul, y, alpha)
-    dalpha = _matmul_dy(dnll_matmul, y, alpha)
+    dlogdet = 0.5 * dnll
+    dnll_matmul = 0.5 * dnll
+    dy = dnll_matmul * alpha
+    dalpha = dnll_matmul * y
     # backprop sign, logdet = np.linalg.slogdet(K)
-    dK = np.expand_dims(dlogdet, (-1, -2)) * np.swapaxes(np.linalg.inv(K), -1, -2)
+    dK = dlogdet * np.linalg.inv(K).T
     # backprop alpha = np.linalg.solve(K, y)
-    dK += _solve_da(dalpha, K, y, alpha)
-    dy += _solve_db(dalpha, K, y)
+    dK -= np.outer(np.linalg.solve(K.T, dalpha), alpha)
+    dy += np.linalg.solve(K.T, dalpha)
     # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
+    dnoise = np.sum(np.eye(X.shape[0]) * dK)
+    dsignal = np.sum(K_exp * dK)
+    dK_exp = signal * dK
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
@@ -306,36 +200,25 @@ def gp_nll_slogdet_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=
     sqdist_pow_2 = length**2
     sqdist = sqdist_sum / sqdist_pow_2
     K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
+    K = signal * K_exp + noise * np.eye(X.shape[0])
     alpha = np.linalg.solve(K, y)
     sign, logdet = np.linalg.slogdet(K)
-    nll_mul = 0.5 * (y @ alpha)
-    nll_mul_2 = 0.5 * logdet
-    nll_add = nll_mul + nll_mul_2
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
+    nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * np.pi)
 
     # backprop nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * n ...
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    dnll_mul = _unbroadcast(dnll_add, nll_mul)
-    dnll_mul_2 = _unbroadcast(dnll_add, nll_mul_2)
-    dlogdet = 0.5 * dnll_mul_2
-    dnll_matmul = 0.5 * dnll_mul
-    dy = _matmul_dx(dnll_matmul, y, alpha)
-    dalpha = _matmul_dy(dnll_matmul, y, alpha)
+    dlogdet = 0.5 * dnll
+    dnll_matmul = 0.5 * dnll
+    dy = dnll_matmul * alpha
+    dalpha = dnll_matmul * y
     # backprop sign, logdet = np.linalg.slogdet(K)
-    dK = np.expand_dims(dlogdet, (-1, -2)) * np.swapaxes(np.linalg.inv(K), -1, -2)
+    dK = dlogdet * np.linalg.inv(K).T
     # backprop alpha = np.linalg.solve(K, y)
-    dK += _solve_da(dalpha, K, y, alpha)
-    dy += _solve_db(dalpha, K, y)
+    dK -= np.outer(np.linalg.solve(K.T, dalpha), alpha)
+    dy += np.linalg.solve(K.T, dalpha)
     # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
+    dnoise = np.sum(np.eye(X.shape[0]) * dK)
+    dsignal = np.sum(K_exp * dK)
+    dK_exp = signal * dK
     dK_mul_2 = K_exp * dK_exp
     dsqdist = -0.5 * dK_mul_2
     # backprop sqdist = np.sum(diffs**2, axis=2) / length**2

@@ -18,24 +18,6 @@ def _like(value):
     return like
 
 
-def _unbroadcast(grad, like):
-    """grad summed over the axes numpy broadcast like along."""
-    shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
-    if isinstance(grad, np.ndarray) and grad.shape == shape:
-        return grad  # the common case, without a numpy call
-    if np.shape(grad) == shape:
-        return grad
-    extra = np.ndim(grad) - len(shape)
-    if extra > 0:
-        grad = np.sum(grad, axis=tuple(range(extra)))
-    kept = tuple(
-        i for i, size in enumerate(shape) if size == 1 and np.shape(grad)[i] != 1
-    )
-    if kept:
-        grad = np.sum(grad, axis=kept, keepdims=True)
-    return grad
-
-
 def _upstream(grad, like):
     """The upstream gradient of like: zeros when None (like does not reach the loss)."""
     if grad is None:
@@ -81,17 +63,14 @@ def sigmoid_cached_backward(dout, cache):
 
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, i, f, o, g, next_c_mul, next_c_mul_2, next_c,
-    # next_h_tanh, next_h.
+    # Recomputes: H, a, i, f, o, g, next_c, next_h_tanh, next_h.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     i, i_cache = sigmoid_forward(a[:, :H])
     f, f_cache = sigmoid_forward(a[:, H : 2 * H])
     o, o_cache = sigmoid_forward(a[:, 2 * H : 3 * H])
     g = np.tanh(a[:, 3 * H :])
-    next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = f * prev_c + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
@@ -99,16 +78,14 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=No
     dnext_h = _upstream(dnext_h, next_h)
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
-    do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    do = next_h_tanh * dnext_h
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
-    dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = g * dnext_c
+    dg = i * dnext_c
+    df = prev_c * dnext_c
+    dprev_c = f * dnext_c
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
@@ -141,9 +118,7 @@ def lstm_step_value_and_grad(
     f, f_cache = sigmoid_forward(a[:, H : 2 * H])
     o, o_cache = sigmoid_forward(a[:, 2 * H : 3 * H])
     g = np.tanh(a[:, 3 * H :])
-    next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = f * prev_c + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
@@ -151,16 +126,14 @@ def lstm_step_value_and_grad(
     dnext_h = _upstream(dnext_h, next_h)
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
-    do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    do = next_h_tanh * dnext_h
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
-    dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = g * dnext_c
+    dg = i * dnext_c
+    df = prev_c * dnext_c
+    dprev_c = f * dnext_c
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
@@ -191,9 +164,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     f, f_cache = sigmoid_forward(a[:, H : 2 * H])
     o, o_cache = sigmoid_forward(a[:, 2 * H : 3 * H])
     g = np.tanh(a[:, 3 * H :])
-    next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = f * prev_c + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
     return (
@@ -214,8 +185,6 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             o,
             o_cache,
             g,
-            _like(next_c_mul),
-            _like(next_c_mul_2),
             _like(next_c),
             next_h_tanh,
             _like(next_h),
@@ -240,8 +209,6 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
         o,
         o_cache,
         g,
-        next_c_mul,
-        next_c_mul_2,
         next_c,
         next_h_tanh,
         next_h,
@@ -251,16 +218,14 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
     dnext_h = _upstream(dnext_h, next_h)
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
-    do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    do = next_h_tanh * dnext_h
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
-    dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = g * dnext_c
+    dg = i * dnext_c
+    df = prev_c * dnext_c
+    dprev_c = f * dnext_c
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
@@ -294,8 +259,8 @@ def lstm_two_steps_backward(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     dloss_sum = 0.5 * dloss
     ddiff = (2 * diff) * dloss_sum
     # backprop diff = h2 - target
-    dh2 = _unbroadcast(ddiff, h2)
-    dtarget = _unbroadcast(-ddiff, target)
+    dh2 = ddiff
+    dtarget = -ddiff
     # backprop h2, c2 = lstm_step(x2, h1, c1, Wx, Wh, b)
     dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(dh2, None, h2_cache)
     # backprop h1, c1 = lstm_step(x1, h0, c0, Wx, Wh, b)
@@ -319,8 +284,8 @@ def lstm_two_steps_value_and_grad(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     dloss_sum = 0.5 * dloss
     ddiff = (2 * diff) * dloss_sum
     # backprop diff = h2 - target
-    dh2 = _unbroadcast(ddiff, h2)
-    dtarget = _unbroadcast(-ddiff, target)
+    dh2 = ddiff
+    dtarget = -ddiff
     # backprop h2, c2 = lstm_step(x2, h1, c1, Wx, Wh, b)
     dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(dh2, None, h2_cache)
     # backprop h1, c1 = lstm_step(x1, h0, c0, Wx, Wh, b)

@@ -109,10 +109,8 @@ def layernorm_backward(x, gamma, beta, dout):
     # backprop sqrtvar = np.sqrt(var + EPS)
     dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
     dvar = dsqrtvar_add
-    # backprop var = np.mean(sq, axis=1, keepdims=True)
-    dsq = np.broadcast_to(dvar / sq.shape[1], np.shape(sq))
     # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dsq
+    dxmu += (2 * xmu) * (dvar / xmu.shape[1])
     # backprop xmu = x - mu
     dx = dxmu
     dmu = -dxmu.sum(axis=1, keepdims=True)
@@ -141,10 +139,8 @@ def layernorm_value_and_grad(x, gamma, beta, dout):
     # backprop sqrtvar = np.sqrt(var + EPS)
     dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
     dvar = dsqrtvar_add
-    # backprop var = np.mean(sq, axis=1, keepdims=True)
-    dsq = np.broadcast_to(dvar / sq.shape[1], np.shape(sq))
     # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dsq
+    dxmu += (2 * xmu) * (dvar / xmu.shape[1])
     # backprop xmu = x - mu
     dx = dxmu
     dmu = -dxmu.sum(axis=1, keepdims=True)

@@ -12,6 +12,8 @@ def _everywhere(grad, like):
     """grad as an array of like's shape: a number stands for every entry."""
     if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
         return grad
+    if isinstance(like, float) and isinstance(grad, float):  # no array to fill
+        return np.float64(grad)
     return grad + np.zeros_like(like)
 
 
@@ -80,8 +82,8 @@ def rnn_step_value_and_grad(x, prev_h, Wx, Wh, b, dnext_h):
 
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, ai, af, ao, ag, i, f, o, g, next_c_mul, next_c_mul_2,
-    # next_c, next_h_tanh, next_h.
+    # Recomputes: H, a, ai, af, ao, ag, i, f, o, g, next_c_mul, next_c,
+    # next_h_tanh, next_h.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     ai = a[:, :H]
@@ -93,23 +95,21 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     o = 1 / (1 + np.exp(-ao))
     g = np.tanh(ag)
     next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = next_c_mul + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
     dnext_h = _everywhere(dnext_h, next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    dnext_h_tanh = o * dnext_h
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
     dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = _unbroadcast(g * dnext_c, i)
+    dg = _unbroadcast(i * dnext_c, g)
+    df = prev_c * dnext_c_mul
+    dprev_c = f * dnext_c_mul
     # backprop g = np.tanh(ag)
     dag = (1 - g**2) * dg
     # backprop o = 1 / (1 + np.exp(-ao))
@@ -149,23 +149,21 @@ def lstm_step_value_and_grad(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     o = 1 / (1 + np.exp(-ao))
     g = np.tanh(ag)
     next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = next_c_mul + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
     # backprop next_h = o * np.tanh(next_c)
     dnext_h = _everywhere(dnext_h, next_h)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    dnext_h_tanh = o * dnext_h
     dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
     dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = _unbroadcast(g * dnext_c, i)
+    dg = _unbroadcast(i * dnext_c, g)
+    df = prev_c * dnext_c_mul
+    dprev_c = f * dnext_c_mul
     # backprop g = np.tanh(ag)
     dag = (1 - g**2) * dg
     # backprop o = 1 / (1 + np.exp(-ao))

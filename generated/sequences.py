@@ -245,8 +245,7 @@ def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh):
 
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, i, f, o, g, next_c_mul, next_c_mul_2, next_c,
-    # next_h_tanh, next_h.
+    # Recomputes: H, a, i, f, o, g, next_c_mul, next_c, next_h_tanh, next_h.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     i = 1 / (1 + np.exp(-a[:, :H]))
@@ -254,8 +253,7 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=No
     o = 1 / (1 + np.exp(-a[:, 2 * H : 3 * H]))
     g = np.tanh(a[:, 3 * H :])
     next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = next_c_mul + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
@@ -264,15 +262,14 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=No
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
     dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = _unbroadcast(g * dnext_c, i)
+    dg = _unbroadcast(i * dnext_c, g)
+    df = prev_c * dnext_c_mul
+    dprev_c = f * dnext_c_mul
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
@@ -306,8 +303,7 @@ def lstm_step_value_and_grad(
     o = 1 / (1 + np.exp(-a[:, 2 * H : 3 * H]))
     g = np.tanh(a[:, 3 * H :])
     next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = next_c_mul + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
 
@@ -316,15 +312,14 @@ def lstm_step_value_and_grad(
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
     dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = _unbroadcast(g * dnext_c, i)
+    dg = _unbroadcast(i * dnext_c, g)
+    df = prev_c * dnext_c_mul
+    dprev_c = f * dnext_c_mul
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
@@ -356,8 +351,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     o = 1 / (1 + np.exp(-a[:, 2 * H : 3 * H]))
     g = np.tanh(a[:, 3 * H :])
     next_c_mul = f * prev_c
-    next_c_mul_2 = i * g
-    next_c = next_c_mul + next_c_mul_2
+    next_c = next_c_mul + i * g
     next_h_tanh = np.tanh(next_c)
     next_h = o * next_h_tanh
     return (
@@ -376,7 +370,6 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             o,
             g,
             _like(next_c_mul),
-            _like(next_c_mul_2),
             _like(next_c),
             next_h_tanh,
             _like(next_h),
@@ -399,7 +392,6 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
         o,
         g,
         next_c_mul,
-        next_c_mul_2,
         next_c,
         next_h_tanh,
         next_h,
@@ -410,15 +402,14 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
     dnext_c = _upstream(dnext_c, next_c)
     # backprop next_h = o * np.tanh(next_c)
     do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = _unbroadcast(o * dnext_h, next_h_tanh)
+    dnext_h_tanh = o * dnext_h
     dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
     # backprop next_c = f * prev_c + i * g
     dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    dnext_c_mul_2 = _unbroadcast(dnext_c, next_c_mul_2)
-    di = _unbroadcast(g * dnext_c_mul_2, i)
-    dg = _unbroadcast(i * dnext_c_mul_2, g)
-    df = _unbroadcast(prev_c * dnext_c_mul, f)
-    dprev_c = _unbroadcast(f * dnext_c_mul, prev_c)
+    di = _unbroadcast(g * dnext_c, i)
+    dg = _unbroadcast(i * dnext_c, g)
+    df = prev_c * dnext_c_mul
+    dprev_c = f * dnext_c_mul
     # backprop g = np.tanh(a[:, 3 * H :])
     dg_index = (1 - g**2) * dg
     da = np.zeros_like(a, dtype=np.result_type(a, 1.0))

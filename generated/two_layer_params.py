@@ -10,6 +10,8 @@ import numpy as np
 
 def _matmul_dx(grad, x, y):
     """Gradient of x @ y with respect to x, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return grad @ np.transpose(y)
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad
@@ -20,6 +22,8 @@ def _matmul_dx(grad, x, y):
 
 def _matmul_dy(grad, x, y):
     """Gradient of x @ y with respect to y, by numpy's matmul rules."""
+    if np.ndim(x) == 2 and np.ndim(y) == 2:  # the common case, nothing broadcast
+        return np.transpose(x) @ grad
     x2 = np.expand_dims(x, 0) if np.ndim(x) == 1 else x
     y2 = np.expand_dims(y, -1) if np.ndim(y) == 1 else y
     grad2 = np.expand_dims(grad, -1) if np.ndim(y) == 1 else grad

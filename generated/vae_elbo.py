@@ -9,23 +9,6 @@ import numpy as np
 from examples.vae_elbo import rs
 
 
-def _everywhere(grad, like):
-    """grad as an array of like's shape: a number stands for every entry."""
-    if isinstance(grad, np.ndarray) and grad.shape == np.shape(like):
-        return grad
-    return grad + np.zeros_like(like)
-
-
-def _like(value):
-    """value's shape and dtype without its memory: a cache entry read for no more."""
-    if type(value) is not np.ndarray or value.dtype.hasobject:
-        return value
-    zero, strides = np.zeros((), value.dtype), (0,) * value.ndim
-    like = np.ndarray(value.shape, value.dtype, zero, strides=strides)
-    like.flags.writeable = False  # one number seen everywhere: never written into
-    return like
-
-
 def _unbroadcast(grad, like):
     """grad summed over the axes numpy broadcast like along."""
     shape = like.shape if isinstance(like, np.ndarray) else np.shape(like)
@@ -107,50 +90,32 @@ def log_joint_cached_backward_wrt_z(dout, cache):
 
 def gaussian_entropy_backward(log_sigma, dout=1.0):
     """Gradient of gaussian_entropy with respect to log_sigma."""
-    # Recomputes: out_sum, out.
-    out_sum = np.sum(log_sigma)
-    out = out_sum + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
-
     # backprop return np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * ...
-    dout = _everywhere(dout, out)
-    dout_sum = _unbroadcast(dout, out_sum)
-    dlog_sigma = np.full_like(
-        log_sigma, dout_sum, dtype=np.result_type(log_sigma, dout_sum)
-    )
+    dlog_sigma = np.full_like(log_sigma, dout, dtype=np.result_type(log_sigma, dout))
     return dlog_sigma
 
 
 def gaussian_entropy_value_and_grad(log_sigma, dout=1.0):
     """gaussian_entropy and its gradient with respect to log_sigma."""
-    out_sum = np.sum(log_sigma)
-    out = out_sum + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
+    out = np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
 
     # backprop return np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * ...
-    dout = _everywhere(dout, out)
-    dout_sum = _unbroadcast(dout, out_sum)
-    dlog_sigma = np.full_like(
-        log_sigma, dout_sum, dtype=np.result_type(log_sigma, dout_sum)
-    )
+    dlog_sigma = np.full_like(log_sigma, dout, dtype=np.result_type(log_sigma, dout))
     return out, dlog_sigma
 
 
 def gaussian_entropy_forward(log_sigma):
-    """gaussian_entropy and the cache its backward reads: (log_sigma, out_sum, out)."""
-    out_sum = np.sum(log_sigma)
-    out = out_sum + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
-    return out, (log_sigma, out_sum, _like(out))
+    """gaussian_entropy and the cache its backward reads: (log_sigma,)."""
+    out = np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
+    return out, (log_sigma,)
 
 
 def gaussian_entropy_cached_backward(dout, cache):
     """Gradient of gaussian_entropy with respect to log_sigma."""
-    log_sigma, out_sum, out = cache
+    (log_sigma,) = cache
 
     # backprop return np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * ...
-    dout = _everywhere(dout, out)
-    dout_sum = _unbroadcast(dout, out_sum)
-    dlog_sigma = np.full_like(
-        log_sigma, dout_sum, dtype=np.result_type(log_sigma, dout_sum)
-    )
+    dlog_sigma = np.full_like(log_sigma, dout, dtype=np.result_type(log_sigma, dout))
     return dlog_sigma
 
 
@@ -162,8 +127,7 @@ def negative_elbo_value_and_grad(mu, log_sigma, X, y, dout=1.0):
     """negative_elbo and its gradients with respect to (mu, log_sigma)."""
     eps = rs.randn(mu.shape[0])
     z_exp = np.exp(log_sigma)
-    z_mul = z_exp * eps
-    z = mu + z_mul
+    z = mu + z_exp * eps
     elbo_log_joint, elbo_log_joint_cache = log_joint_forward(z, X, y)
     elbo_gaussian_entropy, elbo_gaussian_entropy_cache = gaussian_entropy_forward(
         log_sigma
@@ -172,15 +136,12 @@ def negative_elbo_value_and_grad(mu, log_sigma, X, y, dout=1.0):
     out = -elbo
 
     # backprop return -elbo
-    dout = _everywhere(dout, out)
     delbo = -dout
     # backprop elbo = log_joint(z, X, y) + gaussian_entropy(log_sigma)
-    delbo_log_joint = _unbroadcast(delbo, elbo_log_joint)
     dlog_sigma = gaussian_entropy_cached_backward(delbo, elbo_gaussian_entropy_cache)
-    dz = log_joint_cached_backward_wrt_z(delbo_log_joint, elbo_log_joint_cache)
+    dz = log_joint_cached_backward_wrt_z(delbo, elbo_log_joint_cache)
     # backprop z = mu + np.exp(log_sigma) * eps
     dmu = _unbroadcast(dz, mu)
-    dz_mul = _unbroadcast(dz, z_mul)
-    dz_exp = _unbroadcast(eps * dz_mul, z_exp)
+    dz_exp = _unbroadcast(eps * dz, z_exp)
     dlog_sigma += z_exp * dz_exp
     return out, (dmu, dlog_sigma)

@@ -694,3 +694,38 @@ def test_gradgen_check_skips_the_drawing_example(
     assert re.search(r"^negative_elbo +mu +- +skip \(draws\)$", out, re.MULTILINE), out
     assert re.search(r"^log_joint +z .* pass$", out, re.MULTILINE), out
     assert "negative_elbo: note: not checked: negative_elbo draws random numbers (rs.randn)" in out
+
+
+# Calls of the run-time shape helpers in each committed backward (outside the helpers'
+# own definitions). Each one left is where a careful person would check shapes at run time
+# too: an array's shape the annotations leave open (convolution's windows, an LSTM's gates
+# of a width G not written as 4H, a loop over layers of different shapes, a draw). The
+# count may only go down; lower it here when it does.
+RUN_TIME_SHAPE_CHECKS = {
+    "convolution": 5,
+    "losses": 6,
+    "recurrent": 10,
+    "sequences": 12,
+    "two_layer_params": 8,
+    "vae_elbo": 2,
+}
+
+
+def _shape_checks(path: Path) -> int:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sum(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("_unbroadcast", "_everywhere")
+        for function in tree.body
+        if isinstance(function, ast.FunctionDef) and not function.name.startswith("_")
+        for node in ast.walk(function)
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_shapes_are_checked_at_run_time_only_where_the_code_leaves_them_open(path: Path) -> None:
+    count = _shape_checks(ROOT / "generated" / path.name)
+    expected = RUN_TIME_SHAPE_CHECKS.get(path.stem, 0)
+    assert count <= expected, f"{path.name}: {count} _unbroadcast/_everywhere calls, was {expected}"
+    assert count == expected, f"{path.name}: {count} calls, fewer than {expected}: lower the table"

@@ -38,6 +38,7 @@ from gradgen.expr import (
 from gradgen.parse import Parameter
 from gradgen.rules import (
     ARRAY_MAKERS,
+    ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_MASKS,
     IDENTITY,
     INDEX,
@@ -180,7 +181,7 @@ def _infer_stages(
                 results = callees.result_shapes(stage.call.function, arguments)
             known.update(zip(stage.targets, results, strict=True))
         elif stage.rule is None:
-            known[stage.target] = _made_shape(stage.expr, dimensions)
+            known[stage.target] = _made_shape(stage.expr, dimensions, known)
             if known[stage.target] is None:
                 known[stage.target] = expression_shape(stage.expr, known)
             dimension = _dimension(stage.expr, known, dimensions)
@@ -408,14 +409,14 @@ def _dimension(
     return shape[axis]
 
 
-def _made_shape(expr: Expr, dimensions: Dimensions) -> Shape | None:
+def _made_shape(expr: Expr, dimensions: Dimensions, known: Shapes | None = None) -> Shape | None:
     """The shape of ``np.zeros((N, T, H))`` (``ones``, ``empty``; a tuple or one number),
     where each dimension is written out or a name bound to a known one."""
     expr = unwrap(expr)
     if isinstance(expr, Call) and (expr.func.lib, expr.func.name) == IDENTITY:
         # np.eye(N): an N x N matrix (with N alone)
         if len(expr.args) == 1 and not expr.kwargs:
-            side = _made_shape(Call(Func("numpy", "zeros", None), expr.args), dimensions)
+            side = _made_shape(Call(Func("numpy", "zeros", None), expr.args), dimensions, known)
             return None if side is None or len(side) != 1 else (side[0], side[0])
         return None
     if not (
@@ -431,10 +432,11 @@ def _made_shape(expr: Expr, dimensions: Dimensions) -> Shape | None:
     for part in parts:
         part = None if part is None else unwrap(part)
         number = NOT_LITERAL if part is None else literal_value(part)
+        dim = None if part is None else _dimension(part, known or {}, dimensions)
         if isinstance(number, int) and not isinstance(number, bool):
             found.append(number)
-        elif isinstance(part, Name) and part.id in dimensions:
-            found.append(dimensions[part.id])
+        elif dim is not None:
+            found.append(dim)
         else:
             return None
     return tuple(found)
@@ -651,7 +653,9 @@ def expression_shape(expr: Expr, known: Shapes) -> Shape | None:
         if expr.func.name in ELEMENTWISE_MASKS:
             return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
         if function == IDENTITY:
-            return _made_shape(expr, {})
+            return _made_shape(expr, {}, known)
+        if function in ELEMENTWISE_FUNCTIONS and not expr.kwargs:
+            return shapes.broadcast(*(expression_shape(a, known) for a in expr.args))
     return None
 
 

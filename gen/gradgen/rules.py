@@ -3827,6 +3827,15 @@ _SEVERAL: dict[tuple[str, str], Rule] = {
 # x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
 # away), which infer.py knows.
 INDEX = next(r for r in RULES if r.name == "index")
+# The functions acting entry by entry (np.exp, np.maximum): of arguments of known shapes,
+# their result has the shapes' broadcast (``np.log(2 * np.pi)`` is a number).
+ELEMENTWISE_FUNCTIONS = frozenset(
+    (form.func.lib, form.func.name)
+    for rule in RULES
+    if rule.elementwise
+    for form in rule.forms
+    if isinstance(form, Call) and form.func.lib is not None
+)
 
 # How numpy functions take their arguments, to read ``np.sum(x, axis=0)``, ``x.sum(0)`` and
 # ``np.sum(x, 0, keepdims=False)`` as the same call. "name=default" marks an optional one.
