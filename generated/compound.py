@@ -21,13 +21,13 @@ def layer_backward(x, y, z, dout=1.0):
 
     # backprop return np.sqrt(h + 1.0)
     dout_add = (0.5 / out) * dout
-    dh = dout_add
+    dh_2 = dout_add
     # backprop h = h * h + np.log(np.abs(x) + EPS)
-    dh_add = dh / h_add
+    dh_add = dh_2 / h_add
     dx = (x > 0) * dh_add - (x < 0) * dh_add
-    dh_2 = (2 * h) * dh
+    dh = (2 * h) * dh_2
     # backprop h = a * 2
-    da = 2 * dh_2
+    da = 2 * dh
     # backprop a = np.tanh(x * y + 1.0) / (1.0 + z**2)
     da_tanh = da / a_add_2
     da_add_2 = -(a_tanh / a_add_2**2) * da
@@ -50,13 +50,13 @@ def layer_value_and_grad(x, y, z, dout=1.0):
 
     # backprop return np.sqrt(h + 1.0)
     dout_add = (0.5 / out) * dout
-    dh = dout_add
+    dh_2 = dout_add
     # backprop h = h * h + np.log(np.abs(x) + EPS)
-    dh_add = dh / h_add
+    dh_add = dh_2 / h_add
     dx = (x > 0) * dh_add - (x < 0) * dh_add
-    dh_2 = (2 * h) * dh
+    dh = (2 * h) * dh_2
     # backprop h = a * 2
-    da = 2 * dh_2
+    da = 2 * dh
     # backprop a = np.tanh(x * y + 1.0) / (1.0 + z**2)
     da_tanh = da / a_add_2
     da_add_2 = -(a_tanh / a_add_2**2) * da

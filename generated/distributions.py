@@ -175,7 +175,7 @@ def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     dlog_p_gammaln_3 = -dlog_p
     dlog_p_add_3 = scipy.special.digamma(log_p_add_3) * dlog_p_gammaln_3
     dy += dlog_p_add_3
-    dlog_p_gammaln_2 = -np.sum(dlog_p)
+    dlog_p_gammaln_2 = np.sum(-dlog_p)
     dr += scipy.special.digamma(r) * dlog_p_gammaln_2
     dlog_p_add_2 = scipy.special.digamma(log_p_add_2) * dlog_p
     dy += dlog_p_add_2
@@ -229,7 +229,7 @@ def negative_binomial_nll_value_and_grad(log_mu, log_r, y, dout=1.0):
     dlog_p_gammaln_3 = -dlog_p
     dlog_p_add_3 = scipy.special.digamma(log_p_add_3) * dlog_p_gammaln_3
     dy += dlog_p_add_3
-    dlog_p_gammaln_2 = -np.sum(dlog_p)
+    dlog_p_gammaln_2 = np.sum(-dlog_p)
     dr += scipy.special.digamma(r) * dlog_p_gammaln_2
     dlog_p_add_2 = scipy.special.digamma(log_p_add_2) * dlog_p
     dy += dlog_p_add_2
@@ -306,7 +306,7 @@ def mixture_nll_backward(x, means, log_weights, dout=1.0):
     dx[:, None] += dlog_components_index
     # backprop log_w = log_weights - logsumexp(log_weights)
     dlog_weights = dlog_w
-    dlog_w_logsumexp = -np.sum(dlog_w)
+    dlog_w_logsumexp = np.sum(-dlog_w)
     dlog_weights += np.exp(log_weights - log_w_logsumexp) * dlog_w_logsumexp
     return dx, dmeans, dlog_weights
 
@@ -347,6 +347,6 @@ def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
     dx[:, None] += dlog_components_index
     # backprop log_w = log_weights - logsumexp(log_weights)
     dlog_weights = dlog_w
-    dlog_w_logsumexp = -np.sum(dlog_w)
+    dlog_w_logsumexp = np.sum(-dlog_w)
     dlog_weights += np.exp(log_weights - log_w_logsumexp) * dlog_w_logsumexp
     return out, (dx, dmeans, dlog_weights)

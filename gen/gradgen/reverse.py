@@ -163,6 +163,27 @@ class _ReversePass:
             if _plain(stage) and not stage.temporary
         }
         self.user_name.update((p.name, p.name) for p in function.parameters)
+        # The value a user's name held before each one (h before h_2), and the later values
+        # whose own statement reads that one (``h = h * h``): their gradients live at once,
+        # so the later one keeps a name of its own (dh_2) and the earlier one has ``dh``.
+        self.previous: dict[str, str] = {}
+        held: dict[str, str] = {p.name: p.name for p in function.parameters}
+        read_by: dict[int, set[str]] = {}
+        statement_of: dict[str, int] = {}
+        for stage in function.stages:
+            read_by.setdefault(stage.statement, set()).update(stage.reads)
+            user = self.user_name.get(stage.target)
+            if user is None:
+                continue
+            if user in held:
+                self.previous[stage.target] = held[user]
+            held[user] = stage.target
+            statement_of[stage.target] = stage.statement
+        self.overlapping = {
+            later
+            for later, earlier in self.previous.items()
+            if earlier in read_by.get(statement_of[later], set())
+        }
         self.released: dict[str, str] = {}  # user's name -> its gradient's name, free again
         # A gradient's name -> the values whose gradient it is now (a temporary's gradient
         # may be another's, unchanged), and of a name made of a user's name, that name.
@@ -264,6 +285,8 @@ class _ReversePass:
         value the user's ``h`` holds (see ``user_name``) where it is free."""
         name = self.forced.get(variable)
         user = self.user_name.get(variable)
+        if name is None and variable in self.overlapping:
+            user = None  # the classic name: dh_2
         if name is None and user is not None and variable not in self.pinned:
             wanted = f"d{user}"
             if self.released.get(user) == wanted:
@@ -770,8 +793,7 @@ class _ReversePass:
             and variable not in self.forced
             and variable not in self.pinned
             and self.user_name.get(variable) is not None
-            and adjoint.id in self.canonical
-            and self.canonical[adjoint.id] == self.user_name[variable]
+            and any(self.previous.get(h) == variable for h in self.holders.get(adjoint.id, ()))
         ):
             # ``scores = scores - shift``: the earlier value's gradient is the later one's,
             # under the same name (``dscores``), which the stage's other adjoints read first.
@@ -1128,6 +1150,8 @@ def _unbroadcast(adjoint: Expr, operand: Name, shape: Shape | None, out: Shape |
     """The adjoint summed back to the operand's shape, where numpy broadcast it."""
     if shape is not None and shape == out:
         return adjoint
+    if shape == SCALAR:  # all of it, whatever its shape: not read, not recomputed
+        return Call(Func("numpy", "sum", None), (adjoint,))
     if shape is None or out is None or len(shape) > len(out):
         return Call(Func("helper", "_unbroadcast", "_unbroadcast"), (adjoint, operand))
     if isinstance(adjoint, UnaryOp) and adjoint.op == "-":

@@ -83,6 +83,24 @@ def combine(*terms: tuple[int, Dim]) -> Dim | None:
     return _written(names, number)
 
 
+def names_in_dimension(dim: Dim) -> list[str]:
+    """The names a dimension is made of ("4H" and "H+2": H; "C*H*W" is a name of its own)."""
+    if isinstance(dim, int):
+        return []
+    form = _linear(dim)
+    return [dim] if form is None else sorted(form[0])
+
+
+def size_of(dim: Dim, sizes: dict[str, int]) -> int:
+    """The size of ``dim`` given the sizes of the names it is made of."""
+    if isinstance(dim, int):
+        return dim
+    form = _linear(dim)
+    if form is None:
+        return sizes[dim]
+    return sum(coefficient * sizes[name] for name, coefficient in form[0].items()) + form[1]
+
+
 def parse_annotation(text: str) -> Shape | None:
     """``"N, D"``, ``"N D"``, ``"(N, D)"``, ``"N, 4H"`` or ``"()"`` -> a shape; None if it
     is not one. A lone word that reads as a type (``"ndarray"``, ``"Tensor"``) is not a

@@ -26,13 +26,13 @@ def f_backward(x, h, dout=1.0):
     h_exp = math.exp(h_3)
 
     # backprop h = math.exp(h) + x
-    dx = dout
-    dh = h_exp * dout
+    dx_2 = dout
+    dh_3 = h_exp * dout
     # backprop h = h * h
-    dh_2 = (2 * h_2) * dh
+    dh_2 = (2 * h_2) * dh_3
     # backprop h = h * 2
     dh = 2 * dh_2
-    return dx, dh
+    return dx_2, dh
 
 
 def f_value_and_grad(x, h, dout=1.0):
@@ -44,10 +44,10 @@ def f_value_and_grad(x, h, dout=1.0):
     h_4 = h_exp + x_2
 
     # backprop h = math.exp(h) + x
-    dx = dout
-    dh = h_exp * dout
+    dx_2 = dout
+    dh_3 = h_exp * dout
     # backprop h = h * h
-    dh_2 = (2 * h_2) * dh
+    dh_2 = (2 * h_2) * dh_3
     # backprop h = h * 2
     dh = 2 * dh_2
-    return h_4, (dx, dh)
+    return h_4, (dx_2, dh)

@@ -56,7 +56,7 @@ def f_backward(x, y, z, dc=1.0):
 
     # backprop c = a * b
     dc = _everywhere(dc, c)
-    da = _unbroadcast(b * dc, a)
+    da = np.sum(b * dc)
     db = a * dc
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
     db_mul = ((1 - b) * b) * db
@@ -75,7 +75,7 @@ def f_value_and_grad(x, y, z, dc=1.0):
 
     # backprop c = a * b
     dc = _everywhere(dc, c)
-    da = _unbroadcast(b * dc, a)
+    da = np.sum(b * dc)
     db = a * dc
     # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
     db_mul = ((1 - b) * b) * db

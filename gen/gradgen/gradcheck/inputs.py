@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - numpy is a test and check dependency
     np = None  # type: ignore[assignment]
 
 from gradgen.gradcheck.results import UsageError
-from gradgen.shapes import parse_annotation
+from gradgen.shapes import names_in_dimension, parse_annotation, size_of
 
 if TYPE_CHECKING:
     from gradgen.ir import BackwardFunction
@@ -350,8 +350,10 @@ def dimension_names(specs: Sequence[ParameterSpec]) -> list[str]:
     names: list[str] = []
     for spec in specs:
         for dim in (*(spec.dims or ()), spec.high):
-            if isinstance(dim, str) and dim not in names:
-                names.append(dim)
+            # "4H" is four times H: one name to size, so that the sizes agree
+            for name in names_in_dimension(dim) if dim is not None else ():
+                if name not in names:
+                    names.append(name)
     return names
 
 
@@ -378,7 +380,7 @@ def _draw(
     """Random arguments: float64 arrays and Python floats, integers for indices."""
 
     def size(dim: int | str) -> int:
-        return dim if isinstance(dim, int) else sizes[dim]
+        return size_of(dim, sizes)
 
     array_dims = [size(d) for s in specs if not s.integer for d in (s.dims or ())]
     smallest = min(array_dims, default=min(sizes.values(), default=2))

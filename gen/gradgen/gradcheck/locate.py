@@ -67,6 +67,21 @@ def _gradient_name(
     return next((name for name in names if name is not None and name in written), None)
 
 
+def _value_of(backward: Backward, name: str, statement: int, final: Any) -> Any:
+    """The gradient ``name`` holds for the value forward statement ``statement`` binds: in
+    gradgen's own backward, where one name serves each value a user's name held in turn
+    (``dh`` for ``h_2``, then for ``h``), its value after the last statement of a later
+    forward statement that wrote it; else (or for a parameter) its final value."""
+    if backward.tied is None or statement < 0:
+        return final
+    found = final
+    for line, written, value in backward.records:
+        tied = backward.tied.get(line)
+        if written == name and tied is not None and tied > statement:
+            found = value
+    return found
+
+
 def locate(
     info: ForwardInfo,
     parameters: Sequence[str],
@@ -119,9 +134,10 @@ def locate(
         if position < 0 and (variable not in gradients or gradients[variable].status == "skip"):
             continue
         names[variable] = name
-        adjoint_of[variable] = written[name]
+        statement = staged.stages[position].statement if position >= 0 else -1
+        adjoint_of[variable] = _value_of(backward, name, statement, written[name])
         numeric = central_differences(loss_after(position, variable), replay.env[variable])
-        comparison = compare(written[name], numeric, rtol, atol)
+        comparison = compare(adjoint_of[variable], numeric, rtol, atol)
         if not comparison.passed:
             wrong = (variable, position, comparison)
             break

@@ -105,9 +105,9 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
 
     # backprop loss = data_loss + 0.5 * reg * np.sum(W1 * W1)
     dloss = _everywhere(dloss, loss)
-    ddata_loss = _unbroadcast(dloss, data_loss)
+    ddata_loss = np.sum(dloss)
     dloss_mul_2 = loss_sum * dloss
-    dloss_sum = _unbroadcast(loss_mul_2 * dloss, loss_sum)
+    dloss_sum = np.sum(loss_mul_2 * dloss)
     dW1 = (2 * W1) * dloss_sum
     dreg = 0.5 * dloss_mul_2
     # backprop data_loss = np.sum(-np.log(probs[np.arange(N), y])) / N
@@ -165,9 +165,9 @@ def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
 
     # backprop loss = data_loss + 0.5 * reg * np.sum(W1 * W1)
     dloss = _everywhere(dloss, loss)
-    ddata_loss = _unbroadcast(dloss, data_loss)
+    ddata_loss = np.sum(dloss)
     dloss_mul_2 = loss_sum * dloss
-    dloss_sum = _unbroadcast(loss_mul_2 * dloss, loss_sum)
+    dloss_sum = np.sum(loss_mul_2 * dloss)
     dW1 = (2 * W1) * dloss_sum
     dreg = 0.5 * dloss_mul_2
     # backprop data_loss = np.sum(-np.log(probs[np.arange(N), y])) / N
@@ -363,7 +363,6 @@ def two_layer_loss_forward(X, y, params, reg):
         _like(probs),
         data_loss_index,
         _like(data_loss_neg),
-        data_loss,
         loss_mul_2,
         loss_sum,
         _like(loss),
@@ -390,7 +389,6 @@ def two_layer_loss_backward(dloss, cache):
         probs,
         data_loss_index,
         data_loss_neg,
-        data_loss,
         loss_mul_2,
         loss_sum,
         loss,
@@ -398,9 +396,9 @@ def two_layer_loss_backward(dloss, cache):
 
     # backprop loss = data_loss + 0.5 * reg * np.sum(W1 * W1)
     dloss = _everywhere(dloss, loss)
-    ddata_loss = _unbroadcast(dloss, data_loss)
+    ddata_loss = np.sum(dloss)
     dloss_mul_2 = loss_sum * dloss
-    dloss_sum = _unbroadcast(loss_mul_2 * dloss, loss_sum)
+    dloss_sum = np.sum(loss_mul_2 * dloss)
     dW1 = (2 * W1) * dloss_sum
     dreg = 0.5 * dloss_mul_2
     # backprop data_loss = np.sum(-np.log(probs[np.arange(N), y])) / N
