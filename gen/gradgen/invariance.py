@@ -138,7 +138,9 @@ def stop_invariant_shifts(function: StagedFunction, known: Shapes) -> StagedFunc
         if start is None:
             continue
         for chosen in _trials(edges):
-            if useful.isdisjoint(chosen) or all(p in stopped.get(i, ()) for i, p in chosen):
+            # Sets proved are disjoint: each adds up to zero, so their union does; two
+            # overlapping ones need not ({a, b} and {a, c}: b and c are each -a).
+            if useful.isdisjoint(chosen) or any(p in stopped.get(i, ()) for i, p in chosen):
                 continue
             if proof.invariant(start, set(chosen)):
                 for index, position in chosen:
