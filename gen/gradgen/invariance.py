@@ -34,7 +34,12 @@ them, else from what the code shows: ``c = np.max(x, axis=1, keepdims=True)`` ha
 rank and is constant along axis 1, whatever x's shape; ``np.max(x)`` is a number.
 Anything the algebra cannot follow (an index, a reshape, a product with an array, a
 call, a loop, an ``if``) is unknown, and the edges keep their gradient: slow, never
-wrong. Only the function's top-level statements are looked at.
+wrong. Only the function's top-level statements are looked at, only the edges of values
+that reach an exp, a softmax or a logsumexp (where d can cancel), and only as much as a
+budget linear in the function's size allows (a chain of a thousand additions makes
+every value a candidate).
+
+How each operation passes a tag on is a fact about the operation: ``rules.SHIFTS``.
 """
 
 from __future__ import annotations
