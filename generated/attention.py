@@ -34,13 +34,6 @@ def attention_backward(q, k, v, dout):
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=-1, keepdims=True)
-    # backprop shift = np.max(scores, axis=-1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = q @ k.T / math.sqrt(D)
     dscores_matmul = dscores / scores_sqrt
     dq = dscores_matmul @ scores_transpose_attribute.T
@@ -75,13 +68,6 @@ def attention_value_and_grad(q, k, v, dout):
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=-1, keepdims=True)
-    # backprop shift = np.max(scores, axis=-1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = q @ k.T / math.sqrt(D)
     dscores_matmul = dscores / scores_sqrt
     dq = dscores_matmul @ scores_transpose_attribute.T
@@ -125,13 +111,6 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=-1, keepdims=True)
-    # backprop shift = np.max(scores, axis=-1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = q @ k.T / math.sqrt(D)
     dscores_matmul = dscores / scores_sqrt
     dq = dscores_matmul @ scores_transpose_attribute.T
@@ -174,13 +153,6 @@ def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
     dshifted = exps * dexps
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=-1, keepdims=True)
-    # backprop shift = np.max(scores, axis=-1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=-1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = q @ k.T / math.sqrt(D)
     dscores_matmul = dscores / scores_sqrt
     dq = dscores_matmul @ scores_transpose_attribute.T

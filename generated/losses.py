@@ -52,13 +52,6 @@ def softmax_loss_backward(x, y, dloss=1.0):
     dshifted += exps * dsums
     # backprop shifted = x - shift
     dx = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
-    # backprop shift = np.max(x, axis=1, keepdims=True)
-    dx += (
-        (x == shift)
-        / np.sum(x == shift, axis=1, keepdims=True, dtype=np.result_type(x))
-        * dshift
-    )
     return dx, None
 
 
@@ -89,13 +82,6 @@ def softmax_loss_value_and_grad(x, y, dloss=1.0):
     dshifted += exps * dsums
     # backprop shifted = x - shift
     dx = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
-    # backprop shift = np.max(x, axis=1, keepdims=True)
-    dx += (
-        (x == shift)
-        / np.sum(x == shift, axis=1, keepdims=True, dtype=np.result_type(x))
-        * dshift
-    )
     return loss, (dx, None)
 
 
@@ -194,13 +180,6 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     dshifted += exps * dsums
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
-    # backprop shift = np.max(scores, axis=1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = h1 @ W2 + b2
     db2 = dscores.sum(axis=0)
     dh1 = dscores @ W2.T
@@ -253,13 +232,6 @@ def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     dshifted += exps * dsums
     # backprop shifted = scores - shift
     dscores = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
-    # backprop shift = np.max(scores, axis=1, keepdims=True)
-    dscores += (
-        (scores == shift)
-        / np.sum(scores == shift, axis=1, keepdims=True, dtype=np.result_type(scores))
-        * dshift
-    )
     # backprop scores = h1 @ W2 + b2
     db2 = dscores.sum(axis=0)
     dh1 = dscores @ W2.T

@@ -129,7 +129,7 @@ def affine_relu_cached_backward_wrt_w_b(dout, cache):
 
 
 def softmax_loss_forward(x, y):
-    """softmax_loss and the cache of the values its backward reads."""
+    """softmax_loss and the cache its backward reads: (y, N, exps, sums, log_probs)."""
     N = x.shape[0]
     shift = np.max(x, axis=1, keepdims=True)
     shifted = x - shift
@@ -139,12 +139,12 @@ def softmax_loss_forward(x, y):
     log_probs = shifted - log_sums
     correct = log_probs[np.arange(N), y]
     loss = -np.sum(correct) / N
-    return loss, (x, y, N, shift, exps, sums, _like(log_probs))
+    return loss, (y, N, exps, sums, _like(log_probs))
 
 
 def softmax_loss_cached_backward_wrt_x(dloss, cache):
     """Gradient of softmax_loss with respect to x."""
-    x, y, N, shift, exps, sums, log_probs = cache
+    y, N, exps, sums, log_probs = cache
 
     # backprop loss = -np.sum(correct) / N
     dloss_neg = dloss / N
@@ -161,11 +161,4 @@ def softmax_loss_cached_backward_wrt_x(dloss, cache):
     dshifted += exps * dsums
     # backprop shifted = x - shift
     dx = dshifted
-    dshift = -dshifted.sum(axis=1, keepdims=True)
-    # backprop shift = np.max(x, axis=1, keepdims=True)
-    dx += (
-        (x == shift)
-        / np.sum(x == shift, axis=1, keepdims=True, dtype=np.result_type(x))
-        * dshift
-    )
     return dx

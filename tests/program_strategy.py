@@ -3291,7 +3291,7 @@ def _function_body(
         # add a float into an int array in place).
         kinds += [("update", 1)]
     if b.mode == "array":
-        kinds += [("view", 3), ("fan-out", 2)]
+        kinds += [("view", 3), ("fan-out", 2), ("shift", 1)]
     if b.callees:
         kinds += [("call", 6)]
 
@@ -3373,6 +3373,8 @@ def _function_body(
             return False
         if number == 0 and focus is not None:
             terms = [_focused(b, focus)]
+        elif kind == "shift":
+            return shifted()
         elif kind == "unpack":
             names, values = _unpacked(b, rebindable(), targets)
             line = f"{', '.join(names)} = {', '.join(t.text for t in values)}"
@@ -3429,6 +3431,22 @@ def _function_body(
             called |= _calls(term.node, b.callees)
             bind([target], term, [term.value])
         return called
+
+    def shifted() -> bool:
+        """A shift bound to a name, then a value computed from the value shifted (a
+        softmax, a log-sum-exp...): ``_shift``; a new value where none fits."""
+        names = fresh()
+        if len(names) < 2:
+            return statement(1, "new")
+        name = choose.weighted(names)
+        try:
+            shift, use = _shift(b, name)
+        except Unfit:
+            return statement(1, "new")
+        bind([name], shift, [shift.value])
+        target = choose.weighted(fresh()) if fresh() else f"t{len(body)}"
+        bind([target], use, [use.value])
+        return False
 
     def updated(number: int) -> bool:
         """A new value, then ``h += v`` (``-=``, ``*=``) on it: in place on an array the
@@ -4460,6 +4478,104 @@ def _fanned_out(b: Builder, source: Term | None = None) -> Term:
         except Unfit:
             continue
     return b.apply(1)
+
+
+# --- shifts: c = np.max(h, axis=1, keepdims=True), then a value computed from h - c -----------
+
+# The shift, of the value shifted ({x}) along {a} (None: all its axes, a number): what
+# gradgen proves a softmax invariant to, whatever it is (a max, a min, a mean).
+SHIFT_FORMS: tuple[tuple[str, str], ...] = (
+    ("amax", "{np}.max({x}, axis={a}, keepdims=True)"),
+    ("amax", "{x}.max(axis={a}, keepdims=True)"),
+    ("mean", "{np}.mean({x}, axis={a}, keepdims=True)"),
+    ("amin", "{np}.min({x}, axis={a}, keepdims=True)"),
+)
+# What is computed from {x} - {c}: its kind, whether it is invariant to the shift (gradgen
+# then leaves the shift's gradient out, where it can tell), its text ({b}: another axis).
+SHIFT_USES: tuple[tuple[str, bool, str], ...] = (
+    (
+        "softmax",
+        True,
+        "{np}.exp({x} - {c}) / {np}.sum({np}.exp({x} - {c}), axis={a}, keepdims=True)",
+    ),
+    (
+        "log-softmax",
+        True,
+        "{x} - {c} - {np}.log({np}.sum({np}.exp({x} - {c}), axis={a}, keepdims=True))",
+    ),
+    ("log-sum-exp", True, "{c} + {np}.log({np}.sum({np}.exp({x} - {c}), axis={a}, keepdims=True))"),
+    ("scipy softmax", True, "scipy.special.softmax({x} - {c}, axis={a})"),
+    ("scipy log_softmax", True, "scipy.special.log_softmax({x} - {c}, axis={a})"),
+    ("scipy logsumexp", True, "scipy.special.logsumexp({x} - {c}, axis={a}, keepdims=True) + {c}"),
+    ("sum of exponentials", False, "{np}.sum({np}.exp({x} - {c}), axis={a}, keepdims=True)"),
+    (
+        "softmax along another axis",
+        False,
+        "{np}.exp({x} - {c}) / {np}.sum({np}.exp({x} - {c}), axis={b}, keepdims=True)",
+    ),
+    ("softmax plus its shift", False, "scipy.special.softmax({x} - {c}, axis={a}) + 0.5 * {c}"),
+)
+
+
+def _shift(b: Builder, name: str) -> tuple[Term, Term]:
+    """A shift of a value along an axis (``c = np.max(h, axis=1, keepdims=True)``, its
+    name ``name``; now and then of another value of its shape), and a value computed from
+    the value shifted (a softmax of it, a log-sum-exp, a sum of exponentials...): the two
+    statements, checked (the max's top unique, the values bounded)."""
+    choose = b.choose
+    x = b.variable(
+        lambda t: isinstance(t.node, ast.Name) and ndim(t.value) >= 1 and is_float(t.value)
+    )
+    rank = ndim(x.value)
+    axis: int | None = None if choose.index(4) == 0 else choose.index(2 * rank) - rank
+    source = x
+    if choose.index(4) == 0:  # the shift of another value: gradgen can tell where shapes say
+        source = b.variable(
+            lambda t: (
+                isinstance(t.node, ast.Name)
+                and t.variables != x.variables
+                and shape(t.value) == shape(x.value)
+                and is_float(t.value)
+            )
+        )
+    rule, form = choose.pick(SHIFT_FORMS)
+    if axis is None:  # all of it: a number
+        form = form.replace("axis={a}, keepdims=True", "")
+        form = form.replace("({x}, )", "({x})")
+    shift_node = _parse(form.format(np=b.alias, x=source.text, a=axis))
+    nondiff = {"axis": str(axis), "keepdims": "False" if axis is None else "True"}
+    shift_check = _application_check(rule, {"x": source}, nondiff, shift_node)
+    shift_value = shift_check(b)
+    kind, invariant, use = choose.pick(
+        [u for u in SHIFT_USES if (axis is not None and rank >= 2) or "{b}" not in u[2]]
+    )
+    other = None
+    if "{b}" in use:
+        assert axis is not None
+        other = choose.pick([a for a in range(rank) if a != axis % rank])
+    node = _parse(use.format(np=b.alias, x=x.text, c=name, a=axis, b=other))
+    text = ast.unparse(node)
+
+    def check(b: Builder) -> Any:
+        value = b.evaluate(node)
+        if not (is_float(value) and well_conditioned(value)):
+            raise Unfit(f"{text}: ill-conditioned value")
+        return value
+
+    b.env[name] = shift_value  # the use reads the shift by its name
+    try:
+        value = check(b)
+    finally:
+        del b.env[name]
+    shift_term = Term(
+        shift_node,
+        shift_value,
+        source.variables,
+        (*source.rules, rule),
+        (*source.checks, shift_check),
+    )
+    rules = (*x.rules, f"shift: {kind}" + ("" if invariant else " (not invariant)"))
+    return shift_term, Term(node, value, x.variables | frozenset([name]), rules, (check,))
 
 
 def _focused(b: Builder, focus: Form | None) -> Term:

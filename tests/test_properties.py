@@ -114,6 +114,7 @@ from program_strategy import (  # noqa: E402
     ITEM_LOOP,
     NONDIFF_GENERATORS,
     SCALAR_FORMS,
+    SHIFT_USES,
     STRUCTURED_FORMS,
     Application,
     Form,
@@ -1627,6 +1628,44 @@ def test_scalar_programs_in_numpy_modules_are_scalar_code() -> None:
         proven += any(not staged.array_mode for staged in compiled.staged)
     assert with_numpy >= 20, with_numpy
     assert proven >= 5, (proven, with_numpy)
+
+
+def test_programs_have_shifts() -> None:
+    """Array programs shift values (``c = np.max(h, axis=1, keepdims=True)``, a min, a mean,
+    of the value or of another of its shape, or over all axes) and compute from ``h - c``
+    every kind of ``SHIFT_USES``: softmax, log-softmax and log-sum-exp forms, whose shift
+    gradgen leaves out where it can tell (``Stage.stopped``), and uses that are not
+    invariant to it, whose shift it keeps: 300 programs, built the way the property tests
+    build theirs (about one in six has a shift), and up to 300 more while a kind is
+    missing."""
+    kinds = {
+        f"shift: {kind}" + ("" if invariant else " (not invariant)")
+        for kind, invariant, _ in SHIFT_USES
+    }
+    found: collections.Counter[str] = collections.Counter()
+    left_out = kept = 0
+    for seed in range(600):
+        if seed >= 300 and kinds <= set(found) and left_out and kept:
+            break
+        try:
+            program = build_program(
+                RandomChooser(seed), "array", EXCLUSIONS, modules=4, loops=LOOPS
+            )
+        except Unfit:
+            continue
+        shifts = [r for r in program.rules if r.startswith("shift: ")]
+        if not shifts:
+            continue
+        found.update(shifts)
+        compiled = compile_source(program.source(annotated=seed % 2 == 0))
+        staged = [f.staged for f in compiled.program.functions]
+        if any(stage.stopped for function in staged for stage in function.stages):
+            left_out += 1
+        if any(r.endswith("(not invariant)") for r in shifts):
+            kept += 1
+    missing = sorted(kinds - set(found))
+    assert not missing, f"no program has: {missing}"
+    assert left_out >= 10 and kept >= 5, (left_out, kept)
 
 
 def test_list_parameters_are_annotated_as_gradgen_check_reads_them() -> None:

@@ -27,6 +27,7 @@ from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap, walk
 from gradgen.forward_lines import every_kept, forward_lines, shape_only, with_steps_kept
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
+from gradgen.invariance import stop_invariant_shifts
 from gradgen.ir import BackwardFunction, ForwardLine
 from gradgen.naming import Namer, cached_backward_name, forward_function_name
 from gradgen.parse import (
@@ -378,7 +379,7 @@ class _Program:
     ) -> None:
         self.parsed = parsed
         self.nodes = nodes  # where a refusal with no place of its own points: the def
-        self.staged = staged
+        self.staged = dict(staged)  # its shifts marked below
         self.chosen = chosen
         self.pairs = pairs
         self.rules = rules
@@ -386,7 +387,19 @@ class _Program:
             name: frozenset(p.name for p in rule.parameters) - rule.no_gradient
             for name, rule in rules.items()
         }
+        self._result_shapes: dict[
+            tuple[str, tuple[Shape | None, ...]], tuple[Shape | None, ...]
+        ] = {}
         for name, function in staged.items():  # callees first: staged is in that order
+            # Shifts the results are invariant to get no gradient (invariance.py); shapes
+            # through calls read the callees, done before.
+            known = infer_shapes(function, self)
+            # A function of numbers alone is scalar code, whatever the module imports:
+            # no helpers, no zeros of an array's shape, += on its own numbers.
+            if function.array_mode and _all_numbers(function, known):
+                function = replace(function, array_mode=False)
+            function = stop_invariant_shifts(function, known)
+            self.staged[name] = function
             # The parameters a gradient reaches the result from (through a call of a
             # function with no rule too: such a backward is refused where it is needed).
             relevant = relevant_values(function, None, self)
@@ -394,17 +407,9 @@ class _Program:
                 p.name for p in function.parameters if p.name in relevant
             )
         self.draws: dict[str, DrawSite | None] = {}
-        for name, function in staged.items():  # callees first
+        for name, function in self.staged.items():  # callees first
             self.draws[name] = _draw_site(function, self.draws)
         self.variants: dict[tuple[str, tuple[str, ...]], BackwardFunction] = {}
-        self._result_shapes: dict[
-            tuple[str, tuple[Shape | None, ...]], tuple[Shape | None, ...]
-        ] = {}
-        for name, function in staged.items():  # callees first
-            # A function of numbers alone is scalar code, whatever the module imports:
-            # no helpers, no zeros of an array's shape, += on its own numbers.
-            if function.array_mode and _all_numbers(function, infer_shapes(function, self)):
-                staged[name] = replace(function, array_mode=False)
 
     def differentiable(self, function: str) -> frozenset[str]:
         return self._differentiable[function]

@@ -62,6 +62,7 @@ from gradgen.infer import (
     infer_shapes,
     stage_context,
 )
+from gradgen.invariance import without_stops
 from gradgen.ir import AdjointBranch, AdjointLoop, AdjointStatement, BackwardFunction, Kind
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
@@ -702,6 +703,8 @@ class _ReversePass:
         for position, operand in enumerate(stage.operands):
             if not (isinstance(operand, Name) and operand.id in self.relevant):
                 continue
+            if position in stage.stopped:
+                continue  # a shift the results are invariant to: its gradient is zero
             adjoint = _adjoint(stage, position, g, known)
             mask = _operand_mask(stage, position, self.masks.get(stage.target), known)
             if isinstance(adjoint, (SpreadAdjoint, ScatterAdjoint)):
@@ -840,6 +843,10 @@ class _ReversePass:
         """The statements made safe, the gradients returned, the forward values read."""
         function, known, gradient = self.function, self.known, self.gradient
         influences = _influences(function)
+        # A parameter reaching the result through shifts proved invariant alone has the
+        # gradient 0.0 (the result does not move with it), not None (data, a label).
+        if any(stage.stopped for stage in function.stages):
+            influences -= relevant_values(without_stops(function), self.wrt, self.callees)
         wanted = self.wrt if self.wrt is not None else tuple(p.name for p in function.parameters)
         gradients = tuple(
             gradient.get(name, "None" if name in influences else "0.0") for name in wanted
@@ -1027,7 +1034,7 @@ def _spread_fits(stage: Stage, number: Expr, relevant: set[str], known: Shapes) 
     relevant_positions = [
         position
         for position, operand in enumerate(stage.operands)
-        if isinstance(operand, Name) and operand.id in relevant
+        if isinstance(operand, Name) and operand.id in relevant and position not in stage.stopped
     ]
     shape = known.get(stage.target)
     if not shape and stage.rule.keeps_shape:
@@ -1283,8 +1290,13 @@ def _spread_needed(stages: tuple[Stage, ...], needed: set[str], callees: Callees
                 needed.update(o.id for o in stage.operands if isinstance(o, Name))
         elif stage.target in needed and (stage.rule is not None or stage.opaque):
             # Through an opaque call too: a value reaching the result only through one
-            # needs a gradient all the same, which ``opaque_refusals`` refuses.
-            needed.update(o.id for o in stage.operands if isinstance(o, Name))
+            # needs a gradient all the same, which ``opaque_refusals`` refuses. Not
+            # through a shift proved to have none (``Stage.stopped``).
+            needed.update(
+                o.id
+                for position, o in enumerate(stage.operands)
+                if isinstance(o, Name) and position not in stage.stopped
+            )
 
 
 def _written(statement: AdjointStatement) -> list[str]:

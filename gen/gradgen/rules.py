@@ -4024,6 +4024,53 @@ IDENTITY = ("numpy", "eye")
 # ``gradgen.stop_gradient(x)`` is the identity when it runs, so its value has no gradient and
 # the generated code, which does not import gradgen, writes its argument alone.
 STOP_GRADIENT = ("gradgen", "stop_gradient")
+
+
+class Shift(enum.Enum):
+    """How an operation's result moves when its inputs move with a shift d (a value ``c``
+    added or subtracted, ``x - c``): the algebra ``invariance.py`` proves a softmax's
+    max-shift has no gradient with. ``v0 + k*d`` is *additive*, ``v0 * exp(k*d)``
+    *multiplicative*; an operation not in ``SHIFTS`` makes either unknown."""
+
+    ADD = "x + y: additive k's add (a shift: c added here is a candidate)"
+    SUBTRACT = "x - y: additive k's subtract (a shift: c subtracted here is a candidate)"
+    MULTIPLY = "x * y: multiplicative k's add; additive times a number written out"
+    DIVIDE = "x / y: multiplicative k's subtract; additive over a number written out"
+    NEGATE = "-x: additive k negated; multiplicative kept"
+    KEEP = "+x: kept"
+    EXP = "exp: additive to multiplicative"
+    LOG = "log: multiplicative to additive"
+    POWER = "x ** p: multiplicative k times p, a number written out"
+    SQUARE = "x * x: multiplicative k doubled"
+    SQRT = "sqrt: multiplicative k halved"
+    # Reductions, over axes along which d is constant (its size there is 1):
+    SUM = "sum: multiplicative kept (a sum of additive ones adds d once per entry)"
+    MEAN = "mean, max, min: additive and multiplicative kept"
+    LOGSUMEXP = "logsumexp (no weights b): additive kept"
+    NORMALIZE = "softmax, log_softmax: invariant to an additive d along the axis"
+
+
+SHIFTS: dict[str, Shift] = {
+    "add": Shift.ADD,
+    "sub": Shift.SUBTRACT,
+    "mul": Shift.MULTIPLY,
+    "div": Shift.DIVIDE,
+    "neg": Shift.NEGATE,
+    "pos": Shift.KEEP,
+    "exp": Shift.EXP,
+    "log": Shift.LOG,
+    "pow": Shift.POWER,
+    "mul_self": Shift.SQUARE,
+    "square": Shift.SQUARE,
+    "sqrt": Shift.SQRT,
+    "sum": Shift.SUM,
+    "mean": Shift.MEAN,
+    "amax": Shift.MEAN,
+    "amin": Shift.MEAN,
+    "logsumexp": Shift.LOGSUMEXP,
+    "softmax": Shift.NORMALIZE,
+    "log_softmax": Shift.NORMALIZE,
+}
 # Random draws (README "Random draws"): the functions of numpy.random and of the standard
 # library's random, and the methods of a generator object (a numpy Generator or RandomState,
 # a random.Random), that return new random values. A draw is a value with no gradient,

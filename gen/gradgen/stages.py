@@ -185,6 +185,10 @@ class Stage:
     # An operation with several results (``sign, logdet = np.linalg.slogdet(a)``, its rule's
     # ``results``): the names they are bound to, ``target`` first.
     results: tuple[str, ...] = ()
+    # The positions of operands no gradient flows back into, though they have one: the
+    # shift ``c`` of ``x - c`` where the results are proved invariant to it (invariance.py),
+    # as if it were ``gradgen.stop_gradient(c)`` there.
+    stopped: tuple[int, ...] = ()
 
     @property
     def reads(self) -> list[str]:
