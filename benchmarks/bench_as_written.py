@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from bench_arrays import calibrate, check, copies, peak_memory, time_interleaved
+from bench_backward import f_backward_hand_df as staged_hand
 
 import gradgen
 
@@ -93,30 +94,6 @@ def batchnorm(x, gamma, beta, eps=1e-5):
     out = gammax + beta
     return np.sum(out * out)
 """
-
-
-def staged_hand(x: float, y: float, df: float = 1.0) -> tuple[float, float]:
-    """The notes' forward and backward, with the upstream ``df`` multiplied in."""
-    sigy = 1.0 / (1 + math.exp(-y))
-    num = x + sigy
-    sigx = 1.0 / (1 + math.exp(-x))
-    xpy = x + y
-    xpysqr = xpy**2
-    den = sigx + xpysqr
-    invden = 1.0 / den
-    dnum = invden * df
-    dinvden = num * df
-    dden = (-1.0 / (den**2)) * dinvden
-    dsigx = (1) * dden
-    dxpysqr = (1) * dden
-    dxpy = (2 * xpy) * dxpysqr
-    dx = (1) * dxpy
-    dy = (1) * dxpy
-    dx += ((1 - sigx) * sigx) * dsigx
-    dx += (1) * dnum
-    dsigy = (1) * dnum
-    dy += ((1 - sigy) * sigy) * dsigy
-    return dx, dy
 
 
 def neuron_hand(w0: float, w1: float, w2: float, x0: float, x1: float, df: float = 1.0) -> Any:

@@ -135,7 +135,7 @@ def call_price_value_and_grad(S, K, T, r, sigma, dout=1.0):
 def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     """Gradients of negative_binomial_nll with respect to (log_mu, log_r, y)."""
     # Recomputes: mu, r, log_p_add_2, log_p_add_3, log_p_add_4, log_p_div,
-    # log_p_log, log_p_add_5, log_p_div_2, log_p_log_2, log_p.
+    # log_p_log, log_p_div_2, log_p_log_2, log_p.
     mu = np.exp(log_mu)
     r = np.exp(log_r)
     log_p_add_2 = y + r
@@ -143,8 +143,7 @@ def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     log_p_add_4 = r + mu
     log_p_div = r / log_p_add_4
     log_p_log = np.log(log_p_div)
-    log_p_add_5 = r + mu
-    log_p_div_2 = mu / log_p_add_5
+    log_p_div_2 = mu / (r + mu)
     log_p_log_2 = np.log(log_p_div_2)
     log_p = (
         gammaln(log_p_add_2)
@@ -161,8 +160,8 @@ def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     dy = log_p_log_2 * dlog_p
     dlog_p_log_2 = y * dlog_p
     dlog_p_div_2 = dlog_p_log_2 / log_p_div_2
-    dmu = dlog_p_div_2 / log_p_add_5
-    dlog_p_add_5 = -(mu / log_p_add_5**2) * dlog_p_div_2
+    dmu = dlog_p_div_2 / log_p_add_4
+    dlog_p_add_5 = -(mu / log_p_add_4**2) * dlog_p_div_2
     dr = np.sum(dlog_p_add_5)
     dmu += dlog_p_add_5
     dr += np.sum(log_p_log * dlog_p)
@@ -196,8 +195,7 @@ def negative_binomial_nll_value_and_grad(log_mu, log_r, y, dout=1.0):
     log_p_add_4 = r + mu
     log_p_div = r / log_p_add_4
     log_p_log = np.log(log_p_div)
-    log_p_add_5 = r + mu
-    log_p_div_2 = mu / log_p_add_5
+    log_p_div_2 = mu / (r + mu)
     log_p_log_2 = np.log(log_p_div_2)
     log_p = (
         gammaln(log_p_add_2)
@@ -215,8 +213,8 @@ def negative_binomial_nll_value_and_grad(log_mu, log_r, y, dout=1.0):
     dy = log_p_log_2 * dlog_p
     dlog_p_log_2 = y * dlog_p
     dlog_p_div_2 = dlog_p_log_2 / log_p_div_2
-    dmu = dlog_p_div_2 / log_p_add_5
-    dlog_p_add_5 = -(mu / log_p_add_5**2) * dlog_p_div_2
+    dmu = dlog_p_div_2 / log_p_add_4
+    dlog_p_add_5 = -(mu / log_p_add_4**2) * dlog_p_div_2
     dr = np.sum(dlog_p_add_5)
     dmu += dlog_p_add_5
     dr += np.sum(log_p_log * dlog_p)
@@ -271,10 +269,9 @@ def gaussian_nll_value_and_grad(x, mu, log_sigma, dout=1.0):
 
 def mixture_nll_backward(x, means, log_weights, dout=1.0):
     """Gradients of mixture_nll with respect to (x, means, log_weights)."""
-    # Recomputes: log_w_logsumexp, log_w, log_components_index,
-    # log_components_index_2, log_components, out_logsumexp.
-    log_w_logsumexp = logsumexp(log_weights)
-    log_w = log_weights - log_w_logsumexp
+    # Recomputes: log_w, log_components_index, log_components_index_2,
+    # log_components, out_logsumexp.
+    log_w = log_weights - logsumexp(log_weights)
     log_components_index = x[:, None]
     log_components_index_2 = means[None, :]
     log_components = (
@@ -307,14 +304,13 @@ def mixture_nll_backward(x, means, log_weights, dout=1.0):
     # backprop log_w = log_weights - logsumexp(log_weights)
     dlog_weights = dlog_w
     dlog_w_logsumexp = np.sum(-dlog_w)
-    dlog_weights += np.exp(log_weights - log_w_logsumexp) * dlog_w_logsumexp
+    dlog_weights += np.exp(log_w) * dlog_w_logsumexp
     return dx, dmeans, dlog_weights
 
 
 def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
     """mixture_nll and its gradients with respect to (x, means, log_weights)."""
-    log_w_logsumexp = logsumexp(log_weights)
-    log_w = log_weights - log_w_logsumexp
+    log_w = log_weights - logsumexp(log_weights)
     log_components_index = x[:, None]
     log_components_index_2 = means[None, :]
     log_components = (
@@ -348,5 +344,5 @@ def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
     # backprop log_w = log_weights - logsumexp(log_weights)
     dlog_weights = dlog_w
     dlog_w_logsumexp = np.sum(-dlog_w)
-    dlog_weights += np.exp(log_weights - log_w_logsumexp) * dlog_w_logsumexp
+    dlog_weights += np.exp(log_w) * dlog_w_logsumexp
     return out, (dx, dmeans, dlog_weights)

@@ -227,7 +227,7 @@ def gru_step_backward(x, prev_h, Wz, Uz, bz, Wr, Ur, br, Wn, Un, bn, dnext_h):
     dx += dar @ Wr.T
     dWr = x.T @ dar
     # backprop z = 1 / (1 + np.exp(-az))
-    daz = ((1 - z) * z) * dz
+    daz = (next_h_sub * z) * dz
     # backprop az = x @ Wz + prev_h @ Uz + bz
     dbz = daz.sum(axis=0)
     dprev_h += daz @ Uz.T
@@ -274,7 +274,7 @@ def gru_step_value_and_grad(x, prev_h, Wz, Uz, bz, Wr, Ur, br, Wn, Un, bn, dnext
     dx += dar @ Wr.T
     dWr = x.T @ dar
     # backprop z = 1 / (1 + np.exp(-az))
-    daz = ((1 - z) * z) * dz
+    daz = (next_h_sub * z) * dz
     # backprop az = x @ Wz + prev_h @ Uz + bz
     dbz = daz.sum(axis=0)
     dprev_h += daz @ Uz.T

@@ -69,11 +69,11 @@ def pairwise_cosine_backward(A, B, dout):
     # backprop B_unit = B / np.linalg.norm(B, axis=1, keepdims=True)
     dB = dB_unit / B_unit_norm
     dB_unit_norm = (-(B / B_unit_norm**2) * dB_unit).sum(axis=1, keepdims=True)
-    dB += B / B_unit_norm * dB_unit_norm
+    dB += B_unit * dB_unit_norm
     # backprop A_unit = A / np.linalg.norm(A, axis=1, keepdims=True)
     dA = dA_unit / A_unit_norm
     dA_unit_norm = (-(A / A_unit_norm**2) * dA_unit).sum(axis=1, keepdims=True)
-    dA += A / A_unit_norm * dA_unit_norm
+    dA += A_unit * dA_unit_norm
     return dA, dB
 
 
@@ -93,11 +93,11 @@ def pairwise_cosine_value_and_grad(A, B, dout):
     # backprop B_unit = B / np.linalg.norm(B, axis=1, keepdims=True)
     dB = dB_unit / B_unit_norm
     dB_unit_norm = (-(B / B_unit_norm**2) * dB_unit).sum(axis=1, keepdims=True)
-    dB += B / B_unit_norm * dB_unit_norm
+    dB += B_unit * dB_unit_norm
     # backprop A_unit = A / np.linalg.norm(A, axis=1, keepdims=True)
     dA = dA_unit / A_unit_norm
     dA_unit_norm = (-(A / A_unit_norm**2) * dA_unit).sum(axis=1, keepdims=True)
-    dA += A / A_unit_norm * dA_unit_norm
+    dA += A_unit * dA_unit_norm
     return out, (dA, dB)
 
 
@@ -122,9 +122,9 @@ def rotate_backward(points, theta, dout):
     dR_neg = dR_array[1]
     ds = ds - dR_neg
     # backprop s = np.sin(theta)
-    dtheta = np.cos(theta) * ds
+    dtheta = c * ds
     # backprop c = np.cos(theta)
-    dtheta += -np.sin(theta) * dc
+    dtheta += -s * dc
     return dpoints, dtheta
 
 
@@ -149,7 +149,7 @@ def rotate_value_and_grad(points, theta, dout):
     dR_neg = dR_array[1]
     ds = ds - dR_neg
     # backprop s = np.sin(theta)
-    dtheta = np.cos(theta) * ds
+    dtheta = c * ds
     # backprop c = np.cos(theta)
-    dtheta += -np.sin(theta) * dc
+    dtheta += -s * dc
     return out, (dpoints, dtheta)

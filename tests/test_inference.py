@@ -168,3 +168,57 @@ def test_a_rebound_name_has_one_gradient_name_and_frees_what_it_held() -> None:
     assert backward.count("    dh = ") == 4, backward  # the upstream's spread, then 3 rounds
     assert "m_2 = " not in backward and backward.count("    m = ") == 4, backward
     check(text, {"a": normal(5), "b": normal(5)}, upstream=normal(5))
+
+
+# Found by the property tests: ``out_sum_2`` is bound on two sides (``out_sum - x``, and a
+# number); x was taken for a number and the backward raised on its shapes.
+A_PROGRAM_OF_THE_PROPERTY_TESTS = """\
+import numpy as np
+import scipy.special
+import scipy.stats
+
+
+def f(x, y, z, w, flag=True, mode='b'):
+    a = np.std(np.arccos(np.negative(w) / (1 + np.negative(w) * np.negative(w))), AXES)
+    s = np.tanh(w)
+    h = (1 + s * s) ** s
+    if flag:
+        out = np.multiply(np.expm1(np.zeros_like(h)), w)
+        dout = scipy.special.ive(2, 1 + out * out)
+    elif np.sum(h) > 0.5:
+        out_sum = scipy.stats.norm.sf(z, s, 1 + x * x)
+        out_sum -= x
+    else:
+        if mode not in ["b"]:
+            x = np.hypot(x, 2)
+            dx = z - z
+            out_sum = scipy.stats.norm.logcdf(2.0 / x, np.square(h), x)
+        else:
+            out_sum = a * a
+            h_exp = np.squeeze(y, 0)
+            out_sum = scipy.stats.norm.isf(out_sum, h_exp, 1 + (y > -0.4) * (y > -0.4))
+            out = h_exp + h_exp
+        out_sum = np.positive(np.ndim(h))
+    t = x @ a
+    return h % np.sum(t)
+import math
+import numpy as np
+import scipy.special
+import scipy.stats
+"""
+
+
+def test_a_name_both_sides_bind_found_by_the_property_tests() -> None:
+    args = {
+        "x": normal(3, 4),
+        "y": numpy.array([[2, -1, 1, 1]]),
+        "z": normal(3, 1),
+        "w": normal(2, 3, 4),
+        "flag": True,
+        "mode": "b",
+    }
+    check(
+        A_PROGRAM_OF_THE_PROPERTY_TESTS,
+        args,
+        labels=("y", "z", "flag", "mode"),
+    )

@@ -133,7 +133,8 @@ def test_inserting_a_line_renames_nothing_else() -> None:
     # Every other line is unchanged and in the same place relative to the others: no
     # temporary, helper or gradient elsewhere is renamed, reordered or re-accumulated.
     assert unrelated(before) == unrelated(after)
-    assert _assigned(before) <= _assigned(after)
+    # (v14's gradient may now be its rebinding's, dv14_2: ``v14 = v14 + y`` hands it on)
+    assert {n for n in _assigned(before) if not related.search(n)} <= _assigned(after)
     for name in ("v8_add", "v16_2", "v20_add", "dv10_neg", "dv17_div", "dv21_div", "dv3_div"):
         assert name in _assigned(after)
     removed = set(before.splitlines()) - set(after.splitlines())

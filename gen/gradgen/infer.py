@@ -53,9 +53,10 @@ from gradgen.rules import (
     AdjointContext,
     is_elementwise,
     is_opaque,
+    is_reshape,
 )
 from gradgen.shapes import SCALAR, Shape
-from gradgen.stages import Stage, StagedFunction
+from gradgen.stages import Stage, StagedFunction, all_stages
 
 Shapes = dict[str, Shape | None]
 # The names bound to a dimension of a known shape (``N = x.shape[0]``, ``H = 3``), so that an
@@ -88,7 +89,10 @@ def infer_shapes(
                 names.append(stage.loop.variable)
         return dict.fromkeys(names, SCALAR)
     if parameters is None:
-        parameters = {p.name: _parameter_shape(p) for p in function.parameters}
+        parameters = {
+            p.name: p.shape if p.name in function.passed_values else _parameter_shape(p)
+            for p in function.parameters
+        }
     steps = frozenset(s.loop.variable for s in function.all_stages if s.loop is not None)
     given = dict(parameters)
     while True:
@@ -104,6 +108,15 @@ def infer_shapes(
         if not found:
             return known
         given.update(found)
+
+
+def _bound_once(stages: list[Stage]) -> set[str]:
+    """The names one stage binds (the sides of an ``if`` may each bind the same name)."""
+    counts: dict[str, int] = {}
+    for stage in stages:
+        for target in stage.targets:
+            counts[target] = counts.get(target, 0) + 1
+    return {name for name, count in counts.items() if count == 1}
 
 
 def _parameter_shape(parameter: Parameter) -> Shape | None:
@@ -124,13 +137,15 @@ def numbers_by_use(function: StagedFunction, known: Shapes) -> set[str]:
     came from, through a loop's steps and an ``if``'s sides."""
     numbers = {name for name, shape in known.items() if shape == SCALAR}
     stages = list(function.all_stages)
+    once = _bound_once(stages)
     changed = True
     while changed:
         changed = False
         for stage in reversed(stages):
             taken: list[Expr] = []
             if stage.rule is not None and is_elementwise(stage.rule):
-                if stage.library == "math" or stage.target in numbers:
+                # (a name the sides of an 'if' both bind may be a number on one side only)
+                if stage.library == "math" or (stage.target in numbers and stage.target in once):
                     taken = list(stage.operands)
             elif stage.loop is not None:
                 taken = [
@@ -169,7 +184,13 @@ def _infer_stages(
             _infer_loop(stage, known, callees, steps, dimensions)
         elif stage.branch is not None:
             _infer_stages(stage.branch.then, known, callees, steps, dimensions)
+            # A name both sides bind (``o_2``) has a shape only where they agree on it.
+            sides = {t: known.get(t) for s in all_stages(stage.branch.then) for t in s.targets}
             _infer_stages(stage.branch.orelse, known, callees, steps, dimensions)
+            for side in all_stages(stage.branch.orelse):
+                for target in side.targets:
+                    if target in sides and sides[target] != known.get(target):
+                        known[target] = None
             known[stage.target] = None
             for join in stage.branch.joins:
                 then = expression_shape(join.then, known)
@@ -209,13 +230,7 @@ def _infer_stages(
 
 def _reshapes(stage: Stage) -> bool:
     """``np.reshape(x, shape)`` or ``x.reshape(...)`` (not the other forms of its rule)."""
-    expr = unwrap(stage.expr)
-    return (
-        stage.rule is not None
-        and stage.rule.name == "reshape"
-        and isinstance(expr, Call)
-        and expr.func.name == "reshape"
-    )
+    return is_reshape(stage.rule, unwrap(stage.expr))
 
 
 def _reshaped(stage: Stage, known: Shapes, dimensions: Dimensions) -> Shape | None:
@@ -533,6 +548,8 @@ def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
         expr = unwrap(expr)
         if isinstance(expr, Name) and expr.id in found:
             return found[expr.id]
+        if isinstance(expr, Name) and expr.id in several:
+            return None  # bound on each side of an 'if': of which, it cannot say
         if isinstance(expr, (BinOp, Compare)) and not (isinstance(expr, BinOp) and expr.op == "@"):
             left, right = of(expr.left), of(expr.right)
             return None if left is None or right is None else left | right
@@ -545,7 +562,10 @@ def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
 
     for parameter in function.parameters:
         found[parameter.name] = base(parameter.name)
-    for stage in function.all_stages:
+    stages = list(function.all_stages)
+    once = _bound_once(stages)
+    several = {t for stage in stages for t in stage.targets} - once
+    for stage in stages:
         made: frozenset[object] | None = None
         rule = stage.rule
         if rule is not None and not stage.results and is_elementwise(rule):
@@ -572,12 +592,13 @@ def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
         ):
             source = of(stage.operands[rule.inputs.index("x")])
             axis = literal_value(dict(stage.nondiff).get("axis", Const("None")))
-            if source is not None and _is_axis(axis):
+            if source is not None and _is_axis(axis) and stage.target in once:
                 reduced[stage.target] = Reduced(source, axis)
-        if made is not None and known.get(stage.target) is None:
+        if made is not None and known.get(stage.target) is None and stage.target in once:
             found[stage.target] = made
         for target in (*stage.targets, *_loop_names(stage)):
-            found.setdefault(target, base(target))
+            if target not in several:
+                found.setdefault(target, base(target))
     return ShapeRelations(found, reduced)
 
 

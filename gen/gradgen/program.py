@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from gradgen.expr import RULE, USER, Call, Name, names_in, render, unwrap, walk
+from gradgen.expr import RULE, USER, Call, Name, is_constant, names_in, render, unwrap, walk
 from gradgen.forward_lines import every_kept, forward_lines, shape_only, with_steps_kept
 from gradgen.helpers import HELPERS
 from gradgen.infer import infer_shapes
@@ -379,6 +379,22 @@ class _Program:
     ) -> None:
         self.parsed = parsed
         self.nodes = nodes  # where a refusal with no place of its own points: the def
+        # A number for default makes a parameter a number, unless a call passes it a value.
+        passed: dict[str, set[str]] = {}
+        for function in staged.values():
+            for stage in function.all_stages:
+                if stage.call is not None and not stage.call.rule:
+                    passed.setdefault(stage.call.function, set()).update(
+                        parameter
+                        for parameter, operand in zip(
+                            stage.call.parameters, stage.operands, strict=False
+                        )
+                        if not is_constant(unwrap(operand))
+                    )
+        staged = {
+            name: replace(function, passed_values=frozenset(passed.get(name, ())))
+            for name, function in staged.items()
+        }
         self.staged = dict(staged)  # its shifts marked below
         self.chosen = chosen
         self.pairs = pairs

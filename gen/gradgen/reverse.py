@@ -45,6 +45,7 @@ from gradgen.expr import (
     UnaryOp,
     children,
     literal_value,
+    map_children,
     map_funcs,
     names_in,
     number,
@@ -52,6 +53,7 @@ from gradgen.expr import (
     simplify,
     substitute,
     unwrap,
+    walk,
 )
 from gradgen.forward_lines import bound_by, forward_lines, kept_by_loops, names_read, shape_only
 from gradgen.infer import (
@@ -67,6 +69,7 @@ from gradgen.ir import AdjointBranch, AdjointLoop, AdjointStatement, BackwardFun
 from gradgen.naming import gradient_name
 from gradgen.ownership import protect_shared
 from gradgen.rules import (
+    ARRAY_MAKERS,
     DISTINCT_ENTRIES,
     LENGTH,
     OPERATION_LIBRARIES,
@@ -75,6 +78,7 @@ from gradgen.rules import (
     ScatterAdjoint,
     SpreadAdjoint,
     draw_parameters,
+    is_opaque,
     written_arguments,
 )
 from gradgen.shapes import SCALAR, Dim, Shape
@@ -856,7 +860,7 @@ class _ReversePass:
             for name, g in zip(wanted, gradients, strict=True)
             if g in gradient.values() and name not in self.sequences  # a list: its own
         }
-        kept = [s for s in self.statements if s is not None]
+        kept = _reading_forward_values([s for s in self.statements if s is not None], self.function)
         adjoints = protect_shared(kept, self.upstreams, returned, numbers=not function.array_mode)
         adjoints = _with_kept(adjoints, {s.target: s for s in function.all_stages})
         read = names_read(adjoints)
@@ -1139,6 +1143,75 @@ def _item_gradient(
     if shape is not None and written is not None and len(shape) <= len(written):
         return _unbroadcast(entries, item, shape, written)
     return Call(Func("helper", "_item_gradient", "_item_gradient"), (entries, item))
+
+
+def _reading_forward_values(
+    statements: list[AdjointStatement], function: StagedFunction
+) -> list[AdjointStatement]:
+    """The statements reading the forward's values where they compute one again: an
+    expression the function's top level computes (``np.cos(theta)`` of ``c =
+    np.cos(theta)``) is read by its name, and a value computed twice (``0.5 * reg`` in two
+    terms) by its first name. Only the function's top level (not in a loop's step or an
+    ``if``'s side), and only operations with no draw, call or effect."""
+    computed: dict[Expr, str] = {}
+    same: dict[str, Expr] = {}
+    for stage in function.stages:
+        if not (_plain(stage) or _computed_as_written(stage)):
+            continue
+        plain = unwrap(stage.expr)
+        if isinstance(plain, (Name, Const)) or (
+            isinstance(plain, Call) and (plain.func.lib, plain.func.name) in ARRAY_MAKERS
+        ):
+            continue  # an array made afresh (zeros to add into) is meant to be new
+        key = _normal(stage.expr)
+        if key in computed:
+            same[stage.target] = Name(computed[key])
+        else:
+            computed[key] = stage.target
+    if not computed:
+        return statements
+
+    def read(expr: Expr) -> Expr:
+        if not isinstance(expr, (Name, Const)):
+            name = computed.get(_normal(expr))
+            if name is not None:
+                return Name(name)
+        if isinstance(expr, Name):
+            return same.get(expr.id, expr)
+        return map_children(expr, read)
+
+    return [
+        s
+        if s.kind in (Kind.LOOP, Kind.BRANCH)
+        else replace(s, expr=read(s.expr), index=tuple(read(i) for i in s.index))
+        for s in statements
+    ]
+
+
+def _computed_as_written(stage: Stage) -> bool:
+    """A value with no gradient computed from others (a mask ``h > 0``), no draw, call or
+    opaque function in it."""
+    return (
+        stage.rule is None
+        and stage.loop is None
+        and stage.branch is None
+        and stage.call is None
+        and not stage.opaque
+        and not stage.draw
+        and not stage.item
+        and not stage.raises
+        and not stage.results
+        and not any(isinstance(n, Call) and is_opaque(n.func) for n in walk(stage.expr))
+    )
+
+
+def _normal(expr: Expr) -> Expr:
+    """``expr`` without what does not change its value: parentheses, how a function is
+    spelled (``x.sum()`` and ``np.sum(x)``)."""
+    expr = unwrap(expr)
+    if isinstance(expr, Call):
+        expr = replace(expr, func=Func(expr.func.lib, expr.func.name, None))
+    return map_children(expr, _normal)
 
 
 def _plain(stage: Stage) -> bool:

@@ -3827,6 +3827,15 @@ _SEVERAL: dict[tuple[str, str], Rule] = {
 # x[i]: its result's shape depends on what the index's names are (a loop's step takes an axis
 # away), which infer.py knows.
 INDEX = next(r for r in RULES if r.name == "index")
+RESHAPE = next(r for r in RULES if r.name == "reshape")
+
+
+def is_reshape(rule: Rule | None, expr: Expr) -> bool:
+    """``np.reshape(x, shape)`` or ``x.reshape(...)``: not the other forms of its rule
+    (``np.expand_dims``, ``np.squeeze``), whose argument is an axis."""
+    return rule is RESHAPE and isinstance(expr, Call) and expr.func.name == "reshape"
+
+
 # The functions acting entry by entry (np.exp, np.maximum): of arguments of known shapes,
 # their result has the shapes' broadcast (``np.log(2 * np.pi)`` is a number).
 ELEMENTWISE_FUNCTIONS = frozenset(

@@ -260,6 +260,9 @@ class StagedFunction:
     # Each later binding of a user's name and that name (``h_2`` -> ``h``): the values the
     # user's code calls by one name, one after the other.
     versions: tuple[tuple[str, str], ...] = ()
+    # Parameters with a number for default that a call of the module passes something
+    # else than a constant: not taken for numbers by their default (infer.py).
+    passed_values: frozenset[str] = frozenset()
 
     @property
     def arguments(self) -> tuple[Parameter, ...]:

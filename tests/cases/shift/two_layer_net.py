@@ -77,7 +77,7 @@ def loss_backward(W1, b1, W2, b2, X, y, reg, dout=1.0):
     """Gradients of loss with respect to (W1, b1, W2, b2, X, y, reg)."""
     # Recomputes: N, h_matmul, h_add, h, scores_matmul, scores, shift, shifted,
     # exps, probs_sum, probs, data_loss_index, data_loss, out_mul_2, out_sum,
-    # out_mul_4, out_sum_2, out.
+    # out_sum_2, out.
     N = X.shape[0]
     h_matmul = X @ W1
     h_add = h_matmul + b1
@@ -93,14 +93,13 @@ def loss_backward(W1, b1, W2, b2, X, y, reg, dout=1.0):
     data_loss = -np.mean(np.log(data_loss_index))
     out_mul_2 = 0.5 * reg
     out_sum = np.sum(W1 * W1)
-    out_mul_4 = 0.5 * reg
     out_sum_2 = np.sum(W2 * W2)
-    out = data_loss + out_mul_2 * out_sum + out_mul_4 * out_sum_2
+    out = data_loss + out_mul_2 * out_sum + 0.5 * reg * out_sum_2
 
     # backprop return data_loss + 0.5 * reg * np.sum(W1 * W1) + 0.5 * reg * np.sum(W2 * W2)
     dout = _everywhere(dout, out)
     dout_mul_4 = out_sum_2 * dout
-    dout_sum_2 = np.sum(out_mul_4 * dout)
+    dout_sum_2 = np.sum(out_mul_2 * dout)
     dW2 = (2 * W2) * dout_sum_2
     dreg = 0.5 * dout_mul_4
     ddata_loss = np.sum(dout)
@@ -152,14 +151,13 @@ def loss_value_and_grad(W1, b1, W2, b2, X, y, reg, dout=1.0):
     data_loss = -np.mean(np.log(data_loss_index))
     out_mul_2 = 0.5 * reg
     out_sum = np.sum(W1 * W1)
-    out_mul_4 = 0.5 * reg
     out_sum_2 = np.sum(W2 * W2)
-    out = data_loss + out_mul_2 * out_sum + out_mul_4 * out_sum_2
+    out = data_loss + out_mul_2 * out_sum + 0.5 * reg * out_sum_2
 
     # backprop return data_loss + 0.5 * reg * np.sum(W1 * W1) + 0.5 * reg * np.sum(W2 * W2)
     dout = _everywhere(dout, out)
     dout_mul_4 = out_sum_2 * dout
-    dout_sum_2 = np.sum(out_mul_4 * dout)
+    dout_sum_2 = np.sum(out_mul_2 * dout)
     dW2 = (2 * W2) * dout_sum_2
     dreg = 0.5 * dout_mul_4
     ddata_loss = np.sum(dout)

@@ -80,8 +80,8 @@ def _unbroadcast(grad, like):
 def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     """Gradients of two_layer_loss with respect to (X, y, params, reg)."""
     # Recomputes: h_matmul, h_add, h, scores_matmul, scores, N, probs_exp,
-    # probs_exp_2, probs_sum, probs, data_loss_index, data_loss_neg, data_loss,
-    # loss_mul_2, loss_sum, loss.
+    # probs_sum, probs, data_loss_index, data_loss_neg, data_loss, loss_mul_2,
+    # loss_sum, loss.
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -93,8 +93,7 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     scores = scores_matmul + b2
     N = X.shape[0]
     probs_exp = np.exp(scores)
-    probs_exp_2 = np.exp(scores)
-    probs_sum = np.sum(probs_exp_2, axis=1, keepdims=True)
+    probs_sum = np.sum(np.exp(scores), axis=1, keepdims=True)
     probs = probs_exp / probs_sum
     data_loss_index = probs[np.arange(N), y]
     data_loss_neg = -np.log(data_loss_index)
@@ -124,7 +123,7 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
     dprobs_exp = dprobs / probs_sum
     dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dscores = probs_exp_2 * dprobs_sum
+    dscores = probs_exp * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
     dscores_matmul = _unbroadcast(dscores, scores_matmul)
@@ -153,8 +152,7 @@ def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
     scores = scores_matmul + b2
     N = X.shape[0]
     probs_exp = np.exp(scores)
-    probs_exp_2 = np.exp(scores)
-    probs_sum = np.sum(probs_exp_2, axis=1, keepdims=True)
+    probs_sum = np.sum(np.exp(scores), axis=1, keepdims=True)
     probs = probs_exp / probs_sum
     data_loss_index = probs[np.arange(N), y]
     data_loss_neg = -np.log(data_loss_index)
@@ -184,7 +182,7 @@ def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
     dprobs_exp = dprobs / probs_sum
     dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dscores = probs_exp_2 * dprobs_sum
+    dscores = probs_exp * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
     dscores_matmul = _unbroadcast(dscores, scores_matmul)
@@ -336,8 +334,7 @@ def two_layer_loss_forward(X, y, params, reg):
     scores = scores_matmul + b2
     N = X.shape[0]
     probs_exp = np.exp(scores)
-    probs_exp_2 = np.exp(scores)
-    probs_sum = np.sum(probs_exp_2, axis=1, keepdims=True)
+    probs_sum = np.sum(np.exp(scores), axis=1, keepdims=True)
     probs = probs_exp / probs_sum
     data_loss_index = probs[np.arange(N), y]
     data_loss_neg = -np.log(data_loss_index)
@@ -358,7 +355,6 @@ def two_layer_loss_forward(X, y, params, reg):
         _like(scores_matmul),
         N,
         probs_exp,
-        probs_exp_2,
         probs_sum,
         _like(probs),
         data_loss_index,
@@ -384,7 +380,6 @@ def two_layer_loss_backward(dloss, cache):
         scores_matmul,
         N,
         probs_exp,
-        probs_exp_2,
         probs_sum,
         probs,
         data_loss_index,
@@ -415,7 +410,7 @@ def two_layer_loss_backward(dloss, cache):
     # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
     dprobs_exp = dprobs / probs_sum
     dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dscores = probs_exp_2 * dprobs_sum
+    dscores = probs_exp * dprobs_sum
     dscores += probs_exp * dprobs_exp
     # backprop scores = h @ W2 + b2
     dscores_matmul = _unbroadcast(dscores, scores_matmul)
