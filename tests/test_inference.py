@@ -201,11 +201,7 @@ def f(x, y, z, w, flag=True, mode='b'):
         out_sum = np.positive(np.ndim(h))
     t = x @ a
     return h % np.sum(t)
-import math
-import numpy as np
-import scipy.special
-import scipy.stats
-"""
+""".replace("AXES", "axis=(0, -2), ddof=1")
 
 
 def test_a_name_both_sides_bind_found_by_the_property_tests() -> None:
