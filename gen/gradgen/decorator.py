@@ -479,4 +479,12 @@ def function_source(func: Callable[..., Any]) -> tuple[FunctionSource, str]:
         )
         raise GradgenError([Diagnostic(filename, code.co_firstlineno, 1, message)])
     module = "".join(module_lines)
+    if _forward_file(func) is None:
+        # No file behind it (a notebook cell): the names its cell does not bind are bound
+        # as its globals bind them now, as Python resolves them.
+        from gradgen.cells import with_free_names
+
+        cell = with_free_names(func, module)
+        own = "".join(lines)
+        return FunctionSource(cell.text, func.__name__, own, first_line, cell.relocated), filename
     return FunctionSource(module, func.__name__, "".join(lines), first_line), filename
