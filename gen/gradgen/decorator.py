@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
-from gradgen import provenance
+from gradgen import display, provenance
 from gradgen.config import Config, find_config, is_skipped
 from gradgen.errors import Diagnostic, GradgenError
 from gradgen.naming import (
@@ -130,6 +130,7 @@ def differentiable(
     if pairs:
         func.forward = functions[forward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
+    display.attach(func.backward)  # type: ignore[attr-defined]
     return func
 
 
