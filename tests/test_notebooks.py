@@ -168,3 +168,42 @@ def _kernel_environment() -> dict[str, str]:
     package = str(Path(gradgen.__file__).resolve().parent.parent)
     path = os.pathsep.join([package, *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**os.environ, "PYTHONPATH": path, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+
+
+NOTEBOOK_CODE = """import numpy as np
+
+import gradgen
+
+
+@gradgen.differentiable(generated="model_backward.py")
+def f(x):
+    return np.sum(np.tanh(x) * x)
+"""
+
+
+def test_generated_names_a_reviewed_file_exported_from_the_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradgen.cli import main
+
+    # The notebook's code exported to a file (jupyter nbconvert --to script), generated.
+    (tmp_path / "model.py").write_text(NOTEBOOK_CODE, encoding="utf-8")
+    assert main([str(tmp_path / "model.py"), "-o", str(tmp_path / "model_backward.py"), "-q"]) == 0
+    monkeypatch.chdir(tmp_path)  # a kernel runs in the notebook's folder
+    imports, function = NOTEBOOK_CODE.split("\n\n\n")
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    run_cell(namespace, imports + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_cell(namespace, function)
+    f = namespace["f"]
+    assert f.backward.__module__.startswith("_gradgen_reviewed_")  # the reviewed code runs
+    assert_gradients_match(f, np.array([0.5, -1.0]))
+    # The cell changed since: the file is stale, said once, or an error when strict.
+    edited = function.replace("* x)", "* x * x)")
+    with pytest.warns(gradgen.StaleBackwardWarning, match="model_backward.py is stale for f"):
+        run_cell(namespace, edited)
+    assert not (namespace["f"].backward.__module__ or "").startswith("_gradgen_reviewed_")
+    strict = edited.replace('"model_backward.py"', '"model_backward.py", strict=True')
+    with pytest.raises(gradgen.StaleBackwardError, match="is stale for f"):
+        run_cell(namespace, strict)

@@ -177,9 +177,15 @@ def _committed_backward(
     """The committed functions (by name) and their source when the file is current and
     generated the same way (``pairs``); None when there is none or it is stale."""
     forward_file = _forward_file(func)
+    path: Path | None
     if forward_file is None:
-        return None
-    path, root = _committed_path(forward_file, generated)
+        if generated is None:
+            return None  # a notebook's function: no file, no mapping, nothing to compare
+        # generated= in a notebook: the file is relative to the working folder, which a
+        # kernel starts in the notebook's folder.
+        path, root = (Path.cwd() / generated).resolve(), Path.cwd()
+    else:
+        path, root = _committed_path(forward_file, generated)
     if path is None:
         return None
     names = _generated_names(func.__name__, pairs)
@@ -223,7 +229,12 @@ def _callees_current(
     if not callees:
         return True
     filename = func.__code__.co_filename
-    module_text = "".join(linecache.getlines(filename, func.__globals__))
+    if _forward_file(func) is None:
+        # A notebook's function: the functions it calls are in other cells, read as the
+        # decorator reads them.
+        module_text = function_source(func)[0].module
+    else:
+        module_text = "".join(linecache.getlines(filename, func.__globals__))
     texts: dict[str | None, str] = {None: module_text}
     for name in callees:
         origin = origins.get(name)
@@ -290,7 +301,7 @@ def _report_stale(
     func: Callable[..., Any],
     path: Path,
     root: Path,
-    forward_file: Path,
+    forward_file: Path | None,
     strict: bool | None,
     pairs: bool | None = None,
 ) -> None:
@@ -298,7 +309,9 @@ def _report_stale(
     the file is current but was generated without (False: with) what the decorator asks."""
     command = provenance.read_header_command(path) if path.exists() else None
     if command is None:
-        command = f"gradgen {_relative(forward_file, root)} -o {_relative(path, root)}"
+        # A notebook's function is generated from the notebook's code exported to a file.
+        shown = "FORWARD.py" if forward_file is None else _relative(forward_file, root)
+        command = f"gradgen {shown} -o {_relative(path, root)}"
     state, reason = _why_unusable(func, path)
     if pairs is not None:
         state = "does not match"
