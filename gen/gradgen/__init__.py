@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from gradgen.decorator import StaleBackwardError, StaleBackwardWarning, differentiable
+from gradgen.display import show
 from gradgen.errors import GradgenError
 from gradgen.user_rules import backward_of
 
@@ -18,6 +19,7 @@ __all__ = [
     "backward_of",
     "differentiable",
     "generate",
+    "show",
     "stop_gradient",
 ]
 __version__ = "0.1.0"

@@ -110,6 +110,9 @@ class FunctionSource:
     name: str  # the function
     lines: str  # its lines as in the file (indented when it is nested)
     first_line: int  # the line of the file where ``lines`` start (1-based)
+    # Lines of ``module`` from elsewhere (a notebook's earlier cell: see cells.py), where
+    # refusals located there point: line -> (file, line there, its text).
+    relocated: Mapping[int, tuple[str, int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -327,16 +330,17 @@ def _require_defined(parsed: ParsedModule, names: Sequence[str]) -> None:
 
 # Parsed modules by file, so that compiling many functions of one module (the decorator)
 # reads the module once.
-_MODULES: dict[tuple[str, int], ParsedModule] = {}
+_MODULES: dict[tuple[str, int, int], ParsedModule] = {}
 
 
 def _parse_function(source: FunctionSource, filename: str) -> ParsedModule:
     """The module the function is in, parsed; or, for a function nested in another (whose
     module-level neighbours it cannot call), the function's own lines, parsed, with the
     module's imports and constants."""
-    key = (filename, hash(source.module))
+    key = (filename, hash(source.module), hash(tuple(source.relocated.items())))
     if key not in _MODULES:
         _MODULES[key] = parse_module(source.module, filename)
+        _MODULES[key].relocated = source.relocated
     whole = _MODULES[key]
     lines = source.lines.splitlines(keepends=True)
     indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
-from gradgen import provenance
+from gradgen import display, provenance
 from gradgen.config import Config, find_config, is_skipped
 from gradgen.errors import Diagnostic, GradgenError
 from gradgen.naming import (
@@ -130,6 +130,7 @@ def differentiable(
     if pairs:
         func.forward = functions[forward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
+    display.attach(func.backward)  # type: ignore[attr-defined]
     return func
 
 
@@ -176,9 +177,15 @@ def _committed_backward(
     """The committed functions (by name) and their source when the file is current and
     generated the same way (``pairs``); None when there is none or it is stale."""
     forward_file = _forward_file(func)
+    path: Path | None
     if forward_file is None:
-        return None
-    path, root = _committed_path(forward_file, generated)
+        if generated is None:
+            return None  # a notebook's function: no file, no mapping, nothing to compare
+        # generated= in a notebook: the file is relative to the working folder, which a
+        # kernel starts in the notebook's folder.
+        path, root = (Path.cwd() / generated).resolve(), Path.cwd()
+    else:
+        path, root = _committed_path(forward_file, generated)
     if path is None:
         return None
     names = _generated_names(func.__name__, pairs)
@@ -222,7 +229,12 @@ def _callees_current(
     if not callees:
         return True
     filename = func.__code__.co_filename
-    module_text = "".join(linecache.getlines(filename, func.__globals__))
+    if _forward_file(func) is None:
+        # A notebook's function: the functions it calls are in other cells, read as the
+        # decorator reads them.
+        module_text = function_source(func)[0].module
+    else:
+        module_text = "".join(linecache.getlines(filename, func.__globals__))
     texts: dict[str | None, str] = {None: module_text}
     for name in callees:
         origin = origins.get(name)
@@ -289,7 +301,7 @@ def _report_stale(
     func: Callable[..., Any],
     path: Path,
     root: Path,
-    forward_file: Path,
+    forward_file: Path | None,
     strict: bool | None,
     pairs: bool | None = None,
 ) -> None:
@@ -297,7 +309,9 @@ def _report_stale(
     the file is current but was generated without (False: with) what the decorator asks."""
     command = provenance.read_header_command(path) if path.exists() else None
     if command is None:
-        command = f"gradgen {_relative(forward_file, root)} -o {_relative(path, root)}"
+        # A notebook's function is generated from the notebook's code exported to a file.
+        shown = "FORWARD.py" if forward_file is None else _relative(forward_file, root)
+        command = f"gradgen {shown} -o {_relative(path, root)}"
     state, reason = _why_unusable(func, path)
     if pairs is not None:
         state = "does not match"
@@ -479,4 +493,12 @@ def function_source(func: Callable[..., Any]) -> tuple[FunctionSource, str]:
         )
         raise GradgenError([Diagnostic(filename, code.co_firstlineno, 1, message)])
     module = "".join(module_lines)
+    if _forward_file(func) is None:
+        # No file behind it (a notebook cell): the names its cell does not bind are bound
+        # as its globals bind them now, as Python resolves them.
+        from gradgen.cells import with_free_names
+
+        cell = with_free_names(func, module)
+        own = "".join(lines)
+        return FunctionSource(cell.text, func.__name__, own, first_line, cell.relocated), filename
     return FunctionSource(module, func.__name__, "".join(lines), first_line), filename

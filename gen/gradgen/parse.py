@@ -277,6 +277,9 @@ class ParsedModule:
     # decorator reads one function): added to positions in messages.
     line_offset: int = 0
     column_offset: int = 0
+    # Lines of ``text`` that come from elsewhere (a function of a notebook's earlier cell,
+    # appended by cells.py): line -> (file, line there, its text), where refusals point.
+    relocated: Mapping[int, tuple[str, int, str]] = field(default_factory=dict)
     # Functions of other forward modules this one calls, by the name that calls them here
     # (``aff``, ``layers.affine``), as ``find_linked`` (set by linking.py) found them.
     linked: dict[str, Linked] = field(default_factory=dict)
@@ -307,9 +310,7 @@ class ParsedModule:
         """``message`` located at ``node`` (a node of ``module``), as a refusal is."""
         wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
         start = wrapper.resolve(PositionProvider)[node].start
-        line = start.line + self.line_offset
-        column = start.column + 1 + self.column_offset
-        return Diagnostic(self.filename, line, column, message, source_line(self.text, line))
+        return self._located(start.line, start.column, message)
 
     def raise_problems(self) -> None:
         """Raise one ``GradgenError`` holding every problem found, in source order. A
@@ -337,8 +338,16 @@ class ParsedModule:
         raise GradgenError(list(said.values()))
 
     def _diagnostic(self, where: CodeRange, message: str) -> Diagnostic:
-        line = where.start.line + self.line_offset
-        column = where.start.column + 1 + self.column_offset
+        return self._located(where.start.line, where.start.column, message)
+
+    def _located(self, line: int, column: int, message: str) -> Diagnostic:
+        """``message`` at ``line`` and ``column`` (of ``module``, 1- and 0-based), in the
+        file and at the line the text there comes from."""
+        line += self.line_offset
+        column += 1 + self.column_offset
+        if line in self.relocated:
+            filename, line, text = self.relocated[line]
+            return Diagnostic(filename, line, column, message, text)
         return Diagnostic(self.filename, line, column, message, source_line(self.text, line))
 
     def imported_modules(self) -> list[ParsedModule]:

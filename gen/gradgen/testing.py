@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gradgen import gradcheck
+from gradgen.gradcheck.results import FunctionReport
 
-__all__ = ["assert_gradients_match"]
+__all__ = ["FunctionReport", "assert_gradients_match", "check_gradients"]
 
 
 def assert_gradients_match(
@@ -52,8 +53,22 @@ def assert_gradients_match(
     atol)``.
     """
     __tracebackhide__ = True
-    report = gradcheck.check_callable(
-        f, args, rtol=rtol, atol=atol, upstream=upstream, backward=backward
-    )
+    report = check_gradients(f, *args, rtol=rtol, atol=atol, upstream=upstream, backward=backward)
     if not report.passed:
         raise AssertionError(report.message(rtol, atol))
+
+
+def check_gradients(
+    f: Callable[..., Any],
+    *args: Any,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    upstream: Any = None,
+    backward: Callable[..., Any] | None = None,
+) -> FunctionReport:
+    """The check ``assert_gradients_match`` makes, returned instead of asserted: its
+    ``passed``, its table (``print(report)``, or displayed as a table in a notebook) and
+    its ``message()`` naming each wrong gradient and the first disagreeing line."""
+    return gradcheck.check_callable(
+        f, args, rtol=rtol, atol=atol, upstream=upstream, backward=backward
+    )

@@ -25,7 +25,7 @@ from gradgen.gradcheck.filecheck import (
     run_module,
 )
 from gradgen.gradcheck.inputs import Dims, parse_ints, parse_shapes, shape_annotations
-from gradgen.gradcheck.results import FunctionReport, GradientCheck, UsageError
+from gradgen.gradcheck.results import FunctionReport, GradientCheck, UsageError, table_rows
 from gradgen.naming import backward_function_name
 
 if TYPE_CHECKING:
@@ -310,16 +310,7 @@ def _print_reports(reports: Sequence[FunctionReport]) -> None:
         if report.sizes:
             sizes = ", ".join(f"{k}={v}" for k, v in report.sizes.items())
             print(f"{report.function}: sizes {sizes}")
-    rows = [("function", "parameter", "shape", "max rel. error", "result")]
-    for report in reports:
-        if report.error is not None:
-            rows.append((report.function, "-", "-", "-", "ERROR"))
-            continue
-        for check in report.gradients:
-            error = "-" if check.status == "skip" else f"{check.max_rel_error:.1e}"
-            result = f"skip ({check.skipped})" if check.status == "skip" else check.status
-            shape = report.shapes.get(check.parameter, "")
-            rows.append((report.function, check.parameter, shape, error, result))
+    rows = table_rows(reports)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(

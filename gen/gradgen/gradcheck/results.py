@@ -3,6 +3,8 @@ for a wrong one, the report of one function; and the usage error of the command 
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 try:
@@ -95,6 +97,37 @@ class FunctionReport:
     def passed(self) -> bool:
         return self.error is None and all(g.passed for g in self.gradients)
 
+    def __str__(self) -> str:
+        """The table ``gradgen check`` prints, then what failed (or "all ... match")."""
+        rows = table_rows([self])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        return "\n".join([*lines, "", self._summary()])
+
+    def _repr_html_(self) -> str:
+        """The table as an HTML table, for a notebook (which calls this, as IPython's rich
+        display protocol says), then what failed."""
+        header, *body = table_rows([self])
+        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in body
+        )
+        summary = html.escape(self._summary())
+        return f"<table><tr>{head}</tr>{rows}</table><pre>{summary}</pre>"
+
+    def _summary(self) -> str:
+        if self.passed:
+            checked = sum(g.status != "skip" for g in self.gradients)
+            return "\n".join(
+                [f"all {checked} gradients match central differences"]
+                + [f"note: {n}" for n in self.notes]
+            )
+        return self.message()
+
     def message(self, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> str:
         """What failed, for an assertion message: every wrong gradient, then the line."""
         if self.error is not None:
@@ -109,3 +142,19 @@ class FunctionReport:
             lines.append(f"first disagreeing forward line: {self.culprit.render()}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def table_rows(reports: Sequence[FunctionReport]) -> list[tuple[str, str, str, str, str]]:
+    """The check's table: a header, then (function, parameter, shape, max rel. error,
+    result) per gradient checked, or an ERROR row for a function that could not be."""
+    rows = [("function", "parameter", "shape", "max rel. error", "result")]
+    for report in reports:
+        if report.error is not None:
+            rows.append((report.function, "-", "-", "-", "ERROR"))
+            continue
+        for check in report.gradients:
+            error = "-" if check.status == "skip" else f"{check.max_rel_error:.1e}"
+            result = f"skip ({check.skipped})" if check.status == "skip" else check.status
+            shape = report.shapes.get(check.parameter, "")
+            rows.append((report.function, check.parameter, shape, error, result))
+    return rows
