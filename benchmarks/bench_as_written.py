@@ -97,11 +97,16 @@ def batchnorm(x, gamma, beta, eps=1e-5):
 
 
 def neuron_hand(w0: float, w1: float, w2: float, x0: float, x1: float, df: float = 1.0) -> Any:
-    """The notes' neuron: ``ddot = (1 - f) * f`` then the products' gradients."""
+    """The notes' neuron: ``ddot = (1 - f) * f``, then each input's gradient by name."""
     dot = w0 * x0 + w1 * x1 + w2
     f = 1.0 / (1 + math.exp(-dot))
     ddot = (1 - f) * f * df
-    return x0 * ddot, x1 * ddot, 1.0 * ddot, w0 * ddot, w1 * ddot
+    dw0 = x0 * ddot
+    dw1 = x1 * ddot
+    dw2 = 1.0 * ddot
+    dx0 = w0 * ddot
+    dx1 = w1 * ddot
+    return dw0, dw1, dw2, dx0, dx1
 
 
 def twolayer_hand(W1: Any, b1: Any, W2: Any, b2: Any, X: Any, y: Any, reg: float) -> Any:
