@@ -122,6 +122,32 @@ def _subtract_where_negated(statement: AdjointStatement) -> AdjointStatement:
     return statement
 
 
+class _Held(dict[str, Value]):
+    """What each gradient name holds, and per storage the names that may hold it: "does
+    another live name share this storage?" is asked at every ``+=``, and scanning every
+    name each time made the pass quadratic in the length of a backward. Only item
+    assignment changes it (the pass never deletes a name)."""
+
+    def __init__(self, held: dict[str, Value]) -> None:
+        super().__init__()
+        self.holders: dict[int, set[str]] = {}
+        for name, value in held.items():
+            self[name] = value
+
+    def __setitem__(self, name: str, value: Value) -> None:
+        old = self.get(name)
+        if old is not None:
+            for storage in old.storages:
+                self.holders[storage].discard(name)
+        super().__setitem__(name, value)
+        for storage in value.storages:
+            self.holders.setdefault(storage, set()).add(name)
+
+    def sharing(self, value: Value) -> set[str]:
+        """The names whose values may share memory with ``value``."""
+        return set().union(*(self.holders.get(storage, ()) for storage in value.storages))
+
+
 class _Ownership:
     """One pass over the statements, tracking what each gradient name holds."""
 
@@ -136,12 +162,20 @@ class _Ownership:
         self.statements = statements
         self.returned = returned
         self.fresh = itertools.count(CALLER + 1)
-        self.held: dict[str, Value] = dict.fromkeys(upstreams, _CALLERS)
+        self.held = dict.fromkeys(upstreams, _CALLERS)
         self.last_read = _last_reads(statements, returned)
         self.last_read.update(read_again)
         # Storages set into a list handed back (dlayers[i] = [dW, db]): the caller's from
         # then on, never written into again.
         self.stored: set[int] = set()
+
+    @property
+    def held(self) -> _Held:
+        return self._held
+
+    @held.setter
+    def held(self, held: dict[str, Value]) -> None:
+        self._held = _Held(held)
 
     def run(self, hand_back: bool = True) -> tuple[AdjointStatement, ...]:
         result: list[AdjointStatement] = []
@@ -301,8 +335,8 @@ class _Ownership:
         if not value.whole or CALLER in value.storages or value.storages & self.stored:
             return False
         return not any(
-            value.shares(other) and self.last_read.get(name, -1) > index
-            for name, other in self.held.items()
+            self.last_read.get(name, -1) > index
+            for name in self.held.sharing(value)
             if name != target
         )
 
