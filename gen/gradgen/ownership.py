@@ -33,7 +33,7 @@ counts too, which may cost a copy but never a wrong value.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -143,9 +143,24 @@ class _Held(dict[str, Value]):
         for storage in value.storages:
             self.holders.setdefault(storage, set()).add(name)
 
-    def sharing(self, value: Value) -> set[str]:
-        """The names whose values may share memory with ``value``."""
-        return set().union(*(self.holders.get(storage, ()) for storage in value.storages))
+    def live_sharing(self, value: Value, target: str, live: Callable[[str], bool]) -> bool:
+        """Does a name other than ``target`` that is ``live`` hold what may share memory with
+        ``value``? A name found dead is forgotten as a holder: the pass asks at statements
+        in order and a name read by none after one is read by none after a later one. (A
+        chain of pass-throughs, ``dh_2 = _unbroadcast(dh_3, h_2)``, is thousands of names of
+        one storage, all but the last dead: asking them all each time was quadratic.)"""
+        for storage in value.storages:
+            holders = self.holders.get(storage, set())
+            dead: list[str] = []
+            for name in holders:
+                if name == target:
+                    continue
+                if live(name):
+                    holders.difference_update(dead)
+                    return True
+                dead.append(name)
+            holders.difference_update(dead)
+        return False
 
 
 class _Ownership:
@@ -334,10 +349,8 @@ class _Ownership:
         value = self.held.get(target, _CALLERS)
         if not value.whole or CALLER in value.storages or value.storages & self.stored:
             return False
-        return not any(
-            self.last_read.get(name, -1) > index
-            for name in self.held.sharing(value)
-            if name != target
+        return not self.held.live_sharing(
+            value, target, lambda name: self.last_read.get(name, -1) > index
         )
 
     def value_of(self, expr: Expr) -> Value:
