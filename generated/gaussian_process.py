@@ -92,9 +92,7 @@ def _undiagonal(grad, like, offset, axis1, axis2):
 
 def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll with respect to (log_length, log_signal, log_noise, X, y)."""
-    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K_mul, K_mul_3, K, L, z, data_fit_pow, data_fit,
-    # complexity_diagonal, complexity, nll_add, nll.
+    # Recomputes the forward values the adjoints below read.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -160,82 +158,11 @@ def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     # backprop length = np.exp(log_length)
     dlog_length = length * dlength
     return dlog_length, dlog_signal, dlog_noise, dX, dy
-
-
-def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
-    """gp_nll and its gradients with respect to (log_length, log_signal, log_noise, X, y)."""
-    length = np.exp(log_length)
-    signal = np.exp(log_signal)
-    noise = np.exp(log_noise)
-    diffs = X[:, None, :] - X[None, :, :]
-    sqdist_sum = np.sum(diffs**2, axis=2)
-    sqdist_pow_2 = length**2
-    sqdist = sqdist_sum / sqdist_pow_2
-    K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
-    L = np.linalg.cholesky(K)
-    z = np.linalg.solve(L, y)
-    data_fit_pow = z**2
-    data_fit = 0.5 * np.sum(data_fit_pow)
-    complexity_diagonal = np.diagonal(L)
-    complexity = np.sum(np.log(complexity_diagonal))
-    nll_add = data_fit + complexity
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
-
-    # backprop nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    ddata_fit = dnll_add
-    dcomplexity = dnll_add
-    # backprop complexity = np.sum(np.log(np.diagonal(L)))
-    dcomplexity_diagonal = dcomplexity / complexity_diagonal
-    dL = _undiagonal(dcomplexity_diagonal, L, 0, 0, 1)
-    # backprop data_fit = 0.5 * np.sum(z**2)
-    ddata_fit_sum = 0.5 * ddata_fit
-    ddata_fit_pow = np.full_like(
-        data_fit_pow, ddata_fit_sum, dtype=np.result_type(data_fit_pow, ddata_fit_sum)
-    )
-    dz = (2 * z) * ddata_fit_pow
-    # backprop z = np.linalg.solve(L, y)
-    dL += _solve_da(dz, L, y, z)
-    dy = _solve_db(dz, L, y)
-    # backprop L = np.linalg.cholesky(K)
-    dK = _cholesky_grad(dL, L)
-    # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
-    dK_mul_2 = K_exp * dK_exp
-    dsqdist = -0.5 * dK_mul_2
-    # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
-    dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
-    dlength = (2 * length) * dsqdist_pow_2
-    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
-    # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
-    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
-    dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
-    dX[None, :, :] += ddiffs_index_2
-    dX[:, None, :] += ddiffs_index
-    # backprop noise = np.exp(log_noise)
-    dlog_noise = noise * dnoise
-    # backprop signal = np.exp(log_signal)
-    dlog_signal = signal * dsignal
-    # backprop length = np.exp(log_length)
-    dlog_length = length * dlength
-    return nll, (dlog_length, dlog_signal, dlog_noise, dX, dy)
 
 
 def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll_slogdet with respect to its parameters, in order."""
-    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K_mul, K_mul_3, K, alpha, sign, nll_mul, nll_mul_2,
-    # nll_add, nll.
+    # Recomputes the forward values the adjoints below read.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -294,65 +221,3 @@ def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     # backprop length = np.exp(log_length)
     dlog_length = length * dlength
     return dlog_length, dlog_signal, dlog_noise, dX, dy
-
-
-def gp_nll_slogdet_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
-    """gp_nll_slogdet and its gradients with respect to its parameters, in order."""
-    length = np.exp(log_length)
-    signal = np.exp(log_signal)
-    noise = np.exp(log_noise)
-    diffs = X[:, None, :] - X[None, :, :]
-    sqdist_sum = np.sum(diffs**2, axis=2)
-    sqdist_pow_2 = length**2
-    sqdist = sqdist_sum / sqdist_pow_2
-    K_exp = np.exp(-0.5 * sqdist)
-    K_mul = signal * K_exp
-    K_mul_3 = noise * np.eye(X.shape[0])
-    K = K_mul + K_mul_3
-    alpha = np.linalg.solve(K, y)
-    sign, logdet = np.linalg.slogdet(K)
-    nll_mul = 0.5 * (y @ alpha)
-    nll_mul_2 = 0.5 * logdet
-    nll_add = nll_mul + nll_mul_2
-    nll = nll_add + 0.5 * X.shape[0] * np.log(2 * np.pi)
-
-    # backprop nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * n ...
-    dnll = _everywhere(dnll, nll)
-    dnll_add = _unbroadcast(dnll, nll_add)
-    dnll_mul = _unbroadcast(dnll_add, nll_mul)
-    dnll_mul_2 = _unbroadcast(dnll_add, nll_mul_2)
-    dlogdet = 0.5 * dnll_mul_2
-    dnll_matmul = 0.5 * dnll_mul
-    dy = _matmul_dx(dnll_matmul, y, alpha)
-    dalpha = _matmul_dy(dnll_matmul, y, alpha)
-    # backprop sign, logdet = np.linalg.slogdet(K)
-    dK = np.expand_dims(dlogdet, (-1, -2)) * np.swapaxes(np.linalg.inv(K), -1, -2)
-    # backprop alpha = np.linalg.solve(K, y)
-    dK += _solve_da(dalpha, K, y, alpha)
-    dy += _solve_db(dalpha, K, y)
-    # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dK_mul = _unbroadcast(dK, K_mul)
-    dK_mul_3 = _unbroadcast(dK, K_mul_3)
-    dnoise = _unbroadcast(np.eye(X.shape[0]) * dK_mul_3, noise)
-    dsignal = np.sum(K_exp * dK_mul)
-    dK_exp = signal * dK_mul
-    dK_mul_2 = K_exp * dK_exp
-    dsqdist = -0.5 * dK_mul_2
-    # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
-    dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
-    dlength = (2 * length) * dsqdist_pow_2
-    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
-    # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
-    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
-    dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
-    dX[None, :, :] += ddiffs_index_2
-    dX[:, None, :] += ddiffs_index
-    # backprop noise = np.exp(log_noise)
-    dlog_noise = noise * dnoise
-    # backprop signal = np.exp(log_signal)
-    dlog_signal = signal * dsignal
-    # backprop length = np.exp(log_length)
-    dlog_length = length * dlength
-    return nll, (dlog_length, dlog_signal, dlog_noise, dX, dy)

@@ -356,14 +356,16 @@ def test_ties_are_one_per_statement_and_name_what_it_writes(example: Path, pairs
     # data an example reads (a generator) is imported from its module.
     module = f"examples.{example.stem}"
     compiled = compile_source(
-        source, str(example), Options(pairs=pairs, wrt=wrt, forward_module=module)
+        source,
+        str(example),
+        Options(pairs=pairs, wrt=wrt, forward_module=module, value_and_grad=True),
     )
     # The decorator's text: each function alone, the imports and helpers it needs inside.
     alone = [
         compile_source(
             FunctionSource(source, name, _function_lines(source, name), _first_line(source, name)),
             str(example),
-            Options(pairs=pairs, text="functions", wrt=wrt),
+            Options(pairs=pairs, text="functions", wrt=wrt, value_and_grad=True),
         )
         for name in (b.staged.name for b in compiled.backwards)
     ]

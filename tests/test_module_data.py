@@ -175,7 +175,7 @@ def test_functions_run_at_import_or_without_parameters_are_not_forward_functions
     status, out, err = run("fit.py")
     assert status == 0, err
     defined = re.findall(r"^def (\w+)\(", out, re.MULTILINE)
-    assert [d for d in defined if not d.startswith("_")] == ["loss_backward", "loss_value_and_grad"]
+    assert [d for d in defined if not d.startswith("_")] == ["loss_backward"]
 
 
 def test_the_throwaway_name_may_be_unpacked_twice(project: Path, run: Run) -> None:

@@ -120,6 +120,8 @@ class Options:
     wrt: Mapping[str, Sequence[str]] | None = None
     # F_forward returning (value, cache), and F_backward(d<out>, cache).
     pairs: bool = False
+    # F_value_and_grad too (returning the value and the gradients).
+    value_and_grad: bool = False
     # These functions only, in this order (each read on its own, so another function of the
     # source may be refused); None: every top-level function. A FunctionSource: its own.
     only: Sequence[str] | None = None
@@ -214,12 +216,14 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         return Compiled(parsed, backwards, "", program=program)
     if options.text == "functions":
         # The module the functions run in defines the user rules' functions already.
-        module = emit_functions_only(program, parsed.context, options.pairs)
+        module = emit_functions_only(program, parsed.context, options.pairs, options.value_and_grad)
         formatted = format_module(module).lstrip("\n")
     else:
         _require_module_name(parsed, program, options.forward_module, filename)
         header = _header(text, filename, options.command, program)
-        module = emit_module(program, parsed, header, options.pairs, options.forward_module)
+        module = emit_module(
+            program, parsed, header, options.pairs, options.forward_module, options.value_and_grad
+        )
         formatted = format_module(module)
     return Compiled(parsed, backwards, formatted, _ties(module), program)
 
@@ -362,6 +366,7 @@ def generate(
     command: str | None = None,
     wrt: Mapping[str, Sequence[str]] | None = None,
     pairs: bool = False,
+    value_and_grad: bool = False,
 ) -> str:
     """The backward module for every top-level function of ``source``.
 
@@ -369,10 +374,11 @@ def generate(
     command line the header says regenerates the file. ``wrt`` maps a function name (or
     ``"*"``, every function) to the parameters to differentiate with respect to. ``pairs``
     adds ``F_forward`` returning ``(value, cache)`` and makes ``F_backward`` take
-    ``(d<out>, cache)`` instead of recomputing the forward values. Raises
-    ``GradgenError`` when the source cannot be differentiated, naming every problem.
+    ``(d<out>, cache)`` instead of recomputing the forward values. ``value_and_grad`` adds
+    ``F_value_and_grad``, returning the value and the gradients. Raises ``GradgenError``
+    when the source cannot be differentiated, naming every problem.
     """
-    options = Options(wrt=wrt, pairs=pairs, command=command)
+    options = Options(wrt=wrt, pairs=pairs, command=command, value_and_grad=value_and_grad)
     return compile_source(source, filename, options).text
 
 

@@ -53,7 +53,7 @@ def _unbroadcast(grad, like):
 
 def f_backward(x, y=0.5, *, da=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: a_mul, a_cos, a_max, a.
+    # Recomputes the forward values the adjoints below read.
     a_mul = x * SCALE
     a_cos = cos(a_mul)
     a_max = np.maximum(y, HALF)
@@ -67,20 +67,3 @@ def f_backward(x, y=0.5, *, da=1.0):
     da_mul = -math.sin(a_mul) * da_cos
     dx = SCALE * da_mul
     return dx, dy
-
-
-def f_value_and_grad(x, y=0.5, *, da=1.0):
-    """f and its gradients with respect to (x, y)."""
-    a_mul = x * SCALE
-    a_cos = cos(a_mul)
-    a_max = np.maximum(y, HALF)
-    a = a_cos + a_max
-
-    # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    da = _everywhere(da, a)
-    da_cos = _unbroadcast(da, a_cos)
-    da_max = _unbroadcast(da, a_max)
-    dy = (y >= HALF) * da_max
-    da_mul = -math.sin(a_mul) * da_cos
-    dx = SCALE * da_mul
-    return a, (dx, dy)
