@@ -142,6 +142,10 @@ def test_attributes_and_methods_of_module_data(project: Path, run: Run) -> None:
     )
     status, out, err = run("md.py")
     assert status == 0, err
+    # f's backward reads ROWS (its index); k's only adds COLS, which no backward reads
+    assert "\nROWS = 3\n" in out and "COLS =" not in out
+    status, out, err = run("md.py", "--value-and-grad")
+    assert status == 0, err
     assert "from md import LABELS, W0\n" in out
     assert "\nROWS = 3\n" in out and "\nCOLS = 3\n" in out
     sys.path.insert(0, str(project))

@@ -187,7 +187,7 @@ def emit_module(
         for function in functions
         for make in _function_makers(function, pairs, value_and_grad)
     ]
-    used = _globals_used(program, helpers)
+    used = _globals_used(program, helpers, _code_of(texts))
     definitions = helpers.definitions()
     used |= helpers.used
     preamble = _imports(used, context, helpers.added)
@@ -206,11 +206,28 @@ def emit_module(
     return ModuleText(header, preamble, texts)
 
 
-def _globals_used(program: Program, helpers: _Helpers) -> set[str]:
-    """The module-level names (imports, constants) the generated functions read."""
+def _code_of(texts: Iterable[FunctionText]) -> str:
+    """The code of the functions (signatures and bodies), without their comment lines."""
+    return "\n".join(
+        line
+        for text in texts
+        for line in (text.signature, *text.body)
+        if not line.lstrip().startswith("#")
+    )
+
+
+def _globals_used(program: Program, helpers: _Helpers, code: str | None = None) -> set[str]:
+    """The module-level names (imports, constants) the generated functions read: of those
+    the forward functions read, the ones ``code`` (the functions written) names, where it
+    is given. A forward value no backward recomputes may be the only reader of an import
+    (``from numpy import mean as m``): F_value_and_grad, when written, computes it."""
     used: set[str] = set()
     for function in program.functions:
-        used |= function.staged.used_globals
+        used |= {
+            name
+            for name in function.staged.used_globals
+            if code is None or re.search(rf"\b{re.escape(name)}\b", code)
+        }
     for rule in program.rules:
         used |= rule.used_globals
     used |= helpers.used
