@@ -16,7 +16,8 @@ Each case runs in a fresh subprocess, which warms up on a tiny module, then repo
 
 * ``generate``: wall time of one ``gradgen.generate`` call, and the lines of output;
 * ``check``: wall time of ``format.check_module`` on the output, the check the command line
-  runs before writing (it compiles the text and runs black over all of it);
+  runs before writing (it compiles the text and runs black over ``format.black_digest`` of
+  it, each form of line once; ``bench_generate.py`` runs black over all of it);
 * peak RSS: the child's own ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (high-water mark
   of the whole process, interpreter and imports included) before, right after ``generate``
   and after the check.
@@ -136,7 +137,7 @@ def report(r: dict[str, object]) -> None:
     verdict = "passed" if r["check_ok"] else f"FAILED: {r.get('check_error')}"
     print(
         f"  check    {check:8.2f} s    peak RSS {r['rss_check_mib']:7.1f} MiB "
-        f"(compile + black on the whole output: {verdict})"
+        f"(compile, and black on each form of line: {verdict})"
     )
 
 

@@ -79,7 +79,7 @@ CASES: list[tuple[str, str, str, Callable[..., Any], Any, list[tuple[int, ...]],
 def generated_variants(source: str, function: str, wrt: Any) -> dict[str, Callable[..., Any]]:
     """``value_and_grad`` and ``pair`` (forward then backward), as plain callables."""
     default: dict[str, Any] = {}
-    exec(gradgen.generate(source, f"{function}.py", wrt=wrt), default)
+    exec(gradgen.generate(source, f"{function}.py", wrt=wrt, value_and_grad=True), default)
     paired: dict[str, Any] = {}
     exec(gradgen.generate(source, f"{function}.py", wrt=wrt, pairs=True), paired)
     forward, backward = paired[f"{function}_forward"], paired[f"{function}_backward"]

@@ -6,7 +6,7 @@
 
 def f_backward(x, y, z, df=1.0):
     """Gradients of f with respect to (x, y, z)."""
-    # Recomputes: q.
+    # Recomputes the forward values the adjoints below read.
     q = x + y
 
     # backprop f = q * z
@@ -16,17 +16,3 @@ def f_backward(x, y, z, df=1.0):
     dx = dq
     dy = dq
     return dx, dy, dz
-
-
-def f_value_and_grad(x, y, z, df=1.0):
-    """f and its gradients with respect to (x, y, z)."""
-    q = x + y
-    f = q * z
-
-    # backprop f = q * z
-    dq = z * df
-    dz = q * df
-    # backprop q = x + y
-    dx = dq
-    dy = dq
-    return f, (dx, dy, dz)

@@ -10,8 +10,7 @@ import numpy as np
 
 def attention_backward(q, k, v, dout):
     """Gradients of attention with respect to (q, k, v)."""
-    # Recomputes: D, scores_transpose_attribute, scores_sqrt, scores, shift,
-    # shifted, exps, sums, weights.
+    # Recomputes the forward values the adjoints below read.
     D = q.shape[1]
     scores_transpose_attribute = k.T
     scores_sqrt = math.sqrt(D)
@@ -43,44 +42,9 @@ def attention_backward(q, k, v, dout):
     return dq, dk, dv
 
 
-def attention_value_and_grad(q, k, v, dout):
-    """attention and its gradients with respect to (q, k, v)."""
-    D = q.shape[1]
-    scores_transpose_attribute = k.T
-    scores_sqrt = math.sqrt(D)
-    scores = q @ scores_transpose_attribute / scores_sqrt
-    shift = np.max(scores, axis=-1, keepdims=True)
-    shifted = scores - shift
-    exps = np.exp(shifted)
-    sums = np.sum(exps, axis=-1, keepdims=True)
-    weights = exps / sums
-    out = weights @ v
-
-    # backprop out = weights @ v
-    dweights = dout @ v.T
-    dv = weights.T @ dout
-    # backprop weights = exps / sums
-    dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
-    # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += dsums
-    # backprop exps = np.exp(shifted)
-    dshifted = exps * dexps
-    # backprop shifted = scores - shift
-    dscores = dshifted
-    # backprop scores = q @ k.T / math.sqrt(D)
-    dscores_matmul = dscores / scores_sqrt
-    dq = dscores_matmul @ scores_transpose_attribute.T
-    dscores_transpose_attribute = q.T @ dscores_matmul
-    dk = np.transpose(dscores_transpose_attribute)
-    dk = dk.copy()
-    return out, (dq, dk, dv)
-
-
 def attention_loss_backward(q, k, v, target, dloss=1.0):
     """Gradients of attention_loss with respect to (q, k, v, target)."""
-    # Recomputes: D, scores_transpose_attribute, scores_sqrt, scores, shift,
-    # shifted, exps, sums, weights, out, diff.
+    # Recomputes the forward values the adjoints below read.
     D = q.shape[1]
     scores_transpose_attribute = k.T
     scores_sqrt = math.sqrt(D)
@@ -118,45 +82,3 @@ def attention_loss_backward(q, k, v, target, dloss=1.0):
     dk = np.transpose(dscores_transpose_attribute)
     dk = dk.copy()
     return dq, dk, dv, dtarget
-
-
-def attention_loss_value_and_grad(q, k, v, target, dloss=1.0):
-    """attention_loss and its gradients with respect to (q, k, v, target)."""
-    D = q.shape[1]
-    scores_transpose_attribute = k.T
-    scores_sqrt = math.sqrt(D)
-    scores = q @ scores_transpose_attribute / scores_sqrt
-    shift = np.max(scores, axis=-1, keepdims=True)
-    shifted = scores - shift
-    exps = np.exp(shifted)
-    sums = np.sum(exps, axis=-1, keepdims=True)
-    weights = exps / sums
-    out = weights @ v
-    diff = out - target
-    loss = 0.5 * np.sum(diff * diff)
-
-    # backprop loss = 0.5 * np.sum(diff * diff)
-    dloss_sum = 0.5 * dloss
-    ddiff = (2 * diff) * dloss_sum
-    # backprop diff = out - target
-    dout = ddiff
-    dtarget = -ddiff
-    # backprop out = weights @ v
-    dweights = dout @ v.T
-    dv = weights.T @ dout
-    # backprop weights = exps / sums
-    dexps = dweights / sums
-    dsums = (-(exps / sums**2) * dweights).sum(axis=-1, keepdims=True)
-    # backprop sums = np.sum(exps, axis=-1, keepdims=True)
-    dexps += dsums
-    # backprop exps = np.exp(shifted)
-    dshifted = exps * dexps
-    # backprop shifted = scores - shift
-    dscores = dshifted
-    # backprop scores = q @ k.T / math.sqrt(D)
-    dscores_matmul = dscores / scores_sqrt
-    dq = dscores_matmul @ scores_transpose_attribute.T
-    dscores_transpose_attribute = q.T @ dscores_matmul
-    dk = np.transpose(dscores_transpose_attribute)
-    dk = dk.copy()
-    return loss, (dq, dk, dv, dtarget)

@@ -18,8 +18,7 @@ def norm_cdf_backward(x, dout):
 
 def call_price_backward(S, K, T, r, sigma, dprice=1.0):
     """Gradients of call_price with respect to (S, K, T, r, sigma)."""
-    # Recomputes: vol_sqrt, vol, log_moneyness_div, log_moneyness, drift_add,
-    # drift, d1_add, d1, d2, discount_neg, discount, N1, N2, price_mul_3.
+    # Recomputes the forward values the adjoints below read.
     vol_sqrt = math.sqrt(T)
     vol = sigma * vol_sqrt
     log_moneyness_div = S / K
@@ -75,63 +74,3 @@ def call_price_backward(S, K, T, r, sigma, dprice=1.0):
     dvol_sqrt = sigma * dvol
     dT += (0.5 / vol_sqrt) * dvol_sqrt
     return dS, dK, dT, dr, dsigma
-
-
-def call_price_value_and_grad(S, K, T, r, sigma, dprice=1.0):
-    """call_price and its gradients with respect to (S, K, T, r, sigma)."""
-    vol_sqrt = math.sqrt(T)
-    vol = sigma * vol_sqrt
-    log_moneyness_div = S / K
-    log_moneyness = math.log(log_moneyness_div)
-    drift_add = r + 0.5 * sigma**2
-    drift = drift_add * T
-    d1_add = log_moneyness + drift
-    d1 = d1_add / vol
-    d2 = d1 - vol
-    discount_neg = -r
-    discount = math.exp(discount_neg * T)
-    N1 = norm_cdf(d1)
-    N2 = norm_cdf(d2)
-    price_mul_3 = K * discount
-    price = S * N1 - price_mul_3 * N2
-
-    # backprop price = S * N1 - K * discount * N2
-    dprice_mul_2 = -dprice
-    dprice_mul_3 = N2 * dprice_mul_2
-    dN2 = price_mul_3 * dprice_mul_2
-    dK = discount * dprice_mul_3
-    ddiscount = K * dprice_mul_3
-    dS = N1 * dprice
-    dN1 = S * dprice
-    # backprop N2 = norm_cdf(d2)
-    dd2 = norm_cdf_backward(d2, dN2)
-    # backprop N1 = norm_cdf(d1)
-    dd1 = norm_cdf_backward(d1, dN1)
-    # backprop discount = math.exp(-r * T)
-    ddiscount_mul = discount * ddiscount
-    ddiscount_neg = T * ddiscount_mul
-    dT = discount_neg * ddiscount_mul
-    dr = -ddiscount_neg
-    # backprop d2 = d1 - vol
-    dd1 += dd2
-    dvol = -dd2
-    # backprop d1 = (log_moneyness + drift) / vol
-    dd1_add = dd1 / vol
-    dvol += -(d1_add / vol**2) * dd1
-    dlog_moneyness = dd1_add
-    ddrift = dd1_add
-    # backprop drift = (r + 0.5 * sigma**2) * T
-    ddrift_add = T * ddrift
-    dT += drift_add * ddrift
-    dr += ddrift_add
-    ddrift_pow = 0.5 * ddrift_add
-    dsigma = (2 * sigma) * ddrift_pow
-    # backprop log_moneyness = math.log(S / K)
-    dlog_moneyness_div = dlog_moneyness / log_moneyness_div
-    dS += dlog_moneyness_div / K
-    dK += -(S / K**2) * dlog_moneyness_div
-    # backprop vol = sigma * math.sqrt(T)
-    dsigma += vol_sqrt * dvol
-    dvol_sqrt = sigma * dvol
-    dT += (0.5 / vol_sqrt) * dvol_sqrt
-    return price, (dS, dK, dT, dr, dsigma)

@@ -9,7 +9,7 @@ import numpy as np
 
 def dense_backward(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
     """Gradients of dense with respect to (x, W, b, use_bias, activation)."""
-    # Recomputes: out, out_2, h.
+    # Recomputes the forward values the adjoints below read.
     out = x @ W
     if use_bias:
         out_2 = out + b
@@ -47,49 +47,9 @@ def dense_backward(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
     return dx, dW, db, None, None
 
 
-def dense_value_and_grad(x, W, b, use_bias=True, activation="tanh", *, dloss=1.0):
-    """dense and its gradients with respect to (x, W, b, use_bias, activation)."""
-    out = x @ W
-    if use_bias:
-        out_2 = out + b
-    else:
-        out_2 = out
-    if activation == "tanh":
-        h = np.tanh(out_2)
-    elif activation == "relu":
-        h = np.maximum(out_2, 0.0)
-    else:
-        h = out_2
-    loss = np.sum(h * h)
-
-    # backprop loss = np.sum(h * h)
-    dh = (2 * h) * dloss
-    # backprop if activation == "tanh":
-    if activation == "tanh":
-        # backprop h = np.tanh(out)
-        dout_2 = (1 - h**2) * dh
-    elif activation == "relu":
-        # backprop h = np.maximum(out, 0.0)
-        dout_2 = (out_2 >= 0.0) * dh
-    else:
-        dout_2 = dh
-    # backprop if use_bias:
-    if use_bias:
-        # backprop out = out + b
-        dout = dout_2
-        db = dout_2.sum(axis=0)
-    else:
-        dout = dout_2
-        db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    # backprop out = x @ W
-    dx = dout @ W.T
-    dW = x.T @ dout
-    return loss, (dx, dW, db, None, None)
-
-
 def huber_backward(prediction, target, delta=1.0, *, dloss=1.0):
     """Gradients of huber with respect to (prediction, target, delta)."""
-    # Recomputes: residual, loss_sub, loss_neg, loss_add, loss_mul_3.
+    # Recomputes the forward values the adjoints below read.
     residual = prediction - target
     if residual > delta:
         loss_sub = residual - 0.5 * delta
@@ -133,53 +93,3 @@ def huber_backward(prediction, target, delta=1.0, *, dloss=1.0):
     dprediction = dresidual
     dtarget = -dresidual
     return dprediction, dtarget, ddelta
-
-
-def huber_value_and_grad(prediction, target, delta=1.0, *, dloss=1.0):
-    """huber and its gradients with respect to (prediction, target, delta)."""
-    residual = prediction - target
-    if residual > delta:
-        loss_sub = residual - 0.5 * delta
-        loss = delta * loss_sub
-        loss_neg = None
-        loss_add = None
-        loss_mul_3 = None
-    else:
-        if residual < -delta:
-            loss_neg = -delta
-            loss_add = residual + 0.5 * delta
-            loss = loss_neg * loss_add
-            loss_mul_3 = None
-        else:
-            loss_mul_3 = 0.5 * residual
-            loss = loss_mul_3 * residual
-            loss_neg = None
-            loss_add = None
-        loss_sub = None
-
-    # backprop if residual > delta:
-    if residual > delta:
-        # backprop loss = delta * (residual - 0.5 * delta)
-        ddelta = loss_sub * dloss
-        dloss_sub = delta * dloss
-        dresidual = dloss_sub
-        dloss_mul = -dloss_sub
-        ddelta += 0.5 * dloss_mul
-    elif residual < -delta:
-        # backprop loss = -delta * (residual + 0.5 * delta)
-        dloss_neg = loss_add * dloss
-        dloss_add = loss_neg * dloss
-        dresidual = dloss_add
-        ddelta = 0.5 * dloss_add
-        ddelta -= dloss_neg
-    else:
-        # backprop loss = 0.5 * residual * residual
-        dloss_mul_3 = residual * dloss
-        dresidual = loss_mul_3 * dloss
-        dresidual += 0.5 * dloss_mul_3
-        # backprop if residual < -delta:
-        ddelta = 0.0
-    # backprop residual = prediction - target
-    dprediction = dresidual
-    dtarget = -dresidual
-    return loss, (dprediction, dtarget, ddelta)

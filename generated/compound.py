@@ -10,7 +10,7 @@ EPS = 1e-5
 
 def layer_backward(x, y, z, dout=1.0):
     """Gradients of layer with respect to (x, y, z)."""
-    # Recomputes: a_tanh, a_add_2, a, h, h_add, h_2, out.
+    # Recomputes the forward values the adjoints below read.
     a_tanh = np.tanh(x * y + 1.0)
     a_add_2 = 1.0 + z**2
     a = a_tanh / a_add_2
@@ -36,32 +36,3 @@ def layer_backward(x, y, z, dout=1.0):
     dx += y * da_add
     dy = x * da_add
     return dx, dy, dz
-
-
-def layer_value_and_grad(x, y, z, dout=1.0):
-    """layer and its gradients with respect to (x, y, z)."""
-    a_tanh = np.tanh(x * y + 1.0)
-    a_add_2 = 1.0 + z**2
-    a = a_tanh / a_add_2
-    h = a * 2
-    h_add = np.abs(x) + EPS
-    h_2 = h * h + np.log(h_add)
-    out = np.sqrt(h_2 + 1.0)
-
-    # backprop return np.sqrt(h + 1.0)
-    dout_add = (0.5 / out) * dout
-    dh_2 = dout_add
-    # backprop h = h * h + np.log(np.abs(x) + EPS)
-    dh_add = dh_2 / h_add
-    dx = (x > 0) * dh_add - (x < 0) * dh_add
-    dh = (2 * h) * dh_2
-    # backprop h = a * 2
-    da = 2 * dh
-    # backprop a = np.tanh(x * y + 1.0) / (1.0 + z**2)
-    da_tanh = da / a_add_2
-    da_add_2 = -(a_tanh / a_add_2**2) * da
-    dz = (2 * z) * da_add_2
-    da_add = (1 - a_tanh**2) * da_tanh
-    dx += y * da_add
-    dy = x * da_add
-    return out, (dx, dy, dz)

@@ -55,7 +55,7 @@ def _unslide(grad, like, window_shape, axis):
 
 def conv_forward_backward(x, w, b, dout):
     """Gradients of conv_forward with respect to (x, w, b)."""
-    # Recomputes: padded, HH, WW, windows.
+    # Recomputes the forward values the adjoints below read.
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     HH = w.shape[2]
     WW = w.shape[3]
@@ -74,29 +74,6 @@ def conv_forward_backward(x, w, b, dout):
     dx = dx.copy()
     dw = dw.copy()
     return dx, dw, db
-
-
-def conv_forward_value_and_grad(x, w, b, dout):
-    """conv_forward and its gradients with respect to (x, w, b)."""
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    HH = w.shape[2]
-    WW = w.shape[3]
-    windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
-    out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
-
-    # backprop out = np.einsum("nchwij,fcij->nfhw", windows, w) + b[None, :, None, None]
-    dout_index = dout.sum(axis=(0, 2, 3), keepdims=True)
-    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    db[None, :, None, None] += dout_index
-    dwindows = np.einsum("nfhw,fcij->nchwij", dout, w)
-    dw = np.einsum("nfhw,nchwij->fcij", dout, windows)
-    # backprop windows = sliding_window_view(padded, (HH, WW), axis=(2, 3))
-    dpadded = _unslide(dwindows, padded, (HH, WW), (2, 3))
-    # backprop padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    dx = dpadded[:, :, 1:-1, 1:-1]
-    dx = dx.copy()
-    dw = dw.copy()
-    return out, (dx, dw, db)
 
 
 def conv_forward_forward(x, w, b):
@@ -130,7 +107,7 @@ def conv_forward_cached_backward(dout, cache):
 
 def max_pool_forward_backward(x, dout=1.0):
     """Gradient of max_pool_forward with respect to x."""
-    # Recomputes: windows_sliding_window_view, windows, out.
+    # Recomputes the forward values the adjoints below read.
     windows_sliding_window_view = sliding_window_view(x, (2, 2), axis=(2, 3))
     windows = windows_sliding_window_view[:, :, ::2, ::2]
     out = np.max(windows, axis=(4, 5))
@@ -155,34 +132,6 @@ def max_pool_forward_backward(x, dout=1.0):
     dwindows_sliding_window_view[:, :, ::2, ::2] += dwindows
     dx = _unslide(dwindows_sliding_window_view, x, (2, 2), (2, 3))
     return dx
-
-
-def max_pool_forward_value_and_grad(x, dout=1.0):
-    """max_pool_forward and its gradient with respect to x."""
-    windows_sliding_window_view = sliding_window_view(x, (2, 2), axis=(2, 3))
-    windows = windows_sliding_window_view[:, :, ::2, ::2]
-    out = np.max(windows, axis=(4, 5))
-
-    # backprop out = np.max(windows, axis=(4, 5))
-    dout = _everywhere(dout, out)
-    dwindows = (
-        (windows == _keepdims(out, windows, (4, 5)))
-        / np.sum(
-            windows == _keepdims(out, windows, (4, 5)),
-            axis=(4, 5),
-            keepdims=True,
-            dtype=np.result_type(windows),
-        )
-        * _keepdims(dout, windows, (4, 5))
-    )
-    # backprop windows = sliding_window_view(x, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
-    dwindows_sliding_window_view = np.zeros_like(
-        windows_sliding_window_view,
-        dtype=np.result_type(windows_sliding_window_view, 1.0),
-    )
-    dwindows_sliding_window_view[:, :, ::2, ::2] += dwindows
-    dx = _unslide(dwindows_sliding_window_view, x, (2, 2), (2, 3))
-    return out, dx
 
 
 def max_pool_forward_forward(x):
@@ -221,7 +170,7 @@ def max_pool_forward_cached_backward(dout, cache):
 
 def conv_relu_pool_backward(x, w, b, dout=1.0):
     """Gradients of conv_relu_pool with respect to (x, w, b)."""
-    # Recomputes: a, r, out.
+    # Recomputes the forward values the adjoints below read.
     a, a_cache = conv_forward_forward(x, w, b)
     r = np.maximum(a, 0)
     out, out_cache = max_pool_forward_forward(r)
@@ -234,19 +183,3 @@ def conv_relu_pool_backward(x, w, b, dout=1.0):
     # backprop a = conv_forward(x, w, b)
     dx, dw, db = conv_forward_cached_backward(da, a_cache)
     return dx, dw, db
-
-
-def conv_relu_pool_value_and_grad(x, w, b, dout=1.0):
-    """conv_relu_pool and its gradients with respect to (x, w, b)."""
-    a, a_cache = conv_forward_forward(x, w, b)
-    r = np.maximum(a, 0)
-    out, out_cache = max_pool_forward_forward(r)
-
-    # backprop out = max_pool_forward(r)
-    dout = _everywhere(dout, out)
-    dr = max_pool_forward_cached_backward(dout, out_cache)
-    # backprop r = np.maximum(a, 0)
-    da = (a >= 0) * dr
-    # backprop a = conv_forward(x, w, b)
-    dx, dw, db = conv_forward_cached_backward(da, a_cache)
-    return out, (dx, dw, db)

@@ -15,8 +15,7 @@ import scipy.special
 
 def call_price_backward(S, K, T, r, sigma, dout=1.0):
     """Gradients of call_price with respect to (S, K, T, r, sigma)."""
-    # Recomputes: vol_sqrt, vol, d1_div, d1_add_2, d1_add, d1, d2, N1_div, N1,
-    # N2_div, N2, out_neg, out_exp, out_mul_3.
+    # Recomputes the forward values the adjoints below read.
     vol_sqrt = math.sqrt(T)
     vol = sigma * vol_sqrt
     d1_div = S / K
@@ -73,69 +72,9 @@ def call_price_backward(S, K, T, r, sigma, dout=1.0):
     return dS, dK, dT, dr, dsigma
 
 
-def call_price_value_and_grad(S, K, T, r, sigma, dout=1.0):
-    """call_price and its gradients with respect to (S, K, T, r, sigma)."""
-    vol_sqrt = math.sqrt(T)
-    vol = sigma * vol_sqrt
-    d1_div = S / K
-    d1_add_2 = r + 0.5 * sigma**2
-    d1_add = math.log(d1_div) + d1_add_2 * T
-    d1 = d1_add / vol
-    d2 = d1 - vol
-    N1_div = d1 / math.sqrt(2.0)
-    N1 = 0.5 * (1.0 + math.erf(N1_div))
-    N2_div = d2 / math.sqrt(2.0)
-    N2 = 0.5 * (1.0 + math.erf(N2_div))
-    out_neg = -r
-    out_exp = math.exp(out_neg * T)
-    out_mul_3 = K * out_exp
-    out = S * N1 - out_mul_3 * N2
-
-    # backprop return S * N1 - K * math.exp(-r * T) * N2
-    dout_mul_2 = -dout
-    dout_mul_3 = N2 * dout_mul_2
-    dN2 = out_mul_3 * dout_mul_2
-    dK = out_exp * dout_mul_3
-    dout_exp = K * dout_mul_3
-    dout_mul_4 = out_exp * dout_exp
-    dout_neg = T * dout_mul_4
-    dT = out_neg * dout_mul_4
-    dr = -dout_neg
-    dS = N1 * dout
-    dN1 = S * dout
-    # backprop N2 = 0.5 * (1.0 + math.erf(d2 / math.sqrt(2.0)))
-    dN2_add = 0.5 * dN2
-    dN2_div = 1.1283791670955126 * math.exp(-(N2_div**2)) * dN2_add
-    dd2 = dN2_div / math.sqrt(2.0)
-    # backprop N1 = 0.5 * (1.0 + math.erf(d1 / math.sqrt(2.0)))
-    dN1_add = 0.5 * dN1
-    dN1_div = 1.1283791670955126 * math.exp(-(N1_div**2)) * dN1_add
-    dd1 = dN1_div / math.sqrt(2.0)
-    # backprop d2 = d1 - vol
-    dd1 += dd2
-    dvol = -dd2
-    # backprop d1 = (math.log(S / K) + (r + 0.5 * sigma**2) * T) / vol
-    dd1_add = dd1 / vol
-    dvol += -(d1_add / vol**2) * dd1
-    dd1_add_2 = T * dd1_add
-    dT += d1_add_2 * dd1_add
-    dr += dd1_add_2
-    dd1_pow = 0.5 * dd1_add_2
-    dsigma = (2 * sigma) * dd1_pow
-    dd1_div = dd1_add / d1_div
-    dS += dd1_div / K
-    dK += -(S / K**2) * dd1_div
-    # backprop vol = sigma * math.sqrt(T)
-    dsigma += vol_sqrt * dvol
-    dvol_sqrt = sigma * dvol
-    dT += (0.5 / vol_sqrt) * dvol_sqrt
-    return out, (dS, dK, dT, dr, dsigma)
-
-
 def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     """Gradients of negative_binomial_nll with respect to (log_mu, log_r, y)."""
-    # Recomputes: mu, r, log_p_add_2, log_p_add_3, log_p_add_4, log_p_div,
-    # log_p_log, log_p_div_2, log_p_log_2, log_p.
+    # Recomputes the forward values the adjoints below read.
     mu = np.exp(log_mu)
     r = np.exp(log_r)
     log_p_add_2 = y + r
@@ -186,62 +125,9 @@ def negative_binomial_nll_backward(log_mu, log_r, y, dout=1.0):
     return dlog_mu, dlog_r, dy
 
 
-def negative_binomial_nll_value_and_grad(log_mu, log_r, y, dout=1.0):
-    """negative_binomial_nll and its gradients with respect to (log_mu, log_r, y)."""
-    mu = np.exp(log_mu)
-    r = np.exp(log_r)
-    log_p_add_2 = y + r
-    log_p_add_3 = y + 1
-    log_p_add_4 = r + mu
-    log_p_div = r / log_p_add_4
-    log_p_log = np.log(log_p_div)
-    log_p_div_2 = mu / (r + mu)
-    log_p_log_2 = np.log(log_p_div_2)
-    log_p = (
-        gammaln(log_p_add_2)
-        - gammaln(r)
-        - gammaln(log_p_add_3)
-        + r * log_p_log
-        + y * log_p_log_2
-    )
-    out = -np.sum(log_p)
-
-    # backprop return -np.sum(log_p)
-    dout_sum = -dout
-    dlog_p = np.full_like(log_p, dout_sum, dtype=np.result_type(log_p, dout_sum))
-    # backprop log_p = (gammaln(y + r) - gammaln(r) - gammaln(y + 1) + r * np.log(r / ( ...
-    dy = log_p_log_2 * dlog_p
-    dlog_p_log_2 = y * dlog_p
-    dlog_p_div_2 = dlog_p_log_2 / log_p_div_2
-    dmu = dlog_p_div_2 / log_p_add_4
-    dlog_p_add_5 = -(mu / log_p_add_4**2) * dlog_p_div_2
-    dr = np.sum(dlog_p_add_5)
-    dmu += dlog_p_add_5
-    dr += np.sum(log_p_log * dlog_p)
-    dlog_p_log = r * dlog_p
-    dlog_p_div = dlog_p_log / log_p_div
-    dr += np.sum(dlog_p_div / log_p_add_4)
-    dlog_p_add_4 = -(r / log_p_add_4**2) * dlog_p_div
-    dr += np.sum(dlog_p_add_4)
-    dmu += dlog_p_add_4
-    dlog_p_gammaln_3 = -dlog_p
-    dlog_p_add_3 = scipy.special.digamma(log_p_add_3) * dlog_p_gammaln_3
-    dy += dlog_p_add_3
-    dlog_p_gammaln_2 = np.sum(-dlog_p)
-    dr += scipy.special.digamma(r) * dlog_p_gammaln_2
-    dlog_p_add_2 = scipy.special.digamma(log_p_add_2) * dlog_p
-    dy += dlog_p_add_2
-    dr += np.sum(dlog_p_add_2)
-    # backprop r = np.exp(log_r)
-    dlog_r = r * dr
-    # backprop mu = np.exp(log_mu)
-    dlog_mu = mu * dmu
-    return out, (dlog_mu, dlog_r, dy)
-
-
 def gaussian_nll_backward(x, mu, log_sigma, dout=1.0):
     """Gradients of gaussian_nll with respect to (x, mu, log_sigma)."""
-    # Recomputes: out_exp.
+    # Recomputes the forward values the adjoints below read.
     out_exp = np.exp(log_sigma)
 
     # backprop return -np.sum(norm.logpdf(x, mu, np.exp(log_sigma)))
@@ -253,24 +139,9 @@ def gaussian_nll_backward(x, mu, log_sigma, dout=1.0):
     return dx, dmu, dlog_sigma
 
 
-def gaussian_nll_value_and_grad(x, mu, log_sigma, dout=1.0):
-    """gaussian_nll and its gradients with respect to (x, mu, log_sigma)."""
-    out_exp = np.exp(log_sigma)
-    out = -np.sum(norm.logpdf(x, mu, out_exp))
-
-    # backprop return -np.sum(norm.logpdf(x, mu, np.exp(log_sigma)))
-    dout_sum = -dout
-    dx = -(x - mu) / out_exp**2 * dout_sum
-    dmu = np.sum((x - mu) / out_exp**2 * dout_sum)
-    dout_exp = np.sum((((x - mu) / out_exp) ** 2 - 1) / out_exp * dout_sum)
-    dlog_sigma = out_exp * dout_exp
-    return out, (dx, dmu, dlog_sigma)
-
-
 def mixture_nll_backward(x, means, log_weights, dout=1.0):
     """Gradients of mixture_nll with respect to (x, means, log_weights)."""
-    # Recomputes: log_w, log_components_index, log_components_index_2,
-    # log_components, out_logsumexp.
+    # Recomputes the forward values the adjoints below read.
     log_w = log_weights - logsumexp(log_weights)
     log_components_index = x[:, None]
     log_components_index_2 = means[None, :]
@@ -306,43 +177,3 @@ def mixture_nll_backward(x, means, log_weights, dout=1.0):
     dlog_w_logsumexp = np.sum(-dlog_w)
     dlog_weights += np.exp(log_w) * dlog_w_logsumexp
     return dx, dmeans, dlog_weights
-
-
-def mixture_nll_value_and_grad(x, means, log_weights, dout=1.0):
-    """mixture_nll and its gradients with respect to (x, means, log_weights)."""
-    log_w = log_weights - logsumexp(log_weights)
-    log_components_index = x[:, None]
-    log_components_index_2 = means[None, :]
-    log_components = (
-        norm.logpdf(log_components_index, log_components_index_2, 1.0) + log_w[None, :]
-    )
-    out_logsumexp = logsumexp(log_components, axis=1)
-    out = -np.sum(out_logsumexp)
-
-    # backprop return -np.sum(logsumexp(log_components, axis=1))
-    dout_sum = -dout
-    dout_logsumexp = np.full_like(
-        out_logsumexp, dout_sum, dtype=np.result_type(out_logsumexp, dout_sum)
-    )
-    dlog_components = np.exp(
-        log_components - np.expand_dims(out_logsumexp, 1)
-    ) * np.expand_dims(dout_logsumexp, 1)
-    # backprop log_components = norm.logpdf(x[:, None], means[None, :], 1.0) + log_w[No ...
-    dlog_components_index_3 = dlog_components.sum(axis=0, keepdims=True)
-    dlog_w = np.zeros_like(log_w)
-    dlog_w[None, :] += dlog_components_index_3
-    dlog_components_index = (
-        -(log_components_index - log_components_index_2) * dlog_components
-    ).sum(axis=1, keepdims=True)
-    dlog_components_index_2 = (
-        (log_components_index - log_components_index_2) * dlog_components
-    ).sum(axis=0, keepdims=True)
-    dmeans = np.zeros_like(means, dtype=np.result_type(means, 1.0))
-    dmeans[None, :] += dlog_components_index_2
-    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
-    dx[:, None] += dlog_components_index
-    # backprop log_w = log_weights - logsumexp(log_weights)
-    dlog_weights = dlog_w
-    dlog_w_logsumexp = np.sum(-dlog_w)
-    dlog_weights += np.exp(log_w) * dlog_w_logsumexp
-    return out, (dx, dmeans, dlog_weights)

@@ -27,7 +27,7 @@ def softmax_cross_entropy_backward(scores, y, dloss):
 
 def linear_classifier_loss_backward(W, X, y, reg, dloss=1.0):
     """Gradients of linear_classifier_loss with respect to (W, X, y, reg)."""
-    # Recomputes: scores, reg_loss_sum.
+    # Recomputes the forward values the adjoints below read.
     scores = X @ W
     reg_loss_sum = np.sum(W * W)
 
@@ -44,26 +44,3 @@ def linear_classifier_loss_backward(W, X, y, reg, dloss=1.0):
     dX = dscores @ W.T
     dW += X.T @ dscores
     return dW, dX, None, dreg
-
-
-def linear_classifier_loss_value_and_grad(W, X, y, reg, dloss=1.0):
-    """linear_classifier_loss and its gradients with respect to (W, X, y, reg)."""
-    scores = X @ W
-    data_loss = softmax_cross_entropy(scores, y)
-    reg_loss_sum = np.sum(W * W)
-    reg_loss = reg * reg_loss_sum
-    loss = data_loss + reg_loss
-
-    # backprop loss = data_loss + reg_loss
-    ddata_loss = dloss
-    dreg_loss = dloss
-    # backprop reg_loss = reg * np.sum(W * W)
-    dreg = reg_loss_sum * dreg_loss
-    dreg_loss_sum = reg * dreg_loss
-    dW = (2 * W) * dreg_loss_sum
-    # backprop data_loss = softmax_cross_entropy(scores, y)
-    dscores, _ = softmax_cross_entropy_backward(scores, y, ddata_loss)
-    # backprop scores = X @ W
-    dX = dscores @ W.T
-    dW += X.T @ dscores
-    return loss, (dW, dX, None, dreg)

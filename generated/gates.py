@@ -18,24 +18,3 @@ def circuit_backward(x, y, z, w, df=1.0):
     dx = y * dxy
     dy = x * dxy
     return dx, dy, dz, dw
-
-
-def circuit_value_and_grad(x, y, z, w, df=1.0):
-    """circuit and its gradients with respect to (x, y, z, w)."""
-    xy = x * y
-    zw = max(z, w)
-    s = xy + zw
-    f = s * 2
-
-    # backprop f = s * 2
-    ds = 2 * df
-    # backprop s = xy + zw
-    dxy = ds
-    dzw = ds
-    # backprop zw = max(z, w)
-    dz = (z >= w) * dzw
-    dw = (z < w) * dzw
-    # backprop xy = x * y
-    dx = y * dxy
-    dy = x * dxy
-    return f, (dx, dy, dz, dw)

@@ -20,8 +20,7 @@ def _cholesky_grad(grad, lower):
 
 def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll with respect to (log_length, log_signal, log_noise, X, y)."""
-    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K, L, z, complexity_diagonal.
+    # Recomputes the forward values the adjoints below read.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -76,73 +75,11 @@ def gp_nll_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     # backprop length = np.exp(log_length)
     dlog_length = length * dlength
     return dlog_length, dlog_signal, dlog_noise, dX, dy
-
-
-def gp_nll_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
-    """gp_nll and its gradients with respect to (log_length, log_signal, log_noise, X, y)."""
-    length = np.exp(log_length)
-    signal = np.exp(log_signal)
-    noise = np.exp(log_noise)
-    diffs = X[:, None, :] - X[None, :, :]
-    sqdist_sum = np.sum(diffs**2, axis=2)
-    sqdist_pow_2 = length**2
-    sqdist = sqdist_sum / sqdist_pow_2
-    K_exp = np.exp(-0.5 * sqdist)
-    K = signal * K_exp + noise * np.eye(X.shape[0])
-    L = np.linalg.cholesky(K)
-    z = np.linalg.solve(L, y)
-    data_fit = 0.5 * np.sum(z**2)
-    complexity_diagonal = np.diagonal(L)
-    complexity = np.sum(np.log(complexity_diagonal))
-    nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
-
-    # backprop nll = data_fit + complexity + 0.5 * X.shape[0] * np.log(2 * np.pi)
-    ddata_fit = dnll
-    dcomplexity = dnll
-    # backprop complexity = np.sum(np.log(np.diagonal(L)))
-    dcomplexity_diagonal = dcomplexity / complexity_diagonal
-    dL = np.zeros_like(L)
-    dL[
-        np.arange(len(dcomplexity_diagonal)), np.arange(len(dcomplexity_diagonal))
-    ] += dcomplexity_diagonal
-    # backprop data_fit = 0.5 * np.sum(z**2)
-    ddata_fit_sum = 0.5 * ddata_fit
-    dz = (2 * z) * ddata_fit_sum
-    # backprop z = np.linalg.solve(L, y)
-    dL -= np.outer(np.linalg.solve(L.T, dz), z)
-    dy = np.linalg.solve(L.T, dz)
-    # backprop L = np.linalg.cholesky(K)
-    dK = _cholesky_grad(dL, L)
-    # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dnoise = np.sum(np.eye(X.shape[0]) * dK)
-    dsignal = np.sum(K_exp * dK)
-    dK_exp = signal * dK
-    dK_mul_2 = K_exp * dK_exp
-    dsqdist = -0.5 * dK_mul_2
-    # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
-    dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
-    dlength = (2 * length) * dsqdist_pow_2
-    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
-    # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
-    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
-    dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
-    dX[None, :, :] += ddiffs_index_2
-    dX[:, None, :] += ddiffs_index
-    # backprop noise = np.exp(log_noise)
-    dlog_noise = noise * dnoise
-    # backprop signal = np.exp(log_signal)
-    dlog_signal = signal * dsignal
-    # backprop length = np.exp(log_length)
-    dlog_length = length * dlength
-    return nll, (dlog_length, dlog_signal, dlog_noise, dX, dy)
 
 
 def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     """Gradients of gp_nll_slogdet with respect to its parameters, in order."""
-    # Recomputes: length, signal, noise, diffs, sqdist_sum, sqdist_pow_2,
-    # sqdist, K_exp, K, alpha.
+    # Recomputes the forward values the adjoints below read.
     length = np.exp(log_length)
     signal = np.exp(log_signal)
     noise = np.exp(log_noise)
@@ -188,54 +125,3 @@ def gp_nll_slogdet_backward(log_length, log_signal, log_noise, X, y, dnll=1.0):
     # backprop length = np.exp(log_length)
     dlog_length = length * dlength
     return dlog_length, dlog_signal, dlog_noise, dX, dy
-
-
-def gp_nll_slogdet_value_and_grad(log_length, log_signal, log_noise, X, y, dnll=1.0):
-    """gp_nll_slogdet and its gradients with respect to its parameters, in order."""
-    length = np.exp(log_length)
-    signal = np.exp(log_signal)
-    noise = np.exp(log_noise)
-    diffs = X[:, None, :] - X[None, :, :]
-    sqdist_sum = np.sum(diffs**2, axis=2)
-    sqdist_pow_2 = length**2
-    sqdist = sqdist_sum / sqdist_pow_2
-    K_exp = np.exp(-0.5 * sqdist)
-    K = signal * K_exp + noise * np.eye(X.shape[0])
-    alpha = np.linalg.solve(K, y)
-    sign, logdet = np.linalg.slogdet(K)
-    nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * np.pi)
-
-    # backprop nll = 0.5 * (y @ alpha) + 0.5 * logdet + 0.5 * X.shape[0] * np.log(2 * n ...
-    dlogdet = 0.5 * dnll
-    dnll_matmul = 0.5 * dnll
-    dy = dnll_matmul * alpha
-    dalpha = dnll_matmul * y
-    # backprop sign, logdet = np.linalg.slogdet(K)
-    dK = dlogdet * np.linalg.inv(K).T
-    # backprop alpha = np.linalg.solve(K, y)
-    dK -= np.outer(np.linalg.solve(K.T, dalpha), alpha)
-    dy += np.linalg.solve(K.T, dalpha)
-    # backprop K = signal * np.exp(-0.5 * sqdist) + noise * np.eye(X.shape[0])
-    dnoise = np.sum(np.eye(X.shape[0]) * dK)
-    dsignal = np.sum(K_exp * dK)
-    dK_exp = signal * dK
-    dK_mul_2 = K_exp * dK_exp
-    dsqdist = -0.5 * dK_mul_2
-    # backprop sqdist = np.sum(diffs**2, axis=2) / length**2
-    dsqdist_sum = dsqdist / sqdist_pow_2
-    dsqdist_pow_2 = np.sum(-(sqdist_sum / sqdist_pow_2**2) * dsqdist)
-    dlength = (2 * length) * dsqdist_pow_2
-    ddiffs = (2 * diffs) * np.expand_dims(dsqdist_sum, 2)
-    # backprop diffs = X[:, None, :] - X[None, :, :]
-    ddiffs_index = ddiffs.sum(axis=1, keepdims=True)
-    ddiffs_index_2 = -ddiffs.sum(axis=0, keepdims=True)
-    dX = np.zeros_like(X, dtype=np.result_type(X, 1.0))
-    dX[None, :, :] += ddiffs_index_2
-    dX[:, None, :] += ddiffs_index
-    # backprop noise = np.exp(log_noise)
-    dlog_noise = noise * dnoise
-    # backprop signal = np.exp(log_signal)
-    dlog_signal = signal * dsignal
-    # backprop length = np.exp(log_length)
-    dlog_length = length * dlength
-    return nll, (dlog_length, dlog_signal, dlog_noise, dX, dy)

@@ -10,7 +10,7 @@ import math
 
 def oscillator_energy_backward(x0, v0, k, c, denergy=1.0):
     """Gradients of oscillator_energy with respect to (x0, v0, k, c)."""
-    # Recomputes: dt, step_steps, energy_mul_2, energy_mul_5, energy_mul_4.
+    # Recomputes the forward values the adjoints below read.
     dt = 0.01
     x = x0
     v = v0
@@ -60,61 +60,9 @@ def oscillator_energy_backward(x0, v0, k, c, denergy=1.0):
     return dx0, dv0, dk, dc
 
 
-def oscillator_energy_value_and_grad(x0, v0, k, c, denergy=1.0):
-    """oscillator_energy and its gradients with respect to (x0, v0, k, c)."""
-    dt = 0.01
-    x = x0
-    v = v0
-    step_steps = []
-    for step in range(300):
-        a_neg = -k
-        a = a_neg * x - c * v
-        x_2 = x + dt * v
-        v_2 = v + dt * a
-        step_steps.append((step, x, v, a_neg))
-        x, v = x_2, v_2
-    energy_mul_2 = 0.5 * v
-    energy_mul_5 = 0.5 * k
-    energy_mul_4 = energy_mul_5 * x
-    energy = energy_mul_2 * v + energy_mul_4 * x
-
-    # backprop energy = 0.5 * v * v + 0.5 * k * x * x
-    denergy_mul_4 = x * denergy
-    dx = energy_mul_4 * denergy
-    denergy_mul_5 = x * denergy_mul_4
-    dx += energy_mul_5 * denergy_mul_4
-    dk = 0.5 * denergy_mul_5
-    denergy_mul_2 = v * denergy
-    dv = energy_mul_2 * denergy
-    dv += 0.5 * denergy_mul_2
-    # backprop for step in range(300):
-    dc = 0.0
-    for step, x, v, a_neg in reversed(step_steps):
-        # backprop for step in range(300):
-        dx_2 = dx
-        dv_2 = dv
-        # backprop v = v + dt * a
-        dv = dv_2
-        da = dt * dv_2
-        # backprop x = x + dt * v
-        dx = dx_2
-        dv += dt * dx_2
-        # backprop a = -k * x - c * v
-        da_mul_2 = -da
-        dc += v * da_mul_2
-        dv += c * da_mul_2
-        da_neg = x * da
-        dx += a_neg * da
-        dk -= da_neg
-    # backprop for step in range(300):
-    dx0 = dx
-    dv0 = dv
-    return energy, (dx0, dv0, dk, dc)
-
-
 def cube_root_ish_backward(a, dout=1.0):
     """Gradient of cube_root_ish with respect to a."""
-    # Recomputes: x, step_steps, out.
+    # Recomputes the forward values the adjoints below read.
     x = 1.0
     x_2 = x
     step_steps = []
@@ -149,49 +97,11 @@ def cube_root_ish_backward(a, dout=1.0):
         dx_2 += x_mul_self * dx_sub
         dx_2 += (2 * x_2) * dx_mul_self
     return da
-
-
-def cube_root_ish_value_and_grad(a, dout=1.0):
-    """cube_root_ish and its gradient with respect to a."""
-    x = 1.0
-    x_2 = x
-    step_steps = []
-    for step in range(6):
-        x_mul_self = x_2 * x_2
-        x_sub = x_mul_self * x_2 + x_2 - a
-        x_mul_3 = 3.0 * x_2
-        x_add_2 = x_mul_3 * x_2 + 1.0
-        x_3 = x_2 - x_sub / x_add_2
-        step_steps.append((step, x_2, x_mul_self, x_sub, x_mul_3, x_add_2))
-        x_2 = x_3
-    out = math.tanh(x_2)
-
-    # backprop return math.tanh(x)
-    dx_2 = (1 - out**2) * dout
-    # backprop for step in range(6):
-    da = 0.0
-    for step, x_2, x_mul_self, x_sub, x_mul_3, x_add_2 in reversed(step_steps):
-        # backprop for step in range(6):
-        dx_3 = dx_2
-        # backprop x = x - (x * x * x + x - a) / (3.0 * x * x + 1.0)
-        dx_2 = dx_3
-        dx_div = -dx_3
-        dx_sub = dx_div / x_add_2
-        dx_add_2 = -(x_sub / x_add_2**2) * dx_div
-        dx_mul_3 = x_2 * dx_add_2
-        dx_2 += x_mul_3 * dx_add_2
-        dx_2 += 3.0 * dx_mul_3
-        da -= dx_sub
-        dx_2 += dx_sub
-        dx_mul_self = x_2 * dx_sub
-        dx_2 += x_mul_self * dx_sub
-        dx_2 += (2 * x_2) * dx_mul_self
-    return out, da
 
 
 def solve_until_converged_backward(a, dout=1.0):
     """Gradient of solve_until_converged with respect to a."""
-    # Recomputes: x, change, steps, steps_4, out.
+    # Recomputes the forward values the adjoints below read.
     x = 1.0
     change = 1.0
     steps = 0
@@ -234,49 +144,3 @@ def solve_until_converged_backward(a, dout=1.0):
         dx_2 += x_next_mul_self * dx_next_sub
         dx_2 += (2 * x_2) * dx_next_mul_self
     return da
-
-
-def solve_until_converged_value_and_grad(a, dout=1.0):
-    """solve_until_converged and its gradient with respect to a."""
-    x = 1.0
-    change = 1.0
-    steps = 0
-    change_2 = change
-    x_2 = x
-    steps_2 = steps
-    steps_4 = []
-    while change_2 > 1e-10 and steps_2 < 50:
-        x_next_mul_self = x_2 * x_2
-        x_next_sub = x_next_mul_self * x_2 + x_2 - a
-        x_next_mul_3 = 3.0 * x_2
-        x_next_add_2 = x_next_mul_3 * x_2 + 1.0
-        x_next = x_2 - x_next_sub / x_next_add_2
-        change_3 = abs(x_next - x_2)
-        steps_3 = steps_2 + 1
-        steps_4.append((x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2))
-        change_2, x_2, steps_2 = change_3, x_next, steps_3
-    out = math.tanh(x_2)
-
-    # backprop return math.tanh(x)
-    dx_2 = (1 - out**2) * dout
-    # backprop while change > 1e-10 and steps < 50:
-    da = 0.0
-    for x_2, x_next_mul_self, x_next_sub, x_next_mul_3, x_next_add_2 in reversed(
-        steps_4
-    ):
-        # backprop while change > 1e-10 and steps < 50:
-        dx_next = dx_2
-        # backprop x_next = x - (x * x * x + x - a) / (3.0 * x * x + 1.0)
-        dx_2 = dx_next
-        dx_next_div = -dx_next
-        dx_next_sub = dx_next_div / x_next_add_2
-        dx_next_add_2 = -(x_next_sub / x_next_add_2**2) * dx_next_div
-        dx_next_mul_3 = x_2 * dx_next_add_2
-        dx_2 += x_next_mul_3 * dx_next_add_2
-        dx_2 += 3.0 * dx_next_mul_3
-        da -= dx_next_sub
-        dx_2 += dx_next_sub
-        dx_next_mul_self = x_2 * dx_next_sub
-        dx_2 += x_next_mul_self * dx_next_sub
-        dx_2 += (2 * x_2) * dx_next_mul_self
-    return out, da

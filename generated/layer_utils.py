@@ -21,17 +21,6 @@ def affine_backward(x, w, b, dout):
     return dx, dw, db
 
 
-def affine_value_and_grad(x, w, b, dout):
-    """affine and its gradients with respect to (x, w, b)."""
-    out = x @ w + b
-
-    # backprop out = x @ w + b
-    db = dout.sum(axis=0)
-    dx = dout @ w.T
-    dw = x.T @ dout
-    return out, (dx, dw, db)
-
-
 def affine_forward(x, w, b):
     """affine and the cache its backward reads: (x, w)."""
     out = x @ w + b
@@ -56,15 +45,6 @@ def relu_backward(x, dout):
     return dx
 
 
-def relu_value_and_grad(x, dout):
-    """relu and its gradient with respect to x."""
-    out = np.maximum(0, x)
-
-    # backprop out = np.maximum(0, x)
-    dx = (0 < x) * dout
-    return out, dx
-
-
 def relu_forward(x):
     """relu and the cache its backward reads: (x,)."""
     out = np.maximum(0, x)
@@ -82,7 +62,7 @@ def relu_cached_backward(dout, cache):
 
 def batchnorm_backward(x, gamma, beta, dout):
     """Gradients of batchnorm with respect to (x, gamma, beta)."""
-    # Recomputes: N, mu, xmu, sq, var, sqrtvar, ivar, xhat.
+    # Recomputes the forward values the adjoints below read.
     N = x.shape[0]
     mu = np.sum(x, axis=0) / N
     xmu = x - mu
@@ -117,46 +97,6 @@ def batchnorm_backward(x, gamma, beta, dout):
     dmu_sum = dmu / N
     dx += dmu_sum
     return dx, dgamma, dbeta
-
-
-def batchnorm_value_and_grad(x, gamma, beta, dout):
-    """batchnorm and its gradients with respect to (x, gamma, beta)."""
-    N = x.shape[0]
-    mu = np.sum(x, axis=0) / N
-    xmu = x - mu
-    sq = xmu**2
-    var = np.sum(sq, axis=0) / N
-    sqrtvar = np.sqrt(var + EPS)
-    ivar = 1.0 / sqrtvar
-    xhat = xmu * ivar
-    gammax = gamma * xhat
-    out = gammax + beta
-
-    # backprop out = gammax + beta
-    dgammax = dout
-    dbeta = dout.sum(axis=0)
-    # backprop gammax = gamma * xhat
-    dgamma = (xhat * dgammax).sum(axis=0)
-    dxhat = gamma * dgammax
-    # backprop xhat = xmu * ivar
-    dxmu = ivar * dxhat
-    divar = (xmu * dxhat).sum(axis=0)
-    # backprop ivar = 1.0 / sqrtvar
-    dsqrtvar = (-1.0 / sqrtvar**2) * divar
-    # backprop sqrtvar = np.sqrt(var + EPS)
-    dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
-    dvar = dsqrtvar_add
-    # backprop var = np.sum(sq, axis=0) / N
-    dvar_sum = dvar / N
-    # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dvar_sum
-    # backprop xmu = x - mu
-    dx = dxmu
-    dmu = -dxmu.sum(axis=0)
-    # backprop mu = np.sum(x, axis=0) / N
-    dmu_sum = dmu / N
-    dx += dmu_sum
-    return out, (dx, dgamma, dbeta)
 
 
 def batchnorm_forward(x, gamma, beta):
@@ -207,7 +147,7 @@ def batchnorm_cached_backward(dout, cache):
 
 def affine_relu_backward(x, w, b, dout):
     """Gradients of affine_relu with respect to (x, w, b)."""
-    # Recomputes: a, out.
+    # Recomputes the forward values the adjoints below read.
     a, a_cache = affine_forward(x, w, b)
     out, out_cache = relu_forward(a)
 
@@ -218,21 +158,9 @@ def affine_relu_backward(x, w, b, dout):
     return dx, dw, db
 
 
-def affine_relu_value_and_grad(x, w, b, dout):
-    """affine_relu and its gradients with respect to (x, w, b)."""
-    a, a_cache = affine_forward(x, w, b)
-    out, out_cache = relu_forward(a)
-
-    # backprop out = relu(a)
-    da = relu_cached_backward(dout, out_cache)
-    # backprop a = affine(x, w, b)
-    dx, dw, db = affine_cached_backward(da, a_cache)
-    return out, (dx, dw, db)
-
-
 def affine_bn_relu_backward(x, w, b, gamma, beta, dout):
     """Gradients of affine_bn_relu with respect to (x, w, b, gamma, beta)."""
-    # Recomputes: a, a_bn, out.
+    # Recomputes the forward values the adjoints below read.
     a, a_cache = affine_forward(x, w, b)
     a_bn, a_bn_cache = batchnorm_forward(a, gamma, beta)
     out, out_cache = relu_forward(a_bn)
@@ -244,18 +172,3 @@ def affine_bn_relu_backward(x, w, b, gamma, beta, dout):
     # backprop a = affine(x, w, b)
     dx, dw, db = affine_cached_backward(da, a_cache)
     return dx, dw, db, dgamma, dbeta
-
-
-def affine_bn_relu_value_and_grad(x, w, b, gamma, beta, dout):
-    """affine_bn_relu and its gradients with respect to (x, w, b, gamma, beta)."""
-    a, a_cache = affine_forward(x, w, b)
-    a_bn, a_bn_cache = batchnorm_forward(a, gamma, beta)
-    out, out_cache = relu_forward(a_bn)
-
-    # backprop out = relu(a_bn)
-    da_bn = relu_cached_backward(dout, out_cache)
-    # backprop a_bn = batchnorm(a, gamma, beta)
-    da, dgamma, dbeta = batchnorm_cached_backward(da_bn, a_bn_cache)
-    # backprop a = affine(x, w, b)
-    dx, dw, db = affine_cached_backward(da, a_cache)
-    return out, (dx, dw, db, dgamma, dbeta)

@@ -21,20 +21,6 @@ def affine_backward(x, w, b, dout):
     return dx, dw, db
 
 
-def affine_value_and_grad(x, w, b, dout):
-    """affine and its gradients with respect to (x, w, b)."""
-    xw = x @ w
-    out = xw + b
-
-    # backprop out = xw + b
-    dxw = dout
-    db = dout.sum(axis=0)
-    # backprop xw = x @ w
-    dx = dxw @ w.T
-    dw = x.T @ dxw
-    return out, (dx, dw, db)
-
-
 def relu_backward(x, dout):
     """Gradient of relu with respect to x."""
     # backprop out = np.maximum(0, x)
@@ -42,37 +28,19 @@ def relu_backward(x, dout):
     return dx
 
 
-def relu_value_and_grad(x, dout):
-    """relu and its gradient with respect to x."""
-    out = np.maximum(0, x)
-
-    # backprop out = np.maximum(0, x)
-    dx = (0 < x) * dout
-    return out, dx
-
-
 def sigmoid_backward(x, dout):
     """Gradient of sigmoid with respect to x."""
-    # Recomputes: out.
+    # Recomputes the forward values the adjoints below read.
     out = 1 / (1 + np.exp(-x))
 
     # backprop out = 1 / (1 + np.exp(-x))
     dx = ((1 - out) * out) * dout
     return dx
-
-
-def sigmoid_value_and_grad(x, dout):
-    """sigmoid and its gradient with respect to x."""
-    out = 1 / (1 + np.exp(-x))
-
-    # backprop out = 1 / (1 + np.exp(-x))
-    dx = ((1 - out) * out) * dout
-    return out, dx
 
 
 def tanh_backward(x, dout):
     """Gradient of tanh with respect to x."""
-    # Recomputes: out.
+    # Recomputes the forward values the adjoints below read.
     out = np.tanh(x)
 
     # backprop out = np.tanh(x)
@@ -80,18 +48,9 @@ def tanh_backward(x, dout):
     return dx
 
 
-def tanh_value_and_grad(x, dout):
-    """tanh and its gradient with respect to x."""
-    out = np.tanh(x)
-
-    # backprop out = np.tanh(x)
-    dx = (1 - out**2) * dout
-    return out, dx
-
-
 def affine_relu_backward(x, w, b, dout):
     """Gradients of affine_relu with respect to (x, w, b)."""
-    # Recomputes: xw, a.
+    # Recomputes the forward values the adjoints below read.
     xw = x @ w
     a = xw + b
 
@@ -104,20 +63,3 @@ def affine_relu_backward(x, w, b, dout):
     dx = dxw @ w.T
     dw = x.T @ dxw
     return dx, dw, db
-
-
-def affine_relu_value_and_grad(x, w, b, dout):
-    """affine_relu and its gradients with respect to (x, w, b)."""
-    xw = x @ w
-    a = xw + b
-    out = np.maximum(0, a)
-
-    # backprop out = np.maximum(0, a)
-    da = (0 < a) * dout
-    # backprop a = xw + b
-    dxw = da
-    db = da.sum(axis=0)
-    # backprop xw = x @ w
-    dx = dxw @ w.T
-    dw = x.T @ dxw
-    return out, (dx, dw, db)

@@ -28,7 +28,7 @@ def _unbroadcast(grad, like):
 
 def softmax_loss_backward(x, y, dloss=1.0):
     """Gradients of softmax_loss with respect to (x, y)."""
-    # Recomputes: N, shift, shifted, exps, sums, log_sums, log_probs.
+    # Recomputes the forward values the adjoints below read.
     N = x.shape[0]
     shift = np.max(x, axis=1, keepdims=True)
     shifted = x - shift
@@ -53,42 +53,11 @@ def softmax_loss_backward(x, y, dloss=1.0):
     # backprop shifted = x - shift
     dx = dshifted
     return dx, None
-
-
-def softmax_loss_value_and_grad(x, y, dloss=1.0):
-    """softmax_loss and its gradients with respect to (x, y)."""
-    N = x.shape[0]
-    shift = np.max(x, axis=1, keepdims=True)
-    shifted = x - shift
-    exps = np.exp(shifted)
-    sums = np.sum(exps, axis=1, keepdims=True)
-    log_sums = np.log(sums)
-    log_probs = shifted - log_sums
-    correct = log_probs[np.arange(N), y]
-    loss = -np.sum(correct) / N
-
-    # backprop loss = -np.sum(correct) / N
-    dloss_neg = dloss / N
-    dloss_sum = -dloss_neg
-    # backprop correct = log_probs[np.arange(N), y]
-    dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += dloss_sum
-    # backprop log_probs = shifted - log_sums
-    dshifted = dlog_probs
-    dlog_sums = -dlog_probs.sum(axis=1, keepdims=True)
-    # backprop log_sums = np.log(sums)
-    dsums = dlog_sums / sums
-    # backprop exps = np.exp(shifted)
-    dshifted += exps * dsums
-    # backprop shifted = x - shift
-    dx = dshifted
-    return loss, (dx, None)
 
 
 def svm_loss_backward(x, y, dloss=1.0):
     """Gradients of svm_loss with respect to (x, y)."""
-    # Recomputes: N, correct, margins_index, margins_add, margins, classes,
-    # mask, kept.
+    # Recomputes the forward values the adjoints below read.
     N = x.shape[0]
     correct = x[np.arange(N), y]
     margins_index = correct[:, None]
@@ -114,38 +83,9 @@ def svm_loss_backward(x, y, dloss=1.0):
     return dx, None
 
 
-def svm_loss_value_and_grad(x, y, dloss=1.0):
-    """svm_loss and its gradients with respect to (x, y)."""
-    N = x.shape[0]
-    correct = x[np.arange(N), y]
-    margins_index = correct[:, None]
-    margins_add = x - margins_index + 1.0
-    margins = np.maximum(0, margins_add)
-    classes = np.arange(x.shape[1])
-    mask = classes[None, :] != y[:, None]
-    kept = margins * mask
-    loss = np.sum(kept) / N
-
-    # backprop loss = np.sum(kept) / N
-    dloss_sum = dloss / N
-    dkept = np.full_like(kept, dloss_sum, dtype=np.result_type(kept, dloss_sum))
-    # backprop kept = margins * mask
-    dmargins = _unbroadcast(mask * dkept, margins)
-    # backprop margins = np.maximum(0, x - correct[:, None] + 1.0)
-    dmargins_add = (0 < margins_add) * dmargins
-    dx = _unbroadcast(dmargins_add, x)
-    dmargins_index = _unbroadcast(-dmargins_add, margins_index)
-    dcorrect = np.zeros_like(correct, dtype=np.result_type(correct, 1.0))
-    dcorrect[:, None] += dmargins_index
-    # backprop correct = x[np.arange(N), y]
-    dx[np.arange(N), y] += dcorrect
-    return loss, (dx, None)
-
-
 def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     """Gradients of two_layer_net_loss with respect to (X, y, W1, b1, W2, b2, reg)."""
-    # Recomputes: N, z1, h1, scores, shift, shifted, exps, sums, log_probs,
-    # reg_loss_mul, reg_loss_add.
+    # Recomputes the forward values the adjoints below read.
     N = X.shape[0]
     z1 = X @ W1 + b1
     h1 = np.maximum(0, z1)
@@ -191,55 +131,3 @@ def two_layer_net_loss_backward(X, y, W1, b1, W2, b2, reg, dloss=1.0):
     dX = dz1 @ W1.T
     dW1 += X.T @ dz1
     return dX, None, dW1, db1, dW2, db2, dreg
-
-
-def two_layer_net_loss_value_and_grad(X, y, W1, b1, W2, b2, reg, dloss=1.0):
-    """two_layer_net_loss and its gradients with respect to (X, y, W1, b1, W2, b2, reg)."""
-    N = X.shape[0]
-    z1 = X @ W1 + b1
-    h1 = np.maximum(0, z1)
-    scores = h1 @ W2 + b2
-    shift = np.max(scores, axis=1, keepdims=True)
-    shifted = scores - shift
-    exps = np.exp(shifted)
-    sums = np.sum(exps, axis=1, keepdims=True)
-    log_probs = shifted - np.log(sums)
-    data_loss = -np.sum(log_probs[np.arange(N), y]) / N
-    reg_loss_mul = 0.5 * reg
-    reg_loss_add = np.sum(W1 * W1) + np.sum(W2 * W2)
-    reg_loss = reg_loss_mul * reg_loss_add
-    loss = data_loss + reg_loss
-
-    # backprop loss = data_loss + reg_loss
-    ddata_loss = dloss
-    dreg_loss = dloss
-    # backprop reg_loss = 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2))
-    dreg_loss_mul = reg_loss_add * dreg_loss
-    dreg_loss_add = reg_loss_mul * dreg_loss
-    dW2 = (2 * W2) * dreg_loss_add
-    dW1 = (2 * W1) * dreg_loss_add
-    dreg = 0.5 * dreg_loss_mul
-    # backprop data_loss = -np.sum(log_probs[np.arange(N), y]) / N
-    ddata_loss_neg = ddata_loss / N
-    ddata_loss_sum = -ddata_loss_neg
-    dlog_probs = np.zeros_like(log_probs)
-    dlog_probs[np.arange(N), y] += ddata_loss_sum
-    # backprop log_probs = shifted - np.log(sums)
-    dshifted = dlog_probs
-    dlog_probs_log = -dlog_probs.sum(axis=1, keepdims=True)
-    dsums = dlog_probs_log / sums
-    # backprop exps = np.exp(shifted)
-    dshifted += exps * dsums
-    # backprop shifted = scores - shift
-    dscores = dshifted
-    # backprop scores = h1 @ W2 + b2
-    db2 = dscores.sum(axis=0)
-    dh1 = dscores @ W2.T
-    dW2 += h1.T @ dscores
-    # backprop h1 = np.maximum(0, z1)
-    dz1 = (0 < z1) * dh1
-    # backprop z1 = X @ W1 + b1
-    db1 = dz1.sum(axis=0)
-    dX = dz1 @ W1.T
-    dW1 += X.T @ dz1
-    return loss, (dX, None, dW1, db1, dW2, db2, dreg)

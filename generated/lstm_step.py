@@ -29,21 +29,12 @@ def _upstream(grad, like):
 
 def sigmoid_backward(x, dout=1.0):
     """Gradient of sigmoid with respect to x."""
-    # Recomputes: out.
+    # Recomputes the forward values the adjoints below read.
     out = 1 / (1 + np.exp(-x))
 
     # backprop return 1 / (1 + np.exp(-x))
     dx = ((1 - out) * out) * dout
     return dx
-
-
-def sigmoid_value_and_grad(x, dout=1.0):
-    """sigmoid and its gradient with respect to x."""
-    out = 1 / (1 + np.exp(-x))
-
-    # backprop return 1 / (1 + np.exp(-x))
-    dx = ((1 - out) * out) * dout
-    return out, dx
 
 
 def sigmoid_forward(x):
@@ -63,7 +54,7 @@ def sigmoid_cached_backward(dout, cache):
 
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, i, f, o, g, next_c, next_h_tanh, next_h.
+    # Recomputes the forward values the adjoints below read.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     i, i_cache = sigmoid_forward(a[:, :H])
@@ -106,54 +97,6 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=No
     dx = da @ Wx.T
     dWx = x.T @ da
     return dx, dprev_h, dprev_c, dWx, dWh, db
-
-
-def lstm_step_value_and_grad(
-    x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None
-):
-    """lstm_step and its gradients with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    H = prev_h.shape[1]
-    a = x @ Wx + prev_h @ Wh + b
-    i, i_cache = sigmoid_forward(a[:, :H])
-    f, f_cache = sigmoid_forward(a[:, H : 2 * H])
-    o, o_cache = sigmoid_forward(a[:, 2 * H : 3 * H])
-    g = np.tanh(a[:, 3 * H :])
-    next_c = f * prev_c + i * g
-    next_h_tanh = np.tanh(next_c)
-    next_h = o * next_h_tanh
-
-    # backprop return next_h, next_c
-    dnext_h = _upstream(dnext_h, next_h)
-    dnext_c = _upstream(dnext_c, next_c)
-    # backprop next_h = o * np.tanh(next_c)
-    do = next_h_tanh * dnext_h
-    dnext_h_tanh = o * dnext_h
-    dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
-    # backprop next_c = f * prev_c + i * g
-    di = g * dnext_c
-    dg = i * dnext_c
-    df = prev_c * dnext_c
-    dprev_c = f * dnext_c
-    # backprop g = np.tanh(a[:, 3 * H :])
-    dg_index = (1 - g**2) * dg
-    da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
-    da[:, 3 * H :] += dg_index
-    # backprop o = sigmoid(a[:, 2 * H : 3 * H])
-    do_index = sigmoid_cached_backward(do, o_cache)
-    da[:, 2 * H : 3 * H] += do_index
-    # backprop f = sigmoid(a[:, H : 2 * H])
-    df_index = sigmoid_cached_backward(df, f_cache)
-    da[:, H : 2 * H] += df_index
-    # backprop i = sigmoid(a[:, :H])
-    di_index = sigmoid_cached_backward(di, i_cache)
-    da[:, :H] += di_index
-    # backprop a = x @ Wx + prev_h @ Wh + b
-    db = da.sum(axis=0)
-    dprev_h = da @ Wh.T
-    dWh = prev_h.T @ da
-    dx = da @ Wx.T
-    dWx = x.T @ da
-    return (next_h, next_c), (dx, dprev_h, dprev_c, dWx, dWh, db)
 
 
 def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
@@ -250,7 +193,7 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
 
 def lstm_two_steps_backward(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     """Gradients of lstm_two_steps with respect to (x1, x2, h0, c0, Wx, Wh, b, target)."""
-    # Recomputes: h1, h2, diff.
+    # Recomputes the forward values the adjoints below read.
     h1, c1, h1_cache = lstm_step_forward(x1, h0, c0, Wx, Wh, b)
     h2, c2, h2_cache = lstm_step_forward(x2, h1, c1, Wx, Wh, b)
     diff = h2 - target
@@ -271,28 +214,3 @@ def lstm_two_steps_backward(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
     dWh += dWh_lstm_step
     db += db_lstm_step
     return dx1, dx2, dh0, dc0, dWx, dWh, db, dtarget
-
-
-def lstm_two_steps_value_and_grad(x1, x2, h0, c0, Wx, Wh, b, target, dloss=1.0):
-    """lstm_two_steps and its gradients with respect to (x1, x2, h0, c0, Wx, Wh, b, target)."""
-    h1, c1, h1_cache = lstm_step_forward(x1, h0, c0, Wx, Wh, b)
-    h2, c2, h2_cache = lstm_step_forward(x2, h1, c1, Wx, Wh, b)
-    diff = h2 - target
-    loss = 0.5 * np.sum(diff * diff)
-
-    # backprop loss = 0.5 * np.sum(diff * diff)
-    dloss_sum = 0.5 * dloss
-    ddiff = (2 * diff) * dloss_sum
-    # backprop diff = h2 - target
-    dh2 = ddiff
-    dtarget = -ddiff
-    # backprop h2, c2 = lstm_step(x2, h1, c1, Wx, Wh, b)
-    dx2, dh1, dc1, dWx, dWh, db = lstm_step_cached_backward(dh2, None, h2_cache)
-    # backprop h1, c1 = lstm_step(x1, h0, c0, Wx, Wh, b)
-    dx1, dh0, dc0, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
-        lstm_step_cached_backward(dh1, dc1, h1_cache)
-    )
-    dWx += dWx_lstm_step
-    dWh += dWh_lstm_step
-    db += db_lstm_step
-    return loss, (dx1, dx2, dh0, dc0, dWx, dWh, db, dtarget)

@@ -12,7 +12,7 @@ EPS = 1e-5
 
 def batchnorm_train_backward(x, gamma, beta, dout):
     """Gradients of batchnorm_train with respect to (x, gamma, beta)."""
-    # Recomputes: N, mu, xmu, sq, var, sqrtvar, ivar, xhat.
+    # Recomputes the forward values the adjoints below read.
     N = x.shape[0]
     mu = np.sum(x, axis=0) / N
     xmu = x - mu
@@ -47,51 +47,11 @@ def batchnorm_train_backward(x, gamma, beta, dout):
     dmu_sum = dmu / N
     dx += dmu_sum
     return dx, dgamma, dbeta
-
-
-def batchnorm_train_value_and_grad(x, gamma, beta, dout):
-    """batchnorm_train and its gradients with respect to (x, gamma, beta)."""
-    N = x.shape[0]
-    mu = np.sum(x, axis=0) / N
-    xmu = x - mu
-    sq = xmu**2
-    var = np.sum(sq, axis=0) / N
-    sqrtvar = np.sqrt(var + EPS)
-    ivar = 1.0 / sqrtvar
-    xhat = xmu * ivar
-    gammax = gamma * xhat
-    out = gammax + beta
-
-    # backprop out = gammax + beta
-    dgammax = dout
-    dbeta = dout.sum(axis=0)
-    # backprop gammax = gamma * xhat
-    dgamma = (xhat * dgammax).sum(axis=0)
-    dxhat = gamma * dgammax
-    # backprop xhat = xmu * ivar
-    dxmu = ivar * dxhat
-    divar = (xmu * dxhat).sum(axis=0)
-    # backprop ivar = 1.0 / sqrtvar
-    dsqrtvar = (-1.0 / sqrtvar**2) * divar
-    # backprop sqrtvar = np.sqrt(var + EPS)
-    dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
-    dvar = dsqrtvar_add
-    # backprop var = np.sum(sq, axis=0) / N
-    dvar_sum = dvar / N
-    # backprop sq = xmu**2
-    dxmu += (2 * xmu) * dvar_sum
-    # backprop xmu = x - mu
-    dx = dxmu
-    dmu = -dxmu.sum(axis=0)
-    # backprop mu = np.sum(x, axis=0) / N
-    dmu_sum = dmu / N
-    dx += dmu_sum
-    return out, (dx, dgamma, dbeta)
 
 
 def layernorm_backward(x, gamma, beta, dout):
     """Gradients of layernorm with respect to (x, gamma, beta)."""
-    # Recomputes: mu, xmu, sq, var, sqrtvar, xhat.
+    # Recomputes the forward values the adjoints below read.
     mu = np.mean(x, axis=1, keepdims=True)
     xmu = x - mu
     sq = xmu**2
@@ -119,39 +79,9 @@ def layernorm_backward(x, gamma, beta, dout):
     return dx, dgamma, dbeta
 
 
-def layernorm_value_and_grad(x, gamma, beta, dout):
-    """layernorm and its gradients with respect to (x, gamma, beta)."""
-    mu = np.mean(x, axis=1, keepdims=True)
-    xmu = x - mu
-    sq = xmu**2
-    var = np.mean(sq, axis=1, keepdims=True)
-    sqrtvar = np.sqrt(var + EPS)
-    xhat = xmu / sqrtvar
-    out = gamma * xhat + beta
-
-    # backprop out = gamma * xhat + beta
-    dbeta = dout.sum(axis=0)
-    dgamma = (xhat * dout).sum(axis=0)
-    dxhat = gamma * dout
-    # backprop xhat = xmu / sqrtvar
-    dxmu = dxhat / sqrtvar
-    dsqrtvar = (-(xmu / sqrtvar**2) * dxhat).sum(axis=1, keepdims=True)
-    # backprop sqrtvar = np.sqrt(var + EPS)
-    dsqrtvar_add = (0.5 / sqrtvar) * dsqrtvar
-    dvar = dsqrtvar_add
-    # backprop sq = xmu**2
-    dxmu += (2 * xmu) * (dvar / xmu.shape[1])
-    # backprop xmu = x - mu
-    dx = dxmu
-    dmu = -dxmu.sum(axis=1, keepdims=True)
-    # backprop mu = np.mean(x, axis=1, keepdims=True)
-    dx += dmu / x.shape[1]
-    return out, (dx, dgamma, dbeta)
-
-
 def dropout_backward(x, mask, p, dout):
     """Gradients of dropout with respect to (x, mask, p)."""
-    # Recomputes: kept.
+    # Recomputes the forward values the adjoints below read.
     kept = x * mask
 
     # backprop out = kept / p
@@ -161,17 +91,3 @@ def dropout_backward(x, mask, p, dout):
     dx = mask * dkept
     dmask = x * dkept
     return dx, dmask, dp
-
-
-def dropout_value_and_grad(x, mask, p, dout):
-    """dropout and its gradients with respect to (x, mask, p)."""
-    kept = x * mask
-    out = kept / p
-
-    # backprop out = kept / p
-    dkept = dout / p
-    dp = np.sum(-(kept / p**2) * dout)
-    # backprop kept = x * mask
-    dx = mask * dkept
-    dmask = x * dkept
-    return out, (dx, dmask, dp)

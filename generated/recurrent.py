@@ -37,7 +37,7 @@ def _unbroadcast(grad, like):
 
 def rnn_step_backward(x, prev_h, Wx, Wh, b, dnext_h):
     """Gradients of rnn_step with respect to (x, prev_h, Wx, Wh, b)."""
-    # Recomputes: xw, hw, a, next_h.
+    # Recomputes the forward values the adjoints below read.
     xw = x @ Wx
     hw = prev_h @ Wh
     a = xw + hw + b
@@ -58,32 +58,9 @@ def rnn_step_backward(x, prev_h, Wx, Wh, b, dnext_h):
     return dx, dprev_h, dWx, dWh, db
 
 
-def rnn_step_value_and_grad(x, prev_h, Wx, Wh, b, dnext_h):
-    """rnn_step and its gradients with respect to (x, prev_h, Wx, Wh, b)."""
-    xw = x @ Wx
-    hw = prev_h @ Wh
-    a = xw + hw + b
-    next_h = np.tanh(a)
-
-    # backprop next_h = np.tanh(a)
-    da = (1 - next_h**2) * dnext_h
-    # backprop a = xw + hw + b
-    db = da.sum(axis=0)
-    dxw = da
-    dhw = da
-    # backprop hw = prev_h @ Wh
-    dprev_h = dhw @ Wh.T
-    dWh = prev_h.T @ dhw
-    # backprop xw = x @ Wx
-    dx = dxw @ Wx.T
-    dWx = x.T @ dxw
-    return next_h, (dx, dprev_h, dWx, dWh, db)
-
-
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, ai, af, ao, ag, i, f, o, g, next_c_mul, next_c,
-    # next_h_tanh, next_h.
+    # Recomputes the forward values the adjoints below read.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     ai = a[:, :H]
@@ -136,63 +113,9 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
     return dx, dprev_h, dprev_c, dWx, dWh, db
 
 
-def lstm_step_value_and_grad(x, prev_h, prev_c, Wx, Wh, b, dnext_h=1.0):
-    """lstm_step and its gradients with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    H = prev_h.shape[1]
-    a = x @ Wx + prev_h @ Wh + b
-    ai = a[:, :H]
-    af = a[:, H : 2 * H]
-    ao = a[:, 2 * H : 3 * H]
-    ag = a[:, 3 * H :]
-    i = 1 / (1 + np.exp(-ai))
-    f = 1 / (1 + np.exp(-af))
-    o = 1 / (1 + np.exp(-ao))
-    g = np.tanh(ag)
-    next_c_mul = f * prev_c
-    next_c = next_c_mul + i * g
-    next_h_tanh = np.tanh(next_c)
-    next_h = o * next_h_tanh
-
-    # backprop next_h = o * np.tanh(next_c)
-    dnext_h = _everywhere(dnext_h, next_h)
-    do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = o * dnext_h
-    dnext_c = (1 - next_h_tanh**2) * dnext_h_tanh
-    # backprop next_c = f * prev_c + i * g
-    dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    di = _unbroadcast(g * dnext_c, i)
-    dg = _unbroadcast(i * dnext_c, g)
-    df = prev_c * dnext_c_mul
-    dprev_c = f * dnext_c_mul
-    # backprop g = np.tanh(ag)
-    dag = (1 - g**2) * dg
-    # backprop o = 1 / (1 + np.exp(-ao))
-    dao = ((1 - o) * o) * do
-    # backprop f = 1 / (1 + np.exp(-af))
-    daf = ((1 - f) * f) * df
-    # backprop i = 1 / (1 + np.exp(-ai))
-    dai = ((1 - i) * i) * di
-    # backprop ag = a[:, 3 * H :]
-    da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
-    da[:, 3 * H :] += dag
-    # backprop ao = a[:, 2 * H : 3 * H]
-    da[:, 2 * H : 3 * H] += dao
-    # backprop af = a[:, H : 2 * H]
-    da[:, H : 2 * H] += daf
-    # backprop ai = a[:, :H]
-    da[:, :H] += dai
-    # backprop a = x @ Wx + prev_h @ Wh + b
-    db = da.sum(axis=0)
-    dprev_h = da @ Wh.T
-    dWh = prev_h.T @ da
-    dx = da @ Wx.T
-    dWx = x.T @ da
-    return next_h, (dx, dprev_h, dprev_c, dWx, dWh, db)
-
-
 def gru_step_backward(x, prev_h, Wz, Uz, bz, Wr, Ur, br, Wn, Un, bn, dnext_h):
     """Gradients of gru_step with respect to its parameters, in order."""
-    # Recomputes: az, z, ar, r, an_mul, an, n, next_h_sub.
+    # Recomputes the forward values the adjoints below read.
     az = x @ Wz + prev_h @ Uz + bz
     z = 1 / (1 + np.exp(-az))
     ar = x @ Wr + prev_h @ Ur + br
@@ -235,50 +158,3 @@ def gru_step_backward(x, prev_h, Wz, Uz, bz, Wr, Ur, br, Wn, Un, bn, dnext_h):
     dx += daz @ Wz.T
     dWz = x.T @ daz
     return dx, dprev_h, dWz, dUz, dbz, dWr, dUr, dbr, dWn, dUn, dbn
-
-
-def gru_step_value_and_grad(x, prev_h, Wz, Uz, bz, Wr, Ur, br, Wn, Un, bn, dnext_h):
-    """gru_step and its gradients with respect to its parameters, in order."""
-    az = x @ Wz + prev_h @ Uz + bz
-    z = 1 / (1 + np.exp(-az))
-    ar = x @ Wr + prev_h @ Ur + br
-    r = 1 / (1 + np.exp(-ar))
-    an_mul = r * prev_h
-    an = x @ Wn + an_mul @ Un + bn
-    n = np.tanh(an)
-    next_h_sub = 1 - z
-    next_h = next_h_sub * n + z * prev_h
-
-    # backprop next_h = (1 - z) * n + z * prev_h
-    dz = prev_h * dnext_h
-    dprev_h = z * dnext_h
-    dnext_h_sub = n * dnext_h
-    dn = next_h_sub * dnext_h
-    dz -= dnext_h_sub
-    # backprop n = np.tanh(an)
-    dan = (1 - n**2) * dn
-    # backprop an = x @ Wn + (r * prev_h) @ Un + bn
-    dbn = dan.sum(axis=0)
-    dan_mul = dan @ Un.T
-    dUn = an_mul.T @ dan
-    dr = prev_h * dan_mul
-    dprev_h += r * dan_mul
-    dx = dan @ Wn.T
-    dWn = x.T @ dan
-    # backprop r = 1 / (1 + np.exp(-ar))
-    dar = ((1 - r) * r) * dr
-    # backprop ar = x @ Wr + prev_h @ Ur + br
-    dbr = dar.sum(axis=0)
-    dprev_h += dar @ Ur.T
-    dUr = prev_h.T @ dar
-    dx += dar @ Wr.T
-    dWr = x.T @ dar
-    # backprop z = 1 / (1 + np.exp(-az))
-    daz = (next_h_sub * z) * dz
-    # backprop az = x @ Wz + prev_h @ Uz + bz
-    dbz = daz.sum(axis=0)
-    dprev_h += daz @ Uz.T
-    dUz = prev_h.T @ daz
-    dx += daz @ Wz.T
-    dWz = x.T @ daz
-    return next_h, (dx, dprev_h, dWz, dUz, dbz, dWr, dUr, dbr, dWn, dUn, dbn)

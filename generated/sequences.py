@@ -49,7 +49,7 @@ def _upstream(grad, like):
 
 def rnn_step_backward(x, prev_h, Wx, Wh, b, dnext_h):
     """Gradients of rnn_step with respect to (x, prev_h, Wx, Wh, b)."""
-    # Recomputes: next_h.
+    # Recomputes the forward values the adjoints below read.
     next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
 
     # backprop next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
@@ -60,20 +60,6 @@ def rnn_step_backward(x, prev_h, Wx, Wh, b, dnext_h):
     dx = dnext_h_add @ Wx.T
     dWx = x.T @ dnext_h_add
     return dx, dprev_h, dWx, dWh, db
-
-
-def rnn_step_value_and_grad(x, prev_h, Wx, Wh, b, dnext_h):
-    """rnn_step and its gradients with respect to (x, prev_h, Wx, Wh, b)."""
-    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
-
-    # backprop next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
-    dnext_h_add = (1 - next_h**2) * dnext_h
-    db = dnext_h_add.sum(axis=0)
-    dprev_h = dnext_h_add @ Wh.T
-    dWh = prev_h.T @ dnext_h_add
-    dx = dnext_h_add @ Wx.T
-    dWx = x.T @ dnext_h_add
-    return next_h, (dx, dprev_h, dWx, dWh, db)
 
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b):
@@ -98,7 +84,7 @@ def rnn_step_cached_backward(dnext_h, cache):
 
 def rnn_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of rnn with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, t_steps.
+    # Recomputes the forward values the adjoints below read.
     T = x.shape[1]
     h = h0
     t_steps = []
@@ -130,49 +116,11 @@ def rnn_backward(x, h0, Wx, Wh, b, dout):
     # backprop for t in range(T):
     dh0 = dh
     return dx, dh0, dWx, dWh, db
-
-
-def rnn_value_and_grad(x, h0, Wx, Wh, b, dout):
-    """rnn and its gradients with respect to (x, h0, Wx, Wh, b)."""
-    T = x.shape[1]
-    h = h0
-    hs = []
-    t_steps = []
-    for t in range(T):
-        h_2, h_2_cache = rnn_step_forward(x[:, t, :], h, Wx, Wh, b)
-        hs.append(h_2)
-        t_steps.append((t, h_2_cache))
-        h = h_2
-    out = np.stack(hs, axis=1)
-
-    # backprop out = np.stack(hs, axis=1)
-    dhs = list(np.moveaxis(dout, 1, 0))
-    # backprop for t in range(T):
-    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
-    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
-    dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
-    dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
-    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_2_cache in reversed(t_steps):
-        # backprop for t in range(T):
-        dh_2 = dh
-        dh_2 = dh_2 + dhs.pop()
-        # backprop h = rnn_step(x[:, t, :], h, Wx, Wh, b)
-        dh_index, dh, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
-            rnn_step_cached_backward(dh_2, h_2_cache)
-        )
-        dWx += dWx_rnn_step
-        dWh += dWh_rnn_step
-        db += db_rnn_step
-        dx[:, t, :] += dh_index
-    # backprop for t in range(T):
-    dh0 = dh
-    return out, (dx, dh0, dWx, dWh, db)
 
 
 def rnn_filled_backward(x, h0, Wx, Wh, b, dh):
     """Gradients of rnn_filled with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: N, T, H, t_steps.
+    # Recomputes the forward values the adjoints below read.
     N = x.shape[0]
     T = x.shape[1]
     H = h0.shape[1]
@@ -206,46 +154,9 @@ def rnn_filled_backward(x, h0, Wx, Wh, b, dh):
     return dx, dh0, dWx, dWh, db
 
 
-def rnn_filled_value_and_grad(x, h0, Wx, Wh, b, dh):
-    """rnn_filled and its gradients with respect to (x, h0, Wx, Wh, b)."""
-    N = x.shape[0]
-    T = x.shape[1]
-    H = h0.shape[1]
-    prev_h = h0
-    h = np.zeros((N, T, H))
-    t_steps = []
-    for t in range(T):
-        next_h, next_h_cache = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
-        h[:, t, :] = next_h
-        t_steps.append((t, next_h_cache))
-        prev_h = next_h
-
-    # backprop for t in range(T):
-    dprev_h = np.zeros_like(prev_h, dtype=np.result_type(prev_h, 1.0))
-    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
-    dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
-    dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
-    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, next_h_cache in reversed(t_steps):
-        # backprop for t in range(T):
-        dnext_h = dprev_h
-        dnext_h = dnext_h + dh[:, t, :]
-        # backprop next_h = rnn_step(x[:, t, :], prev_h, Wx, Wh, b)
-        dnext_h_index, dprev_h, dWx_rnn_step, dWh_rnn_step, db_rnn_step = (
-            rnn_step_cached_backward(dnext_h, next_h_cache)
-        )
-        dWx += dWx_rnn_step
-        dWh += dWh_rnn_step
-        db += db_rnn_step
-        dx[:, t, :] += dnext_h_index
-    # backprop for t in range(T):
-    dh0 = dprev_h
-    return h, (dx, dh0, dWx, dWh, db)
-
-
 def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None):
     """Gradients of lstm_step with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    # Recomputes: H, a, i, f, o, g, next_c_mul, next_c, next_h_tanh, next_h.
+    # Recomputes the forward values the adjoints below read.
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
     i = 1 / (1 + np.exp(-a[:, :H]))
@@ -290,56 +201,6 @@ def lstm_step_backward(x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=No
     dx = da @ Wx.T
     dWx = x.T @ da
     return dx, dprev_h, dprev_c, dWx, dWh, db
-
-
-def lstm_step_value_and_grad(
-    x, prev_h, prev_c, Wx, Wh, b, *, dnext_h=None, dnext_c=None
-):
-    """lstm_step and its gradients with respect to (x, prev_h, prev_c, Wx, Wh, b)."""
-    H = prev_h.shape[1]
-    a = x @ Wx + prev_h @ Wh + b
-    i = 1 / (1 + np.exp(-a[:, :H]))
-    f = 1 / (1 + np.exp(-a[:, H : 2 * H]))
-    o = 1 / (1 + np.exp(-a[:, 2 * H : 3 * H]))
-    g = np.tanh(a[:, 3 * H :])
-    next_c_mul = f * prev_c
-    next_c = next_c_mul + i * g
-    next_h_tanh = np.tanh(next_c)
-    next_h = o * next_h_tanh
-
-    # backprop return next_h, next_c
-    dnext_h = _upstream(dnext_h, next_h)
-    dnext_c = _upstream(dnext_c, next_c)
-    # backprop next_h = o * np.tanh(next_c)
-    do = _unbroadcast(next_h_tanh * dnext_h, o)
-    dnext_h_tanh = o * dnext_h
-    dnext_c = dnext_c + (1 - next_h_tanh**2) * dnext_h_tanh
-    # backprop next_c = f * prev_c + i * g
-    dnext_c_mul = _unbroadcast(dnext_c, next_c_mul)
-    di = _unbroadcast(g * dnext_c, i)
-    dg = _unbroadcast(i * dnext_c, g)
-    df = prev_c * dnext_c_mul
-    dprev_c = f * dnext_c_mul
-    # backprop g = np.tanh(a[:, 3 * H :])
-    dg_index = (1 - g**2) * dg
-    da = np.zeros_like(a, dtype=np.result_type(a, 1.0))
-    da[:, 3 * H :] += dg_index
-    # backprop o = 1 / (1 + np.exp(-a[:, 2 * H : 3 * H]))
-    do_index = ((1 - o) * o) * do
-    da[:, 2 * H : 3 * H] += do_index
-    # backprop f = 1 / (1 + np.exp(-a[:, H : 2 * H]))
-    df_index = ((1 - f) * f) * df
-    da[:, H : 2 * H] += df_index
-    # backprop i = 1 / (1 + np.exp(-a[:, :H]))
-    di_index = ((1 - i) * i) * di
-    da[:, :H] += di_index
-    # backprop a = x @ Wx + prev_h @ Wh + b
-    db = da.sum(axis=0)
-    dprev_h = da @ Wh.T
-    dWh = prev_h.T @ da
-    dx = da @ Wx.T
-    dWx = x.T @ da
-    return (next_h, next_c), (dx, dprev_h, dprev_c, dWx, dWh, db)
 
 
 def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
@@ -434,7 +295,7 @@ def lstm_step_cached_backward(dnext_h, dnext_c, cache):
 
 def lstm_backward(x, h0, Wx, Wh, b, dout):
     """Gradients of lstm with respect to (x, h0, Wx, Wh, b)."""
-    # Recomputes: T, c, t_steps.
+    # Recomputes the forward values the adjoints below read.
     T = x.shape[1]
     c = np.zeros_like(h0)
     h = h0
@@ -470,45 +331,3 @@ def lstm_backward(x, h0, Wx, Wh, b, dout):
     # backprop for t in range(T):
     dh0 = dh
     return dx, dh0, dWx, dWh, db
-
-
-def lstm_value_and_grad(x, h0, Wx, Wh, b, dout):
-    """lstm and its gradients with respect to (x, h0, Wx, Wh, b)."""
-    T = x.shape[1]
-    c = np.zeros_like(h0)
-    h = h0
-    c_2 = c
-    hs = []
-    t_steps = []
-    for t in range(T):
-        h_2, c_3, h_2_cache = lstm_step_forward(x[:, t, :], h, c_2, Wx, Wh, b)
-        hs.append(h_2)
-        t_steps.append((t, h_2_cache))
-        h, c_2 = h_2, c_3
-    out = np.stack(hs, axis=1)
-
-    # backprop return np.stack(hs, axis=1)
-    dhs = list(np.moveaxis(dout, 1, 0))
-    # backprop for t in range(T):
-    dh = np.zeros_like(h, dtype=np.result_type(h, 1.0))
-    dc_2 = np.zeros_like(c_2, dtype=np.result_type(c_2, 1.0))
-    dx = np.zeros_like(x, dtype=np.result_type(x, 1.0))
-    dWx = np.zeros_like(Wx, dtype=np.result_type(Wx, 1.0))
-    dWh = np.zeros_like(Wh, dtype=np.result_type(Wh, 1.0))
-    db = np.zeros_like(b, dtype=np.result_type(b, 1.0))
-    for t, h_2_cache in reversed(t_steps):
-        # backprop for t in range(T):
-        dh_2 = dh
-        dc_3 = dc_2
-        dh_2 = dh_2 + dhs.pop()
-        # backprop h, c = lstm_step(x[:, t, :], h, c, Wx, Wh, b)
-        dh_index, dh, dc_2, dWx_lstm_step, dWh_lstm_step, db_lstm_step = (
-            lstm_step_cached_backward(dh_2, dc_3, h_2_cache)
-        )
-        dWx += dWx_lstm_step
-        dWh += dWh_lstm_step
-        db += db_lstm_step
-        dx[:, t, :] += dh_index
-    # backprop for t in range(T):
-    dh0 = dh
-    return out, (dx, dh0, dWx, dWh, db)

@@ -8,7 +8,7 @@ import math
 
 def neuron_backward(w0, w1, w2, x0, x1, df=1.0):
     """Gradients of neuron with respect to (w0, w1, w2, x0, x1)."""
-    # Recomputes: dot, f.
+    # Recomputes the forward values the adjoints below read.
     dot = w0 * x0 + w1 * x1 + w2
     f = 1.0 / (1 + math.exp(-dot))
 
@@ -21,19 +21,3 @@ def neuron_backward(w0, w1, w2, x0, x1, df=1.0):
     dw0 = x0 * ddot
     dx0 = w0 * ddot
     return dw0, dw1, dw2, dx0, dx1
-
-
-def neuron_value_and_grad(w0, w1, w2, x0, x1, df=1.0):
-    """neuron and its gradients with respect to (w0, w1, w2, x0, x1)."""
-    dot = w0 * x0 + w1 * x1 + w2
-    f = 1.0 / (1 + math.exp(-dot))
-
-    # backprop f = 1.0 / (1 + math.exp(-dot))
-    ddot = ((1 - f) * f) * df
-    # backprop dot = w0 * x0 + w1 * x1 + w2
-    dw2 = ddot
-    dw1 = x1 * ddot
-    dx1 = w1 * ddot
-    dw0 = x0 * ddot
-    dx0 = w0 * ddot
-    return f, (dw0, dw1, dw2, dx0, dx1)

@@ -10,7 +10,7 @@ import numpy as np
 
 def cosine_similarity_backward(a, b, dout=1.0):
     """Gradients of cosine_similarity with respect to (a, b)."""
-    # Recomputes: dot, norms_norm, norms_norm_2, norms.
+    # Recomputes the forward values the adjoints below read.
     dot = np.dot(a, b)
     norms_norm = np.linalg.norm(a)
     norms_norm_2 = np.linalg.norm(b)
@@ -30,32 +30,9 @@ def cosine_similarity_backward(a, b, dout=1.0):
     return da, db
 
 
-def cosine_similarity_value_and_grad(a, b, dout=1.0):
-    """cosine_similarity and its gradients with respect to (a, b)."""
-    dot = np.dot(a, b)
-    norms_norm = np.linalg.norm(a)
-    norms_norm_2 = np.linalg.norm(b)
-    norms = norms_norm * norms_norm_2
-    out = dot / norms
-
-    # backprop return dot / norms
-    ddot = dout / norms
-    dnorms = -(dot / norms**2) * dout
-    # backprop norms = np.linalg.norm(a) * np.linalg.norm(b)
-    dnorms_norm = norms_norm_2 * dnorms
-    dnorms_norm_2 = norms_norm * dnorms
-    db = b / norms_norm_2 * dnorms_norm_2
-    da = a / norms_norm * dnorms_norm
-    # backprop dot = np.dot(a, b)
-    da += ddot * b
-    db += ddot * a
-    return out, (da, db)
-
-
 def pairwise_cosine_backward(A, B, dout):
     """Gradients of pairwise_cosine with respect to (A, B)."""
-    # Recomputes: A_unit_norm, A_unit, B_unit_norm, B_unit,
-    # out_transpose_attribute.
+    # Recomputes the forward values the adjoints below read.
     A_unit_norm = np.linalg.norm(A, axis=1, keepdims=True)
     A_unit = A / A_unit_norm
     B_unit_norm = np.linalg.norm(B, axis=1, keepdims=True)
@@ -77,33 +54,9 @@ def pairwise_cosine_backward(A, B, dout):
     return dA, dB
 
 
-def pairwise_cosine_value_and_grad(A, B, dout):
-    """pairwise_cosine and its gradients with respect to (A, B)."""
-    A_unit_norm = np.linalg.norm(A, axis=1, keepdims=True)
-    A_unit = A / A_unit_norm
-    B_unit_norm = np.linalg.norm(B, axis=1, keepdims=True)
-    B_unit = B / B_unit_norm
-    out_transpose_attribute = B_unit.T
-    out = A_unit @ out_transpose_attribute
-
-    # backprop return A_unit @ B_unit.T
-    dA_unit = dout @ out_transpose_attribute.T
-    dout_transpose_attribute = A_unit.T @ dout
-    dB_unit = np.transpose(dout_transpose_attribute)
-    # backprop B_unit = B / np.linalg.norm(B, axis=1, keepdims=True)
-    dB = dB_unit / B_unit_norm
-    dB_unit_norm = (-(B / B_unit_norm**2) * dB_unit).sum(axis=1, keepdims=True)
-    dB += B_unit * dB_unit_norm
-    # backprop A_unit = A / np.linalg.norm(A, axis=1, keepdims=True)
-    dA = dA_unit / A_unit_norm
-    dA_unit_norm = (-(A / A_unit_norm**2) * dA_unit).sum(axis=1, keepdims=True)
-    dA += A_unit * dA_unit_norm
-    return out, (dA, dB)
-
-
 def rotate_backward(points, theta, dout):
     """Gradients of rotate with respect to (points, theta)."""
-    # Recomputes: c, s, R, out_transpose_attribute.
+    # Recomputes the forward values the adjoints below read.
     c = np.cos(theta)
     s = np.sin(theta)
     R = np.array([np.array([c, -s]), np.array([s, c])])
@@ -126,30 +79,3 @@ def rotate_backward(points, theta, dout):
     # backprop c = np.cos(theta)
     dtheta += -s * dc
     return dpoints, dtheta
-
-
-def rotate_value_and_grad(points, theta, dout):
-    """rotate and its gradients with respect to (points, theta)."""
-    c = np.cos(theta)
-    s = np.sin(theta)
-    R = np.array([np.array([c, -s]), np.array([s, c])])
-    out_transpose_attribute = R.T
-    out = points @ out_transpose_attribute
-
-    # backprop return points @ R.T
-    dpoints = dout @ out_transpose_attribute.T
-    dout_transpose_attribute = points.T @ dout
-    dR = np.transpose(dout_transpose_attribute)
-    # backprop R = np.array([[c, -s], [s, c]])
-    dR_array = dR[0]
-    dR_array_2 = dR[1]
-    ds = dR_array_2[0]
-    dc = dR_array_2[1]
-    dc = dc + dR_array[0]
-    dR_neg = dR_array[1]
-    ds = ds - dR_neg
-    # backprop s = np.sin(theta)
-    dtheta = c * ds
-    # backprop c = np.cos(theta)
-    dtheta += -s * dc
-    return out, (dpoints, dtheta)

@@ -8,7 +8,7 @@ import math
 
 def f_backward(x, y, df=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: sigy, num, sigx, xpy, xpysqr, den, invden.
+    # Recomputes the forward values the adjoints below read.
     sigy = 1.0 / (1 + math.exp(-y))
     num = x + sigy
     sigx = 1.0 / (1 + math.exp(-x))
@@ -38,37 +38,3 @@ def f_backward(x, y, df=1.0):
     # backprop sigy = 1.0 / (1 + math.exp(-y))
     dy += ((1 - sigy) * sigy) * dsigy
     return dx, dy
-
-
-def f_value_and_grad(x, y, df=1.0):
-    """f and its gradients with respect to (x, y)."""
-    sigy = 1.0 / (1 + math.exp(-y))
-    num = x + sigy
-    sigx = 1.0 / (1 + math.exp(-x))
-    xpy = x + y
-    xpysqr = xpy**2
-    den = sigx + xpysqr
-    invden = 1.0 / den
-    f = num * invden
-
-    # backprop f = num * invden
-    dnum = invden * df
-    dinvden = num * df
-    # backprop invden = 1.0 / den
-    dden = (-1.0 / den**2) * dinvden
-    # backprop den = sigx + xpysqr
-    dsigx = dden
-    dxpysqr = dden
-    # backprop xpysqr = xpy**2
-    dxpy = (2 * xpy) * dxpysqr
-    # backprop xpy = x + y
-    dx = dxpy
-    dy = dxpy
-    # backprop sigx = 1.0 / (1 + math.exp(-x))
-    dx += ((1 - sigx) * sigx) * dsigx
-    # backprop num = x + sigy
-    dx += dnum
-    dsigy = dnum
-    # backprop sigy = 1.0 / (1 + math.exp(-y))
-    dy += ((1 - sigy) * sigy) * dsigy
-    return f, (dx, dy)

@@ -22,7 +22,7 @@ def _like(value):
 
 def three_layer_loss_backward(X, y, W1, b1, W2, b2, W3, b3, dloss=1.0):
     """Gradients of three_layer_loss with respect to (W1, b1, W2, b2, W3, b3)."""
-    # Recomputes: h1, h2, scores, loss.
+    # Recomputes the forward values the adjoints below read.
     h1, h1_cache = affine_relu_forward(X, W1, b1)
     h2, h2_cache = affine_relu_forward(h1, W2, b2)
     scores, scores_cache = affine_forward(h2, W3, b3)
@@ -37,24 +37,6 @@ def three_layer_loss_backward(X, y, W1, b1, W2, b2, W3, b3, dloss=1.0):
     # backprop h1 = affine_relu(X, W1, b1)
     dW1, db1 = affine_relu_cached_backward_wrt_w_b(dh1, h1_cache)
     return dW1, db1, dW2, db2, dW3, db3
-
-
-def three_layer_loss_value_and_grad(X, y, W1, b1, W2, b2, W3, b3, dloss=1.0):
-    """three_layer_loss and its gradients with respect to (W1, b1, W2, b2, W3, b3)."""
-    h1, h1_cache = affine_relu_forward(X, W1, b1)
-    h2, h2_cache = affine_relu_forward(h1, W2, b2)
-    scores, scores_cache = affine_forward(h2, W3, b3)
-    loss, loss_cache = softmax_loss_forward(scores, y)
-
-    # backprop loss = softmax_loss(scores, y)
-    dscores = softmax_loss_cached_backward_wrt_x(dloss, loss_cache)
-    # backprop scores = affine(h2, W3, b3)
-    dh2, dW3, db3 = affine_cached_backward(dscores, scores_cache)
-    # backprop h2 = affine_relu(h1, W2, b2)
-    dh1, dW2, db2 = affine_relu_cached_backward(dh2, h2_cache)
-    # backprop h1 = affine_relu(X, W1, b1)
-    dW1, db1 = affine_relu_cached_backward_wrt_w_b(dh1, h1_cache)
-    return loss, (dW1, db1, dW2, db2, dW3, db3)
 
 
 def affine_forward(x, w, b):

@@ -28,17 +28,6 @@ def affine_backward(x, w, b, dout):
     return dx, dw, db
 
 
-def affine_value_and_grad(x, w, b, dout):
-    """affine and its gradients with respect to (x, w, b)."""
-    out = x @ w + b
-
-    # backprop out = x @ w + b
-    db = dout.sum(axis=0)
-    dx = dout @ w.T
-    dw = x.T @ dout
-    return out, (dx, dw, db)
-
-
 def affine_forward(x, w, b):
     """affine and the cache its backward reads: (x, w)."""
     out = x @ w + b
@@ -73,15 +62,6 @@ def relu_backward(x, dout):
     return dx
 
 
-def relu_value_and_grad(x, dout):
-    """relu and its gradient with respect to x."""
-    out = np.maximum(0, x)
-
-    # backprop out = np.maximum(0, x)
-    dx = (0 < x) * dout
-    return out, dx
-
-
 def relu_forward(x):
     """relu and the cache its backward reads: (x,)."""
     out = np.maximum(0, x)
@@ -99,8 +79,7 @@ def relu_cached_backward(dout, cache):
 
 def softmax_loss_backward(scores, y, dloss=1.0):
     """Gradients of softmax_loss with respect to (scores, y)."""
-    # Recomputes: N, shift, exp_scores, probs_sum, probs,
-    # correct_logprobs_index, correct_logprobs.
+    # Recomputes the forward values the adjoints below read.
     N = scores.shape[0]
     shift = np.max(scores, axis=1, keepdims=True)
     exp_scores = np.exp(scores - shift)
@@ -127,37 +106,6 @@ def softmax_loss_backward(scores, y, dloss=1.0):
     dexp_scores_sub = exp_scores * dexp_scores
     dscores = dexp_scores_sub
     return dscores, None
-
-
-def softmax_loss_value_and_grad(scores, y, dloss=1.0):
-    """softmax_loss and its gradients with respect to (scores, y)."""
-    N = scores.shape[0]
-    shift = np.max(scores, axis=1, keepdims=True)
-    exp_scores = np.exp(scores - shift)
-    probs_sum = np.sum(exp_scores, axis=1, keepdims=True)
-    probs = exp_scores / probs_sum
-    correct_logprobs_index = probs[np.arange(N), y]
-    correct_logprobs = -np.log(correct_logprobs_index)
-    loss = np.sum(correct_logprobs) / N
-
-    # backprop loss = np.sum(correct_logprobs) / N
-    dloss_sum = dloss / N
-    dcorrect_logprobs = np.full_like(
-        correct_logprobs, dloss_sum, dtype=np.result_type(correct_logprobs, dloss_sum)
-    )
-    # backprop correct_logprobs = -np.log(probs[np.arange(N), y])
-    dcorrect_logprobs_log = -dcorrect_logprobs
-    dcorrect_logprobs_index = dcorrect_logprobs_log / correct_logprobs_index
-    dprobs = np.zeros_like(probs)
-    dprobs[np.arange(N), y] += dcorrect_logprobs_index
-    # backprop probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-    dexp_scores = dprobs / probs_sum
-    dprobs_sum = (-(exp_scores / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dexp_scores += dprobs_sum
-    # backprop exp_scores = np.exp(scores - shift)
-    dexp_scores_sub = exp_scores * dexp_scores
-    dscores = dexp_scores_sub
-    return loss, (dscores, None)
 
 
 def softmax_loss_forward(scores, y):
@@ -207,7 +155,7 @@ def softmax_loss_cached_backward_wrt_scores(dloss, cache):
 
 def two_layer_loss_backward(X, y, W1, b1, W2, b2, dloss=1.0):
     """Gradients of two_layer_loss with respect to (W1, b1, W2, b2)."""
-    # Recomputes: h_affine, h, scores, loss.
+    # Recomputes the forward values the adjoints below read.
     h_affine, h_affine_cache = affine_forward(X, W1, b1)
     h, h_cache = relu_forward(h_affine)
     scores, scores_cache = affine_forward(h, W2, b2)
@@ -221,20 +169,3 @@ def two_layer_loss_backward(X, y, W1, b1, W2, b2, dloss=1.0):
     dh_affine = relu_cached_backward(dh, h_cache)
     dW1, db1 = affine_cached_backward_wrt_w_b(dh_affine, h_affine_cache)
     return dW1, db1, dW2, db2
-
-
-def two_layer_loss_value_and_grad(X, y, W1, b1, W2, b2, dloss=1.0):
-    """two_layer_loss and its gradients with respect to (W1, b1, W2, b2)."""
-    h_affine, h_affine_cache = affine_forward(X, W1, b1)
-    h, h_cache = relu_forward(h_affine)
-    scores, scores_cache = affine_forward(h, W2, b2)
-    loss, loss_cache = softmax_loss_forward(scores, y)
-
-    # backprop loss = softmax_loss(scores, y)
-    dscores = softmax_loss_cached_backward_wrt_scores(dloss, loss_cache)
-    # backprop scores = affine(h, W2, b2)
-    dh, dW2, db2 = affine_cached_backward(dscores, scores_cache)
-    # backprop h = relu(affine(X, W1, b1))
-    dh_affine = relu_cached_backward(dh, h_cache)
-    dW1, db1 = affine_cached_backward_wrt_w_b(dh_affine, h_affine_cache)
-    return loss, (dW1, db1, dW2, db2)

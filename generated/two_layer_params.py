@@ -52,8 +52,7 @@ def _unbroadcast(grad, like):
 
 def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     """Gradient of two_layer_loss with respect to params."""
-    # Recomputes: h_add, h, scores, N, shift, exp_scores, probs_sum, probs,
-    # data_loss_index, data_loss_neg, reg_loss_mul.
+    # Recomputes the forward values the adjoints below read.
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -106,66 +105,9 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
-def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
-    """two_layer_loss and its gradient with respect to params."""
-    W1 = params["W1"]
-    b1 = params["b1"]
-    W2 = params["W2"]
-    b2 = params["b2"]
-    h_add = X @ W1 + b1
-    h = np.maximum(0, h_add)
-    scores = h @ W2 + b2
-    N = X.shape[0]
-    shift = np.max(scores, axis=1, keepdims=True)
-    exp_scores = np.exp(scores - shift)
-    probs_sum = np.sum(exp_scores, axis=1, keepdims=True)
-    probs = exp_scores / probs_sum
-    data_loss_index = probs[np.arange(N), y]
-    data_loss_neg = -np.log(data_loss_index)
-    data_loss = np.sum(data_loss_neg) / N
-    reg_loss_mul = 0.5 * reg
-    reg_loss = reg_loss_mul * (np.sum(W1**2) + np.sum(W2**2))
-    loss = data_loss + reg_loss
-
-    # backprop loss = data_loss + reg_loss
-    ddata_loss = dloss
-    dreg_loss = dloss
-    # backprop reg_loss = 0.5 * reg * (np.sum(W1**2) + np.sum(W2**2))
-    dreg_loss_add = reg_loss_mul * dreg_loss
-    dW2 = (2 * W2) * dreg_loss_add
-    dW1 = (2 * W1) * dreg_loss_add
-    # backprop data_loss = np.sum(-np.log(probs[np.arange(N), y])) / N
-    ddata_loss_sum = ddata_loss / N
-    ddata_loss_neg = np.full_like(
-        data_loss_neg,
-        ddata_loss_sum,
-        dtype=np.result_type(data_loss_neg, ddata_loss_sum),
-    )
-    ddata_loss_log = -ddata_loss_neg
-    ddata_loss_index = ddata_loss_log / data_loss_index
-    dprobs = np.zeros_like(probs)
-    dprobs[np.arange(N), y] += ddata_loss_index
-    # backprop probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-    dexp_scores = dprobs / probs_sum
-    dprobs_sum = (-(exp_scores / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dexp_scores += dprobs_sum
-    # backprop exp_scores = np.exp(scores - shift)
-    dexp_scores_sub = exp_scores * dexp_scores
-    dscores = dexp_scores_sub
-    # backprop scores = h @ W2 + b2
-    db2 = dscores.sum(axis=0)
-    dh = dscores @ W2.T
-    dW2 += h.T @ dscores
-    # backprop h = np.maximum(0, X @ W1 + b1)
-    dh_add = (0 < h_add) * dh
-    db1 = dh_add.sum(axis=0)
-    dW1 += X.T @ dh_add
-    return loss, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
-
-
 def mlp_loss_backward(x, layers, target, dloss=1.0):
     """Gradients of mlp_loss with respect to (x, layers, target)."""
-    # Recomputes: h, out, loss_sub.
+    # Recomputes the forward values the adjoints below read.
     W1 = layers[0][0]
     b1 = layers[0][1]
     W2 = layers[1][0]
@@ -191,37 +133,9 @@ def mlp_loss_backward(x, layers, target, dloss=1.0):
     return dx, [[dW1, db1], [dW2, db2]], dtarget
 
 
-def mlp_loss_value_and_grad(x, layers, target, dloss=1.0):
-    """mlp_loss and its gradients with respect to (x, layers, target)."""
-    W1 = layers[0][0]
-    b1 = layers[0][1]
-    W2 = layers[1][0]
-    b2 = layers[1][1]
-    h = np.tanh(x @ W1 + b1)
-    out = h @ W2 + b2
-    loss_sub = out - target
-    loss = 0.5 * np.sum(loss_sub**2)
-
-    # backprop loss = 0.5 * np.sum((out - target) ** 2)
-    dloss_sum = 0.5 * dloss
-    dloss_sub = (2 * loss_sub) * dloss_sum
-    dout = dloss_sub
-    dtarget = -dloss_sub
-    # backprop out = h @ W2 + b2
-    db2 = dout.sum(axis=0)
-    dh = dout @ W2.T
-    dW2 = h.T @ dout
-    # backprop h = np.tanh(x @ W1 + b1)
-    dh_add = (1 - h**2) * dh
-    db1 = dh_add.sum(axis=0)
-    dx = dh_add @ W1.T
-    dW1 = x.T @ dh_add
-    return loss, (dx, [[dW1, db1], [dW2, db2]], dtarget)
-
-
 def mlp_over_layers_backward(x, layers, target, dloss=1.0):
     """Gradients of mlp_over_layers with respect to (x, layers, target)."""
-    # Recomputes: i_steps, loss_sub, loss_pow.
+    # Recomputes the forward values the adjoints below read.
     h = x
     i_steps = []
     for i in range(len(layers)):
@@ -257,43 +171,3 @@ def mlp_over_layers_backward(x, layers, target, dloss=1.0):
     # backprop for W, b in layers:
     dx = dh
     return dx, dlayers, dtarget
-
-
-def mlp_over_layers_value_and_grad(x, layers, target, dloss=1.0):
-    """mlp_over_layers and its gradients with respect to (x, layers, target)."""
-    h = x
-    i_steps = []
-    for i in range(len(layers)):
-        W, b = layers[i]
-        h_matmul = h @ W
-        h_2 = np.tanh(h_matmul + b)
-        i_steps.append((i, h, W, b, h_matmul, h_2))
-        h = h_2
-    loss_sub = h - target
-    loss_pow = loss_sub**2
-    loss = 0.5 * np.sum(loss_pow)
-
-    # backprop loss = 0.5 * np.sum((h - target) ** 2)
-    dloss_sum = 0.5 * dloss
-    dloss_pow = np.full_like(
-        loss_pow, dloss_sum, dtype=np.result_type(loss_pow, dloss_sum)
-    )
-    dloss_sub = (2 * loss_sub) * dloss_pow
-    dh = _unbroadcast(dloss_sub, h)
-    dtarget = _unbroadcast(-dloss_sub, target)
-    # backprop for W, b in layers:
-    dlayers = [None] * len(layers)
-    for i, h, W, b, h_matmul, h_2 in reversed(i_steps):
-        # backprop for W, b in layers:
-        dh_2 = dh
-        # backprop h = np.tanh(h @ W + b)
-        dh_add = (1 - h_2**2) * dh_2
-        dh_matmul = _unbroadcast(dh_add, h_matmul)
-        db = _unbroadcast(dh_add, b)
-        dh = _matmul_dx(dh_matmul, h, W)
-        dW = _matmul_dy(dh_matmul, h, W)
-        # backprop W, b = layers[i]
-        dlayers[i] = [dW, db]
-    # backprop for W, b in layers:
-    dx = dh
-    return loss, (dx, dlayers, dtarget)

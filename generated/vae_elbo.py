@@ -29,7 +29,7 @@ def _unbroadcast(grad, like):
 
 def log_joint_backward(z, X, y, dout=1.0):
     """Gradients of log_joint with respect to (z, X, y)."""
-    # Recomputes: resid.
+    # Recomputes the forward values the adjoints below read.
     resid = y - X @ z
 
     # backprop return -0.5 * np.sum(resid**2) - 0.5 * np.sum(z**2)
@@ -44,25 +44,6 @@ def log_joint_backward(z, X, y, dout=1.0):
     dX = np.outer(dresid_matmul, z)
     dz += X.T @ dresid_matmul
     return dz, dX, dy
-
-
-def log_joint_value_and_grad(z, X, y, dout=1.0):
-    """log_joint and its gradients with respect to (z, X, y)."""
-    resid = y - X @ z
-    out = -0.5 * np.sum(resid**2) - 0.5 * np.sum(z**2)
-
-    # backprop return -0.5 * np.sum(resid**2) - 0.5 * np.sum(z**2)
-    dout_mul_2 = -dout
-    dout_sum_2 = 0.5 * dout_mul_2
-    dz = (2 * z) * dout_sum_2
-    dout_sum = -0.5 * dout
-    dresid = (2 * resid) * dout_sum
-    # backprop resid = y - X @ z
-    dy = dresid
-    dresid_matmul = -dresid
-    dX = np.outer(dresid_matmul, z)
-    dz += X.T @ dresid_matmul
-    return out, (dz, dX, dy)
 
 
 def log_joint_forward(z, X, y):
@@ -93,15 +74,6 @@ def gaussian_entropy_backward(log_sigma, dout=1.0):
     # backprop return np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * ...
     dlog_sigma = np.full_like(log_sigma, dout, dtype=np.result_type(log_sigma, dout))
     return dlog_sigma
-
-
-def gaussian_entropy_value_and_grad(log_sigma, dout=1.0):
-    """gaussian_entropy and its gradient with respect to log_sigma."""
-    out = np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * np.pi))
-
-    # backprop return np.sum(log_sigma) + 0.5 * log_sigma.shape[0] * (1.0 + np.log(2 * ...
-    dlog_sigma = np.full_like(log_sigma, dout, dtype=np.result_type(log_sigma, dout))
-    return out, dlog_sigma
 
 
 def gaussian_entropy_forward(log_sigma):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 CASES_DIR = Path(__file__).parent / "cases"
 MARKER = "# output\n"
+# A case whose source starts with this line is generated with F_value_and_grad too.
+VALUE_AND_GRAD = "# generated with value_and_grad=True\n"
 
 
 def case_paths() -> list[Path]:
@@ -24,6 +26,11 @@ def read_case(path: Path) -> tuple[str, str]:
     if not marker:
         return text, ""
     return source + "\n", expected.lstrip("\n")
+
+
+def options(source: str) -> dict[str, bool]:
+    """The keyword arguments of ``gradgen.generate`` the case asks for."""
+    return {"value_and_grad": True} if source.startswith(VALUE_AND_GRAD) else {}
 
 
 def update_requested() -> bool:

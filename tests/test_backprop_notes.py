@@ -167,7 +167,7 @@ def staged_module(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def staged_backward(staged_module: str) -> str:
-    """The generated module up to the end of ``f_backward`` (``f_value_and_grad`` follows)."""
+    """The generated module up to the end of ``f_backward``."""
     function = function_node(staged_module, "f_backward")
     return "\n".join(staged_module.splitlines()[: function.end_lineno]) + "\n"
 

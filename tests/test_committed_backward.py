@@ -356,3 +356,60 @@ def test_unmapped_function_is_generated_in_memory_silently(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["models", *(["pyproject.toml", "other"] if pyproject else [])]
     )
+
+
+# --- f.value_and_grad with a committed file --------------------------------------------------
+
+
+def test_value_and_grad_is_generated_at_its_first_call_when_the_file_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert run()[0] == 0
+    committed = tmp_path / "generated" / "net.py"
+    assert "def f_value_and_grad(" not in committed.read_text()
+    module, caught = import_recording_warnings(tmp_path / "models" / "net.py")
+    assert stale_warnings(caught) == []
+    assert Path(inspect.getsourcefile(module.f.backward) or "").resolve() == committed.resolve()
+    value, (dx, dy) = module.f.value_and_grad(0.3, -0.7)
+    assert value == module.f(0.3, -0.7)
+    assert (dx, dy) == pytest.approx(module.f.backward(0.3, -0.7), rel=1e-12)
+    value, (dx, dy) = module.f.value_and_grad(0.3, -0.7, dout=2.0)
+    assert (dx, dy) == pytest.approx(module.f.backward(0.3, -0.7, dout=2.0), rel=1e-12)
+    assert module.f.value_and_grad.__qualname__ == "f.value_and_grad"
+
+
+def test_value_and_grad_is_the_committed_one_when_the_mapping_asks_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    make_project(tmp_path)
+    with (tmp_path / "pyproject.toml").open("a") as config:
+        config.write("value_and_grad = true\n")
+    monkeypatch.chdir(tmp_path)
+    assert run()[0] == 0
+    committed = tmp_path / "generated" / "net.py"
+    assert "# Command: gradgen models/net.py -o generated/net.py --value-and-grad" in (
+        committed.read_text()
+    )
+    module, caught = import_recording_warnings(tmp_path / "models" / "net.py")
+    assert stale_warnings(caught) == []
+    source_file = inspect.getsourcefile(module.f.value_and_grad)
+    assert Path(source_file or "").resolve() == committed.resolve()
+    value, (dx, dy) = module.f.value_and_grad(0.3, -0.7)
+    assert value == module.f(0.3, -0.7)
+    assert (dx, dy) == pytest.approx(module.f.backward(0.3, -0.7), rel=1e-12)
+    assert inspect.getsource(module.f.value_and_grad) in module.f.backward_source
+
+
+def test_value_and_grad_of_a_file_edited_since_import_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run
+) -> None:
+    # Generated from the edited text, it would be the gradient of other code than runs.
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert run()[0] == 0
+    module, _ = import_recording_warnings(tmp_path / "models" / "net.py")
+    edit(tmp_path / "models" / "net.py", *EDIT_F)
+    with pytest.raises(gradgen.StaleBackwardError, match="changed since f was decorated"):
+        module.f.value_and_grad(0.3, -0.7)

@@ -8,6 +8,7 @@ forward statement it comes from) from the result, not from the generated text.
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import itertools
 import textwrap
@@ -356,14 +357,16 @@ def test_ties_are_one_per_statement_and_name_what_it_writes(example: Path, pairs
     # data an example reads (a generator) is imported from its module.
     module = f"examples.{example.stem}"
     compiled = compile_source(
-        source, str(example), Options(pairs=pairs, wrt=wrt, forward_module=module)
+        source,
+        str(example),
+        Options(pairs=pairs, wrt=wrt, forward_module=module, value_and_grad=True),
     )
     # The decorator's text: each function alone, the imports and helpers it needs inside.
     alone = [
         compile_source(
             FunctionSource(source, name, _function_lines(source, name), _first_line(source, name)),
             str(example),
-            Options(pairs=pairs, text="functions", wrt=wrt),
+            Options(pairs=pairs, text="functions", wrt=wrt, value_and_grad=True),
         )
         for name in (b.staged.name for b in compiled.backwards)
     ]
@@ -446,3 +449,19 @@ def _first_line(source: str, name: str) -> int:
     node = next(n for n in ast.parse(source).body if getattr(n, "name", None) == name)
     assert isinstance(node, ast.FunctionDef)
     return node.decorator_list[0].lineno if node.decorator_list else node.lineno
+
+
+def test_a_compile_leaves_the_cycle_collector_as_it_found_it() -> None:
+    # Paused while a compile runs (it only slows a long function down), never left off.
+    assert gc.isenabled()
+    gradgen.generate(GOOD, "f.py")
+    assert gc.isenabled()
+    with pytest.raises(GradgenError):
+        gradgen.generate("def f(x):\n    return x +\n", "bad.py")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        gradgen.generate(GOOD, "f.py")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

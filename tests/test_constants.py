@@ -53,7 +53,7 @@ def rng(seed: str) -> numpy.random.Generator:
 
 
 def generated(source: str, wrt: dict[str, list[str]] | None = None) -> str:
-    return compile_source(source, "forward.py", Options(wrt=wrt)).text
+    return compile_source(source, "forward.py", Options(wrt=wrt, value_and_grad=True)).text
 
 
 def code_lines(text: str) -> list[str]:

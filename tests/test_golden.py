@@ -10,13 +10,13 @@ import black
 import pytest
 
 import gradgen
-from golden import case_paths, read_case, update_requested, write_case
+from golden import case_paths, options, read_case, update_requested, write_case
 
 
 @pytest.mark.parametrize("path", case_paths(), ids=lambda p: p.stem)
 def test_generated_text_matches_the_golden_file(path: Path) -> None:
     source, expected = read_case(path)
-    actual = gradgen.generate(source, f"{path.stem}.py")
+    actual = gradgen.generate(source, f"{path.stem}.py", **options(source))
     if update_requested():
         write_case(path, source.rstrip("\n") + "\n", actual)
         expected = actual

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import black
 import pytest
 
 import gradgen
@@ -246,37 +247,55 @@ def test_check_module_accepts_what_gradgen_writes() -> None:
         check_module(gradgen.generate(source, "f.py", pairs=True), "out.py")
 
 
-CHUNKED = (
-    "import math\n\n\n"
-    "def f(x):\n    return math.exp(x)\n\n\n"
-    "def g(x):\n    return x * 2.0\n\n\n"
-    "def h(x):\n    y = x\n    return y\n"
+# A function of many lines of one form, as a long staged function's backward is: black
+# reads the first of each form only (format.black_digest), so a change black would make to
+# any other line must still be found, at its own line number.
+REPEATED = (
+    "import numpy as np\n\n\n"
+    "def f_backward(h, w, dloss=1.0):\n"
+    "    h_1 = h * w\n"
+    + "".join(f"    h_{i} = np.sin(h_{i - 1}) * w\n" for i in range(2, 300))
+    + "\n"
+    + "".join(
+        f"    # backprop h = np.sin(h) * w\n    dh_{i} = w * dh_{i + 1}\n"
+        for i in range(298, 1, -1)
+    )
+    + "    return dh_2, w\n"
 )
 
 
-@pytest.fixture
-def parallel_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check every text a top-level function per worker process, as for a long output."""
-    monkeypatch.setattr(gradgen.format, "PARALLEL_CHECK_LINES", 0)
-    monkeypatch.setattr(gradgen.format.os, "cpu_count", lambda: 2)
-
-
-@pytest.mark.usefixtures("parallel_check")
-def test_parallel_check_accepts_what_black_leaves_alone() -> None:
-    check_module(CHUNKED, "out.py")
-    check_module(gradgen.generate(GOOD, "f.py"), "out.py")
+def test_digest_reads_each_form_once() -> None:
+    digest, numbers = gradgen.format.black_digest(REPEATED)
+    assert len(digest.splitlines()) < 30 < 800 < len(REPEATED.splitlines())
+    lines = REPEATED.split("\n")
+    assert [lines[n - 1] for n in numbers] == digest.split("\n")
+    check_module(REPEATED, "out.py")
 
 
 @pytest.mark.parametrize(
-    "text, line",
+    "old, new",
     [
-        pytest.param(CHUNKED.replace("x * 2.0", "x*2.0"), 9, id="inside-a-function"),
-        pytest.param(CHUNKED.replace("return y\n", "return  y\n"), 14, id="last-function"),
-        pytest.param(CHUNKED.replace("\n\n\ndef g", "\n\n\n\ndef g"), 8, id="blank-lines"),
-        pytest.param(CHUNKED.replace("import math", "import  math"), 1, id="imports"),
+        pytest.param("h_150 = np.sin(h_149) * w", "h_150 = np.sin(h_149)*w", id="spacing"),
+        pytest.param("h_150 = np.sin(h_149) * w", "h_150 = (np.sin(h_149) * w)", id="parens"),
+        pytest.param("h_150 = np.sin(h_149) * w", "h_150 = np.sin(h_149,) * w", id="comma"),
+        pytest.param("dh_150 = w * dh_151", "dh_150 = w * dh_151;", id="semicolon"),
+        pytest.param("dh_150 = w * dh_151\n", "dh_150 = w * dh_151\n\n\n", id="blank-lines"),
+        pytest.param(
+            "    # backprop h = np.sin(h) * w\n    dh_150",
+            "    #backprop\n    dh_150",
+            id="comment",
+        ),
+        pytest.param("h_150 = np.sin(h_149) * w", "h_150 = np.sin(h_149) * 1E5", id="number"),
     ],
 )
-@pytest.mark.usefixtures("parallel_check")
-def test_parallel_check_names_the_first_line_black_changes(text: str, line: int) -> None:
-    with pytest.raises(GeneratedCodeError, match=rf"from line {line}$"):
+def test_check_finds_a_change_among_lines_of_one_form(old: str, new: str) -> None:
+    assert REPEATED.count(old) == 1
+    text = REPEATED.replace(old, new)
+    # The line black's own run over the whole text shows first.
+    formatted = black.format_str(text, mode=black.Mode())
+    line = gradgen.format._first_difference(text, formatted)
+    assert formatted != text
+    with pytest.raises(
+        GeneratedCodeError, match=rf"black would change the generated code, from line {line}$"
+    ):
         check_module(text, "out.py")

@@ -62,7 +62,7 @@ def program(
     source: str, *, wrt: Mapping[str, list[str]] | None = None, pairs: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """The forward namespace, the generated one, and the generated text."""
-    text = gradgen.generate(source, "program.py", wrt=wrt, pairs=pairs)
+    text = gradgen.generate(source, "program.py", wrt=wrt, pairs=pairs, value_and_grad=True)
     return run_module(source, "program.py"), run_module(text, "program_backward.py"), text
 
 
@@ -190,7 +190,7 @@ def net_arguments(seed: str) -> dict[str, Any]:
 
 def net_from_the_command_line(project: Path, run: Run, flags: list[str]) -> tuple[str, Any]:
     write(project / "net.py", NET)
-    status, _, err = run("net.py", "-o", "net_backward.py", *flags)
+    status, _, err = run("net.py", "-o", "net_backward.py", "--value-and-grad", *flags)
     assert status == 0, err
     text = (project / "net_backward.py").read_text(encoding="utf-8")
     return text, run_module(text, "net_backward.py")
@@ -1032,7 +1032,7 @@ def lstm_upstreams(which: str, seed: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def lstm() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
-    text = gradgen.generate(LSTM, "lstm.py")
+    text = gradgen.generate(LSTM, "lstm.py", value_and_grad=True)
     pairs = gradgen.generate(LSTM, "lstm.py", pairs=True)
     return (
         run_module(LSTM, "lstm.py"),

@@ -769,14 +769,16 @@ def check_program(program: Program, annotated: bool, pairs: bool = True) -> None
     context = f"\nforward:\n{source}\narguments: {program!r}"
     if len(program.variants) > 1:
         context += f"\nchecked at: {', '.join(map(repr, program.variants))}"
-    generated = gradgen.generate(source, "forward.py")
+    generated = gradgen.generate(source, "forward.py", value_and_grad=True)
     context += f"\ngenerated:\n{generated}"
-    assert gradgen.generate(source, "forward.py") == generated, f"not byte-identical{context}"
+    assert gradgen.generate(source, "forward.py", value_and_grad=True) == generated, (
+        f"not byte-identical{context}"
+    )
     forward = run_module(source, "forward.py")["f"]
     module = run_module(generated, "generated.py")
     paired = None
     if pairs:
-        paired = gradgen.generate(source, "forward.py", pairs=True)
+        paired = gradgen.generate(source, "forward.py", pairs=True, value_and_grad=True)
         pair_module = run_module(paired, "pairs.py")
     for variant in program.variants:
         at = program.at(variant)

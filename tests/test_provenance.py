@@ -161,8 +161,9 @@ def g(x):
 
 
 def test_editing_one_function_changes_only_its_digest_and_body() -> None:
-    before = gradgen.generate(TWO_FUNCTIONS, "two.py")
-    after = gradgen.generate(TWO_FUNCTIONS.replace("c * x * 2.0", "c * x * 4.0"), "two.py")
+    before = gradgen.generate(TWO_FUNCTIONS, "two.py", value_and_grad=True)
+    changed = TWO_FUNCTIONS.replace("c * x * 2.0", "c * x * 4.0")
+    after = gradgen.generate(changed, "two.py", value_and_grad=True)
 
     (digest_change,) = digest_line_changes(before, after)
     assert digest_change[0].startswith("#   g: ")
@@ -179,7 +180,8 @@ def test_editing_one_function_changes_only_its_digest_and_body() -> None:
     for line in changed_lines(before, after):
         assert line[1:].startswith("#   g: ") or line[1:] in g_lines, line
 
-    after_f = gradgen.generate(TWO_FUNCTIONS.replace("(1.0 + y)", "(3.0 + y)"), "two.py")
+    changed = TWO_FUNCTIONS.replace("(1.0 + y)", "(3.0 + y)")
+    after_f = gradgen.generate(changed, "two.py", value_and_grad=True)
     (digest_change,) = digest_line_changes(before, after_f)
     assert digest_change[0].startswith("#   f: ")
     assert functions(before)["g_backward"] == functions(after_f)["g_backward"]

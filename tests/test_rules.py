@@ -1030,3 +1030,16 @@ def test_multivariate_normal_with_a_number_for_cov_fails_when_run(annotation: st
     x, m = numpy.array([[0.3, -0.5], [1.2, 0.1]]), numpy.array([0.2, -0.1])
     with pytest.raises(ValueError, match="cov as a matrix or its diagonal"):
         backward(x, m, 0.7, numpy.ones(2))
+
+
+def test_lowering_tries_every_form_an_expression_may_match() -> None:
+    # The stager tries only the forms whose top (a call of which function, which operator)
+    # is the expression's: a form that matches must never be left out, nor the order change.
+    from gradgen import stages
+    from gradgen.expr import Const, Name
+
+    expressions = [form for _, form in stages._PRIORITY] + [Name("x"), Const("2.0", 2.0)]
+    for expr in expressions:
+        every = [(r.name, f) for r, f in stages._PRIORITY if stages._match(f, expr, {})]
+        tried = [(r.name, f) for r, f in stages._candidates(expr) if stages._match(f, expr, {})]
+        assert tried == every, expr

@@ -295,7 +295,7 @@ def test_read_form_from_the_command_line(
     """The generated text, run on its own: gradients in the parameter's structure, each leaf
     equal to central differences, each an array of the caller's own."""
     write(project / "fwd.py", module(source))
-    status, _, err = run("fwd.py", "-o", "bwd.py")
+    status, _, err = run("fwd.py", "-o", "bwd.py", "--value-and-grad")
     assert status == 0, err
     text = (project / "bwd.py").read_text()
     assert "gradgen" not in text.split("\n", 3)[-1]  # stands alone
@@ -335,7 +335,7 @@ def test_pairs_keep_the_leaves_in_the_cache() -> None:
             return np.sum(h @ params["W2"])
         """
     )
-    text = gradgen.generate(source, "fwd.py", pairs=True)
+    text = gradgen.generate(source, "fwd.py", pairs=True, value_and_grad=True)
     namespace = run_module(text)
     forward = run_module(source)["loss"]
     args = [X, {"W1": W1, "b1": B1, "W2": W2}]
@@ -718,7 +718,7 @@ def test_training_step_on_the_dict_of_gradients() -> None:
     X_, y, params, reg = example_arguments("two_layer_loss", "train")
     before = forward.two_layer_loss(X_, y, params, reg)
     for _ in range(20):
-        _, grads = backward.two_layer_loss_value_and_grad(X_, y, params, reg)
+        grads = backward.two_layer_loss_backward(X_, y, params, reg)
         for key in grads:
             params[key] -= 0.1 * grads[key]
     assert forward.two_layer_loss(X_, y, params, reg) < before

@@ -6,6 +6,7 @@ CLI (``--pairs``), the configuration (``pairs = true``) and the decorator (``pai
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import textwrap
 import warnings
@@ -47,17 +48,27 @@ def assert_same(left: Any, right: Any) -> None:
 def paired(stem: str) -> dict[str, Any]:
     """The zoo module ``stem`` generated with ``pairs=True``, run."""
     source = (Path(__file__).resolve().parent.parent / "examples" / f"{stem}.py").read_text()
-    return run(gradgen.generate(source, f"{stem}.py", pairs=True), f"{stem}_pairs.py")
+    return run(
+        gradgen.generate(source, f"{stem}.py", pairs=True, value_and_grad=True), f"{stem}_pairs.py"
+    )
 
 
 # --- value and gradients in one pass ----------------------------------------------------------
+
+
+@functools.cache
+def with_value_and_grad(stem: str) -> dict[str, Any]:
+    """The zoo module ``stem`` generated with ``value_and_grad=True`` (the committed file,
+    generated with the defaults, has no F_value_and_grad), run."""
+    source = (Path(__file__).resolve().parent.parent / "examples" / f"{stem}.py").read_text()
+    return run(gradgen.generate(source, f"{stem}.py", value_and_grad=True), f"{stem}_vg.py")
 
 
 @pytest.mark.parametrize(("module", "name"), FUNCTIONS, ids=FUNCTION_IDS)
 def test_value_and_grad_equals_the_separate_calls(module: str, name: str) -> None:
     args = draw(name, "value")
     kept = {k: numpy.copy(v) for k, v in args.items()}
-    backward_module = modules(module, "annotated")[1]
+    backward_module = with_value_and_grad(module)
     expected_value = forward_of(module, name)(**args)
     upstream = upstream_for(expected_value, name)
     value, grads = backward_module[f"{name}_value_and_grad"](*with_upstream(args, upstream))
@@ -105,7 +116,7 @@ def assigned(function: ast.FunctionDef) -> list[str]:
 
 
 def test_value_and_grad_computes_each_forward_value_once() -> None:
-    generated = functions_of(gradgen.generate(STAGED, "staged.py"))
+    generated = functions_of(gradgen.generate(STAGED, "staged.py", value_and_grad=True))
     names = assigned(generated["f_value_and_grad"])
     forward = ["sigy", "num", "sigx", "xpy", "xpysqr", "den", "invden", "f"]
     assert names[: len(forward)] == forward
@@ -115,7 +126,7 @@ def test_value_and_grad_computes_each_forward_value_once() -> None:
 
 
 def test_value_and_grad_of_the_seed_example() -> None:
-    namespace = run(gradgen.generate(STAGED, "staged.py"), "staged_gen.py")
+    namespace = run(gradgen.generate(STAGED, "staged.py", value_and_grad=True), "staged_gen.py")
     forward = run(STAGED, "staged.py")["f"]
     value, (dx, dy) = namespace["f_value_and_grad"](3.0, -4.0)
     assert value == forward(3.0, -4.0)

@@ -47,6 +47,7 @@ def generate(
     command: str | None = None,
     wrt: Mapping[str, Sequence[str]] | None = None,
     pairs: bool = False,
+    value_and_grad: bool = False,
 ) -> str:
     """The backward module for every top-level function of ``source`` (see
     ``gradgen.api.generate``); raises ``GradgenError`` naming every problem."""
@@ -54,4 +55,6 @@ def generate(
     # backward files are current: the generator needs libcst and black.
     from gradgen.api import generate as generate_module
 
-    return generate_module(source, filename, command=command, wrt=wrt, pairs=pairs)
+    return generate_module(
+        source, filename, command=command, wrt=wrt, pairs=pairs, value_and_grad=value_and_grad
+    )

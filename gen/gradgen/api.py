@@ -19,11 +19,13 @@ read (``parse.MAX_NESTING``), which is what makes the headroom enough. A refusal
 
 from __future__ import annotations
 
+import gc
 import keyword
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -85,6 +87,33 @@ def with_headroom(call: Callable[[], _T]) -> _T:
     return outcome[0]
 
 
+_collection_lock = threading.Lock()
+_collection_users = 0
+_collection_was_enabled = False
+
+
+@contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Python's cycle collector off while any compile runs. A compile builds a million
+    objects for a long function (libcst's tree, gradgen's expressions), all trees freed by
+    reference counting, and the collector walked them again and again as they piled up: a
+    quarter of the time of a 20,000-line function. Put back as it was by the last compile
+    to end (the setting is the interpreter's); cycles made meanwhile are collected then."""
+    global _collection_users, _collection_was_enabled
+    with _collection_lock:
+        if _collection_users == 0:
+            _collection_was_enabled = gc.isenabled()
+            gc.disable()
+        _collection_users += 1
+    try:
+        yield
+    finally:
+        with _collection_lock:
+            _collection_users -= 1
+            if _collection_users == 0 and _collection_was_enabled:
+                gc.enable()
+
+
 def _start_with_large_stack(target: Callable[[], None]) -> threading.Thread:
     with _headroom_lock:  # the stack size is for every thread started meanwhile
         try:
@@ -123,6 +152,8 @@ class Options:
     wrt: Mapping[str, Sequence[str]] | None = None
     # F_forward returning (value, cache), and F_backward(d<out>, cache).
     pairs: bool = False
+    # F_value_and_grad too (returning the value and the gradients).
+    value_and_grad: bool = False
     # These functions only, in this order (each read on its own, so another function of the
     # source may be refused); None: every top-level function. A FunctionSource: its own.
     only: Sequence[str] | None = None
@@ -187,7 +218,8 @@ def compile_source(
     ``GradgenError`` (``UnknownFunctionError`` when ``options.only`` names a function the
     source does not define), any other exception is a bug and raises ``InternalError``.
     """
-    return with_headroom(lambda: _guarded(source, filename, options))
+    with _cycle_collection_paused():
+        return with_headroom(lambda: _guarded(source, filename, options))
 
 
 def _guarded(source: str | FunctionSource, filename: str, options: Options) -> Compiled:
@@ -217,12 +249,14 @@ def _compile(source: str | FunctionSource, filename: str, options: Options) -> C
         return Compiled(parsed, backwards, "", program=program)
     if options.text == "functions":
         # The module the functions run in defines the user rules' functions already.
-        module = emit_functions_only(program, parsed.context, options.pairs)
+        module = emit_functions_only(program, parsed.context, options.pairs, options.value_and_grad)
         formatted = format_module(module).lstrip("\n")
     else:
         _require_module_name(parsed, program, options.forward_module, filename)
         header = _header(text, filename, options.command, program)
-        module = emit_module(program, parsed, header, options.pairs, options.forward_module)
+        module = emit_module(
+            program, parsed, header, options.pairs, options.forward_module, options.value_and_grad
+        )
         formatted = format_module(module)
     return Compiled(parsed, backwards, formatted, _ties(module), program)
 
@@ -366,6 +400,7 @@ def generate(
     command: str | None = None,
     wrt: Mapping[str, Sequence[str]] | None = None,
     pairs: bool = False,
+    value_and_grad: bool = False,
 ) -> str:
     """The backward module for every top-level function of ``source``.
 
@@ -373,10 +408,11 @@ def generate(
     command line the header says regenerates the file. ``wrt`` maps a function name (or
     ``"*"``, every function) to the parameters to differentiate with respect to. ``pairs``
     adds ``F_forward`` returning ``(value, cache)`` and makes ``F_backward`` take
-    ``(d<out>, cache)`` instead of recomputing the forward values. Raises
-    ``GradgenError`` when the source cannot be differentiated, naming every problem.
+    ``(d<out>, cache)`` instead of recomputing the forward values. ``value_and_grad`` adds
+    ``F_value_and_grad``, returning the value and the gradients. Raises ``GradgenError``
+    when the source cannot be differentiated, naming every problem.
     """
-    options = Options(wrt=wrt, pairs=pairs, command=command)
+    options = Options(wrt=wrt, pairs=pairs, command=command, value_and_grad=value_and_grad)
     return compile_source(source, filename, options).text
 
 

@@ -13,12 +13,12 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gradgen import __version__
 from gradgen.api import Options, compile_source, module_name, with_headroom
-from gradgen.config import Config, ConfigError, find_config, is_folder_forward_file
+from gradgen.config import Config, ConfigError, Mapping, find_config, is_folder_forward_file
 from gradgen.errors import GradgenError, describe
 from gradgen.files import (
     display_path,
@@ -48,6 +48,7 @@ class Job:
     output: Path | None
     wrt: dict[str, list[str]] | None = None  # function (or "*") -> parameters
     pairs: bool = False  # F_forward returning a cache, F_backward(d<out>, cache)
+    value_and_grad: bool = False  # F_value_and_grad too
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write F_forward(...) -> (value, cache), and make F_backward take "
         "(d<out>, cache) instead of recomputing the forward values",
     )
+    parser.add_argument(
+        "--value-and-grad",
+        action="store_true",
+        help="also write F_value_and_grad(...) -> (value, gradients) (always written for "
+        "a function that draws random numbers, which has no recomputing F_backward)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="report errors only")
     parser.add_argument("--version", action="version", version=f"gradgen {__version__}")
     return parser
@@ -133,9 +140,11 @@ def _generate_files(argv: list[str]) -> int:
             jobs, root = _configured_jobs(args.output)
         if args.wrt:
             wrt = parse_wrt(args.wrt)
-            jobs = [Job(job.source, job.output, wrt, job.pairs) for job in jobs]
+            jobs = [replace(job, wrt=wrt) for job in jobs]
         if args.pairs:
-            jobs = [Job(job.source, job.output, job.wrt, True) for job in jobs]
+            jobs = [replace(job, pairs=True) for job in jobs]
+        if args.value_and_grad:
+            jobs = [replace(job, value_and_grad=True) for job in jobs]
         if (args.check or args.diff) and any(job.output is None for job in jobs):
             raise _UsageError("--check and --diff compare with existing files: give -o")
     except (_UsageError, ConfigError) as error:
@@ -202,8 +211,8 @@ def parse_wrt(specs: list[str]) -> dict[str, list[str]]:
 
 def _as_configured(jobs: list[Job]) -> list[Job]:
     """A file written where its ``[tool.gradgen]`` mapping puts it is generated as the
-    mapping says (its ``wrt`` and ``pairs``), as a bare ``gradgen`` would: the same file
-    whichever way it is asked for. ``--wrt`` and ``--pairs`` still override."""
+    mapping says (its ``wrt``, ``pairs`` and ``value_and_grad``), as a bare ``gradgen``
+    would: the same file whichever way it is asked for. The options still override."""
     configs: dict[Path, Config | None] = {}
     result = []
     for job in jobs:
@@ -226,8 +235,12 @@ def _as_configured(jobs: list[Job]) -> list[Job]:
         if mapping is None:
             result.append(job)
         else:
-            result.append(Job(job.source, job.output, mapping.wrt, mapping.pairs))
+            result.append(_mapped_job(job.source, job.output, mapping))
     return result
+
+
+def _mapped_job(source: Path, output: Path | None, mapping: Mapping) -> Job:
+    return Job(source, output, mapping.wrt, mapping.pairs, mapping.value_and_grad)
 
 
 def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
@@ -243,7 +256,7 @@ def _configured_jobs(output: str | None) -> tuple[list[Job], Path]:
             raise _UsageError(f"{config.path}: forward path {mapping.forward} does not exist")
         backward = str(mapping.backward) + (os.sep if mapping.forward.is_dir() else "")
         planned = plan_jobs([mapping.forward], backward)
-        jobs += [Job(job.source, job.output, mapping.wrt, mapping.pairs) for job in planned]
+        jobs += [_mapped_job(job.source, job.output, mapping) for job in planned]
     _check_outputs(jobs)
     return jobs, config.root
 
@@ -292,6 +305,8 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         command += f" --wrt {shlex.quote(spec)}"
     if job.pairs:
         command += " --pairs"
+    if job.value_and_grad:
+        command += " --value-and-grad"
     try:
         text = read_source(job.source)
     except GradgenError as error:
@@ -307,6 +322,7 @@ def _run(job: Job, args: argparse.Namespace, root: Path) -> int:
         options = Options(
             wrt=job.wrt,
             pairs=job.pairs,
+            value_and_grad=job.value_and_grad,
             command=command,
             forward_module=_import_name(job.source, source_name),
             path=job.source,

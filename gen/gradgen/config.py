@@ -7,6 +7,7 @@
     backward = "generated"    # the backward file or folder it generates
     wrt = { loss = ["W1", "b1"] }  # optional: only these gradients of loss
     pairs = true              # optional: F_forward -> (value, cache), F_backward(dout, cache)
+    value_and_grad = true     # optional: F_value_and_grad too
 
 With this, a bare ``gradgen`` anywhere in the project regenerates every mapping and
 ``gradgen --check`` verifies them all, as ``black .`` does; paths on the command line
@@ -17,11 +18,11 @@ A file in a mapped folder that defines no function at top level (a package's
 file that is not one (a training script that uses the decorator) opts out with a line
 ``# gradgen: skip-file``, as ``# isort: skip_file`` does.
 
-Mappings may overlap: a file of a mapped folder mapped on its own (to give it a ``wrt`` or
-``pairs`` of its own), or a subfolder mapped apart from its parent. The most specific mapping
-of a file wins: a file mapping over the folder holding it, a folder over the folders above
-it. The others leave that file alone: a folder holding a more specific mapping's path is
-read as one mapping per forward file of its own (``Config.mappings``).
+Mappings may overlap: a file of a mapped folder mapped on its own (to give it a ``wrt``,
+``pairs`` or ``value_and_grad`` of its own), or a subfolder mapped apart from its parent. The
+most specific mapping of a file wins: a file mapping over the folder holding it, a folder over
+the folders above it. The others leave that file alone: a folder holding a more specific
+mapping's path is read as one mapping per forward file of its own (``Config.mappings``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Mapping:
     backward: Path
     wrt: dict[str, list[str]] | None = None  # function -> parameters (``wrt`` key)
     pairs: bool = False  # forward/backward pairs sharing a cache (``pairs`` key)
+    value_and_grad: bool = False  # F_value_and_grad too (``value_and_grad`` key)
 
     def backward_for(self, forward_file: Path) -> Path | None:
         """Where this mapping puts the backward of ``forward_file``; None if not covered."""
@@ -158,7 +160,7 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
     where = f"{path}: [[tool.gradgen.files]] entry {index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(entry) - {"forward", "backward", "wrt", "pairs"}
+    unknown = set(entry) - {"forward", "backward", "wrt", "pairs", "value_and_grad"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     for key in ("forward", "backward"):
@@ -173,12 +175,13 @@ def _mapping(path: Path, entry: Any, index: int) -> Mapping:
         )
     ):
         raise ConfigError(f"{where}: 'wrt' must map function names to lists of parameters")
-    pairs = entry.get("pairs", False)
-    if not isinstance(pairs, bool):
-        raise ConfigError(f"{where}: 'pairs' must be true or false")
+    pairs, value_and_grad = entry.get("pairs", False), entry.get("value_and_grad", False)
+    for key, value in (("pairs", pairs), ("value_and_grad", value_and_grad)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false")
     root = path.resolve().parent
     forward, backward = (root / entry["forward"]).resolve(), (root / entry["backward"]).resolve()
-    return Mapping(forward, backward, wrt, pairs)
+    return Mapping(forward, backward, wrt, pairs, value_and_grad)
 
 
 def _most_specific(mappings: tuple[Mapping, ...]) -> tuple[Mapping, ...]:
@@ -198,7 +201,9 @@ def _most_specific(mappings: tuple[Mapping, ...]) -> tuple[Mapping, ...]:
         for file in _forward_files(mapping.forward, mapping.backward):
             if not any(file.is_relative_to(forward) for forward in inner):
                 backward = mapping.backward / file.relative_to(mapping.forward)
-                kept.append(Mapping(file, backward, mapping.wrt, mapping.pairs))
+                kept.append(
+                    Mapping(file, backward, mapping.wrt, mapping.pairs, mapping.value_and_grad)
+                )
     return tuple(kept)
 
 

@@ -97,7 +97,9 @@ def differentiable(
 
     ``func.backward`` takes ``func``'s parameters plus the upstream gradient and returns the
     gradients, like ``F_backward`` in a generated file; ``func.value_and_grad`` takes the
-    same and returns ``(value, gradients)``, computing the forward once. With ``pairs``,
+    same and returns ``(value, gradients)``, computing the forward once (taken from the
+    committed file where it defines ``F_value_and_grad``, else generated in memory at its
+    first call). With ``pairs``,
     ``func.forward`` returns ``(value, cache)`` and ``func.backward`` takes
     ``(upstream, cache)`` instead. ``generated`` names the committed
     backward file (relative to the function's file); by default ``[tool.gradgen]`` says.
@@ -124,9 +126,16 @@ def differentiable(
         # project's mapping says, as the committed file is, so that what f.backward returns
         # does not change shape when the file goes stale.
         chosen = wrt if wrt is not None else _mapped_wrt(func, generated)
-        functions, source = _generated_backward(func, chosen, pairs)
+        # F_value_and_grad too: generating anyway, what it adds is small.
+        functions, source = _generated_backward(func, chosen, pairs, value_and_grad=True)
     func.backward = functions[backward_function_name(func.__name__)]  # type: ignore[attr-defined]
-    func.value_and_grad = functions[value_and_grad_function_name(func.__name__)]  # type: ignore[attr-defined]
+    value_and_grad = functions.get(value_and_grad_function_name(func.__name__))
+    if value_and_grad is None:
+        # Not in a committed file by default (it is F_backward's body again): made when
+        # first called, with respect to what the file's mapping says.
+        chosen = wrt if wrt is not None else _mapped_wrt(func, generated)
+        value_and_grad = _value_and_grad_on_demand(func, chosen, pairs)
+    func.value_and_grad = value_and_grad  # type: ignore[attr-defined]
     if pairs:
         func.forward = functions[forward_function_name(func.__name__)]  # type: ignore[attr-defined]
     func.backward_source = source  # type: ignore[attr-defined]
@@ -160,8 +169,9 @@ def _config_for(folder: Path) -> Config | None:
 
 
 def _generated_names(name: str, pairs: bool) -> list[str]:
-    """The functions generated for forward function ``name``, in the generated order."""
-    names = [backward_function_name(name), value_and_grad_function_name(name)]
+    """The functions always generated for forward function ``name``, in the generated order
+    (``F_value_and_grad``, written only when asked, follows them where it is)."""
+    names = [backward_function_name(name)]
     return [forward_function_name(name), *names] if pairs else names
 
 
@@ -203,6 +213,11 @@ def _committed_backward(
             # A function that draws random numbers has no recomputing F_backward.
             functions[backward_name] = _drawing_backward(func)
             names = [n for n in names if n != backward_name]
+        value_and_grad_name = value_and_grad_function_name(func.__name__)
+        value_and_grad = getattr(module, value_and_grad_name, None)
+        if callable(value_and_grad):
+            functions[value_and_grad_name] = value_and_grad
+            names.append(value_and_grad_name)
         # A file written with (or without) --pairs has F_backward(d<out>, cache) (or taking
         # the parameters): it must match what was asked.
         other_kind = _takes_cache(functions[backward_function_name(func.__name__)]) != pairs
@@ -385,9 +400,12 @@ class ModuleNamespace(dict[str, Any]):
 
 
 def _generated_backward(
-    func: Callable[..., Any], wrt: Sequence[str] | None = None, pairs: bool = False
+    func: Callable[..., Any],
+    wrt: Sequence[str] | None = None,
+    pairs: bool = False,
+    value_and_grad: bool = False,
 ) -> tuple[dict[str, Callable[..., Any]], str]:
-    compiled = compile_function(func, wrt, pairs)
+    compiled = compile_function(func, wrt, pairs, value_and_grad=value_and_grad)
     source = compiled.text
     name = backward_function_name(func.__name__)
     filename = f"<gradgen: {name} of {func.__module__}.{func.__qualname__}>"
@@ -400,15 +418,47 @@ def _generated_backward(
     namespace = ModuleNamespace(func.__globals__)
     exec(compile(source, filename, "exec"), namespace)
     # dict's own lookup: a name the module does not define is not the forward module's.
-    functions = {
-        n: dict.get(namespace, n) or _drawing_backward(func, compiled)
-        for n in _generated_names(func.__name__, pairs)
-    }
+    names = _generated_names(func.__name__, pairs)
+    if dict.get(namespace, value_and_grad_function_name(func.__name__)) is not None:
+        names.append(value_and_grad_function_name(func.__name__))
+    functions = {n: dict.get(namespace, n) or _drawing_backward(func, compiled) for n in names}
     for generated_name, function in functions.items():
         attribute = generated_name.removeprefix(func.__name__ + "_")
         function.__qualname__ = f"{func.__qualname__}.{attribute}"
     _COMPILED[functions[name]] = compiled
     return functions, source
+
+
+def _value_and_grad_on_demand(
+    func: Callable[..., Any], wrt: Sequence[str] | None, pairs: bool
+) -> Callable[..., Any]:
+    """``f.value_and_grad`` where the functions at hand lack it: generated in memory at its
+    first call (an import stays as cheap as the committed file makes it), from the module's
+    text as it was when ``func`` was decorated. Raises ``StaleBackwardError`` at that call
+    if the file was edited since: generated from the new text, it would not be the
+    gradient of the function that runs."""
+    filename = getattr(getattr(func, "__code__", None), "co_filename", "")
+    decorated = linecache.getlines(filename, func.__globals__)
+    made: list[Callable[..., Any]] = []
+
+    def value_and_grad(*args: Any, **kwargs: Any) -> Any:
+        if not made:
+            linecache.checkcache(filename)
+            if linecache.getlines(filename, func.__globals__) != decorated:
+                raise StaleBackwardError(
+                    f"{filename} changed since {func.__qualname__} was decorated: reload "
+                    f"the module to use {func.__name__}.value_and_grad"
+                )
+            functions, _ = _generated_backward(func, wrt, pairs, value_and_grad=True)
+            made.append(functions[value_and_grad_function_name(func.__name__)])
+        return made[0](*args, **kwargs)
+
+    value_and_grad.__qualname__ = f"{func.__qualname__}.value_and_grad"
+    value_and_grad.__doc__ = (
+        f"{func.__name__} and its gradients: {value_and_grad_function_name(func.__name__)}, "
+        "generated in memory at the first call."
+    )
+    return value_and_grad
 
 
 def _drawing_backward(func: Callable[..., Any], compiled: Compiled | None = None) -> Any:
@@ -461,6 +511,7 @@ def compile_function(
     wrt: Sequence[str] | None = None,
     pairs: bool = False,
     text: Literal["functions", "none"] = "functions",
+    value_and_grad: bool = False,
 ) -> Compiled:
     """``func``'s source, compiled (``gradgen.api.compile_source``): its backward functions,
     and their text, to run in ``func``'s module. Raises ``GradgenError`` when gradgen refuses
@@ -469,7 +520,8 @@ def compile_function(
 
     source, filename = function_source(func)
     only = None if wrt is None else {func.__name__: tuple(wrt)}
-    return compile_source(source, filename, Options(wrt=only, pairs=pairs, text=text))
+    options = Options(wrt=only, pairs=pairs, text=text, value_and_grad=value_and_grad)
+    return compile_source(source, filename, options)
 
 
 def function_source(func: Callable[..., Any]) -> tuple[FunctionSource, str]:

@@ -52,7 +52,9 @@ from gradgen.stages import StagedFunction
 from gradgen.structure import grouped, user_names
 
 COMMENT_WIDTH = 76  # a quoted statement longer than this is shortened in its comment
-MAX_LISTED = 24  # forward values named in the comment at the top of a backward function
+# Above the forward values a backward recomputes: one fixed line, not the list of their
+# names, which changed with every edit and was as long as the function on a long input.
+RECOMPUTED_COMMENT = "# Recomputes the forward values the adjoints below read."
 
 
 @dataclass(frozen=True)
@@ -172,14 +174,20 @@ def emit_module(
     header: list[str],
     pairs: bool = False,
     forward_module: str | None = None,
+    value_and_grad: bool = False,
 ) -> ModuleText:
     """The whole generated module: header, the imports and constants used, the helpers,
-    the user rules' functions (copied), the functions."""
+    the user rules' functions (copied), the functions (``F_value_and_grad`` too with
+    ``value_and_grad``)."""
     context = program.context
     functions = list(program.functions)
     helpers = _Helpers(context)
-    texts = [text for function in functions for text in _function_texts(function, helpers, pairs)]
-    used = _globals_used(program, helpers)
+    texts = [
+        make(helpers)
+        for function in functions
+        for make in _function_makers(function, pairs, value_and_grad)
+    ]
+    used = _globals_used(program, helpers, _code_of(texts))
     definitions = helpers.definitions()
     used |= helpers.used
     preamble = _imports(used, context, helpers.added)
@@ -198,18 +206,37 @@ def emit_module(
     return ModuleText(header, preamble, texts)
 
 
-def _globals_used(program: Program, helpers: _Helpers) -> set[str]:
-    """The module-level names (imports, constants) the generated functions read."""
+def _code_of(texts: Iterable[FunctionText]) -> str:
+    """The code of the functions (signatures and bodies), without their comment lines."""
+    return "\n".join(
+        line
+        for text in texts
+        for line in (text.signature, *text.body)
+        if not line.lstrip().startswith("#")
+    )
+
+
+def _globals_used(program: Program, helpers: _Helpers, code: str | None = None) -> set[str]:
+    """The module-level names (imports, constants) the generated functions read: of those
+    the forward functions read, the ones ``code`` (the functions written) names, where it
+    is given. A forward value no backward recomputes may be the only reader of an import
+    (``from numpy import mean as m``): F_value_and_grad, when written, computes it."""
     used: set[str] = set()
     for function in program.functions:
-        used |= function.staged.used_globals
+        used |= {
+            name
+            for name in function.staged.used_globals
+            if code is None or re.search(rf"\b{re.escape(name)}\b", code)
+        }
     for rule in program.rules:
         used |= rule.used_globals
     used |= helpers.used
     return used | _constants_needed(used, program.context)
 
 
-def emit_functions_only(program: Program, own: ModuleContext, pairs: bool = False) -> ModuleText:
+def emit_functions_only(
+    program: Program, own: ModuleContext, pairs: bool = False, value_and_grad: bool = False
+) -> ModuleText:
     """Just the functions, to run inside the forward's own module (the decorator).
 
     The module already imports what the forward uses; a library only the backward needs is
@@ -230,7 +257,7 @@ def emit_functions_only(program: Program, own: ModuleContext, pairs: bool = Fals
         if name in used and own.constants.get(name) != value
     ]
     for function in program.functions:
-        for make in _function_makers(function, pairs):
+        for make in _function_makers(function, pairs, value_and_grad):
             helpers = _Helpers(context)
             text = make(helpers)
             local = [line for line in helpers.definitions() if line]
@@ -243,28 +270,23 @@ def emit_functions_only(program: Program, own: ModuleContext, pairs: bool = Fals
     return ModuleText([], preamble, texts)
 
 
-def _function_texts(
-    function: FunctionBackwards, helpers: _Helpers, pairs: bool
-) -> list[FunctionText]:
-    return [make(helpers) for make in _function_makers(function, pairs)]
-
-
 def _function_makers(
-    function: FunctionBackwards, pairs: bool
+    function: FunctionBackwards, pairs: bool, value_and_grad: bool
 ) -> list[Callable[[_Helpers], FunctionText]]:
     """What the module defines for one forward function: its public backward functions
-    (``F_backward``, ``F_value_and_grad``; with ``pairs``, ``F_forward`` and
-    ``F_backward(d<out>, cache)``), then, for a function others call, ``F_forward`` and the
-    backwards its callers call, reading F_forward's cache."""
+    (``F_backward``; with ``pairs``, ``F_forward`` and ``F_backward(d<out>, cache)``; with
+    ``value_and_grad``, ``F_value_and_grad`` too), then, for a function others call,
+    ``F_forward`` and the backwards its callers call, reading F_forward's cache."""
     makers: list[Callable[[_Helpers], FunctionText]] = []
     public = function.public
     if public is not None and function.draws is not None and not pairs:
         # F_backward recomputes the forward, which would draw other numbers: only
-        # F_value_and_grad, which draws once, is written, saying why.
+        # F_value_and_grad, which draws once, is written, saying why (asked for or not:
+        # it is the function's only backward).
         comment = _no_backward_comment(public, function.draws.reason(public.staged.name))
         makers.append(_commented_maker(_value_and_grad_function, public, comment))
     elif public is not None:
-        makers += [_bound_maker(make, public) for make in _makers(pairs)]
+        makers += [_bound_maker(make, public) for make in _makers(pairs, value_and_grad)]
     if function.called:
         if not (pairs and public is not None):
             staged, lines, cache = function.staged, function.forward, function.cache
@@ -311,13 +333,19 @@ def _named_cached_maker(
 _Maker = Callable[[BackwardFunction, _Helpers], FunctionText]
 
 
-def _makers(pairs: bool) -> list[_Maker]:
+def _makers(pairs: bool, value_and_grad: bool) -> list[_Maker]:
     """The functions generated for one forward function: ``F_backward`` (recomputing the
-    forward) and ``F_value_and_grad``; with ``pairs``, ``F_forward`` returning the value and
-    a cache, and ``F_backward(d<out>, cache)`` in place of the recomputing one."""
+    forward); with ``pairs``, ``F_forward`` returning the value and a cache, and
+    ``F_backward(d<out>, cache)`` in place of the recomputing one. ``F_value_and_grad`` only
+    when asked: without pairs it is F_backward's whole body again (twice the output, and
+    every edit shown twice in a review), and F_backward does not call it, which would cost
+    a call and compute a value to throw away."""
+    makers: list[_Maker]
     if pairs:
-        return [_forward_function, _cached_backward_function, _value_and_grad_from_pair]
-    return [emit_function, _value_and_grad_function]
+        makers = [_forward_function, _cached_backward_function]
+        return [*makers, _value_and_grad_from_pair] if value_and_grad else makers
+    makers = [emit_function]
+    return [*makers, _value_and_grad_function] if value_and_grad else makers
 
 
 def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText:
@@ -325,10 +353,8 @@ def emit_function(backward: BackwardFunction, helpers: _Helpers) -> FunctionText
     staged = backward.staged
     name = backward_function_name(staged.name)
     signature = f"def {name}({_parameters(backward)}):"
-    recomputed = [
-        n for line in backward.forward for n in (line.names if line.branch else [line.target])
-    ]
-    body = _recomputed_comment(recomputed)
+    recomputes = any(line.names if line.branch else line.target for line in backward.forward)
+    body = [RECOMPUTED_COMMENT] if recomputes else []
     leaves = _leaf_lines(staged, backward.forward, backward.adjoints)
     body += leaves + _forward_body(backward.forward, helpers)
     if body and backward.adjoints:
@@ -716,25 +742,6 @@ def _tuple(names: tuple[str, ...]) -> str:
     if len(names) == 1:
         return f"({names[0]},)"
     return f"({', '.join(names)})"
-
-
-def _recomputed_comment(names: list[str]) -> list[str]:
-    """A comment naming the forward values the function recomputes (at most a few lines)."""
-    if not names:
-        return []
-    if len(names) <= MAX_LISTED:
-        words = [f"{n}," for n in names[:-1]] + [f"{names[-1]}."]
-        total = ""
-    else:
-        words = [f"{n}," for n in names[:MAX_LISTED]] + ["..."]
-        total = f" ({len(names)} values)"
-    lines, current = [], f"# Recomputes{total}:"
-    for word in words:
-        if len(current) + 1 + len(word) > COMMENT_WIDTH:
-            lines.append(current)
-            current = "#"
-        current += f" {word}"
-    return [*lines, current]
 
 
 def _adjoint_line(adjoint: AdjointStatement, helpers: _Helpers) -> str:

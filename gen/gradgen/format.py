@@ -5,17 +5,14 @@ per forward line, so formatting everything would make a 20,000-line input take m
 The emitter already writes short lines as black would (``expr.render``); so black formats
 the module's skeleton (header, imports, constants, signatures, docstrings) and only the body
 lines that are too long to be left alone, all in one call. ``check_module``, which the command
-line runs on everything before writing it, verifies that black leaves the result unchanged.
+line runs on everything before writing it, compiles the result and verifies that black leaves
+it unchanged, giving black each form of line once (``black_digest``), not every line.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import itertools
-import multiprocessing
-import os
+import keyword
 import re
-import sys
 
 import black
 
@@ -128,10 +125,11 @@ def _wrapped(index: int, statement: str) -> str:
 def check_module(text: str, filename: str) -> None:
     """Raise ``GeneratedCodeError`` unless ``text`` compiles and black leaves it unchanged.
 
-    This runs black over the whole text, which ``format_module`` is built to avoid: for the
-    20,000-line function of ``benchmarks/bench_scale.py`` the check costs about what
-    generating does, even with a long text's functions checked in parallel processes, so
-    it is the command line's, before it writes, and not part of ``generate``.
+    The command line runs this on everything before it writes it. Black over the whole text
+    cost minutes on a 20,000-line function, so black reads a digest of it instead
+    (``black_digest``): every line of a different form, each in a context that makes black
+    format it as it formats the lines of that form it stands for. ``text`` is unchanged by
+    black exactly when the digest is.
     """
     try:
         compile(text, filename, "exec", dont_inherit=True)
@@ -140,60 +138,91 @@ def check_module(text: str, filename: str) -> None:
         raise GeneratedCodeError(f"the generated code does not compile: {problem}") from None
     except ValueError as error:  # NUL bytes (before Python 3.12)
         raise GeneratedCodeError(f"the generated code does not compile: {error}") from None
-    chunks = _top_level_chunks(text)
-    if len(chunks) < 2 or text.count("\n") < PARALLEL_CHECK_LINES or (os.cpu_count() or 1) < 2:
-        chunks = [(1, text)]
-    changed = _changed_chunks(chunks)
-    if changed is not None:
-        start, chunk, formatted = changed
-        line = start - 1 + _first_difference(chunk, formatted)
+    digest, numbers = black_digest(text)
+    formatted = _black(digest)
+    if isinstance(formatted, Exception):
+        raise GeneratedCodeError(f"black cannot read the generated code: {formatted}")
+    if formatted != digest:
+        at = _first_difference(digest, formatted)
+        line = numbers[at - 1] if at <= len(numbers) else text.count("\n") + 1
         raise GeneratedCodeError(f"black would change the generated code, from line {line}")
 
 
-# A long output is checked in parallel, a top-level function per task: black formats each
-# top-level statement on its own, so the file is unchanged exactly when every chunk is and
-# the chunks are joined by two blank lines, as black separates functions.
-PARALLEL_CHECK_LINES = 20_000
+# black never tells one digit from another: a digit is part of a name or of a number, and
+# whatever the digits, a name stays a name, a valid number stays one (with zeros only:
+# "00", "0.0000", "0x0F") and every token keeps its width. So a line with its digits made
+# zeros is a line black formats as it formats the line (digits aside): ``dh_17 += w * g_17``
+# and ``dh_982 += w * g_982`` are one form, ``dh_00 += w * g_00``.
+_ZEROS = str.maketrans("123456789", "000000000")
+
+# Where a line may be left out of the digest: a complete statement on one line, or a
+# comment, inside a block. Not a line that starts or ends a statement of several lines (an
+# opening or closing bracket, a trailing comma or backslash, a leading operator or
+# keyword: black's splits), a block's header, nor a line with a string (a docstring is
+# formatted by its place) or a ``fmt:`` directive. Black formats such a line by its depth
+# and the blank lines before it alone: it inserts or removes none between two of them.
+_KEYWORDS = frozenset(keyword.kwlist) | {"match", "case", "type"}
+_OPENERS, _CLOSERS = ("(", "[", "{", ",", "\\", ":"), (")", "]", "}")
+_OPERATOR_START = frozenset("+-*/%@&|^~<>=!.")
 
 
-def _top_level_chunks(text: str) -> list[tuple[int, str]]:
-    """``text`` cut before each top-level ``def``: (first line number, chunk without its
-    trailing blank lines); [] when the text is not two blank lines between the chunks."""
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.startswith("def ")]
-    if not starts or starts[0] == 0:
-        return []
-    bounds = [0, *starts, len(lines)]
-    chunks = []
-    for begin, end in itertools.pairwise(bounds):
-        chunks.append((begin + 1, "".join(lines[begin:end]).rstrip("\n") + "\n"))
-    if "\n\n".join(chunk for _, chunk in chunks) != text:
-        return []
-    return chunks
+def _plain(line: str) -> bool:
+    """Is ``line`` one such line (a comment, or a one-line simple statement)?"""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) < len(INDENT) or not stripped or stripped != stripped.rstrip():
+        return False
+    if not line.isascii() or len(line) > LINE_LENGTH or "fmt:" in line:
+        return False
+    if stripped.startswith("#"):
+        return True
+    if "#" in stripped or '"' in stripped or "'" in stripped:
+        return False
+    if stripped.endswith(_OPENERS) or stripped.startswith(_CLOSERS):
+        return False
+    if stripped[0] in _OPERATOR_START:
+        return False
+    first = re.match(r"[A-Za-z_]\w*", stripped)
+    return first is None or first.group() not in _KEYWORDS
 
 
-def _changed_chunks(chunks: list[tuple[int, str]]) -> tuple[int, str, str] | None:
-    """The first chunk black would change: (its first line, it, black's version)."""
-    texts = [chunk for _, chunk in chunks]
-    if len(texts) == 1:
-        results = [_black(texts[0])]
-    else:
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        workers = min(os.cpu_count() or 1, 8)
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(_black, texts, chunksize=max(1, len(texts) // workers)))
-    for (start, chunk), formatted in zip(chunks, results, strict=True):
-        if isinstance(formatted, Exception):
-            message = f"black cannot read the generated code: {formatted}"
-            raise GeneratedCodeError(message)
-        if formatted != chunk:
-            return start, chunk, formatted
-    return None
+def black_digest(text: str) -> tuple[str, list[int]]:
+    """``text`` for black to read in its place, and the number in ``text`` of each line
+    it keeps.
+
+    A plain line between two plain lines at its depth is *inner*; of the inner lines of
+    one form (digits made zeros) only the first is kept. Black formats an inner line by its
+    form, its depth and the plain line before it with no blank line between: in the digest
+    too, every kept line has a line of the same kind before it as in ``text`` (what follows
+    a run of inner lines left out is a plain line after a plain line), no block is left
+    empty and no blank lines are brought together. So if black leaves the digest unchanged,
+    it leaves every line of ``text`` unchanged; a line it changes is a line of ``text``.
+    """
+    lines = text.split("\n")
+    plain = [_plain(line) for line in lines]
+    depth = [len(line) - len(line.lstrip(" ")) for line in lines]
+    seen: set[str] = set()
+    kept: list[str] = []
+    numbers: list[int] = []
+    for index, line in enumerate(lines):
+        inner = (
+            0 < index < len(lines) - 1
+            and plain[index - 1]
+            and plain[index]
+            and plain[index + 1]
+            and depth[index - 1] == depth[index] == depth[index + 1]
+        )
+        if inner:
+            form = line.translate(_ZEROS)
+            if form in seen:
+                continue
+            seen.add(form)
+        kept.append(line)
+        numbers.append(index + 1)
+    return "\n".join(kept), numbers
 
 
 def _black(text: str) -> str | Exception:
-    """black's version of ``text``, or why black cannot read it (returned, not raised, so
-    that it comes back from a worker process as it is)."""
+    """black's version of ``text``, or why black cannot read it."""
     try:
         return black.format_str(text, mode=_MODE)
     except ValueError as error:  # black.InvalidInput

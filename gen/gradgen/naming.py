@@ -15,6 +15,10 @@ class Namer:
 
     def __init__(self, taken: Iterable[str] = ()) -> None:
         self._taken: set[str] = set(taken)
+        # Per base name, a suffix below which every ``base_N`` is taken: names are never
+        # given back, so the search for ``h_10000`` starts there instead of at ``h_2``
+        # (which made naming a long function's rebindings quadratic).
+        self._suffix: dict[str, int] = {}
 
     def take(self, name: str) -> None:
         """Mark ``name`` as used (a parameter, a module name, a user variable)."""
@@ -22,7 +26,9 @@ class Namer:
 
     def copy(self) -> Namer:
         """A namer that starts with the names taken so far, and goes on independently."""
-        return Namer(self._taken)
+        namer = Namer(self._taken)
+        namer._suffix = dict(self._suffix)
+        return namer
 
     def is_taken(self, name: str) -> bool:
         return name in self._taken
@@ -34,11 +40,12 @@ class Namer:
                 self._taken.add(candidate)
                 return candidate
         base = candidates[-1]
-        suffix = 2
+        suffix = self._suffix.get(base, 2)
         while f"{base}_{suffix}" in self._taken:
             suffix += 1
         name = f"{base}_{suffix}"
         self._taken.add(name)
+        self._suffix[base] = suffix + 1
         return name
 
 

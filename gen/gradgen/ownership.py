@@ -33,7 +33,7 @@ counts too, which may cost a copy but never a wrong value.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -122,6 +122,47 @@ def _subtract_where_negated(statement: AdjointStatement) -> AdjointStatement:
     return statement
 
 
+class _Held(dict[str, Value]):
+    """What each gradient name holds, and per storage the names that may hold it: "does
+    another live name share this storage?" is asked at every ``+=``, and scanning every
+    name each time made the pass quadratic in the length of a backward. Only item
+    assignment changes it (the pass never deletes a name)."""
+
+    def __init__(self, held: dict[str, Value]) -> None:
+        super().__init__()
+        self.holders: dict[int, set[str]] = {}
+        for name, value in held.items():
+            self[name] = value
+
+    def __setitem__(self, name: str, value: Value) -> None:
+        old = self.get(name)
+        if old is not None:
+            for storage in old.storages:
+                self.holders[storage].discard(name)
+        super().__setitem__(name, value)
+        for storage in value.storages:
+            self.holders.setdefault(storage, set()).add(name)
+
+    def live_sharing(self, value: Value, target: str, live: Callable[[str], bool]) -> bool:
+        """Does a name other than ``target`` that is ``live`` hold what may share memory with
+        ``value``? A name found dead is forgotten as a holder: the pass asks at statements
+        in order and a name read by none after one is read by none after a later one. (A
+        chain of pass-throughs, ``dh_2 = _unbroadcast(dh_3, h_2)``, is thousands of names of
+        one storage, all but the last dead: asking them all each time was quadratic.)"""
+        for storage in value.storages:
+            holders = self.holders.get(storage, set())
+            dead: list[str] = []
+            for name in holders:
+                if name == target:
+                    continue
+                if live(name):
+                    holders.difference_update(dead)
+                    return True
+                dead.append(name)
+            holders.difference_update(dead)
+        return False
+
+
 class _Ownership:
     """One pass over the statements, tracking what each gradient name holds."""
 
@@ -136,12 +177,20 @@ class _Ownership:
         self.statements = statements
         self.returned = returned
         self.fresh = itertools.count(CALLER + 1)
-        self.held: dict[str, Value] = dict.fromkeys(upstreams, _CALLERS)
+        self.held = dict.fromkeys(upstreams, _CALLERS)
         self.last_read = _last_reads(statements, returned)
         self.last_read.update(read_again)
         # Storages set into a list handed back (dlayers[i] = [dW, db]): the caller's from
         # then on, never written into again.
         self.stored: set[int] = set()
+
+    @property
+    def held(self) -> _Held:
+        return self._held
+
+    @held.setter
+    def held(self, held: dict[str, Value]) -> None:
+        self._held = _Held(held)
 
     def run(self, hand_back: bool = True) -> tuple[AdjointStatement, ...]:
         result: list[AdjointStatement] = []
@@ -300,10 +349,8 @@ class _Ownership:
         value = self.held.get(target, _CALLERS)
         if not value.whole or CALLER in value.storages or value.storages & self.stored:
             return False
-        return not any(
-            value.shares(other) and self.last_read.get(name, -1) > index
-            for name, other in self.held.items()
-            if name != target
+        return not self.held.live_sharing(
+            value, target, lambda name: self.last_read.get(name, -1) > index
         )
 
     def value_of(self, expr: Expr) -> Value:

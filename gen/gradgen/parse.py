@@ -19,6 +19,7 @@ import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradgen.convert import convert, convert_condition, dotted_name
+from gradgen.cstwalk import contains, descendants
 from gradgen.errors import Diagnostic, GradgenError, source_line
 from gradgen.expr import (
     RULE,
@@ -762,6 +763,7 @@ class _FunctionResolver:
         # Conditional expressions read as an ``if`` binding a name of their own (by node).
         self.conditionals: dict[int, str] = {}
         self.taken: set[str] = set()  # every name the function's text uses
+        self.kinds: set[type] = set()  # every kind of libcst node in the function
         self.returned: list[str] = []  # the names returns in the sides of an if bind
         self.parameters: set[str] = set()
         self.rebound: set[str] = set()  # every name some statement of the function binds
@@ -1063,7 +1065,7 @@ def _read_function(parsed: ParsedModule, function: cst.FunctionDef) -> ForwardFu
     }
     assigned |= {name for s in flat if isinstance(s, _ForBlock) for name in s.target_names}
     resolver = _FunctionResolver(parsed, assigned)
-    resolver.taken = _names_in(function)
+    resolver.taken, resolver.kinds = _names_in(function)
     signature = _read_parameters(parsed, function.params, resolver)
     resolver.local.update(p.name for p in signature)
     resolver.parameters = {p.name for p in signature}
@@ -1129,7 +1131,8 @@ def _with_leaves(
     taken = set(context.imports) | set(context.constants) | context.other_names | context.data
     # What a loop goes over reads leaves too: range(len(params["xs"])).
     loops = _Loops()
-    function.body.visit(loops)
+    if resolver.kinds & {cst.For, cst.While}:  # a visit costs a copy of the body
+        function.body.visit(loops)
     statements = [*statements, *(cst.Expr(iterable) for iterable in loops.iterables)]
     # A list a loop goes over (for W, b in layers:) is no structured parameter: its items
     # are read by the loop (Item), whatever its annotation says of their shapes.
@@ -1524,6 +1527,9 @@ def _hoisted_conditionals(
     in its place: ``y = 2.0 * (a if c else b)`` as ``if c: y_if = a else: y_if = b`` and
     ``y = 2.0 * y_if``."""
     statements: list[Statement] = []
+    # The walk below costs a copy of each node: only where there is something to find.
+    if cst.IfExp not in resolver.kinds or not contains(node, cst.IfExp):
+        return statements
     for found in _outer_conditionals(node):
         name = resolver.fresh(f"{base}_if")
         statements += _bound_to(parsed, found, name, resolver)
@@ -1541,16 +1547,11 @@ def _outer_conditionals(node: cst.CSTNode) -> list[cst.IfExp]:
     return [found for child in node.children for found in _outer_conditionals(child)]
 
 
-def _names_in(function: cst.FunctionDef) -> set[str]:
-    """Every name ``function``'s text uses (so a name gradgen makes up is new)."""
-    names: set[str] = set()
-
-    class _Names(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            names.add(node.value)
-
-    function.visit(_Names())
-    return names
+def _names_in(function: cst.FunctionDef) -> tuple[set[str], set[type]]:
+    """Every name ``function``'s text uses (so a name gradgen makes up is new), and every
+    kind of node in it (so a pass that finds none of its kind is skipped)."""
+    nodes = list(descendants(function))
+    return {n.value for n in nodes if isinstance(n, cst.Name)}, {type(n) for n in nodes}
 
 
 def _read_statement(

@@ -74,6 +74,37 @@ from gradgen.structure import Structured
 _PRIORITY = rules_by_priority()
 
 
+def _head(expr: Expr, pattern: bool) -> tuple[object, ...] | None:
+    """What ``_match`` compares first, at the top of a pattern and of an expression (None: a
+    pattern that may match anything, a variable or a constant)."""
+    expr = unwrap(expr)
+    if isinstance(expr, (Name, Const)):
+        return None if pattern else (type(expr),)
+    if isinstance(expr, Attribute):
+        return (Attribute, expr.name)
+    if isinstance(expr, Call):
+        return (Call, expr.func.lib, expr.func.name)
+    operands = _operands(expr)
+    return (type(expr), None if operands is None else operands[0])
+
+
+# The rows and forms by what the top of an expression must be for them to match, each list
+# in priority order with the forms that match anything: lowering a long function tried
+# every form of the table on every expression.
+_BY_HEAD: dict[tuple[object, ...] | None, list[tuple[Rule, Expr]]] = {}
+
+
+def _candidates(expr: Expr) -> list[tuple[Rule, Expr]]:
+    """The forms of ``_PRIORITY`` that ``expr`` may match, in its order."""
+    head = _head(expr, pattern=False)
+    found = _BY_HEAD.get(head)
+    if found is None:
+        found = _BY_HEAD[head] = [
+            (rule, form) for rule, form in _PRIORITY if _head(form, pattern=True) in (None, head)
+        ]
+    return found
+
+
 @dataclass(frozen=True)
 class Signature:
     """What a caller needs to know of a function of the module it calls."""
@@ -1401,7 +1432,7 @@ class _Builder:
             self.refuse(getattr(plain, "origin", None), str(problem))
             return Const("0", 0)
         unlisted: Rule | None = None  # a variadic rule given no list written out
-        for rule, form in _PRIORITY:
+        for rule, form in _candidates(canonical):
             bindings: dict[str, Expr] = {}
             if not _match(form, canonical, bindings):
                 continue

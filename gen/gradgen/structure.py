@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from gradgen.cstwalk import descendants
 from gradgen.shapes import Shape, parse_annotation
 
 Key = int | str
@@ -530,12 +531,8 @@ def _spelled(parameter: str, path: Path) -> str:
 
 
 def _all_names(node: cst.CSTNode) -> Iterator[cst.Name]:
-    pending = [node]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, cst.Name):
-            yield current
-        pending.extend(current.children)
+    # In no particular order: the caller collects them by statement.
+    return (found for found in descendants(node) if isinstance(found, cst.Name))
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:

@@ -27,7 +27,7 @@ import math
 
 def f_backward(x, y, dout=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: h_scale, h_shifted_sin, out_scale.
+    # Recomputes the forward values the adjoints below read.
     h_scale, h_scale_cache = scale_forward(x, 2.0)
     h_shifted_sin, h_shifted_sin_cache = shifted_sin_forward(h_scale, 0.5)
     out_scale, out_scale_cache = scale_forward(y, 3.0)
@@ -43,41 +43,12 @@ def f_backward(x, y, dout=1.0):
     return dx, dy
 
 
-def f_value_and_grad(x, y, dout=1.0):
-    """f and its gradients with respect to (x, y)."""
-    h_scale, h_scale_cache = scale_forward(x, 2.0)
-    h_shifted_sin, h_shifted_sin_cache = shifted_sin_forward(h_scale, 0.5)
-    h = h_shifted_sin * y
-    out_scale, out_scale_cache = scale_forward(y, 3.0)
-    out = h + out_scale
-
-    # backprop return h + scale(y, 3.0)
-    dh = dout
-    dy = scale_cached_backward_wrt_x(dout, out_scale_cache)
-    # backprop h = shifted_sin(scale(x, 2.0), shift=0.5) * y
-    dh_shifted_sin = y * dh
-    dy += h_shifted_sin * dh
-    dh_scale = shifted_sin_cached_backward_wrt_t(dh_shifted_sin, h_shifted_sin_cache)
-    dx = scale_cached_backward_wrt_x(dh_scale, h_scale_cache)
-    return out, (dx, dy)
-
-
 def scale_backward(x, s, dout=1.0):
     """Gradients of scale with respect to (x, s)."""
     # backprop return x * s
     dx = s * dout
     ds = x * dout
     return dx, ds
-
-
-def scale_value_and_grad(x, s, dout=1.0):
-    """scale and its gradients with respect to (x, s)."""
-    out = x * s
-
-    # backprop return x * s
-    dx = s * dout
-    ds = x * dout
-    return out, (dx, ds)
 
 
 def scale_forward(x, s):
@@ -97,7 +68,7 @@ def scale_cached_backward_wrt_x(dout, cache):
 
 def shifted_sin_backward(t, shift=0.0, *, dout=1.0):
     """Gradients of shifted_sin with respect to (t, shift)."""
-    # Recomputes: out_add.
+    # Recomputes the forward values the adjoints below read.
     out_add = t + shift
 
     # backprop return math.sin(t + shift)
@@ -105,18 +76,6 @@ def shifted_sin_backward(t, shift=0.0, *, dout=1.0):
     dt = dout_add
     dshift = dout_add
     return dt, dshift
-
-
-def shifted_sin_value_and_grad(t, shift=0.0, *, dout=1.0):
-    """shifted_sin and its gradients with respect to (t, shift)."""
-    out_add = t + shift
-    out = math.sin(out_add)
-
-    # backprop return math.sin(t + shift)
-    dout_add = math.cos(out_add) * dout
-    dt = dout_add
-    dshift = dout_add
-    return out, (dt, dshift)
 
 
 def shifted_sin_forward(t, shift=0.0):

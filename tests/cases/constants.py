@@ -34,7 +34,7 @@ N = 4
 
 def logsumexp_backward(x, y, dout=1.0):
     """Gradients of logsumexp with respect to (x, y)."""
-    # Recomputes: m, out_exp, out_exp_2, out_add.
+    # Recomputes the forward values the adjoints below read.
     m = max(x, y)
     out_exp = math.exp(x - m)
     out_exp_2 = math.exp(y - m)
@@ -49,23 +49,6 @@ def logsumexp_backward(x, y, dout=1.0):
     return dx, dy
 
 
-def logsumexp_value_and_grad(x, y, dout=1.0):
-    """logsumexp and its gradients with respect to (x, y)."""
-    m = max(x, y)
-    out_exp = math.exp(x - m)
-    out_exp_2 = math.exp(y - m)
-    out_add = out_exp + out_exp_2
-    out = m + math.log(out_add)
-
-    # backprop return m + math.log(math.exp(x - m) + math.exp(y - m))
-    dout_add = dout / out_add
-    dout_sub_2 = out_exp_2 * dout_add
-    dy = dout_sub_2
-    dout_sub = out_exp * dout_add
-    dx = dout_sub
-    return out, (dx, dy)
-
-
 def log_poisson_backward(rate, dout=1.0):
     """Gradient of log_poisson with respect to rate."""
     # backprop return N * math.log(rate) - rate - math.lgamma(N + 1)
@@ -75,20 +58,9 @@ def log_poisson_backward(rate, dout=1.0):
     return drate
 
 
-def log_poisson_value_and_grad(rate, dout=1.0):
-    """log_poisson and its gradient with respect to rate."""
-    out = N * math.log(rate) - rate - math.lgamma(N + 1)
-
-    # backprop return N * math.log(rate) - rate - math.lgamma(N + 1)
-    drate = -dout
-    dout_log = N * dout
-    drate += dout_log / rate
-    return out, drate
-
-
 def tempered_backward(x, dout=1.0):
     """Gradient of tempered with respect to x."""
-    # Recomputes: t, out.
+    # Recomputes the forward values the adjoints below read.
     t = math.lgamma(N + 1)
     out = math.exp(x / t)
 
@@ -96,14 +68,3 @@ def tempered_backward(x, dout=1.0):
     dout_div = out * dout
     dx = dout_div / t
     return dx
-
-
-def tempered_value_and_grad(x, dout=1.0):
-    """tempered and its gradient with respect to x."""
-    t = math.lgamma(N + 1)
-    out = math.exp(x / t)
-
-    # backprop return math.exp(x / t)
-    dout_div = out * dout
-    dx = dout_div / t
-    return out, dx

@@ -16,7 +16,7 @@ def f(x, y):
 
 def f_backward(x, y, du=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: s.
+    # Recomputes the forward values the adjoints below read.
     s = x + y
 
     # backprop u = t + y
@@ -29,21 +29,3 @@ def f_backward(x, y, du=1.0):
     dx += ds
     dy += ds
     return dx, dy
-
-
-def f_value_and_grad(x, y, du=1.0):
-    """f and its gradients with respect to (x, y)."""
-    s = x + y
-    t = s * x
-    u = t + y
-
-    # backprop u = t + y
-    dt = du
-    dy = du
-    # backprop t = s * x
-    ds = x * dt
-    dx = s * dt
-    # backprop s = x + y
-    dx += ds
-    dy += ds
-    return u, (dx, dy)

@@ -18,8 +18,7 @@ def f(x, y=0.5):
 # Forward source digests (a mismatch means this file is stale):
 #   f: 9fa2491d4b5b6e2c
 
-from math import cos, pi
-import numpy as np
+from math import pi
 import math
 
 SCALE = 2 * pi
@@ -28,7 +27,7 @@ HALF = SCALE / 2
 
 def f_backward(x, y=0.5, *, da=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: a_mul.
+    # Recomputes the forward values the adjoints below read.
     a_mul = x * SCALE
 
     # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
@@ -36,15 +35,3 @@ def f_backward(x, y=0.5, *, da=1.0):
     da_mul = -math.sin(a_mul) * da
     dx = SCALE * da_mul
     return dx, dy
-
-
-def f_value_and_grad(x, y=0.5, *, da=1.0):
-    """f and its gradients with respect to (x, y)."""
-    a_mul = x * SCALE
-    a = cos(a_mul) + np.maximum(y, HALF)
-
-    # backprop a = cos(x * SCALE) + np.maximum(y, HALF)
-    dy = (y >= HALF) * da
-    da_mul = -math.sin(a_mul) * da
-    dx = SCALE * da_mul
-    return a, (dx, dy)

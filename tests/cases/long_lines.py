@@ -22,8 +22,7 @@ def f_backward(
     dintermediate_value_with_a_long_name=1.0,
 ):
     """Gradients of f with respect to its parameters, in order."""
-    # Recomputes: intermediate_value_with_a_long_name_exp,
-    # intermediate_value_with_a_long_name_add.
+    # Recomputes the forward values the adjoints below read.
     intermediate_value_with_a_long_name_exp = math.exp(
         first_parameter_with_a_long_name * second_parameter_with_a_long_name
     )
@@ -52,51 +51,6 @@ def f_backward(
         first_parameter_with_a_long_name * dintermediate_value_with_a_long_name_mul
     )
     return (
-        dfirst_parameter_with_a_long_name,
-        dsecond_parameter_with_a_long_name,
-        dthird_one,
-    )
-
-
-def f_value_and_grad(
-    first_parameter_with_a_long_name,
-    second_parameter_with_a_long_name,
-    third_one,
-    dintermediate_value_with_a_long_name=1.0,
-):
-    """f and its gradients with respect to its parameters, in order."""
-    intermediate_value_with_a_long_name_exp = math.exp(
-        first_parameter_with_a_long_name * second_parameter_with_a_long_name
-    )
-    intermediate_value_with_a_long_name_add = 1.0 + third_one**2
-    intermediate_value_with_a_long_name = (
-        intermediate_value_with_a_long_name_exp
-        / intermediate_value_with_a_long_name_add
-    )
-
-    # backprop intermediate_value_with_a_long_name = math.exp(first_parameter_with_a_lo ...
-    dintermediate_value_with_a_long_name_exp = (
-        dintermediate_value_with_a_long_name / intermediate_value_with_a_long_name_add
-    )
-    dintermediate_value_with_a_long_name_add = (
-        -(
-            intermediate_value_with_a_long_name_exp
-            / intermediate_value_with_a_long_name_add**2
-        )
-        * dintermediate_value_with_a_long_name
-    )
-    dthird_one = (2 * third_one) * dintermediate_value_with_a_long_name_add
-    dintermediate_value_with_a_long_name_mul = (
-        intermediate_value_with_a_long_name_exp
-        * dintermediate_value_with_a_long_name_exp
-    )
-    dfirst_parameter_with_a_long_name = (
-        second_parameter_with_a_long_name * dintermediate_value_with_a_long_name_mul
-    )
-    dsecond_parameter_with_a_long_name = (
-        first_parameter_with_a_long_name * dintermediate_value_with_a_long_name_mul
-    )
-    return intermediate_value_with_a_long_name, (
         dfirst_parameter_with_a_long_name,
         dsecond_parameter_with_a_long_name,
         dthird_one,

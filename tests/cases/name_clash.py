@@ -14,7 +14,7 @@ def step(x, x2, dx):
 
 def step_backward(x, x2, dx, dslope=1.0):
     """Gradients of step with respect to (x, x2, dx)."""
-    # Recomputes: dx2.
+    # Recomputes the forward values the adjoints below read.
     dx2 = x2 - x
 
     # backprop slope = dx2 / dx
@@ -24,17 +24,3 @@ def step_backward(x, x2, dx, dslope=1.0):
     d_x2 = ddx2
     d_x = -ddx2
     return d_x, d_x2, ddx
-
-
-def step_value_and_grad(x, x2, dx, dslope=1.0):
-    """step and its gradients with respect to (x, x2, dx)."""
-    dx2 = x2 - x
-    slope = dx2 / dx
-
-    # backprop slope = dx2 / dx
-    ddx2 = dslope / dx
-    ddx = -(dx2 / dx**2) * dslope
-    # backprop dx2 = x2 - x
-    d_x2 = ddx2
-    d_x = -ddx2
-    return slope, (d_x, d_x2, ddx)

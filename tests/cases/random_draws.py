@@ -58,7 +58,7 @@ def jitter_cached_backward(dout, cache):
 
 def smooth_backward(x, y, dout=1.0):
     """Gradients of smooth with respect to (x, y)."""
-    # Recomputes: out_sin, out_exp.
+    # Recomputes the forward values the adjoints below read.
     out_sin = math.sin(x)
     out_exp = math.exp(y)
 
@@ -68,20 +68,6 @@ def smooth_backward(x, y, dout=1.0):
     dy = out_exp * dout_exp
     dx = math.cos(x) * dout_sin
     return dx, dy
-
-
-def smooth_value_and_grad(x, y, dout=1.0):
-    """smooth and its gradients with respect to (x, y)."""
-    out_sin = math.sin(x)
-    out_exp = math.exp(y)
-    out = out_sin * out_exp
-
-    # backprop return math.sin(x) * math.exp(y)
-    dout_sin = out_exp * dout
-    dout_exp = out_sin * dout
-    dy = out_exp * dout_exp
-    dx = math.cos(x) * dout_sin
-    return out, (dx, dy)
 
 
 def smooth_forward(x, y):

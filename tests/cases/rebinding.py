@@ -20,7 +20,7 @@ import math
 
 def f_backward(x, h, dout=1.0):
     """Gradients of f with respect to (x, h)."""
-    # Recomputes: h_2, h_3, h_exp.
+    # Recomputes the forward values the adjoints below read.
     h_2 = h * 2
     h_3 = h_2 * h_2
     h_exp = math.exp(h_3)
@@ -33,21 +33,3 @@ def f_backward(x, h, dout=1.0):
     # backprop h = h * 2
     dh = 2 * dh_2
     return dx_2, dh
-
-
-def f_value_and_grad(x, h, dout=1.0):
-    """f and its gradients with respect to (x, h)."""
-    x_2 = x + 1
-    h_2 = h * 2
-    h_3 = h_2 * h_2
-    h_exp = math.exp(h_3)
-    h_4 = h_exp + x_2
-
-    # backprop h = math.exp(h) + x
-    dx_2 = dout
-    dh_3 = h_exp * dout
-    # backprop h = h * h
-    dh_2 = (2 * h_2) * dh_3
-    # backprop h = h * 2
-    dh = 2 * dh_2
-    return h_4, (dx_2, dh)

@@ -27,7 +27,7 @@ import math
 
 def f_backward(x, y, dout=1.0):
     """Gradients of f with respect to (x, y)."""
-    # Recomputes: out_sin.
+    # Recomputes the forward values the adjoints below read.
     out_sin = math.sin(x)
 
     # backprop return math.sin(x) * y + x / y
@@ -39,28 +39,9 @@ def f_backward(x, y, dout=1.0):
     return dx, dy
 
 
-def f_value_and_grad(x, y, dout=1.0):
-    """f and its gradients with respect to (x, y)."""
-    out_sin = math.sin(x)
-    out = out_sin * y + x / y
-
-    # backprop return math.sin(x) * y + x / y
-    dx = dout / y
-    dy = -(x / y**2) * dout
-    dout_sin = y * dout
-    dy += out_sin * dout
-    dx += math.cos(x) * dout_sin
-    return out, (dx, dy)
-
-
 def const_backward(x, dout=1.0):
     """Gradient of const with respect to x."""
     return 0.0
-
-
-def const_value_and_grad(x, dout=1.0):
-    """const and its gradient with respect to x."""
-    return 2.0, 0.0
 
 
 def unused_backward(x, y, dz=1.0):
@@ -68,12 +49,3 @@ def unused_backward(x, y, dz=1.0):
     # backprop z = x * 3.0
     dx = 3.0 * dz
     return dx, 0.0
-
-
-def unused_value_and_grad(x, y, dz=1.0):
-    """unused and its gradients with respect to (x, y)."""
-    z = x * 3.0
-
-    # backprop z = x * 3.0
-    dx = 3.0 * dz
-    return z, (dx, 0.0)

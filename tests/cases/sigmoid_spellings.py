@@ -49,7 +49,7 @@ def _unbroadcast(grad, like):
 
 def f_backward(x, y, z, dc=1.0):
     """Gradients of f with respect to (x, y, z)."""
-    # Recomputes: a, b, c.
+    # Recomputes the forward values the adjoints below read.
     a = 1 / (1 + math.exp(-x))
     b = 1.0 / (np.exp(-(y * z)) + 1.0)
     c = a * b
@@ -65,22 +65,3 @@ def f_backward(x, y, z, dc=1.0):
     # backprop a = 1 / (1 + math.exp(-x))
     dx = ((1 - a) * a) * da
     return dx, dy, dz
-
-
-def f_value_and_grad(x, y, z, dc=1.0):
-    """f and its gradients with respect to (x, y, z)."""
-    a = 1 / (1 + math.exp(-x))
-    b = 1.0 / (np.exp(-(y * z)) + 1.0)
-    c = a * b
-
-    # backprop c = a * b
-    dc = _everywhere(dc, c)
-    da = np.sum(b * dc)
-    db = a * dc
-    # backprop b = 1.0 / (np.exp(-(y * z)) + 1.0)
-    db_mul = ((1 - b) * b) * db
-    dy = _unbroadcast(z * db_mul, y)
-    dz = _unbroadcast(y * db_mul, z)
-    # backprop a = 1 / (1 + math.exp(-x))
-    dx = ((1 - a) * a) * da
-    return c, (dx, dy, dz)

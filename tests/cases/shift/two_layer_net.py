@@ -75,9 +75,7 @@ def _unbroadcast(grad, like):
 
 def loss_backward(W1, b1, W2, b2, X, y, reg, dout=1.0):
     """Gradients of loss with respect to (W1, b1, W2, b2, X, y, reg)."""
-    # Recomputes: N, h_matmul, h_add, h, scores_matmul, scores, shift, shifted,
-    # exps, probs_sum, probs, data_loss_index, data_loss, out_mul_2, out_sum,
-    # out_sum_2, out.
+    # Recomputes the forward values the adjoints below read.
     N = X.shape[0]
     h_matmul = X @ W1
     h_add = h_matmul + b1
@@ -132,61 +130,3 @@ def loss_backward(W1, b1, W2, b2, X, y, reg, dout=1.0):
     dX = _matmul_dx(dh_matmul, X, W1)
     dW1 += _matmul_dy(dh_matmul, X, W1)
     return dW1, db1, dW2, db2, dX, None, dreg
-
-
-def loss_value_and_grad(W1, b1, W2, b2, X, y, reg, dout=1.0):
-    """loss and its gradients with respect to (W1, b1, W2, b2, X, y, reg)."""
-    N = X.shape[0]
-    h_matmul = X @ W1
-    h_add = h_matmul + b1
-    h = np.maximum(0, h_add)
-    scores_matmul = h @ W2
-    scores = scores_matmul + b2
-    shift = np.max(scores, axis=1, keepdims=True)
-    shifted = scores - shift
-    exps = np.exp(shifted)
-    probs_sum = np.sum(exps, axis=1, keepdims=True)
-    probs = exps / probs_sum
-    data_loss_index = probs[np.arange(N), y]
-    data_loss = -np.mean(np.log(data_loss_index))
-    out_mul_2 = 0.5 * reg
-    out_sum = np.sum(W1 * W1)
-    out_sum_2 = np.sum(W2 * W2)
-    out = data_loss + out_mul_2 * out_sum + 0.5 * reg * out_sum_2
-
-    # backprop return data_loss + 0.5 * reg * np.sum(W1 * W1) + 0.5 * reg * np.sum(W2 * W2)
-    dout = _everywhere(dout, out)
-    dout_mul_4 = out_sum_2 * dout
-    dout_sum_2 = np.sum(out_mul_2 * dout)
-    dW2 = (2 * W2) * dout_sum_2
-    dreg = 0.5 * dout_mul_4
-    ddata_loss = np.sum(dout)
-    dout_mul_2 = out_sum * dout
-    dout_sum = np.sum(out_mul_2 * dout)
-    dW1 = (2 * W1) * dout_sum
-    dreg += 0.5 * dout_mul_2
-    # backprop data_loss = -np.mean(np.log(probs[np.arange(N), y]))
-    ddata_loss_mean = -ddata_loss
-    ddata_loss_index = ddata_loss_mean / np.size(data_loss_index) / data_loss_index
-    dprobs = np.zeros_like(probs)
-    np.add.at(dprobs, (np.arange(N), y), ddata_loss_index)
-    # backprop probs = exps / np.sum(exps, axis=1, keepdims=True)
-    dexps = dprobs / probs_sum
-    dprobs_sum = (-(exps / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dexps += dprobs_sum
-    # backprop exps = np.exp(shifted)
-    dshifted = exps * dexps
-    # backprop shifted = scores - shift
-    dscores = dshifted
-    # backprop scores = h @ W2 + b2
-    dscores_matmul = _unbroadcast(dscores, scores_matmul)
-    db2 = _unbroadcast(dscores, b2)
-    dh = _matmul_dx(dscores_matmul, h, W2)
-    dW2 += _matmul_dy(dscores_matmul, h, W2)
-    # backprop h = np.maximum(0, X @ W1 + b1)
-    dh_add = (0 < h_add) * dh
-    dh_matmul = _unbroadcast(dh_add, h_matmul)
-    db1 = _unbroadcast(dh_add, b1)
-    dX = _matmul_dx(dh_matmul, X, W1)
-    dW1 += _matmul_dy(dh_matmul, X, W1)
-    return out, (dW1, db1, dW2, db2, dX, None, dreg)

@@ -79,9 +79,7 @@ def _unbroadcast(grad, like):
 
 def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     """Gradients of two_layer_loss with respect to (X, y, params, reg)."""
-    # Recomputes: h_matmul, h_add, h, scores_matmul, scores, N, probs_exp,
-    # probs_sum, probs, data_loss_index, data_loss_neg, data_loss, loss_mul_2,
-    # loss_sum, loss.
+    # Recomputes the forward values the adjoints below read.
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -139,68 +137,9 @@ def two_layer_loss_backward(X, y, params, reg, dloss=1.0):
     return dX, None, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}, dreg
 
 
-def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
-    """two_layer_loss and its gradients with respect to (X, y, params, reg)."""
-    W1 = params["W1"]
-    b1 = params["b1"]
-    W2 = params["W2"]
-    b2 = params["b2"]
-    h_matmul = X @ W1
-    h_add = h_matmul + b1
-    h = np.maximum(0, h_add)
-    scores_matmul = h @ W2
-    scores = scores_matmul + b2
-    N = X.shape[0]
-    probs_exp = np.exp(scores)
-    probs_sum = np.sum(np.exp(scores), axis=1, keepdims=True)
-    probs = probs_exp / probs_sum
-    data_loss_index = probs[np.arange(N), y]
-    data_loss_neg = -np.log(data_loss_index)
-    data_loss = np.sum(data_loss_neg) / N
-    loss_mul_2 = 0.5 * reg
-    loss_sum = np.sum(W1 * W1)
-    loss = data_loss + loss_mul_2 * loss_sum
-
-    # backprop loss = data_loss + 0.5 * reg * np.sum(W1 * W1)
-    dloss = _everywhere(dloss, loss)
-    ddata_loss = np.sum(dloss)
-    dloss_mul_2 = loss_sum * dloss
-    dloss_sum = np.sum(loss_mul_2 * dloss)
-    dW1 = (2 * W1) * dloss_sum
-    dreg = 0.5 * dloss_mul_2
-    # backprop data_loss = np.sum(-np.log(probs[np.arange(N), y])) / N
-    ddata_loss_sum = ddata_loss / N
-    ddata_loss_neg = np.full_like(
-        data_loss_neg,
-        ddata_loss_sum,
-        dtype=np.result_type(data_loss_neg, ddata_loss_sum),
-    )
-    ddata_loss_log = -ddata_loss_neg
-    ddata_loss_index = ddata_loss_log / data_loss_index
-    dprobs = np.zeros_like(probs)
-    np.add.at(dprobs, (np.arange(N), y), ddata_loss_index)
-    # backprop probs = np.exp(scores) / np.sum(np.exp(scores), axis=1, keepdims=True)
-    dprobs_exp = dprobs / probs_sum
-    dprobs_sum = (-(probs_exp / probs_sum**2) * dprobs).sum(axis=1, keepdims=True)
-    dscores = probs_exp * dprobs_sum
-    dscores += probs_exp * dprobs_exp
-    # backprop scores = h @ W2 + b2
-    dscores_matmul = _unbroadcast(dscores, scores_matmul)
-    db2 = _unbroadcast(dscores, b2)
-    dh = _matmul_dx(dscores_matmul, h, W2)
-    dW2 = _matmul_dy(dscores_matmul, h, W2)
-    # backprop h = np.maximum(0, X @ W1 + b1)
-    dh_add = (0 < h_add) * dh
-    dh_matmul = _unbroadcast(dh_add, h_matmul)
-    db1 = _unbroadcast(dh_add, b1)
-    dX = _matmul_dx(dh_matmul, X, W1)
-    dW1 += _matmul_dy(dh_matmul, X, W1)
-    return loss, (dX, None, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}, dreg)
-
-
 def layers_loss_backward(x, layers, dout=1.0):
     """Gradients of layers_loss with respect to (x, layers)."""
-    # Recomputes: out_matmul_2, out_tanh, out_matmul, out_add.
+    # Recomputes the forward values the adjoints below read.
     W1 = layers[0][0]
     b1 = layers[0][1]
     W2 = layers[1][0]
@@ -222,32 +161,6 @@ def layers_loss_backward(x, layers, dout=1.0):
     dx = _matmul_dx(dout_matmul_2, x, W1)
     dW1 = _matmul_dy(dout_matmul_2, x, W1)
     return dx, [[dW1, db1], [dW2, db2]]
-
-
-def layers_loss_value_and_grad(x, layers, dout=1.0):
-    """layers_loss and its gradients with respect to (x, layers)."""
-    W1 = layers[0][0]
-    b1 = layers[0][1]
-    W2 = layers[1][0]
-    b2 = layers[1][1]
-    out_matmul_2 = x @ W1
-    out_tanh = np.tanh(out_matmul_2 + b1)
-    out_matmul = out_tanh @ W2
-    out_add = out_matmul + b2
-    out = np.sum(out_add)
-
-    # backprop return np.sum(np.tanh(x @ W1 + b1) @ W2 + b2)
-    dout_add = np.full_like(out_add, dout, dtype=np.result_type(out_add, dout))
-    dout_matmul = _unbroadcast(dout_add, out_matmul)
-    db2 = _unbroadcast(dout_add, b2)
-    dout_tanh = _matmul_dx(dout_matmul, out_tanh, W2)
-    dW2 = _matmul_dy(dout_matmul, out_tanh, W2)
-    dout_add_2 = (1 - out_tanh**2) * dout_tanh
-    dout_matmul_2 = _unbroadcast(dout_add_2, out_matmul_2)
-    db1 = _unbroadcast(dout_add_2, b1)
-    dx = _matmul_dx(dout_matmul_2, x, W1)
-    dW1 = _matmul_dy(dout_matmul_2, x, W1)
-    return out, (dx, [[dW1, db1], [dW2, db2]])
 
 # pairs
 
@@ -426,12 +339,6 @@ def two_layer_loss_backward(dloss, cache):
     return dX, None, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}, dreg
 
 
-def two_layer_loss_value_and_grad(X, y, params, reg, dloss=1.0):
-    """two_layer_loss and its gradients with respect to (X, y, params, reg)."""
-    value, cache = two_layer_loss_forward(X, y, params, reg)
-    return value, two_layer_loss_backward(dloss, cache)
-
-
 def layers_loss_forward(x, layers):
     """layers_loss and the cache of the values its backward reads."""
     W1 = layers[0][0]
@@ -472,9 +379,3 @@ def layers_loss_backward(dout, cache):
     dx = _matmul_dx(dout_matmul_2, x, W1)
     dW1 = _matmul_dy(dout_matmul_2, x, W1)
     return dx, [[dW1, db1], [dW2, db2]]
-
-
-def layers_loss_value_and_grad(x, layers, dout=1.0):
-    """layers_loss and its gradients with respect to (x, layers)."""
-    value, cache = layers_loss_forward(x, layers)
-    return value, layers_loss_backward(dout, cache)
