@@ -126,6 +126,21 @@ CASES: list[tuple[str, str, tuple[str, ...], tuple[str, ...], dict[str, Any]]] =
         {"scores": normal(3, 4)},
     ),
     (
+        "batchnorm-means-over-the-batch",
+        """
+        def f(x, gamma, beta, eps=1e-5):
+            N = x.shape[0]
+            mu = 1.0 / N * np.sum(x, axis=0)
+            xmu = x - mu
+            var = 1.0 / N * np.sum(xmu**2, axis=0)
+            xhat = xmu / np.sqrt(var + eps)
+            return np.sum((gamma * xhat + beta) ** 2)
+        """,
+        ("_keepdims(", "_unbroadcast(dxmu", "broadcast_to"),
+        ("dmu = -dxmu.sum(axis=0)",),
+        {"x": normal(4, 3), "gamma": normal(3), "beta": normal(3), "eps": 1e-5},
+    ),
+    (
         "a-number-of-a-known-length-vector",
         """
         def f(w: "3", x):

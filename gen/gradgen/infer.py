@@ -501,6 +501,7 @@ class Reduced:
 
     within: frozenset[object]
     axis: object  # the literal axis: an int, a tuple of them, or None (every axis)
+    keepdims: bool = True  # False: leading axes only (axis 0, (0, 1)), which numpy adds back
 
 
 @dataclass(frozen=True)
@@ -584,22 +585,46 @@ def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
             and not stage.item
         ):
             made = of(stage.expr)
-        if (
-            rule is not None
-            and rule.shape is REDUCED_SHAPE
-            and "x" in rule.inputs
-            and literal_value(dict(stage.nondiff).get("keepdims", Const("False"))) is True
-        ):
+        if rule is not None and rule.shape is REDUCED_SHAPE and "x" in rule.inputs:
+            keepdims = literal_value(dict(stage.nondiff).get("keepdims", Const("False")))
             source = of(stage.operands[rule.inputs.index("x")])
             axis = literal_value(dict(stage.nondiff).get("axis", Const("None")))
-            if source is not None and _is_axis(axis) and stage.target in once:
-                reduced[stage.target] = Reduced(source, axis)
+            # Without keepdims, a reduction over leading axes broadcasts back too.
+            leading = _leading(axis)
+            if (
+                source is not None
+                and _is_axis(axis)
+                and stage.target in once
+                and (keepdims is True or (keepdims is False and leading))
+            ):
+                reduced[stage.target] = Reduced(source, axis, keepdims is True)
+        elif made is not None and stage.target in once:
+            # A reduction times a number (the mean 1.0 / N * np.sum(x, axis=0)) is one too.
+            carried = [
+                unwrap(o)
+                for o in stage.operands
+                if isinstance(unwrap(o), Name) and of(o) != frozenset()
+            ]
+            if (
+                len(carried) == 1
+                and isinstance(carried[0], Name)
+                and carried[0].id in reduced
+                and made == of(carried[0])
+            ):
+                reduced[stage.target] = reduced[carried[0].id]
         if made is not None and known.get(stage.target) is None and stage.target in once:
             found[stage.target] = made
         for target in (*stage.targets, *_loop_names(stage)):
             if target not in several:
                 found.setdefault(target, base(target))
     return ShapeRelations(found, reduced)
+
+
+def _leading(axis: object) -> bool:
+    """Is ``axis`` the first axes: 0, or (0, 1, ...)?"""
+    if axis == 0 and type(axis) is int:
+        return True
+    return isinstance(axis, tuple) and list(axis) == list(range(len(axis))) and bool(axis)
 
 
 def _is_axis(axis: object) -> bool:

@@ -631,8 +631,13 @@ def _mean_adjoint(c: AdjointContext) -> Spread:
 def _broadcastable(c: AdjointContext, expanded: str) -> str:
     """``expanded`` where numpy broadcasting needs the reduced axis back; ``g`` itself where
     it is a new leading axis (axis 0), which broadcasting adds anyway."""
-    if expanded.startswith("numpy.expand_dims(") and c.literals.get("axis") == 0:
-        return "g"
+    axis = c.literals.get("axis")
+    if (
+        expanded.startswith(("numpy.expand_dims(", "_keepdims("))
+        and axis == 0
+        and type(axis) is int
+    ):
+        return "g"  # (of a 0-d x too: g is a number then)
     return expanded
 
 
