@@ -145,10 +145,14 @@ def mlp_over_layers_backward(x, layers, target, dloss=1.0):
         i_steps.append((i, h, W, b, h_matmul, h_2))
         h = h_2
     loss_sub = h - target
+    loss_pow = loss_sub**2
 
     # backprop loss = 0.5 * np.sum((h - target) ** 2)
     dloss_sum = 0.5 * dloss
-    dloss_sub = (2 * loss_sub) * dloss_sum
+    dloss_pow = np.full_like(
+        loss_pow, dloss_sum, dtype=np.result_type(loss_pow, dloss_sum)
+    )
+    dloss_sub = (2 * loss_sub) * dloss_pow
     dh = _unbroadcast(dloss_sub, h)
     dtarget = _unbroadcast(-dloss_sub, target)
     # backprop for W, b in layers:

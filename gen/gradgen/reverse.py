@@ -701,19 +701,9 @@ class _ReversePass:
             )
             if alike is not None:
                 spread = replace(spread, value=substitute(spread.value, {stage.target: alike}))
-        # Elementwise of inputs all of the result's shape (xmu**2): the unspread value
-        # broadcasts as the spread one would.
-        full = {stage.target} | {
-            o.id
-            for o in stage.operands
-            if isinstance(o, Name) and self.same_shape(o.id, stage.target)
-        }
-        all_full = all(
-            o.id in full for o in stage.operands if isinstance(o, Name) and o.id in self.relevant
-        )
-        if spread is not None and _spread_fits(
-            stage, spread.value, self.relevant, known, full if all_full else None
-        ):
+        # (Not of an elementwise operation of several inputs: a spread value broadcast
+        # there costs numpy the temporary it reuses with the view, a memory peak.)
+        if spread is not None and _spread_fits(stage, spread.value, self.relevant, known):
             # The number itself times the local gradients already has the operand's shape:
             # `(2 * W1) * dreg` rather than `(2 * W1) * np.full_like(W1 * W1, dreg)`.
             self.statements[spread.statement] = None
@@ -1039,9 +1029,7 @@ def _plain_adjoint(stage: Stage, position: int, g: Expr, known: Shapes) -> Expr:
     return adjoint
 
 
-def _spread_fits(
-    stage: Stage, number: Expr, relevant: set[str], known: Shapes, full: set[str] | None = None
-) -> bool:
+def _spread_fits(stage: Stage, number: Expr, relevant: set[str], known: Shapes) -> bool:
     """Can the value a gradient spreads stand for it in ``stage``'s adjoints? Yes when the
     stage is elementwise and every adjoint, with g a number, has the stage's known shape
     (numpy broadcasting then spreads it), or when the stage is an index (adding into the
@@ -1057,14 +1045,10 @@ def _spread_fits(
         if isinstance(operand, Name) and operand.id in relevant and position not in stage.stopped
     ]
     shape = known.get(stage.target)
-    if not shape and (stage.rule.keeps_shape or (stage.rule.elementwise and full)):
+    if not shape and stage.rule.keeps_shape:
         # Shape unknown, but the same as the input's: an adjoint that reads the input or
         # the result entry by entry has it too (``g / x``), one that does not is a number.
-        # (Of an elementwise operation, only the inputs known to have the result's shape
-        # count: ``full``.)
         reads = {stage.target, *(o.id for o in stage.operands if isinstance(o, Name))}
-        if not stage.rule.keeps_shape and full is not None:
-            reads = full
         return all(
             _reads_entries(_plain_adjoint(stage, position, Const("1.0", 1.0), known), reads)
             for position in relevant_positions

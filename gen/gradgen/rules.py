@@ -616,15 +616,15 @@ def _full_reduction(c: AdjointContext) -> bool:
 def _sum_adjoint(c: AdjointContext) -> Spread:
     if _full_reduction(c):
         return Spread("numpy.full_like(x, g, dtype=numpy.result_type(x, g))", "g")
-    expanded = _expanded(c, "g")
-    return Spread(f"numpy.broadcast_to({expanded}, numpy.shape(x))", _broadcastable(c, expanded))
+    expanded = _broadcastable(c, _expanded(c, "g"))
+    return Spread(f"numpy.broadcast_to({expanded}, numpy.shape(x))", expanded)
 
 
 def _mean_adjoint(c: AdjointContext) -> Spread:
     if _full_reduction(c):
         spread = f"g / {_count(c)}"
         return Spread(f"numpy.full_like(x, {spread}, dtype=numpy.result_type(x, g))", spread)
-    spread = f"{_expanded(c, 'g')} / {_count(c)}"
+    spread = f"{_broadcastable(c, _expanded(c, 'g'))} / {_count(c)}"
     return Spread(f"numpy.broadcast_to({spread}, numpy.shape(x))", spread)
 
 
