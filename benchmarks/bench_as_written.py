@@ -35,24 +35,15 @@ from typing import Any
 
 import numpy as np
 from bench_arrays import calibrate, check, copies, peak_memory, time_interleaved
+from bench_backward import FORWARD_SOURCE
 from bench_backward import f_backward_hand_df as staged_hand
 
 import gradgen
 
 HEADER = "import math\n\nimport numpy as np\n\n\n"
 
-STAGED = """\
-def f(x, y):
-    sigy = 1.0 / (1 + math.exp(-y))
-    num = x + sigy
-    sigx = 1.0 / (1 + math.exp(-x))
-    xpy = x + y
-    xpysqr = xpy**2
-    den = sigx + xpysqr
-    invden = 1.0 / den
-    f = num * invden
-    return f
-"""
+# The seed's staged example as bench_backward.py has it, without its import line.
+STAGED = FORWARD_SOURCE.split("\n\n\n", 1)[1]
 
 NEURON = """\
 def neuron(w0, w1, w2, x0, x1):
