@@ -1116,3 +1116,20 @@ def test_a_list_of_layers_with_no_shapes_asks_for_them(tmp_path: Path, run: Run)
     status, out, _ = run(forward)
     assert status == 1, out
     assert 'layers: [("D, H", "H"), ("H, C", "C")]' in out
+
+
+def test_dimensions_made_of_names_are_sized_from_them(tmp_path: Path, run: Run) -> None:
+    """``C*H*W`` is the product of C, H and W, and ``4H`` four times H: drawn apart, the
+    forward would not run on the arguments (or, worse, run on shapes that disagree)."""
+    forward = tmp_path / "fc.py"
+    forward.write_text(
+        "import numpy as np\n\n\n"
+        'def fc(x: "N, C, H, W", w: "C*H*W, K", g: "N, 4K"):\n'
+        "    N = x.shape[0]\n"
+        "    s = x.reshape(N, -1) @ w\n"
+        "    K = w.shape[1]\n"
+        "    return np.sum(np.maximum(s, 0) ** 2 * g[:, 3 * K :])\n"
+    )
+    status, out, _ = run(forward)
+    assert status == 0, out
+    assert "all 3 gradients match" in out, out

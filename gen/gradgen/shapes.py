@@ -8,6 +8,7 @@ operand's shape at run time, which is always correct.
 
 from __future__ import annotations
 
+import math
 import re
 
 Dim = int | str
@@ -83,11 +84,16 @@ def combine(*terms: tuple[int, Dim]) -> Dim | None:
     return _written(names, number)
 
 
+_PRODUCT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\*([A-Za-z_][A-Za-z0-9_]*|[0-9]+))+$")
+
+
 def names_in_dimension(dim: Dim) -> list[str]:
     """The names a dimension is made of ("4H" and "H+2": H; "C*H*W" is a name of its own)."""
     if isinstance(dim, int):
         return []
     form = _linear(dim)
+    if form is None and _PRODUCT.match(dim):  # "C*H*W": each factor a name or a number
+        return [f for f in dim.split("*") if not f.isdigit()]
     return [dim] if form is None else sorted(form[0])
 
 
@@ -96,6 +102,8 @@ def size_of(dim: Dim, sizes: dict[str, int]) -> int:
     if isinstance(dim, int):
         return dim
     form = _linear(dim)
+    if form is None and _PRODUCT.match(dim):
+        return math.prod(int(f) if f.isdigit() else sizes[f] for f in dim.split("*"))
     if form is None:
         return sizes[dim]
     return sum(coefficient * sizes[name] for name, coefficient in form[0].items()) + form[1]
