@@ -46,12 +46,10 @@ from gradgen.rules import (
     NUMBER_VALUED,
     REDUCED_SHAPE,
     REVERSED,
-    SAME_SHAPE,
     SHAPE_ATTRIBUTE,
     SHAPE_OF_FIRST,
     STEPS,
     AdjointContext,
-    is_elementwise,
     is_opaque,
     is_reshape,
 )
@@ -143,7 +141,7 @@ def numbers_by_use(function: StagedFunction, known: Shapes) -> set[str]:
         changed = False
         for stage in reversed(stages):
             taken: list[Expr] = []
-            if stage.rule is not None and is_elementwise(stage.rule):
+            if stage.rule is not None and stage.rule.elementwise:
                 # (a name the sides of an 'if' both bind may be a number on one side only)
                 if stage.library == "math" or (stage.target in numbers and stage.target in once):
                     taken = list(stage.operands)
@@ -569,10 +567,10 @@ def alike_shapes(function: StagedFunction, known: Shapes) -> ShapeRelations:
     for stage in stages:
         made: frozenset[object] | None = None
         rule = stage.rule
-        if rule is not None and not stage.results and is_elementwise(rule):
+        if rule is not None and not stage.results and rule.elementwise:
             values = dict(zip(rule.inputs, stage.operands, strict=False))
             values.update(stage.nondiff)
-            if rule.variadic or rule.shape is not SAME_SHAPE:
+            if rule.variadic or not rule.keeps_shape:
                 made = union([*stage.operands, *(v for _, v in stage.nondiff)])
             elif "x" in values:
                 made = of(values["x"])

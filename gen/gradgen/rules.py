@@ -561,15 +561,6 @@ def _broadcast(c: AdjointContext) -> Shape | None:
     return shapes.broadcast(*(shape for name, shape in c.shapes.items() if name != "out"))
 
 
-def is_elementwise(rule: Rule) -> bool:
-    """Does ``rule`` act entry by entry, its result of its inputs' broadcast shape? Then a
-    result that is a number was computed from numbers only (infer.py reads types back)."""
-    return rule.shape in (_same, _broadcast)
-
-
-SAME_SHAPE = _same  # the shape of a result of an elementwise function of one input, x
-
-
 def _reduced(c: AdjointContext) -> Shape | None:
     return shapes.reduce(c.shapes.get("x"), c.literals.get("axis"), c.literals.get("keepdims"))
 
